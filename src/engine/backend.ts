@@ -1,0 +1,110 @@
+// The contract between the engine and a compute device. The CPU backend (SIMD WebAssembly) and the
+// GPU backend (WebGPU) both implement it, so the forward pass is written once.
+//
+// Conventions (all f32, row-major):
+//  - A "row" is one token. Activations are [rows][dim].
+//  - Weights are [outDim][inDim] as stored by Hugging Face (y = x · Wᵀ + b).
+//  - Per-head tensors are [rows][numHeads][headDim] (the usual projection output layout).
+//  - Full KV caches are head-major: [numKvHeads][capacity][headDim]; position p of KV head h is at
+//    (h * capacity + p) * headDim.
+//  - Streaming (sink + recent) caches are head-major rings: [numKvHeads][sink + recent][headDim].
+//    Position p lives in slot p when p < sink, else in slot sink + ((p - sink) mod recent).
+//    Which positions are present follows from pastLen alone: [0, min(pastLen, sink)) and
+//    [max(sink, pastLen - recent), pastLen).
+//  - GQA: query head qh uses KV head floor(qh / (numHeads / numKvHeads)).
+//  - Keys are cached after RoPE at their true positions.
+//
+// GPU ops are recorded and run in order; CPU ops run at once. `read` waits for everything before it.
+
+export interface DeviceTensor {
+  /** Number of f32 elements. */
+  readonly length: number;
+}
+
+export interface AttentionShape {
+  /** Query rows in this call (the chunk); row r is at absolute position pastLen + r. */
+  rows: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  /** Tokens already cached before this chunk. */
+  pastLen: number;
+  /** Softmax scale, normally 1/sqrt(headDim). */
+  scale: number;
+}
+
+export interface StreamingWindow {
+  sink: number;
+  recent: number;
+}
+
+export interface Backend {
+  readonly kind: 'cpu' | 'gpu';
+  /** Human-readable description of the device (adapter name, "wasm simd", ...). */
+  readonly description: string;
+
+  /** A zero-filled tensor of `length` f32. */
+  alloc(length: number): DeviceTensor;
+  /** A new tensor holding a copy of `data`. */
+  upload(data: Float32Array): DeviceTensor;
+  /** Copies `data` into `t` starting at element `offset`. */
+  write(t: DeviceTensor, data: Float32Array, offset?: number): void;
+  /** Copies `length` elements of `src` from `srcOffset` into `dst` at `dstOffset`. */
+  copy(dst: DeviceTensor, dstOffset: number, src: DeviceTensor, srcOffset: number, length: number): void;
+  /** Reads `length` elements from `offset` (default: all). Waits for pending work. */
+  read(t: DeviceTensor, offset?: number, length?: number): Promise<Float32Array>;
+  /** Releases the tensor's memory. The tensor must not be used afterwards. */
+  free(t: DeviceTensor): void;
+  /** Submits recorded work (GPU); no-op on the CPU. */
+  flush(): void;
+  /** Releases the device. */
+  destroy(): void;
+
+  /** out[r][:] = table[ids[r]][:] for r < ids.length; table is [vocab][dim]. */
+  embed(out: DeviceTensor, table: DeviceTensor, ids: Int32Array, dim: number): void;
+  /** out[r] = x[r] / sqrt(mean(x[r]²) + eps) * weight, for rows × dim. out may equal x. */
+  rmsnorm(out: DeviceTensor, x: DeviceTensor, weight: DeviceTensor, rows: number, dim: number, eps: number): void;
+  /**
+   * out[r][o] (+)= Σ_i x[r][i] · w[o][i] + bias[o], for r < rows, o < outDim.
+   * With accumulate the result is added to out (used to sum the two sides' O projections).
+   * xOffset (elements) lets the caller use rows of x starting at row xOffset / inDim.
+   */
+  matmul(out: DeviceTensor, x: DeviceTensor, w: DeviceTensor, bias: DeviceTensor | null,
+    rows: number, inDim: number, outDim: number, accumulate?: boolean, xOffset?: number): void;
+  /**
+   * In-place rotary embedding, Hugging Face "rotate half" convention: for each row r, head h and
+   * i < headDim/2, with a = x[i], b = x[i + headDim/2], θ = positions[r] · invFreq[i]:
+   *   x[i] = a cos θ − b sin θ;  x[i + headDim/2] = b cos θ + a sin θ.
+   * invFreq has headDim/2 entries (rope scaling is already folded into it).
+   */
+  rope(x: DeviceTensor, rows: number, numHeads: number, headDim: number, positions: Int32Array, invFreq: DeviceTensor): void;
+  /** out[i] = silu(gate[i]) * up[i] for i < n, silu(z) = z / (1 + e^−z). */
+  siluMul(out: DeviceTensor, gate: DeviceTensor, up: DeviceTensor, n: number): void;
+  /** x[i] += y[i] for i < n. */
+  add(x: DeviceTensor, y: DeviceTensor, n: number): void;
+
+  /** Writes the chunk's k, v ([rows][numKvHeads][headDim]) at positions pastLen.. of a full cache. */
+  kvAppend(kCache: DeviceTensor, vCache: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
+    rows: number, numKvHeads: number, headDim: number, capacity: number, pastLen: number): void;
+  /**
+   * Causal attention over a full cache that already holds positions [0, pastLen + rows):
+   * query row r attends keys j ≤ pastLen + r. q and out are [rows][numHeads][headDim].
+   */
+  attention(out: DeviceTensor, q: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor,
+    shape: AttentionShape, capacity: number): void;
+  /**
+   * Streaming-head attention: query row r (position i = pastLen + r) attends the keys j ≤ i with
+   * j < sink or j > i − recent, taken from the ring (positions < pastLen, see above) and from the
+   * chunk's own k, v ([rows][numKvHeads][headDim]). The ring is NOT modified.
+   */
+  streamingAttention(out: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
+    kRing: DeviceTensor, vRing: DeviceTensor, shape: AttentionShape, window: StreamingWindow): void;
+  /** Stores the chunk's positions that the ring keeps (p < sink, or among the last `recent`). */
+  ringAppend(kRing: DeviceTensor, vRing: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
+    rows: number, numKvHeads: number, headDim: number, pastLen: number, window: StreamingWindow): void;
+}
+
+/** Ring slot of absolute position p (see the layout notes above). */
+export function ringSlot(p: number, window: StreamingWindow): number {
+  return p < window.sink ? p : window.sink + ((p - window.sink) % window.recent);
+}

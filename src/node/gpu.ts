@@ -1,0 +1,51 @@
+// WebGPU in Node through Dawn (the `webgpu` npm package). Tries the backends a headless Linux box
+// has: Vulkan (a real GPU, or SwiftShader when VK_ICD_FILENAMES points at it), then OpenGL ES over
+// Mesa (llvmpipe), which only offers a "compatibility" adapter.
+import { create, globals } from 'webgpu';
+import { GpuContext } from '../gpu/context.js';
+
+let globalsInstalled = false;
+
+export interface NodeGpuOptions {
+  /** Dawn backend to force ('vulkan' | 'opengles'); default: DUET_GPU_BACKEND or auto. */
+  backend?: string;
+}
+
+/** Returns a GPU context, or null with the reason when no adapter is available. */
+export async function createNodeGpu(options: NodeGpuOptions = {}): Promise<{ gpu: GpuContext | null; reason: string }> {
+  if (!globalsInstalled) { Object.assign(globalThis, globals); globalsInstalled = true; }
+  const wanted = options.backend ?? process.env.DUET_GPU_BACKEND;
+  const attempts: Array<{ backend: string | null; featureLevel: 'core' | 'compatibility' }> = wanted
+    ? [{ backend: wanted, featureLevel: wanted === 'opengles' ? 'compatibility' : 'core' }]
+    : [{ backend: null, featureLevel: 'core' }, { backend: 'opengles', featureLevel: 'compatibility' }];
+  const failures: string[] = [];
+  for (const { backend, featureLevel } of attempts) {
+    if (backend === 'opengles' && !process.env.EGL_PLATFORM) process.env.EGL_PLATFORM = 'surfaceless';
+    try {
+      const navigatorGpu = create(backend ? [`backend=${backend}`] : []);
+      const adapter = await navigatorGpu.requestAdapter({ featureLevel, powerPreference: 'high-performance' });
+      if (!adapter) { failures.push(`${backend ?? 'default'}: no adapter`); continue; }
+      const l = adapter.limits;
+      const device = await adapter.requestDevice({
+        requiredLimits: {
+          maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
+          maxBufferSize: l.maxBufferSize,
+          maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage,
+          maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
+          maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
+          maxComputeWorkgroupSizeX: l.maxComputeWorkgroupSizeX,
+          maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
+        },
+      });
+      device.addEventListener('uncapturederror', (e) => {
+        console.error(`duet: WebGPU error: ${(e as GPUUncapturedErrorEvent).error.message}`);
+      });
+      const info = adapter.info;
+      const name = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(' ') || 'unknown adapter';
+      return { gpu: new GpuContext(device, `${name} (${backend ?? 'default'} backend, ${featureLevel})`), reason: '' };
+    } catch (err) {
+      failures.push(`${backend ?? 'default'}: ${(err as Error).message}`);
+    }
+  }
+  return { gpu: null, reason: failures.join('; ') };
+}
