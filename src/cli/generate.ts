@@ -1,0 +1,103 @@
+// `duet generate`: load a checkpoint, place it, prefill the prompt and stream generated text.
+import { parseArgs } from 'node:util';
+import { Engine, type DeviceChoice, type Placement } from '../engine/engine.js';
+import { loadCheckpoint } from '../model/checkpoint.js';
+import { nodeModelFiles } from '../node/files.js';
+import { createNodeGpu } from '../node/gpu.js';
+import { intOption, numberOption, patternOptions, resolveHeads } from './options.js';
+import { Progress } from './progress.js';
+
+const options = {
+  model: { type: 'string' },
+  prompt: { type: 'string' },
+  'prompt-ids': { type: 'string' },
+  chat: { type: 'boolean' },
+  'max-tokens': { type: 'string' },
+  temperature: { type: 'string' },
+  'top-k': { type: 'string' },
+  'top-p': { type: 'string' },
+  seed: { type: 'string' },
+  device: { type: 'string' },
+  placement: { type: 'string' },
+  'prefill-chunk': { type: 'string' },
+  json: { type: 'boolean' },
+  ...patternOptions,
+} as const;
+
+function oneOf<T extends string>(value: string | undefined, flag: string, allowed: readonly T[]): T | undefined {
+  if (value === undefined) return undefined;
+  if (!(allowed as readonly string[]).includes(value)) throw new Error(`${flag} must be one of ${allowed.join(', ')} (got "${value}")`);
+  return value as T;
+}
+
+export async function generateCommand(argv: string[]): Promise<number> {
+  const { values: v } = parseArgs({ args: argv, options, strict: true });
+  if (!v.model) throw new Error('--model DIR is required');
+  if ((v.prompt === undefined) === (v['prompt-ids'] === undefined)) throw new Error('give exactly one of --prompt and --prompt-ids');
+  const device = oneOf<DeviceChoice>(v.device, '--device', ['auto', 'gpu', 'cpu']) ?? 'auto';
+  const placement = oneOf<Placement>(v.placement, '--placement', ['split', 'gpu', 'cpu']);
+  const maxTokens = intOption(v['max-tokens'], '--max-tokens', 1) ?? 64;
+  const sampling = {
+    temperature: numberOption(v.temperature, '--temperature') ?? 0,
+    topK: intOption(v['top-k'], '--top-k', 1),
+    topP: numberOption(v['top-p'], '--top-p'),
+    seed: intOption(v.seed, '--seed') ?? 0,
+  };
+  const prefillChunk = intOption(v['prefill-chunk'], '--prefill-chunk', 1);
+
+  const progress = new Progress('loading');
+  const checkpoint = await loadCheckpoint(nodeModelFiles(v.model), {
+    onProgress: (done: number, total: number) => progress.update(done, total),
+  });
+  const { config, tokenizer } = checkpoint;
+  let promptIds: number[];
+  if (v['prompt-ids'] !== undefined) {
+    promptIds = v['prompt-ids'].split(',').map((s) => {
+      const n = Number(s.trim());
+      if (s.trim() === '' || !Number.isInteger(n) || n < 0 || n >= config.vocabSize) {
+        throw new Error(`--prompt-ids: "${s}" is not a token id in 0..${config.vocabSize - 1}`);
+      }
+      return n;
+    });
+    if (v.chat) throw new Error('--chat needs --prompt text');
+  } else {
+    if (!tokenizer) throw new Error(`${v.model}: no tokenizer.json; give the prompt as --prompt-ids`);
+    const text = v.chat ? tokenizer.applyChatTemplate([{ role: 'user', content: v.prompt! }], { addGenerationPrompt: true }) : v.prompt!;
+    promptIds = tokenizer.encode(text, { addSpecialTokens: !v.chat });
+  }
+  const heads = await resolveHeads(v, config.numLayers, config.numKvHeads);
+  const engine = await Engine.create(config, checkpoint.weights, {
+    device, placement, kinds: heads.kinds, window: heads.window,
+    acquireGpu: () => createNodeGpu(),
+    notice: (m) => process.stderr.write(`duet: ${m}\n`),
+  });
+  try {
+    process.stderr.write(`duet: ${engine.deviceDescription}; placement ${engine.placement}; ${heads.description}; prompt ${promptIds.length} tokens\n`);
+    const decoder = tokenizer?.streamDecoder();
+    const result = await engine.generate(promptIds, {
+      ...sampling, maxTokens, prefillChunk, stopIds: checkpoint.eosTokenIds,
+      onToken: (id) => {
+        if (v.json) return;
+        if (decoder) process.stdout.write(decoder.push(id));
+        else process.stdout.write(`${id} `);
+      },
+    });
+    const text = tokenizer ? tokenizer.decode(result.tokens) : null;
+    if (v.json) {
+      process.stdout.write(`${JSON.stringify({
+        tokens: result.tokens, text, device: engine.placement === 'cpu' ? 'cpu' : 'gpu', placement: engine.placement,
+        adapter: engine.deviceDescription, heads: heads.description,
+        prompt_tokens: result.promptTokens, stop_reason: result.stopReason,
+        timings: { prefill_ms: result.prefillMs, decode_ms_per_token: result.decodeMsPerToken },
+        kv_bytes: { retrieval: result.kv.retrievalBytes, streaming: result.kv.streamingBytes, gpu: result.kv.byDevice.gpu, cpu: result.kv.byDevice.cpu },
+      })}\n`);
+    } else {
+      if (decoder) process.stdout.write(decoder.flush());
+      process.stdout.write('\n');
+      process.stderr.write(`duet: ${result.tokens.length} tokens (${result.stopReason}); prefill ${result.prefillMs.toFixed(1)} ms; decode ${result.decodeMsPerToken.toFixed(2)} ms/token\n`);
+    }
+  } finally {
+    engine.dispose();
+  }
+  return 0;
+}

@@ -1,0 +1,49 @@
+// The `duet` command.
+import { parseArgs } from 'node:util';
+import { readFile } from 'node:fs/promises';
+import { generateCommand } from './generate.js';
+import { memoryCommand } from './memory.js';
+
+const USAGE = `duet — DuoAttention inference: retrieval heads on the GPU (WebGPU), streaming heads on the CPU (WASM SIMD)
+
+Usage:
+  duet generate --model DIR (--prompt TEXT | --prompt-ids 1,2,3) [options]
+      --chat                 wrap the prompt with the model's chat template
+      --max-tokens N         tokens to generate (default 64)
+      --temperature T        0 = greedy (default)
+      --top-k K  --top-p P  --seed S
+      --device auto|gpu|cpu  (default auto: the GPU when an adapter exists)
+      --placement split|gpu|cpu   where streaming heads run (default split with a GPU)
+      --pattern DIR          DuoAttention pattern (full_attention_heads.tsv + config.json)
+      --sparsity S           fraction of KV heads made streaming (lowest gate values first)
+      --streaming-only       every head streaming (StreamingLLM baseline); needs --sink/--recent or --pattern
+      --full                 full attention, no pattern (the default without --pattern)
+      --sink N --recent N    streaming window sizes (override the pattern's)
+      --prefill-chunk N      prefill chunk size (default 512)
+      --json                 print one JSON object instead of streaming text
+  duet memory --config config.json (--pattern DIR [--sparsity S] | --streaming-only --sink N --recent N)
+              --context N [--kv-dtype f16|f32] [--json]
+      projected KV-cache memory of full attention vs DuoAttention
+`;
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (!command || command === '--help' || command === '-h' || command === 'help') {
+    process.stdout.write(USAGE);
+    return command ? 0 : 1;
+  }
+  if (command === '--version') {
+    const pkg = JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8'));
+    process.stdout.write(`${pkg.version}\n`);
+    return 0;
+  }
+  switch (command) {
+    case 'generate': return generateCommand(rest);
+    case 'memory': return memoryCommand(rest);
+    default:
+      process.stderr.write(`duet: unknown command "${command}"\n\n${USAGE}`);
+      return 2;
+  }
+}
+
+export { parseArgs };

@@ -1,0 +1,93 @@
+// A checkpoint's weights placed on the devices: every projection on the main backend, with each
+// layer's attention weights split once into a retrieval side and a streaming side (head-split.ts).
+import type { Backend, DeviceTensor, StreamingWindow } from './backend.js';
+import type { HeadKinds } from '../attention/pattern.js';
+import { splitSide, type SideWeights } from './head-split.js';
+import type { ModelConfig } from '../model/config.js';
+import { ropeInvFreq } from '../model/config.js';
+import type { ModelWeights } from '../model/weights.js';
+
+export interface DeviceSide {
+  kvHeads: number[];
+  numHeads: number;
+  numKvHeads: number;
+  wq: DeviceTensor; wk: DeviceTensor; wv: DeviceTensor; wo: DeviceTensor;
+  bq: DeviceTensor | null; bk: DeviceTensor | null; bv: DeviceTensor | null;
+}
+
+export interface DeviceLayer {
+  inputNorm: DeviceTensor;
+  postNorm: DeviceTensor;
+  wGate: DeviceTensor; wUp: DeviceTensor; wDown: DeviceTensor;
+  /** Heads with a full KV cache on the main backend (null when the layer has none). */
+  retrieval: DeviceSide | null;
+  /** Heads with a sink + recent ring on the streaming backend (null when none). */
+  streaming: DeviceSide | null;
+}
+
+export interface DeviceModelOptions {
+  main: Backend;
+  /** Where streaming heads attend: the CPU backend for the split placement, else `main`. */
+  streamingBackend: Backend;
+  kinds: HeadKinds;
+  window: StreamingWindow;
+}
+
+export class DeviceModel {
+  readonly layers: DeviceLayer[] = [];
+  readonly embed: DeviceTensor;
+  readonly finalNorm: DeviceTensor;
+  readonly lmHead: DeviceTensor;
+  readonly invFreq: DeviceTensor;
+  readonly main: Backend;
+  readonly streamingBackend: Backend;
+  readonly kinds: HeadKinds;
+  readonly window: StreamingWindow;
+  /** Bytes of weights uploaded to the main backend. */
+  readonly weightBytes: number;
+
+  constructor(readonly config: ModelConfig, weights: ModelWeights, options: DeviceModelOptions) {
+    const { main } = options;
+    this.main = main;
+    this.streamingBackend = options.streamingBackend;
+    this.kinds = options.kinds;
+    this.window = options.window;
+    if (options.kinds.length !== config.numLayers || options.kinds.some((row) => row.length !== config.numKvHeads)) {
+      throw new Error(`head pattern shape ${options.kinds.length}×${options.kinds[0]?.length} does not match the model (${config.numLayers} layers × ${config.numKvHeads} KV heads)`);
+    }
+    let bytes = 0;
+    const up = (a: Float32Array): DeviceTensor => { bytes += a.byteLength; return main.upload(a); };
+    const upSide = (s: SideWeights): DeviceSide => ({
+      kvHeads: s.kvHeads, numHeads: s.numHeads, numKvHeads: s.numKvHeads,
+      wq: up(s.wq), wk: up(s.wk), wv: up(s.wv), wo: up(s.wo),
+      bq: s.bq && up(s.bq), bk: s.bk && up(s.bk), bv: s.bv && up(s.bv),
+    });
+    const geo = { hidden: config.hiddenSize, numHeads: config.numHeads, numKvHeads: config.numKvHeads, headDim: config.headDim };
+    this.embed = up(weights.embed);
+    weights.layers.forEach((lw, l) => {
+      const kinds = options.kinds[l];
+      const retrievalHeads = kinds.flatMap((r, h) => (r ? [h] : []));
+      const streamingHeads = kinds.flatMap((r, h) => (r ? [] : [h]));
+      this.layers.push({
+        inputNorm: up(lw.inputNorm), postNorm: up(lw.postNorm),
+        wGate: up(lw.wGate), wUp: up(lw.wUp), wDown: up(lw.wDown),
+        retrieval: retrievalHeads.length ? upSide(splitSide(lw, geo, retrievalHeads)) : null,
+        streaming: streamingHeads.length ? upSide(splitSide(lw, geo, streamingHeads)) : null,
+      });
+    });
+    this.finalNorm = up(weights.finalNorm);
+    this.lmHead = weights.lmHead === weights.embed ? this.embed : up(weights.lmHead);
+    this.invFreq = up(ropeInvFreq(config));
+    this.weightBytes = bytes;
+  }
+
+  /** Largest per-layer head counts of each side (sizes the workspaces). */
+  maxHeads(side: 'retrieval' | 'streaming'): { numHeads: number; numKvHeads: number } {
+    let numHeads = 0, numKvHeads = 0;
+    for (const layer of this.layers) {
+      const s = layer[side];
+      if (s) { numHeads = Math.max(numHeads, s.numHeads); numKvHeads = Math.max(numKvHeads, s.numKvHeads); }
+    }
+    return { numHeads, numKvHeads };
+  }
+}

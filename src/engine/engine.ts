@@ -1,0 +1,139 @@
+// The engine: picks the devices for a placement, places a checkpoint on them and generates.
+import type { Backend, StreamingWindow } from './backend.js';
+import { DeviceModel } from './device-model.js';
+import { Session, type KvMemory } from './session.js';
+import { Sampler, type SamplingOptions } from './sampler.js';
+import { allHeads, countStreaming, type HeadKinds } from '../attention/pattern.js';
+import { createCpuBackend } from '../cpu/backend.js';
+import { GpuBackend } from '../gpu/backend.js';
+import type { GpuContext } from '../gpu/context.js';
+import type { ModelConfig } from '../model/config.js';
+import type { ModelWeights } from '../model/weights.js';
+
+export type DeviceChoice = 'auto' | 'gpu' | 'cpu';
+/** Where streaming heads run: split = CPU (WASM) next to GPU retrieval heads; gpu = all on the GPU; cpu = all on the CPU. */
+export type Placement = 'split' | 'gpu' | 'cpu';
+
+export interface EngineOptions {
+  device?: DeviceChoice;
+  placement?: Placement;
+  /** Retrieval (true) / streaming (false) per layer per KV head; default: all retrieval (full attention). */
+  kinds?: HeadKinds;
+  window?: StreamingWindow;
+  /** Provides a GPU (Node: Dawn; browser: navigator.gpu). */
+  acquireGpu?: () => Promise<{ gpu: GpuContext | null; reason: string }>;
+  /** Notes for the user (device fallback and the like), e.g. written to stderr. */
+  notice?: (message: string) => void;
+}
+
+export interface GenerateOptions extends SamplingOptions {
+  maxTokens?: number;
+  /** Stop tokens (eos). */
+  stopIds?: number[];
+  /** Prefill chunk size in tokens (default 512). */
+  prefillChunk?: number;
+  onToken?: (id: number) => void;
+}
+
+export interface GenerationResult {
+  tokens: number[];
+  promptTokens: number;
+  stopReason: 'eos' | 'max_tokens' | 'max_positions';
+  prefillMs: number;
+  decodeMsPerToken: number;
+  kv: KvMemory;
+}
+
+export class Engine {
+  private constructor(
+    readonly config: ModelConfig,
+    readonly model: DeviceModel,
+    readonly placement: Placement,
+    readonly cpu: Backend,
+    readonly gpu: GpuBackend | null,
+  ) {}
+
+  static async create(config: ModelConfig, weights: ModelWeights, options: EngineOptions = {}): Promise<Engine> {
+    const device = options.device ?? 'auto';
+    const notice = options.notice ?? (() => {});
+    let placement = options.placement;
+    if (placement === 'cpu' && device === 'gpu') throw new Error('--placement cpu runs everything on the CPU; it cannot be combined with --device gpu');
+    let gpu: GpuBackend | null = null;
+    const wantGpu = device !== 'cpu' && placement !== 'cpu';
+    if (wantGpu) {
+      const { gpu: ctx, reason } = options.acquireGpu ? await options.acquireGpu() : { gpu: null, reason: 'no WebGPU provider in this environment' };
+      if (ctx) gpu = new GpuBackend(ctx);
+      else if (device === 'gpu' || placement === 'split' || placement === 'gpu') {
+        if (device === 'gpu') throw new Error(`--device gpu: no WebGPU adapter (${reason})`);
+        notice(`no WebGPU adapter (${reason}); falling back to the CPU`);
+        placement = 'cpu';
+      } else {
+        notice(`no WebGPU adapter (${reason}); running on the CPU`);
+      }
+    }
+    placement ??= gpu ? 'split' : 'cpu';
+    if (placement !== 'cpu' && !gpu) placement = 'cpu';
+    const cpu = await createCpuBackend();
+    const main: Backend = placement === 'cpu' ? cpu : gpu!;
+    const streamingBackend: Backend = placement === 'gpu' ? gpu! : cpu;
+    const kinds = options.kinds ?? allHeads(config.numLayers, config.numKvHeads, true);
+    if (countStreaming(kinds) > 0 && !options.window) throw new Error('streaming heads need a window (sink and recent sizes)');
+    const window = options.window ?? { sink: 0, recent: 1 };
+    const model = new DeviceModel(config, weights, { main, streamingBackend, kinds, window });
+    if (placement === 'cpu' && gpu) { gpu.destroy(); gpu = null; }
+    return new Engine(config, model, placement, cpu, gpu);
+  }
+
+  get deviceDescription(): string {
+    return this.placement === 'cpu' ? `cpu: ${this.cpu.description}` : `gpu: ${this.gpu!.description}`;
+  }
+
+  newSession(capacity: number, maxRows = 512): Session {
+    return new Session(this.model, { capacity, maxRows });
+  }
+
+  async generate(promptIds: number[], options: GenerateOptions = {}): Promise<GenerationResult> {
+    if (promptIds.length === 0) throw new Error('the prompt is empty');
+    const maxTokens = options.maxTokens ?? 64;
+    const limit = this.config.maxPositionEmbeddings;
+    if (promptIds.length > limit) {
+      throw new Error(`the prompt has ${promptIds.length} tokens, more than the model allows (max_position_embeddings ${limit})`);
+    }
+    const chunk = options.prefillChunk ?? 512;
+    if (!(Number.isInteger(chunk) && chunk >= 1)) throw new Error(`--prefill-chunk must be a positive integer (got ${chunk})`);
+    const sampler = new Sampler(options);
+    const stop = new Set(options.stopIds ?? []);
+    const session = this.newSession(Math.min(limit, promptIds.length + maxTokens), Math.min(chunk, promptIds.length));
+    try {
+      const t0 = performance.now();
+      let logits = await session.forward(promptIds);
+      const prefillMs = performance.now() - t0;
+      const tokens: number[] = [];
+      let stopReason: GenerationResult['stopReason'] = 'max_tokens';
+      const t1 = performance.now();
+      let decodeSteps = 0;
+      while (tokens.length < maxTokens) {
+        const id = sampler.sample(logits);
+        tokens.push(id);
+        options.onToken?.(id);
+        if (stop.has(id)) { stopReason = 'eos'; break; }
+        if (tokens.length >= maxTokens) break;
+        if (session.pastLen >= limit) { stopReason = 'max_positions'; break; }
+        logits = await session.forward([id]);
+        decodeSteps++;
+      }
+      const decodeMs = performance.now() - t1;
+      return {
+        tokens, promptTokens: promptIds.length, stopReason, prefillMs,
+        decodeMsPerToken: decodeSteps ? decodeMs / decodeSteps : 0, kv: session.kvMemory(),
+      };
+    } finally {
+      session.dispose();
+    }
+  }
+
+  dispose(): void {
+    this.cpu.destroy();
+    this.gpu?.destroy();
+  }
+}

@@ -1,0 +1,224 @@
+// One sequence being processed: its KV caches and the forward pass (the coordinator).
+// Per layer the main backend computes norm, Q/K/V and RoPE for both sides; the retrieval side
+// attends over its full cache on the main backend while the streaming side attends over its
+// sink + recent ring on the streaming backend; the two outputs meet again in the O projection.
+import type { Backend, DeviceTensor } from './backend.js';
+import type { DeviceModel, DeviceSide } from './device-model.js';
+
+interface LayerCache {
+  /** Full cache of the retrieval heads: [kvHeads][capacity][headDim] on the main backend. */
+  kCache: DeviceTensor | null;
+  vCache: DeviceTensor | null;
+  /** Ring of the streaming heads: [kvHeads][sink + recent][headDim] on the streaming backend. */
+  kRing: DeviceTensor | null;
+  vRing: DeviceTensor | null;
+}
+
+/** Per-side activations of one chunk, on the main backend. */
+interface SideBuffers { q: DeviceTensor; k: DeviceTensor; v: DeviceTensor; out: DeviceTensor }
+
+export interface KvMemory {
+  /** Bytes allocated for full (retrieval) caches and streaming rings, by device kind. */
+  retrievalBytes: number;
+  streamingBytes: number;
+  byDevice: { gpu: number; cpu: number };
+}
+
+export class Session {
+  /** Tokens already in the caches. */
+  pastLen = 0;
+  private capacity: number;
+  private readonly caches: LayerCache[];
+  private readonly maxRows: number;
+  private readonly ws: {
+    x: DeviceTensor; xn: DeviceTensor; h: DeviceTensor; gate: DeviceTensor; up: DeviceTensor;
+    last: DeviceTensor; logits: DeviceTensor;
+    retrieval: SideBuffers | null; streaming: SideBuffers | null;
+    /** q|k|v of the streaming side packed for one transfer (split placement only). */
+    packed: DeviceTensor | null;
+    remote: SideBuffers | null;
+  };
+
+  constructor(readonly model: DeviceModel, options: { capacity: number; maxRows: number }) {
+    const { config, main } = model;
+    this.maxRows = Math.max(1, options.maxRows);
+    this.capacity = Math.max(1, options.capacity);
+    const rows = this.maxRows, D = config.headDim;
+    const sideBuffers = (be: Backend, side: 'retrieval' | 'streaming'): SideBuffers | null => {
+      const { numHeads, numKvHeads } = model.maxHeads(side);
+      if (numKvHeads === 0) return null;
+      return {
+        q: be.alloc(rows * numHeads * D), k: be.alloc(rows * numKvHeads * D),
+        v: be.alloc(rows * numKvHeads * D), out: be.alloc(rows * numHeads * D),
+      };
+    };
+    const streaming = sideBuffers(main, 'streaming');
+    const remote = model.streamingBackend !== main ? sideBuffers(model.streamingBackend, 'streaming') : null;
+    this.ws = {
+      x: main.alloc(rows * config.hiddenSize), xn: main.alloc(rows * config.hiddenSize),
+      h: main.alloc(rows * config.hiddenSize),
+      gate: main.alloc(rows * config.intermediateSize), up: main.alloc(rows * config.intermediateSize),
+      last: main.alloc(config.hiddenSize), logits: main.alloc(config.vocabSize),
+      retrieval: sideBuffers(main, 'retrieval'), streaming, remote,
+      packed: remote && streaming ? main.alloc(streaming.q.length + 2 * streaming.k.length) : null,
+    };
+    const slots = model.window.sink + model.window.recent;
+    this.caches = model.layers.map((layer) => ({
+      kCache: layer.retrieval ? main.alloc(layer.retrieval.numKvHeads * this.capacity * D) : null,
+      vCache: layer.retrieval ? main.alloc(layer.retrieval.numKvHeads * this.capacity * D) : null,
+      kRing: layer.streaming ? model.streamingBackend.alloc(layer.streaming.numKvHeads * slots * D) : null,
+      vRing: layer.streaming ? model.streamingBackend.alloc(layer.streaming.numKvHeads * slots * D) : null,
+    }));
+  }
+
+  /** Exact bytes held by the KV caches now. */
+  kvMemory(): KvMemory {
+    const byDevice = { gpu: 0, cpu: 0 };
+    let retrievalBytes = 0, streamingBytes = 0;
+    for (const c of this.caches) {
+      if (c.kCache && c.vCache) {
+        const b = (c.kCache.length + c.vCache.length) * 4;
+        retrievalBytes += b; byDevice[this.model.main.kind] += b;
+      }
+      if (c.kRing && c.vRing) {
+        const b = (c.kRing.length + c.vRing.length) * 4;
+        streamingBytes += b; byDevice[this.model.streamingBackend.kind] += b;
+      }
+    }
+    return { retrievalBytes, streamingBytes, byDevice };
+  }
+
+  /** Grows the full caches (copying each head's rows) so they hold `needed` positions. */
+  private ensureCapacity(needed: number): void {
+    if (needed <= this.capacity) return;
+    const { main, config } = this.model;
+    const D = config.headDim;
+    const newCapacity = Math.max(needed, Math.min(this.capacity * 2, config.maxPositionEmbeddings));
+    this.model.layers.forEach((layer, l) => {
+      const c = this.caches[l];
+      if (!layer.retrieval || !c.kCache || !c.vCache) return;
+      const kvh = layer.retrieval.numKvHeads;
+      const grow = (old: DeviceTensor): DeviceTensor => {
+        const t = main.alloc(kvh * newCapacity * D);
+        for (let h = 0; h < kvh; h++) main.copy(t, h * newCapacity * D, old, h * this.capacity * D, this.pastLen * D);
+        main.free(old);
+        return t;
+      };
+      c.kCache = grow(c.kCache);
+      c.vCache = grow(c.vCache);
+    });
+    this.capacity = newCapacity;
+  }
+
+  /**
+   * Runs `ids` (at positions pastLen…) through the model, chunk by chunk (each at most maxRows),
+   * and returns the logits of the last token.
+   */
+  async forward(ids: ArrayLike<number>): Promise<Float32Array> {
+    if (ids.length === 0) throw new Error('forward: no tokens');
+    const { config } = this.model;
+    const limit = config.maxPositionEmbeddings;
+    if (this.pastLen + ids.length > limit) {
+      throw new Error(`sequence of ${this.pastLen + ids.length} tokens exceeds the model's max_position_embeddings (${limit})`);
+    }
+    for (const id of Array.from(ids)) {
+      if (!Number.isInteger(id) || id < 0 || id >= config.vocabSize) throw new Error(`token id ${id} is outside the vocabulary (0..${config.vocabSize - 1})`);
+    }
+    let logits: Float32Array | null = null;
+    for (let start = 0; start < ids.length; start += this.maxRows) {
+      const chunk = Int32Array.from(Array.from(ids).slice(start, start + this.maxRows));
+      logits = await this.forwardChunk(chunk, start + chunk.length === ids.length);
+    }
+    return logits!;
+  }
+
+  private async forwardChunk(ids: Int32Array, wantLogits: boolean): Promise<Float32Array | null> {
+    const model = this.model;
+    const { config, main } = model;
+    const rows = ids.length, hidden = config.hiddenSize, D = config.headDim, eps = config.rmsNormEps;
+    const { ws } = this;
+    this.ensureCapacity(this.pastLen + rows);
+    const positions = Int32Array.from({ length: rows }, (_, r) => this.pastLen + r);
+    const baseShape = { rows, headDim: D, pastLen: this.pastLen, scale: 1 / Math.sqrt(D) };
+
+    main.embed(ws.x, model.embed, ids, hidden);
+    for (let l = 0; l < model.layers.length; l++) {
+      const layer = model.layers[l], cache = this.caches[l];
+      main.rmsnorm(ws.xn, ws.x, layer.inputNorm, rows, hidden, eps);
+      const project = (side: DeviceSide, buf: SideBuffers) => {
+        main.matmul(buf.q, ws.xn, side.wq, side.bq, rows, hidden, side.numHeads * D);
+        main.matmul(buf.k, ws.xn, side.wk, side.bk, rows, hidden, side.numKvHeads * D);
+        main.matmul(buf.v, ws.xn, side.wv, side.bv, rows, hidden, side.numKvHeads * D);
+        main.rope(buf.q, rows, side.numHeads, D, positions, model.invFreq);
+        main.rope(buf.k, rows, side.numKvHeads, D, positions, model.invFreq);
+      };
+      const ret = layer.retrieval, str = layer.streaming;
+      if (ret) project(ret, ws.retrieval!);
+      if (str) project(str, ws.streaming!);
+
+      // Streaming q/k/v leave for the other backend first, so its work overlaps the retrieval side's.
+      let transfer: Promise<Float32Array> | null = null;
+      if (str && ws.remote) {
+        const s = ws.streaming!, nq = rows * str.numHeads * D, nk = rows * str.numKvHeads * D;
+        main.copy(ws.packed!, 0, s.q, 0, nq);
+        main.copy(ws.packed!, nq, s.k, 0, nk);
+        main.copy(ws.packed!, nq + nk, s.v, 0, nk);
+        transfer = main.read(ws.packed!, 0, nq + 2 * nk);
+      }
+      if (ret) {
+        const r = ws.retrieval!;
+        main.kvAppend(cache.kCache!, cache.vCache!, r.k, r.v, rows, ret.numKvHeads, D, this.capacity, this.pastLen);
+        main.attention(r.out, r.q, cache.kCache!, cache.vCache!, { ...baseShape, numHeads: ret.numHeads, numKvHeads: ret.numKvHeads }, this.capacity);
+      }
+      if (str) {
+        const shape = { ...baseShape, numHeads: str.numHeads, numKvHeads: str.numKvHeads };
+        const s = ws.streaming!;
+        if (transfer) {
+          main.flush();
+          const data = await transfer;
+          const be = model.streamingBackend, rm = ws.remote!;
+          const nq = rows * str.numHeads * D, nk = rows * str.numKvHeads * D;
+          be.write(rm.q, data.subarray(0, nq));
+          be.write(rm.k, data.subarray(nq, nq + nk));
+          be.write(rm.v, data.subarray(nq + nk, nq + 2 * nk));
+          be.streamingAttention(rm.out, rm.q, rm.k, rm.v, cache.kRing!, cache.vRing!, shape, model.window);
+          be.ringAppend(cache.kRing!, cache.vRing!, rm.k, rm.v, rows, str.numKvHeads, D, this.pastLen, model.window);
+          main.write(s.out, await be.read(rm.out, 0, nq));
+        } else {
+          main.streamingAttention(s.out, s.q, s.k, s.v, cache.kRing!, cache.vRing!, shape, model.window);
+          main.ringAppend(cache.kRing!, cache.vRing!, s.k, s.v, rows, str.numKvHeads, D, this.pastLen, model.window);
+        }
+      }
+      if (ret) main.matmul(ws.h, ws.retrieval!.out, ret.wo, null, rows, ret.numHeads * D, hidden);
+      if (str) main.matmul(ws.h, ws.streaming!.out, str.wo, null, rows, str.numHeads * D, hidden, ret !== null);
+      main.add(ws.x, ws.h, rows * hidden);
+
+      main.rmsnorm(ws.xn, ws.x, layer.postNorm, rows, hidden, eps);
+      main.matmul(ws.gate, ws.xn, layer.wGate, null, rows, hidden, config.intermediateSize);
+      main.matmul(ws.up, ws.xn, layer.wUp, null, rows, hidden, config.intermediateSize);
+      main.siluMul(ws.gate, ws.gate, ws.up, rows * config.intermediateSize);
+      main.matmul(ws.h, ws.gate, layer.wDown, null, rows, config.intermediateSize, hidden);
+      main.add(ws.x, ws.h, rows * hidden);
+    }
+    this.pastLen += rows;
+    if (!wantLogits) { main.flush(); return null; }
+    main.copy(ws.last, 0, ws.x, (rows - 1) * hidden, hidden);
+    main.rmsnorm(ws.last, ws.last, model.finalNorm, 1, hidden, eps);
+    main.matmul(ws.logits, ws.last, model.lmHead, null, 1, hidden, config.vocabSize);
+    return main.read(ws.logits);
+  }
+
+  /** Frees every cache and workspace tensor. */
+  dispose(): void {
+    const { main, streamingBackend } = this.model;
+    for (const c of this.caches) {
+      for (const t of [c.kCache, c.vCache]) if (t) main.free(t);
+      for (const t of [c.kRing, c.vRing]) if (t) streamingBackend.free(t);
+    }
+    const { retrieval, streaming, remote, packed, ...rest } = this.ws;
+    for (const t of Object.values(rest)) main.free(t);
+    for (const s of [retrieval, streaming]) if (s) for (const t of Object.values(s)) main.free(t);
+    if (remote) for (const t of Object.values(remote)) streamingBackend.free(t);
+    if (packed) main.free(packed);
+  }
+}

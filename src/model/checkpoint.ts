@@ -1,0 +1,38 @@
+// A Hugging Face model directory: config, weights, tokenizer (optional), generation defaults.
+import { parseModelConfig, type ModelConfig } from './config.js';
+import type { ModelFiles } from './files.js';
+import { readJson } from './files.js';
+import { TextTokenizer } from './tokenizer.js';
+import { loadWeights, type LoadProgress, type ModelWeights } from './weights.js';
+
+export interface Checkpoint {
+  name: string;
+  config: ModelConfig;
+  weights: ModelWeights;
+  tokenizer: TextTokenizer | null;
+  eosTokenIds: number[];
+  generation: Record<string, unknown>;
+}
+
+export async function loadCheckpoint(files: ModelFiles, options: { onProgress?: LoadProgress } = {}): Promise<Checkpoint> {
+  if (!(await files.exists('config.json'))) throw new Error(`${files.name}: no config.json (not a Hugging Face model directory)`);
+  const config = parseModelConfig(await readJson(files, 'config.json'), 'config.json');
+  const generation = (await files.exists('generation_config.json'))
+    ? (await readJson(files, 'generation_config.json')) as Record<string, unknown> : {};
+  const genEos = generation.eos_token_id;
+  const eosTokenIds = typeof genEos === 'number' ? [genEos]
+    : Array.isArray(genEos) ? genEos.filter((e): e is number => typeof e === 'number') : config.eosTokenIds;
+  let tokenizer: TextTokenizer | null = null;
+  if (await files.exists('tokenizer.json')) {
+    const tokJson = await readJson(files, 'tokenizer.json');
+    const tokConfig = (await files.exists('tokenizer_config.json'))
+      ? (await readJson(files, 'tokenizer_config.json')) as Record<string, unknown> : {};
+    try {
+      tokenizer = new TextTokenizer(tokJson as object, tokConfig);
+    } catch (e) {
+      throw new Error(`tokenizer.json: cannot be loaded (${(e as Error).message})`);
+    }
+  }
+  const weights = await loadWeights(files, config, options.onProgress);
+  return { name: files.name, config, weights, tokenizer, eosTokenIds, generation };
+}

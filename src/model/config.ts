@@ -1,0 +1,134 @@
+// config.json of Llama-family checkpoints (llama, mistral, qwen2), validated with errors that name
+// the file and the field.
+
+export type ModelType = 'llama' | 'mistral' | 'qwen2';
+
+export type RopeScaling =
+  | { type: 'llama3'; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositions: number }
+  | { type: 'linear'; factor: number };
+
+export interface ModelConfig {
+  modelType: ModelType;
+  hiddenSize: number;
+  intermediateSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  rmsNormEps: number;
+  ropeTheta: number;
+  ropeScaling: RopeScaling | null;
+  maxPositionEmbeddings: number;
+  vocabSize: number;
+  tieWordEmbeddings: boolean;
+  /** q/k/v projections carry a bias (qwen2 always; llama with attention_bias). */
+  attentionBias: boolean;
+  /** Mistral's sliding window, recorded but not applied (Duet attends over the whole cache). */
+  slidingWindow: number | null;
+  bosTokenId: number | null;
+  eosTokenIds: number[];
+}
+
+const ARCHITECTURES: Record<string, ModelType> = {
+  LlamaForCausalLM: 'llama', MistralForCausalLM: 'mistral', Qwen2ForCausalLM: 'qwen2',
+};
+
+export function parseModelConfig(json: unknown, file = 'config.json'): ModelConfig {
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new Error(`${file}: expected a JSON object`);
+  const c = json as Record<string, unknown>;
+  const fail = (field: string, why: string): never => { throw new Error(`${file}: field "${field}" ${why}`); };
+  const int = (field: string, fallback?: number): number => {
+    const v = c[field];
+    if (v === undefined || v === null) {
+      if (fallback !== undefined) return fallback;
+      return fail(field, 'is missing');
+    }
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) return fail(field, `must be a positive integer (got ${JSON.stringify(v)})`);
+    return v;
+  };
+  const num = (field: string, fallback: number, obj = c, prefix = ''): number => {
+    const v = obj[field];
+    if (v === undefined || v === null) return fallback;
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) return fail(prefix + field, `must be a positive number (got ${JSON.stringify(v)})`);
+    return v;
+  };
+
+  let modelType = c.model_type as string | undefined;
+  if (modelType === undefined && Array.isArray(c.architectures)) modelType = ARCHITECTURES[c.architectures[0] as string];
+  if (modelType !== 'llama' && modelType !== 'mistral' && modelType !== 'qwen2') {
+    const arch = Array.isArray(c.architectures) ? ` (architectures ${JSON.stringify(c.architectures)})` : '';
+    throw new Error(`${file}: unsupported model_type ${JSON.stringify(c.model_type)}${arch}; Duet runs llama, mistral and qwen2`);
+  }
+  const hiddenSize = int('hidden_size');
+  const numHeads = int('num_attention_heads');
+  const numKvHeads = int('num_key_value_heads', numHeads);
+  if (numHeads % numKvHeads !== 0) fail('num_key_value_heads', `(${numKvHeads}) must divide num_attention_heads (${numHeads})`);
+  if (c.head_dim === undefined && hiddenSize % numHeads !== 0) fail('hidden_size', `(${hiddenSize}) must be divisible by num_attention_heads (${numHeads}) when head_dim is not given`);
+  const headDim = int('head_dim', hiddenSize / numHeads);
+  if (headDim % 2 !== 0) fail('head_dim', `(${headDim}) must be even for rotary embeddings`);
+
+  let ropeScaling: RopeScaling | null = null;
+  const rs = c.rope_scaling;
+  if (rs !== undefined && rs !== null) {
+    if (typeof rs !== 'object' || Array.isArray(rs)) fail('rope_scaling', 'must be an object or null');
+    const r = rs as Record<string, unknown>;
+    const kind = r.rope_type ?? r.type;
+    if (kind === 'llama3') {
+      ropeScaling = {
+        type: 'llama3', factor: num('factor', NaN, r, 'rope_scaling.'),
+        lowFreqFactor: num('low_freq_factor', NaN, r, 'rope_scaling.'), highFreqFactor: num('high_freq_factor', NaN, r, 'rope_scaling.'),
+        originalMaxPositions: num('original_max_position_embeddings', NaN, r, 'rope_scaling.'),
+      };
+      for (const [k, v] of Object.entries(ropeScaling)) if (Number.isNaN(v)) fail(`rope_scaling.${k.replace(/[A-Z]/g, (m) => `_${m.toLowerCase()}`)}`, 'is missing');
+    } else if (kind === 'linear') {
+      ropeScaling = { type: 'linear', factor: num('factor', NaN, r, 'rope_scaling.') };
+      if (Number.isNaN(ropeScaling.factor)) fail('rope_scaling.factor', 'is missing');
+    } else if (kind !== 'default') {
+      fail('rope_scaling', `has unsupported rope_type ${JSON.stringify(kind)} (supported: llama3, linear)`);
+    }
+  }
+  const eos = c.eos_token_id;
+  const eosTokenIds = typeof eos === 'number' ? [eos] : Array.isArray(eos) ? eos.filter((e): e is number => typeof e === 'number') : [];
+  const tie = c.tie_word_embeddings;
+  if (tie !== undefined && typeof tie !== 'boolean') fail('tie_word_embeddings', 'must be true or false');
+  return {
+    modelType,
+    hiddenSize,
+    intermediateSize: int('intermediate_size'),
+    numLayers: int('num_hidden_layers'),
+    numHeads, numKvHeads, headDim,
+    rmsNormEps: num('rms_norm_eps', 1e-6),
+    ropeTheta: num('rope_theta', 10000),
+    ropeScaling,
+    maxPositionEmbeddings: int('max_position_embeddings', 2048),
+    vocabSize: int('vocab_size'),
+    tieWordEmbeddings: (tie as boolean | undefined) ?? false,
+    attentionBias: modelType === 'qwen2' ? true : c.attention_bias === true,
+    slidingWindow: typeof c.sliding_window === 'number' ? c.sliding_window : null,
+    bosTokenId: typeof c.bos_token_id === 'number' ? c.bos_token_id : null,
+    eosTokenIds,
+  };
+}
+
+/** RoPE inverse frequencies with llama3 / linear scaling folded in (as Hugging Face computes them). */
+export function ropeInvFreq(config: ModelConfig): Float32Array {
+  const half = config.headDim / 2;
+  const inv = new Float64Array(half);
+  for (let i = 0; i < half; i++) inv[i] = 1 / config.ropeTheta ** ((2 * i) / config.headDim);
+  const s = config.ropeScaling;
+  if (s?.type === 'linear') {
+    for (let i = 0; i < half; i++) inv[i] /= s.factor;
+  } else if (s?.type === 'llama3') {
+    const lowWavelen = s.originalMaxPositions / s.lowFreqFactor;
+    const highWavelen = s.originalMaxPositions / s.highFreqFactor;
+    for (let i = 0; i < half; i++) {
+      const wavelen = (2 * Math.PI) / inv[i];
+      if (wavelen > lowWavelen) inv[i] /= s.factor;
+      else if (wavelen >= highWavelen) {
+        const smooth = (s.originalMaxPositions / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
+        inv[i] = (1 - smooth) * (inv[i] / s.factor) + smooth * inv[i];
+      }
+    }
+  }
+  return Float32Array.from(inv);
+}

@@ -1,0 +1,105 @@
+// safetensors: an 8-byte little-endian header length, a JSON header {name: {dtype, shape,
+// data_offsets}}, then the data. Tensors are read one at a time by byte range and decoded to f32.
+import type { ModelFiles } from './files.js';
+import { readJson } from './files.js';
+
+export type Dtype = 'F32' | 'F16' | 'BF16';
+const DTYPE_BYTES: Record<Dtype, number> = { F32: 4, F16: 2, BF16: 2 };
+
+export interface TensorInfo {
+  name: string;
+  file: string;
+  dtype: Dtype;
+  shape: number[];
+  /** Absolute byte offset in the file and byte length. */
+  offset: number;
+  byteLength: number;
+}
+
+/** Reads and validates one file's header. */
+export async function readSafetensorsHeader(files: ModelFiles, file: string): Promise<TensorInfo[]> {
+  if (!(await files.exists(file))) throw new Error(`${file}: missing from ${files.name}`);
+  const size = await files.size(file);
+  if (size < 8) throw new Error(`${file}: truncated (${size} bytes, not even a header length)`);
+  const lenBytes = await files.readBytes(file, 0, 8);
+  const headerLen = Number(new DataView(lenBytes.buffer, lenBytes.byteOffset, 8).getBigUint64(0, true));
+  if (headerLen > size - 8) throw new Error(`${file}: header length ${headerLen} exceeds the file size (${size} bytes); truncated or not safetensors`);
+  let header: Record<string, unknown>;
+  try {
+    header = JSON.parse(new TextDecoder().decode(await files.readBytes(file, 8, headerLen)));
+  } catch (e) {
+    throw new Error(`${file}: header is not valid JSON (${(e as Error).message})`);
+  }
+  if (typeof header !== 'object' || header === null || Array.isArray(header)) throw new Error(`${file}: header is not a JSON object`);
+  const dataStart = 8 + headerLen;
+  const dataSize = size - dataStart;
+  const tensors: TensorInfo[] = [];
+  for (const [name, raw] of Object.entries(header)) {
+    if (name === '__metadata__') continue;
+    const t = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
+    const where = `${file}: tensor "${name}"`;
+    if (typeof t !== 'object' || t === null) throw new Error(`${where}: entry is not an object`);
+    if (typeof t.dtype !== 'string') throw new Error(`${where}: missing dtype`);
+    if (!(t.dtype in DTYPE_BYTES)) throw new Error(`${where}: unsupported dtype ${t.dtype} (supported: F32, F16, BF16)`);
+    const dtype = t.dtype as Dtype;
+    if (!Array.isArray(t.shape) || !t.shape.every((d) => Number.isInteger(d) && d >= 0)) throw new Error(`${where}: invalid shape ${JSON.stringify(t.shape)}`);
+    const off = t.data_offsets;
+    if (!Array.isArray(off) || off.length !== 2 || !off.every((o) => Number.isInteger(o) && o >= 0) || off[1] < off[0]) {
+      throw new Error(`${where}: invalid data_offsets ${JSON.stringify(off)}`);
+    }
+    const shape = t.shape as number[];
+    const expected = shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[dtype];
+    if (off[1] - off[0] !== expected) throw new Error(`${where}: data_offsets span ${off[1] - off[0]} bytes, but shape ${JSON.stringify(shape)} of ${dtype} needs ${expected}`);
+    if (off[1] > dataSize) throw new Error(`${where}: data_offsets [${off[0]}, ${off[1]}] are out of range (the file has ${dataSize} data bytes; truncated?)`);
+    tensors.push({ name, file, dtype, shape, offset: dataStart + off[0], byteLength: expected });
+  }
+  return tensors;
+}
+
+/** Every tensor of a checkpoint: model.safetensors, or the shards of model.safetensors.index.json. */
+export async function readCheckpointIndex(files: ModelFiles): Promise<Map<string, TensorInfo>> {
+  const INDEX = 'model.safetensors.index.json';
+  let shardFiles: string[];
+  if (await files.exists(INDEX)) {
+    const index = (await readJson(files, INDEX)) as { weight_map?: Record<string, string> };
+    if (typeof index?.weight_map !== 'object' || index.weight_map === null) throw new Error(`${INDEX}: missing "weight_map"`);
+    shardFiles = [...new Set(Object.values(index.weight_map))];
+    for (const f of shardFiles) if (!(await files.exists(f))) throw new Error(`${INDEX}: shard "${f}" is missing from ${files.name}`);
+  } else if (await files.exists('model.safetensors')) {
+    shardFiles = ['model.safetensors'];
+  } else {
+    throw new Error(`${files.name}: no model.safetensors or model.safetensors.index.json`);
+  }
+  const all = new Map<string, TensorInfo>();
+  for (const f of shardFiles) for (const t of await readSafetensorsHeader(files, f)) all.set(t.name, t);
+  return all;
+}
+
+const f16Table = (() => {
+  const t = new Float32Array(65536);
+  for (let h = 0; h < 65536; h++) {
+    const sign = h & 0x8000 ? -1 : 1, exp = (h >> 10) & 0x1f, frac = h & 0x3ff;
+    t[h] = exp === 0 ? sign * frac * 2 ** -24 : exp === 31 ? (frac ? NaN : sign * Infinity) : sign * (1 + frac / 1024) * 2 ** (exp - 15);
+  }
+  return t;
+})();
+
+/** Decodes raw little-endian bytes of the given dtype into f32. */
+export function decodeTensor(bytes: Uint8Array, dtype: Dtype): Float32Array {
+  const n = bytes.byteLength / DTYPE_BYTES[dtype];
+  const aligned = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice();
+  if (dtype === 'F32') return new Float32Array(aligned.buffer.slice(aligned.byteOffset, aligned.byteOffset + bytes.byteLength));
+  const u16 = new Uint16Array(aligned.buffer, aligned.byteOffset, n);
+  const out = new Float32Array(n);
+  if (dtype === 'F16') {
+    for (let i = 0; i < n; i++) out[i] = f16Table[u16[i]];
+  } else {
+    const u32 = new Uint32Array(out.buffer);
+    for (let i = 0; i < n; i++) u32[i] = u16[i] << 16;
+  }
+  return out;
+}
+
+export async function readTensor(files: ModelFiles, t: TensorInfo): Promise<Float32Array> {
+  return decodeTensor(await files.readBytes(t.file, t.offset, t.byteLength), t.dtype);
+}

@@ -1,0 +1,111 @@
+// DuoAttention runtime: mixed retrieval/streaming heads against the float64 reference with the
+// streaming mask (j ≤ i and (j < sink or j > i − recent)), every placement, several prefill chunk
+// sizes, contexts shorter and longer than sink + recent, GQA. Tolerance as in engine.test.ts.
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { referenceLogits } from './reference/model.ts';
+import { assertClose } from './helpers/conformance.ts';
+import { gpuAvailable, makeEngine, PLACEMENTS, tempCheckpoint } from './helpers/engine.ts';
+import { allHeads } from '../src/attention/pattern.ts';
+import type { Placement } from '../src/engine/engine.ts';
+
+const TOL = 2e-3;
+const SPEC = { modelType: 'llama' as const, hidden: 72, intermediate: 100, layers: 3, heads: 6, kvHeads: 3, headDim: 24, vocab: 301, dtype: 'F32' as const, seed: 11 };
+// Layer 0 mixed, layer 1 all streaming, layer 2 all retrieval.
+const KINDS = [[true, false, false], [false, false, false], [true, true, true]];
+const WINDOW = { sink: 3, recent: 8 };
+
+function ids(n: number, seed: number): number[] {
+  return Array.from({ length: n }, (_, i) => (i * 131 + seed * 17 + 7) % 301);
+}
+
+const test = suite('DuoAttention runtime');
+let ckpt: Awaited<ReturnType<typeof tempCheckpoint>>;
+test.before(async () => { ckpt = await tempCheckpoint(SPEC); });
+
+async function placementsToRun(): Promise<Placement[]> {
+  return (await gpuAvailable()) ? PLACEMENTS : ['cpu'];
+}
+
+test('a pattern with every head retrieval equals full attention, on every placement', async () => {
+  const prompt = ids(20, 1);
+  const reference = referenceLogits(ckpt.config, ckpt.weights, prompt);
+  for (const placement of await placementsToRun()) {
+    const engine = await makeEngine(ckpt, placement, allHeads(3, 3, true), WINDOW);
+    try {
+      const s = engine.newSession(32, 7);
+      assertClose(await s.forward(prompt), reference[prompt.length - 1], `${placement}: all-retrieval`, TOL);
+      s.dispose();
+    } finally { engine.dispose(); }
+  }
+});
+
+for (const length of [9, 40]) {
+  test(`streaming heads match the masked reference: context ${length} (sink+recent = 11), chunks 1/7/64/whole, then decode`, async () => {
+    const prompt = ids(length, length);
+    const decode = [5, 250, 17];
+    const reference = referenceLogits(ckpt.config, ckpt.weights, [...prompt, ...decode], { kinds: KINDS, ...WINDOW });
+    for (const placement of await placementsToRun()) {
+      const engine = await makeEngine(ckpt, placement, KINDS, WINDOW);
+      try {
+        for (const chunk of [1, 7, 64, length]) {
+          const s = engine.newSession(length + decode.length, chunk);
+          assertClose(await s.forward(prompt), reference[length - 1], `${placement}, chunk ${chunk}: prefill`, TOL);
+          for (let i = 0; i < decode.length; i++) {
+            assertClose(await s.forward([decode[i]]), reference[length + i], `${placement}, chunk ${chunk}: decode ${i}`, TOL);
+          }
+          s.dispose();
+        }
+      } finally { engine.dispose(); }
+    }
+  });
+}
+
+test('split, gpu and cpu placements agree; decode after chunked prefill equals decode after one-shot prefill', async () => {
+  const places = await placementsToRun();
+  const prompt = ids(30, 3);
+  const runs: number[][] = [];
+  for (const placement of places) {
+    const engine = await makeEngine(ckpt, placement, KINDS, WINDOW);
+    try {
+      for (const chunk of [5, 512]) {
+        runs.push((await engine.generate(prompt, { maxTokens: 10, prefillChunk: chunk })).tokens);
+      }
+    } finally { engine.dispose(); }
+  }
+  for (const r of runs.slice(1)) assert.equal(r, runs[0]);
+});
+
+test('the streaming cache does not grow with context; the retrieval cache grows linearly', async () => {
+  for (const placement of await placementsToRun()) {
+    const engine = await makeEngine(ckpt, placement, KINDS, WINDOW);
+    try {
+      const sizes = [];
+      for (const context of [16, 64, 256]) {
+        const s = engine.newSession(context, 16);
+        await s.forward(ids(context, 5));
+        sizes.push(s.kvMemory());
+        s.dispose();
+      }
+      const perToken = 2 * 4 /* retrieval KV heads */ * 24 * 4; // K and V, head_dim 24, f32
+      const ringBytes = 2 * 5 /* streaming KV heads */ * (WINDOW.sink + WINDOW.recent) * 24 * 4;
+      assert.equal(sizes.map((m) => m.streamingBytes), [ringBytes, ringBytes, ringBytes], placement);
+      assert.equal(sizes.map((m) => m.retrievalBytes), [16 * perToken, 64 * perToken, 256 * perToken], placement);
+      const cpuSide = placement === 'gpu' ? 0 : ringBytes;
+      assert.is(sizes[2].byDevice.cpu, cpuSide + (placement === 'cpu' ? 256 * perToken : 0), `${placement}: CPU bytes`);
+    } finally { engine.dispose(); }
+  }
+});
+
+test('the split placement does work on both devices', async () => {
+  if (!(await gpuAvailable())) return;
+  const engine = await makeEngine(ckpt, 'split', KINDS, WINDOW);
+  try {
+    const gpuBefore = engine.gpu!.dispatches, cpuBefore = engine.cpu.kernelCalls;
+    await engine.generate(ids(12, 9), { maxTokens: 3 });
+    assert.ok(engine.gpu!.dispatches > gpuBefore, 'GPU dispatches counted');
+    assert.ok(engine.cpu.kernelCalls > cpuBefore, 'WASM kernel calls counted');
+  } finally { engine.dispose(); }
+});
+
+test.run();

@@ -1,0 +1,53 @@
+// A plain float64 Llama forward over a whole sequence (no cache), with an optional DuoAttention
+// mask per KV head: streaming heads see j ≤ i with j < sink or j > i − recent. Used as the oracle
+// for the engine on every device and placement.
+import type { ModelConfig } from '../../src/model/config.ts';
+import { ropeInvFreq } from '../../src/model/config.ts';
+import type { ModelWeights } from '../../src/model/weights.ts';
+import * as k from './kernels.ts';
+
+export interface ReferenceMask {
+  /** true = retrieval per layer per KV head. */
+  kinds: boolean[][];
+  sink: number;
+  recent: number;
+}
+
+/** Logits for every position: [ids.length][vocab]. */
+export function referenceLogits(config: ModelConfig, w: ModelWeights, ids: number[], mask?: ReferenceMask): Float64Array[] {
+  const T = ids.length, H = config.hiddenSize, D = config.headDim;
+  const nh = config.numHeads, nkv = config.numKvHeads, inter = config.intermediateSize;
+  const invFreq = ropeInvFreq(config);
+  const positions = ids.map((_, i) => i);
+  let x = new Float64Array(T * H);
+  ids.forEach((id, t) => { for (let i = 0; i < H; i++) x[t * H + i] = w.embed[id * H + i]; });
+  w.layers.forEach((lw, l) => {
+    const xn = k.rmsnorm(x, lw.inputNorm, T, H, config.rmsNormEps);
+    const q = k.rope(k.matmul(xn, lw.wq, lw.bq, T, H, nh * D), T, nh, D, positions, invFreq);
+    const kk = k.rope(k.matmul(xn, lw.wk, lw.bk, T, H, nkv * D), T, nkv, D, positions, invFreq);
+    const v = k.matmul(xn, lw.wv, lw.bv, T, H, nkv * D);
+    const group = nh / nkv;
+    const attn = new Float64Array(T * nh * D);
+    for (let kvh = 0; kvh < nkv; kvh++) {
+      const streaming = mask ? !mask.kinds[l][kvh] : false;
+      const visible = streaming ? k.streamingVisible(mask!.sink, mask!.recent) : k.causalVisible;
+      // Attention for this KV head's query heads only.
+      const qHeads = Array.from({ length: group }, (_, g) => kvh * group + g);
+      const qSub = new Float64Array(T * group * D);
+      for (let t = 0; t < T; t++) qHeads.forEach((h, g) => qSub.set(q.subarray((t * nh + h) * D, (t * nh + h + 1) * D), (t * group + g) * D));
+      const keyAt = (_h: number, j: number) => kk.subarray((j * nkv + kvh) * D, (j * nkv + kvh + 1) * D);
+      const valueAt = (_h: number, j: number) => v.subarray((j * nkv + kvh) * D, (j * nkv + kvh + 1) * D);
+      const o = k.maskedAttention(qSub, T, group, 1, D, 0, 1 / Math.sqrt(D), keyAt, valueAt, visible);
+      for (let t = 0; t < T; t++) qHeads.forEach((h, g) => attn.set(o.subarray((t * group + g) * D, (t * group + g + 1) * D), (t * nh + h) * D));
+    }
+    const proj = k.matmul(attn, lw.wo, null, T, nh * D, H);
+    x = x.map((val, i) => val + proj[i]);
+    const xn2 = k.rmsnorm(x, lw.postNorm, T, H, config.rmsNormEps);
+    const act = k.siluMul(k.matmul(xn2, lw.wGate, null, T, H, inter), k.matmul(xn2, lw.wUp, null, T, H, inter), T * inter);
+    const down = k.matmul(act, lw.wDown, null, T, inter, H);
+    x = x.map((val, i) => val + down[i]);
+  });
+  const xf = k.rmsnorm(x, w.finalNorm, T, H, config.rmsNormEps);
+  const logits = k.matmul(xf, w.lmHead, null, T, H, config.vocabSize);
+  return ids.map((_, t) => logits.slice(t * config.vocabSize, (t + 1) * config.vocabSize));
+}
