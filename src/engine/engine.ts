@@ -10,6 +10,9 @@ import type { GpuContext } from '../gpu/context.js';
 import type { ModelConfig } from '../model/config.js';
 import type { ModelWeights } from '../model/weights.js';
 
+/** A CPU backend with its work counter (kernel invocations), used to prove the WASM path ran. */
+export type CpuLike = Backend & { readonly kernelCalls: number };
+
 export type DeviceChoice = 'auto' | 'gpu' | 'cpu';
 /** Where streaming heads run: split = CPU (WASM) next to GPU retrieval heads; gpu = all on the GPU; cpu = all on the CPU. */
 export type Placement = 'split' | 'gpu' | 'cpu';
@@ -22,6 +25,8 @@ export interface EngineOptions {
   window?: StreamingWindow;
   /** Provides a GPU (Node: Dawn; browser: navigator.gpu). */
   acquireGpu?: () => Promise<{ gpu: GpuContext | null; reason: string }>;
+  /** Creates the CPU backend (default: the WASM backend in this thread; browsers pass a worker proxy). */
+  createCpu?: () => Promise<CpuLike>;
   /** Notes for the user (device fallback and the like), e.g. written to stderr. */
   notice?: (message: string) => void;
 }
@@ -49,7 +54,7 @@ export class Engine {
     readonly config: ModelConfig,
     readonly model: DeviceModel,
     readonly placement: Placement,
-    readonly cpu: Backend,
+    readonly cpu: CpuLike,
     readonly gpu: GpuBackend | null,
   ) {}
 
@@ -73,7 +78,7 @@ export class Engine {
     }
     placement ??= gpu ? 'split' : 'cpu';
     if (placement !== 'cpu' && !gpu) placement = 'cpu';
-    const cpu = await createCpuBackend();
+    const cpu = await (options.createCpu ?? createCpuBackend)();
     const main: Backend = placement === 'cpu' ? cpu : gpu!;
     const streamingBackend: Backend = placement === 'gpu' ? gpu! : cpu;
     const kinds = options.kinds ?? allHeads(config.numLayers, config.numKvHeads, true);

@@ -13,11 +13,58 @@ export class GpuContext {
   private readonly uniformData = new ArrayBuffer(UNIFORM_SLOT * UNIFORM_SLOTS);
   private readonly uniformBuffer: GPUBuffer;
   private uniformUsed = 0;
+  /** Buffers to destroy once the work recorded so far has been submitted. */
+  private doomed: GPUBuffer[] = [];
   /** Dispatches recorded since creation (exposed as a work counter). */
   dispatches = 0;
+  /** Uncaptured WebGPU errors (validation, out of memory) seen on this device, oldest first (at most 100 kept). */
+  readonly errors: string[] = [];
 
   constructor(readonly device: GPUDevice, readonly adapterDescription: string) {
     this.uniformBuffer = device.createBuffer({ size: UNIFORM_SLOT * UNIFORM_SLOTS, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+    device.addEventListener('uncapturederror', (e) => {
+      const message = (e as GPUUncapturedErrorEvent).error.message;
+      if (this.errors.length < 100) this.errors.push(message);
+      console.error(`duet: WebGPU error: ${message}`);
+    });
+  }
+
+  /** True while commands are recorded but not yet submitted. */
+  get pending(): boolean { return this.encoder !== null; }
+
+  /**
+   * Workgroup counts for `groups` workgroups in one dispatch, folded into y when they exceed the
+   * per-dimension limit. Kernels recover the linear index as wid.y * num_workgroups.x + wid.x and
+   * must ignore indices ≥ groups (x · y may exceed groups by less than x).
+   */
+  fold(groups: number): [number, number] {
+    const max = this.device.limits.maxComputeWorkgroupsPerDimension;
+    if (groups <= max) return [groups, 1];
+    const y = Math.ceil(groups / max);
+    if (y > max) throw new Error(`dispatch of ${groups} workgroups exceeds the device limit (${max}²)`);
+    return [Math.ceil(groups / y), y];
+  }
+
+  /**
+   * Destroys `buffer` once the commands recorded so far have been submitted (at once when nothing
+   * is pending). Destroying a buffer that an unsubmitted command uses would invalidate the submit.
+   */
+  release(buffer: GPUBuffer): void {
+    if (this.encoder) this.doomed.push(buffer);
+    else buffer.destroy();
+  }
+
+  /**
+   * A new buffer holding `data` from the start (mapped at creation, so unlike queue.writeBuffer the
+   * contents do not depend on submit order). `usage` is added to COPY_SRC.
+   */
+  bufferWith(data: ArrayBufferView, usage: GPUBufferUsageFlags, label?: string): GPUBuffer {
+    this.checkSize(data.byteLength, label);
+    const size = Math.max(16, Math.ceil(data.byteLength / 16) * 16);
+    const buffer = this.device.createBuffer({ size, usage: usage | GPUBufferUsage.COPY_SRC, mappedAtCreation: true, label });
+    new Uint8Array(buffer.getMappedRange()).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    buffer.unmap();
+    return buffer;
   }
 
   get limits(): GPUSupportedLimits { return this.device.limits; }
@@ -86,13 +133,19 @@ export class GpuContext {
     this.device.queue.submit([this.encoder.finish()]);
     this.encoder = null;
     this.uniformUsed = 0;
+    for (const b of this.doomed) b.destroy();
+    this.doomed = [];
   }
 
-  createBuffer(byteLength: number, label?: string): GPUBuffer {
+  private checkSize(byteLength: number, label?: string): void {
     const max = Math.min(this.device.limits.maxBufferSize, this.device.limits.maxStorageBufferBindingSize);
     if (byteLength > max) {
       throw new Error(`GPU buffer ${label ?? ''} of ${byteLength} bytes exceeds the device's storage-buffer limit of ${max} bytes`);
     }
+  }
+
+  createBuffer(byteLength: number, label?: string): GPUBuffer {
+    this.checkSize(byteLength, label);
     return this.device.createBuffer({
       size: Math.max(16, Math.ceil(byteLength / 16) * 16), label,
       usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
@@ -113,6 +166,10 @@ export class GpuContext {
   }
 
   destroy(): void {
+    for (const b of this.doomed) b.destroy();
+    this.doomed = [];
+    this.encoder = null;
+    this.pass = null;
     this.uniformBuffer.destroy();
     this.device.destroy();
   }

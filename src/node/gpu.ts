@@ -3,8 +3,14 @@
 // Mesa (llvmpipe), which only offers a "compatibility" adapter.
 import { create, globals } from 'webgpu';
 import { GpuContext } from '../gpu/context.js';
+import { GpuBackend } from '../gpu/backend.js';
 
 let globalsInstalled = false;
+/**
+ * Dawn's `create()` instance must outlive its devices: if it is garbage-collected, the next
+ * mapAsync aborts the process (std::system_error). Each context keeps its instance reachable.
+ */
+const instances = new WeakMap<GpuContext, unknown>();
 
 export interface NodeGpuOptions {
   /** Dawn backend to force ('vulkan' | 'opengles'); default: DUET_GPU_BACKEND or auto. */
@@ -37,15 +43,21 @@ export async function createNodeGpu(options: NodeGpuOptions = {}): Promise<{ gpu
           maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
         },
       });
-      device.addEventListener('uncapturederror', (e) => {
-        console.error(`duet: WebGPU error: ${(e as GPUUncapturedErrorEvent).error.message}`);
-      });
+      // (GpuContext logs and records uncaptured errors.)
       const info = adapter.info;
       const name = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(' ') || 'unknown adapter';
-      return { gpu: new GpuContext(device, `${name} (${backend ?? 'default'} backend, ${featureLevel})`), reason: '' };
+      const gpu = new GpuContext(device, `${name} (${backend ?? 'default'} backend, ${featureLevel})`);
+      instances.set(gpu, { navigatorGpu, adapter });
+      return { gpu, reason: '' };
     } catch (err) {
       failures.push(`${backend ?? 'default'}: ${(err as Error).message}`);
     }
   }
   return { gpu: null, reason: failures.join('; ') };
+}
+
+/** A GPU Backend over Dawn, or null with the reason when no adapter is available. */
+export async function createNodeGpuBackend(options: NodeGpuOptions = {}): Promise<{ backend: GpuBackend | null; reason: string }> {
+  const { gpu, reason } = await createNodeGpu(options);
+  return { backend: gpu ? new GpuBackend(gpu) : null, reason };
 }

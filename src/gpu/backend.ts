@@ -1,0 +1,284 @@
+// The WebGPU Backend: every op records one (or a few) compute dispatches or copies into the
+// GpuContext's command encoder; nothing runs until flush() or read(). Kernels live in wgsl/
+// (matmul, rmsnorm, rope, elementwise, embed); the attention ops are in ./attention.ts.
+//
+// Host data that an op needs (token ids, positions) travels in the op's uniform block when small,
+// else in a fresh buffer created with its contents (mappedAtCreation), released after the submit.
+// queue.writeBuffer is only used when nothing is recorded yet: it runs at submit time, before the
+// recorded commands, so a write after a recorded op that reads the same tensor would be seen early.
+//
+// A buffer may not be bound both writable and read-only in one dispatch, so ops whose output
+// aliases an input either use an in-place entry point (rmsnorm, siluMul) or read from a copy.
+import type { AttentionShape, Backend, DeviceTensor, StreamingWindow } from '../engine/backend.js';
+import type { GpuContext } from './context.js';
+import { GpuTensor } from './tensor.js';
+import { recordAttention, recordKvAppend, recordRingAppend, recordStreamingAttention } from './attention.js';
+
+/** Threads per workgroup of the elementwise, rope and embed kernels. */
+const WG = 256;
+/** Output rows per workgroup of the GEMV kernel (wgsl/matmul.wgsl GEMV_RPW). */
+const GEMV_ROWS_PER_WG = 8;
+/** Output tile edge of the GEMM kernel (wgsl/matmul.wgsl TILE). */
+const GEMM_TILE = 64;
+/** ids / positions carried in the uniform block (array<vec4<i32>, 15>) instead of a buffer. */
+const SMALL_INTS = 60;
+
+function asGpu(t: DeviceTensor, what: string): GpuTensor {
+  if (t instanceof GpuTensor) return t;
+  throw new TypeError(`${what}: not a GPU tensor (allocated by another backend?)`);
+}
+
+function need(t: DeviceTensor, elements: number, what: string): void {
+  if (elements > t.length) throw new RangeError(`${what}: needs ${elements} elements, the tensor has ${t.length}`);
+}
+
+function count(n: number, what: string): void {
+  if (!(Number.isInteger(n) && n >= 0)) throw new RangeError(`${what} must be a non-negative integer (got ${n})`);
+}
+
+/** A uniform block of `bytes` bytes with u32 / i32 / f32 views. */
+function uniformBlock(bytes: number) {
+  const buffer = new ArrayBuffer(bytes);
+  return { buffer, u32: new Uint32Array(buffer), i32: new Int32Array(buffer), f32: new Float32Array(buffer) };
+}
+
+export class GpuBackend implements Backend {
+  readonly kind = 'gpu' as const;
+  readonly description: string;
+  /** Bound where a kernel has an optional input (no bias, ids/positions in the uniform block). */
+  private readonly dummy: GPUBuffer;
+
+  constructor(readonly ctx: GpuContext) {
+    this.description = ctx.adapterDescription;
+    this.dummy = ctx.createBuffer(16, 'dummy');
+  }
+
+  /** Compute dispatches recorded so far on this device (proof that the GPU did the work). */
+  get dispatches(): number { return this.ctx.dispatches; }
+
+  alloc(length: number): GpuTensor {
+    count(length, 'alloc length');
+    return new GpuTensor(this.ctx.createBuffer(length * 4, 'tensor'), length);
+  }
+
+  upload(data: Float32Array): GpuTensor {
+    return new GpuTensor(this.ctx.bufferWith(data, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST, 'tensor'), data.length);
+  }
+
+  write(t: DeviceTensor, data: Float32Array, offset = 0): void {
+    const g = asGpu(t, 'write');
+    count(offset, 'write offset');
+    need(t, offset + data.length, 'write');
+    if (data.length === 0) return;
+    if (this.ctx.pending) {
+      // Keep the write in recording order (after the ops already recorded).
+      const staging = this.ctx.bufferWith(data, 0, 'write staging');
+      this.ctx.commandEncoder().copyBufferToBuffer(staging, 0, g.buffer, offset * 4, data.byteLength);
+      this.ctx.release(staging);
+    } else {
+      this.ctx.device.queue.writeBuffer(g.buffer, offset * 4, data);
+    }
+  }
+
+  copy(dst: DeviceTensor, dstOffset: number, src: DeviceTensor, srcOffset: number, length: number): void {
+    const d = asGpu(dst, 'copy dst'), s = asGpu(src, 'copy src');
+    count(dstOffset, 'copy dstOffset'); count(srcOffset, 'copy srcOffset'); count(length, 'copy length');
+    need(dst, dstOffset + length, 'copy dst');
+    need(src, srcOffset + length, 'copy src');
+    if (length === 0) return;
+    const enc = this.ctx.commandEncoder();
+    if (d.buffer === s.buffer) {
+      // copyBufferToBuffer needs distinct buffers: go through a temporary one.
+      const tmp = this.ctx.createBuffer(length * 4, 'copy temp');
+      enc.copyBufferToBuffer(s.buffer, srcOffset * 4, tmp, 0, length * 4);
+      enc.copyBufferToBuffer(tmp, 0, d.buffer, dstOffset * 4, length * 4);
+      this.ctx.release(tmp);
+    } else {
+      enc.copyBufferToBuffer(s.buffer, srcOffset * 4, d.buffer, dstOffset * 4, length * 4);
+    }
+  }
+
+  async read(t: DeviceTensor, offset = 0, length?: number): Promise<Float32Array> {
+    const g = asGpu(t, 'read');
+    count(offset, 'read offset');
+    const n = length ?? t.length - offset;
+    count(n, 'read length');
+    need(t, offset + n, 'read');
+    if (n === 0) return new Float32Array(0);
+    return new Float32Array(await this.ctx.readBuffer(g.buffer, offset * 4, n * 4));
+  }
+
+  free(t: DeviceTensor): void {
+    this.ctx.release(asGpu(t, 'free').buffer);
+  }
+
+  flush(): void { this.ctx.flush(); }
+
+  destroy(): void {
+    this.ctx.release(this.dummy);
+    this.ctx.destroy();
+  }
+
+  /** `input`, or a temporary copy of its first n elements when it shares a buffer with `written`. */
+  private distinct(written: GpuTensor, input: GpuTensor, n: number): GpuTensor {
+    if (input.buffer !== written.buffer) return input;
+    const tmp = new GpuTensor(this.ctx.createBuffer(n * 4, 'alias temp'), n);
+    // Recording the copy opens the encoder, so the release below waits for the submit.
+    this.ctx.commandEncoder().copyBufferToBuffer(input.buffer, 0, tmp.buffer, 0, n * 4);
+    this.ctx.release(tmp.buffer);
+    return tmp;
+  }
+
+  /**
+   * Small host integers for a kernel: into the uniform block when they fit, else a new buffer
+   * (the caller releases it after recording the dispatch).
+   */
+  private smallInts(values: Int32Array, block: { i32: Int32Array; u32: Uint32Array }, flagIndex: number): GPUBuffer {
+    if (values.length <= SMALL_INTS) {
+      block.i32.set(values, 4);
+      block.u32[flagIndex] = 1;
+      return this.dummy;
+    }
+    return this.ctx.bufferWith(values, GPUBufferUsage.STORAGE, 'host ints');
+  }
+
+  /** Records `threads` one-thread-per-element work as folded workgroups of WG. */
+  private elementGroups(threads: number): [number, number] {
+    return this.ctx.fold(Math.ceil(threads / WG));
+  }
+
+  embed(out: DeviceTensor, table: DeviceTensor, ids: Int32Array, dim: number): void {
+    const o = asGpu(out, 'embed out'), t = asGpu(table, 'embed table');
+    count(dim, 'embed dim');
+    const rows = ids.length;
+    need(out, rows * dim, 'embed out');
+    if (rows === 0 || dim === 0) return;
+    const vocab = Math.floor(table.length / dim);
+    for (let r = 0; r < rows; r++) {
+      if (!(ids[r] >= 0 && ids[r] < vocab)) throw new RangeError(`embed: token id ${ids[r]} outside the table (vocab ${vocab})`);
+    }
+    const block = uniformBlock(256);
+    block.u32[0] = rows; block.u32[1] = dim;
+    const idBuffer = this.smallInts(ids, block, 2);
+    const src = this.distinct(o, t, t.length);
+    this.ctx.dispatch(this.ctx.pipeline('embed'), [src.buffer, idBuffer, o.buffer], block.buffer, this.elementGroups(rows * dim));
+    if (idBuffer !== this.dummy) this.ctx.release(idBuffer);
+  }
+
+  rmsnorm(out: DeviceTensor, x: DeviceTensor, weight: DeviceTensor, rows: number, dim: number, eps: number): void {
+    const o = asGpu(out, 'rmsnorm out'), xt = asGpu(x, 'rmsnorm x');
+    count(rows, 'rmsnorm rows'); count(dim, 'rmsnorm dim');
+    need(x, rows * dim, 'rmsnorm x'); need(out, rows * dim, 'rmsnorm out'); need(weight, dim, 'rmsnorm weight');
+    if (rows === 0 || dim === 0) return;
+    const w = this.distinct(o, asGpu(weight, 'rmsnorm weight'), dim);
+    const block = uniformBlock(16);
+    block.u32[0] = rows; block.u32[1] = dim; block.f32[2] = eps;
+    const groups = this.ctx.fold(rows);
+    if (o.buffer === xt.buffer) {
+      this.ctx.dispatch(this.ctx.pipeline('rmsnorm', 'in_place'), [o.buffer, w.buffer], block.buffer, groups);
+    } else {
+      this.ctx.dispatch(this.ctx.pipeline('rmsnorm', 'main'), [xt.buffer, w.buffer, o.buffer], block.buffer, groups);
+    }
+  }
+
+  matmul(out: DeviceTensor, x: DeviceTensor, w: DeviceTensor, bias: DeviceTensor | null,
+    rows: number, inDim: number, outDim: number, accumulate = false, xOffset = 0): void {
+    const o = asGpu(out, 'matmul out');
+    count(rows, 'matmul rows'); count(inDim, 'matmul inDim'); count(outDim, 'matmul outDim'); count(xOffset, 'matmul xOffset');
+    need(x, xOffset + rows * inDim, 'matmul x'); need(w, outDim * inDim, 'matmul w'); need(out, rows * outDim, 'matmul out');
+    if (bias) need(bias, outDim, 'matmul bias');
+    if (rows === 0 || outDim === 0) return;
+    const xt = this.distinct(o, asGpu(x, 'matmul x'), xOffset + rows * inDim);
+    const wt = this.distinct(o, asGpu(w, 'matmul w'), outDim * inDim);
+    const bt = bias ? this.distinct(o, asGpu(bias, 'matmul bias'), outDim) : null;
+    const block = uniformBlock(32);
+    const tilesN = Math.ceil(outDim / GEMM_TILE);
+    block.u32.set([rows, inDim, outDim, xOffset, (bt ? 1 : 0) | (accumulate ? 2 : 0), tilesN]);
+    const constants = { VEC4: inDim % 4 === 0 && xOffset % 4 === 0 ? 1 : 0 };
+    const buffers = [xt.buffer, wt.buffer, bt ? bt.buffer : this.dummy, o.buffer];
+    if (rows === 1) {
+      this.ctx.dispatch(this.ctx.pipeline('matmul', 'gemv', constants), buffers, block.buffer,
+        this.ctx.fold(Math.ceil(outDim / GEMV_ROWS_PER_WG)));
+    } else {
+      this.ctx.dispatch(this.ctx.pipeline('matmul', 'gemm', constants), buffers, block.buffer,
+        this.ctx.fold(tilesN * Math.ceil(rows / GEMM_TILE)));
+    }
+  }
+
+  rope(x: DeviceTensor, rows: number, numHeads: number, headDim: number, positions: Int32Array, invFreq: DeviceTensor): void {
+    const xt = asGpu(x, 'rope x');
+    count(rows, 'rope rows'); count(numHeads, 'rope numHeads'); count(headDim, 'rope headDim');
+    if (headDim % 2 !== 0) throw new RangeError(`rope: headDim must be even (got ${headDim})`);
+    if (positions.length < rows) throw new RangeError(`rope: ${positions.length} positions for ${rows} rows`);
+    need(x, rows * numHeads * headDim, 'rope x'); need(invFreq, headDim / 2, 'rope invFreq');
+    const threads = rows * numHeads * (headDim / 2);
+    if (threads === 0) return;
+    const freq = this.distinct(xt, asGpu(invFreq, 'rope invFreq'), headDim / 2);
+    const block = uniformBlock(256);
+    block.u32[0] = rows; block.u32[1] = numHeads; block.u32[2] = headDim;
+    const posBuffer = this.smallInts(positions.subarray(0, rows), block, 3);
+    this.ctx.dispatch(this.ctx.pipeline('rope'), [xt.buffer, freq.buffer, posBuffer], block.buffer, this.elementGroups(threads));
+    if (posBuffer !== this.dummy) this.ctx.release(posBuffer);
+  }
+
+  siluMul(out: DeviceTensor, gate: DeviceTensor, up: DeviceTensor, n: number): void {
+    const o = asGpu(out, 'siluMul out'), g = asGpu(gate, 'siluMul gate'), u = asGpu(up, 'siluMul up');
+    count(n, 'siluMul n');
+    need(out, n, 'siluMul out'); need(gate, n, 'siluMul gate'); need(up, n, 'siluMul up');
+    if (n === 0) return;
+    const block = uniformBlock(16);
+    block.u32[0] = n;
+    const groups = this.elementGroups(n);
+    if (o.buffer !== g.buffer && o.buffer !== u.buffer) {
+      this.ctx.dispatch(this.ctx.pipeline('elementwise', 'silu_mul'), [g.buffer, u.buffer, o.buffer], block.buffer, groups);
+    } else if (o.buffer === g.buffer) {
+      // out is the gate; up is read from a copy if it is the same buffer too.
+      const other = this.distinct(o, u, n);
+      this.ctx.dispatch(this.ctx.pipeline('elementwise', 'silu_mul_io'), [o.buffer, other.buffer], block.buffer, groups);
+    } else {
+      block.u32[1] = 1; // out is up
+      this.ctx.dispatch(this.ctx.pipeline('elementwise', 'silu_mul_io'), [o.buffer, g.buffer], block.buffer, groups);
+    }
+  }
+
+  add(x: DeviceTensor, y: DeviceTensor, n: number): void {
+    const xt = asGpu(x, 'add x');
+    count(n, 'add n');
+    need(x, n, 'add x'); need(y, n, 'add y');
+    if (n === 0) return;
+    const yt = this.distinct(xt, asGpu(y, 'add y'), n);
+    const block = uniformBlock(16);
+    block.u32[0] = n;
+    this.ctx.dispatch(this.ctx.pipeline('elementwise', 'add'), [xt.buffer, yt.buffer], block.buffer, this.elementGroups(n));
+  }
+
+  kvAppend(kCache: DeviceTensor, vCache: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
+    rows: number, numKvHeads: number, headDim: number, capacity: number, pastLen: number): void {
+    recordKvAppend(this.ctx, asGpu(kCache, 'kvAppend kCache'), asGpu(vCache, 'kvAppend vCache'), asGpu(k, 'kvAppend k'),
+      asGpu(v, 'kvAppend v'), rows, numKvHeads, headDim, capacity, pastLen);
+  }
+
+  attention(out: DeviceTensor, q: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor,
+    shape: AttentionShape, capacity: number): void {
+    recordAttention(this.ctx, asGpu(out, 'attention out'), asGpu(q, 'attention q'), asGpu(kCache, 'attention kCache'),
+      asGpu(vCache, 'attention vCache'), shape, capacity);
+  }
+
+  streamingAttention(out: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
+    kRing: DeviceTensor, vRing: DeviceTensor, shape: AttentionShape, window: StreamingWindow): void {
+    recordStreamingAttention(this.ctx, asGpu(out, 'streamingAttention out'), asGpu(q, 'streamingAttention q'),
+      asGpu(k, 'streamingAttention k'), asGpu(v, 'streamingAttention v'), asGpu(kRing, 'streamingAttention kRing'),
+      asGpu(vRing, 'streamingAttention vRing'), shape, window);
+  }
+
+  ringAppend(kRing: DeviceTensor, vRing: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
+    rows: number, numKvHeads: number, headDim: number, pastLen: number, window: StreamingWindow): void {
+    recordRingAppend(this.ctx, asGpu(kRing, 'ringAppend kRing'), asGpu(vRing, 'ringAppend vRing'), asGpu(k, 'ringAppend k'),
+      asGpu(v, 'ringAppend v'), rows, numKvHeads, headDim, pastLen, window);
+  }
+}
+
+/** A GPU Backend on `ctx` (from createNodeGpu() in Node, createBrowserGpu() in a browser). */
+export async function createGpuBackend(ctx: GpuContext): Promise<GpuBackend> {
+  return new GpuBackend(ctx);
+}

@@ -1,0 +1,96 @@
+// The `duet` command end to end (the built bundle, as users run it).
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+const ROOT = new URL('..', import.meta.url).pathname;
+const BIN = join(ROOT, 'bin/duet.mjs');
+const MODEL = join(ROOT, 'fixtures/tiny-random');
+const PATTERN = join(ROOT, 'fixtures/tiny-random-pattern');
+
+async function duet(...args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [BIN, ...args], { cwd: ROOT, timeout: 120_000 });
+    return { stdout, stderr, code: 0 };
+  } catch (e) {
+    const err = e as { stdout: string; stderr: string; code: number };
+    return { stdout: err.stdout, stderr: err.stderr, code: err.code };
+  }
+}
+
+test('generate --json on the CPU: tokens, text, device, timings, KV bytes', async () => {
+  const r = await duet('generate', '--model', MODEL, '--prompt', 'hello world', '--max-tokens', '6', '--device', 'cpu', '--json');
+  assert.is(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  assert.is(out.tokens.length, 6);
+  assert.type(out.text, 'string');
+  assert.is(out.device, 'cpu');
+  assert.ok(out.timings.prefill_ms > 0 && out.timings.decode_ms_per_token > 0);
+  assert.ok(out.kv_bytes.retrieval > 0);
+  assert.is(out.kv_bytes.streaming, 0);
+});
+
+test('generate streams text, greedy output matches --json, and the same with --prompt-ids', async () => {
+  const json = JSON.parse((await duet('generate', '--model', MODEL, '--prompt', 'the world', '--max-tokens', '5', '--device', 'cpu', '--json')).stdout);
+  const text = await duet('generate', '--model', MODEL, '--prompt', 'the world', '--max-tokens', '5', '--device', 'cpu');
+  assert.is(text.code, 0, text.stderr);
+  assert.is(text.stdout, `${json.text}\n`);
+  const ids = await duet('generate', '--model', MODEL, '--prompt-ids', '0,7,33,99', '--max-tokens', '3', '--device', 'cpu', '--json');
+  assert.is(JSON.parse(ids.stdout).tokens.length, 3);
+});
+
+test('generate with a pattern reports the streaming ring and a constant CPU cache', async () => {
+  const r = await duet('generate', '--model', MODEL, '--pattern', PATTERN, '--sparsity', '0.5', '--prompt', 'hello hello hello hello', '--max-tokens', '4', '--device', 'cpu', '--json');
+  assert.is(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  // 16 KV heads, half streaming: 8 × (sink 4 + recent 16) × head_dim 8 × K,V × 4 bytes.
+  assert.is(out.kv_bytes.streaming, 8 * 20 * 8 * 2 * 4);
+  assert.match(out.heads, /8\/16 KV heads streaming \(sink 4, recent 16\)/);
+});
+
+test('bad input gets a clear error and a non-zero exit', async () => {
+  const cases: Array<[string[], RegExp]> = [
+    [['generate', '--model', '/nonexistent'], /give exactly one of --prompt and --prompt-ids/],
+    [['generate', '--model', '/nonexistent', '--prompt', 'x'], /\/nonexistent: no config.json/],
+    [['generate', '--model', MODEL, '--prompt-ids', '1,x'], /--prompt-ids: "x" is not a token id in 0..300/],
+    [['generate', '--model', MODEL, '--prompt', 'x', '--device', 'tpu'], /--device must be one of auto, gpu, cpu/],
+    [['generate', '--model', MODEL, '--prompt', 'x', '--sparsity', '0.5'], /--sparsity needs --pattern/],
+    [['generate', '--model', MODEL, '--prompt', 'x', '--pattern', MODEL], /full_attention_heads.tsv: missing/],
+    [['generate', '--model', MODEL, '--prompt', 'x', '--streaming-only'], /--streaming-only needs --sink and --recent/],
+    [['generate', '--model', MODEL, '--prompt', 'x', '--max-tokens', '0'], /--max-tokens must be an integer ≥ 1/],
+    [['frobnicate'], /unknown command "frobnicate"/],
+  ];
+  for (const [args, re] of cases) {
+    const r = await duet(...args);
+    assert.is.not(r.code, 0, args.join(' '));
+    assert.match(r.stderr, re, args.join(' '));
+  }
+  const badPattern = mkdtempSync(join(tmpdir(), 'duet-pat-'));
+  writeFileSync(join(badPattern, 'full_attention_heads.tsv'), '1\t0\n');
+  writeFileSync(join(badPattern, 'config.json'), '{"sink_size": 4, "recent_size": 8}');
+  const r = await duet('generate', '--model', MODEL, '--prompt', 'x', '--pattern', badPattern);
+  assert.match(r.stderr, /full_attention_heads.tsv: has 1 lines \(layers\), the model has 4 layers/);
+});
+
+test('memory projects full vs DuoAttention bytes', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'duet-mem-'));
+  const cfg = join(dir, 'config.json');
+  writeFileSync(cfg, JSON.stringify({ model_type: 'llama', hidden_size: 4096, intermediate_size: 14336, num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: 8, vocab_size: 128256, max_position_embeddings: 1048576 }));
+  const pattern = join(ROOT, '../shared/patterns/Llama-3-8B-Instruct-Gradient-1048k');
+  const r = await duet('memory', '--config', cfg, '--pattern', pattern, '--sparsity', '0.5', '--context', '1048576', '--json');
+  assert.is(r.code, 0, r.stderr);
+  const m = JSON.parse(r.stdout);
+  assert.is(m.full_bytes, 32 * 8 * 1048576 * 2 * 128 * 2);
+  assert.is(m.gpu_bytes, m.full_bytes / 2);
+  assert.is(m.cpu_bytes, 128 * 384 * 2 * 128 * 2);
+  assert.is(m.duo_bytes, m.gpu_bytes + m.cpu_bytes);
+  const table = await duet('memory', '--config', cfg, '--pattern', pattern, '--sparsity', '0.5', '--context', '1048576');
+  assert.match(table.stdout, /full attention\s+128.00 GiB/);
+});
+
+test.run();

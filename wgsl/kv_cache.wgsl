@@ -1,0 +1,53 @@
+// KV cache writes. `append`: a chunk's k/v ([rows][kv_heads][head_dim]) into a full head-major cache
+// ([kv_heads][capacity][head_dim]) at positions past_len… `ring_append`: the positions a streaming
+// ring keeps (p < sink, or among the chunk's last `recent`) into slot p (sinks) or
+// sink + (p − sink) mod recent. One thread per element; workgroups folded into y.
+
+struct Params {
+  rows: u32, num_kv_heads: u32, head_dim: u32, past_len: u32,
+  capacity: u32, sink: u32, recent: u32, total: u32,
+}
+
+@group(0) @binding(0) var<storage, read_write> k_dst: array<f32>;
+@group(0) @binding(1) var<storage, read_write> v_dst: array<f32>;
+@group(0) @binding(2) var<storage, read> k_src: array<f32>;
+@group(0) @binding(3) var<storage, read> v_src: array<f32>;
+@group(0) @binding(4) var<uniform> p: Params;
+
+const WG: u32 = 256u;
+
+fn element(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+  return (wid.y * nwg.x + wid.x) * WG + lid;
+}
+
+@compute @workgroup_size(256)
+fn append(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+  let e = element(wid, nwg, lid);
+  if (e >= p.total) { return; }
+  let d = e % p.head_dim;
+  let h = (e / p.head_dim) % p.num_kv_heads;
+  let r = e / (p.head_dim * p.num_kv_heads);
+  let dst = (h * p.capacity + p.past_len + r) * p.head_dim + d;
+  k_dst[dst] = k_src[e];
+  v_dst[dst] = v_src[e];
+}
+
+@compute @workgroup_size(256)
+fn ring_append(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+  let e = element(wid, nwg, lid);
+  if (e >= p.total) { return; }
+  let d = e % p.head_dim;
+  let h = (e / p.head_dim) % p.num_kv_heads;
+  let r = e / (p.head_dim * p.num_kv_heads);
+  let pos = p.past_len + r;
+  let end = p.past_len + p.rows;
+  let keep = pos < p.sink || pos + p.recent >= end;
+  if (!keep) { return; }
+  var slot = pos;
+  if (pos >= p.sink) { slot = p.sink + (pos - p.sink) % p.recent; }
+  let dst = (h * (p.sink + p.recent) + slot) * p.head_dim + d;
+  k_dst[dst] = k_src[e];
+  v_dst[dst] = v_src[e];
+}

@@ -1,0 +1,105 @@
+// Streaming-head attention: query row r (position i = past_len + r) attends the keys j ≤ i with
+// j < sink or j > i − recent. Keys before the chunk come from the ring ([kv_heads][sink+recent][D],
+// slot j for sinks, sink + (j − sink) mod recent otherwise), the chunk's own keys from k/v
+// ([rows][kv_heads][D]). At most sink + recent keys per query, so one pass per (head, row) with
+// tiles of 64 keys and an online softmax; cost never depends on past_len.
+
+struct Params {
+  rows: u32, num_heads: u32, num_kv_heads: u32, head_dim: u32,
+  past_len: u32, sink: u32, recent: u32, scale: f32,
+}
+
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> q: array<f32>;
+@group(0) @binding(2) var<storage, read> k_chunk: array<f32>;
+@group(0) @binding(3) var<storage, read> v_chunk: array<f32>;
+@group(0) @binding(4) var<storage, read> k_ring: array<f32>;
+@group(0) @binding(5) var<storage, read> v_ring: array<f32>;
+@group(0) @binding(6) var<uniform> p: Params;
+
+const WG: u32 = 64u;
+const MAX_D: u32 = 256u;
+const NEG: f32 = -3.0e38;
+
+var<workgroup> q_s: array<f32, MAX_D>;
+var<workgroup> probs: array<f32, WG>;
+var<workgroup> key_base: array<u32, WG>;
+var<workgroup> key_in_ring: array<u32, WG>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  let h = wid.x;
+  let r = wid.y;
+  let D = p.head_dim;
+  let kvh = h / (p.num_heads / p.num_kv_heads);
+  let i = p.past_len + r;
+  // Visible keys: the sinks [0, n_sink), then the window [lo, i].
+  let n_sink = min(p.sink, i + 1u);
+  let lo = max(p.sink, select(0u, i + 1u - p.recent, i + 1u >= p.recent));
+  let n_recent = select(0u, i + 1u - lo, i + 1u > lo);
+  let total = n_sink + n_recent;
+  let q_base = (r * p.num_heads + h) * D;
+  for (var d = t; d < D; d += WG) { q_s[d] = q[q_base + d] * p.scale; }
+  workgroupBarrier();
+
+  let slots = p.sink + p.recent;
+  var m = NEG;
+  var l = 0.0;
+  var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+  var k0 = 0u;
+  loop {
+    if (k0 >= total) { break; }
+    let n = min(WG, total - k0);
+    var s = NEG;
+    if (t < n) {
+      let idx = k0 + t;
+      let j = select(lo + (idx - n_sink), idx, idx < n_sink);
+      var base = 0u;
+      var in_ring = 0u;
+      var dot = 0.0;
+      if (j < p.past_len) {
+        var slot = j;
+        if (j >= p.sink) { slot = p.sink + (j - p.sink) % p.recent; }
+        base = (kvh * slots + slot) * D;
+        in_ring = 1u;
+        for (var d = 0u; d < D; d++) { dot += q_s[d] * k_ring[base + d]; }
+      } else {
+        base = ((j - p.past_len) * p.num_kv_heads + kvh) * D;
+        for (var d = 0u; d < D; d++) { dot += q_s[d] * k_chunk[base + d]; }
+      }
+      key_base[t] = base;
+      key_in_ring[t] = in_ring;
+      s = dot;
+    }
+    probs[t] = s;
+    workgroupBarrier();
+    var tile_max = NEG;
+    for (var c = 0u; c < n; c++) { tile_max = max(tile_max, probs[c]); }
+    let m_new = max(m, tile_max);
+    workgroupBarrier();
+    probs[t] = select(0.0, exp(s - m_new), t < n);
+    workgroupBarrier();
+    var tile_sum = 0.0;
+    for (var c = 0u; c < n; c++) { tile_sum += probs[c]; }
+    let alpha = exp(m - m_new);
+    l = l * alpha + tile_sum;
+    for (var c = 0u; c < 4u; c++) {
+      let d = t + c * WG;
+      if (d < D) {
+        var a = acc[c] * alpha;
+        for (var e = 0u; e < n; e++) {
+          let b = key_base[e] + d;
+          if (key_in_ring[e] == 1u) { a += probs[e] * v_ring[b]; } else { a += probs[e] * v_chunk[b]; }
+        }
+        acc[c] = a;
+      }
+    }
+    m = m_new;
+    workgroupBarrier();
+    k0 += WG;
+  }
+  for (var c = 0u; c < 4u; c++) {
+    let d = t + c * WG;
+    if (d < D) { out[(r * p.num_heads + h) * D + d] = acc[c] / l; }
+  }
+}
