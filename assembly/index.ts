@@ -1,1 +1,11 @@
-export {}
+// The CPU kernel module's exports. Every kernel takes byte addresses into the imported memory;
+// allocation is done by the host (src/cpu/memory.ts).
+export { matmul } from './matmul';
+export { rmsnorm } from './norm';
+export { rope } from './rope';
+export { siluMul, add } from './elementwise';
+export { attention, attentionScratchFloats, kvAppend } from './attention';
+export { streamingAttention, ringAppend } from './streaming';
+
+/** First byte after the module's static data: the host allocates above it. */
+export function heapBase(): usize { return __heap_base; }

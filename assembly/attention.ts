@@ -1,0 +1,285 @@
+// Attention over a full (head-major) KV cache with causal masking, and the shared machinery that
+// the streaming kernel (streaming.ts) also uses.
+//
+// Work is organised per KV head and per tile of query rows: the tile's query vectors (tileRows
+// rows × the group's query heads, GQA) are gathered into scratch pre-multiplied by the scale, then
+// keys are consumed in blocks of BLOCK positions: scores for the whole tile come from one small
+// GEMM (gemmAdd), each query vector's running max and sum are updated (online softmax: the
+// accumulator is rescaled only when the max grows), and P·V is accumulated with f32x4 over
+// headDim. Memory is O(tile) regardless of context length; each K/V block is read once per tile
+// while it is hot for every query head of the group.
+//
+// Scratch (allocated by the caller, size from attentionScratchFloats): per query vector of the
+// tile, headDim scaled query + headDim accumulator + BLOCK scores + running max + running sum.
+import { gemmAdd } from './matmul';
+import { expv, exps } from './simd';
+
+/** Keys per block. Multiple of 4. */
+const BLOCK: i32 = 64;
+/** "No limit" for sink / recent in full attention. */
+export const UNBOUNDED: i32 = 0x3fffffff;
+
+// Tile state (wasm globals; kernels are not re-entrant).
+let hd: i32 = 0;             // headDim
+let group: i32 = 0;          // query heads per KV head
+let nq: i32 = 0;             // query vectors in the current tile (= tile rows × group)
+let tileI0: i32 = 0;         // absolute position of the tile's first query row
+let tileRowsNow: i32 = 0;    // rows in the current tile
+let recentW: i32 = 0;        // streaming window: recent size (UNBOUNDED for full attention)
+let sQ: usize = 0, sAcc: usize = 0, sSc: usize = 0, sM: usize = 0, sL: usize = 0;
+
+/** Scratch floats needed for tiles of `queryVectors` query vectors (tile rows × group). */
+export function attentionScratchFloats(queryVectors: i32, headDim: i32): i32 {
+  return queryVectors * (2 * headDim + BLOCK + 2);
+}
+
+/** Lays out the scratch regions for tiles of up to maxQ query vectors. */
+export function setupScratch(scratch: usize, maxQ: i32, headDim: i32, groupSize: i32, recent: i32): void {
+  hd = headDim;
+  group = groupSize;
+  recentW = recent;
+  const vecBytes: usize = (<usize>headDim) << 2;
+  sQ = scratch;
+  sAcc = sQ + <usize>maxQ * vecBytes;
+  sSc = sAcc + <usize>maxQ * vecBytes;
+  sM = sSc + ((<usize>maxQ * <usize>BLOCK) << 2);
+  sL = sM + ((<usize>maxQ) << 2);
+}
+
+/** Starts a tile: rows r0 .. r0+nr−1 (absolute positions pastLen + r), query heads of KV head kvh. */
+export function beginTile(q: usize, r0: i32, nr: i32, numHeads: i32, kvh: i32, pastLen: i32, scale: f32): void {
+  nq = nr * group;
+  tileRowsNow = nr;
+  tileI0 = pastLen + r0;
+  const vecBytes: usize = (<usize>hd) << 2;
+  const end4: usize = (<usize>(hd & ~3)) << 2;
+  const s = f32x4.splat(scale);
+  for (let rr = 0; rr < nr; rr++) {
+    for (let g = 0; g < group; g++) {
+      const t = rr * group + g;
+      const src = q + <usize>((r0 + rr) * numHeads + kvh * group + g) * vecBytes;
+      const dst = sQ + <usize>t * vecBytes;
+      let i: usize = 0;
+      for (; i < end4; i += 16) v128.store(dst + i, f32x4.mul(v128.load(src + i), s));
+      for (; i < vecBytes; i += 4) store<f32>(dst + i, load<f32>(src + i) * scale);
+      store<f32>(sM + ((<usize>t) << 2), <f32>-Infinity);
+      store<f32>(sL + ((<usize>t) << 2), 0);
+    }
+  }
+  memory.fill(sAcc, 0, <usize>nq * vecBytes);
+}
+
+/** Writes the tile's normalised outputs to out ([rows][numHeads][headDim]). */
+export function endTile(out: usize, r0: i32, numHeads: i32, kvh: i32): void {
+  const vecBytes: usize = (<usize>hd) << 2;
+  const end4: usize = (<usize>(hd & ~3)) << 2;
+  for (let rr = 0; rr < tileRowsNow; rr++) {
+    for (let g = 0; g < group; g++) {
+      const t = rr * group + g;
+      const dst = out + <usize>((r0 + rr) * numHeads + kvh * group + g) * vecBytes;
+      const src = sAcc + <usize>t * vecBytes;
+      const l = load<f32>(sL + ((<usize>t) << 2));
+      const inv: f32 = l > 0 ? <f32>1 / l : 0;
+      const s = f32x4.splat(inv);
+      let i: usize = 0;
+      for (; i < end4; i += 16) v128.store(dst + i, f32x4.mul(v128.load(src + i), s));
+      for (; i < vecBytes; i += 4) store<f32>(dst + i, load<f32>(src + i) * inv);
+    }
+  }
+}
+
+/**
+ * Consumes the keys at absolute positions [p0, p1), stored at k / v + (p − p0) · stride bytes.
+ * sinkPart: every position in the range is a sink (visible iff j ≤ i); otherwise a key is
+ * visible iff i − recent < j ≤ i. Ranges must not straddle the sink boundary.
+ */
+export function segment(p0: i32, p1: i32, k: usize, v: usize, stride: usize, sinkPart: bool): void {
+  const iMax = tileI0 + tileRowsNow - 1;
+  const hi = min(p1, iMax + 1);
+  const lo = sinkPart ? p0 : max(p0, tileI0 - recentW + 1);
+  for (let b = lo; b < hi; b += BLOCK) {
+    const n = min(BLOCK, hi - b);
+    const off = <usize>(b - p0) * stride;
+    keyBlock(b, n, k + off, v + off, stride, sinkPart);
+  }
+}
+
+function keyBlock(p0: i32, n: i32, k: usize, v: usize, stride: usize, sinkPart: bool): void {
+  const scRow: usize = (<usize>BLOCK) << 2;
+  memory.fill(sSc, 0, <usize>nq * scRow);
+  gemmAdd(sSc, BLOCK, sQ, hd, k, <i32>(stride >> 2), nq, hd, n);
+  const n4 = (n + 3) & ~3;
+  const negInf = <f32>-Infinity;
+  for (let t = 0; t < nq; t++) {
+    const i = tileI0 + t / group;
+    const thi = min(n, i - p0 + 1);
+    const tlo = sinkPart ? 0 : max(0, i - recentW + 1 - p0);
+    const row = sSc + <usize>t * scRow;
+    if (tlo >= thi) {
+      memory.fill(row, 0, (<usize>n4) << 2);
+      continue;
+    }
+    for (let j = 0; j < tlo; j++) store<f32>(row + ((<usize>j) << 2), negInf);
+    for (let j = thi; j < n4; j++) store<f32>(row + ((<usize>j) << 2), negInf);
+    let bmax = negInf;
+    for (let j = tlo; j < thi; j++) bmax = max(bmax, load<f32>(row + ((<usize>j) << 2)));
+    const mp = sM + ((<usize>t) << 2), lp = sL + ((<usize>t) << 2);
+    const mOld = load<f32>(mp);
+    let l = load<f32>(lp);
+    if (bmax > mOld) {
+      const corr = exps(mOld - bmax);
+      l *= corr;
+      scaleRow(sAcc + <usize>t * ((<usize>hd) << 2), corr);
+      store<f32>(mp, bmax);
+    }
+    const m = f32x4.splat(load<f32>(mp));
+    let sum = f32x4.splat(0);
+    for (let j = 0; j < n4; j += 4) {
+      const pj = row + ((<usize>j) << 2);
+      const p = expv(f32x4.sub(v128.load(pj), m));
+      v128.store(pj, p);
+      sum = f32x4.add(sum, p);
+    }
+    l += f32x4.extract_lane(sum, 0) + f32x4.extract_lane(sum, 1) + f32x4.extract_lane(sum, 2) + f32x4.extract_lane(sum, 3);
+    store<f32>(lp, l);
+  }
+  pvAdd(v, stride, n);
+}
+
+function scaleRow(p: usize, c: f32): void {
+  const bytes: usize = (<usize>hd) << 2, end4: usize = (<usize>(hd & ~3)) << 2;
+  const s = f32x4.splat(c);
+  let i: usize = 0;
+  for (; i < end4; i += 16) v128.store(p + i, f32x4.mul(v128.load(p + i), s));
+  for (; i < bytes; i += 4) store<f32>(p + i, load<f32>(p + i) * c);
+}
+
+// acc[t][:] += Σ_j P[t][j] · v[j][:] for t < nq, j < n (v rows stride bytes apart).
+function pvAdd(v: usize, stride: usize, n: i32): void {
+  const scRow: usize = (<usize>BLOCK) << 2;
+  const vecBytes: usize = (<usize>hd) << 2;
+  const end8: usize = (<usize>(hd & ~7)) << 2, end4: usize = (<usize>(hd & ~3)) << 2;
+  const nb: usize = (<usize>n) << 2;
+  let t = 0;
+  for (; t + 4 <= nq; t += 4) {
+    const P0 = sSc + <usize>t * scRow, P1 = P0 + scRow, P2 = P1 + scRow, P3 = P2 + scRow;
+    const A0 = sAcc + <usize>t * vecBytes, A1 = A0 + vecBytes, A2 = A1 + vecBytes, A3 = A2 + vecBytes;
+    let d: usize = 0;
+    for (; d < end8; d += 32) {
+      let a00 = v128.load(A0 + d), a01 = v128.load(A0 + d, 16);
+      let a10 = v128.load(A1 + d), a11 = v128.load(A1 + d, 16);
+      let a20 = v128.load(A2 + d), a21 = v128.load(A2 + d, 16);
+      let a30 = v128.load(A3 + d), a31 = v128.load(A3 + d, 16);
+      let vp = v + d;
+      for (let j: usize = 0; j < nb; j += 4) {
+        const v0 = v128.load(vp), v1 = v128.load(vp, 16);
+        let p = v128.load_splat<f32>(P0 + j);
+        a00 = f32x4.add(a00, f32x4.mul(p, v0)); a01 = f32x4.add(a01, f32x4.mul(p, v1));
+        p = v128.load_splat<f32>(P1 + j);
+        a10 = f32x4.add(a10, f32x4.mul(p, v0)); a11 = f32x4.add(a11, f32x4.mul(p, v1));
+        p = v128.load_splat<f32>(P2 + j);
+        a20 = f32x4.add(a20, f32x4.mul(p, v0)); a21 = f32x4.add(a21, f32x4.mul(p, v1));
+        p = v128.load_splat<f32>(P3 + j);
+        a30 = f32x4.add(a30, f32x4.mul(p, v0)); a31 = f32x4.add(a31, f32x4.mul(p, v1));
+        vp += stride;
+      }
+      v128.store(A0 + d, a00); v128.store(A0 + d, a01, 16);
+      v128.store(A1 + d, a10); v128.store(A1 + d, a11, 16);
+      v128.store(A2 + d, a20); v128.store(A2 + d, a21, 16);
+      v128.store(A3 + d, a30); v128.store(A3 + d, a31, 16);
+    }
+    if (d < end4) {
+      let a0 = v128.load(A0 + d), a1 = v128.load(A1 + d), a2 = v128.load(A2 + d), a3 = v128.load(A3 + d);
+      let vp = v + d;
+      for (let j: usize = 0; j < nb; j += 4) {
+        const v0 = v128.load(vp);
+        a0 = f32x4.add(a0, f32x4.mul(v128.load_splat<f32>(P0 + j), v0));
+        a1 = f32x4.add(a1, f32x4.mul(v128.load_splat<f32>(P1 + j), v0));
+        a2 = f32x4.add(a2, f32x4.mul(v128.load_splat<f32>(P2 + j), v0));
+        a3 = f32x4.add(a3, f32x4.mul(v128.load_splat<f32>(P3 + j), v0));
+        vp += stride;
+      }
+      v128.store(A0 + d, a0); v128.store(A1 + d, a1); v128.store(A2 + d, a2); v128.store(A3 + d, a3);
+      d += 16;
+    }
+    for (; d < vecBytes; d += 4) {
+      let a = f32x4(load<f32>(A0 + d), load<f32>(A1 + d), load<f32>(A2 + d), load<f32>(A3 + d));
+      let vp = v + d;
+      for (let j: usize = 0; j < nb; j += 4) {
+        const p = f32x4(load<f32>(P0 + j), load<f32>(P1 + j), load<f32>(P2 + j), load<f32>(P3 + j));
+        a = f32x4.add(a, f32x4.mul(p, v128.load_splat<f32>(vp)));
+        vp += stride;
+      }
+      store<f32>(A0 + d, f32x4.extract_lane(a, 0)); store<f32>(A1 + d, f32x4.extract_lane(a, 1));
+      store<f32>(A2 + d, f32x4.extract_lane(a, 2)); store<f32>(A3 + d, f32x4.extract_lane(a, 3));
+    }
+  }
+  for (; t < nq; t++) {
+    const P0 = sSc + <usize>t * scRow;
+    const A0 = sAcc + <usize>t * vecBytes;
+    let d: usize = 0;
+    for (; d + 64 <= end4; d += 64) {
+      let a0 = v128.load(A0 + d), a1 = v128.load(A0 + d, 16), a2 = v128.load(A0 + d, 32), a3 = v128.load(A0 + d, 48);
+      let vp = v + d;
+      for (let j: usize = 0; j < nb; j += 4) {
+        const p = v128.load_splat<f32>(P0 + j);
+        a0 = f32x4.add(a0, f32x4.mul(p, v128.load(vp)));
+        a1 = f32x4.add(a1, f32x4.mul(p, v128.load(vp, 16)));
+        a2 = f32x4.add(a2, f32x4.mul(p, v128.load(vp, 32)));
+        a3 = f32x4.add(a3, f32x4.mul(p, v128.load(vp, 48)));
+        vp += stride;
+      }
+      v128.store(A0 + d, a0); v128.store(A0 + d, a1, 16); v128.store(A0 + d, a2, 32); v128.store(A0 + d, a3, 48);
+    }
+    for (; d < end4; d += 16) {
+      let a0 = v128.load(A0 + d);
+      let vp = v + d;
+      for (let j: usize = 0; j < nb; j += 4) {
+        a0 = f32x4.add(a0, f32x4.mul(v128.load_splat<f32>(P0 + j), v128.load(vp)));
+        vp += stride;
+      }
+      v128.store(A0 + d, a0);
+    }
+    for (; d < vecBytes; d += 4) {
+      let a = load<f32>(A0 + d);
+      let vp = v + d;
+      for (let j: usize = 0; j < nb; j += 4) { a += load<f32>(P0 + j) * load<f32>(vp); vp += stride; }
+      store<f32>(A0 + d, a);
+    }
+  }
+}
+
+/**
+ * Causal attention over a full cache holding positions [0, pastLen + rows): query row r attends
+ * keys j ≤ pastLen + r. q, out: [rows][numHeads][headDim]; caches: [numKvHeads][capacity][headDim].
+ * scratch: attentionScratchFloats(tileRows · numHeads/numKvHeads, headDim) floats. out may equal q.
+ */
+export function attention(out: usize, q: usize, kCache: usize, vCache: usize, rows: i32, numHeads: i32,
+  numKvHeads: i32, headDim: i32, pastLen: i32, scale: f32, capacity: i32, scratch: usize, tileRows: i32): void {
+  const g = numHeads / numKvHeads;
+  setupScratch(scratch, tileRows * g, headDim, g, UNBOUNDED);
+  const vecBytes: usize = (<usize>headDim) << 2;
+  const headBytes: usize = <usize>capacity * vecBytes;
+  for (let kvh = 0; kvh < numKvHeads; kvh++) {
+    const kb = kCache + <usize>kvh * headBytes, vb = vCache + <usize>kvh * headBytes;
+    for (let r0 = 0; r0 < rows; r0 += tileRows) {
+      beginTile(q, r0, min(tileRows, rows - r0), numHeads, kvh, pastLen, scale);
+      segment(0, pastLen + rows, kb, vb, vecBytes, true);
+      endTile(out, r0, numHeads, kvh);
+    }
+  }
+}
+
+/** Stores the chunk's k, v ([rows][numKvHeads][headDim]) at positions pastLen.. of a full cache. */
+export function kvAppend(kCache: usize, vCache: usize, k: usize, v: usize, rows: i32, numKvHeads: i32,
+  headDim: i32, capacity: i32, pastLen: i32): void {
+  const vecBytes: usize = (<usize>headDim) << 2;
+  for (let r = 0; r < rows; r++) {
+    for (let h = 0; h < numKvHeads; h++) {
+      const src: usize = <usize>(r * numKvHeads + h) * vecBytes;
+      const dst: usize = (<usize>h * <usize>capacity + <usize>(pastLen + r)) * vecBytes;
+      memory.copy(kCache + dst, k + src, vecBytes);
+      memory.copy(vCache + dst, v + src, vecBytes);
+    }
+  }
+}

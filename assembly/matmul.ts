@@ -1,0 +1,188 @@
+// Matrix multiplication against Hugging Face weights ([outDim][inDim]): out = x · Wᵀ (+ bias).
+//
+// The core is gemmAdd: out[r][o] += Σ_i x[r][i] · w[o][i] with arbitrary row strides, built from
+// register-blocked micro-kernels (4 rows × 4 outputs, 1 × 4, 4 × 1, 1 × 1) that run f32x4 over
+// the inner dimension with a scalar tail. For several rows the inner dimension is cut into
+// KC-element panels and the outputs into OC-wide panels so that a panel of weights stays in cache
+// while every row block passes over it; a single row (GEMV) streams whole weight rows instead.
+// The attention kernels reuse gemmAdd for their Q·Kᵀ score blocks.
+import { hsum4 } from './simd';
+
+/** Inner-dimension panel (floats) when several rows share the weights. Multiple of 4. */
+const KC: i32 = 256;
+/** Output panel (weight rows) per pass over the row blocks. */
+const OC: i32 = 32;
+
+// 4 rows × 4 outputs. x rows at x + r·ldx, weight rows at w + o·ldw, out rows at out + r·ldo
+// (strides in bytes); k inner elements.
+function mk4x4(out: usize, ldo: usize, x: usize, ldx: usize, w: usize, ldw: usize, k: i32): void {
+  let c00 = f32x4.splat(0), c01 = f32x4.splat(0), c02 = f32x4.splat(0), c03 = f32x4.splat(0);
+  let c10 = f32x4.splat(0), c11 = f32x4.splat(0), c12 = f32x4.splat(0), c13 = f32x4.splat(0);
+  let c20 = f32x4.splat(0), c21 = f32x4.splat(0), c22 = f32x4.splat(0), c23 = f32x4.splat(0);
+  let c30 = f32x4.splat(0), c31 = f32x4.splat(0), c32 = f32x4.splat(0), c33 = f32x4.splat(0);
+  const x0 = x, x1 = x + ldx, x2 = x + 2 * ldx, x3 = x + 3 * ldx;
+  const w0 = w, w1 = w + ldw, w2 = w + 2 * ldw, w3 = w + 3 * ldw;
+  const end: usize = (<usize>(k & ~3)) << 2;
+  for (let i: usize = 0; i < end; i += 16) {
+    const b0 = v128.load(w0 + i), b1 = v128.load(w1 + i), b2 = v128.load(w2 + i), b3 = v128.load(w3 + i);
+    let a = v128.load(x0 + i);
+    c00 = f32x4.add(c00, f32x4.mul(a, b0)); c01 = f32x4.add(c01, f32x4.mul(a, b1));
+    c02 = f32x4.add(c02, f32x4.mul(a, b2)); c03 = f32x4.add(c03, f32x4.mul(a, b3));
+    a = v128.load(x1 + i);
+    c10 = f32x4.add(c10, f32x4.mul(a, b0)); c11 = f32x4.add(c11, f32x4.mul(a, b1));
+    c12 = f32x4.add(c12, f32x4.mul(a, b2)); c13 = f32x4.add(c13, f32x4.mul(a, b3));
+    a = v128.load(x2 + i);
+    c20 = f32x4.add(c20, f32x4.mul(a, b0)); c21 = f32x4.add(c21, f32x4.mul(a, b1));
+    c22 = f32x4.add(c22, f32x4.mul(a, b2)); c23 = f32x4.add(c23, f32x4.mul(a, b3));
+    a = v128.load(x3 + i);
+    c30 = f32x4.add(c30, f32x4.mul(a, b0)); c31 = f32x4.add(c31, f32x4.mul(a, b1));
+    c32 = f32x4.add(c32, f32x4.mul(a, b2)); c33 = f32x4.add(c33, f32x4.mul(a, b3));
+  }
+  let s0 = hsum4(c00, c01, c02, c03), s1 = hsum4(c10, c11, c12, c13);
+  let s2 = hsum4(c20, c21, c22, c23), s3 = hsum4(c30, c31, c32, c33);
+  const kb: usize = (<usize>k) << 2;
+  for (let i = end; i < kb; i += 4) {
+    const b = f32x4(load<f32>(w0 + i), load<f32>(w1 + i), load<f32>(w2 + i), load<f32>(w3 + i));
+    s0 = f32x4.add(s0, f32x4.mul(v128.load_splat<f32>(x0 + i), b));
+    s1 = f32x4.add(s1, f32x4.mul(v128.load_splat<f32>(x1 + i), b));
+    s2 = f32x4.add(s2, f32x4.mul(v128.load_splat<f32>(x2 + i), b));
+    s3 = f32x4.add(s3, f32x4.mul(v128.load_splat<f32>(x3 + i), b));
+  }
+  v128.store(out, f32x4.add(v128.load(out), s0));
+  v128.store(out + ldo, f32x4.add(v128.load(out + ldo), s1));
+  v128.store(out + 2 * ldo, f32x4.add(v128.load(out + 2 * ldo), s2));
+  v128.store(out + 3 * ldo, f32x4.add(v128.load(out + 3 * ldo), s3));
+}
+
+// 1 row × 4 outputs, two f32x4 accumulators per output (8 independent chains).
+function mk1x4(out: usize, x: usize, w: usize, ldw: usize, k: i32): void {
+  let c0 = f32x4.splat(0), c1 = f32x4.splat(0), c2 = f32x4.splat(0), c3 = f32x4.splat(0);
+  let d0 = f32x4.splat(0), d1 = f32x4.splat(0), d2 = f32x4.splat(0), d3 = f32x4.splat(0);
+  const w0 = w, w1 = w + ldw, w2 = w + 2 * ldw, w3 = w + 3 * ldw;
+  const end8: usize = (<usize>(k & ~7)) << 2;
+  let i: usize = 0;
+  for (; i < end8; i += 32) {
+    const a = v128.load(x + i), e = v128.load(x + i, 16);
+    c0 = f32x4.add(c0, f32x4.mul(a, v128.load(w0 + i)));
+    c1 = f32x4.add(c1, f32x4.mul(a, v128.load(w1 + i)));
+    c2 = f32x4.add(c2, f32x4.mul(a, v128.load(w2 + i)));
+    c3 = f32x4.add(c3, f32x4.mul(a, v128.load(w3 + i)));
+    d0 = f32x4.add(d0, f32x4.mul(e, v128.load(w0 + i, 16)));
+    d1 = f32x4.add(d1, f32x4.mul(e, v128.load(w1 + i, 16)));
+    d2 = f32x4.add(d2, f32x4.mul(e, v128.load(w2 + i, 16)));
+    d3 = f32x4.add(d3, f32x4.mul(e, v128.load(w3 + i, 16)));
+  }
+  const end4: usize = (<usize>(k & ~3)) << 2;
+  if (i < end4) {
+    const a = v128.load(x + i);
+    c0 = f32x4.add(c0, f32x4.mul(a, v128.load(w0 + i)));
+    c1 = f32x4.add(c1, f32x4.mul(a, v128.load(w1 + i)));
+    c2 = f32x4.add(c2, f32x4.mul(a, v128.load(w2 + i)));
+    c3 = f32x4.add(c3, f32x4.mul(a, v128.load(w3 + i)));
+    i += 16;
+  }
+  let s = hsum4(f32x4.add(c0, d0), f32x4.add(c1, d1), f32x4.add(c2, d2), f32x4.add(c3, d3));
+  const kb: usize = (<usize>k) << 2;
+  for (; i < kb; i += 4) {
+    const b = f32x4(load<f32>(w0 + i), load<f32>(w1 + i), load<f32>(w2 + i), load<f32>(w3 + i));
+    s = f32x4.add(s, f32x4.mul(v128.load_splat<f32>(x + i), b));
+  }
+  v128.store(out, f32x4.add(v128.load(out), s));
+}
+
+// 4 rows × 1 output.
+function mk4x1(out: usize, ldo: usize, x: usize, ldx: usize, w: usize, k: i32): void {
+  let c0 = f32x4.splat(0), c1 = f32x4.splat(0), c2 = f32x4.splat(0), c3 = f32x4.splat(0);
+  const x0 = x, x1 = x + ldx, x2 = x + 2 * ldx, x3 = x + 3 * ldx;
+  const end: usize = (<usize>(k & ~3)) << 2;
+  for (let i: usize = 0; i < end; i += 16) {
+    const b = v128.load(w + i);
+    c0 = f32x4.add(c0, f32x4.mul(v128.load(x0 + i), b));
+    c1 = f32x4.add(c1, f32x4.mul(v128.load(x1 + i), b));
+    c2 = f32x4.add(c2, f32x4.mul(v128.load(x2 + i), b));
+    c3 = f32x4.add(c3, f32x4.mul(v128.load(x3 + i), b));
+  }
+  let s = hsum4(c0, c1, c2, c3);
+  const kb: usize = (<usize>k) << 2;
+  for (let i = end; i < kb; i += 4) {
+    const a = f32x4(load<f32>(x0 + i), load<f32>(x1 + i), load<f32>(x2 + i), load<f32>(x3 + i));
+    s = f32x4.add(s, f32x4.mul(a, v128.load_splat<f32>(w + i)));
+  }
+  store<f32>(out, load<f32>(out) + f32x4.extract_lane(s, 0));
+  store<f32>(out + ldo, load<f32>(out + ldo) + f32x4.extract_lane(s, 1));
+  store<f32>(out + 2 * ldo, load<f32>(out + 2 * ldo) + f32x4.extract_lane(s, 2));
+  store<f32>(out + 3 * ldo, load<f32>(out + 3 * ldo) + f32x4.extract_lane(s, 3));
+}
+
+// 1 row × 1 output.
+function mk1x1(out: usize, x: usize, w: usize, k: i32): void {
+  let c0 = f32x4.splat(0), c1 = f32x4.splat(0);
+  const end8: usize = (<usize>(k & ~7)) << 2;
+  let i: usize = 0;
+  for (; i < end8; i += 32) {
+    c0 = f32x4.add(c0, f32x4.mul(v128.load(x + i), v128.load(w + i)));
+    c1 = f32x4.add(c1, f32x4.mul(v128.load(x + i, 16), v128.load(w + i, 16)));
+  }
+  const end4: usize = (<usize>(k & ~3)) << 2;
+  if (i < end4) {
+    c0 = f32x4.add(c0, f32x4.mul(v128.load(x + i), v128.load(w + i)));
+    i += 16;
+  }
+  const t = f32x4.add(c0, c1);
+  let s = f32x4.extract_lane(t, 0) + f32x4.extract_lane(t, 1) + f32x4.extract_lane(t, 2) + f32x4.extract_lane(t, 3);
+  const kb: usize = (<usize>k) << 2;
+  for (; i < kb; i += 4) s += load<f32>(x + i) * load<f32>(w + i);
+  store<f32>(out, load<f32>(out) + s);
+}
+
+/**
+ * out[r][o] += Σ_{i<inDim} x[r][i] · w[o][i] for r < rows, o < outDim.
+ * Pointers are byte addresses; ldo, ldx, ldw are row strides in elements.
+ */
+export function gemmAdd(out: usize, ldo: i32, x: usize, ldx: i32, w: usize, ldw: i32,
+  rows: i32, inDim: i32, outDim: i32): void {
+  const so: usize = (<usize>ldo) << 2, sx: usize = (<usize>ldx) << 2, sw: usize = (<usize>ldw) << 2;
+  // One or a few rows: no reuse of weights to gain, stream whole weight rows.
+  const kc = rows >= 8 ? KC : inDim;
+  const oc = rows >= 8 ? OC : outDim;
+  for (let k0 = 0; k0 < inDim; k0 += kc) {
+    const kl = min(kc, inDim - k0);
+    const kOff: usize = (<usize>k0) << 2;
+    for (let o0 = 0; o0 < outDim; o0 += oc) {
+      const o1 = min(outDim, o0 + oc);
+      let r = 0;
+      for (; r + 4 <= rows; r += 4) {
+        const xr = x + <usize>r * sx + kOff, outr = out + <usize>r * so;
+        let o = o0;
+        for (; o + 4 <= o1; o += 4) mk4x4(outr + ((<usize>o) << 2), so, xr, sx, w + <usize>o * sw + kOff, sw, kl);
+        for (; o < o1; o++) mk4x1(outr + ((<usize>o) << 2), so, xr, sx, w + <usize>o * sw + kOff, kl);
+      }
+      for (; r < rows; r++) {
+        const xr = x + <usize>r * sx + kOff, outr = out + <usize>r * so;
+        let o = o0;
+        for (; o + 4 <= o1; o += 4) mk1x4(outr + ((<usize>o) << 2), xr, w + <usize>o * sw + kOff, sw, kl);
+        for (; o < o1; o++) mk1x1(outr + ((<usize>o) << 2), xr, w + <usize>o * sw + kOff, kl);
+      }
+    }
+  }
+}
+
+/**
+ * out[r][o] (+)= Σ_i x[r][i] · w[o][i] + bias[o]. bias = 0 means no bias; accumulate ≠ 0 adds to
+ * out instead of overwriting it. x points at the first row used (the caller applies xOffset).
+ */
+export function matmul(out: usize, x: usize, w: usize, bias: usize, rows: i32, inDim: i32, outDim: i32, accumulate: i32): void {
+  const rowBytes: usize = (<usize>outDim) << 2;
+  for (let r = 0; r < rows; r++) {
+    const o: usize = out + <usize>r * rowBytes;
+    if (accumulate == 0) {
+      if (bias != 0) memory.copy(o, bias, rowBytes);
+      else memory.fill(o, 0, rowBytes);
+    } else if (bias != 0) {
+      let i: usize = 0;
+      for (; i + 16 <= rowBytes; i += 16) v128.store(o + i, f32x4.add(v128.load(o + i), v128.load(bias + i)));
+      for (; i < rowBytes; i += 4) store<f32>(o + i, load<f32>(o + i) + load<f32>(bias + i));
+    }
+  }
+  gemmAdd(out, outDim, x, inDim, w, inDim, rows, inDim, outDim);
+}

@@ -1,0 +1,62 @@
+// Shared SIMD helpers for the kernels: horizontal sums and a vectorised exp.
+// All pointers are byte addresses in linear memory; all data is f32.
+
+/** [Σa0, Σa1, Σa2, Σa3]: the four horizontal sums as one vector. */
+// @ts-ignore: decorator
+@inline
+export function hsum4(a0: v128, a1: v128, a2: v128, a3: v128): v128 {
+  // t0 = [a0₀+a0₂, a1₀+a1₂, a0₁+a0₃, a1₁+a1₃], t1 likewise for a2, a3.
+  const t0 = f32x4.add(v128.shuffle<f32>(a0, a1, 0, 4, 1, 5), v128.shuffle<f32>(a0, a1, 2, 6, 3, 7));
+  const t1 = f32x4.add(v128.shuffle<f32>(a2, a3, 0, 4, 1, 5), v128.shuffle<f32>(a2, a3, 2, 6, 3, 7));
+  return f32x4.add(v128.shuffle<f32>(t0, t1, 0, 1, 4, 5), v128.shuffle<f32>(t0, t1, 2, 3, 6, 7));
+}
+
+/** Σ of the four lanes. */
+// @ts-ignore: decorator
+@inline
+export function hsum(a: v128): f32 {
+  const t = f32x4.add(a, v128.shuffle<f32>(a, a, 2, 3, 0, 1));
+  return f32x4.extract_lane(t, 0) + f32x4.extract_lane(t, 1);
+}
+
+/** max of the four lanes. */
+// @ts-ignore: decorator
+@inline
+export function hmax(a: v128): f32 {
+  const t = f32x4.max(a, v128.shuffle<f32>(a, a, 2, 3, 0, 1));
+  return max<f32>(f32x4.extract_lane(t, 0), f32x4.extract_lane(t, 1));
+}
+
+const EXP_HI: f32 = 88.0;
+const EXP_LO: f32 = -87.0;
+
+/**
+ * e^x per lane. Relative error about 2e-7 for x in [-87, 88]; x < -87 (including -inf) gives 0,
+ * x > 88 is clamped to e^88. Range reduction x = n·ln2 + r with |r| ≤ ln2/2, a degree-6 Taylor
+ * polynomial for e^r, and 2^n built in the exponent bits.
+ */
+// @ts-ignore: decorator
+@inline
+export function expv(x: v128): v128 {
+  const tooSmall = f32x4.lt(x, f32x4.splat(EXP_LO));
+  const xc = f32x4.max(f32x4.min(x, f32x4.splat(EXP_HI)), f32x4.splat(EXP_LO));
+  const n = f32x4.nearest(f32x4.mul(xc, f32x4.splat(1.4426950408889634)));
+  // ln2 split in a short high part (exact products with n) and a correction.
+  let r = f32x4.sub(xc, f32x4.mul(n, f32x4.splat(0.693359375)));
+  r = f32x4.sub(r, f32x4.mul(n, f32x4.splat(-2.12194440e-4)));
+  let p = f32x4.add(f32x4.splat(1.0 / 120.0), f32x4.mul(r, f32x4.splat(1.0 / 720.0)));
+  p = f32x4.add(f32x4.splat(1.0 / 24.0), f32x4.mul(r, p));
+  p = f32x4.add(f32x4.splat(1.0 / 6.0), f32x4.mul(r, p));
+  p = f32x4.add(f32x4.splat(0.5), f32x4.mul(r, p));
+  p = f32x4.add(f32x4.splat(1.0), f32x4.mul(r, p));
+  p = f32x4.add(f32x4.splat(1.0), f32x4.mul(r, p));
+  const pow2 = i32x4.shl(i32x4.add(i32x4.trunc_sat_f32x4_s(n), i32x4.splat(127)), 23);
+  return v128.andnot(f32x4.mul(p, pow2), tooSmall);
+}
+
+/** Scalar e^x with the same algorithm (for tails, so results do not depend on alignment). */
+// @ts-ignore: decorator
+@inline
+export function exps(x: f32): f32 {
+  return f32x4.extract_lane(expv(f32x4.splat(x)), 0);
+}

@@ -1,0 +1,223 @@
+// The CPU Backend: every op runs at once in the SIMD WebAssembly kernels (assembly/). Tensors are
+// blocks of the kernel module's linear memory; host inputs (token ids, positions) are staged in
+// short-lived blocks. Attention works on query tiles with O(tile) scratch, so memory does not grow
+// with the context beyond the caches themselves.
+import type { AttentionShape, Backend, DeviceTensor, StreamingWindow } from '../engine/backend.js';
+import { WasmHeap } from './memory.js';
+import { instantiateKernels, type KernelExports } from './wasm.js';
+
+/** Query rows per attention tile (tile = rows × GQA group query vectors sharing each K/V block). */
+const TILE_ROWS = 16;
+
+export class CpuTensor implements DeviceTensor {
+  freed = false;
+  constructor(readonly ptr: number, readonly length: number) {}
+}
+
+function asCpu(t: DeviceTensor, what: string): CpuTensor {
+  if (!(t instanceof CpuTensor)) throw new TypeError(`${what}: not a CPU tensor (allocated by another backend?)`);
+  if (t.freed) throw new Error(`${what}: tensor used after free`);
+  return t;
+}
+
+function need(t: DeviceTensor, elements: number, what: string): void {
+  if (elements > t.length) throw new RangeError(`${what}: needs ${elements} elements, the tensor has ${t.length}`);
+}
+
+function count(n: number, what: string): void {
+  if (!(Number.isInteger(n) && n >= 0)) throw new RangeError(`${what} must be a non-negative integer (got ${n})`);
+}
+
+export class CpuBackend implements Backend {
+  readonly kind = 'cpu' as const;
+  readonly description = 'WebAssembly SIMD (f32x4), single thread';
+  /** Kernel invocations so far (proof of which side did the work). */
+  kernelCalls = 0;
+  private readonly heap: WasmHeap;
+
+  constructor(private readonly k: KernelExports, memory: WebAssembly.Memory) {
+    this.heap = new WasmHeap(memory, k.heapBase());
+  }
+
+  /** Bytes of WebAssembly memory held (tensors, caches, free gaps). */
+  get memoryBytes(): number { return this.heap.highWater; }
+
+  alloc(length: number): CpuTensor {
+    count(length, 'alloc length');
+    const ptr = this.heap.alloc(length * 4);
+    this.heap.f32.fill(0, ptr >> 2, (ptr >> 2) + length);
+    return new CpuTensor(ptr, length);
+  }
+
+  upload(data: Float32Array): CpuTensor {
+    const ptr = this.heap.alloc(data.length * 4);
+    this.heap.f32.set(data, ptr >> 2);
+    return new CpuTensor(ptr, data.length);
+  }
+
+  write(t: DeviceTensor, data: Float32Array, offset = 0): void {
+    const c = asCpu(t, 'write');
+    count(offset, 'write offset');
+    need(t, offset + data.length, 'write');
+    this.heap.f32.set(data, (c.ptr >> 2) + offset);
+  }
+
+  copy(dst: DeviceTensor, dstOffset: number, src: DeviceTensor, srcOffset: number, length: number): void {
+    const d = asCpu(dst, 'copy dst'), s = asCpu(src, 'copy src');
+    count(dstOffset, 'copy dstOffset'); count(srcOffset, 'copy srcOffset'); count(length, 'copy length');
+    need(dst, dstOffset + length, 'copy dst');
+    need(src, srcOffset + length, 'copy src');
+    const f = this.heap.f32;
+    f.copyWithin((d.ptr >> 2) + dstOffset, (s.ptr >> 2) + srcOffset, (s.ptr >> 2) + srcOffset + length);
+  }
+
+  async read(t: DeviceTensor, offset = 0, length?: number): Promise<Float32Array> {
+    const c = asCpu(t, 'read');
+    const n = length ?? t.length - offset;
+    count(offset, 'read offset'); count(n, 'read length');
+    need(t, offset + n, 'read');
+    const start = (c.ptr >> 2) + offset;
+    return this.heap.f32.slice(start, start + n);
+  }
+
+  free(t: DeviceTensor): void {
+    const c = asCpu(t, 'free');
+    c.freed = true;
+    this.heap.release(c.ptr, c.length * 4);
+  }
+
+  flush(): void {}
+  destroy(): void {}
+
+  embed(out: DeviceTensor, table: DeviceTensor, ids: Int32Array, dim: number): void {
+    const o = asCpu(out, 'embed out'), tb = asCpu(table, 'embed table');
+    need(out, ids.length * dim, 'embed out');
+    const vocab = Math.floor(table.length / dim);
+    const f = this.heap.f32;
+    ids.forEach((id, r) => {
+      if (!(id >= 0 && id < vocab)) throw new RangeError(`embed: token id ${id} is outside the vocabulary (0..${vocab - 1})`);
+      const src = (tb.ptr >> 2) + id * dim;
+      f.copyWithin((o.ptr >> 2) + r * dim, src, src + dim);
+    });
+  }
+
+  rmsnorm(out: DeviceTensor, x: DeviceTensor, weight: DeviceTensor, rows: number, dim: number, eps: number): void {
+    need(x, rows * dim, 'rmsnorm x'); need(out, rows * dim, 'rmsnorm out'); need(weight, dim, 'rmsnorm weight');
+    this.kernelCalls++;
+    this.k.rmsnorm(asCpu(out, 'rmsnorm').ptr, asCpu(x, 'rmsnorm').ptr, asCpu(weight, 'rmsnorm').ptr, rows, dim, eps);
+  }
+
+  matmul(out: DeviceTensor, x: DeviceTensor, w: DeviceTensor, bias: DeviceTensor | null,
+    rows: number, inDim: number, outDim: number, accumulate = false, xOffset = 0): void {
+    need(x, xOffset + rows * inDim, 'matmul x'); need(w, inDim * outDim, 'matmul w'); need(out, rows * outDim, 'matmul out');
+    if (bias) need(bias, outDim, 'matmul bias');
+    this.kernelCalls++;
+    this.k.matmul(asCpu(out, 'matmul').ptr, asCpu(x, 'matmul').ptr + xOffset * 4, asCpu(w, 'matmul').ptr,
+      bias ? asCpu(bias, 'matmul bias').ptr : 0, rows, inDim, outDim, accumulate ? 1 : 0);
+  }
+
+  rope(x: DeviceTensor, rows: number, numHeads: number, headDim: number, positions: Int32Array, invFreq: DeviceTensor): void {
+    need(x, rows * numHeads * headDim, 'rope x'); need(invFreq, headDim / 2, 'rope invFreq');
+    if (positions.length < rows) throw new RangeError(`rope: ${rows} rows but ${positions.length} positions`);
+    const pos = this.stageInts(positions.subarray(0, rows));
+    try {
+      this.kernelCalls++;
+      this.k.rope(asCpu(x, 'rope').ptr, rows, numHeads, headDim, pos, asCpu(invFreq, 'rope').ptr);
+    } finally { this.heap.release(pos, rows * 4); }
+  }
+
+  siluMul(out: DeviceTensor, gate: DeviceTensor, up: DeviceTensor, n: number): void {
+    need(out, n, 'siluMul out'); need(gate, n, 'siluMul gate'); need(up, n, 'siluMul up');
+    this.kernelCalls++;
+    this.k.siluMul(asCpu(out, 'siluMul').ptr, asCpu(gate, 'siluMul').ptr, asCpu(up, 'siluMul').ptr, n);
+  }
+
+  add(x: DeviceTensor, y: DeviceTensor, n: number): void {
+    need(x, n, 'add x'); need(y, n, 'add y');
+    this.kernelCalls++;
+    this.k.add(asCpu(x, 'add').ptr, asCpu(y, 'add').ptr, n);
+  }
+
+  kvAppend(kCache: DeviceTensor, vCache: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
+    rows: number, numKvHeads: number, headDim: number, capacity: number, pastLen: number): void {
+    if (pastLen + rows > capacity) throw new RangeError(`kvAppend: ${pastLen + rows} positions exceed the cache capacity ${capacity}`);
+    need(kCache, numKvHeads * capacity * headDim, 'kvAppend kCache'); need(vCache, numKvHeads * capacity * headDim, 'kvAppend vCache');
+    need(k, rows * numKvHeads * headDim, 'kvAppend k'); need(v, rows * numKvHeads * headDim, 'kvAppend v');
+    this.kernelCalls++;
+    this.k.kvAppend(asCpu(kCache, 'kvAppend').ptr, asCpu(vCache, 'kvAppend').ptr, asCpu(k, 'kvAppend').ptr,
+      asCpu(v, 'kvAppend').ptr, rows, numKvHeads, headDim, capacity, pastLen);
+  }
+
+  attention(out: DeviceTensor, q: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor,
+    shape: AttentionShape, capacity: number): void {
+    const { rows, numHeads, numKvHeads, headDim, pastLen, scale } = shape;
+    checkGroups(numHeads, numKvHeads);
+    if (pastLen + rows > capacity) throw new RangeError(`attention: ${pastLen + rows} positions exceed the cache capacity ${capacity}`);
+    need(q, rows * numHeads * headDim, 'attention q'); need(out, rows * numHeads * headDim, 'attention out');
+    need(kCache, numKvHeads * capacity * headDim, 'attention kCache'); need(vCache, numKvHeads * capacity * headDim, 'attention vCache');
+    this.withScratch(numHeads / numKvHeads, headDim, (scratch) => {
+      this.kernelCalls++;
+      this.k.attention(asCpu(out, 'attention').ptr, asCpu(q, 'attention').ptr, asCpu(kCache, 'attention').ptr,
+        asCpu(vCache, 'attention').ptr, rows, numHeads, numKvHeads, headDim, pastLen, scale, capacity, scratch, TILE_ROWS);
+    });
+  }
+
+  streamingAttention(out: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
+    kRing: DeviceTensor, vRing: DeviceTensor, shape: AttentionShape, window: StreamingWindow): void {
+    const { rows, numHeads, numKvHeads, headDim, pastLen, scale } = shape;
+    checkGroups(numHeads, numKvHeads);
+    checkWindow(window);
+    const slots = window.sink + window.recent;
+    need(q, rows * numHeads * headDim, 'streamingAttention q'); need(out, rows * numHeads * headDim, 'streamingAttention out');
+    need(k, rows * numKvHeads * headDim, 'streamingAttention k'); need(v, rows * numKvHeads * headDim, 'streamingAttention v');
+    need(kRing, numKvHeads * slots * headDim, 'streamingAttention kRing'); need(vRing, numKvHeads * slots * headDim, 'streamingAttention vRing');
+    this.withScratch(numHeads / numKvHeads, headDim, (scratch) => {
+      this.kernelCalls++;
+      this.k.streamingAttention(asCpu(out, 'streamingAttention').ptr, asCpu(q, 'streamingAttention').ptr,
+        asCpu(k, 'streamingAttention').ptr, asCpu(v, 'streamingAttention').ptr, asCpu(kRing, 'streamingAttention').ptr,
+        asCpu(vRing, 'streamingAttention').ptr, rows, numHeads, numKvHeads, headDim, pastLen, scale,
+        window.sink, window.recent, scratch, TILE_ROWS);
+    });
+  }
+
+  ringAppend(kRing: DeviceTensor, vRing: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
+    rows: number, numKvHeads: number, headDim: number, pastLen: number, window: StreamingWindow): void {
+    checkWindow(window);
+    const slots = window.sink + window.recent;
+    need(kRing, numKvHeads * slots * headDim, 'ringAppend kRing'); need(vRing, numKvHeads * slots * headDim, 'ringAppend vRing');
+    need(k, rows * numKvHeads * headDim, 'ringAppend k'); need(v, rows * numKvHeads * headDim, 'ringAppend v');
+    this.kernelCalls++;
+    this.k.ringAppend(asCpu(kRing, 'ringAppend').ptr, asCpu(vRing, 'ringAppend').ptr, asCpu(k, 'ringAppend').ptr,
+      asCpu(v, 'ringAppend').ptr, rows, numKvHeads, headDim, pastLen, window.sink, window.recent);
+  }
+
+  private stageInts(values: Int32Array): number {
+    const ptr = this.heap.alloc(values.length * 4);
+    this.heap.i32.set(values, ptr >> 2);
+    return ptr;
+  }
+
+  private withScratch(group: number, headDim: number, run: (scratch: number) => void): void {
+    const bytes = this.k.attentionScratchFloats(TILE_ROWS * group, headDim) * 4;
+    const scratch = this.heap.alloc(bytes);
+    try { run(scratch); } finally { this.heap.release(scratch, bytes); }
+  }
+}
+
+function checkGroups(numHeads: number, numKvHeads: number): void {
+  if (!(numKvHeads > 0 && numHeads % numKvHeads === 0)) {
+    throw new RangeError(`attention: ${numHeads} query heads are not a multiple of ${numKvHeads} KV heads`);
+  }
+}
+
+function checkWindow(w: StreamingWindow): void {
+  if (!(Number.isInteger(w.sink) && w.sink >= 0 && Number.isInteger(w.recent) && w.recent >= 1)) {
+    throw new RangeError(`streaming window needs sink ≥ 0 and recent ≥ 1 (got sink ${w.sink}, recent ${w.recent})`);
+  }
+}
+
+/** A CPU backend with its own kernel instance and memory. */
+export async function createCpuBackend(): Promise<CpuBackend> {
+  const { kernels, memory } = await instantiateKernels();
+  return new CpuBackend(kernels, memory);
+}

@@ -1,0 +1,53 @@
+// Instantiates the SIMD kernel module (assembly/ compiled by scripts/build.mjs and embedded as
+// base64, so Node and browsers load it the same way, without file I/O).
+import { kernelsWasmBase64 } from '../generated/kernels-wasm.js';
+
+/** The exports of assembly/index.ts; pointers are byte addresses in `memory`. */
+export interface KernelExports {
+  heapBase(): number;
+  matmul(out: number, x: number, w: number, bias: number, rows: number, inDim: number, outDim: number, accumulate: number): void;
+  rmsnorm(out: number, x: number, weight: number, rows: number, dim: number, eps: number): void;
+  rope(x: number, rows: number, numHeads: number, headDim: number, positions: number, invFreq: number): void;
+  siluMul(out: number, gate: number, up: number, n: number): void;
+  add(x: number, y: number, n: number): void;
+  attentionScratchFloats(queryVectors: number, headDim: number): number;
+  attention(out: number, q: number, kCache: number, vCache: number, rows: number, numHeads: number,
+    numKvHeads: number, headDim: number, pastLen: number, scale: number, capacity: number, scratch: number, tileRows: number): void;
+  kvAppend(kCache: number, vCache: number, k: number, v: number, rows: number, numKvHeads: number,
+    headDim: number, capacity: number, pastLen: number): void;
+  streamingAttention(out: number, q: number, k: number, v: number, kRing: number, vRing: number,
+    rows: number, numHeads: number, numKvHeads: number, headDim: number, pastLen: number, scale: number,
+    sink: number, recent: number, scratch: number, tileRows: number): void;
+  ringAppend(kRing: number, vRing: number, k: number, v: number, rows: number, numKvHeads: number,
+    headDim: number, pastLen: number, sink: number, recent: number): void;
+}
+
+let compiled: Promise<WebAssembly.Module> | null = null;
+
+function decodeBase64(b64: string): Uint8Array {
+  if (typeof Buffer !== 'undefined') return new Uint8Array(Buffer.from(b64, 'base64'));
+  const bin = atob(b64);
+  const out = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+  return out;
+}
+
+/** A fresh kernel instance with its own memory. Fails clearly where WASM SIMD is missing. */
+export async function instantiateKernels(): Promise<{ kernels: KernelExports; memory: WebAssembly.Memory }> {
+  if (typeof WebAssembly === 'undefined') throw new Error('CPU backend: this runtime has no WebAssembly');
+  compiled ??= WebAssembly.compile(decodeBase64(kernelsWasmBase64) as BufferSource).catch((e: unknown) => {
+    compiled = null;
+    throw new Error(`CPU backend: the kernel module did not compile (this runtime needs WebAssembly SIMD): ${String(e)}`);
+  });
+  const memory = new WebAssembly.Memory({ initial: 16, maximum: 65536 });
+  const instance = await WebAssembly.instantiate(await compiled, {
+    env: {
+      memory,
+      abort: (_msg: number, _file: number, line: number, col: number) => {
+        throw new Error(`CPU kernel aborted at ${line}:${col}`);
+      },
+      seed: () => Date.now(),
+    },
+  });
+  return { kernels: instance.exports as unknown as KernelExports, memory };
+}
