@@ -6,6 +6,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { publishedPatterns } from './helpers/published.ts';
 
 const run = promisify(execFile);
 const ROOT = new URL('..', import.meta.url).pathname;
@@ -77,11 +78,12 @@ test('bad input gets a clear error and a non-zero exit', async () => {
   assert.match(r.stderr, /full_attention_heads.tsv: has 1 lines \(layers\), the model has 4 layers/);
 });
 
-test('memory projects full vs DuoAttention bytes', async () => {
+const PUBLISHED = publishedPatterns();
+if (PUBLISHED) test('memory projects full vs DuoAttention bytes with a published pattern', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'duet-mem-'));
   const cfg = join(dir, 'config.json');
   writeFileSync(cfg, JSON.stringify({ model_type: 'llama', hidden_size: 4096, intermediate_size: 14336, num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: 8, vocab_size: 128256, max_position_embeddings: 1048576 }));
-  const pattern = join(ROOT, '../shared/patterns/Llama-3-8B-Instruct-Gradient-1048k');
+  const pattern = join(PUBLISHED!, 'Llama-3-8B-Instruct-Gradient-1048k');
   const r = await duet('memory', '--config', cfg, '--pattern', pattern, '--sparsity', '0.5', '--context', '1048576', '--json');
   assert.is(r.code, 0, r.stderr);
   const m = JSON.parse(r.stdout);

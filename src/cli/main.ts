@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import { readFile } from 'node:fs/promises';
 import { generateCommand } from './generate.js';
 import { memoryCommand } from './memory.js';
+import { evalCommand } from './eval.js';
 
 const USAGE = `duet — DuoAttention inference: retrieval heads on the GPU (WebGPU), streaming heads on the CPU (WASM SIMD)
 
@@ -24,6 +25,11 @@ Usage:
   duet memory --config config.json (--pattern DIR [--sparsity S] | --streaming-only --sink N --recent N)
               --context N [--kv-dtype f16|f32] [--json]
       projected KV-cache memory of full attention vs DuoAttention
+  duet eval --model DIR [--pattern DIR [--sparsity S]] [--streaming-only] [--random-pattern S --seeds N]
+            [--tasks passkey,niah-single,niah-multikey,niah-multivalue,vt] [--lengths 512,1024,2048]
+            [--depths 0,0.25,0.5,0.75,1] [--samples N] [--seed S] [--sink N --recent N]
+            [--device D] [--placement P] [--prefill-chunk N] [--json] [--out DIR]
+      long-context accuracy per task, length and needle depth; JSON rows and SVG heatmaps in --out
 `;
 
 export async function main(argv: string[]): Promise<number> {
@@ -40,6 +46,7 @@ export async function main(argv: string[]): Promise<number> {
   switch (command) {
     case 'generate': return generateCommand(rest);
     case 'memory': return memoryCommand(rest);
+    case 'eval': return evalCommand(rest);
     default:
       process.stderr.write(`duet: unknown command "${command}"\n\n${USAGE}`);
       return 2;
