@@ -4,6 +4,7 @@ import { readFile } from 'node:fs/promises';
 import { generateCommand } from './generate.js';
 import { memoryCommand } from './memory.js';
 import { evalCommand } from './eval.js';
+import { trainCommand } from './train.js';
 
 const USAGE = `duet — DuoAttention inference: retrieval heads on the GPU (WebGPU), streaming heads on the CPU (WASM SIMD)
 
@@ -30,6 +31,9 @@ Usage:
             [--depths 0,0.25,0.5,0.75,1] [--samples N] [--seed S] [--sink N --recent N]
             [--device D] [--placement P] [--prefill-chunk N] [--json] [--out DIR]
       long-context accuracy per task, length and needle depth; JSON rows and SVG heatmaps in --out
+  duet train --out DIR [--steps N] [--seed S] [--resume] [--save-every N] [--tokens-per-step N]
+             [--max-len N] [--tasks ...] [--lr LR] [--layers N] [--hidden D]
+      trains the bundled character-level long-context model (HF layout in DIR, resumable)
 `;
 
 export async function main(argv: string[]): Promise<number> {
@@ -47,6 +51,7 @@ export async function main(argv: string[]): Promise<number> {
     case 'generate': return generateCommand(rest);
     case 'memory': return memoryCommand(rest);
     case 'eval': return evalCommand(rest);
+    case 'train': return trainCommand(rest);
     default:
       process.stderr.write(`duet: unknown command "${command}"\n\n${USAGE}`);
       return 2;

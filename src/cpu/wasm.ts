@@ -5,6 +5,8 @@ import { kernelsWasmBase64 } from '../generated/kernels-wasm.js';
 /** The exports of assembly/index.ts; pointers are byte addresses in `memory`. */
 export interface KernelExports {
   heapBase(): number;
+  /** out[r][o] += Σ_i x[r][i] · w[o][i]; strides (ldo, ldx, ldw) in elements. */
+  gemmAdd(out: number, ldo: number, x: number, ldx: number, w: number, ldw: number, rows: number, inDim: number, outDim: number): void;
   matmul(out: number, x: number, w: number, bias: number, rows: number, inDim: number, outDim: number, accumulate: number): void;
   rmsnorm(out: number, x: number, weight: number, rows: number, dim: number, eps: number): void;
   rope(x: number, rows: number, numHeads: number, headDim: number, positions: number, invFreq: number): void;

@@ -103,3 +103,25 @@ export function decodeTensor(bytes: Uint8Array, dtype: Dtype): Float32Array {
 export async function readTensor(files: ModelFiles, t: TensorInfo): Promise<Float32Array> {
   return decodeTensor(await files.readBytes(t.file, t.offset, t.byteLength), t.dtype);
 }
+
+/** A safetensors file of F32 tensors (header padded to 8 bytes, as the format recommends). */
+export function encodeSafetensorsF32(tensors: Array<{ name: string; shape: number[]; data: Float32Array }>, metadata?: Record<string, string>): Uint8Array {
+  const header: Record<string, unknown> = metadata ? { __metadata__: metadata } : {};
+  let offset = 0;
+  for (const t of tensors) {
+    header[t.name] = { dtype: 'F32', shape: t.shape, data_offsets: [offset, offset + t.data.byteLength] };
+    offset += t.data.byteLength;
+  }
+  let json = JSON.stringify(header);
+  while ((8 + json.length) % 8 !== 0) json += ' ';
+  const head = new TextEncoder().encode(json);
+  const out = new Uint8Array(8 + head.length + offset);
+  new DataView(out.buffer).setBigUint64(0, BigInt(head.length), true);
+  out.set(head, 8);
+  let at = 8 + head.length;
+  for (const t of tensors) {
+    out.set(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), at);
+    at += t.data.byteLength;
+  }
+  return out;
+}

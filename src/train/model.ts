@@ -1,0 +1,193 @@
+// A Llama-architecture model held for training: parameters and gradients as flat arrays in the
+// arena (named views into them follow Hugging Face's tensor names), and one sequence's forward +
+// backward pass that accumulates gradients.
+import type { Arena } from './arena.js';
+import {
+  attentionBackward, attentionForward, crossEntropy, linearBackward, linearForward, rmsnormBackward, rmsnormForward, rope,
+  swigluBackward, swigluForward, type AttentionScratch,
+} from './ops.js';
+import { Random } from '../tasks/random.js';
+
+export interface TrainConfig {
+  vocab: number; hidden: number; layers: number; heads: number; kvHeads: number; headDim: number;
+  intermediate: number; eps: number; ropeTheta: number;
+  /** Longest sequence (tokens) one forward pass takes; sizes the activation buffers. */
+  maxRows: number;
+}
+
+export interface NamedTensor { name: string; shape: number[]; data: Float32Array; decay: boolean }
+
+interface Layer<T> { inputNorm: T; wq: T; wk: T; wv: T; wo: T; postNorm: T; wGate: T; wUp: T; wDown: T }
+interface Params<T> { embed: T; layers: Layer<T>[]; finalNorm: T; lmHead: T }
+
+function layout(c: TrainConfig): Array<{ name: string; shape: number[]; decay: boolean; path: (string | number)[] }> {
+  const d = c.hidden, q = c.heads * c.headDim, kv = c.kvHeads * c.headDim, f = c.intermediate;
+  const out: Array<{ name: string; shape: number[]; decay: boolean; path: (string | number)[] }> = [
+    { name: 'model.embed_tokens.weight', shape: [c.vocab, d], decay: true, path: ['embed'] },
+  ];
+  for (let l = 0; l < c.layers; l++) {
+    const p = `model.layers.${l}.`;
+    out.push(
+      { name: `${p}input_layernorm.weight`, shape: [d], decay: false, path: ['layers', l, 'inputNorm'] },
+      { name: `${p}self_attn.q_proj.weight`, shape: [q, d], decay: true, path: ['layers', l, 'wq'] },
+      { name: `${p}self_attn.k_proj.weight`, shape: [kv, d], decay: true, path: ['layers', l, 'wk'] },
+      { name: `${p}self_attn.v_proj.weight`, shape: [kv, d], decay: true, path: ['layers', l, 'wv'] },
+      { name: `${p}self_attn.o_proj.weight`, shape: [d, q], decay: true, path: ['layers', l, 'wo'] },
+      { name: `${p}post_attention_layernorm.weight`, shape: [d], decay: false, path: ['layers', l, 'postNorm'] },
+      { name: `${p}mlp.gate_proj.weight`, shape: [f, d], decay: true, path: ['layers', l, 'wGate'] },
+      { name: `${p}mlp.up_proj.weight`, shape: [f, d], decay: true, path: ['layers', l, 'wUp'] },
+      { name: `${p}mlp.down_proj.weight`, shape: [d, f], decay: true, path: ['layers', l, 'wDown'] },
+    );
+  }
+  out.push(
+    { name: 'model.norm.weight', shape: [d], decay: false, path: ['finalNorm'] },
+    { name: 'lm_head.weight', shape: [c.vocab, d], decay: true, path: ['lmHead'] },
+  );
+  return out;
+}
+
+function views(flat: Float32Array, c: TrainConfig): { tree: Params<Float32Array>; named: NamedTensor[] } {
+  const tree = { layers: Array.from({ length: c.layers }, () => ({})) } as unknown as Params<Float32Array>;
+  const named: NamedTensor[] = [];
+  let off = 0;
+  for (const t of layout(c)) {
+    const n = t.shape.reduce((a, b) => a * b, 1);
+    const data = flat.subarray(off, off + n);
+    off += n;
+    named.push({ name: t.name, shape: t.shape, data, decay: t.decay });
+    let node: Record<string | number, unknown> = tree as unknown as Record<string, unknown>;
+    for (const key of t.path.slice(0, -1)) node = node[key] as Record<string | number, unknown>;
+    node[t.path[t.path.length - 1]] = data;
+  }
+  return { tree, named };
+}
+
+export function parameterCount(c: TrainConfig): number {
+  return layout(c).reduce((a, t) => a + t.shape.reduce((x, y) => x * y, 1), 0);
+}
+
+interface LayerActs { xIn: Float32Array; rinv1: Float32Array; xn1: Float32Array; q: Float32Array; k: Float32Array; v: Float32Array;
+  probs: Float32Array; o: Float32Array; xMid: Float32Array; rinv2: Float32Array; xn2: Float32Array; gate: Float32Array; up: Float32Array; h: Float32Array }
+
+export class TrainModel {
+  readonly params: Float32Array;
+  readonly grads: Float32Array;
+  readonly p: Params<Float32Array>;
+  readonly g: Params<Float32Array>;
+  readonly named: NamedTensor[];
+  readonly gradNamed: NamedTensor[];
+  readonly invFreq: Float32Array;
+  private readonly acts: LayerActs[];
+  private readonly fin: { x: Float32Array; rinv: Float32Array; xf: Float32Array; logits: Float32Array; dlogits: Float32Array };
+  private readonly s: {
+    wT: Float32Array; dyT: Float32Array; xT: Float32Array; att: AttentionScratch;
+    dx: Float32Array; dxn: Float32Array; dh: Float32Array; dgate: Float32Array; dup: Float32Array; dO: Float32Array;
+    dq: Float32Array; dk: Float32Array; dv: Float32Array;
+  };
+
+  constructor(private readonly ar: Arena, readonly c: TrainConfig) {
+    const n = parameterCount(c);
+    this.params = ar.f32(n);
+    this.grads = ar.f32(n);
+    ({ tree: this.p, named: this.named } = views(this.params, c));
+    ({ tree: this.g, named: this.gradNamed } = views(this.grads, c));
+    this.invFreq = new Float32Array(c.headDim / 2).map((_, i) => 1 / c.ropeTheta ** ((2 * i) / c.headDim));
+    const T = c.maxRows, d = c.hidden, qd = c.heads * c.headDim, kvd = c.kvHeads * c.headDim, f = c.intermediate;
+    this.acts = Array.from({ length: c.layers }, () => ({
+      xIn: ar.f32(T * d), rinv1: ar.f32(T), xn1: ar.f32(T * d), q: ar.f32(T * qd), k: ar.f32(T * kvd), v: ar.f32(T * kvd),
+      probs: ar.f32(c.heads * T * T), o: ar.f32(T * qd), xMid: ar.f32(T * d), rinv2: ar.f32(T), xn2: ar.f32(T * d),
+      gate: ar.f32(T * f), up: ar.f32(T * f), h: ar.f32(T * f),
+    }));
+    this.fin = { x: ar.f32(T * d), rinv: ar.f32(T), xf: ar.f32(T * d), logits: ar.f32(T * c.vocab), dlogits: ar.f32(T * c.vocab) };
+    const maxDim = Math.max(d, qd, f, c.vocab);
+    this.s = {
+      wT: ar.f32(maxDim * maxDim), dyT: ar.f32(T * maxDim), xT: ar.f32(T * maxDim),
+      att: { sq: ar.f32(T * T), sq2: ar.f32(T * T), a: ar.f32(c.headDim * T), b: ar.f32(c.headDim * T) },
+      dx: ar.f32(T * d), dxn: ar.f32(T * d), dh: ar.f32(T * f), dgate: ar.f32(T * f), dup: ar.f32(T * f), dO: ar.f32(T * qd),
+      dq: ar.f32(T * qd), dk: ar.f32(T * kvd), dv: ar.f32(T * kvd),
+    };
+  }
+
+  /** Llama-style initialisation: N(0, 0.02) matrices (output projections scaled by 1/√(2·layers)), unit norms. */
+  initialise(seed: number): void {
+    const r = new Random(seed);
+    const normal = () => Math.sqrt(-2 * Math.log(1 - r.next())) * Math.cos(2 * Math.PI * r.next());
+    for (const t of this.named) {
+      if (t.shape.length === 1) { t.data.fill(1); continue; }
+      const std = /o_proj|down_proj/.test(t.name) ? 0.02 / Math.sqrt(2 * this.c.layers) : 0.02;
+      for (let i = 0; i < t.data.length; i++) t.data[i] = normal() * std;
+    }
+  }
+
+  /**
+   * Forward and backward over one sequence: ids at `positions`, loss Σ weights[r]·CE(logits[r], targets[r]).
+   * Gradients are added to `grads`. Returns the loss.
+   */
+  step(ids: Int32Array, positions: Int32Array, targets: Int32Array, weights: Float32Array): number {
+    const { c, ar, p, g, s, fin } = this;
+    const T = ids.length, d = c.hidden, qd = c.heads * c.headDim, kvd = c.kvHeads * c.headDim, f = c.intermediate, V = c.vocab;
+    if (T > c.maxRows) throw new RangeError(`sequence of ${T} tokens exceeds the training buffers (${c.maxRows})`);
+    const dims = { rows: T, heads: c.heads, kvHeads: c.kvHeads, hd: c.headDim, scale: 1 / Math.sqrt(c.headDim) };
+    const scr = { wT: s.wT, dyT: s.dyT, xT: s.xT };
+
+    // Forward.
+    let x = this.acts.length ? this.acts[0].xIn : fin.x;
+    for (let t = 0; t < T; t++) x.set(p.embed.subarray(ids[t] * d, (ids[t] + 1) * d), t * d);
+    for (let l = 0; l < c.layers; l++) {
+      const a = this.acts[l], w = p.layers[l];
+      if (x !== a.xIn) a.xIn.set(x.subarray(0, T * d));
+      rmsnormForward(a.xn1, a.rinv1, a.xIn, w.inputNorm, T, d, c.eps);
+      linearForward(ar, a.q, a.xn1, w.wq, T, d, qd);
+      linearForward(ar, a.k, a.xn1, w.wk, T, d, kvd);
+      linearForward(ar, a.v, a.xn1, w.wv, T, d, kvd);
+      rope(a.q, T, c.heads, c.headDim, positions, this.invFreq);
+      rope(a.k, T, c.kvHeads, c.headDim, positions, this.invFreq);
+      attentionForward(ar, a.o, a.probs, a.q, a.k, a.v, dims, s.att);
+      linearForward(ar, a.xMid, a.o, w.wo, T, qd, d);
+      for (let i = 0; i < T * d; i++) a.xMid[i] += a.xIn[i];
+      rmsnormForward(a.xn2, a.rinv2, a.xMid, w.postNorm, T, d, c.eps);
+      linearForward(ar, a.gate, a.xn2, w.wGate, T, d, f);
+      linearForward(ar, a.up, a.xn2, w.wUp, T, d, f);
+      swigluForward(a.h, a.gate, a.up, T * f);
+      const next = l + 1 < c.layers ? this.acts[l + 1].xIn : fin.x;
+      linearForward(ar, next, a.h, w.wDown, T, f, d);
+      for (let i = 0; i < T * d; i++) next[i] += a.xMid[i];
+      x = next;
+    }
+    rmsnormForward(fin.xf, fin.rinv, fin.x, p.finalNorm, T, d, c.eps);
+    linearForward(ar, fin.logits, fin.xf, p.lmHead, T, d, V);
+    const loss = crossEntropy(fin.dlogits, fin.logits, targets, weights, T, V);
+
+    // Backward.
+    s.dxn.fill(0, 0, T * d);
+    linearBackward(ar, s.dxn, g.lmHead, fin.dlogits, fin.xf, p.lmHead, T, d, V, scr);
+    s.dx.fill(0, 0, T * d);
+    rmsnormBackward(s.dx, g.finalNorm, s.dxn, fin.x, fin.rinv, p.finalNorm, T, d);
+    for (let l = c.layers - 1; l >= 0; l--) {
+      const a = this.acts[l], w = p.layers[l], gw = g.layers[l];
+      s.dh.fill(0, 0, T * f);
+      linearBackward(ar, s.dh, gw.wDown, s.dx, a.h, w.wDown, T, f, d, scr);
+      swigluBackward(s.dgate, s.dup, s.dh, a.gate, a.up, T * f);
+      s.dxn.fill(0, 0, T * d);
+      linearBackward(ar, s.dxn, gw.wGate, s.dgate, a.xn2, w.wGate, T, d, f, scr);
+      linearBackward(ar, s.dxn, gw.wUp, s.dup, a.xn2, w.wUp, T, d, f, scr);
+      rmsnormBackward(s.dx, gw.postNorm, s.dxn, a.xMid, a.rinv2, w.postNorm, T, d);
+      s.dO.fill(0, 0, T * qd);
+      linearBackward(ar, s.dO, gw.wo, s.dx, a.o, w.wo, T, qd, d, scr);
+      s.dq.fill(0, 0, T * qd); s.dk.fill(0, 0, T * kvd); s.dv.fill(0, 0, T * kvd);
+      attentionBackward(ar, s.dq, s.dk, s.dv, s.dO, a.probs, a.q, a.k, a.v, dims, s.att);
+      rope(s.dq, T, c.heads, c.headDim, positions, this.invFreq, true);
+      rope(s.dk, T, c.kvHeads, c.headDim, positions, this.invFreq, true);
+      s.dxn.fill(0, 0, T * d);
+      linearBackward(ar, s.dxn, gw.wq, s.dq, a.xn1, w.wq, T, d, qd, scr);
+      linearBackward(ar, s.dxn, gw.wk, s.dk, a.xn1, w.wk, T, d, kvd, scr);
+      linearBackward(ar, s.dxn, gw.wv, s.dv, a.xn1, w.wv, T, d, kvd, scr);
+      rmsnormBackward(s.dx, gw.inputNorm, s.dxn, a.xIn, a.rinv1, w.inputNorm, T, d);
+    }
+    for (let t = 0; t < T; t++) {
+      const base = ids[t] * d;
+      for (let i = 0; i < d; i++) g.embed[base + i] += s.dx[t * d + i];
+    }
+    return loss;
+  }
+}

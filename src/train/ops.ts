@@ -1,0 +1,178 @@
+// Forward and backward passes of the Llama block's pieces, for training. Matrix products go through
+// the SIMD GEMM (Arena.gemmAdd, which computes X·Wᵀ with strides); the rest are plain loops. Every
+// backward here has a finite-difference test (test/train-grad.test.ts). Shapes: rows are tokens of
+// one sequence; weights are [out][in] as in Hugging Face checkpoints.
+import { transpose, type Arena } from './arena.js';
+
+/** y = x · Wᵀ; x [rows][inD], W [outD][inD]. */
+export function linearForward(ar: Arena, y: Float32Array, x: Float32Array, w: Float32Array, rows: number, inD: number, outD: number): void {
+  y.fill(0, 0, rows * outD);
+  ar.gemmAdd(y, outD, x, inD, w, inD, rows, inD, outD);
+}
+
+/**
+ * dx += dy · W (when dx is given) and dW += dyᵀ · x. wT, dyT, xT are scratch of at least
+ * inD·outD, outD·rows and inD·rows floats.
+ */
+export function linearBackward(ar: Arena, dx: Float32Array | null, dw: Float32Array, dy: Float32Array, x: Float32Array,
+  w: Float32Array, rows: number, inD: number, outD: number, scratch: { wT: Float32Array; dyT: Float32Array; xT: Float32Array }): void {
+  if (dx) {
+    transpose(scratch.wT, w, outD, inD);
+    ar.gemmAdd(dx, inD, dy, outD, scratch.wT, outD, rows, outD, inD);
+  }
+  transpose(scratch.dyT, dy, rows, outD);
+  transpose(scratch.xT, x, rows, inD);
+  ar.gemmAdd(dw, inD, scratch.dyT, rows, scratch.xT, rows, outD, rows, inD);
+}
+
+/** y = x / rms(x) · g per row; stores 1/rms per row in rinv. y may not alias x. */
+export function rmsnormForward(y: Float32Array, rinv: Float32Array, x: Float32Array, g: Float32Array, rows: number, d: number, eps: number): void {
+  for (let r = 0; r < rows; r++) {
+    let ss = 0;
+    for (let i = 0; i < d; i++) ss += x[r * d + i] * x[r * d + i];
+    const inv = 1 / Math.sqrt(ss / d + eps);
+    rinv[r] = inv;
+    for (let i = 0; i < d; i++) y[r * d + i] = x[r * d + i] * inv * g[i];
+  }
+}
+
+/** dx += ∂/∂x, dg += ∂/∂g of the RMSNorm above. */
+export function rmsnormBackward(dx: Float32Array, dg: Float32Array, dy: Float32Array, x: Float32Array, rinv: Float32Array,
+  g: Float32Array, rows: number, d: number): void {
+  for (let r = 0; r < rows; r++) {
+    const inv = rinv[r];
+    let dot = 0;
+    for (let i = 0; i < d; i++) {
+      const o = r * d + i;
+      dot += g[i] * dy[o] * x[o];
+      dg[i] += dy[o] * x[o] * inv;
+    }
+    const c = (inv * inv * inv * dot) / d;
+    for (let i = 0; i < d; i++) {
+      const o = r * d + i;
+      dx[o] += inv * g[i] * dy[o] - c * x[o];
+    }
+  }
+}
+
+/**
+ * Rotary embedding in place (Hugging Face rotate-half). With inverse = true it applies the
+ * transpose (rotation by −θ), which is the backward pass.
+ */
+export function rope(x: Float32Array, rows: number, heads: number, hd: number, positions: Int32Array, invFreq: Float32Array, inverse = false): void {
+  const half = hd / 2;
+  for (let r = 0; r < rows; r++) {
+    for (let i = 0; i < half; i++) {
+      const t = positions[r] * invFreq[i];
+      const c = Math.cos(t), s = inverse ? -Math.sin(t) : Math.sin(t);
+      for (let h = 0; h < heads; h++) {
+        const o = (r * heads + h) * hd + i;
+        const a = x[o], b = x[o + half];
+        x[o] = a * c - b * s;
+        x[o + half] = b * c + a * s;
+      }
+    }
+  }
+}
+
+export interface AttentionDims { rows: number; heads: number; kvHeads: number; hd: number; scale: number }
+
+/** Scratch for attention: one rows×rows block and three hd×rows blocks. */
+export interface AttentionScratch { sq: Float32Array; sq2: Float32Array; a: Float32Array; b: Float32Array }
+
+/**
+ * Causal GQA attention of one sequence: o [rows][heads·hd]; stores the probabilities of each head
+ * in probs [heads][rows][rows] (zero above the diagonal) for the backward pass.
+ */
+export function attentionForward(ar: Arena, o: Float32Array, probs: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array,
+  dims: AttentionDims, scratch: AttentionScratch): void {
+  const { rows: T, heads: H, kvHeads: KV, hd, scale } = dims;
+  const group = H / KV;
+  o.fill(0, 0, T * H * hd);
+  for (let h = 0; h < H; h++) {
+    const g = Math.floor(h / group);
+    const P = probs.subarray(h * T * T, (h + 1) * T * T);
+    P.fill(0);
+    ar.gemmAdd(P, T, q.subarray(h * hd), H * hd, k.subarray(g * hd), KV * hd, T, hd, T);
+    for (let i = 0; i < T; i++) {
+      const row = i * T;
+      let m = -Infinity;
+      for (let j = 0; j <= i; j++) { const s = P[row + j] * scale; P[row + j] = s; if (s > m) m = s; }
+      let sum = 0;
+      for (let j = 0; j <= i; j++) { const e = Math.exp(P[row + j] - m); P[row + j] = e; sum += e; }
+      const inv = 1 / sum;
+      for (let j = 0; j <= i; j++) P[row + j] *= inv;
+      for (let j = i + 1; j < T; j++) P[row + j] = 0;
+    }
+    transpose(scratch.a, v.subarray(g * hd), T, hd, KV * hd);
+    ar.gemmAdd(o.subarray(h * hd), H * hd, P, T, scratch.a, T, T, T, hd);
+  }
+}
+
+/** dq, dk, dv += the gradients of attentionForward given dO. */
+export function attentionBackward(ar: Arena, dq: Float32Array, dk: Float32Array, dv: Float32Array, dO: Float32Array, probs: Float32Array,
+  q: Float32Array, k: Float32Array, v: Float32Array, dims: AttentionDims, scratch: AttentionScratch): void {
+  const { rows: T, heads: H, kvHeads: KV, hd, scale } = dims;
+  const group = H / KV;
+  const dS = scratch.sq, t = scratch.sq2;
+  for (let h = 0; h < H; h++) {
+    const g = Math.floor(h / group);
+    const P = probs.subarray(h * T * T, (h + 1) * T * T);
+    // dV_g += Pᵀ · dO_h
+    transpose(t, P, T, T);
+    transpose(scratch.a, dO.subarray(h * hd), T, hd, H * hd);
+    ar.gemmAdd(dv.subarray(g * hd), KV * hd, t, T, scratch.a, T, T, T, hd);
+    // dP = dO_h · V_gᵀ, then the softmax backward: dS = P ⊙ (dP − Σ_j P·dP), times the scale.
+    dS.fill(0);
+    ar.gemmAdd(dS, T, dO.subarray(h * hd), H * hd, v.subarray(g * hd), KV * hd, T, hd, T);
+    for (let i = 0; i < T; i++) {
+      const row = i * T;
+      let dot = 0;
+      for (let j = 0; j <= i; j++) dot += P[row + j] * dS[row + j];
+      for (let j = 0; j <= i; j++) dS[row + j] = P[row + j] * (dS[row + j] - dot) * scale;
+      for (let j = i + 1; j < T; j++) dS[row + j] = 0;
+    }
+    // dQ_h += dS · K_g
+    transpose(scratch.a, k.subarray(g * hd), T, hd, KV * hd);
+    ar.gemmAdd(dq.subarray(h * hd), H * hd, dS, T, scratch.a, T, T, T, hd);
+    // dK_g += dSᵀ · Q_h
+    transpose(t, dS, T, T);
+    transpose(scratch.b, q.subarray(h * hd), T, hd, H * hd);
+    ar.gemmAdd(dk.subarray(g * hd), KV * hd, t, T, scratch.b, T, T, T, hd);
+  }
+}
+
+/** h = silu(gate) · up. */
+export function swigluForward(h: Float32Array, gate: Float32Array, up: Float32Array, n: number): void {
+  for (let i = 0; i < n; i++) { const g = gate[i]; h[i] = (g / (1 + Math.exp(-g))) * up[i]; }
+}
+
+/** dgate, dup = (overwritten) gradients of swigluForward given dh. */
+export function swigluBackward(dgate: Float32Array, dup: Float32Array, dh: Float32Array, gate: Float32Array, up: Float32Array, n: number): void {
+  for (let i = 0; i < n; i++) {
+    const g = gate[i], s = 1 / (1 + Math.exp(-g));
+    dup[i] = dh[i] * g * s;
+    dgate[i] = dh[i] * up[i] * s * (1 + g * (1 - s));
+  }
+}
+
+/**
+ * Weighted cross-entropy: loss = Σ_r weight[r] · (logsumexp(logits[r]) − logits[r][target[r]]);
+ * dlogits (overwritten) is its gradient. Rows with weight 0 contribute nothing.
+ */
+export function crossEntropy(dlogits: Float32Array, logits: Float32Array, targets: Int32Array, weights: Float32Array, rows: number, vocab: number): number {
+  let loss = 0;
+  for (let r = 0; r < rows; r++) {
+    const base = r * vocab, w = weights[r];
+    if (w === 0) { dlogits.fill(0, base, base + vocab); continue; }
+    let m = -Infinity;
+    for (let c = 0; c < vocab; c++) m = Math.max(m, logits[base + c]);
+    let sum = 0;
+    for (let c = 0; c < vocab; c++) sum += Math.exp(logits[base + c] - m);
+    const lse = m + Math.log(sum);
+    loss += w * (lse - logits[base + targets[r]]);
+    for (let c = 0; c < vocab; c++) dlogits[base + c] = w * Math.exp(logits[base + c] - lse);
+    dlogits[base + targets[r]] -= w;
+  }
+  return loss;
+}
