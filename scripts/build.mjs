@@ -29,3 +29,16 @@ await esbuild.build({
   external: ['webgpu', '@huggingface/tokenizers', '@huggingface/jinja'], logLevel: 'warning',
 });
 console.log('built dist/cli.js');
+
+// The browser bundle (dist/web): the demo page and the CPU worker. platform 'browser' makes any
+// Node-only import reachable from core code a build error.
+const { copyFileSync, rmSync } = await import('node:fs');
+const webOut = join(root, 'dist/web');
+rmSync(webOut, { recursive: true, force: true });
+await esbuild.build({
+  entryPoints: [join(root, 'web/main.ts'), join(root, 'web/cpu-worker.ts')], outdir: webOut,
+  bundle: true, platform: 'browser', format: 'esm', target: ['chrome113', 'firefox141', 'safari18'], sourcemap: true,
+  logLevel: 'warning',
+});
+for (const file of ['index.html', 'style.css']) copyFileSync(join(root, 'web', file), join(webOut, file));
+console.log('built dist/web (the demo page)');

@@ -4,6 +4,7 @@ import { readFile } from 'node:fs/promises';
 import { generateCommand } from './generate.js';
 import { memoryCommand } from './memory.js';
 import { evalCommand } from './eval.js';
+import { webCommand, WEB_DEFAULT_MODEL, WEB_DEFAULT_PORT } from './web.js';
 import { trainCommand } from './train.js';
 
 const USAGE = `duet — DuoAttention inference: retrieval heads on the GPU (WebGPU), streaming heads on the CPU (WASM SIMD)
@@ -31,6 +32,8 @@ Usage:
             [--depths 0,0.25,0.5,0.75,1] [--samples N] [--seed S] [--sink N --recent N]
             [--device D] [--placement P] [--prefill-chunk N] [--json] [--out DIR]
       long-context accuracy per task, length and needle depth; JSON rows and SVG heatmaps in --out
+  duet web [--port P] [--model DIR] [--pattern DIR]
+      serves the demo page on http://127.0.0.1:P/ (default ${WEB_DEFAULT_PORT}) with a model (default ${WEB_DEFAULT_MODEL})
   duet train --out DIR [--steps N] [--seed S] [--resume] [--save-every N] [--tokens-per-step N]
              [--max-len N] [--tasks ...] [--lr LR] [--layers N] [--hidden D]
       trains the bundled character-level long-context model (HF layout in DIR, resumable)
@@ -51,6 +54,7 @@ export async function main(argv: string[]): Promise<number> {
     case 'generate': return generateCommand(rest);
     case 'memory': return memoryCommand(rest);
     case 'eval': return evalCommand(rest);
+    case 'web': return webCommand(rest);
     case 'train': return trainCommand(rest);
     default:
       process.stderr.write(`duet: unknown command "${command}"\n\n${USAGE}`);

@@ -1,0 +1,182 @@
+// The page side of the CPU worker: a Backend whose ops are posted to a Web Worker running the SIMD
+// WebAssembly kernels, so long CPU work never blocks the page. Ops are fire-and-forget in order;
+// `read` waits for the worker's answer. An op that fails in the worker surfaces at the next read.
+import type { AttentionShape, DeviceTensor, StreamingWindow } from '../engine/backend.js';
+import type { CpuLike } from '../engine/engine.js';
+import type { FromWorker, KernelOp, ToWorker } from './worker-protocol.js';
+
+class WorkerTensor implements DeviceTensor {
+  freed = false;
+  constructor(readonly id: number, readonly length: number) {}
+}
+
+function asWorker(t: DeviceTensor, what: string): WorkerTensor {
+  if (!(t instanceof WorkerTensor)) throw new TypeError(`${what}: not a CPU-worker tensor (allocated by another backend?)`);
+  if (t.freed) throw new Error(`${what}: tensor used after free`);
+  return t;
+}
+
+/** A private copy (a view's whole underlying buffer would otherwise be cloned), ready to transfer. */
+function own<T extends Float32Array | Int32Array>(a: T): T {
+  return a.slice() as T;
+}
+
+export class WorkerCpuBackend implements CpuLike {
+  readonly kind = 'cpu' as const;
+  kernelCalls = 0;
+  private nextId = 1;
+  private nextReq = 1;
+  private failure: Error | null = null;
+  private readonly waiting = new Map<number, { resolve: (data: Float32Array | undefined) => void; reject: (e: Error) => void }>();
+
+  private constructor(private readonly worker: Worker, readonly description: string) {
+    worker.onmessage = (event: MessageEvent<FromWorker>) => this.receive(event.data);
+    worker.onerror = (event: ErrorEvent) => this.fail(new Error(`CPU worker crashed: ${event.message || 'unknown error'}`));
+  }
+
+  /** Starts `worker` (the module built from web/cpu-worker.ts) and waits until its kernels are ready. */
+  static async start(worker: Worker, timeoutMs = 30_000): Promise<WorkerCpuBackend> {
+    const description = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`the CPU worker did not start within ${timeoutMs / 1000} s`)), timeoutMs);
+      worker.onmessage = (event: MessageEvent<FromWorker>) => {
+        const m = event.data;
+        clearTimeout(timer);
+        if (m.type === 'ready') resolve(m.description);
+        else reject(new Error(m.type === 'init-error' ? m.message : `CPU worker: unexpected first message ${m.type}`));
+      };
+      worker.onerror = (event: ErrorEvent) => {
+        clearTimeout(timer);
+        event.preventDefault();
+        reject(new Error(`the CPU worker failed to load: ${event.message || 'script error'}`));
+      };
+    }).catch((e: unknown) => { worker.terminate(); throw e; });
+    return new WorkerCpuBackend(worker, description);
+  }
+
+  private receive(m: FromWorker): void {
+    if (m.type === 'failed') { this.fail(new Error(m.message)); return; }
+    if (m.type !== 'reply') return;
+    this.kernelCalls = m.kernelCalls;
+    const w = this.waiting.get(m.req);
+    if (!w) return;
+    this.waiting.delete(m.req);
+    if (m.error) w.reject(new Error(m.error));
+    else w.resolve(m.data);
+  }
+
+  private fail(e: Error): void {
+    this.failure ??= e;
+    for (const w of this.waiting.values()) w.reject(this.failure);
+    this.waiting.clear();
+  }
+
+  private post(m: ToWorker, transfer: Transferable[] = []): void {
+    if (this.failure) throw this.failure;
+    this.worker.postMessage(m, transfer);
+  }
+
+  private request(m: ToWorker & { req: number }): Promise<Float32Array | undefined> {
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => {
+      this.waiting.set(m.req, { resolve, reject });
+      this.worker.postMessage(m);
+    });
+  }
+
+  /** Brings kernelCalls up to date (it is otherwise refreshed with every read). */
+  async refresh(): Promise<void> {
+    await this.request({ op: 'stats', req: this.nextReq++ });
+  }
+
+  alloc(length: number): DeviceTensor {
+    const t = new WorkerTensor(this.nextId++, length);
+    this.post({ op: 'alloc', id: t.id, length });
+    return t;
+  }
+
+  upload(data: Float32Array): DeviceTensor {
+    const t = new WorkerTensor(this.nextId++, data.length);
+    const copy = own(data);
+    this.post({ op: 'upload', id: t.id, data: copy }, [copy.buffer]);
+    return t;
+  }
+
+  write(t: DeviceTensor, data: Float32Array, offset = 0): void {
+    const copy = own(data);
+    this.post({ op: 'write', id: asWorker(t, 'write').id, data: copy, offset }, [copy.buffer]);
+  }
+
+  copy(dst: DeviceTensor, dstOffset: number, src: DeviceTensor, srcOffset: number, length: number): void {
+    this.post({ op: 'copy', dst: asWorker(dst, 'copy dst').id, dstOffset, src: asWorker(src, 'copy src').id, srcOffset, length });
+  }
+
+  async read(t: DeviceTensor, offset = 0, length?: number): Promise<Float32Array> {
+    const data = await this.request({ op: 'read', req: this.nextReq++, id: asWorker(t, 'read').id, offset, length });
+    return data!;
+  }
+
+  free(t: DeviceTensor): void {
+    const w = asWorker(t, 'free');
+    w.freed = true;
+    if (!this.failure) this.worker.postMessage({ op: 'free', id: w.id } satisfies ToWorker);
+  }
+
+  flush(): void {}
+
+  destroy(): void {
+    if (!this.failure) this.worker.postMessage({ op: 'destroy' } satisfies ToWorker);
+    this.fail(new Error('the CPU worker was shut down'));
+    // Let the worker see the destroy message; terminate in any case.
+    setTimeout(() => this.worker.terminate(), 1000);
+  }
+
+  private call(name: KernelOp, args: unknown[]): void {
+    const transfer: Transferable[] = [];
+    const encoded = args.map((a) => {
+      if (a instanceof WorkerTensor) return { tensor: asWorker(a, name).id };
+      if (a instanceof Int32Array || a instanceof Float32Array) { const c = own(a); transfer.push(c.buffer); return c; }
+      // Shapes and windows are plain objects (copied by structured clone); anything else is a mistake.
+      if (a !== null && typeof a === 'object' && Object.getPrototypeOf(a) !== Object.prototype) {
+        throw new TypeError(`${name}: not a CPU-worker tensor (allocated by another backend?)`);
+      }
+      return a;
+    });
+    this.post({ op: 'call', name, args: encoded }, transfer);
+  }
+
+  embed(out: DeviceTensor, table: DeviceTensor, ids: Int32Array, dim: number): void {
+    this.call('embed', [out, table, ids, dim]);
+  }
+  rmsnorm(out: DeviceTensor, x: DeviceTensor, weight: DeviceTensor, rows: number, dim: number, eps: number): void {
+    this.call('rmsnorm', [out, x, weight, rows, dim, eps]);
+  }
+  matmul(out: DeviceTensor, x: DeviceTensor, w: DeviceTensor, bias: DeviceTensor | null,
+    rows: number, inDim: number, outDim: number, accumulate = false, xOffset = 0): void {
+    this.call('matmul', [out, x, w, bias, rows, inDim, outDim, accumulate, xOffset]);
+  }
+  rope(x: DeviceTensor, rows: number, numHeads: number, headDim: number, positions: Int32Array, invFreq: DeviceTensor): void {
+    this.call('rope', [x, rows, numHeads, headDim, positions, invFreq]);
+  }
+  siluMul(out: DeviceTensor, gate: DeviceTensor, up: DeviceTensor, n: number): void {
+    this.call('siluMul', [out, gate, up, n]);
+  }
+  add(x: DeviceTensor, y: DeviceTensor, n: number): void {
+    this.call('add', [x, y, n]);
+  }
+  kvAppend(kCache: DeviceTensor, vCache: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
+    rows: number, numKvHeads: number, headDim: number, capacity: number, pastLen: number): void {
+    this.call('kvAppend', [kCache, vCache, k, v, rows, numKvHeads, headDim, capacity, pastLen]);
+  }
+  attention(out: DeviceTensor, q: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor,
+    shape: AttentionShape, capacity: number): void {
+    this.call('attention', [out, q, kCache, vCache, { ...shape }, capacity]);
+  }
+  streamingAttention(out: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
+    kRing: DeviceTensor, vRing: DeviceTensor, shape: AttentionShape, window: StreamingWindow): void {
+    this.call('streamingAttention', [out, q, k, v, kRing, vRing, { ...shape }, { sink: window.sink, recent: window.recent }]);
+  }
+  ringAppend(kRing: DeviceTensor, vRing: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
+    rows: number, numKvHeads: number, headDim: number, pastLen: number, window: StreamingWindow): void {
+    this.call('ringAppend', [kRing, vRing, k, v, rows, numKvHeads, headDim, pastLen, { sink: window.sink, recent: window.recent }]);
+  }
+}

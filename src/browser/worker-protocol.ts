@@ -1,0 +1,31 @@
+// Messages between the page and the Web Worker that runs the CPU backend (SIMD WebAssembly).
+// Tensors are named by ids the page assigns, so every op except `read` is fire-and-forget and the
+// worker runs them in the order they were posted (postMessage keeps order).
+
+/** A tensor argument, as it crosses the worker boundary. */
+export interface TensorRef { tensor: number }
+
+/** Backend ops that compute (everything but memory management), run by name in the worker. */
+export const KERNEL_OPS = ['embed', 'rmsnorm', 'matmul', 'rope', 'siluMul', 'add', 'kvAppend', 'attention',
+  'streamingAttention', 'ringAppend'] as const;
+export type KernelOp = (typeof KERNEL_OPS)[number];
+
+export type ToWorker =
+  | { op: 'alloc'; id: number; length: number }
+  | { op: 'upload'; id: number; data: Float32Array }
+  | { op: 'write'; id: number; data: Float32Array; offset: number }
+  | { op: 'copy'; dst: number; dstOffset: number; src: number; srcOffset: number; length: number }
+  | { op: 'free'; id: number }
+  | { op: 'call'; name: KernelOp; args: unknown[] }
+  /** Replies with the data (or the first error so far) and the kernel counter. */
+  | { op: 'read'; req: number; id: number; offset: number; length?: number }
+  /** Replies with the kernel counter (or the first error so far). */
+  | { op: 'stats'; req: number }
+  | { op: 'destroy' };
+
+export type FromWorker =
+  | { type: 'ready'; description: string }
+  | { type: 'init-error'; message: string }
+  | { type: 'reply'; req: number; kernelCalls: number; data?: Float32Array; error?: string }
+  /** Sent once, when an op fails; later replies carry the same error. */
+  | { type: 'failed'; message: string };
