@@ -68,12 +68,12 @@ test('rope: the inverse rotation is the backward pass', () => {
   check('rope dx', x, dx, L);
 });
 
-test('causal GQA attention: dq, dk, dv (group 2, odd length)', () => {
-  const dims = { rows: 7, heads: 4, kvHeads: 2, hd: 6, scale: 1 / Math.sqrt(6) };
+test('causal GQA attention: dq, dk, dv (group 2, odd length spanning two query blocks)', () => {
+  const dims = { rows: 71, heads: 4, kvHeads: 2, hd: 6, scale: 1 / Math.sqrt(6) };
   const { rows: T, heads: H, kvHeads: KV, hd } = dims;
   const q = filled(T * H * hd), k = filled(T * KV * hd), v = filled(T * KV * hd), R = filled(T * H * hd);
   const o = ar.f32(T * H * hd), probs = ar.f32(H * T * T);
-  const scratch = { sq: ar.f32(T * T), sq2: ar.f32(T * T), a: ar.f32(hd * T), b: ar.f32(hd * T) };
+  const scratch = ar.f32(ar.kernels.trainAttentionScratchFloats(T, hd));
   const L = () => { attentionForward(ar, o, probs, q, k, v, dims, scratch); return dot(o, R); };
   L();
   const dq = ar.f32(q.length), dk = ar.f32(k.length), dv = ar.f32(v.length);

@@ -66,10 +66,11 @@ export async function trainCommand(argv: string[]): Promise<number> {
     saveState(stateDir, trainer.state(), { seed: plan.seed, steps: plan.steps, plan });
   };
   let ema = 0;
+  const startStep = trainer.opt.step;
   while (trainer.opt.step < plan.steps) {
     const r = trainer.trainStep();
     ema = ema ? 0.95 * ema + 0.05 * r.loss : r.loss;
-    progress.update(r.step, plan.steps, `loss ${ema.toFixed(3)} lr ${r.lr.toExponential(1)} |g| ${r.gradNorm.toFixed(2)} ${(r.tokens / r.ms * 1000).toFixed(0)} tok/s`);
+    progress.update(r.step - startStep, plan.steps - startStep, `step ${r.step}/${plan.steps} loss ${ema.toFixed(3)} lr ${r.lr.toExponential(1)} |g| ${r.gradNorm.toFixed(2)} ${(r.tokens / r.ms * 1000).toFixed(0)} tok/s`);
     if (r.step % saveEvery === 0 || r.step === plan.steps) save();
   }
   process.stderr.write(`duet: saved ${v.out} (final loss ${ema.toFixed(4)})\n`);

@@ -5,6 +5,10 @@ import { kernelsWasmBase64 } from '../generated/kernels-wasm.js';
 /** The exports of assembly/index.ts; pointers are byte addresses in `memory`. */
 export interface KernelExports {
   heapBase(): number;
+  trainAttentionScratchFloats(T: number, hd: number): number;
+  trainAttentionForward(o: number, probs: number, q: number, k: number, v: number, T: number, H: number, KV: number, hd: number, scale: number, scratch: number): void;
+  trainAttentionBackward(dq: number, dk: number, dv: number, dO: number, probs: number, q: number, k: number, v: number,
+    T: number, H: number, KV: number, hd: number, scale: number, scratch: number): void;
   /** out[r][o] += Σ_i x[r][i] · w[o][i]; strides (ldo, ldx, ldw) in elements. */
   gemmAdd(out: number, ldo: number, x: number, ldx: number, w: number, ldw: number, rows: number, inDim: number, outDim: number): void;
   matmul(out: number, x: number, w: number, bias: number, rows: number, inDim: number, outDim: number, accumulate: number): void;

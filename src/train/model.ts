@@ -4,7 +4,7 @@
 import type { Arena } from './arena.js';
 import {
   attentionBackward, attentionForward, crossEntropy, linearBackward, linearForward, rmsnormBackward, rmsnormForward, rope,
-  swigluBackward, swigluForward, type AttentionScratch,
+  swigluBackward, swigluForward,
 } from './ops.js';
 import { Random } from '../tasks/random.js';
 
@@ -80,7 +80,7 @@ export class TrainModel {
   private readonly acts: LayerActs[];
   private readonly fin: { x: Float32Array; rinv: Float32Array; xf: Float32Array; logits: Float32Array; dlogits: Float32Array };
   private readonly s: {
-    wT: Float32Array; dyT: Float32Array; xT: Float32Array; att: AttentionScratch;
+    wT: Float32Array; dyT: Float32Array; xT: Float32Array; att: Float32Array;
     dx: Float32Array; dxn: Float32Array; dh: Float32Array; dgate: Float32Array; dup: Float32Array; dO: Float32Array;
     dq: Float32Array; dk: Float32Array; dv: Float32Array;
   };
@@ -102,7 +102,7 @@ export class TrainModel {
     const maxDim = Math.max(d, qd, f, c.vocab);
     this.s = {
       wT: ar.f32(maxDim * maxDim), dyT: ar.f32(T * maxDim), xT: ar.f32(T * maxDim),
-      att: { sq: ar.f32(T * T), sq2: ar.f32(T * T), a: ar.f32(c.headDim * T), b: ar.f32(c.headDim * T) },
+      att: ar.f32(ar.kernels.trainAttentionScratchFloats(T, c.headDim)),
       dx: ar.f32(T * d), dxn: ar.f32(T * d), dh: ar.f32(T * f), dgate: ar.f32(T * f), dup: ar.f32(T * f), dO: ar.f32(T * qd),
       dq: ar.f32(T * qd), dk: ar.f32(T * kvd), dv: ar.f32(T * kvd),
     };

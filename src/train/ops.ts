@@ -77,69 +77,23 @@ export function rope(x: Float32Array, rows: number, heads: number, hd: number, p
 
 export interface AttentionDims { rows: number; heads: number; kvHeads: number; hd: number; scale: number }
 
-/** Scratch for attention: one rows×rows block and three hd×rows blocks. */
-export interface AttentionScratch { sq: Float32Array; sq2: Float32Array; a: Float32Array; b: Float32Array }
-
 /**
- * Causal GQA attention of one sequence: o [rows][heads·hd]; stores the probabilities of each head
- * in probs [heads][rows][rows] (zero above the diagonal) for the backward pass.
+ * Causal GQA attention of one sequence (assembly/train_attention.ts): o [rows][heads·hd]; the
+ * probabilities of each head are kept in probs [heads][rows][rows] for the backward pass.
+ * scratch: Arena.kernels.trainAttentionScratchFloats(rows, hd) floats.
  */
 export function attentionForward(ar: Arena, o: Float32Array, probs: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array,
-  dims: AttentionDims, scratch: AttentionScratch): void {
-  const { rows: T, heads: H, kvHeads: KV, hd, scale } = dims;
-  const group = H / KV;
-  o.fill(0, 0, T * H * hd);
-  for (let h = 0; h < H; h++) {
-    const g = Math.floor(h / group);
-    const P = probs.subarray(h * T * T, (h + 1) * T * T);
-    P.fill(0);
-    ar.gemmAdd(P, T, q.subarray(h * hd), H * hd, k.subarray(g * hd), KV * hd, T, hd, T);
-    for (let i = 0; i < T; i++) {
-      const row = i * T;
-      let m = -Infinity;
-      for (let j = 0; j <= i; j++) { const s = P[row + j] * scale; P[row + j] = s; if (s > m) m = s; }
-      let sum = 0;
-      for (let j = 0; j <= i; j++) { const e = Math.exp(P[row + j] - m); P[row + j] = e; sum += e; }
-      const inv = 1 / sum;
-      for (let j = 0; j <= i; j++) P[row + j] *= inv;
-      for (let j = i + 1; j < T; j++) P[row + j] = 0;
-    }
-    transpose(scratch.a, v.subarray(g * hd), T, hd, KV * hd);
-    ar.gemmAdd(o.subarray(h * hd), H * hd, P, T, scratch.a, T, T, T, hd);
-  }
+  dims: AttentionDims, scratch: Float32Array): void {
+  const { rows, heads, kvHeads, hd, scale } = dims;
+  ar.kernels.trainAttentionForward(o.byteOffset, probs.byteOffset, q.byteOffset, k.byteOffset, v.byteOffset, rows, heads, kvHeads, hd, scale, scratch.byteOffset);
 }
 
 /** dq, dk, dv += the gradients of attentionForward given dO. */
 export function attentionBackward(ar: Arena, dq: Float32Array, dk: Float32Array, dv: Float32Array, dO: Float32Array, probs: Float32Array,
-  q: Float32Array, k: Float32Array, v: Float32Array, dims: AttentionDims, scratch: AttentionScratch): void {
-  const { rows: T, heads: H, kvHeads: KV, hd, scale } = dims;
-  const group = H / KV;
-  const dS = scratch.sq, t = scratch.sq2;
-  for (let h = 0; h < H; h++) {
-    const g = Math.floor(h / group);
-    const P = probs.subarray(h * T * T, (h + 1) * T * T);
-    // dV_g += Pᵀ · dO_h
-    transpose(t, P, T, T);
-    transpose(scratch.a, dO.subarray(h * hd), T, hd, H * hd);
-    ar.gemmAdd(dv.subarray(g * hd), KV * hd, t, T, scratch.a, T, T, T, hd);
-    // dP = dO_h · V_gᵀ, then the softmax backward: dS = P ⊙ (dP − Σ_j P·dP), times the scale.
-    dS.fill(0);
-    ar.gemmAdd(dS, T, dO.subarray(h * hd), H * hd, v.subarray(g * hd), KV * hd, T, hd, T);
-    for (let i = 0; i < T; i++) {
-      const row = i * T;
-      let dot = 0;
-      for (let j = 0; j <= i; j++) dot += P[row + j] * dS[row + j];
-      for (let j = 0; j <= i; j++) dS[row + j] = P[row + j] * (dS[row + j] - dot) * scale;
-      for (let j = i + 1; j < T; j++) dS[row + j] = 0;
-    }
-    // dQ_h += dS · K_g
-    transpose(scratch.a, k.subarray(g * hd), T, hd, KV * hd);
-    ar.gemmAdd(dq.subarray(h * hd), H * hd, dS, T, scratch.a, T, T, T, hd);
-    // dK_g += dSᵀ · Q_h
-    transpose(t, dS, T, T);
-    transpose(scratch.b, q.subarray(h * hd), T, hd, H * hd);
-    ar.gemmAdd(dk.subarray(g * hd), KV * hd, t, T, scratch.b, T, T, T, hd);
-  }
+  q: Float32Array, k: Float32Array, v: Float32Array, dims: AttentionDims, scratch: Float32Array): void {
+  const { rows, heads, kvHeads, hd, scale } = dims;
+  ar.kernels.trainAttentionBackward(dq.byteOffset, dk.byteOffset, dv.byteOffset, dO.byteOffset, probs.byteOffset, q.byteOffset,
+    k.byteOffset, v.byteOffset, rows, heads, kvHeads, hd, scale, scratch.byteOffset);
 }
 
 /** h = silu(gate) · up. */
