@@ -21,8 +21,14 @@ function transposeTo(dst: usize, src: usize, rows: i32, cols: i32, lds: i32): vo
   }
 }
 
-// Row softmax of scale·row[0..n) in place; row[n..m) set to 0.
-function softmaxRow(row: usize, n: i32, m: i32, scale: f32): void {
+// Row softmax of scale·row[0..n) in place, over the visible keys only: with a streaming window,
+// keys in [sink, n − recent) are hidden (zero probability). row[n..m) set to 0.
+function softmaxRow(row: usize, n: i32, m: i32, scale: f32, sink: i32, recent: i32): void {
+  const h0 = sink, h1 = n - recent;
+  if (h1 > h0) {
+    // Hidden keys get -inf scores (exp → 0 below).
+    for (let j = h0; j < h1; j++) store<f32>(row + ((<usize>j) << 2), <f32>-Infinity);
+  }
   const sc = f32x4.splat(scale);
   const n4 = n & ~3;
   let mv = f32x4.splat(-Infinity);
@@ -61,9 +67,12 @@ function softmaxRow(row: usize, n: i32, m: i32, scale: f32): void {
   if (m > n) memory.fill(row + ((<usize>n) << 2), 0, (<usize>(m - n)) << 2);
 }
 
-/** o = softmax(scale·q·kᵀ, causal)·v; probs kept. o is overwritten. */
+/**
+ * o = softmax(scale·q·kᵀ, causal)·v; probs kept. o is overwritten. With a streaming window the
+ * query at i sees only j < sink or j > i − recent (pass recent ≥ T for full attention).
+ */
 export function trainAttentionForward(o: usize, probs: usize, q: usize, k: usize, v: usize,
-  T: i32, H: i32, KV: i32, hd: i32, scale: f32, scratch: usize): void {
+  T: i32, H: i32, KV: i32, hd: i32, scale: f32, sink: i32, recent: i32, scratch: usize): void {
   const group = H / KV;
   const vt = scratch;
   const qs = H * hd, ks = KV * hd;
@@ -77,13 +86,13 @@ export function trainAttentionForward(o: usize, probs: usize, q: usize, k: usize
       const rows = min(BR, T - i0), i1 = i0 + rows;
       const Pb = P + ((<usize>i0 * <usize>T) << 2);
       gemmAdd(Pb, T, q + ((<usize>(i0 * qs + h * hd)) << 2), qs, k + ((<usize>(g * hd)) << 2), ks, rows, hd, i1);
-      for (let r = 0; r < rows; r++) softmaxRow(Pb + ((<usize>(r * T)) << 2), i0 + r + 1, i1, scale);
+      for (let r = 0; r < rows; r++) softmaxRow(Pb + ((<usize>(r * T)) << 2), i0 + r + 1, i1, scale, sink, recent);
       gemmAdd(o + ((<usize>(i0 * qs + h * hd)) << 2), qs, Pb, T, vt, T, rows, i1, hd);
     }
   }
 }
 
-/** dq, dk, dv += gradients of trainAttentionForward given dO (probs from the forward pass). */
+/** dq, dk, dv += gradients of trainAttentionForward given dO (probs from the forward pass; hidden keys have P = 0). */
 export function trainAttentionBackward(dq: usize, dk: usize, dv: usize, dO: usize, probs: usize, q: usize, k: usize, v: usize,
   T: i32, H: i32, KV: i32, hd: i32, scale: f32, scratch: usize): void {
   const group = H / KV;

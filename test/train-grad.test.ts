@@ -10,6 +10,7 @@ import {
 } from '../src/train/ops.ts';
 import { TrainModel, type TrainConfig } from '../src/train/model.ts';
 import { Random } from '../src/tasks/random.ts';
+import * as ref from './reference/kernels.ts';
 
 let ar: Arena;
 const rnd = new Random(42);
@@ -81,6 +82,50 @@ test('causal GQA attention: dq, dk, dv (group 2, odd length spanning two query b
   check('attention dq', q, dq, L);
   check('attention dk', k, dk, L);
   check('attention dv', v, dv, L);
+});
+
+test('streaming-window attention: forward matches the masked reference; dq, dk, dv', () => {
+  const dims = { rows: 70, heads: 6, kvHeads: 2, hd: 8, scale: 1 / Math.sqrt(8) };
+  const window = { sink: 3, recent: 9 };
+  const { rows: T, heads: H, kvHeads: KV, hd } = dims;
+  const q = filled(T * H * hd), k = filled(T * KV * hd), v = filled(T * KV * hd), R = filled(T * H * hd);
+  const o = ar.f32(T * H * hd), probs = ar.f32(H * T * T);
+  const scratch = ar.f32(ar.kernels.trainAttentionScratchFloats(T, hd));
+  const L = () => { attentionForward(ar, o, probs, q, k, v, dims, scratch, window); return dot(o, R); };
+  L();
+  const at = (t: Float32Array) => (h: number, j: number) => t.subarray((j * KV + h) * hd, (j * KV + h + 1) * hd);
+  const expected = ref.maskedAttention(q, T, H, KV, hd, 0, dims.scale, at(k), at(v), ref.streamingVisible(window.sink, window.recent));
+  for (let i = 0; i < expected.length; i++) assert.ok(Math.abs(o[i] - expected[i]) <= 1e-4 * (1 + Math.abs(expected[i])), `o[${i}] ${o[i]} vs ${expected[i]}`);
+  const dq = ar.f32(q.length), dk = ar.f32(k.length), dv = ar.f32(v.length);
+  attentionBackward(ar, dq, dk, dv, R, probs, q, k, v, dims, scratch);
+  check('windowed attention dq', q, dq, L);
+  check('windowed attention dk', k, dk, L);
+  check('windowed attention dv', v, dv, L);
+});
+
+test('gated attention (DuoAttention gates): ∂/∂α through the frozen model', () => {
+  const c: TrainConfig = { vocab: 13, hidden: 12, layers: 2, heads: 4, kvHeads: 2, headDim: 6, intermediate: 20, eps: 1e-5, ropeTheta: 10000, maxRows: 24 };
+  const m = new TrainModel(ar, c, { gated: true });
+  m.initialise(5);
+  for (const t of m.named) for (let i = 0; i < t.data.length; i++) t.data[i] += (rnd.next() * 2 - 1) * (t.shape.length === 1 ? 0.3 : 0.4);
+  const ids = Int32Array.from({ length: 24 }, () => rnd.int(0, 13));
+  const positions = Int32Array.from({ length: 24 }, (_, i) => i);
+  const alphas = Float32Array.from({ length: 4 }, () => 0.2 + 0.6 * rnd.next());
+  const gates = { alphas, window: { sink: 2, recent: 5 } };
+  const R = Float32Array.from({ length: 24 * 12 }, () => rnd.next() * 2 - 1);
+  const L = () => { m.forward(ids, positions, gates); return dot(m.hidden, R); };
+  L();
+  const dalpha = new Float32Array(4);
+  m.grads.fill(0);
+  m.backward(Float32Array.from(R), { weights: false, gateGrads: dalpha });
+  assert.ok(m.grads.every((x) => x === 0), 'a frozen backward leaves parameter gradients alone');
+  check('gate α', alphas, dalpha, L, 1e-2);
+  // α = 1 everywhere is full attention.
+  alphas.fill(1);
+  m.forward(ids, positions, gates);
+  const gatedHidden = Float32Array.from(m.hidden);
+  m.forward(ids, positions, null);
+  for (let i = 0; i < gatedHidden.length; i++) assert.ok(Math.abs(gatedHidden[i] - m.hidden[i]) < 1e-5);
 });
 
 test('swiglu and weighted cross-entropy', () => {

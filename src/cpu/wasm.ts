@@ -6,7 +6,8 @@ import { kernelsWasmBase64 } from '../generated/kernels-wasm.js';
 export interface KernelExports {
   heapBase(): number;
   trainAttentionScratchFloats(T: number, hd: number): number;
-  trainAttentionForward(o: number, probs: number, q: number, k: number, v: number, T: number, H: number, KV: number, hd: number, scale: number, scratch: number): void;
+  trainAttentionForward(o: number, probs: number, q: number, k: number, v: number, T: number, H: number, KV: number, hd: number, scale: number,
+    sink: number, recent: number, scratch: number): void;
   trainAttentionBackward(dq: number, dk: number, dv: number, dO: number, probs: number, q: number, k: number, v: number,
     T: number, H: number, KV: number, hd: number, scale: number, scratch: number): void;
   /** out[r][o] += Σ_i x[r][i] · w[o][i]; strides (ldo, ldx, ldw) in elements. */

@@ -11,15 +11,16 @@ export function linearForward(ar: Arena, y: Float32Array, x: Float32Array, w: Fl
 }
 
 /**
- * dx += dy · W (when dx is given) and dW += dyᵀ · x. wT, dyT, xT are scratch of at least
- * inD·outD, outD·rows and inD·rows floats.
+ * dx += dy · W (when dx is given) and dW += dyᵀ · x (when dw is given). wT, dyT, xT are scratch of
+ * at least inD·outD, outD·rows and inD·rows floats.
  */
-export function linearBackward(ar: Arena, dx: Float32Array | null, dw: Float32Array, dy: Float32Array, x: Float32Array,
+export function linearBackward(ar: Arena, dx: Float32Array | null, dw: Float32Array | null, dy: Float32Array, x: Float32Array,
   w: Float32Array, rows: number, inD: number, outD: number, scratch: { wT: Float32Array; dyT: Float32Array; xT: Float32Array }): void {
   if (dx) {
     transpose(scratch.wT, w, outD, inD);
     ar.gemmAdd(dx, inD, dy, outD, scratch.wT, outD, rows, outD, inD);
   }
+  if (!dw) return;
   transpose(scratch.dyT, dy, rows, outD);
   transpose(scratch.xT, x, rows, inD);
   ar.gemmAdd(dw, inD, scratch.dyT, rows, scratch.xT, rows, outD, rows, inD);
@@ -36,8 +37,8 @@ export function rmsnormForward(y: Float32Array, rinv: Float32Array, x: Float32Ar
   }
 }
 
-/** dx += ∂/∂x, dg += ∂/∂g of the RMSNorm above. */
-export function rmsnormBackward(dx: Float32Array, dg: Float32Array, dy: Float32Array, x: Float32Array, rinv: Float32Array,
+/** dx += ∂/∂x, dg += ∂/∂g (when given) of the RMSNorm above. */
+export function rmsnormBackward(dx: Float32Array, dg: Float32Array | null, dy: Float32Array, x: Float32Array, rinv: Float32Array,
   g: Float32Array, rows: number, d: number): void {
   for (let r = 0; r < rows; r++) {
     const inv = rinv[r];
@@ -45,7 +46,7 @@ export function rmsnormBackward(dx: Float32Array, dg: Float32Array, dy: Float32A
     for (let i = 0; i < d; i++) {
       const o = r * d + i;
       dot += g[i] * dy[o] * x[o];
-      dg[i] += dy[o] * x[o] * inv;
+      if (dg) dg[i] += dy[o] * x[o] * inv;
     }
     const c = (inv * inv * inv * dot) / d;
     for (let i = 0; i < d; i++) {
@@ -79,13 +80,16 @@ export interface AttentionDims { rows: number; heads: number; kvHeads: number; h
 
 /**
  * Causal GQA attention of one sequence (assembly/train_attention.ts): o [rows][heads·hd]; the
- * probabilities of each head are kept in probs [heads][rows][rows] for the backward pass.
+ * probabilities of each head are kept in probs [heads][rows][rows] for the backward pass. With a
+ * window, the streaming mask: query i sees keys j < sink or j > i − recent.
  * scratch: Arena.kernels.trainAttentionScratchFloats(rows, hd) floats.
  */
 export function attentionForward(ar: Arena, o: Float32Array, probs: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array,
-  dims: AttentionDims, scratch: Float32Array): void {
+  dims: AttentionDims, scratch: Float32Array, window?: { sink: number; recent: number }): void {
   const { rows, heads, kvHeads, hd, scale } = dims;
-  ar.kernels.trainAttentionForward(o.byteOffset, probs.byteOffset, q.byteOffset, k.byteOffset, v.byteOffset, rows, heads, kvHeads, hd, scale, scratch.byteOffset);
+  const sink = window ? window.sink : 0, recent = window ? window.recent : rows + 1;
+  ar.kernels.trainAttentionForward(o.byteOffset, probs.byteOffset, q.byteOffset, k.byteOffset, v.byteOffset, rows, heads, kvHeads, hd, scale,
+    sink, recent, scratch.byteOffset);
 }
 
 /** dq, dk, dv += the gradients of attentionForward given dO. */
