@@ -6,6 +6,7 @@ import { memoryCommand } from './memory.js';
 import { evalCommand } from './eval.js';
 import { webCommand, WEB_DEFAULT_MODEL, WEB_DEFAULT_PORT } from './web.js';
 import { trainCommand } from './train.js';
+import { identifyCommand } from './identify.js';
 
 const USAGE = `duet — DuoAttention inference: retrieval heads on the GPU (WebGPU), streaming heads on the CPU (WASM SIMD)
 
@@ -37,6 +38,10 @@ Usage:
   duet train --out DIR [--steps N] [--seed S] [--resume] [--save-every N] [--tokens-per-step N]
              [--max-len N] [--tasks ...] [--lr LR] [--layers N] [--hidden D]
       trains the bundled character-level long-context model (HF layout in DIR, resumable)
+  duet identify --model DIR --method duo|retrieval-score|razor --out DIR [--zigzag --sparsity S]
+                [--steps N] [--lr LR] [--reg L] [--lengths MIN,MAX] [--sink N --recent N] [--seed S]
+                [--samples N] [--echo-ratio R] [--induction-ratio R] [--json]
+      finds retrieval heads and writes a DuoAttention pattern (tsv, config.json, identify.json, heads.svg)
 `;
 
 export async function main(argv: string[]): Promise<number> {
@@ -56,6 +61,7 @@ export async function main(argv: string[]): Promise<number> {
     case 'eval': return evalCommand(rest);
     case 'web': return webCommand(rest);
     case 'train': return trainCommand(rest);
+    case 'identify': return identifyCommand(rest);
     default:
       process.stderr.write(`duet: unknown command "${command}"\n\n${USAGE}`);
       return 2;

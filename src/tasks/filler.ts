@@ -13,6 +13,9 @@ const ADVERBS = ['slowly', 'today', 'again', 'quietly', 'often', 'there', 'at no
 
 export type FillerStyle = 'grammar' | 'english';
 
+/** Words passkeys are made of in the identification data (DuoAttention uses random words). */
+export const PASSKEY_WORDS: readonly string[] = [...NOUNS, ...ADJECTIVES];
+
 function nounPhrase(r: Random): string {
   const adj = r.next() < 0.4 ? `${r.pick(ADJECTIVES)} ` : '';
   return `${r.pick(DETERMINERS)} ${adj}${r.pick(NOUNS)}`;

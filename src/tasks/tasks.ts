@@ -34,7 +34,7 @@ export interface TaskSample {
   maxNewTokens: number;
 }
 
-const KEYS = ['apple', 'violin', 'harbor', 'meadow', 'candle', 'falcon', 'silver', 'orchid', 'lantern', 'pepper', 'glacier', 'marble'];
+export const KEYS = ['apple', 'violin', 'harbor', 'meadow', 'candle', 'falcon', 'silver', 'orchid', 'lantern', 'pepper', 'glacier', 'marble'];
 
 interface Needle { text: string; depth: number; target: boolean }
 

@@ -1,0 +1,94 @@
+// `duet identify`: finds retrieval heads (DuoAttention gates, retrieval score, RazorAttention, with
+// the ZigzagAttention layer constraint on top) and writes a DuoAttention-format pattern.
+import { parseArgs } from 'node:util';
+import { fillerStyleFor } from '../eval/evaluate.js';
+import { frozenModel } from '../identify/frozen.js';
+import { optimiseGates } from '../identify/duo.js';
+import { writePattern } from '../identify/output.js';
+import { razorAlphas, razorScores, retrievalScores, zigzag } from '../identify/scores.js';
+import { loadCheckpoint } from '../model/checkpoint.js';
+import { nodeModelFiles } from '../node/files.js';
+import { intOption, numberOption } from './options.js';
+import { Progress } from './progress.js';
+
+const METHODS = ['duo', 'retrieval-score', 'razor'] as const;
+
+const options = {
+  model: { type: 'string' }, method: { type: 'string' }, out: { type: 'string' },
+  steps: { type: 'string' }, lr: { type: 'string' }, reg: { type: 'string' }, lengths: { type: 'string' },
+  sink: { type: 'string' }, recent: { type: 'string' }, seed: { type: 'string' }, samples: { type: 'string' },
+  'echo-ratio': { type: 'string' }, 'induction-ratio': { type: 'string' }, zigzag: { type: 'boolean' }, sparsity: { type: 'string' },
+  json: { type: 'boolean' },
+} as const;
+
+export async function identifyCommand(argv: string[]): Promise<number> {
+  const { values: v } = parseArgs({ args: argv, options, strict: true });
+  if (!v.model) throw new Error('--model DIR is required');
+  if (!v.out) throw new Error('--out DIR is required');
+  const method = v.method as (typeof METHODS)[number];
+  if (!METHODS.includes(method)) throw new Error(`--method must be one of ${METHODS.join(', ')} (got "${v.method ?? ''}")`);
+  const sparsity = numberOption(v.sparsity, '--sparsity');
+  if (sparsity !== undefined && !(sparsity >= 0 && sparsity <= 1)) throw new Error(`--sparsity must be in [0, 1] (got ${sparsity})`);
+  if (v.zigzag && sparsity === undefined) throw new Error('--zigzag needs --sparsity (the fraction of KV heads, i.e. layers, made streaming)');
+  const seed = intOption(v.seed, '--seed') ?? 0;
+  const sink = intOption(v.sink, '--sink') ?? 16, recent = intOption(v.recent, '--recent', 1) ?? 64;
+  const lengths = (v.lengths ?? '512,1024').split(',').map((s) => intOption(s.trim(), '--lengths', 32)!);
+  if (lengths.length !== 2 || lengths[0] > lengths[1]) throw new Error('--lengths takes min,max (min ≤ max)');
+
+  const loadBar = new Progress('loading');
+  const ckpt = await loadCheckpoint(nodeModelFiles(v.model), { onProgress: (d, t) => loadBar.update(d, t) });
+  if (!ckpt.tokenizer) throw new Error(`${v.model}: identification needs tokenizer.json (its data is text)`);
+  const tokenizer = ckpt.tokenizer;
+  const style = fillerStyleFor(tokenizer);
+  const t0 = performance.now();
+  const model = await frozenModel(ckpt.config, ckpt.weights, lengths[1] + 64);
+  process.stderr.write(`duet: identifying with ${method} on the CPU (WebAssembly SIMD); ${ckpt.config.numLayers} layers × ${ckpt.config.numKvHeads} KV heads\n`);
+  let alphas: number[][];
+  let data: string;
+  const runOptions: Record<string, unknown> = { lengths, sink, recent };
+  let extra: Record<string, unknown> = {};
+  if (method === 'duo') {
+    const steps = intOption(v.steps, '--steps', 1) ?? 200;
+    const lr = numberOption(v.lr, '--lr') ?? 0.02, reg = numberOption(v.reg, '--reg') ?? 0.05;
+    Object.assign(runOptions, { steps, lr, reg });
+    const bar = new Progress('identify');
+    const r = optimiseGates(model, tokenizer, {
+      steps, lr, reg, lengths: [lengths[0], lengths[1]], window: { sink, recent }, seed, style,
+      onStep: (s, loss, mse) => bar.update(s, steps, `loss ${loss.toFixed(5)} mse ${mse.toExponential(2)}`),
+    });
+    alphas = r.alphas;
+    data = `synthetic passkeys: ${r.data.join('; ')}…`;
+    extra = { loss: r.losses, distill_loss: r.distill };
+  } else if (method === 'razor') {
+    const echoRatio = numberOption(v['echo-ratio'], '--echo-ratio') ?? 0.01, inductionRatio = numberOption(v['induction-ratio'], '--induction-ratio') ?? 0.14;
+    const segment = Math.max(16, Math.floor(lengths[0] / 4));
+    const bos = tokenizer.encode('', { addSpecialTokens: true });
+    const scores = razorScores(model, { seed, segment, repeats: 4, firstId: 2, bos });
+    const a = razorAlphas(scores, echoRatio, inductionRatio);
+    alphas = a.alphas;
+    Object.assign(runOptions, { echo_ratio: echoRatio, induction_ratio: inductionRatio });
+    data = `random segment of ${segment} tokens repeated 4 times`;
+    extra = { echo: scores.echo, induction: scores.induction, selected: a.selected };
+  } else {
+    const samples = intOption(v.samples, '--samples', 1) ?? 4;
+    const bar = new Progress('identify');
+    const r = retrievalScores(model, tokenizer, { seed, samples, lengths, style, stopIds: ckpt.eosTokenIds, onProgress: (d, t) => bar.update(d, t) });
+    const max = Math.max(...r.scores.flat()) || 1;
+    alphas = r.scores.map((row) => row.map((s) => s / max));
+    Object.assign(runOptions, { samples });
+    data = `${r.runs} passkey prompts at lengths ${lengths.join(', ')}, ${r.successful} answered correctly`;
+    extra = { retrieval_scores: r.scores, runs: r.runs, successful: r.successful };
+  }
+  if (v.zigzag) {
+    const z = zigzag(alphas, sparsity!);
+    extra = { ...extra, zigzag: { sparsity, streaming_layers: z.streamingLayers, scores: alphas } };
+    alphas = z.alphas;
+  }
+  const files = writePattern(v.out, {
+    method: v.zigzag ? `${method}+zigzag` : method, options: { ...runOptions, ...(sparsity !== undefined ? { sparsity } : {}) },
+    seed, data, alphas, sink, recent, seconds: (performance.now() - t0) / 1000, extra,
+  });
+  process.stderr.write(`duet: wrote ${files.join(', ')}\n`);
+  if (v.json) process.stdout.write(`${JSON.stringify({ method, alphas, files })}\n`);
+  return 0;
+}
