@@ -24,7 +24,7 @@ console.log(`built kernels.wasm (${wasm.length} bytes) and ${Object.keys(shaders
 // The Node CLI bundle (dist/cli.js). Packages with native parts or their own data stay external.
 const esbuild = await import('esbuild');
 await esbuild.build({
-  entryPoints: [join(root, 'src/cli/main.ts')], outfile: join(root, 'dist/cli.js'),
+  entryPoints: { cli: join(root, 'src/cli/main.ts'), 'train-worker': join(root, 'src/node/train-worker.ts') }, outdir: join(root, 'dist'),
   bundle: true, platform: 'node', format: 'esm', target: 'node20', sourcemap: true,
   external: ['webgpu', '@huggingface/tokenizers', '@huggingface/jinja'], logLevel: 'warning',
 });

@@ -15,6 +15,7 @@ import { loadState, saveModel, saveState } from '../src/train/checkpoint-io.ts';
 import { parameterCount } from '../src/train/model.ts';
 import { BOS, EOS, VOCAB_SIZE, encodeChars, tokenizerFiles } from '../src/train/vocab.ts';
 import { Random } from '../src/tasks/random.ts';
+import { startTrainingHelpers } from '../src/node/train-pool.ts';
 
 test('the character tokenizer.json round-trips task text', () => {
   const { tokenizer, tokenizerConfig } = tokenizerFiles();
@@ -76,6 +77,26 @@ test('a short training run lowers the loss; a resumed run continues exactly; the
   assert.is(ckpt.config.numLayers, 1);
   assert.is(ckpt.config.numKvHeads, 1);
   assert.ok(ckpt.tokenizer);
+});
+
+test('data-parallel training (a worker-thread replica) takes the same steps as one thread', async () => {
+  const plan = { ...tinyPlan(), tokensPerStep: 800 };
+  const single = await Trainer.create(plan);
+  const parallel = await Trainer.create(plan);
+  const pool = await startTrainingHelpers(plan, 1);
+  try {
+    for (let i = 0; i < 3; i++) {
+      const a = single.trainStep();
+      const b = await parallel.trainStepWith(pool.helpers);
+      assert.ok(Math.abs(a.loss - b.loss) < 1e-5 * a.loss, `step ${i}: loss ${a.loss} vs ${b.loss}`);
+      assert.is(a.tokens, b.tokens);
+    }
+    let worst = 0;
+    single.model.params.forEach((x, i) => { worst = Math.max(worst, Math.abs(x - parallel.model.params[i])); });
+    assert.ok(worst < 1e-4, `parameters differ by ${worst}`);
+  } finally {
+    await pool.stop();
+  }
 });
 
 test.run();

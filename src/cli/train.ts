@@ -10,6 +10,8 @@ import { VOCAB_SIZE } from '../train/vocab.js';
 import { TASK_KINDS, type TaskKind } from '../tasks/tasks.js';
 import { intOption, numberOption } from './options.js';
 import { Progress } from './progress.js';
+import { availableParallelism } from 'node:os';
+import { startTrainingHelpers } from '../node/train-pool.js';
 
 /** The bundled model's recipe (see fixtures/duet-passkey/README.md). */
 export function bundledPlan(overrides: Partial<TrainPlan> = {}): TrainPlan {
@@ -29,6 +31,7 @@ const options = {
   out: { type: 'string' }, steps: { type: 'string' }, seed: { type: 'string' }, resume: { type: 'boolean' },
   'save-every': { type: 'string' }, 'tokens-per-step': { type: 'string' }, 'max-len': { type: 'string' },
   tasks: { type: 'string' }, lr: { type: 'string' }, layers: { type: 'string' }, hidden: { type: 'string' },
+  threads: { type: 'string' },
 } as const;
 
 export async function trainCommand(argv: string[]): Promise<number> {
@@ -65,14 +68,18 @@ export async function trainCommand(argv: string[]): Promise<number> {
     mkdirSync(stateDir, { recursive: true });
     saveState(stateDir, trainer.state(), { seed: plan.seed, steps: plan.steps, plan });
   };
+  const threads = intOption(v.threads, '--threads', 1) ?? availableParallelism();
+  const pool = threads > 1 ? await startTrainingHelpers(plan, threads - 1) : null;
+  if (pool) process.stderr.write(`duet: ${threads} threads (data-parallel replicas)\n`);
   let ema = 0;
   const startStep = trainer.opt.step;
   while (trainer.opt.step < plan.steps) {
-    const r = trainer.trainStep();
+    const r = pool ? await trainer.trainStepWith(pool.helpers) : trainer.trainStep();
     ema = ema ? 0.95 * ema + 0.05 * r.loss : r.loss;
     progress.update(r.step - startStep, plan.steps - startStep, `step ${r.step}/${plan.steps} loss ${ema.toFixed(3)} lr ${r.lr.toExponential(1)} |g| ${r.gradNorm.toFixed(2)} ${(r.tokens / r.ms * 1000).toFixed(0)} tok/s`);
     if (r.step % saveEvery === 0 || r.step === plan.steps) save();
   }
+  await pool?.stop();
   process.stderr.write(`duet: saved ${v.out} (final loss ${ema.toFixed(4)})\n`);
   return 0;
 }

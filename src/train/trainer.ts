@@ -3,7 +3,7 @@
 // position skips, periodic checkpoints (an HF directory plus optimizer state) it can resume from.
 import { AdamW, learningRate, type Schedule } from './adamw.js';
 import { Arena } from './arena.js';
-import { makeSequence, type DataOptions } from './data.js';
+import { makeSequence, type DataOptions, type Sequence } from './data.js';
 import { TrainModel, type TrainConfig } from './model.js';
 import { Random } from '../tasks/random.js';
 import type { TaskKind } from '../tasks/tasks.js';
@@ -61,28 +61,69 @@ export class Trainer {
     };
   }
 
-  /** One optimizer step (data for step k is the same whatever the run was resumed from). */
-  trainStep(): StepReport {
-    const t0 = performance.now();
-    const step = this.opt.step;
+  /** The sequences of step k (deterministic; loss weights already averaged over the step). */
+  sequencesFor(step: number): Sequence[] {
     const r = new Random(this.plan.seed * 7_919 + step);
     const data = this.dataFor(step);
-    const m = this.model;
-    m.grads.fill(0);
-    let tokens = 0, loss = 0;
-    const seqs = [];
+    const seqs: Sequence[] = [];
+    let tokens = 0;
     while (tokens < this.plan.tokensPerStep) {
-      const s = makeSequence(r, { ...data, lengths: [data.lengths[0], Math.min(data.lengths[1], m.c.maxRows + 1)] });
+      const s = makeSequence(r, data);
       seqs.push(s);
       tokens += s.ids.length;
     }
-    for (const s of seqs) {
-      // Average over the step's sequences.
-      for (let i = 0; i < s.weights.length; i++) s.weights[i] /= seqs.length;
-      loss += m.step(s.ids, s.positions, s.targets, s.weights);
+    for (const s of seqs) for (let i = 0; i < s.weights.length; i++) s.weights[i] /= seqs.length;
+    return seqs;
+  }
+
+  /** Adds the gradients of the given sequences to model.grads; returns their loss. */
+  accumulate(seqs: Sequence[], indices: number[]): number {
+    let loss = 0;
+    for (const i of indices) loss += this.model.step(seqs[i].ids, seqs[i].positions, seqs[i].targets, seqs[i].weights);
+    return loss;
+  }
+
+  /** One optimizer step, single-threaded (data for step k is the same whatever the run was resumed from). */
+  trainStep(): StepReport {
+    const t0 = performance.now();
+    const step = this.opt.step;
+    const seqs = this.sequencesFor(step);
+    this.model.grads.fill(0);
+    const loss = this.accumulate(seqs, seqs.map((_, i) => i));
+    return this.update(step, seqs, loss, t0);
+  }
+
+  /**
+   * One optimizer step with helpers (other threads holding a replica): the step's sequences are dealt
+   * round-robin, every replica starts from the current parameters, the gradients are summed in a
+   * fixed order (so the run is deterministic for a given number of helpers).
+   */
+  async trainStepWith(helpers: GradientHelper[]): Promise<StepReport> {
+    const t0 = performance.now();
+    const step = this.opt.step;
+    const seqs = this.sequencesFor(step);
+    const parts = helpers.length + 1;
+    const share = (k: number) => seqs.map((_, i) => i).filter((i) => i % parts === k);
+    const pending = helpers.map((h, k) => h.gradients(this.model.params, step, share(k + 1)));
+    this.model.grads.fill(0);
+    let loss = this.accumulate(seqs, share(0));
+    for (const r of await Promise.all(pending)) {
+      const g = this.model.grads;
+      for (let i = 0; i < g.length; i++) g[i] += r.grads[i];
+      loss += r.loss;
     }
+    return this.update(step, seqs, loss, t0);
+  }
+
+  private update(step: number, seqs: Sequence[], loss: number, t0: number): StepReport {
     const lr = learningRate(step, this.plan.schedule);
-    const gradNorm = this.opt.update(m.grads, lr);
+    const gradNorm = this.opt.update(this.model.grads, lr);
+    const tokens = seqs.reduce((a, s) => a + s.ids.length, 0);
     return { step: step + 1, loss, lr, gradNorm, tokens, ms: performance.now() - t0 };
   }
+}
+
+/** Another thread's replica: gradients of some of step k's sequences at the given parameters. */
+export interface GradientHelper {
+  gradients(params: Float32Array, step: number, indices: number[]): Promise<{ grads: Float32Array; loss: number }>;
 }
