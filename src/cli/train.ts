@@ -68,7 +68,9 @@ export async function trainCommand(argv: string[]): Promise<number> {
     mkdirSync(stateDir, { recursive: true });
     saveState(stateDir, trainer.state(), { seed: plan.seed, steps: plan.steps, plan });
   };
-  const threads = intOption(v.threads, '--threads', 1) ?? availableParallelism();
+  // Default one thread: on the 2-vCPU machines measured so far, two replicas ran slower than one
+  // (the SIMD kernels contend for the same core resources); --threads N opts in.
+  const threads = Math.min(intOption(v.threads, '--threads', 1) ?? 1, availableParallelism());
   const pool = threads > 1 ? await startTrainingHelpers(plan, threads - 1) : null;
   if (pool) process.stderr.write(`duet: ${threads} threads (data-parallel replicas)\n`);
   let ema = 0;

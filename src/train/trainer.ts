@@ -96,7 +96,8 @@ export class Trainer {
   /**
    * One optimizer step with helpers (other threads holding a replica): the step's sequences are dealt
    * round-robin, every replica starts from the current parameters, the gradients are summed in a
-   * fixed order (so the run is deterministic for a given number of helpers).
+   * fixed order (so the run is deterministic for a given number of helpers). Measured on a 2-vCPU
+   * machine: 4.7K tokens/s with two replicas vs 6.0K with one, so it pays only with real cores.
    */
   async trainStepWith(helpers: GradientHelper[]): Promise<StepReport> {
     const t0 = performance.now();
