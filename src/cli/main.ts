@@ -7,6 +7,7 @@ import { evalCommand } from './eval.js';
 import { webCommand, WEB_DEFAULT_MODEL, WEB_DEFAULT_PORT } from './web.js';
 import { trainCommand } from './train.js';
 import { identifyCommand } from './identify.js';
+import { benchCommand } from './bench.js';
 
 const USAGE = `duet — DuoAttention inference: retrieval heads on the GPU (WebGPU), streaming heads on the CPU (WASM SIMD)
 
@@ -42,6 +43,13 @@ Usage:
                 [--steps N] [--lr LR] [--reg L] [--lengths MIN,MAX] [--sink N --recent N] [--seed S]
                 [--samples N] [--echo-ratio R] [--induction-ratio R] [--json]
       finds retrieval heads and writes a DuoAttention pattern (tsv, config.json, identify.json, heads.svg)
+  duet bench [--suite kernels|e2e|memory|all] [--model DIR | --shape NAME] [--layers N] [--pattern DIR]
+             [--contexts 1024,4096,16384] [--sparsities 0.25,0.5,0.75] [--placements split,gpu,cpu]
+             [--device auto|cpu|gpu] [--sink N --recent N] [--prefill-chunk N] [--prefill-max N]
+             [--decode-tokens N] [--warmup-tokens N] [--seed S] [--out DIR] [--json]
+      kernel GFLOP/s and GB/s against a measured roofline, prefill and decode of full attention vs
+      DuoAttention per placement, KV memory; shapes: llama-3.2-1b, llama-3-8b, llama-2-7b, qwen2.5-0.5b
+      (random weights); results.json and SVG plots in --out (default bench-results)
 `;
 
 export async function main(argv: string[]): Promise<number> {
@@ -62,6 +70,7 @@ export async function main(argv: string[]): Promise<number> {
     case 'web': return webCommand(rest);
     case 'train': return trainCommand(rest);
     case 'identify': return identifyCommand(rest);
+    case 'bench': return benchCommand(rest);
     default:
       process.stderr.write(`duet: unknown command "${command}"\n\n${USAGE}`);
       return 2;

@@ -45,13 +45,13 @@ export class CpuBackend implements Backend {
   alloc(length: number): CpuTensor {
     count(length, 'alloc length');
     const ptr = this.heap.alloc(length * 4);
-    this.heap.f32.fill(0, ptr >> 2, (ptr >> 2) + length);
+    this.heap.f32.fill(0, ptr >>> 2, (ptr >>> 2) + length);
     return new CpuTensor(ptr, length);
   }
 
   upload(data: Float32Array): CpuTensor {
     const ptr = this.heap.alloc(data.length * 4);
-    this.heap.f32.set(data, ptr >> 2);
+    this.heap.f32.set(data, ptr >>> 2);
     return new CpuTensor(ptr, data.length);
   }
 
@@ -59,7 +59,7 @@ export class CpuBackend implements Backend {
     const c = asCpu(t, 'write');
     count(offset, 'write offset');
     need(t, offset + data.length, 'write');
-    this.heap.f32.set(data, (c.ptr >> 2) + offset);
+    this.heap.f32.set(data, (c.ptr >>> 2) + offset);
   }
 
   copy(dst: DeviceTensor, dstOffset: number, src: DeviceTensor, srcOffset: number, length: number): void {
@@ -68,7 +68,7 @@ export class CpuBackend implements Backend {
     need(dst, dstOffset + length, 'copy dst');
     need(src, srcOffset + length, 'copy src');
     const f = this.heap.f32;
-    f.copyWithin((d.ptr >> 2) + dstOffset, (s.ptr >> 2) + srcOffset, (s.ptr >> 2) + srcOffset + length);
+    f.copyWithin((d.ptr >>> 2) + dstOffset, (s.ptr >>> 2) + srcOffset, (s.ptr >>> 2) + srcOffset + length);
   }
 
   async read(t: DeviceTensor, offset = 0, length?: number): Promise<Float32Array> {
@@ -76,7 +76,7 @@ export class CpuBackend implements Backend {
     const n = length ?? t.length - offset;
     count(offset, 'read offset'); count(n, 'read length');
     need(t, offset + n, 'read');
-    const start = (c.ptr >> 2) + offset;
+    const start = (c.ptr >>> 2) + offset;
     return this.heap.f32.slice(start, start + n);
   }
 
@@ -96,8 +96,8 @@ export class CpuBackend implements Backend {
     const f = this.heap.f32;
     ids.forEach((id, r) => {
       if (!(id >= 0 && id < vocab)) throw new RangeError(`embed: token id ${id} is outside the vocabulary (0..${vocab - 1})`);
-      const src = (tb.ptr >> 2) + id * dim;
-      f.copyWithin((o.ptr >> 2) + r * dim, src, src + dim);
+      const src = (tb.ptr >>> 2) + id * dim;
+      f.copyWithin((o.ptr >>> 2) + r * dim, src, src + dim);
     });
   }
 
@@ -193,7 +193,7 @@ export class CpuBackend implements Backend {
 
   private stageInts(values: Int32Array): number {
     const ptr = this.heap.alloc(values.length * 4);
-    this.heap.i32.set(values, ptr >> 2);
+    this.heap.i32.set(values, ptr >>> 2);
     return ptr;
   }
 

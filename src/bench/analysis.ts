@@ -1,0 +1,132 @@
+// What the e2e numbers mean: speedups against full attention measured in the same run, the speedup
+// the bytes read per decode step imply (decode at batch 1 is bound by memory traffic: every weight
+// and every cached key/value is read once per token), and where DuoAttention crosses a target
+// speedup (measured, from straight-line fits, and from the bytes model).
+import { formatBytes } from '../attention/memory.js';
+import type { HeadKinds } from '../attention/pattern.js';
+import type { StreamingWindow } from '../engine/backend.js';
+import type { ModelConfig } from '../model/config.js';
+import { decodeWeightBytes, layersText } from './shapes.js';
+import type { Crossover, E2eRow } from './types.js';
+
+export function countHeads(kinds: HeadKinds): { retrieval: number; streaming: number } {
+  let retrieval = 0, streaming = 0;
+  for (const row of kinds) for (const r of row) (r ? retrieval++ : streaming++);
+  return { retrieval, streaming };
+}
+
+/** Bytes one decode step reads at `context` cached tokens: f32 weights + f32 K and V of every head. */
+export function decodeBytes(config: ModelConfig, heads: { retrieval: number; streaming: number }, context: number,
+  window: StreamingWindow, layers = config.numLayers): number {
+  const perPosition = 2 * config.headDim * 4;
+  const ring = Math.min(context, window.sink + window.recent);
+  return decodeWeightBytes(config, layers) + perPosition * (heads.retrieval * context + heads.streaming * ring);
+}
+
+/**
+ * Fills prefill/decode speedups (full attention on the same main device and context ÷ row; for
+ * decode, the full-attention steps interleaved with the row's when there are) and the bytes-model ideal.
+ */
+export function addSpeedups(rows: E2eRow[], config: ModelConfig, window: StreamingWindow, kindsOf: (label: string) => HeadKinds): void {
+  for (const r of rows) {
+    const ref = rows.find((f) => f.heads === 'full' && f.main_device === r.main_device && f.context === r.context);
+    const ratio = (a: number | null | undefined, b: number | null) => (a && b ? a / b : null);
+    r.prefill_speedup = ratio(ref?.prefill_ms, r.prefill_ms);
+    r.decode_speedup = ratio(r.reference_decode_ms ?? ref?.decode_ms_per_token, r.decode_ms_per_token);
+    const all = config.numLayers * config.numKvHeads;
+    const full = decodeBytes(config, { retrieval: all, streaming: 0 }, r.context, window);
+    r.ideal_decode_speedup = full / decodeBytes(config, countHeads(kindsOf(r.label.split('/')[0])), r.context, window);
+  }
+}
+
+/** Least-squares line y = a + b·x. */
+function fit(points: Array<[number, number]>): { a: number; b: number } | null {
+  if (points.length < 2) return null;
+  const n = points.length;
+  const mx = points.reduce((s, p) => s + p[0], 0) / n, my = points.reduce((s, p) => s + p[1], 0) / n;
+  let sxx = 0, sxy = 0;
+  for (const [x, y] of points) { sxx += (x - mx) ** 2; sxy += (x - mx) * (y - my); }
+  if (sxx === 0) return null;
+  const b = sxy / sxx;
+  return { a: my - b * mx, b };
+}
+
+/**
+ * Context where (weights + N·k·C) = target·(weights + R·k·C + S·k·ring), i.e. where the bytes
+ * read per token by full attention reach `target` times DuoAttention's (ring: sink + recent).
+ */
+function bytesCrossover(weights: number, all: number, retrieval: number, streaming: number, perPosition: number, ring: number, target: number): number | null {
+  const denom = (all - target * retrieval) * perPosition;
+  if (denom <= 0) return null;
+  const c = ((target - 1) * weights + target * streaming * perPosition * ring) / denom;
+  return c > 0 ? Math.ceil(c) : null;
+}
+
+export interface CrossoverInput {
+  rows: E2eRow[];
+  config: ModelConfig;
+  /** The real model (all layers), when the bench ran fewer. */
+  fullConfig: ModelConfig;
+  window: StreamingWindow;
+  kindsOf: (label: string) => HeadKinds;
+  target?: number;
+  /** Measured read rates (kernels suite): weights in GEMV, KV in the decode attention kernel. */
+  rates?: { weightGbps: number; kvGbps: number } | null;
+}
+
+export function crossovers(input: CrossoverInput): Crossover[] {
+  const { rows, config, fullConfig, window } = input;
+  const target = input.target ?? 1.5;
+  const out: Crossover[] = [];
+  const perPosition = 2 * config.headDim * 4, ring = window.sink + window.recent;
+  const labels = [...new Set(rows.filter((r) => r.heads === 'duo').map((r) => r.label))];
+  for (const label of labels) {
+    const mine = rows.filter((r) => r.label === label && r.decode_ms_per_token !== null).sort((a, b) => a.context - b.context);
+    if (mine.length === 0) continue;
+    const { sparsity, placement, main_device } = mine[0];
+    const ref = rows.filter((r) => r.heads === 'full' && r.main_device === main_device && r.decode_ms_per_token !== null);
+    const measured = mine.find((r) => (r.decode_speedup ?? 0) >= target)?.context ?? null;
+    const fd = fit(mine.map((r) => [r.context, r.decode_ms_per_token!]));
+    // The reference line: the full-attention steps interleaved with this configuration's where there are.
+    const ff = fit(mine.every((r) => r.reference_decode_ms !== null)
+      ? mine.map((r) => [r.context, r.reference_decode_ms!])
+      : ref.map((r) => [r.context, r.decode_ms_per_token!]));
+    let fitted: number | null = null;
+    // Only a rising full-attention line and a non-falling DuoAttention line say anything (noise can tilt short fits).
+    if (fd && ff && ff.b > 0 && fd.b >= 0 && ff.b - target * fd.b > 0) {
+      const c = (target * fd.a - ff.a) / (ff.b - target * fd.b);
+      fitted = c > 0 ? Math.ceil(c) : null;
+    }
+    const heads = countHeads(input.kindsOf(label.split('/')[0]));
+    const all = heads.retrieval + heads.streaming;
+    const weights = decodeWeightBytes(config);
+    const bytesHere = bytesCrossover(weights, all, heads.retrieval, heads.streaming, perPosition, ring, target);
+    const scaleL = fullConfig.numLayers / config.numLayers;
+    const bytesAll = bytesCrossover(decodeWeightBytes(fullConfig), all * scaleL, heads.retrieval * scaleL, heads.streaming * scaleL, perPosition, ring, target);
+    const lmShare = (config.vocabSize * config.hiddenSize * 4) / weights;
+    const limit = all / heads.retrieval;
+    let why = `sparsity ${sparsity}: each decode step reads ${formatBytes(weights)} of f32 weights (${(lmShare * 100).toFixed(0)}% of it the LM head) `
+      + `plus ${formatBytes(all * perPosition)} of KV per cached token under full attention; DuoAttention skips ${(sparsity * 100).toFixed(0)}% of the KV, `
+      + `so its speedup approaches ${Number.isFinite(limit) ? `${limit.toFixed(2)}×` : 'no limit'} only where the KV outweighs the weights`;
+    if (bytesHere === null) why += `: ${target}× is out of reach`;
+    else why += `; by bytes, ${target}× comes at ${bytesHere} tokens with ${layersText(config.numLayers)}`;
+    if (scaleL !== 1 && bytesAll !== null) why += ` and at ${bytesAll} tokens with all ${fullConfig.numLayers} layers (where the LM head weighs less)`;
+    const rates = input.rates;
+    if (rates && bytesHere !== null) {
+      // Time per token ≈ weights / weight rate + KV / KV rate: the same crossover with the weights rescaled.
+      const w = rates.kvGbps / rates.weightGbps;
+      const timed = bytesCrossover(weights * w, all, heads.retrieval, heads.streaming, perPosition, ring, target);
+      const timedAll = bytesCrossover(decodeWeightBytes(fullConfig) * w, all * scaleL, heads.retrieval * scaleL, heads.streaming * scaleL, perPosition, ring, target);
+      why += `; this machine's kernels read KV at ${rates.kvGbps.toFixed(1)} GB/s (decode attention) and weights at ${rates.weightGbps.toFixed(1)} GB/s (GEMV), `
+        + `so a KV byte costs ${(1 / w).toFixed(1)}× a weight byte; weighting the bytes by those rates puts ${target}× at ${timed ?? '—'} tokens`
+        + (scaleL !== 1 ? ` (${timedAll ?? '—'} with all ${fullConfig.numLayers} layers)` : '');
+    }
+    const line = (f: { a: number; b: number }) => `${f.a.toFixed(2)} ${f.b < 0 ? '−' : '+'} ${Math.abs(f.b * 1024).toFixed(3)}·(context/1K)`;
+    const fitText = fd && ff ? `decode ms ≈ ${line(ff)} for full attention, ${line(fd)} for ${label}` : null;
+    out.push({
+      label, sparsity, placement, target, measured_context: measured, fitted_context: fitted,
+      bytes_context: bytesHere, bytes_context_all_layers: scaleL !== 1 ? bytesAll : bytesHere, why, fit: fitText,
+    });
+  }
+  return out;
+}

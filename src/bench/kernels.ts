@@ -1,0 +1,220 @@
+// The kernels suite on the CPU: the WASM SIMD kernels the engine runs (through the CPU backend, as
+// the engine calls them) next to a roofline measured in the same process: a memory-bandwidth probe
+// and a SIMD peak probe (assembly/probe.ts).
+//
+// Weights and KV caches are read from a pool larger than the CPU caches, moving to a fresh window
+// on every call, because in a real decode step nothing is still cached from the previous call.
+import type { StreamingWindow } from '../engine/backend.js';
+import { CpuBackend, CpuTensor } from '../cpu/backend.js';
+import { instantiateKernels, type KernelExports } from '../cpu/wasm.js';
+import type { ModelConfig } from '../model/config.js';
+import { WASM_BUDGET } from './shapes.js';
+import { attentionWork, gemmWork, kernelRow } from './costs.js';
+import { measure, warmFor } from './timing.js';
+import type { KernelRow, Probes } from './types.js';
+
+interface ProbeExports {
+  probeRead(ptr: number, bytes: number, reps: number): number;
+  probePeak(ptr: number, iters: number): number;
+  PEAK_PROBE_BYTES: WebAssembly.Global;
+}
+
+/** Bytes the bandwidth probe streams through (far beyond any L3). */
+const PROBE_BUFFER = 256 * 1024 * 1024;
+/** Rotating windows cover at least this much memory. */
+const POOL_MIN = 512 * 1024 * 1024;
+
+export interface KernelSuiteOptions {
+  config: ModelConfig;
+  contexts: number[];
+  sparsities: number[];
+  window: StreamingWindow;
+  chunk: number;
+  onProgress?: (done: number, total: number, detail: string) => void;
+}
+
+/** A CPU backend with its own memory, random data in a big pool, and views into that pool. */
+class Bench {
+  readonly cpu: CpuBackend;
+  private pool: CpuTensor;
+  private cursor = 0;
+
+  constructor(readonly kernels: KernelExports & ProbeExports, memory: WebAssembly.Memory, poolBytes: number) {
+    this.cpu = new CpuBackend(kernels, memory);
+    this.pool = this.random(poolBytes / 4);
+  }
+
+  /** A tensor of `length` random values in [−1, 1). */
+  random(length: number): CpuTensor {
+    const t = this.cpu.alloc(length);
+    const block = new Float32Array(Math.min(length, 1 << 16));
+    let s = 12345;
+    for (let i = 0; i < block.length; i++) { s = (Math.imul(s, 1103515245) + 12345) >>> 0; block[i] = s / 2147483648 - 1; }
+    for (let off = 0; off < length; off += block.length) this.cpu.write(t, block.subarray(0, Math.min(block.length, length - off)), off);
+    return t;
+  }
+
+  /** The next window of `length` floats of the pool (wrapping), so repeated calls miss the caches. */
+  window(length: number): CpuTensor {
+    const n = this.pool.length;
+    if (length > n) throw new Error(`kernel bench: a ${length * 4}-byte operand exceeds the ${n * 4}-byte pool`);
+    const aligned = Math.ceil(length / 16) * 16;
+    if (this.cursor + aligned > n) this.cursor = 0;
+    const t = new CpuTensor(this.pool.ptr + this.cursor * 4, length);
+    this.cursor += aligned;
+    return t;
+  }
+}
+
+async function runWasmProbes(bench: Bench): Promise<Probes> {
+  const k = bench.kernels;
+  const buf = bench.cpu.alloc(PROBE_BUFFER / 4);
+  const peakBytes = Number(k.PEAK_PROBE_BYTES.value);
+  const l1 = bench.random(peakBytes / 4);
+  try {
+    await warmFor(200, () => { k.probeRead(buf.ptr, 1 << 16, 4); k.probePeak(l1.ptr, 200); });
+    const readMs = await measure(() => { k.probeRead(buf.ptr, PROBE_BUFFER, 1); }, { minReps: 5, budgetMs: 800 });
+    const iters = 20000;
+    const peakMs = await measure(() => { k.probePeak(l1.ptr, iters); }, { minReps: 5, budgetMs: 600 });
+    return { bandwidth_gbps: PROBE_BUFFER / readMs / 1e6, bandwidth_buffer_bytes: PROBE_BUFFER, peak_gflops: (iters * 4096) / peakMs / 1e6 };
+  } finally {
+    bench.cpu.free(l1); bench.cpu.free(buf);
+  }
+}
+
+interface Task { label: string; run: () => Promise<KernelRow[]> }
+
+export async function runWasmKernels(o: KernelSuiteOptions): Promise<{ probes: Probes; rows: KernelRow[]; notes: string[] }> {
+  const c = o.config;
+  const H = c.hiddenSize, I = c.intermediateSize, D = c.headDim, nH = c.numHeads, kvh = c.numKvHeads, V = c.vocabSize;
+  const maxCtx = Math.max(...o.contexts);
+  /** Floats of the largest activation of `r` rows. */
+  const rowsOf = (r: number) => r * Math.max(H, I, nH * D);
+  const lmBytes = V * H * 4;
+  const kvBytes = 2 * kvh * maxCtx * D * 4;
+  // Everything fits the CPU backend's WASM budget (shapes.ts): the probe buffer, the pool, small operands.
+  const small = (rowsOf(o.chunk) + V) * 4 * 4;
+  const poolCap = Math.floor((WASM_BUDGET - PROBE_BUFFER - small) / 64) * 64;
+  const poolBytes = Math.min(poolCap, Math.ceil(Math.max(POOL_MIN, lmBytes, kvBytes) / 64) * 64);
+  const notes: string[] = [];
+  const fits = (bytes: number, what: string) => {
+    if (bytes <= poolBytes) return true;
+    notes.push(`kernels: ${what} skipped (${(bytes / 2 ** 30).toFixed(2)} GiB of operands, more than the CPU backend can hold next to the probes)`);
+    return false;
+  };
+  const { kernels, memory } = await instantiateKernels();
+  const bench = new Bench(kernels as KernelExports & ProbeExports, memory, poolBytes);
+  const cpu = bench.cpu;
+  const scale = 1 / Math.sqrt(D);
+  const rows = o.chunk;
+  const xMax = rowsOf(1);
+  const x = bench.random(rows * xMax);
+  const out = cpu.alloc(Math.max(rowsOf(rows), V));
+  const q = bench.random(rows * nH * D);
+  const kChunk = bench.random(rows * kvh * D), vChunk = bench.random(rows * kvh * D);
+  const slots = o.window.sink + o.window.recent;
+  let probes: Probes | null = null;
+
+  const gemm = (label: string, r: number, inDim: number, outDim: number): Task => ({
+    label: `${r === 1 ? 'gemv' : 'gemm'} ${label}`,
+    run: async () => {
+      const ms = await measure(() => cpu.matmul(out, x, bench.window(inDim * outDim), null, r, inDim, outDim),
+        r === 1 ? { budgetMs: 400 } : { warmup: 0, minReps: 2, budgetMs: 1500 });
+      return [kernelRow({ kernel: r === 1 ? 'gemv' : 'gemm', backend: 'wasm', shape: `${label}: ${r}×${inDim} · ${inDim}×${outDim}`, context: null }, ms, gemmWork(r, inDim, outDim), probes)];
+    },
+  });
+  /** Full attention of `heads` KV heads (and their query heads) at `ctx`, r query rows at the end. */
+  const full = (ctx: number, r: number, kv: number) => {
+    const cache = bench.window(2 * kv * ctx * D);
+    const kc = new CpuTensor(cache.ptr, kv * ctx * D), vc = new CpuTensor(cache.ptr + kv * ctx * D * 4, kv * ctx * D);
+    cpu.attention(out, q, kc, vc, { rows: r, numHeads: kv * (nH / kvh), numKvHeads: kv, headDim: D, pastLen: ctx - r, scale }, ctx);
+  };
+  const streaming = (ctx: number, r: number, kv: number) => {
+    const ring = bench.window(2 * kv * slots * D);
+    const kr = new CpuTensor(ring.ptr, kv * slots * D), vr = new CpuTensor(ring.ptr + kv * slots * D * 4, kv * slots * D);
+    cpu.streamingAttention(out, q, kChunk, vChunk, kr, vr, { rows: r, numHeads: kv * (nH / kvh), numKvHeads: kv, headDim: D, pastLen: ctx - r, scale }, o.window);
+  };
+  const attnWork = (ctx: number, r: number, kv: number, window: StreamingWindow | null) =>
+    attentionWork({ rows: r, pastLen: ctx - r, numHeads: kv * (nH / kvh), numKvHeads: kv, headDim: D, window });
+
+  const tasks: Task[] = [
+    { label: 'probes', run: async () => { probes = await runWasmProbes(bench); return []; } },
+    gemm('q_proj', 1, H, nH * D), gemm('k_proj', 1, H, kvh * D), gemm('o_proj', 1, nH * D, H),
+    gemm('gate/up_proj', 1, H, I), gemm('down_proj', 1, I, H),
+    ...(fits(lmBytes, 'the lm_head GEMV') ? [gemm('lm_head', 1, H, V)] : []),
+    gemm('gate/up_proj', rows, H, I), gemm('down_proj', rows, I, H),
+  ];
+  const contexts = o.contexts.filter((ctx) => fits(2 * kvh * ctx * D * 4, `attention at ${ctx} tokens`));
+  for (const ctx of contexts) {
+    tasks.push({
+      label: `attention decode @${ctx}`,
+      run: async () => {
+        const ms = await measure(() => full(ctx, 1, kvh), { budgetMs: 300 });
+        return [kernelRow({ kernel: 'attention-decode', backend: 'wasm', shape: `1 token, ${nH}q/${kvh}kv heads × ${ctx} keys, d ${D}`, context: ctx }, ms, attnWork(ctx, 1, kvh, null), probes)];
+      },
+    });
+  }
+  const ctxTop = maxCtx;
+  tasks.push({
+    label: 'streaming decode',
+    run: async () => {
+      const ms = await measure(() => streaming(ctxTop, 1, kvh), { budgetMs: 300 });
+      return [kernelRow({ kernel: 'streaming-decode', backend: 'wasm', shape: `1 token, ${nH}q/${kvh}kv heads, sink ${o.window.sink} + recent ${o.window.recent}`, context: ctxTop }, ms, attnWork(ctxTop, 1, kvh, o.window), probes)];
+    },
+  });
+  for (const ctx of contexts) {
+    if (ctx < rows) continue;
+    tasks.push({
+      label: `attention prefill @${ctx}`,
+      run: async () => {
+        const ms = await measure(() => full(ctx, rows, kvh), { warmup: 0, minReps: 1, budgetMs: 1500 });
+        return [kernelRow({ kernel: 'attention-prefill', backend: 'wasm', shape: `${rows}-token chunk ending at ${ctx}, ${nH}q/${kvh}kv heads`, context: ctx }, ms, attnWork(ctx, rows, kvh, null), probes)];
+      },
+    });
+    tasks.push({
+      label: `streaming prefill @${ctx}`,
+      run: async () => {
+        const ms = await measure(() => streaming(ctx, rows, kvh), { warmup: 0, minReps: 2, budgetMs: 600 });
+        return [kernelRow({ kernel: 'streaming-prefill', backend: 'wasm', shape: `${rows}-token chunk ending at ${ctx}, sink ${o.window.sink} + recent ${o.window.recent}`, context: ctx }, ms, attnWork(ctx, rows, kvh, o.window), probes)];
+      },
+    });
+  }
+  // The attention part of one layer's decode step: full attention vs DuoAttention's split of the
+  // layer's KV heads (round((1 − s)·kv) full, the rest streaming).
+  for (const ctx of contexts) {
+    tasks.push({
+      label: `decode attention per layer @${ctx}`,
+      run: async () => {
+        const out: KernelRow[] = [];
+        const fullMs = await measure(() => full(ctx, 1, kvh), { budgetMs: 300 });
+        const base = { kernel: 'attention-decode-layer', backend: 'wasm' as const, context: ctx };
+        out.push(kernelRow({ ...base, config: 'full', speedup_vs_full: 1, shape: `${kvh} full KV heads at ${ctx}` }, fullMs, attnWork(ctx, 1, kvh, null), probes));
+        for (const s of o.sparsities) {
+          const ret = Math.round((1 - s) * kvh), str = kvh - ret;
+          const ms = await measure(() => { if (ret) full(ctx, 1, ret); if (str) streaming(ctx, 1, str); }, { budgetMs: 300 });
+          const a = ret ? attnWork(ctx, 1, ret, null) : { flops: 0, bytes: 0 }, b = str ? attnWork(ctx, 1, str, o.window) : { flops: 0, bytes: 0 };
+          out.push(kernelRow({ ...base, config: `duo@${s}`, speedup_vs_full: fullMs / ms, shape: `${ret} full + ${str} streaming KV heads at ${ctx}` }, ms,
+            { flops: a.flops + b.flops, bytes: a.bytes + b.bytes }, probes));
+        }
+        return out;
+      },
+    });
+  }
+
+  // Optimise the kernels on small problems first (V8 starts WebAssembly in its baseline tier).
+  const tinyW = bench.window(64 * 64);
+  const warmCtx = Math.min(256, maxCtx), warmRows = Math.min(32, rows, warmCtx);
+  await warmFor(300, () => {
+    cpu.matmul(out, x, tinyW, null, 1, 64, 64);
+    cpu.matmul(out, x, tinyW, null, warmRows, 64, 64);
+    full(warmCtx, 1, kvh); full(warmCtx, warmRows, kvh);
+    streaming(warmCtx, 1, kvh); streaming(warmCtx, warmRows, kvh);
+  });
+  const result: KernelRow[] = [];
+  for (let i = 0; i < tasks.length; i++) {
+    o.onProgress?.(i, tasks.length, tasks[i].label);
+    result.push(...await tasks[i].run());
+  }
+  o.onProgress?.(tasks.length, tasks.length, 'done');
+  return { probes: probes!, rows: result, notes };
+}

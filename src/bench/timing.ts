@@ -1,0 +1,47 @@
+// Timing helpers. WebAssembly starts in V8's baseline tier and is recompiled optimised in the
+// background once hot, so every measurement is preceded by warm-up calls and reports a median.
+
+export function median(xs: number[]): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/** Lets background work (optimising compiles, GC) progress between calls. */
+export function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
+
+export interface MeasureOptions {
+  /** Untimed calls first (default 1). */
+  warmup?: number;
+  /** Timed calls at least (default 3) … */
+  minReps?: number;
+  /** … and more while the timed total stays under budgetMs (default 400), up to maxReps (default 50). */
+  budgetMs?: number;
+  maxReps?: number;
+}
+
+/** Median ms of `fn` (awaited) over repeated calls. */
+export async function measure(fn: () => void | Promise<void>, o: MeasureOptions = {}): Promise<number> {
+  const warmup = o.warmup ?? 1, minReps = o.minReps ?? 3, budget = o.budgetMs ?? 400, maxReps = o.maxReps ?? 50;
+  for (let i = 0; i < warmup; i++) { await fn(); await yieldToEventLoop(); }
+  const times: number[] = [];
+  let total = 0;
+  while (times.length < maxReps && (times.length < minReps || total < budget)) {
+    const t0 = performance.now();
+    await fn();
+    const dt = performance.now() - t0;
+    times.push(dt);
+    total += dt;
+  }
+  return median(times);
+}
+
+/** Calls `fn` repeatedly for about `ms` (at least twice), so V8 optimises the code it runs. */
+export async function warmFor(ms: number, fn: () => void | Promise<void>): Promise<void> {
+  const t0 = performance.now();
+  let n = 0;
+  while (n < 2 || performance.now() - t0 < ms) { await fn(); n++; if (n % 8 === 0) await yieldToEventLoop(); }
+}

@@ -1,0 +1,158 @@
+// The benchmark's result records (what results.json holds). Times in ms, sizes in bytes.
+import type { Placement } from '../engine/engine.js';
+
+export interface MachineInfo {
+  cpu: string;
+  cores: number;
+  memory_bytes: number;
+  platform: string;
+  node: string;
+  /** WebGPU adapter used for GPU rows, or null. */
+  gpu: string | null;
+  /** True when that adapter is a software rasteriser (timings say nothing about GPUs). */
+  gpu_software: boolean;
+  /** Why GPU rows are missing or untrustworthy. */
+  gpu_note: string;
+}
+
+export interface ModelInfo {
+  /** `shape:NAME` or the checkpoint directory. */
+  source: string;
+  layers: number;
+  layers_total: number;
+  hidden_size: number;
+  intermediate_size: number;
+  num_heads: number;
+  num_kv_heads: number;
+  head_dim: number;
+  vocab_size: number;
+  /** f32 bytes of weights each decode step reads (layers + LM head). */
+  decode_weight_bytes: number;
+  pattern: string;
+  sink: number;
+  recent: number;
+}
+
+export interface Probes {
+  /** WASM SIMD streaming read of a buffer larger than the caches. */
+  bandwidth_gbps: number;
+  bandwidth_buffer_bytes: number;
+  /** WASM SIMD GEMM micro-kernel on L1-resident data (mul + add, no FMA in WASM SIMD). */
+  peak_gflops: number;
+}
+
+export interface KernelRow {
+  /** e.g. gemv, gemm, attention-decode, streaming-decode, attention-prefill, streaming-prefill, attention-decode-layer. */
+  kernel: string;
+  backend: 'wasm' | 'webgpu';
+  /** Readable problem size. */
+  shape: string;
+  context: number | null;
+  ms: number;
+  flops: number;
+  /** Bytes the kernel must move at least once (weights, KV read, activations). */
+  bytes: number;
+  gflops: number;
+  gbps: number;
+  /** WASM only: share of the probes (null for WebGPU). */
+  pct_of_peak: number | null;
+  pct_of_bandwidth: number | null;
+  /** WASM only: achieved GFLOP/s over min(peak, intensity × bandwidth). */
+  pct_of_roofline: number | null;
+  /** attention-decode-layer rows: which heads ("full", "duo@0.5") and the speedup over full. */
+  config?: string;
+  speedup_vs_full?: number;
+  note?: string;
+}
+
+/** full = every head retrieval; duo = DuoAttention at a sparsity. */
+export type HeadsKind = 'full' | 'duo';
+
+export interface KvBytes { gpu: number; cpu: number; retrieval: number; streaming: number; total: number }
+
+export interface E2eRow {
+  /** e.g. "duo@0.5/split", "full/cpu". */
+  label: string;
+  heads: HeadsKind;
+  sparsity: number;
+  placement: Placement;
+  /** Device that runs the projections and the retrieval heads. */
+  main_device: 'cpu' | 'gpu';
+  context: number;
+  prefill_ms: number | null;
+  /** measured: the whole prompt ran; estimated: first and last chunk timed, linear in between. */
+  prefill_method: 'measured' | 'estimated' | null;
+  decode_ms_per_token: number | null;
+  /** Every timed decode step (ms), in order. */
+  decode_ms_samples: number[];
+  decode_tokens: number;
+  /**
+   * DuoAttention rows: median of the full-attention decode steps interleaved with this row's (same
+   * main device, same context); decode_speedup divides it by this row's median.
+   */
+  reference_decode_ms: number | null;
+  /** Full attention on the same main device, same context, same run, divided by this row. */
+  prefill_speedup: number | null;
+  decode_speedup: number | null;
+  /** The decode speedup that the bytes read per token imply (weights + KV). */
+  ideal_decode_speedup: number | null;
+  kv: KvBytes | null;
+  error?: string;
+}
+
+export interface MemoryRow {
+  label: string;
+  heads: HeadsKind;
+  sparsity: number;
+  placement: Placement;
+  context: number;
+  /** From session.kvMemory() after a decode step at this context. */
+  measured: KvBytes;
+  /** projectKvMemory (what `duet memory --kv-dtype f32` prints), mapped onto the placement's devices. */
+  projected: { gpu: number; cpu: number; total: number; full: number };
+  /** measured total = projected total (rings are allocated whole, so contexts below sink + recent differ). */
+  matches: boolean;
+  /** Bytes of the CPU's WebAssembly memory in use. */
+  wasm_bytes: number;
+  rss_bytes: number;
+  peak_rss_bytes: number;
+  error?: string;
+}
+
+export interface Crossover {
+  label: string;
+  sparsity: number;
+  placement: Placement;
+  target: number;
+  /** Smallest measured context where the decode speedup reached the target, or null. */
+  measured_context: number | null;
+  /** From straight-line fits of decode ms vs context (full and DuoAttention), or null. */
+  fitted_context: number | null;
+  /** Where bytes read per token (weights + KV) predict the target, with the bench's layers and with all layers. */
+  bytes_context: number | null;
+  bytes_context_all_layers: number | null;
+  /** What sets the crossover for this sparsity (the bytes each decode step reads). */
+  why: string;
+  /** The straight-line fits behind fitted_context, in words (null with fewer than two contexts). */
+  fit: string | null;
+}
+
+export interface BenchResults {
+  version: 1;
+  created: string;
+  command: string;
+  machine: MachineInfo;
+  model: ModelInfo;
+  notes: string[];
+  settings: {
+    suites: string[]; contexts: number[]; sparsities: number[]; placements: Placement[];
+    prefill_chunk: number; prefill_max: number; decode_tokens: number; warmup_tokens: number; seed: number;
+  };
+  probes: Probes | null;
+  kernels: KernelRow[];
+  e2e: E2eRow[];
+  memory: MemoryRow[];
+  crossovers: Crossover[];
+  /** SVG files written next to results.json. */
+  plots: string[];
+}

@@ -1,0 +1,166 @@
+// `duet bench`: kernel throughput against a measured roofline, end-to-end prefill/decode of full
+// attention vs DuoAttention per placement, and KV memory, on a real checkpoint or on random weights
+// with a real model's shapes. Writes results.json and SVG plots, prints tables.
+import { parseArgs } from 'node:util';
+import { loadPattern } from '../attention/pattern.js';
+import type { DeviceChoice, Placement } from '../engine/engine.js';
+import { loadCheckpoint } from '../model/checkpoint.js';
+import { nodeModelFiles } from '../node/files.js';
+import { createNodeGpu } from '../node/gpu.js';
+import { isSoftwareGpu, machineInfo, processMemory } from '../bench/machine.js';
+import { randomAlphas, randomWeights } from '../bench/random-weights.js';
+import { renderText, writeReport } from '../bench/report.js';
+import { runBench, SUITES, type BenchModel, type Suite } from '../bench/run.js';
+import { benchShape, layersText, shapeSpec } from '../bench/shapes.js';
+import { intOption, numberOption } from './options.js';
+import { Progress } from './progress.js';
+
+export const BENCH_DEFAULT_OUT = 'bench-results';
+
+const options = {
+  suite: { type: 'string' },
+  model: { type: 'string' },
+  shape: { type: 'string' },
+  layers: { type: 'string' },
+  pattern: { type: 'string' },
+  contexts: { type: 'string' },
+  sparsities: { type: 'string' },
+  placements: { type: 'string' },
+  device: { type: 'string' },
+  sink: { type: 'string' },
+  recent: { type: 'string' },
+  'prefill-chunk': { type: 'string' },
+  'prefill-max': { type: 'string' },
+  'decode-tokens': { type: 'string' },
+  'warmup-tokens': { type: 'string' },
+  seed: { type: 'string' },
+  out: { type: 'string' },
+  json: { type: 'boolean' },
+} as const;
+
+function numbers(value: string, flag: string, check: (n: number) => boolean, what: string): number[] {
+  const list = value.split(',').map((s) => {
+    const n = numberOption(s.trim(), flag);
+    if (n === undefined || !check(n)) throw new Error(`${flag}: "${s}" is not ${what}`);
+    return n;
+  });
+  if (list.length === 0) throw new Error(`${flag}: empty list`);
+  return [...new Set(list)];
+}
+
+export async function benchCommand(argv: string[]): Promise<number> {
+  const { values: v } = parseArgs({ args: argv, options, strict: true });
+  const suiteArg = v.suite ?? 'all';
+  const suites: Suite[] = suiteArg === 'all' ? [...SUITES] : suiteArg.split(',').map((s) => {
+    if (!(SUITES as string[]).includes(s)) throw new Error(`--suite must be all or a list of ${SUITES.join(', ')} (got "${s}")`);
+    return s as Suite;
+  });
+  if (v.model !== undefined && v.shape !== undefined) throw new Error('give either --model DIR or --shape NAME, not both');
+  if (v.shape !== undefined) shapeSpec(v.shape);
+  const contexts = numbers(v.contexts ?? '1024,4096,16384', '--contexts', (n) => Number.isInteger(n) && n >= 2, 'an integer ≥ 2').sort((a, b) => a - b);
+  const sparsities = numbers(v.sparsities ?? '0.25,0.5,0.75', '--sparsities', (n) => n >= 0 && n <= 1, 'a sparsity in [0, 1]');
+  const device = (v.device ?? 'auto') as DeviceChoice;
+  if (!['auto', 'cpu', 'gpu'].includes(device)) throw new Error(`--device must be auto, cpu or gpu (got "${device}")`);
+  const placementsAsked = v.placements?.split(',').map((p) => {
+    if (!['split', 'gpu', 'cpu'].includes(p)) throw new Error(`--placements: "${p}" is not split, gpu or cpu`);
+    return p as Placement;
+  });
+  const chunk = intOption(v['prefill-chunk'], '--prefill-chunk', 1) ?? 512;
+  const prefillMax = intOption(v['prefill-max'], '--prefill-max', 0) ?? 2048;
+  const decodeTokens = intOption(v['decode-tokens'], '--decode-tokens', 1) ?? 8;
+  const warmupTokens = intOption(v['warmup-tokens'], '--warmup-tokens', 0) ?? 2;
+  const seed = intOption(v.seed, '--seed') ?? 0;
+  const layers = intOption(v.layers, '--layers', 1);
+  let sink = intOption(v.sink, '--sink');
+  let recent = intOption(v.recent, '--recent', 1);
+  const outDir = v.out ?? BENCH_DEFAULT_OUT;
+  const positions = Math.max(...contexts) + warmupTokens + decodeTokens + 1;
+  const say = (m: string) => process.stderr.write(`duet: ${m}\n`);
+
+  // The GPU: auto skips software rasterisers (their timings say nothing about GPUs).
+  let gpuName: string | null = null, gpuNote = '';
+  if (device === 'cpu') gpuNote = '--device cpu';
+  else {
+    const { gpu, reason } = await createNodeGpu();
+    if (!gpu) {
+      if (device === 'gpu') throw new Error(`--device gpu: no WebGPU adapter (${reason})`);
+      gpuNote = `no WebGPU adapter (${reason})`;
+    } else {
+      const name = gpu.adapterDescription;
+      gpu.destroy();
+      if (isSoftwareGpu(name) && device === 'auto') {
+        gpuNote = `${name} is a software GPU: skipped (its timings say nothing about GPUs; --device gpu runs it anyway)`;
+      } else {
+        gpuName = name;
+        if (isSoftwareGpu(name)) gpuNote = 'software GPU: its timings mean nothing for GPU speed';
+      }
+    }
+  }
+  let placements: Placement[];
+  if (gpuName) placements = placementsAsked ?? ['split', 'gpu', 'cpu'];
+  else {
+    const needGpu = placementsAsked?.filter((p) => p !== 'cpu') ?? [];
+    if (needGpu.length) throw new Error(`--placements ${needGpu.join(',')} need a GPU (${gpuNote})`);
+    placements = ['cpu'];
+  }
+  if (gpuNote && device !== 'cpu') say(gpuNote);
+
+  // The model: random weights with a real model's shapes, or a checkpoint directory.
+  let model: BenchModel;
+  const notes: string[] = [];
+  let fullLayers: number;
+  if (v.model === undefined) {
+    const name = v.shape ?? 'llama-3.2-1b';
+    const residency = { engines: sparsities.length ? 2 : 1, kvFactor: 1 + Math.max(0, ...sparsities.map((x) => 1 - x)) };
+    const shape = benchShape(name, { layers, positions, chunk, residency });
+    const progress = new Progress(`random weights (${name}, ${layersText(shape.config.numLayers)})`);
+    const weights = randomWeights(shape.config, seed, (d, t) => progress.update(d, t));
+    notes.push(`random weights with the shapes of ${shape.source}`, ...shape.notes);
+    model = { source: `shape:${name}`, config: shape.config, fullConfig: shape.full, weights, alphas: [], pattern: '', window: { sink: 0, recent: 1 }, notes };
+    fullLayers = shape.full.numLayers;
+  } else {
+    const progress = new Progress('loading');
+    const ckpt = await loadCheckpoint(nodeModelFiles(v.model), { onProgress: (d, t) => progress.update(d, t) });
+    let config = ckpt.config, weights = ckpt.weights;
+    fullLayers = config.numLayers;
+    if (layers !== undefined) {
+      if (layers > config.numLayers) throw new Error(`--layers ${layers}: ${v.model} has ${config.numLayers} layers`);
+      if (layers < config.numLayers) notes.push(`${layers} of ${config.numLayers} layers; times are for ${layersText(layers)} plus the embedding and LM head`);
+      config = { ...config, numLayers: layers };
+      weights = { ...weights, layers: weights.layers.slice(0, layers) };
+    }
+    if (config.maxPositionEmbeddings < positions) {
+      notes.push(`max_position_embeddings raised from ${config.maxPositionEmbeddings} to ${positions} for the longest context`);
+      config = { ...config, maxPositionEmbeddings: positions };
+    }
+    model = { source: v.model, config, fullConfig: { ...ckpt.config }, weights, alphas: [], pattern: '', window: { sink: 0, recent: 1 }, notes };
+  }
+  const { config } = model;
+  if (v.pattern !== undefined) {
+    const pattern = await loadPattern(nodeModelFiles(v.pattern), fullLayers, config.numKvHeads);
+    model.alphas = pattern.alphas.slice(0, config.numLayers);
+    sink ??= pattern.sink; recent ??= pattern.recent;
+    model.pattern = `${v.pattern}${config.numLayers < fullLayers ? ` (first ${layersText(config.numLayers)})` : ''}`;
+  } else {
+    model.alphas = randomAlphas(config.numLayers, config.numKvHeads, seed);
+    model.pattern = `random gate values (seed ${seed})`;
+  }
+  model.window = { sink: sink ?? 128, recent: recent ?? 256 };
+
+  let current: { suite: string; bar: Progress } | null = null;
+  const results = await runBench({
+    suites, model, contexts, sparsities, placements, chunk, prefillMax, decodeTokens, warmupTokens, seed,
+    machine: machineInfo(gpuName, gpuNote), command: `duet bench ${argv.join(' ')}`.trim(),
+    acquireGpu: gpuName ? () => createNodeGpu() : undefined,
+    processMemory,
+    onProgress: (suite, d, t, detail) => {
+      if (current?.suite !== suite) current = { suite, bar: new Progress(suite) };
+      current.bar.update(d, t, detail);
+    },
+  });
+  const files = writeReport(results, outDir);
+  if (v.json) process.stdout.write(`${JSON.stringify(results)}\n`);
+  else process.stdout.write(`${renderText(results)}\nresults: ${files[0]}${files.length > 1 ? `; plots: ${files.slice(1).join(', ')}` : ''}\n`);
+  return 0;
+}
+

@@ -1,0 +1,102 @@
+// Smoke test of `duet bench`: a tiny run on the CPU writes well-formed results.json and SVG plots.
+// Benchmarks are not tests: nothing here checks a speed.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { benchCommand } from '../src/cli/bench.ts';
+import type { BenchResults } from '../src/bench/types.ts';
+
+const finitePositive = (v: unknown, what: string) => assert.ok(typeof v === 'number' && Number.isFinite(v) && v > 0, `${what} = ${v}`);
+
+test('a tiny bench run writes results.json and SVG plots', async () => {
+  const out = mkdtempSync(join(tmpdir(), 'duet-bench-'));
+  const write = process.stdout.write.bind(process.stdout);
+  let stdout = '';
+  process.stdout.write = ((chunk: string | Uint8Array) => { stdout += String(chunk); return true; }) as typeof process.stdout.write;
+  let code: number;
+  try {
+    code = await benchCommand(['--shape', 'tiny', '--contexts', '64,256', '--sparsities', '0.5', '--prefill-chunk', '64',
+      '--prefill-max', '64', '--sink', '4', '--recent', '16', '--decode-tokens', '3', '--warmup-tokens', '1', '--device', 'cpu', '--out', out]);
+  } finally { process.stdout.write = write; }
+  assert.is(code, 0);
+  assert.match(stdout, /End to end/);
+
+  const r = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as BenchResults;
+  assert.is(r.version, 1);
+  assert.is(r.model.source, 'shape:tiny');
+  assert.is(r.model.layers, 2);
+  assert.equal(r.settings.contexts, [64, 256]);
+  finitePositive(r.probes?.bandwidth_gbps, 'bandwidth probe');
+  finitePositive(r.probes?.peak_gflops, 'peak probe');
+  for (const kernel of ['gemv', 'gemm', 'attention-decode', 'streaming-decode', 'attention-prefill', 'streaming-prefill', 'attention-decode-layer']) {
+    assert.ok(r.kernels.some((k) => k.kernel === kernel), `kernel row ${kernel}`);
+  }
+  for (const k of r.kernels) {
+    for (const f of ['ms', 'flops', 'bytes', 'gflops', 'gbps', 'pct_of_peak', 'pct_of_bandwidth', 'pct_of_roofline'] as const) finitePositive(k[f], `${k.kernel} ${k.shape} ${f}`);
+  }
+
+  // Full attention and DuoAttention at 0.5, CPU placement only (--device cpu), at both contexts.
+  assert.equal(r.e2e.map((e) => `${e.label}@${e.context}`), ['full/cpu@64', 'full/cpu@256', 'duo@0.5/cpu@64', 'duo@0.5/cpu@256']);
+  for (const e of r.e2e) {
+    assert.is(e.error, undefined);
+    for (const f of ['prefill_ms', 'decode_ms_per_token', 'prefill_speedup', 'decode_speedup', 'ideal_decode_speedup'] as const) finitePositive(e[f], `${e.label}@${e.context} ${f}`);
+    assert.is(e.decode_tokens, 3);
+    assert.is(e.decode_ms_samples.length, 3);
+    for (const t of e.decode_ms_samples) finitePositive(t, `${e.label} decode sample`);
+    assert.is(e.prefill_method, e.context <= 64 ? 'measured' : 'estimated');
+    finitePositive(e.kv?.cpu, `${e.label} kv cpu`);
+    assert.is(e.kv?.gpu, 0);
+  }
+  const full = r.e2e.find((e) => e.label === 'full/cpu' && e.context === 256)!;
+  const duo = r.e2e.find((e) => e.label === 'duo@0.5/cpu' && e.context === 256)!;
+  assert.is(full.decode_speedup, 1);
+  assert.ok(duo.kv!.total < full.kv!.total, 'DuoAttention holds less KV');
+  assert.ok(duo.ideal_decode_speedup! > 1);
+
+  assert.is(r.memory.length, 4);
+  for (const m of r.memory) {
+    assert.is(m.error, undefined);
+    assert.ok(m.matches, `${m.label}@${m.context}: runtime ${JSON.stringify(m.measured)} vs projection ${JSON.stringify(m.projected)}`);
+    finitePositive(m.measured.total, 'measured KV');
+    finitePositive(m.peak_rss_bytes, 'peak RSS');
+    finitePositive(m.wasm_bytes, 'WASM bytes');
+  }
+  assert.is(r.crossovers.length, 1);
+  assert.type(r.crossovers[0].why, 'string');
+
+  assert.equal(r.plots, ['decode-ms-vs-context.svg', 'decode-speedup-vs-context.svg', 'prefill-ms-vs-context.svg', 'memory-vs-context.svg']);
+  for (const name of r.plots) {
+    const svg = readFileSync(join(out, name), 'utf8');
+    assert.ok(svg.startsWith('<svg'), `${name} starts with <svg`);
+    assert.ok(svg.trimEnd().endsWith('</svg>'), `${name} ends with </svg>`);
+    assert.match(svg, /<(path|polyline)\b[^>]*points="[\d.,\s]+"/);
+    assert.not.match(svg, /NaN|undefined|Infinity/);
+    // Balanced tags: every element opened is closed or self-closing.
+    const opened = (svg.match(/<[a-z]+\b[^>]*[^/]>/g) ?? []).length, closed = (svg.match(/<\/[a-z]+>/g) ?? []).length;
+    assert.is(opened, closed, `${name}: ${opened} opening tags, ${closed} closing tags`);
+  }
+});
+
+test('bad options get clear errors', async () => {
+  const cases: Array<[string[], RegExp]> = [
+    [['--shape', 'gpt-9', '--device', 'cpu'], /unknown shape "gpt-9"/],
+    [['--suite', 'speed'], /--suite must be all or a list of kernels, e2e, memory/],
+    [['--shape', 'tiny', '--model', 'x'], /either --model DIR or --shape NAME/],
+    [['--shape', 'tiny', '--contexts', '64,abc', '--device', 'cpu'], /--contexts.*"abc"/],
+    [['--shape', 'tiny', '--sparsities', '1.5', '--device', 'cpu'], /--sparsities: "1.5" is not a sparsity/],
+    [['--shape', 'tiny', '--placements', 'split', '--device', 'cpu', '--contexts', '64'], /--placements split need a GPU/],
+    [['--shape', 'tiny', '--layers', '3', '--device', 'cpu', '--contexts', '64'], /--layers must be an integer in 1..2/],
+  ];
+  for (const [args, re] of cases) {
+    try {
+      await benchCommand(args);
+      assert.unreachable(`${args.join(' ')} should fail`);
+    } catch (e) {
+      assert.match((e as Error).message, re, args.join(' '));
+    }
+  }
+});
+
+test.run();
