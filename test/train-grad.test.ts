@@ -69,24 +69,8 @@ test('rope: the inverse rotation is the backward pass', () => {
   check('rope dx', x, dx, L);
 });
 
-test('causal GQA attention: dq, dk, dv (group 2, odd length spanning two query blocks)', () => {
-  const dims = { rows: 71, heads: 4, kvHeads: 2, hd: 6, scale: 1 / Math.sqrt(6) };
-  const { rows: T, heads: H, kvHeads: KV, hd } = dims;
-  const q = filled(T * H * hd), k = filled(T * KV * hd), v = filled(T * KV * hd), R = filled(T * H * hd);
-  const o = ar.f32(T * H * hd), probs = ar.f32(H * T * T);
-  const scratch = ar.f32(ar.kernels.trainAttentionScratchFloats(T, hd));
-  const L = () => { attentionForward(ar, o, probs, q, k, v, dims, scratch); return dot(o, R); };
-  L();
-  const dq = ar.f32(q.length), dk = ar.f32(k.length), dv = ar.f32(v.length);
-  attentionBackward(ar, dq, dk, dv, R, probs, q, k, v, dims, scratch);
-  check('attention dq', q, dq, L);
-  check('attention dk', k, dk, L);
-  check('attention dv', v, dv, L);
-});
-
-test('streaming-window attention: forward matches the masked reference; dq, dk, dv', () => {
-  const dims = { rows: 70, heads: 6, kvHeads: 2, hd: 8, scale: 1 / Math.sqrt(8) };
-  const window = { sink: 3, recent: 9 };
+/** Forward against the float64 masked reference (|Δ| ≤ 1e-4·(1+|ref|)), then dq, dk, dv by finite differences. */
+function attentionCase(label: string, dims: { rows: number; heads: number; kvHeads: number; hd: number; scale: number }, window?: { sink: number; recent: number }): void {
   const { rows: T, heads: H, kvHeads: KV, hd } = dims;
   const q = filled(T * H * hd), k = filled(T * KV * hd), v = filled(T * KV * hd), R = filled(T * H * hd);
   const o = ar.f32(T * H * hd), probs = ar.f32(H * T * T);
@@ -94,13 +78,22 @@ test('streaming-window attention: forward matches the masked reference; dq, dk, 
   const L = () => { attentionForward(ar, o, probs, q, k, v, dims, scratch, window); return dot(o, R); };
   L();
   const at = (t: Float32Array) => (h: number, j: number) => t.subarray((j * KV + h) * hd, (j * KV + h + 1) * hd);
-  const expected = ref.maskedAttention(q, T, H, KV, hd, 0, dims.scale, at(k), at(v), ref.streamingVisible(window.sink, window.recent));
-  for (let i = 0; i < expected.length; i++) assert.ok(Math.abs(o[i] - expected[i]) <= 1e-4 * (1 + Math.abs(expected[i])), `o[${i}] ${o[i]} vs ${expected[i]}`);
+  const visible = window ? ref.streamingVisible(window.sink, window.recent) : ref.causalVisible;
+  const expected = ref.maskedAttention(q, T, H, KV, hd, 0, dims.scale, at(k), at(v), visible);
+  for (let i = 0; i < expected.length; i++) assert.ok(Math.abs(o[i] - expected[i]) <= 1e-4 * (1 + Math.abs(expected[i])), `${label} o[${i}] ${o[i]} vs ${expected[i]}`);
   const dq = ar.f32(q.length), dk = ar.f32(k.length), dv = ar.f32(v.length);
   attentionBackward(ar, dq, dk, dv, R, probs, q, k, v, dims, scratch);
-  check('windowed attention dq', q, dq, L);
-  check('windowed attention dk', k, dk, L);
-  check('windowed attention dv', v, dv, L);
+  check(`${label} dq`, q, dq, L);
+  check(`${label} dk`, k, dk, L);
+  check(`${label} dv`, v, dv, L);
+}
+
+test('causal GQA attention: forward matches the reference; dq, dk, dv (group 2, odd length spanning two query blocks)', () => {
+  attentionCase('attention', { rows: 71, heads: 4, kvHeads: 2, hd: 6, scale: 1 / Math.sqrt(6) });
+});
+
+test('streaming-window attention: forward matches the masked reference; dq, dk, dv', () => {
+  attentionCase('windowed attention', { rows: 70, heads: 6, kvHeads: 2, hd: 8, scale: 1 / Math.sqrt(8) }, { sink: 3, recent: 9 });
 });
 
 test('gated attention (DuoAttention gates): ∂/∂α through the frozen model', () => {

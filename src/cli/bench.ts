@@ -12,7 +12,7 @@ import { randomAlphas, randomWeights } from '../bench/random-weights.js';
 import { renderText, writeReport } from '../bench/report.js';
 import { runBench, SUITES, type BenchModel, type Suite } from '../bench/run.js';
 import { benchShape, layersText, shapeSpec } from '../bench/shapes.js';
-import { intOption, numberOption } from './options.js';
+import { intOption, numberList } from './options.js';
 import { Progress } from './progress.js';
 
 export const BENCH_DEFAULT_OUT = 'bench-results';
@@ -38,16 +38,6 @@ const options = {
   json: { type: 'boolean' },
 } as const;
 
-function numbers(value: string, flag: string, check: (n: number) => boolean, what: string): number[] {
-  const list = value.split(',').map((s) => {
-    const n = numberOption(s.trim(), flag);
-    if (n === undefined || !check(n)) throw new Error(`${flag}: "${s}" is not ${what}`);
-    return n;
-  });
-  if (list.length === 0) throw new Error(`${flag}: empty list`);
-  return [...new Set(list)];
-}
-
 export async function benchCommand(argv: string[]): Promise<number> {
   const { values: v } = parseArgs({ args: argv, options, strict: true });
   const suiteArg = v.suite ?? 'all';
@@ -57,8 +47,8 @@ export async function benchCommand(argv: string[]): Promise<number> {
   });
   if (v.model !== undefined && v.shape !== undefined) throw new Error('give either --model DIR or --shape NAME, not both');
   if (v.shape !== undefined) shapeSpec(v.shape);
-  const contexts = numbers(v.contexts ?? '1024,4096,16384', '--contexts', (n) => Number.isInteger(n) && n >= 2, 'an integer ≥ 2').sort((a, b) => a - b);
-  const sparsities = numbers(v.sparsities ?? '0.25,0.5,0.75', '--sparsities', (n) => n >= 0 && n <= 1, 'a sparsity in [0, 1]');
+  const contexts = numberList(v.contexts ?? '1024,4096,16384', '--contexts', (n) => Number.isInteger(n) && n >= 2, 'an integer ≥ 2').sort((a, b) => a - b);
+  const sparsities = numberList(v.sparsities ?? '0.25,0.5,0.75', '--sparsities', (n) => n >= 0 && n <= 1, 'a sparsity in [0, 1]');
   const device = (v.device ?? 'auto') as DeviceChoice;
   if (!['auto', 'cpu', 'gpu'].includes(device)) throw new Error(`--device must be auto, cpu or gpu (got "${device}")`);
   const placementsAsked = v.placements?.split(',').map((p) => {

@@ -13,7 +13,7 @@ import { createNodeGpu } from '../node/gpu.js';
 import { heatmap } from '../plot/svg.js';
 import { Random } from '../tasks/random.js';
 import { TASK_KINDS, type TaskKind } from '../tasks/tasks.js';
-import { intOption, numberOption } from './options.js';
+import { intOption, numberList, numberOption } from './options.js';
 import { Progress } from './progress.js';
 
 const options = {
@@ -37,15 +37,6 @@ const options = {
   out: { type: 'string' },
 } as const;
 
-function list(value: string | undefined, flag: string, fallback: number[]): number[] {
-  if (value === undefined) return fallback;
-  return value.split(',').map((s) => {
-    const n = numberOption(s.trim(), flag);
-    if (n === undefined) throw new Error(`${flag}: empty entry`);
-    return n;
-  });
-}
-
 function table(rows: EvalRow[], config: string, task: TaskKind): string {
   const mine = rows.filter((r) => r.config === config && r.task === task);
   const lengths = [...new Set(mine.map((r) => r.length))];
@@ -64,8 +55,8 @@ export async function evalCommand(argv: string[]): Promise<number> {
   if (!v.model) throw new Error('--model DIR is required');
   const tasks = (v.tasks ?? 'passkey').split(',').map((t) => t.trim()) as TaskKind[];
   for (const t of tasks) if (!TASK_KINDS.includes(t)) throw new Error(`--tasks: unknown task "${t}" (known: ${TASK_KINDS.join(', ')})`);
-  const lengths = list(v.lengths, '--lengths', [512, 1024, 2048]).map((n) => { if (!Number.isInteger(n) || n < 16) throw new Error(`--lengths: ${n} is not an integer ≥ 16`); return n; });
-  const depths = list(v.depths, '--depths', [0, 0.25, 0.5, 0.75, 1]).map((d) => { if (!(d >= 0 && d <= 1)) throw new Error(`--depths: ${d} is outside [0, 1]`); return d; });
+  const lengths = numberList(v.lengths ?? '512,1024,2048', '--lengths', (n) => Number.isInteger(n) && n >= 16, 'an integer ≥ 16');
+  const depths = numberList(v.depths ?? '0,0.25,0.5,0.75,1', '--depths', (d) => d >= 0 && d <= 1, 'a depth in [0, 1]');
   const samples = intOption(v.samples, '--samples', 1) ?? 4;
   const seed = intOption(v.seed, '--seed') ?? 0;
   const device = (v.device ?? 'auto') as DeviceChoice;

@@ -18,6 +18,17 @@ export function numberOption(value: string | undefined, flag: string): number | 
   return n;
 }
 
+/** A comma-separated list of numbers, each passing `check` (else an error naming the flag and entry); duplicates dropped. */
+export function numberList(value: string, flag: string, check: (n: number) => boolean, what: string): number[] {
+  const list = value.split(',').map((s) => {
+    const n = numberOption(s.trim(), flag);
+    if (n === undefined || !check(n)) throw new Error(`${flag}: "${s}" is not ${what}`);
+    return n;
+  });
+  if (list.length === 0) throw new Error(`${flag}: empty list`);
+  return [...new Set(list)];
+}
+
 export const patternOptions = {
   pattern: { type: 'string' },
   sparsity: { type: 'string' },

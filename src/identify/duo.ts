@@ -6,6 +6,7 @@ import type { StreamingWindow } from '../engine/backend.js';
 import type { TextTokenizer } from '../model/tokenizer.js';
 import type { FillerStyle } from '../tasks/filler.js';
 import { Random } from '../tasks/random.js';
+import { AdamW } from '../train/adamw.js';
 import type { TrainModel } from '../train/model.js';
 import { passkeySample, type IdentifySample } from './data.js';
 
@@ -29,10 +30,11 @@ export function optimiseGates(model: TrainModel, tokenizer: TextTokenizer, o: Du
   const { layers, kvHeads, hidden: d } = model.c;
   const n = layers * kvHeads;
   const alphas = new Float32Array(n).fill(1);
-  const m = new Float32Array(n), v = new Float32Array(n), grad = new Float32Array(n);
+  const grad = new Float32Array(n);
+  // Plain Adam on the gates: no weight decay (the L1 term regularises), no clipping.
+  const adam = new AdamW(alphas, [], { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, clip: Infinity });
   const gates = { alphas, window: o.window };
   const losses: number[] = [], distill: number[] = [], data: string[] = [];
-  const b1 = 0.9, b2 = 0.999, eps = 1e-8;
   for (let step = 0; step < o.steps; step++) {
     const r = new Random(o.seed * 100_003 + step);
     const length = r.int(o.lengths[0], o.lengths[1] + 1);
@@ -62,13 +64,9 @@ export function optimiseGates(model: TrainModel, tokenizer: TextTokenizer, o: Du
     model.backward(dh, { weights: false, gateGrads: grad });
     let l1 = 0;
     for (let i = 0; i < n; i++) { l1 += Math.abs(alphas[i]); grad[i] += o.reg * Math.sign(alphas[i]); }
+    adam.update(grad, o.lr);
+    for (let i = 0; i < n; i++) alphas[i] = Math.min(1, Math.max(0, alphas[i]));
     const t = step + 1;
-    for (let i = 0; i < n; i++) {
-      m[i] = b1 * m[i] + (1 - b1) * grad[i];
-      v[i] = b2 * v[i] + (1 - b2) * grad[i] * grad[i];
-      alphas[i] -= (o.lr * (m[i] / (1 - b1 ** t))) / (Math.sqrt(v[i] / (1 - b2 ** t)) + eps);
-      alphas[i] = Math.min(1, Math.max(0, alphas[i]));
-    }
     losses.push(mse + o.reg * l1);
     distill.push(mse);
     o.onStep?.(t, mse + o.reg * l1, mse);

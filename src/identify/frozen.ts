@@ -11,15 +11,14 @@ export async function frozenModel(config: ModelConfig, weights: ModelWeights, ma
     vocab: config.vocabSize, hidden: config.hiddenSize, layers: config.numLayers, heads: config.numHeads, kvHeads: config.numKvHeads,
     headDim: config.headDim, intermediate: config.intermediateSize, eps: config.rmsNormEps, ropeTheta: config.ropeTheta, maxRows,
   };
-  const T = maxRows, L = c.layers;
-  const floats = 2 * (weights.embed.length * 2 + L * (4 * c.hidden * c.heads * c.headDim + 3 * c.hidden * c.intermediate)) +
-    L * (2 * c.heads * T * T + T * (8 * c.hidden + 3 * c.intermediate + 8 * c.heads * c.headDim)) +
-    T * (4 * T + 12 * Math.max(c.hidden, c.intermediate, c.vocab, c.heads * c.headDim)) + Math.max(c.hidden, c.intermediate, c.vocab, c.heads * c.headDim) ** 2;
-  const bytes = floats * 4 + (32 << 20);
-  if (bytes > 4 * 1024 ** 3 - (64 << 20)) {
-    throw new Error(`identification needs about ${(bytes / 1024 ** 3).toFixed(1)} GiB of WebAssembly memory for ${T}-token sequences; wasm32 allows 4 GiB (use shorter --lengths)`);
-  }
-  const model = new TrainModel(await Arena.create(bytes), c, { gated: true });
+  const arena = await Arena.create((kernels) => {
+    const bytes = TrainModel.arenaBytes(c, kernels, { gated: true });
+    if (bytes > 4 * 1024 ** 3 - (64 << 20)) {
+      throw new Error(`identification needs about ${(bytes / 1024 ** 3).toFixed(1)} GiB of WebAssembly memory for ${maxRows}-token sequences; wasm32 allows 4 GiB (use shorter --lengths)`);
+    }
+    return bytes;
+  });
+  const model = new TrainModel(arena, c, { gated: true });
   model.p.embed.set(weights.embed);
   model.p.finalNorm.set(weights.finalNorm);
   model.p.lmHead.set(weights.lmHead);

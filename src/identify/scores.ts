@@ -104,6 +104,7 @@ export function retrievalScores(model: TrainModel, tokenizer: TextTokenizer, o: 
   const total = o.samples * o.lengths.length;
   const stop = new Set(o.stopIds);
   const counter = (t: string) => tokenizer.encode(t, { addSpecialTokens: false }).length;
+  const bos = tokenizer.encode('', { addSpecialTokens: true }).length;
   for (const length of o.lengths) {
     for (let s = 0; s < o.samples; s++) {
       const r = new Random(o.seed * 7919 + length * 31 + s);
@@ -115,7 +116,6 @@ export function retrievalScores(model: TrainModel, tokenizer: TextTokenizer, o: 
       if (!exactMatch(tokenizer.decode(answer), sample.answers[0])) continue;
       successful++;
       // Token span of the needle: tokens of the prompt's prefix before / through the needle.
-      const bos = prompt.length - tokenizer.encode(sample.prompt, { addSpecialTokens: false }).length;
       const n0 = bos + counter(sample.prompt.slice(0, sample.needle[0])), n1 = bos + counter(sample.prompt.slice(0, sample.needle[1]));
       const ids = Int32Array.from([...prompt, ...answer]);
       const T = ids.length;

@@ -11,8 +11,10 @@ export class Arena {
     this.top = Math.ceil(kernels.heapBase() / 16) * 16;
   }
 
-  static async create(bytes: number): Promise<Arena> {
+  /** An arena of `bytes` bytes (or of what `size` asks for, given the kernels' own scratch needs). */
+  static async create(size: number | ((kernels: KernelExports) => number)): Promise<Arena> {
     const { kernels, memory } = await instantiateKernels();
+    const bytes = typeof size === 'number' ? size : size(kernels);
     const need = Math.ceil(bytes / PAGE) - memory.buffer.byteLength / PAGE + 1;
     if (need > 0) memory.grow(need);
     return new Arena(kernels, memory, memory.buffer.byteLength);

@@ -2,6 +2,7 @@
 // arena (named views into them follow Hugging Face's tensor names), and one sequence's forward +
 // backward pass that accumulates gradients.
 import type { Arena } from './arena.js';
+import type { KernelExports } from '../cpu/wasm.js';
 import {
   attentionBackward, attentionForward, crossEntropy, linearBackward, linearForward, rmsnormBackward, rmsnormForward, rope,
   swigluBackward, swigluForward,
@@ -128,6 +129,23 @@ export class TrainModel {
       dq: ar.f32(T * qd), dk: ar.f32(T * kvd), dv: ar.f32(T * kvd),
       dFull: ar.f32(options.gated ? T * qd : 0), dStream: ar.f32(options.gated ? T * qd : 0),
     };
+  }
+
+  /**
+   * Arena bytes the constructor allocates for this config (keep in step with it), with 16 bytes of
+   * alignment slack per allocation.
+   */
+  static arenaBytes(c: TrainConfig, kernels: KernelExports, options: { gated?: boolean } = {}): number {
+    const T = c.maxRows, d = c.hidden, qd = c.heads * c.headDim, kvd = c.kvHeads * c.headDim, f = c.intermediate;
+    const maxDim = Math.max(d, qd, f, c.vocab);
+    const gatedPerLayer = options.gated ? c.heads * T * T + 2 * T * qd : 0;
+    const perLayer = 4 * T * d + 2 * T + 2 * T * qd + 2 * T * kvd + c.heads * T * T + 3 * T * f + gatedPerLayer;
+    const finals = 2 * T * d + T + 2 * T * c.vocab;
+    const scratch = maxDim * maxDim + 2 * T * maxDim + kernels.trainAttentionScratchFloats(T, c.headDim) +
+      2 * T * d + 3 * T * f + 2 * T * qd + 2 * T * kvd + (options.gated ? 2 * T * qd : 0);
+    const floats = 2 * parameterCount(c) + c.layers * perLayer + finals + scratch;
+    const allocations = 2 + c.layers * 17 + 5 + 16;
+    return floats * 4 + allocations * 16;
   }
 
   /** Llama-style initialisation: N(0, 0.02) matrices (output projections scaled by 1/√(2·layers)), unit norms. */

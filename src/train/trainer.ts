@@ -33,10 +33,7 @@ export class Trainer {
 
   static async create(plan: TrainPlan): Promise<Trainer> {
     const c = plan.model;
-    const acts = c.layers * (c.heads * c.maxRows * c.maxRows + c.maxRows * (6 * c.hidden + 3 * c.intermediate + 4 * c.heads * c.headDim)) +
-      c.maxRows * (4 * c.maxRows + 10 * Math.max(c.hidden, c.intermediate, c.vocab, c.heads * c.headDim));
-    const arena = await Arena.create((acts + 4 * 1024 * 1024) * 4 + 64 * 1024 * 1024);
-    const model = new TrainModel(arena, c);
+    const model = new TrainModel(await Arena.create((k) => TrainModel.arenaBytes(c, k)), c);
     model.initialise(plan.seed);
     return new Trainer(plan, model, new AdamW(model.params, model.named));
   }
