@@ -85,4 +85,20 @@ test('duet eval on the tiny fixture: JSON rows for every cell and an SVG heatmap
   assert.equal(JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')).results, result.results);
 });
 
+test('duet eval: bad flags get errors naming the flag', () => {
+  const fails = (args: string[], pattern: RegExp) => {
+    try {
+      execFileSync('node', ['bin/duet.mjs', 'eval', '--model', 'fixtures/tiny-random', '--device', 'cpu', ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+      assert.unreachable('should fail');
+    } catch (e) {
+      assert.match(String((e as { stderr?: string }).stderr), pattern);
+    }
+  };
+  fails(['--tasks', 'passkey,needle'], /--tasks: unknown task "needle"/);
+  fails(['--depths', '0,1.5'], /--depths: "1.5" is not a depth in \[0, 1\]/);
+  fails(['--lengths', '8'], /--lengths: "8" is not an integer ≥ 16/);
+  fails(['--sparsity', '0.5'], /--sparsity needs --pattern/);
+  fails(['--streaming-only'], /--streaming-only needs --sink and --recent/);
+});
+
 test.run();

@@ -3,7 +3,7 @@
 // resumed run continues exactly, and the saved directory loads as a checkpoint.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TextTokenizer } from '../src/model/tokenizer.ts';
@@ -97,6 +97,18 @@ test('data-parallel training (a worker-thread replica) takes the same steps as o
   } finally {
     await pool.stop();
   }
+});
+
+test('resume: a missing, mismatched or truncated training state is a clear error', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'duet-state-'));
+  assert.is(loadState(dir, 10), null);
+  const t = await Trainer.create(tinyPlan());
+  saveState(dir, t.state(), {});
+  const n = parameterCount(tinyPlan().model);
+  assert.throws(() => loadState(dir, n + 1), /training_state\.json: \d+ parameters, the model being trained has/);
+  const bin = join(dir, 'optimizer.bin');
+  writeFileSync(bin, readFileSync(bin).subarray(0, 100));
+  assert.throws(() => loadState(dir, n), /optimizer\.bin: 100 bytes, expected \d+ \(truncated\?\)/);
 });
 
 test.run();
