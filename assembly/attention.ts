@@ -253,14 +253,16 @@ function pvAdd(v: usize, stride: usize, n: i32): void {
  * Causal attention over a full cache holding positions [0, pastLen + rows): query row r attends
  * keys j ≤ pastLen + r. q, out: [rows][numHeads][headDim]; caches: [numKvHeads][capacity][headDim].
  * scratch: attentionScratchFloats(tileRows · numHeads/numKvHeads, headDim) floats. out may equal q.
+ * Only KV heads [kvStart, kvEnd) (and their query heads) are done, so threads can share the heads.
  */
 export function attention(out: usize, q: usize, kCache: usize, vCache: usize, rows: i32, numHeads: i32,
-  numKvHeads: i32, headDim: i32, pastLen: i32, scale: f32, capacity: i32, scratch: usize, tileRows: i32): void {
+  numKvHeads: i32, headDim: i32, pastLen: i32, scale: f32, capacity: i32, scratch: usize, tileRows: i32,
+  kvStart: i32, kvEnd: i32): void {
   const g = numHeads / numKvHeads;
   setupScratch(scratch, tileRows * g, headDim, g, UNBOUNDED);
   const vecBytes: usize = (<usize>headDim) << 2;
   const headBytes: usize = <usize>capacity * vecBytes;
-  for (let kvh = 0; kvh < numKvHeads; kvh++) {
+  for (let kvh = kvStart; kvh < kvEnd; kvh++) {
     const kb = kCache + <usize>kvh * headBytes, vb = vCache + <usize>kvh * headBytes;
     for (let r0 = 0; r0 < rows; r0 += tileRows) {
       beginTile(q, r0, min(tileRows, rows - r0), numHeads, kvh, pastLen, scale);

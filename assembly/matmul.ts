@@ -170,11 +170,13 @@ export function gemmAdd(out: usize, ldo: i32, x: usize, ldx: i32, w: usize, ldw:
 /**
  * out[r][o] (+)= Σ_i x[r][i] · w[o][i] + bias[o]. bias = 0 means no bias; accumulate ≠ 0 adds to
  * out instead of overwriting it. x points at the first row used (the caller applies xOffset).
+ * ldo is out's row stride in elements (≥ outDim), so threads can each take a block of columns.
  */
-export function matmul(out: usize, x: usize, w: usize, bias: usize, rows: i32, inDim: i32, outDim: i32, accumulate: i32): void {
+export function matmul(out: usize, ldo: i32, x: usize, w: usize, bias: usize, rows: i32, inDim: i32, outDim: i32, accumulate: i32): void {
   const rowBytes: usize = (<usize>outDim) << 2;
+  const strideBytes: usize = (<usize>ldo) << 2;
   for (let r = 0; r < rows; r++) {
-    const o: usize = out + <usize>r * rowBytes;
+    const o: usize = out + <usize>r * strideBytes;
     if (accumulate == 0) {
       if (bias != 0) memory.copy(o, bias, rowBytes);
       else memory.fill(o, 0, rowBytes);
@@ -184,5 +186,5 @@ export function matmul(out: usize, x: usize, w: usize, bias: usize, rows: i32, i
       for (; i < rowBytes; i += 4) store<f32>(o + i, load<f32>(o + i) + load<f32>(bias + i));
     }
   }
-  gemmAdd(out, outDim, x, inDim, w, inDim, rows, inDim, outDim);
+  gemmAdd(out, ldo, x, inDim, w, inDim, rows, inDim, outDim);
 }

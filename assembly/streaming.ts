@@ -19,9 +19,10 @@ function ringRecent(p0: i32, p1: i32, kr: usize, vr: usize, sink: i32, recent: i
   }
 }
 
+/** KV heads [kvStart, kvEnd) only (threads share the heads). */
 export function streamingAttention(out: usize, q: usize, k: usize, v: usize, kRing: usize, vRing: usize,
   rows: i32, numHeads: i32, numKvHeads: i32, headDim: i32, pastLen: i32, scale: f32,
-  sink: i32, recent: i32, scratch: usize, tileRows: i32): void {
+  sink: i32, recent: i32, scratch: usize, tileRows: i32, kvStart: i32, kvEnd: i32): void {
   const g = numHeads / numKvHeads;
   setupScratch(scratch, tileRows * g, headDim, g, recent);
   const vecBytes: usize = (<usize>headDim) << 2;
@@ -31,7 +32,7 @@ export function streamingAttention(out: usize, q: usize, k: usize, v: usize, kRi
   const ringRecentStart = max(sink, pastLen - recent);
   const chunkSinkEnd = min(sink, pastLen + rows);
   const chunkRecentStart = max(sink, pastLen);
-  for (let kvh = 0; kvh < numKvHeads; kvh++) {
+  for (let kvh = kvStart; kvh < kvEnd; kvh++) {
     const kr = kRing + <usize>(kvh * slots) * vecBytes, vr = vRing + <usize>(kvh * slots) * vecBytes;
     const kc = k + <usize>kvh * vecBytes, vc = v + <usize>kvh * vecBytes;
     for (let r0 = 0; r0 < rows; r0 += tileRows) {

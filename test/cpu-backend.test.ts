@@ -1,13 +1,30 @@
 // The SIMD WebAssembly kernels against the float64 reference (the shared conformance suite).
-import { createCpuBackend } from '../src/cpu/backend.ts';
+import { createCpuBackend, type CpuBackend } from '../src/cpu/backend.ts';
+import { startNodeKernelWorker } from '../src/node/kernel-threads.ts';
 import { kernelConformance } from './helpers/conformance.ts';
 
 kernelConformance('cpu', createCpuBackend);
+// Worker threads over one shared memory: every job split (no size threshold), 3 threads so that
+// shares are uneven and some are empty (1 or 2 KV heads, 5 output columns).
+let threaded: CpuBackend | null = null;
+kernelConformance('cpu × 3 threads', async () => (threaded = await createCpuBackend({ threads: 3, startWorker: startNodeKernelWorker, minParallelWork: 0 })));
 
 // Tensors above 2 GiB of WebAssembly memory (addresses with the top bit set) must work: wasm32
 // allows 4 GiB, and the host converts byte addresses to element indices unsigned.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+
+test('the worker threads ran shares of the threaded suite; a bad thread count is a clear error', async () => {
+  assert.ok(threaded, 'the threaded suite ran');
+  assert.ok(threaded!.workerShares > 50, `worker shares: ${threaded!.workerShares}`);
+  const two = await createCpuBackend({ threads: 2, startWorker: startNodeKernelWorker });
+  assert.is(two.description, 'WebAssembly SIMD (f32x4), 2 threads');
+  two.destroy();
+  for (const [threads, message] of [[0, /threads must be a positive integer/], [2, /need a way to start workers/]] as const) {
+    const error = await createCpuBackend({ threads }).then(() => null, (e: Error) => e);
+    assert.match(String(error?.message), message);
+  }
+});
 
 test('tensors above 2 GiB of wasm memory: upload, kernel, read', async () => {
   const be = await createCpuBackend();

@@ -9,7 +9,7 @@
 import { binarize, allHeads, type HeadKinds } from '../attention/pattern.js';
 import type { DeviceTensor, StreamingWindow } from '../engine/backend.js';
 import { Engine, type CpuLike, type Placement } from '../engine/engine.js';
-import { createCpuBackend, type CpuBackend, type CpuTensor } from '../cpu/backend.js';
+import { createCpuBackend, type CpuBackend, type CpuOptions, type CpuTensor } from '../cpu/backend.js';
 import type { GpuContext } from '../gpu/context.js';
 import type { ModelConfig } from '../model/config.js';
 import type { ModelWeights } from '../model/weights.js';
@@ -21,8 +21,10 @@ export class CpuPool {
   private backend: CpuBackend | null = null;
   private readonly shared = new Map<Float32Array, Shared>();
 
+  constructor(private readonly options: CpuOptions = {}) {}
+
   async lease(): Promise<CpuLike> {
-    const inner = (this.backend ??= await createCpuBackend());
+    const inner = (this.backend ??= await createCpuBackend(this.options));
     const shared = this.shared;
     const live = new Set<DeviceTensor>();
     const uploaded = new Map<DeviceTensor, Float32Array>();
@@ -51,6 +53,9 @@ export class CpuPool {
     };
     return view;
   }
+
+  /** Stops the backend's worker threads (after the last engine). */
+  close(): void { this.backend?.destroy(); }
 
   /** Bytes of WebAssembly memory in use (0 before the first lease). */
   get memoryBytes(): number { return this.backend?.memoryBytes ?? 0; }

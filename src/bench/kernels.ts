@@ -6,7 +6,8 @@
 // on every call, because in a real decode step nothing is still cached from the previous call.
 import type { StreamingWindow } from '../engine/backend.js';
 import { CpuBackend, CpuTensor } from '../cpu/backend.js';
-import { instantiateKernels, type KernelExports } from '../cpu/wasm.js';
+import type { StartWorker } from '../cpu/threads.js';
+import { instantiateKernels, kernelMemory, type KernelExports } from '../cpu/wasm.js';
 import type { ModelConfig } from '../model/config.js';
 import { WASM_BUDGET } from './shapes.js';
 import { attentionWork, gemmWork, kernelRow } from './costs.js';
@@ -30,6 +31,9 @@ export interface KernelSuiteOptions {
   sparsities: number[];
   window: StreamingWindow;
   chunk: number;
+  /** Kernel threads (default 1); with more, the suite also measures the scaling from one thread. */
+  threads?: number;
+  startWorker?: StartWorker;
   onProgress?: (done: number, total: number, detail: string) => void;
 }
 
@@ -102,9 +106,14 @@ export async function runWasmKernels(o: KernelSuiteOptions): Promise<{ probes: P
     notes.push(`kernels: ${what} skipped (${(bytes / 2 ** 30).toFixed(2)} GiB of operands, more than the CPU backend can hold next to the probes)`);
     return false;
   };
-  const { kernels, memory } = await instantiateKernels();
+  const threads = o.threads ?? 1;
+  const { kernels, memory } = await instantiateKernels(kernelMemory(threads > 1));
   const bench = new Bench(kernels as KernelExports & ProbeExports, memory, poolBytes);
   const cpu = bench.cpu;
+  if (threads > 1) {
+    if (!o.startWorker) throw new Error('kernels suite: threads > 1 need a way to start workers');
+    await cpu.startThreads(threads, o.startWorker);
+  }
   const scale = 1 / Math.sqrt(D);
   const rows = o.chunk;
   const xMax = rowsOf(1);
@@ -201,6 +210,28 @@ export async function runWasmKernels(o: KernelSuiteOptions): Promise<{ probes: P
     });
   }
 
+  // Thread scaling: the same kernel on one thread and on all of them, interleaved in one task.
+  if (threads > 1) {
+    const scaling = (label: string, kernel: string, work: { flops: number; bytes: number }, run: () => void): Task => ({
+      label: `${label} on 1 vs ${threads} threads`,
+      run: async () => {
+        const oneMs = await measure(() => cpu.singleThreaded(run), { budgetMs: 400 });
+        const manyMs = await measure(run, { budgetMs: 400 });
+        const base = { kernel, backend: 'wasm' as const, context: null, shape: `${label}, 1 vs ${threads} threads` };
+        return [
+          kernelRow({ ...base, threads: 1, speedup_vs_one_thread: 1 }, oneMs, work, probes),
+          kernelRow({ ...base, threads, speedup_vs_one_thread: oneMs / manyMs }, manyMs, work, probes),
+        ];
+      },
+    });
+    tasks.push(
+      scaling(`gemv gate/up_proj 1×${H} · ${H}×${I}`, 'gemv', gemmWork(1, H, I), () => cpu.matmul(out, x, bench.window(H * I), null, 1, H, I)),
+      scaling(`gemv down_proj 1×${I} · ${I}×${H}`, 'gemv', gemmWork(1, I, H), () => cpu.matmul(out, x, bench.window(H * I), null, 1, I, H)),
+      scaling(`streaming decode, ${kvh} KV heads, sink ${o.window.sink} + recent ${o.window.recent}`, 'streaming-decode', attnWork(ctxTop, 1, kvh, o.window), () => streaming(ctxTop, 1, kvh)),
+      ...contexts.slice(-1).map((ctx) => scaling(`attention decode, ${kvh} KV heads × ${ctx} keys`, 'attention-decode', attnWork(ctx, 1, kvh, null), () => full(ctx, 1, kvh))),
+    );
+  }
+
   // Optimise the kernels on small problems first (V8 starts WebAssembly in its baseline tier).
   const tinyW = bench.window(64 * 64);
   const warmCtx = Math.min(256, maxCtx), warmRows = Math.min(32, rows, warmCtx);
@@ -216,5 +247,6 @@ export async function runWasmKernels(o: KernelSuiteOptions): Promise<{ probes: P
     result.push(...await tasks[i].run());
   }
   o.onProgress?.(tasks.length, tasks.length, 'done');
+  cpu.destroy();
   return { probes: probes!, rows: result, notes };
 }

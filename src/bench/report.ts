@@ -34,11 +34,17 @@ export function renderText(r: BenchResults): string {
     const p = r.probes;
     out.push('', `Roofline (WASM SIMD, one thread): memory bandwidth ${num(p.bandwidth_gbps)} GB/s (streaming read of ${formatBytes(p.bandwidth_buffer_bytes)}), SIMD peak ${num(p.peak_gflops)} GFLOP/s (f32x4 mul + add on L1 data)`);
   }
-  const kernels = r.kernels.filter((k) => k.kernel !== 'attention-decode-layer');
+  const kernels = r.kernels.filter((k) => k.kernel !== 'attention-decode-layer' && k.threads === undefined);
   if (kernels.length) {
     out.push('', 'Kernels');
     out.push(table(['kernel', 'backend', 'shape', 'ms', 'GFLOP/s', 'GB/s', '% peak', '% bw', '% roofline'],
       kernels.map((k) => [k.kernel, k.backend, k.shape, num(k.ms), num(k.gflops), num(k.gbps), pct(k.pct_of_peak), pct(k.pct_of_bandwidth), pct(k.pct_of_roofline)]), 3));
+  }
+  const scaling = r.kernels.filter((k) => k.threads !== undefined && k.threads > 1);
+  if (scaling.length) {
+    out.push('', 'Thread scaling (WASM; the same kernel on one thread, then split across the threads)');
+    out.push(table(['kernel', 'shape', 'threads', 'ms', '× 1 thread', '% one-thread peak'],
+      scaling.map((k) => [k.kernel, k.shape, String(k.threads), num(k.ms), times(k.speedup_vs_one_thread ?? null), pct(k.pct_of_peak)]), 2));
   }
   const layer = r.kernels.filter((k) => k.kernel === 'attention-decode-layer');
   if (layer.length) {

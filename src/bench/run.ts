@@ -1,6 +1,7 @@
 // Runs the suites a bench asks for on one model and gathers the results (results.json's shape).
 import type { StreamingWindow } from '../engine/backend.js';
 import type { Placement } from '../engine/engine.js';
+import type { StartWorker } from '../cpu/threads.js';
 import type { GpuContext } from '../gpu/context.js';
 import type { ModelConfig } from '../model/config.js';
 import type { ModelWeights } from '../model/weights.js';
@@ -46,6 +47,9 @@ export interface BenchRunOptions {
   command: string;
   /** A fresh GPU per engine, and one for the kernels suite (absent: CPU only). */
   acquireGpu?: () => Promise<{ gpu: GpuContext | null; reason: string }>;
+  /** WASM kernel threads (default 1) and how to start them. */
+  threads?: number;
+  startWorker?: StartWorker;
   processMemory: () => ProcessMemory;
   onProgress?: (suite: string, done: number, total: number, detail: string) => void;
 }
@@ -68,7 +72,7 @@ export async function runBench(o: BenchRunOptions): Promise<BenchResults> {
     if (!h) throw new Error(`no head configuration "${label}"`);
     return h.kinds;
   };
-  const factory: EngineFactory = { config, weights: model.weights, window: model.window, pool: new CpuPool(), acquireGpu: o.acquireGpu };
+  const factory: EngineFactory = { config, weights: model.weights, window: model.window, pool: new CpuPool({ threads: o.threads, startWorker: o.startWorker }), acquireGpu: o.acquireGpu };
   const results: BenchResults = {
     version: 1, created: new Date().toISOString(), command: o.command, machine: o.machine,
     model: {
@@ -79,14 +83,14 @@ export async function runBench(o: BenchRunOptions): Promise<BenchResults> {
     notes: [...model.notes],
     settings: {
       suites: o.suites, contexts: o.contexts, sparsities: o.sparsities, placements: o.placements, prefill_chunk: o.chunk,
-      prefill_max: o.prefillMax, decode_tokens: o.decodeTokens, warmup_tokens: o.warmupTokens, seed: o.seed,
+      prefill_max: o.prefillMax, threads: o.threads ?? 1, decode_tokens: o.decodeTokens, warmup_tokens: o.warmupTokens, seed: o.seed,
     },
     probes: null, kernels: [], e2e: [], memory: [], crossovers: [], plots: [],
   };
   const progress = (suite: string) => (d: number, t: number, detail: string) => o.onProgress?.(suite, d, t, detail);
 
   if (o.suites.includes('kernels')) {
-    const wasm = await runWasmKernels({ config, contexts: o.contexts, sparsities: o.sparsities, window: model.window, chunk: o.chunk, onProgress: progress('kernels (wasm)') });
+    const wasm = await runWasmKernels({ config, contexts: o.contexts, sparsities: o.sparsities, window: model.window, chunk: o.chunk, threads: o.threads, startWorker: o.startWorker, onProgress: progress('kernels (wasm)') });
     results.probes = wasm.probes;
     results.kernels.push(...wasm.rows);
     results.notes.push(...wasm.notes);
@@ -113,5 +117,6 @@ export async function runBench(o: BenchRunOptions): Promise<BenchResults> {
       factory, heads, placements: o.placements, contexts: o.contexts, processMemory: o.processMemory, onProgress: progress('memory'),
     });
   }
+  factory.pool.close();
   return results;
 }

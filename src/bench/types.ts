@@ -62,6 +62,9 @@ export interface KernelRow {
   /** attention-decode-layer rows: which heads ("full", "duo@0.5") and the speedup over full. */
   config?: string;
   speedup_vs_full?: number;
+  /** Thread-scaling rows: the thread count and the speedup over the same kernel on one thread. */
+  threads?: number;
+  speedup_vs_one_thread?: number;
   note?: string;
 }
 
@@ -146,7 +149,7 @@ export interface BenchResults {
   notes: string[];
   settings: {
     suites: string[]; contexts: number[]; sparsities: number[]; placements: Placement[];
-    prefill_chunk: number; prefill_max: number; decode_tokens: number; warmup_tokens: number; seed: number;
+    prefill_chunk: number; prefill_max: number; threads: number; decode_tokens: number; warmup_tokens: number; seed: number;
   };
   probes: Probes | null;
   kernels: KernelRow[];

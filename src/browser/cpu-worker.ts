@@ -2,6 +2,7 @@
 // that fails poisons the backend; the error is posted at once and again with every later reply.
 import type { DeviceTensor } from '../engine/backend.js';
 import { createCpuBackend, type CpuBackend } from '../cpu/backend.js';
+import { browserThreads, startBrowserKernelWorker } from './kernel-threads.js';
 import { KERNEL_OPS, type FromWorker, type TensorRef, type ToWorker } from './worker-protocol.js';
 
 interface WorkerScope {
@@ -64,7 +65,8 @@ export function serveCpuBackend(scope: WorkerScope = globalThis as unknown as Wo
     if (backend) handle(event.data);
     else pending.push(event.data);
   };
-  createCpuBackend().then(
+  // Several kernel threads when the page is cross-origin isolated (shared memory allowed).
+  createCpuBackend({ threads: browserThreads(), startWorker: startBrowserKernelWorker }).then(
     (be) => {
       backend = be;
       scope.postMessage({ type: 'ready', description: `${be.description}, in a Web Worker` });

@@ -12,7 +12,8 @@ import { randomAlphas, randomWeights } from '../bench/random-weights.js';
 import { renderText, writeReport } from '../bench/report.js';
 import { runBench, SUITES, type BenchModel, type Suite } from '../bench/run.js';
 import { benchShape, layersText, shapeSpec } from '../bench/shapes.js';
-import { intOption, numberList } from './options.js';
+import { intOption, numberList, threadsOption } from './options.js';
+import { startNodeKernelWorker } from '../node/kernel-threads.js';
 import { Progress } from './progress.js';
 
 export const BENCH_DEFAULT_OUT = 'bench-results';
@@ -34,6 +35,7 @@ const options = {
   'decode-tokens': { type: 'string' },
   'warmup-tokens': { type: 'string' },
   seed: { type: 'string' },
+  threads: { type: 'string' },
   out: { type: 'string' },
   json: { type: 'boolean' },
 } as const;
@@ -60,6 +62,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
   const decodeTokens = intOption(v['decode-tokens'], '--decode-tokens', 1) ?? 8;
   const warmupTokens = intOption(v['warmup-tokens'], '--warmup-tokens', 0) ?? 2;
   const seed = intOption(v.seed, '--seed') ?? 0;
+  const threads = threadsOption(v.threads);
   const layers = intOption(v.layers, '--layers', 1);
   let sink = intOption(v.sink, '--sink');
   let recent = intOption(v.recent, '--recent', 1);
@@ -142,6 +145,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
     suites, model, contexts, sparsities, placements, chunk, prefillMax, decodeTokens, warmupTokens, seed,
     machine: machineInfo(gpuName, gpuNote), command: `duet bench ${argv.join(' ')}`.trim(),
     acquireGpu: gpuName ? () => createNodeGpu() : undefined,
+    threads, startWorker: startNodeKernelWorker,
     processMemory,
     onProgress: (suite, d, t, detail) => {
       if (current?.suite !== suite) current = { suite, bar: new Progress(suite) };

@@ -1,7 +1,7 @@
 // `duet eval`: long-context accuracy (passkey, needle-in-a-haystack variants, variable tracking) of
 // a model under full attention, a DuoAttention pattern, streaming-only or random patterns; a table
 // per task, JSON rows, and an SVG heatmap (length × depth) per configuration and task.
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { allHeads, binarize, loadPattern } from '../attention/pattern.js';
@@ -13,7 +13,8 @@ import { createNodeGpu } from '../node/gpu.js';
 import { heatmap } from '../plot/svg.js';
 import { Random } from '../tasks/random.js';
 import { TASK_KINDS, type TaskKind } from '../tasks/tasks.js';
-import { intOption, numberList, numberOption } from './options.js';
+import { intOption, numberList, numberOption, threadsOption } from './options.js';
+import { createNodeCpu } from '../node/kernel-threads.js';
 import { Progress } from './progress.js';
 
 const options = {
@@ -33,6 +34,7 @@ const options = {
   device: { type: 'string' },
   placement: { type: 'string' },
   'prefill-chunk': { type: 'string' },
+  threads: { type: 'string' },
   json: { type: 'boolean' },
   out: { type: 'string' },
 } as const;
@@ -64,6 +66,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
   const placement = v.placement as Placement | undefined;
   if (placement && !['split', 'gpu', 'cpu'].includes(placement)) throw new Error(`--placement must be split, gpu or cpu (got "${placement}")`);
   const outDir = v.out ?? 'eval-results';
+  const threads = threadsOption(v.threads);
 
   const progressLoad = new Progress('loading');
   const checkpoint = await loadCheckpoint(nodeModelFiles(v.model), { onProgress: (d, t) => progressLoad.update(d, t) });
@@ -100,14 +103,18 @@ export async function evalCommand(argv: string[]): Promise<number> {
 
   const style = fillerStyleFor(tokenizer);
   const progress = new Progress('eval');
+  // Every sample's prediction, for reading failures (one JSON object per line).
+  mkdirSync(outDir, { recursive: true });
+  const samplesFile = join(outDir, 'samples.jsonl');
+  writeFileSync(samplesFile, '');
   const rows = await evaluate({
     config, weights: checkpoint.weights, tokenizer, heads, tasks, lengths, depths, samples, seed, style,
     prefillChunk: intOption(v['prefill-chunk'], '--prefill-chunk', 1), stopIds: checkpoint.eosTokenIds,
-    engine: { device, placement, acquireGpu: () => createNodeGpu(), notice: (m) => process.stderr.write(`duet: ${m}\n`) },
+    engine: { device, placement, acquireGpu: () => createNodeGpu(), createCpu: () => createNodeCpu(threads), notice: (m) => process.stderr.write(`duet: ${m}\n`) },
     onProgress: (d, t, detail) => progress.update(d, t, detail),
+    onSample: (info) => appendFileSync(samplesFile, `${JSON.stringify(info)}\n`),
   });
 
-  mkdirSync(outDir, { recursive: true });
   const plots: string[] = [];
   for (const h of heads) {
     for (const task of tasks) {
@@ -126,7 +133,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
     process.stdout.write(`${JSON.stringify(result)}\n`);
   } else {
     for (const h of heads) for (const task of tasks) process.stdout.write(`${table(rows, h.name, task)}\n\n`);
-    process.stdout.write(`results: ${join(outDir, 'results.json')}; heatmaps: ${plots.join(', ')}\n`);
+    process.stdout.write(`results: ${join(outDir, 'results.json')}; predictions: ${samplesFile}; heatmaps: ${plots.join(', ')}\n`);
   }
   return 0;
 }

@@ -4,7 +4,8 @@ import { Engine, type DeviceChoice, type Placement } from '../engine/engine.js';
 import { loadCheckpoint } from '../model/checkpoint.js';
 import { nodeModelFiles } from '../node/files.js';
 import { createNodeGpu } from '../node/gpu.js';
-import { intOption, numberOption, patternOptions, resolveHeads } from './options.js';
+import { intOption, numberOption, patternOptions, resolveHeads, threadsOption } from './options.js';
+import { createNodeCpu } from '../node/kernel-threads.js';
 import { Progress } from './progress.js';
 
 const options = {
@@ -20,6 +21,7 @@ const options = {
   device: { type: 'string' },
   placement: { type: 'string' },
   'prefill-chunk': { type: 'string' },
+  threads: { type: 'string' },
   json: { type: 'boolean' },
   ...patternOptions,
 } as const;
@@ -37,6 +39,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
   const device = oneOf<DeviceChoice>(v.device, '--device', ['auto', 'gpu', 'cpu']) ?? 'auto';
   const placement = oneOf<Placement>(v.placement, '--placement', ['split', 'gpu', 'cpu']);
   const maxTokens = intOption(v['max-tokens'], '--max-tokens', 1) ?? 64;
+  const threads = threadsOption(v.threads);
   const sampling = {
     temperature: numberOption(v.temperature, '--temperature') ?? 0,
     topK: intOption(v['top-k'], '--top-k', 1),
@@ -69,6 +72,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
   const engine = await Engine.create(config, checkpoint.weights, {
     device, placement, kinds: heads.kinds, window: heads.window,
     acquireGpu: () => createNodeGpu(),
+    createCpu: () => createNodeCpu(threads),
     notice: (m) => process.stderr.write(`duet: ${m}\n`),
   });
   try {

@@ -3,12 +3,18 @@ import type { HeadKinds } from '../attention/pattern.js';
 import { allHeads, binarize, loadPattern } from '../attention/pattern.js';
 import type { StreamingWindow } from '../engine/backend.js';
 import { nodeModelFiles } from '../node/files.js';
+import { defaultThreads } from '../node/kernel-threads.js';
 
 export function intOption(value: string | undefined, flag: string, min = 0): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);
   if (!Number.isInteger(n) || n < min) throw new Error(`${flag} must be an integer ≥ ${min} (got "${value}")`);
   return n;
+}
+
+/** --threads for the WASM kernels: a positive integer, default every core. */
+export function threadsOption(value: string | undefined): number {
+  return intOption(value, '--threads', 1) ?? defaultThreads();
 }
 
 export function numberOption(value: string | undefined, flag: string): number | undefined {

@@ -17,11 +17,11 @@ import { startTrainingHelpers } from '../node/train-pool.js';
 export function bundledPlan(overrides: Partial<TrainPlan> = {}): TrainPlan {
   const steps = overrides.steps ?? 3000;
   return {
-    model: { vocab: VOCAB_SIZE, hidden: 64, layers: 4, heads: 4, kvHeads: 4, headDim: 16, intermediate: 176, eps: 1e-5, ropeTheta: 10000, maxRows: 1024 },
+    model: { vocab: VOCAB_SIZE, hidden: 64, layers: 3, heads: 4, kvHeads: 4, headDim: 16, intermediate: 176, eps: 1e-5, ropeTheta: 10000, maxRows: 1024 },
     seed: 1, steps, tokensPerStep: 8192,
     schedule: { lr: 3e-3, warmup: Math.min(200, Math.ceil(steps / 10)), steps, minLrFraction: 0.1 },
-    tasks: ['passkey', 'niah-single', 'niah-multikey', 'vt'], answerWeight: 1,
-    curriculumSteps: Math.round(steps / 6), shortLengths: [128, 256], longLengths: [256, 1024],
+    tasks: ['passkey', 'niah-single', 'niah-multikey'], answerWeight: 2,
+    curriculumSteps: Math.round(steps / 2), shortLengths: [128, 384], longLengths: [256, 1024],
     maxPosition: 2560, skipFraction: 0.5,
     ...overrides,
   };
@@ -30,7 +30,8 @@ export function bundledPlan(overrides: Partial<TrainPlan> = {}): TrainPlan {
 const options = {
   out: { type: 'string' }, steps: { type: 'string' }, seed: { type: 'string' }, resume: { type: 'boolean' },
   'save-every': { type: 'string' }, 'tokens-per-step': { type: 'string' }, 'max-len': { type: 'string' },
-  tasks: { type: 'string' }, lr: { type: 'string' }, layers: { type: 'string' }, hidden: { type: 'string' },
+  tasks: { type: 'string' }, lr: { type: 'string' }, layers: { type: 'string' }, hidden: { type: 'string' }, heads: { type: 'string' },
+  'answer-weight': { type: 'string' },
   threads: { type: 'string' },
 } as const;
 
@@ -42,13 +43,16 @@ export async function trainCommand(argv: string[]): Promise<number> {
   for (const t of tasks) if (!TASK_KINDS.includes(t)) throw new Error(`--tasks: unknown task "${t}"`);
   const maxLen = intOption(v['max-len'], '--max-len', 64) ?? base.model.maxRows;
   const hidden = intOption(v.hidden, '--hidden', 8) ?? base.model.hidden;
+  const heads = intOption(v.heads, '--heads', 1) ?? base.model.heads;
+  if (hidden % heads !== 0 || (hidden / heads) % 2 !== 0) throw new Error(`--heads ${heads}: the head size hidden/heads must be an even integer (hidden ${hidden})`);
   const plan: TrainPlan = {
     ...base, tasks,
     seed: intOption(v.seed, '--seed') ?? base.seed,
     tokensPerStep: intOption(v['tokens-per-step'], '--tokens-per-step', 1) ?? base.tokensPerStep,
     schedule: { ...base.schedule, lr: numberOption(v.lr, '--lr') ?? base.schedule.lr },
-    model: { ...base.model, layers: intOption(v.layers, '--layers', 1) ?? base.model.layers, hidden, headDim: hidden / base.model.heads, maxRows: maxLen },
-    shortLengths: [Math.min(128, maxLen), Math.min(256, maxLen)], longLengths: [Math.min(256, maxLen), maxLen],
+    model: { ...base.model, layers: intOption(v.layers, '--layers', 1) ?? base.model.layers, hidden, heads, kvHeads: heads, headDim: hidden / heads, maxRows: maxLen },
+    answerWeight: numberOption(v['answer-weight'], '--answer-weight') ?? base.answerWeight,
+    shortLengths: [Math.min(base.shortLengths[0], maxLen), Math.min(base.shortLengths[1], maxLen)], longLengths: [Math.min(base.longLengths[0], maxLen), maxLen],
   };
   const saveEvery = intOption(v['save-every'], '--save-every', 1) ?? 250;
   const trainer = await Trainer.create(plan);

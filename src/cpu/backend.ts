@@ -4,10 +4,13 @@
 // with the context beyond the caches themselves.
 import type { AttentionShape, Backend, DeviceTensor, StreamingWindow } from '../engine/backend.js';
 import { WasmHeap } from './memory.js';
-import { instantiateKernels, type KernelExports } from './wasm.js';
+import { CONTROL_BYTES, KernelThreads, Op, runShare, type StartWorker } from './threads.js';
+import { instantiateKernels, kernelMemory, kernelModule, type KernelExports } from './wasm.js';
 
 /** Query rows per attention tile (tile = rows × GQA group query vectors sharing each K/V block). */
 const TILE_ROWS = 16;
+/** Below this many multiply-adds a job stays on the calling thread (waking workers costs more). */
+const MIN_PARALLEL_WORK = 1 << 15;
 
 export class CpuTensor implements DeviceTensor {
   freed = false;
@@ -30,13 +33,47 @@ function count(n: number, what: string): void {
 
 export class CpuBackend implements Backend {
   readonly kind = 'cpu' as const;
-  readonly description = 'WebAssembly SIMD (f32x4), single thread';
   /** Kernel invocations so far (proof of which side did the work). */
   kernelCalls = 0;
   private readonly heap: WasmHeap;
+  private threads: KernelThreads | null = null;
+  private minParallelWork = MIN_PARALLEL_WORK;
+  /** Scratch for the threads' argument hand-off (f64 view of a plain buffer when single-threaded). */
+  private readonly single = new Float64Array(24);
 
   constructor(private readonly k: KernelExports, memory: WebAssembly.Memory) {
     this.heap = new WasmHeap(memory, k.heapBase());
+  }
+
+  get threadCount(): number { return this.threads?.count ?? 1; }
+  /** Shares of split jobs that worker threads ran (proof that the threads did work). */
+  get workerShares(): number { return this.threads?.workerShares ?? this.stoppedShares; }
+  private stoppedShares = 0;
+  get description(): string {
+    const n = this.threadCount;
+    return `WebAssembly SIMD (f32x4), ${n === 1 ? 'single thread' : `${n} threads`}`;
+  }
+
+  /** Starts worker threads (the memory must be shared); called once by createCpuBackend. */
+  async startThreads(count: number, startWorker: StartWorker, minParallelWork = MIN_PARALLEL_WORK): Promise<void> {
+    this.minParallelWork = minParallelWork;
+    const control = this.heap.alloc(CONTROL_BYTES);
+    this.threads = await KernelThreads.start(count, this.heap.memory, await kernelModule(true), control, this.k, startWorker);
+  }
+
+  /** Runs fn with every job on the calling thread (the bench's one-thread baseline). */
+  singleThreaded<T>(fn: () => T): T {
+    const keep = this.threads;
+    this.threads = null;
+    try { return fn(); } finally { this.threads = keep; }
+  }
+
+  /** Runs a job split across the threads when it is big enough, else on this thread. */
+  private job(op: Op, args: number[], work: number): void {
+    this.kernelCalls++;
+    if (this.threads && work >= this.minParallelWork) { this.threads.run(op, args); return; }
+    this.single.set(args);
+    runShare(this.k, op, this.single, 0, 1);
   }
 
   /** Bytes of WebAssembly memory held (tensors, caches, free gaps). */
@@ -87,7 +124,11 @@ export class CpuBackend implements Backend {
   }
 
   flush(): void {}
-  destroy(): void {}
+  destroy(): void {
+    this.stoppedShares = this.workerShares;
+    this.threads?.stop();
+    this.threads = null;
+  }
 
   embed(out: DeviceTensor, table: DeviceTensor, ids: Int32Array, dim: number): void {
     const o = asCpu(out, 'embed out'), tb = asCpu(table, 'embed table');
@@ -111,9 +152,8 @@ export class CpuBackend implements Backend {
     rows: number, inDim: number, outDim: number, accumulate = false, xOffset = 0): void {
     need(x, xOffset + rows * inDim, 'matmul x'); need(w, inDim * outDim, 'matmul w'); need(out, rows * outDim, 'matmul out');
     if (bias) need(bias, outDim, 'matmul bias');
-    this.kernelCalls++;
-    this.k.matmul(asCpu(out, 'matmul').ptr, asCpu(x, 'matmul').ptr + xOffset * 4, asCpu(w, 'matmul').ptr,
-      bias ? asCpu(bias, 'matmul bias').ptr : 0, rows, inDim, outDim, accumulate ? 1 : 0);
+    this.job(Op.Matmul, [asCpu(out, 'matmul').ptr, asCpu(x, 'matmul').ptr + xOffset * 4, asCpu(w, 'matmul').ptr,
+      bias ? asCpu(bias, 'matmul bias').ptr : 0, rows, inDim, outDim, accumulate ? 1 : 0], rows * inDim * outDim);
   }
 
   rope(x: DeviceTensor, rows: number, numHeads: number, headDim: number, positions: Int32Array, invFreq: DeviceTensor): void {
@@ -155,10 +195,10 @@ export class CpuBackend implements Backend {
     if (pastLen + rows > capacity) throw new RangeError(`attention: ${pastLen + rows} positions exceed the cache capacity ${capacity}`);
     need(q, rows * numHeads * headDim, 'attention q'); need(out, rows * numHeads * headDim, 'attention out');
     need(kCache, numKvHeads * capacity * headDim, 'attention kCache'); need(vCache, numKvHeads * capacity * headDim, 'attention vCache');
-    this.withScratch(numHeads / numKvHeads, headDim, (scratch) => {
-      this.kernelCalls++;
-      this.k.attention(asCpu(out, 'attention').ptr, asCpu(q, 'attention').ptr, asCpu(kCache, 'attention').ptr,
-        asCpu(vCache, 'attention').ptr, rows, numHeads, numKvHeads, headDim, pastLen, scale, capacity, scratch, TILE_ROWS);
+    this.withScratch(numHeads / numKvHeads, headDim, (scratch, bytes) => {
+      this.job(Op.Attention, [asCpu(out, 'attention').ptr, asCpu(q, 'attention').ptr, asCpu(kCache, 'attention').ptr,
+        asCpu(vCache, 'attention').ptr, rows, numHeads, numKvHeads, headDim, pastLen, scale, capacity, scratch, bytes, TILE_ROWS],
+      rows * (pastLen + rows) * numHeads * headDim);
     });
   }
 
@@ -171,12 +211,11 @@ export class CpuBackend implements Backend {
     need(q, rows * numHeads * headDim, 'streamingAttention q'); need(out, rows * numHeads * headDim, 'streamingAttention out');
     need(k, rows * numKvHeads * headDim, 'streamingAttention k'); need(v, rows * numKvHeads * headDim, 'streamingAttention v');
     need(kRing, numKvHeads * slots * headDim, 'streamingAttention kRing'); need(vRing, numKvHeads * slots * headDim, 'streamingAttention vRing');
-    this.withScratch(numHeads / numKvHeads, headDim, (scratch) => {
-      this.kernelCalls++;
-      this.k.streamingAttention(asCpu(out, 'streamingAttention').ptr, asCpu(q, 'streamingAttention').ptr,
+    this.withScratch(numHeads / numKvHeads, headDim, (scratch, bytes) => {
+      this.job(Op.Streaming, [asCpu(out, 'streamingAttention').ptr, asCpu(q, 'streamingAttention').ptr,
         asCpu(k, 'streamingAttention').ptr, asCpu(v, 'streamingAttention').ptr, asCpu(kRing, 'streamingAttention').ptr,
         asCpu(vRing, 'streamingAttention').ptr, rows, numHeads, numKvHeads, headDim, pastLen, scale,
-        window.sink, window.recent, scratch, TILE_ROWS);
+        window.sink, window.recent, scratch, bytes, TILE_ROWS], rows * Math.min(pastLen + rows, slots + rows) * numHeads * headDim);
     });
   }
 
@@ -197,10 +236,12 @@ export class CpuBackend implements Backend {
     return ptr;
   }
 
-  private withScratch(group: number, headDim: number, run: (scratch: number) => void): void {
-    const bytes = this.k.attentionScratchFloats(TILE_ROWS * group, headDim) * 4;
-    const scratch = this.heap.alloc(bytes);
-    try { run(scratch); } finally { this.heap.release(scratch, bytes); }
+  /** One attention scratch block per thread (each thread's share uses its own). */
+  private withScratch(group: number, headDim: number, run: (scratch: number, bytesPerThread: number) => void): void {
+    const bytes = Math.ceil(this.k.attentionScratchFloats(TILE_ROWS * group, headDim) / 4) * 16;
+    const total = bytes * this.threadCount;
+    const scratch = this.heap.alloc(total);
+    try { run(scratch, bytes); } finally { this.heap.release(scratch, total); }
   }
 }
 
@@ -216,8 +257,21 @@ function checkWindow(w: StreamingWindow): void {
   }
 }
 
-/** A CPU backend with its own kernel instance and memory. */
-export async function createCpuBackend(): Promise<CpuBackend> {
-  const { kernels, memory } = await instantiateKernels();
-  return new CpuBackend(kernels, memory);
+export interface CpuOptions {
+  /** Threads for the kernels (default 1); more than one needs `startWorker` and shared memory. */
+  threads?: number;
+  startWorker?: StartWorker;
+  /** Jobs smaller than this (multiply-adds) run on the calling thread; tests set 0 to split everything. */
+  minParallelWork?: number;
+}
+
+/** A CPU backend with its own kernel instance and memory (shared with its workers when threaded). */
+export async function createCpuBackend(options: CpuOptions = {}): Promise<CpuBackend> {
+  const threads = options.threads ?? 1;
+  if (!(Number.isInteger(threads) && threads >= 1)) throw new RangeError(`threads must be a positive integer (got ${threads})`);
+  if (threads > 1 && !options.startWorker) throw new Error('CPU backend: threads > 1 need a way to start workers in this environment');
+  const { kernels, memory } = await instantiateKernels(kernelMemory(threads > 1));
+  const backend = new CpuBackend(kernels, memory);
+  if (threads > 1) await backend.startThreads(threads, options.startWorker!, options.minParallelWork);
+  return backend;
 }

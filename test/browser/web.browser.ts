@@ -92,6 +92,11 @@ async function passkeyInSplit(context: BrowserContext, url: string, problems: st
   assert.ok(s.gpuDispatches > 0, 'the GPU did no work (0 WebGPU dispatches)');
   assert.ok(s.cpuKernelCalls > 0, 'the WebAssembly side did no work (0 kernel calls)');
   assert.ok(s.kv && s.kv.gpu > 0 && s.kv.cpu > 0 && s.kv.full > s.kv.gpu + s.kv.cpu, `KV memory: ${JSON.stringify(s.kv)}`);
+  // The page is cross-origin isolated (duet web's COOP/COEP), so the CPU worker runs several kernel threads.
+  const cores = Number(await page.evaluate('navigator.hardwareConcurrency'));
+  const device = await page.textContent('#stat-device') ?? '';
+  log(`device: ${device} (${cores} cores)`);
+  if (cores > 1) assert.match(device, new RegExp(`${Math.min(cores, 8)} threads, in a Web Worker`), 'the CPU worker did not start its kernel threads');
   assert.ok(s.passkey && /^\d{5}$/.test(s.passkey.expected), 'the passkey prompt carried no pass key');
   assert.ok(!(await page.isDisabled('#passkey')), 'buttons stay disabled after the run');
   if (TRAINED) assert.ok(s.passkey.found, `the model did not recall the pass key ${s.passkey.expected}: ${JSON.stringify(s.text)}`);
