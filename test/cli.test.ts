@@ -56,7 +56,10 @@ test('generate with a pattern reports the streaming ring and a constant CPU cach
 
 test('bad input gets a clear error and a non-zero exit', async () => {
   const cases: Array<[string[], RegExp]> = [
-    [['generate', '--model', '/nonexistent'], /give exactly one of --prompt and --prompt-ids/],
+    [['generate', '--model', '/nonexistent'], /give exactly one of --prompt, --prompt-ids and --passkey LENGTH/],
+    [['generate', '--model', MODEL, '--prompt', 'x', '--depth', '0.5'], /--depth goes with --passkey/],
+    [['generate', '--model', MODEL, '--passkey', '8'], /--passkey must be an integer ≥ 32/],
+    [['generate', '--model', MODEL, '--prompt', 'x', '--threads', '0'], /--threads must be an integer ≥ 1/],
     [['generate', '--model', '/nonexistent', '--prompt', 'x'], /\/nonexistent: no config.json/],
     [['generate', '--model', MODEL, '--prompt-ids', '1,x'], /--prompt-ids: "x" is not a token id in 0..300/],
     [['generate', '--model', MODEL, '--prompt', 'x', '--device', 'tpu'], /--device must be one of auto, gpu, cpu/],
@@ -93,6 +96,19 @@ if (PUBLISHED) test('memory projects full vs DuoAttention bytes with a published
   assert.is(m.duo_bytes, m.gpu_bytes + m.cpu_bytes);
   const table = await duet('memory', '--config', cfg, '--pattern', pattern, '--sparsity', '0.5', '--context', '1048576');
   assert.match(table.stdout, /full attention\s+128.00 GiB/);
+});
+
+test('generate --passkey on the bundled model: a passkey prompt, the recall verdict and the KV saving', async () => {
+  const bundled = new URL('../fixtures/duet-passkey', import.meta.url).pathname;
+  const r = await duet('generate', '--model', bundled, '--pattern', `${bundled}-pattern`, '--sparsity', '0.5', '--passkey', '512',
+    '--depth', '0.5', '--device', 'cpu', '--threads', '2', '--max-tokens', '8', '--json');
+  assert.is(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  assert.match(out.passkey.expected, /^\d{5}$/);
+  assert.is(out.passkey.recalled, out.text.includes(out.passkey.expected));
+  assert.is(out.kv_bytes.gpu, 0);
+  assert.ok(out.kv_bytes.streaming > 0 && out.kv_bytes.retrieval + out.kv_bytes.streaming < out.kv_bytes.full_attention, JSON.stringify(out.kv_bytes));
+  assert.match(out.adapter, /2 threads/);
 });
 
 test.run();

@@ -448,7 +448,8 @@ function passkeyPrompt(): RunSpec {
     return n;
   };
   const bos = tokenizer.encode('', { addSpecialTokens: true }).length;
-  const seed = Math.floor(Math.random() * 2 ** 31);
+  // ?seed=N makes the passkey prompt reproducible (the browser test uses it); otherwise a new one each time.
+  const seed = params.has('seed') ? Number(params.get('seed')) : Math.floor(Math.random() * 2 ** 31);
   const sample = generateSample({ kind: 'passkey', length: length - bos, depth, seed, style: fillerStyleFor(tokenizer), countTokens });
   ui.promptShown.textContent = sample.prompt;
   ui.promptDetails.hidden = false;

@@ -7,11 +7,17 @@ import { createNodeGpu } from '../node/gpu.js';
 import { intOption, numberOption, patternOptions, resolveHeads, threadsOption } from './options.js';
 import { createNodeCpu } from '../node/kernel-threads.js';
 import { Progress } from './progress.js';
+import { formatBytes } from '../attention/memory.js';
+import { fillerStyleFor } from '../eval/evaluate.js';
+import { score } from '../eval/score.js';
+import { generateSample, type TaskSample } from '../tasks/tasks.js';
 
 const options = {
   model: { type: 'string' },
   prompt: { type: 'string' },
   'prompt-ids': { type: 'string' },
+  passkey: { type: 'string' },
+  depth: { type: 'string' },
   chat: { type: 'boolean' },
   'max-tokens': { type: 'string' },
   temperature: { type: 'string' },
@@ -35,7 +41,9 @@ function oneOf<T extends string>(value: string | undefined, flag: string, allowe
 export async function generateCommand(argv: string[]): Promise<number> {
   const { values: v } = parseArgs({ args: argv, options, strict: true });
   if (!v.model) throw new Error('--model DIR is required');
-  if ((v.prompt === undefined) === (v['prompt-ids'] === undefined)) throw new Error('give exactly one of --prompt and --prompt-ids');
+  const promptSources = [v.prompt, v['prompt-ids'], v.passkey].filter((x) => x !== undefined).length;
+  if (promptSources !== 1) throw new Error('give exactly one of --prompt, --prompt-ids and --passkey LENGTH');
+  if (v.depth !== undefined && v.passkey === undefined) throw new Error('--depth goes with --passkey');
   const device = oneOf<DeviceChoice>(v.device, '--device', ['auto', 'gpu', 'cpu']) ?? 'auto';
   const placement = oneOf<Placement>(v.placement, '--placement', ['split', 'gpu', 'cpu']);
   const maxTokens = intOption(v['max-tokens'], '--max-tokens', 1) ?? 64;
@@ -54,7 +62,19 @@ export async function generateCommand(argv: string[]): Promise<number> {
   });
   const { config, tokenizer } = checkpoint;
   let promptIds: number[];
-  if (v['prompt-ids'] !== undefined) {
+  let passkey: TaskSample | null = null;
+  if (v.passkey !== undefined) {
+    // A passkey prompt in the model's own filler: the needle at --depth, the question at the end.
+    if (!tokenizer) throw new Error(`${v.model}: --passkey needs tokenizer.json`);
+    const length = intOption(v.passkey, '--passkey', 32)!;
+    const depth = numberOption(v.depth, '--depth') ?? 0.5;
+    if (!(depth >= 0 && depth <= 1)) throw new Error(`--depth must be in [0, 1] (got ${depth})`);
+    const countTokens = (t: string) => tokenizer.encode(t, { addSpecialTokens: false }).length;
+    const bos = tokenizer.encode('', { addSpecialTokens: true }).length;
+    passkey = generateSample({ kind: 'passkey', length: length - bos, depth, seed: sampling.seed, style: fillerStyleFor(tokenizer), countTokens });
+    promptIds = tokenizer.encode(passkey.prompt, { addSpecialTokens: true });
+    process.stderr.write(`duet: passkey prompt of ${promptIds.length} tokens, pass key ${passkey.answers[0]} at depth ${depth}\n`);
+  } else if (v['prompt-ids'] !== undefined) {
     promptIds = v['prompt-ids'].split(',').map((s) => {
       const n = Number(s.trim());
       if (s.trim() === '' || !Number.isInteger(n) || n < 0 || n >= config.vocabSize) {
@@ -87,18 +107,26 @@ export async function generateCommand(argv: string[]): Promise<number> {
       },
     });
     const text = tokenizer ? tokenizer.decode(result.tokens) : null;
+    // KV bytes with every head full, at the same cache capacity, for the saving.
+    const fullKvBytes = 2 * config.numLayers * config.numKvHeads * config.headDim * 4 * Math.min(config.maxPositionEmbeddings, promptIds.length + maxTokens);
+    const kvBytes = result.kv.retrievalBytes + result.kv.streamingBytes;
+    const recalled = passkey ? score('passkey', text ?? '', passkey.answers) === 1 : null;
     if (v.json) {
       process.stdout.write(`${JSON.stringify({
         tokens: result.tokens, text, device: engine.placement === 'cpu' ? 'cpu' : 'gpu', placement: engine.placement,
         adapter: engine.deviceDescription, heads: heads.description,
         prompt_tokens: result.promptTokens, stop_reason: result.stopReason,
         timings: { prefill_ms: result.prefillMs, decode_ms_per_token: result.decodeMsPerToken },
-        kv_bytes: { retrieval: result.kv.retrievalBytes, streaming: result.kv.streamingBytes, gpu: result.kv.byDevice.gpu, cpu: result.kv.byDevice.cpu },
+        kv_bytes: { retrieval: result.kv.retrievalBytes, streaming: result.kv.streamingBytes, gpu: result.kv.byDevice.gpu, cpu: result.kv.byDevice.cpu, full_attention: fullKvBytes },
+        ...(passkey ? { passkey: { expected: passkey.answers[0], recalled } } : {}),
       })}\n`);
     } else {
       if (decoder) process.stdout.write(decoder.flush());
       process.stdout.write('\n');
       process.stderr.write(`duet: ${result.tokens.length} tokens (${result.stopReason}); prefill ${result.prefillMs.toFixed(1)} ms; decode ${result.decodeMsPerToken.toFixed(2)} ms/token\n`);
+      const where = `${formatBytes(result.kv.byDevice.gpu)} on the GPU, ${formatBytes(result.kv.byDevice.cpu)} on the CPU`;
+      process.stderr.write(`duet: KV cache ${formatBytes(kvBytes)} (${where}) vs ${formatBytes(fullKvBytes)} with full attention: ${((1 - kvBytes / fullKvBytes) * 100).toFixed(0)}% saved\n`);
+      if (passkey) process.stderr.write(`duet: pass key ${passkey.answers[0]}: ${recalled ? 'recalled' : 'NOT recalled'}\n`);
     }
   } finally {
     engine.dispose();

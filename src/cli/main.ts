@@ -12,7 +12,7 @@ import { benchCommand } from './bench.js';
 const USAGE = `duet — DuoAttention inference: retrieval heads on the GPU (WebGPU), streaming heads on the CPU (WASM SIMD)
 
 Usage:
-  duet generate --model DIR (--prompt TEXT | --prompt-ids 1,2,3) [options]
+  duet generate --model DIR (--prompt TEXT | --prompt-ids 1,2,3 | --passkey LENGTH [--depth D]) [options]
       --chat                 wrap the prompt with the model's chat template
       --max-tokens N         tokens to generate (default 64)
       --temperature T        0 = greedy (default)

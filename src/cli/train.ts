@@ -21,7 +21,7 @@ export function bundledPlan(overrides: Partial<TrainPlan> = {}): TrainPlan {
     seed: 1, steps, tokensPerStep: 8192,
     schedule: { lr: 3e-3, warmup: Math.min(200, Math.ceil(steps / 10)), steps, minLrFraction: 0.1 },
     tasks: ['passkey', 'niah-single', 'niah-multikey'], answerWeight: 2,
-    curriculumSteps: Math.round(steps / 2), shortLengths: [128, 384], longLengths: [256, 1024],
+    curriculumSteps: Math.round((steps * 5) / 6), shortLengths: [128, 384], longLengths: [256, 1024],
     maxPosition: 2560, skipFraction: 0.5,
     ...overrides,
   };

@@ -10,8 +10,8 @@ import { parseArgs } from 'node:util';
 import { intOption } from './options.js';
 
 /** What `duet web` serves without --model (and then with this pattern). Change both here. */
-export const WEB_DEFAULT_MODEL = 'fixtures/tiny-random';
-export const WEB_DEFAULT_PATTERN = 'fixtures/tiny-random-pattern';
+export const WEB_DEFAULT_MODEL = 'fixtures/duet-passkey';
+export const WEB_DEFAULT_PATTERN = 'fixtures/duet-passkey-pattern';
 export const WEB_DEFAULT_PORT = 8080;
 
 const TYPES: Record<string, string> = {
