@@ -10,11 +10,10 @@ import { createCpuBackend } from '../src/cpu/backend.js';
 import type { StreamingWindow } from '../src/engine/backend.js';
 import { Engine, type CpuLike, type Placement } from '../src/engine/engine.js';
 import { score } from '../src/eval/score.js';
-import { fillerStyleFor } from '../src/eval/evaluate.js';
+import { fillerStyleFor, taskPrompt } from '../src/eval/evaluate.js';
 import { loadCheckpoint, type Checkpoint } from '../src/model/checkpoint.js';
 import type { ModelFiles } from '../src/model/files.js';
 import { heatmap } from '../src/plot/svg.js';
-import { generateSample } from '../src/tasks/tasks.js';
 
 /** What the page is doing, for people (the status line) and for scripts (window.duet). */
 export interface DuetStatus {
@@ -441,20 +440,13 @@ function passkeyPrompt(): RunSpec {
   if (!tokenizer) throw new Error('The passkey test needs a tokenizer (tokenizer.json in the model folder).');
   const length = numberInput(ui.passkeyLength, 'Prompt length', 64, ckpt.config.maxPositionEmbeddings - 16, true);
   const depth = numberInput(ui.passkeyDepth, 'Needle depth', 0, 1, false);
-  const counts = new Map<string, number>();
-  const countTokens = (t: string) => {
-    let n = counts.get(t);
-    if (n === undefined) { n = tokenizer.encode(t, { addSpecialTokens: false }).length; counts.set(t, n); }
-    return n;
-  };
-  const bos = tokenizer.encode('', { addSpecialTokens: true }).length;
   // ?seed=N makes the passkey prompt reproducible (the browser test uses it); otherwise a new one each time.
   const seed = params.has('seed') ? Number(params.get('seed')) : Math.floor(Math.random() * 2 ** 31);
-  const sample = generateSample({ kind: 'passkey', length: length - bos, depth, seed, style: fillerStyleFor(tokenizer), countTokens });
+  const { sample, ids } = taskPrompt(tokenizer, { kind: 'passkey', length, depth, seed, style: fillerStyleFor(tokenizer) });
   ui.promptShown.textContent = sample.prompt;
   ui.promptDetails.hidden = false;
   return {
-    ids: tokenizer.encode(sample.prompt, { addSpecialTokens: true }), maxTokens: sample.maxNewTokens,
+    ids, maxTokens: sample.maxNewTokens,
     label: `passkey at depth ${depth}`, passkey: sample.answers[0],
   };
 }

@@ -7,10 +7,11 @@ import { createNodeGpu } from '../node/gpu.js';
 import { intOption, numberOption, patternOptions, resolveHeads, threadsOption } from './options.js';
 import { createNodeCpu } from '../node/kernel-threads.js';
 import { Progress } from './progress.js';
-import { formatBytes } from '../attention/memory.js';
-import { fillerStyleFor } from '../eval/evaluate.js';
+import { formatBytes, projectKvMemory } from '../attention/memory.js';
+import { allHeads } from '../attention/pattern.js';
+import { fillerStyleFor, taskPrompt } from '../eval/evaluate.js';
 import { score } from '../eval/score.js';
-import { generateSample, type TaskSample } from '../tasks/tasks.js';
+import type { TaskSample } from '../tasks/tasks.js';
 
 const options = {
   model: { type: 'string' },
@@ -69,10 +70,9 @@ export async function generateCommand(argv: string[]): Promise<number> {
     const length = intOption(v.passkey, '--passkey', 32)!;
     const depth = numberOption(v.depth, '--depth') ?? 0.5;
     if (!(depth >= 0 && depth <= 1)) throw new Error(`--depth must be in [0, 1] (got ${depth})`);
-    const countTokens = (t: string) => tokenizer.encode(t, { addSpecialTokens: false }).length;
-    const bos = tokenizer.encode('', { addSpecialTokens: true }).length;
-    passkey = generateSample({ kind: 'passkey', length: length - bos, depth, seed: sampling.seed, style: fillerStyleFor(tokenizer), countTokens });
-    promptIds = tokenizer.encode(passkey.prompt, { addSpecialTokens: true });
+    const prompt = taskPrompt(tokenizer, { kind: 'passkey', length, depth, seed: sampling.seed, style: fillerStyleFor(tokenizer) });
+    passkey = prompt.sample;
+    promptIds = prompt.ids;
     process.stderr.write(`duet: passkey prompt of ${promptIds.length} tokens, pass key ${passkey.answers[0]} at depth ${depth}\n`);
   } else if (v['prompt-ids'] !== undefined) {
     promptIds = v['prompt-ids'].split(',').map((s) => {
@@ -108,7 +108,8 @@ export async function generateCommand(argv: string[]): Promise<number> {
     });
     const text = tokenizer ? tokenizer.decode(result.tokens) : null;
     // KV bytes with every head full, at the same cache capacity, for the saving.
-    const fullKvBytes = 2 * config.numLayers * config.numKvHeads * config.headDim * 4 * Math.min(config.maxPositionEmbeddings, promptIds.length + maxTokens);
+    const capacity = Math.min(config.maxPositionEmbeddings, promptIds.length + maxTokens);
+    const fullKvBytes = projectKvMemory(allHeads(config.numLayers, config.numKvHeads, true), config.headDim, capacity, { sink: 0, recent: 1 }, 4).full_bytes;
     const kvBytes = result.kv.retrievalBytes + result.kv.streamingBytes;
     const recalled = passkey ? score('passkey', text ?? '', passkey.answers) === 1 : null;
     if (v.json) {

@@ -4,7 +4,7 @@
 // with the context beyond the caches themselves.
 import type { AttentionShape, Backend, DeviceTensor, StreamingWindow } from '../engine/backend.js';
 import { WasmHeap } from './memory.js';
-import { CONTROL_BYTES, KernelThreads, Op, runShare, type StartWorker } from './threads.js';
+import { CONTROL_BYTES, KernelThreads, MAX_ARGS, Op, runShare, type StartWorker } from './threads.js';
 import { instantiateKernels, kernelMemory, kernelModule, type KernelExports } from './wasm.js';
 
 /** Query rows per attention tile (tile = rows × GQA group query vectors sharing each K/V block). */
@@ -38,8 +38,8 @@ export class CpuBackend implements Backend {
   private readonly heap: WasmHeap;
   private threads: KernelThreads | null = null;
   private minParallelWork = MIN_PARALLEL_WORK;
-  /** Scratch for the threads' argument hand-off (f64 view of a plain buffer when single-threaded). */
-  private readonly single = new Float64Array(24);
+  /** A job's arguments when it runs on this thread alone (the threads read theirs from shared memory). */
+  private readonly single = new Float64Array(MAX_ARGS);
 
   constructor(private readonly k: KernelExports, memory: WebAssembly.Memory) {
     this.heap = new WasmHeap(memory, k.heapBase());

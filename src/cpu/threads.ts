@@ -11,7 +11,8 @@ import { instantiateKernels, type KernelExports } from './wasm.js';
 export const Op = { Stop: 0, Matmul: 1, Attention: 2, Streaming: 3 } as const;
 export type Op = (typeof Op)[keyof typeof Op];
 
-const MAX_ARGS = 24;
+/** f64 arguments a job carries (the largest op, streaming attention, has 17). */
+export const MAX_ARGS = 24;
 /** Bytes of the control block (allocated by the backend in the shared memory). */
 export const CONTROL_BYTES = 16 + MAX_ARGS * 8;
 

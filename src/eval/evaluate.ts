@@ -8,7 +8,7 @@ import type { ModelConfig } from '../model/config.js';
 import type { TextTokenizer } from '../model/tokenizer.js';
 import type { ModelWeights } from '../model/weights.js';
 import type { FillerStyle } from '../tasks/filler.js';
-import { generateSample, type TaskKind } from '../tasks/tasks.js';
+import { generateSample, type TaskKind, type TaskSample } from '../tasks/tasks.js';
 import { score } from './score.js';
 
 export interface HeadConfig {
@@ -53,14 +53,26 @@ export function fillerStyleFor(tokenizer: TextTokenizer): FillerStyle {
   return tokenizer.decode(tokenizer.encode(probe, { addSpecialTokens: false })) === probe ? 'english' : 'grammar';
 }
 
-export async function evaluate(o: EvalOptions): Promise<EvalRow[]> {
+/** Token count of a text (no special tokens), memoised: task generators ask for the same filler often. */
+export function tokenCounter(tokenizer: TextTokenizer): (text: string) => number {
   const counts = new Map<string, number>();
-  const countTokens = (text: string) => {
+  return (text) => {
     let n = counts.get(text);
-    if (n === undefined) { n = o.tokenizer.encode(text, { addSpecialTokens: false }).length; counts.set(text, n); }
+    if (n === undefined) { n = tokenizer.encode(text, { addSpecialTokens: false }).length; counts.set(text, n); }
     return n;
   };
-  const bos = o.tokenizer.encode('', { addSpecialTokens: true }).length;
+}
+
+/** A task sample whose prompt, with the tokenizer's special tokens (BOS), is `length` tokens; and its ids. */
+export function taskPrompt(tokenizer: TextTokenizer, spec: { kind: TaskKind; length: number; depth: number; seed: number; style: FillerStyle },
+  countTokens = tokenCounter(tokenizer)): { sample: TaskSample; ids: number[] } {
+  const bos = tokenizer.encode('', { addSpecialTokens: true }).length;
+  const sample = generateSample({ ...spec, length: spec.length - bos, countTokens });
+  return { sample, ids: tokenizer.encode(sample.prompt, { addSpecialTokens: true }) };
+}
+
+export async function evaluate(o: EvalOptions): Promise<EvalRow[]> {
+  const countTokens = tokenCounter(o.tokenizer);
   const total = o.heads.length * o.tasks.length * o.lengths.length * o.depths.length * o.samples;
   let done = 0;
   const rows: EvalRow[] = [];
@@ -74,8 +86,7 @@ export async function evaluate(o: EvalOptions): Promise<EvalRow[]> {
             for (let s = 0; s < o.samples; s++) {
               // The same seeds for every head configuration: configurations see identical prompts.
               const seed = (o.seed ?? 0) * 1_000_003 + s * 7919 + length * 31 + Math.round(depth * 1000) + task.length;
-              const sample = generateSample({ kind: task, length: length - bos, depth, seed, style: o.style, countTokens });
-              const ids = o.tokenizer.encode(sample.prompt, { addSpecialTokens: true });
+              const { sample, ids } = taskPrompt(o.tokenizer, { kind: task, length, depth, seed, style: o.style }, countTokens);
               if (ids.length > o.config.maxPositionEmbeddings) {
                 throw new Error(`a ${length}-token ${task} prompt has ${ids.length} tokens, more than the model allows (max_position_embeddings ${o.config.maxPositionEmbeddings})`);
               }

@@ -6,6 +6,7 @@
 //    a head scores 1/|answer| per generated token whose most-attended position lies in the needle
 //    and holds that same token; mean over the successful runs.
 import type { TextTokenizer } from '../model/tokenizer.js';
+import { tokenCounter } from '../eval/evaluate.js';
 import type { FillerStyle } from '../tasks/filler.js';
 import { Random } from '../tasks/random.js';
 import { generateSample } from '../tasks/tasks.js';
@@ -103,7 +104,7 @@ export function retrievalScores(model: TrainModel, tokenizer: TextTokenizer, o: 
   let runs = 0, successful = 0;
   const total = o.samples * o.lengths.length;
   const stop = new Set(o.stopIds);
-  const counter = (t: string) => tokenizer.encode(t, { addSpecialTokens: false }).length;
+  const counter = tokenCounter(tokenizer);
   const bos = tokenizer.encode('', { addSpecialTokens: true }).length;
   for (const length of o.lengths) {
     for (let s = 0; s < o.samples; s++) {
