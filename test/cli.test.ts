@@ -67,6 +67,8 @@ test('bad input gets a clear error and a non-zero exit', async () => {
     [['generate', '--model', MODEL, '--prompt', 'x', '--pattern', MODEL], /full_attention_heads.tsv: missing/],
     [['generate', '--model', MODEL, '--prompt', 'x', '--streaming-only'], /--streaming-only needs --sink and --recent/],
     [['generate', '--model', MODEL, '--prompt', 'x', '--max-tokens', '0'], /--max-tokens must be an integer ≥ 1/],
+    [['train', '--out', '/tmp/duet-never', '--heads', '3'], /--heads 3: the head size hidden\/heads must be an even integer \(hidden 64\)/],
+    [['train', '--out', '/tmp/duet-never', '--answer-weight', 'lots'], /--answer-weight must be a number \(got "lots"\)/],
     [['frobnicate'], /unknown command "frobnicate"/],
   ];
   for (const [args, re] of cases) {

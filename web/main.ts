@@ -442,6 +442,7 @@ function passkeyPrompt(): RunSpec {
   const depth = numberInput(ui.passkeyDepth, 'Needle depth', 0, 1, false);
   // ?seed=N makes the passkey prompt reproducible (the browser test uses it); otherwise a new one each time.
   const seed = params.has('seed') ? Number(params.get('seed')) : Math.floor(Math.random() * 2 ** 31);
+  if (!Number.isInteger(seed)) throw new Error(`The page's ?seed= must be an integer (got "${params.get('seed')}").`);
   const { sample, ids } = taskPrompt(tokenizer, { kind: 'passkey', length, depth, seed, style: fillerStyleFor(tokenizer) });
   ui.promptShown.textContent = sample.prompt;
   ui.promptDetails.hidden = false;
