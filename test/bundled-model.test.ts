@@ -1,31 +1,44 @@
 // The bundled model (fixtures/duet-passkey) does what its model card says: full attention recalls
-// pass keys on a small grid, streaming-only attention cannot, and it has ≥ 12 KV heads to identify.
+// pass keys up to 2,048 tokens at every depth, its committed pattern keeps that with half of the KV
+// heads streaming, streaming-only attention cannot, and it has ≥ 12 KV heads to identify.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { allHeads } from '../src/attention/pattern.ts';
+import { allHeads, binarize, loadPattern } from '../src/attention/pattern.ts';
 import { evaluate, fillerStyleFor, type HeadConfig } from '../src/eval/evaluate.ts';
 import { loadCheckpoint } from '../src/model/checkpoint.ts';
 import { nodeModelFiles } from '../src/node/files.ts';
 
 const DIR = new URL('../fixtures/duet-passkey', import.meta.url).pathname;
 
-async function passkeyAccuracy(heads: (layers: number, kvHeads: number) => HeadConfig, lengths: number[], depths: number[]) {
+async function passkeyAccuracy(heads: (layers: number, kvHeads: number) => HeadConfig | Promise<HeadConfig>, lengths: number[], depths: number[], samples = 2, seed = 7) {
   const ckpt = await loadCheckpoint(nodeModelFiles(DIR));
   const { config, tokenizer } = ckpt;
   const rows = await evaluate({
-    config, weights: ckpt.weights, tokenizer: tokenizer!, heads: [heads(config.numLayers, config.numKvHeads)],
-    tasks: ['passkey'], lengths, depths, samples: 2, seed: 7, style: fillerStyleFor(tokenizer!), stopIds: ckpt.eosTokenIds,
+    config, weights: ckpt.weights, tokenizer: tokenizer!, heads: [await heads(config.numLayers, config.numKvHeads)],
+    tasks: ['passkey'], lengths, depths, samples, seed, style: fillerStyleFor(tokenizer!), stopIds: ckpt.eosTokenIds,
     engine: { device: 'cpu' },
   });
   return { rows, mean: rows.reduce((a, r) => a + r.accuracy, 0) / rows.length, config };
 }
 
-// The model card's measured level at ≤ 1,024 tokens is 85–95%; the issue's target (≥ 95% up to
-// 2,048 tokens) is not reached yet (2,048: 35%), see fixtures/duet-passkey/README.md.
-test('bundled model, full attention: ≥ 75% passkey exact match at 256 and 1024 tokens (3 depths)', async () => {
-  const { rows, mean, config } = await passkeyAccuracy((L, H) => ({ name: 'full', kinds: allHeads(L, H, true) }), [256, 1024], [0.25, 0.5, 0.75]);
+const cells = (rows: Array<{ length: number; depth: number; accuracy: number }>) => JSON.stringify(rows.map((r) => [r.length, r.depth, r.accuracy]));
+
+// Issue 4's bar, ≥ 95% exact match up to 2,048 tokens at every depth, on the model card's grid
+// (`duet eval` defaults: seed 0, depths 0–1 by 0.25, 4 samples; 60 prompts, at most 3 misses).
+// The model's rate is ~97–98% (440 prompts, 10 per cell: every length ≥ 97%); on other 36-prompt
+// grids it lands between 94% and 100%.
+test('bundled model, full attention: ≥ 95% passkey exact match at 512, 1024, 2048 tokens, 5 depths', async () => {
+  const { rows, mean, config } = await passkeyAccuracy((L, H) => ({ name: 'full', kinds: allHeads(L, H, true) }), [512, 1024, 2048], [0, 0.25, 0.5, 0.75, 1], 4, 0);
   assert.ok(config.numLayers * config.numKvHeads >= 12, 'the bundled model needs at least 12 KV heads');
-  assert.ok(mean >= 0.75, `full-attention passkey accuracy ${(mean * 100).toFixed(0)}%: ${JSON.stringify(rows.map((r) => [r.length, r.depth, r.accuracy]))}`);
+  assert.ok(mean >= 0.95, `full-attention passkey accuracy ${(mean * 100).toFixed(0)}%: ${cells(rows)}`);
+});
+
+test('bundled model, its pattern at 50% streaming (split runtime on the CPU): ≥ 90% passkey at 1024 and 2048 tokens', async () => {
+  const { rows, mean } = await passkeyAccuracy(async (L, H) => {
+    const pattern = await loadPattern(nodeModelFiles(new URL('../fixtures/duet-passkey-pattern', import.meta.url).pathname), L, H);
+    return { name: 'pattern@0.5', kinds: binarize(pattern.alphas, { sparsity: 0.5 }), window: { sink: pattern.sink, recent: pattern.recent } };
+  }, [1024, 2048], [0.25, 0.5, 0.75], 2);
+  assert.ok(mean >= 0.9, `pattern@0.5 passkey accuracy ${(mean * 100).toFixed(0)}%: ${cells(rows)}`);
 });
 
 test('bundled model, every head streaming (sink 16, recent 64): ≤ 20% when the needle is outside the window', async () => {

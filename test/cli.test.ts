@@ -2,7 +2,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -69,6 +69,7 @@ test('bad input gets a clear error and a non-zero exit', async () => {
     [['generate', '--model', MODEL, '--prompt', 'x', '--max-tokens', '0'], /--max-tokens must be an integer ≥ 1/],
     [['train', '--out', '/tmp/duet-never', '--heads', '3'], /--heads 3: the head size hidden\/heads must be an even integer \(hidden 64\)/],
     [['train', '--out', '/tmp/duet-never', '--answer-weight', 'lots'], /--answer-weight must be a number \(got "lots"\)/],
+    [['train', '--out', '/tmp/duet-never', '--max-len', '256'], /niah-multikey sequences need 340 tokens, more than the model's 256 rows \(--max-len\)/],
     [['frobnicate'], /unknown command "frobnicate"/],
   ];
   for (const [args, re] of cases) {
@@ -81,6 +82,19 @@ test('bad input gets a clear error and a non-zero exit', async () => {
   writeFileSync(join(badPattern, 'config.json'), '{"sink_size": 4, "recent_size": 8}');
   const r = await duet('generate', '--model', MODEL, '--prompt', 'x', '--pattern', badPattern);
   assert.match(r.stderr, /full_attention_heads.tsv: has 1 lines \(layers\), the model has 4 layers/);
+});
+
+test('train --until stops at a step and --resume goes on to --steps (a tiny config)', async () => {
+  const out = mkdtempSync(join(tmpdir(), 'duet-train-'));
+  const args = ['train', '--out', out, '--steps', '4', '--layers', '1', '--hidden', '16', '--heads', '2', '--tokens-per-step', '300', '--max-len', '256', '--tasks', 'passkey', '--threads', '1'];
+  const first = await duet(...args, '--until', '2');
+  assert.is(first.code, 0, first.stderr);
+  const state = () => JSON.parse(readFileSync(join(out, 'training', 'training_state.json'), 'utf8'));
+  assert.equal([state().step, state().steps], [2, 4]);
+  const second = await duet(...args, '--resume');
+  assert.is(second.code, 0, second.stderr);
+  assert.match(second.stderr, /resumed at step 2/);
+  assert.is(state().step, 4);
 });
 
 const PUBLISHED = publishedPatterns();

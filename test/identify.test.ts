@@ -11,6 +11,8 @@ import { promisify } from 'node:util';
 import { Arena } from '../src/train/arena.ts';
 import { TrainModel } from '../src/train/model.ts';
 import { optimiseGates } from '../src/identify/duo.ts';
+import { taskSample } from '../src/identify/data.ts';
+import { Random } from '../src/tasks/random.ts';
 import { zigzag, razorAlphas } from '../src/identify/scores.ts';
 import { loadPattern } from '../src/attention/pattern.ts';
 import { nodeModelFiles } from '../src/node/files.ts';
@@ -69,6 +71,23 @@ test('gate optimisation: the local head streams (α → 0), the far-copy head st
   assert.ok(r.losses.every(Number.isFinite));
 });
 
+test('task-format identification samples: the answer rows predict the answer written after the question', () => {
+  const tok = tokenizerFiles();
+  const tokenizer = new TextTokenizer(tok.tokenizer, tok.tokenizerConfig as Record<string, unknown>);
+  for (const [seed, kinds] of [[1, ['passkey']], [2, ['niah-single']], [3, ['vt', 'passkey']]] as const) {
+    const s = taskSample(tokenizer, new Random(seed), 300, kinds, 'grammar');
+    const text = tokenizer.decode(Array.from(s.ids));
+    const answer = tokenizer.decode(s.answerRows.map((row) => s.ids[row + 1]));
+    assert.match(answer, /^ [0-9a-z, ]+\.$/, `answer tokens of ${s.description}: "${answer}"`);
+    assert.ok(text.endsWith(answer), text.slice(-80));
+    assert.match(text.slice(0, -answer.length), /(the pass key is|the magic number for [a-z]+ is|they are)$/);
+    // The answer is in the haystack (the needle), and the prompt is the asked length.
+    const firstValue = answer.slice(1, -1).split(', ')[0];
+    assert.ok(text.slice(0, -answer.length).includes(firstValue), `needle ${firstValue} in the prompt`);
+    assert.ok(s.ids.length - s.answerRows.length <= 300 && s.ids.length - s.answerRows.length > 250, `${s.ids.length - s.answerRows.length} prompt tokens`);
+  }
+});
+
 test('zigzag makes whole layers streaming to meet the budget; razor marks its top-ratio union', () => {
   const z = zigzag([[0.9, 0.8], [0.1, 0.3], [0.5, 0.7], [0.2, 0.1]], 0.5);
   assert.equal(z.streamingLayers, [1, 3]);
@@ -81,7 +100,7 @@ test('zigzag makes whole layers streaming to meet the budget; razor marks its to
 const duet = (...args: string[]) => run('node', ['bin/duet.mjs', ...args], { encoding: 'utf8' });
 
 test('duet identify writes patterns the loader accepts (duo, razor, zigzag)', async () => {
-  for (const [method, extra] of [['duo', ['--steps', '3']], ['razor', []], ['duo', ['--steps', '2', '--zigzag', '--sparsity', '0.5']]] as const) {
+  for (const [method, extra] of [['duo', ['--steps', '3']], ['razor', []], ['duo', ['--steps', '2', '--zigzag', '--sparsity', '0.5']], ['duo', ['--steps', '2', '--data', 'passkey,niah-single']]] as const) {
     const out = mkdtempSync(join(tmpdir(), 'duet-id-'));
     await duet('identify', '--model', 'fixtures/tiny-random', '--method', method, '--out', out, '--lengths', '480,520', '--sink', '4', '--recent', '16', ...extra);
     const p = await loadPattern(nodeModelFiles(out), 4, 4);
@@ -90,7 +109,11 @@ test('duet identify writes patterns the loader accepts (duo, razor, zigzag)', as
     const report = JSON.parse(readFileSync(join(out, 'identify.json'), 'utf8'));
     assert.ok(report.method.startsWith(method) && report.seconds >= 0 && report.data, JSON.stringify(report).slice(0, 200));
     assert.ok(readFileSync(join(out, 'heads.svg'), 'utf8').startsWith('<svg'));
-    if (method === 'duo' && !(extra as readonly string[]).includes('--zigzag')) assert.is(report.loss.length, 3);
+    if (method === 'duo' && extra[1] === '3') assert.is(report.loss.length, 3);
+    if ((extra as readonly string[]).includes('--data')) {
+      assert.is(report.options.data, 'passkey,niah-single');
+      assert.match(report.data, /^evaluation tasks: (passkey|niah-single), \d+ tokens/);
+    }
     if ((extra as readonly string[]).includes('--zigzag')) for (const row of p.alphas) assert.ok(row.every((a) => a === row[0]), `zigzag layer ${row}`);
   }
 });
@@ -107,6 +130,7 @@ test('bad identify options and impossible runs get clear errors', async () => {
   await fails(['--model', 'fixtures/tiny-random', '--method', 'magic', '--out', out], /--method must be one of duo, retrieval-score, razor/);
   await fails(['--model', 'fixtures/tiny-random', '--method', 'duo', '--out', out, '--sparsity', '1.5'], /--sparsity must be in \[0, 1\]/);
   await fails(['--model', 'fixtures/tiny-random', '--method', 'razor', '--out', out, '--zigzag'], /--zigzag needs --sparsity/);
+  await fails(['--model', 'fixtures/tiny-random', '--method', 'duo', '--out', out, '--data', 'passkey,riddles'], /--data must be "words" or task kinds from passkey, niah-single, .* \(got "riddles"\)/);
   await fails(['--model', 'fixtures/tiny-random', '--method', 'retrieval-score', '--out', out, '--lengths', '256,300', '--samples', '1'], /answered none of 2 passkey prompts/);
 });
 

@@ -83,6 +83,14 @@ test('duet eval on the tiny fixture: JSON rows for every cell and an SVG heatmap
     assert.ok(svg.startsWith('<svg') && svg.includes('needle depth') && svg.trim().endsWith('</svg>'), p);
   }
   assert.equal(JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')).results, result.results);
+  // KV memory per configuration at the longest length (192): 16 KV heads of dim 8, K and V in f32;
+  // a streaming head keeps sink 4 + recent 16 tokens.
+  const perToken = 2 * 8 * 4;
+  const byName = Object.fromEntries(result.configs.map((c: { name: string }) => [c.name, c]));
+  assert.equal([byName.full.streaming_heads, byName.full.kv_bytes, byName.full.kv_context], [0, 16 * 192 * perToken, 192]);
+  assert.equal([byName['streaming-only'].streaming_heads, byName['streaming-only'].kv_bytes], [16, 16 * 20 * perToken]);
+  const p = byName['pattern@α≥0.5'];
+  assert.is(p.kv_bytes, (16 - p.streaming_heads) * 192 * perToken + p.streaming_heads * 20 * perToken);
 });
 
 test('duet eval: bad flags get errors naming the flag', () => {

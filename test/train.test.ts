@@ -10,7 +10,8 @@ import { TextTokenizer } from '../src/model/tokenizer.ts';
 import { loadCheckpoint } from '../src/model/checkpoint.ts';
 import { nodeModelFiles } from '../src/node/files.ts';
 import { makeSequence } from '../src/train/data.ts';
-import { Trainer, type TrainPlan } from '../src/train/trainer.ts';
+import { Trainer, checkPlan, phaseAt, planLearningRate, type TrainPlan } from '../src/train/trainer.ts';
+import { bundledPlan } from '../src/cli/train.ts';
 import { loadState, saveModel, saveState } from '../src/train/checkpoint-io.ts';
 import { parameterCount } from '../src/train/model.ts';
 import { BOS, EOS, VOCAB_SIZE, encodeChars, tokenizerFiles } from '../src/train/vocab.ts';
@@ -48,9 +49,11 @@ test('training sequences: deterministic, answer rows weighted, eos last, PoSE ju
 function tinyPlan(): TrainPlan {
   return {
     model: { vocab: VOCAB_SIZE, hidden: 16, layers: 1, heads: 2, kvHeads: 1, headDim: 8, intermediate: 24, eps: 1e-5, ropeTheta: 10000, maxRows: 200 },
-    seed: 3, steps: 30, tokensPerStep: 400, schedule: { lr: 1e-2, warmup: 3, steps: 30, minLrFraction: 0.1 },
-    tasks: ['passkey'], answerWeight: 1, curriculumSteps: 10, shortLengths: [140, 160], longLengths: [150, 199],
-    maxPosition: 600, skipFraction: 0.5,
+    seed: 3, steps: 30, tokensPerStep: 400, tasks: ['passkey'], answerWeight: 1, skipFraction: 0.5,
+    phases: [
+      { from: 0, lengths: [140, 160], maxPosition: 0, schedule: { lr: 1e-2, warmup: 3, steps: 30, minLrFraction: 0.1 } },
+      { from: 10, lengths: [150, 199], maxPosition: 600 },
+    ],
   };
 }
 
@@ -97,6 +100,35 @@ test('data-parallel training (a worker-thread replica) takes the same steps as o
   } finally {
     await pool.stop();
   }
+});
+
+test('phases: data and learning rate follow the phase of each step; a schedule restarts the rate', async () => {
+  const plan = bundledPlan();
+  assert.equal(plan.phases.map((p) => p.from), [0, 2500, 3000]);
+  assert.equal(phaseAt(plan, 2499).lengths, [128, 384]);
+  assert.equal(phaseAt(plan, 2500).lengths, [256, 1024]);
+  assert.equal(phaseAt(plan, 3999).maxPosition, 4096);
+  // Stage 1: warm-up to 3e-3, cosine to 10 % at step 3,000; stage 2 warms up again to 1e-3.
+  assert.ok(Math.abs(planLearningRate(plan, 199) - 3e-3) < 1e-12);
+  assert.ok(Math.abs(planLearningRate(plan, 2999) - 3e-4) < 1e-6);
+  assert.ok(Math.abs(planLearningRate(plan, 3000) - 1e-3 / 50) < 1e-12);
+  assert.ok(Math.abs(planLearningRate(plan, 3049) - 1e-3) < 1e-12);
+  assert.ok(planLearningRate(plan, 3999) < 1.01e-4);
+  // Sequences of step k come from k's phase.
+  const t = await Trainer.create({ ...tinyPlan(), phases: [{ ...tinyPlan().phases[0], lengths: [140, 150] }, { from: 5, lengths: [190, 199], maxPosition: 0 }] });
+  // (a sequence is ~35 tokens shorter than its nominal length: the prompt is sized length − 40)
+  const longest4 = Math.max(...t.sequencesFor(4).map((s) => s.ids.length));
+  const shortest5 = Math.min(...t.sequencesFor(5).map((s) => s.ids.length));
+  assert.ok(longest4 < shortest5, `step 4 (140–150) up to ${longest4} tokens, step 5 (190–199) from ${shortest5}`);
+});
+
+test('a malformed training plan is a clear error', () => {
+  const bad = (phases: TrainPlan['phases']) => () => checkPlan({ ...tinyPlan(), phases });
+  const s = tinyPlan().phases[0].schedule;
+  assert.throws(bad([{ from: 1, lengths: [140, 160], maxPosition: 0, schedule: s }]), /first phase must start at step 0 and have a learning-rate schedule/);
+  assert.throws(bad([{ from: 0, lengths: [140, 160], maxPosition: 0 }]), /first phase must start at step 0/);
+  assert.throws(bad([{ from: 0, lengths: [140, 160], maxPosition: 0, schedule: s }, { from: 5, lengths: [140, 160], maxPosition: 0 }, { from: 4, lengths: [140, 160], maxPosition: 0 }]), /phase 2 starts at step 4, before phase 1 \(step 5\)/);
+  assert.throws(bad([{ from: 0, lengths: [140, 300], maxPosition: 0, schedule: s }]), /phase 0 lengths 140–300 must be ordered and at most the model's 200 rows/);
 });
 
 test('resume: a missing, mismatched or truncated training state is a clear error', async () => {

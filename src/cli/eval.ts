@@ -5,6 +5,7 @@ import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { allHeads, binarize, loadPattern } from '../attention/pattern.js';
+import { projectKvMemory } from '../attention/memory.js';
 import type { DeviceChoice, Placement } from '../engine/engine.js';
 import { evaluate, fillerStyleFor, type EvalRow, type HeadConfig } from '../eval/evaluate.js';
 import { loadCheckpoint } from '../model/checkpoint.js';
@@ -127,7 +128,14 @@ export async function evalCommand(argv: string[]): Promise<number> {
       plots.push(file);
     }
   }
-  const result = { model: v.model, filler: style, samples, seed, results: rows, plots };
+  // Per configuration: its streaming heads and KV memory (f32, as the engine stores it) at the
+  // longest evaluated length.
+  const longest = Math.max(...lengths);
+  const configs = heads.map((h) => {
+    const kv = projectKvMemory(h.kinds ?? allHeads(L, H, true), config.headDim, longest, h.window ?? { sink: 0, recent: 1 }, 4);
+    return { name: h.name, streaming_heads: kv.streaming_heads, kv_heads: L * H, window: h.window ?? null, kv_bytes: kv.duo_bytes, kv_context: longest };
+  });
+  const result = { model: v.model, filler: style, samples, seed, configs, results: rows, plots };
   writeFileSync(join(outDir, 'results.json'), `${JSON.stringify(result, null, 1)}\n`);
   if (v.json) {
     process.stdout.write(`${JSON.stringify(result)}\n`);

@@ -1,7 +1,9 @@
 // `duet identify`: finds retrieval heads (DuoAttention gates, retrieval score, RazorAttention, with
 // the ZigzagAttention layer constraint on top) and writes a DuoAttention-format pattern.
 import { parseArgs } from 'node:util';
-import { fillerStyleFor } from '../eval/evaluate.js';
+import { fillerStyleFor, tokenCounter } from '../eval/evaluate.js';
+import { taskSample } from '../identify/data.js';
+import { TASK_KINDS, type TaskKind } from '../tasks/tasks.js';
 import { frozenModel } from '../identify/frozen.js';
 import { optimiseGates } from '../identify/duo.js';
 import { writePattern } from '../identify/output.js';
@@ -18,8 +20,19 @@ const options = {
   steps: { type: 'string' }, lr: { type: 'string' }, reg: { type: 'string' }, lengths: { type: 'string' },
   sink: { type: 'string' }, recent: { type: 'string' }, seed: { type: 'string' }, samples: { type: 'string' },
   'echo-ratio': { type: 'string' }, 'induction-ratio': { type: 'string' }, zigzag: { type: 'boolean' }, sparsity: { type: 'string' },
-  json: { type: 'boolean' },
+  json: { type: 'boolean' }, data: { type: 'string' },
 } as const;
+
+/**
+ * --data for duo: "words" (DuoAttention's passkeys of random words, the default) or evaluation task
+ * kinds ("passkey,niah-single") for a model that only knows its own task format.
+ */
+function taskKindsOption(value: string | undefined): TaskKind[] | undefined {
+  if (value === undefined || value === 'words') return undefined;
+  const kinds = value.split(',').map((k) => k.trim());
+  for (const k of kinds) if (!TASK_KINDS.includes(k as TaskKind)) throw new Error(`--data must be "words" or task kinds from ${TASK_KINDS.join(', ')} (got "${k}")`);
+  return kinds as TaskKind[];
+}
 
 export async function identifyCommand(argv: string[]): Promise<number> {
   const { values: v } = parseArgs({ args: argv, options, strict: true });
@@ -50,14 +63,17 @@ export async function identifyCommand(argv: string[]): Promise<number> {
   if (method === 'duo') {
     const steps = intOption(v.steps, '--steps', 1) ?? 200;
     const lr = numberOption(v.lr, '--lr') ?? 0.02, reg = numberOption(v.reg, '--reg') ?? 0.05;
-    Object.assign(runOptions, { steps, lr, reg });
+    const kinds = taskKindsOption(v.data);
+    Object.assign(runOptions, { steps, lr, reg, data: v.data ?? 'words' });
     const bar = new Progress('identify');
+    const counter = tokenCounter(tokenizer);
     const r = optimiseGates(model, tokenizer, {
       steps, lr, reg, lengths: [lengths[0], lengths[1]], window: { sink, recent }, seed, style,
+      sample: kinds ? (rng, length) => taskSample(tokenizer, rng, length, kinds, style, counter) : undefined,
       onStep: (s, loss, mse) => bar.update(s, steps, `loss ${loss.toFixed(5)} mse ${mse.toExponential(2)}`),
     });
     alphas = r.alphas;
-    data = `synthetic passkeys: ${r.data.join('; ')}…`;
+    data = `${kinds ? 'evaluation tasks' : 'synthetic passkeys'}: ${r.data.join('; ')}…`;
     extra = { loss: r.losses, distill_loss: r.distill };
   } else if (method === 'razor') {
     const echoRatio = numberOption(v['echo-ratio'], '--echo-ratio') ?? 0.01, inductionRatio = numberOption(v['induction-ratio'], '--induction-ratio') ?? 0.14;

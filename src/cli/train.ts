@@ -13,16 +13,25 @@ import { Progress } from './progress.js';
 import { availableParallelism } from 'node:os';
 import { startTrainingHelpers } from '../node/train-pool.js';
 
-/** The bundled model's recipe (see fixtures/duet-passkey/README.md). */
+/**
+ * The bundled model's recipe (see fixtures/duet-passkey/README.md), for `steps` (default 4,000)
+ * scaled proportionally: 5/8 of the steps at 128–384 tokens, 1/8 at 256–1,024 with PoSE jumps to
+ * 2,560 positions (one cosine schedule over these 3/4), then a long-context stage at 256–2,048
+ * tokens with jumps to 4,096, a fifth of the needles right at the start or end of the haystack, and
+ * a fresh, lower schedule.
+ */
 export function bundledPlan(overrides: Partial<TrainPlan> = {}): TrainPlan {
-  const steps = overrides.steps ?? 3000;
+  const steps = overrides.steps ?? 4000;
+  const at = (f: number) => Math.round(steps * f);
   return {
-    model: { vocab: VOCAB_SIZE, hidden: 64, layers: 3, heads: 4, kvHeads: 4, headDim: 16, intermediate: 176, eps: 1e-5, ropeTheta: 10000, maxRows: 1024 },
+    model: { vocab: VOCAB_SIZE, hidden: 64, layers: 3, heads: 4, kvHeads: 4, headDim: 16, intermediate: 176, eps: 1e-5, ropeTheta: 10000, maxRows: 2048 },
     seed: 1, steps, tokensPerStep: 8192,
-    schedule: { lr: 3e-3, warmup: Math.min(200, Math.ceil(steps / 10)), steps, minLrFraction: 0.1 },
-    tasks: ['passkey', 'niah-single', 'niah-multikey'], answerWeight: 2,
-    curriculumSteps: Math.round((steps * 5) / 6), shortLengths: [128, 384], longLengths: [256, 1024],
-    maxPosition: 2560, skipFraction: 0.5,
+    tasks: ['passkey', 'niah-single', 'niah-multikey'], answerWeight: 2, skipFraction: 0.5,
+    phases: [
+      { from: 0, lengths: [128, 384], maxPosition: 0, schedule: { lr: 3e-3, warmup: Math.min(200, Math.ceil(steps / 20)), steps: at(3 / 4), minLrFraction: 0.1 } },
+      { from: at(5 / 8), lengths: [256, 1024], maxPosition: 2560 },
+      { from: at(3 / 4), lengths: [256, 2048], maxPosition: 4096, edgeDepths: 0.2, schedule: { lr: 1e-3, warmup: Math.min(50, Math.ceil(steps / 80)), steps: steps - at(3 / 4), minLrFraction: 0.1 } },
+    ],
     ...overrides,
   };
 }
@@ -32,7 +41,7 @@ const options = {
   'save-every': { type: 'string' }, 'tokens-per-step': { type: 'string' }, 'max-len': { type: 'string' },
   tasks: { type: 'string' }, lr: { type: 'string' }, layers: { type: 'string' }, hidden: { type: 'string' }, heads: { type: 'string' },
   'answer-weight': { type: 'string' },
-  threads: { type: 'string' },
+  threads: { type: 'string' }, until: { type: 'string' },
 } as const;
 
 export async function trainCommand(argv: string[]): Promise<number> {
@@ -45,14 +54,18 @@ export async function trainCommand(argv: string[]): Promise<number> {
   const hidden = intOption(v.hidden, '--hidden', 8) ?? base.model.hidden;
   const heads = intOption(v.heads, '--heads', 1) ?? base.model.heads;
   if (hidden % heads !== 0 || (hidden / heads) % 2 !== 0) throw new Error(`--heads ${heads}: the head size hidden/heads must be an even integer (hidden ${hidden})`);
+  const lr = numberOption(v.lr, '--lr');
   const plan: TrainPlan = {
     ...base, tasks,
     seed: intOption(v.seed, '--seed') ?? base.seed,
     tokensPerStep: intOption(v['tokens-per-step'], '--tokens-per-step', 1) ?? base.tokensPerStep,
-    schedule: { ...base.schedule, lr: numberOption(v.lr, '--lr') ?? base.schedule.lr },
     model: { ...base.model, layers: intOption(v.layers, '--layers', 1) ?? base.model.layers, hidden, heads, kvHeads: heads, headDim: hidden / heads, maxRows: maxLen },
     answerWeight: numberOption(v['answer-weight'], '--answer-weight') ?? base.answerWeight,
-    shortLengths: [Math.min(base.shortLengths[0], maxLen), Math.min(base.shortLengths[1], maxLen)], longLengths: [Math.min(base.longLengths[0], maxLen), maxLen],
+    // --max-len caps every phase's lengths; --lr scales every schedule's peak alike.
+    phases: base.phases.map((ph) => ({
+      ...ph, lengths: [Math.min(ph.lengths[0], maxLen), Math.min(ph.lengths[1], maxLen)],
+      schedule: ph.schedule && lr !== undefined ? { ...ph.schedule, lr: (ph.schedule.lr * lr) / base.phases[0].schedule!.lr } : ph.schedule,
+    })),
   };
   const saveEvery = intOption(v['save-every'], '--save-every', 1) ?? 250;
   const trainer = await Trainer.create(plan);
@@ -66,24 +79,26 @@ export async function trainCommand(argv: string[]): Promise<number> {
   }
   process.stderr.write(`duet: training ${nParams} parameters (${plan.model.layers} layers × ${plan.model.kvHeads} KV heads, d ${plan.model.hidden}) for ${plan.steps} steps of ~${plan.tokensPerStep} tokens\n`);
   const progress = new Progress('train');
+  // Data-parallel replicas, one per thread (default every core). The gradient sum's order depends on
+  // the count, so runs agree bit for bit only at the same --threads.
+  const threads = Math.min(intOption(v.threads, '--threads', 1) ?? availableParallelism(), availableParallelism());
   const save = () => {
     const meta = { duet_steps: String(trainer.opt.step), duet_seed: String(plan.seed) };
     saveModel(v.out!, trainer.model, 4096, meta);
     mkdirSync(stateDir, { recursive: true });
-    saveState(stateDir, trainer.state(), { seed: plan.seed, steps: plan.steps, plan });
+    saveState(stateDir, trainer.state(), { seed: plan.seed, steps: plan.steps, threads, plan });
   };
-  // Default one thread: on the 2-vCPU machines measured so far, two replicas ran slower than one
-  // (the SIMD kernels contend for the same core resources); --threads N opts in.
-  const threads = Math.min(intOption(v.threads, '--threads', 1) ?? 1, availableParallelism());
   const pool = threads > 1 ? await startTrainingHelpers(plan, threads - 1) : null;
   if (pool) process.stderr.write(`duet: ${threads} threads (data-parallel replicas)\n`);
+  // --until stops early (the plan, and so the data and schedule of every step, stay those of --steps).
+  const until = Math.min(intOption(v.until, '--until', 1) ?? plan.steps, plan.steps);
   let ema = 0;
   const startStep = trainer.opt.step;
-  while (trainer.opt.step < plan.steps) {
+  while (trainer.opt.step < until) {
     const r = pool ? await trainer.trainStepWith(pool.helpers) : trainer.trainStep();
     ema = ema ? 0.95 * ema + 0.05 * r.loss : r.loss;
-    progress.update(r.step - startStep, plan.steps - startStep, `step ${r.step}/${plan.steps} loss ${ema.toFixed(3)} lr ${r.lr.toExponential(1)} |g| ${r.gradNorm.toFixed(2)} ${(r.tokens / r.ms * 1000).toFixed(0)} tok/s`);
-    if (r.step % saveEvery === 0 || r.step === plan.steps) save();
+    progress.update(r.step - startStep, until - startStep, `step ${r.step}/${plan.steps} loss ${ema.toFixed(3)} lr ${r.lr.toExponential(1)} |g| ${r.gradNorm.toFixed(2)} ${(r.tokens / r.ms * 1000).toFixed(0)} tok/s`);
+    if (r.step % saveEvery === 0 || r.step === until) save();
   }
   await pool?.stop();
   process.stderr.write(`duet: saved ${v.out} (final loss ${ema.toFixed(4)})\n`);

@@ -1,11 +1,14 @@
-// Identification data (DuoAttention's recipe, offline): a haystack of filler sentences with several
-// passkeys made of random words at random depths (0.05–0.95), then one question per passkey with its
-// answer written out. The loss looks at the rows that predict the answer tokens. Pieces are encoded
-// one by one so answer and needle token positions are known exactly.
+// Identification data. DuoAttention's recipe (passkeySample): a haystack of filler sentences with
+// several passkeys made of random words at random depths (0.05–0.95), then one question per passkey
+// with its answer written out. For a model that only knows its own task format (the bundled model
+// learnt 5-digit pass keys, not words), taskSample uses the evaluation tasks with the answer
+// appended. The loss looks at the rows that predict the answer tokens. Pieces are encoded one by one
+// so answer token positions are known exactly.
 import type { TextTokenizer } from '../model/tokenizer.js';
 import { fillerSentence, PASSKEY_WORDS, type FillerStyle } from '../tasks/filler.js';
 import type { Random } from '../tasks/random.js';
-import { KEYS } from '../tasks/tasks.js';
+import { answerText, KEYS, type TaskKind } from '../tasks/tasks.js';
+import { taskPrompt } from '../eval/evaluate.js';
 
 export interface IdentifySample {
   ids: Int32Array;
@@ -45,4 +48,13 @@ export function passkeySample(tokenizer: TextTokenizer, r: Random, length: numbe
     ids.push(...a);
   }
   return { ids: Int32Array.from(ids), answerRows, description: `${passkeys} passkeys of ${words} words, ${ids.length} tokens` };
+}
+
+/** One evaluation-task prompt (kind picked from `kinds`) of `length` tokens with its answer appended. */
+export function taskSample(tokenizer: TextTokenizer, r: Random, length: number, kinds: readonly TaskKind[], style: FillerStyle, countTokens?: (text: string) => number): IdentifySample {
+  const kind = r.pick(kinds);
+  const { sample, ids } = taskPrompt(tokenizer, { kind, length, depth: 0.05 + 0.9 * r.next(), seed: r.int(0, 2 ** 31), style }, countTokens);
+  const answer = tokenizer.encode(answerText(sample), { addSpecialTokens: false });
+  const answerRows = answer.map((_, t) => ids.length - 1 + t);
+  return { ids: Int32Array.from([...ids, ...answer]), answerRows, description: `${kind}, ${ids.length + answer.length} tokens` };
 }

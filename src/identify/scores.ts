@@ -6,10 +6,9 @@
 //    a head scores 1/|answer| per generated token whose most-attended position lies in the needle
 //    and holds that same token; mean over the successful runs.
 import type { TextTokenizer } from '../model/tokenizer.js';
-import { tokenCounter } from '../eval/evaluate.js';
+import { taskPrompt, tokenCounter } from '../eval/evaluate.js';
 import type { FillerStyle } from '../tasks/filler.js';
 import { Random } from '../tasks/random.js';
-import { generateSample } from '../tasks/tasks.js';
 import type { TrainModel } from '../train/model.js';
 import { exactMatch } from '../eval/score.js';
 
@@ -109,8 +108,7 @@ export function retrievalScores(model: TrainModel, tokenizer: TextTokenizer, o: 
   for (const length of o.lengths) {
     for (let s = 0; s < o.samples; s++) {
       const r = new Random(o.seed * 7919 + length * 31 + s);
-      const sample = generateSample({ kind: 'passkey', length, depth: 0.05 + 0.9 * r.next(), seed: r.int(0, 2 ** 31), style: o.style, countTokens: counter });
-      const prompt = tokenizer.encode(sample.prompt, { addSpecialTokens: true });
+      const { sample, ids: prompt } = taskPrompt(tokenizer, { kind: 'passkey', length, depth: 0.05 + 0.9 * r.next(), seed: r.int(0, 2 ** 31), style: o.style }, counter);
       const answer = greedy(model, prompt, sample.maxNewTokens, stop);
       runs++;
       o.onProgress?.(runs, total);

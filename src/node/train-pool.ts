@@ -24,7 +24,9 @@ export async function startTrainingHelpers(plan: TrainPlan, count: number): Prom
     return {
       gradients: (params, step, indices) => new Promise((resolve, reject) => {
         pending = { resolve, reject };
-        w.postMessage({ params, step, indices });
+        // params is a view into the 71-MB training arena: posting the view would clone the whole
+        // arena buffer every step (that, not the cores, made two replicas slower than one).
+        w.postMessage({ params: params.slice(), step, indices });
       }),
     };
   });

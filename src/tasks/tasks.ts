@@ -100,6 +100,11 @@ function design(spec: TaskSpec, r: Random): { needles: Needle[]; question: strin
   }
 }
 
+/** The answer as written after the question (the bundled model's training format): " 48213." */
+export function answerText(sample: TaskSample): string {
+  return ` ${sample.answers.join(', ')}.`;
+}
+
 export function generateSample(spec: TaskSpec): TaskSample {
   if (!(spec.depth >= 0 && spec.depth <= 1)) throw new RangeError(`task depth must be in [0, 1] (got ${spec.depth})`);
   if (!(Number.isInteger(spec.length) && spec.length > 0)) throw new RangeError(`task length must be a positive integer (got ${spec.length})`);

@@ -4,7 +4,7 @@
 // Length curriculum (short first) and PoSE-style position skips (one random jump in the position
 // ids) let a model trained on ≤ maxLen tokens see relative distances up to maxPosition.
 import { Random } from '../tasks/random.js';
-import { generateSample, type TaskKind } from '../tasks/tasks.js';
+import { answerText, generateSample, type TaskKind } from '../tasks/tasks.js';
 import { BOS, EOS, encodeChars } from './vocab.js';
 
 export interface Sequence {
@@ -25,18 +25,30 @@ export interface DataOptions {
   maxPosition: number;
   /** Fraction of sequences that get a position jump. */
   skipFraction: number;
+  /**
+   * Fraction of sequences whose needle sits at depth 0 or 1 exactly (half each). A uniform depth
+   * almost never puts the needle right before the question, where the digits to copy are also in
+   * the local heads' view; the model has to learn that case too.
+   */
+  edgeDepths?: number;
+}
+
+/** A needle depth from one uniform draw u: depth 0 or 1 for the first `edge` of [0, 1), else uniform. */
+export function needleDepth(u: number, edge = 0): number {
+  if (u < edge / 2) return 0;
+  if (u < edge) return 1;
+  return (u - edge) / (1 - edge);
 }
 
 /** Shortest sequence that holds a task's needles and question with some haystack. */
-const MIN_LENGTH: Record<TaskKind, number> = { passkey: 136, 'niah-single': 160, 'niah-multikey': 340, 'niah-multivalue': 340, vt: 200 };
+export const MIN_LENGTH: Record<TaskKind, number> = { passkey: 136, 'niah-single': 160, 'niah-multikey': 340, 'niah-multivalue': 340, vt: 200 };
 
 export function makeSequence(r: Random, o: DataOptions): Sequence {
   const kind = r.pick(o.tasks);
   const length = Math.max(r.int(o.lengths[0], o.lengths[1] + 1), MIN_LENGTH[kind]);
-  const sample = generateSample({ kind, length: length - 40, depth: r.next(), seed: r.int(0, 2 ** 31), style: 'grammar', countTokens: (t) => t.length });
-  const answer = kind === 'vt' || kind === 'niah-multivalue' ? ` ${sample.answers.join(', ')}.` : ` ${sample.answers[0]}.`;
+  const sample = generateSample({ kind, length: length - 40, depth: needleDepth(r.next(), o.edgeDepths), seed: r.int(0, 2 ** 31), style: 'grammar', countTokens: (t) => t.length });
   const promptIds = encodeChars(sample.prompt);
-  const answerIds = [...encodeChars(answer), EOS];
+  const answerIds = [...encodeChars(answerText(sample)), EOS];
   const all = [BOS, ...promptIds, ...answerIds];
   const T = all.length - 1;
   const ids = Int32Array.from(all.slice(0, T));
