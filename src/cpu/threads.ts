@@ -16,6 +16,20 @@ export const MAX_ARGS = 24;
 /** Bytes of the control block (allocated by the backend in the shared memory). */
 export const CONTROL_BYTES = 16 + MAX_ARGS * 8;
 
+/**
+ * Polls before sleeping. A decode step is a chain of sub-millisecond jobs with little JS between
+ * them; waking a sleeping thread (Atomics.wait → notify) costs tens of microseconds on a VM, a large
+ * part of a 0.2-ms streaming-attention job. So both sides first poll for about this many loads
+ * (tens of microseconds), and only then sleep.
+ */
+const SPIN = 20_000;
+
+/** Polls i32[index] until it differs from `value`, then sleeps on it if it still does not. */
+function waitWhileEquals(ctl: Int32Array, index: number, value: number): void {
+  for (let i = 0; i < SPIN; i++) if (Atomics.load(ctl, index) !== value) return;
+  Atomics.wait(ctl, index, value);
+}
+
 /** What a worker needs to serve jobs (passed to it once at start). */
 export interface WorkerInit {
   module: WebAssembly.Module;
@@ -86,7 +100,7 @@ export class KernelThreads {
     Atomics.add(this.ctl, 0, 1);
     Atomics.notify(this.ctl, 0);
     runShare(this.kernels, op, this.args, 0, this.count);
-    for (let left = Atomics.load(this.ctl, 1); left !== 0; left = Atomics.load(this.ctl, 1)) Atomics.wait(this.ctl, 1, left);
+    for (let left = Atomics.load(this.ctl, 1); left !== 0; left = Atomics.load(this.ctl, 1)) waitWhileEquals(this.ctl, 1, left);
   }
 
   /** Non-empty shares run by the workers so far. */
@@ -108,7 +122,7 @@ export async function serveKernelJobs(init: WorkerInit, ready: () => void): Prom
   let generation = Atomics.load(ctl, 0);
   ready();
   for (;;) {
-    Atomics.wait(ctl, 0, generation);
+    waitWhileEquals(ctl, 0, generation);
     generation = Atomics.load(ctl, 0);
     const op = Atomics.load(ctl, 2) as Op;
     if (op === Op.Stop) return;
