@@ -68,6 +68,8 @@ export async function trainCommand(argv: string[]): Promise<number> {
     })),
   };
   const saveEvery = intOption(v['save-every'], '--save-every', 1) ?? 250;
+  // --until stops early (the plan, and so the data and schedule of every step, stay those of --steps).
+  const until = Math.min(intOption(v.until, '--until', 1) ?? plan.steps, plan.steps);
   const trainer = await Trainer.create(plan);
   const nParams = parameterCount(plan.model);
   const stateDir = join(v.out, 'training');
@@ -90,8 +92,6 @@ export async function trainCommand(argv: string[]): Promise<number> {
   };
   const pool = threads > 1 ? await startTrainingHelpers(plan, threads - 1) : null;
   if (pool) process.stderr.write(`duet: ${threads} threads (data-parallel replicas)\n`);
-  // --until stops early (the plan, and so the data and schedule of every step, stay those of --steps).
-  const until = Math.min(intOption(v.until, '--until', 1) ?? plan.steps, plan.steps);
   let ema = 0;
   const startStep = trainer.opt.step;
   while (trainer.opt.step < until) {
