@@ -70,6 +70,8 @@ test('bad input gets a clear error and a non-zero exit', async () => {
     [['train', '--out', '/tmp/duet-never', '--heads', '3'], /--heads 3: the head size hidden\/heads must be an even integer \(hidden 64\)/],
     [['train', '--out', '/tmp/duet-never', '--answer-weight', 'lots'], /--answer-weight must be a number \(got "lots"\)/],
     [['train', '--out', '/tmp/duet-never', '--until', '0'], /--until must be an integer ≥ 1/],
+    [['train', '--out', '/tmp/duet-never', '--device', 'tpu'], /--device must be cpu, gpu or auto \(got "tpu"\)/],
+    [['identify', '--model', MODEL, '--method', 'duo', '--out', '/tmp/duet-never', '--device', 'npu'], /--device must be cpu, gpu or auto \(got "npu"\)/],
     [['train', '--out', '/tmp/duet-never', '--max-len', '256'], /niah-multikey sequences need 340 tokens, more than the model's 256 rows \(--max-len\)/],
     [['frobnicate'], /unknown command "frobnicate"/],
   ];

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Arena } from '../src/train/arena.ts';
-import { TrainModel } from '../src/train/model.ts';
+import { cpuTrainModel, type TrainModel } from '../src/train/model.ts';
 import { optimiseGates } from '../src/identify/duo.ts';
 import { taskSample } from '../src/identify/data.ts';
 import { Random } from '../src/tasks/random.ts';
@@ -31,7 +31,7 @@ const MARKER = 3;
  */
 async function handBuiltModel(): Promise<TrainModel> {
   const ar = await Arena.create(64 << 20);
-  const m = new TrainModel(ar, { vocab: 12, hidden: 8, layers: 1, heads: 2, kvHeads: 2, headDim: 4, intermediate: 4, eps: 1e-5, ropeTheta: 10000, maxRows: 64 }, { gated: true });
+  const m = cpuTrainModel(ar, { vocab: 12, hidden: 8, layers: 1, heads: 2, kvHeads: 2, headDim: 4, intermediate: 4, eps: 1e-5, ropeTheta: 10000, maxRows: 64 }, { gated: true });
   const p = m.p, L = p.layers[0], c = 24;
   p.embed.fill(0);
   for (let t = 0; t < 12; t++) {
@@ -56,7 +56,7 @@ test('gate optimisation: the local head streams (α → 0), the far-copy head st
   const m = await handBuiltModel();
   const tok = tokenizerFiles();
   const tokenizer = new TextTokenizer(tok.tokenizer, tok.tokenizerConfig as Record<string, unknown>);
-  const r = optimiseGates(m, tokenizer, {
+  const r = await optimiseGates(m, tokenizer, {
     steps: 120, lr: 0.02, reg: 0.05, lengths: [48, 60], window: { sink: 2, recent: 8 }, seed: 1, style: 'grammar',
     sample: (rng, length) => {
       const ids = Int32Array.from({ length }, (_, i) => (i === 0 ? 0 : 4 + rng.int(0, 8)));

@@ -68,7 +68,7 @@ test('a short training run lowers the loss; a resumed run continues exactly; the
   // Save at step 30, train 5 more; a fresh trainer restored from the save must match.
   const dir = mkdtempSync(join(tmpdir(), 'duet-train-'));
   saveState(dir, t.state(), {});
-  saveModel(dir, t.model, 1024, {});
+  saveModel(dir, t.model.c, t.model.params, 1024, {});
   plan.steps = 40;
   const more = [0, 1, 2, 3, 4].map(() => t.trainStep().loss);
   const u = await Trainer.create({ ...tinyPlan(), steps: 40 });

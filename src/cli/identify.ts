@@ -4,13 +4,14 @@ import { parseArgs } from 'node:util';
 import { fillerStyleFor, tokenCounter } from '../eval/evaluate.js';
 import { taskSample } from '../identify/data.js';
 import { TASK_KINDS, type TaskKind } from '../tasks/tasks.js';
-import { frozenModel } from '../identify/frozen.js';
+import { frozenGpuModel, frozenModel } from '../identify/frozen.js';
+import type { TrainModel } from '../train/model.js';
 import { optimiseGates } from '../identify/duo.js';
 import { writePattern } from '../identify/output.js';
 import { razorAlphas, razorScores, retrievalScores, zigzag } from '../identify/scores.js';
 import { loadCheckpoint } from '../model/checkpoint.js';
 import { nodeModelFiles } from '../node/files.js';
-import { intOption, numberOption } from './options.js';
+import { intOption, numberOption, trainingDevice } from './options.js';
 import { Progress } from './progress.js';
 
 const METHODS = ['duo', 'retrieval-score', 'razor'] as const;
@@ -20,7 +21,7 @@ const options = {
   steps: { type: 'string' }, lr: { type: 'string' }, reg: { type: 'string' }, lengths: { type: 'string' },
   sink: { type: 'string' }, recent: { type: 'string' }, seed: { type: 'string' }, samples: { type: 'string' },
   'echo-ratio': { type: 'string' }, 'induction-ratio': { type: 'string' }, zigzag: { type: 'boolean' }, sparsity: { type: 'string' },
-  json: { type: 'boolean' }, data: { type: 'string' },
+  json: { type: 'boolean' }, data: { type: 'string' }, device: { type: 'string' },
 } as const;
 
 /**
@@ -48,14 +49,18 @@ export async function identifyCommand(argv: string[]): Promise<number> {
   const lengths = (v.lengths ?? '512,1024').split(',').map((s) => intOption(s.trim(), '--lengths', 32)!);
   if (lengths.length !== 2 || lengths[0] > lengths[1]) throw new Error('--lengths takes min,max (min ≤ max)');
 
+  const gpu = await trainingDevice(v.device, (m) => process.stderr.write(`duet: ${m}\n`));
   const loadBar = new Progress('loading');
   const ckpt = await loadCheckpoint(nodeModelFiles(v.model), { onProgress: (d, t) => loadBar.update(d, t) });
   if (!ckpt.tokenizer) throw new Error(`${v.model}: identification needs tokenizer.json (its data is text)`);
   const tokenizer = ckpt.tokenizer;
   const style = fillerStyleFor(tokenizer);
   const t0 = performance.now();
-  const model = await frozenModel(ckpt.config, ckpt.weights, lengths[1] + 64);
-  process.stderr.write(`duet: identifying with ${method} on the CPU (WebAssembly SIMD); ${ckpt.config.numLayers} layers × ${ckpt.config.numKvHeads} KV heads\n`);
+  const maxRows = lengths[1] + 64;
+  // The methods are generic over the device's tensors; here either device's model will do.
+  const model: TrainModel<unknown> = gpu ? frozenGpuModel(gpu, ckpt.config, ckpt.weights, maxRows) : await frozenModel(ckpt.config, ckpt.weights, maxRows);
+  const where = gpu ? `the GPU (${gpu.adapterDescription})` : 'the CPU (WebAssembly SIMD)';
+  process.stderr.write(`duet: identifying with ${method} on ${where}; ${ckpt.config.numLayers} layers × ${ckpt.config.numKvHeads} KV heads\n`);
   let alphas: number[][];
   let data: string;
   const runOptions: Record<string, unknown> = { lengths, sink, recent };
@@ -67,7 +72,7 @@ export async function identifyCommand(argv: string[]): Promise<number> {
     Object.assign(runOptions, { steps, lr, reg, data: v.data ?? 'words' });
     const bar = new Progress('identify');
     const counter = tokenCounter(tokenizer);
-    const r = optimiseGates(model, tokenizer, {
+    const r = await optimiseGates(model, tokenizer, {
       steps, lr, reg, lengths: [lengths[0], lengths[1]], window: { sink, recent }, seed, style,
       sample: kinds ? (rng, length) => taskSample(tokenizer, rng, length, kinds, style, counter) : undefined,
       onStep: (s, loss, mse) => bar.update(s, steps, `loss ${loss.toFixed(5)} mse ${mse.toExponential(2)}`),
@@ -79,7 +84,7 @@ export async function identifyCommand(argv: string[]): Promise<number> {
     const echoRatio = numberOption(v['echo-ratio'], '--echo-ratio') ?? 0.01, inductionRatio = numberOption(v['induction-ratio'], '--induction-ratio') ?? 0.14;
     const segment = Math.max(16, Math.floor(lengths[0] / 4));
     const bos = tokenizer.encode('', { addSpecialTokens: true });
-    const scores = razorScores(model, { seed, segment, repeats: 4, firstId: 2, bos });
+    const scores = await razorScores(model, { seed, segment, repeats: 4, firstId: 2, bos });
     const a = razorAlphas(scores, echoRatio, inductionRatio);
     alphas = a.alphas;
     Object.assign(runOptions, { echo_ratio: echoRatio, induction_ratio: inductionRatio });
@@ -88,7 +93,7 @@ export async function identifyCommand(argv: string[]): Promise<number> {
   } else {
     const samples = intOption(v.samples, '--samples', 1) ?? 4;
     const bar = new Progress('identify');
-    const r = retrievalScores(model, tokenizer, { seed, samples, lengths, style, stopIds: ckpt.eosTokenIds, onProgress: (d, t) => bar.update(d, t) });
+    const r = await retrievalScores(model, tokenizer, { seed, samples, lengths, style, stopIds: ckpt.eosTokenIds, onProgress: (d, t) => bar.update(d, t) });
     const max = Math.max(...r.scores.flat()) || 1;
     alphas = r.scores.map((row) => row.map((s) => s / max));
     Object.assign(runOptions, { samples });
@@ -101,7 +106,7 @@ export async function identifyCommand(argv: string[]): Promise<number> {
     alphas = z.alphas;
   }
   const files = writePattern(v.out, {
-    method: v.zigzag ? `${method}+zigzag` : method, options: { ...runOptions, ...(sparsity !== undefined ? { sparsity } : {}) },
+    method: v.zigzag ? `${method}+zigzag` : method, options: { ...runOptions, device: gpu ? 'gpu' : 'cpu', ...(sparsity !== undefined ? { sparsity } : {}) },
     seed, data, alphas, sink, recent, seconds: (performance.now() - t0) / 1000, extra,
   });
   process.stderr.write(`duet: wrote ${files.join(', ')}\n`);

@@ -4,6 +4,8 @@ import { allHeads, binarize, loadPattern } from '../attention/pattern.js';
 import type { StreamingWindow } from '../engine/backend.js';
 import { nodeModelFiles } from '../node/files.js';
 import { defaultThreads } from '../node/kernel-threads.js';
+import { createNodeGpu } from '../node/gpu.js';
+import type { GpuContext } from '../gpu/context.js';
 
 export function intOption(value: string | undefined, flag: string, min = 0): number | undefined {
   if (value === undefined) return undefined;
@@ -72,4 +74,19 @@ export async function resolveHeads(v: PatternValues, layers: number, kvHeads: nu
   }
   if (sink === undefined || recent === undefined) throw new Error('--streaming-only needs --sink and --recent');
   return { kinds: allHeads(layers, kvHeads, false), window: { sink, recent }, description: `streaming only (sink ${sink}, recent ${recent})` };
+}
+
+/**
+ * --device for training and identification (cpu by default: the bundled model's recipe is defined
+ * on the CPU kernels): "gpu" needs a WebGPU adapter, "auto" takes one when there is one.
+ */
+export async function trainingDevice(value: string | undefined, notice: (m: string) => void): Promise<GpuContext | null> {
+  const device = value ?? 'cpu';
+  if (!['cpu', 'gpu', 'auto'].includes(device)) throw new Error(`--device must be cpu, gpu or auto (got "${device}")`);
+  if (device === 'cpu') return null;
+  const { gpu, reason } = await createNodeGpu();
+  if (gpu) return gpu;
+  if (device === 'gpu') throw new Error(`--device gpu: no WebGPU adapter (${reason})`);
+  notice(`no WebGPU adapter (${reason}); running on the CPU`);
+  return null;
 }

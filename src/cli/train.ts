@@ -4,11 +4,12 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadState, saveModel, saveState } from '../train/checkpoint-io.js';
+import { GpuTrainer } from '../train/gpu-trainer.js';
 import { parameterCount } from '../train/model.js';
-import { Trainer, type TrainPlan } from '../train/trainer.js';
+import { Trainer, type StepReport, type TrainPlan, type TrainerState } from '../train/trainer.js';
 import { VOCAB_SIZE } from '../train/vocab.js';
 import { TASK_KINDS, type TaskKind } from '../tasks/tasks.js';
-import { intOption, numberOption } from './options.js';
+import { intOption, numberOption, trainingDevice } from './options.js';
 import { Progress } from './progress.js';
 import { availableParallelism } from 'node:os';
 import { startTrainingHelpers } from '../node/train-pool.js';
@@ -41,8 +42,39 @@ const options = {
   'save-every': { type: 'string' }, 'tokens-per-step': { type: 'string' }, 'max-len': { type: 'string' },
   tasks: { type: 'string' }, lr: { type: 'string' }, layers: { type: 'string' }, hidden: { type: 'string' }, heads: { type: 'string' },
   'answer-weight': { type: 'string' },
-  threads: { type: 'string' }, until: { type: 'string' },
+  threads: { type: 'string' }, until: { type: 'string' }, device: { type: 'string' },
 } as const;
+
+/** A training run on one device, as the loop below drives it. */
+interface TrainRun {
+  step(): number;
+  trainStep(): Promise<StepReport>;
+  state(): Promise<TrainerState>;
+  restore(s: TrainerState): void;
+  stop(): Promise<void>;
+}
+
+async function cpuRun(plan: TrainPlan, threads: number): Promise<TrainRun> {
+  const trainer = await Trainer.create(plan);
+  const pool = threads > 1 ? await startTrainingHelpers(plan, threads - 1) : null;
+  return {
+    step: () => trainer.opt.step,
+    trainStep: async () => (pool ? trainer.trainStepWith(pool.helpers) : trainer.trainStep()),
+    state: async () => trainer.state(),
+    restore: (s) => trainer.restore(s),
+    stop: async () => { await pool?.stop(); },
+  };
+}
+
+function gpuRun(trainer: GpuTrainer): TrainRun {
+  return {
+    step: () => trainer.opt.step,
+    trainStep: () => trainer.trainStep(),
+    state: () => trainer.state(),
+    restore: (s) => trainer.restore(s),
+    stop: async () => { trainer.kernels.ctx.destroy(); },
+  };
+}
 
 export async function trainCommand(argv: string[]): Promise<number> {
   const { values: v } = parseArgs({ args: argv, options, strict: true });
@@ -70,37 +102,38 @@ export async function trainCommand(argv: string[]): Promise<number> {
   const saveEvery = intOption(v['save-every'], '--save-every', 1) ?? 250;
   // --until stops early (the plan, and so the data and schedule of every step, stay those of --steps).
   const until = Math.min(intOption(v.until, '--until', 1) ?? plan.steps, plan.steps);
-  const trainer = await Trainer.create(plan);
+  const gpu = await trainingDevice(v.device, (m) => process.stderr.write(`duet: ${m}\n`));
+  // Data-parallel replicas on the CPU, one per thread (default every core). The gradient sum's order
+  // depends on the count, so runs agree bit for bit only at the same --threads.
+  const threads = gpu ? 1 : Math.min(intOption(v.threads, '--threads', 1) ?? availableParallelism(), availableParallelism());
+  const run = gpu ? gpuRun(GpuTrainer.create(plan, gpu)) : await cpuRun(plan, threads);
   const nParams = parameterCount(plan.model);
   const stateDir = join(v.out, 'training');
   if (v.resume) {
     const s = loadState(stateDir, nParams);
     if (!s) throw new Error(`--resume: no ${join(stateDir, 'training_state.json')}`);
-    trainer.restore(s);
+    run.restore(s);
     process.stderr.write(`duet: resumed at step ${s.step}\n`);
   }
   process.stderr.write(`duet: training ${nParams} parameters (${plan.model.layers} layers × ${plan.model.kvHeads} KV heads, d ${plan.model.hidden}) for ${plan.steps} steps of ~${plan.tokensPerStep} tokens\n`);
+  process.stderr.write(gpu ? `duet: on the GPU (${gpu.adapterDescription})\n` : `duet: on the CPU, ${threads} thread${threads > 1 ? 's (data-parallel replicas)' : ''}\n`);
   const progress = new Progress('train');
-  // Data-parallel replicas, one per thread (default every core). The gradient sum's order depends on
-  // the count, so runs agree bit for bit only at the same --threads.
-  const threads = Math.min(intOption(v.threads, '--threads', 1) ?? availableParallelism(), availableParallelism());
-  const save = () => {
-    const meta = { duet_steps: String(trainer.opt.step), duet_seed: String(plan.seed) };
-    saveModel(v.out!, trainer.model, 4096, meta);
+  const save = async () => {
+    const state = await run.state();
+    const meta = { duet_steps: String(state.step), duet_seed: String(plan.seed) };
+    saveModel(v.out!, plan.model, state.params, 4096, meta);
     mkdirSync(stateDir, { recursive: true });
-    saveState(stateDir, trainer.state(), { seed: plan.seed, steps: plan.steps, threads, plan });
+    saveState(stateDir, state, { seed: plan.seed, steps: plan.steps, threads, device: gpu ? 'gpu' : 'cpu', plan });
   };
-  const pool = threads > 1 ? await startTrainingHelpers(plan, threads - 1) : null;
-  if (pool) process.stderr.write(`duet: ${threads} threads (data-parallel replicas)\n`);
   let ema = 0;
-  const startStep = trainer.opt.step;
-  while (trainer.opt.step < until) {
-    const r = pool ? await trainer.trainStepWith(pool.helpers) : trainer.trainStep();
+  const startStep = run.step();
+  while (run.step() < until) {
+    const r = await run.trainStep();
     ema = ema ? 0.95 * ema + 0.05 * r.loss : r.loss;
     progress.update(r.step - startStep, until - startStep, `step ${r.step}/${plan.steps} loss ${ema.toFixed(3)} lr ${r.lr.toExponential(1)} |g| ${r.gradNorm.toFixed(2)} ${(r.tokens / r.ms * 1000).toFixed(0)} tok/s`);
-    if (r.step % saveEvery === 0 || r.step === until) save();
+    if (r.step % saveEvery === 0 || r.step === until) await save();
   }
-  await pool?.stop();
+  await run.stop();
   process.stderr.write(`duet: saved ${v.out} (final loss ${ema.toFixed(4)})\n`);
   return 0;
 }

@@ -1,7 +1,9 @@
 // DuoAttention's gate optimisation. The model is frozen; each (layer, KV head) has a gate α,
 // initialised to 1, mixing full and streaming attention. Loss per step: mean squared error between
 // the final hidden states of the full-attention model and of the gated model on the rows that
-// predict answer tokens, plus reg·Σ|α|. Adam on α (lr 0.02), then α is clamped to [0, 1].
+// predict answer tokens, plus reg·Σ|α|. Adam on α (lr 0.02), then α is clamped to [0, 1]. The
+// passes run on the model's device (CPU or GPU); the host reads back the loss and the gates'
+// gradient once per step.
 import type { StreamingWindow } from '../engine/backend.js';
 import type { TextTokenizer } from '../model/tokenizer.js';
 import type { FillerStyle } from '../tasks/filler.js';
@@ -26,11 +28,12 @@ export interface DuoOptions {
 
 export interface DuoResult { alphas: number[][]; losses: number[]; distill: number[]; data: string[] }
 
-export function optimiseGates(model: TrainModel, tokenizer: TextTokenizer, o: DuoOptions): DuoResult {
+export async function optimiseGates<T>(model: TrainModel<T>, tokenizer: TextTokenizer, o: DuoOptions): Promise<DuoResult> {
   const { layers, kvHeads, hidden: d } = model.c;
+  const k = model.k, dist = model.distill;
+  if (!dist) throw new Error('optimiseGates needs a model built with { gated: true }');
   const n = layers * kvHeads;
   const alphas = new Float32Array(n).fill(1);
-  const grad = new Float32Array(n);
   // Plain Adam on the gates: no weight decay (the L1 term regularises), no clipping.
   const adam = new AdamW(alphas, [], { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, clip: Infinity });
   const gates = { alphas, window: o.window };
@@ -42,26 +45,20 @@ export function optimiseGates(model: TrainModel, tokenizer: TextTokenizer, o: Du
     const sample = o.sample ? o.sample(r, length) : passkeySample(tokenizer, r, length, o.style, o.passkeys ?? Math.min(4, Math.max(1, Math.floor(length / 400))));
     if (step < 3) data.push(sample.description);
     const positions = Int32Array.from(sample.ids, (_, i) => i);
+    const T = sample.ids.length;
     // Teacher: full attention.
     model.forward(sample.ids, positions, null);
-    const rows = sample.answerRows;
-    const ref = new Float32Array(rows.length * d);
-    rows.forEach((row, k) => ref.set(model.hidden.subarray(row * d, (row + 1) * d), k * d));
-    // Student: gated.
+    k.copy(dist.ref, model.hidden, T * d);
+    // Student: gated; MSE over the answer rows.
     model.forward(sample.ids, positions, gates);
-    const h = model.hidden;
-    const dh = new Float32Array(h.length);
-    let mse = 0;
-    const norm = 1 / (rows.length * d);
-    rows.forEach((row, k) => {
-      for (let i = 0; i < d; i++) {
-        const diff = h[row * d + i] - ref[k * d + i];
-        mse += diff * diff * norm;
-        dh[row * d + i] = 2 * diff * norm;
-      }
-    });
-    grad.fill(0);
-    model.backward(dh, { weights: false, gateGrads: grad });
+    const rowWeights = new Float32Array(T);
+    for (const row of sample.answerRows) rowWeights[row] = 1 / (sample.answerRows.length * d);
+    k.zero(model.loss, 1);
+    k.mse(dist.dh, model.hidden, dist.ref, rowWeights, d, model.loss);
+    k.zero(dist.gateGrads, n);
+    model.backward(dist.dh, { weights: false, gateGrads: dist.gateGrads });
+    const grad = await k.read(dist.gateGrads, n);
+    const [mse] = await k.read(model.loss, 1);
     let l1 = 0;
     for (let i = 0; i < n; i++) { l1 += Math.abs(alphas[i]); grad[i] += o.reg * Math.sign(alphas[i]); }
     adam.update(grad, o.lr);

@@ -1,39 +1,54 @@
-// A loaded checkpoint as a frozen training model (the arena-backed TrainModel with gates), so the
-// identification methods can run forward passes that keep attention probabilities and backward
-// passes that reach the DuoAttention gates.
+// A loaded checkpoint as a frozen training model with gates, on the CPU (the WebAssembly arena) or
+// a GPU, so the identification methods can run forward passes that keep attention probabilities
+// and backward passes that reach the DuoAttention gates.
 import { ropeInvFreq, type ModelConfig } from '../model/config.js';
 import type { ModelWeights } from '../model/weights.js';
+import type { GpuContext } from '../gpu/context.js';
+import { GpuTrainKernels, type GpuSpan } from '../gpu/train-kernels.js';
 import { Arena } from '../train/arena.js';
-import { TrainModel, type TrainConfig } from '../train/model.js';
+import { TrainModel, cpuTrainModel, type TrainConfig } from '../train/model.js';
 
-export async function frozenModel(config: ModelConfig, weights: ModelWeights, maxRows: number): Promise<TrainModel> {
-  const c: TrainConfig = {
+function trainConfig(config: ModelConfig, maxRows: number): TrainConfig {
+  return {
     vocab: config.vocabSize, hidden: config.hiddenSize, layers: config.numLayers, heads: config.numHeads, kvHeads: config.numKvHeads,
     headDim: config.headDim, intermediate: config.intermediateSize, eps: config.rmsNormEps, ropeTheta: config.ropeTheta, maxRows,
   };
+}
+
+/** Copies the checkpoint's weights (and qwen2 biases, RoPE scaling) into a gated training model. */
+function load<T>(model: TrainModel<T>, config: ModelConfig, weights: ModelWeights): TrainModel<T> {
+  const { k, c } = model;
+  k.write(model.p.embed, weights.embed);
+  k.write(model.p.finalNorm, weights.finalNorm);
+  k.write(model.p.lmHead, weights.lmHead);
+  weights.layers.forEach((w, l) => {
+    const p = model.p.layers[l];
+    k.write(p.inputNorm, w.inputNorm); k.write(p.wq, w.wq); k.write(p.wk, w.wk); k.write(p.wv, w.wv); k.write(p.wo, w.wo);
+    k.write(p.postNorm, w.postNorm); k.write(p.wGate, w.wGate); k.write(p.wUp, w.wUp); k.write(p.wDown, w.wDown);
+  });
+  if (weights.layers.some((w) => w.bq || w.bk || w.bv)) {
+    const bias = (b: Float32Array | null, n: number) => { const t = k.alloc(n); if (b) k.write(t, b); return t; };
+    model.biases = weights.layers.map((w) => ({ bq: bias(w.bq, c.heads * c.headDim), bk: bias(w.bk, c.kvHeads * c.headDim), bv: bias(w.bv, c.kvHeads * c.headDim) }));
+  }
+  // RoPE scaling (llama3, linear) is folded into the frequencies, as in the inference engine.
+  model.invFreq.set(ropeInvFreq(config));
+  return model;
+}
+
+export async function frozenModel(config: ModelConfig, weights: ModelWeights, maxRows: number): Promise<TrainModel<Float32Array>> {
+  const c = trainConfig(config, maxRows);
+  const biasFloats = weights.layers.some((w) => w.bq || w.bk || w.bv) ? config.numLayers * (c.heads + 2 * c.kvHeads) * c.headDim + 3 * config.numLayers * 4 : 0;
   const arena = await Arena.create((kernels) => {
-    const bytes = TrainModel.arenaBytes(c, kernels, { gated: true });
+    const bytes = TrainModel.arenaBytes(c, kernels, { gated: true }) + biasFloats * 4;
     if (bytes > 4 * 1024 ** 3 - (64 << 20)) {
       throw new Error(`identification needs about ${(bytes / 1024 ** 3).toFixed(1)} GiB of WebAssembly memory for ${maxRows}-token sequences; wasm32 allows 4 GiB (use shorter --lengths)`);
     }
     return bytes;
   });
-  const model = new TrainModel(arena, c, { gated: true });
-  model.p.embed.set(weights.embed);
-  model.p.finalNorm.set(weights.finalNorm);
-  model.p.lmHead.set(weights.lmHead);
-  weights.layers.forEach((w, l) => {
-    const p = model.p.layers[l];
-    p.inputNorm.set(w.inputNorm); p.wq.set(w.wq); p.wk.set(w.wk); p.wv.set(w.wv); p.wo.set(w.wo);
-    p.postNorm.set(w.postNorm); p.wGate.set(w.wGate); p.wUp.set(w.wUp); p.wDown.set(w.wDown);
-  });
-  if (weights.layers.some((w) => w.bq || w.bk || w.bv)) {
-    const zeros = (n: number) => new Float32Array(n);
-    model.biases = weights.layers.map((w) => ({
-      bq: w.bq ?? zeros(c.heads * c.headDim), bk: w.bk ?? zeros(c.kvHeads * c.headDim), bv: w.bv ?? zeros(c.kvHeads * c.headDim),
-    }));
-  }
-  // RoPE scaling (llama3, linear) is folded into the frequencies, as in the inference engine.
-  model.invFreq.set(ropeInvFreq(config));
-  return model;
+  return load(cpuTrainModel(arena, c, { gated: true }), config, weights);
+}
+
+/** The same frozen model with its tensors and passes on a GPU. */
+export function frozenGpuModel(ctx: GpuContext, config: ModelConfig, weights: ModelWeights, maxRows: number): TrainModel<GpuSpan> {
+  return load(new TrainModel(new GpuTrainKernels(ctx), trainConfig(config, maxRows), { gated: true }), config, weights);
 }

@@ -25,7 +25,7 @@ function reduceGroups(perHead: Float64Array, layers: number, heads: number, kvHe
 
 export interface RazorScores { echo: Grid; induction: Grid }
 
-export function razorScores(model: TrainModel, o: { seed: number; segment: number; repeats: number; firstId: number; bos: number[] }): RazorScores {
+export async function razorScores<T>(model: TrainModel<T>, o: { seed: number; segment: number; repeats: number; firstId: number; bos: number[] }): Promise<RazorScores> {
   const { layers, heads, kvHeads, vocab } = model.c;
   const r = new Random(o.seed);
   const seg = Array.from({ length: o.segment }, () => r.int(o.firstId, vocab));
@@ -35,7 +35,7 @@ export function razorScores(model: TrainModel, o: { seed: number; segment: numbe
   model.forward(ids, Int32Array.from(ids, (_, i) => i), null);
   const echo = new Float64Array(layers * heads), induction = new Float64Array(layers * heads);
   for (let l = 0; l < layers; l++) {
-    const P = model.attentionProbs(l);
+    const P = await model.k.read(model.attentionProbs(l), heads * T * T);
     for (let h = 0; h < heads; h++) {
       let e = 0, ind = 0;
       for (let i = 0; i < T; i++) {
@@ -71,14 +71,13 @@ export function razorAlphas(s: RazorScores, echoRatio: number, inductionRatio: n
 }
 
 /** Greedy continuation with the frozen model (full forward per token: fine for short answers). */
-function greedy(model: TrainModel, prompt: number[], maxNew: number, stop: Set<number>): number[] {
+async function greedy<T>(model: TrainModel<T>, lm: Float32Array, prompt: number[], maxNew: number, stop: Set<number>): Promise<number[]> {
   const { hidden: d, vocab } = model.c;
-  const lm = model.p.lmHead;
   const ids = [...prompt];
   const out: number[] = [];
   for (let k = 0; k < maxNew; k++) {
     model.forward(Int32Array.from(ids), Int32Array.from(ids, (_, i) => i), null);
-    const last = model.hidden.subarray((ids.length - 1) * d, ids.length * d);
+    const last = (await model.k.read(model.hidden, ids.length * d)).subarray((ids.length - 1) * d);
     let best = 0, bestV = -Infinity;
     for (let v = 0; v < vocab; v++) {
       let s = 0;
@@ -94,11 +93,12 @@ function greedy(model: TrainModel, prompt: number[], maxNew: number, stop: Set<n
 
 export interface RetrievalScoreResult { scores: Grid; runs: number; successful: number }
 
-export function retrievalScores(model: TrainModel, tokenizer: TextTokenizer, o: {
+export async function retrievalScores<T>(model: TrainModel<T>, tokenizer: TextTokenizer, o: {
   seed: number; samples: number; lengths: number[]; style: FillerStyle; stopIds: number[];
   onProgress?: (done: number, total: number) => void;
-}): RetrievalScoreResult {
-  const { layers, heads, kvHeads } = model.c;
+}): Promise<RetrievalScoreResult> {
+  const { layers, heads, kvHeads, vocab, hidden } = model.c;
+  const lm = await model.k.read(model.p.lmHead, vocab * hidden);
   const sum = new Float64Array(layers * heads);
   let runs = 0, successful = 0;
   const total = o.samples * o.lengths.length;
@@ -109,7 +109,7 @@ export function retrievalScores(model: TrainModel, tokenizer: TextTokenizer, o: 
     for (let s = 0; s < o.samples; s++) {
       const r = new Random(o.seed * 7919 + length * 31 + s);
       const { sample, ids: prompt } = taskPrompt(tokenizer, { kind: 'passkey', length, depth: 0.05 + 0.9 * r.next(), seed: r.int(0, 2 ** 31), style: o.style }, counter);
-      const answer = greedy(model, prompt, sample.maxNewTokens, stop);
+      const answer = await greedy(model, lm, prompt, sample.maxNewTokens, stop);
       runs++;
       o.onProgress?.(runs, total);
       if (!exactMatch(tokenizer.decode(answer), sample.answers[0])) continue;
@@ -120,7 +120,7 @@ export function retrievalScores(model: TrainModel, tokenizer: TextTokenizer, o: 
       const T = ids.length;
       model.forward(ids, Int32Array.from(ids, (_, i) => i), null);
       for (let l = 0; l < layers; l++) {
-        const P = model.attentionProbs(l);
+        const P = await model.k.read(model.attentionProbs(l), heads * T * T);
         for (let h = 0; h < heads; h++) {
           let hits = 0;
           for (let t = prompt.length - 1; t < T - 1; t++) {

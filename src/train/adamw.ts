@@ -10,20 +10,24 @@ export function learningRate(step: number, s: Schedule): number {
   return s.lr * (s.minLrFraction + (1 - s.minLrFraction) * 0.5 * (1 + Math.cos(Math.PI * t)));
 }
 
+/** 1 where weight decay applies (matrices), 0 elsewhere (norm gains), over the flat parameters. */
+export function decayMask(n: number, named: Array<NamedTensor<unknown>>): Uint8Array {
+  const mask = new Uint8Array(n);
+  for (const t of named) if (t.decay) mask.fill(1, t.offset, t.offset + t.shape.reduce((a, b) => a * b, 1));
+  return mask;
+}
+
 export class AdamW {
   readonly m: Float32Array;
   readonly v: Float32Array;
   step = 0;
   private readonly decayMask: Uint8Array;
 
-  constructor(readonly params: Float32Array, named: NamedTensor[], readonly opts = { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, clip: 1.0 }) {
+  constructor(readonly params: Float32Array, named: Array<NamedTensor<unknown>>, readonly opts = { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, clip: 1.0 }) {
     this.m = new Float32Array(params.length);
     this.v = new Float32Array(params.length);
     this.decayMask = new Uint8Array(params.length);
-    for (const t of named) {
-      const start = (t.data.byteOffset - params.byteOffset) / 4;
-      if (t.decay) this.decayMask.fill(1, start, start + t.data.length);
-    }
+    this.decayMask.set(decayMask(params.length, named));
   }
 
   /** Applies one update with learning rate lr; returns the gradient norm before clipping. */

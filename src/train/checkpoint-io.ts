@@ -3,7 +3,7 @@
 import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { encodeSafetensorsF32 } from '../model/safetensors.js';
-import type { TrainConfig, TrainModel } from './model.js';
+import { views, type TrainConfig } from './model.js';
 import type { TrainerState } from './trainer.js';
 import { BOS, EOS, tokenizerFiles } from './vocab.js';
 
@@ -16,14 +16,15 @@ export function hfConfig(c: TrainConfig, maxPositions: number): object {
   };
 }
 
-export function saveModel(dir: string, model: TrainModel, maxPositions: number, metadata: Record<string, string>): void {
+/** Writes the model (flat parameters `params` of config c, host copy) as a Hugging Face directory. */
+export function saveModel(dir: string, c: TrainConfig, params: Float32Array, maxPositions: number, metadata: Record<string, string>): void {
   mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'config.json'), `${JSON.stringify(hfConfig(model.c, maxPositions), null, 2)}\n`);
+  writeFileSync(join(dir, 'config.json'), `${JSON.stringify(hfConfig(c, maxPositions), null, 2)}\n`);
   writeFileSync(join(dir, 'generation_config.json'), `${JSON.stringify({ bos_token_id: BOS, eos_token_id: EOS }, null, 2)}\n`);
   const { tokenizer, tokenizerConfig } = tokenizerFiles();
   writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(tokenizer));
   writeFileSync(join(dir, 'tokenizer_config.json'), `${JSON.stringify(tokenizerConfig, null, 2)}\n`);
-  writeFileSync(join(dir, 'model.safetensors'), encodeSafetensorsF32(model.named, { format: 'pt', ...metadata }));
+  writeFileSync(join(dir, 'model.safetensors'), encodeSafetensorsF32(views(params, c, (t, o, n) => t.subarray(o, o + n)).named, { format: 'pt', ...metadata }));
 }
 
 /** Optimizer state beside the model: training_state.json + optimizer.bin (params, m, v as raw f32). */

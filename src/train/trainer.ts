@@ -5,7 +5,7 @@
 import { AdamW, learningRate, type Schedule } from './adamw.js';
 import { Arena } from './arena.js';
 import { MIN_LENGTH, makeSequence, type DataOptions, type Sequence } from './data.js';
-import { TrainModel, type TrainConfig } from './model.js';
+import { TrainModel, cpuTrainModel, type TrainConfig } from './model.js';
 import { Random } from '../tasks/random.js';
 import type { TaskKind } from '../tasks/tasks.js';
 
@@ -64,6 +64,26 @@ export function planLearningRate(p: TrainPlan, step: number): number {
   return learningRate(step - start.from, start.schedule!);
 }
 
+function dataFor(p: TrainPlan, step: number): DataOptions {
+  const phase = phaseAt(p, step);
+  return { tasks: p.tasks, answerWeight: p.answerWeight, lengths: phase.lengths, maxPosition: phase.maxPosition, skipFraction: p.skipFraction, edgeDepths: phase.edgeDepths };
+}
+
+/** The sequences of step k (deterministic; loss weights already averaged over the step). */
+export function stepSequences(p: TrainPlan, step: number): Sequence[] {
+  const r = new Random(p.seed * 7_919 + step);
+  const data = dataFor(p, step);
+  const seqs: Sequence[] = [];
+  let tokens = 0;
+  while (tokens < p.tokensPerStep) {
+    const s = makeSequence(r, data);
+    seqs.push(s);
+    tokens += s.ids.length;
+  }
+  for (const s of seqs) for (let i = 0; i < s.weights.length; i++) s.weights[i] /= seqs.length;
+  return seqs;
+}
+
 export interface StepReport { step: number; loss: number; lr: number; gradNorm: number; tokens: number; ms: number }
 
 export interface TrainerState { step: number; params: Float32Array; m: Float32Array; v: Float32Array }
@@ -74,7 +94,7 @@ export class Trainer {
   static async create(plan: TrainPlan): Promise<Trainer> {
     checkPlan(plan);
     const c = plan.model;
-    const model = new TrainModel(await Arena.create((k) => TrainModel.arenaBytes(c, k)), c);
+    const model = cpuTrainModel(await Arena.create((k) => TrainModel.arenaBytes(c, k)), c);
     model.initialise(plan.seed);
     return new Trainer(plan, model, new AdamW(model.params, model.named));
   }
@@ -89,32 +109,14 @@ export class Trainer {
 
   state(): TrainerState { return { step: this.opt.step, params: this.model.params, m: this.opt.m, v: this.opt.v }; }
 
-  dataFor(step: number): DataOptions {
-    const p = this.plan;
-    const phase = phaseAt(p, step);
-    return { tasks: p.tasks, answerWeight: p.answerWeight, lengths: phase.lengths, maxPosition: phase.maxPosition, skipFraction: p.skipFraction, edgeDepths: phase.edgeDepths };
-  }
-
-  /** The sequences of step k (deterministic; loss weights already averaged over the step). */
-  sequencesFor(step: number): Sequence[] {
-    const r = new Random(this.plan.seed * 7_919 + step);
-    const data = this.dataFor(step);
-    const seqs: Sequence[] = [];
-    let tokens = 0;
-    while (tokens < this.plan.tokensPerStep) {
-      const s = makeSequence(r, data);
-      seqs.push(s);
-      tokens += s.ids.length;
-    }
-    for (const s of seqs) for (let i = 0; i < s.weights.length; i++) s.weights[i] /= seqs.length;
-    return seqs;
-  }
+  sequencesFor(step: number): Sequence[] { return stepSequences(this.plan, step); }
 
   /** Adds the gradients of the given sequences to model.grads; returns their loss. */
   accumulate(seqs: Sequence[], indices: number[]): number {
-    let loss = 0;
-    for (const i of indices) loss += this.model.step(seqs[i].ids, seqs[i].positions, seqs[i].targets, seqs[i].weights);
-    return loss;
+    const loss = this.model.loss;
+    loss[0] = 0;
+    for (const i of indices) this.model.step(seqs[i].ids, seqs[i].positions, seqs[i].targets, seqs[i].weights);
+    return loss[0];
   }
 
   /** One optimizer step, single-threaded (data for step k is the same whatever the run was resumed from). */
@@ -153,9 +155,13 @@ export class Trainer {
   private update(step: number, seqs: Sequence[], loss: number, t0: number): StepReport {
     const lr = planLearningRate(this.plan, step);
     const gradNorm = this.opt.update(this.model.grads, lr);
-    const tokens = seqs.reduce((a, s) => a + s.ids.length, 0);
-    return { step: step + 1, loss, lr, gradNorm, tokens, ms: performance.now() - t0 };
+    return stepReport(step, seqs, loss, lr, gradNorm, t0);
   }
+}
+
+export function stepReport(step: number, seqs: Sequence[], loss: number, lr: number, gradNorm: number, t0: number): StepReport {
+  const tokens = seqs.reduce((a, s) => a + s.ids.length, 0);
+  return { step: step + 1, loss, lr, gradNorm, tokens, ms: performance.now() - t0 };
 }
 
 /** Another thread's replica: gradients of some of step k's sequences at the given parameters. */
