@@ -43,7 +43,7 @@ export function renderText(r: BenchResults): string {
   const scaling = r.kernels.filter((k) => k.threads !== undefined && k.threads > 1);
   if (scaling.length) {
     out.push('', 'Thread scaling (WASM; the same kernel on one thread, then split across the threads)');
-    out.push(table(['kernel', 'shape', 'threads', 'ms', '× 1 thread', '% one-thread peak'],
+    out.push(table(['kernel', 'shape', 'threads', 'ms', '× 1 thread', '% one-thread peak (all threads)'],
       scaling.map((k) => [k.kernel, k.shape, String(k.threads), num(k.ms), times(k.speedup_vs_one_thread ?? null), pct(k.pct_of_peak)]), 2));
   }
   const layer = r.kernels.filter((k) => k.kernel === 'attention-decode-layer');
