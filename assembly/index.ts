@@ -10,4 +10,4 @@ export { streamingAttention, ringAppend } from './streaming';
 /** First byte after the module's static data: the host allocates above it. */
 export function heapBase(): usize { return __heap_base; }
 export { trainAttentionForward, trainAttentionBackward, trainAttentionScratchFloats } from './train_attention';
-export { probeRead, probePeak, PEAK_PROBE_BYTES } from './probe';
+export { probeRead, probePeak, PEAK_PROBE_FLOPS } from './probe';

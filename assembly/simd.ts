@@ -29,18 +29,23 @@ export function hmax(a: v128): f32 {
 
 const EXP_HI: f32 = 88.0;
 const EXP_LO: f32 = -87.0;
+/** 1.5·2^23: adding it rounds a float of magnitude < 2^22 to an integer. */
+const ROUND_MAGIC: f32 = 12582912.0;
 
 /**
  * e^x per lane. Relative error about 2e-7 for x in [-87, 88]; x < -87 (including -inf) gives 0,
- * x > 88 is clamped to e^88. Range reduction x = n·ln2 + r with |r| ≤ ln2/2, a degree-6 Taylor
- * polynomial for e^r, and 2^n built in the exponent bits.
+ * x > 88 is clamped to e^88, NaN stays NaN. Range reduction x = n·ln2 + r with |r| ≤ ln2/2, a
+ * degree-6 Taylor polynomial for e^r, and 2^n built in the exponent bits. n is rounded by adding
+ * 1.5·2^23 (round-to-nearest-even leaves n in the low mantissa bits), which is also where the
+ * exponent bits come from: cheaper than nearest + trunc_sat. pmin/pmax (plain minps/maxps) clamp.
  */
 // @ts-ignore: decorator
 @inline
 export function expv(x: v128): v128 {
   const tooSmall = f32x4.lt(x, f32x4.splat(EXP_LO));
-  const xc = f32x4.max(f32x4.min(x, f32x4.splat(EXP_HI)), f32x4.splat(EXP_LO));
-  const n = f32x4.nearest(f32x4.mul(xc, f32x4.splat(1.4426950408889634)));
+  const xc = f32x4.pmax(f32x4.pmin(x, f32x4.splat(EXP_HI)), f32x4.splat(EXP_LO));
+  const shifted = f32x4.add(f32x4.mul(xc, f32x4.splat(1.4426950408889634)), f32x4.splat(ROUND_MAGIC));
+  const n = f32x4.sub(shifted, f32x4.splat(ROUND_MAGIC));
   // ln2 split in a short high part (exact products with n) and a correction.
   let r = f32x4.sub(xc, f32x4.mul(n, f32x4.splat(0.693359375)));
   r = f32x4.sub(r, f32x4.mul(n, f32x4.splat(-2.12194440e-4)));
@@ -50,7 +55,9 @@ export function expv(x: v128): v128 {
   p = f32x4.add(f32x4.splat(0.5), f32x4.mul(r, p));
   p = f32x4.add(f32x4.splat(1.0), f32x4.mul(r, p));
   p = f32x4.add(f32x4.splat(1.0), f32x4.mul(r, p));
-  const pow2 = i32x4.shl(i32x4.add(i32x4.trunc_sat_f32x4_s(n), i32x4.splat(127)), 23);
+  // The low bits of `shifted` hold n (two's complement); shifting them into the exponent field
+  // drops the magic number's own bits.
+  const pow2 = i32x4.shl(i32x4.add(shifted, i32x4.splat(127)), 23);
   return v128.andnot(f32x4.mul(p, pow2), tooSmall);
 }
 

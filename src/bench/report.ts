@@ -32,7 +32,7 @@ export function renderText(r: BenchResults): string {
 
   if (r.probes) {
     const p = r.probes;
-    out.push('', `Roofline (WASM SIMD, one thread): memory bandwidth ${num(p.bandwidth_gbps)} GB/s (streaming read of ${formatBytes(p.bandwidth_buffer_bytes)}), SIMD peak ${num(p.peak_gflops)} GFLOP/s (f32x4 mul + add on L1 data)`);
+    out.push('', `Roofline (WASM SIMD, one thread): memory bandwidth ${num(p.bandwidth_gbps)} GB/s (streaming read of ${formatBytes(p.bandwidth_buffer_bytes)}), SIMD peak ${num(p.peak_gflops)} GFLOP/s (independent f32x4 multiply + add chains on registers)`);
   }
   const kernels = r.kernels.filter((k) => k.kernel !== 'attention-decode-layer' && k.threads === undefined);
   if (kernels.length) {

@@ -120,6 +120,7 @@ export function kernelConformance(name: string, makeBackend: () => Promise<Backe
     ['GQA group 2 headDim 64', 4, 2, 64, [64, 1]],
     ['GQA group 4 headDim 8, long context', 4, 1, 8, [300, 9, 1]],
     ['GQA group 2 headDim 128, 1 token', 2, 1, 128, [1, 1]],
+    ['GQA group 3 headDim 6 (not a multiple of 4)', 6, 2, 6, [9, 1, 2]],
   ];
   for (const [label, numHeads, numKvHeads, headDim, chunks] of attentionCases) {
     test(`kvAppend + attention, ${label}, chunks ${chunks.join('+')}`, async () => {
@@ -162,6 +163,7 @@ export function kernelConformance(name: string, makeBackend: () => Promise<Backe
     ['chunks of 7 past the window', 6, 3, 8, { sink: 3, recent: 10 }, [7, 7, 7, 7, 7, 1, 1]],
     ['chunk larger than the window', 4, 1, 64, { sink: 2, recent: 8 }, [40, 64, 1]],
     ['recent 1, sink 0', 2, 2, 16, { sink: 0, recent: 1 }, [5, 1, 3]],
+    ['headDim 6 (not a multiple of 4), decode past the window', 3, 1, 6, { sink: 2, recent: 5 }, [9, 1, 1, 1]],
   ];
   for (const [label, numHeads, numKvHeads, headDim, window, chunks] of streamingCases) {
     test(`streamingAttention + ringAppend, ${label}, sink ${window.sink} recent ${window.recent}, heads ${numHeads}/${numKvHeads}`, async () => {
