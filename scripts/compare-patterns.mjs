@@ -13,14 +13,14 @@ const { values: v } = parseArgs({ options: {
   model: { type: 'string', default: 'fixtures/duet-passkey' },
   out: { type: 'string', default: 'docs/identify' },
   sparsities: { type: 'string', default: '0.25,0.5,0.75' },
-  tasks: { type: 'string', default: 'passkey,niah-multikey' },
+  tasks: { type: 'string', default: 'passkey,niah-single,niah-multikey' },
   lengths: { type: 'string', default: '1024,2048' },
   depths: { type: 'string', default: '0,0.25,0.5,0.75,1' },
   samples: { type: 'string', default: '2' },
   seeds: { type: 'string', default: '5' },
   'duo-steps': { type: 'string', default: '150' },
   methods: { type: 'string', default: 'duo,duo-tasks,retrieval-score,razor' },
-  'duo-data': { type: 'string', default: 'passkey,niah-single' },
+  'duo-data': { type: 'string', default: 'passkey,niah-single,niah-multikey' },
 } });
 const root = new URL('..', import.meta.url).pathname;
 const duet = (args, json = false) => {

@@ -10,11 +10,11 @@ import { TextTokenizer } from '../src/model/tokenizer.ts';
 import { loadCheckpoint } from '../src/model/checkpoint.ts';
 import { nodeModelFiles } from '../src/node/files.ts';
 import { makeSequence } from '../src/train/data.ts';
-import { Trainer, checkPlan, phaseAt, planLearningRate, type TrainPlan } from '../src/train/trainer.ts';
+import { Trainer, checkPlan, phaseAt, planLearningRate, stepSequences, type TrainPlan } from '../src/train/trainer.ts';
 import { bundledPlan } from '../src/cli/train.ts';
 import { loadState, saveModel, saveState } from '../src/train/checkpoint-io.ts';
 import { parameterCount } from '../src/train/model.ts';
-import { BOS, EOS, VOCAB_SIZE, encodeChars, tokenizerFiles } from '../src/train/vocab.ts';
+import { BOS, CHARS, EOS, VOCAB_SIZE, encodeChars, tokenizerFiles } from '../src/train/vocab.ts';
 import { Random } from '../src/tasks/random.ts';
 import { startTrainingHelpers } from '../src/node/train-pool.ts';
 
@@ -104,22 +104,45 @@ test('data-parallel training (a worker-thread replica) takes the same steps as o
 
 test('phases: data and learning rate follow the phase of each step; a schedule restarts the rate', async () => {
   const plan = bundledPlan();
-  assert.equal(plan.phases.map((p) => p.from), [0, 2500, 3000]);
+  assert.is(plan.steps, 6000);
+  assert.equal(plan.phases.map((p) => p.from), [0, 2500, 3000, 4000, 5000]);
   assert.equal(phaseAt(plan, 2499).lengths, [128, 384]);
   assert.equal(phaseAt(plan, 2500).lengths, [256, 1024]);
   assert.equal(phaseAt(plan, 3999).maxPosition, 4096);
-  // Stage 1: warm-up to 3e-3, cosine to 10 % at step 3,000; stage 2 warms up again to 1e-3.
+  assert.is(phaseAt(plan, 3999).tasks, undefined);
+  assert.equal(phaseAt(plan, 4000).tasks, ['passkey', 'niah-single', 'niah-multikey', 'niah-multikey']);
+  assert.equal(phaseAt(plan, 5000).tasks, ['passkey', 'niah-single', 'niah-multikey', 'niah-multikey', 'niah-multikey', 'niah-multikey']);
+  // Stage 1: warm-up to 3e-3, cosine to 10 % at step 3,000; stage 2 warms up again to 1e-3; stage 3
+  // to 2e-3 (multi-key half the sequences), then to 1e-3 (two thirds).
   assert.ok(Math.abs(planLearningRate(plan, 199) - 3e-3) < 1e-12);
   assert.ok(Math.abs(planLearningRate(plan, 2999) - 3e-4) < 1e-6);
   assert.ok(Math.abs(planLearningRate(plan, 3000) - 1e-3 / 50) < 1e-12);
   assert.ok(Math.abs(planLearningRate(plan, 3049) - 1e-3) < 1e-12);
   assert.ok(planLearningRate(plan, 3999) < 1.01e-4);
+  assert.ok(Math.abs(planLearningRate(plan, 4099) - 2e-3) < 1e-12);
+  assert.ok(planLearningRate(plan, 4999) < 2.01e-4);
+  assert.ok(Math.abs(planLearningRate(plan, 5049) - 1e-3) < 1e-12);
+  assert.ok(planLearningRate(plan, 5999) < 1.01e-4);
+  // --steps scales the phases: a 60-step plan has its phases at steps 0, 25, 30, 40, 50.
+  assert.equal(bundledPlan({ steps: 60 }).phases.map((p) => p.from), [0, 25, 30, 40, 50]);
   // Sequences of step k come from k's phase.
   const t = await Trainer.create({ ...tinyPlan(), phases: [{ ...tinyPlan().phases[0], lengths: [140, 150] }, { from: 5, lengths: [190, 199], maxPosition: 0 }] });
   // (a sequence is ~35 tokens shorter than its nominal length: the prompt is sized length − 40)
   const longest4 = Math.max(...t.sequencesFor(4).map((s) => s.ids.length));
   const shortest5 = Math.min(...t.sequencesFor(5).map((s) => s.ids.length));
   assert.ok(longest4 < shortest5, `step 4 (140–150) up to ${longest4} tokens, step 5 (190–199) from ${shortest5}`);
+});
+
+test('a phase with its own task mix draws its sequences from that mix', () => {
+  const text = (s: { ids: Int32Array }) => Array.from(s.ids.subarray(1), (id) => CHARS[id - 2] ?? '').join('');
+  const plan: TrainPlan = {
+    ...tinyPlan(), model: { ...tinyPlan().model, maxRows: 600 }, tokensPerStep: 4000, tasks: ['passkey'],
+    phases: [{ ...tinyPlan().phases[0] }, { from: 5, lengths: [400, 600], maxPosition: 0, tasks: ['passkey', 'niah-multikey'] }],
+  };
+  const kinds = (step: number) => stepSequences(plan, step).map((s) => (text(s).includes('the pass key is') ? 'passkey' : (text(s).match(/the magic number for \w+ is \d+\./g) ?? []).length >= 4 ? 'niah-multikey' : 'other'));
+  assert.ok(kinds(4).every((k) => k === 'passkey'), `step 4: ${kinds(4)}`);
+  const mixed = [5, 6, 7].flatMap(kinds);
+  assert.ok(mixed.includes('passkey') && mixed.includes('niah-multikey') && !mixed.includes('other'), `steps 5–7: ${mixed}`);
 });
 
 test('a malformed training plan is a clear error', () => {
@@ -129,6 +152,8 @@ test('a malformed training plan is a clear error', () => {
   assert.throws(bad([{ from: 0, lengths: [140, 160], maxPosition: 0 }]), /first phase must start at step 0/);
   assert.throws(bad([{ from: 0, lengths: [140, 160], maxPosition: 0, schedule: s }, { from: 5, lengths: [140, 160], maxPosition: 0 }, { from: 4, lengths: [140, 160], maxPosition: 0 }]), /phase 2 starts at step 4, before phase 1 \(step 5\)/);
   assert.throws(bad([{ from: 0, lengths: [140, 300], maxPosition: 0, schedule: s }]), /phase 0 lengths 140–300 must be ordered and at most the model's 200 rows/);
+  assert.throws(bad([{ from: 0, lengths: [140, 160], maxPosition: 0, schedule: s, tasks: ['niah-multikey'] }]), /niah-multikey sequences need 340 tokens, more than the model's 200 rows/);
+  assert.throws(bad([{ from: 0, lengths: [140, 160], maxPosition: 0, schedule: s, tasks: [] }]), /phase 0 has no tasks/);
 });
 
 test('resume: a missing, mismatched or truncated training state is a clear error', async () => {

@@ -15,25 +15,42 @@ import { availableParallelism } from 'node:os';
 import { startTrainingHelpers } from '../node/train-pool.js';
 
 /**
- * The bundled model's recipe (see fixtures/duet-passkey/README.md), for `steps` (default 4,000)
- * scaled proportionally: 5/8 of the steps at 128–384 tokens, 1/8 at 256–1,024 with PoSE jumps to
- * 2,560 positions (one cosine schedule over these 3/4), then a long-context stage at 256–2,048
- * tokens with jumps to 4,096, a fifth of the needles right at the start or end of the haystack, and
- * a fresh, lower schedule.
+ * The bundled model's recipe (see fixtures/duet-passkey/README.md), for `steps` (default 6,000)
+ * scaled proportionally. Stage 1 (steps 0–3,000, one cosine schedule): 128–384 tokens, from 2,500 on
+ * 256–1,024 with PoSE jumps to 2,560 positions. Stage 2 (3,000–4,000, a fresh, lower schedule):
+ * 256–2,048 tokens, jumps to 4,096, a fifth of the needles right at the start or end of the haystack.
+ * Stage 3 (4,000–6,000, two more restarts): the same lengths with half, then two thirds of the
+ * sequences multi-key needles, which the model had not learnt by step 4,000. Steps before a stage
+ * get the same data and learning rate as in the shorter recipes that stopped there, so a run can
+ * resume from a checkpoint of one of them.
  */
 export function bundledPlan(overrides: Partial<TrainPlan> = {}): TrainPlan {
-  const steps = overrides.steps ?? 4000;
-  const at = (f: number) => Math.round(steps * f);
+  const steps = overrides.steps ?? 6000;
+  // Phase starts are written for the full 6,000 steps and scale with --steps.
+  const at = (k: number) => Math.round((k * steps) / 6000);
+  // Passkey and niah-single once each, multi-key n times (a kind listed n times is drawn n times as often).
+  const multikeyMix = (n: number): TaskKind[] => ['passkey', 'niah-single', ...Array<TaskKind>(n).fill('niah-multikey')];
   return {
     model: { vocab: VOCAB_SIZE, hidden: 64, layers: 3, heads: 4, kvHeads: 4, headDim: 16, intermediate: 176, eps: 1e-5, ropeTheta: 10000, maxRows: 2048 },
-    seed: 1, steps, tokensPerStep: 8192,
+    seed: 1, tokensPerStep: 8192,
     tasks: ['passkey', 'niah-single', 'niah-multikey'], answerWeight: 2, skipFraction: 0.5,
     phases: [
-      { from: 0, lengths: [128, 384], maxPosition: 0, schedule: { lr: 3e-3, warmup: Math.min(200, Math.ceil(steps / 20)), steps: at(3 / 4), minLrFraction: 0.1 } },
-      { from: at(5 / 8), lengths: [256, 1024], maxPosition: 2560 },
-      { from: at(3 / 4), lengths: [256, 2048], maxPosition: 4096, edgeDepths: 0.2, schedule: { lr: 1e-3, warmup: Math.min(50, Math.ceil(steps / 80)), steps: steps - at(3 / 4), minLrFraction: 0.1 } },
+      // Stage 1: short, then medium lengths with position jumps.
+      { from: 0, lengths: [128, 384], maxPosition: 0, schedule: { lr: 3e-3, warmup: Math.min(200, Math.ceil(steps / 20)), steps: at(3000), minLrFraction: 0.1 } },
+      { from: at(2500), lengths: [256, 1024], maxPosition: 2560 },
+      // Stage 2: long contexts, needles at the edges too.
+      { from: at(3000), lengths: [256, 2048], maxPosition: 4096, edgeDepths: 0.2, schedule: { lr: 1e-3, warmup: Math.min(50, Math.ceil(steps / 80)), steps: at(4000) - at(3000), minLrFraction: 0.1 } },
+      // Stage 3: half, then two thirds of the sequences multi-key needles.
+      {
+        from: at(4000), lengths: [256, 2048], maxPosition: 4096, edgeDepths: 0.2, tasks: multikeyMix(2),
+        schedule: { lr: 2e-3, warmup: Math.min(100, Math.ceil(steps / 50)), steps: at(5000) - at(4000), minLrFraction: 0.1 },
+      },
+      {
+        from: at(5000), lengths: [256, 2048], maxPosition: 4096, edgeDepths: 0.2, tasks: multikeyMix(4),
+        schedule: { lr: 1e-3, warmup: Math.min(50, Math.ceil(steps / 80)), steps: steps - at(5000), minLrFraction: 0.1 },
+      },
     ],
-    ...overrides,
+    ...overrides, steps,
   };
 }
 
@@ -93,9 +110,10 @@ export async function trainCommand(argv: string[]): Promise<number> {
     tokensPerStep: intOption(v['tokens-per-step'], '--tokens-per-step', 1) ?? base.tokensPerStep,
     model: { ...base.model, layers: intOption(v.layers, '--layers', 1) ?? base.model.layers, hidden, heads, kvHeads: heads, headDim: hidden / heads, maxRows: maxLen },
     answerWeight: numberOption(v['answer-weight'], '--answer-weight') ?? base.answerWeight,
-    // --max-len caps every phase's lengths; --lr scales every schedule's peak alike.
+    // --tasks replaces every phase's mix; --max-len caps every phase's lengths; --lr scales every
+    // schedule's peak alike.
     phases: base.phases.map((ph) => ({
-      ...ph, lengths: [Math.min(ph.lengths[0], maxLen), Math.min(ph.lengths[1], maxLen)],
+      ...ph, tasks: v.tasks ? undefined : ph.tasks, lengths: [Math.min(ph.lengths[0], maxLen), Math.min(ph.lengths[1], maxLen)],
       schedule: ph.schedule && lr !== undefined ? { ...ph.schedule, lr: (ph.schedule.lr * lr) / base.phases[0].schedule!.lr } : ph.schedule,
     })),
   };

@@ -21,6 +21,8 @@ export interface Phase {
   schedule?: Schedule;
   /** Fraction of sequences with the needle at depth 0 or 1 exactly (DataOptions.edgeDepths). */
   edgeDepths?: number;
+  /** This phase's task mix instead of the plan's (drawn uniformly: a kind listed twice comes twice as often). */
+  tasks?: TaskKind[];
 }
 
 export interface TrainPlan {
@@ -40,10 +42,16 @@ export interface TrainPlan {
 export function checkPlan(p: TrainPlan): void {
   const [first] = p.phases;
   if (!first || first.from !== 0 || !first.schedule) throw new Error('training plan: the first phase must start at step 0 and have a learning-rate schedule');
-  for (const t of p.tasks) {
-    if (MIN_LENGTH[t] > p.model.maxRows) throw new Error(`training plan: ${t} sequences need ${MIN_LENGTH[t]} tokens, more than the model's ${p.model.maxRows} rows (--max-len)`);
-  }
+  const checkTasks = (tasks: TaskKind[], where: string) => {
+    if (tasks.length === 0) throw new Error(`training plan: ${where} has no tasks`);
+    for (const t of tasks) {
+      if (!(t in MIN_LENGTH)) throw new Error(`training plan: ${where}: unknown task "${t}"`);
+      if (MIN_LENGTH[t] > p.model.maxRows) throw new Error(`training plan: ${t} sequences need ${MIN_LENGTH[t]} tokens, more than the model's ${p.model.maxRows} rows (--max-len)`);
+    }
+  };
+  checkTasks(p.tasks, 'the plan');
   p.phases.forEach((ph, i) => {
+    if (ph.tasks) checkTasks(ph.tasks, `phase ${i}`);
     // Equal starts are allowed (the earlier phase is then empty: short runs of a scaled plan).
     if (i > 0 && ph.from < p.phases[i - 1].from) throw new Error(`training plan: phase ${i} starts at step ${ph.from}, before phase ${i - 1} (step ${p.phases[i - 1].from})`);
     if (ph.lengths[0] > ph.lengths[1] || ph.lengths[1] > p.model.maxRows) throw new Error(`training plan: phase ${i} lengths ${ph.lengths.join('–')} must be ordered and at most the model's ${p.model.maxRows} rows`);
@@ -66,7 +74,7 @@ export function planLearningRate(p: TrainPlan, step: number): number {
 
 function dataFor(p: TrainPlan, step: number): DataOptions {
   const phase = phaseAt(p, step);
-  return { tasks: p.tasks, answerWeight: p.answerWeight, lengths: phase.lengths, maxPosition: phase.maxPosition, skipFraction: p.skipFraction, edgeDepths: phase.edgeDepths };
+  return { tasks: phase.tasks ?? p.tasks, answerWeight: p.answerWeight, lengths: phase.lengths, maxPosition: phase.maxPosition, skipFraction: p.skipFraction, edgeDepths: phase.edgeDepths };
 }
 
 /** The sequences of step k (deterministic; loss weights already averaged over the step). */
