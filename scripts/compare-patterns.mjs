@@ -18,7 +18,7 @@ const { values: v } = parseArgs({ options: {
   depths: { type: 'string', default: '0,0.25,0.5,0.75,1' },
   samples: { type: 'string', default: '2' },
   seeds: { type: 'string', default: '5' },
-  'duo-steps': { type: 'string', default: '150' },
+  'duo-steps': { type: 'string', default: '300' },
   methods: { type: 'string', default: 'duo,duo-tasks,retrieval-score,razor' },
   'duo-data': { type: 'string', default: 'passkey,niah-single,niah-multikey' },
 } });

@@ -94,10 +94,14 @@ test('train --until stops at a step and --resume goes on to --steps (a tiny conf
   assert.is(first.code, 0, first.stderr);
   const state = () => JSON.parse(readFileSync(join(out, 'training', 'training_state.json'), 'utf8'));
   assert.equal([state().step, state().steps], [2, 4]);
+  // The bundled recipe scaled to 4 steps raises RoPE θ from step 3 on; the saved config follows.
+  const theta = () => JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')).rope_theta;
+  assert.is(theta(), 10000);
   const second = await duet(...args, '--resume');
   assert.is(second.code, 0, second.stderr);
   assert.match(second.stderr, /resumed at step 2/);
   assert.is(state().step, 4);
+  assert.is(theta(), 500000);
 });
 
 const PUBLISHED = publishedPatterns();

@@ -10,7 +10,7 @@ import { TextTokenizer } from '../src/model/tokenizer.ts';
 import { loadCheckpoint } from '../src/model/checkpoint.ts';
 import { nodeModelFiles } from '../src/node/files.ts';
 import { makeSequence } from '../src/train/data.ts';
-import { Trainer, checkPlan, phaseAt, planLearningRate, stepSequences, type TrainPlan } from '../src/train/trainer.ts';
+import { Trainer, checkPlan, phaseAt, planLearningRate, planRopeTheta, stepSequences, type TrainPlan } from '../src/train/trainer.ts';
 import { bundledPlan } from '../src/cli/train.ts';
 import { loadState, saveModel, saveState } from '../src/train/checkpoint-io.ts';
 import { parameterCount } from '../src/train/model.ts';
@@ -104,8 +104,8 @@ test('data-parallel training (a worker-thread replica) takes the same steps as o
 
 test('phases: data and learning rate follow the phase of each step; a schedule restarts the rate', async () => {
   const plan = bundledPlan();
-  assert.is(plan.steps, 6000);
-  assert.equal(plan.phases.map((p) => p.from), [0, 2500, 3000, 4000, 5000]);
+  assert.is(plan.steps, 7000);
+  assert.equal(plan.phases.map((p) => p.from), [0, 2500, 3000, 4000, 5000, 6000]);
   assert.equal(phaseAt(plan, 2499).lengths, [128, 384]);
   assert.equal(phaseAt(plan, 2500).lengths, [256, 1024]);
   assert.equal(phaseAt(plan, 3999).maxPosition, 4096);
@@ -122,9 +122,11 @@ test('phases: data and learning rate follow the phase of each step; a schedule r
   assert.ok(Math.abs(planLearningRate(plan, 4099) - 2e-3) < 1e-12);
   assert.ok(planLearningRate(plan, 4999) < 2.01e-4);
   assert.ok(Math.abs(planLearningRate(plan, 5049) - 1e-3) < 1e-12);
-  assert.ok(planLearningRate(plan, 5999) < 1.01e-4);
-  // --steps scales the phases: a 60-step plan has its phases at steps 0, 25, 30, 40, 50.
-  assert.equal(bundledPlan({ steps: 60 }).phases.map((p) => p.from), [0, 25, 30, 40, 50]);
+  assert.ok(planLearningRate(plan, 6999) < 1.01e-4);
+  // Stage 4 raises RoPE θ; the steps before keep the model's.
+  assert.equal([planRopeTheta(plan, 0), planRopeTheta(plan, 5999), planRopeTheta(plan, 6000), planRopeTheta(plan, 6999)], [10000, 10000, 500000, 500000]);
+  // --steps scales the phases: a 70-step plan has its phases at steps 0, 25, 30, 40, 50, 60.
+  assert.equal(bundledPlan({ steps: 70 }).phases.map((p) => p.from), [0, 25, 30, 40, 50, 60]);
   // Sequences of step k come from k's phase.
   const t = await Trainer.create({ ...tinyPlan(), phases: [{ ...tinyPlan().phases[0], lengths: [140, 150] }, { from: 5, lengths: [190, 199], maxPosition: 0 }] });
   // (a sequence is ~35 tokens shorter than its nominal length: the prompt is sized length − 40)
@@ -145,6 +147,27 @@ test('a phase with its own task mix draws its sequences from that mix', () => {
   assert.ok(mixed.includes('passkey') && mixed.includes('niah-multikey') && !mixed.includes('other'), `steps 5–7: ${mixed}`);
 });
 
+test('a phase that raises RoPE θ trains its steps exactly as a model built with that θ', async () => {
+  const base = tinyPlan();
+  const raised: TrainPlan = { ...base, phases: [base.phases[0], { ...base.phases[1], ropeTheta: 1e5 }] };
+  const built: TrainPlan = { ...base, model: { ...base.model, ropeTheta: 1e5 } };
+  const lossAt = async (plan: TrainPlan, step: number) => {
+    const t = await Trainer.create(plan);
+    const seqs = t.sequencesFor(step);
+    t.model.grads.fill(0);
+    return t.accumulate(seqs, seqs.map((_, i) => i));
+  };
+  // Step 12 lies in the raised phase, step 3 before it; the same initial weights in every trainer.
+  assert.is(await lossAt(raised, 12), await lossAt(built, 12));
+  assert.is(await lossAt(raised, 3), await lossAt(base, 3));
+  assert.not.equal(await lossAt(raised, 12), await lossAt(base, 12));
+  // A trainer that steps back before the phase returns to the model's θ.
+  const t = await Trainer.create(raised);
+  t.sequencesFor(12);
+  t.sequencesFor(3);
+  assert.is(t.model.invFreq[t.model.invFreq.length - 1], Math.fround(1 / 10000 ** ((2 * (base.model.headDim / 2 - 1)) / base.model.headDim)));
+});
+
 test('a malformed training plan is a clear error', () => {
   const bad = (phases: TrainPlan['phases']) => () => checkPlan({ ...tinyPlan(), phases });
   const s = tinyPlan().phases[0].schedule;
@@ -154,6 +177,7 @@ test('a malformed training plan is a clear error', () => {
   assert.throws(bad([{ from: 0, lengths: [140, 300], maxPosition: 0, schedule: s }]), /phase 0 lengths 140–300 must be ordered and at most the model's 200 rows/);
   assert.throws(bad([{ from: 0, lengths: [140, 160], maxPosition: 0, schedule: s, tasks: ['niah-multikey'] }]), /niah-multikey sequences need 340 tokens, more than the model's 200 rows/);
   assert.throws(bad([{ from: 0, lengths: [140, 160], maxPosition: 0, schedule: s, tasks: [] }]), /phase 0 has no tasks/);
+  assert.throws(bad([{ from: 0, lengths: [140, 160], maxPosition: 0, schedule: s, ropeTheta: 0 }]), /phase 0 ropeTheta 0 must be a number > 1/);
 });
 
 test('resume: a missing, mismatched or truncated training state is a clear error', async () => {

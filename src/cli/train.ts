@@ -6,7 +6,7 @@ import { parseArgs } from 'node:util';
 import { loadState, saveModel, saveState } from '../train/checkpoint-io.js';
 import { GpuTrainer } from '../train/gpu-trainer.js';
 import { parameterCount } from '../train/model.js';
-import { Trainer, type StepReport, type TrainPlan, type TrainerState } from '../train/trainer.js';
+import { Trainer, planRopeTheta, type StepReport, type TrainPlan, type TrainerState } from '../train/trainer.js';
 import { VOCAB_SIZE } from '../train/vocab.js';
 import { TASK_KINDS, type TaskKind } from '../tasks/tasks.js';
 import { intOption, numberOption, trainingDevice } from './options.js';
@@ -15,19 +15,19 @@ import { availableParallelism } from 'node:os';
 import { startTrainingHelpers } from '../node/train-pool.js';
 
 /**
- * The bundled model's recipe (see fixtures/duet-passkey/README.md), for `steps` (default 6,000)
+ * The bundled model's recipe (see fixtures/duet-passkey/README.md), for `steps` (default 7,000)
  * scaled proportionally. Stage 1 (steps 0–3,000, one cosine schedule): 128–384 tokens, from 2,500 on
  * 256–1,024 with PoSE jumps to 2,560 positions. Stage 2 (3,000–4,000, a fresh, lower schedule):
  * 256–2,048 tokens, jumps to 4,096, a fifth of the needles right at the start or end of the haystack.
  * Stage 3 (4,000–6,000, two more restarts): the same lengths with half, then two thirds of the
- * sequences multi-key needles, which the model had not learnt by step 4,000. Steps before a stage
+ * sequences multi-key needles. Stage 4 (6,000–7,000): RoPE θ 10,000 → 500,000. Steps before a stage
  * get the same data and learning rate as in the shorter recipes that stopped there, so a run can
  * resume from a checkpoint of one of them.
  */
 export function bundledPlan(overrides: Partial<TrainPlan> = {}): TrainPlan {
-  const steps = overrides.steps ?? 6000;
-  // Phase starts are written for the full 6,000 steps and scale with --steps.
-  const at = (k: number) => Math.round((k * steps) / 6000);
+  const steps = overrides.steps ?? 7000;
+  // Phase starts are written for the full 7,000 steps and scale with --steps.
+  const at = (k: number) => Math.round((k * steps) / 7000);
   // Passkey and niah-single once each, multi-key n times (a kind listed n times is drawn n times as often).
   const multikeyMix = (n: number): TaskKind[] => ['passkey', 'niah-single', ...Array<TaskKind>(n).fill('niah-multikey')];
   return {
@@ -47,7 +47,13 @@ export function bundledPlan(overrides: Partial<TrainPlan> = {}): TrainPlan {
       },
       {
         from: at(5000), lengths: [256, 2048], maxPosition: 4096, edgeDepths: 0.2, tasks: multikeyMix(4),
-        schedule: { lr: 1e-3, warmup: Math.min(50, Math.ceil(steps / 80)), steps: steps - at(5000), minLrFraction: 0.1 },
+        schedule: { lr: 1e-3, warmup: Math.min(50, Math.ceil(steps / 80)), steps: at(6000) - at(5000), minLrFraction: 0.1 },
+      },
+      // Stage 4: RoPE θ raised to 500,000 (Llama 3's), so that more rotation pairs turn slowly enough
+      // for matching a key over 2,048 tokens; same data as the last phase.
+      {
+        from: at(6000), lengths: [256, 2048], maxPosition: 4096, edgeDepths: 0.2, tasks: multikeyMix(4), ropeTheta: 500000,
+        schedule: { lr: 1e-3, warmup: Math.min(50, Math.ceil(steps / 80)), steps: steps - at(6000), minLrFraction: 0.1 },
       },
     ],
     ...overrides, steps,
@@ -139,7 +145,8 @@ export async function trainCommand(argv: string[]): Promise<number> {
   const save = async () => {
     const state = await run.state();
     const meta = { duet_steps: String(state.step), duet_seed: String(plan.seed) };
-    saveModel(v.out!, plan.model, state.params, 4096, meta);
+    // The saved config carries the RoPE base the last step trained with.
+    saveModel(v.out!, { ...plan.model, ropeTheta: planRopeTheta(plan, Math.max(0, state.step - 1)) }, state.params, 4096, meta);
     mkdirSync(stateDir, { recursive: true });
     saveState(stateDir, state, { seed: plan.seed, steps: plan.steps, threads, device: gpu ? 'gpu' : 'cpu', plan });
   };

@@ -5,7 +5,7 @@ import { GpuAdamW, GpuTrainKernels, type GpuSpan } from '../gpu/train-kernels.js
 import type { GpuContext } from '../gpu/context.js';
 import { decayMask } from './adamw.js';
 import { TrainModel, parameterCount } from './model.js';
-import { checkPlan, planLearningRate, stepReport, stepSequences, type StepReport, type TrainPlan, type TrainerState } from './trainer.js';
+import { checkPlan, planLearningRate, planRopeTheta, stepReport, stepSequences, type StepReport, type TrainPlan, type TrainerState } from './trainer.js';
 
 export class GpuTrainer {
   private constructor(readonly plan: TrainPlan, readonly model: TrainModel<GpuSpan>, readonly opt: GpuAdamW, readonly kernels: GpuTrainKernels) {}
@@ -37,6 +37,7 @@ export class GpuTrainer {
     const step = this.opt.step;
     const seqs = stepSequences(this.plan, step);
     const k = this.kernels, m = this.model;
+    m.setRopeTheta(planRopeTheta(this.plan, step));
     k.zero(m.grads, parameterCount(this.plan.model));
     k.zero(m.loss, 1);
     for (const s of seqs) m.step(s.ids, s.positions, s.targets, s.weights);

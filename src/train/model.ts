@@ -105,6 +105,12 @@ export class TrainModel<T = Float32Array> {
   private gates: Gates | null = null;
   private rows = 0;
 
+  /** RoPE frequencies for base θ (a training plan may raise θ from a phase on). */
+  setRopeTheta(theta: number): void {
+    const half = this.c.headDim / 2;
+    for (let i = 0; i < half; i++) this.invFreq[i] = 1 / theta ** ((2 * i) / this.c.headDim);
+  }
+
   constructor(readonly k: TrainKernels<T>, readonly c: TrainConfig, options: { gated?: boolean } = {}) {
     const n = parameterCount(c);
     const slice = (t: T, off: number, len: number) => k.slice(t, off, len);
@@ -112,7 +118,8 @@ export class TrainModel<T = Float32Array> {
     this.grads = k.alloc(n);
     ({ tree: this.p, named: this.named } = views(this.params, c, slice));
     ({ tree: this.g, named: this.gradNamed } = views(this.grads, c, slice));
-    this.invFreq = new Float32Array(c.headDim / 2).map((_, i) => 1 / c.ropeTheta ** ((2 * i) / c.headDim));
+    this.invFreq = new Float32Array(c.headDim / 2);
+    this.setRopeTheta(c.ropeTheta);
     this.loss = k.alloc(1);
     const T = c.maxRows, d = c.hidden, qd = c.heads * c.headDim, kvd = c.kvHeads * c.headDim, f = c.intermediate;
     const a = (m: number) => k.alloc(m);

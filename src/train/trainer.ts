@@ -23,6 +23,8 @@ export interface Phase {
   edgeDepths?: number;
   /** This phase's task mix instead of the plan's (drawn uniformly: a kind listed twice comes twice as often). */
   tasks?: TaskKind[];
+  /** RoPE base from this phase on, instead of the model's (raising θ, as long-context fine-tuning does). */
+  ropeTheta?: number;
 }
 
 export interface TrainPlan {
@@ -52,6 +54,7 @@ export function checkPlan(p: TrainPlan): void {
   checkTasks(p.tasks, 'the plan');
   p.phases.forEach((ph, i) => {
     if (ph.tasks) checkTasks(ph.tasks, `phase ${i}`);
+    if (ph.ropeTheta !== undefined && !(ph.ropeTheta > 1)) throw new Error(`training plan: phase ${i} ropeTheta ${ph.ropeTheta} must be a number > 1`);
     // Equal starts are allowed (the earlier phase is then empty: short runs of a scaled plan).
     if (i > 0 && ph.from < p.phases[i - 1].from) throw new Error(`training plan: phase ${i} starts at step ${ph.from}, before phase ${i - 1} (step ${p.phases[i - 1].from})`);
     if (ph.lengths[0] > ph.lengths[1] || ph.lengths[1] > p.model.maxRows) throw new Error(`training plan: phase ${i} lengths ${ph.lengths.join('–')} must be ordered and at most the model's ${p.model.maxRows} rows`);
@@ -63,6 +66,13 @@ export function phaseAt(p: TrainPlan, step: number): Phase {
   let found = p.phases[0];
   for (const ph of p.phases) if (ph.from <= step) found = ph;
   return found;
+}
+
+/** RoPE base of step k: the latest phase at or before k that sets one, else the model's. */
+export function planRopeTheta(p: TrainPlan, step: number): number {
+  let theta = p.model.ropeTheta;
+  for (const ph of p.phases) if (ph.from <= step && ph.ropeTheta !== undefined) theta = ph.ropeTheta;
+  return theta;
 }
 
 /** Learning rate of step k: the latest schedule started at or before k. */
@@ -117,7 +127,11 @@ export class Trainer {
 
   state(): TrainerState { return { step: this.opt.step, params: this.model.params, m: this.opt.m, v: this.opt.v }; }
 
-  sequencesFor(step: number): Sequence[] { return stepSequences(this.plan, step); }
+  /** Step k's sequences, with the model set to k's RoPE base. */
+  sequencesFor(step: number): Sequence[] {
+    this.model.setRopeTheta(planRopeTheta(this.plan, step));
+    return stepSequences(this.plan, step);
+  }
 
   /** Adds the gradients of the given sequences to model.grads; returns their loss. */
   accumulate(seqs: Sequence[], indices: number[]): number {
