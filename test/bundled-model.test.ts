@@ -11,15 +11,33 @@ import { nodeModelFiles } from '../src/node/files.ts';
 
 const DIR = new URL('../fixtures/duet-passkey', import.meta.url).pathname;
 
-async function needleAccuracy(heads: (layers: number, kvHeads: number) => HeadConfig | Promise<HeadConfig>, lengths: number[], depths: number[], samples = 2, seed = 7, task: 'passkey' | 'niah-multikey' = 'passkey') {
+type Heads = (layers: number, kvHeads: number) => HeadConfig | Promise<HeadConfig>;
+
+/** Evaluation rows of the bundled model, one head configuration after another on the same prompts. */
+async function evaluateBundled(heads: Heads[], tasks: Array<'passkey' | 'niah-multikey'>, lengths: number[], depths: number[], samples: number, seed: number) {
   const ckpt = await loadCheckpoint(nodeModelFiles(DIR));
   const { config, tokenizer } = ckpt;
   const rows = await evaluate({
-    config, weights: ckpt.weights, tokenizer: tokenizer!, heads: [await heads(config.numLayers, config.numKvHeads)],
-    tasks: [task], lengths, depths, samples, seed, style: fillerStyleFor(tokenizer!), stopIds: ckpt.eosTokenIds,
+    config, weights: ckpt.weights, tokenizer: tokenizer!, heads: await Promise.all(heads.map((h) => h(config.numLayers, config.numKvHeads))),
+    tasks, lengths, depths, samples, seed, style: fillerStyleFor(tokenizer!), stopIds: ckpt.eosTokenIds,
     engine: { device: 'cpu' },
   });
-  return { rows, mean: rows.reduce((a, r) => a + r.accuracy, 0) / rows.length, config };
+  return { rows, config };
+}
+
+const fullAttention: Heads = (L, H) => ({ name: 'full', kinds: allHeads(L, H, true) });
+
+const meanAccuracy = (rows: Array<{ accuracy: number }>) => rows.reduce((a, r) => a + r.accuracy, 0) / rows.length;
+
+async function needleAccuracy(heads: Heads, lengths: number[], depths: number[], samples = 2, seed = 7, task: 'passkey' | 'niah-multikey' = 'passkey') {
+  const { rows, config } = await evaluateBundled([heads], [task], lengths, depths, samples, seed);
+  return { rows, mean: meanAccuracy(rows), config };
+}
+
+/** The committed pattern at sparsity 0.5, with its own sink and recent window. */
+async function bundledPatternAtHalf(L: number, H: number): Promise<HeadConfig> {
+  const pattern = await loadPattern(nodeModelFiles(new URL('../fixtures/duet-passkey-pattern', import.meta.url).pathname), L, H);
+  return { name: 'pattern@0.5', kinds: binarize(pattern.alphas, { sparsity: 0.5 }), window: { sink: pattern.sink, recent: pattern.recent } };
 }
 
 const cells = (rows: Array<{ length: number; depth: number; accuracy: number }>) => JSON.stringify(rows.map((r) => [r.length, r.depth, r.accuracy]));
@@ -29,16 +47,13 @@ const cells = (rows: Array<{ length: number; depth: number; accuracy: number }>)
 // The model's rate is ~97–98% (440 prompts, 10 per cell: every length ≥ 97%); on other 36-prompt
 // grids it lands between 94% and 100%.
 test('bundled model, full attention: ≥ 95% passkey exact match at 512, 1024, 2048 tokens, 5 depths', async () => {
-  const { rows, mean, config } = await needleAccuracy((L, H) => ({ name: 'full', kinds: allHeads(L, H, true) }), [512, 1024, 2048], [0, 0.25, 0.5, 0.75, 1], 4, 0);
+  const { rows, mean, config } = await needleAccuracy(fullAttention, [512, 1024, 2048], [0, 0.25, 0.5, 0.75, 1], 4, 0);
   assert.ok(config.numLayers * config.numKvHeads >= 12, 'the bundled model needs at least 12 KV heads');
   assert.ok(mean >= 0.95, `full-attention passkey accuracy ${(mean * 100).toFixed(0)}%: ${cells(rows)}`);
 });
 
 test('bundled model, its pattern at 50% streaming (split runtime on the CPU): ≥ 90% passkey at 1024 and 2048 tokens', async () => {
-  const { rows, mean } = await needleAccuracy(async (L, H) => {
-    const pattern = await loadPattern(nodeModelFiles(new URL('../fixtures/duet-passkey-pattern', import.meta.url).pathname), L, H);
-    return { name: 'pattern@0.5', kinds: binarize(pattern.alphas, { sparsity: 0.5 }), window: { sink: pattern.sink, recent: pattern.recent } };
-  }, [1024, 2048], [0.25, 0.5, 0.75], 2);
+  const { rows, mean } = await needleAccuracy(bundledPatternAtHalf, [1024, 2048], [0.25, 0.5, 0.75], 2);
   assert.ok(mean >= 0.9, `pattern@0.5 passkey accuracy ${(mean * 100).toFixed(0)}%: ${cells(rows)}`);
 });
 
@@ -51,7 +66,7 @@ test('bundled model, every head streaming (sink 16, recent 64): ≤ 20% when the
 // The model card's multi-key result: at 2,048 tokens the model finds the asked one of four magic
 // numbers when its needle comes first in the haystack (70% of 20 prompts, seed 11).
 test('bundled model, multi-key needles at 2048 tokens: ≥ 50% when the asked needle comes first', async () => {
-  const { rows, mean } = await needleAccuracy((L, H) => ({ name: 'full', kinds: allHeads(L, H, true) }), [2048], [0], 20, 11, 'niah-multikey');
+  const { rows, mean } = await needleAccuracy(fullAttention, [2048], [0], 20, 11, 'niah-multikey');
   assert.ok(mean >= 0.5, `multi-key accuracy at depth 0 ${(mean * 100).toFixed(0)}%: ${cells(rows)}`);
 });
 
@@ -59,21 +74,11 @@ test('bundled model, multi-key needles at 2048 tokens: ≥ 50% when the asked ne
 // committed DuoAttention pattern with half of the KV heads streaming keeps ≥ 95% of full attention's
 // passkey and multi-key accuracy, on the same 100 prompts per task (20 samples × 5 depths, seed 11).
 test('bundled model, its pattern at 50% streaming keeps ≥ 95% of full attention\'s passkey and multi-key accuracy at 2048 tokens', async () => {
-  const ckpt = await loadCheckpoint(nodeModelFiles(DIR));
-  const { config, tokenizer } = ckpt;
-  const L = config.numLayers, H = config.numKvHeads;
-  const pattern = await loadPattern(nodeModelFiles(new URL('../fixtures/duet-passkey-pattern', import.meta.url).pathname), L, H);
-  const rows = await evaluate({
-    config, weights: ckpt.weights, tokenizer: tokenizer!, stopIds: ckpt.eosTokenIds, style: fillerStyleFor(tokenizer!), engine: { device: 'cpu' },
-    heads: [{ name: 'full', kinds: allHeads(L, H, true) }, { name: 'duo', kinds: binarize(pattern.alphas, { sparsity: 0.5 }), window: { sink: pattern.sink, recent: pattern.recent } }],
-    tasks: ['passkey', 'niah-multikey'], lengths: [2048], depths: [0, 0.25, 0.5, 0.75, 1], samples: 20, seed: 11,
-  });
-  const mean = (config: string, task: string) => {
-    const rs = rows.filter((r) => r.config === config && r.task === task);
-    return rs.reduce((a, r) => a + r.accuracy, 0) / rs.length;
-  };
+  const { rows } = await evaluateBundled([fullAttention, bundledPatternAtHalf],
+    ['passkey', 'niah-multikey'], [2048], [0, 0.25, 0.5, 0.75, 1], 20, 11);
+  const mean = (config: string, task: string) => meanAccuracy(rows.filter((r) => r.config === config && r.task === task));
   for (const task of ['passkey', 'niah-multikey']) {
-    const full = mean('full', task), duo = mean('duo', task);
+    const full = mean('full', task), duo = mean('pattern@0.5', task);
     assert.ok(full > 0.2 && duo >= 0.95 * full, `${task}: duo@0.5 ${(duo * 100).toFixed(0)}% vs full ${(full * 100).toFixed(0)}%`);
   }
 });

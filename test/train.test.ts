@@ -16,6 +16,7 @@ import { loadState, saveModel, saveState } from '../src/train/checkpoint-io.ts';
 import { parameterCount } from '../src/train/model.ts';
 import { BOS, CHARS, EOS, VOCAB_SIZE, encodeChars, tokenizerFiles } from '../src/train/vocab.ts';
 import { Random } from '../src/tasks/random.ts';
+import type { TaskKind } from '../src/tasks/tasks.ts';
 import { startTrainingHelpers } from '../src/node/train-pool.ts';
 
 test('the character tokenizer.json round-trips task text', () => {
@@ -177,6 +178,7 @@ test('a malformed training plan is a clear error', () => {
   assert.throws(bad([{ from: 0, lengths: [140, 300], maxPosition: 0, schedule: s }]), /phase 0 lengths 140–300 must be ordered and at most the model's 200 rows/);
   assert.throws(bad([{ from: 0, lengths: [140, 160], maxPosition: 0, schedule: s, tasks: ['niah-multikey'] }]), /niah-multikey sequences need 340 tokens, more than the model's 200 rows/);
   assert.throws(bad([{ from: 0, lengths: [140, 160], maxPosition: 0, schedule: s, tasks: [] }]), /phase 0 has no tasks/);
+  assert.throws(bad([{ from: 0, lengths: [140, 160], maxPosition: 0, schedule: s, tasks: ['haystack' as TaskKind] }]), /phase 0: unknown task "haystack"/);
   assert.throws(bad([{ from: 0, lengths: [140, 160], maxPosition: 0, schedule: s, ropeTheta: 0 }]), /phase 0 ropeTheta 0 must be a number > 1/);
 });
 

@@ -30,31 +30,27 @@ export function bundledPlan(overrides: Partial<TrainPlan> = {}): TrainPlan {
   const at = (k: number) => Math.round((k * steps) / 7000);
   // Passkey and niah-single once each, multi-key n times (a kind listed n times is drawn n times as often).
   const multikeyMix = (n: number): TaskKind[] => ['passkey', 'niah-single', ...Array<TaskKind>(n).fill('niah-multikey')];
+  // A schedule from step `from` to `to`: warm-up, then cosine to 10 % of lr.
+  const restart = (lr: number, warmup: number, from: number, to: number) => ({ lr, warmup, steps: to - from, minLrFraction: 0.1 });
+  // Stages 2–4 train on long contexts with position jumps and a fifth of the needles at the edges.
+  const long = { lengths: [256, 2048] as [number, number], maxPosition: 4096, edgeDepths: 0.2 };
+  const shortWarmup = Math.min(50, Math.ceil(steps / 80));
   return {
     model: { vocab: VOCAB_SIZE, hidden: 64, layers: 3, heads: 4, kvHeads: 4, headDim: 16, intermediate: 176, eps: 1e-5, ropeTheta: 10000, maxRows: 2048 },
     seed: 1, tokensPerStep: 8192,
     tasks: ['passkey', 'niah-single', 'niah-multikey'], answerWeight: 2, skipFraction: 0.5,
     phases: [
       // Stage 1: short, then medium lengths with position jumps.
-      { from: 0, lengths: [128, 384], maxPosition: 0, schedule: { lr: 3e-3, warmup: Math.min(200, Math.ceil(steps / 20)), steps: at(3000), minLrFraction: 0.1 } },
+      { from: 0, lengths: [128, 384], maxPosition: 0, schedule: restart(3e-3, Math.min(200, Math.ceil(steps / 20)), 0, at(3000)) },
       { from: at(2500), lengths: [256, 1024], maxPosition: 2560 },
       // Stage 2: long contexts, needles at the edges too.
-      { from: at(3000), lengths: [256, 2048], maxPosition: 4096, edgeDepths: 0.2, schedule: { lr: 1e-3, warmup: Math.min(50, Math.ceil(steps / 80)), steps: at(4000) - at(3000), minLrFraction: 0.1 } },
+      { from: at(3000), ...long, schedule: restart(1e-3, shortWarmup, at(3000), at(4000)) },
       // Stage 3: half, then two thirds of the sequences multi-key needles.
-      {
-        from: at(4000), lengths: [256, 2048], maxPosition: 4096, edgeDepths: 0.2, tasks: multikeyMix(2),
-        schedule: { lr: 2e-3, warmup: Math.min(100, Math.ceil(steps / 50)), steps: at(5000) - at(4000), minLrFraction: 0.1 },
-      },
-      {
-        from: at(5000), lengths: [256, 2048], maxPosition: 4096, edgeDepths: 0.2, tasks: multikeyMix(4),
-        schedule: { lr: 1e-3, warmup: Math.min(50, Math.ceil(steps / 80)), steps: at(6000) - at(5000), minLrFraction: 0.1 },
-      },
+      { from: at(4000), ...long, tasks: multikeyMix(2), schedule: restart(2e-3, Math.min(100, Math.ceil(steps / 50)), at(4000), at(5000)) },
+      { from: at(5000), ...long, tasks: multikeyMix(4), schedule: restart(1e-3, shortWarmup, at(5000), at(6000)) },
       // Stage 4: RoPE θ raised to 500,000 (Llama 3's), so that more rotation pairs turn slowly enough
       // for matching a key over 2,048 tokens; same data as the last phase.
-      {
-        from: at(6000), lengths: [256, 2048], maxPosition: 4096, edgeDepths: 0.2, tasks: multikeyMix(4), ropeTheta: 500000,
-        schedule: { lr: 1e-3, warmup: Math.min(50, Math.ceil(steps / 80)), steps: steps - at(6000), minLrFraction: 0.1 },
-      },
+      { from: at(6000), ...long, tasks: multikeyMix(4), ropeTheta: 500000, schedule: restart(1e-3, shortWarmup, at(6000), steps) },
     ],
     ...overrides, steps,
   };
