@@ -9,6 +9,14 @@
 // headDim. Memory is O(tile) regardless of context length; each K/V block is read once per tile
 // while it is hot for every query head of the group.
 //
+// Decode (one query row) reads every K/V byte once, from DRAM, and WASM has no prefetch
+// instruction. With a GQA group of 4 or more query heads per KV head there is enough arithmetic per
+// byte to hide the reads behind it, so K and V are read strictly row after row (QK by key pairs,
+// P·V row-major in pvRows) and the hardware prefetcher streams them while the core computes. With
+// fewer (MHA, group 2) the kernel is bandwidth-bound: a tight touch pass over each span of K and V
+// reads faster than the compute loops' demand misses, and P·V then walks column strips in cache.
+// Measured on the kernels suite; see README, Benchmarks.
+//
 // Scratch (allocated by the caller, size from attentionScratchFloats): per query vector of the
 // tile, headDim scaled query + headDim accumulator + BLOCK scores + running max + running sum.
 import { gemmSet } from './matmul';
@@ -16,8 +24,10 @@ import { expv, exps, hmax, touchPair } from './simd';
 
 /** Keys per block. Multiple of 4. */
 const BLOCK: i32 = 64;
-/** Keys per sequential prefetch pass in decode (4 blocks: 128 KiB of K + V at head dim 64). */
-const PREFETCH_KEYS: i32 = 4 * BLOCK;
+/** Keys per touch pass in bandwidth-bound decode (4 blocks: 128 KiB of K + V at head dim 64). */
+const TOUCH_KEYS: i32 = 4 * BLOCK;
+/** Query vectors per decode tile from which the reads hide behind the arithmetic (see above). */
+const STREAMED_DECODE_MIN_QUERIES: i32 = 4;
 /** "No limit" for sink / recent in full attention. */
 export const UNBOUNDED: i32 = 0x3fffffff;
 
@@ -102,17 +112,14 @@ export function segment(p0: i32, p1: i32, k: usize, v: usize, stride: usize, sin
   for (let b = lo; b < hi; b += BLOCK) {
     const n = min(BLOCK, hi - b);
     const off = <usize>(b - p0) * stride;
-    if (tileRowsNow == 1 && (b - lo) % PREFETCH_KEYS == 0) {
-      const m = min(PREFETCH_KEYS, hi - b);
-      touchKV(k + off, v + off, m, stride);
+    if (tileRowsNow == 1 && nq < STREAMED_DECODE_MIN_QUERIES && (b - lo) % TOUCH_KEYS == 0) {
+      touchKV(k + off, v + off, min(TOUCH_KEYS, hi - b), stride);
     }
     keyBlock(b, n, k + off, v + off, stride, sinkPart);
   }
 }
 
-// A single query row (decode) uses each key once, so its K/V come from DRAM, and the P·V pass
-// walks V in column strips, which the hardware prefetcher loses: the rows are touched first (K and
-// V interleaved; measured: decode attention about 1.4× faster on cold caches).
+// K and V rows interleaved, one load per line: the span is in cache before its blocks run.
 function touchKV(k: usize, v: usize, n: i32, stride: usize): void {
   const rowBytes: usize = (<usize>hd) << 2;
   if (stride == rowBytes) touchPair(k, v, <usize>n * rowBytes);
@@ -159,7 +166,8 @@ function keyBlock(p0: i32, n: i32, k: usize, v: usize, stride: usize, sinkPart: 
     l += f32x4.extract_lane(sum, 0) + f32x4.extract_lane(sum, 1) + f32x4.extract_lane(sum, 2) + f32x4.extract_lane(sum, 3);
     store<f32>(lp, l);
   }
-  pvAdd(v, stride, n);
+  if (tileRowsNow == 1 && nq >= STREAMED_DECODE_MIN_QUERIES) pvRows(v, stride, n);
+  else pvAdd(v, stride, n);
 }
 
 function scaleRow(p: usize, c: f32): void {
@@ -262,6 +270,81 @@ function pvAdd(v: usize, stride: usize, n: i32): void {
       for (let j: usize = 0; j < nb; j += 4) { a += load<f32>(P0 + j) * load<f32>(vp); vp += stride; }
       store<f32>(A0 + d, a);
     }
+  }
+}
+
+// Decode with ≥ 4 query vectors: acc[t][:] += Σ_j P[t][j] · v[j][:] with V read row after row, in
+// address order, so that the hardware prefetcher streams it. The accumulators stay in L1 (4 query vectors × headDim do not fit
+// the registers); two keys per pass halve their loads and stores.
+function pvRows(v: usize, stride: usize, n: i32): void {
+  const scRow: usize = (<usize>BLOCK) << 2;
+  const vecBytes: usize = (<usize>hd) << 2;
+  const end4: usize = (<usize>(hd & ~3)) << 2;
+  let t = 0;
+  for (; t + 4 <= nq; t += 4) {
+    const P0 = sSc + <usize>t * scRow, P1 = P0 + scRow, P2 = P1 + scRow, P3 = P2 + scRow;
+    const A0 = sAcc + <usize>t * vecBytes, A1 = A0 + vecBytes, A2 = A1 + vecBytes, A3 = A2 + vecBytes;
+    let j = 0;
+    for (; j + 2 <= n; j += 2) {
+      const jo: usize = (<usize>j) << 2;
+      const p00 = v128.load_splat<f32>(P0 + jo), p01 = v128.load_splat<f32>(P0 + jo, 4);
+      const p10 = v128.load_splat<f32>(P1 + jo), p11 = v128.load_splat<f32>(P1 + jo, 4);
+      const p20 = v128.load_splat<f32>(P2 + jo), p21 = v128.load_splat<f32>(P2 + jo, 4);
+      const p30 = v128.load_splat<f32>(P3 + jo), p31 = v128.load_splat<f32>(P3 + jo, 4);
+      const r0 = v + <usize>j * stride, r1 = r0 + stride;
+      let d: usize = 0;
+      for (; d < end4; d += 16) {
+        const v0 = v128.load(r0 + d), v1 = v128.load(r1 + d);
+        v128.store(A0 + d, f32x4.add(f32x4.add(v128.load(A0 + d), f32x4.mul(p00, v0)), f32x4.mul(p01, v1)));
+        v128.store(A1 + d, f32x4.add(f32x4.add(v128.load(A1 + d), f32x4.mul(p10, v0)), f32x4.mul(p11, v1)));
+        v128.store(A2 + d, f32x4.add(f32x4.add(v128.load(A2 + d), f32x4.mul(p20, v0)), f32x4.mul(p21, v1)));
+        v128.store(A3 + d, f32x4.add(f32x4.add(v128.load(A3 + d), f32x4.mul(p30, v0)), f32x4.mul(p31, v1)));
+      }
+      for (; d < vecBytes; d += 4) {
+        const v0 = f32x4.splat(load<f32>(r0 + d)), v1 = f32x4.splat(load<f32>(r1 + d));
+        const a = f32x4(load<f32>(A0 + d), load<f32>(A1 + d), load<f32>(A2 + d), load<f32>(A3 + d));
+        const p0 = f32x4(f32x4.extract_lane(p00, 0), f32x4.extract_lane(p10, 0), f32x4.extract_lane(p20, 0), f32x4.extract_lane(p30, 0));
+        const p1 = f32x4(f32x4.extract_lane(p01, 0), f32x4.extract_lane(p11, 0), f32x4.extract_lane(p21, 0), f32x4.extract_lane(p31, 0));
+        const r = f32x4.add(f32x4.add(a, f32x4.mul(p0, v0)), f32x4.mul(p1, v1));
+        store<f32>(A0 + d, f32x4.extract_lane(r, 0)); store<f32>(A1 + d, f32x4.extract_lane(r, 1));
+        store<f32>(A2 + d, f32x4.extract_lane(r, 2)); store<f32>(A3 + d, f32x4.extract_lane(r, 3));
+      }
+    }
+    if (j < n) {
+      pvRow(A0, P0, v, stride, j, n); pvRow(A1, P1, v, stride, j, n);
+      pvRow(A2, P2, v, stride, j, n); pvRow(A3, P3, v, stride, j, n);
+    }
+  }
+  for (; t < nq; t++) pvRow(sAcc + <usize>t * vecBytes, sSc + <usize>t * scRow, v, stride, 0, n);
+}
+
+// One query vector, keys j0 ≤ j < n in row order, four rows per pass.
+function pvRow(A: usize, P: usize, v: usize, stride: usize, j0: i32, n: i32): void {
+  const vecBytes: usize = (<usize>hd) << 2;
+  const end4: usize = (<usize>(hd & ~3)) << 2;
+  let j = j0;
+  for (; j + 4 <= n; j += 4) {
+    const jo: usize = (<usize>j) << 2;
+    const p0 = v128.load_splat<f32>(P + jo), p1 = v128.load_splat<f32>(P + jo, 4);
+    const p2 = v128.load_splat<f32>(P + jo, 8), p3 = v128.load_splat<f32>(P + jo, 12);
+    const r0 = v + <usize>j * stride, r1 = r0 + stride, r2 = r1 + stride, r3 = r2 + stride;
+    let d: usize = 0;
+    for (; d < end4; d += 16) {
+      const s01 = f32x4.add(f32x4.mul(p0, v128.load(r0 + d)), f32x4.mul(p1, v128.load(r1 + d)));
+      const s23 = f32x4.add(f32x4.mul(p2, v128.load(r2 + d)), f32x4.mul(p3, v128.load(r3 + d)));
+      v128.store(A + d, f32x4.add(v128.load(A + d), f32x4.add(s01, s23)));
+    }
+    for (; d < vecBytes; d += 4) {
+      store<f32>(A + d, load<f32>(A + d) + (f32x4.extract_lane(p0, 0) * load<f32>(r0 + d) + f32x4.extract_lane(p1, 0) * load<f32>(r1 + d))
+        + (f32x4.extract_lane(p2, 0) * load<f32>(r2 + d) + f32x4.extract_lane(p3, 0) * load<f32>(r3 + d)));
+    }
+  }
+  for (; j < n; j++) {
+    const p = v128.load_splat<f32>(P + ((<usize>j) << 2));
+    const r = v + <usize>j * stride;
+    let d: usize = 0;
+    for (; d < end4; d += 16) v128.store(A + d, f32x4.add(v128.load(A + d), f32x4.mul(p, v128.load(r + d))));
+    for (; d < vecBytes; d += 4) store<f32>(A + d, load<f32>(A + d) + f32x4.extract_lane(p, 0) * load<f32>(r + d));
   }
 }
 

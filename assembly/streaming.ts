@@ -7,16 +7,20 @@
 // j > i − recent. The online-softmax tile machinery is shared with attention.ts.
 import { beginTile, endTile, segment, setupScratch } from './attention';
 
-/** Ring positions [p0, p1) (all non-sink), split where the slots wrap around. */
+/**
+ * Ring positions [p0, p1) (all non-sink). Where the slots wrap, the later positions (from slot
+ * `sink` on) go first: the ring is then read in address order, one stream the hardware prefetcher
+ * follows (softmax does not depend on the order of keys).
+ */
 function ringRecent(p0: i32, p1: i32, kr: usize, vr: usize, sink: i32, recent: i32, vecBytes: usize): void {
-  let p = p0;
-  while (p < p1) {
-    const slot = sink + (p - sink) % recent;
-    const run = min(p1 - p, sink + recent - slot);
-    const off = <usize>slot * vecBytes;
-    segment(p, p + run, kr + off, vr + off, vecBytes, false);
-    p += run;
+  const s0 = sink + (p0 - sink) % recent;
+  const first = min(p1 - p0, sink + recent - s0);
+  if (first < p1 - p0) {
+    const wrapped = <usize>sink * vecBytes;
+    segment(p0 + first, p1, kr + wrapped, vr + wrapped, vecBytes, false);
   }
+  const off = <usize>s0 * vecBytes;
+  segment(p0, p0 + first, kr + off, vr + off, vecBytes, false);
 }
 
 /** KV heads [kvStart, kvEnd) only (threads share the heads). */

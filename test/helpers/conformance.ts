@@ -121,6 +121,8 @@ export function kernelConformance(name: string, makeBackend: () => Promise<Backe
     ['GQA group 4 headDim 8, long context', 4, 1, 8, [300, 9, 1]],
     ['GQA group 2 headDim 128, 1 token', 2, 1, 128, [1, 1]],
     ['GQA group 3 headDim 6 (not a multiple of 4)', 6, 2, 6, [9, 1, 2]],
+    // Decode over blocks of 64 keys and an odd tail: 4 query heads together plus 1 alone, headDim 10.
+    ['GQA group 5 headDim 10, decode past 2 blocks', 5, 1, 10, [130, 1, 1]],
   ];
   for (const [label, numHeads, numKvHeads, headDim, chunks] of attentionCases) {
     test(`kvAppend + attention, ${label}, chunks ${chunks.join('+')}`, async () => {
@@ -164,6 +166,8 @@ export function kernelConformance(name: string, makeBackend: () => Promise<Backe
     ['chunk larger than the window', 4, 1, 64, { sink: 2, recent: 8 }, [40, 64, 1]],
     ['recent 1, sink 0', 2, 2, 16, { sink: 0, recent: 1 }, [5, 1, 3]],
     ['headDim 6 (not a multiple of 4), decode past the window', 3, 1, 6, { sink: 2, recent: 5 }, [9, 1, 1, 1]],
+    // Two groups of 4 query heads; the ring wraps inside a 64-key block (read in slot order).
+    ['GQA group 8 headDim 12, decode over a wrapped ring', 16, 2, 12, { sink: 3, recent: 70 }, [100, 1, 1, 1]],
   ];
   for (const [label, numHeads, numKvHeads, headDim, window, chunks] of streamingCases) {
     test(`streamingAttention + ringAppend, ${label}, sink ${window.sink} recent ${window.recent}, heads ${numHeads}/${numKvHeads}`, async () => {
