@@ -69,23 +69,13 @@ export function exps(x: f32): f32 {
   return f32x4.extract_lane(expv(f32x4.splat(x)), 0);
 }
 
-// WASM has no prefetch instruction. A kernel that reads each byte once straight from DRAM in a
-// pattern the hardware prefetcher loses (column strips, several short rows side by side) first
-// reads the data in a tight sequential pass, one load per cache line, and then hits cache. The
-// loads are OR-ed into a global so that they stay.
+// WASM has no prefetch instruction. A bandwidth-bound kernel that reads each byte once straight
+// from DRAM in a pattern the hardware prefetcher loses (column strips) first reads the data in a
+// tight pass, one load per cache line, and then hits cache. The loads are OR-ed into a global so
+// that they stay.
 let touchSink: i32 = 0;
 
-/** Reads one word per 64-byte line of n rows of `bytes` bytes, `stride` bytes apart, row by row. */
-export function touchRows(p: usize, n: i32, stride: usize, bytes: usize): void {
-  let s = touchSink;
-  for (let j = 0; j < n; j++) {
-    const row = p + <usize>j * stride;
-    for (let c: usize = 0; c < bytes; c += 64) s |= load<i32>(row + c);
-  }
-  touchSink = s;
-}
-
-/** touchRows of [a, a + bytes) and [b, b + bytes) at once, lines interleaved (two streams). */
+/** Reads one word per 64-byte line of [a, a + bytes) and [b, b + bytes), lines interleaved. */
 // @ts-ignore: decorator
 @inline
 export function touchPair(a: usize, b: usize, bytes: usize): void {

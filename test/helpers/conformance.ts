@@ -69,7 +69,8 @@ export function kernelConformance(name: string, makeBackend: () => Promise<Backe
     });
   }
 
-  for (const [rows, inDim, outDim] of [[1, 72, 301], [7, 72, 216], [3, 37, 5], [1, 256, 64], [33, 96, 130], [1, 2048, 40]] as const) {
+  // One row: rows of ≤ 4096 floats are read one after the other (37: a scalar tail), longer ones four side by side.
+  for (const [rows, inDim, outDim] of [[1, 72, 301], [7, 72, 216], [3, 37, 5], [1, 37, 9], [1, 256, 64], [33, 96, 130], [1, 2048, 40], [1, 4100, 6]] as const) {
     test(`matmul rows=${rows} in=${inDim} out=${outDim}, bias, accumulate, xOffset`, async () => {
       const x = randomArray(rows * inDim, 5), w = randomArray(outDim * inDim, 6, 0.2), b = randomArray(outDim, 7);
       const xt = be.upload(x), wt = be.upload(w), bt = be.upload(b);
