@@ -24,10 +24,19 @@ export const CONTROL_BYTES = 16 + MAX_ARGS * 8;
  */
 const SPIN = 20_000;
 
-/** Polls i32[index] until it differs from `value`, then sleeps on it if it still does not. */
+/**
+ * Longest sleep (ms) before a thread looks at the control word again. On the 2-vCPU dev VM (Node
+ * 20), about one `duet bench --suite kernels` run in six hung in the 32K decode, where both sides
+ * sleep on every call: both threads parked in Atomics.wait, neither woken. The cause is not pinned
+ * down (the hand-off below is correct if every notify reaches its waiter); with this bound, 10 of 10
+ * runs finished. A sleeper that times out just looks again, so the bound costs nothing otherwise.
+ */
+const WAKE_CHECK_MS = 20;
+
+/** Polls i32[index] until it differs from `value`, then sleeps on it (re-checking) until it does. */
 function waitWhileEquals(ctl: Int32Array, index: number, value: number): void {
   for (let i = 0; i < SPIN; i++) if (Atomics.load(ctl, index) !== value) return;
-  Atomics.wait(ctl, index, value);
+  while (Atomics.load(ctl, index) === value) Atomics.wait(ctl, index, value, WAKE_CHECK_MS);
 }
 
 /** What a worker needs to serve jobs (passed to it once at start). */
