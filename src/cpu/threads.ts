@@ -28,7 +28,7 @@ const SPIN = 20_000;
  * Longest sleep (ms) before a thread looks at the control word again. On the 2-vCPU dev VM (Node
  * 20), about one `duet bench --suite kernels` run in six hung in the 32K decode, where both sides
  * sleep on every call: both threads parked in Atomics.wait, neither woken. The cause is not pinned
- * down (the hand-off below is correct if every notify reaches its waiter); with this bound, 10 of 10
+ * down (the hand-off below is correct if every notify reaches its waiter); with this bound, 20 of 20
  * runs finished. A sleeper that times out just looks again, so the bound costs nothing otherwise.
  */
 const WAKE_CHECK_MS = 20;
