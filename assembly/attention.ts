@@ -274,8 +274,8 @@ function pvAdd(v: usize, stride: usize, n: i32): void {
 }
 
 // Decode with ≥ 4 query vectors: acc[t][:] += Σ_j P[t][j] · v[j][:] with V read row after row, in
-// address order, so that the hardware prefetcher streams it. The accumulators stay in L1 (4 query vectors × headDim do not fit
-// the registers); two keys per pass halve their loads and stores.
+// address order, so that the hardware prefetcher streams it. The accumulators stay in L1 (4 query
+// vectors × headDim do not fit the registers); two keys per pass halve their loads and stores.
 function pvRows(v: usize, stride: usize, n: i32): void {
   const scRow: usize = (<usize>BLOCK) << 2;
   const vecBytes: usize = (<usize>hd) << 2;
@@ -303,8 +303,8 @@ function pvRows(v: usize, stride: usize, n: i32): void {
       for (; d < vecBytes; d += 4) {
         const v0 = f32x4.splat(load<f32>(r0 + d)), v1 = f32x4.splat(load<f32>(r1 + d));
         const a = f32x4(load<f32>(A0 + d), load<f32>(A1 + d), load<f32>(A2 + d), load<f32>(A3 + d));
-        const p0 = f32x4(f32x4.extract_lane(p00, 0), f32x4.extract_lane(p10, 0), f32x4.extract_lane(p20, 0), f32x4.extract_lane(p30, 0));
-        const p1 = f32x4(f32x4.extract_lane(p01, 0), f32x4.extract_lane(p11, 0), f32x4.extract_lane(p21, 0), f32x4.extract_lane(p31, 0));
+        const p0 = f32x4(load<f32>(P0 + jo), load<f32>(P1 + jo), load<f32>(P2 + jo), load<f32>(P3 + jo));
+        const p1 = f32x4(load<f32>(P0 + jo, 4), load<f32>(P1 + jo, 4), load<f32>(P2 + jo, 4), load<f32>(P3 + jo, 4));
         const r = f32x4.add(f32x4.add(a, f32x4.mul(p0, v0)), f32x4.mul(p1, v1));
         store<f32>(A0 + d, f32x4.extract_lane(r, 0)); store<f32>(A1 + d, f32x4.extract_lane(r, 1));
         store<f32>(A2 + d, f32x4.extract_lane(r, 2)); store<f32>(A3 + d, f32x4.extract_lane(r, 3));

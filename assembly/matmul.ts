@@ -129,46 +129,8 @@ function mk4x1(out: usize, ldo: usize, x: usize, ldx: usize, w: usize, k: i32, a
   put1(out + 2 * ldo, f32x4.extract_lane(s, 2), acc); put1(out + 3 * ldo, f32x4.extract_lane(s, 3), acc);
 }
 
-// 1 row × 1 output.
+// 1 row × 1 output: four f32x4 accumulators, 16 floats per step (GEMV's whole-row kernel).
 function mk1x1(out: usize, x: usize, w: usize, k: i32, acc: bool): void {
-  let c0 = f32x4.splat(0), c1 = f32x4.splat(0);
-  const end8: usize = (<usize>(k & ~7)) << 2;
-  let i: usize = 0;
-  for (; i < end8; i += 32) {
-    c0 = f32x4.add(c0, f32x4.mul(v128.load(x + i), v128.load(w + i)));
-    c1 = f32x4.add(c1, f32x4.mul(v128.load(x + i, 16), v128.load(w + i, 16)));
-  }
-  const end4: usize = (<usize>(k & ~3)) << 2;
-  if (i < end4) {
-    c0 = f32x4.add(c0, f32x4.mul(v128.load(x + i), v128.load(w + i)));
-    i += 16;
-  }
-  const t = f32x4.add(c0, c1);
-  let s = f32x4.extract_lane(t, 0) + f32x4.extract_lane(t, 1) + f32x4.extract_lane(t, 2) + f32x4.extract_lane(t, 3);
-  const kb: usize = (<usize>k) << 2;
-  for (; i < kb; i += 4) s += load<f32>(x + i) * load<f32>(w + i);
-  put1(out, s, acc);
-}
-
-// GEMV reads every weight once, straight from DRAM, and WASM has no prefetch instruction. Rows of
-// up to 4K floats go one after the other (mkRow): the weights are then one sequential stream that
-// the hardware prefetcher runs ahead on while the core computes, and x stays in L1. Measured on
-// one thread against mk1x4 (four rows side by side, touched first): 1.24–1.35× faster for rows of
-// 896 and 2K floats, 1.03× at 4K. Longer rows keep mk1x4: x no longer fits L1 next to the stream,
-// and reusing each x load for four rows wins (row after row: 0.84× at 8K).
-/** Longest weight row (floats) that GEMV reads row after row. */
-const GEMV_ROW_MAX: i32 = 4096;
-
-// out[o] += x · w[o] for o < outDim (rows of k floats, contiguous).
-function gemvRows(out: usize, x: usize, w: usize, k: i32, outDim: i32): void {
-  const rowBytes: usize = (<usize>k) << 2;
-  for (let o = 0; o < outDim; o++) mkRow(out + ((<usize>o) << 2), x, w + <usize>o * rowBytes, k);
-}
-
-// out[0] += x · w over k elements; four accumulators, 16 floats per step.
-// @ts-ignore: decorator
-@inline
-function mkRow(out: usize, x: usize, w: usize, k: i32): void {
   let c0 = f32x4.splat(0), c1 = f32x4.splat(0), c2 = f32x4.splat(0), c3 = f32x4.splat(0);
   const end16: usize = (<usize>(k & ~15)) << 2, end4: usize = (<usize>(k & ~3)) << 2, kb: usize = (<usize>k) << 2;
   let i: usize = 0;
@@ -181,7 +143,22 @@ function mkRow(out: usize, x: usize, w: usize, k: i32): void {
   for (; i < end4; i += 16) c0 = f32x4.add(c0, f32x4.mul(v128.load(x + i), v128.load(w + i)));
   let s = hsum(f32x4.add(f32x4.add(c0, c1), f32x4.add(c2, c3)));
   for (; i < kb; i += 4) s += load<f32>(x + i) * load<f32>(w + i);
-  store<f32>(out, load<f32>(out) + s);
+  put1(out, s, acc);
+}
+
+// GEMV reads every weight once, straight from DRAM, and WASM has no prefetch instruction. Rows of
+// up to 4K floats go one after the other (mk1x1): the weights are then one sequential stream that
+// the hardware prefetcher runs ahead on while the core computes, and x stays in L1. Measured on
+// one thread against mk1x4 (four rows side by side, touched first): 1.24–1.35× faster for rows of
+// 896 and 2K floats, 1.03× at 4K. Longer rows keep mk1x4: x no longer fits L1 next to the stream,
+// and reusing each x load for four rows wins (row after row: 0.84× at 8K).
+/** Longest weight row (floats) that GEMV reads row after row. */
+const GEMV_ROW_MAX: i32 = 4096;
+
+// out[o] += x · w[o] for o < outDim (rows of k floats, contiguous).
+function gemvRows(out: usize, x: usize, w: usize, k: i32, outDim: i32): void {
+  const rowBytes: usize = (<usize>k) << 2;
+  for (let o = 0; o < outDim; o++) mk1x1(out + ((<usize>o) << 2), x, w + <usize>o * rowBytes, k, true);
 }
 
 /**
