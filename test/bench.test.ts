@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { benchCommand } from '../src/cli/bench.ts';
 import type { BenchResults } from '../src/bench/types.ts';
+import { benchShape, hostWeightBytes, outerWeightBytes, WASM_BUDGET, cpuFootprint } from '../src/bench/shapes.ts';
 
 const finitePositive = (v: unknown, what: string) => assert.ok(typeof v === 'number' && Number.isFinite(v) && v > 0, `${what} = ${v}`);
 
@@ -77,6 +78,25 @@ test('a tiny bench run writes results.json and SVG plots', async () => {
     const opened = (svg.match(/<[a-z]+\b[^>]*[^/]>/g) ?? []).length, closed = (svg.match(/<\/[a-z]+>/g) ?? []).length;
     assert.is(opened, closed, `${name}: ${opened} opening tags, ${closed} closing tags`);
   }
+});
+
+test('a shape keeps the layers its placements can hold: the WASM budget with the cpu placement, host memory without', () => {
+  const at32k = { positions: 32768 + 11, chunk: 512, residency: { engines: 2, kvFactor: 1.75 } };
+  const cpu = benchShape('llama-3.2-1b', at32k);
+  assert.ok(cpu.config.numLayers >= 1 && cpu.config.numLayers < 16, `CPU side: ${cpu.config.numLayers} layers`);
+  assert.ok(cpuFootprint(cpu.full, cpu.config.numLayers, at32k.positions, 512, at32k.residency) <= WASM_BUDGET);
+  assert.ok(cpuFootprint(cpu.full, cpu.config.numLayers + 1, at32k.positions, 512, at32k.residency) > WASM_BUDGET);
+  assert.ok(cpu.notes.some((n) => /CPU backend's memory/.test(n)), cpu.notes.join('; '));
+
+  const gpuOnly = benchShape('llama-3.2-1b', { ...at32k, hostBudget: 64 * 2 ** 30 });
+  assert.is(gpuOnly.config.numLayers, 16);
+  assert.not.ok(gpuOnly.notes.some((n) => /of 16 layers/.test(n)), gpuOnly.notes.join('; '));
+
+  const budget = 2 * 2 ** 30;
+  const cut = benchShape('llama-3.2-1b', { ...at32k, hostBudget: budget });
+  assert.ok(hostWeightBytes(cut.full, cut.config.numLayers) <= budget && hostWeightBytes(cut.full, cut.config.numLayers + 1) > budget);
+  assert.ok(cut.notes.some((n) => /of host memory/.test(n)), cut.notes.join('; '));
+  assert.throws(() => benchShape('llama-3.2-1b', { ...at32k, hostBudget: outerWeightBytes(cut.full) }), /not even one layer's f32 weights fit/);
 });
 
 test('bad options get clear errors', async () => {

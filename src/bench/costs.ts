@@ -42,12 +42,12 @@ export function attentionWork(p: AttentionProblem): Work {
   return { flops: 4 * p.numHeads * p.headDim * keys, bytes: kvBytes + qoBytes };
 }
 
-/** A kernel row from a median time, with the roofline shares when probes exist (WASM). */
+/** A kernel row from a median time, with its shares of `probes` (the roofline of the backend it ran on) when given. */
 export function kernelRow(base: Pick<KernelRow, 'kernel' | 'backend' | 'shape' | 'context'> & Partial<KernelRow>, ms: number, work: Work,
   probes: Probes | null): KernelRow {
   const gflops = work.flops / ms / 1e6, gbps = work.bytes / ms / 1e6;
   let pctPeak: number | null = null, pctBw: number | null = null, pctRoof: number | null = null;
-  if (probes && base.backend === 'wasm') {
+  if (probes) {
     pctPeak = gflops / probes.peak_gflops;
     pctBw = gbps / probes.bandwidth_gbps;
     const attainable = Math.min(probes.peak_gflops, (work.flops / work.bytes) * probes.bandwidth_gbps);

@@ -34,6 +34,10 @@ export function renderText(r: BenchResults): string {
     const p = r.probes;
     out.push('', `Roofline (WASM SIMD, one thread): memory bandwidth ${num(p.bandwidth_gbps)} GB/s (streaming read of ${formatBytes(p.bandwidth_buffer_bytes)}), SIMD peak ${num(p.peak_gflops)} GFLOP/s (independent f32x4 multiply + add chains on registers)`);
   }
+  if (r.gpu_probes) {
+    const p = r.gpu_probes;
+    out.push(`Roofline (WebGPU, ${r.machine.gpu}${r.machine.gpu_software ? ', a software GPU: says nothing about GPUs' : ''}): memory bandwidth ${num(p.bandwidth_gbps)} GB/s (coalesced read of ${formatBytes(p.bandwidth_buffer_bytes)}), f32 peak ${num(p.peak_gflops)} GFLOP/s (independent vec4 fma chains on registers)`);
+  }
   const kernels = r.kernels.filter((k) => k.kernel !== 'attention-decode-layer' && k.threads === undefined);
   if (kernels.length) {
     out.push('', 'Kernels');

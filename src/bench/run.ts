@@ -85,7 +85,7 @@ export async function runBench(o: BenchRunOptions): Promise<BenchResults> {
       suites: o.suites, contexts: o.contexts, sparsities: o.sparsities, placements: o.placements, prefill_chunk: o.chunk,
       prefill_max: o.prefillMax, threads: o.threads ?? 1, decode_tokens: o.decodeTokens, warmup_tokens: o.warmupTokens, seed: o.seed,
     },
-    probes: null, kernels: [], e2e: [], memory: [], crossovers: [], plots: [],
+    probes: null, gpu_probes: null, kernels: [], e2e: [], memory: [], crossovers: [], plots: [],
   };
   const progress = (suite: string) => (d: number, t: number, detail: string) => o.onProgress?.(suite, d, t, detail);
 
@@ -99,7 +99,9 @@ export async function runBench(o: BenchRunOptions): Promise<BenchResults> {
       if (!gpu) results.notes.push(`WGSL kernels skipped: no WebGPU adapter (${reason})`);
       else {
         try {
-          results.kernels.push(...await runGpuKernels({ gpu, config, contexts: o.contexts, window: model.window, chunk: o.chunk, onProgress: progress('kernels (webgpu)') }));
+          const g = await runGpuKernels({ gpu, config, contexts: o.contexts, window: model.window, chunk: o.chunk, onProgress: progress('kernels (webgpu)') });
+          results.gpu_probes = g.probes;
+          results.kernels.push(...g.rows);
         } finally { gpu.destroy(); }
       }
     }

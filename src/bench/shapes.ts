@@ -134,6 +134,31 @@ export function layersThatFit(c: ModelConfig, positions: number, chunk: number, 
   return n;
 }
 
+/** f32 bytes of host weights the bench builds for `layers` layers (one vocabulary matrix). */
+export function hostWeightBytes(c: ModelConfig, layers: number): number {
+  return outerWeightBytes(c) + layers * layerWeightBytes(c);
+}
+
+/** The most layers (≤ the model's) whose f32 host weights fit `budget` bytes. */
+export function layersThatFitHost(c: ModelConfig, budget: number): number {
+  let n = 0;
+  while (n < c.numLayers && hostWeightBytes(c, n + 1) <= budget) n++;
+  return n;
+}
+
+export interface BenchShapeOptions {
+  /** Layers to keep (default: as many as fit). */
+  layers?: number;
+  positions: number;
+  chunk: number;
+  residency?: Residency;
+  /**
+   * Set when no configuration runs on the CPU placement: the CPU backend then holds no weights, so
+   * the layer count is bounded by this many bytes of host memory instead of the WASM budget.
+   */
+  hostBudget?: number;
+}
+
 export interface BenchShape {
   name: string;
   source: string;
@@ -146,14 +171,24 @@ export interface BenchShape {
 
 /**
  * The config of shape `name` with `layers` layers (default: as many as fit with every configuration's
- * engine and cache at `positions` alive at once) and max_position_embeddings at least `positions`.
+ * engine and cache at `positions` alive at once, or, for GPU placements only, as many as the host
+ * budget holds) and max_position_embeddings at least `positions`.
  */
-export function benchShape(name: string, options: { layers?: number; positions: number; chunk: number; residency?: Residency }): BenchShape {
+export function benchShape(name: string, options: BenchShapeOptions): BenchShape {
   const spec = shapeSpec(name);
   const full = parseModelConfig(spec.config, `${name} shape`);
   const notes: string[] = [];
   let layers = options.layers;
-  if (layers === undefined) {
+  if (options.hostBudget !== undefined) {
+    // GPU placements only: the CPU side holds the streaming rings, not the weights; the host holds one f32 copy.
+    const fit = layersThatFitHost(full, options.hostBudget);
+    if (layers === undefined) {
+      layers = fit;
+      if (layers === 0) throw new Error(`--shape ${name}: not even one layer's f32 weights fit in ${(options.hostBudget / 2 ** 30).toFixed(1)} GiB of host memory next to the vocabulary`);
+    } else if (layers > fit) {
+      notes.push(`${name}: ${layersText(layers)} of f32 weights need ${(hostWeightBytes(full, layers) / 2 ** 30).toFixed(2)} GiB of host memory, more than the ${(options.hostBudget / 2 ** 30).toFixed(1)} GiB budget: the run may fail`);
+    }
+  } else if (layers === undefined) {
     layers = layersThatFit(full, options.positions, options.chunk, options.residency);
     if (layers === 0) {
       throw new Error(`--shape ${name}: not even one layer fits the CPU backend's ${WASM_BUDGET / 2 ** 30} GiB next to the f32 vocabulary (${(outerWeightBytes(full) / 2 ** 30).toFixed(2)} GiB) with caches for ${options.positions} tokens; use smaller --contexts, or give --layers 1 and run GPU placements only`);
@@ -165,7 +200,8 @@ export function benchShape(name: string, options: { layers?: number; positions: 
     throw new Error(`--layers must be an integer in 1..${full.numLayers} for ${name} (got ${layers})`);
   }
   if (layers < full.numLayers) {
-    notes.push(`${name}: ${layers} of ${full.numLayers} layers (f32 weights of the whole model do not fit the CPU backend's memory); times are for ${layersText(layers)} plus the embedding and LM head`);
+    const why = options.hostBudget !== undefined ? 'of host memory' : "of the CPU backend's memory";
+    notes.push(`${name}: ${layers} of ${full.numLayers} layers (f32 weights of the whole model do not fit ${options.layers === undefined ? why : 'when --layers cuts it'}); times are for ${layersText(layers)} plus the embedding and LM head`);
   }
   if (!full.tieWordEmbeddings) notes.push(`${name}: the LM head shares the embedding's memory in the bench (same bytes read per token, half the memory)`);
   const json: Record<string, unknown> = { ...spec.config, num_hidden_layers: layers };

@@ -45,3 +45,43 @@ export async function warmFor(ms: number, fn: () => void | Promise<void>): Promi
   let n = 0;
   while (n < 2 || performance.now() - t0 < ms) { await fn(); n++; if (n % 8 === 0) await yieldToEventLoop(); }
 }
+
+export interface BatchedOptions {
+  /** Queue ops until one sample lasts at least this long (default 20 ms)… */
+  sampleMs?: number;
+  /** …or this many ops are queued per sample (default 4096). */
+  maxReps?: number;
+  /** Timed samples at least (default 3), more while their total stays under budgetMs (default 500), up to 9. */
+  minSamples?: number;
+  budgetMs?: number;
+}
+
+/**
+ * Median ms per op of work that is queued (`record`) and waited for (`sync`), as on a GPU: a sample
+ * queues the op `reps` times and waits once, and `reps` grows until a sample lasts `sampleMs`, so
+ * that the fixed cost of a submit and a read-back is spread over many ops. Host recording time is
+ * included: what is reported is the rate at which the op can be issued and run back to back.
+ */
+export async function measureBatched(record: () => void, sync: () => Promise<void>, o: BatchedOptions = {}): Promise<{ ms: number; reps: number }> {
+  const sampleMs = o.sampleMs ?? 20, maxReps = o.maxReps ?? 4096, minSamples = o.minSamples ?? 3, budget = o.budgetMs ?? 500;
+  const sample = async (reps: number) => {
+    const t0 = performance.now();
+    for (let i = 0; i < reps; i++) record();
+    await sync();
+    return performance.now() - t0;
+  };
+  await sample(1); // pipelines compile, buffers reach the device
+  let reps = 1, t = await sample(1);
+  while (t < sampleMs && reps < maxReps) {
+    reps = Math.min(maxReps, reps * Math.min(16, Math.max(2, Math.ceil(sampleMs / Math.max(t, 0.01)))));
+    t = await sample(reps);
+  }
+  const times = [t];
+  let total = t;
+  while (times.length < 9 && (times.length < minSamples || total < budget)) {
+    const dt = await sample(reps);
+    times.push(dt);
+    total += dt;
+  }
+  return { ms: median(times) / reps, reps };
+}

@@ -33,11 +33,15 @@ export interface ModelInfo {
   recent: number;
 }
 
+/**
+ * A roofline measured in the run. WASM (one thread): a SIMD streaming read of a buffer larger than
+ * the caches, and independent f32x4 multiply + add chains on registers (no FMA in WASM SIMD).
+ * WebGPU (wgsl/probe.wgsl): a coalesced read of a buffer larger than a GPU's caches, and
+ * independent vec4 fma chains on registers.
+ */
 export interface Probes {
-  /** WASM SIMD streaming read of a buffer larger than the caches. */
   bandwidth_gbps: number;
   bandwidth_buffer_bytes: number;
-  /** WASM SIMD GEMM micro-kernel on L1-resident data (mul + add, no FMA in WASM SIMD). */
   peak_gflops: number;
 }
 
@@ -54,10 +58,10 @@ export interface KernelRow {
   bytes: number;
   gflops: number;
   gbps: number;
-  /** WASM only: share of the probes (null for WebGPU). */
+  /** Share of the same backend's probes (WASM: `probes`, WebGPU: `gpu_probes`); null without them. */
   pct_of_peak: number | null;
   pct_of_bandwidth: number | null;
-  /** WASM only: achieved GFLOP/s over min(peak, intensity × bandwidth). */
+  /** Achieved GFLOP/s over min(peak, intensity × bandwidth). */
   pct_of_roofline: number | null;
   /** attention-decode-layer rows: which heads ("full", "duo@0.5") and the speedup over full. */
   config?: string;
@@ -152,6 +156,8 @@ export interface BenchResults {
     prefill_chunk: number; prefill_max: number; threads: number; decode_tokens: number; warmup_tokens: number; seed: number;
   };
   probes: Probes | null;
+  /** The WebGPU adapter's roofline (null without GPU kernel rows). */
+  gpu_probes: Probes | null;
   kernels: KernelRow[];
   e2e: E2eRow[];
   memory: MemoryRow[];

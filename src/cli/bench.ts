@@ -1,6 +1,7 @@
 // `duet bench`: kernel throughput against a measured roofline, end-to-end prefill/decode of full
 // attention vs DuoAttention per placement, and KV memory, on a real checkpoint or on random weights
 // with a real model's shapes. Writes results.json and SVG plots, prints tables.
+import { totalmem } from 'node:os';
 import { parseArgs } from 'node:util';
 import { loadPattern } from '../attention/pattern.js';
 import type { DeviceChoice, Placement } from '../engine/engine.js';
@@ -17,6 +18,8 @@ import { startNodeKernelWorker } from '../node/kernel-threads.js';
 import { Progress } from './progress.js';
 
 export const BENCH_DEFAULT_OUT = 'bench-results';
+/** Share of the machine's memory that a shape's f32 host weights may take when only GPU placements run. */
+const HOST_WEIGHT_SHARE = 0.5;
 
 const options = {
   suite: { type: 'string' },
@@ -105,7 +108,9 @@ export async function benchCommand(argv: string[]): Promise<number> {
   if (v.model === undefined) {
     const name = v.shape ?? 'llama-3.2-1b';
     const residency = { engines: sparsities.length ? 2 : 1, kvFactor: 1 + Math.max(0, ...sparsities.map((x) => 1 - x)) };
-    const shape = benchShape(name, { layers, positions, chunk, residency });
+    // Without the cpu placement the CPU backend holds no weights: the host's memory bounds the layers.
+    const hostBudget = placements.includes('cpu') ? undefined : HOST_WEIGHT_SHARE * totalmem();
+    const shape = benchShape(name, { layers, positions, chunk, residency, hostBudget });
     const progress = new Progress(`random weights (${name}, ${layersText(shape.config.numLayers)})`);
     const weights = randomWeights(shape.config, seed, (d, t) => progress.update(d, t));
     notes.push(`random weights with the shapes of ${shape.source}`, ...shape.notes);

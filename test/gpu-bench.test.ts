@@ -1,0 +1,81 @@
+// Smoke test of `duet bench --device gpu`: the GPU paths of every suite (the GPU's roofline probes,
+// the WGSL kernel rows, the split and gpu placements end to end, KV bytes per device) on whatever
+// WebGPU adapter exists, a software GPU in CI. Nothing here checks a speed.
+// Without an adapter the test is skipped, except in CI where a missing GPU is a failure.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { benchCommand } from '../src/cli/bench.ts';
+import { createNodeGpu } from '../src/node/gpu.ts';
+import type { BenchResults } from '../src/bench/types.ts';
+
+const finitePositive = (v: unknown, what: string) => assert.ok(typeof v === 'number' && Number.isFinite(v) && v > 0, `${what} = ${v}`);
+
+const probe = await createNodeGpu();
+probe.gpu?.destroy();
+
+test('a tiny bench run on the GPU covers the WGSL kernels and every placement', async () => {
+  if (!probe.gpu) {
+    if (process.env.CI) assert.unreachable(`no WebGPU adapter in CI: ${probe.reason}`);
+    console.warn(`[skip] gpu bench: no WebGPU adapter (${probe.reason})`);
+    return;
+  }
+  const out = mkdtempSync(join(tmpdir(), 'duet-gpu-bench-'));
+  const write = process.stdout.write.bind(process.stdout);
+  let stdout = '';
+  process.stdout.write = ((chunk: string | Uint8Array) => { stdout += String(chunk); return true; }) as typeof process.stdout.write;
+  let code: number;
+  try {
+    code = await benchCommand(['--shape', 'tiny', '--contexts', '64,256', '--sparsities', '0.5', '--prefill-chunk', '64',
+      '--prefill-max', '64', '--sink', '4', '--recent', '16', '--decode-tokens', '2', '--warmup-tokens', '1', '--threads', '1',
+      '--device', 'gpu', '--out', out]);
+  } finally { process.stdout.write = write; }
+  assert.is(code, 0);
+  assert.match(stdout, /Roofline \(WebGPU, /);
+
+  const r = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as BenchResults;
+  assert.type(r.machine.gpu, 'string');
+  if (r.machine.gpu_software) assert.match(r.machine.gpu_note, /software GPU/);
+  assert.equal(r.settings.placements, ['split', 'gpu', 'cpu']);
+
+  // The GPU's own roofline, and every WGSL kernel row measured against it.
+  finitePositive(r.gpu_probes?.bandwidth_gbps, 'GPU bandwidth probe');
+  finitePositive(r.gpu_probes?.peak_gflops, 'GPU peak probe');
+  finitePositive(r.gpu_probes?.bandwidth_buffer_bytes, 'GPU probe buffer');
+  const gpuRows = r.kernels.filter((k) => k.backend === 'webgpu');
+  for (const kernel of ['gemv', 'gemm', 'attention-decode', 'attention-prefill', 'streaming-decode', 'streaming-prefill']) {
+    assert.ok(gpuRows.some((k) => k.kernel === kernel), `webgpu kernel row ${kernel}`);
+  }
+  for (const k of gpuRows) {
+    for (const f of ['ms', 'gflops', 'gbps', 'pct_of_peak', 'pct_of_bandwidth', 'pct_of_roofline'] as const) finitePositive(k[f], `webgpu ${k.kernel} ${k.shape} ${f}`);
+  }
+
+  // Full attention on each main device; DuoAttention on all three placements; both contexts.
+  const labels = r.e2e.map((e) => `${e.label}@${e.context}`).sort();
+  assert.equal(labels, ['duo@0.5/cpu@256', 'duo@0.5/cpu@64', 'duo@0.5/gpu@256', 'duo@0.5/gpu@64', 'duo@0.5/split@256', 'duo@0.5/split@64',
+    'full/cpu@256', 'full/cpu@64', 'full/gpu@256', 'full/gpu@64']);
+  for (const e of r.e2e) {
+    assert.is(e.error, undefined, `${e.label}@${e.context}: ${e.error}`);
+    for (const f of ['prefill_ms', 'decode_ms_per_token', 'decode_speedup', 'ideal_decode_speedup'] as const) finitePositive(e[f], `${e.label}@${e.context} ${f}`);
+    assert.is(e.main_device, e.placement === 'cpu' ? 'cpu' : 'gpu');
+    const kv = e.kv!;
+    if (e.placement === 'split') { finitePositive(kv.gpu, `${e.label} kv gpu`); finitePositive(kv.cpu, `${e.label} kv cpu`); }
+    if (e.placement === 'gpu') { finitePositive(kv.gpu, `${e.label} kv gpu`); assert.is(kv.cpu, 0); }
+    if (e.placement === 'cpu') { assert.is(kv.gpu, 0); finitePositive(kv.cpu, `${e.label} kv cpu`); }
+  }
+  // The split keeps the streaming rings, and only those, on the CPU.
+  const split = r.e2e.find((e) => e.label === 'duo@0.5/split' && e.context === 256)!;
+  assert.is(split.kv!.cpu, split.kv!.streaming);
+  assert.is(split.kv!.gpu, split.kv!.retrieval);
+
+  assert.is(r.memory.length, 10);
+  for (const m of r.memory) {
+    assert.is(m.error, undefined);
+    assert.ok(m.matches, `${m.label}@${m.context}: runtime ${JSON.stringify(m.measured)} vs projection ${JSON.stringify(m.projected)}`);
+  }
+  assert.equal(r.crossovers.map((c) => c.label), ['duo@0.5/split', 'duo@0.5/gpu', 'duo@0.5/cpu']);
+});
+
+test.run();
