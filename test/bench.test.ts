@@ -95,8 +95,23 @@ test('a shape keeps the layers its placements can hold: the WASM budget with the
   const budget = 2 * 2 ** 30;
   const cut = benchShape('llama-3.2-1b', { ...at32k, hostBudget: budget });
   assert.ok(hostWeightBytes(cut.full, cut.config.numLayers) <= budget && hostWeightBytes(cut.full, cut.config.numLayers + 1) > budget);
-  assert.ok(cut.notes.some((n) => /of host memory/.test(n)), cut.notes.join('; '));
+  assert.ok(cut.notes.some((n) => /in host memory/.test(n)), cut.notes.join('; '));
   assert.throws(() => benchShape('llama-3.2-1b', { ...at32k, hostBudget: outerWeightBytes(cut.full) }), /not even one layer's f32 weights fit/);
+});
+
+test('at the longest context, every DuoAttention configuration decodes beside the one full-attention session', async () => {
+  // tiny allows 4,096 positions; the full session decodes beside each of the two configurations, so
+  // the bench must raise the limit for all of them (it used to count one: the second failed).
+  const out = mkdtempSync(join(tmpdir(), 'duet-bench-'));
+  const write = process.stdout.write.bind(process.stdout);
+  process.stdout.write = (() => true) as typeof process.stdout.write;
+  try {
+    await benchCommand(['--shape', 'tiny', '--suite', 'e2e', '--contexts', '4096', '--sparsities', '0.25,0.75', '--prefill-chunk', '512',
+      '--prefill-max', '0', '--sink', '4', '--recent', '16', '--decode-tokens', '3', '--warmup-tokens', '1', '--device', 'cpu', '--out', out]);
+  } finally { process.stdout.write = write; }
+  const r = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as BenchResults;
+  assert.equal(r.e2e.map((e) => e.label), ['full/cpu', 'duo@0.25/cpu', 'duo@0.75/cpu']);
+  for (const e of r.e2e) assert.is(e.error, undefined, `${e.label}: ${e.error}`);
 });
 
 test('bad options get clear errors', async () => {

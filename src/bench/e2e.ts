@@ -55,6 +55,14 @@ export function kvOf(k: { retrievalBytes: number; streamingBytes: number; byDevi
   return { gpu: k.byDevice.gpu, cpu: k.byDevice.cpu, retrieval: k.retrievalBytes, streaming: k.streamingBytes, total: k.retrievalBytes + k.streamingBytes };
 }
 
+/**
+ * Longest sequence a run makes: a full-attention session lives through every DuoAttention
+ * configuration on its device, decoding `tokens` + 1 steps beside each (`duoRuns` at most).
+ */
+export function e2eSequenceLength(maxContext: number, warmupTokens: number, decodeTokens: number, duoRuns: number): number {
+  return maxContext + warmupTokens + (decodeTokens + 1) * Math.max(1, duoRuns);
+}
+
 interface Job {
   label: string;
   h: HeadConfig;
@@ -149,7 +157,7 @@ export async function runE2e(o: E2eOptions): Promise<E2eRow[]> {
   const refOf = (j: Job) => fullJobs.find((f) => f.base.main_device === j.base.main_device);
   const pairs = (f: Job) => Math.max(1, duoJobs.filter((j) => refOf(j) === f).length);
   const maxCtx = Math.max(...o.contexts);
-  const ids = randomIds(maxCtx + o.warmupTokens + (o.decodeTokens + 1) * Math.max(1, duoJobs.length) + o.chunk, config.vocabSize, o.seed);
+  const ids = randomIds(e2eSequenceLength(maxCtx, o.warmupTokens, o.decodeTokens, duoJobs.length) + o.chunk, config.vocabSize, o.seed);
   const total = fullJobs.length + o.contexts.length * jobs.length;
   let done = 0;
   const progress = (detail: string) => o.onProgress?.(done++, total, detail);
@@ -172,7 +180,7 @@ export async function runE2e(o: E2eOptions): Promise<E2eRow[]> {
           progress(`${job.label} @${context}`);
           if (!job.engine) { failed(job, context, job.error); continue; }
           try {
-            refs.set(job, await open(job, ids, context, context + o.warmupTokens + (o.decodeTokens + 1) * pairs(job), o));
+            refs.set(job, await open(job, ids, context, e2eSequenceLength(context, o.warmupTokens, o.decodeTokens, pairs(job)), o));
           } catch (e) { failed(job, context, e); }
           await yieldToEventLoop();
         }

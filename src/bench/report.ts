@@ -64,10 +64,11 @@ export function renderText(r: BenchResults): string {
     out.push('', `End to end (${layersText(m.layers)}; prefill chunk ${r.settings.prefill_chunk}; prefill m = measured, e = estimated from the first and last chunk; decode = median of ${r.settings.decode_tokens} tokens after ${r.settings.warmup_tokens} warm-up, each DuoAttention token interleaved with one of full attention)`);
     out.push(table(['config', 'context', 'prefill ms', '× full', 'decode ms/tok', '× full', 'ideal ×', 'KV total', 'KV GPU', 'KV CPU'],
       r.e2e.map((e) => e.error
-        ? [e.label, String(e.context), `error: ${e.error.slice(0, 60)}`, '', '', '', '', '', '', '']
+        ? [e.label, String(e.context), 'error ↓', '', '', '', '', '', '', '']
         : [e.label, String(e.context), `${num(e.prefill_ms)} ${e.prefill_method === 'estimated' ? 'e' : 'm'}`, times(e.prefill_speedup),
           num(e.decode_ms_per_token), times(e.decode_speedup), times(e.ideal_decode_speedup),
           e.kv ? formatBytes(e.kv.total) : '—', e.kv ? formatBytes(e.kv.gpu) : '—', e.kv ? formatBytes(e.kv.cpu) : '—'])));
+    for (const e of r.e2e) if (e.error) out.push(`  error: ${e.label} at ${e.context}: ${e.error}`);
   }
   if (r.memory.length) {
     out.push('', 'KV memory: runtime (session.kvMemory) vs projection (duet memory, f32); WASM = CPU backend memory in use; RSS = this process');

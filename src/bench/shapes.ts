@@ -200,7 +200,7 @@ export function benchShape(name: string, options: BenchShapeOptions): BenchShape
     throw new Error(`--layers must be an integer in 1..${full.numLayers} for ${name} (got ${layers})`);
   }
   if (layers < full.numLayers) {
-    const why = options.hostBudget !== undefined ? 'of host memory' : "of the CPU backend's memory";
+    const why = options.hostBudget !== undefined ? 'in host memory' : "in the CPU backend's memory";
     notes.push(`${name}: ${layers} of ${full.numLayers} layers (f32 weights of the whole model do not fit ${options.layers === undefined ? why : 'when --layers cuts it'}); times are for ${layersText(layers)} plus the embedding and LM head`);
   }
   if (!full.tieWordEmbeddings) notes.push(`${name}: the LM head shares the embedding's memory in the bench (same bytes read per token, half the memory)`);

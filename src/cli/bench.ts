@@ -11,6 +11,7 @@ import { createNodeGpu } from '../node/gpu.js';
 import { isSoftwareGpu, machineInfo, processMemory } from '../bench/machine.js';
 import { randomAlphas, randomWeights } from '../bench/random-weights.js';
 import { renderText, writeReport } from '../bench/report.js';
+import { e2eSequenceLength } from '../bench/e2e.js';
 import { runBench, SUITES, type BenchModel, type Suite } from '../bench/run.js';
 import { benchShape, layersText, shapeSpec } from '../bench/shapes.js';
 import { intOption, numberList, threadsOption } from './options.js';
@@ -70,7 +71,8 @@ export async function benchCommand(argv: string[]): Promise<number> {
   let sink = intOption(v.sink, '--sink');
   let recent = intOption(v.recent, '--recent', 1);
   const outDir = v.out ?? BENCH_DEFAULT_OUT;
-  const positions = Math.max(...contexts) + warmupTokens + decodeTokens + 1;
+  // Every DuoAttention configuration decodes beside the full-attention session of its device.
+  const positions = e2eSequenceLength(Math.max(...contexts), warmupTokens, decodeTokens, sparsities.length * 3);
   const say = (m: string) => process.stderr.write(`duet: ${m}\n`);
 
   // The GPU: auto skips software rasterisers (their timings say nothing about GPUs).
