@@ -46,7 +46,7 @@ export async function runGpuProbes(gpu: GpuContext): Promise<Probes> {
     const peakPipeline = gpu.pipeline('probe', 'fma_chains');
     const peakOnce = (iters: number) => gpu.dispatch(peakPipeline, [sink], params(0, iters), [PEAK_GROUPS]);
     let iters = 32;
-    const first = await measureBatched(() => peakOnce(iters), sync, { sampleMs: 0, minSamples: 1 });
+    const first = await measureBatched(() => peakOnce(iters), sync, { sampleMs: 0, minSamples: 1, budgetMs: 0 });
     iters = Math.min(8192, iters * Math.max(1, Math.ceil(PEAK_DISPATCH_MS / first.ms)));
     const peak = await measureBatched(() => peakOnce(iters), sync);
     const flops = PEAK_GROUPS * WG * iters * PEAK_FLOPS_PER_ROUND;
