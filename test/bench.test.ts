@@ -2,29 +2,19 @@
 // Benchmarks are not tests: nothing here checks a speed.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { benchCommand } from '../src/cli/bench.ts';
-import type { BenchResults } from '../src/bench/types.ts';
+import { finitePositive, runBenchCli } from './helpers/bench.ts';
 import { benchShape, hostWeightBytes, outerWeightBytes, WASM_BUDGET, cpuFootprint } from '../src/bench/shapes.ts';
 
-const finitePositive = (v: unknown, what: string) => assert.ok(typeof v === 'number' && Number.isFinite(v) && v > 0, `${what} = ${v}`);
 
 test('a tiny bench run writes results.json and SVG plots', async () => {
-  const out = mkdtempSync(join(tmpdir(), 'duet-bench-'));
-  const write = process.stdout.write.bind(process.stdout);
-  let stdout = '';
-  process.stdout.write = ((chunk: string | Uint8Array) => { stdout += String(chunk); return true; }) as typeof process.stdout.write;
-  let code: number;
-  try {
-    code = await benchCommand(['--shape', 'tiny', '--contexts', '64,256', '--sparsities', '0.5', '--prefill-chunk', '64',
-      '--prefill-max', '64', '--sink', '4', '--recent', '16', '--decode-tokens', '3', '--warmup-tokens', '1', '--device', 'cpu', '--out', out]);
-  } finally { process.stdout.write = write; }
+  const { code, stdout, out, results: r } = await runBenchCli(['--shape', 'tiny', '--contexts', '64,256', '--sparsities', '0.5', '--prefill-chunk', '64',
+    '--prefill-max', '64', '--sink', '4', '--recent', '16', '--decode-tokens', '3', '--warmup-tokens', '1', '--device', 'cpu']);
   assert.is(code, 0);
   assert.match(stdout, /End to end/);
 
-  const r = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as BenchResults;
   assert.is(r.version, 1);
   assert.is(r.model.source, 'shape:tiny');
   assert.is(r.model.layers, 2);
@@ -102,14 +92,8 @@ test('a shape keeps the layers its placements can hold: the WASM budget with the
 test('at the longest context, every DuoAttention configuration decodes beside the one full-attention session', async () => {
   // tiny allows 4,096 positions; the full session decodes beside each of the two configurations, so
   // the bench must raise the limit for all of them (it used to count one: the second failed).
-  const out = mkdtempSync(join(tmpdir(), 'duet-bench-'));
-  const write = process.stdout.write.bind(process.stdout);
-  process.stdout.write = (() => true) as typeof process.stdout.write;
-  try {
-    await benchCommand(['--shape', 'tiny', '--suite', 'e2e', '--contexts', '4096', '--sparsities', '0.25,0.75', '--prefill-chunk', '512',
-      '--prefill-max', '0', '--sink', '4', '--recent', '16', '--decode-tokens', '3', '--warmup-tokens', '1', '--device', 'cpu', '--out', out]);
-  } finally { process.stdout.write = write; }
-  const r = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as BenchResults;
+  const { results: r } = await runBenchCli(['--shape', 'tiny', '--suite', 'e2e', '--contexts', '4096', '--sparsities', '0.25,0.75', '--prefill-chunk', '512',
+    '--prefill-max', '0', '--sink', '4', '--recent', '16', '--decode-tokens', '3', '--warmup-tokens', '1', '--device', 'cpu']);
   assert.equal(r.e2e.map((e) => e.label), ['full/cpu', 'duo@0.25/cpu', 'duo@0.75/cpu']);
   for (const e of r.e2e) assert.is(e.error, undefined, `${e.label}: ${e.error}`);
 });

@@ -4,14 +4,8 @@
 // Without an adapter the test is skipped, except in CI where a missing GPU is a failure.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { benchCommand } from '../src/cli/bench.ts';
 import { createNodeGpu } from '../src/node/gpu.ts';
-import type { BenchResults } from '../src/bench/types.ts';
-
-const finitePositive = (v: unknown, what: string) => assert.ok(typeof v === 'number' && Number.isFinite(v) && v > 0, `${what} = ${v}`);
+import { finitePositive, runBenchCli } from './helpers/bench.ts';
 
 const probe = await createNodeGpu();
 probe.gpu?.destroy();
@@ -22,20 +16,11 @@ test('a tiny bench run on the GPU covers the WGSL kernels and every placement', 
     console.warn(`[skip] gpu bench: no WebGPU adapter (${probe.reason})`);
     return;
   }
-  const out = mkdtempSync(join(tmpdir(), 'duet-gpu-bench-'));
-  const write = process.stdout.write.bind(process.stdout);
-  let stdout = '';
-  process.stdout.write = ((chunk: string | Uint8Array) => { stdout += String(chunk); return true; }) as typeof process.stdout.write;
-  let code: number;
-  try {
-    code = await benchCommand(['--shape', 'tiny', '--contexts', '64,256', '--sparsities', '0.5', '--prefill-chunk', '64',
-      '--prefill-max', '64', '--sink', '4', '--recent', '16', '--decode-tokens', '2', '--warmup-tokens', '1', '--threads', '1',
-      '--device', 'gpu', '--out', out]);
-  } finally { process.stdout.write = write; }
+  const { code, stdout, results: r } = await runBenchCli(['--shape', 'tiny', '--contexts', '64,256', '--sparsities', '0.5', '--prefill-chunk', '64',
+    '--prefill-max', '64', '--sink', '4', '--recent', '16', '--decode-tokens', '2', '--warmup-tokens', '1', '--threads', '1', '--device', 'gpu']);
   assert.is(code, 0);
   assert.match(stdout, /Roofline \(WebGPU, /);
 
-  const r = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as BenchResults;
   assert.type(r.machine.gpu, 'string');
   if (r.machine.gpu_software) assert.match(r.machine.gpu_note, /software GPU/);
   assert.equal(r.settings.placements, ['split', 'gpu', 'cpu']);

@@ -8,6 +8,7 @@ import type { GpuContext } from '../gpu/context.js';
 import type { ModelConfig } from '../model/config.js';
 import { attentionWork, gemmWork, kernelRow } from './costs.js';
 import { runGpuProbes } from './probes-gpu.js';
+import { noiseArray } from './random-weights.js';
 import { measureBatched } from './timing.js';
 import type { KernelRow, Probes } from './types.js';
 
@@ -20,13 +21,6 @@ export interface GpuKernelOptions {
   onProgress?: (done: number, total: number, detail: string) => void;
 }
 
-function randomArray(n: number, seed: number): Float32Array {
-  const a = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) { s = (Math.imul(s, 1103515245) + 12345) >>> 0; a[i] = s / 2147483648 - 1; }
-  return a;
-}
-
 export async function runGpuKernels(o: GpuKernelOptions): Promise<{ probes: Probes; rows: KernelRow[] }> {
   const gpu = new GpuBackend(o.gpu);
   let probes: Probes | null = null;
@@ -35,7 +29,8 @@ export async function runGpuKernels(o: GpuKernelOptions): Promise<{ probes: Prob
   const rows = o.chunk, scale = 1 / Math.sqrt(D);
   const slots = o.window.sink + o.window.recent;
   const live: DeviceTensor[] = [];
-  const up = (n: number, seed: number) => { const t = gpu.upload(randomArray(n, seed)); live.push(t); return t; };
+  const up = (n: number, seed: number) => { const t = gpu.upload(noiseArray(n, seed)); live.push(t); return t; };
+  const drop = (...ts: DeviceTensor[]) => { for (const t of ts) { gpu.free(t); live.splice(live.indexOf(t), 1); } };
   const x = up(rows * Math.max(H, I), 1);
   const out = up(rows * Math.max(H, I, nH * D), 2);
   const q = up(rows * nH * D, 3);
@@ -56,13 +51,13 @@ export async function runGpuKernels(o: GpuKernelOptions): Promise<{ probes: Prob
       rowsOut.push(kernelRow({ kernel: 'gemv', backend: 'webgpu', shape: `down_proj: 1×${I} · ${I}×${H}`, context: null }, ms, gemmWork(1, I, H), probes));
     }],
     ['gemv lm_head', async () => {
-      if (c.vocabSize * H * 4 > Math.min(o.gpu.limits.maxStorageBufferBindingSize, o.gpu.limits.maxBufferSize)) return;
+      if (c.vocabSize * H * 4 > o.gpu.maxBufferBytes) return;
       const wLm = up(c.vocabSize * H, 12), logits = up(c.vocabSize, 13);
       try {
         const ms = await time(() => gpu.matmul(logits, x, wLm, null, 1, H, c.vocabSize));
         rowsOut.push(kernelRow({ kernel: 'gemv', backend: 'webgpu', shape: `lm_head: 1×${H} · ${H}×${c.vocabSize}`, context: null }, ms, gemmWork(1, H, c.vocabSize), probes));
       } finally {
-        for (const t of [wLm, logits]) { gpu.free(t); live.splice(live.indexOf(t), 1); }
+        drop(wLm, logits);
       }
     }],
     ['gemm gate/up_proj', async () => {
@@ -84,7 +79,7 @@ export async function runGpuKernels(o: GpuKernelOptions): Promise<{ probes: Prob
             attentionWork({ ...shape(rows), window: null }), probes));
         }
       } finally {
-        for (const t of [kCache, vCache]) { gpu.free(t); live.splice(live.indexOf(t), 1); }
+        drop(kCache, vCache);
       }
     }]);
   }

@@ -9,6 +9,7 @@ import { CpuBackend, CpuTensor } from '../cpu/backend.js';
 import type { StartWorker } from '../cpu/threads.js';
 import { instantiateKernels, kernelMemory, type KernelExports } from '../cpu/wasm.js';
 import type { ModelConfig } from '../model/config.js';
+import { noiseArray } from './random-weights.js';
 import { WASM_BUDGET } from './shapes.js';
 import { attentionWork, gemmWork, kernelRow } from './costs.js';
 import { measure, warmFor } from './timing.js';
@@ -55,9 +56,7 @@ class Bench {
   /** A tensor of `length` random values in [−1, 1). */
   random(length: number): CpuTensor {
     const t = this.cpu.alloc(length);
-    const block = new Float32Array(Math.min(length, 1 << 16));
-    let s = 12345;
-    for (let i = 0; i < block.length; i++) { s = (Math.imul(s, 1103515245) + 12345) >>> 0; block[i] = s / 2147483648 - 1; }
+    const block = noiseArray(Math.min(length, 1 << 16), 12345);
     for (let off = 0; off < length; off += block.length) this.cpu.write(t, block.subarray(0, Math.min(block.length, length - off)), off);
     return t;
   }

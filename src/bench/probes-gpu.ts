@@ -2,6 +2,7 @@
 // rows run on, in the same run: a read of a buffer larger than a GPU's caches (bandwidth) and
 // independent fused multiply-add chains on registers (f32 arithmetic peak).
 import type { GpuContext } from '../gpu/context.js';
+import { noiseArray } from './random-weights.js';
 import { measureBatched } from './timing.js';
 import type { Probes } from './types.js';
 
@@ -17,25 +18,17 @@ const PEAK_GROUPS = 2048;
 const PEAK_FLOPS_PER_ROUND = 64;
 /** The peak probe's rounds grow until one dispatch lasts about this long (ms), so launch costs vanish. */
 const PEAK_DISPATCH_MS = 2;
+// The read probe's buffer holds random values: no GPU may compress it away as zeros.
 
 function params(n4: number, iters: number): ArrayBuffer {
   return new Uint32Array([n4, iters, 0, 0]).buffer;
 }
 
-/** Pseudo-random floats (values do not matter, but no GPU may compress them away as zeros). */
-function noise(n: number): Float32Array {
-  const a = new Float32Array(n);
-  let s = 12345;
-  for (let i = 0; i < n; i++) { s = (Math.imul(s, 1103515245) + 12345) >>> 0; a[i] = (s >>> 8) / 16777216 - 0.5; }
-  return a;
-}
-
 export async function runGpuProbes(gpu: GpuContext): Promise<Probes> {
-  const limit = Math.min(gpu.limits.maxStorageBufferBindingSize, gpu.limits.maxBufferSize);
-  const readBytes = Math.floor(Math.min(READ_BYTES, limit) / 16) * 16;
+  const readBytes = Math.floor(Math.min(READ_BYTES, gpu.maxBufferBytes) / 16) * 16;
   const n4 = readBytes / 16;
   const readGroups = Math.min(gpu.limits.maxComputeWorkgroupsPerDimension, Math.ceil(n4 / (WG * LOADS_PER_THREAD)));
-  const src = gpu.bufferWith(noise(readBytes / 4), GPUBufferUsage.STORAGE, 'bandwidth probe');
+  const src = gpu.bufferWith(noiseArray(readBytes / 4, 12345), GPUBufferUsage.STORAGE, 'bandwidth probe');
   const sink = gpu.createBuffer(Math.max(readGroups, PEAK_GROUPS) * WG * 4, 'probe sink');
   const sync = async () => { await gpu.readBuffer(sink, 0, 4); };
   try {

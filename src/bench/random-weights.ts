@@ -52,6 +52,14 @@ export function randomAlphas(layers: number, kvHeads: number, seed = 0): number[
 }
 
 /** Random token ids in [0, vocab). */
+/** `n` floats in [−1, 1) from a linear congruential stream (fast; for operands whose values do not matter). */
+export function noiseArray(n: number, seed: number): Float32Array {
+  const a = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) { s = (Math.imul(s, 1103515245) + 12345) >>> 0; a[i] = s / 2147483648 - 1; }
+  return a;
+}
+
 export function randomIds(n: number, vocab: number, seed = 0): number[] {
   const u = fillUniform(new Float32Array(n), 0x1d5 + seed, 0, 1);
   return Array.from(u, (x) => Math.min(vocab - 1, Math.floor(x * vocab)));

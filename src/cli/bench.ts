@@ -71,8 +71,6 @@ export async function benchCommand(argv: string[]): Promise<number> {
   let sink = intOption(v.sink, '--sink');
   let recent = intOption(v.recent, '--recent', 1);
   const outDir = v.out ?? BENCH_DEFAULT_OUT;
-  // Every DuoAttention configuration decodes beside the full-attention session of its device.
-  const positions = e2eSequenceLength(Math.max(...contexts), warmupTokens, decodeTokens, sparsities.length * 3);
   const say = (m: string) => process.stderr.write(`duet: ${m}\n`);
 
   // The GPU: auto skips software rasterisers (their timings say nothing about GPUs).
@@ -102,6 +100,8 @@ export async function benchCommand(argv: string[]): Promise<number> {
     placements = ['cpu'];
   }
   if (gpuNote && device !== 'cpu') say(gpuNote);
+  // Every DuoAttention configuration (sparsity × placement) decodes beside the full-attention session of its device.
+  const positions = e2eSequenceLength(Math.max(...contexts), warmupTokens, decodeTokens, sparsities.length * placements.length);
 
   // The model: random weights with a real model's shapes, or a checkpoint directory.
   let model: BenchModel;

@@ -137,8 +137,13 @@ export class GpuContext {
     this.doomed = [];
   }
 
+  /** The largest buffer that can also be bound whole as storage. */
+  get maxBufferBytes(): number {
+    return Math.min(this.device.limits.maxBufferSize, this.device.limits.maxStorageBufferBindingSize);
+  }
+
   private checkSize(byteLength: number, label?: string): void {
-    const max = Math.min(this.device.limits.maxBufferSize, this.device.limits.maxStorageBufferBindingSize);
+    const max = this.maxBufferBytes;
     if (byteLength > max) {
       throw new Error(`GPU buffer ${label ?? ''} of ${byteLength} bytes exceeds the device's storage-buffer limit of ${max} bytes`);
     }
