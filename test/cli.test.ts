@@ -7,6 +7,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { publishedPatterns } from './helpers/published.ts';
+import { ensureFreshDist } from './helpers/fresh-dist.ts';
+
+ensureFreshDist();
 
 const run = promisify(execFile);
 const ROOT = new URL('..', import.meta.url).pathname;

@@ -30,6 +30,9 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { ensureFreshDist } from './helpers/fresh-dist.ts';
+
+ensureFreshDist();
 
 const duet = (...args: string[]) => promisify(execFile)('node', ['bin/duet.mjs', ...args], { encoding: 'utf8' });
 
