@@ -131,16 +131,18 @@ export async function trainCommand(argv: string[]): Promise<number> {
   const threads = gpu ? 1 : Math.min(intOption(v.threads, '--threads', 1) ?? availableParallelism(), availableParallelism());
   const run = gpu ? gpuRun(GpuTrainer.create(plan, gpu)) : await cpuRun(plan, threads);
   const nParams = parameterCount(plan.model);
+  let resumedAt: number | null = null;
   if (v.resume) {
     const s = loadCheckpointState(v.out, nParams, plan.model);
     if (!s) throw new Error(`--resume: no ${join(v.out, 'training', 'training_state.json')}`);
     run.restore(s);
+    resumedAt = s.step;
     process.stderr.write(`duet: resumed at step ${s.step}\n`);
   }
   process.stderr.write(`duet: training ${nParams} parameters (${plan.model.layers} layers × ${plan.model.kvHeads} KV heads, d ${plan.model.hidden}) for ${plan.steps} steps of ~${plan.tokensPerStep} tokens\n`);
   process.stderr.write(gpu ? `duet: on the GPU (${gpu.adapterDescription})\n` : `duet: on the CPU, ${threads} thread${threads > 1 ? 's (data-parallel replicas)' : ''}\n`);
   const progress = new Progress('train');
-  let lastSaved: number | null = null;
+  let lastSaved: number | null = resumedAt;
   const save = async () => {
     const state = await run.state();
     const meta = { duet_steps: String(state.step), duet_seed: String(plan.seed) };

@@ -3,7 +3,7 @@
 // training/optimizer.bin + training/training_state.json) is written as one atomic file set
 // (src/node/atomic.ts): a failed save leaves the previous checkpoint loadable, and loading checks
 // every file against the manifest written last. Nothing non-finite is ever saved.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { encodeSafetensorsF32 } from '../model/safetensors.js';
 import { nodeWriteFs, recoverFileSet, writeFileAtomic, writeFileSet, type WriteFs } from '../node/atomic.js';
@@ -59,12 +59,16 @@ function stateFiles(s: TrainerState, extra: object): { 'optimizer.bin': Uint8Arr
 
 /** Writes the model alone as a Hugging Face directory, each file atomically. */
 export function saveModel(dir: string, c: TrainConfig, params: Float32Array, maxPositions: number, metadata: Record<string, string>): void {
-  for (const [name, data] of Object.entries(modelFiles(c, params, maxPositions, metadata))) writeFileAtomic(join(dir, name), data);
+  const files = modelFiles(c, params, maxPositions, metadata);
+  mkdirSync(dir, { recursive: true });
+  for (const [name, data] of Object.entries(files)) writeFileAtomic(join(dir, name), data);
 }
 
 /** Optimizer state alone beside a model: training_state.json + optimizer.bin in `dir`, each atomically. */
 export function saveState(dir: string, s: TrainerState, extra: object): void {
-  for (const [name, data] of Object.entries(stateFiles(s, extra))) writeFileAtomic(join(dir, name), data);
+  const files = stateFiles(s, extra);
+  mkdirSync(dir, { recursive: true });
+  for (const [name, data] of Object.entries(files)) writeFileAtomic(join(dir, name), data);
 }
 
 /**
@@ -73,8 +77,9 @@ export function saveState(dir: string, s: TrainerState, extra: object): void {
  */
 export function saveCheckpoint(outDir: string, c: TrainConfig, s: TrainerState, maxPositions: number,
   metadata: Record<string, string>, extra: object, wfs: WriteFs = nodeWriteFs): void {
+  const model = modelFiles(c, s.params, maxPositions, metadata);
   const state = stateFiles(s, extra);
-  const files = { ...modelFiles(c, s.params, maxPositions, metadata), [OPTIMIZER]: state['optimizer.bin'], [STATE]: state['training_state.json'] };
+  const files = { ...model, [OPTIMIZER]: state['optimizer.bin'], [STATE]: state['training_state.json'] };
   writeFileSet(outDir, files, CHECKPOINT_MANIFEST, { step: s.step }, wfs);
 }
 
