@@ -56,13 +56,15 @@ export function mutateJson(r: Random, value: unknown): unknown {
   return root;
 }
 
+const interesting = (r: Random): unknown => structuredClone(pick(r, INTERESTING_VALUES));
+
 function editAt(r: Random, v: unknown, depth: number): unknown {
   const container = typeof v === 'object' && v !== null;
-  if (!container || depth > 6 || r() < 0.2) return pick(r, INTERESTING_VALUES);
+  if (!container || depth > 6 || r() < 0.2) return interesting(r);
   const keys: Array<string | number> = Array.isArray(v) ? v.map((_, i) => i) : Object.keys(v as object);
   const obj = v as Record<string | number, unknown>;
   if (keys.length === 0 || r() < 0.1) {
-    if (Array.isArray(v)) v.push(pick(r, INTERESTING_VALUES)); else obj[pick(r, ['__proto__', 'constructor', 'extra', 'weight_map'])] = pick(r, INTERESTING_VALUES);
+    if (Array.isArray(v)) v.push(interesting(r)); else obj[pick(r, ['__proto__', 'constructor', 'extra', 'weight_map'])] = interesting(r);
     return v;
   }
   const k = pick(r, keys);
