@@ -16,6 +16,7 @@ import { ringWindow } from '../src/engine/session.ts';
 import { projectKvMemory } from '../src/attention/memory.ts';
 import { applySlidingWindow } from '../src/attention/sliding-window.ts';
 import { allHeads } from '../src/attention/pattern.ts';
+import { razorHeadScores, retrievalHits } from '../src/identify/scores.ts';
 import { referenceLogits } from './reference/model.ts';
 import { assertClose } from './helpers/conformance.ts';
 import { rewriteTensors, writeCheckpoint } from './helpers/checkpoint.ts';
@@ -215,6 +216,35 @@ test('sliding_window (Mistral): a query sees its last W keys itself included, ex
     assertClose(await s.forward(ids), refWide[29], 'pattern wider than W: every head is the window', 2e-3);
     s.dispose();
   } finally { e3.dispose(); }
+});
+
+test('RazorAttention and retrieval scores against hand-built attention matrices', () => {
+  // Tokens 5 | 1 2 3 | 1 2 3. Head 0 echoes (attends to the earlier copy of its own token), head 1
+  // is an induction head (attends to the token after that copy), head 2 attends to itself only.
+  const ids = [5, 1, 2, 3, 1, 2, 3], T = ids.length;
+  const P = new Float32Array(3 * T * T);
+  const set = (h: number, i: number, j: number) => { P[(h * T + i) * T + j] = 1; };
+  for (let i = 0; i < T; i++) {
+    const prev = ids.lastIndexOf(ids[i], i - 1);
+    set(0, i, prev >= 0 && prev < i ? prev : i);
+    set(1, i, prev >= 0 && prev < i ? prev + 1 : i);
+    set(2, i, i);
+  }
+  const s = razorHeadScores(P, 3, ids);
+  assert.equal(Array.from(s.echo), [3 / 49, 0, 0]);
+  assert.equal(Array.from(s.induction), [0, 3 / 49, 0]);
+  // Half of head 0's mass moved to position 0 halves its echo.
+  for (const i of [4, 5, 6]) { P[i * T + ids.lastIndexOf(ids[i], i - 1)] = 0.5; P[i * T] = 0.5; }
+  assert.equal(Array.from(razorHeadScores(P, 3, ids).echo), [1.5 / 49, 0, 0]);
+
+  // Retrieval score: prompt [bos, 9, 7, 8, 4, 4] with the needle 7 8 at [2, 4), answer 7 8.
+  const r = [0, 9, 7, 8, 4, 4, 7, 8], R = r.length;
+  const Q = new Float32Array(3 * R * R);
+  const at = (h: number, t: number, j: number) => { Q[(h * R + t) * R + j] = 0.9; };
+  at(0, 5, 2); at(0, 6, 3); // copies the needle token by token: 2 hits of 2
+  at(1, 5, 3); at(1, 6, 1); // the wrong needle token, then outside the needle: none
+  at(2, 5, 2); at(2, 6, 0); // one hit; the sink at position 0 never counts
+  assert.equal(Array.from(retrievalHits(Q, 3, r, 6, [2, 4])), [1, 0, 0.5]);
 });
 
 test.run();

@@ -134,7 +134,7 @@ function rawRequest(port: number, bytes: Uint8Array): Promise<string> {
     let quiet: NodeJS.Timeout;
     const finish = () => { clearTimeout(quiet); socket.destroy(); done(got.toString('latin1')); };
     const arm = () => { clearTimeout(quiet); quiet = setTimeout(finish, 250); };
-    socket.on('data', (d) => {
+    socket.on('data', (d: Buffer) => {
       got = Buffer.concat([got, d]);
       const end = got.indexOf('\r\n\r\n');
       if (end >= 0) {
