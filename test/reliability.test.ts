@@ -3,7 +3,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { execFile } from 'node:child_process';
-import { cpSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, utimesSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -13,7 +13,7 @@ import { parameterCount, type TrainConfig } from '../src/train/model.ts';
 import { assertFiniteStep, type TrainerState } from '../src/train/trainer.ts';
 import { VOCAB_SIZE } from '../src/train/vocab.ts';
 import { claimOutputFolder, removeStale } from '../src/node/output-folder.ts';
-import { ensureFreshDist } from './helpers/fresh-dist.ts';
+import { ensureFreshDist, staleInputs } from './helpers/fresh-dist.ts';
 
 ensureFreshDist();
 
@@ -187,6 +187,22 @@ test('output folders: identify/eval/bench never write into a model folder or ove
   assert.is(r.code, 1);
   assert.match(r.stderr, /holds a model; duet eval --out never writes/);
   assert.is(readFileSync(join(copy, 'config.json'), 'utf8'), config);
+});
+
+test('CLI tests see a stale dist/: a source file newer than dist/cli.js is found (and triggers a rebuild)', () => {
+  const root = tmp('dist');
+  mkdirSync(join(root, 'src/cli'), { recursive: true });
+  mkdirSync(join(root, 'src/generated'), { recursive: true });
+  mkdirSync(join(root, 'dist'));
+  writeFileSync(join(root, 'src/cli/main.ts'), '');
+  writeFileSync(join(root, 'src/generated/shaders.ts'), '');
+  writeFileSync(join(root, 'dist/cli.js'), '');
+  const at = (path: string, seconds: number) => utimesSync(join(root, path), seconds, seconds);
+  at('src/cli/main.ts', 1000); at('src/generated/shaders.ts', 3000); at('dist/cli.js', 2000);
+  assert.equal(staleInputs(root, ['src'], 'dist/cli.js'), [], 'the build\'s own output does not count');
+  at('src/cli/main.ts', 2500);
+  assert.equal(staleInputs(root, ['src'], 'dist/cli.js'), [join(root, 'src/cli/main.ts')]);
+  assert.equal(staleInputs(root, ['src'], 'dist/missing.js'), [join(root, 'src/cli/main.ts')], 'no build: every input is stale');
 });
 
 test.run();
