@@ -10,8 +10,6 @@ import { parseArgs } from 'node:util';
 import { intOption } from './options.js';
 import { hostAllowed, parseRange, resolveInside } from '../node/http-guard.js';
 
-export { parseRange };
-
 /** What `duet web` serves without --model (and then with this pattern). Change both here. */
 export const WEB_DEFAULT_MODEL = 'fixtures/duet-passkey';
 export const WEB_DEFAULT_PATTERN = 'fixtures/duet-passkey-pattern';
