@@ -7,6 +7,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { publishedPatterns } from './helpers/published.ts';
+import { ensureFreshDist } from './helpers/fresh-dist.ts';
+
+ensureFreshDist();
 
 const run = promisify(execFile);
 const ROOT = new URL('..', import.meta.url).pathname;
@@ -102,6 +105,17 @@ test('train --until stops at a step and --resume goes on to --steps (a tiny conf
   assert.match(second.stderr, /resumed at step 2/);
   assert.is(state().step, 4);
   assert.is(theta(), 500000);
+});
+
+test('memory: Mistral\'s sliding_window caps every head at W tokens, as the engine runs it', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'duet-mem-'));
+  const cfg = join(dir, 'config.json');
+  writeFileSync(cfg, JSON.stringify({ model_type: 'mistral', hidden_size: 4096, intermediate_size: 14336, num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: 8, vocab_size: 32000, max_position_embeddings: 32768, sliding_window: 4096 }));
+  const r = await duet('memory', '--config', cfg, '--full', '--context', '32768', '--json', '--kv-dtype', 'f16');
+  assert.is(r.code, 0, r.stderr);
+  const m = JSON.parse(r.stdout);
+  assert.is(m.duo_bytes, 32 * 8 * 4096 * 2 * 128 * 2);
+  assert.match(r.stderr, /sliding_window 4096: every head attends to its last 4096 keys/);
 });
 
 const PUBLISHED = publishedPatterns();

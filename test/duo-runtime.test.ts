@@ -5,7 +5,10 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { referenceLogits } from './reference/model.ts';
 import { assertClose } from './helpers/conformance.ts';
-import { gpuAvailable, makeEngine, PLACEMENTS, tempCheckpoint } from './helpers/engine.ts';
+import { gpuAvailable, makeEngine, PLACEMENTS, sharedGpu, tempCheckpoint } from './helpers/engine.ts';
+import { gpuTests } from './helpers/gpu-skip.ts';
+
+const GPU = await sharedGpu();
 import { allHeads } from '../src/attention/pattern.ts';
 import type { Placement } from '../src/engine/engine.ts';
 
@@ -97,8 +100,7 @@ test('the streaming cache does not grow with context; the retrieval cache grows 
   }
 });
 
-test('the split placement does work on both devices', async () => {
-  if (!(await gpuAvailable())) return;
+gpuTests(test, GPU.gpu !== null, GPU.reason)('the split placement does work on both devices', async () => {
   const engine = await makeEngine(ckpt, 'split', KINDS, WINDOW);
   try {
     const gpuBefore = engine.gpu!.dispatches, cpuBefore = engine.cpu.kernelCalls;

@@ -6,7 +6,10 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { referenceLogits } from './reference/model.ts';
 import { assertClose } from './helpers/conformance.ts';
-import { gpuAvailable, makeEngine, tempCheckpoint } from './helpers/engine.ts';
+import { gpuAvailable, makeEngine, sharedGpu, tempCheckpoint } from './helpers/engine.ts';
+import { gpuTests } from './helpers/gpu-skip.ts';
+
+const GPU = await sharedGpu();
 import type { CheckpointSpec } from './helpers/checkpoint.ts';
 
 const TOL = 2e-3;
@@ -32,8 +35,7 @@ for (const [label, spec] of CASES) {
   });
 
   for (const device of ['cpu', 'gpu'] as const) {
-    test(`${device}: prefill logits, then decode steps`, async () => {
-      if (device === 'gpu' && !(await gpuAvailable())) return;
+    (device === 'gpu' ? gpuTests(test, GPU.gpu !== null, GPU.reason) : test)(`${device}: prefill logits, then decode steps`, async () => {
       const engine = await makeEngine(ckpt, device === 'cpu' ? 'cpu' : 'split');
       try {
         const session = engine.newSession(64, 64);

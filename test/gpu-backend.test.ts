@@ -8,19 +8,14 @@ import { GpuBackend } from '../src/gpu/backend.ts';
 import type { GpuContext } from '../src/gpu/context.ts';
 import { assertClose, kernelConformance } from './helpers/conformance.ts';
 import * as ref from './reference/kernels.ts';
+import { gpuTests } from './helpers/gpu-skip.ts';
 
 const { gpu, reason } = await createNodeGpu();
 
 if (!gpu) {
-  if (process.env.CI) {
-    const fail = suite('gpu backend');
-    fail('a WebGPU adapter is available (required in CI)', () => {
-      assert.unreachable(`no WebGPU adapter in CI: ${reason}`);
-    });
-    fail.run();
-  } else {
-    console.warn(`[skip] gpu backend tests: no WebGPU adapter (${reason})`);
-  }
+  const skipped = suite('gpu backend');
+  gpuTests(skipped, false, reason)('the WebGPU kernel conformance suite and GPU-specific cases', () => {});
+  skipped.run();
 } else {
   const ctx: GpuContext = gpu;
   // The conformance suite destroys its backend at the end; the GPU-specific suite below shares the

@@ -6,16 +6,12 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createNodeGpu } from '../src/node/gpu.ts';
 import { finitePositive, runBenchCli } from './helpers/bench.ts';
+import { gpuTests } from './helpers/gpu-skip.ts';
 
 const probe = await createNodeGpu();
 probe.gpu?.destroy();
 
-test('a tiny bench run on the GPU covers the WGSL kernels and every placement', async () => {
-  if (!probe.gpu) {
-    if (process.env.CI) assert.unreachable(`no WebGPU adapter in CI: ${probe.reason}`);
-    console.warn(`[skip] gpu bench: no WebGPU adapter (${probe.reason})`);
-    return;
-  }
+gpuTests(test, probe.gpu !== null, probe.reason)('a tiny bench run on the GPU covers the WGSL kernels and every placement', async () => {
   const { code, stdout, results: r } = await runBenchCli(['--shape', 'tiny', '--contexts', '64,256', '--sparsities', '0.5', '--prefill-chunk', '64',
     '--prefill-max', '64', '--sink', '4', '--recent', '16', '--decode-tokens', '2', '--warmup-tokens', '1', '--threads', '1', '--device', 'gpu']);
   assert.is(code, 0);

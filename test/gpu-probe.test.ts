@@ -3,8 +3,8 @@
 // and the fma probe's eight chains per thread. Tolerance: 1e-5 relative (f32 sums of a few terms).
 // Without an adapter the suite is skipped, except in CI where a missing GPU is a failure.
 import { test } from 'uvu';
-import * as assert from 'uvu/assert';
 import { createNodeGpu } from '../src/node/gpu.ts';
+import { gpuTests } from './helpers/gpu-skip.ts';
 import { noiseArray } from '../src/bench/random-weights.ts';
 import { assertClose } from './helpers/conformance.ts';
 
@@ -12,12 +12,10 @@ const WG = 256;
 const { gpu, reason } = await createNodeGpu();
 const params = (n4: number, iters: number) => new Uint32Array([n4, iters, 0, 0]).buffer;
 
-test('read_sum: each thread sums its grid-stride vec4s', async () => {
-  if (!gpu) {
-    if (process.env.CI) assert.unreachable(`no WebGPU adapter in CI: ${reason}`);
-    console.warn(`[skip] gpu probes: no WebGPU adapter (${reason})`);
-    return;
-  }
+const gpuTest = gpuTests(test, gpu !== null, reason);
+
+gpuTest('read_sum: each thread sums its grid-stride vec4s', async () => {
+  if (!gpu) return;
   const groups = 3, threads = groups * WG, n4 = 2 * threads + 77;
   const data = noiseArray(4 * n4, 7);
   const src = gpu.bufferWith(data, GPUBufferUsage.STORAGE, 'probe src');
@@ -30,7 +28,7 @@ test('read_sum: each thread sums its grid-stride vec4s', async () => {
   gpu.release(src); gpu.release(sink);
 });
 
-test('fma_chains: eight bounded chains per thread', async () => {
+gpuTest('fma_chains: eight bounded chains per thread', async () => {
   if (!gpu) return;
   const groups = 5, threads = groups * WG, iters = 7;
   const sink = gpu.createBuffer(threads * 4, 'probe sink');

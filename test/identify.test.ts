@@ -18,6 +18,9 @@ import { loadPattern } from '../src/attention/pattern.ts';
 import { nodeModelFiles } from '../src/node/files.ts';
 import { TextTokenizer } from '../src/model/tokenizer.ts';
 import { tokenizerFiles } from '../src/train/vocab.ts';
+import { ensureFreshDist } from './helpers/fresh-dist.ts';
+
+ensureFreshDist();
 
 const run = promisify(execFile);
 const MARKER = 3;

@@ -8,6 +8,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { generateSample, TASK_KINDS, type TaskKind } from '../src/tasks/tasks.ts';
 import { exactMatch, fractionFound, score } from '../src/eval/score.ts';
+import { ensureFreshDist } from './helpers/fresh-dist.ts';
+
+ensureFreshDist();
 
 const chars = (s: string) => s.length;
 

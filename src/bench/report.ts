@@ -1,6 +1,7 @@
 // Bench output: the text tables for stdout, results.json, and the SVG plots (decode ms/token,
 // decode speedup, prefill ms and KV memory vs context; one line per configuration).
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
+import { writeFileAtomic } from '../node/atomic.js';
 import { join } from 'node:path';
 import { formatBytes } from '../attention/memory.js';
 import { lineChart, type Series } from '../plot/svg.js';
@@ -139,8 +140,8 @@ export function writeReport(r: BenchResults, dir: string): string[] {
   mkdirSync(dir, { recursive: true });
   const plots = renderPlots(r);
   r.plots = plots.map(([name]) => name);
-  for (const [name, svg] of plots) writeFileSync(join(dir, name), `${svg}\n`);
+  for (const [name, svg] of plots) writeFileAtomic(join(dir, name), `${svg}\n`);
   const json = join(dir, 'results.json');
-  writeFileSync(json, `${JSON.stringify(r, null, 1)}\n`);
+  writeFileAtomic(json, `${JSON.stringify(r, null, 1)}\n`);
   return [json, ...plots.map(([name]) => join(dir, name))];
 }

@@ -7,6 +7,7 @@ import { loadPattern } from '../attention/pattern.js';
 import type { DeviceChoice, Placement } from '../engine/engine.js';
 import { loadCheckpoint } from '../model/checkpoint.js';
 import { nodeModelFiles } from '../node/files.js';
+import { claimOutputFolder, removeStale } from '../node/output-folder.js';
 import { createNodeGpu } from '../node/gpu.js';
 import { isSoftwareGpu, machineInfo, processMemory } from '../bench/machine.js';
 import { randomAlphas, randomWeights } from '../bench/random-weights.js';
@@ -71,6 +72,9 @@ export async function benchCommand(argv: string[]): Promise<number> {
   let sink = intOption(v.sink, '--sink');
   let recent = intOption(v.recent, '--recent', 1);
   const outDir = v.out ?? BENCH_DEFAULT_OUT;
+  // Checked before any work: a previous bench's results.json and plots are replaced (and said so).
+  const previous = claimOutputFolder(outDir, { flag: 'duet bench --out', what: 'benchmark results', owns: (n) => n === 'results.json' || n.endsWith('.svg') });
+  if (previous.length) process.stderr.write(`duet: ${outDir} holds a previous benchmark (${previous.length} files); it will be replaced\n`);
   const say = (m: string) => process.stderr.write(`duet: ${m}\n`);
 
   // The GPU: auto skips software rasterisers (their timings say nothing about GPUs).
@@ -160,6 +164,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
     },
   });
   const files = writeReport(results, outDir);
+  removeStale(outDir, previous, files);
   if (v.json) process.stdout.write(`${JSON.stringify(results)}\n`);
   else process.stdout.write(`${renderText(results)}\nresults: ${files[0]}${files.length > 1 ? `; plots: ${files.slice(1).join(', ')}` : ''}\n`);
   return 0;

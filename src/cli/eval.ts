@@ -10,6 +10,8 @@ import type { DeviceChoice, Placement } from '../engine/engine.js';
 import { evaluate, fillerStyleFor, type EvalRow, type HeadConfig } from '../eval/evaluate.js';
 import { loadCheckpoint } from '../model/checkpoint.js';
 import { nodeModelFiles } from '../node/files.js';
+import { claimOutputFolder, removeStale } from '../node/output-folder.js';
+import { writeFileAtomic } from '../node/atomic.js';
 import { createNodeGpu } from '../node/gpu.js';
 import { heatmap } from '../plot/svg.js';
 import { Random } from '../tasks/random.js';
@@ -67,6 +69,10 @@ export async function evalCommand(argv: string[]): Promise<number> {
   const placement = v.placement as Placement | undefined;
   if (placement && !['split', 'gpu', 'cpu'].includes(placement)) throw new Error(`--placement must be split, gpu or cpu (got "${placement}")`);
   const outDir = v.out ?? 'eval-results';
+  // Checked before any work: results.json, samples.jsonl and heatmaps of a previous run are
+  // replaced (and said so), anything else in the folder is refused.
+  const previous = claimOutputFolder(outDir, { flag: 'duet eval --out', what: 'evaluation results', owns: (n) => n === 'results.json' || n === 'samples.jsonl' || n.endsWith('.svg') });
+  if (previous.length) process.stderr.write(`duet: ${outDir} holds a previous evaluation (${previous.length} files); it will be replaced\n`);
   const threads = threadsOption(v.threads);
 
   const progressLoad = new Progress('loading');
@@ -121,7 +127,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
     for (const task of tasks) {
       const grid = lengths.map((len) => depths.map((d) => rows.find((r) => r.config === h.name && r.task === task && r.length === len && r.depth === d)!.accuracy));
       const file = join(outDir, `${task}-${h.name.replace(/[^a-zA-Z0-9.@#-]+/g, '_')}.svg`);
-      writeFileSync(file, heatmap(grid, {
+      writeFileAtomic(file, heatmap(grid, {
         title: `${task} accuracy, ${h.name}`, rowLabel: 'context length (tokens)', colLabel: 'needle depth',
         rowNames: lengths.map(String), colNames: depths.map(String), annotate: true,
       }));
@@ -136,7 +142,8 @@ export async function evalCommand(argv: string[]): Promise<number> {
     return { name: h.name, streaming_heads: kv.streaming_heads, kv_heads: L * H, window: h.window ?? null, kv_bytes: kv.duo_bytes, kv_context: longest };
   });
   const result = { model: v.model, filler: style, samples, seed, configs, results: rows, plots };
-  writeFileSync(join(outDir, 'results.json'), `${JSON.stringify(result, null, 1)}\n`);
+  writeFileAtomic(join(outDir, 'results.json'), `${JSON.stringify(result, null, 1)}\n`);
+  removeStale(outDir, previous, [samplesFile, join(outDir, 'results.json'), ...plots]);
   if (v.json) {
     process.stdout.write(`${JSON.stringify(result)}\n`);
   } else {

@@ -11,6 +11,8 @@ import { writePattern } from '../identify/output.js';
 import { razorAlphas, razorScores, retrievalScores, zigzag } from '../identify/scores.js';
 import { loadCheckpoint } from '../model/checkpoint.js';
 import { nodeModelFiles } from '../node/files.js';
+import { claimOutputFolder, removeStale } from '../node/output-folder.js';
+import { PATTERN_FILES } from '../identify/output.js';
 import { intOption, numberOption, trainingDevice } from './options.js';
 import { Progress } from './progress.js';
 
@@ -48,6 +50,9 @@ export async function identifyCommand(argv: string[]): Promise<number> {
   const sink = intOption(v.sink, '--sink') ?? 16, recent = intOption(v.recent, '--recent', 1) ?? 64;
   const lengths = (v.lengths ?? '512,1024').split(',').map((s) => intOption(s.trim(), '--lengths', 32)!);
   if (lengths.length !== 2 || lengths[0] > lengths[1]) throw new Error('--lengths takes min,max (min ≤ max)');
+  // Checked before any work: never into a model's folder or over files that are not a pattern's.
+  const previous = claimOutputFolder(v.out, { flag: 'duet identify --out', what: 'a head pattern', owns: (n) => PATTERN_FILES.includes(n) });
+  if (previous.length) process.stderr.write(`duet: ${v.out} holds a previous pattern (${previous.join(', ')}); it will be replaced\n`);
 
   const gpu = await trainingDevice(v.device, (m) => process.stderr.write(`duet: ${m}\n`));
   const loadBar = new Progress('loading');
@@ -109,6 +114,7 @@ export async function identifyCommand(argv: string[]): Promise<number> {
     method: v.zigzag ? `${method}+zigzag` : method, options: { ...runOptions, device: gpu ? 'gpu' : 'cpu', ...(sparsity !== undefined ? { sparsity } : {}) },
     seed, data, alphas, sink, recent, seconds: (performance.now() - t0) / 1000, extra,
   });
+  removeStale(v.out, previous, files);
   process.stderr.write(`duet: wrote ${files.join(', ')}\n`);
   if (v.json) process.stdout.write(`${JSON.stringify({ method, alphas, files })}\n`);
   return 0;

@@ -37,7 +37,7 @@ Usage:
       long-context accuracy per task, length and needle depth; JSON rows and SVG heatmaps in --out
   duet web [--port P] [--model DIR] [--pattern DIR]
       serves the demo page on http://127.0.0.1:P/ (default ${WEB_DEFAULT_PORT}) with a model (default ${WEB_DEFAULT_MODEL})
-  duet train --out DIR [--steps N] [--seed S] [--resume] [--save-every N] [--tokens-per-step N]
+  duet train --out DIR [--steps N] [--seed S] [--resume | --force] [--save-every N] [--tokens-per-step N]
              [--max-len N] [--tasks ...] [--lr LR] [--layers N] [--hidden D] [--heads N] [--answer-weight W]
              [--threads N]
       trains the bundled character-level long-context model (HF layout in DIR, resumable)

@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import { readFile } from 'node:fs/promises';
 import { parseModelConfig } from '../model/config.js';
 import { formatBytes, projectKvMemory } from '../attention/memory.js';
+import { applySlidingWindow } from '../attention/sliding-window.js';
 import { intOption, patternOptions, resolveHeads } from './options.js';
 
 export async function memoryCommand(argv: string[]): Promise<number> {
@@ -19,7 +20,11 @@ export async function memoryCommand(argv: string[]): Promise<number> {
   try { json = JSON.parse(await readFile(v.config, 'utf8')); } catch (e) { throw new Error(`${v.config}: ${(e as Error).message}`); }
   const config = parseModelConfig(json, v.config);
   const heads = await resolveHeads(v, config.numLayers, config.numKvHeads);
-  const p = projectKvMemory(heads.kinds, config.headDim, context, heads.window ?? { sink: 0, recent: 1 }, dtype === 'f16' ? 2 : 4);
+  // The model's own sliding window caps every head's cache, as the engine runs it.
+  const windowed = applySlidingWindow(config.slidingWindow, config.maxPositionEmbeddings, heads.kinds, heads.window);
+  if (windowed.limit && context > windowed.limit.tokens) throw new Error(`--context ${context}: ${windowed.limit.reason}; the engine refuses sequences over ${windowed.limit.tokens} tokens`);
+  if (windowed.note) process.stderr.write(`duet: ${windowed.note}\n`);
+  const p = projectKvMemory(windowed.kinds, config.headDim, context, windowed.window ?? { sink: 0, recent: 1 }, dtype === 'f16' ? 2 : 4);
   if (v.json) {
     process.stdout.write(`${JSON.stringify({ ...p, kv_dtype: dtype, heads: heads.description })}\n`);
   } else {

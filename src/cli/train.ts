@@ -1,12 +1,12 @@
 // `duet train`: trains the bundled long-context model (fixtures/duet-passkey) from a seed, with a
 // progress bar (loss, step rate), checkpoints every --save-every steps and --resume.
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { loadState, saveModel, saveState } from '../train/checkpoint-io.js';
+import { loadCheckpointState, saveCheckpoint } from '../train/checkpoint-io.js';
+import { assertOutputFolder } from '../node/output-folder.js';
 import { GpuTrainer } from '../train/gpu-trainer.js';
 import { parameterCount } from '../train/model.js';
-import { Trainer, planRopeTheta, type StepReport, type TrainPlan, type TrainerState } from '../train/trainer.js';
+import { Trainer, assertFiniteStep, planRopeTheta, type StepReport, type TrainPlan, type TrainerState } from '../train/trainer.js';
 import { VOCAB_SIZE } from '../train/vocab.js';
 import { TASK_KINDS, type TaskKind } from '../tasks/tasks.js';
 import { intOption, numberOption, trainingDevice } from './options.js';
@@ -57,7 +57,7 @@ export function bundledPlan(overrides: Partial<TrainPlan> = {}): TrainPlan {
 }
 
 const options = {
-  out: { type: 'string' }, steps: { type: 'string' }, seed: { type: 'string' }, resume: { type: 'boolean' },
+  out: { type: 'string' }, steps: { type: 'string' }, seed: { type: 'string' }, resume: { type: 'boolean' }, force: { type: 'boolean' },
   'save-every': { type: 'string' }, 'tokens-per-step': { type: 'string' }, 'max-len': { type: 'string' },
   tasks: { type: 'string' }, lr: { type: 'string' }, layers: { type: 'string' }, hidden: { type: 'string' }, heads: { type: 'string' },
   'answer-weight': { type: 'string' },
@@ -98,6 +98,9 @@ function gpuRun(trainer: GpuTrainer): TrainRun {
 export async function trainCommand(argv: string[]): Promise<number> {
   const { values: v } = parseArgs({ args: argv, options, strict: true });
   if (!v.out) throw new Error('--out DIR is required');
+  if (v.resume && v.force) throw new Error('--resume continues the checkpoint in --out, --force replaces it: give one');
+  // A folder holding anything (a trained model above all) is only replaced when asked to.
+  if (!v.resume) assertOutputFolder(v.out, { force: v.force, what: 'the trained model', hint: 'add --resume to continue its training or --force to replace it' });
   const base = bundledPlan({ steps: intOption(v.steps, '--steps', 1) });
   const tasks = v.tasks ? v.tasks.split(',') as TaskKind[] : base.tasks;
   for (const t of tasks) if (!TASK_KINDS.includes(t)) throw new Error(`--tasks: unknown task "${t}"`);
@@ -128,33 +131,40 @@ export async function trainCommand(argv: string[]): Promise<number> {
   const threads = gpu ? 1 : Math.min(intOption(v.threads, '--threads', 1) ?? availableParallelism(), availableParallelism());
   const run = gpu ? gpuRun(GpuTrainer.create(plan, gpu)) : await cpuRun(plan, threads);
   const nParams = parameterCount(plan.model);
-  const stateDir = join(v.out, 'training');
+  let resumedAt: number | null = null;
   if (v.resume) {
-    const s = loadState(stateDir, nParams);
-    if (!s) throw new Error(`--resume: no ${join(stateDir, 'training_state.json')}`);
+    const s = loadCheckpointState(v.out, nParams, plan.model);
+    if (!s) throw new Error(`--resume: no ${join(v.out, 'training', 'training_state.json')}`);
     run.restore(s);
+    resumedAt = s.step;
     process.stderr.write(`duet: resumed at step ${s.step}\n`);
   }
   process.stderr.write(`duet: training ${nParams} parameters (${plan.model.layers} layers × ${plan.model.kvHeads} KV heads, d ${plan.model.hidden}) for ${plan.steps} steps of ~${plan.tokensPerStep} tokens\n`);
   process.stderr.write(gpu ? `duet: on the GPU (${gpu.adapterDescription})\n` : `duet: on the CPU, ${threads} thread${threads > 1 ? 's (data-parallel replicas)' : ''}\n`);
   const progress = new Progress('train');
+  let lastSaved: number | null = resumedAt;
   const save = async () => {
     const state = await run.state();
     const meta = { duet_steps: String(state.step), duet_seed: String(plan.seed) };
-    // The saved config carries the RoPE base the last step trained with.
-    saveModel(v.out!, { ...plan.model, ropeTheta: planRopeTheta(plan, Math.max(0, state.step - 1)) }, state.params, 4096, meta);
-    mkdirSync(stateDir, { recursive: true });
-    saveState(stateDir, state, { seed: plan.seed, steps: plan.steps, threads, device: gpu ? 'gpu' : 'cpu', plan });
+    // The saved config carries the RoPE base the last step trained with. One atomic file set;
+    // non-finite parameters or moments are refused before anything is written.
+    saveCheckpoint(v.out!, { ...plan.model, ropeTheta: planRopeTheta(plan, Math.max(0, state.step - 1)) }, state, 4096, meta,
+      { seed: plan.seed, steps: plan.steps, threads, device: gpu ? 'gpu' : 'cpu', plan });
+    lastSaved = state.step;
   };
   let ema = 0;
   const startStep = run.step();
-  while (run.step() < until) {
-    const r = await run.trainStep();
-    ema = ema ? 0.95 * ema + 0.05 * r.loss : r.loss;
-    progress.update(r.step - startStep, until - startStep, `step ${r.step}/${plan.steps} loss ${ema.toFixed(3)} lr ${r.lr.toExponential(1)} |g| ${r.gradNorm.toFixed(2)} ${(r.tokens / r.ms * 1000).toFixed(0)} tok/s`);
-    if (r.step % saveEvery === 0 || r.step === until) await save();
+  try {
+    while (run.step() < until) {
+      const r = await run.trainStep();
+      assertFiniteStep(r, lastSaved);
+      ema = ema ? 0.95 * ema + 0.05 * r.loss : r.loss;
+      progress.update(r.step - startStep, until - startStep, `step ${r.step}/${plan.steps} loss ${ema.toFixed(3)} lr ${r.lr.toExponential(1)} |g| ${r.gradNorm.toFixed(2)} ${(r.tokens / r.ms * 1000).toFixed(0)} tok/s`);
+      if (r.step % saveEvery === 0 || r.step === until) await save();
+    }
+  } finally {
+    await run.stop();
   }
-  await run.stop();
   process.stderr.write(`duet: saved ${v.out} (final loss ${ema.toFixed(4)})\n`);
   return 0;
 }

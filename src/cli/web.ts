@@ -4,10 +4,11 @@
 import { createReadStream, existsSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import { extname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { extname, isAbsolute, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { intOption } from './options.js';
+import { hostAllowed, parseRange, resolveInside } from '../node/http-guard.js';
 
 /** What `duet web` serves without --model (and then with this pattern). Change both here. */
 export const WEB_DEFAULT_MODEL = 'fixtures/duet-passkey';
@@ -36,24 +37,6 @@ function pageRoot(): string {
     if (existsSync(join(dir, 'index.html'))) return dir;
   }
   throw new Error('the page is not built (no dist/web/index.html); run `npm run build` first');
-}
-
-/** Parses one `bytes=` range against a file size; null = unsatisfiable, undefined = no range asked. */
-export function parseRange(header: string | undefined, size: number): { start: number; end: number } | null | undefined {
-  if (!header) return undefined;
-  const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
-  if (!m || (m[1] === '' && m[2] === '')) return null;
-  let start: number, end: number;
-  if (m[1] === '') {
-    const suffix = Number(m[2]);
-    if (suffix === 0) return null;
-    start = Math.max(0, size - suffix); end = size - 1;
-  } else {
-    start = Number(m[1]);
-    end = m[2] === '' ? size - 1 : Math.min(Number(m[2]), size - 1);
-  }
-  if (start >= size || end < start) return null;
-  return { start, end };
 }
 
 export interface WebServerOptions {
@@ -100,11 +83,6 @@ export async function startWebServer(o: WebServerOptions): Promise<WebServer> {
       ...COMMON_HEADERS, 'Content-Type': TYPES[extname(file).toLowerCase()] ?? 'application/octet-stream', 'Accept-Ranges': 'bytes',
     };
     const range = parseRange(req.headers.range, size);
-    if (range === null) {
-      res.writeHead(416, { ...headers, 'Content-Range': `bytes */${size}`, 'Content-Length': 0 });
-      res.end();
-      return;
-    }
     const { start, end } = range ?? { start: 0, end: size - 1 };
     const length = size === 0 ? 0 : end - start + 1;
     if (range) headers['Content-Range'] = `bytes ${start}-${end}/${size}`;
@@ -113,7 +91,9 @@ export async function startWebServer(o: WebServerOptions): Promise<WebServer> {
     createReadStream(file, { start, end }).on('error', () => res.destroy()).pipe(res);
   };
 
+  let port = o.port;
   const server = createServer((req, res) => {
+    if (!hostAllowed(req.headers.host, port)) { send(res, 421, 'this server answers only to 127.0.0.1 and localhost\n'); return; }
     if (req.method !== 'GET' && req.method !== 'HEAD') { send(res, 405, 'only GET and HEAD\n'); return; }
     let path: string;
     try {
@@ -127,16 +107,19 @@ export async function startWebServer(o: WebServerOptions): Promise<WebServer> {
     for (const m of mounts) {
       if (path.startsWith(m.prefix)) { dir = m.dir; rel = path.slice(m.prefix.length); break; }
     }
-    const file = resolve(dir, rel);
-    if (file !== dir && !file.startsWith(dir.endsWith(sep) ? dir : dir + sep)) { send(res, 403, 'outside the served directories\n'); return; }
-    serveFile(req, res, file).catch(() => res.destroy());
+    // Inside the served folder after following symlinks, or refused.
+    resolveInside(dir, rel).then((file) => {
+      if (file === 'missing') { send(res, 404, 'not found\n'); return; }
+      if (file === 'outside') { send(res, 403, 'outside the served directories\n'); return; }
+      return serveFile(req, res, file);
+    }).catch(() => res.destroy());
   });
   await new Promise<void>((ok, fail) => {
     server.once('error', fail);
     server.listen(o.port, '127.0.0.1', () => { server.off('error', fail); ok(); });
   });
   const address = server.address();
-  const port = typeof address === 'object' && address ? address.port : o.port;
+  port = typeof address === 'object' && address ? address.port : o.port;
   return {
     url: `http://127.0.0.1:${port}/`,
     close: () => new Promise<void>((ok) => { server.close(() => ok()); server.closeAllConnections(); }),

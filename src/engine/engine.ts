@@ -4,6 +4,7 @@ import { DeviceModel } from './device-model.js';
 import { Session, type KvMemory } from './session.js';
 import { Sampler, type SamplingOptions } from './sampler.js';
 import { allHeads, countStreaming, type HeadKinds } from '../attention/pattern.js';
+import { applySlidingWindow } from '../attention/sliding-window.js';
 import { createCpuBackend } from '../cpu/backend.js';
 import { GpuBackend } from '../gpu/backend.js';
 import type { GpuContext } from '../gpu/context.js';
@@ -56,6 +57,8 @@ export class Engine {
     readonly placement: Placement,
     readonly cpu: CpuLike,
     readonly gpu: GpuBackend | null,
+    /** Longest sequence this configuration computes exactly, when shorter than the model's limit. */
+    readonly positionLimit: { tokens: number; reason: string } | null = null,
   ) {}
 
   static async create(config: ModelConfig, weights: ModelWeights, options: EngineOptions = {}): Promise<Engine> {
@@ -81,12 +84,16 @@ export class Engine {
     const cpu = await (options.createCpu ?? createCpuBackend)();
     const main: Backend = placement === 'cpu' ? cpu : gpu!;
     const streamingBackend: Backend = placement === 'gpu' ? gpu! : cpu;
-    const kinds = options.kinds ?? allHeads(config.numLayers, config.numKvHeads, true);
-    if (countStreaming(kinds) > 0 && !options.window) throw new Error('streaming heads need a window (sink and recent sizes)');
-    const window = options.window ?? { sink: 0, recent: 1 };
+    const asked = options.kinds ?? allHeads(config.numLayers, config.numKvHeads, true);
+    if (countStreaming(asked) > 0 && !options.window) throw new Error('streaming heads need a window (sink and recent sizes)');
+    // The model's own sliding window (Mistral) runs as streaming heads without sinks.
+    const windowed = applySlidingWindow(config.slidingWindow, config.maxPositionEmbeddings, asked, options.window);
+    if (windowed.note) notice(windowed.note);
+    const kinds = windowed.kinds;
+    const window = windowed.window ?? { sink: 0, recent: 1 };
     const model = new DeviceModel(config, weights, { main, streamingBackend, kinds, window });
     if (placement === 'cpu' && gpu) { gpu.destroy(); gpu = null; }
-    return new Engine(config, model, placement, cpu, gpu);
+    return new Engine(config, model, placement, cpu, gpu, windowed.limit);
   }
 
   get deviceDescription(): string {
@@ -94,7 +101,7 @@ export class Engine {
   }
 
   newSession(capacity: number, maxRows = 512): Session {
-    return new Session(this.model, { capacity, maxRows });
+    return new Session(this.model, { capacity, maxRows, limit: this.positionLimit });
   }
 
   async generate(promptIds: number[], options: GenerateOptions = {}): Promise<GenerationResult> {

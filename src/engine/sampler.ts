@@ -26,6 +26,15 @@ export function argmax(logits: ArrayLike<number>): number {
   return best;
 }
 
+/** One pass over the row the sampler reads: NaN/Inf there means the forward pass broke. */
+export function assertFiniteLogits(logits: ArrayLike<number>): void {
+  for (let i = 0; i < logits.length; i++) {
+    if (!Number.isFinite(logits[i])) {
+      throw new Error(`the model produced non-finite logits (${logits[i]} for token ${i}): its weights or activations hold NaN or Inf; generation stopped`);
+    }
+  }
+}
+
 export class Sampler {
   private readonly random: () => number;
   constructor(private readonly options: SamplingOptions = {}) {
@@ -36,7 +45,9 @@ export class Sampler {
     this.random = seededRandom(options.seed ?? 0);
   }
 
+  /** Throws a clear Error when the row holds NaN/Inf (broken weights or activations), never picks from it. */
   sample(logits: Float32Array): number {
+    assertFiniteLogits(logits);
     const { temperature = 0, topK, topP } = this.options;
     if (temperature === 0) return argmax(logits);
     let ids = Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a] || a - b);

@@ -2,14 +2,14 @@
 // Per layer the main backend computes norm, Q/K/V and RoPE for both sides; the retrieval side
 // attends over its full cache on the main backend while the streaming side attends over its
 // sink + recent ring on the streaming backend; the two outputs meet again in the O projection.
-import type { Backend, DeviceTensor } from './backend.js';
+import type { Backend, DeviceTensor, StreamingWindow } from './backend.js';
 import type { DeviceModel, DeviceSide } from './device-model.js';
 
 interface LayerCache {
   /** Full cache of the retrieval heads: [kvHeads][capacity][headDim] on the main backend. */
   kCache: DeviceTensor | null;
   vCache: DeviceTensor | null;
-  /** Ring of the streaming heads: [kvHeads][sink + recent][headDim] on the streaming backend. */
+  /** Ring of the streaming heads: [kvHeads][ring slots][headDim] on the streaming backend. */
   kRing: DeviceTensor | null;
   vRing: DeviceTensor | null;
 }
@@ -28,6 +28,9 @@ export class Session {
   /** Tokens already in the caches. */
   pastLen = 0;
   private capacity: number;
+  /** The rings' window: the model's, or while the capacity is shorter, one of capacity slots. */
+  private ring: StreamingWindow;
+  private readonly limit: { tokens: number; reason: string } | null;
   private readonly caches: LayerCache[];
   private readonly maxRows: number;
   private readonly ws: {
@@ -39,10 +42,12 @@ export class Session {
     remote: SideBuffers | null;
   };
 
-  constructor(readonly model: DeviceModel, options: { capacity: number; maxRows: number }) {
+  constructor(readonly model: DeviceModel, options: { capacity: number; maxRows: number; limit?: { tokens: number; reason: string } | null }) {
     const { config, main } = model;
     this.maxRows = Math.max(1, options.maxRows);
     this.capacity = Math.max(1, options.capacity);
+    this.limit = options.limit ?? null;
+    this.ring = ringWindow(model.window, this.capacity);
     const rows = this.maxRows, D = config.headDim;
     const sideBuffers = (be: Backend, side: 'retrieval' | 'streaming'): SideBuffers | null => {
       const { numHeads, numKvHeads } = model.maxHeads(side);
@@ -62,7 +67,7 @@ export class Session {
       retrieval: sideBuffers(main, 'retrieval'), streaming, remote,
       packed: remote && streaming ? main.alloc(streaming.q.length + 2 * streaming.k.length) : null,
     };
-    const slots = model.window.sink + model.window.recent;
+    const slots = this.ring.sink + this.ring.recent;
     this.caches = model.layers.map((layer) => ({
       kCache: layer.retrieval ? main.alloc(layer.retrieval.numKvHeads * this.capacity * D) : null,
       vCache: layer.retrieval ? main.alloc(layer.retrieval.numKvHeads * this.capacity * D) : null,
@@ -107,7 +112,33 @@ export class Session {
       c.kCache = grow(c.kCache);
       c.vCache = grow(c.vCache);
     });
+    this.growRings(newCapacity);
     this.capacity = newCapacity;
+  }
+
+  /**
+   * Rings shorter than sink + recent (a short capacity) hold positions 0…pastLen−1 in slots
+   * 0…pastLen−1, as the full-size ring would: growing copies them into rings for the new capacity.
+   */
+  private growRings(newCapacity: number): void {
+    const next = ringWindow(this.model.window, newCapacity);
+    const oldSlots = this.ring.sink + this.ring.recent, newSlots = next.sink + next.recent;
+    if (newSlots === oldSlots) return;
+    const be = this.model.streamingBackend, D = this.model.config.headDim;
+    this.model.layers.forEach((layer, l) => {
+      const c = this.caches[l];
+      if (!layer.streaming || !c.kRing || !c.vRing) return;
+      const kvh = layer.streaming.numKvHeads;
+      const grow = (old: DeviceTensor): DeviceTensor => {
+        const t = be.alloc(kvh * newSlots * D);
+        for (let h = 0; h < kvh; h++) be.copy(t, h * newSlots * D, old, h * oldSlots * D, this.pastLen * D);
+        be.free(old);
+        return t;
+      };
+      c.kRing = grow(c.kRing);
+      c.vRing = grow(c.vRing);
+    });
+    this.ring = next;
   }
 
   /**
@@ -120,6 +151,9 @@ export class Session {
     const limit = config.maxPositionEmbeddings;
     if (this.pastLen + ids.length > limit) {
       throw new Error(`sequence of ${this.pastLen + ids.length} tokens exceeds the model's max_position_embeddings (${limit})`);
+    }
+    if (this.limit && this.pastLen + ids.length > this.limit.tokens) {
+      throw new Error(`sequence of ${this.pastLen + ids.length} tokens: ${this.limit.reason}, so results past ${this.limit.tokens} tokens would be wrong; refusing`);
     }
     for (const id of Array.from(ids)) {
       if (!Number.isInteger(id) || id < 0 || id >= config.vocabSize) throw new Error(`token id ${id} is outside the vocabulary (0..${config.vocabSize - 1})`);
@@ -181,12 +215,12 @@ export class Session {
           be.write(rm.q, data.subarray(0, nq));
           be.write(rm.k, data.subarray(nq, nq + nk));
           be.write(rm.v, data.subarray(nq + nk, nq + 2 * nk));
-          be.streamingAttention(rm.out, rm.q, rm.k, rm.v, cache.kRing!, cache.vRing!, shape, model.window);
-          be.ringAppend(cache.kRing!, cache.vRing!, rm.k, rm.v, rows, str.numKvHeads, D, this.pastLen, model.window);
+          be.streamingAttention(rm.out, rm.q, rm.k, rm.v, cache.kRing!, cache.vRing!, shape, this.ring);
+          be.ringAppend(cache.kRing!, cache.vRing!, rm.k, rm.v, rows, str.numKvHeads, D, this.pastLen, this.ring);
           main.write(s.out, await be.read(rm.out, 0, nq));
         } else {
-          main.streamingAttention(s.out, s.q, s.k, s.v, cache.kRing!, cache.vRing!, shape, model.window);
-          main.ringAppend(cache.kRing!, cache.vRing!, s.k, s.v, rows, str.numKvHeads, D, this.pastLen, model.window);
+          main.streamingAttention(s.out, s.q, s.k, s.v, cache.kRing!, cache.vRing!, shape, this.ring);
+          main.ringAppend(cache.kRing!, cache.vRing!, s.k, s.v, rows, str.numKvHeads, D, this.pastLen, this.ring);
         }
       }
       if (ret) main.matmul(ws.h, ws.retrieval!.out, ret.wo, null, rows, ret.numHeads * D, hidden);
@@ -221,4 +255,15 @@ export class Session {
     if (remote) for (const t of Object.values(remote)) streamingBackend.free(t);
     if (packed) main.free(packed);
   }
+}
+
+/**
+ * The ring for a capacity: sink + recent slots, or `capacity` slots when fewer positions can ever be
+ * cached. Every position below the capacity then sees every earlier key under both windows (i <
+ * sink + recent means i − recent < sink), so the smaller ring computes the same attention.
+ */
+export function ringWindow(w: StreamingWindow, capacity: number): StreamingWindow {
+  if (capacity >= w.sink + w.recent) return w;
+  const sink = Math.min(w.sink, capacity - 1);
+  return { sink, recent: capacity - sink };
 }

@@ -9,6 +9,11 @@ import { Arena } from '../train/arena.js';
 import { TrainModel, cpuTrainModel, type TrainConfig } from '../train/model.js';
 
 function trainConfig(config: ModelConfig, maxRows: number): TrainConfig {
+  // The training forward attends causally over the whole sequence; a model's own sliding window
+  // would bind past its length and give other activations than the model's.
+  if (config.slidingWindow !== null && maxRows > config.slidingWindow) {
+    throw new Error(`config.json: sliding_window ${config.slidingWindow} is shorter than the identification sequences (${maxRows} tokens); identification does not apply sliding windows (use shorter --lengths)`);
+  }
   return {
     vocab: config.vocabSize, hidden: config.hiddenSize, layers: config.numLayers, heads: config.numHeads, kvHeads: config.numKvHeads,
     headDim: config.headDim, intermediate: config.intermediateSize, eps: config.rmsNormEps, ropeTheta: config.ropeTheta, maxRows,

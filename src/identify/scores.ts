@@ -25,6 +25,49 @@ function reduceGroups(perHead: Float64Array, layers: number, heads: number, kvHe
 
 export interface RazorScores { echo: Grid; induction: Grid }
 
+/**
+ * Echo and induction scores of each head from its causal attention matrix P ([heads][T][T], row i
+ * the query at position i) over the token sequence `ids`.
+ */
+export function razorHeadScores(P: ArrayLike<number>, heads: number, ids: ArrayLike<number>): { echo: Float64Array; induction: Float64Array } {
+  const T = ids.length;
+  const echo = new Float64Array(heads), induction = new Float64Array(heads);
+  for (let h = 0; h < heads; h++) {
+    let e = 0, ind = 0;
+    for (let i = 0; i < T; i++) {
+      const row = (h * T + i) * T;
+      for (let j = 0; j <= i; j++) {
+        if (j < i && ids[j] === ids[i]) e += P[row + j];
+        if (j >= 1 && ids[j - 1] === ids[i]) ind += P[row + j];
+      }
+    }
+    echo[h] = e / (T * T);
+    induction[h] = ind / (T * T);
+  }
+  return { echo, induction };
+}
+
+/**
+ * Retrieval-score hits of each head for one answered prompt: per generated token t+1 (t from
+ * promptLen − 1), 1/|answer| when the position the head attends most (ties: the first; position 0,
+ * the attention sink, never counts) lies in the needle [n0, n1) and holds that token.
+ */
+export function retrievalHits(P: ArrayLike<number>, heads: number, ids: ArrayLike<number>, promptLen: number, needle: [number, number]): Float64Array {
+  const T = ids.length, answer = T - promptLen;
+  const out = new Float64Array(heads);
+  for (let h = 0; h < heads; h++) {
+    let hits = 0;
+    for (let t = promptLen - 1; t < T - 1; t++) {
+      const row = (h * T + t) * T;
+      let arg = 0;
+      for (let j = 1; j <= t; j++) if (P[row + j] > P[row + arg]) arg = j;
+      if (arg >= needle[0] && arg < needle[1] && ids[arg] === ids[t + 1]) hits++;
+    }
+    out[h] = hits / Math.max(1, answer);
+  }
+  return out;
+}
+
 export async function razorScores<T>(model: TrainModel<T>, o: { seed: number; segment: number; repeats: number; firstId: number; bos: number[] }): Promise<RazorScores> {
   const { layers, heads, kvHeads, vocab } = model.c;
   const r = new Random(o.seed);
@@ -36,18 +79,9 @@ export async function razorScores<T>(model: TrainModel<T>, o: { seed: number; se
   const echo = new Float64Array(layers * heads), induction = new Float64Array(layers * heads);
   for (let l = 0; l < layers; l++) {
     const P = await model.k.read(model.attentionProbs(l), heads * T * T);
-    for (let h = 0; h < heads; h++) {
-      let e = 0, ind = 0;
-      for (let i = 0; i < T; i++) {
-        const row = (h * T + i) * T;
-        for (let j = 0; j <= i; j++) {
-          if (j < i && ids[j] === ids[i]) e += P[row + j];
-          if (j >= 1 && ids[j - 1] === ids[i] && j - 1 < i) ind += P[row + j];
-        }
-      }
-      echo[l * heads + h] = e / (T * T);
-      induction[l * heads + h] = ind / (T * T);
-    }
+    const one = razorHeadScores(P, heads, ids);
+    echo.set(one.echo, l * heads);
+    induction.set(one.induction, l * heads);
   }
   return { echo: reduceGroups(echo, layers, heads, kvHeads), induction: reduceGroups(induction, layers, heads, kvHeads) };
 }
@@ -121,16 +155,8 @@ export async function retrievalScores<T>(model: TrainModel<T>, tokenizer: TextTo
       model.forward(ids, Int32Array.from(ids, (_, i) => i), null);
       for (let l = 0; l < layers; l++) {
         const P = await model.k.read(model.attentionProbs(l), heads * T * T);
-        for (let h = 0; h < heads; h++) {
-          let hits = 0;
-          for (let t = prompt.length - 1; t < T - 1; t++) {
-            const row = (h * T + t) * T;
-            let arg = 0;
-            for (let j = 1; j <= t; j++) if (P[row + j] > P[row + arg]) arg = j;
-            if (arg >= n0 && arg < n1 && ids[arg] === ids[t + 1]) hits++;
-          }
-          sum[l * heads + h] += hits / Math.max(1, answer.length);
-        }
+        const hits = retrievalHits(P, heads, ids, prompt.length, [n0, n1]);
+        for (let h = 0; h < heads; h++) sum[l * heads + h] += hits[h];
       }
     }
   }

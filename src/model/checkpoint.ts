@@ -22,17 +22,21 @@ export async function loadCheckpoint(files: ModelFiles, options: { onProgress?: 
   const genEos = generation.eos_token_id;
   const eosTokenIds = typeof genEos === 'number' ? [genEos]
     : Array.isArray(genEos) ? genEos.filter((e): e is number => typeof e === 'number') : config.eosTokenIds;
-  let tokenizer: TextTokenizer | null = null;
-  if (await files.exists('tokenizer.json')) {
-    const tokJson = await readJson(files, 'tokenizer.json');
-    const tokConfig = (await files.exists('tokenizer_config.json'))
-      ? (await readJson(files, 'tokenizer_config.json')) as Record<string, unknown> : {};
-    try {
-      tokenizer = new TextTokenizer(tokJson as object, tokConfig);
-    } catch (e) {
-      throw new Error(`tokenizer.json: cannot be loaded (${(e as Error).message})`);
-    }
-  }
+  const tokenizer = await loadTokenizer(files);
   const weights = await loadWeights(files, config, options.onProgress);
   return { name: files.name, config, weights, tokenizer, eosTokenIds, generation };
+}
+
+/** tokenizer.json (+ tokenizer_config.json) of a model directory, or null without tokenizer.json. */
+export async function loadTokenizer(files: ModelFiles): Promise<TextTokenizer | null> {
+  if (!(await files.exists('tokenizer.json'))) return null;
+  const tokJson = await readJson(files, 'tokenizer.json');
+  const tokConfig = (await files.exists('tokenizer_config.json')) ? await readJson(files, 'tokenizer_config.json') : {};
+  if (typeof tokJson !== 'object' || tokJson === null || Array.isArray(tokJson)) throw new Error('tokenizer.json: expected a JSON object');
+  if (typeof tokConfig !== 'object' || tokConfig === null || Array.isArray(tokConfig)) throw new Error('tokenizer_config.json: expected a JSON object');
+  try {
+    return new TextTokenizer(tokJson as object, tokConfig as Record<string, unknown>);
+  } catch (e) {
+    throw new Error(`tokenizer.json (with tokenizer_config.json): cannot be loaded (${(e as Error).message})`);
+  }
 }

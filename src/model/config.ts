@@ -23,7 +23,11 @@ export interface ModelConfig {
   tieWordEmbeddings: boolean;
   /** q/k/v projections carry a bias (qwen2 always; llama with attention_bias). */
   attentionBias: boolean;
-  /** Mistral's sliding window, recorded but not applied (Duet attends over the whole cache). */
+  /**
+   * Mistral's sliding window W: a query at position i attends keys j with i − W < j ≤ i (W keys,
+   * itself included), as Hugging Face's masks do; null = none. Applied by the engine as a streaming
+   * window with no sinks (src/attention/sliding-window.ts).
+   */
   slidingWindow: number | null;
   bosTokenId: number | null;
   eosTokenIds: number[];
@@ -87,6 +91,16 @@ export function parseModelConfig(json: unknown, file = 'config.json'): ModelConf
       fail('rope_scaling', `has unsupported rope_type ${JSON.stringify(kind)} (supported: llama3, linear)`);
     }
   }
+  // Features these architectures can switch on that Duet does not implement: refused, never ignored.
+  const act = c.hidden_act ?? c.hidden_activation;
+  if (act !== undefined && act !== 'silu' && act !== 'swish') fail('hidden_act', `is ${JSON.stringify(act)}; Duet implements only silu (SwiGLU MLP)`);
+  if (c.mlp_bias !== undefined && c.mlp_bias !== false) fail('mlp_bias', `is ${JSON.stringify(c.mlp_bias)}; Duet's MLP has no biases (only false is supported)`);
+  if (c.attention_bias !== undefined && typeof c.attention_bias !== 'boolean') fail('attention_bias', 'must be true or false');
+  let slidingWindow: number | null = null;
+  if (modelType === 'mistral' && c.sliding_window !== undefined && c.sliding_window !== null) slidingWindow = int('sliding_window');
+  if (modelType === 'qwen2' && c.use_sliding_window === true) {
+    fail('use_sliding_window', 'is true: sliding windows on some layers (max_window_layers) are not implemented; Duet runs qwen2 with full attention only');
+  }
   const eos = c.eos_token_id;
   const eosTokenIds = typeof eos === 'number' ? [eos] : Array.isArray(eos) ? eos.filter((e): e is number => typeof e === 'number') : [];
   const tie = c.tie_word_embeddings;
@@ -104,7 +118,7 @@ export function parseModelConfig(json: unknown, file = 'config.json'): ModelConf
     vocabSize: int('vocab_size'),
     tieWordEmbeddings: (tie as boolean | undefined) ?? false,
     attentionBias: modelType === 'qwen2' ? true : c.attention_bias === true,
-    slidingWindow: typeof c.sliding_window === 'number' ? c.sliding_window : null,
+    slidingWindow,
     bosTokenId: typeof c.bos_token_id === 'number' ? c.bos_token_id : null,
     eosTokenIds,
   };

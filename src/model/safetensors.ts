@@ -16,6 +16,8 @@ export interface TensorInfo {
   byteLength: number;
 }
 
+const MAX_HEADER_BYTES = 100_000_000;
+
 /** Reads and validates one file's header. */
 export async function readSafetensorsHeader(files: ModelFiles, file: string): Promise<TensorInfo[]> {
   if (!(await files.exists(file))) throw new Error(`${file}: missing from ${files.name}`);
@@ -23,6 +25,8 @@ export async function readSafetensorsHeader(files: ModelFiles, file: string): Pr
   if (size < 8) throw new Error(`${file}: truncated (${size} bytes, not even a header length)`);
   const lenBytes = await files.readBytes(file, 0, 8);
   const headerLen = Number(new DataView(lenBytes.buffer, lenBytes.byteOffset, 8).getBigUint64(0, true));
+  // The reference library's limit: a header is JSON text, never hundreds of megabytes.
+  if (headerLen > MAX_HEADER_BYTES) throw new Error(`${file}: header length ${headerLen} exceeds the ${MAX_HEADER_BYTES}-byte limit; not safetensors`);
   if (headerLen > size - 8) throw new Error(`${file}: header length ${headerLen} exceeds the file size (${size} bytes); truncated or not safetensors`);
   let header: Record<string, unknown>;
   try {
@@ -53,6 +57,14 @@ export async function readSafetensorsHeader(files: ModelFiles, file: string): Pr
     if (off[1] > dataSize) throw new Error(`${where}: data_offsets [${off[0]}, ${off[1]}] are out of range (the file has ${dataSize} data bytes; truncated?)`);
     tensors.push({ name, file, dtype, shape, offset: dataStart + off[0], byteLength: expected });
   }
+  // No two tensors may share bytes (the reference library rejects overlapping data_offsets too).
+  const byStart = tensors.filter((t) => t.byteLength > 0).sort((a, b) => a.offset - b.offset);
+  for (let i = 1; i < byStart.length; i++) {
+    const a = byStart[i - 1], b = byStart[i];
+    if (b.offset < a.offset + a.byteLength) {
+      throw new Error(`${file}: tensors "${a.name}" and "${b.name}" overlap (data_offsets [${a.offset - dataStart}, ${a.offset - dataStart + a.byteLength}] and [${b.offset - dataStart}, ${b.offset - dataStart + b.byteLength}])`);
+    }
+  }
   return tensors;
 }
 
@@ -60,10 +72,22 @@ export async function readSafetensorsHeader(files: ModelFiles, file: string): Pr
 export async function readCheckpointIndex(files: ModelFiles): Promise<Map<string, TensorInfo>> {
   const INDEX = 'model.safetensors.index.json';
   let shardFiles: string[];
+  let weightMap: Record<string, unknown> | null = null;
   if (await files.exists(INDEX)) {
-    const index = (await readJson(files, INDEX)) as { weight_map?: Record<string, string> };
-    if (typeof index?.weight_map !== 'object' || index.weight_map === null) throw new Error(`${INDEX}: missing "weight_map"`);
-    shardFiles = [...new Set(Object.values(index.weight_map))];
+    const index = (await readJson(files, INDEX)) as { weight_map?: unknown };
+    if (typeof index !== 'object' || index === null || Array.isArray(index)) throw new Error(`${INDEX}: expected a JSON object`);
+    const map = index.weight_map;
+    if (typeof map !== 'object' || map === null || Array.isArray(map)) throw new Error(`${INDEX}: missing "weight_map" (an object of tensor name → shard file)`);
+    weightMap = map as Record<string, unknown>;
+    for (const [tensor, shard] of Object.entries(weightMap)) {
+      if (typeof shard !== 'string') throw new Error(`${INDEX}: weight_map["${tensor}"] must be a file name (got ${JSON.stringify(shard)})`);
+      // A shard is a plain file name in the model folder: no folders, no way out of it.
+      if (!/^[A-Za-z0-9._-]+$/.test(shard) || shard === '.' || shard === '..') {
+        throw new Error(`${INDEX}: weight_map["${tensor}"] names "${shard}", not a file in the model folder (shards are plain file names)`);
+      }
+    }
+    shardFiles = [...new Set(Object.values(weightMap) as string[])];
+    if (shardFiles.length === 0) throw new Error(`${INDEX}: "weight_map" is empty`);
     for (const f of shardFiles) if (!(await files.exists(f))) throw new Error(`${INDEX}: shard "${f}" is missing from ${files.name}`);
   } else if (await files.exists('model.safetensors')) {
     shardFiles = ['model.safetensors'];
@@ -71,7 +95,19 @@ export async function readCheckpointIndex(files: ModelFiles): Promise<Map<string
     throw new Error(`${files.name}: no model.safetensors or model.safetensors.index.json`);
   }
   const all = new Map<string, TensorInfo>();
-  for (const f of shardFiles) for (const t of await readSafetensorsHeader(files, f)) all.set(t.name, t);
+  for (const f of shardFiles) {
+    for (const t of await readSafetensorsHeader(files, f)) {
+      const other = all.get(t.name);
+      if (other) throw new Error(`${f}: tensor "${t.name}" is also in ${other.file}`);
+      all.set(t.name, t);
+    }
+  }
+  if (weightMap) {
+    for (const [tensor, shard] of Object.entries(weightMap)) {
+      const t = all.get(tensor);
+      if (!t || t.file !== shard) throw new Error(`${INDEX}: weight_map puts "${tensor}" in ${shard}, ${t ? `but it is in ${t.file}` : 'but no shard holds it'}`);
+    }
+  }
   return all;
 }
 

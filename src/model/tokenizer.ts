@@ -29,13 +29,15 @@ export class StreamDecoder {
 
 export class TextTokenizer {
   private readonly tokenizer: Tokenizer;
-  private readonly template: Template | null;
+  /** The chat template's source; compiled on first use, so a broken one fails only with --chat. */
+  private readonly templateSource: string | null;
+  private template: Template | null = null;
   constructor(tokenizerJson: object, private readonly tokenizerConfig: Record<string, unknown>) {
     this.tokenizer = new Tokenizer(tokenizerJson, tokenizerConfig);
     const t = tokenizerConfig.chat_template;
-    const source = typeof t === 'string' ? t
-      : Array.isArray(t) ? (t.find((x: { name?: string }) => x.name === 'default')?.template as string | undefined) ?? null : null;
-    this.template = source ? new Template(source) : null;
+    const named = Array.isArray(t) ? t.find((x: unknown) => (x as { name?: unknown } | null)?.name === 'default') as { template?: unknown } | undefined : undefined;
+    const source = typeof t === 'string' ? t : typeof named?.template === 'string' ? named.template : null;
+    this.templateSource = source;
   }
 
   encode(text: string, options: { addSpecialTokens?: boolean } = {}): number[] {
@@ -49,14 +51,23 @@ export class TextTokenizer {
   streamDecoder(): StreamDecoder { return new StreamDecoder(this); }
 
   applyChatTemplate(messages: ChatMessage[], options: { addGenerationPrompt?: boolean } = {}): string {
-    if (!this.template) throw new Error('tokenizer_config.json has no chat_template; drop --chat');
+    if (this.templateSource === null) throw new Error('tokenizer_config.json has no chat_template; drop --chat');
+    if (!this.template) {
+      try { this.template = new Template(this.templateSource); } catch (e) {
+        throw new Error(`tokenizer_config.json: field "chat_template" is not a valid Jinja template (${(e as Error).message})`);
+      }
+    }
     const special = (key: string) => {
       const v = this.tokenizerConfig[key];
       return typeof v === 'string' ? v : (v as { content?: string } | undefined)?.content ?? '';
     };
-    return this.template.render({
-      messages, add_generation_prompt: options.addGenerationPrompt ?? true,
-      bos_token: special('bos_token'), eos_token: special('eos_token'),
-    });
+    try {
+      return this.template.render({
+        messages, add_generation_prompt: options.addGenerationPrompt ?? true,
+        bos_token: special('bos_token'), eos_token: special('eos_token'),
+      });
+    } catch (e) {
+      throw new Error(`tokenizer_config.json: field "chat_template" failed to render (${(e as Error).message})`);
+    }
   }
 }

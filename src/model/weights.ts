@@ -21,8 +21,23 @@ export interface ModelWeights {
 
 export type LoadProgress = (loadedBytes: number, totalBytes: number, tensor: string) => void;
 
+/** Buffers some exports carry that Hugging Face recomputes (RoPE frequencies): not weights. */
+const IGNORED = /^model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$/;
+
+/** num_hidden_layers against the layers the checkpoint has tensors for, before anything is sized by it. */
+function checkLayerCount(index: Map<string, TensorInfo>, numLayers: number, where: string): void {
+  let layers = 0;
+  for (const name of index.keys()) {
+    const m = /^model\.layers\.(\d+)\./.exec(name);
+    if (m) layers = Math.max(layers, Number(m[1]) + 1);
+  }
+  if (numLayers > layers) throw new Error(`config.json: num_hidden_layers is ${numLayers}, but the checkpoint in ${where} has tensors for ${layers} layers`);
+  if (numLayers < layers) throw new Error(`config.json: num_hidden_layers is ${numLayers}, but the checkpoint in ${where} has tensors for ${layers} layers (layers ${numLayers}–${layers - 1} would be silently skipped)`);
+}
+
 export async function loadWeights(files: ModelFiles, config: ModelConfig, onProgress?: LoadProgress): Promise<ModelWeights> {
   const index = await readCheckpointIndex(files);
+  checkLayerCount(index, config.numLayers, files.name);
   const { hiddenSize: H, intermediateSize: I, numHeads, numKvHeads, headDim: D, vocabSize: V } = config;
   const expected = new Map<string, number[]>();
   expected.set('model.embed_tokens.weight', [V, H]);
@@ -46,6 +61,13 @@ export async function loadWeights(files: ModelFiles, config: ModelConfig, onProg
   expected.set('model.norm.weight', [H]);
   const tied = config.tieWordEmbeddings;
   if (!tied) expected.set('lm_head.weight', [V, H]);
+
+  // A tensor the architecture does not use (a bias without attention_bias, an MLP bias, …) would
+  // change the output of the network it came from: refused, not skipped.
+  for (const [name, t] of index) {
+    if (expected.has(name) || IGNORED.test(name) || (tied && name === 'lm_head.weight')) continue;
+    throw new Error(`${t.file}: tensor "${name}" is not used by a ${config.modelType} model with this config.json (attention_bias ${config.attentionBias}); Duet refuses to run without it rather than give a different result`);
+  }
 
   const infos = new Map<string, TensorInfo>();
   let total = 0;

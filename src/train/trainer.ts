@@ -104,6 +104,13 @@ export function stepSequences(p: TrainPlan, step: number): Sequence[] {
 
 export interface StepReport { step: number; loss: number; lr: number; gradNorm: number; tokens: number; ms: number }
 
+/** A step whose loss or gradient norm is NaN/Inf has ruined the weights: stop before anything is saved. */
+export function assertFiniteStep(r: StepReport, lastSaved: number | null): void {
+  if (Number.isFinite(r.loss) && Number.isFinite(r.gradNorm)) return;
+  const kept = lastSaved === null ? 'nothing was saved' : `the checkpoint of step ${lastSaved} is kept`;
+  throw new Error(`training diverged at step ${r.step}: loss ${r.loss}, gradient norm ${r.gradNorm} (learning rate ${r.lr.toExponential(2)}); stopped without saving, ${kept}`);
+}
+
 export interface TrainerState { step: number; params: Float32Array; m: Float32Array; v: Float32Array }
 
 export class Trainer {

@@ -3,6 +3,8 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { rng } from '../reference/kernels.ts';
+import { readCheckpointIndex, readTensor } from '../../src/model/safetensors.ts';
+import { nodeModelFiles } from '../../src/node/files.ts';
 
 export type Dtype = 'F32' | 'F16' | 'BF16';
 
@@ -215,3 +217,13 @@ export async function writeCheckpoint(dir: string, partial: Partial<CheckpointSp
   }
   return s;
 }
+
+/** Rewrites a single-file checkpoint's tensors through `edit`. */
+export async function rewriteTensors(dir: string, edit: (t: Record<string, RawTensor>) => void): Promise<void> {
+  const files = nodeModelFiles(dir);
+  const tensors: Record<string, RawTensor> = {};
+  for (const [name, info] of await readCheckpointIndex(files)) tensors[name] = { dtype: 'F32', shape: info.shape, data: await readTensor(files, info) };
+  edit(tensors);
+  writeSafetensors(join(dir, 'model.safetensors'), tensors);
+}
+

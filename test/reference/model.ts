@@ -1,5 +1,6 @@
 // A plain float64 Llama forward over a whole sequence (no cache), with an optional DuoAttention
-// mask per KV head: streaming heads see j ≤ i with j < sink or j > i − recent. Used as the oracle
+// mask per KV head: streaming heads see j ≤ i with j < sink or j > i − recent; and with the model's
+// sliding_window W every head sees only j > i − W. Used as the oracle
 // for the engine on every device and placement.
 import type { ModelConfig } from '../../src/model/config.ts';
 import { ropeInvFreq } from '../../src/model/config.ts';
@@ -30,7 +31,10 @@ export function referenceLogits(config: ModelConfig, w: ModelWeights, ids: numbe
     const attn = new Float64Array(T * nh * D);
     for (let kvh = 0; kvh < nkv; kvh++) {
       const streaming = mask ? !mask.kinds[l][kvh] : false;
-      const visible = streaming ? k.streamingVisible(mask!.sink, mask!.recent) : k.causalVisible;
+      const base = streaming ? k.streamingVisible(mask!.sink, mask!.recent) : k.causalVisible;
+      // Hugging Face's sliding window (Mistral): kv_idx > q_idx − sliding_window, on top of any mask.
+      const W = config.slidingWindow;
+      const visible = W === null ? base : (i: number, j: number) => base(i, j) && j > i - W;
       // Attention for this KV head's query heads only.
       const qHeads = Array.from({ length: group }, (_, g) => kvh * group + g);
       const qSub = new Float64Array(T * group * D);

@@ -1,0 +1,203 @@
+// Seeded fuzzing of every parser of untrusted input (issue 18): safetensors headers, the sharded
+// index, config.json, pattern TSV + JSON, tokenizer files, and HTTP requests to `duet web`. Each
+// mutated input must parse into a valid result or be refused with a plain Error naming the file;
+// anything else (TypeError, RangeError, a read outside the file) fails with the case to replay.
+// A few hundred cases per parser: seconds in all. GGUF and `duet serve` plug in the same way
+// (test/helpers/fuzz.ts).
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { mkdtempSync, cpSync, symlinkSync, writeFileSync, mkdirSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fuzz, memoryFiles, mutateBytes, mutateJson, mutateText, type Random } from './helpers/fuzz.ts';
+import { encodeSafetensorsF32, readCheckpointIndex, readSafetensorsHeader, readTensor } from '../src/model/safetensors.ts';
+import { parseModelConfig } from '../src/model/config.ts';
+import { readJson } from '../src/model/files.ts';
+import { loadTokenizer } from '../src/model/checkpoint.ts';
+import { parsePattern } from '../src/attention/pattern.ts';
+import { startWebServer } from '../src/cli/web.ts';
+import { byteLevelTokenizer } from './helpers/checkpoint.ts';
+
+const CASES = 400;
+const f32 = (n: number, s: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i + s));
+const SAFETENSORS = encodeSafetensorsF32([
+  { name: 'a', shape: [3, 5], data: f32(15, 1) }, { name: 'b', shape: [7], data: f32(7, 2) }, { name: 'c', shape: [2, 2, 2], data: f32(8, 3) },
+], { format: 'pt' });
+
+/** Accepted safetensors: every tensor inside the file, no two sharing bytes, each one decodable. */
+async function checkTensors(files: ReturnType<typeof memoryFiles>, tensors: Awaited<ReturnType<typeof readSafetensorsHeader>>): Promise<void> {
+  const spans = tensors.map((t) => [t.offset, t.offset + t.byteLength, t.file] as const).sort((x, y) => x[0] - y[0]);
+  for (const t of tensors) {
+    const size = await files.size(t.file);
+    assert.ok(t.offset >= 8 && t.offset + t.byteLength <= size, `${t.name} inside its file`);
+    assert.is((await readTensor(files, t)).length, t.shape.reduce((a, b) => a * b, 1));
+  }
+  for (let i = 1; i < spans.length; i++) if (spans[i][2] === spans[i - 1][2] && spans[i][0] < spans[i][1]) assert.ok(spans[i][0] >= spans[i - 1][1], 'no overlap');
+}
+
+test('fuzz: safetensors headers (byte mutations and structural JSON mutations)', async () => {
+  const len = Number(new DataView(SAFETENSORS.buffer).getBigUint64(0, true));
+  const header = JSON.parse(new TextDecoder().decode(SAFETENSORS.subarray(8, 8 + len)));
+  const data = SAFETENSORS.subarray(8 + len);
+  const structural = (r: Random): Uint8Array => {
+    const json = new TextEncoder().encode(JSON.stringify(mutateJson(r, header)));
+    const out = new Uint8Array(8 + json.length + data.length);
+    new DataView(out.buffer).setBigUint64(0, BigInt(json.length), true);
+    out.set(json, 8); out.set(data, 8 + json.length);
+    return out;
+  };
+  const res = await fuzz('safetensors header', { seed: 1, cases: CASES },
+    (r, i) => (i % 2 ? structural(r) : mutateBytes(r, SAFETENSORS)),
+    async (bytes) => {
+      const files = memoryFiles('fuzz', { 'model.safetensors': bytes });
+      await checkTensors(files, await readSafetensorsHeader(files, 'model.safetensors'));
+    },
+    (m) => m.startsWith('model.safetensors'));
+  assert.ok(res.refused > CASES / 4 && res.parsed > 0, `parsed ${res.parsed}, refused ${res.refused}`);
+});
+
+test('fuzz: the sharded index (weight_map names, shard names, missing and duplicated tensors)', async () => {
+  const shard = (names: string[]) => encodeSafetensorsF32(names.map((n, i) => ({ name: n, shape: [4], data: f32(4, i) })));
+  const index = { metadata: { total_size: 96 }, weight_map: { x: 'model-1.safetensors', y: 'model-1.safetensors', z: 'model-2.safetensors' } };
+  const res = await fuzz('sharded index', { seed: 2, cases: CASES },
+    (r, i) => (i % 3 === 0 ? mutateText(r, JSON.stringify(index)) : JSON.stringify(mutateJson(r, index))),
+    async (text) => {
+      const files = memoryFiles('fuzz', { 'model.safetensors.index.json': text, 'model-1.safetensors': shard(['x', 'y']), 'model-2.safetensors': shard(['z']), 'secret.txt': 'not a shard' });
+      const all = await readCheckpointIndex(files);
+      for (const t of all.values()) assert.ok(/^model-[12]\.safetensors$/.test(t.file), `shard ${t.file} is a model file`);
+    },
+    (m) => /model\.safetensors\.index\.json|model-\d\.safetensors|secret\.txt|fuzz/.test(m));
+  assert.ok(res.refused > 0 && res.parsed > 0, `parsed ${res.parsed}, refused ${res.refused}`);
+});
+
+test('fuzz: config.json', async () => {
+  const config = {
+    architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 64, intermediate_size: 96, num_hidden_layers: 2,
+    num_attention_heads: 8, num_key_value_heads: 2, rms_norm_eps: 1e-5, rope_theta: 500000, max_position_embeddings: 512, vocab_size: 100,
+    rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 },
+    tie_word_embeddings: false, eos_token_id: [1, 2], hidden_act: 'silu', sliding_window: null,
+  };
+  const res = await fuzz('config.json', { seed: 3, cases: CASES },
+    (r, i) => (i % 3 === 0 ? mutateText(r, JSON.stringify(config)) : JSON.stringify(mutateJson(r, config))),
+    async (text) => {
+      const c = parseModelConfig(await readJson(memoryFiles('fuzz', { 'config.json': text }), 'config.json'), 'config.json');
+      for (const k of ['hiddenSize', 'intermediateSize', 'numLayers', 'numHeads', 'numKvHeads', 'headDim', 'vocabSize', 'maxPositionEmbeddings'] as const) {
+        assert.ok(Number.isInteger(c[k]) && c[k] >= 1, `${k} = ${c[k]}`);
+      }
+      assert.is(c.numHeads % c.numKvHeads, 0);
+      assert.is(c.headDim % 2, 0);
+      assert.ok(c.ropeTheta > 0 && c.rmsNormEps > 0);
+    },
+    (m) => m.startsWith('config.json'));
+  assert.ok(res.refused > CASES / 4 && res.parsed > 0, `parsed ${res.parsed}, refused ${res.refused}`);
+});
+
+test('fuzz: pattern full_attention_heads.tsv and config.json', async () => {
+  const tsv = '1.00e+00\t2.50e-01\t0.00e+00\n7.50e-01\t5.00e-01\t1.00e-02\n';
+  const cfg = JSON.stringify({ sink_size: 16, recent_size: 64, deploy_sink_size: null, deploy_recent_size: null, threshold: 0.5 });
+  const res = await fuzz('pattern', { seed: 4, cases: CASES },
+    (r, i) => (i % 2 ? { tsv: mutateText(r, tsv), cfg } : { tsv, cfg: i % 4 ? JSON.stringify(mutateJson(r, JSON.parse(cfg))) : mutateText(r, cfg) }),
+    ({ tsv: t, cfg: c }) => {
+      const p = parsePattern(t, c, 2, 3, 'pat');
+      assert.is(p.alphas.length, 2);
+      for (const row of p.alphas) { assert.is(row.length, 3); for (const a of row) assert.ok(a >= 0 && a <= 1); }
+      assert.ok(Number.isInteger(p.sink) && p.sink >= 0 && Number.isInteger(p.recent) && p.recent >= 1);
+    },
+    (m) => m.startsWith('pat/full_attention_heads.tsv') || m.startsWith('pat/config.json'));
+  assert.ok(res.refused > CASES / 4 && res.parsed > 0, `parsed ${res.parsed}, refused ${res.refused}`);
+});
+
+test('fuzz: tokenizer.json and tokenizer_config.json', async () => {
+  const { tokenizer, config } = byteLevelTokenizer(301);
+  const res = await fuzz('tokenizer files', { seed: 5, cases: 200 },
+    (r, i) => (i % 2
+      ? { tok: i % 4 === 1 ? mutateText(r, JSON.stringify(tokenizer)) : JSON.stringify(mutateJson(r, tokenizer)), cfg: JSON.stringify(config) }
+      : { tok: JSON.stringify(tokenizer), cfg: i % 4 ? JSON.stringify(mutateJson(r, config)) : mutateText(r, JSON.stringify(config)) }),
+    async ({ tok, cfg }) => {
+      const t = await loadTokenizer(memoryFiles('fuzz', { 'tokenizer.json': tok, 'tokenizer_config.json': cfg }));
+      assert.ok(t);
+    },
+    (m) => /tokenizer(_config)?\.json/.test(m));
+  assert.ok(res.refused > 0 && res.parsed > 0, `parsed ${res.parsed}, refused ${res.refused}`);
+});
+
+/**
+ * One raw request; resolves with the answer once it is complete (headers + Content-Length bytes)
+ * or the server closes. A request the server is still waiting on (a mutation cut its end) resolves
+ * with what came after a short quiet spell: waiting for the rest of a request is correct.
+ */
+function rawRequest(port: number, bytes: Uint8Array): Promise<string> {
+  return new Promise((done, fail) => {
+    const socket = connect(port, '127.0.0.1');
+    let got = Buffer.alloc(0);
+    let quiet: NodeJS.Timeout;
+    const finish = () => { clearTimeout(quiet); socket.destroy(); done(got.toString('latin1')); };
+    const arm = () => { clearTimeout(quiet); quiet = setTimeout(finish, 250); };
+    socket.on('data', (d: Buffer) => {
+      got = Buffer.concat([got, d]);
+      const end = got.indexOf('\r\n\r\n');
+      if (end >= 0) {
+        const length = /\r\ncontent-length: *(\d+)/i.exec(got.subarray(0, end).toString('latin1'));
+        if (length && got.length >= end + 4 + Number(length[1])) { finish(); return; }
+      }
+      arm();
+    });
+    socket.on('error', (e: NodeJS.ErrnoException) => (e.code === 'ECONNRESET' || e.code === 'EPIPE' ? finish() : fail(e)));
+    socket.on('close', finish);
+    socket.write(bytes);
+    arm();
+  });
+}
+
+test('fuzz: HTTP requests to duet web never leave the served folders and always get a well-formed answer', async () => {
+  // A model folder with a symlink to a secret beside it: neither may ever be served.
+  const base = mkdtempSync(join(tmpdir(), 'duet-fuzz-web-'));
+  const model = join(base, 'model');
+  cpSync(new URL('../fixtures/tiny-random', import.meta.url).pathname, model, { recursive: true });
+  writeFileSync(join(base, 'secret.txt'), 'SECRET-CONTENT');
+  symlinkSync(join(base, 'secret.txt'), join(model, 'link.txt'));
+  mkdirSync(join(base, 'page'));
+  writeFileSync(join(base, 'page/index.html'), '<!doctype html>page');
+  const server = await startWebServer({ port: 0, model, pattern: null, root: join(base, 'page') });
+  const port = Number(new URL(server.url).port);
+  const paths = ['/', '/model/config.json', '/model/link.txt', '/model/../secret.txt', '/model/%2e%2e/secret.txt', '/model/..%2fsecret.txt',
+    '/..%2f..%2fsecret.txt', '//secret.txt', '/model/%00', '/served.json', '/model/model.safetensors', '/%', '/model/./config.json'];
+  const headers = ['Range: bytes=0-10', 'Range: bytes=999999-', 'Range: bytes=5-2', 'Range: items=0-1', 'Range: bytes=0-1,3-4', 'Range: bytes=-0', 'Range: bytes=-99999999999999999999'];
+  let unanswered = 0;
+  try {
+    const res = await fuzz('duet web request', { seed: 6, cases: 200 },
+      (r, i) => {
+        const path = paths[Math.floor(r() * paths.length)];
+        const host = i % 7 === 0 ? 'evil.example:1234' : `127.0.0.1:${port}`;
+        const text = `${i % 11 === 0 ? 'POST' : 'GET'} ${path} HTTP/1.1\r\nHost: ${host}\r\n${headers[Math.floor(r() * headers.length)]}\r\nConnection: close\r\n\r\n`;
+        return i % 3 === 0 ? mutateBytes(r, new TextEncoder().encode(text)) : new TextEncoder().encode(text);
+      },
+      async (bytes) => {
+        const answer = await rawRequest(port, bytes);
+        if (answer === '') { unanswered++; return; } // still waiting for the rest of a cut request
+        const status = /^HTTP\/1\.1 (\d{3}) /.exec(answer);
+        assert.ok(status, `a status line: ${answer.slice(0, 60)}`);
+        assert.ok(Number(status![1]) < 500, `no server error: ${answer.slice(0, 60)}`);
+        assert.not.ok(answer.includes('SECRET-CONTENT'), 'nothing outside the served folders');
+        const req = Buffer.from(bytes).toString('latin1');
+        if (!req.includes(`Host: 127.0.0.1:${port}\r\n`) && Number(status![1]) < 400) assert.unreachable(`answered a request without our Host: ${req.slice(0, 80)}`);
+      },
+      () => false);
+    assert.is(res.parsed, 200);
+    assert.ok(unanswered < 40, `${unanswered} of 200 requests unanswered`);
+    // Direct checks of each rule: DNS rebinding, symlinks, unsatisfiable and multiple ranges.
+    const get = async (path: string, extra = '', host = `127.0.0.1:${port}`) => rawRequest(port, new TextEncoder().encode(`GET ${path} HTTP/1.1\r\nHost: ${host}\r\n${extra}Connection: close\r\n\r\n`));
+    assert.match(await get('/model/config.json', '', 'evil.example'), /^HTTP\/1\.1 421 /);
+    assert.match(await get('/model/config.json', '', `localhost:${port}`), /^HTTP\/1\.1 200 /);
+    assert.match(await get('/model/link.txt'), /^HTTP\/1\.1 403 /);
+    const whole = await get('/model/config.json', 'Range: bytes=999999-\r\n');
+    assert.match(whole, /^HTTP\/1\.1 200 /, 'an unsatisfiable range gets the whole file');
+    assert.match(await get('/model/config.json', 'Range: bytes=0-1,3-4\r\n'), /^HTTP\/1\.1 200 /);
+    assert.match(await get('/model/config.json', 'Range: bytes=0-9\r\n'), /^HTTP\/1\.1 206 [\s\S]*Content-Range: bytes 0-9\//i);
+  } finally {
+    await server.close();
+  }
+});
+
+test.run();
