@@ -1,7 +1,7 @@
 // Builds the CPU kernels (AssemblyScript → SIMD wasm) and embeds them and the WGSL sources into
 // src/generated/ so that Node, tests and browser bundles all load kernels the same way (no file I/O).
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 const root = new URL('..', import.meta.url).pathname;
@@ -36,15 +36,33 @@ await esbuild.build({
 });
 console.log('built dist/cli.js');
 
+// The library (package.json "exports"): the Node entry, the browser/default entry and the browser
+// workers' entry. Dependencies stay imports of the installed packages; `webgpu` is only reachable
+// from the Node entry (and only loaded when a GPU is asked for).
+const external = ['@huggingface/tokenizers', '@huggingface/jinja'];
+await esbuild.build({
+  entryPoints: { node: join(root, 'src/node.ts') }, outdir: join(root, 'dist'),
+  bundle: true, platform: 'node', format: 'esm', target: 'node20', sourcemap: true, external: [...external, 'webgpu'], logLevel: 'warning',
+});
+await esbuild.build({
+  entryPoints: { index: join(root, 'src/index.ts'), worker: join(root, 'src/worker.ts') }, outdir: join(root, 'dist'),
+  bundle: true, platform: 'browser', format: 'esm', target: ['chrome113', 'firefox141', 'safari18'], sourcemap: true, external, logLevel: 'warning',
+});
+// Types from the sources (dist/types/{index,node,worker}.d.ts and what they import).
+rmSync(join(root, 'dist/types'), { recursive: true, force: true });
+execFileSync(join(root, 'node_modules/.bin/tsc'), ['-p', 'tsconfig.build.json'], { cwd: root, stdio: 'inherit' });
+console.log('built dist/node.js, dist/index.js, dist/worker.js and dist/types');
+
 // The browser bundle (dist/web): the demo page and the CPU worker. platform 'browser' makes any
 // Node-only import reachable from core code a build error.
-const { copyFileSync, rmSync } = await import('node:fs');
+const { copyFileSync } = await import('node:fs');
 const webOut = join(root, 'dist/web');
 rmSync(webOut, { recursive: true, force: true });
 await esbuild.build({
   entryPoints: [join(root, 'web/main.ts'), join(root, 'web/cpu-worker.ts'), join(root, 'web/kernel-worker.ts')], outdir: webOut,
   bundle: true, platform: 'browser', format: 'esm', target: ['chrome113', 'firefox141', 'safari18'], sourcemap: true,
-  logLevel: 'warning',
+  // The page is a user of the package: it imports 'duet' (bundled from the sources here).
+  alias: { duet: join(root, 'src/index.ts'), 'duet/worker': join(root, 'src/worker.ts') }, logLevel: 'warning',
 });
 for (const file of ['index.html', 'style.css']) copyFileSync(join(root, 'web', file), join(webOut, file));
 console.log('built dist/web (the demo page)');

@@ -38,6 +38,8 @@ export class TextTokenizer {
     this.template = source ? new Template(source) : null;
   }
 
+  get hasChatTemplate(): boolean { return this.template !== null; }
+
   encode(text: string, options: { addSpecialTokens?: boolean } = {}): number[] {
     return this.tokenizer.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids;
   }
