@@ -23,8 +23,8 @@ function windowSize(value: number | undefined, field: string, min: number): numb
 }
 
 export function resolveHeads(o: HeadOptions, layers: number, kvHeads: number, patternName = 'pattern'): ResolvedHeads {
-  if (o.pattern && o.streamingOnly) throw new DuetError('streamingOnly', 'cannot be combined with a pattern');
-  if (o.sparsity !== undefined && !o.pattern) throw new DuetError('sparsity', 'needs a pattern');
+  if (o.pattern && o.streamingOnly) throw new DuetError('streamingOnly', 'cannot be combined with pattern');
+  if (o.sparsity !== undefined && !o.pattern) throw new DuetError('sparsity', 'needs pattern');
   let sink = windowSize(o.window?.sink, 'window.sink', 0);
   let recent = windowSize(o.window?.recent, 'window.recent', 1);
   if (o.pattern) {
@@ -37,7 +37,7 @@ export function resolveHeads(o: HeadOptions, layers: number, kvHeads: number, pa
     };
   }
   if (o.streamingOnly) {
-    if (sink === undefined || recent === undefined) throw new DuetError('window', 'needs sink and recent for streaming-only attention (or give a pattern)');
+    if (sink === undefined || recent === undefined) throw new DuetError('streamingOnly', 'needs window.sink and window.recent (or pattern)');
     return { kinds: allHeads(layers, kvHeads, false), window: { sink, recent }, description: `streaming only (sink ${sink}, recent ${recent})` };
   }
   return { kinds: allHeads(layers, kvHeads, true), description: 'full attention' };
