@@ -297,6 +297,8 @@ export class DuetModel {
         if (!firstTokenMs) firstTokenMs = performance.now() - t0;
         const piece = text.push(decoder ? decoder.push(id) : '');
         yield { id, text: piece };
+        // CPU work resolves its promises at once: let timers, I/O and other requests in between tokens.
+        await yieldToEventLoop();
         if (text.stoppedAt !== null && !stoppedByString) { stoppedByString = true; control.abort(); }
         step = await it.next();
       }
@@ -348,3 +350,14 @@ export class DuetModel {
   }
 }
 
+
+/** Resolves after pending macrotasks (I/O, timers, UI events) had their turn. */
+function yieldToEventLoop(): Promise<void> {
+  const g = globalThis as { setImmediate?: (f: () => void) => void };
+  if (g.setImmediate) return new Promise((r) => g.setImmediate!(r));
+  return new Promise((r) => {
+    const channel = new MessageChannel();
+    channel.port1.onmessage = () => { channel.port1.close(); r(); };
+    channel.port2.postMessage(null);
+  });
+}

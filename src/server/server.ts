@@ -71,6 +71,15 @@ async function readBody(req: IncomingMessage, limit: number): Promise<unknown> {
   }
 }
 
+/** Waits until the response's buffer drained (or the connection closed). */
+function drained(res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => { res.off('drain', done); res.off('close', done); resolve(); };
+    res.on('drain', done);
+    res.on('close', done);
+  });
+}
+
 export class DuetServer {
   private readonly server: Server;
   /** Requests accepted and not finished: one generating, the rest waiting their turn. */
@@ -194,11 +203,15 @@ export class DuetServer {
       try {
         let next = await it.next();
         res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+        let chunks = 0;
         while (!next.done) {
           if (control.signal.aborted) break;
-          res.write(`data: ${JSON.stringify(next.value)}\n\n`);
+          // Backpressure: a client that reads slowly slows its generation instead of filling memory.
+          if (!res.write(`data: ${JSON.stringify(next.value)}\n\n`)) await drained(res);
+          chunks++;
           next = await it.next();
         }
+        if (control.signal.aborted && !this.closing) this.log(`a client went away: its generation stopped after ${chunks} chunks`);
         if (control.signal.aborted && this.closing) {
           res.end(`data: ${JSON.stringify(errorBody(new HttpError(503, 'the server shut down during the request', 'server_error')))}\n\n`);
         } else if (!control.signal.aborted) res.end('data: [DONE]\n\n');
