@@ -4,14 +4,14 @@
 import { projectKvMemory } from '../attention/memory.js';
 import { allHeads, countStreaming, loadPattern, type HeadPattern, type PatternFiles } from '../attention/pattern.js';
 import type { StreamingWindow } from '../engine/backend.js';
-import { Engine, type CpuLike, type DeviceChoice, type EngineOptions, type Placement } from '../engine/engine.js';
+import { Engine, type CpuLike, type DeviceChoice, type EngineOptions, type GenerationResult, type Placement } from '../engine/engine.js';
 import { DuetError } from '../errors.js';
 import { Sampler } from '../engine/sampler.js';
 import { GpuContext } from '../gpu/context.js';
 import { loadCheckpoint, type Checkpoint } from '../model/checkpoint.js';
 import type { ModelConfig } from '../model/config.js';
 import type { ModelFiles } from '../model/files.js';
-import type { ChatMessage, TextTokenizer } from '../model/tokenizer.js';
+import type { ChatMessage, StreamDecoder, TextTokenizer } from '../model/tokenizer.js';
 import { resolveHeads, type HeadOptions } from './heads.js';
 import { StopText } from './stop-text.js';
 import { ChatCompletions, Completions } from './openai.js';
@@ -220,7 +220,10 @@ export class DuetModel {
     }
     const tok = this.tokenizer;
     if (!tok) throw new DuetError('prompt', 'must be token ids: the model has no tokenizer.json', 'unavailable');
-    if (typeof prompt === 'string') return tok.encode(prompt);
+    if (typeof prompt === 'string') {
+      if (prompt === '') throw new DuetError('prompt', 'is empty');
+      return tok.encode(prompt);
+    }
     if (tok.hasChatTemplate) return tok.encode(tok.applyChatTemplate(prompt.messages, { addGenerationPrompt: true }), { addSpecialTokens: false });
     // No template (the bundled model): the messages' texts one per line, as plain text.
     this.noticeOnce('the model has no chat template; chat messages are joined as plain text');
@@ -290,7 +293,7 @@ export class DuetModel {
     let firstTokenMs = 0;
     const it = this.engine.stream(ids, { ...o, prefillChunk: this.prefillChunk });
     let step = await it.next();
-    let stoppedByString = false;
+    let stoppedByString = false, failed = false;
     try {
       while (!step.done) {
         const id = step.value;
@@ -302,32 +305,43 @@ export class DuetModel {
         if (text.stoppedAt !== null && !stoppedByString) { stoppedByString = true; control.abort(); }
         step = await it.next();
       }
+    } catch (e) {
+      failed = true;
+      throw e;
     } finally {
-      // Stopped by the caller (break): end the engine's generator, which frees its session.
-      if (!step.done) { control.abort(); await it.return(undefined as never); }
+      if (!failed) {
+        // Stopped by the caller (break): the engine sees the abort, ends and frees its session.
+        if (!step.done) { control.abort(); step = await it.next(); }
+        if (step.done) finish(await this.summarise(step.value, ids.length, o.maxTokens, { decoder, text, stoppedByString, eos, clamped, before, t0, firstTokenMs }));
+      }
     }
-    const r = step.value;
-    if (decoder) text.push(decoder.flush());
-    text.flush();
+  }
+
+  private async summarise(r: GenerationResult, promptTokens: number, maxTokens: number, s: {
+    decoder: StreamDecoder | null; text: StopText; stoppedByString: boolean; eos: Set<number>; clamped: boolean;
+    before: { gpu: number; cpu: number }; t0: number; firstTokenMs: number;
+  }): Promise<GenerationStats> {
+    if (s.decoder && r.tokens.length > 0) s.text.push(s.decoder.flush());
+    s.text.flush();
     const last = r.tokens[r.tokens.length - 1];
-    const stoppedBy: GenerationStats['stoppedBy'] = stoppedByString ? 'stop_string'
+    const stoppedBy: GenerationStats['stoppedBy'] = s.stoppedByString ? 'stop_string'
       : r.stopReason === 'aborted' ? 'signal'
-      : r.stopReason === 'eos' ? (eos.has(last) ? 'eos' : 'stop_id')
-      : r.stopReason === 'max_positions' || clamped ? 'context' : 'max_tokens';
+      : r.stopReason === 'eos' ? (s.eos.has(last) ? 'eos' : 'stop_id')
+      : r.stopReason === 'max_positions' || s.clamped ? 'context' : 'max_tokens';
     const finishReason: FinishReason = stoppedBy === 'signal' ? 'abort' : stoppedBy === 'max_tokens' || stoppedBy === 'context' ? 'length' : 'stop';
     const after = await this.work();
     const c = this.info.config;
-    const capacity = Math.min(this.info.contextLength, ids.length + o.maxTokens);
+    const capacity = Math.min(this.info.contextLength, promptTokens + maxTokens);
     const fullAttention = projectKvMemory(allHeads(c.numLayers, c.numKvHeads, true), c.headDim, capacity, { sink: 0, recent: 1 }, 4).full_bytes;
     const stats: GenerationStats = {
-      text: decoder ? text.output : '', tokens: r.tokens, finishReason, stoppedBy,
-      usage: { promptTokens: ids.length, completionTokens: r.tokens.length, totalTokens: ids.length + r.tokens.length },
-      timings: { prefillMs: r.prefillMs, decodeMsPerToken: r.decodeMsPerToken, timeToFirstTokenMs: firstTokenMs, totalMs: performance.now() - t0 },
+      text: s.decoder ? s.text.output : '', tokens: r.tokens, finishReason, stoppedBy,
+      usage: { promptTokens, completionTokens: r.tokens.length, totalTokens: promptTokens + r.tokens.length },
+      timings: { prefillMs: r.prefillMs, decodeMsPerToken: r.decodeMsPerToken, timeToFirstTokenMs: s.firstTokenMs, totalMs: performance.now() - s.t0 },
       kv: { gpu: r.kv.byDevice.gpu, cpu: r.kv.byDevice.cpu, retrieval: r.kv.retrievalBytes, streaming: r.kv.streamingBytes, fullAttention },
-      work: { gpuDispatches: after.gpu - before.gpu, cpuKernelCalls: after.cpu - before.cpu },
+      work: { gpuDispatches: after.gpu - s.before.gpu, cpuKernelCalls: after.cpu - s.before.cpu },
     };
     this.last = stats;
-    finish(stats);
+    return stats;
   }
 
   private async work(): Promise<{ gpu: number; cpu: number }> {
