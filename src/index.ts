@@ -24,10 +24,12 @@ export interface BrowserModelOptions extends Omit<ModelOptions, 'pattern'> {
   /** Keep downloads in the Cache API (default true; a cache name picks the cache). */
   cache?: boolean | string;
   /**
-   * Runs the WebAssembly kernels in this worker (started from a script that calls serveCpuBackend()
-   * from 'duet/worker'), so long CPU work never blocks the page. Default: on the calling thread.
+   * Runs the WebAssembly kernels in a module worker whose script calls serveCpuBackend() from
+   * 'duet/worker', so long CPU work never blocks the page. Give a function that starts it: it is
+   * called when the engine is placed (a worker started earlier could say it is ready before anyone
+   * listens). Default: the kernels run on the calling thread.
    */
-  cpuWorker?: Worker;
+  cpuWorker?: () => Worker;
 }
 
 function files(source: ModelSource | PatternFiles, o: BrowserModelOptions, step: 'download' | 'pattern'): ModelFiles {
@@ -51,6 +53,15 @@ export async function loadModel(source: ModelSource, options: BrowserModelOption
     acquireGpu: async () => {
       try { return await createBrowserGpu(); } catch (e) { return { gpu: null, reason: `WebGPU device request failed: ${(e as Error).message}` }; }
     },
-    createCpu: () => (cpuWorker ? WorkerCpuBackend.start(cpuWorker) : createCpuBackend()),
+    createCpu: async () => {
+      if (cpuWorker) {
+        try {
+          return await WorkerCpuBackend.start(cpuWorker());
+        } catch (e) {
+          options.notice?.(`the WebAssembly worker did not start (${(e as Error).message ?? e}); the CPU kernels run on this thread`);
+        }
+      }
+      return createCpuBackend();
+    },
   });
 }

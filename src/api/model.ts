@@ -143,6 +143,8 @@ export interface ModelInfo {
   placement: Placement;
   /** The device that runs the main side ("gpu: …" or "cpu: …"). */
   device: string;
+  /** The CPU backend (streaming heads with the split placement; everything with cpu). */
+  cpu: string;
   heads: string;
   streamingHeads: number;
   kvHeads: number;
@@ -203,7 +205,7 @@ export class DuetModel {
     const engine = await Engine.create(config, checkpoint.weights, engineOptions);
     progress({ step: 'engine', done: 1, total: 1 });
     const info: ModelInfo = {
-      id: options.id ?? checkpoint.name, config, placement: engine.placement, device: engine.deviceDescription,
+      id: options.id ?? checkpoint.name, config, placement: engine.placement, device: engine.deviceDescription, cpu: engine.cpu.description,
       heads: heads.description, streamingHeads: countStreaming(heads.kinds), kvHeads: config.numLayers * config.numKvHeads,
       window: heads.window ?? null, contextLength: limit,
       hasTokenizer: checkpoint.tokenizer !== null, hasChatTemplate: checkpoint.tokenizer?.hasChatTemplate ?? false,
