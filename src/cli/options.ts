@@ -62,13 +62,18 @@ export async function resolveHeads(v: PatternValues, layers: number, kvHeads: nu
 
 /**
  * --device for training and identification (cpu by default: the bundled model's recipe is defined
- * on the CPU kernels): "gpu" needs a WebGPU adapter, "auto" takes one when there is one.
+ * on the CPU kernels): "gpu" needs a WebGPU adapter, "auto" takes a hardware one when there is one.
  */
 export async function trainingDevice(value: string | undefined, notice: (m: string) => void): Promise<GpuContext | null> {
   const device = value ?? 'cpu';
   if (!['cpu', 'gpu', 'auto'].includes(device)) throw new Error(`--device must be cpu, gpu or auto (got "${device}")`);
   if (device === 'cpu') return null;
   const { gpu, reason } = await createNodeGpu();
+  if (gpu && gpu.software && device === 'auto') {
+    notice(`the only WebGPU adapter is a software renderer (${gpu.adapterDescription}); running on the CPU, which is faster (--device gpu uses it anyway)`);
+    gpu.destroy();
+    return null;
+  }
   if (gpu) return gpu;
   if (device === 'gpu') throw new Error(`--device gpu: no WebGPU adapter (${reason})`);
   notice(`no WebGPU adapter (${reason}); running on the CPU`);
