@@ -99,7 +99,7 @@ gen('stops on eos and samples reproducibly with a seed', async () => {
     assert.not.equal(a.tokens, c.tokens);
     const tooLong = new Array(ckpt.config.maxPositionEmbeddings + 1).fill(1);
     const err = await engine.generate(tooLong).then(() => null, (e: Error) => e);
-    assert.match(err?.message ?? '', /the prompt has \d+ tokens, more than the model allows \(max_position_embeddings \d+\)/);
+    assert.match(err?.message ?? '', /^prompt has \d+ tokens, more than the model allows \(max_position_embeddings \d+\)/);
   } finally { engine.dispose(); }
 });
 gen.run();

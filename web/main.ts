@@ -1,19 +1,10 @@
 // The demo page: loads a model (served over HTTP, or a folder the user picks), a head pattern, and
 // runs Duet with WebGPU (navigator.gpu) for the GPU side and a Web Worker for the WebAssembly side.
 // `window.duet` mirrors the page's state for scripts and tests.
-import { formatBytes, projectKvMemory } from '../src/attention/memory.js';
-import { allHeads, binarize, countStreaming, parsePattern, type HeadKinds, type HeadPattern } from '../src/attention/pattern.js';
-import { createBrowserGpu } from '../src/browser/gpu.js';
-import { httpModelFiles, pickedModelFiles } from '../src/browser/http-files.js';
-import { WorkerCpuBackend } from '../src/browser/worker-cpu.js';
-import { createCpuBackend } from '../src/cpu/backend.js';
-import type { StreamingWindow } from '../src/engine/backend.js';
-import { Engine, type CpuLike, type Placement } from '../src/engine/engine.js';
-import { score } from '../src/eval/score.js';
-import { fillerStyleFor, taskPrompt } from '../src/eval/evaluate.js';
-import { loadCheckpoint, type Checkpoint } from '../src/model/checkpoint.js';
-import type { ModelFiles } from '../src/model/files.js';
-import { heatmap } from '../src/plot/svg.js';
+import {
+  allHeads, binarize, countStreaming, httpModelFiles, fillerStyleFor, formatBytes, heatmap, loadModel, parsePattern, pickedModelFiles, score, taskPrompt,
+  type DeviceChoice, type DuetModel, type HeadKinds, type HeadPattern, type ModelFiles, type Placement, type StreamingWindow,
+} from 'duet';
 
 /** What the page is doing, for people (the status line) and for scripts (window.duet). */
 export interface DuetStatus {
@@ -64,6 +55,7 @@ const ui = {
   sparsity: el<HTMLInputElement>('sparsity'),
   patternInfo: el('pattern-info'),
   placement: el<HTMLSelectElement>('placement'),
+  device: el<HTMLSelectElement>('device'),
   prompt: el<HTMLTextAreaElement>('prompt'),
   maxTokens: el<HTMLInputElement>('max-tokens'),
   generate: el<HTMLButtonElement>('generate'),
@@ -87,13 +79,13 @@ const useWorker = params.get('worker') !== '0';
 
 interface Served { model: { name: string; url: string }; pattern: { name: string; url: string } | null }
 let served: Served | null = null;
-let checkpoint: Checkpoint | null = null;
+/** The loaded model (its placement and heads are those of `loaded.key`); runs reload it when the settings change. */
+let loaded: { model: DuetModel; files: ModelFiles; key: string } | null = null;
 let modelId = 0;
 let pattern: HeadPattern | null = null;
 /** Why the chosen pattern could not be used (runs refuse to start until it is fixed). */
 let patternError: string | null = null;
 let busy = false;
-let engine: { key: string; engine: Engine } | null = null;
 
 // ---------- small helpers ----------
 
@@ -126,9 +118,9 @@ function notice(message: string): void {
 
 function setBusy(on: boolean): void {
   busy = on;
-  for (const c of [ui.generate, ui.passkey]) c.disabled = on || !checkpoint;
+  for (const c of [ui.generate, ui.passkey]) c.disabled = on || !loaded;
   for (const c of [ui.modelServed, ui.modelFolderChoice, ui.modelFolder, ui.patternSource, ui.patternFiles, ui.sparsity,
-    ui.placement, ui.prompt, ui.maxTokens, ui.passkeyLength, ui.passkeyDepth]) c.disabled = on;
+    ui.placement, ui.device, ui.prompt, ui.maxTokens, ui.passkeyLength, ui.passkeyDepth]) c.disabled = on;
   if (!served) ui.modelServed.disabled = true;
 }
 
@@ -142,26 +134,11 @@ function numberInput(input: HTMLInputElement, what: string, min: number, max: nu
   return v;
 }
 
-// ---------- WebGPU and the CPU worker ----------
+// ---------- the CPU worker ----------
 
-async function acquireGpu() {
-  try {
-    return await createBrowserGpu();
-  } catch (e) {
-    return { gpu: null, reason: `WebGPU device request failed: ${(e as Error).message ?? e}` };
-  }
-}
-
-async function createCpu(): Promise<CpuLike> {
-  if (useWorker && typeof Worker !== 'undefined') {
-    try {
-      return await WorkerCpuBackend.start(new Worker(new URL('cpu-worker.js', location.href), { type: 'module' }));
-    } catch (e) {
-      notice(`The WebAssembly worker did not start (${(e as Error).message ?? e}); the CPU kernels run on the page's main thread.`);
-    }
-  }
-  return createCpuBackend();
-}
+/** Starts a Web Worker for the WebAssembly kernels (the library falls back to this thread if it does not start). */
+const cpuWorker = useWorker && typeof Worker !== 'undefined'
+  ? () => new Worker(new URL('cpu-worker.js', location.href), { type: 'module' }) : undefined;
 
 async function describeEnvironment(): Promise<void> {
   const parts: string[] = [];
@@ -186,25 +163,40 @@ async function describeEnvironment(): Promise<void> {
 
 // ---------- model ----------
 
-async function loadModel(files: ModelFiles, label: string): Promise<void> {
-  disposeEngine();
-  checkpoint = null;
+function pageNotice(m: string): void {
+  notice(m.startsWith('no WebGPU adapter') ? `${m}. Everything runs on the CPU (WebAssembly).` : m);
+}
+
+/** Loads the model with the given placement and heads (the library reads the files; HTTP ones are cached). */
+async function placeModel(files: ModelFiles, key: string, o: { placement?: Placement; device?: DeviceChoice; pattern?: HeadPattern; sparsity?: number },
+  onProgress?: (done: number, total: number) => void): Promise<DuetModel> {
+  disposeModel();
+  const model = await loadModel(files, {
+    ...o, cpuWorker, notice: pageNotice,
+    onProgress: (e) => { if (e.step === 'weights' || e.step === 'download') onProgress?.(e.done, e.total); },
+  });
+  loaded = { model, files, key };
+  return model;
+}
+
+async function openModel(files: ModelFiles, label: string): Promise<void> {
+  disposeModel();
   status.model = null;
   setBusy(true);
   clearError();
   setStatus('loading', `Loading ${label}…`);
   ui.modelInfo.textContent = `Loading ${label}…`;
   try {
-    const ckpt = await loadCheckpoint(files, {
-      onProgress: (done, total) => { ui.modelInfo.textContent = `Loading ${label}: ${formatBytes(done)} of ${formatBytes(total)}`; },
-    });
-    checkpoint = ckpt;
     modelId++;
+    // Full attention on the CPU first: the model's shape tells which patterns fit; runs place it as asked.
+    const model = await placeModel(files, '', { device: 'cpu' }, (done, total) => {
+      ui.modelInfo.textContent = `Loading ${label}: ${formatBytes(done)} of ${formatBytes(total)}`;
+    });
     status.model = label;
-    const c = ckpt.config;
+    const c = model.info.config;
     ui.modelInfo.textContent = `${label}: ${c.modelType}, ${c.numLayers} layers × ${c.numKvHeads} KV heads (${c.numHeads} query heads), `
       + `head dim ${c.headDim}, vocabulary ${c.vocabSize}, context up to ${c.maxPositionEmbeddings} tokens`
-      + (ckpt.tokenizer ? '' : '. No tokenizer.json: type the prompt as token ids, e.g. 1,2,3');
+      + (model.info.hasTokenizer ? '' : '. No tokenizer.json: type the prompt as token ids, e.g. 1,2,3');
     setStatus('ready', 'Ready. Press Generate or Passkey test.');
     try { await refreshPattern(); } catch (e) { showError(e); }
   } catch (e) {
@@ -219,8 +211,8 @@ async function loadModel(files: ModelFiles, label: string): Promise<void> {
 // ---------- pattern ----------
 
 async function readPattern(): Promise<HeadPattern | null> {
-  if (!checkpoint) return null;
-  const { numLayers, numKvHeads } = checkpoint.config;
+  if (!loaded) return null;
+  const { numLayers, numKvHeads } = loaded.model.info.config;
   const source = ui.patternSource.value;
   if (source === 'none') return null;
   if (source === 'served') {
@@ -251,7 +243,7 @@ function sparsityValue(): number | undefined {
 
 /** Head kinds and window for the current pattern choice and sparsity. */
 function currentHeads(): { kinds: HeadKinds; window?: StreamingWindow; description: string } {
-  const { numLayers, numKvHeads } = checkpoint!.config;
+  const { numLayers, numKvHeads } = loaded!.model.info.config;
   if (!pattern) return { kinds: allHeads(numLayers, numKvHeads, true), description: 'full attention (no pattern)' };
   const sparsity = sparsityValue();
   const kinds = binarize(pattern.alphas, { sparsity });
@@ -265,7 +257,7 @@ function currentHeads(): { kinds: HeadKinds; window?: StreamingWindow; descripti
 
 async function refreshPattern(): Promise<void> {
   ui.patternFiles.hidden = ui.patternSource.value !== 'upload';
-  if (!checkpoint) return;
+  if (!loaded) return;
   try {
     patternError = null;
     pattern = await readPattern();
@@ -281,7 +273,7 @@ async function refreshPattern(): Promise<void> {
 }
 
 function drawHeads(): void {
-  const { numLayers, numKvHeads } = checkpoint!.config;
+  const { numLayers, numKvHeads } = loaded!.model.info.config;
   const heads = currentHeads();
   ui.patternInfo.textContent = heads.description;
   const rowNames = Array.from({ length: numLayers }, (_, l) => `layer ${l}`);
@@ -298,27 +290,17 @@ function drawHeads(): void {
 
 // ---------- running ----------
 
-function disposeEngine(): void {
-  engine?.engine.dispose();
-  engine = null;
+function disposeModel(): void {
+  void loaded?.model.dispose();
+  loaded = null;
 }
 
-async function getEngine(placement: Placement, heads: { kinds: HeadKinds; window?: StreamingWindow }): Promise<Engine> {
-  const key = JSON.stringify([modelId, placement, heads.kinds, heads.window ?? null]);
-  if (engine?.key === key) return engine.engine;
-  disposeEngine();
-  const ckpt = checkpoint!;
-  const created = await Engine.create(ckpt.config, ckpt.weights, {
-    device: 'auto', placement, kinds: heads.kinds, window: heads.window, acquireGpu, createCpu,
-    notice: (m) => notice(m.startsWith('no WebGPU adapter') ? `${m}. Everything runs on the CPU (WebAssembly).` : m),
-  });
-  engine = { key, engine: created };
-  return created;
-}
-
-async function workCounters(e: Engine): Promise<{ gpu: number; cpu: number }> {
-  if (e.cpu instanceof WorkerCpuBackend) await e.cpu.refresh();
-  return { gpu: e.gpu?.dispatches ?? 0, cpu: e.cpu.kernelCalls };
+/** The model placed as the page's settings ask (reloaded from its files when they changed). */
+async function modelFor(placement: Placement, device: DeviceChoice): Promise<DuetModel> {
+  const sparsity = sparsityValue();
+  const key = JSON.stringify([modelId, placement, device, ui.patternSource.value, pattern?.alphas ?? null, sparsity ?? null]);
+  if (loaded!.key === key) return loaded!.model;
+  return placeModel(loaded!.files, key, { placement, device, pattern: pattern ?? undefined, sparsity: pattern ? sparsity : undefined });
 }
 
 interface RunSpec {
@@ -338,59 +320,51 @@ function resetResults(): void {
 }
 
 async function run(prepare: () => RunSpec): Promise<void> {
-  if (busy || !checkpoint) return;
+  if (busy || !loaded) return;
   clearError();
   resetResults();
   setBusy(true);
-  const ckpt = checkpoint;
   try {
     if (patternError) throw new Error(`The head pattern is not usable: ${patternError}`);
     const spec = prepare();
-    const heads = currentHeads();
     const placement = ui.placement.value as Placement;
     setStatus('running', `Preparing the engine (${placement})…`);
-    const e = await getEngine(placement, heads);
-    status.placement = e.placement;
-    status.device = e.deviceDescription;
-    set('stat-device', `${e.placement} · ${e.deviceDescription}${e.placement === 'split' ? ` + ${e.cpu.description}` : ''}`);
+    const model = await modelFor(placement, ui.device.value as DeviceChoice);
+    const info = model.info;
+    status.placement = info.placement;
+    status.device = info.device;
+    set('stat-device', `${info.placement} · ${info.device}${info.placement === 'split' ? ` + ${info.cpu}` : ''}`);
     set('stat-prompt', `${spec.ids.length} tokens`);
-    const before = await workCounters(e);
     setStatus('running', `Prefilling ${spec.ids.length} tokens (${spec.label})…`);
-    const decoder = ckpt.tokenizer?.streamDecoder();
     let firstTokenAt = 0;
-    const result = await e.generate(spec.ids, {
-      maxTokens: spec.maxTokens, stopIds: ckpt.eosTokenIds,
-      onToken: (id) => {
-        const now = performance.now();
-        if (status.tokens === 0) firstTokenAt = now;
-        status.tokens++;
-        const piece = decoder ? decoder.push(id) : `${id} `;
-        status.text += piece;
-        ui.output.textContent = status.text;
-        set('stat-tokens', `${status.tokens}`);
-        if (status.tokens > 1) set('stat-tps', `${((status.tokens - 1) / ((now - firstTokenAt) / 1000)).toFixed(1)} tokens/s`);
-        setStatus('running', `Generating… ${status.tokens} token${status.tokens === 1 ? '' : 's'}`);
-      },
-    });
-    if (decoder) { status.text += decoder.flush(); ui.output.textContent = status.text; }
-    const after = await workCounters(e);
-    status.gpuDispatches = after.gpu - before.gpu;
-    status.cpuKernelCalls = after.cpu - before.cpu;
-    status.prefillMs = result.prefillMs;
-    status.tokensPerSecond = result.decodeMsPerToken > 0 ? 1000 / result.decodeMsPerToken : null;
-    const c = ckpt.config;
-    const context = Math.min(c.maxPositionEmbeddings, spec.ids.length + spec.maxTokens);
-    const full = projectKvMemory(allHeads(c.numLayers, c.numKvHeads, true), c.headDim, context, { sink: 0, recent: 1 }, 4).full_bytes;
-    const kv = result.kv;
-    status.kv = { gpu: kv.byDevice.gpu, cpu: kv.byDevice.cpu, full };
-    set('stat-prefill', `${result.prefillMs.toFixed(1)} ms (${(spec.ids.length / (result.prefillMs / 1000)).toFixed(0)} tokens/s)`);
-    set('stat-tokens', `${result.tokens.length} (${result.stopReason === 'eos' ? 'stopped at end-of-sequence' : result.stopReason === 'max_tokens' ? 'token limit' : 'context limit'})`);
-    set('stat-tps', status.tokensPerSecond ? `${status.tokensPerSecond.toFixed(1)} tokens/s (${result.decodeMsPerToken.toFixed(1)} ms/token)` : '–');
-    set('kv-gpu', formatBytes(kv.byDevice.gpu));
-    set('kv-cpu', formatBytes(kv.byDevice.cpu));
-    set('kv-total', formatBytes(kv.retrievalBytes + kv.streamingBytes));
+    const generation = model.generate(spec.ids, { maxTokens: spec.maxTokens });
+    for await (const d of generation) {
+      const now = performance.now();
+      if (status.tokens === 0) firstTokenAt = now;
+      status.tokens++;
+      status.text += info.hasTokenizer ? d.text : `${d.id} `;
+      ui.output.textContent = status.text;
+      set('stat-tokens', `${status.tokens}`);
+      if (status.tokens > 1) set('stat-tps', `${((status.tokens - 1) / ((now - firstTokenAt) / 1000)).toFixed(1)} tokens/s`);
+      setStatus('running', `Generating… ${status.tokens} token${status.tokens === 1 ? '' : 's'}`);
+    }
+    const r = await generation.result();
+    if (info.hasTokenizer) { status.text = r.text; ui.output.textContent = status.text; }
+    status.gpuDispatches = r.work.gpuDispatches;
+    status.cpuKernelCalls = r.work.cpuKernelCalls;
+    status.prefillMs = r.timings.prefillMs;
+    status.tokensPerSecond = r.timings.decodeMsPerToken > 0 ? 1000 / r.timings.decodeMsPerToken : null;
+    const context = Math.min(info.contextLength, spec.ids.length + spec.maxTokens);
+    const kv = r.kv, full = kv.fullAttention;
+    status.kv = { gpu: kv.gpu, cpu: kv.cpu, full };
+    set('stat-prefill', `${r.timings.prefillMs.toFixed(1)} ms (${(spec.ids.length / (r.timings.prefillMs / 1000)).toFixed(0)} tokens/s)`);
+    set('stat-tokens', `${r.tokens.length} (${r.stoppedBy === 'eos' ? 'stopped at end-of-sequence' : r.stoppedBy === 'max_tokens' ? 'token limit' : 'context limit'})`);
+    set('stat-tps', status.tokensPerSecond ? `${status.tokensPerSecond.toFixed(1)} tokens/s (${r.timings.decodeMsPerToken.toFixed(1)} ms/token)` : '–');
+    set('kv-gpu', formatBytes(kv.gpu));
+    set('kv-cpu', formatBytes(kv.cpu));
+    const total = kv.retrieval + kv.streaming;
+    set('kv-total', formatBytes(total));
     set('kv-full', `${formatBytes(full)} (${context} tokens, f32)`);
-    const total = kv.retrievalBytes + kv.streamingBytes;
     set('kv-saving', total <= 0 ? '–' : full >= total ? `${(full / total).toFixed(2)}× less`
       : 'none yet: the context is shorter than the streaming window');
     set('work-gpu', `${status.gpuDispatches}`);
@@ -405,23 +379,23 @@ async function run(prepare: () => RunSpec): Promise<void> {
       verdict.textContent = found ? 'recalled ✓' : 'not recalled ✗';
       ui.passkeyResult.append(`The hidden pass key was ${spec.passkey}: `, verdict);
     }
-    setStatus('done', `Done: ${result.tokens.length} tokens in ${(result.prefillMs + result.decodeMsPerToken * Math.max(0, result.tokens.length - 1)).toFixed(0)} ms.`);
+    setStatus('done', `Done: ${r.tokens.length} tokens in ${r.timings.totalMs.toFixed(0)} ms.`);
   } catch (err) {
     showError(err);
     setStatus('error', 'The run failed (see the message below).');
-    disposeEngine();
   } finally {
     setBusy(false);
   }
 }
 
 function promptIds(text: string): number[] {
-  const ckpt = checkpoint!;
-  if (ckpt.tokenizer) return ckpt.tokenizer.encode(text);
+  const model = loaded!.model;
+  if (model.tokenizer) return model.encode(text);
+  const vocab = model.info.config.vocabSize;
   return text.split(',').map((s) => {
     const n = Number(s.trim());
-    if (s.trim() === '' || !Number.isInteger(n) || n < 0 || n >= ckpt.config.vocabSize) {
-      throw new Error(`This model has no tokenizer: the prompt must be token ids like 1,2,3 ("${s.trim()}" is not an id in 0..${ckpt.config.vocabSize - 1})`);
+    if (s.trim() === '' || !Number.isInteger(n) || n < 0 || n >= vocab) {
+      throw new Error(`This model has no tokenizer: the prompt must be token ids like 1,2,3 ("${s.trim()}" is not an id in 0..${vocab - 1})`);
     }
     return n;
   });
@@ -435,10 +409,10 @@ function generatePrompt(): RunSpec {
 }
 
 function passkeyPrompt(): RunSpec {
-  const ckpt = checkpoint!;
-  const tokenizer = ckpt.tokenizer;
+  const model = loaded!.model;
+  const tokenizer = model.tokenizer;
   if (!tokenizer) throw new Error('The passkey test needs a tokenizer (tokenizer.json in the model folder).');
-  const length = numberInput(ui.passkeyLength, 'Prompt length', 64, ckpt.config.maxPositionEmbeddings - 16, true);
+  const length = numberInput(ui.passkeyLength, 'Prompt length', 64, model.info.config.maxPositionEmbeddings - 16, true);
   const depth = numberInput(ui.passkeyDepth, 'Needle depth', 0, 1, false);
   // ?seed=N makes the passkey prompt reproducible (the browser test uses it); otherwise a new one each time.
   const seed = params.has('seed') ? Number(params.get('seed')) : Math.floor(Math.random() * 2 ** 31);
@@ -463,7 +437,7 @@ async function withErrors(action: () => Promise<void>): Promise<void> {
 ui.generate.addEventListener('click', () => { void run(generatePrompt); });
 ui.passkey.addEventListener('click', () => { void run(passkeyPrompt); });
 ui.modelServed.addEventListener('change', () => {
-  if (ui.modelServed.checked && served) void loadModel(httpModelFiles(new URL(served.model.url, location.href).toString()), served.model.name);
+  if (ui.modelServed.checked && served) void openModel(httpModelFiles(new URL(served.model.url, location.href).toString()), served.model.name);
 });
 ui.modelFolderChoice.addEventListener('change', () => { if (ui.modelFolderChoice.checked) ui.modelFolder.click(); });
 ui.modelFolder.addEventListener('change', () => {
@@ -471,7 +445,7 @@ ui.modelFolder.addEventListener('change', () => {
   if (!files || files.length === 0) return;
   ui.modelFolderChoice.checked = true;
   const picked = pickedModelFiles(files);
-  void loadModel(picked, `folder "${picked.name}"`);
+  void openModel(picked, `folder "${picked.name}"`);
 });
 ui.patternSource.addEventListener('change', () => {
   if (ui.patternSource.value === 'upload') { ui.patternFiles.hidden = false; ui.patternFiles.click(); }
@@ -479,7 +453,7 @@ ui.patternSource.addEventListener('change', () => {
 });
 ui.patternFiles.addEventListener('change', () => { void withErrors(refreshPattern); });
 ui.sparsity.addEventListener('input', () => {
-  void withErrors(async () => { if (checkpoint && !patternError) drawHeads(); });
+  void withErrors(async () => { if (loaded && !patternError) drawHeads(); });
 });
 
 async function start(): Promise<void> {
@@ -494,7 +468,7 @@ async function start(): Promise<void> {
     if (served.pattern) ui.patternServedOption.textContent = `The pattern this server provides: ${served.pattern.name}`;
     else { ui.patternServedOption.remove(); ui.patternSource.value = 'none'; }
     ui.modelServed.disabled = false;
-    await loadModel(httpModelFiles(new URL(served.model.url, location.href).toString()), served.model.name);
+    await openModel(httpModelFiles(new URL(served.model.url, location.href).toString()), served.model.name);
   } else {
     ui.servedModelName.textContent = 'none (this page was not opened through `duet web`)';
     ui.patternServedOption.remove();

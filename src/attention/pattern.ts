@@ -1,5 +1,6 @@
 // DuoAttention head patterns: a gate value α per (layer, KV head), read from and written to the
 // published layout (full_attention_heads.tsv + config.json), and binarised into retrieval/streaming.
+import { DuetError } from '../errors.js';
 
 export interface HeadPattern {
   /** α per layer per KV head, clipped to [0, 1]. */
@@ -93,7 +94,7 @@ export function binarize(alphas: number[][], options: BinarizeOptions = {}): Hea
     const threshold = options.threshold ?? 0.5;
     return alphas.map((row) => row.map((a) => a >= threshold));
   }
-  if (!(sparsity >= 0 && sparsity <= 1)) throw new Error(`--sparsity must be within [0, 1] (got ${sparsity})`);
+  if (!(sparsity >= 0 && sparsity <= 1)) throw new DuetError('sparsity', `must be within [0, 1] (got ${sparsity})`);
   const heads = alphas.flatMap((row, l) => row.map((a, h) => ({ a, l, h })));
   heads.sort((x, y) => x.a - y.a || x.l - y.l || x.h - y.h);
   const streaming = Math.round(sparsity * heads.length);

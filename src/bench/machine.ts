@@ -2,10 +2,11 @@
 import { cpus, platform, release, totalmem, arch } from 'node:os';
 import type { MachineInfo } from './types.js';
 import type { ProcessMemory } from './memory.js';
+import { isSoftwareAdapter } from '../gpu/context.js';
 
 /** Adapter names of software rasterisers: their timings say nothing about GPUs. */
 export function isSoftwareGpu(description: string): boolean {
-  return /swiftshader|llvmpipe|lavapipe|softpipe|software|microsoft basic render/i.test(description);
+  return isSoftwareAdapter({ description });
 }
 
 export function machineInfo(gpu: string | null, gpuNote: string): MachineInfo {

@@ -1,5 +1,5 @@
 // WebGPU in the browser (navigator.gpu), with the adapter's storage limits requested.
-import { GpuContext } from '../gpu/context.js';
+import { GpuContext, isSoftwareAdapter } from '../gpu/context.js';
 
 export async function createBrowserGpu(): Promise<{ gpu: GpuContext | null; reason: string }> {
   const gpu = (globalThis.navigator as Navigator | undefined)?.gpu;
@@ -18,5 +18,6 @@ export async function createBrowserGpu(): Promise<{ gpu: GpuContext | null; reas
   });
   const info = adapter.info;
   const name = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(' ') || 'WebGPU adapter';
-  return { gpu: new GpuContext(device, name), reason: '' };
+  const software = isSoftwareAdapter(info, (adapter as { isFallbackAdapter?: boolean }).isFallbackAdapter);
+  return { gpu: new GpuContext(device, name, software), reason: '' };
 }

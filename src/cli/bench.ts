@@ -18,6 +18,7 @@ import { benchShape, layersText, shapeSpec } from '../bench/shapes.js';
 import { intOption, numberList, threadsOption } from './options.js';
 import { startNodeKernelWorker } from '../node/kernel-threads.js';
 import { Progress } from './progress.js';
+import { serveBenchCommand } from './bench-serve.js';
 
 export const BENCH_DEFAULT_OUT = 'bench-results';
 /** Share of the machine's memory that a shape's f32 host weights may take when only GPU placements run. */
@@ -46,6 +47,9 @@ const options = {
 } as const;
 
 export async function benchCommand(argv: string[]): Promise<number> {
+  // The server suite has its own options (it measures `duet serve`, not the engine's phases).
+  const suiteAt = argv.indexOf('--suite');
+  if (argv[suiteAt + 1] === 'serve' || argv.includes('--suite=serve')) return serveBenchCommand(argv);
   const { values: v } = parseArgs({ args: argv, options, strict: true });
   const suiteArg = v.suite ?? 'all';
   const suites: Suite[] = suiteArg === 'all' ? [...SUITES] : suiteArg.split(',').map((s) => {

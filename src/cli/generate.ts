@@ -1,14 +1,9 @@
-// `duet generate`: load a checkpoint, place it, prefill the prompt and stream generated text.
+// `duet generate`: load a checkpoint through the library, prefill the prompt and stream generated text.
 import { parseArgs } from 'node:util';
-import { Engine, type DeviceChoice, type Placement } from '../engine/engine.js';
-import { loadCheckpoint } from '../model/checkpoint.js';
-import { nodeModelFiles } from '../node/files.js';
-import { createNodeGpu } from '../node/gpu.js';
-import { intOption, numberOption, patternOptions, resolveHeads, threadsOption } from './options.js';
-import { createNodeCpu } from '../node/kernel-threads.js';
+import { loadModel, type DeviceChoice, type Placement, type Prompt } from '../node.js';
+import { intOption, numberOption, patternOptions, threadsOption } from './options.js';
 import { Progress } from './progress.js';
-import { formatBytes, projectKvMemory } from '../attention/memory.js';
-import { allHeads } from '../attention/pattern.js';
+import { formatBytes } from '../attention/memory.js';
 import { fillerStyleFor, taskPrompt } from '../eval/evaluate.js';
 import { score } from '../eval/score.js';
 import type { TaskSample } from '../tasks/tasks.js';
@@ -33,10 +28,30 @@ const options = {
   ...patternOptions,
 } as const;
 
-function oneOf<T extends string>(value: string | undefined, flag: string, allowed: readonly T[]): T | undefined {
+export function oneOf<T extends string>(value: string | undefined, flag: string, allowed: readonly T[]): T | undefined {
   if (value === undefined) return undefined;
   if (!(allowed as readonly string[]).includes(value)) throw new Error(`${flag} must be one of ${allowed.join(', ')} (got "${value}")`);
   return value as T;
+}
+
+/** The library's model options from the shared --device/--placement/--threads/--prefill-chunk and pattern flags. */
+export function modelOptions(v: {
+  device?: string; placement?: string; threads?: string; 'prefill-chunk'?: string;
+  pattern?: string; sparsity?: string; 'streaming-only'?: boolean; full?: boolean; sink?: string; recent?: string;
+}) {
+  const exclusive = [v.pattern !== undefined, !!v['streaming-only'], !!v.full].filter(Boolean).length;
+  if (exclusive > 1) throw new Error('use only one of --pattern, --streaming-only and --full');
+  const sink = intOption(v.sink, '--sink');
+  const recent = intOption(v.recent, '--recent', 1);
+  return {
+    device: oneOf<DeviceChoice>(v.device, '--device', ['auto', 'gpu', 'cpu']) ?? 'auto',
+    placement: oneOf<Placement>(v.placement, '--placement', ['split', 'gpu', 'cpu']),
+    threads: threadsOption(v.threads),
+    prefillChunk: intOption(v['prefill-chunk'], '--prefill-chunk', 1),
+    pattern: v.pattern, sparsity: numberOption(v.sparsity, '--sparsity'), streamingOnly: v['streaming-only'],
+    window: v.full ? undefined : { sink, recent },
+    notice: (m: string) => process.stderr.write(`duet: ${m}\n`),
+  };
 }
 
 export async function generateCommand(argv: string[]): Promise<number> {
@@ -45,92 +60,77 @@ export async function generateCommand(argv: string[]): Promise<number> {
   const promptSources = [v.prompt, v['prompt-ids'], v.passkey].filter((x) => x !== undefined).length;
   if (promptSources !== 1) throw new Error('give exactly one of --prompt, --prompt-ids and --passkey LENGTH');
   if (v.depth !== undefined && v.passkey === undefined) throw new Error('--depth goes with --passkey');
-  const device = oneOf<DeviceChoice>(v.device, '--device', ['auto', 'gpu', 'cpu']) ?? 'auto';
-  const placement = oneOf<Placement>(v.placement, '--placement', ['split', 'gpu', 'cpu']);
+  if (v.chat && v.prompt === undefined) throw new Error('--chat needs --prompt text');
   const maxTokens = intOption(v['max-tokens'], '--max-tokens', 1) ?? 64;
-  const threads = threadsOption(v.threads);
   const sampling = {
     temperature: numberOption(v.temperature, '--temperature') ?? 0,
     topK: intOption(v['top-k'], '--top-k', 1),
     topP: numberOption(v['top-p'], '--top-p'),
     seed: intOption(v.seed, '--seed') ?? 0,
   };
-  const prefillChunk = intOption(v['prefill-chunk'], '--prefill-chunk', 1);
+  const passkeyLength = v.passkey === undefined ? undefined : intOption(v.passkey, '--passkey', 32)!;
+  const depth = numberOption(v.depth, '--depth') ?? 0.5;
+  if (!(depth >= 0 && depth <= 1)) throw new Error(`--depth must be in [0, 1] (got ${depth})`);
 
-  const progress = new Progress('loading');
-  const checkpoint = await loadCheckpoint(nodeModelFiles(v.model), {
-    onProgress: (done: number, total: number) => progress.update(done, total),
-  });
-  const { config, tokenizer } = checkpoint;
-  let promptIds: number[];
-  let passkey: TaskSample | null = null;
-  if (v.passkey !== undefined) {
-    // A passkey prompt in the model's own filler: the needle at --depth, the question at the end.
-    if (!tokenizer) throw new Error(`${v.model}: --passkey needs tokenizer.json`);
-    const length = intOption(v.passkey, '--passkey', 32)!;
-    const depth = numberOption(v.depth, '--depth') ?? 0.5;
-    if (!(depth >= 0 && depth <= 1)) throw new Error(`--depth must be in [0, 1] (got ${depth})`);
-    const prompt = taskPrompt(tokenizer, { kind: 'passkey', length, depth, seed: sampling.seed, style: fillerStyleFor(tokenizer) });
-    passkey = prompt.sample;
-    promptIds = prompt.ids;
-    process.stderr.write(`duet: passkey prompt of ${promptIds.length} tokens, pass key ${passkey.answers[0]} at depth ${depth}\n`);
-  } else if (v['prompt-ids'] !== undefined) {
-    promptIds = v['prompt-ids'].split(',').map((s) => {
-      const n = Number(s.trim());
-      if (s.trim() === '' || !Number.isInteger(n) || n < 0 || n >= config.vocabSize) {
-        throw new Error(`--prompt-ids: "${s}" is not a token id in 0..${config.vocabSize - 1}`);
-      }
-      return n;
-    });
-    if (v.chat) throw new Error('--chat needs --prompt text');
-  } else {
-    if (!tokenizer) throw new Error(`${v.model}: no tokenizer.json; give the prompt as --prompt-ids`);
-    const text = v.chat ? tokenizer.applyChatTemplate([{ role: 'user', content: v.prompt! }], { addGenerationPrompt: true }) : v.prompt!;
-    promptIds = tokenizer.encode(text, { addSpecialTokens: !v.chat });
-  }
-  const heads = await resolveHeads(v, config.numLayers, config.numKvHeads);
-  const engine = await Engine.create(config, checkpoint.weights, {
-    device, placement, kinds: heads.kinds, window: heads.window,
-    acquireGpu: () => createNodeGpu(),
-    createCpu: () => createNodeCpu(threads),
-    notice: (m) => process.stderr.write(`duet: ${m}\n`),
+  const loading = new Progress('loading');
+  const model = await loadModel(v.model, {
+    ...modelOptions(v),
+    onProgress: (e) => { if (e.step === 'weights') loading.update(e.done, e.total); },
   });
   try {
-    process.stderr.write(`duet: ${engine.deviceDescription}; placement ${engine.placement}; ${heads.description}; prompt ${promptIds.length} tokens\n`);
-    const decoder = tokenizer?.streamDecoder();
-    const result = await engine.generate(promptIds, {
-      ...sampling, maxTokens, prefillChunk, stopIds: checkpoint.eosTokenIds,
-      onToken: (id) => {
-        if (v.json) return;
-        if (decoder) process.stdout.write(decoder.push(id));
-        else process.stdout.write(`${id} `);
-      },
-    });
-    const text = tokenizer ? tokenizer.decode(result.tokens) : null;
-    // KV bytes with every head full, at the same cache capacity, for the saving.
-    const capacity = Math.min(config.maxPositionEmbeddings, promptIds.length + maxTokens);
-    const fullKvBytes = projectKvMemory(allHeads(config.numLayers, config.numKvHeads, true), config.headDim, capacity, { sink: 0, recent: 1 }, 4).full_bytes;
-    const kvBytes = result.kv.retrievalBytes + result.kv.streamingBytes;
+    const { config } = model.info;
+    const tokenizer = model.tokenizer;
+    let prompt: Prompt;
+    let passkey: TaskSample | null = null;
+    if (passkeyLength !== undefined) {
+      // A passkey prompt in the model's own filler: the needle at --depth, the question at the end.
+      if (!tokenizer) throw new Error(`${v.model}: --passkey needs tokenizer.json`);
+      const p = taskPrompt(tokenizer, { kind: 'passkey', length: passkeyLength, depth, seed: sampling.seed, style: fillerStyleFor(tokenizer) });
+      passkey = p.sample;
+      prompt = p.ids;
+      process.stderr.write(`duet: passkey prompt of ${p.ids.length} tokens, pass key ${passkey.answers[0]} at depth ${depth}\n`);
+    } else if (v['prompt-ids'] !== undefined) {
+      prompt = v['prompt-ids'].split(',').map((s) => {
+        const n = Number(s.trim());
+        if (s.trim() === '' || !Number.isInteger(n) || n < 0 || n >= config.vocabSize) {
+          throw new Error(`--prompt-ids: "${s}" is not a token id in 0..${config.vocabSize - 1}`);
+        }
+        return n;
+      });
+    } else {
+      if (!tokenizer) throw new Error(`${v.model}: no tokenizer.json; give the prompt as --prompt-ids`);
+      prompt = v.chat ? { messages: [{ role: 'user', content: v.prompt! }] } : v.prompt!;
+    }
+    const info = model.info;
+    const generation = model.generate(prompt, { ...sampling, maxTokens });
+    process.stderr.write(`duet: ${info.device}; placement ${info.placement}; ${info.heads}; prompt ${model.encode(prompt).length} tokens\n`);
+    for await (const d of generation) {
+      if (v.json) continue;
+      process.stdout.write(tokenizer ? d.text : `${d.id} `);
+    }
+    const r = await generation.result();
+    const text = tokenizer ? r.text : null;
+    const kvBytes = r.kv.retrieval + r.kv.streaming;
     const recalled = passkey ? score('passkey', text ?? '', passkey.answers) === 1 : null;
     if (v.json) {
       process.stdout.write(`${JSON.stringify({
-        tokens: result.tokens, text, device: engine.placement === 'cpu' ? 'cpu' : 'gpu', placement: engine.placement,
-        adapter: engine.deviceDescription, heads: heads.description,
-        prompt_tokens: result.promptTokens, stop_reason: result.stopReason,
-        timings: { prefill_ms: result.prefillMs, decode_ms_per_token: result.decodeMsPerToken },
-        kv_bytes: { retrieval: result.kv.retrievalBytes, streaming: result.kv.streamingBytes, gpu: result.kv.byDevice.gpu, cpu: result.kv.byDevice.cpu, full_attention: fullKvBytes },
+        tokens: r.tokens, text, device: info.placement === 'cpu' ? 'cpu' : 'gpu', placement: info.placement,
+        adapter: info.device, heads: info.heads,
+        prompt_tokens: r.usage.promptTokens, stop_reason: r.stoppedBy, finish_reason: r.finishReason,
+        timings: { prefill_ms: r.timings.prefillMs, decode_ms_per_token: r.timings.decodeMsPerToken, ttft_ms: r.timings.timeToFirstTokenMs },
+        kv_bytes: { retrieval: r.kv.retrieval, streaming: r.kv.streaming, gpu: r.kv.gpu, cpu: r.kv.cpu, full_attention: r.kv.fullAttention },
+        work: { gpu_dispatches: r.work.gpuDispatches, cpu_kernel_calls: r.work.cpuKernelCalls },
         ...(passkey ? { passkey: { expected: passkey.answers[0], recalled } } : {}),
       })}\n`);
     } else {
-      if (decoder) process.stdout.write(decoder.flush());
       process.stdout.write('\n');
-      process.stderr.write(`duet: ${result.tokens.length} tokens (${result.stopReason}); prefill ${result.prefillMs.toFixed(1)} ms; decode ${result.decodeMsPerToken.toFixed(2)} ms/token\n`);
-      const where = `${formatBytes(result.kv.byDevice.gpu)} on the GPU, ${formatBytes(result.kv.byDevice.cpu)} on the CPU`;
-      process.stderr.write(`duet: KV cache ${formatBytes(kvBytes)} (${where}) vs ${formatBytes(fullKvBytes)} with full attention: ${((1 - kvBytes / fullKvBytes) * 100).toFixed(0)}% saved\n`);
+      process.stderr.write(`duet: ${r.tokens.length} tokens (${r.stoppedBy}); prefill ${r.timings.prefillMs.toFixed(1)} ms; decode ${r.timings.decodeMsPerToken.toFixed(2)} ms/token\n`);
+      const where = `${formatBytes(r.kv.gpu)} on the GPU, ${formatBytes(r.kv.cpu)} on the CPU`;
+      process.stderr.write(`duet: KV cache ${formatBytes(kvBytes)} (${where}) vs ${formatBytes(r.kv.fullAttention)} with full attention: ${((1 - kvBytes / r.kv.fullAttention) * 100).toFixed(0)}% saved\n`);
       if (passkey) process.stderr.write(`duet: pass key ${passkey.answers[0]}: ${recalled ? 'recalled' : 'NOT recalled'}\n`);
     }
   } finally {
-    engine.dispose();
+    await model.dispose();
   }
   return 0;
 }

@@ -8,6 +8,8 @@ import { webCommand, WEB_DEFAULT_MODEL, WEB_DEFAULT_PORT } from './web.js';
 import { trainCommand } from './train.js';
 import { identifyCommand } from './identify.js';
 import { benchCommand } from './bench.js';
+import { serveCommand } from './serve.js';
+import { DuetError } from '../errors.js';
 
 const USAGE = `duet — DuoAttention inference: retrieval heads on the GPU (WebGPU), streaming heads on the CPU (WASM SIMD)
 
@@ -35,6 +37,10 @@ Usage:
             [--depths 0,0.25,0.5,0.75,1] [--samples N] [--seed S] [--sink N --recent N]
             [--device D] [--placement P] [--prefill-chunk N] [--threads N] [--json] [--out DIR]
       long-context accuracy per task, length and needle depth; JSON rows and SVG heatmaps in --out
+  duet serve --model DIR [--pattern DIR [--sparsity S]] [--host 127.0.0.1] [--port 8080] [--api-key KEY]
+             [--max-queue N] [--ctx N] [--device D] [--placement P] [--threads N] [--prefill-chunk N]
+      an OpenAI-compatible HTTP server: GET /v1/models, POST /v1/chat/completions and /v1/completions
+      (streaming as server-sent events), GET /health
   duet web [--port P] [--model DIR] [--pattern DIR]
       serves the demo page on http://127.0.0.1:P/ (default ${WEB_DEFAULT_PORT}) with a model (default ${WEB_DEFAULT_MODEL})
   duet train --out DIR [--steps N] [--seed S] [--resume | --force] [--save-every N] [--tokens-per-step N]
@@ -65,8 +71,33 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${pkg.version}\n`);
     return 0;
   }
+  try {
+    return await run(command, rest);
+  } catch (err) {
+    throw err instanceof DuetError ? new Error(flagMessage(err)) : err;
+  }
+}
+
+/** The CLI's flag for each API field a DuetError can name. */
+const FLAGS: Record<string, string> = {
+  maxTokens: '--max-tokens', temperature: '--temperature', topK: '--top-k', topP: '--top-p', seed: '--seed',
+  device: '--device', placement: '--placement', prefillChunk: '--prefill-chunk', sparsity: '--sparsity', threads: '--threads',
+  window: '--sink/--recent', 'window.sink': '--sink', 'window.recent': '--recent', streamingOnly: '--streaming-only',
+  contextLength: '--ctx', prompt: 'the prompt', stop: '--stop', pattern: '--pattern',
+};
+
+/** A library error in the CLI's words: the API field becomes its flag. */
+export function flagMessage(err: DuetError): string {
+  if (!err.field) return err.message;
+  const detail = err.detail.replace(/\bdevice '(\w+)'/g, '--device $1').replace(/'(cpu|gpu|split|auto)'/g, '$1')
+    .replace(/\bwindow\.sink\b/g, '--sink').replace(/\bwindow\.recent\b/g, '--recent').replace(/\bpattern\b/g, '--pattern');
+  return `${FLAGS[err.field] ?? err.field} ${detail}`;
+}
+
+async function run(command: string, rest: string[]): Promise<number> {
   switch (command) {
     case 'generate': return generateCommand(rest);
+    case 'serve': return serveCommand(rest);
     case 'memory': return memoryCommand(rest);
     case 'eval': return evalCommand(rest);
     case 'web': return webCommand(rest);

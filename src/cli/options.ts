@@ -1,7 +1,6 @@
 // Shared CLI option parsing: numbers with named errors, and the head-pattern options.
-import type { HeadKinds } from '../attention/pattern.js';
-import { allHeads, binarize, loadPattern } from '../attention/pattern.js';
-import type { StreamingWindow } from '../engine/backend.js';
+import { loadPattern } from '../attention/pattern.js';
+import { resolveHeads as resolveApiHeads, type ResolvedHeads } from '../api/heads.js';
 import { nodeModelFiles } from '../node/files.js';
 import { defaultThreads } from '../node/kernel-threads.js';
 import { createNodeGpu } from '../node/gpu.js';
@@ -50,41 +49,31 @@ export interface PatternValues {
   pattern?: string; sparsity?: string; 'streaming-only'?: boolean; full?: boolean; sink?: string; recent?: string;
 }
 
-/** Resolves --pattern/--sparsity/--streaming-only/--full/--sink/--recent into head kinds and a window. */
-export async function resolveHeads(v: PatternValues, layers: number, kvHeads: number): Promise<{ kinds: HeadKinds; window?: StreamingWindow; description: string }> {
+/** Resolves --pattern/--sparsity/--streaming-only/--full/--sink/--recent into head kinds and a window (the library's rules). */
+export async function resolveHeads(v: PatternValues, layers: number, kvHeads: number): Promise<ResolvedHeads> {
   const exclusive = [v.pattern !== undefined, !!v['streaming-only'], !!v.full].filter(Boolean).length;
   if (exclusive > 1) throw new Error('use only one of --pattern, --streaming-only and --full');
-  const sparsity = numberOption(v.sparsity, '--sparsity');
-  if (sparsity !== undefined && v.pattern === undefined) throw new Error('--sparsity needs --pattern');
-  let sink = intOption(v.sink, '--sink');
-  let recent = intOption(v.recent, '--recent', 1);
-  if (v.full || (v.pattern === undefined && !v['streaming-only'])) {
-    return { kinds: allHeads(layers, kvHeads, true), description: 'full attention' };
-  }
-  if (v.pattern !== undefined) {
-    const pattern = await loadPattern(nodeModelFiles(v.pattern), layers, kvHeads);
-    sink ??= pattern.sink;
-    recent ??= pattern.recent;
-    const kinds = binarize(pattern.alphas, { sparsity });
-    const streaming = kinds.flat().filter((r) => !r).length;
-    return {
-      kinds, window: { sink, recent },
-      description: `pattern ${v.pattern}: ${streaming}/${layers * kvHeads} KV heads streaming (sink ${sink}, recent ${recent})`,
-    };
-  }
-  if (sink === undefined || recent === undefined) throw new Error('--streaming-only needs --sink and --recent');
-  return { kinds: allHeads(layers, kvHeads, false), window: { sink, recent }, description: `streaming only (sink ${sink}, recent ${recent})` };
+  const pattern = v.pattern === undefined ? undefined : await loadPattern(nodeModelFiles(v.pattern), layers, kvHeads);
+  return resolveApiHeads({
+    pattern, sparsity: numberOption(v.sparsity, '--sparsity'), streamingOnly: v['streaming-only'],
+    window: { sink: intOption(v.sink, '--sink'), recent: intOption(v.recent, '--recent', 1) },
+  }, layers, kvHeads, `pattern ${v.pattern}`);
 }
 
 /**
  * --device for training and identification (cpu by default: the bundled model's recipe is defined
- * on the CPU kernels): "gpu" needs a WebGPU adapter, "auto" takes one when there is one.
+ * on the CPU kernels): "gpu" needs a WebGPU adapter, "auto" takes a hardware one when there is one.
  */
 export async function trainingDevice(value: string | undefined, notice: (m: string) => void): Promise<GpuContext | null> {
   const device = value ?? 'cpu';
   if (!['cpu', 'gpu', 'auto'].includes(device)) throw new Error(`--device must be cpu, gpu or auto (got "${device}")`);
   if (device === 'cpu') return null;
   const { gpu, reason } = await createNodeGpu();
+  if (gpu && gpu.software && device === 'auto') {
+    notice(`the only WebGPU adapter is a software renderer (${gpu.adapterDescription}); running on the CPU, which is faster (--device gpu uses it anyway)`);
+    gpu.destroy();
+    return null;
+  }
   if (gpu) return gpu;
   if (device === 'gpu') throw new Error(`--device gpu: no WebGPU adapter (${reason})`);
   notice(`no WebGPU adapter (${reason}); running on the CPU`);

@@ -10,6 +10,7 @@ import { GpuBackend } from '../gpu/backend.js';
 import type { GpuContext } from '../gpu/context.js';
 import type { ModelConfig } from '../model/config.js';
 import type { ModelWeights } from '../model/weights.js';
+import { DuetError } from '../errors.js';
 
 /** A CPU backend with its work counter (kernel invocations), used to prove the WASM path ran. */
 export type CpuLike = Backend & { readonly kernelCalls: number };
@@ -39,12 +40,16 @@ export interface GenerateOptions extends SamplingOptions {
   /** Prefill chunk size in tokens (default 512). */
   prefillChunk?: number;
   onToken?: (id: number) => void;
+  /** Stops the generation (between prefill chunks and after each token). */
+  signal?: AbortSignal;
 }
+
+export type StopReason = 'eos' | 'max_tokens' | 'max_positions' | 'aborted';
 
 export interface GenerationResult {
   tokens: number[];
   promptTokens: number;
-  stopReason: 'eos' | 'max_tokens' | 'max_positions';
+  stopReason: StopReason;
   prefillMs: number;
   decodeMsPerToken: number;
   kv: KvMemory;
@@ -65,14 +70,19 @@ export class Engine {
     const device = options.device ?? 'auto';
     const notice = options.notice ?? (() => {});
     let placement = options.placement;
-    if (placement === 'cpu' && device === 'gpu') throw new Error('--placement cpu runs everything on the CPU; it cannot be combined with --device gpu');
+    if (placement === 'cpu' && device === 'gpu') throw new DuetError('placement', "'cpu' runs everything on the CPU; it cannot be combined with device 'gpu'");
     let gpu: GpuBackend | null = null;
     const wantGpu = device !== 'cpu' && placement !== 'cpu';
     if (wantGpu) {
       const { gpu: ctx, reason } = options.acquireGpu ? await options.acquireGpu() : { gpu: null, reason: 'no WebGPU provider in this environment' };
-      if (ctx) gpu = new GpuBackend(ctx);
+      if (ctx && ctx.software && device === 'auto') {
+        // A software rasteriser (SwiftShader, llvmpipe) is far slower than the WASM kernels.
+        notice(`the only WebGPU adapter is a software renderer (${ctx.adapterDescription}); running on the CPU, which is faster (device 'gpu' uses it anyway)`);
+        ctx.destroy();
+        placement = 'cpu';
+      } else if (ctx) gpu = new GpuBackend(ctx);
       else if (device === 'gpu' || placement === 'split' || placement === 'gpu') {
-        if (device === 'gpu') throw new Error(`--device gpu: no WebGPU adapter (${reason})`);
+        if (device === 'gpu') throw new DuetError('device', `'gpu': no WebGPU adapter (${reason})`, 'unavailable');
         notice(`no WebGPU adapter (${reason}); falling back to the CPU`);
         placement = 'cpu';
       } else {
@@ -85,7 +95,7 @@ export class Engine {
     const main: Backend = placement === 'cpu' ? cpu : gpu!;
     const streamingBackend: Backend = placement === 'gpu' ? gpu! : cpu;
     const asked = options.kinds ?? allHeads(config.numLayers, config.numKvHeads, true);
-    if (countStreaming(asked) > 0 && !options.window) throw new Error('streaming heads need a window (sink and recent sizes)');
+    if (countStreaming(asked) > 0 && !options.window) throw new DuetError('window', 'is needed by streaming heads (sink and recent sizes)');
     // The model's own sliding window (Mistral) runs as streaming heads without sinks.
     const windowed = applySlidingWindow(config.slidingWindow, config.maxPositionEmbeddings, asked, options.window);
     if (windowed.note) notice(windowed.note);
@@ -104,43 +114,66 @@ export class Engine {
     return new Session(this.model, { capacity, maxRows, limit: this.positionLimit });
   }
 
-  async generate(promptIds: number[], options: GenerateOptions = {}): Promise<GenerationResult> {
-    if (promptIds.length === 0) throw new Error('the prompt is empty');
+  /**
+   * Generates token by token: prefills the prompt in chunks, then yields each sampled id. Stops on a
+   * stop id, at maxTokens, at the model's last position, or when `signal` aborts (checked between
+   * prefill chunks and after every token). The session is freed when the generator ends, also when
+   * the caller stops early (return()); the generator's return value is the result.
+   */
+  async *stream(promptIds: number[], options: GenerateOptions = {}): AsyncGenerator<number, GenerationResult> {
+    if (promptIds.length === 0) throw new DuetError('prompt', 'is empty');
     const maxTokens = options.maxTokens ?? 64;
+    if (!(Number.isInteger(maxTokens) && maxTokens >= 1)) throw new DuetError('maxTokens', `must be a positive integer (got ${maxTokens})`);
     const limit = this.config.maxPositionEmbeddings;
     if (promptIds.length > limit) {
-      throw new Error(`the prompt has ${promptIds.length} tokens, more than the model allows (max_position_embeddings ${limit})`);
+      throw new DuetError('prompt', `has ${promptIds.length} tokens, more than the model allows (max_position_embeddings ${limit})`, 'context_length_exceeded');
     }
     const chunk = options.prefillChunk ?? 512;
-    if (!(Number.isInteger(chunk) && chunk >= 1)) throw new Error(`--prefill-chunk must be a positive integer (got ${chunk})`);
+    if (!(Number.isInteger(chunk) && chunk >= 1)) throw new DuetError('prefillChunk', `must be a positive integer (got ${chunk})`);
     const sampler = new Sampler(options);
     const stop = new Set(options.stopIds ?? []);
+    const signal = options.signal;
     const session = this.newSession(Math.min(limit, promptIds.length + maxTokens), Math.min(chunk, promptIds.length));
+    const tokens: number[] = [];
+    let stopReason: StopReason = 'max_tokens';
+    let prefillMs = 0, decodeMs = 0, decodeSteps = 0;
     try {
       const t0 = performance.now();
-      let logits = await session.forward(promptIds);
-      const prefillMs = performance.now() - t0;
-      const tokens: number[] = [];
-      let stopReason: GenerationResult['stopReason'] = 'max_tokens';
+      let logits: Float32Array | null = null;
+      for (let start = 0; start < promptIds.length; start += chunk) {
+        if (signal?.aborted) { stopReason = 'aborted'; break; }
+        logits = await session.forward(promptIds.slice(start, start + chunk));
+      }
+      prefillMs = performance.now() - t0;
       const t1 = performance.now();
-      let decodeSteps = 0;
-      while (tokens.length < maxTokens) {
+      while (logits && tokens.length < maxTokens) {
         const id = sampler.sample(logits);
         tokens.push(id);
         options.onToken?.(id);
+        yield id;
+        if (signal?.aborted) { stopReason = 'aborted'; break; }
         if (stop.has(id)) { stopReason = 'eos'; break; }
         if (tokens.length >= maxTokens) break;
         if (session.pastLen >= limit) { stopReason = 'max_positions'; break; }
         logits = await session.forward([id]);
         decodeSteps++;
       }
-      const decodeMs = performance.now() - t1;
+      decodeMs = performance.now() - t1;
       return {
         tokens, promptTokens: promptIds.length, stopReason, prefillMs,
         decodeMsPerToken: decodeSteps ? decodeMs / decodeSteps : 0, kv: session.kvMemory(),
       };
     } finally {
       session.dispose();
+    }
+  }
+
+  /** Runs stream() to the end (tokens also reach onToken). */
+  async generate(promptIds: number[], options: GenerateOptions = {}): Promise<GenerationResult> {
+    const it = this.stream(promptIds, options);
+    for (;;) {
+      const step = await it.next();
+      if (step.done) return step.value;
     }
   }
 

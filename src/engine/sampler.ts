@@ -1,4 +1,5 @@
 // Token selection from logits: greedy, or temperature with optional top-k / top-p, seeded.
+import { DuetError } from '../errors.js';
 
 export interface SamplingOptions {
   /** 0 (default) = greedy. */
@@ -39,9 +40,9 @@ export class Sampler {
   private readonly random: () => number;
   constructor(private readonly options: SamplingOptions = {}) {
     const { temperature = 0, topK, topP } = options;
-    if (!(temperature >= 0)) throw new Error(`--temperature must be ≥ 0 (got ${temperature})`);
-    if (topK !== undefined && !(Number.isInteger(topK) && topK >= 1)) throw new Error(`--top-k must be a positive integer (got ${topK})`);
-    if (topP !== undefined && !(topP > 0 && topP <= 1)) throw new Error(`--top-p must be in (0, 1] (got ${topP})`);
+    if (!(temperature >= 0)) throw new DuetError('temperature', `must be ≥ 0 (got ${temperature})`);
+    if (topK !== undefined && !(Number.isInteger(topK) && topK >= 1)) throw new DuetError('topK', `must be a positive integer (got ${topK})`);
+    if (topP !== undefined && !(topP > 0 && topP <= 1)) throw new DuetError('topP', `must be in (0, 1] (got ${topP})`);
     this.random = seededRandom(options.seed ?? 0);
   }
 

@@ -3,6 +3,17 @@
 // dispatch, uploaded with a single writeBuffer right before the submit).
 import { shaders } from '../generated/shaders.js';
 
+/**
+ * Whether an adapter is a software renderer (SwiftShader, llvmpipe, lavapipe, WARP, …): flagged by
+ * the browser (isFallbackAdapter) or recognisable by name. `device: 'auto'` never picks one.
+ */
+export function isSoftwareAdapter(info: { isFallbackAdapter?: boolean; vendor?: string; architecture?: string; device?: string; description?: string },
+  fallback = false): boolean {
+  if (fallback || info.isFallbackAdapter) return true;
+  const name = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(' ');
+  return /swiftshader|llvmpipe|lavapipe|softpipe|software|microsoft basic render|\bwarp\b/i.test(name);
+}
+
 const UNIFORM_SLOT = 256;
 const UNIFORM_SLOTS = 1024;
 
@@ -15,12 +26,20 @@ export class GpuContext {
   private uniformUsed = 0;
   /** Buffers to destroy once the work recorded so far has been submitted. */
   private doomed: GPUBuffer[] = [];
+  /** Buffers alive on a lent device (to free them when the context goes). */
+  private readonly live: Set<GPUBuffer> | null;
+  private track(buffer: GPUBuffer): GPUBuffer { this.live?.add(buffer); return buffer; }
   /** Dispatches recorded since creation (exposed as a work counter). */
   dispatches = 0;
   /** Uncaptured WebGPU errors (validation, out of memory) seen on this device, oldest first (at most 100 kept). */
   readonly errors: string[] = [];
 
-  constructor(readonly device: GPUDevice, readonly adapterDescription: string) {
+  constructor(readonly device: GPUDevice, readonly adapterDescription: string,
+    /** A software renderer (see isSoftwareAdapter). */
+    readonly software = false,
+    /** false for a device the caller lent (destroy() then frees this context's buffers, not the device). */
+    readonly ownsDevice = true) {
+    this.live = ownsDevice ? null : new Set();
     this.uniformBuffer = device.createBuffer({ size: UNIFORM_SLOT * UNIFORM_SLOTS, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
     device.addEventListener('uncapturederror', (e) => {
       const message = (e as GPUUncapturedErrorEvent).error.message;
@@ -50,6 +69,7 @@ export class GpuContext {
    * is pending). Destroying a buffer that an unsubmitted command uses would invalidate the submit.
    */
   release(buffer: GPUBuffer): void {
+    this.live?.delete(buffer);
     if (this.encoder) this.doomed.push(buffer);
     else buffer.destroy();
   }
@@ -61,7 +81,7 @@ export class GpuContext {
   bufferWith(data: ArrayBufferView, usage: GPUBufferUsageFlags, label?: string): GPUBuffer {
     this.checkSize(data.byteLength, label);
     const size = Math.max(16, Math.ceil(data.byteLength / 16) * 16);
-    const buffer = this.device.createBuffer({ size, usage: usage | GPUBufferUsage.COPY_SRC, mappedAtCreation: true, label });
+    const buffer = this.track(this.device.createBuffer({ size, usage: usage | GPUBufferUsage.COPY_SRC, mappedAtCreation: true, label }));
     new Uint8Array(buffer.getMappedRange()).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
     buffer.unmap();
     return buffer;
@@ -151,10 +171,10 @@ export class GpuContext {
 
   createBuffer(byteLength: number, label?: string): GPUBuffer {
     this.checkSize(byteLength, label);
-    return this.device.createBuffer({
+    return this.track(this.device.createBuffer({
       size: Math.max(16, Math.ceil(byteLength / 16) * 16), label,
       usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
-    });
+    }));
   }
 
   /** Copies byteLength bytes of `src` at srcOffset to host memory, after all recorded work. */
@@ -176,6 +196,6 @@ export class GpuContext {
     this.encoder = null;
     this.pass = null;
     this.uniformBuffer.destroy();
-    this.device.destroy();
+    if (this.live) { for (const b of this.live) b.destroy(); this.live.clear(); } else this.device.destroy();
   }
 }

@@ -40,6 +40,8 @@ export class TextTokenizer {
     this.templateSource = source;
   }
 
+  get hasChatTemplate(): boolean { return this.template !== null; }
+
   encode(text: string, options: { addSpecialTokens?: boolean } = {}): number[] {
     return this.tokenizer.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids;
   }

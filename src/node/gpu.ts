@@ -1,8 +1,8 @@
 // WebGPU in Node through Dawn (the `webgpu` npm package). Tries the backends a headless Linux box
 // has: Vulkan (a real GPU, or SwiftShader when VK_ICD_FILENAMES points at it), then OpenGL ES over
 // Mesa (llvmpipe), which only offers a "compatibility" adapter.
-import { create, globals } from 'webgpu';
-import { GpuContext } from '../gpu/context.js';
+// `webgpu` is imported on first use, so a Node user without it (an optional dependency) runs on the CPU.
+import { GpuContext, isSoftwareAdapter } from '../gpu/context.js';
 import { GpuBackend } from '../gpu/backend.js';
 
 let globalsInstalled = false;
@@ -19,6 +19,13 @@ export interface NodeGpuOptions {
 
 /** Returns a GPU context, or null with the reason when no adapter is available. */
 export async function createNodeGpu(options: NodeGpuOptions = {}): Promise<{ gpu: GpuContext | null; reason: string }> {
+  let dawn: typeof import('webgpu');
+  try {
+    dawn = await import('webgpu');
+  } catch (err) {
+    return { gpu: null, reason: `the optional 'webgpu' package (Dawn) is not installed (${(err as Error).message.split('\n')[0]})` };
+  }
+  const { create, globals } = dawn;
   if (!globalsInstalled) { Object.assign(globalThis, globals); globalsInstalled = true; }
   const wanted = options.backend ?? process.env.DUET_GPU_BACKEND;
   const attempts: Array<{ backend: string | null; featureLevel: 'core' | 'compatibility' }> = wanted
@@ -46,7 +53,8 @@ export async function createNodeGpu(options: NodeGpuOptions = {}): Promise<{ gpu
       // (GpuContext logs and records uncaptured errors.)
       const info = adapter.info;
       const name = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(' ') || 'unknown adapter';
-      const gpu = new GpuContext(device, `${name} (${backend ?? 'default'} backend, ${featureLevel})`);
+      const software = isSoftwareAdapter(info, (adapter as { isFallbackAdapter?: boolean }).isFallbackAdapter);
+      const gpu = new GpuContext(device, `${name} (${backend ?? 'default'} backend, ${featureLevel})`, software);
       instances.set(gpu, { navigatorGpu, adapter });
       return { gpu, reason: '' };
     } catch (err) {

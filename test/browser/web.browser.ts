@@ -77,6 +77,8 @@ async function passkeyInSplit(context: BrowserContext, url: string, problems: st
   assert.ok(await page.locator('#heatmap-kinds svg').count() === 1, 'the pattern heatmap is missing');
 
   await page.selectOption('#placement', 'split');
+  // SwiftShader is a software renderer, which the default 'auto' refuses; 'gpu' takes it.
+  await page.selectOption('#device', 'gpu');
   await page.selectOption('#pattern-source', 'served');
   await page.fill('#sparsity', '0.5');
   await page.fill('#passkey-length', String(PASSKEY_LENGTH));

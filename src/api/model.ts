@@ -1,0 +1,379 @@
+// The public model object: a checkpoint placed on its devices with a head pattern, generating text
+// as an async iterable. Environment-neutral: the entries (src/index.ts for browsers, src/node.ts for
+// Node) supply the files, the GPU and the CPU backend.
+import { projectKvMemory } from '../attention/memory.js';
+import { allHeads, countStreaming, loadPattern, type HeadPattern, type PatternFiles } from '../attention/pattern.js';
+import type { StreamingWindow } from '../engine/backend.js';
+import { Engine, type CpuLike, type DeviceChoice, type EngineOptions, type GenerationResult, type Placement } from '../engine/engine.js';
+import { DuetError } from '../errors.js';
+import { Sampler } from '../engine/sampler.js';
+import { GpuContext } from '../gpu/context.js';
+import { loadCheckpoint, type Checkpoint } from '../model/checkpoint.js';
+import type { ModelConfig } from '../model/config.js';
+import type { ModelFiles } from '../model/files.js';
+import type { ChatMessage, StreamDecoder, TextTokenizer } from '../model/tokenizer.js';
+import { resolveHeads, type HeadOptions } from './heads.js';
+import { StopText } from './stop-text.js';
+import { ChatCompletions, Completions } from './openai.js';
+
+export type { ChatMessage, DeviceChoice, Placement, StreamingWindow };
+
+/** A long step of loading: bytes downloaded or read, tensors placed. */
+export interface ProgressEvent {
+  step: 'download' | 'weights' | 'pattern' | 'engine';
+  done: number;
+  total: number;
+  /** The file or tensor being worked on. */
+  detail?: string;
+}
+
+export interface ModelOptions extends Omit<HeadOptions, 'pattern'> {
+  /** A DuoAttention pattern: parsed, or its folder (full_attention_heads.tsv + config.json). */
+  pattern?: HeadPattern | PatternFiles;
+  /** 'auto' (default) takes a hardware GPU and never a software renderer; 'gpu' insists; 'cpu' never asks. */
+  device?: DeviceChoice;
+  /** Where streaming heads run: 'split' (CPU, next to GPU retrieval heads), 'gpu', 'cpu' (everything). */
+  placement?: Placement;
+  /** An existing WebGPU device to run on instead of acquiring one. */
+  gpuDevice?: GPUDevice;
+  /** Longest prompt + generation in tokens (default: the model's max_position_embeddings). */
+  contextLength?: number;
+  /** Prefill chunk size in tokens (default 512). */
+  prefillChunk?: number;
+  /** The name requests and responses use for this model (default: the source's name). */
+  id?: string;
+  onProgress?: (event: ProgressEvent) => void;
+  /** Notes worth showing (device fallbacks, a missing chat template); default: none shown. */
+  notice?: (message: string) => void;
+  /** Passed to the checkpoint loader (room for weight formats and the like). */
+  checkpoint?: Record<string, unknown>;
+}
+
+/** What an entry provides: how to get a GPU and a CPU backend here. */
+export interface Environment {
+  acquireGpu: () => Promise<{ gpu: GpuContext | null; reason: string }>;
+  createCpu: () => Promise<CpuLike>;
+}
+
+export type Prompt = string | number[] | { messages: ChatMessage[] };
+
+export interface GenerateOptions {
+  /** Tokens to generate at most (default 256, and never past the context length). */
+  maxTokens?: number;
+  /** 0 (default) = greedy. */
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  seed?: number;
+  /** Text that ends the generation (not included in the output). */
+  stop?: string | string[];
+  /** Token ids that end the generation, besides the model's end-of-sequence ids. */
+  stopIds?: number[];
+  /** Do not stop at the model's end-of-sequence ids. */
+  ignoreEos?: boolean;
+  signal?: AbortSignal;
+}
+
+export interface TokenDelta {
+  /** The sampled token id. */
+  id: number;
+  /** New text this token completes (may be '' while a character or a possible stop string is incomplete). */
+  text: string;
+}
+
+export type FinishReason = 'stop' | 'length' | 'abort';
+
+export interface KvStats {
+  /** Bytes of KV cache on each device, and split by head kind. */
+  gpu: number;
+  cpu: number;
+  retrieval: number;
+  streaming: number;
+  /** What full attention would hold at the same capacity. */
+  fullAttention: number;
+}
+
+export interface GenerationStats {
+  text: string;
+  tokens: number[];
+  /** stop: end-of-sequence or a stop string/id; length: maxTokens or the context; abort: the signal. */
+  finishReason: FinishReason;
+  /** The detail behind finishReason. */
+  stoppedBy: 'eos' | 'stop_id' | 'stop_string' | 'max_tokens' | 'context' | 'signal';
+  usage: { promptTokens: number; completionTokens: number; totalTokens: number };
+  timings: { prefillMs: number; decodeMsPerToken: number; timeToFirstTokenMs: number; totalMs: number };
+  kv: KvStats;
+  /** Work done for this generation: WebGPU dispatches and WebAssembly kernel calls. */
+  work: { gpuDispatches: number; cpuKernelCalls: number };
+}
+
+/** A generation in progress: iterate it for token deltas; result() resolves when it ends. */
+export class Generation implements AsyncIterable<TokenDelta> {
+  private started = false;
+  private readonly iterator: AsyncGenerator<TokenDelta, void>;
+  private readonly done: Promise<GenerationStats>;
+  private settle!: { resolve: (s: GenerationStats) => void; reject: (e: unknown) => void };
+
+  constructor(run: (finish: (s: GenerationStats) => void) => AsyncGenerator<TokenDelta, void>) {
+    this.done = new Promise((resolve, reject) => { this.settle = { resolve, reject }; });
+    this.done.catch(() => {});
+    const inner = run((s) => this.settle.resolve(s));
+    const settle = this.settle;
+    this.iterator = (async function* () {
+      try { yield* inner; } catch (e) { settle.reject(e); throw e; }
+    })();
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<TokenDelta> {
+    if (this.started) throw new DuetError(null, 'a generation can be iterated only once');
+    this.started = true;
+    return this.iterator;
+  }
+
+  /** The finished generation's text and statistics (runs it to the end if nobody iterates it). */
+  async result(): Promise<GenerationStats> {
+    if (!this.started) for await (const _ of this) { /* drain */ }
+    return this.done;
+  }
+}
+
+export interface ModelInfo {
+  id: string;
+  config: ModelConfig;
+  placement: Placement;
+  /** The device that runs the main side ("gpu: …" or "cpu: …"). */
+  device: string;
+  /** The CPU backend (streaming heads with the split placement; everything with cpu). */
+  cpu: string;
+  heads: string;
+  streamingHeads: number;
+  kvHeads: number;
+  window: StreamingWindow | null;
+  contextLength: number;
+  hasTokenizer: boolean;
+  hasChatTemplate: boolean;
+}
+
+export class DuetModel {
+  private queue: Promise<unknown> = Promise.resolve();
+  private last: GenerationStats | null = null;
+  private disposed = false;
+  readonly tokenizer: TextTokenizer | null;
+  readonly eosTokenIds: number[];
+  readonly info: ModelInfo;
+  /** OpenAI-shaped chat completions: create({ messages, stream, max_tokens, … }). */
+  readonly chat: { completions: ChatCompletions } = { completions: new ChatCompletions(this) };
+  /** OpenAI-shaped text completions: create({ prompt, … }). */
+  readonly completions: Completions = new Completions(this);
+
+  private constructor(private readonly engine: Engine, checkpoint: Checkpoint, info: ModelInfo,
+    private readonly prefillChunk: number | undefined, private readonly notice: (m: string) => void) {
+    this.tokenizer = checkpoint.tokenizer;
+    this.eosTokenIds = checkpoint.eosTokenIds;
+    this.info = info;
+  }
+
+  /** Loads a checkpoint from `files` and places it (the entries wrap this with their sources). */
+  static async create(files: ModelFiles, options: ModelOptions, env: Environment): Promise<DuetModel> {
+    const progress = options.onProgress ?? (() => {});
+    const notice = options.notice ?? (() => {});
+    const checkpoint = await loadCheckpoint(files, {
+      ...options.checkpoint,
+      onProgress: (done, total, tensor) => progress({ step: 'weights', done, total, detail: tensor }),
+    });
+    const { config } = checkpoint;
+    const limit = options.contextLength ?? config.maxPositionEmbeddings;
+    if (!(Number.isInteger(limit) && limit >= 1 && limit <= config.maxPositionEmbeddings)) {
+      throw new DuetError('contextLength', `must be an integer from 1 to the model's max_position_embeddings ${config.maxPositionEmbeddings} (got ${limit})`);
+    }
+    let pattern: HeadPattern | undefined, patternName = 'pattern';
+    if (options.pattern && 'alphas' in options.pattern) pattern = options.pattern;
+    else if (options.pattern) {
+      progress({ step: 'pattern', done: 0, total: 1 });
+      pattern = await loadPattern(options.pattern, config.numLayers, config.numKvHeads);
+      patternName = `pattern ${options.pattern.name}`;
+      progress({ step: 'pattern', done: 1, total: 1 });
+    }
+    const heads = resolveHeads({ ...options, pattern }, config.numLayers, config.numKvHeads, patternName);
+    progress({ step: 'engine', done: 0, total: 1 });
+    const gpuDevice = options.gpuDevice;
+    const engineOptions: EngineOptions = {
+      device: options.device, placement: options.placement, kinds: heads.kinds, window: heads.window, notice,
+      acquireGpu: gpuDevice ? async () => ({ gpu: new GpuContext(gpuDevice, 'the GPUDevice given by the caller', false, false), reason: '' }) : env.acquireGpu,
+      createCpu: env.createCpu,
+    };
+    const engine = await Engine.create(config, checkpoint.weights, engineOptions);
+    progress({ step: 'engine', done: 1, total: 1 });
+    const info: ModelInfo = {
+      id: options.id ?? checkpoint.name, config, placement: engine.placement, device: engine.deviceDescription, cpu: engine.cpu.description,
+      heads: heads.description, streamingHeads: countStreaming(heads.kinds), kvHeads: config.numLayers * config.numKvHeads,
+      window: heads.window ?? null, contextLength: limit,
+      hasTokenizer: checkpoint.tokenizer !== null, hasChatTemplate: checkpoint.tokenizer?.hasChatTemplate ?? false,
+    };
+    return new DuetModel(engine, checkpoint, info, options.prefillChunk, notice);
+  }
+
+  /** Prompt token ids: text is tokenized (with BOS), messages go through the chat template. */
+  encode(prompt: Prompt): number[] {
+    if (Array.isArray(prompt)) {
+      const vocab = this.info.config.vocabSize;
+      for (const id of prompt) if (!(Number.isInteger(id) && id >= 0 && id < vocab)) throw new DuetError('prompt', `token id ${id} is outside the vocabulary (0..${vocab - 1})`);
+      return prompt;
+    }
+    const tok = this.tokenizer;
+    if (!tok) throw new DuetError('prompt', 'must be token ids: the model has no tokenizer.json', 'unavailable');
+    if (typeof prompt === 'string') {
+      if (prompt === '') throw new DuetError('prompt', 'is empty');
+      return tok.encode(prompt);
+    }
+    if (tok.hasChatTemplate) return tok.encode(tok.applyChatTemplate(prompt.messages, { addGenerationPrompt: true }), { addSpecialTokens: false });
+    // No template (the bundled model): the messages' texts one per line, as plain text.
+    this.noticeOnce('the model has no chat template; chat messages are joined as plain text');
+    return tok.encode(prompt.messages.map((m) => m.content).join('\n'));
+  }
+
+  private noticed = new Set<string>();
+  private noticeOnce(m: string): void {
+    if (!this.noticed.has(m)) { this.noticed.add(m); this.notice(m); }
+  }
+
+  /**
+   * Generates from a prompt. Generations on one model run one at a time, in the order they are
+   * first iterated (each waits for the previous to end); one aborted while waiting never prefills.
+   */
+  generate(prompt: Prompt, options: GenerateOptions = {}): Generation {
+    const ids = this.encode(prompt);
+    const limit = this.info.contextLength;
+    if (ids.length === 0) throw new DuetError('prompt', 'is empty');
+    if (ids.length >= limit) {
+      throw new DuetError('prompt', `has ${ids.length} tokens; the context length is ${limit}, leaving no room to generate`, 'context_length_exceeded');
+    }
+    const asked = options.maxTokens ?? 256;
+    if (!(Number.isInteger(asked) && asked >= 1)) throw new DuetError('maxTokens', `must be a positive integer (got ${asked})`);
+    const maxTokens = Math.min(asked, limit - ids.length);
+    const stops = options.stop === undefined ? [] : Array.isArray(options.stop) ? options.stop : [options.stop];
+    for (const s of stops) if (typeof s !== 'string' || s === '') throw new DuetError('stop', 'must be non-empty strings');
+    const stopIds = options.stopIds ?? [];
+    for (const id of stopIds) if (!Number.isInteger(id)) throw new DuetError('stopIds', `must be token ids (got ${id})`);
+    const eos = options.ignoreEos ? [] : this.eosTokenIds;
+    if (this.disposed) throw new DuetError(null, 'the model was disposed');
+    const sampling = { temperature: options.temperature ?? 0, topK: options.topK, topP: options.topP, seed: options.seed ?? 0 };
+    // Checked now, so a bad value fails the call rather than the first iteration.
+    new Sampler(sampling);
+
+    const self = this;
+    return new Generation(async function* (finish) {
+      // The turn is taken when the generation starts, so one that is never iterated holds nothing.
+      let release!: () => void;
+      const turn = self.queue;
+      self.queue = new Promise<void>((r) => { release = r; });
+      try {
+        await turn;
+        if (self.disposed) throw new DuetError(null, 'the model was disposed');
+        const user = options.signal;
+        const control = new AbortController();
+        const onAbort = () => control.abort();
+        if (user?.aborted) control.abort();
+        user?.addEventListener('abort', onAbort);
+        try {
+          yield* self.run(ids, { ...sampling, maxTokens, stopIds: [...eos, ...stopIds], signal: control.signal }, stops, new Set(eos), maxTokens < asked, control, finish);
+        } finally {
+          user?.removeEventListener('abort', onAbort);
+        }
+      } finally {
+        release();
+      }
+    });
+  }
+
+  private async *run(ids: number[], o: { maxTokens: number; stopIds: number[]; signal: AbortSignal; temperature: number; topK?: number; topP?: number; seed: number },
+    stops: string[], eos: Set<number>, clamped: boolean, control: AbortController, finish: (s: GenerationStats) => void): AsyncGenerator<TokenDelta, void> {
+    const t0 = performance.now();
+    const before = await this.work();
+    const decoder = this.tokenizer?.streamDecoder() ?? null;
+    const text = new StopText(stops);
+    let firstTokenMs = 0;
+    const it = this.engine.stream(ids, { ...o, prefillChunk: this.prefillChunk });
+    let step = await it.next();
+    let stoppedByString = false, failed = false;
+    try {
+      while (!step.done) {
+        const id = step.value;
+        if (!firstTokenMs) firstTokenMs = performance.now() - t0;
+        const piece = text.push(decoder ? decoder.push(id) : '');
+        yield { id, text: piece };
+        // CPU work resolves its promises at once: let timers, I/O and other requests in between tokens.
+        await yieldToEventLoop();
+        if (text.stoppedAt !== null && !stoppedByString) { stoppedByString = true; control.abort(); }
+        step = await it.next();
+      }
+    } catch (e) {
+      failed = true;
+      throw e;
+    } finally {
+      if (!failed) {
+        // Stopped by the caller (break): the engine sees the abort, ends and frees its session.
+        if (!step.done) { control.abort(); step = await it.next(); }
+        if (step.done) finish(await this.summarise(step.value, ids.length, o.maxTokens, { decoder, text, stoppedByString, eos, clamped, before, t0, firstTokenMs }));
+      }
+    }
+  }
+
+  private async summarise(r: GenerationResult, promptTokens: number, maxTokens: number, s: {
+    decoder: StreamDecoder | null; text: StopText; stoppedByString: boolean; eos: Set<number>; clamped: boolean;
+    before: { gpu: number; cpu: number }; t0: number; firstTokenMs: number;
+  }): Promise<GenerationStats> {
+    if (s.decoder && r.tokens.length > 0) s.text.push(s.decoder.flush());
+    s.text.flush();
+    const last = r.tokens[r.tokens.length - 1];
+    const stoppedBy: GenerationStats['stoppedBy'] = s.stoppedByString ? 'stop_string'
+      : r.stopReason === 'aborted' ? 'signal'
+      : r.stopReason === 'eos' ? (s.eos.has(last) ? 'eos' : 'stop_id')
+      : r.stopReason === 'max_positions' || s.clamped ? 'context' : 'max_tokens';
+    const finishReason: FinishReason = stoppedBy === 'signal' ? 'abort' : stoppedBy === 'max_tokens' || stoppedBy === 'context' ? 'length' : 'stop';
+    const after = await this.work();
+    const c = this.info.config;
+    const capacity = Math.min(this.info.contextLength, promptTokens + maxTokens);
+    const fullAttention = projectKvMemory(allHeads(c.numLayers, c.numKvHeads, true), c.headDim, capacity, { sink: 0, recent: 1 }, 4).full_bytes;
+    const stats: GenerationStats = {
+      text: s.decoder ? s.text.output : '', tokens: r.tokens, finishReason, stoppedBy,
+      usage: { promptTokens, completionTokens: r.tokens.length, totalTokens: promptTokens + r.tokens.length },
+      timings: { prefillMs: r.prefillMs, decodeMsPerToken: r.decodeMsPerToken, timeToFirstTokenMs: s.firstTokenMs, totalMs: performance.now() - s.t0 },
+      kv: { gpu: r.kv.byDevice.gpu, cpu: r.kv.byDevice.cpu, retrieval: r.kv.retrievalBytes, streaming: r.kv.streamingBytes, fullAttention },
+      work: { gpuDispatches: after.gpu - s.before.gpu, cpuKernelCalls: after.cpu - s.before.cpu },
+    };
+    this.last = stats;
+    return stats;
+  }
+
+  private async work(): Promise<{ gpu: number; cpu: number }> {
+    const cpu = this.engine.cpu as CpuLike & { refresh?: () => Promise<void> };
+    if (cpu.refresh) await cpu.refresh();
+    return { gpu: this.engine.gpu?.dispatches ?? 0, cpu: cpu.kernelCalls };
+  }
+
+  /** The model's placement and the last generation's statistics. */
+  stats(): { model: ModelInfo; last: GenerationStats | null } {
+    return { model: this.info, last: this.last };
+  }
+
+  /** Frees the devices (after the generation in progress, if any). */
+  async dispose(): Promise<void> {
+    if (this.disposed) return;
+    this.disposed = true;
+    await this.queue;
+    this.engine.dispose();
+  }
+}
+
+
+/** Resolves after pending macrotasks (I/O, timers, UI events) had their turn. */
+function yieldToEventLoop(): Promise<void> {
+  const g = globalThis as { setImmediate?: (f: () => void) => void };
+  if (g.setImmediate) return new Promise((r) => g.setImmediate!(r));
+  return new Promise((r) => {
+    const channel = new MessageChannel();
+    channel.port1.onmessage = () => { channel.port1.close(); r(); };
+    channel.port2.postMessage(null);
+  });
+}

@@ -1,0 +1,22 @@
+// What both entries export: the model object, its option and result types, the OpenAI shapes,
+// errors, and the pattern helpers.
+export { DuetModel, Generation } from './model.js';
+export type {
+  ChatMessage, DeviceChoice, Environment, FinishReason, GenerateOptions, GenerationStats, KvStats, ModelInfo,
+  ModelOptions, Placement, ProgressEvent, Prompt, StreamingWindow, TokenDelta,
+} from './model.js';
+export type {
+  ChatCompletion, ChatCompletionChunk, ChatCompletionParams, ChatCompletions, Completion, CompletionParams, Completions,
+  OpenAIFinish, RequestOptions, Usage,
+} from './openai.js';
+export { DuetError, type DuetErrorCode } from '../errors.js';
+export { allHeads, binarize, countStreaming, loadPattern, parsePattern, type HeadKinds, type HeadPattern, type PatternFiles } from '../attention/pattern.js';
+// Tools programs around a model need: KV projections, the long-context tasks and their scoring, heatmaps.
+export { formatBytes, projectKvMemory, type MemoryProjection } from '../attention/memory.js';
+export { fillerStyleFor, taskPrompt } from '../eval/evaluate.js';
+export { score } from '../eval/score.js';
+export { TASK_KINDS, type TaskKind, type TaskSample } from '../tasks/tasks.js';
+export { heatmap } from '../plot/svg.js';
+export type { TextTokenizer } from '../model/tokenizer.js';
+export type { ModelFiles } from '../model/files.js';
+export type { ModelConfig } from '../model/config.js';
