@@ -9,6 +9,7 @@ import { GpuBackend } from '../gpu/backend.js';
 import type { GpuContext } from '../gpu/context.js';
 import type { ModelConfig } from '../model/config.js';
 import type { ModelWeights } from '../model/weights.js';
+import type { WeightDType } from '../model/quant.js';
 
 /** A CPU backend with its work counter (kernel invocations), used to prove the WASM path ran. */
 export type CpuLike = Backend & { readonly kernelCalls: number };
@@ -23,6 +24,8 @@ export interface EngineOptions {
   /** Retrieval (true) / streaming (false) per layer per KV head; default: all retrieval (full attention). */
   kinds?: HeadKinds;
   window?: StreamingWindow;
+  /** Storage of the matmul weights on the device (default f32); see src/model/quant.ts. */
+  weights?: WeightDType;
   /** Provides a GPU (Node: Dawn; browser: navigator.gpu). */
   acquireGpu?: () => Promise<{ gpu: GpuContext | null; reason: string }>;
   /** Creates the CPU backend (default: the WASM backend in this thread; browsers pass a worker proxy). */
@@ -84,7 +87,7 @@ export class Engine {
     const kinds = options.kinds ?? allHeads(config.numLayers, config.numKvHeads, true);
     if (countStreaming(kinds) > 0 && !options.window) throw new Error('streaming heads need a window (sink and recent sizes)');
     const window = options.window ?? { sink: 0, recent: 1 };
-    const model = new DeviceModel(config, weights, { main, streamingBackend, kinds, window });
+    const model = new DeviceModel(config, weights, { main, streamingBackend, kinds, window, weights: options.weights });
     if (placement === 'cpu' && gpu) { gpu.destroy(); gpu = null; }
     return new Engine(config, model, placement, cpu, gpu);
   }
