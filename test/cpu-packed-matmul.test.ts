@@ -11,6 +11,9 @@ import { startNodeKernelWorker } from '../src/node/kernel-threads.ts';
 import { Engine } from '../src/engine/engine.ts';
 import type { ModelWeights } from '../src/model/weights.ts';
 import { tempCheckpoint } from './helpers/engine.ts';
+import { CPU_F32_WEIGHT_LIMIT, defaultWeightDType, matmulWeightBytes } from '../src/engine/device-model.ts';
+import { parseModelConfig } from '../src/model/config.ts';
+import { shapeSpec } from '../src/bench/shapes.ts';
 import { dequantizeMatrix, dequantizeRow, quantizeMatrix, type WeightDType } from '../src/model/quant.ts';
 
 function noise(n: number, seed: number): Float32Array {
@@ -122,6 +125,15 @@ test('a forward pass on packed weights matches the f32 engine on the dequantized
       assert.ok(err <= 1e-4 * (1 + peak), `${dtype} step ${step}: max logit difference ${err} (peak ${peak})`);
     });
   }
+});
+
+test('default weight storage: f32 while it fits 2 GiB on the CPU, q8_0 beyond (Llama-3.2-1B), f32 on the GPU', () => {
+  const llama1b = parseModelConfig(shapeSpec('llama-3.2-1b').config);
+  const small = parseModelConfig(shapeSpec('qwen2.5-0.5b').config);
+  assert.ok(matmulWeightBytes(llama1b) > CPU_F32_WEIGHT_LIMIT && matmulWeightBytes(small) < CPU_F32_WEIGHT_LIMIT);
+  assert.is(defaultWeightDType(llama1b, 'cpu'), 'q8_0');
+  assert.is(defaultWeightDType(small, 'cpu'), 'f32');
+  assert.is(defaultWeightDType(llama1b, 'gpu'), 'f32');
 });
 
 test.run();

@@ -4,7 +4,7 @@ import { Engine, type DeviceChoice, type Placement } from '../engine/engine.js';
 import { loadCheckpoint } from '../model/checkpoint.js';
 import { nodeModelFiles } from '../node/files.js';
 import { createNodeGpu } from '../node/gpu.js';
-import { intOption, numberOption, patternOptions, resolveHeads, threadsOption } from './options.js';
+import { intOption, numberOption, patternOptions, resolveHeads, threadsOption, weightsOption } from './options.js';
 import { createNodeCpu } from '../node/kernel-threads.js';
 import { Progress } from './progress.js';
 import { formatBytes, projectKvMemory } from '../attention/memory.js';
@@ -29,6 +29,7 @@ const options = {
   placement: { type: 'string' },
   'prefill-chunk': { type: 'string' },
   threads: { type: 'string' },
+  weights: { type: 'string' },
   json: { type: 'boolean' },
   ...patternOptions,
 } as const;
@@ -49,6 +50,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
   const placement = oneOf<Placement>(v.placement, '--placement', ['split', 'gpu', 'cpu']);
   const maxTokens = intOption(v['max-tokens'], '--max-tokens', 1) ?? 64;
   const threads = threadsOption(v.threads);
+  const weights = weightsOption(v.weights);
   const sampling = {
     temperature: numberOption(v.temperature, '--temperature') ?? 0,
     topK: intOption(v['top-k'], '--top-k', 1),
@@ -90,13 +92,13 @@ export async function generateCommand(argv: string[]): Promise<number> {
   }
   const heads = await resolveHeads(v, config.numLayers, config.numKvHeads);
   const engine = await Engine.create(config, checkpoint.weights, {
-    device, placement, kinds: heads.kinds, window: heads.window,
+    device, placement, kinds: heads.kinds, window: heads.window, weights,
     acquireGpu: () => createNodeGpu(),
     createCpu: () => createNodeCpu(threads),
     notice: (m) => process.stderr.write(`duet: ${m}\n`),
   });
   try {
-    process.stderr.write(`duet: ${engine.deviceDescription}; placement ${engine.placement}; ${heads.description}; prompt ${promptIds.length} tokens\n`);
+    process.stderr.write(`duet: ${engine.deviceDescription}; placement ${engine.placement}; ${engine.model.weightDType} weights; ${heads.description}; prompt ${promptIds.length} tokens\n`);
     const decoder = tokenizer?.streamDecoder();
     const result = await engine.generate(promptIds, {
       ...sampling, maxTokens, prefillChunk, stopIds: checkpoint.eosTokenIds,
@@ -116,6 +118,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
       process.stdout.write(`${JSON.stringify({
         tokens: result.tokens, text, device: engine.placement === 'cpu' ? 'cpu' : 'gpu', placement: engine.placement,
         adapter: engine.deviceDescription, heads: heads.description,
+        weights: { dtype: engine.model.weightDType, bytes: engine.model.weightBytes },
         prompt_tokens: result.promptTokens, stop_reason: result.stopReason,
         timings: { prefill_ms: result.prefillMs, decode_ms_per_token: result.decodeMsPerToken },
         kv_bytes: { retrieval: result.kv.retrievalBytes, streaming: result.kv.streamingBytes, gpu: result.kv.byDevice.gpu, cpu: result.kv.byDevice.cpu, full_attention: fullKvBytes },

@@ -36,6 +36,23 @@ export interface DeviceModelOptions {
   weights?: WeightDType;
 }
 
+/** f32 bytes of the matmul weights (projections, MLP, LM head) of `config`. */
+export function matmulWeightBytes(config: ModelConfig): number {
+  const { hiddenSize: H, intermediateSize: I, numHeads, numKvHeads, headDim: D, vocabSize: V } = config;
+  return 4 * (config.numLayers * (H * (numHeads + 2 * numKvHeads) * D + numHeads * D * H + 3 * H * I) + V * H);
+}
+
+/** Above this many f32 weight bytes the CPU default is q8_0 (f32 would crowd the 4 GiB WebAssembly memory). */
+export const CPU_F32_WEIGHT_LIMIT = 2 ** 31;
+
+/**
+ * The default weight storage: f32 on the GPU (the WGSL kernels read only f32 so far); on the CPU f32
+ * while it fits comfortably (it decoded fastest with these kernels, README "Weight formats"), else q8_0.
+ */
+export function defaultWeightDType(config: ModelConfig, device: 'cpu' | 'gpu'): WeightDType {
+  return device === 'cpu' && matmulWeightBytes(config) > CPU_F32_WEIGHT_LIMIT ? 'q8_0' : 'f32';
+}
+
 export class DeviceModel {
   readonly layers: DeviceLayer[] = [];
   readonly embed: DeviceTensor;

@@ -1,6 +1,6 @@
 // The engine: picks the devices for a placement, places a checkpoint on them and generates.
 import type { Backend, StreamingWindow } from './backend.js';
-import { DeviceModel } from './device-model.js';
+import { DeviceModel, defaultWeightDType, matmulWeightBytes } from './device-model.js';
 import { Session, type KvMemory } from './session.js';
 import { Sampler, type SamplingOptions } from './sampler.js';
 import { allHeads, countStreaming, type HeadKinds } from '../attention/pattern.js';
@@ -87,7 +87,9 @@ export class Engine {
     const kinds = options.kinds ?? allHeads(config.numLayers, config.numKvHeads, true);
     if (countStreaming(kinds) > 0 && !options.window) throw new Error('streaming heads need a window (sink and recent sizes)');
     const window = options.window ?? { sink: 0, recent: 1 };
-    const model = new DeviceModel(config, weights, { main, streamingBackend, kinds, window, weights: options.weights });
+    const weightDType = options.weights ?? defaultWeightDType(config, main.kind);
+    if (!options.weights && weightDType !== 'f32') notice(`weights stored as ${weightDType} (f32 would need ${(matmulWeightBytes(config) / 2 ** 30).toFixed(1)} GiB of WebAssembly memory); --weights chooses`);
+    const model = new DeviceModel(config, weights, { main, streamingBackend, kinds, window, weights: weightDType });
     if (placement === 'cpu' && gpu) { gpu.destroy(); gpu = null; }
     return new Engine(config, model, placement, cpu, gpu);
   }
