@@ -129,6 +129,44 @@ function decodeRow(dst: usize, src: usize, dtype: i32, cols: i32): void {
   }
 }
 
+// Σ_k x[k] · (16 signed bytes of v)[k], x at 16 consecutive floats, as a vector of four partial sums.
+// @ts-ignore: decorator
+@inline
+function dotS8(x: usize, v: v128): v128 {
+  const lo = i16x8.extend_low_i8x16_s(v), hi = i16x8.extend_high_i8x16_s(v);
+  let s = f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(lo)), v128.load(x));
+  s = f32x4.add(s, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(lo)), v128.load(x + 16)));
+  s = f32x4.add(s, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(hi)), v128.load(x + 32)));
+  return f32x4.add(s, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(hi)), v128.load(x + 48)));
+}
+
+// One row (GEMV) against Q8_0 or Q4_0 rows, fused: each block's products are summed in f32 and scaled
+// by its d once, with no decoded copy. x must hold whole blocks (the caller pads a partial last one).
+function gemvBlocks(out: usize, x: usize, w: usize, rowBytes: i32, outDim: i32, nb: i32, dtype: i32): void {
+  const mask = i8x16.splat(0x0f), eight = i8x16.splat(8);
+  for (let o = 0; o < outDim; o++) {
+    const row = w + <usize>o * <usize>rowBytes;
+    let acc = f32x4.splat(0);
+    for (let b = 0; b < nb; b++) {
+      const xb = x + (<usize>b << 7);
+      let s: v128;
+      if (dtype == Q8_0) {
+        const p = row + <usize>b * 34;
+        s = f32x4.add(dotS8(xb, v128.load(p + 2)), dotS8(xb + 64, v128.load(p + 18)));
+        acc = f32x4.add(acc, f32x4.mul(s, f32x4.splat(half(<u32>load<u16>(p)))));
+      } else {
+        const p = row + <usize>b * 18;
+        const v = v128.load(p + 2);
+        s = f32x4.add(dotS8(xb, i8x16.sub(v128.and(v, mask), eight)), dotS8(xb + 64, i8x16.sub(i8x16.shr_u(v, 4), eight)));
+        acc = f32x4.add(acc, f32x4.mul(s, f32x4.splat(half(<u32>load<u16>(p)))));
+      }
+    }
+    const t = f32x4.add(acc, v128.shuffle<f32>(acc, acc, 2, 3, 0, 1));
+    const po = out + (<usize>o << 2);
+    store<f32>(po, load<f32>(po) + f32x4.extract_lane(t, 0) + f32x4.extract_lane(t, 1));
+  }
+}
+
 /**
  * out[r][o] (+)= Σ_i x[r][i] · W[o][i] (+ bias[o]) for r < rows, o < outDim, where W's rows are packed
  * `dtype` rows of rowBytes bytes starting at w. ldo is out's row stride in elements; scratch holds
@@ -146,6 +184,18 @@ export function matmulPacked(out: usize, ldo: i32, x: usize, w: usize, bias: usi
   }
   const bs = packedBlockSize(dtype);
   const ld = ((((inDim + bs - 1) / bs) * bs) + 3) & ~3;
+  if (rows == 1 && (dtype == Q8_0 || dtype == Q4_0)) {
+    // x is read in whole blocks: a partial last block is copied, zero-padded, into the scratch.
+    const nb = (inDim + 31) >> 5;
+    let xs = x;
+    if ((inDim & 31) != 0) {
+      memory.copy(scratch, x, (<usize>inDim) << 2);
+      memory.fill(scratch + ((<usize>inDim) << 2), 0, (<usize>(nb * 32 - inDim)) << 2);
+      xs = scratch;
+    }
+    gemvBlocks(out, xs, w, rowBytes, outDim, nb, dtype);
+    return;
+  }
   for (let o0 = 0; o0 < outDim; o0 += PANEL) {
     const n = min(PANEL, outDim - o0);
     for (let j = 0; j < n; j++) decodeRow(scratch + <usize>j * (<usize>ld << 2), w + <usize>(o0 + j) * <usize>rowBytes, dtype, inDim);
