@@ -1,6 +1,7 @@
 // The CPU kernel module's exports. Every kernel takes byte addresses into the imported memory;
 // allocation is done by the host (src/cpu/memory.ts).
 export { matmul, gemmAdd } from './matmul';
+export { matmulPacked, packedScratchFloats } from './matmul_packed';
 export { rmsnorm } from './norm';
 export { rope } from './rope';
 export { siluMul, add } from './elementwise';

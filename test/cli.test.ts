@@ -48,6 +48,15 @@ test('generate streams text, greedy output matches --json, and the same with --p
   assert.is(JSON.parse(ids.stdout).tokens.length, 3);
 });
 
+test('generate --weights q8_0 on the CPU stores the matmul weights packed (fewer bytes) and still generates', async () => {
+  const f32 = JSON.parse((await duet('generate', '--model', MODEL, '--prompt', 'the world', '--max-tokens', '4', '--device', 'cpu', '--json')).stdout);
+  const q8 = JSON.parse((await duet('generate', '--model', MODEL, '--prompt', 'the world', '--max-tokens', '4', '--device', 'cpu', '--weights', 'q8_0', '--json')).stdout);
+  assert.is(f32.weights.dtype, 'f32');
+  assert.is(q8.weights.dtype, 'q8_0');
+  assert.ok(q8.weights.bytes < f32.weights.bytes / 2, `${q8.weights.bytes} vs ${f32.weights.bytes}`);
+  assert.is(q8.tokens.length, 4);
+});
+
 test('generate with a pattern reports the streaming ring and a constant CPU cache', async () => {
   const r = await duet('generate', '--model', MODEL, '--pattern', PATTERN, '--sparsity', '0.5', '--prompt', 'hello hello hello hello', '--max-tokens', '4', '--device', 'cpu', '--json');
   assert.is(r.code, 0, r.stderr);
@@ -70,6 +79,7 @@ test('bad input gets a clear error and a non-zero exit', async () => {
     [['generate', '--model', MODEL, '--prompt', 'x', '--pattern', MODEL], /full_attention_heads.tsv: missing/],
     [['generate', '--model', MODEL, '--prompt', 'x', '--streaming-only'], /--streaming-only needs --sink and --recent/],
     [['generate', '--model', MODEL, '--prompt', 'x', '--max-tokens', '0'], /--max-tokens must be an integer ≥ 1/],
+    [['generate', '--model', MODEL, '--prompt', 'x', '--weights', 'q5_1'], /--weights must be one of f32, f16, q8_0, q4_0, q4_k \(got "q5_1"\)/],
     [['train', '--out', '/tmp/duet-never', '--heads', '3'], /--heads 3: the head size hidden\/heads must be an even integer \(hidden 64\)/],
     [['train', '--out', '/tmp/duet-never', '--answer-weight', 'lots'], /--answer-weight must be a number \(got "lots"\)/],
     [['train', '--out', '/tmp/duet-never', '--until', '0'], /--until must be an integer ≥ 1/],

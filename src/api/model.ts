@@ -10,6 +10,7 @@ import { Sampler } from '../engine/sampler.js';
 import { GpuContext } from '../gpu/context.js';
 import { loadCheckpoint, type Checkpoint } from '../model/checkpoint.js';
 import type { ModelConfig } from '../model/config.js';
+import { isWeightDType, WEIGHT_DTYPES, type WeightDType } from '../model/quant.js';
 import type { ModelFiles } from '../model/files.js';
 import type { ChatMessage, StreamDecoder, TextTokenizer } from '../model/tokenizer.js';
 import { resolveHeads, type HeadOptions } from './heads.js';
@@ -40,6 +41,8 @@ export interface ModelOptions extends Omit<HeadOptions, 'pattern'> {
   contextLength?: number;
   /** Prefill chunk size in tokens (default 512). */
   prefillChunk?: number;
+  /** How matmul weights are stored on the device: 'f32', 'f16', 'q8_0', 'q4_0' or 'q4_k' (default f32, q8_0 when f32 would not fit). */
+  weights?: WeightDType;
   /** The name requests and responses use for this model (default: the source's name). */
   id?: string;
   onProgress?: (event: ProgressEvent) => void;
@@ -152,6 +155,8 @@ export interface ModelInfo {
   contextLength: number;
   hasTokenizer: boolean;
   hasChatTemplate: boolean;
+  /** How the matmul weights are stored, and their bytes on the main device. */
+  weights: { dtype: WeightDType; bytes: number };
 }
 
 export class DuetModel {
@@ -197,8 +202,11 @@ export class DuetModel {
     const heads = resolveHeads({ ...options, pattern }, config.numLayers, config.numKvHeads, patternName);
     progress({ step: 'engine', done: 0, total: 1 });
     const gpuDevice = options.gpuDevice;
+    if (options.weights !== undefined && !isWeightDType(options.weights)) {
+      throw new DuetError('weights', `must be one of ${WEIGHT_DTYPES.join(', ')} (got ${JSON.stringify(options.weights)})`);
+    }
     const engineOptions: EngineOptions = {
-      device: options.device, placement: options.placement, kinds: heads.kinds, window: heads.window, notice,
+      weights: options.weights, device: options.device, placement: options.placement, kinds: heads.kinds, window: heads.window, notice,
       acquireGpu: gpuDevice ? async () => ({ gpu: new GpuContext(gpuDevice, 'the GPUDevice given by the caller', false, false), reason: '' }) : env.acquireGpu,
       createCpu: env.createCpu,
     };
@@ -209,6 +217,7 @@ export class DuetModel {
       heads: heads.description, streamingHeads: countStreaming(heads.kinds), kvHeads: config.numLayers * config.numKvHeads,
       window: heads.window ?? null, contextLength: limit,
       hasTokenizer: checkpoint.tokenizer !== null, hasChatTemplate: checkpoint.tokenizer?.hasChatTemplate ?? false,
+      weights: { dtype: engine.model.weightDType, bytes: engine.model.weightBytes },
     };
     return new DuetModel(engine, checkpoint, info, options.prefillChunk, notice);
   }

@@ -12,6 +12,7 @@ import { Engine, type CpuLike, type Placement } from '../engine/engine.js';
 import { createCpuBackend, type CpuBackend, type CpuOptions, type CpuTensor } from '../cpu/backend.js';
 import type { GpuContext } from '../gpu/context.js';
 import type { ModelConfig } from '../model/config.js';
+import type { WeightDType } from '../model/quant.js';
 import type { ModelWeights } from '../model/weights.js';
 import type { HeadsKind } from './types.js';
 
@@ -87,6 +88,7 @@ export function placementsFor(h: HeadConfig, placements: Placement[]): Placement
 export interface EngineFactory {
   config: ModelConfig;
   weights: ModelWeights;
+  weightDType?: WeightDType;
   window: StreamingWindow;
   pool: CpuPool;
   acquireGpu?: () => Promise<{ gpu: GpuContext | null; reason: string }>;
@@ -94,7 +96,7 @@ export interface EngineFactory {
 
 export async function createBenchEngine(f: EngineFactory, h: HeadConfig, placement: Placement): Promise<Engine> {
   const engine = await Engine.create(f.config, f.weights, {
-    device: placement === 'cpu' ? 'cpu' : 'gpu', placement, kinds: h.kinds, window: f.window,
+    device: placement === 'cpu' ? 'cpu' : 'gpu', placement, kinds: h.kinds, window: f.window, weights: f.weightDType,
     acquireGpu: f.acquireGpu, createCpu: () => f.pool.lease(),
   });
   if (engine.placement !== placement) {

@@ -5,6 +5,7 @@ import type { StartWorker } from '../cpu/threads.js';
 import type { GpuContext } from '../gpu/context.js';
 import type { ModelConfig } from '../model/config.js';
 import type { ModelWeights } from '../model/weights.js';
+import type { WeightDType } from '../model/quant.js';
 import { addSpeedups, crossovers } from './analysis.js';
 import { runE2e } from './e2e.js';
 import { CpuPool, headConfigs, type EngineFactory } from './engines.js';
@@ -24,6 +25,8 @@ export interface BenchModel {
   /** The model with all its layers (config when nothing was cut). */
   fullConfig: ModelConfig;
   weights: ModelWeights;
+  /** Storage of the matmul weights (--weights; undefined: the engine's default). */
+  weightDType?: WeightDType;
   /** Gate values per layer per KV head (binarised at each sparsity). */
   alphas: number[][];
   pattern: string;
@@ -72,7 +75,7 @@ export async function runBench(o: BenchRunOptions): Promise<BenchResults> {
     if (!h) throw new Error(`no head configuration "${label}"`);
     return h.kinds;
   };
-  const factory: EngineFactory = { config, weights: model.weights, window: model.window, pool: new CpuPool({ threads: o.threads, startWorker: o.startWorker }), acquireGpu: o.acquireGpu };
+  const factory: EngineFactory = { config, weights: model.weights, weightDType: model.weightDType, window: model.window, pool: new CpuPool({ threads: o.threads, startWorker: o.startWorker }), acquireGpu: o.acquireGpu };
   const results: BenchResults = {
     version: 1, created: new Date().toISOString(), command: o.command, machine: o.machine,
     model: {

@@ -3,6 +3,7 @@
 // `read` waits for the worker's answer. An op that fails in the worker surfaces at the next read.
 import type { AttentionShape, DeviceTensor, StreamingWindow } from '../engine/backend.js';
 import type { CpuLike } from '../engine/engine.js';
+import { checkPacked, type PackedMatrix } from '../model/quant.js';
 import type { FromWorker, KernelOp, ToWorker } from './worker-protocol.js';
 
 class WorkerTensor implements DeviceTensor {
@@ -92,6 +93,12 @@ export class WorkerCpuBackend implements CpuLike {
     const t = new WorkerTensor(this.nextId++, length);
     this.post({ op: 'alloc', id: t.id, length });
     return t;
+  }
+
+  uploadWeight(m: PackedMatrix): DeviceTensor {
+    checkPacked(m, 'uploadWeight');
+    if (m.dtype !== 'f32') throw new Error(`the browser's CPU worker does not take ${m.dtype} weights yet; use f32 weights in the page`);
+    return this.upload(m.data as Float32Array);
   }
 
   upload(data: Float32Array): DeviceTensor {

@@ -15,7 +15,7 @@ import { renderText, writeReport } from '../bench/report.js';
 import { e2eSequenceLength } from '../bench/e2e.js';
 import { runBench, SUITES, type BenchModel, type Suite } from '../bench/run.js';
 import { benchShape, layersText, shapeSpec } from '../bench/shapes.js';
-import { intOption, numberList, threadsOption } from './options.js';
+import { intOption, numberList, threadsOption, weightsOption } from './options.js';
 import { startNodeKernelWorker } from '../node/kernel-threads.js';
 import { Progress } from './progress.js';
 import { serveBenchCommand } from './bench-serve.js';
@@ -42,6 +42,7 @@ const options = {
   'warmup-tokens': { type: 'string' },
   seed: { type: 'string' },
   threads: { type: 'string' },
+  weights: { type: 'string' },
   out: { type: 'string' },
   json: { type: 'boolean' },
 } as const;
@@ -72,6 +73,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
   const warmupTokens = intOption(v['warmup-tokens'], '--warmup-tokens', 0) ?? 2;
   const seed = intOption(v.seed, '--seed') ?? 0;
   const threads = threadsOption(v.threads);
+  const weightDType = weightsOption(v.weights);
   const layers = intOption(v.layers, '--layers', 1);
   let sink = intOption(v.sink, '--sink');
   let recent = intOption(v.recent, '--recent', 1);
@@ -154,6 +156,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
     model.pattern = `random gate values (seed ${seed})`;
   }
   model.window = { sink: sink ?? 128, recent: recent ?? 256 };
+  model.weightDType = weightDType;
 
   let current: { suite: string; bar: Progress } | null = null;
   const results = await runBench({

@@ -16,7 +16,7 @@ import { createNodeGpu } from '../node/gpu.js';
 import { heatmap } from '../plot/svg.js';
 import { Random } from '../tasks/random.js';
 import { TASK_KINDS, type TaskKind } from '../tasks/tasks.js';
-import { intOption, numberList, numberOption, threadsOption } from './options.js';
+import { intOption, numberList, numberOption, threadsOption, weightsOption } from './options.js';
 import { createNodeCpu } from '../node/kernel-threads.js';
 import { Progress } from './progress.js';
 
@@ -38,6 +38,7 @@ const options = {
   placement: { type: 'string' },
   'prefill-chunk': { type: 'string' },
   threads: { type: 'string' },
+  weights: { type: 'string' },
   json: { type: 'boolean' },
   out: { type: 'string' },
 } as const;
@@ -74,6 +75,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
   const previous = claimOutputFolder(outDir, { flag: 'duet eval --out', what: 'evaluation results', owns: (n) => n === 'results.json' || n === 'samples.jsonl' || n.endsWith('.svg') });
   if (previous.length) process.stderr.write(`duet: ${outDir} holds a previous evaluation (${previous.length} files); it will be replaced\n`);
   const threads = threadsOption(v.threads);
+  const weights = weightsOption(v.weights);
 
   const progressLoad = new Progress('loading');
   const checkpoint = await loadCheckpoint(nodeModelFiles(v.model), { onProgress: (d, t) => progressLoad.update(d, t) });
@@ -117,7 +119,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
   const rows = await evaluate({
     config, weights: checkpoint.weights, tokenizer, heads, tasks, lengths, depths, samples, seed, style,
     prefillChunk: intOption(v['prefill-chunk'], '--prefill-chunk', 1), stopIds: checkpoint.eosTokenIds,
-    engine: { device, placement, acquireGpu: () => createNodeGpu(), createCpu: () => createNodeCpu(threads), notice: (m) => process.stderr.write(`duet: ${m}\n`) },
+    engine: { device, placement, weights, acquireGpu: () => createNodeGpu(), createCpu: () => createNodeCpu(threads), notice: (m) => process.stderr.write(`duet: ${m}\n`) },
     onProgress: (d, t, detail) => progress.update(d, t, detail),
     onSample: (info) => appendFileSync(samplesFile, `${JSON.stringify(info)}\n`),
   });

@@ -1,7 +1,7 @@
 // `duet generate`: load a checkpoint through the library, prefill the prompt and stream generated text.
 import { parseArgs } from 'node:util';
 import { loadModel, type DeviceChoice, type Placement, type Prompt } from '../node.js';
-import { intOption, numberOption, patternOptions, threadsOption } from './options.js';
+import { intOption, numberOption, patternOptions, threadsOption, weightsOption } from './options.js';
 import { Progress } from './progress.js';
 import { formatBytes } from '../attention/memory.js';
 import { fillerStyleFor, taskPrompt } from '../eval/evaluate.js';
@@ -24,6 +24,7 @@ const options = {
   placement: { type: 'string' },
   'prefill-chunk': { type: 'string' },
   threads: { type: 'string' },
+  weights: { type: 'string' },
   json: { type: 'boolean' },
   ...patternOptions,
 } as const;
@@ -36,7 +37,7 @@ export function oneOf<T extends string>(value: string | undefined, flag: string,
 
 /** The library's model options from the shared --device/--placement/--threads/--prefill-chunk and pattern flags. */
 export function modelOptions(v: {
-  device?: string; placement?: string; threads?: string; 'prefill-chunk'?: string;
+  device?: string; placement?: string; threads?: string; 'prefill-chunk'?: string; weights?: string;
   pattern?: string; sparsity?: string; 'streaming-only'?: boolean; full?: boolean; sink?: string; recent?: string;
 }) {
   const exclusive = [v.pattern !== undefined, !!v['streaming-only'], !!v.full].filter(Boolean).length;
@@ -47,6 +48,7 @@ export function modelOptions(v: {
     device: oneOf<DeviceChoice>(v.device, '--device', ['auto', 'gpu', 'cpu']) ?? 'auto',
     placement: oneOf<Placement>(v.placement, '--placement', ['split', 'gpu', 'cpu']),
     threads: threadsOption(v.threads),
+    weights: weightsOption(v.weights),
     prefillChunk: intOption(v['prefill-chunk'], '--prefill-chunk', 1),
     pattern: v.pattern, sparsity: numberOption(v.sparsity, '--sparsity'), streamingOnly: v['streaming-only'],
     window: v.full ? undefined : { sink, recent },
@@ -103,7 +105,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
     }
     const info = model.info;
     const generation = model.generate(prompt, { ...sampling, maxTokens });
-    process.stderr.write(`duet: ${info.device}; placement ${info.placement}; ${info.heads}; prompt ${model.encode(prompt).length} tokens\n`);
+    process.stderr.write(`duet: ${info.device}; placement ${info.placement}; ${info.weights.dtype} weights; ${info.heads}; prompt ${model.encode(prompt).length} tokens\n`);
     for await (const d of generation) {
       if (v.json) continue;
       process.stdout.write(tokenizer ? d.text : `${d.id} `);
@@ -115,7 +117,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
     if (v.json) {
       process.stdout.write(`${JSON.stringify({
         tokens: r.tokens, text, device: info.placement === 'cpu' ? 'cpu' : 'gpu', placement: info.placement,
-        adapter: info.device, heads: info.heads,
+        adapter: info.device, heads: info.heads, weights: info.weights,
         prompt_tokens: r.usage.promptTokens, stop_reason: r.stoppedBy, finish_reason: r.finishReason,
         timings: { prefill_ms: r.timings.prefillMs, decode_ms_per_token: r.timings.decodeMsPerToken, ttft_ms: r.timings.timeToFirstTokenMs },
         kv_bytes: { retrieval: r.kv.retrieval, streaming: r.kv.streaming, gpu: r.kv.gpu, cpu: r.kv.cpu, full_attention: r.kv.fullAttention },

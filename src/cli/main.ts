@@ -28,6 +28,8 @@ Usage:
       --sink N --recent N    streaming window sizes (override the pattern's)
       --prefill-chunk N      prefill chunk size (default 512)
       --threads N            WASM kernel threads (default: every core)
+      --weights f32|f16|q8_0|q4_0|q4_k   storage of the matmul weights (default f32; q8_0 on the CPU
+                             when f32 would exceed 2 GiB; the GPU takes f32 only so far)
       --json                 print one JSON object instead of streaming text
   duet memory --config config.json (--pattern DIR [--sparsity S] | --streaming-only --sink N --recent N)
               --context N [--kv-dtype f16|f32] [--json]
@@ -35,10 +37,10 @@ Usage:
   duet eval --model DIR [--pattern DIR [--sparsity S]] [--streaming-only] [--random-pattern S --seeds N]
             [--tasks passkey,niah-single,niah-multikey,niah-multivalue,vt] [--lengths 512,1024,2048]
             [--depths 0,0.25,0.5,0.75,1] [--samples N] [--seed S] [--sink N --recent N]
-            [--device D] [--placement P] [--prefill-chunk N] [--threads N] [--json] [--out DIR]
+            [--device D] [--placement P] [--prefill-chunk N] [--threads N] [--weights W] [--json] [--out DIR]
       long-context accuracy per task, length and needle depth; JSON rows and SVG heatmaps in --out
   duet serve --model DIR [--pattern DIR [--sparsity S]] [--host 127.0.0.1] [--port 8080] [--api-key KEY]
-             [--max-queue N] [--ctx N] [--device D] [--placement P] [--threads N] [--prefill-chunk N]
+             [--max-queue N] [--ctx N] [--device D] [--placement P] [--threads N] [--weights W] [--prefill-chunk N]
       an OpenAI-compatible HTTP server: GET /v1/models, POST /v1/chat/completions and /v1/completions
       (streaming as server-sent events), GET /health
   duet web [--port P] [--model DIR] [--pattern DIR]
@@ -54,7 +56,7 @@ Usage:
   duet bench [--suite kernels|e2e|memory|all] [--model DIR | --shape NAME] [--layers N] [--pattern DIR]
              [--contexts 1024,4096,16384] [--sparsities 0.25,0.5,0.75] [--placements split,gpu,cpu]
              [--device auto|cpu|gpu] [--sink N --recent N] [--prefill-chunk N] [--prefill-max N]
-             [--decode-tokens N] [--warmup-tokens N] [--seed S] [--threads N] [--out DIR] [--json]
+             [--decode-tokens N] [--warmup-tokens N] [--seed S] [--threads N] [--weights W] [--out DIR] [--json]
       kernel GFLOP/s and GB/s against a measured roofline, prefill and decode of full attention vs
       DuoAttention per placement, KV memory; shapes: llama-3.2-1b, llama-3-8b, llama-2-7b, qwen2.5-0.5b
       (random weights); results.json and SVG plots in --out (default bench-results)

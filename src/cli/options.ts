@@ -5,6 +5,7 @@ import { nodeModelFiles } from '../node/files.js';
 import { defaultThreads } from '../node/kernel-threads.js';
 import { createNodeGpu } from '../node/gpu.js';
 import type { GpuContext } from '../gpu/context.js';
+import { WEIGHT_DTYPES, isWeightDType, type WeightDType } from '../model/quant.js';
 
 export function intOption(value: string | undefined, flag: string, min = 0): number | undefined {
   if (value === undefined) return undefined;
@@ -16,6 +17,13 @@ export function intOption(value: string | undefined, flag: string, min = 0): num
 /** --threads for the WASM kernels: a positive integer, default every core. */
 export function threadsOption(value: string | undefined): number {
   return intOption(value, '--threads', 1) ?? defaultThreads();
+}
+
+/** --weights: the storage of the matmul weights (undefined: the engine's default for the device). */
+export function weightsOption(value: string | undefined): WeightDType | undefined {
+  if (value === undefined) return undefined;
+  if (!isWeightDType(value)) throw new Error(`--weights must be one of ${WEIGHT_DTYPES.join(', ')} (got "${value}")`);
+  return value;
 }
 
 export function numberOption(value: string | undefined, flag: string): number | undefined {

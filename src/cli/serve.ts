@@ -20,6 +20,7 @@ const options = {
   placement: { type: 'string' },
   'prefill-chunk': { type: 'string' },
   threads: { type: 'string' },
+  weights: { type: 'string' },
   ...patternOptions,
 } as const;
 

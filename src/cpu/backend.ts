@@ -6,6 +6,7 @@ import type { AttentionShape, Backend, DeviceTensor, StreamingWindow } from '../
 import { WasmHeap } from './memory.js';
 import { CONTROL_BYTES, KernelThreads, MAX_ARGS, Op, runShare, type StartWorker } from './threads.js';
 import { instantiateKernels, kernelMemory, kernelModule, type KernelExports } from './wasm.js';
+import { GGML_TYPE, checkPacked, dequantizeRow, packedBytes, rowBytes, type PackedMatrix, type WeightDType } from '../model/quant.js';
 
 /** Query rows per attention tile (tile = rows × GQA group query vectors sharing each K/V block). */
 const TILE_ROWS = 16;
@@ -15,6 +16,13 @@ const MIN_PARALLEL_WORK = 1 << 15;
 export class CpuTensor implements DeviceTensor {
   freed = false;
   constructor(readonly ptr: number, readonly length: number) {}
+}
+
+/** A weight matrix in packed storage (quant.ts): `length` counts its rows × cols elements. */
+export class CpuWeight extends CpuTensor {
+  constructor(ptr: number, readonly dtype: WeightDType, readonly rows: number, readonly cols: number, readonly byteLength: number) {
+    super(ptr, rows * cols);
+  }
 }
 
 function asCpu(t: DeviceTensor, what: string): CpuTensor {
@@ -92,8 +100,18 @@ export class CpuBackend implements Backend {
     return new CpuTensor(ptr, data.length);
   }
 
+  uploadWeight(m: PackedMatrix): CpuTensor {
+    checkPacked(m, 'uploadWeight');
+    if (m.dtype === 'f32') return this.upload(m.data as Float32Array);
+    const bytes = packedBytes(m);
+    const ptr = this.heap.alloc(bytes);
+    new Uint8Array(this.heap.memory.buffer, ptr, bytes).set(m.data as Uint8Array);
+    return new CpuWeight(ptr, m.dtype, m.rows, m.cols, bytes);
+  }
+
   write(t: DeviceTensor, data: Float32Array, offset = 0): void {
     const c = asCpu(t, 'write');
+    if (c instanceof CpuWeight) throw new TypeError(`write: the tensor holds packed ${c.dtype} weights`);
     count(offset, 'write offset');
     need(t, offset + data.length, 'write');
     this.heap.f32.set(data, (c.ptr >>> 2) + offset);
@@ -110,6 +128,7 @@ export class CpuBackend implements Backend {
 
   async read(t: DeviceTensor, offset = 0, length?: number): Promise<Float32Array> {
     const c = asCpu(t, 'read');
+    if (c instanceof CpuWeight) throw new TypeError(`read: the tensor holds packed ${c.dtype} weights`);
     const n = length ?? t.length - offset;
     count(offset, 'read offset'); count(n, 'read length');
     need(t, offset + n, 'read');
@@ -120,7 +139,7 @@ export class CpuBackend implements Backend {
   free(t: DeviceTensor): void {
     const c = asCpu(t, 'free');
     c.freed = true;
-    this.heap.release(c.ptr, c.length * 4);
+    this.heap.release(c.ptr, c instanceof CpuWeight ? c.byteLength : c.length * 4);
   }
 
   flush(): void {}
@@ -135,8 +154,11 @@ export class CpuBackend implements Backend {
     need(out, ids.length * dim, 'embed out');
     const vocab = Math.floor(table.length / dim);
     const f = this.heap.f32;
+    const packed = tb instanceof CpuWeight ? this.packedView(tb) : null;
+    if (packed && packed.cols !== dim) throw new RangeError(`embed: the table's rows have ${packed.cols} elements, not ${dim}`);
     ids.forEach((id, r) => {
       if (!(id >= 0 && id < vocab)) throw new RangeError(`embed: token id ${id} is outside the vocabulary (0..${vocab - 1})`);
+      if (packed) { dequantizeRow(packed, id, f, (o.ptr >>> 2) + r * dim); return; }
       const src = (tb.ptr >>> 2) + id * dim;
       f.copyWithin((o.ptr >>> 2) + r * dim, src, src + dim);
     });
@@ -152,6 +174,18 @@ export class CpuBackend implements Backend {
     rows: number, inDim: number, outDim: number, accumulate = false, xOffset = 0): void {
     need(x, xOffset + rows * inDim, 'matmul x'); need(w, inDim * outDim, 'matmul w'); need(out, rows * outDim, 'matmul out');
     if (bias) need(bias, outDim, 'matmul bias');
+    if (w instanceof CpuWeight) {
+      if (w.rows !== outDim || w.cols !== inDim) throw new RangeError(`matmul: packed ${w.dtype} weights are [${w.rows}, ${w.cols}], the call needs [${outDim}, ${inDim}]`);
+      const dtype = GGML_TYPE[w.dtype as Exclude<WeightDType, 'f32'>];
+      const bytes = Math.ceil(this.k.packedScratchFloats(dtype, inDim) / 4) * 16;
+      const scratch = this.heap.alloc(bytes * this.threadCount);
+      try {
+        this.job(Op.MatmulPacked, [asCpu(out, 'matmul').ptr, asCpu(x, 'matmul').ptr + xOffset * 4, asCpu(w, 'matmul').ptr,
+          bias ? asCpu(bias, 'matmul bias').ptr : 0, rows, inDim, outDim, accumulate ? 1 : 0, dtype, rowBytes(w.dtype, inDim), scratch, bytes],
+        rows * inDim * outDim);
+      } finally { this.heap.release(scratch, bytes * this.threadCount); }
+      return;
+    }
     this.job(Op.Matmul, [asCpu(out, 'matmul').ptr, asCpu(x, 'matmul').ptr + xOffset * 4, asCpu(w, 'matmul').ptr,
       bias ? asCpu(bias, 'matmul bias').ptr : 0, rows, inDim, outDim, accumulate ? 1 : 0], rows * inDim * outDim);
   }
@@ -228,6 +262,11 @@ export class CpuBackend implements Backend {
     this.kernelCalls++;
     this.k.ringAppend(asCpu(kRing, 'ringAppend').ptr, asCpu(vRing, 'ringAppend').ptr, asCpu(k, 'ringAppend').ptr,
       asCpu(v, 'ringAppend').ptr, rows, numKvHeads, headDim, pastLen, window.sink, window.recent);
+  }
+
+  /** A packed weight's bytes as a PackedMatrix view of the kernel memory. */
+  private packedView(w: CpuWeight): PackedMatrix {
+    return { dtype: w.dtype, rows: w.rows, cols: w.cols, data: new Uint8Array(this.heap.memory.buffer, w.ptr, w.byteLength) };
   }
 
   private stageInts(values: Int32Array): number {

@@ -8,7 +8,7 @@
 //   workers have run (a counter that proves they did work), f64 args from byte 16.
 import { instantiateKernels, type KernelExports } from './wasm.js';
 
-export const Op = { Stop: 0, Matmul: 1, Attention: 2, Streaming: 3 } as const;
+export const Op = { Stop: 0, Matmul: 1, Attention: 2, Streaming: 3, MatmulPacked: 4 } as const;
 export type Op = (typeof Op)[keyof typeof Op];
 
 /** f64 arguments a job carries (the largest op, streaming attention, has 17). */
@@ -65,6 +65,11 @@ export function runShare(k: KernelExports, op: Op, a: Float64Array, s: number, c
     const [c0, c1] = shareRange(a[6], s, count, 4);
     if (c0 >= c1) return false;
     k.matmul(a[0] + c0 * 4, a[6], a[1], a[2] + c0 * a[5] * 4, a[3] ? a[3] + c0 * 4 : 0, a[4], a[5], c1 - c0, a[7]);
+  } else if (op === Op.MatmulPacked) {
+    // out, x, w, bias, rows, inDim, outDim, accumulate, dtype, rowBytes, scratch, scratchBytes: a block of output rows of W.
+    const [c0, c1] = shareRange(a[6], s, count, 4);
+    if (c0 >= c1) return false;
+    k.matmulPacked(a[0] + c0 * 4, a[6], a[1], a[2] + c0 * a[9], a[3] ? a[3] + c0 * 4 : 0, a[4], a[5], c1 - c0, a[7], a[8], a[9], a[10] + s * a[11]);
   } else if (op === Op.Attention) {
     // out, q, kCache, vCache, rows, numHeads, numKvHeads, headDim, pastLen, scale, capacity, scratch, scratchBytes, tileRows
     const [h0, h1] = shareRange(a[6], s, count);

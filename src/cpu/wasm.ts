@@ -13,6 +13,10 @@ export interface KernelExports {
   /** out[r][o] += Σ_i x[r][i] · w[o][i]; strides (ldo, ldx, ldw) in elements. */
   gemmAdd(out: number, ldo: number, x: number, ldx: number, w: number, ldw: number, rows: number, inDim: number, outDim: number): void;
   matmul(out: number, ldo: number, x: number, w: number, bias: number, rows: number, inDim: number, outDim: number, accumulate: number): void;
+  /** matmul against packed rows (f16/Q8_0/Q4_0/Q4_K by ggml type id) of rowBytes each; scratch: packedScratchFloats floats. */
+  matmulPacked(out: number, ldo: number, x: number, w: number, bias: number, rows: number, inDim: number, outDim: number,
+    accumulate: number, dtype: number, rowBytes: number, scratch: number): void;
+  packedScratchFloats(dtype: number, cols: number): number;
   rmsnorm(out: number, x: number, weight: number, rows: number, dim: number, eps: number): void;
   rope(x: number, rows: number, numHeads: number, headDim: number, positions: number, invFreq: number): void;
   siluMul(out: number, gate: number, up: number, n: number): void;

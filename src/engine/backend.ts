@@ -16,6 +16,8 @@
 //
 // GPU ops are recorded and run in order; CPU ops run at once. `read` waits for everything before it.
 
+import type { PackedMatrix } from '../model/quant.js';
+
 export interface DeviceTensor {
   /** Number of f32 elements. */
   readonly length: number;
@@ -47,6 +49,11 @@ export interface Backend {
   alloc(length: number): DeviceTensor;
   /** A new tensor holding a copy of `data`. */
   upload(data: Float32Array): DeviceTensor;
+  /**
+   * A weight matrix [rows][cols] kept in its packed storage (src/model/quant.ts); `matmul` (as w) and
+   * `embed` (as the table) read it directly. A backend that lacks a format throws, naming it.
+   */
+  uploadWeight(m: PackedMatrix): DeviceTensor;
   /** Copies `data` into `t` starting at element `offset`. */
   write(t: DeviceTensor, data: Float32Array, offset?: number): void;
   /** Copies `length` elements of `src` from `srcOffset` into `dst` at `dstOffset`. */

@@ -6,6 +6,7 @@ import { splitSide, type SideWeights } from './head-split.js';
 import type { ModelConfig } from '../model/config.js';
 import { ropeInvFreq } from '../model/config.js';
 import type { ModelWeights } from '../model/weights.js';
+import { quantizeMatrix, packedBytes, type WeightDType } from '../model/quant.js';
 
 export interface DeviceSide {
   kvHeads: number[];
@@ -31,6 +32,25 @@ export interface DeviceModelOptions {
   streamingBackend: Backend;
   kinds: HeadKinds;
   window: StreamingWindow;
+  /** Storage of the matmul weights (projections, MLP, LM head; tied embeddings share the LM head's). Default f32. */
+  weights?: WeightDType;
+}
+
+/** f32 bytes of the matmul weights (projections, MLP, LM head) of `config`. */
+export function matmulWeightBytes(config: ModelConfig): number {
+  const { hiddenSize: H, intermediateSize: I, numHeads, numKvHeads, headDim: D, vocabSize: V } = config;
+  return 4 * (config.numLayers * (H * (numHeads + 2 * numKvHeads) * D + numHeads * D * H + 3 * H * I) + V * H);
+}
+
+/** Above this many f32 weight bytes the CPU default is q8_0 (f32 would crowd the 4 GiB WebAssembly memory). */
+export const CPU_F32_WEIGHT_LIMIT = 2 ** 31;
+
+/**
+ * The default weight storage: f32 on the GPU (the WGSL kernels read only f32 so far); on the CPU f32
+ * while it fits comfortably (it decoded fastest with these kernels, README "Weight formats"), else q8_0.
+ */
+export function defaultWeightDType(config: ModelConfig, device: 'cpu' | 'gpu'): WeightDType {
+  return device === 'cpu' && matmulWeightBytes(config) > CPU_F32_WEIGHT_LIMIT ? 'q8_0' : 'f32';
 }
 
 export class DeviceModel {
@@ -45,6 +65,7 @@ export class DeviceModel {
   readonly window: StreamingWindow;
   /** Bytes of weights uploaded to the main backend. */
   readonly weightBytes: number;
+  readonly weightDType: WeightDType;
 
   constructor(readonly config: ModelConfig, weights: ModelWeights, options: DeviceModelOptions) {
     const { main } = options;
@@ -56,27 +77,37 @@ export class DeviceModel {
       throw new Error(`head pattern shape ${options.kinds.length}×${options.kinds[0]?.length} does not match the model (${config.numLayers} layers × ${config.numKvHeads} KV heads)`);
     }
     let bytes = 0;
+    const dtype = options.weights ?? 'f32';
+    this.weightDType = dtype;
     const up = (a: Float32Array): DeviceTensor => { bytes += a.byteLength; return main.upload(a); };
+    // A matmul weight [rows][cols], packed to the chosen storage on the way to the device.
+    const upW = (a: Float32Array, rows: number, cols: number): DeviceTensor => {
+      const m = quantizeMatrix(dtype, a, rows, cols);
+      bytes += packedBytes(m);
+      return main.uploadWeight(m);
+    };
+    const { hiddenSize: H, headDim: D, intermediateSize: I, vocabSize: V } = config;
     const upSide = (s: SideWeights): DeviceSide => ({
       kvHeads: s.kvHeads, numHeads: s.numHeads, numKvHeads: s.numKvHeads,
-      wq: up(s.wq), wk: up(s.wk), wv: up(s.wv), wo: up(s.wo),
+      wq: upW(s.wq, s.numHeads * D, H), wk: upW(s.wk, s.numKvHeads * D, H), wv: upW(s.wv, s.numKvHeads * D, H), wo: upW(s.wo, H, s.numHeads * D),
       bq: s.bq && up(s.bq), bk: s.bk && up(s.bk), bv: s.bv && up(s.bv),
     });
     const geo = { hidden: config.hiddenSize, numHeads: config.numHeads, numKvHeads: config.numKvHeads, headDim: config.headDim };
-    this.embed = up(weights.embed);
+    const tied = weights.lmHead === weights.embed;
+    this.lmHead = upW(weights.lmHead, V, H);
+    this.embed = tied ? this.lmHead : up(weights.embed);
     weights.layers.forEach((lw, l) => {
       const kinds = options.kinds[l];
       const retrievalHeads = kinds.flatMap((r, h) => (r ? [h] : []));
       const streamingHeads = kinds.flatMap((r, h) => (r ? [] : [h]));
       this.layers.push({
         inputNorm: up(lw.inputNorm), postNorm: up(lw.postNorm),
-        wGate: up(lw.wGate), wUp: up(lw.wUp), wDown: up(lw.wDown),
+        wGate: upW(lw.wGate, I, H), wUp: upW(lw.wUp, I, H), wDown: upW(lw.wDown, H, I),
         retrieval: retrievalHeads.length ? upSide(splitSide(lw, geo, retrievalHeads)) : null,
         streaming: streamingHeads.length ? upSide(splitSide(lw, geo, streamingHeads)) : null,
       });
     });
     this.finalNorm = up(weights.finalNorm);
-    this.lmHead = weights.lmHead === weights.embed ? this.embed : up(weights.lmHead);
     this.invFreq = up(ropeInvFreq(config));
     this.weightBytes = bytes;
   }

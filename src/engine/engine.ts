@@ -1,6 +1,6 @@
 // The engine: picks the devices for a placement, places a checkpoint on them and generates.
 import type { Backend, StreamingWindow } from './backend.js';
-import { DeviceModel } from './device-model.js';
+import { DeviceModel, defaultWeightDType, matmulWeightBytes } from './device-model.js';
 import { Session, type KvMemory } from './session.js';
 import { Sampler, type SamplingOptions } from './sampler.js';
 import { allHeads, countStreaming, type HeadKinds } from '../attention/pattern.js';
@@ -11,6 +11,7 @@ import type { GpuContext } from '../gpu/context.js';
 import type { ModelConfig } from '../model/config.js';
 import type { ModelWeights } from '../model/weights.js';
 import { DuetError } from '../errors.js';
+import type { WeightDType } from '../model/quant.js';
 
 /** A CPU backend with its work counter (kernel invocations), used to prove the WASM path ran. */
 export type CpuLike = Backend & { readonly kernelCalls: number };
@@ -25,6 +26,8 @@ export interface EngineOptions {
   /** Retrieval (true) / streaming (false) per layer per KV head; default: all retrieval (full attention). */
   kinds?: HeadKinds;
   window?: StreamingWindow;
+  /** Storage of the matmul weights on the device (default f32); see src/model/quant.ts. */
+  weights?: WeightDType;
   /** Provides a GPU (Node: Dawn; browser: navigator.gpu). */
   acquireGpu?: () => Promise<{ gpu: GpuContext | null; reason: string }>;
   /** Creates the CPU backend (default: the WASM backend in this thread; browsers pass a worker proxy). */
@@ -101,7 +104,9 @@ export class Engine {
     if (windowed.note) notice(windowed.note);
     const kinds = windowed.kinds;
     const window = windowed.window ?? { sink: 0, recent: 1 };
-    const model = new DeviceModel(config, weights, { main, streamingBackend, kinds, window });
+    const weightDType = options.weights ?? defaultWeightDType(config, main.kind);
+    if (!options.weights && weightDType !== 'f32') notice(`weights stored as ${weightDType} (f32 would need ${(matmulWeightBytes(config) / 2 ** 30).toFixed(1)} GiB of WebAssembly memory); choose with the weights option`);
+    const model = new DeviceModel(config, weights, { main, streamingBackend, kinds, window, weights: weightDType });
     if (placement === 'cpu' && gpu) { gpu.destroy(); gpu = null; }
     return new Engine(config, model, placement, cpu, gpu, windowed.limit);
   }

@@ -9,6 +9,7 @@
 //
 // A buffer may not be bound both writable and read-only in one dispatch, so ops whose output
 // aliases an input either use an in-place entry point (rmsnorm, siluMul) or read from a copy.
+import { checkPacked, type PackedMatrix } from '../model/quant.js';
 import type { AttentionShape, Backend, DeviceTensor, StreamingWindow } from '../engine/backend.js';
 import type { GpuContext } from './context.js';
 import { GpuTensor } from './tensor.js';
@@ -59,6 +60,12 @@ export class GpuBackend implements Backend {
   alloc(length: number): GpuTensor {
     count(length, 'alloc length');
     return new GpuTensor(this.ctx.createBuffer(length * 4, 'tensor'), length);
+  }
+
+  uploadWeight(m: PackedMatrix): GpuTensor {
+    checkPacked(m, 'uploadWeight');
+    if (m.dtype !== 'f32') throw new Error(`GPU backend: ${m.dtype} weights are not implemented in the WGSL kernels yet; use --weights f32 with a GPU placement, or --placement cpu`);
+    return this.upload(m.data as Float32Array);
   }
 
   upload(data: Float32Array): GpuTensor {

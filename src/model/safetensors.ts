@@ -2,6 +2,7 @@
 // data_offsets}}, then the data. Tensors are read one at a time by byte range and decoded to f32.
 import type { ModelFiles } from './files.js';
 import { readJson } from './files.js';
+import { bf16ArrayToF32, f16ArrayToF32 } from './quant.js';
 
 export type Dtype = 'F32' | 'F16' | 'BF16';
 const DTYPE_BYTES: Record<Dtype, number> = { F32: 4, F16: 2, BF16: 2 };
@@ -111,29 +112,13 @@ export async function readCheckpointIndex(files: ModelFiles): Promise<Map<string
   return all;
 }
 
-const f16Table = (() => {
-  const t = new Float32Array(65536);
-  for (let h = 0; h < 65536; h++) {
-    const sign = h & 0x8000 ? -1 : 1, exp = (h >> 10) & 0x1f, frac = h & 0x3ff;
-    t[h] = exp === 0 ? sign * frac * 2 ** -24 : exp === 31 ? (frac ? NaN : sign * Infinity) : sign * (1 + frac / 1024) * 2 ** (exp - 15);
-  }
-  return t;
-})();
-
 /** Decodes raw little-endian bytes of the given dtype into f32. */
 export function decodeTensor(bytes: Uint8Array, dtype: Dtype): Float32Array {
   const n = bytes.byteLength / DTYPE_BYTES[dtype];
   const aligned = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice();
   if (dtype === 'F32') return new Float32Array(aligned.buffer.slice(aligned.byteOffset, aligned.byteOffset + bytes.byteLength));
   const u16 = new Uint16Array(aligned.buffer, aligned.byteOffset, n);
-  const out = new Float32Array(n);
-  if (dtype === 'F16') {
-    for (let i = 0; i < n; i++) out[i] = f16Table[u16[i]];
-  } else {
-    const u32 = new Uint32Array(out.buffer);
-    for (let i = 0; i < n; i++) u32[i] = u16[i] << 16;
-  }
-  return out;
+  return dtype === 'F16' ? f16ArrayToF32(u16) : bf16ArrayToF32(u16);
 }
 
 export async function readTensor(files: ModelFiles, t: TensorInfo): Promise<Float32Array> {

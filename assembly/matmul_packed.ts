@@ -1,0 +1,204 @@
+// Matrix multiplication against packed weights (src/model/quant.ts): f16, and GGUF's Q8_0, Q4_0 and
+// Q4_K blocks, read in their stored form. A panel of PANEL weight rows is decoded with f32x4 into a
+// per-thread scratch of PANEL padded rows (a few KB to a few hundred KB, never the matrix), then the
+// f32 gemm runs every x row against the panel: the packed bytes are read once per call, and a prefill
+// chunk reuses each decoded panel for all its rows.
+import { gemmAdd } from './matmul';
+
+/** Weight rows decoded per panel. */
+const PANEL: i32 = 8;
+
+// ggml type ids (quant.ts GGML_TYPE).
+const F16: i32 = 1;
+const Q4_0: i32 = 2;
+const Q8_0: i32 = 8;
+const Q4_K: i32 = 12;
+
+/** Elements per block of a type (1 for f16). */
+export function packedBlockSize(dtype: i32): i32 {
+  return dtype == Q4_K ? 256 : dtype == F16 ? 1 : 32;
+}
+
+/** f32 elements of one decoded row of `cols` (whole blocks, rounded up to 4 for f16). */
+export function packedScratchFloats(dtype: i32, cols: i32): i32 {
+  const bs = packedBlockSize(dtype);
+  const padded = ((cols + bs - 1) / bs) * bs;
+  return PANEL * ((padded + 3) & ~3);
+}
+
+/** IEEE half → f32 (finite values; the exponent is rebased by a multiply by 2^112, subnormals included). */
+// @ts-ignore: decorator
+@inline
+function half(h: u32): f32 {
+  const mag = reinterpret<f32>((h & 0x7fff) << 13) * reinterpret<f32>(0x77800000);
+  return reinterpret<f32>(reinterpret<u32>(mag) | ((h & 0x8000) << 16));
+}
+
+// Four halves (u32 lanes) → four f32.
+// @ts-ignore: decorator
+@inline
+function half4(h: v128): v128 {
+  const mag = f32x4.mul(i32x4.shl(v128.and(h, i32x4.splat(0x7fff)), 13), f32x4.splat(reinterpret<f32>(0x77800000)));
+  return v128.or(mag, i32x4.shl(v128.and(h, i32x4.splat(0x8000)), 16));
+}
+
+// 16 signed bytes × d → 16 floats at dst.
+// @ts-ignore: decorator
+@inline
+function storeS8(dst: usize, v: v128, d: v128): void {
+  const lo = i16x8.extend_low_i8x16_s(v), hi = i16x8.extend_high_i8x16_s(v);
+  v128.store(dst, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(lo)), d));
+  v128.store(dst + 16, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(lo)), d));
+  v128.store(dst + 32, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(hi)), d));
+  v128.store(dst + 48, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(hi)), d));
+}
+
+// 16 unsigned bytes × d − m → 16 floats at dst.
+// @ts-ignore: decorator
+@inline
+function storeU8(dst: usize, v: v128, d: v128, m: v128): void {
+  const lo = i16x8.extend_low_i8x16_u(v), hi = i16x8.extend_high_i8x16_u(v);
+  v128.store(dst, f32x4.sub(f32x4.mul(f32x4.convert_i32x4_u(i32x4.extend_low_i16x8_u(lo)), d), m));
+  v128.store(dst + 16, f32x4.sub(f32x4.mul(f32x4.convert_i32x4_u(i32x4.extend_high_i16x8_u(lo)), d), m));
+  v128.store(dst + 32, f32x4.sub(f32x4.mul(f32x4.convert_i32x4_u(i32x4.extend_low_i16x8_u(hi)), d), m));
+  v128.store(dst + 48, f32x4.sub(f32x4.mul(f32x4.convert_i32x4_u(i32x4.extend_high_i16x8_u(hi)), d), m));
+}
+
+// Q4_K sub-block j's 6-bit scale (which = 0) or min (which = 1) from the 12 bytes at q (get_scale_min_k4).
+// @ts-ignore: decorator
+@inline
+function scaleMinK4(j: i32, q: usize, which: i32): u32 {
+  if (j < 4) return <u32>load<u8>(q + <usize>(j + 4 * which)) & 63;
+  const b = <u32>load<u8>(q + <usize>(j + 4));
+  return which == 0
+    ? (b & 0xf) | ((<u32>load<u8>(q + <usize>(j - 4)) >> 6) << 4)
+    : (b >> 4) | ((<u32>load<u8>(q + <usize>j) >> 6) << 4);
+}
+
+/** Decodes one packed row (`nb` blocks from src) into `nb` × blockSize floats at dst. */
+function decodeRow(dst: usize, src: usize, dtype: i32, cols: i32): void {
+  if (dtype == F16) {
+    let i = 0;
+    for (; i + 8 <= cols; i += 8) {
+      const h = v128.load(src + (<usize>i << 1));
+      v128.store(dst + (<usize>i << 2), half4(i32x4.extend_low_i16x8_u(h)));
+      v128.store(dst + (<usize>i << 2) + 16, half4(i32x4.extend_high_i16x8_u(h)));
+    }
+    for (; i < cols; i++) store<f32>(dst + (<usize>i << 2), half(<u32>load<u16>(src + (<usize>i << 1))));
+    return;
+  }
+  if (dtype == Q8_0) {
+    const nb = (cols + 31) >> 5;
+    for (let b = 0; b < nb; b++) {
+      const p = src + <usize>b * 34, o = dst + (<usize>b << 7);
+      const d = f32x4.splat(half(<u32>load<u16>(p)));
+      storeS8(o, v128.load(p + 2), d);
+      storeS8(o + 64, v128.load(p + 18), d);
+    }
+    return;
+  }
+  if (dtype == Q4_0) {
+    const nb = (cols + 31) >> 5;
+    const mask = i8x16.splat(0x0f), eight = i8x16.splat(8);
+    for (let b = 0; b < nb; b++) {
+      const p = src + <usize>b * 18, o = dst + (<usize>b << 7);
+      const d = f32x4.splat(half(<u32>load<u16>(p)));
+      const v = v128.load(p + 2);
+      storeS8(o, i8x16.sub(v128.and(v, mask), eight), d); // elements 0..15: low nibbles
+      storeS8(o + 64, i8x16.sub(i8x16.shr_u(v, 4), eight), d); // 16..31: high nibbles
+    }
+    return;
+  }
+  // Q4_K: 256-element super-blocks of 144 bytes; each 64-element chunk is 32 bytes, low nibbles first.
+  const nb = (cols + 255) >> 8;
+  const mask = i8x16.splat(0x0f);
+  for (let b = 0; b < nb; b++) {
+    const p = src + <usize>b * 144, o = dst + (<usize>b << 10);
+    const d = half(<u32>load<u16>(p)), dmin = half(<u32>load<u16>(p + 2));
+    const sc = p + 4, qs = p + 16;
+    for (let c = 0; c < 4; c++) {
+      const d1 = f32x4.splat(d * <f32>scaleMinK4(2 * c, sc, 0)), m1 = f32x4.splat(dmin * <f32>scaleMinK4(2 * c, sc, 1));
+      const d2 = f32x4.splat(d * <f32>scaleMinK4(2 * c + 1, sc, 0)), m2 = f32x4.splat(dmin * <f32>scaleMinK4(2 * c + 1, sc, 1));
+      const q = qs + (<usize>c << 5), oc = o + (<usize>c << 8);
+      const v0 = v128.load(q), v1 = v128.load(q + 16);
+      storeU8(oc, v128.and(v0, mask), d1, m1);
+      storeU8(oc + 64, v128.and(v1, mask), d1, m1);
+      storeU8(oc + 128, i8x16.shr_u(v0, 4), d2, m2);
+      storeU8(oc + 192, i8x16.shr_u(v1, 4), d2, m2);
+    }
+  }
+}
+
+// Σ_k x[k] · (16 signed bytes of v)[k], x at 16 consecutive floats, as a vector of four partial sums.
+// @ts-ignore: decorator
+@inline
+function dotS8(x: usize, v: v128): v128 {
+  const lo = i16x8.extend_low_i8x16_s(v), hi = i16x8.extend_high_i8x16_s(v);
+  let s = f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(lo)), v128.load(x));
+  s = f32x4.add(s, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(lo)), v128.load(x + 16)));
+  s = f32x4.add(s, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(hi)), v128.load(x + 32)));
+  return f32x4.add(s, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(hi)), v128.load(x + 48)));
+}
+
+// One row (GEMV) against Q8_0 or Q4_0 rows, fused: each block's products are summed in f32 and scaled
+// by its d once, with no decoded copy. x must hold whole blocks (the caller pads a partial last one).
+function gemvBlocks(out: usize, x: usize, w: usize, rowBytes: i32, outDim: i32, nb: i32, dtype: i32): void {
+  const mask = i8x16.splat(0x0f), eight = i8x16.splat(8);
+  for (let o = 0; o < outDim; o++) {
+    const row = w + <usize>o * <usize>rowBytes;
+    let acc = f32x4.splat(0);
+    for (let b = 0; b < nb; b++) {
+      const xb = x + (<usize>b << 7);
+      let s: v128;
+      if (dtype == Q8_0) {
+        const p = row + <usize>b * 34;
+        s = f32x4.add(dotS8(xb, v128.load(p + 2)), dotS8(xb + 64, v128.load(p + 18)));
+        acc = f32x4.add(acc, f32x4.mul(s, f32x4.splat(half(<u32>load<u16>(p)))));
+      } else {
+        const p = row + <usize>b * 18;
+        const v = v128.load(p + 2);
+        s = f32x4.add(dotS8(xb, i8x16.sub(v128.and(v, mask), eight)), dotS8(xb + 64, i8x16.sub(i8x16.shr_u(v, 4), eight)));
+        acc = f32x4.add(acc, f32x4.mul(s, f32x4.splat(half(<u32>load<u16>(p)))));
+      }
+    }
+    const t = f32x4.add(acc, v128.shuffle<f32>(acc, acc, 2, 3, 0, 1));
+    const po = out + (<usize>o << 2);
+    store<f32>(po, load<f32>(po) + f32x4.extract_lane(t, 0) + f32x4.extract_lane(t, 1));
+  }
+}
+
+/**
+ * out[r][o] (+)= Σ_i x[r][i] · W[o][i] (+ bias[o]) for r < rows, o < outDim, where W's rows are packed
+ * `dtype` rows of rowBytes bytes starting at w. ldo is out's row stride in elements; scratch holds
+ * packedScratchFloats(dtype, inDim) floats (one per thread). bias = 0: none; accumulate ≠ 0 adds to out.
+ */
+export function matmulPacked(out: usize, ldo: i32, x: usize, w: usize, bias: usize, rows: i32, inDim: i32, outDim: i32,
+  accumulate: i32, dtype: i32, rowBytes: i32, scratch: usize): void {
+  const stride: usize = (<usize>ldo) << 2;
+  for (let r = 0; r < rows; r++) {
+    const o: usize = out + <usize>r * stride;
+    for (let c = 0; c < outDim; c++) {
+      const prev = accumulate != 0 ? load<f32>(o + (<usize>c << 2)) : <f32>0;
+      store<f32>(o + (<usize>c << 2), prev + (bias != 0 ? load<f32>(bias + (<usize>c << 2)) : <f32>0));
+    }
+  }
+  const bs = packedBlockSize(dtype);
+  const ld = ((((inDim + bs - 1) / bs) * bs) + 3) & ~3;
+  if (rows == 1 && (dtype == Q8_0 || dtype == Q4_0)) {
+    // x is read in whole blocks: a partial last block is copied, zero-padded, into the scratch.
+    const nb = (inDim + 31) >> 5;
+    let xs = x;
+    if ((inDim & 31) != 0) {
+      memory.copy(scratch, x, (<usize>inDim) << 2);
+      memory.fill(scratch + ((<usize>inDim) << 2), 0, (<usize>(nb * 32 - inDim)) << 2);
+      xs = scratch;
+    }
+    gemvBlocks(out, xs, w, rowBytes, outDim, nb, dtype);
+    return;
+  }
+  for (let o0 = 0; o0 < outDim; o0 += PANEL) {
+    const n = min(PANEL, outDim - o0);
+    for (let j = 0; j < n; j++) decodeRow(scratch + <usize>j * (<usize>ld << 2), w + <usize>(o0 + j) * <usize>rowBytes, dtype, inDim);
+    gemmAdd(out + (<usize>o0 << 2), ldo, x, inDim, scratch, ld, rows, inDim, n);
+  }
+}
