@@ -2,6 +2,7 @@
 import { parseModelConfig, type ModelConfig } from './config.js';
 import type { ModelFiles } from './files.js';
 import { readJson } from './files.js';
+import { decodeGgufFloat, ggufConfig, loadGgufWeights, readGgufHeader } from './gguf-model.js';
 import { TextTokenizer } from './tokenizer.js';
 import { loadWeights, type LoadProgress, type ModelWeights } from './weights.js';
 
@@ -15,6 +16,7 @@ export interface Checkpoint {
 }
 
 export async function loadCheckpoint(files: ModelFiles, options: { onProgress?: LoadProgress } = {}): Promise<Checkpoint> {
+  if (files.gguf !== undefined) return loadGgufCheckpoint(files, files.gguf, options);
   if (!(await files.exists('config.json'))) throw new Error(`${files.name}: no config.json (not a Hugging Face model directory)`);
   const config = parseModelConfig(await readJson(files, 'config.json'), 'config.json');
   const generation = (await files.exists('generation_config.json'))
@@ -35,4 +37,12 @@ export async function loadCheckpoint(files: ModelFiles, options: { onProgress?: 
   }
   const weights = await loadWeights(files, config, options.onProgress);
   return { name: files.name, config, weights, tokenizer, eosTokenIds, generation };
+}
+
+/** One GGUF file: config and tokenizer from its metadata, weights from its tensors. */
+async function loadGgufCheckpoint(files: ModelFiles, path: string, options: { onProgress?: LoadProgress }): Promise<Checkpoint> {
+  const header = await readGgufHeader(files, path);
+  const config = ggufConfig(header);
+  const weights = await loadGgufWeights(files, path, header, config, decodeGgufFloat, options.onProgress);
+  return { name: files.name, config, weights, tokenizer: null, eosTokenIds: config.eosTokenIds, generation: {} };
 }
