@@ -3,6 +3,7 @@ import { parseModelConfig, type ModelConfig } from './config.js';
 import type { ModelFiles } from './files.js';
 import { readJson } from './files.js';
 import { decodeGgufFloat, ggufConfig, loadGgufWeights, readGgufHeader } from './gguf-model.js';
+import { tokenizerFromGguf } from './gguf-tokenizer.js';
 import { TextTokenizer } from './tokenizer.js';
 import { loadWeights, type LoadProgress, type ModelWeights } from './weights.js';
 
@@ -43,6 +44,15 @@ export async function loadCheckpoint(files: ModelFiles, options: { onProgress?: 
 async function loadGgufCheckpoint(files: ModelFiles, path: string, options: { onProgress?: LoadProgress }): Promise<Checkpoint> {
   const header = await readGgufHeader(files, path);
   const config = ggufConfig(header);
+  let tokenizer: TextTokenizer | null = null;
+  if (header.metadata.has('tokenizer.ggml.model')) {
+    const t = tokenizerFromGguf(header.file, header.metadata);
+    try {
+      tokenizer = new TextTokenizer(t.tokenizer, t.config);
+    } catch (e) {
+      throw new Error(`${header.file}: the tokenizer in its metadata cannot be loaded (${(e as Error).message})`);
+    }
+  }
   const weights = await loadGgufWeights(files, path, header, config, decodeGgufFloat, options.onProgress);
-  return { name: files.name, config, weights, tokenizer: null, eosTokenIds: config.eosTokenIds, generation: {} };
+  return { name: files.name, config, weights, tokenizer, eosTokenIds: config.eosTokenIds, generation: {} };
 }
