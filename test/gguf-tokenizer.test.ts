@@ -142,7 +142,7 @@ test('bad tokenizer metadata: errors name the file and key', () => {
     [[['tokenizer.ggml.model', s('bert')], ['tokenizer.ggml.tokens', strs(['a'])]], /metadata "tokenizer.ggml.model" is "bert"/],
     [[['tokenizer.ggml.model', s('gpt2')]], /metadata "tokenizer.ggml.tokens" is missing/],
     [base.slice(0, 2), /metadata "tokenizer.ggml.merges" is missing/],
-    [[...base, ['tokenizer.ggml.pre', s('falcon')]], /metadata "tokenizer.ggml.pre" is "falcon"; Duet reads gpt2, llama-bpe, qwen2/],
+    [[...base, ['tokenizer.ggml.pre', s('falcon')]], /metadata "tokenizer.ggml.pre" is "falcon"; Duet reads gpt-2, llama-bpe, qwen2/],
     [[...base, ['tokenizer.ggml.bos_token_id', { type: ValueType.U32, value: 3 }]], /metadata "tokenizer.ggml.bos_token_id" \(3\) is not a token id \(the vocabulary has 3 tokens\)/],
     [[...base, ['tokenizer.ggml.token_type', { type: ValueType.ARRAY, itemType: ValueType.I32, value: [1, 1] }]], /metadata "tokenizer.ggml.token_type" has 2 entries for 3 tokens/],
     [[['tokenizer.ggml.model', s('llama')], ['tokenizer.ggml.tokens', strs(['a'])]], /metadata "tokenizer.ggml.scores" is missing/],

@@ -8,6 +8,7 @@ import { webCommand, WEB_DEFAULT_MODEL, WEB_DEFAULT_PORT } from './web.js';
 import { trainCommand } from './train.js';
 import { identifyCommand } from './identify.js';
 import { benchCommand } from './bench.js';
+import { quantizeCommand } from './quantize.js';
 
 const USAGE = `duet — DuoAttention inference: retrieval heads on the GPU (WebGPU), streaming heads on the CPU (WASM SIMD)
 
@@ -45,6 +46,9 @@ Usage:
                 [--steps N] [--lr LR] [--reg L] [--lengths MIN,MAX] [--sink N --recent N] [--seed S]
                 [--samples N] [--echo-ratio R] [--induction-ratio R] [--json]
       finds retrieval heads and writes a DuoAttention pattern (tsv, config.json, identify.json, heads.svg)
+  duet quantize --model DIR --type f32|f16|q8_0|q4_0|q4_k --out FILE.gguf [--force] [--name NAME]
+      writes the checkpoint (and its tokenizer) as one GGUF file that llama.cpp loads; rows that do not
+      fill the type's blocks fall back (q4_k -> q4_0 -> f16) and are listed; --model FILE.gguf loads it
   duet bench [--suite kernels|e2e|memory|all] [--model DIR | --shape NAME] [--layers N] [--pattern DIR]
              [--contexts 1024,4096,16384] [--sparsities 0.25,0.5,0.75] [--placements split,gpu,cpu]
              [--device auto|cpu|gpu] [--sink N --recent N] [--prefill-chunk N] [--prefill-max N]
@@ -73,6 +77,7 @@ export async function main(argv: string[]): Promise<number> {
     case 'train': return trainCommand(rest);
     case 'identify': return identifyCommand(rest);
     case 'bench': return benchCommand(rest);
+    case 'quantize': return quantizeCommand(rest);
     default:
       process.stderr.write(`duet: unknown command "${command}"\n\n${USAGE}`);
       return 2;

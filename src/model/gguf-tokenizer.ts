@@ -11,7 +11,7 @@ export const TOKEN_TYPE = { normal: 1, unknown: 2, control: 3, userDefined: 4, u
 
 /** Pre-tokenizer regexes of the byte-level BPE vocabularies Duet reads (tokenizer.ggml.pre). */
 const PRE_SPLIT: Record<string, string | null> = {
-  gpt2: null, // ByteLevel's own GPT-2 regex
+  'gpt-2': null, // ByteLevel's own GPT-2 regex
   'llama-bpe': "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
   qwen2: "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
 };
@@ -56,7 +56,7 @@ export function tokenizerFromGguf(file: string, meta: Map<string, GgufEntry>): G
   tokens.forEach((t, i) => { if (!seen.has(t)) seen.set(t, i); });
   const vocab: Record<string, number> = Object.fromEntries(seen);
 
-  const added = tokens.flatMap((content, i) => types[i] === TOKEN_TYPE.control || types[i] === TOKEN_TYPE.userDefined || (types[i] === TOKEN_TYPE.unknown && model === 'gpt2')
+  const added = tokens.flatMap((content, i) => types[i] === TOKEN_TYPE.control || types[i] === TOKEN_TYPE.userDefined || types[i] === TOKEN_TYPE.unused || (types[i] === TOKEN_TYPE.unknown && model === 'gpt2')
     ? [{ id: i, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: types[i] !== TOKEN_TYPE.userDefined }] : []);
   const addBos = flag('tokenizer.ggml.add_bos_token', model === 'llama');
   const addEos = flag('tokenizer.ggml.add_eos_token', false);
@@ -73,8 +73,9 @@ export function tokenizerFromGguf(file: string, meta: Map<string, GgufEntry>): G
   let tokenizer: Record<string, unknown>;
   if (model === 'gpt2') {
     const merges = arr('tokenizer.ggml.merges', true, (v) => typeof v === 'string' && v.includes(' '), 'strings "a b"') as string[];
-    const pre = (meta.get('tokenizer.ggml.pre')?.value as string | undefined) ?? 'gpt2';
-    if (!(pre in PRE_SPLIT)) fail('tokenizer.ggml.pre', `is "${pre}"; Duet reads ${Object.keys(PRE_SPLIT).join(', ')}`);
+    const given = (meta.get('tokenizer.ggml.pre')?.value as string | undefined) ?? 'gpt-2';
+    const pre = given === 'llama3' || given === 'llama-v3' ? 'llama-bpe' : given;
+    if (!(pre in PRE_SPLIT)) fail('tokenizer.ggml.pre', `is "${given}"; Duet reads ${Object.keys(PRE_SPLIT).join(', ')}`);
     const split = PRE_SPLIT[pre];
     tokenizer = {
       version: '1.0', truncation: null, padding: null, added_tokens: added, normalizer: null,
@@ -163,7 +164,7 @@ function hasByteLevel(pre: Json | null | undefined): boolean {
 
 /** Which llama.cpp pre-tokenizer a byte-level tokenizer.json's pre_tokenizer is. */
 function preName(pre: Json): string | null {
-  if (pre.type === 'ByteLevel' && pre.use_regex !== false) return 'gpt2';
+  if (pre.type === 'ByteLevel' && pre.use_regex !== false) return 'gpt-2';
   if (pre.type !== 'Sequence') return null;
   const parts = pre.pretokenizers as Json[];
   const regex = (parts.find((p) => p.type === 'Split')?.pattern as Json | undefined)?.Regex;
@@ -176,7 +177,7 @@ function preName(pre: Json): string | null {
  * they are, character-level ones without merges or a pre-tokenizer (the bundled model) re-spelled
  * byte-level so llama.cpp reads them. Anything else is an error naming the field.
  */
-export function tokenizerToGguf(file: string, tok: Json, config: Json): Array<[string, GgufWriteValue]> {
+export function tokenizerToGguf(file: string, tok: Json, config: Json, vocabSize?: number): Array<[string, GgufWriteValue]> {
   const model = tok.model as Json | undefined;
   const fail = (field: string, why: string): never => { throw new Error(`${file}: ${field} ${why}; duet quantize writes byte-level BPE (GGUF "gpt2") tokenizers`); };
   if (!model || model.type !== 'BPE') fail('model.type', `is ${JSON.stringify(model?.type)}`);
@@ -185,17 +186,20 @@ export function tokenizerToGguf(file: string, tok: Json, config: Json): Array<[s
   const vocabObj = model!.vocab as Record<string, number>;
   const rawMerges = (model!.merges as Array<string | [string, string]>).map((m) => (Array.isArray(m) ? m.join(' ') : m));
   const byteLevel = hasByteLevel(tok.pre_tokenizer as Json | null);
-  let pre = 'gpt2';
+  let pre = 'gpt-2';
   if (byteLevel) {
     const p = preName(tok.pre_tokenizer as Json);
-    if (p === null) fail('pre_tokenizer', `(${JSON.stringify(tok.pre_tokenizer).slice(0, 120)}) matches none of llama.cpp's gpt2, llama-bpe, qwen2`);
+    if (p === null) fail('pre_tokenizer', `(${JSON.stringify(tok.pre_tokenizer).slice(0, 120)}) matches none of llama.cpp's gpt-2, llama-bpe, qwen2`);
     pre = p!;
   } else if (tok.pre_tokenizer || rawMerges.length > 0) {
     fail('pre_tokenizer', 'is not byte-level and the vocabulary has merges or another pre-tokenizer');
   }
   const added = new Map<number, Json>();
   for (const a of (tok.added_tokens as Json[] | undefined) ?? []) added.set(a.id as number, a);
-  const size = Math.max(...Object.values(vocabObj), ...added.keys()) + 1;
+  const used = Math.max(...Object.values(vocabObj), ...added.keys()) + 1;
+  if (vocabSize !== undefined && used > vocabSize) throw new Error(`${file}: token id ${used - 1} does not fit the model's vocab_size ${vocabSize}`);
+  // llama.cpp sizes the embedding by the token list: pad it to vocab_size as its converter does.
+  const size = vocabSize ?? used;
   const tokens: string[] = new Array(size).fill('');
   const types: number[] = new Array(size).fill(TOKEN_TYPE.unused);
   const alphabet = byteLevelAlphabet();

@@ -1,0 +1,76 @@
+// `duet quantize` end to end (the built CLI): the GGUF it writes loads back in Duet with the same
+// weights and tokenizer, is never written over without --force, and — where the optional
+// node-llama-cpp is installed — llama.cpp loads it and agrees with Duet on greedy tokens.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { loadCheckpoint } from '../src/model/checkpoint.ts';
+import { nodeModelFiles } from '../src/node/files.ts';
+import { importNodeLlamaCpp, openLlamaCpp } from '../src/bench/llama-cpp.ts';
+
+const run = promisify(execFile);
+const ROOT = new URL('..', import.meta.url).pathname;
+const MODEL = join(ROOT, 'fixtures/tiny-random');
+async function duet(...args: string[]) {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [join(ROOT, 'bin/duet.mjs'), ...args], { cwd: ROOT, timeout: 120_000 });
+    return { stdout, stderr, code: 0 };
+  } catch (e) {
+    const err = e as { stdout: string; stderr: string; code: number };
+    return { stdout: err.stdout, stderr: err.stderr, code: err.code };
+  }
+}
+const dir = mkdtempSync(join(tmpdir(), 'duet-quantize-'));
+const OUT = join(dir, 'tiny-f32.gguf');
+
+test('quantize --type f32: the GGUF loads back with the same weights, tokenizer and config', async () => {
+  const r = await duet('quantize', '--model', MODEL, '--type', 'f32', '--out', OUT);
+  assert.is(r.code, 0, r.stderr);
+  assert.match(r.stdout, /wrote .*tiny-f32.gguf \(f32/);
+  const [hf, g] = await Promise.all([loadCheckpoint(nodeModelFiles(MODEL)), loadCheckpoint(nodeModelFiles(OUT))]);
+  assert.ok(g.weights.layers[3].wk.every((v, i) => v === hf.weights.layers[3].wk[i]), 'k_proj of the last layer (unpermuted)');
+  assert.ok(g.weights.lmHead.every((v, i) => v === hf.weights.lmHead[i]));
+  assert.equal(g.tokenizer!.encode('hello the world, again'), hf.tokenizer!.encode('hello the world, again'));
+  assert.is(g.config.numKvHeads, hf.config.numKvHeads);
+  assert.equal(readdirSync(dir), ['tiny-f32.gguf'], 'no temporary file left behind');
+});
+
+test('quantize refuses to overwrite without --force, and names bad options', async () => {
+  const before = statSync(OUT).mtimeMs;
+  const again = await duet('quantize', '--model', MODEL, '--type', 'f32', '--out', OUT);
+  assert.is(again.code, 1);
+  assert.match(again.stderr, /tiny-f32.gguf exists; pass --force to replace it/);
+  assert.is(statSync(OUT).mtimeMs, before);
+  const forced = await duet('quantize', '--model', MODEL, '--type', 'f32', '--out', OUT, '--force');
+  assert.is(forced.code, 0, forced.stderr);
+  assert.match((await duet('quantize', '--model', MODEL, '--type', 'q3_k', '--out', join(dir, 'x.gguf'))).stderr, /--type must be one of f32, f16, q8_0, q4_0, q4_k \(got "q3_k"\)/);
+  assert.match((await duet('quantize', '--model', MODEL, '--type', 'f32', '--out', join(dir, 'x.bin'))).stderr, /the file name must end in .gguf/);
+  const notModel = join(dir, 'empty');
+  writeFileSync(join(dir, 'not-a-dir.gguf'), 'GGUF');
+  assert.match((await duet('quantize', '--model', join(dir, 'not-a-dir.gguf'), '--type', 'f32', '--out', join(dir, 'y.gguf'))).stderr, /give a Hugging Face model directory/);
+  assert.match((await duet('quantize', '--model', notModel, '--type', 'f32', '--out', join(dir, 'y.gguf'))).stderr, /no config.json/);
+});
+
+test('generate --model FILE.gguf gives the same greedy tokens as the model directory', async () => {
+  const args = ['--prompt', 'hello the world', '--max-tokens', '8', '--device', 'cpu', '--json'];
+  const a = JSON.parse((await duet('generate', '--model', MODEL, ...args)).stdout);
+  const b = JSON.parse((await duet('generate', '--model', OUT, ...args)).stdout);
+  assert.equal(b.tokens, a.tokens);
+  assert.is(b.text, a.text);
+});
+
+test('llama.cpp (node-llama-cpp) loads the quantize output and agrees on 8 greedy tokens', async () => {
+  if (!(await importNodeLlamaCpp())) { console.warn('[skip] node-llama-cpp is not installed: llama.cpp agreement not checked'); return; }
+  const ids = [0, 5, 9, 12, 40, 7, 100, 3];
+  const duetOut = JSON.parse((await duet('generate', '--model', OUT, '--prompt-ids', ids.join(','), '--max-tokens', '8', '--device', 'cpu', '--json')).stdout);
+  const llama = await openLlamaCpp(OUT, { threads: 2, contextSize: 64 });
+  try {
+    assert.equal(await llama.greedy(ids, 8), duetOut.tokens);
+  } finally { await llama.dispose(); }
+});
+
+test.run();
