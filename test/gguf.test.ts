@@ -4,7 +4,7 @@
 // seeded fuzz of the reader.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadCheckpoint, type Checkpoint } from '../src/model/checkpoint.ts';
@@ -12,6 +12,8 @@ import { ropeInvFreq } from '../src/model/config.ts';
 import { concatBytes, encodeGgufHeader, parseGgufHeader, ValueType, type GgufWriteValue } from '../src/model/gguf.ts';
 import { permuteRows, unpermuteRows } from '../src/model/gguf-model.ts';
 import { fallbackType, ggufChunks, type MatrixEncoder } from '../src/model/gguf-write.ts';
+import { encodeMatrix } from '../src/model/gguf-encode.ts';
+import { dequantizeMatrix, GGML_TYPE, quantizeMatrix } from '../src/model/quant.ts';
 import { nodeModelFiles } from '../src/node/files.ts';
 import { writeCheckpoint, type CheckpointSpec } from './helpers/checkpoint.ts';
 import { rng } from './reference/kernels.ts';
@@ -91,6 +93,30 @@ test('Q/K permutation: matches convert_hf_to_gguf on a 4-row head, and makes adj
   const a = hfRope(mv(W)), b = pairRope(mv(Wg));
   for (let h = 0; h < heads; h++) for (let i = 0; i < D / 2; i++) {
     assert.ok(Math.abs(a[h * D + i] - b[h * D + 2 * i]) < 1e-9 && Math.abs(a[h * D + i + D / 2] - b[h * D + 2 * i + 1]) < 1e-9, `head ${h} pair ${i}`);
+  }
+});
+
+test('HF → GGUF at f16, q8_0, q4_0, q4_k → loaded equals quantize-then-dequantize of the HF weights (incl. fallbacks and permuted Q/K)', async () => {
+  const dir = tmp();
+  await writeCheckpoint(dir, { modelType: 'llama', hidden: 256, intermediate: 96, heads: 4, kvHeads: 2, layers: 1, vocab: 50 });
+  const hf = await loadCheckpoint(nodeModelFiles(dir));
+  for (const type of ['f16', 'q8_0', 'q4_0', 'q4_k'] as const) {
+    const fell: string[] = [];
+    const file = join(dir, `${type}.gguf`);
+    writeFileSync(file, concatBytes(ggufChunks(hf.config, hf.weights, { name: 't', type, encode: encodeMatrix, onFallback: (t, _f, to) => fell.push(`${t}:${to}`) })));
+    const g = await loadCheckpoint(nodeModelFiles(file));
+    const expect = (w: Float32Array, rows: number, cols: number, as = fallbackType(type, cols)) => dequantizeMatrix(quantizeMatrix(as, w, rows, cols));
+    const l = hf.weights.layers[0], gl = g.weights.layers[0];
+    const D = 64;
+    const close = (a: Float32Array, b: Float32Array, what: string) => assert.ok(a.length === b.length && a.every((v, i) => v === b[i]), `${type} ${what}`);
+    close(gl.wq, expect(l.wq, 4 * D, 256), 'wq');
+    close(gl.wk, expect(l.wk, 2 * D, 256), 'wk');
+    close(gl.wDown, expect(l.wDown, 256, 96), 'wDown');
+    close(g.weights.lmHead, expect(hf.weights.lmHead, 50, 256), 'lmHead');
+    close(gl.inputNorm, l.inputNorm, 'norm stays f32');
+    assert.equal(fell, type === 'q4_k' ? ['blk.0.ffn_down.weight:q4_0'] : [], `${type} fallbacks`);
+    const header = parseGgufHeader(new Uint8Array(readFileSync(file)), statSync(file).size, file);
+    assert.is(header.tensors.get('blk.0.attn_q.weight')!.type, GGML_TYPE[type]);
   }
 });
 

@@ -11,6 +11,7 @@ import { promisify } from 'node:util';
 import { loadCheckpoint } from '../src/model/checkpoint.ts';
 import { nodeModelFiles } from '../src/node/files.ts';
 import { importNodeLlamaCpp, openLlamaCpp } from '../src/bench/llama-cpp.ts';
+import { writeCheckpoint } from './helpers/checkpoint.ts';
 
 const run = promisify(execFile);
 const ROOT = new URL('..', import.meta.url).pathname;
@@ -71,6 +72,24 @@ test('llama.cpp (node-llama-cpp) loads the quantize output and agrees on 8 greed
   try {
     assert.equal(await llama.greedy(ids, 8), duetOut.tokens);
   } finally { await llama.dispose(); }
+});
+
+test('llama.cpp agrees with Duet on greedy tokens at q8_0 and q4_k (rows of 256: real Q4_K blocks, not the q4_0 fallback)', async () => {
+  if (!(await importNodeLlamaCpp())) { console.warn('[skip] node-llama-cpp is not installed: llama.cpp agreement not checked'); return; }
+  const model = join(dir, 'wide');
+  await writeCheckpoint(model, { hidden: 256, intermediate: 512, heads: 4, kvHeads: 2, layers: 2, vocab: 301, tokenizer: true, seed: 5 });
+  const ids = [0, 17, 99, 4, 250, 31];
+  for (const type of ['q8_0', 'q4_k']) {
+    const file = join(dir, `wide-${type}.gguf`);
+    const q = await duet('quantize', '--model', model, '--type', type, '--out', file);
+    assert.is(q.code, 0, q.stderr);
+    assert.not.match(q.stderr, /attn_q/, 'q/k/v/o rows of 256 fill Q4_K blocks');
+    const duetOut = JSON.parse((await duet('generate', '--model', file, '--prompt-ids', ids.join(','), '--max-tokens', '8', '--device', 'cpu', '--json')).stdout);
+    const llama = await openLlamaCpp(file, { threads: 2, contextSize: 64 });
+    try {
+      assert.equal(await llama.greedy(ids, 8), duetOut.tokens, type);
+    } finally { await llama.dispose(); }
+  }
 });
 
 test.run();

@@ -5,7 +5,8 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { loadCheckpoint } from '../model/checkpoint.js';
 import { tokenizerToGguf } from '../model/gguf-tokenizer.js';
-import { ggufChunks, WRITE_TYPES, type WriteType } from '../model/gguf-write.js';
+import { ggufChunks } from '../model/gguf-write.js';
+import { blockSize, WEIGHT_DTYPES, type WeightDType } from '../model/quant.js';
 import { encodeMatrix } from '../model/gguf-encode.js';
 import { nodeModelFiles } from '../node/files.js';
 import { writeFileAtomic } from '../node/atomic-write.js';
@@ -24,9 +25,8 @@ export async function quantizeCommand(argv: string[]): Promise<number> {
   if (!v.model) throw new Error('--model DIR is required');
   if (!v.out) throw new Error('--out FILE.gguf is required');
   if (!v.out.toLowerCase().endsWith('.gguf')) throw new Error(`--out ${v.out}: the file name must end in .gguf`);
-  const types = Object.keys(WRITE_TYPES) as WriteType[];
-  if (!v.type || !types.includes(v.type as WriteType)) throw new Error(`--type must be one of ${types.join(', ')}${v.type ? ` (got "${v.type}")` : ''}`);
-  const type = v.type as WriteType;
+  if (!v.type || !WEIGHT_DTYPES.includes(v.type as WeightDType)) throw new Error(`--type must be one of ${WEIGHT_DTYPES.join(', ')}${v.type ? ` (got "${v.type}")` : ''}`);
+  const type = v.type as WeightDType;
   const files = nodeModelFiles(v.model);
   if (files.gguf) throw new Error(`--model ${v.model}: give a Hugging Face model directory (re-quantizing a GGUF file is not supported)`);
   const ckpt = await loadCheckpoint(files);
@@ -42,7 +42,7 @@ export async function quantizeCommand(argv: string[]): Promise<number> {
   const chunks = ggufChunks(ckpt.config, ckpt.weights, {
     name: v.name ?? v.model.replace(/\/+$/, '').split('/').pop()!, type, encode: encodeMatrix, tokenizer,
     onFallback: (tensor, from, to, cols) => {
-      const key = `${from} -> ${to} (rows of ${cols} are not a multiple of ${WRITE_TYPES[from].block})`;
+      const key = `${from} -> ${to} (rows of ${cols} are not a multiple of ${blockSize(from)})`;
       fallbacks.set(key, [...(fallbacks.get(key) ?? []), tensor]);
     },
   });

@@ -2,7 +2,8 @@
 import { parseModelConfig, type ModelConfig } from './config.js';
 import type { ModelFiles } from './files.js';
 import { readJson } from './files.js';
-import { decodeGgufFloat, ggufConfig, loadGgufWeights, readGgufHeader } from './gguf-model.js';
+import { ggufConfig, loadGgufWeights, readGgufHeader } from './gguf-model.js';
+import { decodeGgufTensor } from './gguf-encode.js';
 import { tokenizerFromGguf } from './gguf-tokenizer.js';
 import { TextTokenizer } from './tokenizer.js';
 import { loadWeights, type LoadProgress, type ModelWeights } from './weights.js';
@@ -53,6 +54,6 @@ async function loadGgufCheckpoint(files: ModelFiles, path: string, options: { on
       throw new Error(`${header.file}: the tokenizer in its metadata cannot be loaded (${(e as Error).message})`);
     }
   }
-  const weights = await loadGgufWeights(files, path, header, config, decodeGgufFloat, options.onProgress);
+  const weights = await loadGgufWeights(files, path, header, config, decodeGgufTensor, options.onProgress);
   return { name: files.name, config, weights, tokenizer, eosTokenIds: config.eosTokenIds, generation: {} };
 }

@@ -169,14 +169,8 @@ export function ggufTensorPlan(config: ModelConfig): Array<{ gguf: string; shape
   return plan;
 }
 
-/** Decodes one tensor's bytes (F32/F16/BF16; packed types through the quant codecs) to f32. */
+/** Turns one tensor's (unpermuted) bytes into the engine's weight array. */
 export type GgufDecoder = (t: GgufTensor, bytes: Uint8Array, rows: number, cols: number) => Float32Array;
-
-export const decodeGgufFloat: GgufDecoder = (t, bytes) => {
-  const name = TENSOR_TYPES[t.type].name;
-  if (name === 'F32' || name === 'F16' || name === 'BF16') return decodeTensor(bytes, name);
-  throw new Error(`tensor "${t.name}": ${name} is not decoded yet`);
-};
 
 /** Reads, shape-checks, unpermutes and decodes every weight of `config` from the GGUF file. */
 export async function loadGgufWeights(files: ModelFiles, path: string, h: GgufHeader, config: ModelConfig,

@@ -7,19 +7,17 @@ import { ropeInvFreq } from './config.js';
 import { encodeGguf, ValueType, type GgufWriteTensor, type GgufWriteValue } from './gguf.js';
 import { ggufTensorPlan, permuteRows, permutesQK } from './gguf-model.js';
 import type { ModelWeights } from './weights.js';
+import { blockSize, GGML_TYPE, type WeightDType } from './quant.js';
 
-/** Tensor types `duet quantize` writes, with their ggml type ids and block sizes. */
-export const WRITE_TYPES = {
-  f32: { ggml: 0, block: 1 }, f16: { ggml: 1, block: 1 }, q8_0: { ggml: 8, block: 32 }, q4_0: { ggml: 2, block: 32 }, q4_k: { ggml: 12, block: 256 },
-} as const;
-export type WriteType = keyof typeof WRITE_TYPES;
+/** Tensor types `duet quantize` writes: every packed weight type of quant.ts. */
+export type WriteType = WeightDType;
 
 /** llama.cpp's general.file_type per requested type (LLAMA_FTYPE_ALL_F32, MOSTLY_F16, Q8_0, Q4_0, Q4_K_S). */
 const FILE_TYPE: Record<WriteType, number> = { f32: 0, f16: 1, q8_0: 7, q4_0: 2, q4_k: 14 };
 
 /** llama-quantize's fallback when a row does not fill whole blocks (Q5_0 is not in Duet: Q4_0 instead), then F16. */
 export function fallbackType(type: WriteType, cols: number): WriteType {
-  if (cols % WRITE_TYPES[type].block === 0) return type;
+  if (cols % blockSize(type) === 0) return type;
   if (type === 'q4_k' && cols % 32 === 0) return 'q4_0';
   return 'f16';
 }
@@ -92,7 +90,7 @@ export function ggufChunks(config: ModelConfig, weights: ModelWeights, opts: Ggu
     }
     const type = fallbackType(opts.type, cols);
     if (type !== opts.type) opts.onFallback?.(gguf, opts.type, type, cols);
-    tensors.push({ name: gguf, dims: [cols, rows], type: WRITE_TYPES[type].ggml, data: opts.encode(type, values, rows, cols) });
+    tensors.push({ name: gguf, dims: [cols, rows], type: GGML_TYPE[type], data: opts.encode(type, values, rows, cols) });
   }
   return encodeGguf(meta, tensors);
 }

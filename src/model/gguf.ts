@@ -6,6 +6,7 @@
 // type, value); tensor infos as (string name, u32 n_dims, u64 dims[n] innermost first, u32 ggml
 // type, u64 offset from the data start); the data starts at the next multiple of general.alignment.
 import type { ModelFiles } from './files.js';
+import { blockBytes, blockSize, GGML_TYPE, WEIGHT_DTYPES } from './quant.js';
 
 export const GGUF_MAGIC = 0x46554747; // "GGUF" little-endian
 
@@ -16,14 +17,10 @@ export type GgufValue = number | bigint | boolean | string | GgufValue[];
 export interface GgufEntry { type: ValueType; value: GgufValue; /** element type of an array */ itemType?: ValueType }
 
 /** ggml tensor types Duet reads, with their block size (elements) and block bytes. */
-export const TENSOR_TYPES: Record<number, { name: string; block: number; bytes: number }> = {
-  0: { name: 'F32', block: 1, bytes: 4 },
-  1: { name: 'F16', block: 1, bytes: 2 },
-  2: { name: 'Q4_0', block: 32, bytes: 18 },
-  8: { name: 'Q8_0', block: 32, bytes: 34 },
-  12: { name: 'Q4_K', block: 256, bytes: 144 },
-  30: { name: 'BF16', block: 1, bytes: 2 },
-};
+export const TENSOR_TYPES: Record<number, { name: string; block: number; bytes: number }> = Object.fromEntries([
+  ...WEIGHT_DTYPES.map((d) => [GGML_TYPE[d], { name: d.toUpperCase(), block: blockSize(d), bytes: blockBytes(d) }]),
+  [GGML_TYPE.bf16, { name: 'BF16', block: 1, bytes: 2 }],
+]);
 
 export interface GgufTensor {
   name: string;
