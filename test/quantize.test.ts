@@ -12,6 +12,9 @@ import { loadCheckpoint } from '../src/model/checkpoint.ts';
 import { nodeModelFiles } from '../src/node/files.ts';
 import { importNodeLlamaCpp, openLlamaCpp } from '../src/bench/llama-cpp.ts';
 import { writeCheckpoint } from './helpers/checkpoint.ts';
+import { renderPeers, runPeers } from '../src/cli/bench-peers.ts';
+import { parseModelConfig } from '../src/model/config.ts';
+import { randomAlphas, randomWeights } from '../src/bench/random-weights.ts';
 
 const run = promisify(execFile);
 const ROOT = new URL('..', import.meta.url).pathname;
@@ -90,6 +93,25 @@ test('llama.cpp agrees with Duet on greedy tokens at q8_0 and q4_k (rows of 256:
       assert.equal(await llama.greedy(ids, 8), duetOut.tokens, type);
     } finally { await llama.dispose(); }
   }
+});
+
+test('bench --suite peers (in process, tiny shape): rows per format, engine, heads and context; llama.cpp agrees on every greedy token at f32', async () => {
+  if (!(await importNodeLlamaCpp())) { console.warn('[skip] node-llama-cpp is not installed: the peers suite not run'); return; }
+  const config = parseModelConfig({ model_type: 'qwen2', hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 300, max_position_embeddings: 512, tie_word_embeddings: true });
+  const out = join(dir, 'peers');
+  const { rows, agreement, files } = await runPeers({
+    config, weights: randomWeights(config, 3), alphas: randomAlphas(2, 2, 3), window: { sink: 4, recent: 16 }, formats: ['f32', 'q4_0'],
+    contexts: [48, 96], sparsities: [0.5], threads: 1, chunk: 32, prefillMax: 64, decodeTokens: 2, warmupTokens: 1, seed: 1, agreeTokens: 12,
+    outDir: out, machine: { cpu: 'test' } as never, command: 'test', notes: [], say: () => {},
+  });
+  assert.equal(rows.map((r) => `${r.format} ${r.engine} ${r.heads} ${r.context}`).sort(), [
+    'f32 duet duo@0.5 48', 'f32 duet duo@0.5 96', 'f32 duet full 48', 'f32 duet full 96', 'f32 llama.cpp full 48', 'f32 llama.cpp full 96',
+    'q4_0 duet duo@0.5 48', 'q4_0 duet duo@0.5 96', 'q4_0 duet full 48', 'q4_0 duet full 96', 'q4_0 llama.cpp full 48', 'q4_0 llama.cpp full 96'].sort());
+  assert.ok(rows.every((r) => !r.error && r.decode_ms_per_token! > 0 && r.prefill_tok_s! > 0), JSON.stringify(rows.filter((r) => r.error)));
+  assert.ok(rows.some((r) => r.engine === 'duet' && r.context === 96 && r.prefill_method === 'estimated'), 'contexts past --prefill-max are estimated');
+  assert.is(agreement!.leading_agree, 12, JSON.stringify(agreement));
+  assert.equal(files.map((f) => f.split('/').pop()), ['peers.json', 'peers-decode.svg']);
+  assert.match(renderPeers(rows, agreement), /greedy agreement at f32: 12 of 12/);
 });
 
 test.run();

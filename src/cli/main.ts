@@ -49,13 +49,15 @@ Usage:
   duet quantize --model DIR --type f32|f16|q8_0|q4_0|q4_k --out FILE.gguf [--force] [--name NAME]
       writes the checkpoint (and its tokenizer) as one GGUF file that llama.cpp loads; rows that do not
       fill the type's blocks fall back (q4_k -> q4_0 -> f16) and are listed; --model FILE.gguf loads it
-  duet bench [--suite kernels|e2e|memory|all] [--model DIR | --shape NAME] [--layers N] [--pattern DIR]
+  duet bench [--suite kernels|e2e|memory|all|peers] [--model DIR | --shape NAME] [--layers N] [--pattern DIR]
              [--contexts 1024,4096,16384] [--sparsities 0.25,0.5,0.75] [--placements split,gpu,cpu]
              [--device auto|cpu|gpu] [--sink N --recent N] [--prefill-chunk N] [--prefill-max N]
              [--decode-tokens N] [--warmup-tokens N] [--seed S] [--threads N] [--out DIR] [--json]
       kernel GFLOP/s and GB/s against a measured roofline, prefill and decode of full attention vs
       DuoAttention per placement, KV memory; shapes: llama-3.2-1b, llama-3-8b, llama-2-7b, qwen2.5-0.5b
       (random weights); results.json and SVG plots in --out (default bench-results)
+      --suite peers [--formats f32,f16,q8_0,q4_0] [--agree-tokens N]: Duet against llama.cpp (the optional
+      node-llama-cpp package, CPU) on the same GGUF per format, default --shape qwen2.5-0.5b
 `;
 
 export async function main(argv: string[]): Promise<number> {
