@@ -32,7 +32,7 @@ const esbuild = await import('esbuild');
 await esbuild.build({
   entryPoints: { cli: join(root, 'src/cli/main.ts'), 'train-worker': join(root, 'src/node/train-worker.ts'), 'kernel-worker': join(root, 'src/node/kernel-worker.ts') }, outdir: join(root, 'dist'),
   bundle: true, platform: 'node', format: 'esm', target: 'node20', sourcemap: true,
-  external: ['webgpu', '@huggingface/tokenizers', '@huggingface/jinja'], logLevel: 'warning',
+  external: ['webgpu', '@huggingface/tokenizers', '@huggingface/jinja', 'node-llama-cpp'], logLevel: 'warning',
 });
 console.log('built dist/cli.js');
 

@@ -1,12 +1,16 @@
 // Model files served over HTTP (the demo serves a model directory), read with range requests.
 import type { ModelFiles } from '../model/files.js';
 
+/** A served model directory, or one served `.gguf` file (read by range requests). */
 export function httpModelFiles(baseUrl: string): ModelFiles {
-  const url = (path: string) => new URL(path, baseUrl.endsWith('/') ? baseUrl : `${baseUrl}/`).toString();
+  const ggufName = /\.gguf$/i.test(new URL(baseUrl, 'http://x/').pathname) ? baseUrl.split(/[?#]/)[0].split('/').pop() : undefined;
+  const root = ggufName ? baseUrl.slice(0, baseUrl.lastIndexOf('/') + 1) : baseUrl;
+  const url = (path: string) => new URL(path, root.endsWith('/') ? root : `${root}/`).toString();
   const sizes = new Map<string, number>();
   const head = async (path: string) => fetch(url(path), { method: 'HEAD' });
   return {
     name: baseUrl,
+    ...(ggufName ? { gguf: ggufName } : {}),
     async exists(path) { return (await head(path)).ok; },
     async size(path) {
       let n = sizes.get(path);
@@ -49,8 +53,10 @@ export function pickedModelFiles(files: FileList | File[]): ModelFiles {
     if (!f) throw new Error(`${root}/${path}: missing from the picked folder`);
     return f;
   };
+  const only = byPath.size === 1 ? [...byPath.keys()][0] : undefined;
   return {
     name: root,
+    ...(only && /\.gguf$/i.test(only) ? { gguf: only } : {}),
     async exists(path) { return byPath.has(path); },
     async size(path) { return get(path).size; },
     async readText(path) { return get(path).text(); },

@@ -19,6 +19,9 @@ import { intOption, numberList, threadsOption, weightsOption } from './options.j
 import { startNodeKernelWorker } from '../node/kernel-threads.js';
 import { Progress } from './progress.js';
 import { serveBenchCommand } from './bench-serve.js';
+import { renderPeers, runPeers } from './bench-peers.js';
+import { isWeightDType, type WeightDType } from '../model/quant.js';
+import { availableParallelism } from 'node:os';
 
 export const BENCH_DEFAULT_OUT = 'bench-results';
 /** Share of the machine's memory that a shape's f32 host weights may take when only GPU placements run. */
@@ -45,6 +48,8 @@ const options = {
   weights: { type: 'string' },
   out: { type: 'string' },
   json: { type: 'boolean' },
+  formats: { type: 'string' },
+  'agree-tokens': { type: 'string' },
 } as const;
 
 export async function benchCommand(argv: string[]): Promise<number> {
@@ -53,6 +58,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
   if (argv[suiteAt + 1] === 'serve' || argv.includes('--suite=serve')) return serveBenchCommand(argv);
   const { values: v } = parseArgs({ args: argv, options, strict: true });
   const suiteArg = v.suite ?? 'all';
+  if (suiteArg === 'peers') return peersCommand(v, argv);
   const suites: Suite[] = suiteArg === 'all' ? [...SUITES] : suiteArg.split(',').map((s) => {
     if (!(SUITES as string[]).includes(s)) throw new Error(`--suite must be all or a list of ${SUITES.join(', ')} (got "${s}")`);
     return s as Suite;
@@ -177,3 +183,40 @@ export async function benchCommand(argv: string[]): Promise<number> {
   return 0;
 }
 
+
+type Values = ReturnType<typeof parseArgs<{ args: string[]; options: typeof options; strict: true }>>['values'];
+
+/** `--suite peers`: Duet against llama.cpp on the same GGUF files (see bench-peers.ts). */
+async function peersCommand(v: Values, argv: string[]): Promise<number> {
+  const say = (m: string) => process.stderr.write(`duet: ${m}\n`);
+  if (v.model !== undefined) throw new Error('--suite peers runs on random weights (--shape NAME, default qwen2.5-0.5b); --model is not supported there yet');
+  const formats = (v.formats ?? 'f32,f16,q8_0,q4_0').split(',').map((f) => {
+    if (!isWeightDType(f)) throw new Error(`--formats: "${f}" is not one of f32, f16, q8_0, q4_0, q4_k`);
+    return f as WeightDType;
+  });
+  const contexts = numberList(v.contexts ?? '1024,4096,16384', '--contexts', (n) => Number.isInteger(n) && n >= 2, 'an integer ≥ 2').sort((a, b) => a - b);
+  const sparsities = numberList(v.sparsities ?? '0.5,0.75', '--sparsities', (n) => n >= 0 && n <= 1, 'a sparsity in [0, 1]');
+  const threads = threadsOption(v.threads) ?? availableParallelism();
+  const chunk = intOption(v['prefill-chunk'], '--prefill-chunk', 1) ?? 512;
+  const prefillMax = intOption(v['prefill-max'], '--prefill-max', 0) ?? 2048;
+  const decodeTokens = intOption(v['decode-tokens'], '--decode-tokens', 1) ?? 8;
+  const warmupTokens = intOption(v['warmup-tokens'], '--warmup-tokens', 0) ?? 2;
+  const seed = intOption(v.seed, '--seed') ?? 0;
+  const agreeTokens = intOption(v['agree-tokens'], '--agree-tokens', 1) ?? 32;
+  const name = v.shape ?? 'qwen2.5-0.5b';
+  const positions = e2eSequenceLength(Math.max(...contexts), warmupTokens, decodeTokens, sparsities.length);
+  const shape = benchShape(name, { layers: intOption(v.layers, '--layers', 1), positions, chunk, residency: { engines: 2, kvFactor: 1 + Math.max(0, ...sparsities.map((x) => 1 - x)) } });
+  const progress = new Progress(`random weights (${name}, ${layersText(shape.config.numLayers)})`);
+  const weights = randomWeights(shape.config, seed, (d, t) => progress.update(d, t));
+  const notes = [`random weights with the shapes of ${shape.source}`, ...shape.notes,
+    'Duet runs the weights it reads from each GGUF file dequantized to f32 (its packed-weight kernels are not wired into the engine on this branch): its rows at f16/q8_0/q4_0 show f32 speed'];
+  const { rows, agreement, files } = await runPeers({
+    config: shape.config, weights, alphas: randomAlphas(shape.config.numLayers, shape.config.numKvHeads, seed),
+    window: { sink: intOption(v.sink, '--sink') ?? 128, recent: intOption(v.recent, '--recent', 1) ?? 256 },
+    formats, contexts, sparsities, threads, chunk, prefillMax, decodeTokens, warmupTokens, seed, agreeTokens,
+    outDir: v.out ?? BENCH_DEFAULT_OUT, machine: machineInfo(null, 'CPU only'), command: `duet bench ${argv.join(' ')}`.trim(), notes, say,
+  });
+  if (v.json) process.stdout.write(`${JSON.stringify({ rows, agreement })}\n`);
+  else process.stdout.write(`${renderPeers(rows, agreement)}\n${notes.map((n) => `note: ${n}`).join('\n')}\nresults: ${files.join(', ')}\n`);
+  return 0;
+}

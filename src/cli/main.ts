@@ -10,6 +10,7 @@ import { identifyCommand } from './identify.js';
 import { benchCommand } from './bench.js';
 import { serveCommand } from './serve.js';
 import { DuetError } from '../errors.js';
+import { quantizeCommand } from './quantize.js';
 
 const USAGE = `duet — DuoAttention inference: retrieval heads on the GPU (WebGPU), streaming heads on the CPU (WASM SIMD)
 
@@ -53,13 +54,18 @@ Usage:
                 [--steps N] [--lr LR] [--reg L] [--lengths MIN,MAX] [--sink N --recent N] [--seed S]
                 [--samples N] [--echo-ratio R] [--induction-ratio R] [--json]
       finds retrieval heads and writes a DuoAttention pattern (tsv, config.json, identify.json, heads.svg)
-  duet bench [--suite kernels|e2e|memory|all] [--model DIR | --shape NAME] [--layers N] [--pattern DIR]
+  duet quantize --model DIR --type f32|f16|q8_0|q4_0|q4_k --out FILE.gguf [--force] [--name NAME]
+      writes the checkpoint (and its tokenizer) as one GGUF file that llama.cpp loads; rows that do not
+      fill the type's blocks fall back (q4_k -> q4_0 -> f16) and are listed; --model FILE.gguf loads it
+  duet bench [--suite kernels|e2e|memory|all|peers] [--model DIR | --shape NAME] [--layers N] [--pattern DIR]
              [--contexts 1024,4096,16384] [--sparsities 0.25,0.5,0.75] [--placements split,gpu,cpu]
              [--device auto|cpu|gpu] [--sink N --recent N] [--prefill-chunk N] [--prefill-max N]
              [--decode-tokens N] [--warmup-tokens N] [--seed S] [--threads N] [--weights W] [--out DIR] [--json]
       kernel GFLOP/s and GB/s against a measured roofline, prefill and decode of full attention vs
       DuoAttention per placement, KV memory; shapes: llama-3.2-1b, llama-3-8b, llama-2-7b, qwen2.5-0.5b
       (random weights); results.json and SVG plots in --out (default bench-results)
+      --suite peers [--formats f32,f16,q8_0,q4_0] [--agree-tokens N]: Duet against llama.cpp (the optional
+      node-llama-cpp package, CPU) on the same GGUF per format, default --shape qwen2.5-0.5b
 `;
 
 export async function main(argv: string[]): Promise<number> {
@@ -106,6 +112,7 @@ async function run(command: string, rest: string[]): Promise<number> {
     case 'train': return trainCommand(rest);
     case 'identify': return identifyCommand(rest);
     case 'bench': return benchCommand(rest);
+    case 'quantize': return quantizeCommand(rest);
     default:
       process.stderr.write(`duet: unknown command "${command}"\n\n${USAGE}`);
       return 2;

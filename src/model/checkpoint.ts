@@ -2,6 +2,9 @@
 import { parseModelConfig, type ModelConfig } from './config.js';
 import type { ModelFiles } from './files.js';
 import { readJson } from './files.js';
+import { ggufConfig, loadGgufWeights, readGgufHeader } from './gguf-model.js';
+import { decodeGgufTensor } from './gguf-encode.js';
+import { tokenizerFromGguf } from './gguf-tokenizer.js';
 import { TextTokenizer } from './tokenizer.js';
 import { loadWeights, type LoadProgress, type ModelWeights } from './weights.js';
 
@@ -15,6 +18,7 @@ export interface Checkpoint {
 }
 
 export async function loadCheckpoint(files: ModelFiles, options: { onProgress?: LoadProgress } = {}): Promise<Checkpoint> {
+  if (files.gguf !== undefined) return loadGgufCheckpoint(files, files.gguf, options);
   if (!(await files.exists('config.json'))) throw new Error(`${files.name}: no config.json (not a Hugging Face model directory)`);
   const config = parseModelConfig(await readJson(files, 'config.json'), 'config.json');
   const generation = (await files.exists('generation_config.json'))
@@ -39,4 +43,21 @@ export async function loadTokenizer(files: ModelFiles): Promise<TextTokenizer | 
   } catch (e) {
     throw new Error(`tokenizer.json (with tokenizer_config.json): cannot be loaded (${(e as Error).message})`);
   }
+}
+
+/** One GGUF file: config and tokenizer from its metadata, weights from its tensors. */
+async function loadGgufCheckpoint(files: ModelFiles, path: string, options: { onProgress?: LoadProgress }): Promise<Checkpoint> {
+  const header = await readGgufHeader(files, path);
+  const config = ggufConfig(header);
+  let tokenizer: TextTokenizer | null = null;
+  if (header.metadata.has('tokenizer.ggml.model')) {
+    const t = tokenizerFromGguf(header.file, header.metadata);
+    try {
+      tokenizer = new TextTokenizer(t.tokenizer, t.config);
+    } catch (e) {
+      throw new Error(`${header.file}: the tokenizer in its metadata cannot be loaded (${(e as Error).message})`);
+    }
+  }
+  const weights = await loadGgufWeights(files, path, header, config, decodeGgufTensor, options.onProgress);
+  return { name: files.name, config, weights, tokenizer, eosTokenIds: config.eosTokenIds, generation: {} };
 }

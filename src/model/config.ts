@@ -5,7 +5,9 @@ export type ModelType = 'llama' | 'mistral' | 'qwen2';
 
 export type RopeScaling =
   | { type: 'llama3'; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositions: number }
-  | { type: 'linear'; factor: number };
+  | { type: 'linear'; factor: number }
+  /** Per-frequency divisors, as GGUF stores llama3 scaling (the rope_freqs tensor). */
+  | { type: 'factors'; factors: Float32Array };
 
 export interface ModelConfig {
   modelType: ModelType;
@@ -132,6 +134,8 @@ export function ropeInvFreq(config: ModelConfig): Float32Array {
   const s = config.ropeScaling;
   if (s?.type === 'linear') {
     for (let i = 0; i < half; i++) inv[i] /= s.factor;
+  } else if (s?.type === 'factors') {
+    for (let i = 0; i < half; i++) inv[i] /= s.factors[i];
   } else if (s?.type === 'llama3') {
     const lowWavelen = s.originalMaxPositions / s.lowFreqFactor;
     const highWavelen = s.originalMaxPositions / s.highFreqFactor;

@@ -2,6 +2,8 @@
 export interface ModelFiles {
   /** Display name of the directory (for error messages). */
   readonly name: string;
+  /** Set when the model is one GGUF file: its path for the methods below (no config.json then). */
+  readonly gguf?: string;
   exists(path: string): Promise<boolean>;
   /** Size in bytes. */
   size(path: string): Promise<number>;

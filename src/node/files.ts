@@ -1,11 +1,16 @@
 // ModelFiles over the local file system; tensors are read by byte range, never whole files.
+import { statSync } from 'node:fs';
 import { open, readFile, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import type { ModelFiles } from '../model/files.js';
 
-export function nodeModelFiles(dir: string): ModelFiles {
+/** A model directory, or one `.gguf` file (then `gguf` names it inside its folder). */
+export function nodeModelFiles(path: string): ModelFiles {
+  const single = path.toLowerCase().endsWith('.gguf') && isFile(path);
+  const dir = single ? dirname(path) : path;
   return {
-    name: dir,
+    name: path,
+    ...(single ? { gguf: basename(path) } : {}),
     async exists(path) { try { return (await stat(join(dir, path))).isFile(); } catch { return false; } },
     async size(path) { return (await stat(join(dir, path))).size; },
     async readText(path) {
@@ -25,4 +30,8 @@ export function nodeModelFiles(dir: string): ModelFiles {
       } finally { await fh.close(); }
     },
   };
+}
+
+function isFile(path: string): boolean {
+  try { return statSync(path).isFile(); } catch { return false; }
 }
