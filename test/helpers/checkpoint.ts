@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { rng } from '../reference/kernels.ts';
 import { readCheckpointIndex, readTensor } from '../../src/model/safetensors.ts';
 import { nodeModelFiles } from '../../src/node/files.ts';
+import { byteLevelAlphabet } from '../../src/model/gguf-tokenizer.ts';
 
 export type Dtype = 'F32' | 'F16' | 'BF16';
 
@@ -96,23 +97,9 @@ export function writeSafetensors(path: string, tensors: Record<string, RawTensor
   writeFileSync(path, Buffer.concat([head, Buffer.from(json), ...blobs]));
 }
 
-/** GPT-2's byte ↔ printable-character map used by byte-level BPE. */
-function bytesToUnicode(): string[] {
-  const bs: number[] = [];
-  for (let b = 33; b <= 126; b++) bs.push(b);
-  for (let b = 161; b <= 172; b++) bs.push(b);
-  for (let b = 174; b <= 255; b++) bs.push(b);
-  const cs = [...bs];
-  let n = 0;
-  for (let b = 0; b < 256; b++) if (!bs.includes(b)) { bs.push(b); cs.push(256 + n++); }
-  const map: string[] = new Array(256);
-  bs.forEach((b, i) => { map[b] = String.fromCodePoint(cs[i]); });
-  return map;
-}
-
 /** A byte-level BPE tokenizer: <s>=0, </s>=1, 256 byte tokens, then merges (vocab ≤ `size`). */
 export function byteLevelTokenizer(size: number): { tokenizer: object; config: object } {
-  const chars = bytesToUnicode();
+  const chars = byteLevelAlphabet();
   const vocab: Record<string, number> = { '<s>': 0, '</s>': 1 };
   chars.forEach((c, b) => { vocab[c] = 2 + b; });
   const merges: string[] = [];
