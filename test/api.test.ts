@@ -130,6 +130,7 @@ test('stats: KV bytes per device against full attention, timings and work counte
   assert.is(s.model.placement, 'cpu');
   assert.is(s.model.streamingHeads, 6);
   assert.equal(s.model.window, { sink: 16, recent: 64 });
+  assert.is(s.model.weights.dtype, 'f32');
 });
 
 test('bad options are DuetErrors naming the API field', async () => {
@@ -156,6 +157,15 @@ test('bad options are DuetErrors naming the API field', async () => {
       assert.instance(e, DuetError, String(e));
       assert.is((e as DuetError).field, field);
     }
+  }
+  // A weight format Duet has no kernels for is refused by name, before anything is loaded.
+  try {
+    await loadModel(`${ROOT}fixtures/duet-passkey`, { device: 'cpu', threads: 1, weights: 'q3_k' as unknown as 'f32' });
+    assert.unreachable('weights');
+  } catch (e) {
+    assert.instance(e, DuetError, String(e));
+    assert.is((e as DuetError).field, 'weights');
+    assert.match((e as Error).message, /q3_k/);
   }
 });
 
