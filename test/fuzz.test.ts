@@ -1,9 +1,9 @@
 // Seeded fuzzing of every parser of untrusted input (issue 18): safetensors headers, the sharded
-// index, config.json, pattern TSV + JSON, tokenizer files, and HTTP requests to `duet web`. Each
-// mutated input must parse into a valid result or be refused with a plain Error naming the file;
-// anything else (TypeError, RangeError, a read outside the file) fails with the case to replay.
-// A few hundred cases per parser: seconds in all. GGUF and `duet serve` plug in the same way
-// (test/helpers/fuzz.ts).
+// index, config.json, pattern TSV + JSON, tokenizer files, GGUF files (header, metadata, tensor
+// table, tokenizer metadata), and HTTP requests to `duet web` and `duet serve`. Each mutated input
+// must parse into a valid result or be refused with a plain Error naming the file (a 4xx answer in
+// OpenAI's error shape for `duet serve`); anything else (TypeError, RangeError, a read outside the
+// file, a 500) fails with the case to replay. A few hundred cases per parser: seconds in all.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { mkdtempSync, cpSync, symlinkSync, writeFileSync, mkdirSync } from 'node:fs';
@@ -17,7 +17,13 @@ import { readJson } from '../src/model/files.ts';
 import { loadTokenizer } from '../src/model/checkpoint.ts';
 import { parsePattern } from '../src/attention/pattern.ts';
 import { startWebServer } from '../src/cli/web.ts';
-import { byteLevelTokenizer } from './helpers/checkpoint.ts';
+import { byteLevelTokenizer, writeCheckpoint } from './helpers/checkpoint.ts';
+import { loadCheckpoint } from '../src/model/checkpoint.ts';
+import { concatBytes, encodeGgufHeader, parseGgufHeader, ValueType, type GgufHeader, type GgufTensorInfo, type GgufWriteValue } from '../src/model/gguf.ts';
+import { ggufChunks } from '../src/model/gguf-write.ts';
+import { encodeMatrix } from '../src/model/gguf-encode.ts';
+import { tokenizerToGguf } from '../src/model/gguf-tokenizer.ts';
+import { nodeModelFiles } from '../src/node/files.ts';
 
 const CASES = 400;
 const f32 = (n: number, s: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i + s));
@@ -120,6 +126,84 @@ test('fuzz: tokenizer.json and tokenizer_config.json', async () => {
     },
     (m) => /tokenizer(_config)?\.json/.test(m));
   assert.ok(res.refused > 0 && res.parsed > 0, `parsed ${res.parsed}, refused ${res.refused}`);
+});
+
+/** A tiny valid GGUF as `duet quantize` writes it: q8_0 matrices, F32 norms, a byte-level tokenizer. */
+async function tinyGguf(): Promise<Uint8Array> {
+  const dir = mkdtempSync(join(tmpdir(), 'duet-fuzz-gguf-'));
+  await writeCheckpoint(dir, { modelType: 'llama', layers: 2, hidden: 32, intermediate: 64, heads: 2, kvHeads: 1, vocab: 300, maxPositions: 64 });
+  const ckpt = await loadCheckpoint(nodeModelFiles(dir));
+  const { tokenizer, config } = byteLevelTokenizer(300);
+  const tok = tokenizerToGguf('tokenizer.json', tokenizer as Record<string, unknown>, config as Record<string, unknown>, 300);
+  return concatBytes(ggufChunks(ckpt.config, ckpt.weights, { name: 'fuzz', type: 'q8_0', encode: encodeMatrix, tokenizer: tok }));
+}
+
+const HUGE = [0, 1, 3, 2 ** 31, 2 ** 32 - 1, 2 ** 40, 2 ** 53 - 1];
+
+/** A structural edit of a GGUF: its header re-encoded with one field made wrong, the data kept. */
+function mutateGgufStructure(r: Random, h: GgufHeader, data: Uint8Array): Uint8Array {
+  const meta: Array<[string, GgufWriteValue]> = [...h.metadata].map(([k, e]) => [k, (e.type === ValueType.ARRAY
+    ? { type: e.type, itemType: e.itemType, value: [...(e.value as unknown[])] } : { type: e.type, value: e.value }) as GgufWriteValue]);
+  const infos: GgufTensorInfo[] = [...h.tensors.values()].map((t) => ({ name: t.name, dims: [...t.dims], type: t.type, offset: t.offset - h.dataOffset }));
+  const pick = <T>(xs: T[]): T => xs[Math.floor(r() * xs.length)];
+  const t = pick(infos), m = pick(meta);
+  let version = 3;
+  switch (Math.floor(r() * 14)) {
+    case 0: t.dims[Math.floor(r() * t.dims.length)] = pick(HUGE); break; // huge or empty dimension
+    case 1: t.dims = t.dims.length < 4 && r() < 0.5 ? [...t.dims, pick(HUGE)] : t.dims.slice(1); break; // another rank
+    case 2: t.type = pick([1, 2, 3, 6, 10, 12, 13, 14, 15, 16, 30, 31, 99, 2 ** 32 - 1]); break; // another or unknown ggml type
+    case 3: t.offset = pick([...HUGE, 32, 64, 96, 7, data.length, data.length - 32]); break; // out of bounds, unaligned, overlapping
+    case 4: infos.splice(infos.indexOf(t), 1); break; // a missing tensor
+    case 5: infos.push({ ...t, name: pick([t.name, 'blk.7.attn_q.weight', 'rope_freqs.weight', `blk.${pick(HUGE)}.ffn_up.weight`]) }); break;
+    case 6: if (m[1].type === ValueType.ARRAY) m[1].value.length = Math.floor(r() * m[1].value.length); else m[1] = { type: ValueType.U32, value: pick(HUGE) }; break;
+    case 7: m[1] = pick<GgufWriteValue>([{ type: ValueType.STRING, value: 'llama' }, { type: ValueType.F32, value: -1 }, { type: ValueType.I32, value: -7 },
+      { type: ValueType.BOOL, value: true }, { type: ValueType.U64, value: 2 ** 53 - 1 }, { type: ValueType.ARRAY, itemType: ValueType.U32, value: [1, 2] },
+      { type: ValueType.ARRAY, itemType: ValueType.STRING, value: [] }]); break; // a value of another type
+    case 8: meta.push([pick(['general.alignment', 'llama.attention.key_length', 'llama.rope.scaling.type', 'tokenizer.ggml.eos_token_id', 'llama.attention.sliding_window']),
+      pick<GgufWriteValue>([{ type: ValueType.U32, value: pick([0, 3, 16, 64, 2 ** 31]) }, { type: ValueType.STRING, value: 'linear' }])]); break;
+    case 9: meta.splice(meta.indexOf(m), 1); break; // a missing key
+    case 10: case 11: case 12: { // a model dimension (block_count, head counts, lengths) huge, zero or off by one
+      const dims = meta.filter(([k, v]) => k.startsWith('llama.') && v.type === ValueType.U32);
+      const dim = r() < 0.3 ? dims.find(([k]) => k === 'llama.block_count')! : pick(dims);
+      dim[1] = { type: ValueType.U32, value: pick([0, 1, 2 ** 32 - 1, 1e9, (dim[1].value as number) + 1, (dim[1].value as number) * 2]) };
+      break;
+    }
+    default: version = pick([1, 2, 4]);
+  }
+  const header = encodeGgufHeader(meta, infos, 32, version);
+  return concatBytes([header, data]);
+}
+
+test('fuzz: GGUF files (bytes, truncation, counts, dims, types, offsets, metadata) load correctly or fail naming the file', async () => {
+  const good = await tinyGguf();
+  const header = parseGgufHeader(good, good.length, 'fuzz.gguf');
+  const data = good.subarray(header.dataOffset);
+  const view = (b: Uint8Array) => new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const res = await fuzz('GGUF', { seed: 7, cases: 300 },
+    (r, i) => {
+      switch (i % 5) {
+        case 0: return mutateBytes(r, good);
+        case 1: { // bytes of the header only, or the tensor/metadata counts
+          const b = good.slice();
+          if (r() < 0.3) view(b).setBigUint64(r() < 0.5 ? 8 : 16, BigInt(HUGE[Math.floor(r() * HUGE.length)]), true);
+          else for (let j = 0; j < 1 + Math.floor(r() * 4); j++) b[Math.floor(r() * header.dataOffset)] ^= 1 << Math.floor(r() * 8);
+          return b;
+        }
+        case 2: return good.subarray(0, Math.floor(r() * good.length)); // truncation
+        default: return mutateGgufStructure(r, header, data);
+      }
+    },
+    async (bytes) => {
+      const files = { ...memoryFiles('fuzz.gguf', { 'model.gguf': bytes }), gguf: 'model.gguf' };
+      const c = await loadCheckpoint(files);
+      const { config: k, weights: w } = c;
+      assert.is(w.layers.length, k.numLayers);
+      assert.is(w.embed.length, k.vocabSize * k.hiddenSize);
+      assert.is(w.layers[0].wq.length, k.numHeads * k.headDim * k.hiddenSize);
+      if (c.tokenizer) assert.ok(c.tokenizer.encode('hello world').every((id) => Number.isInteger(id) && id >= 0 && id < k.vocabSize));
+    },
+    (m) => m.startsWith('fuzz.gguf'));
+  assert.ok(res.refused > 100 && res.parsed > 0, `parsed ${res.parsed}, refused ${res.refused}`);
 });
 
 /**
