@@ -17,6 +17,8 @@ import { readJson } from '../src/model/files.ts';
 import { loadTokenizer } from '../src/model/checkpoint.ts';
 import { parsePattern } from '../src/attention/pattern.ts';
 import { startWebServer } from '../src/cli/web.ts';
+import { loadModel } from '../src/node.ts';
+import { DuetServer } from '../src/server/server.ts';
 import { byteLevelTokenizer, writeCheckpoint } from './helpers/checkpoint.ts';
 import { loadCheckpoint } from '../src/model/checkpoint.ts';
 import { concatBytes, encodeGgufHeader, parseGgufHeader, ValueType, type GgufHeader, type GgufTensorInfo, type GgufWriteValue } from '../src/model/gguf.ts';
@@ -281,6 +283,86 @@ test('fuzz: HTTP requests to duet web never leave the served folders and always 
     assert.match(await get('/model/config.json', 'Range: bytes=0-9\r\n'), /^HTTP\/1\.1 206 [\s\S]*Content-Range: bytes 0-9\//i);
   } finally {
     await server.close();
+  }
+});
+
+/** An HTTP/1.1 chunked body decoded (the server streams server-sent events that way). */
+function dechunk(raw: string): string {
+  let out = '', at = 0;
+  for (;;) {
+    const eol = raw.indexOf('\r\n', at);
+    const size = parseInt(raw.slice(at, eol), 16);
+    if (eol < 0 || !(size > 0)) return out;
+    out += raw.slice(eol + 2, eol + 2 + size);
+    at = eol + 2 + size + 2;
+  }
+}
+
+test('fuzz: HTTP requests to duet serve get a completion or a 4xx in OpenAI\'s error shape, never a 500, a stack or a hang', async () => {
+  const model = await loadModel(new URL('../fixtures/tiny-random', import.meta.url).pathname, { device: 'cpu', threads: 1, contextLength: 48, id: 'tiny' });
+  const server = new DuetServer(model, { port: 0, apiKey: 'k', maxBodyBytes: 4096 });
+  const { port } = await server.listen();
+  const chat = { model: 'tiny', messages: [{ role: 'system', content: 'be brief' }, { role: 'user', content: 'hello there' }], max_tokens: 4, temperature: 0.7, top_p: 0.9, seed: 3, stop: ['\n'], stream: false };
+  const completion = { model: 'tiny', prompt: 'hello', max_tokens: 3, stream: true, stream_options: { include_usage: true } };
+  const routes = ['POST /v1/chat/completions', 'POST /v1/completions', 'GET /v1/models', 'GET /v1/models/tiny', 'GET /health', 'GET /v1/models/%E0%A4%A',
+    'DELETE /v1/models', 'PUT /v1/chat/completions', 'POST /v1/chat/completions/', 'GET /v1/chat/completions', 'POST //v1//completions', 'OPTIONS *',
+    'POST http://127.0.0.1/v1/completions', 'GET /%', 'POST /v1/completions?x=%zz', 'BREW /coffee'];
+  const hosts = [`127.0.0.1:${port}`, `localhost:${port}`, `127.0.0.1:${port + 1}`, 'evil.example', `evil.example:${port}`, '', '127.0.0.1'];
+  const auths = ['Authorization: Bearer k\r\n', 'Authorization: Bearer nope\r\n', '', 'Authorization: Basic aw==\r\n', 'Authorization: Bearer \r\n'];
+  let unanswered = 0;
+  try {
+    const res = await fuzz('duet serve request', { seed: 8, cases: 240 },
+      (r, i) => {
+        const pick = <T>(xs: T[]): T => xs[Math.floor(r() * xs.length)];
+        const route = i % 4 === 0 ? pick(routes) : pick(routes.slice(0, 2));
+        const seed = route.includes('chat') ? chat : completion;
+        const body = i % 5 === 0 ? mutateText(r, JSON.stringify(seed)) : i % 5 === 1 ? JSON.stringify(seed) : JSON.stringify(mutateJson(r, seed));
+        const bytes = Buffer.byteLength(body);
+        const length = i % 9 === 0 ? pick(['Content-Length: 0\r\n', `Content-Length: ${bytes + 5}\r\n`, 'Content-Length: -1\r\n', 'Content-Length: 99999999\r\n', 'Transfer-Encoding: chunked\r\n', ''])
+          : `Content-Length: ${bytes}\r\n`;
+        const host = i % 6 === 0 ? pick(hosts) : hosts[0];
+        const auth = i % 7 === 0 ? pick(auths) : auths[0];
+        const type = i % 8 === 0 ? pick(['Content-Type: text/plain\r\n', '', 'Content-Type: application/json; charset=latin1\r\n']) : 'Content-Type: application/json\r\n';
+        const text = `${route} HTTP/1.1\r\nHost: ${host}\r\n${auth}${type}${length}Connection: close\r\n\r\n${body}`;
+        return i % 10 === 3 ? mutateBytes(r, new TextEncoder().encode(text)) : new TextEncoder().encode(text);
+      },
+      async (bytes) => {
+        const answer = await rawRequest(port, bytes);
+        if (answer === '') { unanswered++; return; } // still waiting for the rest of the body
+        const status = /^HTTP\/1\.1 (\d{3}) /.exec(answer);
+        assert.ok(status, `a status line: ${answer.slice(0, 80)}`);
+        const code = Number(status![1]);
+        const head = answer.slice(0, answer.indexOf('\r\n\r\n'));
+        const raw = answer.slice(head.length + 4);
+        const body = /\r\ntransfer-encoding: chunked/i.test(head) ? dechunk(raw) : raw;
+        assert.ok(code < 500, `no server error: ${answer.slice(0, 400)}`);
+        assert.not.match(body, /\n\s+at |node:internal|\.ts:\d+/, `no stack trace: ${body.slice(0, 300)}`);
+        const req = Buffer.from(bytes).toString('latin1');
+        if (code >= 400) {
+          if (code === 400 && !/content-type: application\/json/i.test(answer)) return; // Node's own answer to a malformed request line or header
+          const e = JSON.parse(body).error;
+          assert.type(e?.message, 'string', body);
+          assert.type(e.type, 'string', body);
+          assert.ok('param' in e && 'code' in e, body);
+          return;
+        }
+        assert.ok(req.includes(`Host: 127.0.0.1:${port}\r\n`) || req.includes(`Host: localhost:${port}\r\n`), `answered ${code} without our Host (port ${port}): ${JSON.stringify(req.slice(0, 60))}`);
+        if (/content-type: text\/event-stream/i.test(answer)) {
+          assert.ok(body.trimEnd().endsWith('data: [DONE]'), `a stream ends with [DONE]: ${body.slice(-200)}`);
+          for (const line of body.split('\n').filter((l) => l.startsWith('data: ') && l !== 'data: [DONE]')) JSON.parse(line.slice(6));
+        } else {
+          const o = JSON.parse(body);
+          if (o.object === 'chat.completion') assert.type(o.choices[0].message.content, 'string');
+          else if (o.object === 'text_completion') assert.type(o.choices[0].text, 'string');
+          else assert.ok(o.object === 'list' || o.object === 'model' || o.status === 'ok', body);
+        }
+      },
+      () => false);
+    assert.is(res.parsed, 240);
+    assert.ok(unanswered < 40, `${unanswered} of 240 requests unanswered`);
+  } finally {
+    await server.close();
+    await model.dispose();
   }
 });
 
