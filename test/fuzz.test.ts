@@ -1,9 +1,9 @@
 // Seeded fuzzing of every parser of untrusted input (issue 18): safetensors headers, the sharded
-// index, config.json, pattern TSV + JSON, tokenizer files, and HTTP requests to `duet web`. Each
-// mutated input must parse into a valid result or be refused with a plain Error naming the file;
-// anything else (TypeError, RangeError, a read outside the file) fails with the case to replay.
-// A few hundred cases per parser: seconds in all. GGUF and `duet serve` plug in the same way
-// (test/helpers/fuzz.ts).
+// index, config.json, pattern TSV + JSON, tokenizer files, GGUF files (header, metadata, tensor
+// table, tokenizer metadata), and HTTP requests to `duet web` and `duet serve`. Each mutated input
+// must parse into a valid result or be refused with a plain Error naming the file (a 4xx answer in
+// OpenAI's error shape for `duet serve`); anything else (TypeError, RangeError, a read outside the
+// file, a 500) fails with the case to replay. A few hundred cases per parser: seconds in all.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { mkdtempSync, cpSync, symlinkSync, writeFileSync, mkdirSync } from 'node:fs';
@@ -17,7 +17,15 @@ import { readJson } from '../src/model/files.ts';
 import { loadTokenizer } from '../src/model/checkpoint.ts';
 import { parsePattern } from '../src/attention/pattern.ts';
 import { startWebServer } from '../src/cli/web.ts';
-import { byteLevelTokenizer } from './helpers/checkpoint.ts';
+import { loadModel } from '../src/node.ts';
+import { DuetServer } from '../src/server/server.ts';
+import { byteLevelTokenizer, writeCheckpoint } from './helpers/checkpoint.ts';
+import { loadCheckpoint } from '../src/model/checkpoint.ts';
+import { concatBytes, encodeGgufHeader, parseGgufHeader, ValueType, type GgufHeader, type GgufTensorInfo, type GgufWriteValue } from '../src/model/gguf.ts';
+import { ggufChunks } from '../src/model/gguf-write.ts';
+import { encodeMatrix } from '../src/model/gguf-encode.ts';
+import { tokenizerToGguf } from '../src/model/gguf-tokenizer.ts';
+import { nodeModelFiles } from '../src/node/files.ts';
 
 const CASES = 400;
 const f32 = (n: number, s: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i + s));
@@ -122,6 +130,84 @@ test('fuzz: tokenizer.json and tokenizer_config.json', async () => {
   assert.ok(res.refused > 0 && res.parsed > 0, `parsed ${res.parsed}, refused ${res.refused}`);
 });
 
+/** A tiny valid GGUF as `duet quantize` writes it: q8_0 matrices, F32 norms, a byte-level tokenizer. */
+async function tinyGguf(): Promise<Uint8Array> {
+  const dir = mkdtempSync(join(tmpdir(), 'duet-fuzz-gguf-'));
+  await writeCheckpoint(dir, { modelType: 'llama', layers: 2, hidden: 32, intermediate: 64, heads: 2, kvHeads: 1, vocab: 300, maxPositions: 64 });
+  const ckpt = await loadCheckpoint(nodeModelFiles(dir));
+  const { tokenizer, config } = byteLevelTokenizer(300);
+  const tok = tokenizerToGguf('tokenizer.json', tokenizer as Record<string, unknown>, config as Record<string, unknown>, 300);
+  return concatBytes(ggufChunks(ckpt.config, ckpt.weights, { name: 'fuzz', type: 'q8_0', encode: encodeMatrix, tokenizer: tok }));
+}
+
+const HUGE = [0, 1, 3, 2 ** 31, 2 ** 32 - 1, 2 ** 40, 2 ** 53 - 1];
+
+/** A structural edit of a GGUF: its header re-encoded with one field made wrong, the data kept. */
+function mutateGgufStructure(r: Random, h: GgufHeader, data: Uint8Array): Uint8Array {
+  const meta: Array<[string, GgufWriteValue]> = [...h.metadata].map(([k, e]) => [k, (e.type === ValueType.ARRAY
+    ? { type: e.type, itemType: e.itemType, value: [...(e.value as unknown[])] } : { type: e.type, value: e.value }) as GgufWriteValue]);
+  const infos: GgufTensorInfo[] = [...h.tensors.values()].map((t) => ({ name: t.name, dims: [...t.dims], type: t.type, offset: t.offset - h.dataOffset }));
+  const pick = <T>(xs: T[]): T => xs[Math.floor(r() * xs.length)];
+  const t = pick(infos), m = pick(meta);
+  let version = 3;
+  switch (Math.floor(r() * 14)) {
+    case 0: t.dims[Math.floor(r() * t.dims.length)] = pick(HUGE); break; // huge or empty dimension
+    case 1: t.dims = t.dims.length < 4 && r() < 0.5 ? [...t.dims, pick(HUGE)] : t.dims.slice(1); break; // another rank
+    case 2: t.type = pick([1, 2, 3, 6, 10, 12, 13, 14, 15, 16, 30, 31, 99, 2 ** 32 - 1]); break; // another or unknown ggml type
+    case 3: t.offset = pick([...HUGE, 32, 64, 96, 7, data.length, data.length - 32]); break; // out of bounds, unaligned, overlapping
+    case 4: infos.splice(infos.indexOf(t), 1); break; // a missing tensor
+    case 5: infos.push({ ...t, name: pick([t.name, 'blk.7.attn_q.weight', 'rope_freqs.weight', `blk.${pick(HUGE)}.ffn_up.weight`]) }); break;
+    case 6: if (m[1].type === ValueType.ARRAY) m[1].value.length = Math.floor(r() * m[1].value.length); else m[1] = { type: ValueType.U32, value: pick(HUGE) }; break;
+    case 7: m[1] = pick<GgufWriteValue>([{ type: ValueType.STRING, value: 'llama' }, { type: ValueType.F32, value: -1 }, { type: ValueType.I32, value: -7 },
+      { type: ValueType.BOOL, value: true }, { type: ValueType.U64, value: 2 ** 53 - 1 }, { type: ValueType.ARRAY, itemType: ValueType.U32, value: [1, 2] },
+      { type: ValueType.ARRAY, itemType: ValueType.STRING, value: [] }]); break; // a value of another type
+    case 8: meta.push([pick(['general.alignment', 'llama.attention.key_length', 'llama.rope.scaling.type', 'tokenizer.ggml.eos_token_id', 'llama.attention.sliding_window']),
+      pick<GgufWriteValue>([{ type: ValueType.U32, value: pick([0, 3, 16, 64, 2 ** 31]) }, { type: ValueType.STRING, value: 'linear' }])]); break;
+    case 9: meta.splice(meta.indexOf(m), 1); break; // a missing key
+    case 10: case 11: case 12: { // a model dimension (block_count, head counts, lengths) huge, zero or off by one
+      const dims = meta.filter(([k, v]) => k.startsWith('llama.') && v.type === ValueType.U32);
+      const dim = r() < 0.3 ? dims.find(([k]) => k === 'llama.block_count')! : pick(dims);
+      dim[1] = { type: ValueType.U32, value: pick([0, 1, 2 ** 32 - 1, 1e9, (dim[1].value as number) + 1, (dim[1].value as number) * 2]) };
+      break;
+    }
+    default: version = pick([1, 2, 4]);
+  }
+  const header = encodeGgufHeader(meta, infos, 32, version);
+  return concatBytes([header, data]);
+}
+
+test('fuzz: GGUF files (bytes, truncation, counts, dims, types, offsets, metadata) load correctly or fail naming the file', async () => {
+  const good = await tinyGguf();
+  const header = parseGgufHeader(good, good.length, 'fuzz.gguf');
+  const data = good.subarray(header.dataOffset);
+  const view = (b: Uint8Array) => new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const res = await fuzz('GGUF', { seed: 7, cases: 300 },
+    (r, i) => {
+      switch (i % 5) {
+        case 0: return mutateBytes(r, good);
+        case 1: { // bytes of the header only, or the tensor/metadata counts
+          const b = good.slice();
+          if (r() < 0.3) view(b).setBigUint64(r() < 0.5 ? 8 : 16, BigInt(HUGE[Math.floor(r() * HUGE.length)]), true);
+          else for (let j = 0; j < 1 + Math.floor(r() * 4); j++) b[Math.floor(r() * header.dataOffset)] ^= 1 << Math.floor(r() * 8);
+          return b;
+        }
+        case 2: return good.subarray(0, Math.floor(r() * good.length)); // truncation
+        default: return mutateGgufStructure(r, header, data);
+      }
+    },
+    async (bytes) => {
+      const files = { ...memoryFiles('fuzz.gguf', { 'model.gguf': bytes }), gguf: 'model.gguf' };
+      const c = await loadCheckpoint(files);
+      const { config: k, weights: w } = c;
+      assert.is(w.layers.length, k.numLayers);
+      assert.is(w.embed.length, k.vocabSize * k.hiddenSize);
+      assert.is(w.layers[0].wq.length, k.numHeads * k.headDim * k.hiddenSize);
+      if (c.tokenizer) assert.ok(c.tokenizer.encode('hello world').every((id) => Number.isInteger(id) && id >= 0 && id < k.vocabSize));
+    },
+    (m) => m.startsWith('fuzz.gguf'));
+  assert.ok(res.refused > 100 && res.parsed > 0, `parsed ${res.parsed}, refused ${res.refused}`);
+});
+
 /**
  * One raw request; resolves with the answer once it is complete (headers + Content-Length bytes)
  * or the server closes. A request the server is still waiting on (a mutation cut its end) resolves
@@ -197,6 +283,86 @@ test('fuzz: HTTP requests to duet web never leave the served folders and always 
     assert.match(await get('/model/config.json', 'Range: bytes=0-9\r\n'), /^HTTP\/1\.1 206 [\s\S]*Content-Range: bytes 0-9\//i);
   } finally {
     await server.close();
+  }
+});
+
+/** An HTTP/1.1 chunked body decoded (the server streams server-sent events that way). */
+function dechunk(raw: string): string {
+  let out = '', at = 0;
+  for (;;) {
+    const eol = raw.indexOf('\r\n', at);
+    const size = parseInt(raw.slice(at, eol), 16);
+    if (eol < 0 || !(size > 0)) return out;
+    out += raw.slice(eol + 2, eol + 2 + size);
+    at = eol + 2 + size + 2;
+  }
+}
+
+test('fuzz: HTTP requests to duet serve get a completion or a 4xx in OpenAI\'s error shape, never a 500, a stack or a hang', async () => {
+  const model = await loadModel(new URL('../fixtures/tiny-random', import.meta.url).pathname, { device: 'cpu', threads: 1, contextLength: 48, id: 'tiny' });
+  const server = new DuetServer(model, { port: 0, apiKey: 'k', maxBodyBytes: 4096 });
+  const { port } = await server.listen();
+  const chat = { model: 'tiny', messages: [{ role: 'system', content: 'be brief' }, { role: 'user', content: 'hello there' }], max_tokens: 4, temperature: 0.7, top_p: 0.9, seed: 3, stop: ['\n'], stream: false };
+  const completion = { model: 'tiny', prompt: 'hello', max_tokens: 3, stream: true, stream_options: { include_usage: true } };
+  const routes = ['POST /v1/chat/completions', 'POST /v1/completions', 'GET /v1/models', 'GET /v1/models/tiny', 'GET /health', 'GET /v1/models/%E0%A4%A',
+    'DELETE /v1/models', 'PUT /v1/chat/completions', 'POST /v1/chat/completions/', 'GET /v1/chat/completions', 'POST //v1//completions', 'OPTIONS *',
+    'POST http://127.0.0.1/v1/completions', 'GET /%', 'POST /v1/completions?x=%zz', 'BREW /coffee'];
+  const hosts = [`127.0.0.1:${port}`, `localhost:${port}`, `127.0.0.1:${port + 1}`, 'evil.example', `evil.example:${port}`, '', '127.0.0.1'];
+  const auths = ['Authorization: Bearer k\r\n', 'Authorization: Bearer nope\r\n', '', 'Authorization: Basic aw==\r\n', 'Authorization: Bearer \r\n'];
+  let unanswered = 0;
+  try {
+    const res = await fuzz('duet serve request', { seed: 8, cases: 240 },
+      (r, i) => {
+        const pick = <T>(xs: T[]): T => xs[Math.floor(r() * xs.length)];
+        const route = i % 4 === 0 ? pick(routes) : pick(routes.slice(0, 2));
+        const seed = route.includes('chat') ? chat : completion;
+        const body = i % 5 === 0 ? mutateText(r, JSON.stringify(seed)) : i % 5 === 1 ? JSON.stringify(seed) : JSON.stringify(mutateJson(r, seed));
+        const bytes = Buffer.byteLength(body);
+        const length = i % 9 === 0 ? pick(['Content-Length: 0\r\n', `Content-Length: ${bytes + 5}\r\n`, 'Content-Length: -1\r\n', 'Content-Length: 99999999\r\n', 'Transfer-Encoding: chunked\r\n', ''])
+          : `Content-Length: ${bytes}\r\n`;
+        const host = i % 6 === 0 ? pick(hosts) : hosts[0];
+        const auth = i % 7 === 0 ? pick(auths) : auths[0];
+        const type = i % 8 === 0 ? pick(['Content-Type: text/plain\r\n', '', 'Content-Type: application/json; charset=latin1\r\n']) : 'Content-Type: application/json\r\n';
+        const text = `${route} HTTP/1.1\r\nHost: ${host}\r\n${auth}${type}${length}Connection: close\r\n\r\n${body}`;
+        return i % 10 === 3 ? mutateBytes(r, new TextEncoder().encode(text)) : new TextEncoder().encode(text);
+      },
+      async (bytes) => {
+        const answer = await rawRequest(port, bytes);
+        if (answer === '') { unanswered++; return; } // still waiting for the rest of the body
+        const status = /^HTTP\/1\.1 (\d{3}) /.exec(answer);
+        assert.ok(status, `a status line: ${answer.slice(0, 80)}`);
+        const code = Number(status![1]);
+        const head = answer.slice(0, answer.indexOf('\r\n\r\n'));
+        const raw = answer.slice(head.length + 4);
+        const body = /\r\ntransfer-encoding: chunked/i.test(head) ? dechunk(raw) : raw;
+        assert.ok(code < 500, `no server error: ${answer.slice(0, 400)}`);
+        assert.not.match(body, /\n\s+at |node:internal|\.ts:\d+/, `no stack trace: ${body.slice(0, 300)}`);
+        const req = Buffer.from(bytes).toString('latin1');
+        if (code >= 400) {
+          if (code === 400 && !/content-type: application\/json/i.test(answer)) return; // Node's own answer to a malformed request line or header
+          const e = JSON.parse(body).error;
+          assert.type(e?.message, 'string', body);
+          assert.type(e.type, 'string', body);
+          assert.ok('param' in e && 'code' in e, body);
+          return;
+        }
+        assert.ok(req.includes(`Host: 127.0.0.1:${port}\r\n`) || req.includes(`Host: localhost:${port}\r\n`), `answered ${code} without our Host (port ${port}): ${JSON.stringify(req.slice(0, 60))}`);
+        if (/content-type: text\/event-stream/i.test(answer)) {
+          assert.ok(body.trimEnd().endsWith('data: [DONE]'), `a stream ends with [DONE]: ${body.slice(-200)}`);
+          for (const line of body.split('\n').filter((l) => l.startsWith('data: ') && l !== 'data: [DONE]')) JSON.parse(line.slice(6));
+        } else {
+          const o = JSON.parse(body);
+          if (o.object === 'chat.completion') assert.type(o.choices[0].message.content, 'string');
+          else if (o.object === 'text_completion') assert.type(o.choices[0].text, 'string');
+          else assert.ok(o.object === 'list' || o.object === 'model' || o.status === 'ok', body);
+        }
+      },
+      () => false);
+    assert.is(res.parsed, 240);
+    assert.ok(unanswered < 40, `${unanswered} of 240 requests unanswered`);
+  } finally {
+    await server.close();
+    await model.dispose();
   }
 });
 

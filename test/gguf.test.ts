@@ -1,7 +1,7 @@
 // GGUF: Hugging Face checkpoint → GGUF → loaded equals the original (llama GQA, qwen2 biases,
 // tied embeddings, rope scaling, head_dim override); llama.cpp's Q/K permutation against the two
-// RoPE conventions it bridges; each bad file gets an error naming the file and key/tensor; a
-// seeded fuzz of the reader.
+// RoPE conventions it bridges; each bad file gets an error naming the file and key/tensor (the
+// seeded fuzz of the reader is in test/fuzz.test.ts).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
@@ -183,6 +183,10 @@ test('bad GGUF: each error names the file and the key or tensor', async () => {
   for (const [key, e] of header.metadata) shapeMeta.push([key, (e.type === ValueType.ARRAY ? { type: e.type, itemType: e.itemType, value: e.value } : { type: e.type, value: e.value }) as GgufWriteValue]);
   const wrongShape = infos.map((t) => t.name === 'blk.1.ffn_up.weight' ? { ...t, dims: [t.dims[1], t.dims[0]] } : t);
   cases.push(['shape mismatch', hdr(shapeMeta, wrongShape, bytes.length), /tensor "blk.1.ffn_up.weight" has dims \[96, 64\], expected \[64, 96\]/]);
+  const layersMeta = shapeMeta.map(([k, v]): [string, GgufWriteValue] => [k, k === 'llama.block_count' ? { type: ValueType.U32, value: 1e9 } : v]);
+  cases.push(['block_count 1e9 (refused at once, not after sizing a billion layers)', hdr(layersMeta, infos, bytes.length), /metadata "llama.block_count" is 1000000000, but the file has tensors for 2 layers/]);
+  const fewer = shapeMeta.map(([k, v]): [string, GgufWriteValue] => [k, k === 'llama.block_count' ? { type: ValueType.U32, value: 1 } : v]);
+  cases.push(['block_count below the file\'s layers', hdr(fewer, infos, bytes.length), /"llama.block_count" is 1, but the file has tensors for 2 layers \(layers 1–1 would be silently skipped\)/]);
   cases.push(['missing tensor', hdr(shapeMeta, infos.filter((t) => t.name !== 'blk.0.attn_k.weight'), bytes.length), /tensor "blk.0.attn_k.weight" is missing/]);
   for (const [what, b, re] of cases) {
     const file = writeRaw(b);
@@ -190,34 +194,6 @@ test('bad GGUF: each error names the file and the key or tensor', async () => {
     assert.match(msg, re, `${what}: ${msg}`);
     assert.ok(msg.includes(file), `${what}: names the file (${msg})`);
   }
-});
-
-test('fuzz: 400 seeded mutations of a GGUF load or fail with an Error naming the file', async () => {
-  const { file: good } = await hfAndGguf({ modelType: 'qwen2', layers: 1, hidden: 16, intermediate: 24, heads: 2, kvHeads: 1, vocab: 20 });
-  const bytes = new Uint8Array(readFileSync(good));
-  const header = parseGgufHeader(bytes, bytes.length, good);
-  const random = rng(1234);
-  const dir = tmp();
-  let loaded = 0, failed = 0;
-  for (let it = 0; it < 400; it++) {
-    const b = new Uint8Array(bytes);
-    const kind = it % 3;
-    if (kind === 0) { // flip bytes in the header
-      for (let j = 0; j < 1 + (it % 4); j++) b[Math.floor(random() * header.dataOffset)] ^= 1 << Math.floor(random() * 8);
-    } else if (kind === 1) { // overwrite 8 bytes with an extreme value
-      const at = Math.floor(random() * (header.dataOffset - 8));
-      new DataView(b.buffer).setBigUint64(at, [0n, 0xffffffffffffffffn, 1n << 40n, 7n][it % 4], true);
-    }
-    const cut = kind === 2 ? Math.floor(random() * bytes.length) : b.length;
-    const file = join(dir, `f${it}.gguf`);
-    writeFileSync(file, b.subarray(0, cut));
-    try { await loadCheckpoint(nodeModelFiles(file)); loaded++; } catch (e) {
-      assert.instance(e, Error);
-      assert.ok((e as Error).message.includes(file), `mutation ${it}: ${(e as Error).message}`);
-      failed++;
-    }
-  }
-  assert.ok(failed > 200 && loaded > 0, `loaded ${loaded}, failed ${failed}`);
 });
 
 test.run();

@@ -86,13 +86,24 @@ export function ggufConfig(h: GgufHeader): ModelConfig {
     int: true,
     fallback: Array.isArray(tokens?.value) ? tokens.value.length : embed?.dims[1],
   });
+  const numLayers = m.num(k('block_count'), { int: true });
+  // Checked against the file's tensors before anything is sized by it (a huge block_count would
+  // otherwise build a tensor plan of billions of entries before failing).
+  let layersInFile = 0;
+  for (const name of h.tensors.keys()) {
+    const b = /^blk\.(\d+)\./.exec(name);
+    if (b) layersInFile = Math.max(layersInFile, Number(b[1]) + 1);
+  }
+  if (numLayers !== layersInFile) {
+    m.fail(k('block_count'), `is ${numLayers}, but the file has tensors for ${layersInFile} layers${numLayers < layersInFile ? ` (layers ${numLayers}–${layersInFile - 1} would be silently skipped)` : ''}`);
+  }
   const eos = m.optInt('tokenizer.ggml.eos_token_id');
   const eot = m.optInt('tokenizer.ggml.eot_token_id');
   return {
     modelType,
     hiddenSize,
     intermediateSize: m.num(k('feed_forward_length'), { int: true }),
-    numLayers: m.num(k('block_count'), { int: true }),
+    numLayers,
     numHeads, numKvHeads, headDim,
     rmsNormEps: m.num(k('attention.layer_norm_rms_epsilon')),
     ropeTheta: m.num(k('rope.freq_base'), { fallback: 10000 }),

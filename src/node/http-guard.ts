@@ -3,13 +3,13 @@ import { realpath } from 'node:fs/promises';
 import { resolve, sep } from 'node:path';
 
 /**
- * A server bound to 127.0.0.1 answers only requests addressed to it by that name or `localhost`
- * (with its port): a page on another site that rebinds its own host name to 127.0.0.1 (DNS
- * rebinding) sends its own name in Host and is refused.
+ * A server bound to a loopback address answers only requests addressed to it by a loopback name
+ * (127.0.0.1, `localhost`, [::1]) with its port: a page on another site that rebinds its own host
+ * name to 127.0.0.1 (DNS rebinding) sends its own name in Host and is refused.
  */
 export function hostAllowed(host: string | undefined, port: number): boolean {
   if (!host) return false;
-  const m = /^(127\.0\.0\.1|localhost)(?::(\d{1,5}))?$/i.exec(host.trim());
+  const m = /^(127\.0\.0\.1|localhost|\[::1\])(?::(\d{1,5}))?$/i.exec(host.trim());
   if (!m) return false;
   return m[2] === undefined ? port === 80 : Number(m[2]) === port;
 }

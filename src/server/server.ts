@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net';
 import type { DuetModel } from '../api/model.js';
 import type { ChatCompletionParams, CompletionParams } from '../api/openai.js';
 import { DuetError } from '../errors.js';
+import { hostAllowed } from '../node/http-guard.js';
 
 export interface ServeOptions {
   host?: string;
@@ -69,6 +70,11 @@ async function readBody(req: IncomingMessage, limit: number): Promise<unknown> {
   } catch (e) {
     throw new HttpError(400, `the request body is not a JSON object (${(e as Error).message})`, 'invalid_request_error', 'body');
   }
+}
+
+/** A percent-encoded path segment decoded, or as it came when it is malformed (a URIError is no server error). */
+function decodedOr(segment: string): string {
+  try { return decodeURIComponent(segment); } catch { return segment; }
 }
 
 /** Waits until the response's buffer drained (or the connection closed). */
@@ -147,7 +153,7 @@ export class DuetServer {
           }
           return;
         default:
-          if (url.pathname.startsWith('/v1/models/')) throw new HttpError(404, `the model "${decodeURIComponent(url.pathname.slice(11))}" does not exist`, 'invalid_request_error', 'model', 'model_not_found');
+          if (url.pathname.startsWith('/v1/models/')) throw new HttpError(404, `the model "${decodedOr(url.pathname.slice(11))}" does not exist`, 'invalid_request_error', 'model', 'model_not_found');
           throw new HttpError(404, `no route ${req.method} ${url.pathname} (try GET /v1/models, POST /v1/chat/completions or /v1/completions)`, 'invalid_request_error');
       }
     } catch (e) {
@@ -162,11 +168,16 @@ export class DuetServer {
     return { id: this.model.info.id, object: 'model', created: 0, owned_by: 'duet' };
   }
 
-  /** DNS rebinding: a server on a loopback address answers only requests addressed to one. */
+  /**
+   * DNS rebinding: a server on a loopback address answers only requests addressed to it by a
+   * loopback name with its port (http-guard.ts, shared with `duet web`).
+   */
   private checkHost(req: IncomingMessage): void {
     if (!LOOPBACK.has(this.boundHost)) return;
-    const host = (req.headers.host ?? '').replace(/:\d+$/, '').toLowerCase();
-    if (!LOOPBACK.has(host)) throw new HttpError(403, `the Host header "${req.headers.host ?? ''}" is not this server's loopback address`, 'invalid_request_error');
+    const port = (this.server.address() as AddressInfo | null)?.port ?? 0;
+    if (!hostAllowed(req.headers.host, port)) {
+      throw new HttpError(403, `the Host header "${req.headers.host ?? ''}" is not this server's loopback address (127.0.0.1, localhost or [::1] with port ${port})`, 'invalid_request_error');
+    }
   }
 
   private checkKey(req: IncomingMessage): void {
