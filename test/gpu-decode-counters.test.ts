@@ -9,6 +9,11 @@ import { Sampler, DEVICE_MAX_TOP_K } from '../src/engine/sampler.ts';
 import type { Engine } from '../src/engine/engine.ts';
 import { makeEngine, sharedGpu, tempCheckpoint } from './helpers/engine.ts';
 import { gpuTests } from './helpers/gpu-skip.ts';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { join } from 'node:path';
+
+const ROOT = new URL('..', import.meta.url).pathname;
 
 const { gpu, reason } = await sharedGpu();
 const test = suite('gpu decode counters and sampler');
@@ -167,6 +172,19 @@ gpuTest('GPU sampler: a non-finite logit fails as on the CPU; configurations it 
   const bad = await be.sampleToken(t, 3000, { k: 0, temperature: 1, topP: 1, r: 0 }).then(() => '', (e: Error) => e.message);
   assert.match(bad, /k must be an integer in 1\.\.256 \(got 0\)/);
   be.free(t);
+});
+
+gpuTest('duet generate --json prints the counters per decoded token', async () => {
+  const { stdout } = await promisify(execFile)(process.execPath, [join(ROOT, 'bin/duet.mjs'), 'generate', '--model', join(ROOT, 'fixtures/duet-passkey'),
+    '--pattern', join(ROOT, 'fixtures/duet-passkey-pattern'), '--sparsity', '0.5', '--device', 'gpu', '--placement', 'gpu',
+    '--prompt', 'the pass key is', '--max-tokens', '5', '--temperature', '0.7', '--top-k', '8', '--seed', '2', '--threads', '1', '--json'], { cwd: ROOT });
+  const c = JSON.parse(stdout).counters;
+  assert.equal(Object.keys(c), ['submits_per_token', 'host_waits_per_token', 'readback_bytes_per_token', 'upload_bytes_per_token',
+    'dispatches_per_token', 'gpu_objects_created_per_token', 'decode_tokens', 'prefill', 'decode']);
+  assert.is(c.decode_tokens, 4);
+  assert.equal([c.submits_per_token, c.host_waits_per_token, c.readback_bytes_per_token], [1, 1, 8]);
+  assert.is(c.decode.dispatches, 4 * c.dispatches_per_token);
+  assert.is(c.decode.buffers_created + c.decode.pipelines_created, 0);
 });
 
 test.run();

@@ -25,6 +25,10 @@ import { randomIds } from './random-weights.js';
 import { measure, median, yieldToEventLoop } from './timing.js';
 import type { E2eRow, KvBytes } from './types.js';
 import { counterDelta, perTokenCounters, zeroCounters, type GpuCounters } from '../gpu/context.js';
+import { Sampler } from '../engine/sampler.js';
+
+/** Decode steps pick their token as generation does (greedy: on the GPU when it is the main device). */
+const greedy = new Sampler({});
 
 export interface E2eOptions {
   factory: EngineFactory;
@@ -126,7 +130,7 @@ async function open(job: Job, ids: number[], context: number, capacity: number, 
   try {
     const p = await prefill(job, session, ids, context, o);
     let next = context;
-    for (let i = 0; i < o.warmupTokens; i++) await session.forward([ids[next++]]);
+    for (let i = 0; i < o.warmupTokens; i++) await session.next([ids[next++]], greedy);
     return { job, session, prefill: p, next, samples: [], counters: zeroCounters() };
   } catch (e) {
     session.dispose();
@@ -138,7 +142,7 @@ async function step(x: Live, ids: number[]): Promise<void> {
   const ctx = x.job.engine?.gpu?.ctx;
   const before = ctx?.snapshot();
   const t0 = performance.now();
-  await x.session.forward([ids[x.next++]]);
+  await x.session.next([ids[x.next++]], greedy);
   x.samples.push(performance.now() - t0);
   if (ctx && before) {
     const d = counterDelta(ctx.snapshot(), before);
