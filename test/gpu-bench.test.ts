@@ -46,6 +46,14 @@ gpuTests(test, probe.gpu !== null, probe.reason)('a tiny bench run on the GPU co
     if (e.placement === 'gpu') { finitePositive(kv.gpu, `${e.label} kv gpu`); assert.is(kv.cpu, 0); }
     if (e.placement === 'cpu') { assert.is(kv.gpu, 0); finitePositive(kv.cpu, `${e.label} kv cpu`); }
   }
+  // Counted costs per decode step: the gpu placement syncs once and reads back the token only.
+  for (const e of r.e2e) {
+    if (e.placement === 'cpu') { assert.is(e.counters, null); continue; }
+    const c = e.counters!;
+    assert.is(c.dispatches_per_token > 0, true);
+    if (e.placement === 'gpu') assert.equal([c.submits_per_token, c.host_waits_per_token, c.readback_bytes_per_token], [1, 1, 8], e.label);
+    if (e.placement === 'split') assert.ok(c.host_waits_per_token > 1, `${e.label}: a wait per layer with streaming heads`);
+  }
   // The split keeps the streaming rings, and only those, on the CPU.
   const split = r.e2e.find((e) => e.label === 'duo@0.5/split' && e.context === 256)!;
   assert.is(split.kv!.cpu, split.kv!.streaming);

@@ -1,4 +1,6 @@
 // out[r][o] (+)= Σ_i x[xOffset + r·inDim + i] · w[o·inDim + i] + bias[o]   (y = x·Wᵀ + b, all f32).
+// A weight split by rows into several buffers (one too big to bind whole) runs as one dispatch per
+// part: w is the part, o its local row, and the result goes to column outCol + o of rows of outStride.
 //
 // Two entry points:
 //  - gemv (rows == 1): each workgroup of 256 threads computes GEMV_RPW output rows; GEMV_TPR threads
@@ -18,6 +20,9 @@ struct Params {
   flags: u32,
   // gemm: number of 64-wide tiles along outDim.
   tilesN: u32,
+  // Row stride of out and bias, and the first column written (outDim and 0 unless w is a part).
+  outStride: u32,
+  outCol: u32,
 }
 
 @group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
@@ -34,7 +39,7 @@ fn wAt(i: u32) -> f32 { return w[i >> 2u][i & 3u]; }
 
 fn finish(index: u32, o: u32, sum: f32) {
   var v = sum;
-  if ((p.flags & 1u) != 0u) { v += bias[o]; }
+  if ((p.flags & 1u) != 0u) { v += bias[p.outCol + o]; }
   if ((p.flags & 2u) != 0u) { v += out[index]; }
   out[index] = v;
 }
@@ -82,7 +87,7 @@ fn gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     workgroupBarrier();
   }
   if (lane == 0u && o < p.outDim) {
-    finish(o, o, partial[li]);
+    finish(p.outCol + o, o, partial[li]);
   }
 }
 
@@ -155,7 +160,7 @@ fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (r < p.rows) {
       for (var j = 0u; j < 4u; j++) {
         let o = n0 + tx + 16u * j;
-        if (o < p.outDim) { finish(r * p.outDim + o, o, acc[i][j]); }
+        if (o < p.outDim) { finish(r * p.outStride + p.outCol + o, o, acc[i][j]); }
       }
     }
   }

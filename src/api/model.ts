@@ -7,7 +7,7 @@ import type { StreamingWindow } from '../engine/backend.js';
 import { Engine, type CpuLike, type DeviceChoice, type EngineOptions, type GenerationResult, type Placement } from '../engine/engine.js';
 import { DuetError } from '../errors.js';
 import { Sampler } from '../engine/sampler.js';
-import { GpuContext } from '../gpu/context.js';
+import { GpuContext, perTokenCounters, type GpuCounters, type PerTokenCounters } from '../gpu/context.js';
 import { loadCheckpoint, type Checkpoint } from '../model/checkpoint.js';
 import type { ModelConfig } from '../model/config.js';
 import { isWeightDType, WEIGHT_DTYPES, type WeightDType } from '../model/quant.js';
@@ -108,6 +108,11 @@ export interface GenerationStats {
   kv: KvStats;
   /** Work done for this generation: WebGPU dispatches and WebAssembly kernel calls. */
   work: { gpuDispatches: number; cpuKernelCalls: number };
+  /**
+   * The GPU's costs (docs/benchmarks.md "Counters"): per decoded token, and the totals of the
+   * prefill and of the decode steps; null when no GPU ran.
+   */
+  counters: (PerTokenCounters & { decodeTokens: number; prefill: GpuCounters; decode: GpuCounters }) | null;
 }
 
 /** A generation in progress: iterate it for token deltas; result() resolves when it ends. */
@@ -207,7 +212,7 @@ export class DuetModel {
     }
     const engineOptions: EngineOptions = {
       weights: options.weights, device: options.device, placement: options.placement, kinds: heads.kinds, window: heads.window, notice,
-      acquireGpu: gpuDevice ? async () => ({ gpu: new GpuContext(gpuDevice, 'the GPUDevice given by the caller', false, false), reason: '' }) : env.acquireGpu,
+      acquireGpu: gpuDevice ? async () => ({ gpu: new GpuContext(gpuDevice, 'the GPUDevice given by the caller', { ownsDevice: false }), reason: '' }) : env.acquireGpu,
       createCpu: env.createCpu,
     };
     const engine = await Engine.create(config, checkpoint.weights, engineOptions);
@@ -350,6 +355,7 @@ export class DuetModel {
       timings: { prefillMs: r.prefillMs, decodeMsPerToken: r.decodeMsPerToken, timeToFirstTokenMs: s.firstTokenMs, totalMs: performance.now() - s.t0 },
       kv: { gpu: r.kv.byDevice.gpu, cpu: r.kv.byDevice.cpu, retrieval: r.kv.retrievalBytes, streaming: r.kv.streamingBytes, fullAttention },
       work: { gpuDispatches: after.gpu - s.before.gpu, cpuKernelCalls: after.cpu - s.before.cpu },
+      counters: r.gpu ? { ...perTokenCounters(r.gpu.decode, r.gpu.decodeSteps), decodeTokens: r.gpu.decodeSteps, prefill: r.gpu.prefill, decode: r.gpu.decode } : null,
     };
     this.last = stats;
     return stats;

@@ -10,6 +10,7 @@ export type {
   OpenAIFinish, RequestOptions, Usage,
 } from './openai.js';
 export { DuetError, type DuetErrorCode } from '../errors.js';
+export type { GpuCounters, PerTokenCounters } from '../gpu/context.js';
 export { allHeads, binarize, countStreaming, loadPattern, parsePattern, type HeadKinds, type HeadPattern, type PatternFiles } from '../attention/pattern.js';
 // Tools programs around a model need: KV projections, the long-context tasks and their scoring, heatmaps.
 export { formatBytes, projectKvMemory, type MemoryProjection } from '../attention/memory.js';

@@ -24,6 +24,11 @@ import { createBenchEngine, placementsFor, type EngineFactory, type HeadConfig }
 import { randomIds } from './random-weights.js';
 import { measure, median, yieldToEventLoop } from './timing.js';
 import type { E2eRow, KvBytes } from './types.js';
+import { counterDelta, perTokenCounters, zeroCounters, type GpuCounters } from '../gpu/context.js';
+import { Sampler } from '../engine/sampler.js';
+
+/** Decode steps pick their token as generation does (greedy: on the GPU when it is the main device). */
+const greedy = new Sampler({});
 
 export interface E2eOptions {
   factory: EngineFactory;
@@ -75,7 +80,7 @@ interface Job {
 
 const EMPTY = {
   prefill_ms: null, prefill_method: null, decode_ms_per_token: null, decode_ms_samples: [], decode_tokens: 0, reference_decode_ms: null,
-  prefill_speedup: null, decode_speedup: null, ideal_decode_speedup: null, kv: null,
+  prefill_speedup: null, decode_speedup: null, ideal_decode_speedup: null, kv: null, counters: null,
 } satisfies Partial<E2eRow>;
 
 /** Prefill of `context` tokens into `session` (measured, or estimated from the first and last chunk). */
@@ -113,7 +118,11 @@ async function prefill(job: Job, session: Session, ids: number[], context: numbe
   return { ms: (n * (job.firstChunkMs + lastChunkMs)) / 2 - (n - 1) * job.logitsMs!, method: 'estimated' };
 }
 
-interface Live { job: Job; session: Session; prefill: { ms: number; method: 'measured' | 'estimated' }; next: number; samples: number[] }
+interface Live {
+  job: Job; session: Session; prefill: { ms: number; method: 'measured' | 'estimated' }; next: number; samples: number[];
+  /** GPU counters summed over the timed steps. */
+  counters: GpuCounters;
+}
 
 /** A session of `job` at `context`: prefilled, warmed up, ready for timed decode steps. */
 async function open(job: Job, ids: number[], context: number, capacity: number, o: E2eOptions): Promise<Live> {
@@ -121,8 +130,8 @@ async function open(job: Job, ids: number[], context: number, capacity: number, 
   try {
     const p = await prefill(job, session, ids, context, o);
     let next = context;
-    for (let i = 0; i < o.warmupTokens; i++) await session.forward([ids[next++]]);
-    return { job, session, prefill: p, next, samples: [] };
+    for (let i = 0; i < o.warmupTokens; i++) await session.next([ids[next++]], greedy);
+    return { job, session, prefill: p, next, samples: [], counters: zeroCounters() };
   } catch (e) {
     session.dispose();
     throw e;
@@ -130,9 +139,15 @@ async function open(job: Job, ids: number[], context: number, capacity: number, 
 }
 
 async function step(x: Live, ids: number[]): Promise<void> {
+  const ctx = x.job.engine?.gpu?.ctx;
+  const before = ctx?.snapshot();
   const t0 = performance.now();
-  await x.session.forward([ids[x.next++]]);
+  await x.session.next([ids[x.next++]], greedy);
   x.samples.push(performance.now() - t0);
+  if (ctx && before) {
+    const d = counterDelta(ctx.snapshot(), before);
+    for (const k of Object.keys(d) as Array<keyof GpuCounters>) x.counters[k] += d[k];
+  }
 }
 
 async function startEngine(job: Job, o: E2eOptions, ids: number[]): Promise<void> {
@@ -167,6 +182,7 @@ export async function runE2e(o: E2eOptions): Promise<E2eRow[]> {
     ...x.job.base, ...EMPTY, context, prefill_ms: x.prefill.ms, prefill_method: x.prefill.method,
     decode_ms_per_token: x.samples.length ? median(x.samples) : null, decode_ms_samples: x.samples,
     decode_tokens: x.samples.length, reference_decode_ms: reference.length ? median(reference) : null, kv: kvOf(x.session.kvMemory()),
+    counters: x.job.engine?.gpu && x.samples.length ? perTokenCounters(x.counters, x.samples.length) : null,
   });
   try {
     for (const job of fullJobs) {

@@ -1,3 +1,4 @@
+import type { PerTokenCounters } from '../gpu/context.js';
 // The benchmark's result records (what results.json holds). Times in ms, sizes in bytes.
 import type { Placement } from '../engine/engine.js';
 
@@ -104,6 +105,8 @@ export interface E2eRow {
   /** The decode speedup that the bytes read per token imply (weights + KV). */
   ideal_decode_speedup: number | null;
   kv: KvBytes | null;
+  /** GPU counters per timed decode step (docs/benchmarks.md "Counters"); null on the CPU placement. */
+  counters: PerTokenCounters | null;
   error?: string;
 }
 

@@ -19,5 +19,5 @@ export async function createBrowserGpu(): Promise<{ gpu: GpuContext | null; reas
   const info = adapter.info;
   const name = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(' ') || 'WebGPU adapter';
   const software = isSoftwareAdapter(info, (adapter as { isFallbackAdapter?: boolean }).isFallbackAdapter);
-  return { gpu: new GpuContext(device, name, software), reason: '' };
+  return { gpu: new GpuContext(device, name, { software }), reason: '' };
 }

@@ -1,6 +1,6 @@
 // `duet generate`: load a checkpoint through the library, prefill the prompt and stream generated text.
 import { parseArgs } from 'node:util';
-import { loadModel, type DeviceChoice, type Placement, type Prompt } from '../node.js';
+import { loadModel, type DeviceChoice, type GenerationStats, type GpuCounters, type Placement, type Prompt } from '../node.js';
 import { intOption, numberOption, patternOptions, threadsOption, weightsOption } from './options.js';
 import { Progress } from './progress.js';
 import { formatBytes } from '../attention/memory.js';
@@ -122,6 +122,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
         timings: { prefill_ms: r.timings.prefillMs, decode_ms_per_token: r.timings.decodeMsPerToken, ttft_ms: r.timings.timeToFirstTokenMs },
         kv_bytes: { retrieval: r.kv.retrieval, streaming: r.kv.streaming, gpu: r.kv.gpu, cpu: r.kv.cpu, full_attention: r.kv.fullAttention },
         work: { gpu_dispatches: r.work.gpuDispatches, cpu_kernel_calls: r.work.cpuKernelCalls },
+        counters: r.counters && countersJson(r.counters),
         ...(passkey ? { passkey: { expected: passkey.answers[0], recalled } } : {}),
       })}\n`);
     } else {
@@ -135,4 +136,14 @@ export async function generateCommand(argv: string[]): Promise<number> {
     await model.dispose();
   }
   return 0;
+}
+
+/** The GPU counters as `duet generate --json` prints them: per decoded token, then the totals. */
+function countersJson(c: NonNullable<GenerationStats['counters']>) {
+  const { decodeTokens, prefill, decode, ...perToken } = c;
+  const snake = (t: GpuCounters) => ({
+    submits: t.submits, host_waits: t.hostWaits, readback_bytes: t.readbackBytes, upload_bytes: t.uploadBytes,
+    dispatches: t.dispatches, buffers_created: t.buffersCreated, bind_groups_created: t.bindGroupsCreated, pipelines_created: t.pipelinesCreated,
+  });
+  return { ...perToken, decode_tokens: decodeTokens, prefill: snake(prefill), decode: snake(decode) };
 }

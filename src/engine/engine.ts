@@ -7,7 +7,7 @@ import { allHeads, countStreaming, type HeadKinds } from '../attention/pattern.j
 import { applySlidingWindow } from '../attention/sliding-window.js';
 import { createCpuBackend } from '../cpu/backend.js';
 import { GpuBackend } from '../gpu/backend.js';
-import type { GpuContext } from '../gpu/context.js';
+import { counterDelta, type GpuContext, type GpuCounters } from '../gpu/context.js';
 import type { ModelConfig } from '../model/config.js';
 import type { ModelWeights } from '../model/weights.js';
 import { DuetError } from '../errors.js';
@@ -56,6 +56,8 @@ export interface GenerationResult {
   prefillMs: number;
   decodeMsPerToken: number;
   kv: KvMemory;
+  /** The GPU's counters for the prefill and for the decode steps (null without a GPU). */
+  gpu: { prefill: GpuCounters; decode: GpuCounters; decodeSteps: number } | null;
 }
 
 export class Engine {
@@ -142,17 +144,22 @@ export class Engine {
     const tokens: number[] = [];
     let stopReason: StopReason = 'max_tokens';
     let prefillMs = 0, decodeMs = 0, decodeSteps = 0;
+    const ctx = this.gpu?.ctx ?? null;
+    const c0 = ctx?.snapshot();
+    let c1 = c0;
     try {
       const t0 = performance.now();
-      let logits: Float32Array | null = null;
+      let id: number | null = null;
       for (let start = 0; start < promptIds.length; start += chunk) {
         if (signal?.aborted) { stopReason = 'aborted'; break; }
-        logits = await session.forward(promptIds.slice(start, start + chunk));
+        const ids = promptIds.slice(start, start + chunk);
+        if (start + chunk < promptIds.length) await session.forward(ids);
+        else id = await session.next(ids, sampler);
       }
       prefillMs = performance.now() - t0;
+      c1 = ctx?.snapshot();
       const t1 = performance.now();
-      while (logits && tokens.length < maxTokens) {
-        const id = sampler.sample(logits);
+      while (id !== null && tokens.length < maxTokens) {
         tokens.push(id);
         options.onToken?.(id);
         yield id;
@@ -160,13 +167,14 @@ export class Engine {
         if (stop.has(id)) { stopReason = 'eos'; break; }
         if (tokens.length >= maxTokens) break;
         if (session.pastLen >= limit) { stopReason = 'max_positions'; break; }
-        logits = await session.forward([id]);
+        id = await session.next([id], sampler);
         decodeSteps++;
       }
       decodeMs = performance.now() - t1;
       return {
         tokens, promptTokens: promptIds.length, stopReason, prefillMs,
         decodeMsPerToken: decodeSteps ? decodeMs / decodeSteps : 0, kv: session.kvMemory(),
+        gpu: ctx && c0 && c1 ? { prefill: counterDelta(c1, c0), decode: counterDelta(ctx.snapshot(), c1), decodeSteps } : null,
       };
     } finally {
       session.dispose();

@@ -29,11 +29,27 @@ export function argmax(logits: ArrayLike<number>): number {
 
 /** One pass over the row the sampler reads: NaN/Inf there means the forward pass broke. */
 export function assertFiniteLogits(logits: ArrayLike<number>): void {
-  for (let i = 0; i < logits.length; i++) {
-    if (!Number.isFinite(logits[i])) {
-      throw new Error(`the model produced non-finite logits (${logits[i]} for token ${i}): its weights or activations hold NaN or Inf; generation stopped`);
-    }
-  }
+  for (let i = 0; i < logits.length; i++) if (!Number.isFinite(logits[i])) throw nonFiniteLogits(logits[i], i);
+}
+
+/** The error for a non-finite logit `value` of token `id` (the first one). */
+export function nonFiniteLogits(value: number, id: number): Error {
+  return new Error(`the model produced non-finite logits (${value} for token ${id}): its weights or activations hold NaN or Inf; generation stopped`);
+}
+
+/** Largest top-k a device sampler handles (wgsl/sample.wgsl keeps the candidates in workgroup memory). */
+export const DEVICE_MAX_TOP_K = 256;
+
+/**
+ * One token choice for a device that selects on its own copy of the logits: the top `k` in the
+ * sampler's order (logits descending, ties by lower id), then with temperature > 0 the draw of
+ * Sampler.sample with `r` (already taken from the seeded stream); temperature 0 = greedy (k = 1).
+ */
+export interface DeviceChoice { k: number; temperature: number; topP: number; r: number }
+
+/** A backend that can pick the token from logits it holds (GpuBackend). */
+export interface DeviceSampler {
+  sampleToken(logits: { readonly length: number }, vocab: number, choice: DeviceChoice): Promise<number>;
 }
 
 export class Sampler {
@@ -44,6 +60,18 @@ export class Sampler {
     if (topK !== undefined && !(Number.isInteger(topK) && topK >= 1)) throw new DuetError('topK', `must be a positive integer (got ${topK})`);
     if (topP !== undefined && !(topP > 0 && topP <= 1)) throw new DuetError('topP', `must be in (0, 1] (got ${topP})`);
     this.random = seededRandom(options.seed ?? 0);
+  }
+
+  /**
+   * The next choice for a device sampler, or null when this configuration needs the whole row on
+   * the host (temperature without top-k, or top-k above DEVICE_MAX_TOP_K). Consumes the random
+   * number sample() would have consumed, so the two paths can be mixed within one stream.
+   */
+  deviceChoice(): DeviceChoice | null {
+    const { temperature = 0, topK, topP = 1 } = this.options;
+    if (temperature === 0) return { k: 1, temperature: 0, topP: 1, r: 0 };
+    if (topK === undefined || topK > DEVICE_MAX_TOP_K) return null;
+    return { k: topK, temperature, topP, r: this.random() };
   }
 
   /** Throws a clear Error when the row holds NaN/Inf (broken weights or activations), never picks from it. */

@@ -4,6 +4,7 @@
 // sink + recent ring on the streaming backend; the two outputs meet again in the O projection.
 import type { Backend, DeviceTensor, StreamingWindow } from './backend.js';
 import type { DeviceModel, DeviceSide } from './device-model.js';
+import type { DeviceSampler, Sampler } from './sampler.js';
 
 interface LayerCache {
   /** Full cache of the retrieval heads: [kvHeads][capacity][headDim] on the main backend. */
@@ -146,6 +147,24 @@ export class Session {
    * and returns the logits of the last token.
    */
   async forward(ids: ArrayLike<number>): Promise<Float32Array> {
+    await this.run(ids);
+    return this.model.main.read(this.ws.logits);
+  }
+
+  /**
+   * Runs `ids` like forward() and returns the token `sampler` picks from the last logits: on the
+   * main backend when it samples on its own (the GPU: the logits row stays there), else on the host.
+   */
+  async next(ids: ArrayLike<number>, sampler: Sampler): Promise<number> {
+    await this.run(ids);
+    const main = this.model.main as Backend & Partial<DeviceSampler>;
+    const choice = main.sampleToken ? sampler.deviceChoice() : null;
+    if (choice) return main.sampleToken!(this.ws.logits, this.model.config.vocabSize, choice);
+    return sampler.sample(await main.read(this.ws.logits));
+  }
+
+  /** The forward pass of `ids`, ending with the last token's logits recorded into ws.logits. */
+  private async run(ids: ArrayLike<number>): Promise<void> {
     if (ids.length === 0) throw new Error('forward: no tokens');
     const { config } = this.model;
     const limit = config.maxPositionEmbeddings;
@@ -158,15 +177,13 @@ export class Session {
     for (const id of Array.from(ids)) {
       if (!Number.isInteger(id) || id < 0 || id >= config.vocabSize) throw new Error(`token id ${id} is outside the vocabulary (0..${config.vocabSize - 1})`);
     }
-    let logits: Float32Array | null = null;
     for (let start = 0; start < ids.length; start += this.maxRows) {
       const chunk = Int32Array.from(Array.from(ids).slice(start, start + this.maxRows));
-      logits = await this.forwardChunk(chunk, start + chunk.length === ids.length);
+      await this.forwardChunk(chunk, start + chunk.length === ids.length);
     }
-    return logits!;
   }
 
-  private async forwardChunk(ids: Int32Array, wantLogits: boolean): Promise<Float32Array | null> {
+  private async forwardChunk(ids: Int32Array, wantLogits: boolean): Promise<void> {
     const model = this.model;
     const { config, main } = model;
     const rows = ids.length, hidden = config.hiddenSize, D = config.headDim, eps = config.rmsNormEps;
@@ -235,11 +252,10 @@ export class Session {
       main.add(ws.x, ws.h, rows * hidden);
     }
     this.pastLen += rows;
-    if (!wantLogits) { main.flush(); return null; }
+    if (!wantLogits) { main.flush(); return; }
     main.copy(ws.last, 0, ws.x, (rows - 1) * hidden, hidden);
     main.rmsnorm(ws.last, ws.last, model.finalNorm, 1, hidden, eps);
     main.matmul(ws.logits, ws.last, model.lmHead, null, 1, hidden, config.vocabSize);
-    return main.read(ws.logits);
   }
 
   /** Frees every cache and workspace tensor. */

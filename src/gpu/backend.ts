@@ -12,8 +12,10 @@
 import { checkPacked, type PackedMatrix } from '../model/quant.js';
 import type { AttentionShape, Backend, DeviceTensor, StreamingWindow } from '../engine/backend.js';
 import type { GpuContext } from './context.js';
-import { GpuTensor } from './tensor.js';
+import { GpuRowParts, GpuTensor } from './tensor.js';
 import { recordAttention, recordKvAppend, recordRingAppend, recordStreamingAttention } from './attention.js';
+import { sampleOnGpu } from './sample.js';
+import type { DeviceChoice, DeviceSampler } from '../engine/sampler.js';
 
 /** Threads per workgroup of the elementwise, rope and embed kernels. */
 const WG = 256;
@@ -26,6 +28,7 @@ const SMALL_INTS = 60;
 
 function asGpu(t: DeviceTensor, what: string): GpuTensor {
   if (t instanceof GpuTensor) return t;
+  if (t instanceof GpuRowParts) throw new TypeError(`${what}: a weight split over ${t.parts.length} buffers (larger than the device's buffer limit); only matmul and embed read it`);
   throw new TypeError(`${what}: not a GPU tensor (allocated by another backend?)`);
 }
 
@@ -43,7 +46,7 @@ function uniformBlock(bytes: number) {
   return { buffer, u32: new Uint32Array(buffer), i32: new Int32Array(buffer), f32: new Float32Array(buffer) };
 }
 
-export class GpuBackend implements Backend {
+export class GpuBackend implements Backend, DeviceSampler {
   readonly kind = 'gpu' as const;
   readonly description: string;
   /** Bound where a kernel has an optional input (no bias, ids/positions in the uniform block). */
@@ -62,10 +65,23 @@ export class GpuBackend implements Backend {
     return new GpuTensor(this.ctx.createBuffer(length * 4, 'tensor'), length);
   }
 
-  uploadWeight(m: PackedMatrix): GpuTensor {
+  uploadWeight(m: PackedMatrix): GpuTensor | GpuRowParts {
     checkPacked(m, 'uploadWeight');
     if (m.dtype !== 'f32') throw new Error(`GPU backend: ${m.dtype} weights are not implemented in the WGSL kernels yet; use --weights f32 with a GPU placement, or --placement cpu`);
+    if (m.data.byteLength > this.ctx.maxBufferBytes) return this.uploadRowParts(m.data as Float32Array, m.rows, m.cols);
     return this.upload(m.data as Float32Array);
+  }
+
+  /** A [rows][cols] matrix over as many buffers as the device's buffer limit needs, split by rows. */
+  private uploadRowParts(data: Float32Array, rows: number, cols: number): GpuRowParts {
+    const perPart = Math.floor(this.ctx.maxBufferBytes / (cols * 4));
+    if (perPart < 1) throw new Error(`GPU backend: one row of ${cols} f32 (${cols * 4} bytes) exceeds the device's storage-buffer limit of ${this.ctx.maxBufferBytes} bytes`);
+    const parts = [];
+    for (let row0 = 0; row0 < rows; row0 += perPart) {
+      const n = Math.min(perPart, rows - row0);
+      parts.push({ tensor: this.upload(data.subarray(row0 * cols, (row0 + n) * cols)), row0, rows: n });
+    }
+    return new GpuRowParts(parts, rows, cols);
   }
 
   upload(data: Float32Array): GpuTensor {
@@ -83,7 +99,7 @@ export class GpuBackend implements Backend {
       this.ctx.commandEncoder().copyBufferToBuffer(staging, 0, g.buffer, offset * 4, data.byteLength);
       this.ctx.release(staging);
     } else {
-      this.ctx.device.queue.writeBuffer(g.buffer, offset * 4, data);
+      this.ctx.writeBuffer(g.buffer, offset * 4, data);
     }
   }
 
@@ -116,10 +132,16 @@ export class GpuBackend implements Backend {
   }
 
   free(t: DeviceTensor): void {
+    if (t instanceof GpuRowParts) { for (const p of t.parts) this.ctx.release(p.tensor.buffer); return; }
     this.ctx.release(asGpu(t, 'free').buffer);
   }
 
   flush(): void { this.ctx.flush(); }
+
+  /** Picks the token on the GPU (wgsl/sample.wgsl): the logits row never leaves the device. */
+  sampleToken(logits: DeviceTensor, vocab: number, choice: DeviceChoice): Promise<number> {
+    return sampleOnGpu(this.ctx, asGpu(logits, 'sampleToken logits'), vocab, choice);
+  }
 
   destroy(): void {
     this.ctx.release(this.dummy);
@@ -155,7 +177,7 @@ export class GpuBackend implements Backend {
   }
 
   embed(out: DeviceTensor, table: DeviceTensor, ids: Int32Array, dim: number): void {
-    const o = asGpu(out, 'embed out'), t = asGpu(table, 'embed table');
+    const o = asGpu(out, 'embed out');
     count(dim, 'embed dim');
     const rows = ids.length;
     need(out, rows * dim, 'embed out');
@@ -164,6 +186,17 @@ export class GpuBackend implements Backend {
     for (let r = 0; r < rows; r++) {
       if (!(ids[r] >= 0 && ids[r] < vocab)) throw new RangeError(`embed: token id ${ids[r]} outside the table (vocab ${vocab})`);
     }
+    if (table instanceof GpuRowParts) {
+      // A table split by rows: one row copy per token from the part that holds it.
+      if (table.cols !== dim) throw new RangeError(`embed: dim ${dim} but the split table has rows of ${table.cols}`);
+      const enc = this.ctx.commandEncoder();
+      for (let r = 0; r < rows; r++) {
+        const part = table.parts.find((p) => ids[r] < p.row0 + p.rows)!;
+        enc.copyBufferToBuffer(part.tensor.buffer, (ids[r] - part.row0) * dim * 4, o.buffer, r * dim * 4, dim * 4);
+      }
+      return;
+    }
+    const t = asGpu(table, 'embed table');
     const block = uniformBlock(256);
     block.u32[0] = rows; block.u32[1] = dim;
     const idBuffer = this.smallInts(ids, block, 2);
@@ -196,11 +229,23 @@ export class GpuBackend implements Backend {
     if (bias) need(bias, outDim, 'matmul bias');
     if (rows === 0 || outDim === 0) return;
     const xt = this.distinct(o, asGpu(x, 'matmul x'), xOffset + rows * inDim);
-    const wt = this.distinct(o, asGpu(w, 'matmul w'), outDim * inDim);
     const bt = bias ? this.distinct(o, asGpu(bias, 'matmul bias'), outDim) : null;
+    if (w instanceof GpuRowParts) {
+      if (w.cols !== inDim || w.rows !== outDim) throw new RangeError(`matmul: a ${w.rows}×${w.cols} split weight used as ${outDim}×${inDim}`);
+      // One matmul per part, into its columns of out.
+      for (const part of w.parts) this.recordMatmul(o, xt, part.tensor, bt, rows, inDim, part.rows, accumulate, xOffset, outDim, part.row0);
+      return;
+    }
+    const wt = this.distinct(o, asGpu(w, 'matmul w'), outDim * inDim);
+    this.recordMatmul(o, xt, wt, bt, rows, inDim, outDim, accumulate, xOffset, outDim, 0);
+  }
+
+  /** One matmul dispatch; outDim rows of w land in columns outCol.. of out's rows of outStride. */
+  private recordMatmul(o: GpuTensor, xt: GpuTensor, wt: GpuTensor, bt: GpuTensor | null, rows: number, inDim: number,
+    outDim: number, accumulate: boolean, xOffset: number, outStride: number, outCol: number): void {
     const block = uniformBlock(32);
     const tilesN = Math.ceil(outDim / GEMM_TILE);
-    block.u32.set([rows, inDim, outDim, xOffset, (bt ? 1 : 0) | (accumulate ? 2 : 0), tilesN]);
+    block.u32.set([rows, inDim, outDim, xOffset, (bt ? 1 : 0) | (accumulate ? 2 : 0), tilesN, outStride, outCol]);
     const constants = { VEC4: inDim % 4 === 0 && xOffset % 4 === 0 ? 1 : 0 };
     const buffers = [xt.buffer, wt.buffer, bt ? bt.buffer : this.dummy, o.buffer];
     if (rows === 1) {

@@ -1,6 +1,8 @@
 // Owns a GPUDevice: compiled pipelines (cached by shader name + entry point), one command encoder
-// that records dispatches until flush(), and a per-submit uniform arena (one 256-byte slot per
-// dispatch, uploaded with a single writeBuffer right before the submit).
+// that records dispatches until flush(), a per-submit uniform arena (one 256-byte slot per
+// dispatch, uploaded with a single writeBuffer right before the submit), bind groups cached by
+// (pipeline, buffers, uniform slot) and a pool of read-back staging buffers, so a decode step that
+// repeats the previous one's dispatches creates no GPU object. `counters` counts the traffic.
 import { shaders } from '../generated/shaders.js';
 
 /**
@@ -16,6 +18,51 @@ export function isSoftwareAdapter(info: { isFallbackAdapter?: boolean; vendor?: 
 
 const UNIFORM_SLOT = 256;
 const UNIFORM_SLOTS = 1024;
+/** Cached bind groups kept at most (the cache is cleared when it outgrows this). */
+const BIND_GROUP_CACHE = 8192;
+/** Staging buffers kept per size (more concurrent reads than this destroy the extras). */
+const STAGING_PER_SIZE = 4;
+
+/** What a GpuContext has done since its creation: the costs of a step that a software GPU counts exactly. */
+export interface GpuCounters {
+  /** queue.submit calls. */
+  submits: number;
+  /** Host waits on the GPU (mapAsync round trips). */
+  hostWaits: number;
+  /** Bytes copied from the GPU to the host. */
+  readbackBytes: number;
+  /** Bytes copied from the host to the GPU (queue.writeBuffer, buffers created with contents). */
+  uploadBytes: number;
+  /** Compute dispatches recorded. */
+  dispatches: number;
+  /** GPU objects created: buffers (staging ones included), bind groups, compute pipelines. */
+  buffersCreated: number;
+  bindGroupsCreated: number;
+  pipelinesCreated: number;
+}
+
+export function zeroCounters(): GpuCounters {
+  return { submits: 0, hostWaits: 0, readbackBytes: 0, uploadBytes: 0, dispatches: 0, buffersCreated: 0, bindGroupsCreated: 0, pipelinesCreated: 0 };
+}
+
+/** after − before, field by field. */
+export function counterDelta(after: GpuCounters, before: GpuCounters): GpuCounters {
+  const d = zeroCounters();
+  for (const k of Object.keys(d) as Array<keyof GpuCounters>) d[k] = after[k] - before[k];
+  return d;
+}
+
+export interface GpuContextOptions {
+  /** A software renderer (see isSoftwareAdapter). */
+  software?: boolean;
+  /** false for a device the caller lent (destroy() then frees this context's buffers, not the device). */
+  ownsDevice?: boolean;
+  /**
+   * Largest buffer (bytes) this context creates or binds, below the device's own limits: lets tests
+   * on a software GPU exercise the splitting of tensors that exceed a real device's limits.
+   */
+  maxBufferBytes?: number;
+}
 
 export class GpuContext {
   private readonly pipelines = new Map<string, GPUComputePipeline>();
@@ -29,23 +76,52 @@ export class GpuContext {
   /** Buffers alive on a lent device (to free them when the context goes). */
   private readonly live: Set<GPUBuffer> | null;
   private track(buffer: GPUBuffer): GPUBuffer { this.live?.add(buffer); return buffer; }
-  /** Dispatches recorded since creation (exposed as a work counter). */
-  dispatches = 0;
+  /** Counts since creation (read them, never write them). */
+  readonly counters: GpuCounters = zeroCounters();
+  private readonly bindGroups = new Map<string, GPUBindGroup>();
+  /** Per buffer: its id in bind-group keys, and the keys that use it (dropped when it is released). */
+  private readonly bufferIds = new WeakMap<GPUBuffer, { id: number; keys: Set<string> }>();
+  private nextBufferId = 1;
+  /** Free MAP_READ staging buffers by size. */
+  private readonly staging = new Map<number, GPUBuffer[]>();
+  private readonly bufferLimit: number | null;
+  readonly software: boolean;
+  readonly ownsDevice: boolean;
   /** Uncaptured WebGPU errors (validation, out of memory) seen on this device, oldest first (at most 100 kept). */
   readonly errors: string[] = [];
 
-  constructor(readonly device: GPUDevice, readonly adapterDescription: string,
-    /** A software renderer (see isSoftwareAdapter). */
-    readonly software = false,
-    /** false for a device the caller lent (destroy() then frees this context's buffers, not the device). */
-    readonly ownsDevice = true) {
-    this.live = ownsDevice ? null : new Set();
-    this.uniformBuffer = device.createBuffer({ size: UNIFORM_SLOT * UNIFORM_SLOTS, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+  constructor(readonly device: GPUDevice, readonly adapterDescription: string, options: GpuContextOptions = {}) {
+    this.software = options.software ?? false;
+    this.ownsDevice = options.ownsDevice ?? true;
+    const limit = options.maxBufferBytes;
+    if (limit !== undefined && !(Number.isInteger(limit) && limit >= 256 && limit % 16 === 0)) {
+      throw new RangeError(`GpuContext maxBufferBytes must be a multiple of 16 of at least 256 (got ${limit})`);
+    }
+    this.bufferLimit = limit ?? null;
+    this.live = this.ownsDevice ? null : new Set();
+    this.uniformBuffer = this.newBuffer({ size: UNIFORM_SLOT * UNIFORM_SLOTS, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
     device.addEventListener('uncapturederror', (e) => {
       const message = (e as GPUUncapturedErrorEvent).error.message;
       if (this.errors.length < 100) this.errors.push(message);
       console.error(`duet: WebGPU error: ${message}`);
     });
+  }
+
+  /** Dispatches recorded since creation (a work counter). */
+  get dispatches(): number { return this.counters.dispatches; }
+
+  /** A snapshot of the counters. */
+  snapshot(): GpuCounters { return { ...this.counters }; }
+
+  private newBuffer(descriptor: GPUBufferDescriptor): GPUBuffer {
+    this.counters.buffersCreated++;
+    return this.device.createBuffer(descriptor);
+  }
+
+  /** queue.writeBuffer, counted. Runs at the next submit, before the commands recorded for it. */
+  writeBuffer(buffer: GPUBuffer, offset: number, data: ArrayBufferView): void {
+    this.counters.uploadBytes += data.byteLength;
+    this.device.queue.writeBuffer(buffer, offset, data.buffer, data.byteOffset, data.byteLength);
   }
 
   /** True while commands are recorded but not yet submitted. */
@@ -70,6 +146,7 @@ export class GpuContext {
    */
   release(buffer: GPUBuffer): void {
     this.live?.delete(buffer);
+    this.forgetBindGroups(buffer);
     if (this.encoder) this.doomed.push(buffer);
     else buffer.destroy();
   }
@@ -81,7 +158,8 @@ export class GpuContext {
   bufferWith(data: ArrayBufferView, usage: GPUBufferUsageFlags, label?: string): GPUBuffer {
     this.checkSize(data.byteLength, label);
     const size = Math.max(16, Math.ceil(data.byteLength / 16) * 16);
-    const buffer = this.track(this.device.createBuffer({ size, usage: usage | GPUBufferUsage.COPY_SRC, mappedAtCreation: true, label }));
+    const buffer = this.track(this.newBuffer({ size, usage: usage | GPUBufferUsage.COPY_SRC, mappedAtCreation: true, label }));
+    this.counters.uploadBytes += data.byteLength;
     new Uint8Array(buffer.getMappedRange()).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
     buffer.unmap();
     return buffer;
@@ -97,6 +175,7 @@ export class GpuContext {
       const code = shaders[shaderName];
       if (code === undefined) throw new Error(`unknown WGSL shader '${shaderName}' (no wgsl/${shaderName}.wgsl)`);
       const module = this.device.createShaderModule({ code, label: shaderName });
+      this.counters.pipelinesCreated++;
       p = this.device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint, constants }, label: key });
       this.pipelines.set(key, p);
     }
@@ -109,26 +188,63 @@ export class GpuContext {
    */
   dispatch(pipeline: GPUComputePipeline, buffers: GPUBuffer[], uniforms: ArrayBuffer | null,
     workgroups: [number, number?, number?]): void {
-    const entries: GPUBindGroupEntry[] = buffers.map((buffer, binding) => ({ binding, resource: { buffer } }));
-    if (uniforms) {
-      if (uniforms.byteLength > UNIFORM_SLOT) throw new Error(`uniform block of ${uniforms.byteLength} bytes exceeds ${UNIFORM_SLOT}`);
-      if (this.uniformUsed === UNIFORM_SLOTS) this.flush();
-      const offset = this.uniformUsed++ * UNIFORM_SLOT;
-      new Uint8Array(this.uniformData, offset, uniforms.byteLength).set(new Uint8Array(uniforms));
-      entries.push({ binding: buffers.length, resource: { buffer: this.uniformBuffer, offset, size: UNIFORM_SLOT } });
-    }
     const maxGroups = this.device.limits.maxComputeWorkgroupsPerDimension;
     const [x, y = 1, z = 1] = workgroups;
     if (x > maxGroups || y > maxGroups || z > maxGroups) {
       throw new Error(`dispatch of ${x}×${y}×${z} workgroups exceeds the device limit ${maxGroups} per dimension (${pipeline.label})`);
     }
+    if (uniforms && uniforms.byteLength > UNIFORM_SLOT) throw new Error(`uniform block of ${uniforms.byteLength} bytes exceeds ${UNIFORM_SLOT}`);
     if (x === 0 || y === 0 || z === 0) return;
-    const bindGroup = this.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
+    let offset = -1;
+    if (uniforms) {
+      if (this.uniformUsed === UNIFORM_SLOTS) this.flush();
+      offset = this.uniformUsed++ * UNIFORM_SLOT;
+      new Uint8Array(this.uniformData, offset, uniforms.byteLength).set(new Uint8Array(uniforms));
+    }
+    const bindGroup = this.bindGroup(pipeline, buffers, offset);
     const pass = this.computePass();
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, bindGroup);
     pass.dispatchWorkgroups(x, y, z);
-    this.dispatches++;
+    this.counters.dispatches++;
+  }
+
+  /**
+   * The bind group of `buffers` (+ the uniform slot at `offset`, when ≥ 0) for `pipeline`: cached, so
+   * a step that repeats the previous one's dispatches (same buffers, same slots) creates none.
+   */
+  private bindGroup(pipeline: GPUComputePipeline, buffers: GPUBuffer[], offset: number): GPUBindGroup {
+    const ids = buffers.map((b) => this.bufferEntry(b).id);
+    const key = `${pipeline.label}|${ids.join(',')}|${offset}`;
+    let group = this.bindGroups.get(key);
+    if (!group) {
+      const entries: GPUBindGroupEntry[] = buffers.map((buffer, binding) => ({ binding, resource: { buffer } }));
+      if (offset >= 0) entries.push({ binding: buffers.length, resource: { buffer: this.uniformBuffer, offset, size: UNIFORM_SLOT } });
+      if (this.bindGroups.size >= BIND_GROUP_CACHE) this.clearBindGroups();
+      group = this.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
+      this.counters.bindGroupsCreated++;
+      this.bindGroups.set(key, group);
+      for (const b of buffers) this.bufferEntry(b).keys.add(key);
+    }
+    return group;
+  }
+
+  private bufferEntry(buffer: GPUBuffer): { id: number; keys: Set<string> } {
+    let e = this.bufferIds.get(buffer);
+    if (!e) { e = { id: this.nextBufferId++, keys: new Set() }; this.bufferIds.set(buffer, e); }
+    return e;
+  }
+
+  private forgetBindGroups(buffer: GPUBuffer): void {
+    const e = this.bufferIds.get(buffer);
+    if (!e) return;
+    for (const key of e.keys) this.bindGroups.delete(key);
+    this.bufferIds.delete(buffer);
+  }
+
+  private clearBindGroups(): void {
+    this.bindGroups.clear();
+    // Ids stay valid; the key sets only name entries that may be gone (deleting those is harmless).
   }
 
   /** The command encoder for copies; ends the open compute pass so ordering is kept. */
@@ -148,18 +264,20 @@ export class GpuContext {
     if (!this.encoder) return;
     if (this.pass) { this.pass.end(); this.pass = null; }
     if (this.uniformUsed > 0) {
-      this.device.queue.writeBuffer(this.uniformBuffer, 0, this.uniformData, 0, this.uniformUsed * UNIFORM_SLOT);
+      this.writeBuffer(this.uniformBuffer, 0, new Uint8Array(this.uniformData, 0, this.uniformUsed * UNIFORM_SLOT));
     }
     this.device.queue.submit([this.encoder.finish()]);
+    this.counters.submits++;
     this.encoder = null;
     this.uniformUsed = 0;
     for (const b of this.doomed) b.destroy();
     this.doomed = [];
   }
 
-  /** The largest buffer that can also be bound whole as storage. */
+  /** The largest buffer that can also be bound whole as storage (or the maxBufferBytes option, when smaller). */
   get maxBufferBytes(): number {
-    return Math.min(this.device.limits.maxBufferSize, this.device.limits.maxStorageBufferBindingSize);
+    const device = Math.min(this.device.limits.maxBufferSize, this.device.limits.maxStorageBufferBindingSize);
+    return this.bufferLimit === null ? device : Math.min(device, this.bufferLimit);
   }
 
   private checkSize(byteLength: number, label?: string): void {
@@ -171,23 +289,36 @@ export class GpuContext {
 
   createBuffer(byteLength: number, label?: string): GPUBuffer {
     this.checkSize(byteLength, label);
-    return this.track(this.device.createBuffer({
+    return this.track(this.newBuffer({
       size: Math.max(16, Math.ceil(byteLength / 16) * 16), label,
       usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
     }));
   }
 
-  /** Copies byteLength bytes of `src` at srcOffset to host memory, after all recorded work. */
+  /**
+   * Copies byteLength bytes of `src` at srcOffset to host memory, after all recorded work: one
+   * submit and one host wait, through a staging buffer taken from (and given back to) the pool.
+   */
   async readBuffer(src: GPUBuffer, srcOffset: number, byteLength: number): Promise<ArrayBuffer> {
     const size = Math.ceil(byteLength / 4) * 4;
-    const staging = this.device.createBuffer({ size: Math.max(4, size), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const slot = Math.max(256, 2 ** Math.ceil(Math.log2(Math.max(4, size))));
+    const free = this.staging.get(slot);
+    const staging = free?.pop() ?? this.newBuffer({ size: slot, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, label: 'read staging' });
     this.commandEncoder().copyBufferToBuffer(src, srcOffset, staging, 0, size);
     this.flush();
-    await staging.mapAsync(GPUMapMode.READ);
-    const out = staging.getMappedRange().slice(0, byteLength);
-    staging.unmap();
-    staging.destroy();
-    return out;
+    this.counters.hostWaits++;
+    this.counters.readbackBytes += size;
+    try {
+      await staging.mapAsync(GPUMapMode.READ, 0, size);
+      const out = staging.getMappedRange(0, size).slice(0, byteLength);
+      staging.unmap();
+      const list = this.staging.get(slot) ?? [];
+      if (list.length < STAGING_PER_SIZE) { list.push(staging); this.staging.set(slot, list); } else staging.destroy();
+      return out;
+    } catch (err) {
+      staging.destroy();
+      throw err;
+    }
   }
 
   destroy(): void {
@@ -196,6 +327,31 @@ export class GpuContext {
     this.encoder = null;
     this.pass = null;
     this.uniformBuffer.destroy();
+    for (const list of this.staging.values()) for (const b of list) b.destroy();
+    this.staging.clear();
+    this.bindGroups.clear();
     if (this.live) { for (const b of this.live) b.destroy(); this.live.clear(); } else this.device.destroy();
   }
+}
+
+/** Per-decoded-token averages of a decode phase's counters (the names `duet generate --json` and the bench print). */
+export interface PerTokenCounters {
+  submits_per_token: number;
+  host_waits_per_token: number;
+  readback_bytes_per_token: number;
+  upload_bytes_per_token: number;
+  dispatches_per_token: number;
+  gpu_objects_created_per_token: number;
+}
+
+export function perTokenCounters(decode: GpuCounters, tokens: number): PerTokenCounters {
+  const per = (n: number) => (tokens > 0 ? n / tokens : 0);
+  return {
+    submits_per_token: per(decode.submits),
+    host_waits_per_token: per(decode.hostWaits),
+    readback_bytes_per_token: per(decode.readbackBytes),
+    upload_bytes_per_token: per(decode.uploadBytes),
+    dispatches_per_token: per(decode.dispatches),
+    gpu_objects_created_per_token: per(decode.buffersCreated + decode.bindGroupsCreated + decode.pipelinesCreated),
+  };
 }

@@ -15,6 +15,8 @@ const instances = new WeakMap<GpuContext, unknown>();
 export interface NodeGpuOptions {
   /** Dawn backend to force ('vulkan' | 'opengles'); default: DUET_GPU_BACKEND or auto. */
   backend?: string;
+  /** Largest buffer the context creates or binds (below the device's limits; see GpuContextOptions). */
+  maxBufferBytes?: number;
 }
 
 /** Returns a GPU context, or null with the reason when no adapter is available. */
@@ -54,7 +56,7 @@ export async function createNodeGpu(options: NodeGpuOptions = {}): Promise<{ gpu
       const info = adapter.info;
       const name = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(' ') || 'unknown adapter';
       const software = isSoftwareAdapter(info, (adapter as { isFallbackAdapter?: boolean }).isFallbackAdapter);
-      const gpu = new GpuContext(device, `${name} (${backend ?? 'default'} backend, ${featureLevel})`, software);
+      const gpu = new GpuContext(device, `${name} (${backend ?? 'default'} backend, ${featureLevel})`, { software, maxBufferBytes: options.maxBufferBytes });
       instances.set(gpu, { navigatorGpu, adapter });
       return { gpu, reason: '' };
     } catch (err) {
