@@ -130,13 +130,13 @@ export async function benchCommand(argv: string[]): Promise<number> {
     const hostBudget = placements.includes('cpu') ? undefined : HOST_WEIGHT_SHARE * totalmem();
     const shape = benchShape(name, { layers, positions, chunk, residency, hostBudget });
     const progress = new Progress(`random weights (${name}, ${layersText(shape.config.numLayers)})`);
-    const weights = randomWeights(shape.config, seed, (d, t) => progress.update(d, t));
+    const weights = randomWeights(shape.config, seed, (d, t) => progress.update(d, t), weightDType ?? 'keep');
     notes.push(`random weights with the shapes of ${shape.source}`, ...shape.notes);
     model = { source: `shape:${name}`, config: shape.config, fullConfig: shape.full, weights, alphas: [], pattern: '', window: { sink: 0, recent: 1 }, notes };
     fullLayers = shape.full.numLayers;
   } else {
     const progress = new Progress('loading');
-    const ckpt = await loadCheckpoint(nodeModelFiles(v.model), { onProgress: (d, t) => progress.update(d, t) });
+    const ckpt = await loadCheckpoint(nodeModelFiles(v.model), { weights: weightDType ?? 'keep', onProgress: (d, t) => progress.update(d, t) });
     let config = ckpt.config, weights = ckpt.weights;
     fullLayers = config.numLayers;
     if (layers !== undefined) {
