@@ -135,7 +135,7 @@ test('sampler: non-finite logits are an error; top-k and top-p keep exactly the 
 
 test('NaN weights: generation stops with a clear error instead of repeating token 0', async () => {
   const ck = await tempCheckpoint({ ...SMALL, layers: 1, seed: 4 });
-  ck.weights.layers[0].wDown[3] = NaN;
+  (ck.weights.layers[0].wDown as Float32Array)[3] = NaN;
   const engine = await Engine.create(ck.config, ck.weights, { device: 'cpu', placement: 'cpu' });
   try {
     await engine.generate([1, 2, 3], { maxTokens: 4 }).then(() => assert.unreachable('must throw'), (e: Error) => assert.match(e.message, /non-finite logits/));

@@ -15,6 +15,7 @@ import { CPU_F32_WEIGHT_LIMIT, defaultWeightDType, matmulWeightBytes } from '../
 import { parseModelConfig } from '../src/model/config.ts';
 import { shapeSpec } from '../src/bench/shapes.ts';
 import { dequantizeMatrix, dequantizeRow, quantizeMatrix, type WeightDType } from '../src/model/quant.ts';
+import { matrixF32, type WeightMatrix } from '../src/model/weights.ts';
 
 function noise(n: number, seed: number): Float32Array {
   let s = seed >>> 0;
@@ -110,12 +111,12 @@ test('a forward pass on packed weights matches the f32 engine on the dequantized
     const packed = await run(packedEngine);
     assert.ok(packedEngine.cpu.kernelCalls > calls);
     const w = ckpt.weights;
-    const dq = (a: Float32Array, rows: number) => dequantizeMatrix(quantizeMatrix(dtype, a, rows, a.length / rows));
+    const dq = (m: WeightMatrix, rows: number) => { const a = matrixF32(m); return dequantizeMatrix(quantizeMatrix(dtype, a, rows, a.length / rows)); };
     const H = ckpt.config.hiddenSize;
     const lm = dq(w.lmHead, ckpt.config.vocabSize);
     const ref: ModelWeights = {
       embed: lm, lmHead: lm, finalNorm: w.finalNorm,
-      layers: w.layers.map((l) => ({ ...l, wq: dq(l.wq, l.wq.length / H), wk: dq(l.wk, l.wk.length / H), wv: dq(l.wv, l.wv.length / H),
+      layers: w.layers.map((l) => ({ ...l, wq: dq(l.wq, ckpt.config.numHeads * ckpt.config.headDim), wk: dq(l.wk, ckpt.config.numKvHeads * ckpt.config.headDim), wv: dq(l.wv, ckpt.config.numKvHeads * ckpt.config.headDim),
         wo: dq(l.wo, H), wGate: dq(l.wGate, ckpt.config.intermediateSize), wUp: dq(l.wUp, ckpt.config.intermediateSize), wDown: dq(l.wDown, H) })),
     };
     const want = await run(await Engine.create(ckpt.config, ref, { device: 'cpu', placement: 'cpu' }));

@@ -17,6 +17,7 @@ import { dequantizeMatrix, GGML_TYPE, quantizeMatrix } from '../src/model/quant.
 import { nodeModelFiles } from '../src/node/files.ts';
 import { writeCheckpoint, type CheckpointSpec } from './helpers/checkpoint.ts';
 import { rng } from './reference/kernels.ts';
+import { matrixF32, type WeightMatrix } from '../src/model/weights.ts';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'duet-gguf-'));
 const f32Encoder: MatrixEncoder = (type, v) => {
@@ -34,8 +35,9 @@ async function hfAndGguf(spec: Partial<CheckpointSpec>): Promise<{ hf: Checkpoin
 }
 
 function sameWeights(a: Checkpoint, b: Checkpoint): void {
-  const eq = (x: Float32Array | null, y: Float32Array | null, what: string) => {
-    assert.is(x === null, y === null, what);
+  const eq = (xm: WeightMatrix | null, ym: WeightMatrix | null, what: string) => {
+    assert.is(xm === null, ym === null, what);
+    const x = xm && matrixF32(xm), y = ym && matrixF32(ym);
     if (x && y) { assert.is(x.length, y.length, what); assert.ok(x.every((v, i) => Object.is(v, y[i])), `${what} differs`); }
   };
   eq(a.weights.embed, b.weights.embed, 'embed');
@@ -109,10 +111,11 @@ test('HF → GGUF at f16, q8_0, q4_0, q4_k → loaded equals quantize-then-dequa
     const l = hf.weights.layers[0], gl = g.weights.layers[0];
     const D = 64;
     const close = (a: Float32Array, b: Float32Array, what: string) => assert.ok(a.length === b.length && a.every((v, i) => v === b[i]), `${type} ${what}`);
-    close(gl.wq, expect(l.wq, 4 * D, 256), 'wq');
-    close(gl.wk, expect(l.wk, 2 * D, 256), 'wk');
-    close(gl.wDown, expect(l.wDown, 256, 96), 'wDown');
-    close(g.weights.lmHead, expect(hf.weights.lmHead, 50, 256), 'lmHead');
+    const f = matrixF32;
+    close(f(gl.wq), expect(f(l.wq), 4 * D, 256), 'wq');
+    close(f(gl.wk), expect(f(l.wk), 2 * D, 256), 'wk');
+    close(f(gl.wDown), expect(f(l.wDown), 256, 96), 'wDown');
+    close(f(g.weights.lmHead), expect(f(hf.weights.lmHead), 50, 256), 'lmHead');
     close(gl.inputNorm, l.inputNorm, 'norm stays f32');
     assert.equal(fell, type === 'q4_k' ? ['blk.0.ffn_down.weight:q4_0'] : [], `${type} fallbacks`);
     const header = parseGgufHeader(new Uint8Array(readFileSync(file)), statSync(file).size, file);

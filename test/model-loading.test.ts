@@ -10,6 +10,7 @@ import { loadCheckpoint } from '../src/model/checkpoint.ts';
 import { decodeTensor } from '../src/model/safetensors.ts';
 import { nodeModelFiles } from '../src/node/files.ts';
 import { rewriteTensors, writeCheckpoint, writeSafetensors } from './helpers/checkpoint.ts';
+import { matrixF32 } from '../src/model/weights.ts';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'duet-model-'));
 const BASE = { model_type: 'llama', hidden_size: 64, intermediate_size: 96, num_hidden_layers: 2, num_attention_heads: 8, num_key_value_heads: 2, vocab_size: 100, max_position_embeddings: 512 };
@@ -82,11 +83,12 @@ test('F32, F16, BF16 and sharded checkpoints load the same weights (within dtype
   const load = async (extra: object) => { const d = tmp(); await writeCheckpoint(d, { ...spec, ...extra }); return loadCheckpoint(nodeModelFiles(d)); };
   const f32 = await load({ dtype: 'F32' });
   const sharded = await load({ dtype: 'F32', shards: 3 });
-  assert.equal(Array.from(sharded.weights.layers[1].wk), Array.from(f32.weights.layers[1].wk));
-  assert.equal(Array.from(sharded.weights.lmHead), Array.from(f32.weights.lmHead));
+  const f = matrixF32;
+  assert.equal(Array.from(f(sharded.weights.layers[1].wk)), Array.from(f(f32.weights.layers[1].wk)));
+  assert.equal(Array.from(f(sharded.weights.lmHead)), Array.from(f(f32.weights.lmHead)));
   for (const [dtype, rel] of [['F16', 2 ** -11], ['BF16', 2 ** -8]] as const) {
-    const w = (await load({ dtype })).weights.layers[0].wq;
-    f32.weights.layers[0].wq.forEach((v, i) => assert.ok(Math.abs(w[i] - v) <= rel * Math.abs(v) + 1e-7, `${dtype} [${i}]`));
+    const w = f((await load({ dtype })).weights.layers[0].wq);
+    f(f32.weights.layers[0].wq).forEach((v, i) => assert.ok(Math.abs(w[i] - v) <= rel * Math.abs(v) + 1e-7, `${dtype} [${i}]`));
   }
   const tied = await load({ dtype: 'F32', tieEmbeddings: true, modelType: 'qwen2' });
   assert.ok(tied.weights.lmHead === tied.weights.embed);

@@ -15,6 +15,7 @@ import { writeCheckpoint } from './helpers/checkpoint.ts';
 import { renderPeers, runPeers } from '../src/cli/bench-peers.ts';
 import { parseModelConfig } from '../src/model/config.ts';
 import { randomAlphas, randomWeights } from '../src/bench/random-weights.ts';
+import { matrixF32 } from '../src/model/weights.ts';
 
 const run = promisify(execFile);
 const ROOT = new URL('..', import.meta.url).pathname;
@@ -36,8 +37,9 @@ test('quantize --type f32: the GGUF loads back with the same weights, tokenizer 
   assert.is(r.code, 0, r.stderr);
   assert.match(r.stdout, /wrote .*tiny-f32.gguf \(f32/);
   const [hf, g] = await Promise.all([loadCheckpoint(nodeModelFiles(MODEL)), loadCheckpoint(nodeModelFiles(OUT))]);
-  assert.ok(g.weights.layers[3].wk.every((v, i) => v === hf.weights.layers[3].wk[i]), 'k_proj of the last layer (unpermuted)');
-  assert.ok(g.weights.lmHead.every((v, i) => v === hf.weights.lmHead[i]));
+  const f = matrixF32;
+  assert.ok(f(g.weights.layers[3].wk).every((v, i) => v === f(hf.weights.layers[3].wk)[i]), 'k_proj of the last layer (unpermuted)');
+  assert.ok(f(g.weights.lmHead).every((v, i) => v === f(hf.weights.lmHead)[i]));
   assert.equal(g.tokenizer!.encode('hello the world, again'), hf.tokenizer!.encode('hello the world, again'));
   assert.is(g.config.numKvHeads, hf.config.numKvHeads);
   assert.equal(readdirSync(dir), ['tiny-f32.gguf'], 'no temporary file left behind');

@@ -9,6 +9,8 @@ import { DuetError } from '../errors.js';
 import { Sampler } from '../engine/sampler.js';
 import { GpuContext, perTokenCounters, type GpuCounters, type PerTokenCounters } from '../gpu/context.js';
 import { loadCheckpoint, type Checkpoint } from '../model/checkpoint.js';
+import type { LoadWeights } from '../model/weights.js';
+import { defaultWeightDType } from '../engine/device-model.js';
 import type { ModelConfig } from '../model/config.js';
 import { isWeightDType, WEIGHT_DTYPES, type WeightDType } from '../model/quant.js';
 import type { ModelFiles } from '../model/files.js';
@@ -115,6 +117,20 @@ export interface GenerationStats {
   counters: (PerTokenCounters & { decodeTokens: number; prefill: GpuCounters; decode: GpuCounters }) | null;
 }
 
+/**
+ * The loader's storage for the weights format a user asked for (undefined: the default). Without a
+ * format, a model whose f32 matmul weights would crowd the CPU's 4 GiB WebAssembly memory is packed
+ * to q8_0 as it loads (unless it is headed for the GPU, whose kernels take f32), and a GGUF keeps
+ * its own types.
+ */
+function loaderWeights(asked: WeightDType | undefined, forGpu: boolean): (config: ModelConfig) => LoadWeights {
+  return (config) => {
+    if (asked) return asked;
+    const cpuDefault = defaultWeightDType(config, 'cpu');
+    return !forGpu && cpuDefault !== 'f32' ? cpuDefault : 'keep';
+  };
+}
+
 /** A generation in progress: iterate it for token deltas; result() resolves when it ends. */
 export class Generation implements AsyncIterable<TokenDelta> {
   private started = false;
@@ -187,7 +203,12 @@ export class DuetModel {
   static async create(files: ModelFiles, options: ModelOptions, env: Environment): Promise<DuetModel> {
     const progress = options.onProgress ?? (() => {});
     const notice = options.notice ?? (() => {});
+    if (options.weights !== undefined && !isWeightDType(options.weights)) {
+      throw new DuetError('weights', `must be one of ${WEIGHT_DTYPES.join(', ')} (got ${JSON.stringify(options.weights)})`);
+    }
     const checkpoint = await loadCheckpoint(files, {
+      // Matmul weights are stored in their format as each tensor is read (no f32 copy of the model).
+      weights: loaderWeights(options.weights, options.device === 'gpu' || options.placement === 'gpu' || options.placement === 'split'),
       ...options.checkpoint,
       onProgress: (done, total, tensor) => progress({ step: 'weights', done, total, detail: tensor }),
     });
@@ -207,9 +228,6 @@ export class DuetModel {
     const heads = resolveHeads({ ...options, pattern }, config.numLayers, config.numKvHeads, patternName);
     progress({ step: 'engine', done: 0, total: 1 });
     const gpuDevice = options.gpuDevice;
-    if (options.weights !== undefined && !isWeightDType(options.weights)) {
-      throw new DuetError('weights', `must be one of ${WEIGHT_DTYPES.join(', ')} (got ${JSON.stringify(options.weights)})`);
-    }
     const engineOptions: EngineOptions = {
       weights: options.weights, device: options.device, placement: options.placement, kinds: heads.kinds, window: heads.window, notice,
       acquireGpu: gpuDevice ? async () => ({ gpu: new GpuContext(gpuDevice, 'the GPUDevice given by the caller', { ownsDevice: false }), reason: '' }) : env.acquireGpu,

@@ -2,7 +2,7 @@
 // random head pattern of the right shape. Values only need to be finite and of sane scale: kernel
 // speed does not depend on them.
 import type { ModelConfig } from '../model/config.js';
-import type { LayerWeights, ModelWeights } from '../model/weights.js';
+import { convertMatrix, type LayerWeights, type LoadWeights, type ModelWeights, type WeightMatrix } from '../model/weights.js';
 
 /** Fills `out` with uniform values in [lo, hi) from a mulberry32 stream seeded by `seed`. */
 function fillUniform(out: Float32Array, seed: number, lo: number, hi: number): Float32Array {
@@ -19,18 +19,21 @@ function fillUniform(out: Float32Array, seed: number, lo: number, hi: number): F
 
 /**
  * Random weights for `config`: matrices uniform in ±1/sqrt(fan_in), norms near 1. The LM head is
- * the embedding array itself (tied or not: the bench only needs the bytes each step reads).
+ * the embedding array itself (tied or not: the bench only needs the bytes each step reads). With a
+ * `dtype`, every matrix is stored packed in it as it is drawn (no f32 copy of the model).
  */
-export function randomWeights(config: ModelConfig, seed = 0, onLayer?: (done: number, total: number) => void): ModelWeights {
+export function randomWeights(config: ModelConfig, seed = 0, onLayer?: (done: number, total: number) => void, dtype: LoadWeights = 'keep'): ModelWeights {
   const { hiddenSize: H, intermediateSize: I, numHeads, numKvHeads, headDim: D, vocabSize: V } = config;
   let stream = seed * 1000;
+  // Each matrix is packed as soon as it is drawn: only one f32 matrix exists at a time.
+  const pack = (f: Float32Array, rows: number, cols: number): WeightMatrix => convertMatrix(f, rows, cols, dtype);
   const mat = (rows: number, cols: number) => {
     const a = 1 / Math.sqrt(cols);
-    return fillUniform(new Float32Array(rows * cols), stream++, -a, a);
+    return pack(fillUniform(new Float32Array(rows * cols), stream++, -a, a), rows, cols);
   };
   const norm = (n: number) => fillUniform(new Float32Array(n), stream++, 0.9, 1.1);
   const bias = (n: number) => (config.attentionBias ? fillUniform(new Float32Array(n), stream++, -0.1, 0.1) : null);
-  const embed = fillUniform(new Float32Array(V * H), stream++, -1, 1);
+  const embed = pack(fillUniform(new Float32Array(V * H), stream++, -1, 1), V, H);
   const layers: LayerWeights[] = [];
   for (let l = 0; l < config.numLayers; l++) {
     layers.push({

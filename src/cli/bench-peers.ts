@@ -96,7 +96,7 @@ export async function runPeers(o: PeerOptions): Promise<{ rows: PeerRow[]; agree
     const fell = new Set<string>();
     await writeFileAtomic(file, ggufChunks(config, o.weights, { name: 'duet-peers', type: format, encode: encodeMatrix, tokenizer, onFallback: (t, _f, to) => fell.add(`${t} → ${to}`) }), { force: true });
     if (fell.size) o.notes.push(`${format}: ${fell.size} tensors fell back (${[...fell].slice(0, 3).join(', ')}${fell.size > 3 ? ', …' : ''})`);
-    // Duet reads the same file (its weights dequantized to f32 until packed kernels are wired in).
+    // Duet reads the same file and keeps each tensor's format (its packed CPU kernels run it).
     const ckpt = await loadCheckpoint(nodeModelFiles(file));
     const duetConfig = { ...ckpt.config, maxPositionEmbeddings: config.maxPositionEmbeddings };
 

@@ -130,13 +130,13 @@ export async function benchCommand(argv: string[]): Promise<number> {
     const hostBudget = placements.includes('cpu') ? undefined : HOST_WEIGHT_SHARE * totalmem();
     const shape = benchShape(name, { layers, positions, chunk, residency, hostBudget });
     const progress = new Progress(`random weights (${name}, ${layersText(shape.config.numLayers)})`);
-    const weights = randomWeights(shape.config, seed, (d, t) => progress.update(d, t));
+    const weights = randomWeights(shape.config, seed, (d, t) => progress.update(d, t), weightDType ?? 'keep');
     notes.push(`random weights with the shapes of ${shape.source}`, ...shape.notes);
     model = { source: `shape:${name}`, config: shape.config, fullConfig: shape.full, weights, alphas: [], pattern: '', window: { sink: 0, recent: 1 }, notes };
     fullLayers = shape.full.numLayers;
   } else {
     const progress = new Progress('loading');
-    const ckpt = await loadCheckpoint(nodeModelFiles(v.model), { onProgress: (d, t) => progress.update(d, t) });
+    const ckpt = await loadCheckpoint(nodeModelFiles(v.model), { weights: weightDType ?? 'keep', onProgress: (d, t) => progress.update(d, t) });
     let config = ckpt.config, weights = ckpt.weights;
     fullLayers = config.numLayers;
     if (layers !== undefined) {
@@ -209,7 +209,7 @@ async function peersCommand(v: Values, argv: string[]): Promise<number> {
   const progress = new Progress(`random weights (${name}, ${layersText(shape.config.numLayers)})`);
   const weights = randomWeights(shape.config, seed, (d, t) => progress.update(d, t));
   const notes = [`random weights with the shapes of ${shape.source}`, ...shape.notes,
-    'Duet runs the weights it reads from each GGUF file dequantized to f32 (its packed-weight kernels are not wired into the engine on this branch): its rows at f16/q8_0/q4_0 show f32 speed'];
+    "Duet runs each GGUF file's tensors in the file's format (packed CPU kernels, no dequantize at load)"];
   const { rows, agreement, files } = await runPeers({
     config: shape.config, weights, alphas: randomAlphas(shape.config.numLayers, shape.config.numKvHeads, seed),
     window: { sink: intOption(v.sink, '--sink') ?? 128, recent: intOption(v.recent, '--recent', 1) ?? 256 },

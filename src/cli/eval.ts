@@ -78,7 +78,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
   const weights = weightsOption(v.weights);
 
   const progressLoad = new Progress('loading');
-  const checkpoint = await loadCheckpoint(nodeModelFiles(v.model), { onProgress: (d, t) => progressLoad.update(d, t) });
+  const checkpoint = await loadCheckpoint(nodeModelFiles(v.model), { weights: weights ?? 'keep', onProgress: (d, t) => progressLoad.update(d, t) });
   const { config, tokenizer } = checkpoint;
   if (!tokenizer) throw new Error(`${v.model}: eval needs tokenizer.json (tasks are text)`);
   const L = config.numLayers, H = config.numKvHeads;

@@ -5,8 +5,8 @@ import type { HeadKinds } from '../attention/pattern.js';
 import { splitSide, type SideWeights } from './head-split.js';
 import type { ModelConfig } from '../model/config.js';
 import { ropeInvFreq } from '../model/config.js';
-import type { ModelWeights } from '../model/weights.js';
-import { quantizeMatrix, packedBytes, type WeightDType } from '../model/quant.js';
+import { asPacked, convertMatrix, matrixBytes, type ModelWeights, type WeightMatrix } from '../model/weights.js';
+import type { PackedMatrix, WeightDType } from '../model/quant.js';
 
 export interface DeviceSide {
   kvHeads: number[];
@@ -32,7 +32,11 @@ export interface DeviceModelOptions {
   streamingBackend: Backend;
   kinds: HeadKinds;
   window: StreamingWindow;
-  /** Storage of the matmul weights (projections, MLP, LM head; tied embeddings share the LM head's). Default f32. */
+  /**
+   * Storage of the matmul weights (projections, MLP, LM head; tied embeddings share the LM head's),
+   * each converted as it is placed. Default: every matrix as it is stored in `weights` (packed
+   * matrices go to the device with their bytes unchanged).
+   */
   weights?: WeightDType;
 }
 
@@ -65,7 +69,10 @@ export class DeviceModel {
   readonly window: StreamingWindow;
   /** Bytes of weights uploaded to the main backend. */
   readonly weightBytes: number;
+  /** The storage of the matmul weights (the format holding most of their bytes, if they mix). */
   readonly weightDType: WeightDType;
+  /** Matmul weight bytes per storage format. */
+  readonly weightBytesByDType: Partial<Record<WeightDType, number>> = {};
 
   constructor(readonly config: ModelConfig, weights: ModelWeights, options: DeviceModelOptions) {
     const { main } = options;
@@ -77,13 +84,16 @@ export class DeviceModel {
       throw new Error(`head pattern shape ${options.kinds.length}×${options.kinds[0]?.length} does not match the model (${config.numLayers} layers × ${config.numKvHeads} KV heads)`);
     }
     let bytes = 0;
-    const dtype = options.weights ?? 'f32';
-    this.weightDType = dtype;
+    const dtype = options.weights ?? 'keep';
+    const byDType = this.weightBytesByDType;
     const up = (a: Float32Array): DeviceTensor => { bytes += a.byteLength; return main.upload(a); };
-    // A matmul weight [rows][cols], packed to the chosen storage on the way to the device.
-    const upW = (a: Float32Array, rows: number, cols: number): DeviceTensor => {
-      const m = quantizeMatrix(dtype, a, rows, cols);
-      bytes += packedBytes(m);
+    // A matmul weight [rows][cols] in the chosen storage (one matrix converted at a time).
+    const conv = (a: WeightMatrix, rows: number, cols: number): WeightMatrix => convertMatrix(a, rows, cols, dtype);
+    const upW = (a: WeightMatrix | PackedMatrix, rows: number, cols: number): DeviceTensor => {
+      const m = asPacked(a, rows, cols);
+      const n = matrixBytes(m);
+      bytes += n;
+      byDType[m.dtype] = (byDType[m.dtype] ?? 0) + n;
       return main.uploadWeight(m);
     };
     const { hiddenSize: H, headDim: D, intermediateSize: I, vocabSize: V } = config;
@@ -94,22 +104,29 @@ export class DeviceModel {
     });
     const geo = { hidden: config.hiddenSize, numHeads: config.numHeads, numKvHeads: config.numKvHeads, headDim: config.headDim };
     const tied = weights.lmHead === weights.embed;
-    this.lmHead = upW(weights.lmHead, V, H);
-    this.embed = tied ? this.lmHead : up(weights.embed);
+    this.lmHead = upW(conv(weights.lmHead, V, H), V, H);
+    // Untied embeddings keep their own storage (rows are looked up, not multiplied): f32 stays f32.
+    if (tied) this.embed = this.lmHead;
+    else if (weights.embed instanceof Float32Array) this.embed = up(weights.embed);
+    else { const e = asPacked(weights.embed, V, H); bytes += matrixBytes(e); this.embed = main.uploadWeight(e); }
+    const { numHeads: NH, numKvHeads: NKV } = config;
     weights.layers.forEach((lw, l) => {
       const kinds = options.kinds[l];
       const retrievalHeads = kinds.flatMap((r, h) => (r ? [h] : []));
       const streamingHeads = kinds.flatMap((r, h) => (r ? [] : [h]));
+      const attn = { ...lw, wq: conv(lw.wq, NH * D, H), wk: conv(lw.wk, NKV * D, H), wv: conv(lw.wv, NKV * D, H), wo: conv(lw.wo, H, NH * D) };
       this.layers.push({
         inputNorm: up(lw.inputNorm), postNorm: up(lw.postNorm),
-        wGate: upW(lw.wGate, I, H), wUp: upW(lw.wUp, I, H), wDown: upW(lw.wDown, H, I),
-        retrieval: retrievalHeads.length ? upSide(splitSide(lw, geo, retrievalHeads)) : null,
-        streaming: streamingHeads.length ? upSide(splitSide(lw, geo, streamingHeads)) : null,
+        wGate: upW(conv(lw.wGate, I, H), I, H), wUp: upW(conv(lw.wUp, I, H), I, H), wDown: upW(conv(lw.wDown, H, I), H, I),
+        retrieval: retrievalHeads.length ? upSide(splitSide(attn, geo, retrievalHeads)) : null,
+        streaming: streamingHeads.length ? upSide(splitSide(attn, geo, streamingHeads)) : null,
       });
     });
     this.finalNorm = up(weights.finalNorm);
     this.invFreq = up(ropeInvFreq(config));
     this.weightBytes = bytes;
+    const formats = Object.entries(byDType) as Array<[WeightDType, number]>;
+    this.weightDType = formats.length ? formats.reduce((a, b) => (b[1] > a[1] ? b : a))[0] : 'f32';
   }
 
   /** Largest per-layer head counts of each side (sizes the workspaces). */

@@ -9,7 +9,7 @@ import { createCpuBackend } from '../cpu/backend.js';
 import { GpuBackend } from '../gpu/backend.js';
 import { counterDelta, type GpuContext, type GpuCounters } from '../gpu/context.js';
 import type { ModelConfig } from '../model/config.js';
-import type { ModelWeights } from '../model/weights.js';
+import { weightsArePacked, type ModelWeights } from '../model/weights.js';
 import { DuetError } from '../errors.js';
 import type { WeightDType } from '../model/quant.js';
 
@@ -106,8 +106,10 @@ export class Engine {
     if (windowed.note) notice(windowed.note);
     const kinds = windowed.kinds;
     const window = windowed.window ?? { sink: 0, recent: 1 };
-    const weightDType = options.weights ?? defaultWeightDType(config, main.kind);
-    if (!options.weights && weightDType !== 'f32') notice(`weights stored as ${weightDType} (f32 would need ${(matmulWeightBytes(config) / 2 ** 30).toFixed(1)} GiB of WebAssembly memory); choose with the weights option`);
+    // Packed weights (a quantized GGUF, quantize-on-load) stay as they are on the CPU by default.
+    const keep = !options.weights && main.kind === 'cpu' && weightsArePacked(weights);
+    const weightDType = keep ? undefined : options.weights ?? defaultWeightDType(config, main.kind);
+    if (!options.weights && weightDType && weightDType !== 'f32') notice(`weights stored as ${weightDType} (f32 would need ${(matmulWeightBytes(config) / 2 ** 30).toFixed(1)} GiB of WebAssembly memory); choose with the weights option`);
     const model = new DeviceModel(config, weights, { main, streamingBackend, kinds, window, weights: weightDType });
     if (placement === 'cpu' && gpu) { gpu.destroy(); gpu = null; }
     return new Engine(config, model, placement, cpu, gpu, windowed.limit);

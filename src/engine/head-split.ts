@@ -1,9 +1,14 @@
 // Reorders a layer's attention weights once, at load, so that each side's heads are contiguous:
 // the retrieval side's Q/K/V rows and O columns form one set of matrices and the streaming side's
-// another. Every query head of a GQA group follows its KV head.
+// another. Every query head of a GQA group follows its KV head. Packed weights are split in their
+// own format: rows are whole, and O's columns are cut at block boundaries when a KV head's group of
+// query heads fills whole blocks (any f16 matrix; Q8_0/Q4_0 for group·head_dim a multiple of 32,
+// Q4_K of 256). Otherwise that side's O columns are stored as the f32 values they decode to (exact).
+import { blockBytes, blockSize, rowBytes, type PackedMatrix } from '../model/quant.js';
+import { asPacked, matrixF32, type WeightMatrix } from '../model/weights.js';
 
 export interface AttentionWeights {
-  wq: Float32Array; wk: Float32Array; wv: Float32Array; wo: Float32Array;
+  wq: WeightMatrix; wk: WeightMatrix; wv: WeightMatrix; wo: WeightMatrix;
   bq: Float32Array | null; bk: Float32Array | null; bv: Float32Array | null;
 }
 
@@ -19,25 +24,42 @@ export interface SideWeights {
   kvHeads: number[];
   numHeads: number;
   numKvHeads: number;
-  wq: Float32Array; wk: Float32Array; wv: Float32Array;
+  wq: PackedMatrix; wk: PackedMatrix; wv: PackedMatrix;
   bq: Float32Array | null; bk: Float32Array | null; bv: Float32Array | null;
   /** O projection columns of this side's query heads, as an [hidden][numHeads·headDim] matrix. */
-  wo: Float32Array;
+  wo: PackedMatrix;
 }
 
-function gatherRows(w: Float32Array, rowBlocks: number[], blockRows: number, cols: number): Float32Array {
-  const out = new Float32Array(rowBlocks.length * blockRows * cols);
-  rowBlocks.forEach((b, i) => out.set(w.subarray(b * blockRows * cols, (b + 1) * blockRows * cols), i * blockRows * cols));
-  return out;
+/** Storage units (floats for f32, bytes otherwise) of one row. */
+function rowUnits(m: PackedMatrix): number {
+  return m.dtype === 'f32' ? m.cols : rowBytes(m.dtype, m.cols);
 }
 
-function gatherCols(w: Float32Array, rows: number, cols: number, colBlocks: number[], blockCols: number): Float32Array {
-  const outCols = colBlocks.length * blockCols;
-  const out = new Float32Array(rows * outCols);
-  for (let r = 0; r < rows; r++) {
-    colBlocks.forEach((b, i) => out.set(w.subarray(r * cols + b * blockCols, r * cols + (b + 1) * blockCols), r * outCols + i * blockCols));
+function emptyLike(m: PackedMatrix, units: number): Float32Array | Uint8Array {
+  return m.dtype === 'f32' ? new Float32Array(units) : new Uint8Array(units);
+}
+
+function gatherRows(m: PackedMatrix, rowBlocks: number[], blockRows: number): PackedMatrix {
+  const span = blockRows * rowUnits(m);
+  const out = emptyLike(m, rowBlocks.length * span);
+  rowBlocks.forEach((b, i) => out.set(m.data.subarray(b * span, (b + 1) * span), i * span));
+  return { dtype: m.dtype, rows: rowBlocks.length * blockRows, cols: m.cols, data: out };
+}
+
+function gatherCols(m: PackedMatrix, colBlocks: number[], blockCols: number): PackedMatrix {
+  const bs = blockSize(m.dtype);
+  if (blockCols % bs !== 0) {
+    // Blocks straddle the heads: cut the decoded values instead (f32, exact).
+    return gatherCols({ dtype: 'f32', rows: m.rows, cols: m.cols, data: matrixF32(m) }, colBlocks, blockCols);
   }
-  return out;
+  const perElem = m.dtype === 'f32' ? 1 : blockBytes(m.dtype) / bs; // storage units per column
+  const inRow = rowUnits(m), span = blockCols * perElem;
+  const outCols = colBlocks.length * blockCols, outRow = colBlocks.length * span;
+  const out = emptyLike(m, m.rows * outRow);
+  for (let r = 0; r < m.rows; r++) {
+    colBlocks.forEach((b, i) => out.set(m.data.subarray(r * inRow + b * span, r * inRow + (b + 1) * span), r * outRow + i * span));
+  }
+  return { dtype: m.dtype, rows: m.rows, cols: outCols, data: out };
 }
 
 /** The query heads of the given KV heads, in order. */
@@ -49,15 +71,23 @@ export function splitSide(w: AttentionWeights, geo: HeadGeometry, kvHeads: numbe
   const { hidden, numHeads, numKvHeads, headDim } = geo;
   const group = numHeads / numKvHeads;
   const qHeads = queryHeadsOf(kvHeads, group);
-  const pick = (b: Float32Array | null, heads: number[]) => (b ? gatherRows(b, heads, headDim, 1) : null);
+  const wq = asPacked(w.wq, numHeads * headDim, hidden), wk = asPacked(w.wk, numKvHeads * headDim, hidden);
+  const wv = asPacked(w.wv, numKvHeads * headDim, hidden), wo = asPacked(w.wo, hidden, numHeads * headDim);
+  // One side with every head: the layer's own matrices, no copy.
+  if (kvHeads.length === numKvHeads && kvHeads.every((h, i) => h === i)) {
+    return { kvHeads, numHeads, numKvHeads, wq, wk, wv, wo, bq: w.bq, bk: w.bk, bv: w.bv };
+  }
+  const pick = (b: Float32Array | null, heads: number[]) =>
+    (b ? gatherRows({ dtype: 'f32', rows: b.length, cols: 1, data: b }, heads, headDim).data as Float32Array : null);
   return {
     kvHeads,
     numHeads: qHeads.length,
     numKvHeads: kvHeads.length,
-    wq: gatherRows(w.wq, qHeads, headDim, hidden),
-    wk: gatherRows(w.wk, kvHeads, headDim, hidden),
-    wv: gatherRows(w.wv, kvHeads, headDim, hidden),
+    wq: gatherRows(wq, qHeads, headDim),
+    wk: gatherRows(wk, kvHeads, headDim),
+    wv: gatherRows(wv, kvHeads, headDim),
     bq: pick(w.bq, qHeads), bk: pick(w.bk, kvHeads), bv: pick(w.bv, kvHeads),
-    wo: gatherCols(w.wo, hidden, numHeads * headDim, qHeads, headDim),
+    // A KV head's query heads are adjacent: its O columns are one block of group·headDim.
+    wo: gatherCols(wo, kvHeads, group * headDim),
   };
 }

@@ -2,7 +2,7 @@
 // a GPU, so the identification methods can run forward passes that keep attention probabilities
 // and backward passes that reach the DuoAttention gates.
 import { ropeInvFreq, type ModelConfig } from '../model/config.js';
-import type { ModelWeights } from '../model/weights.js';
+import { matrixF32, type ModelWeights } from '../model/weights.js';
 import type { GpuContext } from '../gpu/context.js';
 import { GpuTrainKernels, type GpuSpan } from '../gpu/train-kernels.js';
 import { Arena } from '../train/arena.js';
@@ -23,13 +23,15 @@ function trainConfig(config: ModelConfig, maxRows: number): TrainConfig {
 /** Copies the checkpoint's weights (and qwen2 biases, RoPE scaling) into a gated training model. */
 function load<T>(model: TrainModel<T>, config: ModelConfig, weights: ModelWeights): TrainModel<T> {
   const { k, c } = model;
-  k.write(model.p.embed, weights.embed);
+  // Training runs in f32: packed weights are dequantized one matrix at a time into the model's arrays.
+  const f = matrixF32;
+  k.write(model.p.embed, f(weights.embed));
   k.write(model.p.finalNorm, weights.finalNorm);
-  k.write(model.p.lmHead, weights.lmHead);
+  k.write(model.p.lmHead, f(weights.lmHead));
   weights.layers.forEach((w, l) => {
     const p = model.p.layers[l];
-    k.write(p.inputNorm, w.inputNorm); k.write(p.wq, w.wq); k.write(p.wk, w.wk); k.write(p.wv, w.wv); k.write(p.wo, w.wo);
-    k.write(p.postNorm, w.postNorm); k.write(p.wGate, w.wGate); k.write(p.wUp, w.wUp); k.write(p.wDown, w.wDown);
+    k.write(p.inputNorm, w.inputNorm); k.write(p.wq, f(w.wq)); k.write(p.wk, f(w.wk)); k.write(p.wv, f(w.wv)); k.write(p.wo, f(w.wo));
+    k.write(p.postNorm, w.postNorm); k.write(p.wGate, f(w.wGate)); k.write(p.wUp, f(w.wUp)); k.write(p.wDown, f(w.wDown));
   });
   if (weights.layers.some((w) => w.bq || w.bk || w.bv)) {
     const bias = (b: Float32Array | null, n: number) => { const t = k.alloc(n); if (b) k.write(t, b); return t; };

@@ -3,10 +3,10 @@ import { parseModelConfig, type ModelConfig } from './config.js';
 import type { ModelFiles } from './files.js';
 import { readJson } from './files.js';
 import { ggufConfig, loadGgufWeights, readGgufHeader } from './gguf-model.js';
-import { decodeGgufTensor } from './gguf-encode.js';
+import { ggufPacked } from './gguf-encode.js';
 import { tokenizerFromGguf } from './gguf-tokenizer.js';
 import { TextTokenizer } from './tokenizer.js';
-import { loadWeights, type LoadProgress, type ModelWeights } from './weights.js';
+import { HeldBytes, loadWeights, resolveLoadWeights, type LoadOptions, type LoadStats, type ModelWeights } from './weights.js';
 
 export interface Checkpoint {
   name: string;
@@ -15,9 +15,15 @@ export interface Checkpoint {
   tokenizer: TextTokenizer | null;
   eosTokenIds: number[];
   generation: Record<string, unknown>;
+  /** Host bytes the weights hold, and the most the loader held at once (weights + the tensor in flight). */
+  loadStats: LoadStats;
 }
 
-export async function loadCheckpoint(files: ModelFiles, options: { onProgress?: LoadProgress } = {}): Promise<Checkpoint> {
+/**
+ * Loads a model directory or GGUF file. `options.weights` picks the storage of the matmul weights,
+ * converted tensor by tensor as they are read (default 'keep': a GGUF's own types, safetensors as f32).
+ */
+export async function loadCheckpoint(files: ModelFiles, options: LoadOptions = {}): Promise<Checkpoint> {
   if (files.gguf !== undefined) return loadGgufCheckpoint(files, files.gguf, options);
   if (!(await files.exists('config.json'))) throw new Error(`${files.name}: no config.json (not a Hugging Face model directory)`);
   const config = parseModelConfig(await readJson(files, 'config.json'), 'config.json');
@@ -27,8 +33,9 @@ export async function loadCheckpoint(files: ModelFiles, options: { onProgress?: 
   const eosTokenIds = typeof genEos === 'number' ? [genEos]
     : Array.isArray(genEos) ? genEos.filter((e): e is number => typeof e === 'number') : config.eosTokenIds;
   const tokenizer = await loadTokenizer(files);
-  const weights = await loadWeights(files, config, options.onProgress);
-  return { name: files.name, config, weights, tokenizer, eosTokenIds, generation };
+  const stats = new HeldBytes();
+  const weights = await loadWeights(files, config, { onProgress: options.onProgress, weights: resolveLoadWeights(options.weights, config), stats });
+  return { name: files.name, config, weights, tokenizer, eosTokenIds, generation, loadStats: stats.stats() };
 }
 
 /** tokenizer.json (+ tokenizer_config.json) of a model directory, or null without tokenizer.json. */
@@ -46,7 +53,7 @@ export async function loadTokenizer(files: ModelFiles): Promise<TextTokenizer | 
 }
 
 /** One GGUF file: config and tokenizer from its metadata, weights from its tensors. */
-async function loadGgufCheckpoint(files: ModelFiles, path: string, options: { onProgress?: LoadProgress }): Promise<Checkpoint> {
+async function loadGgufCheckpoint(files: ModelFiles, path: string, options: LoadOptions): Promise<Checkpoint> {
   const header = await readGgufHeader(files, path);
   const config = ggufConfig(header);
   let tokenizer: TextTokenizer | null = null;
@@ -58,6 +65,7 @@ async function loadGgufCheckpoint(files: ModelFiles, path: string, options: { on
       throw new Error(`${header.file}: the tokenizer in its metadata cannot be loaded (${(e as Error).message})`);
     }
   }
-  const weights = await loadGgufWeights(files, path, header, config, decodeGgufTensor, options.onProgress);
-  return { name: files.name, config, weights, tokenizer, eosTokenIds: config.eosTokenIds, generation: {} };
+  const stats = new HeldBytes();
+  const weights = await loadGgufWeights(files, path, header, config, ggufPacked, { onProgress: options.onProgress, weights: resolveLoadWeights(options.weights, config), stats });
+  return { name: files.name, config, weights, tokenizer, eosTokenIds: config.eosTokenIds, generation: {}, loadStats: stats.stats() };
 }

@@ -1,9 +1,8 @@
 // Row-major f32 matrices encoded in GGUF tensor types, and GGUF tensors read back, through the
 // block codecs of quant.ts (whose packed rows are GGUF's bytes exactly).
 import type { MatrixEncoder } from './gguf-write.js';
-import type { GgufDecoder } from './gguf-model.js';
 import type { GgufTensor } from './gguf.js';
-import { dequantizeMatrix, GGML_TYPE, quantizeMatrix, type PackedMatrix, type WeightDType } from './quant.js';
+import { GGML_TYPE, quantizeMatrix, type PackedMatrix, type WeightDType } from './quant.js';
 import { decodeTensor } from './safetensors.js';
 
 export const encodeMatrix: MatrixEncoder = (type, values, rows, cols) => {
@@ -20,6 +19,3 @@ export function ggufPacked(t: GgufTensor, bytes: Uint8Array, rows: number, cols:
   if (!dtype) throw new Error(`tensor "${t.name}": ggml type ${t.type} has no codec`);
   return { dtype, rows, cols, data: dtype === 'f32' ? decodeTensor(bytes, 'F32') : bytes };
 }
-
-/** GGUF tensor → f32 for the engine's f32 weights. With packed weights in the engine this becomes ggufPacked itself. */
-export const decodeGgufTensor: GgufDecoder = (t, bytes, rows, cols) => dequantizeMatrix(ggufPacked(t, bytes, rows, cols));

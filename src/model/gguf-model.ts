@@ -5,7 +5,8 @@ import type { ModelConfig, ModelType, RopeScaling } from './config.js';
 import type { ModelFiles } from './files.js';
 import { readGgufHeader, TENSOR_TYPES, type GgufEntry, type GgufHeader, type GgufTensor } from './gguf.js';
 import { decodeTensor } from './safetensors.js';
-import type { LayerWeights, LoadProgress, ModelWeights } from './weights.js';
+import type { PackedMatrix } from './quant.js';
+import { convertMatrix, HeldBytes, matrixBytes, matrixF32, type LayerWeights, type LoadProgress, type LoadWeights, type ModelWeights, type WeightMatrix } from './weights.js';
 
 export const GGUF_ARCHITECTURES: readonly ModelType[] = ['llama', 'mistral', 'qwen2'];
 
@@ -180,12 +181,19 @@ export function ggufTensorPlan(config: ModelConfig): Array<{ gguf: string; shape
   return plan;
 }
 
-/** Turns one tensor's (unpermuted) bytes into the engine's weight array. */
-export type GgufDecoder = (t: GgufTensor, bytes: Uint8Array, rows: number, cols: number) => Float32Array;
+/** One tensor's (unpermuted) bytes as a packed matrix of the tensor's own type (no conversion). */
+export type GgufDecoder = (t: GgufTensor, bytes: Uint8Array, rows: number, cols: number) => PackedMatrix;
 
-/** Reads, shape-checks, unpermutes and decodes every weight of `config` from the GGUF file. */
+/**
+ * Reads, shape-checks and unpermutes every weight of `config` from the GGUF file. Matrices stay in
+ * their file type (`weights` 'keep': the same bytes, never dequantized) or are converted one tensor
+ * at a time; 1-D tensors (norms, biases) load as f32.
+ */
 export async function loadGgufWeights(files: ModelFiles, path: string, h: GgufHeader, config: ModelConfig,
-  decode: GgufDecoder, onProgress?: LoadProgress): Promise<ModelWeights> {
+  decode: GgufDecoder, options: { onProgress?: LoadProgress; weights?: LoadWeights; stats?: HeldBytes } = {}): Promise<ModelWeights> {
+  const { onProgress } = options;
+  const target = options.weights ?? 'keep';
+  const held = options.stats ?? new HeldBytes();
   const plan = ggufTensorPlan(config);
   let total = 0;
   for (const { gguf, shape } of plan) {
@@ -198,14 +206,21 @@ export async function loadGgufWeights(files: ModelFiles, path: string, h: GgufHe
     total += t.byteLength;
   }
   let loaded = 0;
-  const byName = new Map<string, Float32Array>();
+  const byName = new Map<string, WeightMatrix>();
   for (const { gguf, shape, permuteHeads } of plan) {
     const t = h.tensors.get(gguf)!;
     let bytes = await files.readBytes(path, t.offset, t.byteLength);
     const rows = shape[0], cols = shape[1] ?? 1;
+    held.transient(2 * t.byteLength); // the read and its unpermuted or decoded copy
     if (permuteHeads) bytes = unpermuteRows(bytes, rows, permuteHeads);
-    let data: Float32Array;
-    try { data = decode(t, bytes, rows, cols); } catch (e) { throw new Error(`${h.file}: ${(e as Error).message}`); }
+    let data: WeightMatrix;
+    try {
+      const packed = decode(t, bytes, rows, cols);
+      data = shape.length === 1 ? matrixF32(packed) : convertMatrix(packed, rows, cols, target);
+      // A conversion holds the tensor's bytes, its f32 values and the result for a moment.
+      if (data !== packed && data !== packed.data) held.transient(t.byteLength + 4 * rows * cols + matrixBytes(data));
+    } catch (e) { throw new Error(`${h.file}: ${(e as Error).message}`); }
+    held.keep(matrixBytes(data));
     byName.set(gguf, data);
     loaded += t.byteLength;
     onProgress?.(loaded, total, gguf);
@@ -219,21 +234,22 @@ export async function loadGgufWeights(files: ModelFiles, path: string, h: GgufHe
     config.ropeScaling.factors.set(f);
   }
   const w = (n: string) => byName.get(n)!;
+  const v = (n: string) => byName.get(n) as Float32Array;
   const layers: LayerWeights[] = [];
   for (let l = 0; l < config.numLayers; l++) {
     const p = `blk.${l}.`;
     layers.push({
-      inputNorm: w(`${p}attn_norm.weight`),
+      inputNorm: v(`${p}attn_norm.weight`),
       wq: w(`${p}attn_q.weight`), wk: w(`${p}attn_k.weight`), wv: w(`${p}attn_v.weight`), wo: w(`${p}attn_output.weight`),
-      bq: config.attentionBias ? w(`${p}attn_q.bias`) : null,
-      bk: config.attentionBias ? w(`${p}attn_k.bias`) : null,
-      bv: config.attentionBias ? w(`${p}attn_v.bias`) : null,
-      postNorm: w(`${p}ffn_norm.weight`),
+      bq: config.attentionBias ? v(`${p}attn_q.bias`) : null,
+      bk: config.attentionBias ? v(`${p}attn_k.bias`) : null,
+      bv: config.attentionBias ? v(`${p}attn_v.bias`) : null,
+      postNorm: v(`${p}ffn_norm.weight`),
       wGate: w(`${p}ffn_gate.weight`), wUp: w(`${p}ffn_up.weight`), wDown: w(`${p}ffn_down.weight`),
     });
   }
   const embed = w('token_embd.weight');
-  return { embed, layers, finalNorm: w('output_norm.weight'), lmHead: config.tieWordEmbeddings ? embed : w('output.weight') };
+  return { embed, layers, finalNorm: v('output_norm.weight'), lmHead: config.tieWordEmbeddings ? embed : w('output.weight') };
 }
 
 export { readGgufHeader };

@@ -6,7 +6,7 @@ import type { ModelConfig } from './config.js';
 import { ropeInvFreq } from './config.js';
 import { encodeGguf, ValueType, type GgufWriteTensor, type GgufWriteValue } from './gguf.js';
 import { ggufTensorPlan, permuteRows, permutesQK } from './gguf-model.js';
-import type { ModelWeights } from './weights.js';
+import { matrixF32, type ModelWeights, type WeightMatrix } from './weights.js';
 import { blockSize, GGML_TYPE, type WeightDType } from './quant.js';
 
 /** Tensor types `duet quantize` writes: every packed weight type of quant.ts. */
@@ -81,7 +81,8 @@ export function ggufChunks(config: ModelConfig, weights: ModelWeights, opts: Ggu
   }
   const perm = permutesQK(config.modelType);
   for (const { gguf, shape, permuteHeads } of ggufTensorPlan(config)) {
-    let values = byName.get(gguf)!;
+    const source = byName.get(gguf)!;
+    let values = typeof source === 'function' ? source() : source;
     const rows = shape[0], cols = shape[1] ?? 1;
     if (perm && permuteHeads) values = new Float32Array(permuteRows(bytesOf(values), rows, permuteHeads).buffer);
     if (shape.length === 1) {
@@ -99,19 +100,21 @@ function bytesOf(a: Float32Array): Uint8Array {
   return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 }
 
-function ggufSources(config: ModelConfig, w: ModelWeights): Map<string, Float32Array> {
-  const m = new Map<string, Float32Array>();
-  m.set('token_embd.weight', w.embed);
+/** Each tensor's f32 values (packed matrices are dequantized one at a time, as they are written). */
+function ggufSources(config: ModelConfig, w: ModelWeights): Map<string, Float32Array | (() => Float32Array)> {
+  const m = new Map<string, Float32Array | (() => Float32Array)>();
+  const lazy = (x: WeightMatrix) => () => matrixF32(x);
+  m.set('token_embd.weight', lazy(w.embed));
   w.layers.forEach((l, i) => {
     const p = `blk.${i}.`;
     m.set(`${p}attn_norm.weight`, l.inputNorm);
-    m.set(`${p}attn_q.weight`, l.wq); m.set(`${p}attn_k.weight`, l.wk); m.set(`${p}attn_v.weight`, l.wv);
-    m.set(`${p}attn_output.weight`, l.wo);
+    m.set(`${p}attn_q.weight`, lazy(l.wq)); m.set(`${p}attn_k.weight`, lazy(l.wk)); m.set(`${p}attn_v.weight`, lazy(l.wv));
+    m.set(`${p}attn_output.weight`, lazy(l.wo));
     if (config.attentionBias) { m.set(`${p}attn_q.bias`, l.bq!); m.set(`${p}attn_k.bias`, l.bk!); m.set(`${p}attn_v.bias`, l.bv!); }
     m.set(`${p}ffn_norm.weight`, l.postNorm);
-    m.set(`${p}ffn_gate.weight`, l.wGate); m.set(`${p}ffn_up.weight`, l.wUp); m.set(`${p}ffn_down.weight`, l.wDown);
+    m.set(`${p}ffn_gate.weight`, lazy(l.wGate)); m.set(`${p}ffn_up.weight`, lazy(l.wUp)); m.set(`${p}ffn_down.weight`, lazy(l.wDown));
   });
   m.set('output_norm.weight', w.finalNorm);
-  if (!config.tieWordEmbeddings) m.set('output.weight', w.lmHead);
+  if (!config.tieWordEmbeddings) m.set('output.weight', lazy(w.lmHead));
   return m;
 }

@@ -4,7 +4,7 @@
 // for the engine on every device and placement.
 import type { ModelConfig } from '../../src/model/config.ts';
 import { ropeInvFreq } from '../../src/model/config.ts';
-import type { ModelWeights } from '../../src/model/weights.ts';
+import { matrixF32 as f, type ModelWeights } from '../../src/model/weights.ts';
 import * as k from './kernels.ts';
 
 export interface ReferenceMask {
@@ -21,12 +21,13 @@ export function referenceLogits(config: ModelConfig, w: ModelWeights, ids: numbe
   const invFreq = ropeInvFreq(config);
   const positions = ids.map((_, i) => i);
   let x = new Float64Array(T * H);
-  ids.forEach((id, t) => { for (let i = 0; i < H; i++) x[t * H + i] = w.embed[id * H + i]; });
+  const embed = f(w.embed);
+  ids.forEach((id, t) => { for (let i = 0; i < H; i++) x[t * H + i] = embed[id * H + i]; });
   w.layers.forEach((lw, l) => {
     const xn = k.rmsnorm(x, lw.inputNorm, T, H, config.rmsNormEps);
-    const q = k.rope(k.matmul(xn, lw.wq, lw.bq, T, H, nh * D), T, nh, D, positions, invFreq);
-    const kk = k.rope(k.matmul(xn, lw.wk, lw.bk, T, H, nkv * D), T, nkv, D, positions, invFreq);
-    const v = k.matmul(xn, lw.wv, lw.bv, T, H, nkv * D);
+    const q = k.rope(k.matmul(xn, f(lw.wq), lw.bq, T, H, nh * D), T, nh, D, positions, invFreq);
+    const kk = k.rope(k.matmul(xn, f(lw.wk), lw.bk, T, H, nkv * D), T, nkv, D, positions, invFreq);
+    const v = k.matmul(xn, f(lw.wv), lw.bv, T, H, nkv * D);
     const group = nh / nkv;
     const attn = new Float64Array(T * nh * D);
     for (let kvh = 0; kvh < nkv; kvh++) {
@@ -44,14 +45,14 @@ export function referenceLogits(config: ModelConfig, w: ModelWeights, ids: numbe
       const o = k.maskedAttention(qSub, T, group, 1, D, 0, 1 / Math.sqrt(D), keyAt, valueAt, visible);
       for (let t = 0; t < T; t++) qHeads.forEach((h, g) => attn.set(o.subarray((t * group + g) * D, (t * group + g + 1) * D), (t * nh + h) * D));
     }
-    const proj = k.matmul(attn, lw.wo, null, T, nh * D, H);
+    const proj = k.matmul(attn, f(lw.wo), null, T, nh * D, H);
     x = x.map((val, i) => val + proj[i]);
     const xn2 = k.rmsnorm(x, lw.postNorm, T, H, config.rmsNormEps);
-    const act = k.siluMul(k.matmul(xn2, lw.wGate, null, T, H, inter), k.matmul(xn2, lw.wUp, null, T, H, inter), T * inter);
-    const down = k.matmul(act, lw.wDown, null, T, inter, H);
+    const act = k.siluMul(k.matmul(xn2, f(lw.wGate), null, T, H, inter), k.matmul(xn2, f(lw.wUp), null, T, H, inter), T * inter);
+    const down = k.matmul(act, f(lw.wDown), null, T, inter, H);
     x = x.map((val, i) => val + down[i]);
   });
   const xf = k.rmsnorm(x, w.finalNorm, T, H, config.rmsNormEps);
-  const logits = k.matmul(xf, w.lmHead, null, T, H, config.vocabSize);
+  const logits = k.matmul(xf, f(w.lmHead), null, T, H, config.vocabSize);
   return ids.map((_, t) => logits.slice(t * config.vocabSize, (t + 1) * config.vocabSize));
 }
