@@ -91,7 +91,9 @@ const FLAGS: Record<string, string> = {
   maxTokens: '--max-tokens', temperature: '--temperature', topK: '--top-k', topP: '--top-p', seed: '--seed',
   device: '--device', placement: '--placement', prefillChunk: '--prefill-chunk', sparsity: '--sparsity', threads: '--threads',
   window: '--sink/--recent', 'window.sink': '--sink', 'window.recent': '--recent', streamingOnly: '--streaming-only',
-  contextLength: '--ctx', prompt: 'the prompt', stop: '--stop', pattern: '--pattern',
+  contextLength: '--ctx', prompt: 'the prompt', stop: '--stop', pattern: '--pattern', weights: '--weights',
+  tasks: '--tasks', lengths: '--lengths', depths: '--depths', samples: '--samples',
+  randomPattern: '--random-pattern', 'randomPattern.sparsity': '--random-pattern', 'randomPattern.seeds': '--seeds',
 };
 
 /** A library error in the CLI's words: the API field becomes its flag. */
