@@ -19,6 +19,8 @@ export {
   type EvaluateOptions, type EvaluationResult,
 } from './evaluate.js';
 export type { HeadOptions } from './heads.js';
+export { IDENTIFY_METHODS, type HeadIdentification, type IdentifyMethod, type IdentifyOptions } from './identify.js';
+export type { TrainingDevice } from './device.js';
 export { score } from '../eval/score.js';
 export { TASK_KINDS, type TaskKind, type TaskSample } from '../tasks/tasks.js';
 export { heatmap } from '../plot/svg.js';
