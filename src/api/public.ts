@@ -21,6 +21,9 @@ export {
 export type { HeadOptions } from './heads.js';
 export { IDENTIFY_METHODS, type HeadIdentification, type IdentifyMethod, type IdentifyOptions } from './identify.js';
 export type { TrainingDevice } from './device.js';
+export { bundledPlan, trainingPlan, type PlanOptions } from '../train/plan.js';
+export type { Phase, StepReport, TrainPlan } from '../train/trainer.js';
+export type { TrainConfig } from '../train/model.js';
 export { score } from '../eval/score.js';
 export { TASK_KINDS, type TaskKind, type TaskSample } from '../tasks/tasks.js';
 export { heatmap } from '../plot/svg.js';

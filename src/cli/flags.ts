@@ -11,6 +11,8 @@ const FLAGS: Record<string, string> = {
   randomPattern: '--random-pattern', 'randomPattern.sparsity': '--random-pattern', 'randomPattern.seeds': '--seeds',
   method: '--method', zigzag: '--zigzag', steps: '--steps', lr: '--lr', reg: '--reg', data: '--data',
   echoRatio: '--echo-ratio', inductionRatio: '--induction-ratio', 'lengths[0]': '--lengths', 'lengths[1]': '--lengths', context: '--context',
+  heads: '--heads', hidden: '--hidden', layers: '--layers', maxLength: '--max-len', tokensPerStep: '--tokens-per-step',
+  answerWeight: '--answer-weight', until: '--until', saveEvery: '--save-every', resume: '--resume', force: '--force', out: '--out',
 };
 
 /** API words in a message (device 'gpu', window.sink, pattern) as the CLI's flags. */

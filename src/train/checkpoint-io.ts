@@ -102,7 +102,7 @@ export function loadState(dir: string, parameters: number, expect?: TrainConfig)
     const saved = meta.plan?.model;
     if (!saved) throw new Error(`${statePath}: no "plan.model" to check the model shape against; cannot resume safely`);
     for (const f of SHAPE_FIELDS) {
-      if (saved[f] !== expect[f]) throw new Error(`${statePath}: the checkpoint was trained with ${f} ${saved[f]}, this run asks for ${expect[f]} (resume with the same --layers/--hidden/--heads)`);
+      if (saved[f] !== expect[f]) throw new Error(`${statePath}: the checkpoint was trained with ${f} ${saved[f]}, this run asks for ${expect[f]} (resume with the same layers, hidden and heads)`);
     }
   }
   const binPath = join(dir, 'optimizer.bin');
