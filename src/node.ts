@@ -16,6 +16,7 @@ export * from './api/public.js';
 export { nodeModelFiles } from './node/files.js';
 export { httpModelFiles } from './browser/http-files.js';
 export { savePattern, PATTERN_FILES } from './node/pattern-files.js';
+export { BENCH_SUITES, benchReportText, runBenchmark, writeBenchReport, type BenchmarkOptions, type BenchResults, type BenchSuite } from './node/bench.js';
 export { trainModel, type TrainOptions, type TrainResult } from './node/train.js';
 
 /** A model folder: a local path, an http(s) base URL, or a ModelFiles. */

@@ -13,6 +13,8 @@ const FLAGS: Record<string, string> = {
   echoRatio: '--echo-ratio', inductionRatio: '--induction-ratio', 'lengths[0]': '--lengths', 'lengths[1]': '--lengths', context: '--context',
   heads: '--heads', hidden: '--hidden', layers: '--layers', maxLength: '--max-len', tokensPerStep: '--tokens-per-step',
   answerWeight: '--answer-weight', until: '--until', saveEvery: '--save-every', resume: '--resume', force: '--force', out: '--out',
+  shape: '--shape', placements: '--placements', contexts: '--contexts', sparsities: '--sparsities', suites: '--suite',
+  prefillMax: '--prefill-max', decodeTokens: '--decode-tokens', warmupTokens: '--warmup-tokens',
 };
 
 /** API words in a message (device 'gpu', window.sink, pattern) as the CLI's flags. */
