@@ -12,7 +12,7 @@ import { nodeModelFiles } from '../src/node/files.ts';
 import { makeSequence } from '../src/train/data.ts';
 import { Trainer, checkPlan, phaseAt, planLearningRate, planRopeTheta, stepSequences, type TrainPlan } from '../src/train/trainer.ts';
 import { bundledPlan } from '../src/node.ts';
-import { loadState, saveModel, saveState } from '../src/train/checkpoint-io.ts';
+import { loadState, saveModel, saveState } from '../src/node/checkpoint-io.ts';
 import { parameterCount } from '../src/train/model.ts';
 import { BOS, CHARS, EOS, VOCAB_SIZE, encodeChars, tokenizerFiles } from '../src/train/vocab.ts';
 import { Random } from '../src/tasks/random.ts';

@@ -5,7 +5,7 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { chooseTrainingGpu, type TrainingDevice } from '../api/device.js';
 import { DuetError } from '../errors.js';
-import { loadCheckpointState, saveCheckpoint } from '../train/checkpoint-io.js';
+import { loadCheckpointState, saveCheckpoint } from './checkpoint-io.js';
 import { GpuTrainer } from '../train/gpu-trainer.js';
 import { parameterCount } from '../train/model.js';
 import { bundledPlan } from '../train/plan.js';

@@ -6,10 +6,10 @@
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { encodeSafetensorsF32 } from '../model/safetensors.js';
-import { nodeWriteFs, recoverFileSet, writeFileAtomic, writeFileSet, type WriteFs } from '../node/atomic.js';
-import { views, type TrainConfig } from './model.js';
-import type { TrainerState } from './trainer.js';
-import { BOS, EOS, tokenizerFiles } from './vocab.js';
+import { nodeWriteFs, recoverFileSet, writeFileAtomic, writeFileSet, type WriteFs } from './atomic.js';
+import { views, type TrainConfig } from '../train/model.js';
+import type { TrainerState } from '../train/trainer.js';
+import { BOS, EOS, tokenizerFiles } from '../train/vocab.js';
 
 /** The manifest of a training checkpoint, relative to the output folder. */
 export const CHECKPOINT_MANIFEST = 'training/manifest.json';
