@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  comparisonConfigs, countStreaming, binarize, DuetError, evaluate, identifyHeads, loadModel, loadPattern, nodeModelFiles, runBenchmark,
+  comparisonConfigs, countStreaming, kvMemory, parseModelConfig, binarize, DuetError, evaluate, identifyHeads, loadModel, loadPattern, nodeModelFiles, runBenchmark,
   savePattern, score, taskPrompt, fillerStyleFor, trainingPlan, trainModel, type EvalConfig, type ProgressEvent,
 } from '../src/node.ts';
 
@@ -165,6 +165,23 @@ test('runBenchmark: the memory suite on random weights with a shape, runtime KV 
   assert.is((await duetError(() => runBenchmark({ shape: 'gpt-9', device: 'cpu', contexts: [64] }))).field, 'shape');
   assert.is((await duetError(() => runBenchmark({ shape: 'tiny', model: TINY }))).field, 'shape');
   assert.is((await duetError(() => runBenchmark({ suites: ['speed' as 'e2e'] }))).field, 'suites');
+});
+
+test('kvMemory: full vs DuoAttention bytes of a config.json, the sliding window applied; errors name the option', async () => {
+  const config = parseModelConfig(JSON.parse(readFileSync(join(TINY, 'config.json'), 'utf8')));
+  const m = kvMemory(config, { pattern, sparsity: 0.5, context: 1000, kvDtype: 'f32' });
+  // 16 KV heads of dim 8, K and V in f32; 8 streaming heads keep sink 4 + recent 16.
+  const perToken = 2 * 8 * 4;
+  assert.equal([m.full_bytes, m.duo_bytes, m.cpu_bytes, m.streaming_heads], [16 * 1000 * perToken, 8 * 1000 * perToken + 8 * 20 * perToken, 8 * 20 * perToken, 8]);
+  assert.equal([m.kvDtype, m.note], ['f32', null]);
+  assert.match(m.heads, /8\/16 KV heads streaming \(sink 4, recent 16\)/);
+  const mistral = parseModelConfig({ ...JSON.parse(readFileSync(join(TINY, 'config.json'), 'utf8')), model_type: 'mistral', sliding_window: 64 });
+  const w = kvMemory(mistral, { context: 1000 });
+  assert.is(w.duo_bytes, 16 * 64 * 2 * 8 * 2, 'every head keeps its last 64 keys (f16)');
+  assert.match(w.note!, /sliding_window 64/);
+  assert.is((await duetError(() => kvMemory(config, { context: 0 }))).field, 'context');
+  assert.is((await duetError(() => kvMemory(config, { context: 10, kvDtype: 'f8' as 'f16' }))).field, 'kvDtype');
+  assert.is((await duetError(() => kvMemory(config, { context: 10, sparsity: 0.5 }))).field, 'sparsity');
 });
 
 test.after(async () => { await model.dispose(); });

@@ -13,6 +13,8 @@ export { DuetError, type DuetErrorCode } from '../errors.js';
 export { allHeads, binarize, countStreaming, loadPattern, parsePattern, type HeadKinds, type HeadPattern, type PatternFiles } from '../attention/pattern.js';
 // Tools programs around a model need: KV projections, the long-context tasks and their scoring, heatmaps.
 export { formatBytes, projectKvMemory, type MemoryProjection } from '../attention/memory.js';
+export { kvMemory, type KvMemory, type KvMemoryOptions } from './memory.js';
+export { parseModelConfig } from '../model/config.js';
 export { fillerStyleFor, taskPrompt } from '../eval/evaluate.js';
 export {
   comparisonConfigs, evaluate, type ComparisonOptions, type EvalConfig, type EvalConfigSummary, type EvalRow, type EvalSample,
