@@ -9,10 +9,15 @@ import { nodeModelFiles } from './node/files.js';
 import { DuetError } from './errors.js';
 import { createNodeGpu } from './node/gpu.js';
 import { createNodeCpu, defaultThreads } from './node/kernel-threads.js';
+import { chooseTrainingGpu, type TrainingDevice } from './api/device.js';
+import { identifyHeadsOn, type HeadIdentification, type IdentifyOptions } from './api/identify.js';
 
 export * from './api/public.js';
 export { nodeModelFiles } from './node/files.js';
 export { httpModelFiles } from './browser/http-files.js';
+export { savePattern, PATTERN_FILES } from './node/pattern-files.js';
+export { BENCH_SUITES, benchReportText, runBenchmark, writeBenchReport, type BenchmarkOptions, type BenchResults, type BenchSuite } from './node/bench.js';
+export { trainModel, type TrainOptions, type TrainResult } from './node/train.js';
 
 /** A model folder: a local path, an http(s) base URL, or a ModelFiles. */
 export type ModelSource = string | URL | ModelFiles;
@@ -42,4 +47,22 @@ export async function loadModel(source: ModelSource, options: NodeModelOptions =
     acquireGpu: () => createNodeGpu({ backend: gpuBackend }),
     createCpu: () => createNodeCpu(threads),
   });
+}
+
+export interface NodeIdentifyOptions extends IdentifyOptions {
+  /** 'cpu' (default), 'gpu' (a WebGPU adapter, software or not) or 'auto' (a hardware adapter, else the CPU). */
+  device?: TrainingDevice;
+  gpuBackend?: string;
+  notice?: (message: string) => void;
+}
+
+/** Finds the retrieval heads of a model folder (see IdentifyOptions); savePattern writes the result. */
+export async function identifyHeads(source: string | URL | ModelFiles, options: NodeIdentifyOptions): Promise<HeadIdentification> {
+  const { device, gpuBackend, notice = () => {}, ...rest } = options;
+  const gpu = await chooseTrainingGpu(device, () => createNodeGpu({ backend: gpuBackend }), notice);
+  try {
+    return await identifyHeadsOn(files(source), rest, gpu);
+  } finally {
+    gpu?.destroy();
+  }
 }

@@ -4,28 +4,26 @@
 // it has ≥ 12 KV heads to identify.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { allHeads, binarize, loadPattern } from '../src/attention/pattern.ts';
-import { evaluate, fillerStyleFor, type HeadConfig } from '../src/eval/evaluate.ts';
-import { loadCheckpoint } from '../src/model/checkpoint.ts';
-import { nodeModelFiles } from '../src/node/files.ts';
+import { evaluate, loadModel, loadPattern, nodeModelFiles, type EvalConfig } from '../src/node.ts';
 
 const DIR = new URL('../fixtures/duet-passkey', import.meta.url).pathname;
 
-type Heads = (layers: number, kvHeads: number) => HeadConfig | Promise<HeadConfig>;
+type Heads = (layers: number, kvHeads: number) => EvalConfig | Promise<EvalConfig>;
 
-/** Evaluation rows of the bundled model, one head configuration after another on the same prompts. */
+/** Evaluation rows of the bundled model (the public evaluate()), one head configuration after another on the same prompts. */
 async function evaluateBundled(heads: Heads[], tasks: Array<'passkey' | 'niah-multikey'>, lengths: number[], depths: number[], samples: number, seed: number) {
-  const ckpt = await loadCheckpoint(nodeModelFiles(DIR));
-  const { config, tokenizer } = ckpt;
-  const rows = await evaluate({
-    config, weights: ckpt.weights, tokenizer: tokenizer!, heads: await Promise.all(heads.map((h) => h(config.numLayers, config.numKvHeads))),
-    tasks, lengths, depths, samples, seed, style: fillerStyleFor(tokenizer!), stopIds: ckpt.eosTokenIds,
-    engine: { device: 'cpu' },
-  });
-  return { rows, config };
+  const model = await loadModel(DIR, { device: 'cpu' });
+  try {
+    const { config } = model.info;
+    const configs = await Promise.all(heads.map((h) => h(config.numLayers, config.numKvHeads)));
+    const { rows } = await evaluate(model, { configs, tasks, lengths, depths, samples, seed, restoreHeads: false });
+    return { rows, config };
+  } finally {
+    await model.dispose();
+  }
 }
 
-const fullAttention: Heads = (L, H) => ({ name: 'full', kinds: allHeads(L, H, true) });
+const fullAttention: Heads = () => ({ name: 'full' });
 
 const meanAccuracy = (rows: Array<{ accuracy: number }>) => rows.reduce((a, r) => a + r.accuracy, 0) / rows.length;
 
@@ -35,9 +33,9 @@ async function needleAccuracy(heads: Heads, lengths: number[], depths: number[],
 }
 
 /** The committed pattern at sparsity 0.5, with its own sink and recent window. */
-async function bundledPatternAtHalf(L: number, H: number): Promise<HeadConfig> {
+async function bundledPatternAtHalf(L: number, H: number): Promise<EvalConfig> {
   const pattern = await loadPattern(nodeModelFiles(new URL('../fixtures/duet-passkey-pattern', import.meta.url).pathname), L, H);
-  return { name: 'pattern@0.5', kinds: binarize(pattern.alphas, { sparsity: 0.5 }), window: { sink: pattern.sink, recent: pattern.recent } };
+  return { name: 'pattern@0.5', pattern, sparsity: 0.5 };
 }
 
 const cells = (rows: Array<{ length: number; depth: number; accuracy: number }>) => JSON.stringify(rows.map((r) => [r.length, r.depth, r.accuracy]));
@@ -59,7 +57,7 @@ test('bundled model, its pattern at 50% streaming (split runtime on the CPU): �
 
 test('bundled model, every head streaming (sink 16, recent 64): ≤ 20% when the needle is outside the window', async () => {
   const window = { sink: 16, recent: 64 };
-  const { mean } = await needleAccuracy((L, H) => ({ name: 'streaming-only', kinds: allHeads(L, H, false), window }), [1024], [0.25, 0.5, 0.75]);
+  const { mean } = await needleAccuracy(() => ({ name: 'streaming-only', streamingOnly: true, window }), [1024], [0.25, 0.5, 0.75]);
   assert.ok(mean <= 0.2, `streaming-only passkey accuracy ${(mean * 100).toFixed(0)}%: the model should need its retrieval heads`);
 });
 

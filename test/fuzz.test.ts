@@ -21,6 +21,7 @@ import { loadModel } from '../src/node.ts';
 import { DuetServer } from '../src/server/server.ts';
 import { byteLevelTokenizer, writeCheckpoint } from './helpers/checkpoint.ts';
 import { loadCheckpoint } from '../src/model/checkpoint.ts';
+import { matrixF32 } from '../src/model/weights.ts';
 import { concatBytes, encodeGgufHeader, parseGgufHeader, ValueType, type GgufHeader, type GgufTensorInfo, type GgufWriteValue } from '../src/model/gguf.ts';
 import { ggufChunks } from '../src/model/gguf-write.ts';
 import { encodeMatrix } from '../src/model/gguf-encode.ts';
@@ -200,8 +201,8 @@ test('fuzz: GGUF files (bytes, truncation, counts, dims, types, offsets, metadat
       const c = await loadCheckpoint(files);
       const { config: k, weights: w } = c;
       assert.is(w.layers.length, k.numLayers);
-      assert.is(w.embed.length, k.vocabSize * k.hiddenSize);
-      assert.is(w.layers[0].wq.length, k.numHeads * k.headDim * k.hiddenSize);
+      assert.is(matrixF32(w.embed).length, k.vocabSize * k.hiddenSize);
+      assert.is(matrixF32(w.layers[0].wq).length, k.numHeads * k.headDim * k.hiddenSize);
       if (c.tokenizer) assert.ok(c.tokenizer.encode('hello world').every((id) => Number.isInteger(id) && id >= 0 && id < k.vocabSize));
     },
     (m) => m.startsWith('fuzz.gguf'));

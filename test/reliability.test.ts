@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { nodeWriteFs, recoverFileSet, writeFileAtomic, writeFileSet, type WriteFs } from '../src/node/atomic.ts';
-import { CHECKPOINT_MANIFEST, loadCheckpointState, modelFiles, saveCheckpoint, saveState } from '../src/train/checkpoint-io.ts';
+import { CHECKPOINT_MANIFEST, loadCheckpointState, modelFiles, saveCheckpoint, saveState } from '../src/node/checkpoint-io.ts';
 import { parameterCount, type TrainConfig } from '../src/train/model.ts';
 import { assertFiniteStep, type TrainerState } from '../src/train/trainer.ts';
 import { VOCAB_SIZE } from '../src/train/vocab.ts';

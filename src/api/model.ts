@@ -15,7 +15,7 @@ import type { ModelConfig } from '../model/config.js';
 import { isWeightDType, WEIGHT_DTYPES, type WeightDType } from '../model/quant.js';
 import type { ModelFiles } from '../model/files.js';
 import type { ChatMessage, StreamDecoder, TextTokenizer } from '../model/tokenizer.js';
-import { resolveHeads, type HeadOptions } from './heads.js';
+import { resolveHeads, type HeadOptions, type ResolvedHeads } from './heads.js';
 import { StopText } from './stop-text.js';
 import { ChatCompletions, Completions } from './openai.js';
 
@@ -123,7 +123,9 @@ export interface GenerationStats {
  * to q8_0 as it loads (unless it is headed for the GPU, whose kernels take f32), and a GGUF keeps
  * its own types.
  */
-function loaderWeights(asked: WeightDType | undefined, forGpu: boolean): (config: ModelConfig) => LoadWeights {
+function loaderWeights(options: ModelOptions): (config: ModelConfig) => LoadWeights {
+  const asked = options.weights;
+  const forGpu = options.device === 'gpu' || options.placement === 'gpu' || options.placement === 'split';
   return (config) => {
     if (asked) return asked;
     const cpuDefault = defaultWeightDType(config, 'cpu');
@@ -186,14 +188,15 @@ export class DuetModel {
   private disposed = false;
   readonly tokenizer: TextTokenizer | null;
   readonly eosTokenIds: number[];
-  readonly info: ModelInfo;
+  /** The model and its placement (replaced by setHeads). */
+  info: ModelInfo;
   /** OpenAI-shaped chat completions: create({ messages, stream, max_tokens, … }). */
   readonly chat: { completions: ChatCompletions } = { completions: new ChatCompletions(this) };
   /** OpenAI-shaped text completions: create({ prompt, … }). */
   readonly completions: Completions = new Completions(this);
 
-  private constructor(private readonly engine: Engine, checkpoint: Checkpoint, info: ModelInfo,
-    private readonly prefillChunk: number | undefined, private readonly notice: (m: string) => void) {
+  private constructor(private engine: Engine, checkpoint: Checkpoint, info: ModelInfo, private heads: Heads,
+    private readonly placing: Placing, private readonly prefillChunk: number | undefined, private readonly notice: (m: string) => void) {
     this.tokenizer = checkpoint.tokenizer;
     this.eosTokenIds = checkpoint.eosTokenIds;
     this.info = info;
@@ -208,7 +211,7 @@ export class DuetModel {
     }
     const checkpoint = await loadCheckpoint(files, {
       // Matmul weights are stored in their format as each tensor is read (no f32 copy of the model).
-      weights: loaderWeights(options.weights, options.device === 'gpu' || options.placement === 'gpu' || options.placement === 'split'),
+      weights: loaderWeights(options),
       ...options.checkpoint,
       onProgress: (done, total, tensor) => progress({ step: 'weights', done, total, detail: tensor }),
     });
@@ -217,32 +220,63 @@ export class DuetModel {
     if (!(Number.isInteger(limit) && limit >= 1 && limit <= config.maxPositionEmbeddings)) {
       throw new DuetError('contextLength', `must be an integer from 1 to the model's max_position_embeddings ${config.maxPositionEmbeddings} (got ${limit})`);
     }
-    let pattern: HeadPattern | undefined, patternName = 'pattern';
-    if (options.pattern && 'alphas' in options.pattern) pattern = options.pattern;
-    else if (options.pattern) {
-      progress({ step: 'pattern', done: 0, total: 1 });
-      pattern = await loadPattern(options.pattern, config.numLayers, config.numKvHeads);
-      patternName = `pattern ${options.pattern.name}`;
-      progress({ step: 'pattern', done: 1, total: 1 });
-    }
-    const heads = resolveHeads({ ...options, pattern }, config.numLayers, config.numKvHeads, patternName);
-    progress({ step: 'engine', done: 0, total: 1 });
+    const heads = await headsFor(options, config, progress);
     const gpuDevice = options.gpuDevice;
-    const engineOptions: EngineOptions = {
-      weights: options.weights, device: options.device, placement: options.placement, kinds: heads.kinds, window: heads.window, notice,
-      acquireGpu: gpuDevice ? async () => ({ gpu: new GpuContext(gpuDevice, 'the GPUDevice given by the caller', { ownsDevice: false }), reason: '' }) : env.acquireGpu,
-      createCpu: env.createCpu,
+    const placing: Placing = {
+      files, options, limit,
+      engine: {
+        weights: options.weights, device: options.device, placement: options.placement, notice,
+        acquireGpu: gpuDevice ? async () => ({ gpu: new GpuContext(gpuDevice, 'the GPUDevice given by the caller', { ownsDevice: false }), reason: '' }) : env.acquireGpu,
+        createCpu: env.createCpu,
+      },
     };
-    const engine = await Engine.create(config, checkpoint.weights, engineOptions);
+    progress({ step: 'engine', done: 0, total: 1 });
+    const engine = await Engine.create(config, checkpoint.weights, { ...placing.engine, kinds: heads.kinds, window: heads.window });
     progress({ step: 'engine', done: 1, total: 1 });
-    const info: ModelInfo = {
-      id: options.id ?? checkpoint.name, config, placement: engine.placement, device: engine.deviceDescription, cpu: engine.cpu.description,
-      heads: heads.description, streamingHeads: countStreaming(heads.kinds), kvHeads: config.numLayers * config.numKvHeads,
-      window: heads.window ?? null, contextLength: limit,
-      hasTokenizer: checkpoint.tokenizer !== null, hasChatTemplate: checkpoint.tokenizer?.hasChatTemplate ?? false,
-      weights: { dtype: engine.model.weightDType, bytes: engine.model.weightBytes },
-    };
-    return new DuetModel(engine, checkpoint, info, options.prefillChunk, notice);
+    return new DuetModel(engine, checkpoint, modelInfo(engine, checkpoint, heads, placing), heads, placing, options.prefillChunk, notice);
+  }
+
+  /**
+   * Places the model again with other heads (a pattern, its sparsity, streaming only, the window),
+   * keeping the other load options; without head options, full attention. Waits for the generation
+   * in progress. The weights are read again from the model's files (no host copy is kept), so the
+   * devices never hold two placements at once. A no-op when the heads are those already placed.
+   */
+  async setHeads(options: HeadSettings = {}, onProgress?: (event: ProgressEvent) => void): Promise<void> {
+    const progress = onProgress ?? (() => {});
+    const heads = await headsFor(options, this.info.config, progress);
+    if (sameHeads(heads, this.heads)) { this.info = { ...this.info, heads: heads.description }; return; }
+    let release!: () => void;
+    const turn = this.queue;
+    this.queue = new Promise<void>((r) => { release = r; });
+    try {
+      await turn;
+      if (this.disposed) throw new DuetError(null, 'the model was disposed');
+      const { files, options: o, engine: engineOptions } = this.placing;
+      const checkpoint = await loadCheckpoint(files, {
+        weights: loaderWeights(o), ...o.checkpoint, onProgress: (done, total, tensor) => progress({ step: 'weights', done, total, detail: tensor }),
+      });
+      this.engine.dispose();
+      try {
+        progress({ step: 'engine', done: 0, total: 1 });
+        this.engine = await Engine.create(checkpoint.config, checkpoint.weights, { ...engineOptions, kinds: heads.kinds, window: heads.window });
+        progress({ step: 'engine', done: 1, total: 1 });
+      } catch (e) {
+        // The old placement is gone: the model cannot generate any more.
+        this.disposed = true;
+        throw e;
+      }
+      this.heads = heads;
+      this.info = modelInfo(this.engine, checkpoint, heads, this.placing);
+    } finally {
+      release();
+    }
+  }
+
+  /** The head options of the current placement (its pattern parsed): setHeads(model.currentHeads()) comes back to it. */
+  currentHeads(): HeadOptions {
+    const o = this.heads.options;
+    return { ...o, window: o.window && { ...o.window } };
   }
 
   /** Prompt token ids: text is tokenized (with BOS), messages go through the chat template. */
@@ -399,6 +433,45 @@ export class DuetModel {
   }
 }
 
+/** Head options as setHeads takes them: the pattern parsed or as its folder's files. */
+export interface HeadSettings extends Omit<HeadOptions, 'pattern'> {
+  pattern?: HeadPattern | PatternFiles;
+}
+
+/** What a model keeps to place itself again: its files, load options and engine options (without heads). */
+interface Placing { files: ModelFiles; options: ModelOptions; limit: number; engine: Omit<EngineOptions, 'kinds' | 'window'> }
+
+/** The heads resolved, with the options (pattern parsed) that give them. */
+type Heads = ResolvedHeads & { options: HeadOptions };
+
+async function headsFor(o: HeadSettings, config: ModelConfig, progress: (e: ProgressEvent) => void): Promise<Heads> {
+  let pattern: HeadPattern | undefined, patternName = 'pattern';
+  if (o.pattern && 'alphas' in o.pattern) pattern = o.pattern;
+  else if (o.pattern) {
+    progress({ step: 'pattern', done: 0, total: 1 });
+    pattern = await loadPattern(o.pattern, config.numLayers, config.numKvHeads);
+    patternName = `pattern ${o.pattern.name}`;
+    progress({ step: 'pattern', done: 1, total: 1 });
+  }
+  const options: HeadOptions = { pattern, sparsity: o.sparsity, streamingOnly: o.streamingOnly, window: o.window && { ...o.window } };
+  return { ...resolveHeads(options, config.numLayers, config.numKvHeads, patternName), options };
+}
+
+function sameHeads(a: ResolvedHeads, b: ResolvedHeads): boolean {
+  return a.window?.sink === b.window?.sink && a.window?.recent === b.window?.recent
+    && a.kinds.length === b.kinds.length && a.kinds.every((row, l) => row.length === b.kinds[l].length && row.every((k, h) => k === b.kinds[l][h]));
+}
+
+function modelInfo(engine: Engine, checkpoint: Checkpoint, heads: ResolvedHeads, placing: Placing): ModelInfo {
+  const { config } = checkpoint;
+  return {
+    id: placing.options.id ?? checkpoint.name, config, placement: engine.placement, device: engine.deviceDescription, cpu: engine.cpu.description,
+    heads: heads.description, streamingHeads: countStreaming(heads.kinds), kvHeads: config.numLayers * config.numKvHeads,
+    window: heads.window ?? null, contextLength: placing.limit,
+    hasTokenizer: checkpoint.tokenizer !== null, hasChatTemplate: checkpoint.tokenizer?.hasChatTemplate ?? false,
+    weights: { dtype: engine.model.weightDType, bytes: engine.model.weightBytes },
+  };
+}
 
 /** Resolves after pending macrotasks (I/O, timers, UI events) had their turn. */
 function yieldToEventLoop(): Promise<void> {

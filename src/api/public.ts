@@ -2,7 +2,7 @@
 // errors, and the pattern helpers.
 export { DuetModel, Generation } from './model.js';
 export type {
-  ChatMessage, DeviceChoice, Environment, FinishReason, GenerateOptions, GenerationStats, KvStats, ModelInfo,
+  ChatMessage, DeviceChoice, HeadSettings, Environment, FinishReason, GenerateOptions, GenerationStats, KvStats, ModelInfo,
   ModelOptions, Placement, ProgressEvent, Prompt, StreamingWindow, TokenDelta,
 } from './model.js';
 export type {
@@ -14,7 +14,19 @@ export type { GpuCounters, PerTokenCounters } from '../gpu/context.js';
 export { allHeads, binarize, countStreaming, loadPattern, parsePattern, type HeadKinds, type HeadPattern, type PatternFiles } from '../attention/pattern.js';
 // Tools programs around a model need: KV projections, the long-context tasks and their scoring, heatmaps.
 export { formatBytes, projectKvMemory, type MemoryProjection } from '../attention/memory.js';
+export { kvMemory, type KvMemory, type KvMemoryOptions } from './memory.js';
+export { parseModelConfig } from '../model/config.js';
 export { fillerStyleFor, taskPrompt } from '../eval/evaluate.js';
+export {
+  comparisonConfigs, evaluate, type ComparisonOptions, type EvalConfig, type EvalConfigSummary, type EvalRow, type EvalSample,
+  type EvaluateOptions, type EvaluationResult,
+} from './evaluate.js';
+export type { HeadOptions } from './heads.js';
+export { IDENTIFY_METHODS, type HeadIdentification, type IdentifyMethod, type IdentifyOptions } from './identify.js';
+export type { TrainingDevice } from './device.js';
+export { bundledPlan, trainingPlan, type PlanOptions } from '../train/plan.js';
+export type { Phase, StepReport, TrainPlan } from '../train/trainer.js';
+export type { TrainConfig } from '../train/model.js';
 export { score } from '../eval/score.js';
 export { TASK_KINDS, type TaskKind, type TaskSample } from '../tasks/tasks.js';
 export { heatmap } from '../plot/svg.js';

@@ -1,4 +1,5 @@
 // Projected KV-cache memory of full attention vs a DuoAttention pattern, for any model and context.
+import { DuetError } from '../errors.js';
 import type { HeadKinds } from './pattern.js';
 
 export interface MemoryProjection {
@@ -17,7 +18,7 @@ export interface MemoryProjection {
 
 export function projectKvMemory(kinds: HeadKinds, headDim: number, context: number,
   window: { sink: number; recent: number }, bytesPerElement: number): MemoryProjection {
-  if (!(Number.isInteger(context) && context >= 1)) throw new Error(`--context must be a positive integer (got ${context})`);
+  if (!(Number.isInteger(context) && context >= 1)) throw new DuetError('context', `must be a positive integer (got ${context})`);
   const perToken = 2 * headDim * bytesPerElement; // K and V of one head
   let retrieval = 0, streaming = 0;
   for (const row of kinds) for (const r of row) (r ? retrieval++ : streaming++);

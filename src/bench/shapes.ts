@@ -3,6 +3,7 @@
 // (random-weights.ts). The CPU backend holds at most 4 GiB (see WASM_BUDGET), so f32 copies of
 // whole models rarely fit: a bench may keep only the first layers (`--layers N`); times are then
 // per that layer count.
+import { DuetError } from '../errors.js';
 import { parseModelConfig, type ModelConfig } from '../model/config.js';
 
 export interface ShapeSpec {
@@ -71,7 +72,7 @@ export function shapeNames(): string[] {
 
 export function shapeSpec(name: string): ShapeSpec {
   const s = SHAPES[name];
-  if (!s) throw new Error(`--shape: unknown shape "${name}" (known: ${shapeNames().join(', ')})`);
+  if (!s) throw new DuetError('shape', `unknown shape "${name}" (known: ${shapeNames().join(', ')})`);
   return s;
 }
 
@@ -184,20 +185,20 @@ export function benchShape(name: string, options: BenchShapeOptions): BenchShape
     const fit = layersThatFitHost(full, options.hostBudget);
     if (layers === undefined) {
       layers = fit;
-      if (layers === 0) throw new Error(`--shape ${name}: not even one layer's f32 weights fit in ${(options.hostBudget / 2 ** 30).toFixed(1)} GiB of host memory next to the vocabulary`);
+      if (layers === 0) throw new DuetError('shape', `${name}: not even one layer's f32 weights fit in ${(options.hostBudget / 2 ** 30).toFixed(1)} GiB of host memory next to the vocabulary`);
     } else if (layers > fit) {
       notes.push(`${name}: ${layersText(layers)} of f32 weights need ${(hostWeightBytes(full, layers) / 2 ** 30).toFixed(2)} GiB of host memory, more than the ${(options.hostBudget / 2 ** 30).toFixed(1)} GiB budget: the run may fail`);
     }
   } else if (layers === undefined) {
     layers = layersThatFit(full, options.positions, options.chunk, options.residency);
     if (layers === 0) {
-      throw new Error(`--shape ${name}: not even one layer fits the CPU backend's ${WASM_BUDGET / 2 ** 30} GiB next to the f32 vocabulary (${(outerWeightBytes(full) / 2 ** 30).toFixed(2)} GiB) with caches for ${options.positions} tokens; use smaller --contexts, or give --layers 1 and run GPU placements only`);
+      throw new DuetError('shape', `${name}: not even one layer fits the CPU backend's ${WASM_BUDGET / 2 ** 30} GiB next to the f32 vocabulary (${(outerWeightBytes(full) / 2 ** 30).toFixed(2)} GiB) with caches for ${options.positions} tokens; use smaller contexts, or set layers to 1 and run GPU placements only`);
     }
   } else if (cpuFootprint(full, layers, options.positions, options.chunk, options.residency) > WASM_BUDGET) {
     notes.push(`${name}: ${layersText(layers)} with caches for ${options.positions} tokens need about ${(cpuFootprint(full, layers, options.positions, options.chunk, options.residency) / 2 ** 30).toFixed(2)} GiB on the CPU side, more than the CPU backend's ${(WASM_BUDGET / 2 ** 30).toFixed(2)} GiB: CPU rows may fail`);
   }
   if (!(Number.isInteger(layers) && layers >= 1 && layers <= full.numLayers)) {
-    throw new Error(`--layers must be an integer in 1..${full.numLayers} for ${name} (got ${layers})`);
+    throw new DuetError('layers', `must be an integer in 1..${full.numLayers} for ${name} (got ${layers})`);
   }
   if (layers < full.numLayers) {
     const why = options.hostBudget !== undefined ? 'in host memory' : "in the CPU backend's memory";

@@ -1,22 +1,16 @@
 // `duet bench`: kernel throughput against a measured roofline, end-to-end prefill/decode of full
 // attention vs DuoAttention per placement, and KV memory, on a real checkpoint or on random weights
 // with a real model's shapes. Writes results.json and SVG plots, prints tables.
-import { totalmem } from 'node:os';
 import { parseArgs } from 'node:util';
-import { loadPattern } from '../attention/pattern.js';
-import type { DeviceChoice, Placement } from '../engine/engine.js';
-import { loadCheckpoint } from '../model/checkpoint.js';
-import { nodeModelFiles } from '../node/files.js';
-import { claimOutputFolder, removeStale } from '../node/output-folder.js';
-import { createNodeGpu } from '../node/gpu.js';
-import { isSoftwareGpu, machineInfo, processMemory } from '../bench/machine.js';
+import { BENCH_SUITES as SUITES, benchReportText, runBenchmark, writeBenchReport, type BenchSuite as Suite, type DeviceChoice, type Placement } from '../node.js';
+import { DuetError } from '../errors.js';
+import { machineInfo } from '../bench/machine.js';
 import { randomAlphas, randomWeights } from '../bench/random-weights.js';
-import { renderText, writeReport } from '../bench/report.js';
 import { e2eSequenceLength } from '../bench/e2e.js';
-import { runBench, SUITES, type BenchModel, type Suite } from '../bench/run.js';
 import { benchShape, layersText, shapeSpec } from '../bench/shapes.js';
+import { claimOutputFolder, removeStale } from '../node/output-folder.js';
 import { intOption, numberList, threadsOption, weightsOption } from './options.js';
-import { startNodeKernelWorker } from '../node/kernel-threads.js';
+import { flagMessage, inFlags } from './flags.js';
 import { Progress } from './progress.js';
 import { serveBenchCommand } from './bench-serve.js';
 import { renderPeers, runPeers } from './bench-peers.js';
@@ -24,8 +18,6 @@ import { isWeightDType, type WeightDType } from '../model/quant.js';
 import { availableParallelism } from 'node:os';
 
 export const BENCH_DEFAULT_OUT = 'bench-results';
-/** Share of the machine's memory that a shape's f32 host weights may take when only GPU placements run. */
-const HOST_WEIGHT_SHARE = 0.5;
 
 const options = {
   suite: { type: 'string' },
@@ -53,6 +45,15 @@ const options = {
 } as const;
 
 export async function benchCommand(argv: string[]): Promise<number> {
+  try {
+    return await bench(argv);
+  } catch (e) {
+    // benchCommand is also called directly (tests, scripts): library errors in the CLI's words here.
+    throw e instanceof DuetError ? new Error(flagMessage(e)) : e;
+  }
+}
+
+async function bench(argv: string[]): Promise<number> {
   // The server suite has its own options (it measures `duet serve`, not the engine's phases).
   const suiteAt = argv.indexOf('--suite');
   if (argv[suiteAt + 1] === 'serve' || argv.includes('--suite=serve')) return serveBenchCommand(argv);
@@ -81,105 +82,31 @@ export async function benchCommand(argv: string[]): Promise<number> {
   const threads = threadsOption(v.threads);
   const weightDType = weightsOption(v.weights);
   const layers = intOption(v.layers, '--layers', 1);
-  let sink = intOption(v.sink, '--sink');
-  let recent = intOption(v.recent, '--recent', 1);
+  const sink = intOption(v.sink, '--sink');
+  const recent = intOption(v.recent, '--recent', 1);
   const outDir = v.out ?? BENCH_DEFAULT_OUT;
   // Checked before any work: a previous bench's results.json and plots are replaced (and said so).
   const previous = claimOutputFolder(outDir, { flag: 'duet bench --out', what: 'benchmark results', owns: (n) => n === 'results.json' || n.endsWith('.svg') });
   if (previous.length) process.stderr.write(`duet: ${outDir} holds a previous benchmark (${previous.length} files); it will be replaced\n`);
-  const say = (m: string) => process.stderr.write(`duet: ${m}\n`);
 
-  // The GPU: auto skips software rasterisers (their timings say nothing about GPUs).
-  let gpuName: string | null = null, gpuNote = '';
-  if (device === 'cpu') gpuNote = '--device cpu';
-  else {
-    const { gpu, reason } = await createNodeGpu();
-    if (!gpu) {
-      if (device === 'gpu') throw new Error(`--device gpu: no WebGPU adapter (${reason})`);
-      gpuNote = `no WebGPU adapter (${reason})`;
-    } else {
-      const name = gpu.adapterDescription;
-      gpu.destroy();
-      if (isSoftwareGpu(name) && device === 'auto') {
-        gpuNote = `${name} is a software GPU: skipped (its timings say nothing about GPUs; --device gpu runs it anyway)`;
-      } else {
-        gpuName = name;
-        if (isSoftwareGpu(name)) gpuNote = 'software GPU: its timings mean nothing for GPU speed';
-      }
-    }
-  }
-  let placements: Placement[];
-  if (gpuName) placements = placementsAsked ?? ['split', 'gpu', 'cpu'];
-  else {
-    const needGpu = placementsAsked?.filter((p) => p !== 'cpu') ?? [];
-    if (needGpu.length) throw new Error(`--placements ${needGpu.join(',')} need a GPU (${gpuNote})`);
-    placements = ['cpu'];
-  }
-  if (gpuNote && device !== 'cpu') say(gpuNote);
-  // Every DuoAttention configuration (sparsity × placement) decodes beside the full-attention session of its device.
-  const positions = e2eSequenceLength(Math.max(...contexts), warmupTokens, decodeTokens, sparsities.length * placements.length);
-
-  // The model: random weights with a real model's shapes, or a checkpoint directory.
-  let model: BenchModel;
-  const notes: string[] = [];
-  let fullLayers: number;
-  if (v.model === undefined) {
-    const name = v.shape ?? 'llama-3.2-1b';
-    const residency = { engines: sparsities.length ? 2 : 1, kvFactor: 1 + Math.max(0, ...sparsities.map((x) => 1 - x)) };
-    // Without the cpu placement the CPU backend holds no weights: the host's memory bounds the layers.
-    const hostBudget = placements.includes('cpu') ? undefined : HOST_WEIGHT_SHARE * totalmem();
-    const shape = benchShape(name, { layers, positions, chunk, residency, hostBudget });
-    const progress = new Progress(`random weights (${name}, ${layersText(shape.config.numLayers)})`);
-    const weights = randomWeights(shape.config, seed, (d, t) => progress.update(d, t), weightDType ?? 'keep');
-    notes.push(`random weights with the shapes of ${shape.source}`, ...shape.notes);
-    model = { source: `shape:${name}`, config: shape.config, fullConfig: shape.full, weights, alphas: [], pattern: '', window: { sink: 0, recent: 1 }, notes };
-    fullLayers = shape.full.numLayers;
-  } else {
-    const progress = new Progress('loading');
-    const ckpt = await loadCheckpoint(nodeModelFiles(v.model), { weights: weightDType ?? 'keep', onProgress: (d, t) => progress.update(d, t) });
-    let config = ckpt.config, weights = ckpt.weights;
-    fullLayers = config.numLayers;
-    if (layers !== undefined) {
-      if (layers > config.numLayers) throw new Error(`--layers ${layers}: ${v.model} has ${config.numLayers} layers`);
-      if (layers < config.numLayers) notes.push(`${layers} of ${config.numLayers} layers; times are for ${layersText(layers)} plus the embedding and LM head`);
-      config = { ...config, numLayers: layers };
-      weights = { ...weights, layers: weights.layers.slice(0, layers) };
-    }
-    if (config.maxPositionEmbeddings < positions) {
-      notes.push(`max_position_embeddings raised from ${config.maxPositionEmbeddings} to ${positions} for the longest context`);
-      config = { ...config, maxPositionEmbeddings: positions };
-    }
-    model = { source: v.model, config, fullConfig: { ...ckpt.config }, weights, alphas: [], pattern: '', window: { sink: 0, recent: 1 }, notes };
-  }
-  const { config } = model;
-  if (v.pattern !== undefined) {
-    const pattern = await loadPattern(nodeModelFiles(v.pattern), fullLayers, config.numKvHeads);
-    model.alphas = pattern.alphas.slice(0, config.numLayers);
-    sink ??= pattern.sink; recent ??= pattern.recent;
-    model.pattern = `${v.pattern}${config.numLayers < fullLayers ? ` (first ${layersText(config.numLayers)})` : ''}`;
-  } else {
-    model.alphas = randomAlphas(config.numLayers, config.numKvHeads, seed);
-    model.pattern = `random gate values (seed ${seed})`;
-  }
-  model.window = { sink: sink ?? 128, recent: recent ?? 256 };
-  model.weightDType = weightDType;
-
-  let current: { suite: string; bar: Progress } | null = null;
-  const results = await runBench({
-    suites, model, contexts, sparsities, placements, chunk, prefillMax, decodeTokens, warmupTokens, seed,
-    machine: machineInfo(gpuName, gpuNote), command: `duet bench ${argv.join(' ')}`.trim(),
-    acquireGpu: gpuName ? () => createNodeGpu() : undefined,
-    threads, startWorker: startNodeKernelWorker,
-    processMemory,
-    onProgress: (suite, d, t, detail) => {
-      if (current?.suite !== suite) current = { suite, bar: new Progress(suite) };
-      current.bar.update(d, t, detail);
+  const bars = new Map<string, Progress>();
+  const results = await runBenchmark({
+    suites, model: v.model, shape: v.shape, layers, pattern: v.pattern, contexts, sparsities, placements: placementsAsked, device,
+    window: { sink, recent }, prefillChunk: chunk, prefillMax, decodeTokens, warmupTokens, seed, threads, weights: weightDType,
+    command: `duet bench ${argv.join(' ')}`.trim(),
+    notice: (m) => process.stderr.write(`duet: ${inFlags(m)}\n`),
+    onProgress: (what, d, t, detail) => {
+      let bar = bars.get(what);
+      if (!bar) { bar = new Progress(what); bars.set(what, bar); }
+      bar.update(d, t, detail);
     },
   });
-  const files = writeReport(results, outDir);
+  // The GPU note in the CLI's words ("--device cpu" rather than "device 'cpu'").
+  results.machine.gpu_note = inFlags(results.machine.gpu_note);
+  const files = writeBenchReport(results, outDir);
   removeStale(outDir, previous, files);
   if (v.json) process.stdout.write(`${JSON.stringify(results)}\n`);
-  else process.stdout.write(`${renderText(results)}\nresults: ${files[0]}${files.length > 1 ? `; plots: ${files.slice(1).join(', ')}` : ''}\n`);
+  else process.stdout.write(`${benchReportText(results)}\nresults: ${files[0]}${files.length > 1 ? `; plots: ${files.slice(1).join(', ')}` : ''}\n`);
   return 0;
 }
 

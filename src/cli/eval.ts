@@ -4,20 +4,13 @@
 import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { allHeads, binarize, loadPattern } from '../attention/pattern.js';
-import { projectKvMemory } from '../attention/memory.js';
-import type { DeviceChoice, Placement } from '../engine/engine.js';
-import { evaluate, fillerStyleFor, type EvalRow, type HeadConfig } from '../eval/evaluate.js';
-import { loadCheckpoint } from '../model/checkpoint.js';
-import { nodeModelFiles } from '../node/files.js';
+import {
+  comparisonConfigs, evaluate, heatmap, loadModel, loadPattern, nodeModelFiles, TASK_KINDS, type EvalRow, type EvaluationResult, type TaskKind,
+} from '../node.js';
 import { claimOutputFolder, removeStale } from '../node/output-folder.js';
 import { writeFileAtomic } from '../node/atomic.js';
-import { createNodeGpu } from '../node/gpu.js';
-import { heatmap } from '../plot/svg.js';
-import { Random } from '../tasks/random.js';
-import { TASK_KINDS, type TaskKind } from '../tasks/tasks.js';
-import { intOption, numberList, numberOption, threadsOption, weightsOption } from './options.js';
-import { createNodeCpu } from '../node/kernel-threads.js';
+import { intOption, numberList, numberOption } from './options.js';
+import { modelOptions } from './generate.js';
 import { Progress } from './progress.js';
 
 const options = {
@@ -65,64 +58,46 @@ export async function evalCommand(argv: string[]): Promise<number> {
   const depths = numberList(v.depths ?? '0,0.25,0.5,0.75,1', '--depths', (d) => d >= 0 && d <= 1, 'a depth in [0, 1]');
   const samples = intOption(v.samples, '--samples', 1) ?? 4;
   const seed = intOption(v.seed, '--seed') ?? 0;
-  const device = (v.device ?? 'auto') as DeviceChoice;
-  if (!['auto', 'gpu', 'cpu'].includes(device)) throw new Error(`--device must be auto, gpu or cpu (got "${device}")`);
-  const placement = v.placement as Placement | undefined;
-  if (placement && !['split', 'gpu', 'cpu'].includes(placement)) throw new Error(`--placement must be split, gpu or cpu (got "${placement}")`);
+  if (v.device !== undefined && !['auto', 'gpu', 'cpu'].includes(v.device)) throw new Error(`--device must be auto, gpu or cpu (got "${v.device}")`);
+  if (v.placement !== undefined && !['split', 'gpu', 'cpu'].includes(v.placement)) throw new Error(`--placement must be split, gpu or cpu (got "${v.placement}")`);
   const outDir = v.out ?? 'eval-results';
   // Checked before any work: results.json, samples.jsonl and heatmaps of a previous run are
   // replaced (and said so), anything else in the folder is refused.
   const previous = claimOutputFolder(outDir, { flag: 'duet eval --out', what: 'evaluation results', owns: (n) => n === 'results.json' || n === 'samples.jsonl' || n.endsWith('.svg') });
   if (previous.length) process.stderr.write(`duet: ${outDir} holds a previous evaluation (${previous.length} files); it will be replaced\n`);
-  const threads = threadsOption(v.threads);
-  const weights = weightsOption(v.weights);
-
   const progressLoad = new Progress('loading');
-  const checkpoint = await loadCheckpoint(nodeModelFiles(v.model), { weights: weights ?? 'keep', onProgress: (d, t) => progressLoad.update(d, t) });
-  const { config, tokenizer } = checkpoint;
-  if (!tokenizer) throw new Error(`${v.model}: eval needs tokenizer.json (tasks are text)`);
-  const L = config.numLayers, H = config.numKvHeads;
-  let sink = intOption(v.sink, '--sink');
-  let recent = intOption(v.recent, '--recent', 1);
-
-  // The configurations to compare: full attention always first, as the reference.
-  const heads: HeadConfig[] = [{ name: 'full', kinds: allHeads(L, H, true) }];
-  if (v.pattern !== undefined) {
-    const pattern = await loadPattern(nodeModelFiles(v.pattern), L, H);
-    sink ??= pattern.sink; recent ??= pattern.recent;
-    const sparsity = numberOption(v.sparsity, '--sparsity');
-    heads.push({ name: `pattern@${sparsity ?? 'α≥0.5'}`, kinds: binarize(pattern.alphas, { sparsity }), window: { sink, recent } });
-  } else if (v.sparsity !== undefined) throw new Error('--sparsity needs --pattern');
-  const needWindow = (what: string) => {
-    if (sink === undefined || recent === undefined) throw new Error(`${what} needs --sink and --recent (or --pattern)`);
-    return { sink, recent };
-  };
-  if (v['streaming-only']) heads.push({ name: 'streaming-only', kinds: allHeads(L, H, false), window: needWindow('--streaming-only') });
-  if (v['random-pattern'] !== undefined) {
-    const s = numberOption(v['random-pattern'], '--random-pattern')!;
-    if (!(s >= 0 && s <= 1)) throw new Error(`--random-pattern must be a sparsity in [0, 1] (got ${s})`);
-    const window = needWindow('--random-pattern');
-    const seeds = intOption(v.seeds, '--seeds', 1) ?? 1;
-    for (let k = 0; k < seeds; k++) {
-      const r = new Random(1000 + k);
-      const alphas = Array.from({ length: L }, () => Array.from({ length: H }, () => r.next()));
-      heads.push({ name: `random@${s}#${k}`, kinds: binarize(alphas, { sparsity: s }), window });
-    }
-  }
-
-  const style = fillerStyleFor(tokenizer);
-  const progress = new Progress('eval');
-  // Every sample's prediction, for reading failures (one JSON object per line).
-  mkdirSync(outDir, { recursive: true });
-  const samplesFile = join(outDir, 'samples.jsonl');
-  writeFileSync(samplesFile, '');
-  const rows = await evaluate({
-    config, weights: checkpoint.weights, tokenizer, heads, tasks, lengths, depths, samples, seed, style,
-    prefillChunk: intOption(v['prefill-chunk'], '--prefill-chunk', 1), stopIds: checkpoint.eosTokenIds,
-    engine: { device, placement, weights, acquireGpu: () => createNodeGpu(), createCpu: () => createNodeCpu(threads), notice: (m) => process.stderr.write(`duet: ${m}\n`) },
-    onProgress: (d, t, detail) => progress.update(d, t, detail),
-    onSample: (info) => appendFileSync(samplesFile, `${JSON.stringify(info)}\n`),
+  // Full attention first (the reference); each configuration is placed in turn on the same model.
+  const model = await loadModel(v.model, {
+    ...modelOptions({ device: v.device, placement: v.placement, threads: v.threads, weights: v.weights, 'prefill-chunk': v['prefill-chunk'] }),
+    onProgress: (e) => { if (e.step === 'weights') progressLoad.update(e.done, e.total); },
   });
+  let evaluation: EvaluationResult;
+  let samplesFile: string;
+  try {
+    if (!model.tokenizer) throw new Error(`${v.model}: eval needs tokenizer.json (tasks are text)`);
+    const { numLayers: L, numKvHeads: H } = model.info.config;
+    const pattern = v.pattern === undefined ? undefined : await loadPattern(nodeModelFiles(v.pattern), L, H);
+    const configs = comparisonConfigs({
+      pattern, sparsity: numberOption(v.sparsity, '--sparsity'), streamingOnly: v['streaming-only'],
+      randomPattern: v['random-pattern'] === undefined ? undefined
+        : { sparsity: numberOption(v['random-pattern'], '--random-pattern')!, seeds: intOption(v.seeds, '--seeds', 1) },
+      window: { sink: intOption(v.sink, '--sink'), recent: intOption(v.recent, '--recent', 1) },
+    }, L, H);
+    const progress = new Progress('eval');
+    // Every sample's prediction, for reading failures (one JSON object per line).
+    mkdirSync(outDir, { recursive: true });
+    samplesFile = join(outDir, 'samples.jsonl');
+    writeFileSync(samplesFile, '');
+    evaluation = await evaluate(model, {
+      configs, tasks, lengths, depths, samples, seed, restoreHeads: false,
+      onProgress: (d, t, detail) => progress.update(d, t, detail),
+      onSample: (info) => appendFileSync(samplesFile, `${JSON.stringify(info)}\n`),
+    });
+  } finally {
+    await model.dispose();
+  }
+  const { rows } = evaluation;
+  const heads = evaluation.configs;
 
   const plots: string[] = [];
   for (const h of heads) {
@@ -136,14 +111,8 @@ export async function evalCommand(argv: string[]): Promise<number> {
       plots.push(file);
     }
   }
-  // Per configuration: its streaming heads and KV memory (f32, as the engine stores it) at the
-  // longest evaluated length.
-  const longest = Math.max(...lengths);
-  const configs = heads.map((h) => {
-    const kv = projectKvMemory(h.kinds ?? allHeads(L, H, true), config.headDim, longest, h.window ?? { sink: 0, recent: 1 }, 4);
-    return { name: h.name, streaming_heads: kv.streaming_heads, kv_heads: L * H, window: h.window ?? null, kv_bytes: kv.duo_bytes, kv_context: longest };
-  });
-  const result = { model: v.model, filler: style, samples, seed, configs, results: rows, plots };
+  const configs = heads.map((h) => ({ name: h.name, streaming_heads: h.streamingHeads, kv_heads: h.kvHeads, window: h.window, kv_bytes: h.kvBytes, kv_context: h.kvContext }));
+  const result = { model: v.model, filler: evaluation.filler, samples, seed, configs, results: rows, plots };
   writeFileAtomic(join(outDir, 'results.json'), `${JSON.stringify(result, null, 1)}\n`);
   removeStale(outDir, previous, [samplesFile, join(outDir, 'results.json'), ...plots]);
   if (v.json) {

@@ -1,12 +1,8 @@
 // `duet generate`: load a checkpoint through the library, prefill the prompt and stream generated text.
 import { parseArgs } from 'node:util';
-import { loadModel, type DeviceChoice, type GenerationStats, type GpuCounters, type Placement, type Prompt } from '../node.js';
+import { fillerStyleFor, formatBytes, loadModel, score, taskPrompt, type DeviceChoice, type GenerationStats, type GpuCounters, type Placement, type Prompt, type TaskSample } from '../node.js';
 import { intOption, numberOption, patternOptions, threadsOption, weightsOption } from './options.js';
 import { Progress } from './progress.js';
-import { formatBytes } from '../attention/memory.js';
-import { fillerStyleFor, taskPrompt } from '../eval/evaluate.js';
-import { score } from '../eval/score.js';
-import type { TaskSample } from '../tasks/tasks.js';
 
 const options = {
   model: { type: 'string' },

@@ -10,6 +10,7 @@ import { identifyCommand } from './identify.js';
 import { benchCommand } from './bench.js';
 import { serveCommand } from './serve.js';
 import { DuetError } from '../errors.js';
+import { flagMessage } from './flags.js';
 import { quantizeCommand } from './quantize.js';
 
 const USAGE = `duet — DuoAttention inference: retrieval heads on the GPU (WebGPU), streaming heads on the CPU (WASM SIMD)
@@ -84,22 +85,6 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     throw err instanceof DuetError ? new Error(flagMessage(err)) : err;
   }
-}
-
-/** The CLI's flag for each API field a DuetError can name. */
-const FLAGS: Record<string, string> = {
-  maxTokens: '--max-tokens', temperature: '--temperature', topK: '--top-k', topP: '--top-p', seed: '--seed',
-  device: '--device', placement: '--placement', prefillChunk: '--prefill-chunk', sparsity: '--sparsity', threads: '--threads',
-  window: '--sink/--recent', 'window.sink': '--sink', 'window.recent': '--recent', streamingOnly: '--streaming-only',
-  contextLength: '--ctx', prompt: 'the prompt', stop: '--stop', pattern: '--pattern',
-};
-
-/** A library error in the CLI's words: the API field becomes its flag. */
-export function flagMessage(err: DuetError): string {
-  if (!err.field) return err.message;
-  const detail = err.detail.replace(/\bdevice '(\w+)'/g, '--device $1').replace(/'(cpu|gpu|split|auto)'/g, '$1')
-    .replace(/\bwindow\.sink\b/g, '--sink').replace(/\bwindow\.recent\b/g, '--recent').replace(/\bpattern\b/g, '--pattern');
-  return `${FLAGS[err.field] ?? err.field} ${detail}`;
 }
 
 async function run(command: string, rest: string[]): Promise<number> {

@@ -1,10 +1,6 @@
 // Shared CLI option parsing: numbers with named errors, and the head-pattern options.
-import { loadPattern } from '../attention/pattern.js';
-import { resolveHeads as resolveApiHeads, type ResolvedHeads } from '../api/heads.js';
-import { nodeModelFiles } from '../node/files.js';
+import { loadPattern, nodeModelFiles, type HeadOptions } from '../node.js';
 import { defaultThreads } from '../node/kernel-threads.js';
-import { createNodeGpu } from '../node/gpu.js';
-import type { GpuContext } from '../gpu/context.js';
 import { WEIGHT_DTYPES, isWeightDType, type WeightDType } from '../model/quant.js';
 
 export function intOption(value: string | undefined, flag: string, min = 0): number | undefined {
@@ -57,33 +53,13 @@ export interface PatternValues {
   pattern?: string; sparsity?: string; 'streaming-only'?: boolean; full?: boolean; sink?: string; recent?: string;
 }
 
-/** Resolves --pattern/--sparsity/--streaming-only/--full/--sink/--recent into head kinds and a window (the library's rules). */
-export async function resolveHeads(v: PatternValues, layers: number, kvHeads: number): Promise<ResolvedHeads> {
+/** --pattern/--sparsity/--streaming-only/--full/--sink/--recent as the library's head options (its rules apply when they resolve). */
+export async function headOptions(v: PatternValues, layers: number, kvHeads: number): Promise<HeadOptions & { patternName: string }> {
   const exclusive = [v.pattern !== undefined, !!v['streaming-only'], !!v.full].filter(Boolean).length;
   if (exclusive > 1) throw new Error('use only one of --pattern, --streaming-only and --full');
   const pattern = v.pattern === undefined ? undefined : await loadPattern(nodeModelFiles(v.pattern), layers, kvHeads);
-  return resolveApiHeads({
+  return {
     pattern, sparsity: numberOption(v.sparsity, '--sparsity'), streamingOnly: v['streaming-only'],
-    window: { sink: intOption(v.sink, '--sink'), recent: intOption(v.recent, '--recent', 1) },
-  }, layers, kvHeads, `pattern ${v.pattern}`);
-}
-
-/**
- * --device for training and identification (cpu by default: the bundled model's recipe is defined
- * on the CPU kernels): "gpu" needs a WebGPU adapter, "auto" takes a hardware one when there is one.
- */
-export async function trainingDevice(value: string | undefined, notice: (m: string) => void): Promise<GpuContext | null> {
-  const device = value ?? 'cpu';
-  if (!['cpu', 'gpu', 'auto'].includes(device)) throw new Error(`--device must be cpu, gpu or auto (got "${device}")`);
-  if (device === 'cpu') return null;
-  const { gpu, reason } = await createNodeGpu();
-  if (gpu && gpu.software && device === 'auto') {
-    notice(`the only WebGPU adapter is a software renderer (${gpu.adapterDescription}); running on the CPU, which is faster (--device gpu uses it anyway)`);
-    gpu.destroy();
-    return null;
-  }
-  if (gpu) return gpu;
-  if (device === 'gpu') throw new Error(`--device gpu: no WebGPU adapter (${reason})`);
-  notice(`no WebGPU adapter (${reason}); running on the CPU`);
-  return null;
+    window: { sink: intOption(v.sink, '--sink'), recent: intOption(v.recent, '--recent', 1) }, patternName: `pattern ${v.pattern}`,
+  };
 }

@@ -1,6 +1,7 @@
 // A loaded checkpoint as a frozen training model with gates, on the CPU (the WebAssembly arena) or
 // a GPU, so the identification methods can run forward passes that keep attention probabilities
 // and backward passes that reach the DuoAttention gates.
+import { DuetError } from '../errors.js';
 import { ropeInvFreq, type ModelConfig } from '../model/config.js';
 import { matrixF32, type ModelWeights } from '../model/weights.js';
 import type { GpuContext } from '../gpu/context.js';
@@ -12,7 +13,7 @@ function trainConfig(config: ModelConfig, maxRows: number): TrainConfig {
   // The training forward attends causally over the whole sequence; a model's own sliding window
   // would bind past its length and give other activations than the model's.
   if (config.slidingWindow !== null && maxRows > config.slidingWindow) {
-    throw new Error(`config.json: sliding_window ${config.slidingWindow} is shorter than the identification sequences (${maxRows} tokens); identification does not apply sliding windows (use shorter --lengths)`);
+    throw new DuetError('lengths', `are too long for this model: its config.json sliding_window ${config.slidingWindow} is shorter than the identification sequences (${maxRows} tokens), and identification does not apply sliding windows`);
   }
   return {
     vocab: config.vocabSize, hidden: config.hiddenSize, layers: config.numLayers, heads: config.numHeads, kvHeads: config.numKvHeads,
@@ -48,7 +49,7 @@ export async function frozenModel(config: ModelConfig, weights: ModelWeights, ma
   const arena = await Arena.create((kernels) => {
     const bytes = TrainModel.arenaBytes(c, kernels, { gated: true }) + biasFloats * 4;
     if (bytes > 4 * 1024 ** 3 - (64 << 20)) {
-      throw new Error(`identification needs about ${(bytes / 1024 ** 3).toFixed(1)} GiB of WebAssembly memory for ${maxRows}-token sequences; wasm32 allows 4 GiB (use shorter --lengths)`);
+      throw new DuetError('lengths', `are too long: identification needs about ${(bytes / 1024 ** 3).toFixed(1)} GiB of WebAssembly memory for ${maxRows}-token sequences; wasm32 allows 4 GiB`);
     }
     return bytes;
   });

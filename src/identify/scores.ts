@@ -5,6 +5,7 @@
 //  - Retrieval score (Wu et al.): while the model answers a needle-in-a-haystack prompt correctly,
 //    a head scores 1/|answer| per generated token whose most-attended position lies in the needle
 //    and holds that same token; mean over the successful runs.
+import { DuetError } from '../errors.js';
 import type { TextTokenizer } from '../model/tokenizer.js';
 import { taskPrompt, tokenCounter } from '../eval/evaluate.js';
 import type { FillerStyle } from '../tasks/filler.js';
@@ -160,7 +161,7 @@ export async function retrievalScores<T>(model: TrainModel<T>, tokenizer: TextTo
       }
     }
   }
-  if (successful === 0) throw new Error(`retrieval-score: the model answered none of ${runs} passkey prompts correctly, so no head can be scored (try shorter --lengths)`);
+  if (successful === 0) throw new DuetError('lengths', `are too long for this model: retrieval-score: it answered none of ${runs} passkey prompts correctly, so no head can be scored`);
   for (let i = 0; i < sum.length; i++) sum[i] /= successful;
   return { scores: reduceGroups(sum, layers, heads, kvHeads), runs, successful };
 }

@@ -48,7 +48,7 @@ export function checkPlan(p: TrainPlan): void {
     if (tasks.length === 0) throw new Error(`training plan: ${where} has no tasks`);
     for (const t of tasks) {
       if (!(t in MIN_LENGTH)) throw new Error(`training plan: ${where}: unknown task "${t}"`);
-      if (MIN_LENGTH[t] > p.model.maxRows) throw new Error(`training plan: ${t} sequences need ${MIN_LENGTH[t]} tokens, more than the model's ${p.model.maxRows} rows (--max-len)`);
+      if (MIN_LENGTH[t] > p.model.maxRows) throw new Error(`training plan: ${t} sequences need ${MIN_LENGTH[t]} tokens, more than the model's ${p.model.maxRows} rows (model.maxRows)`);
     }
   };
   checkTasks(p.tasks, 'the plan');

@@ -6,10 +6,10 @@
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { encodeSafetensorsF32 } from '../model/safetensors.js';
-import { nodeWriteFs, recoverFileSet, writeFileAtomic, writeFileSet, type WriteFs } from '../node/atomic.js';
-import { views, type TrainConfig } from './model.js';
-import type { TrainerState } from './trainer.js';
-import { BOS, EOS, tokenizerFiles } from './vocab.js';
+import { nodeWriteFs, recoverFileSet, writeFileAtomic, writeFileSet, type WriteFs } from './atomic.js';
+import { views, type TrainConfig } from '../train/model.js';
+import type { TrainerState } from '../train/trainer.js';
+import { BOS, EOS, tokenizerFiles } from '../train/vocab.js';
 
 /** The manifest of a training checkpoint, relative to the output folder. */
 export const CHECKPOINT_MANIFEST = 'training/manifest.json';
@@ -102,7 +102,7 @@ export function loadState(dir: string, parameters: number, expect?: TrainConfig)
     const saved = meta.plan?.model;
     if (!saved) throw new Error(`${statePath}: no "plan.model" to check the model shape against; cannot resume safely`);
     for (const f of SHAPE_FIELDS) {
-      if (saved[f] !== expect[f]) throw new Error(`${statePath}: the checkpoint was trained with ${f} ${saved[f]}, this run asks for ${expect[f]} (resume with the same --layers/--hidden/--heads)`);
+      if (saved[f] !== expect[f]) throw new Error(`${statePath}: the checkpoint was trained with ${f} ${saved[f]}, this run asks for ${expect[f]} (resume with the same layers, hidden and heads)`);
     }
   }
   const binPath = join(dir, 'optimizer.bin');

@@ -4,25 +4,18 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { formatAlphas } from '../attention/pattern.js';
+import type { HeadIdentification } from '../api/identify.js';
 import { heatmap } from '../plot/svg.js';
-import { writeFileAtomic } from '../node/atomic.js';
+import { writeFileAtomic } from './atomic.js';
 
 /** The files of a pattern folder written here. */
 export const PATTERN_FILES = ['full_attention_heads.tsv', 'config.json', 'identify.json', 'heads.svg'];
 
-export interface IdentifyReport {
-  method: string;
-  options: Record<string, unknown>;
-  seed: number;
-  data: string;
-  alphas: number[][];
-  sink: number;
-  recent: number;
-  seconds: number;
-  extra: Record<string, unknown>;
-}
+/** What a pattern folder records (a HeadIdentification has it all). */
+export type IdentifyReport = Omit<HeadIdentification, 'device'>;
 
-export function writePattern(dir: string, r: IdentifyReport): string[] {
+/** Writes the pattern folder (each file atomically); returns the files' paths. */
+export function savePattern(dir: string, r: IdentifyReport): string[] {
   mkdirSync(dir, { recursive: true });
   const clipped = r.alphas.map((row) => row.map((a) => Math.min(1, Math.max(0, a))));
   writeFileAtomic(join(dir, 'full_attention_heads.tsv'), formatAlphas(clipped));

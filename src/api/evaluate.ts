@@ -1,0 +1,188 @@
+// Long-context evaluation on a loaded model: for each head configuration, task, length and depth,
+// generate samples from seeds, run them greedily (chunked prefill; streaming heads keep a constant
+// cache) and score the answers. Plus the standard comparison set (full attention, a pattern,
+// streaming only, random patterns of the same budget) and each configuration's KV bytes.
+import { projectKvMemory } from '../attention/memory.js';
+import { allHeads, type HeadPattern } from '../attention/pattern.js';
+import type { StreamingWindow } from '../engine/backend.js';
+import { fillerStyleFor, taskPrompt, tokenCounter } from '../eval/evaluate.js';
+import { score } from '../eval/score.js';
+import { DuetError } from '../errors.js';
+import type { FillerStyle } from '../tasks/filler.js';
+import { Random } from '../tasks/random.js';
+import { TASK_KINDS, type TaskKind } from '../tasks/tasks.js';
+import { resolveHeads, type HeadOptions } from './heads.js';
+import type { DuetModel } from './model.js';
+
+/** A named head configuration to evaluate (the heads as setHeads takes them, with a parsed pattern). */
+export interface EvalConfig extends HeadOptions {
+  /** The name rows carry: full | pattern@s | streaming-only | random@s#k, or any other. */
+  name: string;
+}
+
+export interface EvaluateOptions {
+  /** Head configurations, in order (default: the model's current heads, named "current"). */
+  configs?: EvalConfig[];
+  /** Task kinds (default passkey). */
+  tasks?: TaskKind[];
+  /** Prompt lengths in tokens, BOS included (default 512, 1024, 2048). */
+  lengths?: number[];
+  /** Needle depths in [0, 1] (default 0, 0.25, 0.5, 0.75, 1). */
+  depths?: number[];
+  /** Prompts per cell (default 4). */
+  samples?: number;
+  /** Seed of the prompts; every configuration sees the same ones (default 0). */
+  seed?: number;
+  /** Put the model's own heads back at the end (default true; false leaves the last configuration placed). */
+  restoreHeads?: boolean;
+  signal?: AbortSignal;
+  onProgress?: (done: number, total: number, detail: string) => void;
+  /** Each scored prompt, for logs of what the model answered. */
+  onSample?: (sample: EvalSample) => void;
+}
+
+export interface EvalSample { config: string; task: TaskKind; length: number; depth: number; prediction: string; answers: string[]; score: number }
+
+export interface EvalRow {
+  config: string;
+  task: TaskKind;
+  length: number;
+  depth: number;
+  samples: number;
+  /** Mean score in [0, 1]. */
+  accuracy: number;
+}
+
+/** A configuration's heads and its KV cache (f32, as the engine stores it) at the longest length. */
+export interface EvalConfigSummary {
+  name: string;
+  streamingHeads: number;
+  kvHeads: number;
+  window: StreamingWindow | null;
+  kvBytes: number;
+  kvContext: number;
+}
+
+export interface EvaluationResult {
+  /** The filler the prompts were written in ('grammar' for tokenizers that cannot spell capitals). */
+  filler: FillerStyle;
+  configs: EvalConfigSummary[];
+  rows: EvalRow[];
+}
+
+/** The comparison `duet eval` runs: full attention first (the reference), then the ones asked for. */
+export interface ComparisonOptions {
+  /** A parsed DuoAttention pattern: adds "pattern@<sparsity>" (α ≥ 0.5 streams without a sparsity). */
+  pattern?: HeadPattern;
+  sparsity?: number;
+  /** Adds "streaming-only": every head streaming. */
+  streamingOnly?: boolean;
+  /** Adds `seeds` (default 1) random patterns "random@<sparsity>#k" with that fraction of heads streaming. */
+  randomPattern?: { sparsity: number; seeds?: number };
+  /** Streaming window (default the pattern's); streamingOnly and randomPattern need one or a pattern. */
+  window?: Partial<StreamingWindow>;
+}
+
+export function comparisonConfigs(o: ComparisonOptions, layers: number, kvHeads: number): EvalConfig[] {
+  if (o.sparsity !== undefined && !o.pattern) throw new DuetError('sparsity', 'needs pattern');
+  const sink = o.window?.sink ?? o.pattern?.sink, recent = o.window?.recent ?? o.pattern?.recent;
+  const configs: EvalConfig[] = [{ name: 'full' }];
+  if (o.pattern) configs.push({ name: `pattern@${o.sparsity ?? 'α≥0.5'}`, pattern: o.pattern, sparsity: o.sparsity, window: { sink, recent } });
+  const needWindow = (field: string): StreamingWindow => {
+    if (sink === undefined || recent === undefined) throw new DuetError(field, 'needs window.sink and window.recent (or pattern)');
+    return { sink, recent };
+  };
+  if (o.streamingOnly) configs.push({ name: 'streaming-only', streamingOnly: true, window: needWindow('streamingOnly') });
+  if (o.randomPattern) {
+    const s = o.randomPattern.sparsity;
+    if (!(s >= 0 && s <= 1)) throw new DuetError('randomPattern.sparsity', `must be a sparsity in [0, 1] (got ${s})`);
+    const seeds = o.randomPattern.seeds ?? 1;
+    if (!(Number.isInteger(seeds) && seeds >= 1)) throw new DuetError('randomPattern.seeds', `must be an integer ≥ 1 (got ${seeds})`);
+    const window = needWindow('randomPattern');
+    for (let k = 0; k < seeds; k++) {
+      const r = new Random(1000 + k);
+      const alphas = Array.from({ length: layers }, () => Array.from({ length: kvHeads }, () => r.next()));
+      configs.push({ name: `random@${s}#${k}`, pattern: { alphas, ...window, config: {} }, sparsity: s, window });
+    }
+  }
+  return configs;
+}
+
+function list<T>(value: T[] | undefined, fallback: T[], field: string, ok: (v: T) => boolean, what: string): T[] {
+  const out = value ?? fallback;
+  if (!Array.isArray(out) || out.length === 0) throw new DuetError(field, 'must be a non-empty list');
+  for (const v of out) if (!ok(v)) throw new DuetError(field, `${JSON.stringify(v)} is not ${what}`);
+  return [...new Set(out)];
+}
+
+/**
+ * Scores the model on every configuration × task × length × depth cell. Each configuration is
+ * placed in turn with model.setHeads (one placement on the devices at a time); generation is
+ * greedy and stops at the model's end-of-sequence ids or the task's answer length.
+ */
+export async function evaluate(model: DuetModel, o: EvaluateOptions = {}): Promise<EvaluationResult> {
+  const tokenizer = model.tokenizer;
+  if (!tokenizer) throw new DuetError('model', 'has no tokenizer.json: evaluation tasks are text', 'unavailable');
+  const tasks = list<TaskKind>(o.tasks, ['passkey'], 'tasks', (t) => TASK_KINDS.includes(t), `a task kind (${TASK_KINDS.join(', ')})`);
+  const lengths = list(o.lengths, [512, 1024, 2048], 'lengths', (n) => Number.isInteger(n) && n >= 16, 'an integer ≥ 16');
+  const depths = list(o.depths, [0, 0.25, 0.5, 0.75, 1], 'depths', (d) => typeof d === 'number' && d >= 0 && d <= 1, 'a depth in [0, 1]');
+  const samples = o.samples ?? 4;
+  if (!(Number.isInteger(samples) && samples >= 1)) throw new DuetError('samples', `must be an integer ≥ 1 (got ${samples})`);
+  const seed = o.seed ?? 0;
+  if (!Number.isInteger(seed)) throw new DuetError('seed', `must be an integer (got ${seed})`);
+  const { config } = model.info;
+  const L = config.numLayers, H = config.numKvHeads;
+  const original = model.currentHeads();
+  const configs = o.configs ?? [{ name: 'current', ...original }];
+  if (configs.length === 0) throw new DuetError('configs', 'must be a non-empty list');
+  // Resolved up front, so a bad configuration fails before any work.
+  const resolved = configs.map((c) => resolveHeads(c, L, H));
+  const style = fillerStyleFor(tokenizer);
+  const countTokens = tokenCounter(tokenizer);
+  const limit = model.info.contextLength;
+  const total = configs.length * tasks.length * lengths.length * depths.length * samples;
+  let done = 0;
+  const rows: EvalRow[] = [];
+  const restore = () => (o.restoreHeads === false ? undefined : model.setHeads(original));
+  try {
+    for (const c of configs) {
+      await model.setHeads(c);
+      for (const task of tasks) {
+        for (const length of lengths) {
+          for (const depth of depths) {
+            let sum = 0;
+            for (let s = 0; s < samples; s++) {
+              // The same seeds for every head configuration: configurations see identical prompts.
+              const sampleSeed = seed * 1_000_003 + s * 7919 + length * 31 + Math.round(depth * 1000) + task.length;
+              const { sample, ids } = taskPrompt(tokenizer, { kind: task, length, depth, seed: sampleSeed, style }, countTokens);
+              if (ids.length >= limit) {
+                throw new DuetError('lengths', `${length} is too long: its ${task} prompts have ${ids.length} tokens, more than the model allows (context length ${limit})`, 'context_length_exceeded');
+              }
+              const r = await model.generate(ids, { maxTokens: sample.maxNewTokens, signal: o.signal }).result();
+              if (r.finishReason === 'abort') throw new DuetError(null, 'the evaluation was aborted');
+              const prediction = tokenizer.decode(r.tokens);
+              const value = score(task, prediction, sample.answers);
+              sum += value;
+              o.onSample?.({ config: c.name, task, length, depth, prediction, answers: sample.answers, score: value });
+              done++;
+              o.onProgress?.(done, total, `${c.name} ${task} ${length} @${depth}`);
+            }
+            rows.push({ config: c.name, task, length, depth, samples, accuracy: sum / samples });
+          }
+        }
+      }
+    }
+  } catch (e) {
+    // Best effort: the evaluation's error is the one worth reporting.
+    await Promise.resolve(restore()).catch(() => {});
+    throw e;
+  }
+  await restore();
+  const longest = Math.max(...lengths);
+  const summaries = configs.map((c, i): EvalConfigSummary => {
+    const { kinds, window } = resolved[i];
+    const kv = projectKvMemory(kinds ?? allHeads(L, H, true), config.headDim, longest, window ?? { sink: 0, recent: 1 }, 4);
+    return { name: c.name, streamingHeads: kv.streaming_heads, kvHeads: L * H, window: window ?? null, kvBytes: kv.duo_bytes, kvContext: longest };
+  });
+  return { filler: style, configs: summaries, rows };
+}

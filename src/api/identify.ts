@@ -1,0 +1,168 @@
+// Head identification on a checkpoint: which KV heads are retrieval heads, by DuoAttention's gate
+// optimisation, the retrieval score or RazorAttention's echo/induction scores, optionally with the
+// ZigzagAttention constraint (whole layers streaming). The result is a pattern (α per KV head) with
+// what produced it; the Node entry writes it as a DuoAttention pattern folder.
+import type { StreamingWindow } from '../engine/backend.js';
+import { fillerStyleFor, tokenCounter } from '../eval/evaluate.js';
+import { DuetError } from '../errors.js';
+import type { GpuContext } from '../gpu/context.js';
+import { taskSample } from '../identify/data.js';
+import { optimiseGates } from '../identify/duo.js';
+import { frozenGpuModel, frozenModel } from '../identify/frozen.js';
+import { razorAlphas, razorScores, retrievalScores, zigzag } from '../identify/scores.js';
+import { loadCheckpoint } from '../model/checkpoint.js';
+import type { ModelConfig } from '../model/config.js';
+import type { ModelFiles } from '../model/files.js';
+import { TASK_KINDS, type TaskKind } from '../tasks/tasks.js';
+import type { TrainModel } from '../train/model.js';
+
+export const IDENTIFY_METHODS = ['duo', 'retrieval-score', 'razor'] as const;
+export type IdentifyMethod = (typeof IDENTIFY_METHODS)[number];
+
+export interface IdentifyOptions {
+  method: IdentifyMethod;
+  /** Sequence lengths [min, max] in tokens (default [512, 1024]). */
+  lengths?: [number, number];
+  /** The streaming window the pattern is for (default sink 16, recent 64). */
+  window?: Partial<StreamingWindow>;
+  seed?: number;
+  /** With zigzag: the fraction of KV heads (whole layers) made streaming. Recorded in the pattern's options. */
+  sparsity?: number;
+  /** ZigzagAttention: every layer all-retrieval or all-streaming (needs sparsity). */
+  zigzag?: boolean;
+  /** duo: optimisation steps (default 200), AdamW learning rate (0.02), L1 weight on α (0.05). */
+  steps?: number;
+  lr?: number;
+  reg?: number;
+  /** duo: 'words' (DuoAttention's passkeys of random words, default) or evaluation task kinds. */
+  data?: 'words' | TaskKind[];
+  /** retrieval-score: passkey prompts per length (default 4). */
+  samples?: number;
+  /** razor: fractions of heads kept for their echo (default 0.01) and induction (0.14) scores. */
+  echoRatio?: number;
+  inductionRatio?: number;
+  /** Once the model is loaded and the method starts: the device it runs on and the head grid. */
+  onStart?: (info: { method: IdentifyMethod; device: string; layers: number; kvHeads: number }) => void;
+  /** weights: tensors read; identify: duo steps (with the loss and its distillation part) or retrieval prompts. */
+  onProgress?: (e: { step: 'weights' | 'identify'; done: number; total: number; loss?: number; distill?: number }) => void;
+}
+
+/** A pattern found by identification, with what produced it (written by the Node entry's savePattern). */
+export interface HeadIdentification {
+  /** The method, "+zigzag" when the layer constraint was applied. */
+  method: string;
+  /** The run's options as recorded in the pattern's config.json and identify.json. */
+  options: Record<string, unknown>;
+  seed: number;
+  /** What the method ran on, in words. */
+  data: string;
+  /** Score per layer per KV head in [0, 1] (1 = retrieval). */
+  alphas: number[][];
+  sink: number;
+  recent: number;
+  seconds: number;
+  /** Method details: loss curves, raw scores, the zigzag layers. */
+  extra: Record<string, unknown>;
+  device: 'cpu' | 'gpu';
+}
+
+function int(value: number | undefined, field: string, min: number, fallback: number): number {
+  const v = value ?? fallback;
+  if (!(Number.isInteger(v) && v >= min)) throw new DuetError(field, `must be an integer ≥ ${min} (got ${v})`);
+  return v;
+}
+
+function num(value: number | undefined, field: string, fallback: number): number {
+  const v = value ?? fallback;
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new DuetError(field, `must be a finite number (got ${v})`);
+  return v;
+}
+
+/** Checks the options (before any work) and fills in the defaults. */
+function checked(o: IdentifyOptions) {
+  if (!IDENTIFY_METHODS.includes(o.method)) throw new DuetError('method', `must be one of ${IDENTIFY_METHODS.join(', ')} (got ${JSON.stringify(o.method)})`);
+  if (o.sparsity !== undefined && !(o.sparsity >= 0 && o.sparsity <= 1)) throw new DuetError('sparsity', `must be in [0, 1] (got ${o.sparsity})`);
+  if (o.zigzag && o.sparsity === undefined) throw new DuetError('zigzag', 'needs sparsity (the fraction of KV heads, i.e. layers, made streaming)');
+  const lengths = o.lengths ?? [512, 1024];
+  if (!Array.isArray(lengths) || lengths.length !== 2) throw new DuetError('lengths', 'must be [min, max]');
+  lengths.forEach((n, i) => int(n, `lengths[${i}]`, 32, 0));
+  if (lengths[0] > lengths[1]) throw new DuetError('lengths', `must be [min, max] with min ≤ max (got ${lengths.join(', ')})`);
+  const data = o.data ?? 'words';
+  if (data !== 'words') {
+    if (!Array.isArray(data) || data.length === 0) throw new DuetError('data', `must be "words" or a list of task kinds from ${TASK_KINDS.join(', ')}`);
+    for (const k of data) if (!TASK_KINDS.includes(k)) throw new DuetError('data', `must be "words" or task kinds from ${TASK_KINDS.join(', ')} (got ${JSON.stringify(k)})`);
+  }
+  return {
+    lengths: [lengths[0], lengths[1]] as [number, number], data,
+    seed: int(o.seed, 'seed', -Infinity, 0),
+    sink: int(o.window?.sink, 'window.sink', 0, 16), recent: int(o.window?.recent, 'window.recent', 1, 64),
+    steps: int(o.steps, 'steps', 1, 200), lr: num(o.lr, 'lr', 0.02), reg: num(o.reg, 'reg', 0.05),
+    samples: int(o.samples, 'samples', 1, 4),
+    echoRatio: num(o.echoRatio, 'echoRatio', 0.01), inductionRatio: num(o.inductionRatio, 'inductionRatio', 0.14),
+  };
+}
+
+/**
+ * Identifies retrieval heads of the checkpoint in `files`, on `gpu` or (null) the CPU. The entries
+ * wrap this with their sources and device choice (identifyHeads in 'duet').
+ */
+export async function identifyHeadsOn(files: ModelFiles, o: IdentifyOptions, gpu: GpuContext | null): Promise<HeadIdentification> {
+  const c = checked(o);
+  const progress = o.onProgress ?? (() => {});
+  const ckpt = await loadCheckpoint(files, { onProgress: (done, total) => progress({ step: 'weights', done, total }) });
+  const tokenizer = ckpt.tokenizer;
+  if (!tokenizer) throw new DuetError('model', 'has no tokenizer.json: identification data is text', 'unavailable');
+  const style = fillerStyleFor(tokenizer);
+  const t0 = performance.now();
+  const maxRows = c.lengths[1] + 64;
+  const config: ModelConfig = ckpt.config;
+  // The methods are generic over the device's tensors; either device's model will do.
+  const model: TrainModel<unknown> = gpu ? frozenGpuModel(gpu, config, ckpt.weights, maxRows) : await frozenModel(config, ckpt.weights, maxRows);
+  o.onStart?.({ method: o.method, device: gpu ? `the GPU (${gpu.adapterDescription})` : 'the CPU (WebAssembly SIMD)', layers: config.numLayers, kvHeads: config.numKvHeads });
+  const { lengths, seed, sink, recent } = c;
+  let alphas: number[][];
+  let data: string;
+  const runOptions: Record<string, unknown> = { lengths, sink, recent };
+  let extra: Record<string, unknown> = {};
+  if (o.method === 'duo') {
+    const kinds = c.data === 'words' ? undefined : c.data;
+    Object.assign(runOptions, { steps: c.steps, lr: c.lr, reg: c.reg, data: kinds ? kinds.join(',') : 'words' });
+    const counter = tokenCounter(tokenizer);
+    const r = await optimiseGates(model, tokenizer, {
+      steps: c.steps, lr: c.lr, reg: c.reg, lengths, window: { sink, recent }, seed, style,
+      sample: kinds ? (rng, length) => taskSample(tokenizer, rng, length, kinds, style, counter) : undefined,
+      onStep: (s, loss, distill) => progress({ step: 'identify', done: s, total: c.steps, loss, distill }),
+    });
+    alphas = r.alphas;
+    data = `${kinds ? 'evaluation tasks' : 'synthetic passkeys'}: ${r.data.join('; ')}…`;
+    extra = { loss: r.losses, distill_loss: r.distill };
+  } else if (o.method === 'razor') {
+    const segment = Math.max(16, Math.floor(lengths[0] / 4));
+    const bos = tokenizer.encode('', { addSpecialTokens: true });
+    const scores = await razorScores(model, { seed, segment, repeats: 4, firstId: 2, bos });
+    const a = razorAlphas(scores, c.echoRatio, c.inductionRatio);
+    alphas = a.alphas;
+    Object.assign(runOptions, { echo_ratio: c.echoRatio, induction_ratio: c.inductionRatio });
+    data = `random segment of ${segment} tokens repeated 4 times`;
+    extra = { echo: scores.echo, induction: scores.induction, selected: a.selected };
+  } else {
+    const r = await retrievalScores(model, tokenizer, {
+      seed, samples: c.samples, lengths, style, stopIds: ckpt.eosTokenIds, onProgress: (done, total) => progress({ step: 'identify', done, total }),
+    });
+    const max = Math.max(...r.scores.flat()) || 1;
+    alphas = r.scores.map((row) => row.map((s) => s / max));
+    Object.assign(runOptions, { samples: c.samples });
+    data = `${r.runs} passkey prompts at lengths ${lengths.join(', ')}, ${r.successful} answered correctly`;
+    extra = { retrieval_scores: r.scores, runs: r.runs, successful: r.successful };
+  }
+  if (o.zigzag) {
+    const z = zigzag(alphas, o.sparsity!);
+    extra = { ...extra, zigzag: { sparsity: o.sparsity, streaming_layers: z.streamingLayers, scores: alphas } };
+    alphas = z.alphas;
+  }
+  return {
+    method: o.zigzag ? `${o.method}+zigzag` : o.method,
+    options: { ...runOptions, device: gpu ? 'gpu' : 'cpu', ...(o.sparsity !== undefined ? { sparsity: o.sparsity } : {}) },
+    seed, data, alphas, sink, recent, seconds: (performance.now() - t0) / 1000, extra, device: gpu ? 'gpu' : 'cpu',
+  };
+}
