@@ -6,6 +6,7 @@ import { allHeads, countStreaming, loadPattern, type HeadPattern, type PatternFi
 import type { StreamingWindow } from '../engine/backend.js';
 import { Engine, type CpuLike, type DeviceChoice, type EngineOptions, type GenerationResult, type Placement } from '../engine/engine.js';
 import { DuetError } from '../errors.js';
+import { checkCpuPlan, CPU_PLAN_LIMIT, describeCpu, maxCpuContext, planMemory, type PlacementShape } from '../engine/memory-plan.js';
 import { Sampler } from '../engine/sampler.js';
 import { GpuContext, perTokenCounters, type GpuCounters, type PerTokenCounters } from '../gpu/context.js';
 import { loadCheckpoint, type Checkpoint } from '../model/checkpoint.js';
@@ -232,6 +233,12 @@ export class DuetModel {
     };
     progress({ step: 'engine', done: 0, total: 1 });
     const engine = await Engine.create(config, checkpoint.weights, { ...placing.engine, kinds: heads.kinds, window: heads.window });
+    try {
+      placing.limit = fitContext(engine, options.contextLength, options.prefillChunk, notice);
+    } catch (e) {
+      engine.dispose();
+      throw e;
+    }
     progress({ step: 'engine', done: 1, total: 1 });
     return new DuetModel(engine, checkpoint, modelInfo(engine, checkpoint, heads, placing), heads, placing, options.prefillChunk, notice);
   }
@@ -260,6 +267,12 @@ export class DuetModel {
       try {
         progress({ step: 'engine', done: 0, total: 1 });
         this.engine = await Engine.create(checkpoint.config, checkpoint.weights, { ...engineOptions, kinds: heads.kinds, window: heads.window });
+        try {
+          this.placing.limit = fitContext(this.engine, o.contextLength, this.prefillChunk, this.notice);
+        } catch (e) {
+          this.engine.dispose();
+          throw e;
+        }
         progress({ step: 'engine', done: 1, total: 1 });
       } catch (e) {
         // The old placement is gone: the model cannot generate any more.
@@ -471,6 +484,25 @@ function modelInfo(engine: Engine, checkpoint: Checkpoint, heads: ResolvedHeads,
     hasTokenizer: checkpoint.tokenizer !== null, hasChatTemplate: checkpoint.tokenizer?.hasChatTemplate ?? false,
     weights: { dtype: engine.model.weightDType, bytes: engine.model.weightBytes },
   };
+}
+
+/**
+ * The context length a placement can hold, planned before any KV cache is allocated: the length
+ * asked for, refused when its KV cache cannot fit the CPU backend's WebAssembly memory; by default the
+ * model's max_position_embeddings, lowered (with a notice) to what fits, so a long prompt is refused
+ * up front instead of failing an allocation halfway through a generation.
+ */
+function fitContext(engine: Engine, asked: number | undefined, prefillChunk: number | undefined, notice: (m: string) => void): number {
+  const m = engine.model;
+  const shape: PlacementShape = { config: engine.config, kinds: m.kinds, window: m.window, main: m.main.kind, streaming: m.streamingBackend.kind };
+  const context = asked ?? engine.config.maxPositionEmbeddings;
+  const rows = Math.min(prefillChunk ?? 512, context);
+  const plan = planMemory(shape, m.weightBytes, context, rows);
+  if (plan.cpu.total <= CPU_PLAN_LIMIT) return context;
+  const fits = maxCpuContext(shape, m.weightBytes, context, rows);
+  if (asked !== undefined || fits === 0) checkCpuPlan(plan, 'contextLength', String(context), fits ? `at most ${fits} tokens fit` : 'not even one token fits');
+  notice(`context length ${fits} tokens, not the model's max_position_embeddings ${context}: a KV cache for all of them would need ${describeCpu(plan)} of WebAssembly memory (4 GiB); choose with the contextLength option`);
+  return fits;
 }
 
 /** Resolves after pending macrotasks (I/O, timers, UI events) had their turn. */

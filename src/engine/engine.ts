@@ -1,6 +1,7 @@
 // The engine: picks the devices for a placement, places a checkpoint on them and generates.
 import type { Backend, StreamingWindow } from './backend.js';
 import { DeviceModel, defaultWeightDType, matmulWeightBytes } from './device-model.js';
+import { checkCpuPlan, heldWeightBytes, placedWeightBytes, planMemory, type PlacementShape } from './memory-plan.js';
 import { Session, type KvMemory } from './session.js';
 import { Sampler, type SamplingOptions } from './sampler.js';
 import { allHeads, countStreaming, type HeadKinds } from '../attention/pattern.js';
@@ -9,7 +10,7 @@ import { createCpuBackend } from '../cpu/backend.js';
 import { GpuBackend } from '../gpu/backend.js';
 import { counterDelta, type GpuContext, type GpuCounters } from '../gpu/context.js';
 import type { ModelConfig } from '../model/config.js';
-import { weightsArePacked, type ModelWeights } from '../model/weights.js';
+import { matrixBytes, weightsArePacked, type ModelWeights } from '../model/weights.js';
 import { DuetError } from '../errors.js';
 import type { WeightDType } from '../model/quant.js';
 
@@ -109,8 +110,22 @@ export class Engine {
     // Packed weights (a quantized GGUF, quantize-on-load) stay as they are on the CPU by default.
     const keep = !options.weights && main.kind === 'cpu' && weightsArePacked(weights);
     const weightDType = keep ? undefined : options.weights ?? defaultWeightDType(config, main.kind);
-    if (!options.weights && weightDType && weightDType !== 'f32') notice(`weights stored as ${weightDType} (f32 would need ${(matmulWeightBytes(config) / 2 ** 30).toFixed(1)} GiB of WebAssembly memory); choose with the weights option`);
-    const model = new DeviceModel(config, weights, { main, streamingBackend, kinds, window, weights: weightDType });
+    // Planned before anything is allocated: weights that cannot fit the CPU backend's memory are refused
+    // here rather than by an allocation failure halfway through placing them.
+    const shape: PlacementShape = { config, kinds, window, main: main.kind, streaming: streamingBackend.kind };
+    const untiedEmbed = weights.embed === weights.lmHead ? undefined : matrixBytes(weights.embed);
+    const weightBytes = weightDType ? placedWeightBytes(shape, weightDType, untiedEmbed) : heldWeightBytes(weights);
+    let model: DeviceModel;
+    try {
+      checkCpuPlan(planMemory(shape, weightBytes, 1, 1), 'weights', weightDType ?? 'as stored',
+        main.kind === 'cpu' ? "store them smaller (weights 'q4_0' or 'q4_k') or run the model on a GPU" : 'use fewer streaming heads');
+      if (!options.weights && weightDType && weightDType !== 'f32') notice(`weights stored as ${weightDType} (f32 would need ${(matmulWeightBytes(config) / 2 ** 30).toFixed(1)} GiB of WebAssembly memory); choose with the weights option`);
+      model = new DeviceModel(config, weights, { main, streamingBackend, kinds, window, weights: weightDType });
+    } catch (e) {
+      cpu.destroy();
+      gpu?.destroy();
+      throw e;
+    }
     if (placement === 'cpu' && gpu) { gpu.destroy(); gpu = null; }
     return new Engine(config, model, placement, cpu, gpu, windowed.limit);
   }

@@ -107,7 +107,7 @@ export function parseModelConfig(json: unknown, file = 'config.json'): ModelConf
   const eosTokenIds = typeof eos === 'number' ? [eos] : Array.isArray(eos) ? eos.filter((e): e is number => typeof e === 'number') : [];
   const tie = c.tie_word_embeddings;
   if (tie !== undefined && typeof tie !== 'boolean') fail('tie_word_embeddings', 'must be true or false');
-  return {
+  return checkModelSize({
     modelType,
     hiddenSize,
     intermediateSize: int('intermediate_size'),
@@ -123,7 +123,38 @@ export function parseModelConfig(json: unknown, file = 'config.json'): ModelConf
     slidingWindow,
     bosTokenId: typeof c.bos_token_id === 'number' ? c.bos_token_id : null,
     eosTokenIds,
-  };
+  }, file);
+}
+
+/** Weights (parameters) of the model `config` describes: embeddings, LM head (untied), layers, final norm. */
+export function weightCount(config: ModelConfig): number {
+  const { hiddenSize: H, intermediateSize: I, numHeads, numKvHeads, headDim: D, vocabSize: V, numLayers: L } = config;
+  const bias = config.attentionBias ? (numHeads + 2 * numKvHeads) * D : 0;
+  const layer = H * (numHeads + 2 * numKvHeads) * D + numHeads * D * H + 3 * H * I + 2 * H + bias;
+  return V * H * (config.tieWordEmbeddings ? 1 : 2) + L * layer + H;
+}
+
+/** Largest model Duet accepts: its weights at the smallest storage (4.5 bits each) must fit this. */
+export const MAX_MODEL_BYTES = 2 ** 40;
+/** Most KV heads (layers × KV heads): Duet keeps a table of every head's kind. */
+export const MAX_KV_HEADS = 2 ** 20;
+
+/**
+ * Refuses sizes no host could hold before anything is sized by them (a config.json saying
+ * num_hidden_layers 1e9 would otherwise build tables for a billion layers before any check).
+ */
+export function checkModelSize(config: ModelConfig, file = 'config.json'): ModelConfig {
+  const heads = config.numLayers * config.numKvHeads;
+  if (heads > MAX_KV_HEADS) {
+    throw new Error(`${file}: num_hidden_layers × num_key_value_heads is ${config.numLayers} × ${config.numKvHeads} = ${heads} KV heads, more than Duet's limit of ${MAX_KV_HEADS}`);
+  }
+  const n = weightCount(config);
+  const bytes = (n * 4.5) / 8;
+  if (bytes > MAX_MODEL_BYTES) {
+    const { numLayers, hiddenSize, intermediateSize, vocabSize } = config;
+    throw new Error(`${file}: the model it describes has ${n.toExponential(2)} weights (num_hidden_layers ${numLayers}, hidden_size ${hiddenSize}, intermediate_size ${intermediateSize}, vocab_size ${vocabSize}): ${(bytes / 2 ** 40).toFixed(1)} TiB even at 4.5 bits per weight, more than Duet's limit of 1 TiB`);
+  }
+  return config;
 }
 
 /** RoPE inverse frequencies with llama3 / linear scaling folded in (as Hugging Face computes them). */

@@ -1,7 +1,7 @@
 // A GGUF file as a Duet checkpoint: metadata → ModelConfig, llama.cpp tensor names → Duet's
 // weights, and the Q/K row permutation that llama.cpp's converter applies to llama-family
 // attention undone (qwen2 is converted unpermuted: llama.cpp runs it with NEOX-style RoPE).
-import type { ModelConfig, ModelType, RopeScaling } from './config.js';
+import { checkModelSize, type ModelConfig, type ModelType, type RopeScaling } from './config.js';
 import type { ModelFiles } from './files.js';
 import { readGgufHeader, TENSOR_TYPES, type GgufEntry, type GgufHeader, type GgufTensor } from './gguf.js';
 import { decodeTensor } from './safetensors.js';
@@ -100,7 +100,7 @@ export function ggufConfig(h: GgufHeader): ModelConfig {
   }
   const eos = m.optInt('tokenizer.ggml.eos_token_id');
   const eot = m.optInt('tokenizer.ggml.eot_token_id');
-  return {
+  return checkModelSize({
     modelType,
     hiddenSize,
     intermediateSize: m.num(k('feed_forward_length'), { int: true }),
@@ -116,7 +116,7 @@ export function ggufConfig(h: GgufHeader): ModelConfig {
     slidingWindow: m.optInt(k('attention.sliding_window')),
     bosTokenId: m.optInt('tokenizer.ggml.bos_token_id'),
     eosTokenIds: [...new Set([eos, eot].filter((x): x is number => x !== null))],
-  };
+  }, h.file);
 }
 
 /**

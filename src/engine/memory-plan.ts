@@ -1,0 +1,125 @@
+// Memory a placed model needs, planned before anything is allocated: weights, KV caches and a
+// session's activations on each device, computed from config.json and the placement exactly as
+// DeviceModel and Session allocate them, and checked against the one limit Duet can know in every
+// environment: the CPU backend's wasm32 memory (4 GiB). WebGPU does not expose a device's memory
+// size; GPU tensors larger than a buffer are split (src/gpu/context.ts), so the GPU side is planned
+// (and reported) but not refused here.
+import type { HeadKinds } from '../attention/pattern.js';
+import type { StreamingWindow } from './backend.js';
+import { DuetError } from '../errors.js';
+import type { ModelConfig } from '../model/config.js';
+import { rowBytes, type WeightDType } from '../model/quant.js';
+import { matrixBytes, type ModelWeights } from '../model/weights.js';
+
+/** wasm32's address space: the most the CPU backend's memory can grow to. */
+export const WASM_MEMORY_BYTES = 2 ** 32;
+/** Kept free of the plan on the CPU heap: the kernels' per-thread scratch and the module's own data. */
+export const WASM_HEADROOM_BYTES = 64 * 2 ** 20;
+
+export interface PlacementShape {
+  config: ModelConfig;
+  /** Retrieval (true) / streaming (false) per layer per KV head, the model's sliding window applied. */
+  kinds: HeadKinds;
+  window: StreamingWindow;
+  /** Where the weights, full caches and activations live; where the streaming rings live. */
+  main: 'cpu' | 'gpu';
+  streaming: 'cpu' | 'gpu';
+}
+
+export interface DeviceBytes { weights: number; kv: number; activations: number; total: number }
+export type MemoryPlan = Record<'cpu' | 'gpu', DeviceBytes>;
+
+/**
+ * Bytes of the weights placed on the main device with every matmul weight stored as `dtype`
+ * (untied embeddings keep their own storage: `embedBytes`, default `dtype`).
+ */
+export function placedWeightBytes(p: PlacementShape, dtype: WeightDType, embedBytes?: number): number {
+  const { hiddenSize: H, intermediateSize: I, headDim: D, vocabSize: V } = p.config;
+  const group = p.config.numHeads / p.config.numKvHeads;
+  const side = (kvHeads: number): number => {
+    if (kvHeads === 0) return 0;
+    const nh = kvHeads * group;
+    const bias = p.config.attentionBias ? 4 * (nh + 2 * kvHeads) * D : 0;
+    return (nh + 2 * kvHeads) * D * rowBytes(dtype, H) + H * rowBytes(dtype, nh * D) + bias;
+  };
+  const lmHead = V * rowBytes(dtype, H);
+  let bytes = lmHead + (p.config.tieWordEmbeddings ? 0 : embedBytes ?? lmHead) + 4 * H + 4 * (D / 2);
+  for (const row of p.kinds) {
+    const retrieval = row.filter((r) => r).length;
+    bytes += 8 * H + 2 * I * rowBytes(dtype, H) + H * rowBytes(dtype, I) + side(retrieval) + side(row.length - retrieval);
+  }
+  return bytes;
+}
+
+/**
+ * Every device's bytes for weights of `weightBytes` (on the main device) and one session of
+ * `context` positions prefilling `rows` tokens at a time, as Session allocates them (f32).
+ */
+export function planMemory(p: PlacementShape, weightBytes: number, context: number, rows: number): MemoryPlan {
+  const { hiddenSize: H, intermediateSize: I, headDim: D, vocabSize: V } = p.config;
+  const group = p.config.numHeads / p.config.numKvHeads;
+  const ringSlots = Math.min(p.window.sink + p.window.recent, context);
+  const plan: MemoryPlan = { cpu: zero(), gpu: zero() };
+  let maxRetrieval = 0, maxStreaming = 0;
+  for (const row of p.kinds) {
+    const retrieval = row.filter((r) => r).length;
+    const streaming = row.length - retrieval;
+    maxRetrieval = Math.max(maxRetrieval, retrieval);
+    maxStreaming = Math.max(maxStreaming, streaming);
+    plan[p.main].kv += 8 * retrieval * context * D;
+    plan[p.streaming].kv += 8 * streaming * ringSlots * D;
+  }
+  // Per side q, k, v, out for `rows` tokens (Session's SideBuffers).
+  const side = (kvHeads: number) => (kvHeads ? 4 * rows * D * (2 * kvHeads * group + 2 * kvHeads) : 0);
+  plan[p.main].activations += 4 * (rows * (3 * H + 2 * I) + H + V) + side(maxRetrieval) + side(maxStreaming);
+  if (p.streaming !== p.main && maxStreaming) {
+    plan[p.streaming].activations += side(maxStreaming);
+    plan[p.main].activations += 4 * rows * D * (maxStreaming * group + 2 * maxStreaming); // the packed q|k|v transfer
+  }
+  plan[p.main].weights = weightBytes;
+  for (const d of [plan.cpu, plan.gpu]) d.total = d.weights + d.kv + d.activations;
+  return plan;
+}
+
+/** Bytes of weights as they are held (each matrix in its own storage), e.g. packed weights placed unchanged. */
+export function heldWeightBytes(w: ModelWeights): number {
+  const vectors = (l: ModelWeights['layers'][number]) => [l.inputNorm, l.postNorm, l.bq, l.bk, l.bv].reduce((a, v) => a + (v?.byteLength ?? 0), 0);
+  let bytes = matrixBytes(w.lmHead) + (w.embed === w.lmHead ? 0 : matrixBytes(w.embed)) + w.finalNorm.byteLength;
+  for (const l of w.layers) bytes += vectors(l) + [l.wq, l.wk, l.wv, l.wo, l.wGate, l.wUp, l.wDown].reduce((a, m) => a + matrixBytes(m), 0);
+  return bytes;
+}
+
+/** What the CPU backend's memory can hold of a plan. */
+export const CPU_PLAN_LIMIT = WASM_MEMORY_BYTES - WASM_HEADROOM_BYTES;
+
+/** The largest context (≤ `upTo`) whose plan fits the CPU limit; 0 when not even one position fits. */
+export function maxCpuContext(p: PlacementShape, weightBytes: number, upTo: number, rows: number): number {
+  const fits = (c: number) => planMemory(p, weightBytes, c, Math.min(rows, c)).cpu.total <= CPU_PLAN_LIMIT;
+  if (fits(upTo)) return upTo;
+  let lo = 0, hi = upTo; // fits(lo) or lo = 0; !fits(hi)
+  while (hi - lo > 1) {
+    const mid = Math.floor((lo + hi) / 2);
+    if (fits(mid)) lo = mid; else hi = mid;
+  }
+  return lo;
+}
+
+/** The plan's CPU side in words: "4.50 GiB (weights 4.00 GiB, KV cache 0.25 GiB, activations 0.25 GiB)". */
+export function describeCpu(plan: MemoryPlan): string {
+  const c = plan.cpu;
+  return `${gib(c.total)} (weights ${gib(c.weights)}, KV cache ${gib(c.kv)}, activations ${gib(c.activations)})`;
+}
+
+/** Refuses a plan whose CPU side cannot fit the WebAssembly memory, naming the option at fault and its value. */
+export function checkCpuPlan(plan: MemoryPlan, field: string, value: string, advice: string): void {
+  if (plan.cpu.total <= CPU_PLAN_LIMIT) return;
+  throw new DuetError(field, `${value}: the model needs ${describeCpu(plan)} of the CPU backend's WebAssembly memory, more than wasm32's 4 GiB allows (64 MiB kept for the kernels); ${advice}`);
+}
+
+export function gib(bytes: number): string {
+  return `${(bytes / 2 ** 30).toFixed(2)} GiB`;
+}
+
+function zero(): DeviceBytes {
+  return { weights: 0, kv: 0, activations: 0, total: 0 };
+}
