@@ -5,7 +5,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { referenceLogits } from './reference/model.ts';
 import { assertClose } from './helpers/conformance.ts';
-import { gpuAvailable, makeEngine, PLACEMENTS, sharedGpu, tempCheckpoint } from './helpers/engine.ts';
+import { makeEngine, PLACEMENTS, sharedGpu, tempCheckpoint } from './helpers/engine.ts';
 import { gpuTests } from './helpers/gpu-skip.ts';
 
 const GPU = await sharedGpu();
@@ -26,81 +26,86 @@ const test = suite('DuoAttention runtime');
 let ckpt: Awaited<ReturnType<typeof tempCheckpoint>>;
 test.before(async () => { ckpt = await tempCheckpoint(SPEC); });
 
-async function placementsToRun(): Promise<Placement[]> {
-  return (await gpuAvailable()) ? PLACEMENTS : ['cpu'];
+const gpuTest = gpuTests(test, GPU.gpu !== null, GPU.reason);
+
+/** One test per placement; those needing a GPU are reported as skipped without an adapter (a failure in CI). */
+function perPlacement(name: string, fn: (placement: Placement) => Promise<void>): void {
+  for (const placement of PLACEMENTS) (placement === 'cpu' ? test : gpuTest)(`${name} [${placement}]`, () => fn(placement));
 }
 
-test('a pattern with every head retrieval equals full attention, on every placement', async () => {
+perPlacement('a pattern with every head retrieval equals full attention', async (placement) => {
   const prompt = ids(20, 1);
   const reference = referenceLogits(ckpt.config, ckpt.weights, prompt);
-  for (const placement of await placementsToRun()) {
-    const engine = await makeEngine(ckpt, placement, allHeads(3, 3, true), WINDOW);
-    try {
-      const s = engine.newSession(32, 7);
-      assertClose(await s.forward(prompt), reference[prompt.length - 1], `${placement}: all-retrieval`, TOL);
-      s.dispose();
-    } finally { engine.dispose(); }
-  }
+  const engine = await makeEngine(ckpt, placement, allHeads(3, 3, true), WINDOW);
+  try {
+    const s = engine.newSession(32, 7);
+    assertClose(await s.forward(prompt), reference[prompt.length - 1], `${placement}: all-retrieval`, TOL);
+    s.dispose();
+  } finally { engine.dispose(); }
 });
 
 for (const length of [9, 40]) {
-  test(`streaming heads match the masked reference: context ${length} (sink+recent = 11), chunks 1/7/64/whole, then decode`, async () => {
+  perPlacement(`streaming heads match the masked reference: context ${length} (sink+recent = 11), chunks 1/7/64/whole, then decode`, async (placement) => {
     const prompt = ids(length, length);
     const decode = [5, 250, 17];
     const reference = referenceLogits(ckpt.config, ckpt.weights, [...prompt, ...decode], { kinds: KINDS, ...WINDOW });
-    for (const placement of await placementsToRun()) {
-      const engine = await makeEngine(ckpt, placement, KINDS, WINDOW);
-      try {
-        for (const chunk of [1, 7, 64, length]) {
-          const s = engine.newSession(length + decode.length, chunk);
-          assertClose(await s.forward(prompt), reference[length - 1], `${placement}, chunk ${chunk}: prefill`, TOL);
-          for (let i = 0; i < decode.length; i++) {
-            assertClose(await s.forward([decode[i]]), reference[length + i], `${placement}, chunk ${chunk}: decode ${i}`, TOL);
-          }
-          s.dispose();
+    const engine = await makeEngine(ckpt, placement, KINDS, WINDOW);
+    try {
+      for (const chunk of [1, 7, 64, length]) {
+        const s = engine.newSession(length + decode.length, chunk);
+        assertClose(await s.forward(prompt), reference[length - 1], `${placement}, chunk ${chunk}: prefill`, TOL);
+        for (let i = 0; i < decode.length; i++) {
+          assertClose(await s.forward([decode[i]]), reference[length + i], `${placement}, chunk ${chunk}: decode ${i}`, TOL);
         }
-      } finally { engine.dispose(); }
-    }
+        s.dispose();
+      }
+    } finally { engine.dispose(); }
   });
 }
 
-test('split, gpu and cpu placements agree; decode after chunked prefill equals decode after one-shot prefill', async () => {
-  const places = await placementsToRun();
-  const prompt = ids(30, 3);
+const PROMPT = ids(30, 3);
+
+/** Greedy tokens after a prefill in chunks of 5 and in one chunk. */
+async function chunkedAndWhole(placement: Placement): Promise<number[][]> {
+  const engine = await makeEngine(ckpt, placement, KINDS, WINDOW);
+  try {
+    const runs: number[][] = [];
+    for (const chunk of [5, 512]) runs.push((await engine.generate(PROMPT, { maxTokens: 10, prefillChunk: chunk })).tokens);
+    return runs;
+  } finally { engine.dispose(); }
+}
+
+test('decode after chunked prefill equals decode after one-shot prefill [cpu]', async () => {
+  const [chunked, whole] = await chunkedAndWhole('cpu');
+  assert.equal(chunked, whole);
+});
+
+gpuTest('split and gpu placements agree with cpu, chunked and one-shot', async () => {
   const runs: number[][] = [];
-  for (const placement of places) {
-    const engine = await makeEngine(ckpt, placement, KINDS, WINDOW);
-    try {
-      for (const chunk of [5, 512]) {
-        runs.push((await engine.generate(prompt, { maxTokens: 10, prefillChunk: chunk })).tokens);
-      }
-    } finally { engine.dispose(); }
-  }
+  for (const placement of PLACEMENTS) runs.push(...await chunkedAndWhole(placement));
   for (const r of runs.slice(1)) assert.equal(r, runs[0]);
 });
 
-test('the streaming cache does not grow with context; the retrieval cache grows linearly', async () => {
-  for (const placement of await placementsToRun()) {
-    const engine = await makeEngine(ckpt, placement, KINDS, WINDOW);
-    try {
-      const sizes = [];
-      for (const context of [16, 64, 256]) {
-        const s = engine.newSession(context, 16);
-        await s.forward(ids(context, 5));
-        sizes.push(s.kvMemory());
-        s.dispose();
-      }
-      const perToken = 2 * 4 /* retrieval KV heads */ * 24 * 4; // K and V, head_dim 24, f32
-      const ringBytes = 2 * 5 /* streaming KV heads */ * (WINDOW.sink + WINDOW.recent) * 24 * 4;
-      assert.equal(sizes.map((m) => m.streamingBytes), [ringBytes, ringBytes, ringBytes], placement);
-      assert.equal(sizes.map((m) => m.retrievalBytes), [16 * perToken, 64 * perToken, 256 * perToken], placement);
-      const cpuSide = placement === 'gpu' ? 0 : ringBytes;
-      assert.is(sizes[2].byDevice.cpu, cpuSide + (placement === 'cpu' ? 256 * perToken : 0), `${placement}: CPU bytes`);
-    } finally { engine.dispose(); }
-  }
+perPlacement('the streaming cache does not grow with context; the retrieval cache grows linearly', async (placement) => {
+  const engine = await makeEngine(ckpt, placement, KINDS, WINDOW);
+  try {
+    const sizes = [];
+    for (const context of [16, 64, 256]) {
+      const s = engine.newSession(context, 16);
+      await s.forward(ids(context, 5));
+      sizes.push(s.kvMemory());
+      s.dispose();
+    }
+    const perToken = 2 * 4 /* retrieval KV heads */ * 24 * 4; // K and V, head_dim 24, f32
+    const ringBytes = 2 * 5 /* streaming KV heads */ * (WINDOW.sink + WINDOW.recent) * 24 * 4;
+    assert.equal(sizes.map((m) => m.streamingBytes), [ringBytes, ringBytes, ringBytes], placement);
+    assert.equal(sizes.map((m) => m.retrievalBytes), [16 * perToken, 64 * perToken, 256 * perToken], placement);
+    const cpuSide = placement === 'gpu' ? 0 : ringBytes;
+    assert.is(sizes[2].byDevice.cpu, cpuSide + (placement === 'cpu' ? 256 * perToken : 0), `${placement}: CPU bytes`);
+  } finally { engine.dispose(); }
 });
 
-gpuTests(test, GPU.gpu !== null, GPU.reason)('the split placement does work on both devices', async () => {
+gpuTest('the split placement does work on both devices', async () => {
   const engine = await makeEngine(ckpt, 'split', KINDS, WINDOW);
   try {
     const gpuBefore = engine.gpu!.dispatches, cpuBefore = engine.cpu.kernelCalls;

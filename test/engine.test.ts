@@ -6,7 +6,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { referenceLogits } from './reference/model.ts';
 import { assertClose } from './helpers/conformance.ts';
-import { gpuAvailable, makeEngine, sharedGpu, tempCheckpoint } from './helpers/engine.ts';
+import { makeEngine, sharedGpu, tempCheckpoint } from './helpers/engine.ts';
 import { gpuTests } from './helpers/gpu-skip.ts';
 
 const GPU = await sharedGpu();
@@ -59,20 +59,21 @@ for (const [label, spec] of CASES) {
 }
 
 const gen = suite('greedy generation');
-gen('is deterministic and identical on CPU and GPU (f32 weights)', async () => {
+/** Greedy tokens of CASES[0]'s checkpoint on `placement`. */
+async function greedyTokens(ckpt: Awaited<ReturnType<typeof tempCheckpoint>>, placement: 'cpu' | 'split'): Promise<number[]> {
+  const engine = await makeEngine(ckpt, placement);
+  try {
+    const r = await engine.generate(PROMPT, { maxTokens: 24 });
+    assert.is(r.tokens.length, 24);
+    assert.is(r.stopReason, 'max_tokens');
+    return r.tokens;
+  } finally { engine.dispose(); }
+}
+
+gen('is deterministic and follows the reference argmax (f32 weights, cpu)', async () => {
   const ckpt = await tempCheckpoint(CASES[0][1]);
-  const outputs: number[][] = [];
-  for (const placement of ['cpu', 'cpu', 'split'] as const) {
-    if (placement !== 'cpu' && !(await gpuAvailable())) continue;
-    const engine = await makeEngine(ckpt, placement);
-    try {
-      const r = await engine.generate(PROMPT, { maxTokens: 24 });
-      assert.is(r.tokens.length, 24);
-      assert.is(r.stopReason, 'max_tokens');
-      outputs.push(r.tokens);
-    } finally { engine.dispose(); }
-  }
-  for (const o of outputs.slice(1)) assert.equal(o, outputs[0]);
+  const outputs = [await greedyTokens(ckpt, 'cpu'), await greedyTokens(ckpt, 'cpu')];
+  assert.equal(outputs[1], outputs[0]);
   // Greedy really follows the reference's argmax at every step.
   const ref = referenceLogits(ckpt.config, ckpt.weights, [...PROMPT, ...outputs[0].slice(0, -1)]);
   outputs[0].forEach((id, i) => {
@@ -81,6 +82,11 @@ gen('is deterministic and identical on CPU and GPU (f32 weights)', async () => {
     const margin = row[best] - row[id];
     assert.ok(id === best || margin < 1e-3, `step ${i}: token ${id}, reference argmax ${best}`);
   });
+});
+
+gpuTests(gen, GPU.gpu !== null, GPU.reason)('is identical on the split placement and the CPU (f32 weights)', async () => {
+  const ckpt = await tempCheckpoint(CASES[0][1]);
+  assert.equal(await greedyTokens(ckpt, 'split'), await greedyTokens(ckpt, 'cpu'));
 });
 
 gen('stops on eos and samples reproducibly with a seed', async () => {
