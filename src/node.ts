@@ -1,6 +1,7 @@
 // Duet's Node entry: everything the browser entry has, plus model and pattern folders on disk,
 // Dawn (the optional `webgpu` package, imported only when a GPU is asked for) and WebAssembly
 // kernel threads in worker_threads.
+import { totalmem } from 'node:os';
 import { DuetModel, type ModelOptions } from './api/model.js';
 import type { HeadPattern, PatternFiles } from './attention/pattern.js';
 import { httpModelFiles } from './browser/http-files.js';
@@ -43,7 +44,9 @@ export async function loadModel(source: ModelSource, options: NodeModelOptions =
   if (!(Number.isInteger(threads) && threads >= 1)) throw new DuetError('threads', `must be a positive integer (got ${threads})`);
   const patternFiles = pattern === undefined || (typeof pattern === 'object' && 'alphas' in pattern) ? pattern
     : files(pattern as string | URL | ModelFiles);
-  return DuetModel.create(files(source), { id: typeof source === 'string' ? source : undefined, ...rest, pattern: patternFiles }, {
+  // The loader refuses weights that would not fit this machine's memory before reading any.
+  const checkpoint = { hostBytes: totalmem(), ...rest.checkpoint };
+  return DuetModel.create(files(source), { id: typeof source === 'string' ? source : undefined, ...rest, checkpoint, pattern: patternFiles }, {
     acquireGpu: () => createNodeGpu({ backend: gpuBackend }),
     createCpu: () => createNodeCpu(threads),
   });

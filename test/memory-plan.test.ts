@@ -2,17 +2,23 @@
 // Session really allocate, and each refusal (config sizes, weights, contextLength) with its message.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Engine } from '../src/engine/engine.ts';
 import { CPU_PLAN_LIMIT, maxCpuContext, placedWeightBytes, planMemory, type PlacementShape } from '../src/engine/memory-plan.ts';
 import { kvMemory } from '../src/api/memory.ts';
+import { formatBytes } from '../src/attention/memory.ts';
 import { parseModelConfig } from '../src/model/config.ts';
 import type { ModelWeights } from '../src/model/weights.ts';
 import type { CpuBackend } from '../src/cpu/backend.ts';
 import { loadModel } from '../src/node.ts';
 import { writeCheckpoint } from './helpers/checkpoint.ts';
+import { loadCheckpoint } from '../src/model/checkpoint.ts';
+import { nodeModelFiles } from '../src/node/files.ts';
+import { concatBytes } from '../src/model/gguf.ts';
+import { ggufChunks } from '../src/model/gguf-write.ts';
+import { encodeMatrix } from '../src/model/gguf-encode.ts';
 import { tempCheckpoint } from './helpers/engine.ts';
 
 const LLAMA3_8B = {
@@ -104,6 +110,24 @@ test('contextLength: refused when asked for and its KV cache cannot fit; the def
   // Streaming heads hold rings, not full caches: the full default context fits then.
   const streaming = await loadModel(dir, { device: 'cpu', threads: 1, streamingOnly: true, window: { sink: 4, recent: 60 } });
   try { assert.is(streaming.info.contextLength, 2 ** 24); } finally { streaming.dispose(); }
+});
+
+test('host memory: a checkpoint whose loaded weights exceed hostBytes is refused before any tensor is read (safetensors and GGUF)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'duet-host-'));
+  await writeCheckpoint(dir, { layers: 2, hidden: 64, heads: 4, kvHeads: 2, intermediate: 96, vocab: 301, dtype: 'F16' });
+  const gguf = join(dir, 'model.gguf');
+  const hf = await loadCheckpoint(nodeModelFiles(dir));
+  writeFileSync(gguf, concatBytes(ggufChunks(hf.config, hf.weights, { name: 't', type: 'q8_0', encode: encodeMatrix })));
+  for (const [files, weights] of [[nodeModelFiles(dir), 'keep'], [nodeModelFiles(dir), 'q4_0'], [nodeModelFiles(gguf), 'keep'], [nodeModelFiles(gguf), 'f16']] as const) {
+    // The plan is exactly what the loader ends up holding: that many bytes load, one fewer is refused.
+    const held = (await loadCheckpoint(files, { weights })).loadStats.heldBytes;
+    assert.is((await loadCheckpoint(files, { weights, hostBytes: held })).loadStats.heldBytes, held);
+    let err: Error | null = null;
+    try { await loadCheckpoint(files, { weights, hostBytes: held - 1 }); } catch (e) { err = e as Error; }
+    const as = weights === 'keep' ? 'as stored' : `as ${weights}`;
+    const name = files.gguf === undefined ? dir : gguf;
+    assert.is(err?.message, `${name}: its weights need ${formatBytes(held)} (${held} bytes) of host memory loaded ${as}, more than the ${formatBytes(held - 1)} this machine has; store them smaller (weights 'q4_0' or 'q4_k')`);
+  }
 });
 
 test.run();

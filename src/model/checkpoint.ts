@@ -34,7 +34,7 @@ export async function loadCheckpoint(files: ModelFiles, options: LoadOptions = {
     : Array.isArray(genEos) ? genEos.filter((e): e is number => typeof e === 'number') : config.eosTokenIds;
   const tokenizer = await loadTokenizer(files);
   const stats = new HeldBytes();
-  const weights = await loadWeights(files, config, { onProgress: options.onProgress, weights: resolveLoadWeights(options.weights, config), stats });
+  const weights = await loadWeights(files, config, { onProgress: options.onProgress, weights: resolveLoadWeights(options.weights, config), stats, hostBytes: options.hostBytes });
   return { name: files.name, config, weights, tokenizer, eosTokenIds, generation, loadStats: stats.stats() };
 }
 
@@ -66,6 +66,6 @@ async function loadGgufCheckpoint(files: ModelFiles, path: string, options: Load
     }
   }
   const stats = new HeldBytes();
-  const weights = await loadGgufWeights(files, path, header, config, ggufPacked, { onProgress: options.onProgress, weights: resolveLoadWeights(options.weights, config), stats });
+  const weights = await loadGgufWeights(files, path, header, config, ggufPacked, { onProgress: options.onProgress, weights: resolveLoadWeights(options.weights, config), stats, hostBytes: options.hostBytes });
   return { name: files.name, config, weights, tokenizer, eosTokenIds: config.eosTokenIds, generation: {}, loadStats: stats.stats() };
 }

@@ -6,7 +6,7 @@ import type { ModelFiles } from './files.js';
 import { readGgufHeader, TENSOR_TYPES, type GgufEntry, type GgufHeader, type GgufTensor } from './gguf.js';
 import { decodeTensor } from './safetensors.js';
 import type { PackedMatrix } from './quant.js';
-import { convertMatrix, HeldBytes, matrixBytes, matrixF32, type LayerWeights, type LoadProgress, type LoadWeights, type ModelWeights, type WeightMatrix } from './weights.js';
+import { checkHostBytes, convertMatrix, HeldBytes, loadedBytes, matrixBytes, matrixF32, type LayerWeights, type LoadProgress, type LoadWeights, type ModelWeights, type WeightMatrix } from './weights.js';
 
 export const GGUF_ARCHITECTURES: readonly ModelType[] = ['llama', 'mistral', 'qwen2'];
 
@@ -190,12 +190,12 @@ export type GgufDecoder = (t: GgufTensor, bytes: Uint8Array, rows: number, cols:
  * at a time; 1-D tensors (norms, biases) load as f32.
  */
 export async function loadGgufWeights(files: ModelFiles, path: string, h: GgufHeader, config: ModelConfig,
-  decode: GgufDecoder, options: { onProgress?: LoadProgress; weights?: LoadWeights; stats?: HeldBytes } = {}): Promise<ModelWeights> {
+  decode: GgufDecoder, options: { onProgress?: LoadProgress; weights?: LoadWeights; stats?: HeldBytes; hostBytes?: number } = {}): Promise<ModelWeights> {
   const { onProgress } = options;
   const target = options.weights ?? 'keep';
   const held = options.stats ?? new HeldBytes();
   const plan = ggufTensorPlan(config);
-  let total = 0;
+  let total = 0, planned = 0;
   for (const { gguf, shape } of plan) {
     const t = h.tensors.get(gguf);
     if (!t) throw new Error(`${h.file}: tensor "${gguf}" is missing`);
@@ -204,7 +204,9 @@ export async function loadGgufWeights(files: ModelFiles, path: string, h: GgufHe
       throw new Error(`${h.file}: tensor "${gguf}" has dims [${t.dims.join(', ')}], expected [${dims.join(', ')}] from the metadata`);
     }
     total += t.byteLength;
+    planned += loadedBytes(shape, target, t.byteLength);
   }
+  checkHostBytes(planned, options.hostBytes, h.file, target);
   let loaded = 0;
   const byName = new Map<string, WeightMatrix>();
   for (const { gguf, shape, permuteHeads } of plan) {

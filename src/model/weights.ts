@@ -1,9 +1,10 @@
 // Loads and shape-checks the tensors of a Llama-family checkpoint. Matmul weights (and the
 // embeddings) are stored as they will run: f32 arrays, or packed matrices (quant.ts) converted one
 // tensor at a time as they are read, so no f32 copy of a quantized model is ever held.
+import { formatBytes } from '../attention/memory.js';
 import type { ModelConfig } from './config.js';
 import type { ModelFiles } from './files.js';
-import { dequantizeMatrix, packedBytes, quantizeMatrix, type PackedMatrix, type WeightDType } from './quant.js';
+import { dequantizeMatrix, packedBytes, quantizeMatrix, rowBytes, type PackedMatrix, type WeightDType } from './quant.js';
 import { readCheckpointIndex, readTensor, type TensorInfo } from './safetensors.js';
 
 /** A [rows, cols] weight matrix: f32 values row-major, or packed storage (quant.ts). */
@@ -37,6 +38,11 @@ export interface LoadOptions {
   onProgress?: LoadProgress;
   /** Storage of the matmul weights and embeddings; a function gets the parsed config first. Default 'keep'. */
   weights?: LoadWeights | ((config: ModelConfig) => LoadWeights);
+  /**
+   * Most host memory the loaded weights may hold (the Node entry passes the machine's total memory):
+   * a checkpoint whose weights would need more is refused before any tensor is read.
+   */
+  hostBytes?: number;
 }
 
 /** Host bytes the loader held: `held` at the end (the weights it returns), `peak` at its highest (held + the tensor being converted). */
@@ -93,6 +99,24 @@ export class HeldBytes {
   stats(): LoadStats { return { heldBytes: this.held, peakBytes: this.peak }; }
 }
 
+/**
+ * Host bytes a tensor of `shape` holds once loaded: f32 for vectors and for matrices read as f32,
+ * the target format's bytes for converted matrices, `keptBytes` (its bytes as stored) when kept packed.
+ */
+export function loadedBytes(shape: number[], dtype: LoadWeights, keptBytes?: number): number {
+  const n = shape.reduce((a, b) => a * b, 1);
+  if (shape.length < 2) return 4 * n;
+  if (dtype === 'keep') return keptBytes ?? 4 * n;
+  return shape[0] * rowBytes(dtype, shape[1]);
+}
+
+/** Refuses weights that would need more host memory than `limit` before anything is read. */
+export function checkHostBytes(bytes: number, limit: number | undefined, file: string, dtype: LoadWeights): void {
+  if (limit === undefined || bytes <= limit) return;
+  const as = dtype === 'keep' ? 'as stored' : `as ${dtype}`;
+  throw new Error(`${file}: its weights need ${formatBytes(bytes)} (${bytes} bytes) of host memory loaded ${as}, more than the ${formatBytes(limit)} this machine has; store them smaller (weights 'q4_0' or 'q4_k')`);
+}
+
 export function resolveLoadWeights(option: LoadOptions['weights'], config: ModelConfig): LoadWeights {
   return typeof option === 'function' ? option(config) : option ?? 'keep';
 }
@@ -112,7 +136,7 @@ function checkLayerCount(index: Map<string, TensorInfo>, numLayers: number, wher
 }
 
 /** The checkpoint's weights, each matmul weight stored as `dtype` as soon as its tensor is read. */
-export async function loadWeights(files: ModelFiles, config: ModelConfig, options: { onProgress?: LoadProgress; weights?: LoadWeights; stats?: HeldBytes } = {}): Promise<ModelWeights> {
+export async function loadWeights(files: ModelFiles, config: ModelConfig, options: { onProgress?: LoadProgress; weights?: LoadWeights; stats?: HeldBytes; hostBytes?: number } = {}): Promise<ModelWeights> {
   const { onProgress } = options;
   const dtype = options.weights ?? 'keep';
   const held = options.stats ?? new HeldBytes();
@@ -150,7 +174,7 @@ export async function loadWeights(files: ModelFiles, config: ModelConfig, option
   }
 
   const infos = new Map<string, TensorInfo>();
-  let total = 0;
+  let total = 0, planned = 0;
   for (const [name, shape] of expected) {
     const t = index.get(name);
     if (!t) throw new Error(`${files.name}: tensor "${name}" is missing from the checkpoint${name === 'lm_head.weight' ? ' (config.json says the embeddings are not tied)' : ''}`);
@@ -159,7 +183,9 @@ export async function loadWeights(files: ModelFiles, config: ModelConfig, option
     }
     infos.set(name, t);
     total += t.byteLength;
+    planned += loadedBytes(shape, dtype);
   }
+  checkHostBytes(planned, options.hostBytes, files.name, dtype);
   let loaded = 0;
   const read = async (name: string): Promise<Float32Array> => {
     const t = infos.get(name)!;
