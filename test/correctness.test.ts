@@ -55,8 +55,11 @@ test('checkpoints: an unused tensor, extra layers, and num_hidden_layers 1e9 are
   writeFileSync(join(d, 'config.json'), JSON.stringify({ ...cfg, num_hidden_layers: 2 }));
   assert.match(await loadError(d), /config.json: num_hidden_layers is 2, but the checkpoint in .* has tensors for 3 layers \(layers 2–2 would be silently skipped\)/);
 
+  writeFileSync(join(d, 'config.json'), JSON.stringify({ ...cfg, num_hidden_layers: 1000 }));
+  assert.match(await loadError(d), /config.json: num_hidden_layers is 1000, but the checkpoint in .* has tensors for 3 layers/);
+  // Sizes no host could hold are refused when config.json is parsed (test/memory-plan.test.ts).
   writeFileSync(join(d, 'config.json'), JSON.stringify({ ...cfg, num_hidden_layers: 1e9 }));
-  assert.match(await loadError(d), /config.json: num_hidden_layers is 1000000000, but the checkpoint in .* has tensors for 3 layers/);
+  assert.match(await loadError(d), /config.json: num_hidden_layers × num_key_value_heads is 1000000000 × \d+ = \d+ KV heads, more than Duet's limit of 1048576/);
 
   // Old exports' rotary buffers are not weights and stay accepted.
   d = tmp();
