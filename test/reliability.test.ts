@@ -186,6 +186,9 @@ test('output folders: identify/eval/bench never write into a model folder or ove
   r = await duet('eval', '--model', copy, '--out', copy, '--lengths', '64', '--samples', '1', '--device', 'cpu');
   assert.is(r.code, 1);
   assert.match(r.stderr, /holds a model; duet eval --out never writes/);
+  r = await duet('bench', '--shape', 'tiny', '--out', copy, '--device', 'cpu');
+  assert.is(r.code, 1);
+  assert.match(r.stderr, /holds a model; duet bench --out never writes benchmark results into a model's folder/);
   assert.is(readFileSync(join(copy, 'config.json'), 'utf8'), config);
 });
 
