@@ -14,6 +14,7 @@ import { assertFiniteStep, type TrainerState } from '../src/train/trainer.ts';
 import { VOCAB_SIZE } from '../src/train/vocab.ts';
 import { claimOutputFolder, removeStale } from '../src/node/output-folder.ts';
 import { ensureFreshDist, staleInputs } from './helpers/fresh-dist.ts';
+import { rewriteTensors, writeCheckpoint } from './helpers/checkpoint.ts';
 
 ensureFreshDist();
 
@@ -190,6 +191,15 @@ test('output folders: identify/eval/bench never write into a model folder or ove
   assert.is(r.code, 1);
   assert.match(r.stderr, /holds a model; duet bench --out never writes benchmark results into a model's folder/);
   assert.is(readFileSync(join(copy, 'config.json'), 'utf8'), config);
+});
+
+test('duet generate: NaN weights stop with an error and a non-zero exit, not token 0 repeated', async () => {
+  const dir = tmp('nan-model');
+  await writeCheckpoint(dir, { layers: 1, tokenizer: true });
+  await rewriteTensors(dir, (t) => { (t['model.layers.0.mlp.down_proj.weight'].data as Float32Array)[3] = NaN; });
+  const r = await duet('generate', '--model', dir, '--prompt', 'hello', '--max-tokens', '4', '--device', 'cpu');
+  assert.is(r.code, 1, r.stdout);
+  assert.match(r.stderr, /non-finite logits/);
 });
 
 test('CLI tests see a stale dist/: a source file newer than dist/cli.js is found (and triggers a rebuild)', () => {
