@@ -21,6 +21,7 @@ test('a tiny bench run writes results.json and SVG plots', async () => {
   assert.equal(r.settings.contexts, [64, 256]);
   finitePositive(r.probes?.bandwidth_gbps, 'bandwidth probe');
   finitePositive(r.probes?.peak_gflops, 'peak probe');
+  assert.ok(Number.isInteger(r.probes?.threads) && r.probes!.threads! >= 1, `probe threads ${r.probes?.threads}`);
   for (const kernel of ['gemv', 'gemm', 'attention-decode', 'streaming-decode', 'attention-prefill', 'streaming-prefill', 'attention-decode-layer']) {
     assert.ok(r.kernels.some((k) => k.kernel === kernel), `kernel row ${kernel}`);
   }

@@ -37,3 +37,20 @@ test('tensors above 2 GiB of wasm memory: upload, kernel, read', async () => {
   be.destroy();
 });
 test.run();
+
+test('the roofline probes run on every kernel thread at once: each thread its slice of the read, the whole peak loop', async () => {
+  const cpu = await createCpuBackend({ threads: 2, startWorker: startNodeKernelWorker });
+  try {
+    const buf = cpu.alloc(64);
+    const before = cpu.workerShares;
+    cpu.probeAllThreads('peak', 1000);
+    assert.is(cpu.workerShares, before + 1, 'the worker ran the peak loop');
+    cpu.probeAllThreads('read', buf.ptr, 256, 2);
+    assert.is(cpu.workerShares, before + 2, 'the worker read its half');
+    // 64 bytes are one 64-byte line: the second thread's share is empty and it reads nothing.
+    cpu.probeAllThreads('read', buf.ptr, 64, 1);
+    assert.is(cpu.workerShares, before + 2, 'an empty share is not run');
+  } finally {
+    cpu.destroy();
+  }
+});

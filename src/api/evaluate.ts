@@ -5,7 +5,7 @@
 import { projectKvMemory } from '../attention/memory.js';
 import { allHeads, type HeadPattern } from '../attention/pattern.js';
 import type { StreamingWindow } from '../engine/backend.js';
-import { fillerStyleFor, taskPrompt, tokenCounter } from '../eval/evaluate.js';
+import { fillerStyleFor, heldOutText, taskPrompt, tokenCounter } from '../eval/evaluate.js';
 import { score } from '../eval/score.js';
 import { DuetError } from '../errors.js';
 import type { FillerStyle } from '../tasks/filler.js';
@@ -33,6 +33,11 @@ export interface EvaluateOptions {
   samples?: number;
   /** Seed of the prompts; every configuration sees the same ones (default 0). */
   seed?: number;
+  /**
+   * Also the perplexity of each configuration on `texts` (default 2) held-out haystack texts of
+   * `length` tokens (the same texts for every configuration).
+   */
+  perplexity?: { length: number; texts?: number };
   /** Put the model's own heads back at the end (default true; false leaves the last configuration placed). */
   restoreHeads?: boolean;
   signal?: AbortSignal;
@@ -63,11 +68,16 @@ export interface EvalConfigSummary {
   kvContext: number;
 }
 
+/** A configuration's perplexity on the held-out texts (tokens: the scored tokens over all texts). */
+export interface PerplexityRow { config: string; texts: number; length: number; tokens: number; meanNll: number; perplexity: number }
+
 export interface EvaluationResult {
   /** The filler the prompts were written in ('grammar' for tokenizers that cannot spell capitals). */
   filler: FillerStyle;
   configs: EvalConfigSummary[];
   rows: EvalRow[];
+  /** One row per configuration when perplexity was asked for, else empty. */
+  perplexity: PerplexityRow[];
 }
 
 /** The comparison `duet eval` runs: full attention first (the reference), then the ones asked for. */
@@ -140,9 +150,20 @@ export async function evaluate(model: DuetModel, o: EvaluateOptions = {}): Promi
   const style = fillerStyleFor(tokenizer);
   const countTokens = tokenCounter(tokenizer);
   const limit = model.info.contextLength;
-  const total = configs.length * tasks.length * lengths.length * depths.length * samples;
+  const ppl = o.perplexity;
+  const texts = ppl?.texts ?? 2;
+  if (ppl) {
+    if (!(Number.isInteger(ppl.length) && ppl.length >= 2 && ppl.length <= limit)) {
+      throw new DuetError('perplexity.length', `must be an integer from 2 to the context length ${limit} (got ${ppl.length})`);
+    }
+    if (!(Number.isInteger(texts) && texts >= 1)) throw new DuetError('perplexity.texts', `must be an integer ≥ 1 (got ${texts})`);
+  }
+  // Held-out texts from seeds of their own (far from the task prompts' seeds).
+  const pplTexts = ppl ? Array.from({ length: texts }, (_, k) => heldOutText(tokenizer, ppl.length, 0x7e57_0000 + seed * 101 + k, style)) : [];
+  const total = configs.length * (tasks.length * lengths.length * depths.length * samples + pplTexts.length);
   let done = 0;
   const rows: EvalRow[] = [];
+  const perplexity: PerplexityRow[] = [];
   const restore = () => (o.restoreHeads === false ? undefined : model.setHeads(original));
   try {
     for (const c of configs) {
@@ -171,6 +192,16 @@ export async function evaluate(model: DuetModel, o: EvaluateOptions = {}): Promi
           }
         }
       }
+      if (ppl) {
+        let nll = 0, tokens = 0;
+        for (const ids of pplTexts) {
+          const r = await model.perplexity(ids, { signal: o.signal });
+          nll += r.meanNll * r.tokens; tokens += r.tokens;
+          done++;
+          o.onProgress?.(done, total, `${c.name} perplexity`);
+        }
+        perplexity.push({ config: c.name, texts, length: ppl.length, tokens, meanNll: nll / tokens, perplexity: Math.exp(nll / tokens) });
+      }
     }
   } catch (e) {
     // Best effort: the evaluation's error is the one worth reporting.
@@ -184,5 +215,5 @@ export async function evaluate(model: DuetModel, o: EvaluateOptions = {}): Promi
     const kv = projectKvMemory(kinds ?? allHeads(L, H, true), config.headDim, longest, window ?? { sink: 0, recent: 1 }, 4);
     return { name: c.name, streamingHeads: kv.streaming_heads, kvHeads: L * H, window: window ?? null, kvBytes: kv.duo_bytes, kvContext: longest };
   });
-  return { filler: style, configs: summaries, rows };
+  return { filler: style, configs: summaries, rows, perplexity };
 }

@@ -134,6 +134,18 @@ function loaderWeights(options: ModelOptions): (config: ModelConfig) => LoadWeig
   };
 }
 
+/** DuetModel.perplexity's answer: the scored tokens, their mean negative log-likelihood (nats) and exp of it. */
+export interface PerplexityResult { tokens: number; meanNll: number; perplexity: number }
+
+/** -log softmax(logits)[target], in float64 (a log-sum-exp shifted by the maximum). */
+export function negativeLogLikelihood(logits: ArrayLike<number>, target: number): number {
+  let max = -Infinity;
+  for (let i = 0; i < logits.length; i++) if (logits[i] > max) max = logits[i];
+  let sum = 0;
+  for (let i = 0; i < logits.length; i++) sum += Math.exp(logits[i] - max);
+  return Math.log(sum) + max - logits[target];
+}
+
 /** A generation in progress: iterate it for token deltas; result() resolves when it ends. */
 export class Generation implements AsyncIterable<TokenDelta> {
   private started = false;
@@ -290,6 +302,43 @@ export class DuetModel {
   currentHeads(): HeadOptions {
     const o = this.heads.options;
     return { ...o, window: o.window && { ...o.window } };
+  }
+
+  /**
+   * Perplexity of the model on `text` under its current heads: every token after the first is
+   * predicted from the ones before it, one decode step at a time, so streaming heads see exactly the
+   * sink + recent window (and compensation, if any) they see when generating. Natural-log NLL.
+   */
+  async perplexity(text: Prompt, options: { signal?: AbortSignal; onProgress?: (done: number, total: number) => void } = {}): Promise<PerplexityResult> {
+    const ids = this.encode(text);
+    if (ids.length < 2) throw new DuetError('text', `needs at least 2 tokens to score (got ${ids.length})`);
+    if (ids.length > this.info.contextLength) {
+      throw new DuetError('text', `has ${ids.length} tokens, more than the context length ${this.info.contextLength}`, 'context_length_exceeded');
+    }
+    let release!: () => void;
+    const turn = this.queue;
+    this.queue = new Promise<void>((r) => { release = r; });
+    try {
+      await turn;
+      if (this.disposed) throw new DuetError(null, 'the model was disposed');
+      const session = this.engine.newSession(ids.length, 1);
+      try {
+        let nll = 0;
+        for (let i = 0; i + 1 < ids.length; i++) {
+          if (options.signal?.aborted) throw new DuetError(null, 'perplexity was aborted');
+          const logits = await session.forward([ids[i]]);
+          nll += negativeLogLikelihood(logits, ids[i + 1]);
+          options.onProgress?.(i + 1, ids.length - 1);
+          if (i % 64 === 63) await yieldToEventLoop();
+        }
+        const scored = ids.length - 1;
+        return { tokens: scored, meanNll: nll / scored, perplexity: Math.exp(nll / scored) };
+      } finally {
+        session.dispose();
+      }
+    } finally {
+      release();
+    }
   }
 
   /** Prompt token ids: text is tokenized (with BOS), messages go through the chat template. */

@@ -3,7 +3,7 @@
 export { DuetModel, Generation } from './model.js';
 export type {
   ChatMessage, DeviceChoice, HeadSettings, Environment, FinishReason, GenerateOptions, GenerationStats, KvStats, ModelInfo,
-  ModelOptions, Placement, ProgressEvent, Prompt, StreamingWindow, TokenDelta,
+  ModelOptions, PerplexityResult, Placement, ProgressEvent, Prompt, StreamingWindow, TokenDelta,
 } from './model.js';
 export type {
   ChatCompletion, ChatCompletionChunk, ChatCompletionParams, ChatCompletions, Completion, CompletionParams, Completions,
@@ -18,7 +18,7 @@ export { kvMemory, type KvMemory, type KvMemoryOptions } from './memory.js';
 export { parseModelConfig } from '../model/config.js';
 export { fillerStyleFor, taskPrompt } from '../eval/evaluate.js';
 export {
-  comparisonConfigs, evaluate, type ComparisonOptions, type EvalConfig, type EvalConfigSummary, type EvalRow, type EvalSample,
+  comparisonConfigs, evaluate, type ComparisonOptions, type EvalConfig, type EvalConfigSummary, type EvalRow, type EvalSample, type PerplexityRow,
   type EvaluateOptions, type EvaluationResult,
 } from './evaluate.js';
 export type { HeadOptions } from './heads.js';

@@ -33,7 +33,7 @@ export function renderText(r: BenchResults): string {
 
   if (r.probes) {
     const p = r.probes;
-    out.push('', `Roofline (WASM SIMD, one thread): memory bandwidth ${num(p.bandwidth_gbps)} GB/s (streaming read of ${formatBytes(p.bandwidth_buffer_bytes)}), SIMD peak ${num(p.peak_gflops)} GFLOP/s (independent f32x4 multiply + add chains on registers)`);
+    out.push('', `Roofline (WASM SIMD, ${(p.threads ?? 1) === 1 ? 'one thread' : `${p.threads} threads at once`}; best of two probe runs): memory bandwidth ${num(p.bandwidth_gbps)} GB/s (streaming read of ${formatBytes(p.bandwidth_buffer_bytes)}), SIMD peak ${num(p.peak_gflops)} GFLOP/s (independent f32x4 multiply + add chains on registers)`);
   }
   if (r.gpu_probes) {
     const p = r.gpu_probes;

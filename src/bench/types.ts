@@ -44,6 +44,8 @@ export interface Probes {
   bandwidth_gbps: number;
   bandwidth_buffer_bytes: number;
   peak_gflops: number;
+  /** WASM: the kernel threads the probes ran on at once (the rows they are compared with ran on as many). */
+  threads?: number;
 }
 
 export interface KernelRow {

@@ -32,6 +32,7 @@ const options = {
   'prefill-chunk': { type: 'string' },
   threads: { type: 'string' },
   weights: { type: 'string' },
+  perplexity: { type: 'string' },
   json: { type: 'boolean' },
   out: { type: 'string' },
 } as const;
@@ -90,6 +91,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
     writeFileSync(samplesFile, '');
     evaluation = await evaluate(model, {
       configs, tasks, lengths, depths, samples, seed, restoreHeads: false,
+      perplexity: v.perplexity === undefined ? undefined : { length: intOption(v.perplexity, '--perplexity', 2)! },
       onProgress: (d, t, detail) => progress.update(d, t, detail),
       onSample: (info) => appendFileSync(samplesFile, `${JSON.stringify(info)}\n`),
     });
@@ -112,13 +114,17 @@ export async function evalCommand(argv: string[]): Promise<number> {
     }
   }
   const configs = heads.map((h) => ({ name: h.name, streaming_heads: h.streamingHeads, kv_heads: h.kvHeads, window: h.window, kv_bytes: h.kvBytes, kv_context: h.kvContext }));
-  const result = { model: v.model, filler: evaluation.filler, samples, seed, configs, results: rows, plots };
+  const result = { model: v.model, filler: evaluation.filler, samples, seed, configs, results: rows,
+    perplexity: evaluation.perplexity.map((p) => ({ config: p.config, texts: p.texts, length: p.length, tokens: p.tokens, mean_nll: p.meanNll, perplexity: p.perplexity })), plots };
   writeFileAtomic(join(outDir, 'results.json'), `${JSON.stringify(result, null, 1)}\n`);
   removeStale(outDir, previous, [samplesFile, join(outDir, 'results.json'), ...plots]);
   if (v.json) {
     process.stdout.write(`${JSON.stringify(result)}\n`);
   } else {
     for (const h of heads) for (const task of tasks) process.stdout.write(`${table(rows, h.name, task)}\n\n`);
+    for (const p of evaluation.perplexity) {
+      process.stdout.write(`${p.config} · perplexity ${p.perplexity.toFixed(4)} (${p.tokens} tokens of ${p.texts} held-out texts of ${p.length})\n`);
+    }
     process.stdout.write(`results: ${join(outDir, 'results.json')}; predictions: ${samplesFile}; heatmaps: ${plots.join(', ')}\n`);
   }
   return 0;

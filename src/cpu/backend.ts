@@ -76,6 +76,20 @@ export class CpuBackend implements Backend {
     try { return fn(); } finally { this.threads = keep; }
   }
 
+  /**
+   * The bench's roofline probes on every kernel thread at once (bypassing the small-job threshold),
+   * so rows measured on all threads are compared with the roofline of all threads: `read` streams
+   * `bytes` at `ptr` split over the threads; `peak` runs `iters` iterations on each thread.
+   */
+  probeAllThreads(kind: 'read', ptr: number, bytes: number, reps: number): void;
+  probeAllThreads(kind: 'peak', iters: number): void;
+  probeAllThreads(kind: 'read' | 'peak', ...args: number[]): void {
+    const op = kind === 'read' ? Op.ProbeRead : Op.ProbePeak;
+    if (this.threads) { this.threads.run(op, args); return; }
+    this.single.set(args);
+    runShare(this.k, op, this.single, 0, 1);
+  }
+
   /** Runs a job split across the threads when it is big enough, else on this thread. */
   private job(op: Op, args: number[], work: number): void {
     this.kernelCalls++;

@@ -8,7 +8,7 @@
 //   workers have run (a counter that proves they did work), f64 args from byte 16.
 import { instantiateKernels, type KernelExports } from './wasm.js';
 
-export const Op = { Stop: 0, Matmul: 1, Attention: 2, Streaming: 3, MatmulPacked: 4 } as const;
+export const Op = { Stop: 0, Matmul: 1, Attention: 2, Streaming: 3, MatmulPacked: 4, ProbeRead: 5, ProbePeak: 6 } as const;
 export type Op = (typeof Op)[keyof typeof Op];
 
 /** f64 arguments a job carries (the largest op, streaming attention, has 17). */
@@ -81,6 +81,14 @@ export function runShare(k: KernelExports, op: Op, a: Float64Array, s: number, c
     if (h0 >= h1) return false;
     k.streamingAttention(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13],
       a[14] + s * a[15], a[16], h0, h1);
+  } else if (op === Op.ProbeRead) {
+    // ptr, bytes, reps: each thread streams its own 64-byte-aligned slice of the buffer.
+    const [b0, b1] = shareRange(a[1], s, count, 64);
+    if (b0 >= b1) return false;
+    k.probeRead(a[0] + b0, b1 - b0, a[2]);
+  } else if (op === Op.ProbePeak) {
+    // iters: every thread runs the whole register-only loop.
+    k.probePeak(a[0]);
   } else {
     return false;
   }

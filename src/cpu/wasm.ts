@@ -32,6 +32,10 @@ export interface KernelExports {
     sink: number, recent: number, scratch: number, tileRows: number, kvStart: number, kvEnd: number): void;
   ringAppend(kRing: number, vRing: number, k: number, v: number, rows: number, numKvHeads: number,
     headDim: number, pastLen: number, sink: number, recent: number): void;
+  /** Roofline probes (assembly/probe.ts; the bench's, not inference's). */
+  probeRead(ptr: number, bytes: number, reps: number): number;
+  probePeak(iters: number): number;
+  PEAK_PROBE_FLOPS: WebAssembly.Global;
 }
 
 const compiled = new Map<boolean, Promise<WebAssembly.Module>>();
