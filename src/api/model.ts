@@ -40,7 +40,10 @@ export interface ModelOptions extends Omit<HeadOptions, 'pattern'> {
   placement?: Placement;
   /** An existing WebGPU device to run on instead of acquiring one. */
   gpuDevice?: GPUDevice;
-  /** Longest prompt + generation in tokens (default: the model's max_position_embeddings). */
+  /**
+   * Longest prompt + generation in tokens (default: the model's max_position_embeddings, lowered with a
+   * notice to what the CPU backend's memory can hold; a length asked for that cannot fit is refused).
+   */
   contextLength?: number;
   /** Prefill chunk size in tokens (default 512). */
   prefillChunk?: number;
