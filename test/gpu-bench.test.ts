@@ -65,6 +65,18 @@ gpuTests(test, probe.gpu !== null, probe.reason)('a tiny bench run on the GPU co
     assert.ok(m.matches, `${m.label}@${m.context}: runtime ${JSON.stringify(m.measured)} vs projection ${JSON.stringify(m.projected)}`);
   }
   assert.equal(r.crossovers.map((c) => c.label), ['duo@0.5/split', 'duo@0.5/gpu', 'duo@0.5/cpu']);
+  // Placement 'auto' is reported against the measured split and gpu rows, at each context.
+  assert.is(r.auto_placement?.length, 1);
+  const auto = r.auto_placement![0];
+  assert.is(auto.sparsity, 0.5);
+  assert.ok(auto.choice === 'gpu' || auto.choice === 'split');
+  assert.equal(auto.measured.map((x) => x.context), [64, 256]);
+  for (const x of auto.measured) {
+    const at = (p: string) => r.e2e.find((e) => e.label === `duo@0.5/${p}` && e.context === x.context)!.decode_ms_per_token;
+    assert.equal([x.split_decode_ms, x.gpu_decode_ms], [at('split'), at('gpu')]);
+    assert.is(x.chosen_was_faster, x.faster === auto.choice);
+  }
+  assert.match(stdout, /Placement 'auto' against the measured split and gpu decode/);
 });
 
 test.run();

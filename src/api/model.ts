@@ -4,7 +4,8 @@
 import { projectKvMemory } from '../attention/memory.js';
 import { allHeads, countStreaming, loadPattern, type HeadPattern, type PatternFiles } from '../attention/pattern.js';
 import type { StreamingWindow } from '../engine/backend.js';
-import { Engine, type CpuLike, type DeviceChoice, type EngineOptions, type GenerationResult, type Placement } from '../engine/engine.js';
+import { Engine, type CpuLike, type DeviceChoice, type EngineOptions, type GenerationResult, type Placement, type PlacementChoice } from '../engine/engine.js';
+import type { PlacementCalibration } from '../engine/auto-placement.js';
 import { DuetError } from '../errors.js';
 import { checkCpuPlan, CPU_PLAN_LIMIT, describeCpu, maxCpuContext, planMemory, type PlacementShape } from '../engine/memory-plan.js';
 import { Sampler } from '../engine/sampler.js';
@@ -20,7 +21,7 @@ import { resolveHeads, type HeadOptions, type ResolvedHeads } from './heads.js';
 import { StopText } from './stop-text.js';
 import { ChatCompletions, Completions } from './openai.js';
 
-export type { ChatMessage, DeviceChoice, Placement, StreamingWindow };
+export type { ChatMessage, DeviceChoice, Placement, PlacementCalibration, PlacementChoice, StreamingWindow };
 
 /** A long step of loading: bytes downloaded or read, tensors placed. */
 export interface ProgressEvent {
@@ -36,8 +37,12 @@ export interface ModelOptions extends Omit<HeadOptions, 'pattern'> {
   pattern?: HeadPattern | PatternFiles;
   /** 'auto' (default) takes a hardware GPU and never a software renderer; 'gpu' insists; 'cpu' never asks. */
   device?: DeviceChoice;
-  /** Where streaming heads run: 'split' (CPU, next to GPU retrieval heads), 'gpu', 'cpu' (everything). */
-  placement?: Placement;
+  /**
+   * Where streaming heads run: 'split' (CPU, next to GPU retrieval heads), 'gpu', 'cpu' (everything),
+   * or 'auto': split or gpu, whichever a short calibration on the devices says decodes faster
+   * (ModelInfo.autoPlacement says why). Default: 'auto' with a hardware GPU, 'split' with a software one.
+   */
+  placement?: PlacementChoice;
   /** An existing WebGPU device to run on instead of acquiring one. */
   gpuDevice?: GPUDevice;
   /**
@@ -129,7 +134,7 @@ export interface GenerationStats {
  */
 function loaderWeights(options: ModelOptions): (config: ModelConfig) => LoadWeights {
   const asked = options.weights;
-  const forGpu = options.device === 'gpu' || options.placement === 'gpu' || options.placement === 'split';
+  const forGpu = options.device === 'gpu' || options.placement === 'gpu' || options.placement === 'split' || options.placement === 'auto';
   return (config) => {
     if (asked) return asked;
     const cpuDefault = defaultWeightDType(config, 'cpu');
@@ -196,6 +201,8 @@ export interface ModelInfo {
   hasChatTemplate: boolean;
   /** How the matmul weights are stored, and their bytes on the main device. */
   weights: { dtype: WeightDType; bytes: number };
+  /** With placement 'auto': the choice, why, and what was measured (ms per decoded token); else null. */
+  autoPlacement: { placement: 'gpu' | 'split'; reason: string; splitMsPerToken: number; gpuMsPerToken: number; calibration: PlacementCalibration } | null;
 }
 
 export class DuetModel {
@@ -535,6 +542,7 @@ function modelInfo(engine: Engine, checkpoint: Checkpoint, heads: ResolvedHeads,
     window: heads.window ?? null, contextLength: placing.limit,
     hasTokenizer: checkpoint.tokenizer !== null, hasChatTemplate: checkpoint.tokenizer?.hasChatTemplate ?? false,
     weights: { dtype: engine.model.weightDType, bytes: engine.model.weightBytes },
+    autoPlacement: engine.autoPlacement,
   };
 }
 

@@ -87,6 +87,12 @@ export function renderText(r: BenchResults): string {
     for (const why of new Set(r.crossovers.map((c) => c.why))) out.push(`  ${why}`);
     for (const c of r.crossovers) if (c.fit) out.push(`  fit: ${c.fit}`);
   }
+  if (r.auto_placement?.length) {
+    out.push('', "Placement 'auto' against the measured split and gpu decode (ms per token)");
+    out.push(table(['sparsity', 'auto chose', 'context', 'split', 'gpu', 'faster', 'right?'],
+      r.auto_placement.flatMap((a) => a.measured.map((x) => [String(a.sparsity), a.choice, String(x.context), num(x.split_decode_ms), num(x.gpu_decode_ms), x.faster, x.chosen_was_faster ? 'yes' : 'no']))));
+    for (const a of r.auto_placement) out.push(`  duo@${a.sparsity}: ${a.reason}`);
+  }
   return `${out.join('\n')}\n`;
 }
 

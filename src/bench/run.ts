@@ -11,6 +11,7 @@ import { runE2e } from './e2e.js';
 import { CpuPool, headConfigs, type EngineFactory } from './engines.js';
 import { runGpuKernels } from './kernels-gpu.js';
 import { runWasmKernels } from './kernels.js';
+import { autoPlacementRows } from './auto.js';
 import { runMemory, type ProcessMemory } from './memory.js';
 import { decodeWeightBytes } from './shapes.js';
 import type { BenchResults, KernelRow, MachineInfo } from './types.js';
@@ -116,6 +117,13 @@ export async function runBench(o: BenchRunOptions): Promise<BenchResults> {
     });
     addSpeedups(results.e2e, config, model.window, kindsOf);
     results.crossovers = crossovers({ rows: results.e2e, config, fullConfig: model.fullConfig, window: model.window, kindsOf, rates: readRates(results.kernels) });
+    if (o.acquireGpu && o.placements.includes('split') && o.placements.includes('gpu')) {
+      o.onProgress?.('auto placement', 0, 1, 'calibrating');
+      results.auto_placement = await autoPlacementRows({
+        config, heads, window: model.window, e2e: results.e2e, acquireGpu: o.acquireGpu, cpu: () => factory.pool.lease(),
+      });
+      o.onProgress?.('auto placement', 1, 1, 'done');
+    }
   }
   if (o.suites.includes('memory')) {
     results.memory = await runMemory({

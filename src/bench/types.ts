@@ -167,6 +167,22 @@ export interface BenchResults {
   e2e: E2eRow[];
   memory: MemoryRow[];
   crossovers: Crossover[];
+  /** Placement 'auto' per DuoAttention sparsity against the split and gpu decode the e2e suite measured (needs both). */
+  auto_placement?: AutoPlacementRow[];
   /** SVG files written next to results.json. */
   plots: string[];
+}
+
+export interface AutoPlacementRow {
+  sparsity: number;
+  choice: 'gpu' | 'split';
+  reason: string;
+  /** The calibration's cost estimates per decoded token (ms), and what it measured. */
+  split_ms_per_token: number;
+  gpu_ms_per_token: number;
+  round_trip_ms: number;
+  cpu_streaming_ms: number;
+  gpu_streaming_ms: number;
+  /** Per context: the e2e suite's decode ms per token on each placement, and whether the choice was the faster. */
+  measured: Array<{ context: number; split_decode_ms: number; gpu_decode_ms: number; faster: 'gpu' | 'split'; chosen_was_faster: boolean }>;
 }

@@ -60,7 +60,6 @@ export async function evalCommand(argv: string[]): Promise<number> {
   const samples = intOption(v.samples, '--samples', 1) ?? 4;
   const seed = intOption(v.seed, '--seed') ?? 0;
   if (v.device !== undefined && !['auto', 'gpu', 'cpu'].includes(v.device)) throw new Error(`--device must be auto, gpu or cpu (got "${v.device}")`);
-  if (v.placement !== undefined && !['split', 'gpu', 'cpu'].includes(v.placement)) throw new Error(`--placement must be split, gpu or cpu (got "${v.placement}")`);
   const outDir = v.out ?? 'eval-results';
   // Checked before any work: results.json, samples.jsonl and heatmaps of a previous run are
   // replaced (and said so), anything else in the folder is refused.

@@ -1,6 +1,6 @@
 // `duet generate`: load a checkpoint through the library, prefill the prompt and stream generated text.
 import { parseArgs } from 'node:util';
-import { fillerStyleFor, formatBytes, loadModel, score, taskPrompt, type DeviceChoice, type GenerationStats, type GpuCounters, type Placement, type Prompt, type TaskSample } from '../node.js';
+import { fillerStyleFor, formatBytes, loadModel, score, taskPrompt, type DeviceChoice, type GenerationStats, type GpuCounters, type PlacementChoice, type Prompt, type TaskSample } from '../node.js';
 import { intOption, numberOption, patternOptions, threadsOption, weightsOption } from './options.js';
 import { Progress } from './progress.js';
 
@@ -42,7 +42,7 @@ export function modelOptions(v: {
   const recent = intOption(v.recent, '--recent', 1);
   return {
     device: oneOf<DeviceChoice>(v.device, '--device', ['auto', 'gpu', 'cpu']) ?? 'auto',
-    placement: oneOf<Placement>(v.placement, '--placement', ['split', 'gpu', 'cpu']),
+    placement: oneOf<PlacementChoice>(v.placement, '--placement', ['auto', 'split', 'gpu', 'cpu']),
     threads: threadsOption(v.threads),
     weights: weightsOption(v.weights),
     prefillChunk: intOption(v['prefill-chunk'], '--prefill-chunk', 1),
@@ -113,6 +113,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
     if (v.json) {
       process.stdout.write(`${JSON.stringify({
         tokens: r.tokens, text, device: info.placement === 'cpu' ? 'cpu' : 'gpu', placement: info.placement,
+        auto_placement: info.autoPlacement && { reason: info.autoPlacement.reason, split_ms_per_token: info.autoPlacement.splitMsPerToken, gpu_ms_per_token: info.autoPlacement.gpuMsPerToken },
         adapter: info.device, heads: info.heads, weights: info.weights,
         prompt_tokens: r.usage.promptTokens, stop_reason: r.stoppedBy, finish_reason: r.finishReason,
         timings: { prefill_ms: r.timings.prefillMs, decode_ms_per_token: r.timings.decodeMsPerToken, ttft_ms: r.timings.timeToFirstTokenMs },

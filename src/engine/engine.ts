@@ -3,6 +3,7 @@ import type { Backend, StreamingWindow } from './backend.js';
 import { DeviceModel, defaultWeightDType, matmulWeightBytes } from './device-model.js';
 import { checkCpuPlan, heldWeightBytes, placedWeightBytes, planMemory, type PlacementShape } from './memory-plan.js';
 import { Session, type KvMemory } from './session.js';
+import { calibratePlacement, choosePlacement, type PlacementCalibration, type PlacementDecision } from './auto-placement.js';
 import { Sampler, type SamplingOptions } from './sampler.js';
 import { allHeads, countStreaming, type HeadKinds } from '../attention/pattern.js';
 import { applySlidingWindow } from '../attention/sliding-window.js';
@@ -20,10 +21,13 @@ export type CpuLike = Backend & { readonly kernelCalls: number };
 export type DeviceChoice = 'auto' | 'gpu' | 'cpu';
 /** Where streaming heads run: split = CPU (WASM) next to GPU retrieval heads; gpu = all on the GPU; cpu = all on the CPU. */
 export type Placement = 'split' | 'gpu' | 'cpu';
+/** A placement to place with, or 'auto': split or gpu by a calibration on the devices (src/engine/auto-placement.ts). */
+export type PlacementChoice = Placement | 'auto';
 
 export interface EngineOptions {
   device?: DeviceChoice;
-  placement?: Placement;
+  /** Default: 'auto' with a hardware GPU, 'split' with a software one (its timings mean nothing), else 'cpu'. */
+  placement?: PlacementChoice;
   /** Retrieval (true) / streaming (false) per layer per KV head; default: all retrieval (full attention). */
   kinds?: HeadKinds;
   window?: StreamingWindow;
@@ -70,12 +74,14 @@ export class Engine {
     readonly gpu: GpuBackend | null,
     /** Longest sequence this configuration computes exactly, when shorter than the model's limit. */
     readonly positionLimit: { tokens: number; reason: string } | null = null,
+    /** With placement 'auto': what was measured and why this placement. */
+    readonly autoPlacement: (PlacementDecision & { calibration: PlacementCalibration }) | null = null,
   ) {}
 
   static async create(config: ModelConfig, weights: ModelWeights, options: EngineOptions = {}): Promise<Engine> {
     const device = options.device ?? 'auto';
     const notice = options.notice ?? (() => {});
-    let placement = options.placement;
+    let placement: PlacementChoice | undefined = options.placement;
     if (placement === 'cpu' && device === 'gpu') throw new DuetError('placement', "'cpu' runs everything on the CPU; it cannot be combined with device 'gpu'");
     let gpu: GpuBackend | null = null;
     const wantGpu = device !== 'cpu' && placement !== 'cpu';
@@ -95,18 +101,37 @@ export class Engine {
         notice(`no WebGPU adapter (${reason}); running on the CPU`);
       }
     }
-    placement ??= gpu ? 'split' : 'cpu';
+    placement ??= gpu ? (gpu.ctx.software ? 'split' : 'auto') : 'cpu';
     if (placement !== 'cpu' && !gpu) placement = 'cpu';
-    const cpu = await (options.createCpu ?? createCpuBackend)();
-    const main: Backend = placement === 'cpu' ? cpu : gpu!;
-    const streamingBackend: Backend = placement === 'gpu' ? gpu! : cpu;
     const asked = options.kinds ?? allHeads(config.numLayers, config.numKvHeads, true);
-    if (countStreaming(asked) > 0 && !options.window) throw new DuetError('window', 'is needed by streaming heads (sink and recent sizes)');
+    if (countStreaming(asked) > 0 && !options.window) {
+      gpu?.destroy();
+      throw new DuetError('window', 'is needed by streaming heads (sink and recent sizes)');
+    }
     // The model's own sliding window (Mistral) runs as streaming heads without sinks.
     const windowed = applySlidingWindow(config.slidingWindow, config.maxPositionEmbeddings, asked, options.window);
     if (windowed.note) notice(windowed.note);
     const kinds = windowed.kinds;
     const window = windowed.window ?? { sink: 0, recent: 1 };
+    const cpu = await (options.createCpu ?? createCpuBackend)();
+    let autoPlacement: Engine['autoPlacement'] = null;
+    if (placement === 'auto') {
+      try {
+        const calibration = await calibratePlacement(gpu!, cpu, {
+          streamingPerLayer: kinds.map((row) => row.filter((retrieval) => !retrieval).length),
+          group: config.numHeads / config.numKvHeads, headDim: config.headDim, window,
+        });
+        autoPlacement = { ...choosePlacement(calibration), calibration };
+      } catch (e) {
+        cpu.destroy();
+        gpu?.destroy();
+        throw e;
+      }
+      placement = autoPlacement.placement;
+      notice(`placement auto: ${placement} (${autoPlacement.reason})`);
+    }
+    const main: Backend = placement === 'cpu' ? cpu : gpu!;
+    const streamingBackend: Backend = placement === 'gpu' ? gpu! : cpu;
     // Packed weights (a quantized GGUF, quantize-on-load) stay as they are on the CPU by default.
     const keep = !options.weights && main.kind === 'cpu' && weightsArePacked(weights);
     const weightDType = keep ? undefined : options.weights ?? defaultWeightDType(config, main.kind);
@@ -127,7 +152,7 @@ export class Engine {
       throw e;
     }
     if (placement === 'cpu' && gpu) { gpu.destroy(); gpu = null; }
-    return new Engine(config, model, placement, cpu, gpu, windowed.limit);
+    return new Engine(config, model, placement, cpu, gpu, windowed.limit, autoPlacement);
   }
 
   get deviceDescription(): string {
