@@ -119,4 +119,21 @@ test('bad options get clear errors', async () => {
   }
 });
 
+
+
+test("the bench's byte counts follow the weight format: decodeWeightBytes equals what randomWeights stores", async () => {
+  const { randomWeights } = await import('../src/bench/random-weights.ts');
+  const { matrixBytes } = await import('../src/model/weights.ts');
+  const { decodeWeightBytes } = await import('../src/bench/shapes.ts');
+  const { config } = benchShape('tiny', { positions: 64, chunk: 16 });
+  for (const dtype of ['f32', 'f16', 'q8_0', 'q4_0', 'q4_k'] as const) {
+    const w = randomWeights(config, 1, undefined, dtype);
+    let stored = matrixBytes(w.lmHead);
+    for (const l of w.layers) {
+      stored += [l.wq, l.wk, l.wv, l.wo, l.wGate, l.wUp, l.wDown].reduce((a, m) => a + matrixBytes(m), 0) + (l.inputNorm.length + l.postNorm.length) * 4;
+    }
+    assert.is(decodeWeightBytes(config, config.numLayers, dtype), stored, dtype);
+  }
+});
+
 test.run();

@@ -7,6 +7,7 @@ import type { HeadKinds } from '../attention/pattern.js';
 import type { StreamingWindow } from '../engine/backend.js';
 import type { ModelConfig } from '../model/config.js';
 import { decodeWeightBytes, layersText } from './shapes.js';
+import { rowBytes, type WeightDType } from '../model/quant.js';
 import type { Crossover, E2eRow } from './types.js';
 
 export function countHeads(kinds: HeadKinds): { retrieval: number; streaming: number } {
@@ -15,27 +16,27 @@ export function countHeads(kinds: HeadKinds): { retrieval: number; streaming: nu
   return { retrieval, streaming };
 }
 
-/** Bytes one decode step reads at `context` cached tokens: f32 weights + f32 K and V of every head. */
+/** Bytes one decode step reads at `context` cached tokens: the weights (as `dtype`) + f32 K and V of every head. */
 export function decodeBytes(config: ModelConfig, heads: { retrieval: number; streaming: number }, context: number,
-  window: StreamingWindow, layers = config.numLayers): number {
+  window: StreamingWindow, layers = config.numLayers, dtype: WeightDType = 'f32'): number {
   const perPosition = 2 * config.headDim * 4;
   const ring = Math.min(context, window.sink + window.recent);
-  return decodeWeightBytes(config, layers) + perPosition * (heads.retrieval * context + heads.streaming * ring);
+  return decodeWeightBytes(config, layers, dtype) + perPosition * (heads.retrieval * context + heads.streaming * ring);
 }
 
 /**
  * Fills prefill/decode speedups (full attention on the same main device and context ÷ row; for
  * decode, the full-attention steps interleaved with the row's when there are) and the bytes-model ideal.
  */
-export function addSpeedups(rows: E2eRow[], config: ModelConfig, window: StreamingWindow, kindsOf: (label: string) => HeadKinds): void {
+export function addSpeedups(rows: E2eRow[], config: ModelConfig, window: StreamingWindow, kindsOf: (label: string) => HeadKinds, dtype: WeightDType = 'f32'): void {
   for (const r of rows) {
     const ref = rows.find((f) => f.heads === 'full' && f.main_device === r.main_device && f.context === r.context);
     const ratio = (a: number | null | undefined, b: number | null) => (a && b ? a / b : null);
     r.prefill_speedup = ratio(ref?.prefill_ms, r.prefill_ms);
     r.decode_speedup = ratio(r.reference_decode_ms ?? ref?.decode_ms_per_token, r.decode_ms_per_token);
     const all = config.numLayers * config.numKvHeads;
-    const full = decodeBytes(config, { retrieval: all, streaming: 0 }, r.context, window);
-    r.ideal_decode_speedup = full / decodeBytes(config, countHeads(kindsOf(r.label.split('/')[0])), r.context, window);
+    const full = decodeBytes(config, { retrieval: all, streaming: 0 }, r.context, window, config.numLayers, dtype);
+    r.ideal_decode_speedup = full / decodeBytes(config, countHeads(kindsOf(r.label.split('/')[0])), r.context, window, config.numLayers, dtype);
   }
 }
 
@@ -72,6 +73,8 @@ export interface CrossoverInput {
   target?: number;
   /** Measured read rates (kernels suite): weights in GEMV, KV in the decode attention kernel. */
   rates?: { weightGbps: number; kvGbps: number } | null;
+  /** How the matmul weights are stored (default f32): the bytes each step reads. */
+  weights?: WeightDType;
 }
 
 export function crossovers(input: CrossoverInput): Crossover[] {
@@ -99,13 +102,14 @@ export function crossovers(input: CrossoverInput): Crossover[] {
     }
     const heads = countHeads(input.kindsOf(label.split('/')[0]));
     const all = heads.retrieval + heads.streaming;
-    const weights = decodeWeightBytes(config);
+    const dtype = input.weights ?? 'f32';
+    const weights = decodeWeightBytes(config, config.numLayers, dtype);
     const bytesHere = bytesCrossover(weights, all, heads.retrieval, heads.streaming, perPosition, ring, target);
     const scaleL = fullConfig.numLayers / config.numLayers;
-    const bytesAll = bytesCrossover(decodeWeightBytes(fullConfig), all * scaleL, heads.retrieval * scaleL, heads.streaming * scaleL, perPosition, ring, target);
-    const lmShare = (config.vocabSize * config.hiddenSize * 4) / weights;
+    const bytesAll = bytesCrossover(decodeWeightBytes(fullConfig, fullConfig.numLayers, dtype), all * scaleL, heads.retrieval * scaleL, heads.streaming * scaleL, perPosition, ring, target);
+    const lmShare = (config.vocabSize * rowBytes(dtype, config.hiddenSize)) / weights;
     const limit = all / heads.retrieval;
-    let why = `sparsity ${sparsity}: each decode step reads ${formatBytes(weights)} of f32 weights (${(lmShare * 100).toFixed(0)}% of it the LM head) `
+    let why = `sparsity ${sparsity}: each decode step reads ${formatBytes(weights)} of ${dtype} weights (${(lmShare * 100).toFixed(0)}% of it the LM head) `
       + `plus ${formatBytes(all * perPosition)} of KV per cached token under full attention; DuoAttention skips ${(sparsity * 100).toFixed(0)}% of the KV, `
       + `so its speedup approaches ${Number.isFinite(limit) ? `${limit.toFixed(2)}×` : 'no limit'} only where the KV outweighs the weights`;
     if (bytesHere === null) why += `: ${target}× is out of reach`;
@@ -116,7 +120,7 @@ export function crossovers(input: CrossoverInput): Crossover[] {
       // Time per token ≈ weights / weight rate + KV / KV rate: the same crossover with the weights rescaled.
       const w = rates.kvGbps / rates.weightGbps;
       const timed = bytesCrossover(weights * w, all, heads.retrieval, heads.streaming, perPosition, ring, target);
-      const timedAll = bytesCrossover(decodeWeightBytes(fullConfig) * w, all * scaleL, heads.retrieval * scaleL, heads.streaming * scaleL, perPosition, ring, target);
+      const timedAll = bytesCrossover(decodeWeightBytes(fullConfig, fullConfig.numLayers, dtype) * w, all * scaleL, heads.retrieval * scaleL, heads.streaming * scaleL, perPosition, ring, target);
       why += `; this machine's kernels read KV at ${rates.kvGbps.toFixed(1)} GB/s (decode attention) and weights at ${rates.weightGbps.toFixed(1)} GB/s (GEMV), `
         + `so a KV byte costs ${(1 / w).toFixed(1)}× a weight byte; weighting the bytes by those rates puts ${target}× at ${timed ?? '—'} tokens`
         + (scaleL !== 1 ? ` (${timedAll ?? '—'} with all ${fullConfig.numLayers} layers)` : '');

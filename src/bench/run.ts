@@ -82,7 +82,7 @@ export async function runBench(o: BenchRunOptions): Promise<BenchResults> {
     model: {
       source: model.source, layers: config.numLayers, layers_total: model.fullConfig.numLayers, hidden_size: config.hiddenSize,
       intermediate_size: config.intermediateSize, num_heads: config.numHeads, num_kv_heads: config.numKvHeads, head_dim: config.headDim,
-      vocab_size: config.vocabSize, decode_weight_bytes: decodeWeightBytes(config), pattern: model.pattern, sink: model.window.sink, recent: model.window.recent,
+      vocab_size: config.vocabSize, decode_weight_bytes: decodeWeightBytes(config, config.numLayers, model.weightDType ?? 'f32'), pattern: model.pattern, sink: model.window.sink, recent: model.window.recent,
     },
     notes: [...model.notes],
     settings: {
@@ -115,8 +115,8 @@ export async function runBench(o: BenchRunOptions): Promise<BenchResults> {
       factory, heads, placements: o.placements, contexts: o.contexts, chunk: o.chunk, prefillMax: o.prefillMax,
       decodeTokens: o.decodeTokens, warmupTokens: o.warmupTokens, seed: o.seed, onProgress: progress('e2e'),
     });
-    addSpeedups(results.e2e, config, model.window, kindsOf);
-    results.crossovers = crossovers({ rows: results.e2e, config, fullConfig: model.fullConfig, window: model.window, kindsOf, rates: readRates(results.kernels) });
+    addSpeedups(results.e2e, config, model.window, kindsOf, model.weightDType);
+    results.crossovers = crossovers({ rows: results.e2e, config, fullConfig: model.fullConfig, window: model.window, kindsOf, rates: readRates(results.kernels), weights: model.weightDType });
     if (o.acquireGpu && o.placements.includes('split') && o.placements.includes('gpu')) {
       o.onProgress?.('auto placement', 0, 1, 'calibrating');
       results.auto_placement = await autoPlacementRows({

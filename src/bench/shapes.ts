@@ -3,6 +3,7 @@
 // (random-weights.ts). The CPU backend holds at most 4 GiB (see WASM_BUDGET), so f32 copies of
 // whole models rarely fit: a bench may keep only the first layers (`--layers N`); times are then
 // per that layer count.
+import { rowBytes, type WeightDType } from '../model/quant.js';
 import { DuetError } from '../errors.js';
 import { parseModelConfig, type ModelConfig } from '../model/config.js';
 
@@ -76,28 +77,34 @@ export function shapeSpec(name: string): ShapeSpec {
   return s;
 }
 
-/** f32 bytes of one layer's attention projections (q, k, v, o and their biases). */
-export function attentionWeightBytes(c: ModelConfig): number {
-  const q = c.numHeads * c.headDim, kv = c.numKvHeads * c.headDim;
-  return (c.hiddenSize * (2 * q + 2 * kv) + (c.attentionBias ? q + 2 * kv : 0)) * 4;
+/** Bytes of a rows × cols matmul weight stored as `dtype` (rows padded to whole blocks, as the engine stores them). */
+function matrix(rows: number, cols: number, dtype: WeightDType): number {
+  return rows * rowBytes(dtype, cols);
 }
 
-/** f32 bytes of one decoder layer's weights (projections, biases, norms). */
-export function layerWeightBytes(c: ModelConfig): number {
-  return attentionWeightBytes(c) + (3 * c.hiddenSize * c.intermediateSize + 2 * c.hiddenSize) * 4;
+/** Bytes of one layer's attention projections (q, k, v, o as `dtype`; their biases f32). */
+export function attentionWeightBytes(c: ModelConfig, dtype: WeightDType = 'f32'): number {
+  const q = c.numHeads * c.headDim, kv = c.numKvHeads * c.headDim, h = c.hiddenSize;
+  return matrix(q, h, dtype) + 2 * matrix(kv, h, dtype) + matrix(h, q, dtype) + (c.attentionBias ? q + 2 * kv : 0) * 4;
+}
+
+/** Bytes of one decoder layer's weights (projections as `dtype`, biases and norms f32). */
+export function layerWeightBytes(c: ModelConfig, dtype: WeightDType = 'f32'): number {
+  const h = c.hiddenSize, i = c.intermediateSize;
+  return attentionWeightBytes(c, dtype) + 2 * matrix(i, h, dtype) + matrix(h, i, dtype) + 2 * h * 4;
 }
 
 /**
  * f32 bytes of the weights outside the layers. The bench keeps one vocabulary matrix even for
  * untied models (the LM head shares the embedding's memory: each decode step reads the same bytes).
  */
-export function outerWeightBytes(c: ModelConfig): number {
-  return (c.vocabSize * c.hiddenSize + c.hiddenSize + c.headDim / 2) * 4;
+export function outerWeightBytes(c: ModelConfig, dtype: WeightDType = 'f32'): number {
+  return matrix(c.vocabSize, c.hiddenSize, dtype) + (c.hiddenSize + c.headDim / 2) * 4;
 }
 
-/** f32 bytes of weights one decode step reads: every layer plus the LM head. */
-export function decodeWeightBytes(c: ModelConfig, layers = c.numLayers): number {
-  return layers * layerWeightBytes(c) + c.vocabSize * c.hiddenSize * 4;
+/** Bytes of weights one decode step reads (matmul weights as `dtype`): every layer plus the LM head. */
+export function decodeWeightBytes(c: ModelConfig, layers = c.numLayers, dtype: WeightDType = 'f32'): number {
+  return layers * layerWeightBytes(c, dtype) + matrix(c.vocabSize, c.hiddenSize, dtype);
 }
 
 /** f32 KV bytes of one layer with every head full, at `positions` tokens. */
@@ -118,10 +125,10 @@ export interface Residency {
  * once, the attention projections and workspaces per engine, the caches of every live session.
  */
 export function cpuFootprint(c: ModelConfig, layers: number, positions: number, chunk: number,
-  r: Residency = { engines: 1, kvFactor: 1 }): number {
+  r: Residency = { engines: 1, kvFactor: 1 }, dtype: WeightDType = 'f32'): number {
   const workspace = chunk * (3 * c.hiddenSize + 2 * c.intermediateSize + 4 * c.numHeads * c.headDim) * 4 + c.vocabSize * 4;
-  const perLayer = layerWeightBytes(c) + (r.engines - 1) * attentionWeightBytes(c) + r.kvFactor * layerKvBytes(c, positions);
-  return outerWeightBytes(c) + layers * perLayer + r.engines * workspace;
+  const perLayer = layerWeightBytes(c, dtype) + (r.engines - 1) * attentionWeightBytes(c, dtype) + r.kvFactor * layerKvBytes(c, positions);
+  return outerWeightBytes(c, dtype) + layers * perLayer + r.engines * workspace;
 }
 
 /** What the CPU side may use: wasm32's 4 GiB, less a margin for allocator gaps and scratch. */
@@ -129,9 +136,9 @@ export const CPU_ADDRESSABLE = 4 * 1024 ** 3 - 64 * 1024 ** 2;
 export const WASM_BUDGET = CPU_ADDRESSABLE - 128 * 1024 ** 2;
 
 /** The most layers (≤ the model's) whose f32 weights and full caches fit the WASM budget, or 0. */
-export function layersThatFit(c: ModelConfig, positions: number, chunk: number, r?: Residency, budget = WASM_BUDGET): number {
+export function layersThatFit(c: ModelConfig, positions: number, chunk: number, r?: Residency, budget = WASM_BUDGET, dtype: WeightDType = 'f32'): number {
   let n = 0;
-  while (n < c.numLayers && cpuFootprint(c, n + 1, positions, chunk, r) <= budget) n++;
+  while (n < c.numLayers && cpuFootprint(c, n + 1, positions, chunk, r, dtype) <= budget) n++;
   return n;
 }
 
@@ -158,6 +165,8 @@ export interface BenchShapeOptions {
    * the layer count is bounded by this many bytes of host memory instead of the WASM budget.
    */
   hostBudget?: number;
+  /** How the matmul weights are stored (default f32): what fits depends on it. */
+  weights?: WeightDType;
 }
 
 export interface BenchShape {
@@ -179,6 +188,7 @@ export function benchShape(name: string, options: BenchShapeOptions): BenchShape
   const spec = shapeSpec(name);
   const full = parseModelConfig(spec.config, `${name} shape`);
   const notes: string[] = [];
+  const dtype = options.weights ?? 'f32';
   let layers = options.layers;
   if (options.hostBudget !== undefined) {
     // GPU placements only: the CPU side holds the streaming rings, not the weights; the host holds one f32 copy.
@@ -190,12 +200,12 @@ export function benchShape(name: string, options: BenchShapeOptions): BenchShape
       notes.push(`${name}: ${layersText(layers)} of f32 weights need ${(hostWeightBytes(full, layers) / 2 ** 30).toFixed(2)} GiB of host memory, more than the ${(options.hostBudget / 2 ** 30).toFixed(1)} GiB budget: the run may fail`);
     }
   } else if (layers === undefined) {
-    layers = layersThatFit(full, options.positions, options.chunk, options.residency);
+    layers = layersThatFit(full, options.positions, options.chunk, options.residency, WASM_BUDGET, dtype);
     if (layers === 0) {
       throw new DuetError('shape', `${name}: not even one layer fits the CPU backend's ${WASM_BUDGET / 2 ** 30} GiB next to the f32 vocabulary (${(outerWeightBytes(full) / 2 ** 30).toFixed(2)} GiB) with caches for ${options.positions} tokens; use smaller contexts, or set layers to 1 and run GPU placements only`);
     }
-  } else if (cpuFootprint(full, layers, options.positions, options.chunk, options.residency) > WASM_BUDGET) {
-    notes.push(`${name}: ${layersText(layers)} with caches for ${options.positions} tokens need about ${(cpuFootprint(full, layers, options.positions, options.chunk, options.residency) / 2 ** 30).toFixed(2)} GiB on the CPU side, more than the CPU backend's ${(WASM_BUDGET / 2 ** 30).toFixed(2)} GiB: CPU rows may fail`);
+  } else if (cpuFootprint(full, layers, options.positions, options.chunk, options.residency, dtype) > WASM_BUDGET) {
+    notes.push(`${name}: ${layersText(layers)} with caches for ${options.positions} tokens need about ${(cpuFootprint(full, layers, options.positions, options.chunk, options.residency, dtype) / 2 ** 30).toFixed(2)} GiB on the CPU side, more than the CPU backend's ${(WASM_BUDGET / 2 ** 30).toFixed(2)} GiB: CPU rows may fail`);
   }
   if (!(Number.isInteger(layers) && layers >= 1 && layers <= full.numLayers)) {
     throw new DuetError('layers', `must be an integer in 1..${full.numLayers} for ${name} (got ${layers})`);

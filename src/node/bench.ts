@@ -136,7 +136,7 @@ export async function runBenchmark(o: BenchmarkOptions = {}): Promise<BenchResul
     const residency = { engines: sparsities.length ? 2 : 1, kvFactor: 1 + Math.max(0, ...sparsities.map((x) => 1 - x)) };
     // Without the cpu placement the CPU backend holds no weights: the host's memory bounds the layers.
     const hostBudget = placements.includes('cpu') ? undefined : HOST_WEIGHT_SHARE * totalmem();
-    const shape = benchShape(name, { layers, positions, chunk, residency, hostBudget });
+    const shape = benchShape(name, { layers, positions, chunk, residency, hostBudget, weights: o.weights });
     const what = `random weights (${name}, ${layersText(shape.config.numLayers)})`;
     const weights = randomWeights(shape.config, seed, (d, t) => progress(what, d, t, ''), o.weights ?? 'keep');
     notes.push(`random weights with the shapes of ${shape.source}`, ...shape.notes);
