@@ -136,4 +136,30 @@ test("the bench's byte counts follow the weight format: decodeWeightBytes equals
   }
 });
 
+test("the bench's CPU pool uploads each weight once for all engines, f32 and packed, and frees it with the last", async () => {
+  const { CpuPool } = await import('../src/bench/engines.ts');
+  const { asPacked } = await import('../src/model/weights.ts');
+  const { convertMatrix } = await import('../src/model/weights.ts');
+  const pool = new CpuPool({ threads: 1 });
+  try {
+    const f32 = Float32Array.from({ length: 64 * 40 }, (_, i) => Math.sin(i));
+    const q8 = asPacked(convertMatrix(f32, 40, 64, 'q8_0'), 40, 64);
+    const a = await pool.lease(), b = await pool.lease();
+    const [af, aq] = [a.upload(f32), a.uploadWeight(q8)];
+    const held = pool.memoryBytes;
+    // The second engine gets the same tensors (new host objects of the same bytes would not be shared).
+    assert.is(b.upload(f32), af);
+    assert.is(b.uploadWeight(asPacked(q8, 40, 64)), aq);
+    assert.is(pool.memoryBytes, held);
+    a.destroy();
+    assert.is(b.uploadWeight(q8), aq, 'still held by the second engine');
+    b.destroy();
+    const c = await pool.lease();
+    assert.is.not(c.uploadWeight(q8), aq, 'freed with its last engine, uploaded again');
+    c.destroy();
+  } finally {
+    pool.close();
+  }
+});
+
 test.run();

@@ -20,7 +20,7 @@ interface Shared { tensor: CpuTensor; refs: number }
 
 export class CpuPool {
   private backend: CpuBackend | null = null;
-  private readonly shared = new Map<Float32Array, Shared>();
+  private readonly shared = new Map<Float32Array | Uint8Array, Shared>();
 
   constructor(private readonly options: CpuOptions = {}) {}
 
@@ -28,19 +28,22 @@ export class CpuPool {
     const inner = (this.backend ??= await createCpuBackend(this.options));
     const shared = this.shared;
     const live = new Set<DeviceTensor>();
-    const uploaded = new Map<DeviceTensor, Float32Array>();
-    const release = (data: Float32Array) => {
+    const uploaded = new Map<DeviceTensor, Float32Array | Uint8Array>();
+    const release = (data: Float32Array | Uint8Array) => {
       const e = shared.get(data)!;
       if (--e.refs === 0) { inner.free(e.tensor); shared.delete(data); }
     };
     const view = Object.create(inner) as CpuBackend;
     view.alloc = (length) => { const t = inner.alloc(length); live.add(t); return t; };
-    view.upload = (data) => {
+    const share = (data: Float32Array | Uint8Array, upload: () => CpuTensor) => {
       let e = shared.get(data);
-      if (!e) { e = { tensor: inner.upload(data), refs: 0 }; shared.set(data, e); }
+      if (!e) { e = { tensor: upload(), refs: 0 }; shared.set(data, e); }
       if (!uploaded.has(e.tensor)) { e.refs++; uploaded.set(e.tensor, data); }
       return e.tensor;
     };
+    view.upload = (data) => share(data, () => inner.upload(data));
+    // Packed weights (q8_0 …) are shared the same way, by their host bytes.
+    view.uploadWeight = (m) => share(m.data, () => inner.uploadWeight(m));
     view.free = (t) => {
       const data = uploaded.get(t);
       if (data) { uploaded.delete(t); release(data); return; }
