@@ -8,8 +8,14 @@
 //           columns from L on are ignored (masked), so one v128 compares 8 tables.
 //   keys, values [n][d] f32 (original keys), kNorms [n] f32 = |k − k̄|.
 //
-// Collisions are counted by a linear SIMD scan (8 tables per i16x8 compare + popcount of the lane
-// mask), not with bucket tables: n·cs/8 compares per query, every key visited in address order.
+//   tables  (optional) per table ℓ the keys sorted by code, CSR style as in MagicPIG's lsh.cc:
+//           order [L][n] i32 key indices, start [L][2^K + 1] i32 (bucket b of table ℓ is
+//           order[ℓ][start[ℓ][b] .. start[ℓ][b+1])), built by lshBuildTables.
+//
+// Collisions are counted either by a linear SIMD scan of the codes (8 tables per i16x8 compare +
+// popcount of the lane mask: n·cs/8 compares per query, no extra memory) or, with tables, by
+// walking the query's L buckets with a u8 counter per key that lists the key at its second hit
+// (cost ∝ the buckets' sizes, about L·n/2^K).
 import { gemmSet } from './matmul';
 import { expv, exps } from './simd';
 
@@ -90,7 +96,41 @@ export function simhashCodes(codes: usize, norms: usize, x: usize, n: i32, d: i3
 
 /** Scratch floats magicpigAttend needs: an index list per query of the group and one logit row. */
 export function magicpigScratchFloats(n: i32, group: i32): i32 {
-  return group * n + n + 4;
+  // Index lists, logits, u8 counters (tables only).
+  return group * n + n + (n + 3) / 4 + 4;
+}
+
+/** Scratch floats lshBuildTables needs: one bucket cursor row. */
+export function lshTablesScratchFloats(K: i32): i32 {
+  return (1 << K) + 4;
+}
+
+/** Builds order / start (see the header) from codes [n][cs] u16: a counting sort per table. */
+export function lshBuildTables(order: usize, start: usize, codes: usize, n: i32, cs: i32, L: i32, K: i32, scratch: usize): void {
+  const buckets = 1 << K;
+  const startRow: usize = (<usize>(buckets + 1)) << 2;
+  const codeBytes: usize = (<usize>cs) << 1;
+  for (let t = 0; t < L; t++) {
+    const st = start + <usize>t * startRow;
+    memory.fill(st, 0, startRow);
+    const col = codes + ((<usize>t) << 1);
+    for (let j = 0; j < n; j++) {
+      const p = st + ((<usize>load<u16>(col + <usize>j * codeBytes) + 1) << 2);
+      store<i32>(p, load<i32>(p) + 1);
+    }
+    for (let b = 0; b < buckets; b++) {
+      const p = st + ((<usize>(b + 1)) << 2);
+      store<i32>(p, load<i32>(p) + load<i32>(p - 4));
+    }
+    memory.copy(scratch, st, (<usize>buckets) << 2);
+    const ord = order + ((<usize>t * <usize>n) << 2);
+    for (let j = 0; j < n; j++) {
+      const cp = scratch + ((<usize>load<u16>(col + <usize>j * codeBytes)) << 2);
+      const c = load<i32>(cp);
+      store<i32>(ord + ((<usize>c) << 2), j);
+      store<i32>(cp, c + 1);
+    }
+  }
 }
 
 // @ts-ignore: decorator
@@ -114,24 +154,11 @@ function logSamplingWeight(cosTheta: f64, K: i32, L: i32): f64 {
   return Math.log(w + 1e-4);
 }
 
-/**
- * One KV head, `group` queries (q [group][d], qCodes [group][cs] u16) against keys j < n.
- * Per query g: the keys colliding in ≥ 2 tables go to list g (scratch, ascending) and counts[g];
- * their logits are q·k·scale, minus log(w + 1e−4) when correction ≠ 0 (cos θ between q and k − k̄
- * from q·k − q·k̄ and kNorms); stats[2g] = max, stats[2g+1] = Σ exp(s − max), out[g] = Σ exp(s − max)·v
- * (unnormalised). An empty set gives −∞, 0 and zeros.
- */
-export function magicpigAttend(out: usize, stats: usize, counts: usize, q: usize, qCodes: usize,
-  keys: usize, values: usize, kNorms: usize, kCodes: usize, mean: usize,
-  n: i32, group: i32, d: i32, cs: i32, L: i32, K: i32, scale: f32, correction: i32, scratch: usize): void {
-  const rowBytes: usize = (<usize>d) << 2;
+// Pass 1 by scan: keys outer (each key's codes are read once for the whole group); lists ascending.
+function collectScan(lists: usize, counts: usize, qCodes: usize, kCodes: usize, n: i32, group: i32, cs: i32, L: i32): void {
   const codeBytes: usize = (<usize>cs) << 1;
-  const lists = scratch;
-  const logits = scratch + ((<usize>group * <usize>n) << 2);
   const nv = cs >> 3;
   const tailMask = (1 << (L - 8 * (nv - 1))) - 1;
-  for (let g = 0; g < group; g++) store<i32>(counts + ((<usize>g) << 2), 0);
-  // Pass 1: keys outer (each key's codes are read once for the whole group).
   for (let j = 0; j < n; j++) {
     const kr = kCodes + <usize>j * codeBytes;
     for (let g = 0; g < group; g++) {
@@ -152,6 +179,52 @@ export function magicpigAttend(out: usize, stats: usize, counts: usize, q: usize
       }
     }
   }
+}
+
+// Pass 1 by tables: per query, the keys of its L buckets; a key is listed at its second hit (lists
+// in discovery order). The counter stops at 2, so it cannot wrap whatever L.
+function collectTables(lists: usize, counts: usize, qCodes: usize, order: usize, start: usize,
+  n: i32, group: i32, cs: i32, L: i32, K: i32, counter: usize): void {
+  const startRow: usize = (<usize>((1 << K) + 1)) << 2;
+  for (let g = 0; g < group; g++) {
+    memory.fill(counter, 0, <usize>n);
+    const qr = qCodes + ((<usize>g * <usize>cs) << 1);
+    const list = lists + ((<usize>g * <usize>n) << 2);
+    let c = 0;
+    for (let t = 0; t < L; t++) {
+      const sp = start + <usize>t * startRow + ((<usize>load<u16>(qr + ((<usize>t) << 1))) << 2);
+      const ord = order + ((<usize>t * <usize>n) << 2);
+      const b1 = load<i32>(sp, 4);
+      for (let i = load<i32>(sp); i < b1; i++) {
+        const j = load<i32>(ord + ((<usize>i) << 2));
+        const h = load<u8>(counter + <usize>j);
+        if (h < 2) {
+          store<u8>(counter + <usize>j, h + 1);
+          if (h == 1) { store<i32>(list + ((<usize>c) << 2), j); c++; }
+        }
+      }
+    }
+    store<i32>(counts + ((<usize>g) << 2), c);
+  }
+}
+
+/**
+ * One KV head, `group` queries (q [group][d], qCodes [group][cs] u16) against keys j < n.
+ * Per query g: the keys colliding in ≥ 2 tables go to list g (scratch) and counts[g], found by
+ * the tables when order ≠ 0 (discovery order), else by the scan (ascending);
+ * their logits are q·k·scale, minus log(w + 1e−4) when correction ≠ 0 (cos θ between q and k − k̄
+ * from q·k − q·k̄ and kNorms); stats[2g] = max, stats[2g+1] = Σ exp(s − max), out[g] = Σ exp(s − max)·v
+ * (unnormalised). An empty set gives −∞, 0 and zeros.
+ */
+export function magicpigAttend(out: usize, stats: usize, counts: usize, q: usize, qCodes: usize,
+  keys: usize, values: usize, kNorms: usize, kCodes: usize, mean: usize,
+  n: i32, group: i32, d: i32, cs: i32, L: i32, K: i32, scale: f32, correction: i32, order: usize, start: usize, scratch: usize): void {
+  const rowBytes: usize = (<usize>d) << 2;
+  const lists = scratch;
+  const logits = scratch + ((<usize>group * <usize>n) << 2);
+  for (let g = 0; g < group; g++) store<i32>(counts + ((<usize>g) << 2), 0);
+  if (order) collectTables(lists, counts, qCodes, order, start, n, group, cs, L, K, logits + ((<usize>n) << 2));
+  else collectScan(lists, counts, qCodes, kCodes, n, group, cs, L);
   // Pass 2 per query: corrected logits, max, exp, Σ, then P·V over the gathered rows.
   const end4: usize = (<usize>(d & ~3)) << 2;
   for (let g = 0; g < group; g++) {

@@ -82,7 +82,7 @@ test('SimHash codes are bit for bit the reference codes, centered or not; norms 
 interface Case { K: number; L: number; d: number; group: number; sinks: number; local: number; T: number; seed: number }
 
 /** A context of T keys whose middle (after sinks, before the local window) is offloaded. */
-async function setup(c: Case, planes?: Float32Array) {
+async function setup(c: Case, planes?: Float32Array, tables = false) {
   const { d, group, T } = c;
   const keys = gaussian(T * d, c.seed), values = gaussian(T * d, c.seed + 1);
   // Queries near some keys, so that a few keys are much more likely to be sampled.
@@ -93,7 +93,7 @@ async function setup(c: Case, planes?: Float32Array) {
   const mean = meanRows(mid, n, d);
   const p = { K: c.K, L: c.L };
   const mp = await MagicPigCpu.create({ ...p, d, planes: planes ?? gaussian(c.K * c.L * d, c.seed + 3) });
-  const head = mp.createHead(n + 3);
+  const head = mp.createHead(n + 3, { tables });
   head.setMean(mean);
   // Appended in uneven chunks (codes and norms land at the right rows).
   head.append(rows(mid, d, 0, 1), rows(midV, d, 0, 1), 1);
@@ -118,37 +118,52 @@ function maxRelError(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return num / den;
 }
 
-test('gather-and-attend: sampled sets exactly, partials to 2e-4, for a GQA group of 3, odd key count, d = 40', async () => {
-  const c: Case = { K: 4, L: 20, d: 40, group: 3, sinks: 4, local: 64, T: 4 + 301 + 64, seed: 100 };
-  const { q, mid, midV, mean, n, p, mp, head } = await setup(c);
-  const scale = 1 / Math.sqrt(c.d);
-  const { codes, norms } = head.readCodes();
-  assert.is(head.length, n);
-  const kCodes = strip(codes, n, c.L);
-  assert.equal(Array.from(kCodes), Array.from(strip(mp.codes(mid, n, mean).codes, n, c.L)), 'appended codes = codes of the centered keys');
-  assertClose(norms, Array.from({ length: n }, (_, j) => Math.hypot(...Array.from(rows(mid, c.d, j, j + 1), (v, i) => v - mean[i]))), 'stored norms', 1e-6);
-  const qCodesRef = ref.simhashCodes(q, c.group, c.d, mpPlanes(c), p);
-  for (const correction of [true, false]) {
-    const res = head.attend({ q, group: c.group, scale, qCodes: pad(qCodesRef, c.group, c.L), correction, withSampled: true });
-    let total = 0;
-    for (let g = 0; g < c.group; g++) {
-      const qg = rows(q, c.d, g, g + 1);
-      const want = ref.sampledPartial({ q: qg, qCodes: qCodesRef.subarray(g * c.L, (g + 1) * c.L), keys: mid, values: midV, kCodes, mean, n, d: c.d, scale, correction }, p);
-      assert.equal(Array.from(res.sampled![g]), want.sampled, `sampled set of query ${g}`);
-      assert.is(res.counts[g], want.sampled.length);
-      total += want.sampled.length;
-      assertClose([res.max[g], res.sumExp[g]], [want.partial.max, want.partial.sumExp], `max, Σexp of query ${g}`);
-      assertClose(res.o.subarray(g * c.d, (g + 1) * c.d), want.partial.o, `o of query ${g}`);
+for (const tables of [false, true]) {
+  test(`gather-and-attend (${tables ? 'bucket tables' : 'code scan'}): sampled sets exactly, partials to 2e-4, GQA group of 3, odd key count, d = 40`, async () => {
+    const c: Case = { K: 4, L: 20, d: 40, group: 3, sinks: 4, local: 64, T: 4 + 301 + 64, seed: 100 };
+    const { q, mid, midV, mean, n, p, mp, head } = await setup(c, undefined, tables);
+    const scale = 1 / Math.sqrt(c.d);
+    const { codes, norms } = head.readCodes();
+    assert.is(head.length, n);
+    const kCodes = strip(codes, n, c.L);
+    assert.equal(Array.from(kCodes), Array.from(strip(mp.codes(mid, n, mean).codes, n, c.L)), 'appended codes = codes of the centered keys');
+    assertClose(norms, Array.from({ length: n }, (_, j) => Math.hypot(...Array.from(rows(mid, c.d, j, j + 1), (v, i) => v - mean[i]))), 'stored norms', 1e-6);
+    const qCodesRef = ref.simhashCodes(q, c.group, c.d, mpPlanes(c), p);
+    for (const correction of [true, false]) {
+      const res = head.attend({ q, group: c.group, scale, qCodes: pad(qCodesRef, c.group, c.L), correction, withSampled: true });
+      let total = 0;
+      for (let g = 0; g < c.group; g++) {
+        const qg = rows(q, c.d, g, g + 1);
+        const want = ref.sampledPartial({ q: qg, qCodes: qCodesRef.subarray(g * c.L, (g + 1) * c.L), keys: mid, values: midV, kCodes, mean, n, d: c.d, scale, correction }, p);
+        const got = Array.from(res.sampled![g]);
+        // The scan lists keys ascending; the tables in bucket order (the softmax does not depend on it).
+        assert.equal(tables ? got.sort((a, b) => a - b) : got, want.sampled, `sampled set of query ${g}`);
+        assert.is(res.counts[g], want.sampled.length);
+        total += want.sampled.length;
+        assertClose([res.max[g], res.sumExp[g]], [want.partial.max, want.partial.sumExp], `max, Σexp of query ${g}`);
+        assertClose(res.o.subarray(g * c.d, (g + 1) * c.d), want.partial.o, `o of query ${g}`);
+      }
+      // Neither nothing nor everything: the test exercises the selection.
+      assert.ok(total > 3 * 5 && total < 3 * n * 0.8, `sampled ${total} of ${3 * n}`);
     }
-    // Neither nothing nor everything: the test exercises the selection.
-    assert.ok(total > 3 * 5 && total < 3 * n * 0.8, `sampled ${total} of ${3 * n}`);
-  }
-  // Query codes hashed on the CPU (no qCodes given) = the kernel's own codes of q.
-  const own = head.attend({ q, group: c.group, scale });
-  const given = head.attend({ q, group: c.group, scale, qCodes: mp.codes(q, c.group).codes });
-  assert.equal(Array.from(own.counts), Array.from(given.counts));
-  assert.equal(Array.from(own.o), Array.from(given.o));
-});
+    // Query codes hashed on the CPU (no qCodes given) = the kernel's own codes of q.
+    const own = head.attend({ q, group: c.group, scale });
+    const given = head.attend({ q, group: c.group, scale, qCodes: mp.codes(q, c.group).codes });
+    assert.equal(Array.from(own.counts), Array.from(given.counts));
+    assert.equal(Array.from(own.o), Array.from(given.o));
+    // Appending after an attend: the tables are rebuilt over every row (same sets as the reference's).
+    const extraK = gaussian(3 * c.d, 7), extraV = gaussian(3 * c.d, 8);
+    head.append(extraK, extraV, 3);
+    const allK = new Float32Array([...mid, ...extraK]), allV = new Float32Array([...midV, ...extraV]);
+    const res = head.attend({ q, group: c.group, scale, qCodes: pad(qCodesRef, c.group, c.L), withSampled: true });
+    const allCodes = strip(head.readCodes().codes, n + 3, c.L);
+    for (let g = 0; g < c.group; g++) {
+      const want = ref.sampledPartial({ q: rows(q, c.d, g, g + 1), qCodes: qCodesRef.subarray(g * c.L, (g + 1) * c.L), keys: allK, values: allV, kCodes: allCodes, mean, n: n + 3, d: c.d, scale }, p);
+      assert.equal(Array.from(res.sampled![g]).sort((a, b) => a - b), want.sampled, `after append: sampled set of query ${g}`);
+      assertClose(res.o.subarray(g * c.d, (g + 1) * c.d), want.partial.o, `after append: o of query ${g}`);
+    }
+  });
+}
 
 // The planes setup() draws for a case (the same seed).
 function mpPlanes(c: Case): Float32Array { return gaussian(c.K * c.L * c.d, c.seed + 3); }
@@ -184,6 +199,10 @@ test('with huge L the corrected estimate approaches exact attention; error shrin
     const { keys, values, q, n, head } = await setup(c);
     const scale = 1 / Math.sqrt(c.d);
     const res = head.attend({ q, group: c.group, scale });
+    // Bucket tables with L > 255 hits per key: the u8 counter must not wrap.
+    const tabled = (await setup(c, undefined, true)).head.attend({ q, group: c.group, scale });
+    assert.equal(Array.from(tabled.counts), Array.from(res.counts), `K=${K} L=${L}: tables and scan sample the same keys`);
+    assertClose(tabled.o, res.o, `K=${K} L=${L}: tables vs scan`, 1e-5);
     let err = 0;
     for (let g = 0; g < c.group; g++) {
       const qg = rows(q, c.d, g, g + 1);
@@ -236,6 +255,7 @@ test('bad parameters and shapes are clear errors naming the field', async () => 
   assert.throws(() => head.attend({ q: new Float32Array(8), group: 1, scale: 1, qCodes: new Uint16Array(7) }), /qCodes has 7 values/);
   assert.throws(() => mp.createHead(0), /head capacity must be a positive integer/);
   assert.is(head.bytes, 3 * (2 * 8 * 4 + 4 + 8 * 2) + 8 * 4);
+  assert.is(mp.createHead(3, { tables: true }).bytes, 3 * (2 * 8 * 4 + 4 + 8 * 2) + 8 * 4 + 8 * 3 * 4 + 8 * 17 * 4);
 });
 
 test.run();

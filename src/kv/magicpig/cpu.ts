@@ -5,7 +5,9 @@
 //
 // Memory layout of a head (blocks of the kernel memory, `capacity` rows each):
 //   keys, values [capacity][d] f32 (keys as given, not centered); norms [capacity] f32 = |k − k̄|;
-//   codes [capacity][cs] u16 with cs = codeStride(L) (table ℓ in column ℓ, columns ≥ L zero).
+//   codes [capacity][cs] u16 with cs = codeStride(L) (table ℓ in column ℓ, columns ≥ L zero);
+//   with bucket tables: order [L][capacity] i32 and start [L][2^K + 1] i32 (assembly/magicpig.ts),
+//   rebuilt at the first attend after an append (MagicPIG builds them once, after prefill).
 // The key mean k̄ is fixed by setMean before the first append (MagicPIG: the mean of the prefill's
 // offloaded keys); codes and norms are of k − k̄.
 import { WasmHeap } from '../../cpu/memory.js';
@@ -20,7 +22,9 @@ interface MagicPigExports {
   magicpigScratchFloats(n: number, group: number): number;
   magicpigAttend(out: number, stats: number, counts: number, q: number, qCodes: number, keys: number, values: number,
     kNorms: number, kCodes: number, mean: number, n: number, group: number, d: number, cs: number, L: number, K: number,
-    scale: number, correction: number, scratch: number): void;
+    scale: number, correction: number, order: number, start: number, scratch: number): void;
+  lshTablesScratchFloats(K: number): number;
+  lshBuildTables(order: number, start: number, codes: number, n: number, cs: number, L: number, K: number, scratch: number): void;
 }
 
 /** One query's sampled partial softmax (see reference.ts): o is unnormalised, Σ exp(s − max)·v. */
@@ -32,7 +36,7 @@ export interface SampledResult {
   o: Float32Array;
   /** Keys sampled per query. */
   counts: Int32Array;
-  /** The sampled key indices per query, ascending (only when asked for). */
+  /** The sampled key indices per query (only when asked for): ascending with the scan, in bucket order with tables. */
   sampled?: Int32Array[];
 }
 
@@ -127,10 +131,13 @@ export class MagicPigCpu {
     }
   }
 
-  /** An empty offloaded KV head of `capacity` rows. */
-  createHead(capacity: number): MagicPigHead {
+  /**
+   * An empty offloaded KV head of `capacity` rows. tables: find collisions through bucket tables
+   * (cost ∝ the query's buckets; 4·L bytes more per row) instead of scanning every key's codes.
+   */
+  createHead(capacity: number, options: { tables?: boolean } = {}): MagicPigHead {
     positiveInt(capacity, 'head capacity');
-    return new MagicPigHead(this, this.k, capacity);
+    return new MagicPigHead(this, this.k, capacity, options.tables ?? false);
   }
 
   /** The shared scratch block; internal (MagicPigHead). */
@@ -145,22 +152,31 @@ export class MagicPigHead {
   private readonly norms: number;
   private readonly codesPtr: number;
   private readonly mean: number;
+  private readonly order: number;
+  private readonly start: number;
+  /** Rows the tables cover (they are rebuilt when length has moved on). */
+  private tabled = 0;
   private meanSet = false;
   private freed = false;
 
-  constructor(private readonly owner: MagicPigCpu, private readonly k: MagicPigExports, readonly capacity: number) {
+  constructor(private readonly owner: MagicPigCpu, private readonly k: MagicPigExports, readonly capacity: number, readonly tables: boolean) {
     const h = owner.heap, d = owner.d;
     this.keys = h.alloc(capacity * d * 4);
     this.values = h.alloc(capacity * d * 4);
     this.norms = h.alloc(capacity * 4);
     this.codesPtr = h.alloc(capacity * owner.cs * 2);
     this.mean = h.alloc(d * 4);
+    this.order = tables ? h.alloc(this.orderBytes) : 0;
+    this.start = tables ? h.alloc(this.startBytes) : 0;
   }
 
-  /** Bytes this head holds in WebAssembly memory (keys, values, norms, codes, mean). */
+  private get orderBytes(): number { return this.owner.L * this.capacity * 4; }
+  private get startBytes(): number { return this.owner.L * ((1 << this.owner.K) + 1) * 4; }
+
+  /** Bytes this head holds in WebAssembly memory (keys, values, norms, codes, mean, tables). */
   get bytes(): number {
     const { d, cs } = this.owner;
-    return this.capacity * (2 * d * 4 + 4 + cs * 2) + d * 4;
+    return this.capacity * (2 * d * 4 + 4 + cs * 2) + d * 4 + (this.tables ? this.orderBytes + this.startBytes : 0);
   }
 
   private live(): void {
@@ -218,9 +234,14 @@ export class MagicPigHead {
       h.f32.set(opt.q, qp >>> 2);
       if (opt.qCodes) new Uint16Array(h.memory.buffer, qc, g * cs).set(opt.qCodes);
       else this.owner.hashAt(qc, 0, qp, g, 0);
+      if (this.tables && this.tabled !== n) {
+        // The order rows are n apart (the kernels index order[ℓ][i] as ℓ·n + i).
+        this.k.lshBuildTables(this.order, this.start, this.codesPtr, n, cs, L, K, this.owner.scratchFloats(this.k.lshTablesScratchFloats(K)));
+        this.tabled = n;
+      }
       const scratch = this.owner.scratchFloats(this.k.magicpigScratchFloats(Math.max(1, n), g));
       this.k.magicpigAttend(out, stats, counts, qp, qc, this.keys, this.values, this.norms, this.codesPtr, this.mean,
-        n, g, d, cs, L, K, opt.scale, opt.correction === false ? 0 : 1, scratch);
+        n, g, d, cs, L, K, opt.scale, opt.correction === false ? 0 : 1, this.tables && n > 0 ? this.order : 0, this.start, scratch);
       const buf = h.memory.buffer;
       const st = new Float32Array(buf, stats, 2 * g);
       const res: SampledResult = {
@@ -248,5 +269,6 @@ export class MagicPigHead {
     h.release(this.norms, this.capacity * 4);
     h.release(this.codesPtr, this.capacity * cs * 2);
     h.release(this.mean, d * 4);
+    if (this.tables) { h.release(this.order, this.orderBytes); h.release(this.start, this.startBytes); }
   }
 }
