@@ -55,7 +55,12 @@ const result = await model.generate(${JSON.stringify(PROMPT)}, { maxTokens: 40 }
 let error = null;
 try { model.generate('x', { maxTokens: -1 }); } catch (e) { error = { isDuetError: e instanceof DuetError, field: e.field }; }
 await model.dispose();
-console.log(JSON.stringify({ text, result: { text: result.text, finishReason: result.finishReason, kv: result.kv }, placement: model.info.placement, notices, error }));
+const q8 = await loadModel('node_modules/duet/fixtures/duet-passkey', {
+  pattern: 'node_modules/duet/fixtures/duet-passkey-pattern', sparsity: 0.5, device: 'cpu', weights: 'q8_0', threads: 1,
+});
+const q8Text = (await q8.generate(${JSON.stringify(PROMPT)}, { maxTokens: 40 }).result()).text;
+await q8.dispose();
+console.log(JSON.stringify({ text, q8Text, result: { text: result.text, finishReason: result.finishReason, kv: result.kv }, placement: model.info.placement, notices, error }));
 `);
   const node = JSON.parse(execFileSync(process.execPath, ['run.mjs'], { cwd: app, encoding: 'utf8' }));
   log(`node: ${JSON.stringify(node)}`);
@@ -66,6 +71,7 @@ console.log(JSON.stringify({ text, result: { text: result.text, finishReason: re
   assert.equal(node.result.finishReason, 'stop');
   assert.ok(node.result.kv.cpu > 0 && node.result.kv.streaming > 0);
   assert.deepEqual(node.error, { isDuetError: true, field: 'maxTokens' });
+  assert.match(node.q8Text, /pass key is \d+/);
 
   // 3. Types: a consumer file checked against the shipped declarations (the @ts-expect-error lines
   //    fail the check if the types were missing or `any`).
@@ -94,20 +100,24 @@ import { loadModel, cachedModelFiles } from 'duet';
 async function run() {
   const notices: string[] = [];
   const files = cachedModelFiles(new URL('model/', location.href).toString());
-  const model = await loadModel(files, { pattern: new URL('pattern/', location.href).toString(), sparsity: 0.5, notice: (m) => notices.push(m) });
+  // ?weights=q8_0: packed weights, in the CPU worker (cpu-worker.js serves 'duet/worker').
+  const weights = new URLSearchParams(location.search).get('weights') ?? undefined;
+  const worker = weights ? { weights: weights as 'q8_0', cpuWorker: () => new Worker(new URL('cpu-worker.js', location.href), { type: 'module' }) } : {};
+  const model = await loadModel(files, { pattern: new URL('pattern/', location.href).toString(), sparsity: 0.5, notice: (m) => notices.push(m), ...worker });
   let text = '';
   for await (const d of model.generate(${JSON.stringify(PROMPT)}, { maxTokens: 40 })) text += d.text;
   const chat = await model.chat.completions.create({ messages: [{ role: 'user', content: ${JSON.stringify(PROMPT)} }], temperature: 0, max_tokens: 40 });
   const { model: info, last } = model.stats();
   await model.dispose();
-  return { text, chat: chat.choices[0].message.content, placement: info.placement, notices, counters: files.counters, cpuKernelCalls: last!.work.cpuKernelCalls };
+  return { text, chat: chat.choices[0].message.content, placement: info.placement, cpu: info.cpu, weights: info.weights, notices, counters: files.counters, cpuKernelCalls: last!.work.cpuKernelCalls };
 }
 (window as unknown as { result: Promise<unknown> }).result = run().catch((e) => ({ error: String(e && e.stack || e) }));
 `);
+  writeFileSync(join(app, 'cpu-worker.ts'), "import { serveCpuBackend } from 'duet/worker';\nserveCpuBackend();\n");
   writeFileSync(join(app, 'index.html'), '<!doctype html><meta charset="utf-8"><title>duet consumer</title><script type="module" src="page.js"></script>');
   const esbuild = await import('esbuild');
   const built = await esbuild.build({
-    entryPoints: [join(app, 'page.ts')], outfile: join(app, 'page.js'), absWorkingDir: app,
+    entryPoints: [join(app, 'page.ts'), join(app, 'cpu-worker.ts')], outdir: app, absWorkingDir: app,
     bundle: true, platform: 'browser', format: 'esm', target: 'chrome113', metafile: true, logLevel: 'warning',
   });
   const inputs = Object.keys(built.metafile.inputs);
@@ -133,10 +143,10 @@ async function run() {
   const context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
   try {
     const problems: string[] = [];
-    const open = async () => {
+    const open = async (query = '') => {
       const page = await context.newPage();
       page.on('pageerror', (e) => problems.push(e.message));
-      await page.goto(url);
+      await page.goto(url + query);
       const r = await page.evaluate(() => (window as unknown as { result: Promise<unknown> }).result) as Record<string, any>;
       await page.close();
       assert.ok(!r.error, `the page failed: ${r.error}`);
@@ -156,6 +166,12 @@ async function run() {
     assert.equal(second.text, node.text);
     assert.ok(second.counters.fromCache.includes('model.safetensors') && second.counters.downloaded.length === 0, JSON.stringify(second.counters));
     assert.equal(requests.filter((r) => r.endsWith('model.safetensors')).length, before, 'the second load fetched the weights again');
+    // q8_0 weights in the CPU worker: packed bytes transferred and uploaded there; same text as Node at q8_0.
+    const q8 = await open('?weights=q8_0');
+    log(`browser, q8_0 in the CPU worker: ${JSON.stringify({ text: q8.text, cpu: q8.cpu, weights: q8.weights })}`);
+    assert.equal(q8.weights.dtype, 'q8_0');
+    assert.match(q8.cpu, /in a Web Worker/);
+    assert.equal(q8.text, node.q8Text, 'the CPU worker at q8_0 generated other text than Node at q8_0');
     assert.deepEqual(problems, []);
     log('ok');
   } finally {
