@@ -42,6 +42,12 @@ async function main(): Promise<void> {
   assert.ok(!existsSync(join(app, 'node_modules/openai')) && !existsSync(join(app, 'node_modules/esbuild')), 'dev dependencies were installed');
   assert.ok(!existsSync(join(installed, 'src')) && !existsSync(join(installed, 'test')), 'sources or tests were shipped');
 
+  // A q8_0 GGUF of the bundled model (its ffn_down rows fall back to f16), written by the installed CLI.
+  const gguf = join(work, 'gguf');
+  mkdirSync(gguf);
+  execFileSync(process.execPath, [join(installed, 'bin/duet.mjs'), 'quantize', '--model', join(installed, 'fixtures/duet-passkey'), '--type', 'q8_0',
+    '--out', join(gguf, 'duet-passkey-q8_0.gguf')], { stdio: 'ignore' });
+
   // 2. Node: import the package by name and generate on the CPU.
   writeFileSync(join(app, 'run.mjs'), `
 import { loadModel, DuetError } from 'duet';
@@ -60,7 +66,12 @@ const q8 = await loadModel('node_modules/duet/fixtures/duet-passkey', {
 });
 const q8Text = (await q8.generate(${JSON.stringify(PROMPT)}, { maxTokens: 40 }).result()).text;
 await q8.dispose();
-console.log(JSON.stringify({ text, q8Text, result: { text: result.text, finishReason: result.finishReason, kv: result.kv }, placement: model.info.placement, notices, error }));
+const g = await loadModel(${JSON.stringify(join(gguf, 'duet-passkey-q8_0.gguf'))}, {
+  pattern: 'node_modules/duet/fixtures/duet-passkey-pattern', sparsity: 0.5, device: 'cpu', threads: 1,
+});
+const ggufText = (await g.generate(${JSON.stringify(PROMPT)}, { maxTokens: 40 }).result()).text;
+await g.dispose();
+console.log(JSON.stringify({ text, q8Text, ggufText, result: { text: result.text, finishReason: result.finishReason, kv: result.kv }, placement: model.info.placement, notices, error }));
 `);
   const node = JSON.parse(execFileSync(process.execPath, ['run.mjs'], { cwd: app, encoding: 'utf8' }));
   log(`node: ${JSON.stringify(node)}`);
@@ -99,10 +110,12 @@ void n;
 import { loadModel, cachedModelFiles } from 'duet';
 async function run() {
   const notices: string[] = [];
-  const files = cachedModelFiles(new URL('model/', location.href).toString());
+  const query = new URLSearchParams(location.search);
+  // ?gguf=1: the q8_0 GGUF file by its URL (one file, cached like a folder).
+  const files = cachedModelFiles(new URL(query.has('gguf') ? 'gguf/duet-passkey-q8_0.gguf' : 'model/', location.href).toString());
   // ?weights=q8_0: packed weights, in the CPU worker (cpu-worker.js serves 'duet/worker').
-  const weights = new URLSearchParams(location.search).get('weights') ?? undefined;
-  const worker = weights ? { weights: weights as 'q8_0', cpuWorker: () => new Worker(new URL('cpu-worker.js', location.href), { type: 'module' }) } : {};
+  const weights = query.get('weights') ?? undefined;
+  const worker = weights || query.has('gguf') ? { ...(weights ? { weights: weights as 'q8_0' } : {}), cpuWorker: () => new Worker(new URL('cpu-worker.js', location.href), { type: 'module' }) } : {};
   const model = await loadModel(files, { pattern: new URL('pattern/', location.href).toString(), sparsity: 0.5, notice: (m) => notices.push(m), ...worker });
   let text = '';
   for await (const d of model.generate(${JSON.stringify(PROMPT)}, { maxTokens: 40 })) text += d.text;
@@ -125,7 +138,7 @@ async function run() {
   assert.ok(!inputs.some((i) => /webgpu|node:|dist\/node\.js/.test(i)), `Node-only code in the browser bundle: ${inputs.join(', ')}`);
 
   // A static server: the page, the installed package's bundled model under model/ and its pattern under pattern/.
-  const roots: Array<[string, string]> = [['/model/', join(installed, 'fixtures/duet-passkey')], ['/pattern/', join(installed, 'fixtures/duet-passkey-pattern')], ['/', app]];
+  const roots: Array<[string, string]> = [['/gguf/', gguf], ['/model/', join(installed, 'fixtures/duet-passkey')], ['/pattern/', join(installed, 'fixtures/duet-passkey-pattern')], ['/', app]];
   const requests: string[] = [];
   const server = createServer((req, res) => {
     const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
@@ -172,6 +185,12 @@ async function run() {
     assert.equal(q8.weights.dtype, 'q8_0');
     assert.match(q8.cpu, /in a Web Worker/);
     assert.equal(q8.text, node.q8Text, 'the CPU worker at q8_0 generated other text than Node at q8_0');
+    // The GGUF by URL: its own types (q8_0 with f16 fallbacks) in the CPU worker, Node's text for the same file.
+    const fromGguf = await open('?gguf=1');
+    log(`browser, GGUF in the CPU worker: ${JSON.stringify({ text: fromGguf.text, weights: fromGguf.weights, counters: fromGguf.counters })}`);
+    assert.equal(fromGguf.weights.dtype, 'q8_0');
+    assert.deepEqual(fromGguf.counters.downloaded, ['duet-passkey-q8_0.gguf']);
+    assert.equal(fromGguf.text, node.ggufText, 'the page generated other text from the GGUF than Node');
     assert.deepEqual(problems, []);
     log('ok');
   } finally {
