@@ -301,7 +301,15 @@ async function modelFor(placement: Placement, device: DeviceChoice): Promise<Due
   const sparsity = sparsityValue();
   const key = JSON.stringify([modelId, placement, device, ui.weights.value, ui.patternSource.value, pattern?.alphas ?? null, sparsity ?? null]);
   if (loaded!.key === key) return loaded!.model;
-  return placeModel(loaded!.files, key, { placement, device, pattern: pattern ?? undefined, sparsity: pattern ? sparsity : undefined });
+  const files = loaded!.files;
+  try {
+    return await placeModel(files, key, { placement, device, pattern: pattern ?? undefined, sparsity: pattern ? sparsity : undefined });
+  } catch (e) {
+    // Keep the page usable (e.g. packed weights the GPU does not take yet): the model again on the
+    // CPU, as it was opened; the next run places it as asked again. The error is the original one.
+    await placeModel(files, '', { device: 'cpu' }).catch(() => {});
+    throw e;
+  }
 }
 
 interface RunSpec {
