@@ -88,4 +88,33 @@ test('src/api stays environment-free: no node: builtins, nothing from src/node o
   assert.equal(bad.map(show), []);
 });
 
+test('the demo page (web/) imports the package entry only (duet, duet/worker), never src/', () => {
+  const web = join(ROOT, 'web');
+  const bad = readdirSync(web).filter((f) => f.endsWith('.ts')).flatMap((f) => specifiers(readFileSync(join(web, f), 'utf8'))
+    .filter((s) => !['duet', 'duet/worker'].includes(s) && !/^\.\/[\w-]+\.js$/.test(s)).map((s) => `web/${f} imports '${s}'`));
+  assert.equal(bad, []);
+});
+
+test('package.json exports: a node and a default condition, types first in each; the built browser bundles import no Node code', () => {
+  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'));
+  const dot = pkg.exports['.'];
+  assert.equal(Object.keys(dot), ['node', 'default']);
+  for (const c of ['node', 'default']) assert.equal(Object.keys(dot[c]), ['types', 'default'], `exports['.'].${c}: types must come first`);
+  assert.is(dot.node.default, './dist/node.js');
+  assert.is(dot.default.default, './dist/index.js');
+  for (const bundle of ['index.js', 'worker.js']) {
+    const file = join(ROOT, 'dist', bundle);
+    let text: string;
+    try { text = readFileSync(file, 'utf8'); } catch { throw new Error(`${file} is missing: run npm run build first`); }
+    const imported = [...text.matchAll(/(?:\bfrom\s*|\bimport\s*\(\s*|\brequire\s*\(\s*)["']([^"']+)["']/g)].map((m) => m[1]);
+    const bad = imported.filter((s) => s.startsWith('node:') || ['webgpu', 'node-llama-cpp', 'fs', 'path', 'os', 'worker_threads'].includes(s));
+    assert.equal(bad, [], `dist/${bundle} imports Node-only modules`);
+    assert.equal([...new Set(imported)].filter((s) => !s.startsWith('.')).sort(), Object.keys(pkg.dependencies).sort().filter((d) => imported.includes(d)));
+  }
+  // The Node bundle keeps the optional packages as imports (loaded only when asked for), not inlined.
+  const node = readFileSync(join(ROOT, 'dist/node.js'), 'utf8');
+  assert.not.match(node, /node_modules\/node-llama-cpp\//, 'node-llama-cpp was bundled into dist/node.js');
+  assert.not.match(node, /node_modules\/webgpu\//, 'webgpu was bundled into dist/node.js');
+});
+
 test.run();
