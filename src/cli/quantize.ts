@@ -1,8 +1,7 @@
 // `duet quantize --model DIR --type T --out FILE.gguf`: quantizeModel (src/node/quantize.ts) with
 // flags, fallbacks listed on stderr.
 import { parseArgs } from 'node:util';
-import { formatBytes } from '../attention/memory.js';
-import { fallbackText, quantizeModel } from '../node.js';
+import { fallbackText, formatBytes, quantizeModel } from '../node.js';
 import type { WeightDType } from '../model/quant.js';
 
 const options = {
