@@ -1,13 +1,16 @@
 // Where the Node entry's loadModel takes a model and a pattern from: a folder, an http(s) base URL
 // (here a local static server with range requests, as a page would be served), a URL object, a
-// parsed pattern; every source gives the same model. And the progress of the long loading steps.
+// parsed pattern, picked Files (the browser entry's pickedModelFiles, on Node's File); every source
+// gives the same model. And the progress of the long loading steps.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { readFileSync, statSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join, normalize } from 'node:path';
+import { readdirSync } from 'node:fs';
 import { loadModel, loadPattern, nodeModelFiles, type ProgressEvent } from '../src/node.ts';
+import { pickedModelFiles } from '../src/index.ts';
 
 const ROOT = new URL('..', import.meta.url).pathname;
 const FIXTURES = join(ROOT, 'fixtures');
@@ -53,6 +56,23 @@ test('a model and pattern over HTTP (string and URL), a parsed pattern and folde
   assert.equal(events.filter((e) => e.step === 'engine').map((e) => [e.done, e.total]), [[0, 1], [1, 1]]);
   const pattern = await loadPattern(nodeModelFiles(join(FIXTURES, 'duet-passkey-pattern')), 3, 4);
   assert.equal(await answer(await loadModel(join(FIXTURES, 'duet-passkey'), { ...common, pattern })), folder);
+});
+
+/** A folder as a page's folder picker gives it: Files whose webkitRelativePath starts with the folder's name. */
+function picked(dir: string): File[] {
+  const name = dir.split('/').pop()!;
+  return readdirSync(dir).filter((f) => statSync(join(dir, f)).isFile()).map((f) => {
+    const file = new File([readFileSync(join(dir, f))], f);
+    Object.defineProperty(file, 'webkitRelativePath', { value: `${name}/${f}` });
+    return file;
+  });
+}
+
+test('picked Files (the browser entry\'s pickedModelFiles) load the same model as the folders', async () => {
+  const folder = await answer(await loadModel(join(FIXTURES, 'duet-passkey'), { ...common, pattern: join(FIXTURES, 'duet-passkey-pattern') }));
+  const model = pickedModelFiles(picked(join(FIXTURES, 'duet-passkey')));
+  assert.is(model.name, 'duet-passkey');
+  assert.equal(await answer(await loadModel(model, { ...common, pattern: pickedModelFiles(picked(join(FIXTURES, 'duet-passkey-pattern'))) })), folder);
 });
 
 test('a model URL that serves nothing fails naming the file', async () => {
