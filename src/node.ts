@@ -20,6 +20,7 @@ export { savePattern, PATTERN_FILES } from './node/pattern-files.js';
 export { BENCH_SUITES, benchReportText, runBenchmark, writeBenchReport, type BenchmarkOptions, type BenchResults, type BenchSuite } from './node/bench.js';
 export { trainModel, type TrainOptions, type TrainResult } from './node/train.js';
 export { fallbackText, quantizeModel, type QuantizeOptions, type QuantizeResult } from './node/quantize.js';
+export { DuetServer, type ServeOptions } from './server/server.js';
 export { peersReportText, runPeersBenchmark, type PeerRow, type PeersBenchmarkOptions, type PeersResults } from './node/bench-peers.js';
 
 /** A model folder: a local path, an http(s) base URL, or a ModelFiles. */
