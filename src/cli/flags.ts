@@ -14,7 +14,8 @@ const FLAGS: Record<string, string> = {
   heads: '--heads', hidden: '--hidden', layers: '--layers', maxLength: '--max-len', tokensPerStep: '--tokens-per-step',
   answerWeight: '--answer-weight', until: '--until', saveEvery: '--save-every', resume: '--resume', force: '--force', out: '--out',
   shape: '--shape', placements: '--placements', contexts: '--contexts', sparsities: '--sparsities', suites: '--suite',
-  prefillMax: '--prefill-max', type: '--type', formats: '--formats', agreeTokens: '--agree-tokens', decodeTokens: '--decode-tokens', warmupTokens: '--warmup-tokens',
+  prefillMax: '--prefill-max', type: '--type', formats: '--formats', agreeTokens: '--agree-tokens',
+  concurrency: '--concurrency', requests: '--requests', promptChars: '--prompt-chars', decodeTokens: '--decode-tokens', warmupTokens: '--warmup-tokens',
 };
 
 /** API words in a message (device 'gpu', window.sink, pattern) as the CLI's flags. */
