@@ -110,19 +110,22 @@ void n;
 import { loadModel, cachedModelFiles } from 'duet';
 async function run() {
   const notices: string[] = [];
+  // The last progress event of each (step, file): downloads and weights report done === total at the end.
+  const progress: Record<string, { done: number; total: number }> = {};
   const query = new URLSearchParams(location.search);
   // ?gguf=1: the q8_0 GGUF file by its URL (one file, cached like a folder).
-  const files = cachedModelFiles(new URL(query.has('gguf') ? 'gguf/duet-passkey-q8_0.gguf' : 'model/', location.href).toString());
+  const files = cachedModelFiles(new URL(query.has('gguf') ? 'gguf/duet-passkey-q8_0.gguf' : 'model/', location.href).toString(),
+    { onProgress: (done, total, file) => { progress['download ' + file] = { done, total }; } });
   // ?weights=q8_0: packed weights, in the CPU worker (cpu-worker.js serves 'duet/worker').
   const weights = query.get('weights') ?? undefined;
   const worker = weights || query.has('gguf') ? { ...(weights ? { weights: weights as 'q8_0' } : {}), cpuWorker: () => new Worker(new URL('cpu-worker.js', location.href), { type: 'module' }) } : {};
-  const model = await loadModel(files, { pattern: new URL('pattern/', location.href).toString(), sparsity: 0.5, notice: (m) => notices.push(m), ...worker });
+  const model = await loadModel(files, { pattern: new URL('pattern/', location.href).toString(), sparsity: 0.5, notice: (m) => notices.push(m), onProgress: (e) => { progress[e.step + ' ' + (e.detail ?? '')] = { done: e.done, total: e.total }; }, ...worker });
   let text = '';
   for await (const d of model.generate(${JSON.stringify(PROMPT)}, { maxTokens: 40 })) text += d.text;
   const chat = await model.chat.completions.create({ messages: [{ role: 'user', content: ${JSON.stringify(PROMPT)} }], temperature: 0, max_tokens: 40 });
   const { model: info, last } = model.stats();
   await model.dispose();
-  return { text, chat: chat.choices[0].message.content, placement: info.placement, cpu: info.cpu, weights: info.weights, notices, counters: files.counters, cpuKernelCalls: last!.work.cpuKernelCalls };
+  return { text, chat: chat.choices[0].message.content, placement: info.placement, cpu: info.cpu, weights: info.weights, notices, progress, counters: files.counters, cpuKernelCalls: last!.work.cpuKernelCalls };
 }
 (window as unknown as { result: Promise<unknown> }).result = run().catch((e) => ({ error: String(e && e.stack || e) }));
 `);
@@ -166,13 +169,18 @@ async function run() {
       return r;
     };
     const first = await open();
-    log(`browser, first load: ${JSON.stringify(first)}`);
+    log(`browser, first load: ${JSON.stringify({ ...first, progress: `${Object.keys(first.progress).length} (step, file) pairs` })}`);
     assert.equal(first.text, node.text, 'the page generated other text than Node (both greedy on the WebAssembly CPU)');
     assert.equal(first.chat, node.text);
     assert.equal(first.placement, 'cpu');
     assert.ok(first.cpuKernelCalls > 0);
     assert.ok(first.notices.some((n: string) => /software renderer/.test(n)), `device 'auto' did not refuse SwiftShader: ${JSON.stringify(first.notices)}`);
     assert.ok(first.counters.downloaded.includes('model.safetensors'), JSON.stringify(first.counters));
+    // Progress: a download event ends at its total for the weights, and the weights step reaches its total.
+    const steps = Object.entries(first.progress as Record<string, { done: number; total: number }>);
+    const download = steps.find(([k]) => k.startsWith('download') && k.includes('model.safetensors'));
+    assert.ok(download && download[1].total > 0 && download[1].done === download[1].total, `no finished download progress for model.safetensors: ${JSON.stringify(first.progress)}`);
+    assert.ok(steps.some(([k, e]) => k.startsWith('weights') && e.total > 0 && e.done === e.total), `no finished weights progress: ${JSON.stringify(first.progress)}`);
     const before = requests.filter((r) => r.endsWith('model.safetensors')).length;
     const second = await open();
     log(`browser, second load: ${JSON.stringify(second.counters)}`);
