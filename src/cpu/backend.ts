@@ -6,7 +6,7 @@ import type { AttentionShape, Backend, DeviceTensor, StreamingWindow } from '../
 import { WasmHeap } from './memory.js';
 import { CONTROL_BYTES, KernelThreads, MAX_ARGS, Op, runShare, type StartWorker } from './threads.js';
 import { instantiateKernels, kernelMemory, kernelModule, type KernelExports } from './wasm.js';
-import { KV_DTYPES, KV_DTYPE_ID, isKvDType, kvRowWords, type KvDType } from '../engine/kv-dtype.js';
+import { KV_DTYPE_ID, checkKvDType, kvRowWords, type KvDType } from '../engine/kv-dtype.js';
 import { GGML_TYPE, checkPacked, dequantizeRow, packedBytes, rowBytes, type PackedMatrix, type WeightDType } from '../model/quant.js';
 
 /** Query rows per attention tile (tile = rows × GQA group query vectors sharing each K/V block). */
@@ -300,11 +300,6 @@ export class CpuBackend implements Backend {
     const scratch = this.heap.alloc(total);
     try { run(scratch, bytes); } finally { this.heap.release(scratch, total); }
   }
-}
-
-function checkKvDType(dtype: KvDType, what: string): KvDType {
-  if (!isKvDType(dtype)) throw new RangeError(`${what}: KV cache dtype must be one of ${KV_DTYPES.join(', ')} (got ${JSON.stringify(dtype)})`);
-  return dtype;
 }
 
 function checkGroups(numHeads: number, numKvHeads: number): void {

@@ -30,6 +30,12 @@ export function kvDTypeOption(value: unknown, field = 'kvDtype'): KvDType {
   return value;
 }
 
+/** A kernel call's dtype argument, checked (a programming error rather than a user's option). */
+export function checkKvDType(dtype: unknown, what: string): KvDType {
+  if (!isKvDType(dtype)) throw new RangeError(`${what}: KV cache dtype must be one of ${KV_DTYPES.join(', ')} (got ${JSON.stringify(dtype)})`);
+  return dtype;
+}
+
 /** 32-bit words of one cache row (one position of one KV head). */
 export function kvRowWords(headDim: number, dtype: KvDType): number {
   if (dtype === 'f32') return headDim;

@@ -85,12 +85,15 @@ export function kvDtypeConformance(name: string, makeBackend: () => Promise<Back
     }
   }
 
-  test('f16 / int8 rows: special values (zero row, ±max, subnormal and overflowing halves, ties)', async () => {
+  test('f16 / int8 rows: special values (zero row, ±max, subnormal and overflowing halves, ties, tiny scales)', async () => {
     const D = 8;
     const rows = [
       [0, 0, 0, 0, 0, 0, 0, 0],
       [1, -1, 0.5, -0.25, 127, -127, 63.5, 0.49803921],
-      [1e-6, -3e-8, 65504, 70000, -1e9, 2 ** -14, 2 ** -24, 1 + 2 ** -11],
+      [1e-40, -3e-8, 65504, 70000, -1e9, 2 ** -14, 2 ** -24, 1 + 2 ** -11],
+      // Small rows: the int8 scale is far below 1 (and its divisions are exact on every device).
+      [3e-30, -7e-31, 1e-31, 0, 2.9e-30, -3e-30, 1.5e-30, 1e-35],
+      [0.3, 0.7, -0.11, 0.123456, 0.999, -0.5, 0.25, 0.0625],
     ];
     const data = Float32Array.from(rows.flat());
     for (const dtype of ['f16', 'int8'] as KvDType[]) {
