@@ -19,8 +19,13 @@
 //
 // Scratch (allocated by the caller, size from attentionScratchFloats): per query vector of the
 // tile, headDim scaled query + headDim accumulator + BLOCK scores + running max + running sum.
+//
+// A full cache stored as f16 or int8 (kv_dtype.ts) is decoded one block of BLOCK keys at a time
+// into f32 scratch (kvDecodeScratchFloats) and the block then runs through the same f32 machinery:
+// the cache is read once per tile, as packed bytes.
 import { gemmSet } from './matmul';
 import { expv, exps, hmax, touchPair } from './simd';
+import { KV_F32, decodeRows, encodeRow, kvRowBytes } from './kv_dtype';
 
 /** Keys per block. Multiple of 4. */
 const BLOCK: i32 = 64;
@@ -348,39 +353,66 @@ function pvRow(A: usize, P: usize, v: usize, stride: usize, j0: i32, n: i32): vo
   }
 }
 
+/** Extra scratch floats for decoded K and V blocks of a cache stored as `dtype` (0 for f32). */
+export function kvDecodeScratchFloats(headDim: i32, dtype: i32): i32 {
+  return dtype == KV_F32 ? 0 : 2 * BLOCK * headDim;
+}
+
+// Keys [0, p1) of a packed full cache (rows rowBytes apart), decoded block by block into dq.
+function packedSegment(p1: i32, k: usize, v: usize, rowBytes: usize, dtype: i32, dq: usize): void {
+  const hi = min(p1, tileI0 + tileRowsNow);
+  const vecBytes: usize = (<usize>hd) << 2;
+  const dqV = dq + <usize>BLOCK * vecBytes;
+  for (let b = 0; b < hi; b += BLOCK) {
+    const n = min(BLOCK, hi - b);
+    const off = <usize>b * rowBytes;
+    decodeRows(dq, k + off, rowBytes, n, hd, dtype);
+    decodeRows(dqV, v + off, rowBytes, n, hd, dtype);
+    keyBlock(b, n, dq, dqV, vecBytes, true);
+  }
+}
+
 /**
  * Causal attention over a full cache holding positions [0, pastLen + rows): query row r attends
- * keys j ≤ pastLen + r. q, out: [rows][numHeads][headDim]; caches: [numKvHeads][capacity][headDim].
- * scratch: attentionScratchFloats(tileRows · numHeads/numKvHeads, headDim) floats. out may equal q.
- * Only KV heads [kvStart, kvEnd) (and their query heads) are done, so threads can share the heads.
+ * keys j ≤ pastLen + r. q, out: [rows][numHeads][headDim]; caches: [numKvHeads][capacity] rows of
+ * kvRowBytes(headDim, dtype) (f32: [numKvHeads][capacity][headDim]). scratch:
+ * attentionScratchFloats(tileRows · numHeads/numKvHeads, headDim) + kvDecodeScratchFloats floats.
+ * out may equal q. Only KV heads [kvStart, kvEnd) (and their query heads) are done, so threads can
+ * share the heads.
  */
 export function attention(out: usize, q: usize, kCache: usize, vCache: usize, rows: i32, numHeads: i32,
   numKvHeads: i32, headDim: i32, pastLen: i32, scale: f32, capacity: i32, scratch: usize, tileRows: i32,
-  kvStart: i32, kvEnd: i32): void {
+  kvStart: i32, kvEnd: i32, dtype: i32): void {
   const g = numHeads / numKvHeads;
   setupScratch(scratch, tileRows * g, headDim, g, UNBOUNDED);
-  const vecBytes: usize = (<usize>headDim) << 2;
-  const headBytes: usize = <usize>capacity * vecBytes;
+  const dq = scratch + ((<usize>attentionScratchFloats(tileRows * g, headDim)) << 2);
+  const rowBytes = kvRowBytes(headDim, dtype);
+  const headBytes: usize = <usize>capacity * rowBytes;
   for (let kvh = kvStart; kvh < kvEnd; kvh++) {
     const kb = kCache + <usize>kvh * headBytes, vb = vCache + <usize>kvh * headBytes;
     for (let r0 = 0; r0 < rows; r0 += tileRows) {
       beginTile(q, r0, min(tileRows, rows - r0), numHeads, kvh, pastLen, scale);
-      segment(0, pastLen + rows, kb, vb, vecBytes, true);
+      if (dtype == KV_F32) segment(0, pastLen + rows, kb, vb, rowBytes, true);
+      else packedSegment(pastLen + rows, kb, vb, rowBytes, dtype, dq);
       endTile(out, r0, numHeads, kvh);
     }
   }
 }
 
-/** Stores the chunk's k, v ([rows][numKvHeads][headDim]) at positions pastLen.. of a full cache. */
+/**
+ * Stores the chunk's k, v ([rows][numKvHeads][headDim] f32) at positions pastLen.. of a full cache,
+ * encoded as `dtype` (keys arrive after RoPE).
+ */
 export function kvAppend(kCache: usize, vCache: usize, k: usize, v: usize, rows: i32, numKvHeads: i32,
-  headDim: i32, capacity: i32, pastLen: i32): void {
+  headDim: i32, capacity: i32, pastLen: i32, dtype: i32): void {
   const vecBytes: usize = (<usize>headDim) << 2;
+  const rowBytes = kvRowBytes(headDim, dtype);
   for (let r = 0; r < rows; r++) {
     for (let h = 0; h < numKvHeads; h++) {
       const src: usize = <usize>(r * numKvHeads + h) * vecBytes;
-      const dst: usize = (<usize>h * <usize>capacity + <usize>(pastLen + r)) * vecBytes;
-      memory.copy(kCache + dst, k + src, vecBytes);
-      memory.copy(vCache + dst, v + src, vecBytes);
+      const dst: usize = (<usize>h * <usize>capacity + <usize>(pastLen + r)) * rowBytes;
+      encodeRow(kCache + dst, k + src, headDim, dtype);
+      encodeRow(vCache + dst, v + src, headDim, dtype);
     }
   }
 }

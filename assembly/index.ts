@@ -5,7 +5,7 @@ export { matmulPacked, packedScratchFloats } from './matmul_packed';
 export { rmsnorm } from './norm';
 export { rope } from './rope';
 export { siluMul, add } from './elementwise';
-export { attention, attentionScratchFloats, kvAppend } from './attention';
+export { attention, attentionScratchFloats, kvAppend, kvDecodeScratchFloats } from './attention';
 export { streamingAttention, ringAppend } from './streaming';
 
 /** First byte after the module's static data: the host allocates above it. */

@@ -4,6 +4,7 @@
 // f32 gemm runs every x row against the panel: the packed bytes are read once per call, and a prefill
 // chunk reuses each decoded panel for all its rows.
 import { gemmAdd } from './matmul';
+import { storeS8 } from './simd';
 
 /** Weight rows decoded per panel. */
 const PANEL: i32 = 8;
@@ -40,17 +41,6 @@ function half(h: u32): f32 {
 function half4(h: v128): v128 {
   const mag = f32x4.mul(i32x4.shl(v128.and(h, i32x4.splat(0x7fff)), 13), f32x4.splat(reinterpret<f32>(0x77800000)));
   return v128.or(mag, i32x4.shl(v128.and(h, i32x4.splat(0x8000)), 16));
-}
-
-// 16 signed bytes × d → 16 floats at dst.
-// @ts-ignore: decorator
-@inline
-function storeS8(dst: usize, v: v128, d: v128): void {
-  const lo = i16x8.extend_low_i8x16_s(v), hi = i16x8.extend_high_i8x16_s(v);
-  v128.store(dst, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(lo)), d));
-  v128.store(dst + 16, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(lo)), d));
-  v128.store(dst + 32, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(hi)), d));
-  v128.store(dst + 48, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(hi)), d));
 }
 
 // 16 unsigned bytes × d − m → 16 floats at dst.

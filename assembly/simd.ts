@@ -1,6 +1,6 @@
 // Shared helpers for the kernels: horizontal sums, a vectorised exp, and the touch pass that
 // pulls data the kernel is about to use from DRAM into cache.
-// All pointers are byte addresses in linear memory; all data is f32.
+// All pointers are byte addresses in linear memory; data is f32 unless a helper says otherwise.
 
 /** [Σa0, Σa1, Σa2, Σa3]: the four horizontal sums as one vector. */
 // @ts-ignore: decorator
@@ -82,4 +82,15 @@ export function touchPair(a: usize, b: usize, bytes: usize): void {
   let s = touchSink;
   for (let c: usize = 0; c < bytes; c += 64) s |= load<i32>(a + c) | load<i32>(b + c);
   touchSink = s;
+}
+
+// 16 signed bytes × d → 16 floats at dst.
+// @ts-ignore: decorator
+@inline
+export function storeS8(dst: usize, v: v128, d: v128): void {
+  const lo = i16x8.extend_low_i8x16_s(v), hi = i16x8.extend_high_i8x16_s(v);
+  v128.store(dst, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(lo)), d));
+  v128.store(dst + 16, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(lo)), d));
+  v128.store(dst + 32, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(hi)), d));
+  v128.store(dst + 48, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(hi)), d));
 }

@@ -177,7 +177,8 @@ test('kvMemory: full vs DuoAttention bytes of a config.json, the sliding window 
   assert.match(m.heads, /8\/16 KV heads streaming \(sink 4, recent 16\)/);
   const mistral = parseModelConfig({ ...JSON.parse(readFileSync(join(TINY, 'config.json'), 'utf8')), model_type: 'mistral', sliding_window: 64 });
   const w = kvMemory(mistral, { context: 1000 });
-  assert.is(w.duo_bytes, 16 * 64 * 2 * 8 * 2, 'every head keeps its last 64 keys (f16)');
+  assert.is(w.duo_bytes, 16 * 64 * 2 * 8 * 4, 'every head keeps its last 64 keys (in f32 rings, the default)');
+  assert.is(kvMemory(config, { context: 1000, kvDtype: 'int8' }).full_bytes, 16 * 1000 * 2 * (8 + 4), 'int8: 8 codes + a 4-byte scale per row');
   assert.match(w.note!, /sliding_window 64/);
   assert.is((await duetError(() => kvMemory(config, { context: 0 }))).field, 'context');
   assert.is((await duetError(() => kvMemory(config, { context: 10, kvDtype: 'f8' as 'f16' }))).field, 'kvDtype');

@@ -124,8 +124,15 @@ test('memory: Mistral\'s sliding_window caps every head at W tokens, as the engi
   const r = await duet('memory', '--config', cfg, '--full', '--context', '32768', '--json', '--kv-dtype', 'f16');
   assert.is(r.code, 0, r.stderr);
   const m = JSON.parse(r.stdout);
-  assert.is(m.duo_bytes, 32 * 8 * 4096 * 2 * 128 * 2);
+  // The sliding window makes every head a ring, and rings are f32 whatever --kv-dtype says.
+  assert.is(m.duo_bytes, 32 * 8 * 4096 * 2 * 128 * 4);
+  assert.is(m.full_bytes, 32 * 8 * 32768 * 2 * 128 * 2);
   assert.match(r.stderr, /sliding_window 4096: every head attends to its last 4096 keys/);
+  for (const args of [['memory', '--config', cfg, '--context', '8'], ['generate', '--model', dir, '--prompt', 'x']]) {
+    const bad = await duet(...args, '--kv-dtype', 'q4_0');
+    assert.is(bad.code === 0, false);
+    assert.match(bad.stderr, /--kv-dtype must be one of f32, f16, int8 \(got "q4_0"\)/, args[0]);
+  }
 });
 
 const PUBLISHED = publishedPatterns();
@@ -134,14 +141,14 @@ if (PUBLISHED) test('memory projects full vs DuoAttention bytes with a published
   const cfg = join(dir, 'config.json');
   writeFileSync(cfg, JSON.stringify({ model_type: 'llama', hidden_size: 4096, intermediate_size: 14336, num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: 8, vocab_size: 128256, max_position_embeddings: 1048576 }));
   const pattern = join(PUBLISHED!, 'Llama-3-8B-Instruct-Gradient-1048k');
-  const r = await duet('memory', '--config', cfg, '--pattern', pattern, '--sparsity', '0.5', '--context', '1048576', '--json');
+  const r = await duet('memory', '--config', cfg, '--pattern', pattern, '--sparsity', '0.5', '--context', '1048576', '--json', '--kv-dtype', 'f16');
   assert.is(r.code, 0, r.stderr);
   const m = JSON.parse(r.stdout);
   assert.is(m.full_bytes, 32 * 8 * 1048576 * 2 * 128 * 2);
   assert.is(m.gpu_bytes, m.full_bytes / 2);
-  assert.is(m.cpu_bytes, 128 * 384 * 2 * 128 * 2);
+  assert.is(m.cpu_bytes, 128 * 384 * 2 * 128 * 4, 'f32 rings');
   assert.is(m.duo_bytes, m.gpu_bytes + m.cpu_bytes);
-  const table = await duet('memory', '--config', cfg, '--pattern', pattern, '--sparsity', '0.5', '--context', '1048576');
+  const table = await duet('memory', '--config', cfg, '--pattern', pattern, '--sparsity', '0.5', '--context', '1048576', '--kv-dtype', 'f16');
   assert.match(table.stdout, /full attention\s+128.00 GiB/);
 });
 

@@ -158,7 +158,7 @@ test('streaming rings hold min(sink + recent, capacity) slots; session bytes equ
     const ids = Array.from({ length: 80 }, (_, i) => (i * 37 + 5) % 97);
     const ref = referenceLogits(ck.config, ck.weights, ids, { kinds, ...window });
     assertClose(await s.forward(ids.slice(0, 8)), ref[7], 'prefill', 2e-3);
-    const projected = projectKvMemory(kinds, ck.config.headDim, 10, window, 4);
+    const projected = projectKvMemory(kinds, ck.config.headDim, 10, window, 'f32');
     assert.is(s.kvMemory().streamingBytes, projected.cpu_bytes, 'ring bytes = the projection at the same context');
     assert.is(s.kvMemory().streamingBytes, 3 * 2 * 10 * 12 * 4, 'three streaming KV heads × K,V × 10 slots');
     // Decode past the capacity (the rings grow) and past sink + recent (they wrap).
@@ -170,7 +170,7 @@ test('streaming rings hold min(sink + recent, capacity) slots; session bytes equ
     s.dispose();
     // generate: the "saved" figure can no longer go negative for a short prompt.
     const r = await engine.generate([1, 2, 3], { maxTokens: 2 });
-    const full = projectKvMemory(allHeads(2, 2, true), ck.config.headDim, 5, { sink: 0, recent: 1 }, 4).full_bytes;
+    const full = projectKvMemory(allHeads(2, 2, true), ck.config.headDim, 5, { sink: 0, recent: 1 }, 'f32').full_bytes;
     assert.ok(r.kv.retrievalBytes + r.kv.streamingBytes <= full, `${r.kv.retrievalBytes + r.kv.streamingBytes} ≤ ${full}`);
   } finally { engine.dispose(); }
 });

@@ -212,7 +212,7 @@ export async function evaluate(model: DuetModel, o: EvaluateOptions = {}): Promi
   const longest = Math.max(...lengths);
   const summaries = configs.map((c, i): EvalConfigSummary => {
     const { kinds, window } = resolved[i];
-    const kv = projectKvMemory(kinds ?? allHeads(L, H, true), config.headDim, longest, window ?? { sink: 0, recent: 1 }, 4);
+    const kv = projectKvMemory(kinds ?? allHeads(L, H, true), config.headDim, longest, window ?? { sink: 0, recent: 1 }, 'f32');
     return { name: c.name, streamingHeads: kv.streaming_heads, kvHeads: L * H, window: window ?? null, kvBytes: kv.duo_bytes, kvContext: longest };
   });
   return { filler: style, configs: summaries, rows, perplexity };

@@ -4,20 +4,20 @@
 import { projectKvMemory, type MemoryProjection } from '../attention/memory.js';
 import { applySlidingWindow } from '../attention/sliding-window.js';
 import { DuetError } from '../errors.js';
+import { kvDTypeOption, type KvDType } from '../engine/kv-dtype.js';
 import type { ModelConfig } from '../model/config.js';
 import { resolveHeads, type HeadOptions } from './heads.js';
 
 export interface KvMemoryOptions extends HeadOptions {
   /** Tokens of context. */
   context: number;
-  /** Element type of the cache (default f16, as deployments store it; the engine itself stores f32). */
-  kvDtype?: 'f16' | 'f32';
+  /** Storage of the full caches, as the engine's kvDtype option (default f32, the engine's default); rings are f32. */
+  kvDtype?: KvDType;
   /** How the heads' description names the pattern (default "pattern"). */
   patternName?: string;
 }
 
 export interface KvMemory extends MemoryProjection {
-  kvDtype: 'f16' | 'f32';
   /** The heads in words ("pattern: 8/16 KV heads streaming (sink 4, recent 16)", "full attention"). */
   heads: string;
   /** What the model's sliding window changed, when it binds. */
@@ -25,8 +25,7 @@ export interface KvMemory extends MemoryProjection {
 }
 
 export function kvMemory(config: ModelConfig, o: KvMemoryOptions): KvMemory {
-  const kvDtype = o.kvDtype ?? 'f16';
-  if (kvDtype !== 'f16' && kvDtype !== 'f32') throw new DuetError('kvDtype', `must be f16 or f32 (got ${JSON.stringify(kvDtype)})`);
+  const kvDtype = kvDTypeOption(o.kvDtype);
   if (!(Number.isInteger(o.context) && o.context >= 1)) throw new DuetError('context', `must be a positive integer (got ${o.context})`);
   const heads = resolveHeads(o, config.numLayers, config.numKvHeads, o.patternName);
   // The model's own sliding window caps every head's cache, as the engine runs it.
@@ -34,6 +33,6 @@ export function kvMemory(config: ModelConfig, o: KvMemoryOptions): KvMemory {
   if (windowed.limit && o.context > windowed.limit.tokens) {
     throw new DuetError('context', `${o.context}: ${windowed.limit.reason}; the engine refuses sequences over ${windowed.limit.tokens} tokens`);
   }
-  const p = projectKvMemory(windowed.kinds, config.headDim, o.context, windowed.window ?? { sink: 0, recent: 1 }, kvDtype === 'f16' ? 2 : 4);
+  const p = projectKvMemory(windowed.kinds, config.headDim, o.context, windowed.window ?? { sink: 0, recent: 1 }, kvDtype);
   return { ...p, kvDtype, heads: heads.description, note: windowed.note };
 }

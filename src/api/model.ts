@@ -7,6 +7,7 @@ import type { StreamingWindow } from '../engine/backend.js';
 import { Engine, type CpuLike, type DeviceChoice, type EngineOptions, type GenerationResult, type Placement, type PlacementChoice } from '../engine/engine.js';
 import type { PlacementCalibration } from '../engine/auto-placement.js';
 import { DuetError } from '../errors.js';
+import { kvDTypeOption, type KvDType } from '../engine/kv-dtype.js';
 import { checkCpuPlan, CPU_PLAN_LIMIT, describeCpu, maxCpuContext, planMemory, type PlacementShape } from '../engine/memory-plan.js';
 import { Sampler } from '../engine/sampler.js';
 import { GpuContext, perTokenCounters, type GpuCounters, type PerTokenCounters } from '../gpu/context.js';
@@ -54,6 +55,11 @@ export interface ModelOptions extends Omit<HeadOptions, 'pattern'> {
   prefillChunk?: number;
   /** How matmul weights are stored on the device: 'f32', 'f16', 'q8_0', 'q4_0' or 'q4_k' (default f32, q8_0 when f32 would not fit). */
   weights?: WeightDType;
+  /**
+   * Storage of the full (retrieval-head) KV caches: 'f32' (default), 'f16' (IEEE half) or 'int8' (one
+   * f32 scale per position and KV head); see src/engine/kv-dtype.ts. The streaming rings stay f32.
+   */
+  kvDtype?: KvDType;
   /** The name requests and responses use for this model (default: the source's name). */
   id?: string;
   onProgress?: (event: ProgressEvent) => void;
@@ -201,6 +207,8 @@ export interface ModelInfo {
   hasChatTemplate: boolean;
   /** How the matmul weights are stored, and their bytes on the main device. */
   weights: { dtype: WeightDType; bytes: number };
+  /** Storage of the full KV caches. */
+  kvDtype: KvDType;
   /** With placement 'auto': the choice, why, and what was measured (ms per decoded token); else null. */
   autoPlacement: { placement: 'gpu' | 'split'; reason: string; splitMsPerToken: number; gpuMsPerToken: number; calibration: PlacementCalibration } | null;
 }
@@ -232,6 +240,7 @@ export class DuetModel {
     if (options.weights !== undefined && !isWeightDType(options.weights)) {
       throw new DuetError('weights', `must be one of ${WEIGHT_DTYPES.join(', ')} (got ${JSON.stringify(options.weights)})`);
     }
+    const kvDtype = kvDTypeOption(options.kvDtype);
     const checkpoint = await loadCheckpoint(files, {
       // Matmul weights are stored in their format as each tensor is read (no f32 copy of the model).
       weights: loaderWeights(options),
@@ -248,7 +257,7 @@ export class DuetModel {
     const placing: Placing = {
       files, options, limit,
       engine: {
-        weights: options.weights, device: options.device, placement: options.placement, notice,
+        weights: options.weights, kvDtype, device: options.device, placement: options.placement, notice,
         acquireGpu: gpuDevice ? async () => ({ gpu: new GpuContext(gpuDevice, 'the GPUDevice given by the caller', { ownsDevice: false }), reason: '' }) : env.acquireGpu,
         createCpu: env.createCpu,
       },
@@ -472,7 +481,7 @@ export class DuetModel {
     const after = await this.work();
     const c = this.info.config;
     const capacity = Math.min(this.info.contextLength, promptTokens + maxTokens);
-    const fullAttention = projectKvMemory(allHeads(c.numLayers, c.numKvHeads, true), c.headDim, capacity, { sink: 0, recent: 1 }, 4).full_bytes;
+    const fullAttention = projectKvMemory(allHeads(c.numLayers, c.numKvHeads, true), c.headDim, capacity, { sink: 0, recent: 1 }, this.engine.kvDtype).full_bytes;
     const stats: GenerationStats = {
       text: s.decoder ? s.text.output : '', tokens: r.tokens, finishReason, stoppedBy,
       usage: { promptTokens, completionTokens: r.tokens.length, totalTokens: promptTokens + r.tokens.length },
@@ -542,6 +551,7 @@ function modelInfo(engine: Engine, checkpoint: Checkpoint, heads: ResolvedHeads,
     window: heads.window ?? null, contextLength: placing.limit,
     hasTokenizer: checkpoint.tokenizer !== null, hasChatTemplate: checkpoint.tokenizer?.hasChatTemplate ?? false,
     weights: { dtype: engine.model.weightDType, bytes: engine.model.weightBytes },
+    kvDtype: engine.kvDtype,
     autoPlacement: engine.autoPlacement,
   };
 }
@@ -554,7 +564,7 @@ function modelInfo(engine: Engine, checkpoint: Checkpoint, heads: ResolvedHeads,
  */
 function fitContext(engine: Engine, asked: number | undefined, prefillChunk: number | undefined, notice: (m: string) => void): number {
   const m = engine.model;
-  const shape: PlacementShape = { config: engine.config, kinds: m.kinds, window: m.window, main: m.main.kind, streaming: m.streamingBackend.kind };
+  const shape: PlacementShape = { config: engine.config, kinds: m.kinds, window: m.window, main: m.main.kind, streaming: m.streamingBackend.kind, kvDtype: engine.kvDtype };
   const context = asked ?? engine.config.maxPositionEmbeddings;
   const rows = Math.min(prefillChunk ?? 512, context);
   const plan = planMemory(shape, m.weightBytes, context, rows);

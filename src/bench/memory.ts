@@ -29,7 +29,7 @@ export async function runMemory(o: MemoryOptions): Promise<MemoryRow[]> {
   for (const { h, p } of jobs) {
     const label = `${h.label}/${p}`;
     const proj = (context: number) => {
-      const m = projectKvMemory(h.kinds, config.headDim, context, window, 4);
+      const m = projectKvMemory(h.kinds, config.headDim, context, window, 'f32');
       const projected = p === 'split' ? { gpu: m.gpu_bytes, cpu: m.cpu_bytes } : p === 'gpu' ? { gpu: m.duo_bytes, cpu: 0 } : { gpu: 0, cpu: m.duo_bytes };
       return { ...projected, total: m.duo_bytes, full: m.full_bytes };
     };

@@ -2,6 +2,7 @@
 // WebAssembly kernels, so long CPU work never blocks the page. Ops are fire-and-forget in order;
 // `read` waits for the worker's answer. An op that fails in the worker surfaces at the next read.
 import type { AttentionShape, DeviceTensor, StreamingWindow } from '../engine/backend.js';
+import type { KvDType } from '../engine/kv-dtype.js';
 import type { CpuLike } from '../engine/engine.js';
 import { checkPacked, type PackedMatrix, type WeightDType } from '../model/quant.js';
 import type { FromWorker, KernelOp, ToWorker } from './worker-protocol.js';
@@ -183,12 +184,12 @@ export class WorkerCpuBackend implements CpuLike {
     this.call('add', [x, y, n]);
   }
   kvAppend(kCache: DeviceTensor, vCache: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
-    rows: number, numKvHeads: number, headDim: number, capacity: number, pastLen: number): void {
-    this.call('kvAppend', [kCache, vCache, k, v, rows, numKvHeads, headDim, capacity, pastLen]);
+    rows: number, numKvHeads: number, headDim: number, capacity: number, pastLen: number, dtype: KvDType = 'f32'): void {
+    this.call('kvAppend', [kCache, vCache, k, v, rows, numKvHeads, headDim, capacity, pastLen, dtype]);
   }
   attention(out: DeviceTensor, q: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor,
-    shape: AttentionShape, capacity: number): void {
-    this.call('attention', [out, q, kCache, vCache, { ...shape }, capacity]);
+    shape: AttentionShape, capacity: number, dtype: KvDType = 'f32'): void {
+    this.call('attention', [out, q, kCache, vCache, { ...shape }, capacity, dtype]);
   }
   streamingAttention(out: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
     kRing: DeviceTensor, vRing: DeviceTensor, shape: AttentionShape, window: StreamingWindow): void {

@@ -32,6 +32,7 @@ const options = {
   'prefill-chunk': { type: 'string' },
   threads: { type: 'string' },
   weights: { type: 'string' },
+  'kv-dtype': { type: 'string' },
   perplexity: { type: 'string' },
   json: { type: 'boolean' },
   out: { type: 'string' },
@@ -68,7 +69,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
   const progressLoad = new Progress('loading');
   // Full attention first (the reference); each configuration is placed in turn on the same model.
   const model = await loadModel(v.model, {
-    ...modelOptions({ device: v.device, placement: v.placement, threads: v.threads, weights: v.weights, 'prefill-chunk': v['prefill-chunk'] }),
+    ...modelOptions({ device: v.device, placement: v.placement, threads: v.threads, weights: v.weights, 'kv-dtype': v['kv-dtype'], 'prefill-chunk': v['prefill-chunk'] }),
     onProgress: (e) => { if (e.step === 'weights') progressLoad.update(e.done, e.total); },
   });
   let evaluation: EvaluationResult;

@@ -1,7 +1,7 @@
 // `duet generate`: load a checkpoint through the library, prefill the prompt and stream generated text.
 import { parseArgs } from 'node:util';
 import { fillerStyleFor, formatBytes, loadModel, score, taskPrompt, type DeviceChoice, type GenerationStats, type GpuCounters, type PlacementChoice, type Prompt, type TaskSample } from '../node.js';
-import { intOption, numberOption, patternOptions, threadsOption, weightsOption } from './options.js';
+import { intOption, kvDtypeOption, numberOption, patternOptions, threadsOption, weightsOption } from './options.js';
 import { Progress } from './progress.js';
 
 const options = {
@@ -21,6 +21,7 @@ const options = {
   'prefill-chunk': { type: 'string' },
   threads: { type: 'string' },
   weights: { type: 'string' },
+  'kv-dtype': { type: 'string' },
   json: { type: 'boolean' },
   ...patternOptions,
 } as const;
@@ -33,7 +34,7 @@ export function oneOf<T extends string>(value: string | undefined, flag: string,
 
 /** The library's model options from the shared --device/--placement/--threads/--prefill-chunk and pattern flags. */
 export function modelOptions(v: {
-  device?: string; placement?: string; threads?: string; 'prefill-chunk'?: string; weights?: string;
+  device?: string; placement?: string; threads?: string; 'prefill-chunk'?: string; weights?: string; 'kv-dtype'?: string;
   pattern?: string; sparsity?: string; 'streaming-only'?: boolean; full?: boolean; sink?: string; recent?: string;
 }) {
   const exclusive = [v.pattern !== undefined, !!v['streaming-only'], !!v.full].filter(Boolean).length;
@@ -45,6 +46,7 @@ export function modelOptions(v: {
     placement: oneOf<PlacementChoice>(v.placement, '--placement', ['auto', 'split', 'gpu', 'cpu']),
     threads: threadsOption(v.threads),
     weights: weightsOption(v.weights),
+    kvDtype: kvDtypeOption(v['kv-dtype']),
     prefillChunk: intOption(v['prefill-chunk'], '--prefill-chunk', 1),
     pattern: v.pattern, sparsity: numberOption(v.sparsity, '--sparsity'), streamingOnly: v['streaming-only'],
     window: v.full ? undefined : { sink, recent },

@@ -2,7 +2,7 @@
 import { parseArgs } from 'node:util';
 import { readFile } from 'node:fs/promises';
 import { formatBytes, kvMemory, parseModelConfig } from '../node.js';
-import { headOptions, intOption, patternOptions } from './options.js';
+import { headOptions, intOption, kvDtypeOption, patternOptions } from './options.js';
 
 export async function memoryCommand(argv: string[]): Promise<number> {
   const { values: v } = parseArgs({
@@ -12,8 +12,7 @@ export async function memoryCommand(argv: string[]): Promise<number> {
   if (!v.config) throw new Error('--config config.json is required');
   const context = intOption(v.context, '--context', 1);
   if (context === undefined) throw new Error('--context N is required');
-  const dtype = v['kv-dtype'] ?? 'f16';
-  if (dtype !== 'f16' && dtype !== 'f32') throw new Error(`--kv-dtype must be f16 or f32 (got "${dtype}")`);
+  const dtype = kvDtypeOption(v['kv-dtype']) ?? 'f32';
   let json: unknown;
   try { json = JSON.parse(await readFile(v.config, 'utf8')); } catch (e) { throw new Error(`${v.config}: ${(e as Error).message}`); }
   const config = parseModelConfig(json, v.config);
@@ -30,7 +29,7 @@ export async function memoryCommand(argv: string[]): Promise<number> {
       ['  CPU (streaming heads)', formatBytes(p.cpu_bytes)],
       ['saving', `${(p.full_bytes / p.duo_bytes).toFixed(2)}× less`],
     ];
-    process.stdout.write(`KV cache at ${context} tokens, ${dtype}; ${p.heads}\n`);
+    process.stdout.write(`KV cache at ${context} tokens, ${dtype} full caches, f32 rings; ${p.heads}\n`);
     for (const [k, val] of rows) process.stdout.write(`${k.padEnd(26)}${val}\n`);
   }
   return 0;

@@ -2,6 +2,7 @@
 import { loadPattern, nodeModelFiles, type HeadOptions } from '../node.js';
 import { defaultThreads } from '../node/kernel-threads.js';
 import { WEIGHT_DTYPES, isWeightDType, type WeightDType } from '../model/quant.js';
+import { KV_DTYPES, isKvDType, type KvDType } from '../engine/kv-dtype.js';
 
 export function intOption(value: string | undefined, flag: string, min = 0): number | undefined {
   if (value === undefined) return undefined;
@@ -19,6 +20,13 @@ export function threadsOption(value: string | undefined): number {
 export function weightsOption(value: string | undefined): WeightDType | undefined {
   if (value === undefined) return undefined;
   if (!isWeightDType(value)) throw new Error(`--weights must be one of ${WEIGHT_DTYPES.join(', ')} (got "${value}")`);
+  return value;
+}
+
+/** --kv-dtype: the storage of the full KV caches (undefined: the engine's default, f32). */
+export function kvDtypeOption(value: string | undefined): KvDType | undefined {
+  if (value === undefined) return undefined;
+  if (!isKvDType(value)) throw new Error(`--kv-dtype must be one of ${KV_DTYPES.join(', ')} (got "${value}")`);
   return value;
 }
 

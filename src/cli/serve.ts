@@ -20,6 +20,7 @@ const options = {
   'prefill-chunk': { type: 'string' },
   threads: { type: 'string' },
   weights: { type: 'string' },
+  'kv-dtype': { type: 'string' },
   ...patternOptions,
 } as const;
 

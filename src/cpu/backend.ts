@@ -6,6 +6,7 @@ import type { AttentionShape, Backend, DeviceTensor, StreamingWindow } from '../
 import { WasmHeap } from './memory.js';
 import { CONTROL_BYTES, KernelThreads, MAX_ARGS, Op, runShare, type StartWorker } from './threads.js';
 import { instantiateKernels, kernelMemory, kernelModule, type KernelExports } from './wasm.js';
+import { KV_DTYPE_ID, checkKvDType, kvRowWords, type KvDType } from '../engine/kv-dtype.js';
 import { GGML_TYPE, checkPacked, dequantizeRow, packedBytes, rowBytes, type PackedMatrix, type WeightDType } from '../model/quant.js';
 
 /** Query rows per attention tile (tile = rows × GQA group query vectors sharing each K/V block). */
@@ -227,27 +228,30 @@ export class CpuBackend implements Backend {
   }
 
   kvAppend(kCache: DeviceTensor, vCache: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
-    rows: number, numKvHeads: number, headDim: number, capacity: number, pastLen: number): void {
+    rows: number, numKvHeads: number, headDim: number, capacity: number, pastLen: number, dtype: KvDType = 'f32'): void {
     if (pastLen + rows > capacity) throw new RangeError(`kvAppend: ${pastLen + rows} positions exceed the cache capacity ${capacity}`);
-    need(kCache, numKvHeads * capacity * headDim, 'kvAppend kCache'); need(vCache, numKvHeads * capacity * headDim, 'kvAppend vCache');
+    const words = numKvHeads * capacity * kvRowWords(headDim, checkKvDType(dtype, 'kvAppend'));
+    need(kCache, words, 'kvAppend kCache'); need(vCache, words, 'kvAppend vCache');
     need(k, rows * numKvHeads * headDim, 'kvAppend k'); need(v, rows * numKvHeads * headDim, 'kvAppend v');
     this.kernelCalls++;
     this.k.kvAppend(asCpu(kCache, 'kvAppend').ptr, asCpu(vCache, 'kvAppend').ptr, asCpu(k, 'kvAppend').ptr,
-      asCpu(v, 'kvAppend').ptr, rows, numKvHeads, headDim, capacity, pastLen);
+      asCpu(v, 'kvAppend').ptr, rows, numKvHeads, headDim, capacity, pastLen, KV_DTYPE_ID[dtype]);
   }
 
   attention(out: DeviceTensor, q: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor,
-    shape: AttentionShape, capacity: number): void {
+    shape: AttentionShape, capacity: number, dtype: KvDType = 'f32'): void {
     const { rows, numHeads, numKvHeads, headDim, pastLen, scale } = shape;
     checkGroups(numHeads, numKvHeads);
     if (pastLen + rows > capacity) throw new RangeError(`attention: ${pastLen + rows} positions exceed the cache capacity ${capacity}`);
     need(q, rows * numHeads * headDim, 'attention q'); need(out, rows * numHeads * headDim, 'attention out');
-    need(kCache, numKvHeads * capacity * headDim, 'attention kCache'); need(vCache, numKvHeads * capacity * headDim, 'attention vCache');
+    const words = numKvHeads * capacity * kvRowWords(headDim, checkKvDType(dtype, 'attention'));
+    need(kCache, words, 'attention kCache'); need(vCache, words, 'attention vCache');
+    const id = KV_DTYPE_ID[dtype];
     this.withScratch(numHeads / numKvHeads, headDim, (scratch, bytes) => {
       this.job(Op.Attention, [asCpu(out, 'attention').ptr, asCpu(q, 'attention').ptr, asCpu(kCache, 'attention').ptr,
-        asCpu(vCache, 'attention').ptr, rows, numHeads, numKvHeads, headDim, pastLen, scale, capacity, scratch, bytes, TILE_ROWS],
+        asCpu(vCache, 'attention').ptr, rows, numHeads, numKvHeads, headDim, pastLen, scale, capacity, scratch, bytes, TILE_ROWS, id],
       rows * (pastLen + rows) * numHeads * headDim);
-    });
+    }, this.k.kvDecodeScratchFloats(headDim, id));
   }
 
   streamingAttention(out: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
@@ -290,8 +294,8 @@ export class CpuBackend implements Backend {
   }
 
   /** One attention scratch block per thread (each thread's share uses its own). */
-  private withScratch(group: number, headDim: number, run: (scratch: number, bytesPerThread: number) => void): void {
-    const bytes = Math.ceil(this.k.attentionScratchFloats(TILE_ROWS * group, headDim) / 4) * 16;
+  private withScratch(group: number, headDim: number, run: (scratch: number, bytesPerThread: number) => void, extraFloats = 0): void {
+    const bytes = Math.ceil((this.k.attentionScratchFloats(TILE_ROWS * group, headDim) + extraFloats) / 4) * 16;
     const total = bytes * this.threadCount;
     const scratch = this.heap.alloc(total);
     try { run(scratch, bytes); } finally { this.heap.release(scratch, total); }

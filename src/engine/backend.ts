@@ -5,9 +5,11 @@
 //  - A "row" is one token. Activations are [rows][dim].
 //  - Weights are [outDim][inDim] as stored by Hugging Face (y = x · Wᵀ + b).
 //  - Per-head tensors are [rows][numHeads][headDim] (the usual projection output layout).
-//  - Full KV caches are head-major: [numKvHeads][capacity][headDim]; position p of KV head h is at
-//    (h * capacity + p) * headDim.
-//  - Streaming (sink + recent) caches are head-major rings: [numKvHeads][sink + recent][headDim].
+//  - Full KV caches are head-major: [numKvHeads][capacity] rows; position p of KV head h is row
+//    h * capacity + p. A row is kvRowWords(headDim, dtype) 32-bit words (./kv-dtype.ts): headDim f32
+//    (f32, the default), headDim IEEE halves (f16), or headDim int8 codes + one f32 scale (int8),
+//    so a cache of any dtype is a tensor of numKvHeads · capacity · kvRowWords words.
+//  - Streaming (sink + recent) caches (always f32) are head-major rings: [numKvHeads][sink + recent][headDim].
 //    Position p lives in slot p when p < sink, else in slot sink + ((p - sink) mod recent).
 //    Which positions are present follows from pastLen alone: [0, min(pastLen, sink)) and
 //    [max(sink, pastLen - recent), pastLen).
@@ -17,6 +19,7 @@
 // GPU ops are recorded and run in order; CPU ops run at once. `read` waits for everything before it.
 
 import type { PackedMatrix } from '../model/quant.js';
+import type { KvDType } from './kv-dtype.js';
 
 export interface DeviceTensor {
   /** Number of f32 elements. */
@@ -90,15 +93,18 @@ export interface Backend {
   /** x[i] += y[i] for i < n. */
   add(x: DeviceTensor, y: DeviceTensor, n: number): void;
 
-  /** Writes the chunk's k, v ([rows][numKvHeads][headDim]) at positions pastLen.. of a full cache. */
-  kvAppend(kCache: DeviceTensor, vCache: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
-    rows: number, numKvHeads: number, headDim: number, capacity: number, pastLen: number): void;
   /**
-   * Causal attention over a full cache that already holds positions [0, pastLen + rows):
-   * query row r attends keys j ≤ pastLen + r. q and out are [rows][numHeads][headDim].
+   * Writes the chunk's k, v ([rows][numKvHeads][headDim] f32) at positions pastLen.. of a full cache
+   * stored as `dtype` (default f32), encoded exactly as kv-dtype.ts's encodeKvRow does.
+   */
+  kvAppend(kCache: DeviceTensor, vCache: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
+    rows: number, numKvHeads: number, headDim: number, capacity: number, pastLen: number, dtype?: KvDType): void;
+  /**
+   * Causal attention over a full cache (stored as `dtype`, default f32) that already holds positions
+   * [0, pastLen + rows): query row r attends keys j ≤ pastLen + r. q and out are [rows][numHeads][headDim].
    */
   attention(out: DeviceTensor, q: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor,
-    shape: AttentionShape, capacity: number): void;
+    shape: AttentionShape, capacity: number, dtype?: KvDType): void;
   /**
    * Streaming-head attention: query row r (position i = pastLen + r) attends the keys j ≤ i with
    * j < sink or j > i − recent, taken from the ring (positions < pastLen, see above) and from the

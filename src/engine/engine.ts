@@ -14,6 +14,7 @@ import type { ModelConfig } from '../model/config.js';
 import { matrixBytes, weightsArePacked, type ModelWeights } from '../model/weights.js';
 import { DuetError } from '../errors.js';
 import type { WeightDType } from '../model/quant.js';
+import { kvDTypeOption, type KvDType } from './kv-dtype.js';
 
 /** A CPU backend with its work counter (kernel invocations), used to prove the WASM path ran. */
 export type CpuLike = Backend & { readonly kernelCalls: number };
@@ -33,6 +34,8 @@ export interface EngineOptions {
   window?: StreamingWindow;
   /** Storage of the matmul weights on the device (default f32); see src/model/quant.ts. */
   weights?: WeightDType;
+  /** Storage of the full (retrieval-head) KV caches (default f32; the streaming rings stay f32); see ./kv-dtype.ts. */
+  kvDtype?: KvDType;
   /** Provides a GPU (Node: Dawn; browser: navigator.gpu). */
   acquireGpu?: () => Promise<{ gpu: GpuContext | null; reason: string }>;
   /** Creates the CPU backend (default: the WASM backend in this thread; browsers pass a worker proxy). */
@@ -76,10 +79,13 @@ export class Engine {
     readonly positionLimit: { tokens: number; reason: string } | null = null,
     /** With placement 'auto': what was measured and why this placement. */
     readonly autoPlacement: (PlacementDecision & { calibration: PlacementCalibration }) | null = null,
+    /** Storage of the full KV caches of every session. */
+    readonly kvDtype: KvDType = 'f32',
   ) {}
 
   static async create(config: ModelConfig, weights: ModelWeights, options: EngineOptions = {}): Promise<Engine> {
     const device = options.device ?? 'auto';
+    const kvDtype = kvDTypeOption(options.kvDtype);
     const notice = options.notice ?? (() => {});
     let placement: PlacementChoice | undefined = options.placement;
     if (placement === 'cpu' && device === 'gpu') throw new DuetError('placement', "'cpu' runs everything on the CPU; it cannot be combined with device 'gpu'");
@@ -137,7 +143,7 @@ export class Engine {
     const weightDType = keep ? undefined : options.weights ?? defaultWeightDType(config, main.kind);
     // Planned before anything is allocated: weights that cannot fit the CPU backend's memory are refused
     // here rather than by an allocation failure halfway through placing them.
-    const shape: PlacementShape = { config, kinds, window, main: main.kind, streaming: streamingBackend.kind };
+    const shape: PlacementShape = { config, kinds, window, main: main.kind, streaming: streamingBackend.kind, kvDtype };
     const untiedEmbed = weights.embed === weights.lmHead ? undefined : matrixBytes(weights.embed);
     const weightBytes = weightDType ? placedWeightBytes(shape, weightDType, untiedEmbed) : heldWeightBytes(weights);
     let model: DeviceModel;
@@ -152,7 +158,7 @@ export class Engine {
       throw e;
     }
     if (placement === 'cpu' && gpu) { gpu.destroy(); gpu = null; }
-    return new Engine(config, model, placement, cpu, gpu, windowed.limit, autoPlacement);
+    return new Engine(config, model, placement, cpu, gpu, windowed.limit, autoPlacement, kvDtype);
   }
 
   get deviceDescription(): string {
@@ -160,7 +166,7 @@ export class Engine {
   }
 
   newSession(capacity: number, maxRows = 512): Session {
-    return new Session(this.model, { capacity, maxRows, limit: this.positionLimit });
+    return new Session(this.model, { capacity, maxRows, limit: this.positionLimit, kvDtype: this.kvDtype });
   }
 
   /**

@@ -10,6 +10,7 @@ import { DuetError } from '../errors.js';
 import type { ModelConfig } from '../model/config.js';
 import { rowBytes, type WeightDType } from '../model/quant.js';
 import { matrixBytes, type ModelWeights } from '../model/weights.js';
+import { kvRowBytes, type KvDType } from './kv-dtype.js';
 
 /** wasm32's address space: the most the CPU backend's memory can grow to. */
 export const WASM_MEMORY_BYTES = 2 ** 32;
@@ -24,6 +25,8 @@ export interface PlacementShape {
   /** Where the weights, full caches and activations live; where the streaming rings live. */
   main: 'cpu' | 'gpu';
   streaming: 'cpu' | 'gpu';
+  /** Storage of the full caches (default f32); the rings are f32. */
+  kvDtype?: KvDType;
 }
 
 export interface DeviceBytes { weights: number; kv: number; activations: number; total: number }
@@ -53,12 +56,14 @@ export function placedWeightBytes(p: PlacementShape, dtype: WeightDType, embedBy
 
 /**
  * Every device's bytes for weights of `weightBytes` (on the main device) and one session of
- * `context` positions prefilling `rows` tokens at a time, as Session allocates them (f32).
+ * `context` positions prefilling `rows` tokens at a time, as Session allocates them (full caches in
+ * the shape's kvDtype, rings and activations f32).
  */
 export function planMemory(p: PlacementShape, weightBytes: number, context: number, rows: number): MemoryPlan {
   const { hiddenSize: H, intermediateSize: I, headDim: D, vocabSize: V } = p.config;
   const group = p.config.numHeads / p.config.numKvHeads;
   const ringSlots = Math.min(p.window.sink + p.window.recent, context);
+  const fullRow = kvRowBytes(D, p.kvDtype ?? 'f32');
   const plan: MemoryPlan = { cpu: zero(), gpu: zero() };
   let maxRetrieval = 0, maxStreaming = 0;
   for (const row of p.kinds) {
@@ -66,7 +71,7 @@ export function planMemory(p: PlacementShape, weightBytes: number, context: numb
     const streaming = row.length - retrieval;
     maxRetrieval = Math.max(maxRetrieval, retrieval);
     maxStreaming = Math.max(maxStreaming, streaming);
-    plan[p.main].kv += 8 * retrieval * context * D;
+    plan[p.main].kv += 2 * retrieval * context * fullRow;
     plan[p.streaming].kv += 8 * streaming * ringSlots * D;
   }
   // Per side q, k, v, out for `rows` tokens (Session's SideBuffers).

@@ -5,9 +5,10 @@
 import type { Backend, DeviceTensor, StreamingWindow } from './backend.js';
 import type { DeviceModel, DeviceSide } from './device-model.js';
 import type { DeviceSampler, Sampler } from './sampler.js';
+import { kvRowWords, type KvDType } from './kv-dtype.js';
 
 interface LayerCache {
-  /** Full cache of the retrieval heads: [kvHeads][capacity][headDim] on the main backend. */
+  /** Full cache of the retrieval heads: [kvHeads][capacity] rows of the session's kvDtype on the main backend. */
   kCache: DeviceTensor | null;
   vCache: DeviceTensor | null;
   /** Ring of the streaming heads: [kvHeads][ring slots][headDim] on the streaming backend. */
@@ -34,6 +35,10 @@ export class Session {
   private readonly limit: { tokens: number; reason: string } | null;
   private readonly caches: LayerCache[];
   private readonly maxRows: number;
+  /** Storage of the full caches (the rings stay f32). */
+  readonly kvDtype: KvDType;
+  /** 32-bit words of one full-cache row (one position of one KV head). */
+  private readonly rowWords: number;
   private readonly ws: {
     x: DeviceTensor; xn: DeviceTensor; h: DeviceTensor; gate: DeviceTensor; up: DeviceTensor;
     last: DeviceTensor; logits: DeviceTensor;
@@ -43,8 +48,12 @@ export class Session {
     remote: SideBuffers | null;
   };
 
-  constructor(readonly model: DeviceModel, options: { capacity: number; maxRows: number; limit?: { tokens: number; reason: string } | null }) {
+  constructor(readonly model: DeviceModel, options: {
+    capacity: number; maxRows: number; limit?: { tokens: number; reason: string } | null; kvDtype?: KvDType;
+  }) {
     const { config, main } = model;
+    this.kvDtype = options.kvDtype ?? 'f32';
+    this.rowWords = kvRowWords(config.headDim, this.kvDtype);
     this.maxRows = Math.max(1, options.maxRows);
     this.capacity = Math.max(1, options.capacity);
     this.limit = options.limit ?? null;
@@ -70,8 +79,8 @@ export class Session {
     };
     const slots = this.ring.sink + this.ring.recent;
     this.caches = model.layers.map((layer) => ({
-      kCache: layer.retrieval ? main.alloc(layer.retrieval.numKvHeads * this.capacity * D) : null,
-      vCache: layer.retrieval ? main.alloc(layer.retrieval.numKvHeads * this.capacity * D) : null,
+      kCache: layer.retrieval ? main.alloc(layer.retrieval.numKvHeads * this.capacity * this.rowWords) : null,
+      vCache: layer.retrieval ? main.alloc(layer.retrieval.numKvHeads * this.capacity * this.rowWords) : null,
       kRing: layer.streaming ? model.streamingBackend.alloc(layer.streaming.numKvHeads * slots * D) : null,
       vRing: layer.streaming ? model.streamingBackend.alloc(layer.streaming.numKvHeads * slots * D) : null,
     }));
@@ -98,15 +107,15 @@ export class Session {
   private ensureCapacity(needed: number): void {
     if (needed <= this.capacity) return;
     const { main, config } = this.model;
-    const D = config.headDim;
+    const W = this.rowWords;
     const newCapacity = Math.max(needed, Math.min(this.capacity * 2, config.maxPositionEmbeddings));
     this.model.layers.forEach((layer, l) => {
       const c = this.caches[l];
       if (!layer.retrieval || !c.kCache || !c.vCache) return;
       const kvh = layer.retrieval.numKvHeads;
       const grow = (old: DeviceTensor): DeviceTensor => {
-        const t = main.alloc(kvh * newCapacity * D);
-        for (let h = 0; h < kvh; h++) main.copy(t, h * newCapacity * D, old, h * this.capacity * D, this.pastLen * D);
+        const t = main.alloc(kvh * newCapacity * W);
+        for (let h = 0; h < kvh; h++) main.copy(t, h * newCapacity * W, old, h * this.capacity * W, this.pastLen * W);
         main.free(old);
         return t;
       };
@@ -218,8 +227,9 @@ export class Session {
       }
       if (ret) {
         const r = ws.retrieval!;
-        main.kvAppend(cache.kCache!, cache.vCache!, r.k, r.v, rows, ret.numKvHeads, D, this.capacity, this.pastLen);
-        main.attention(r.out, r.q, cache.kCache!, cache.vCache!, { ...baseShape, numHeads: ret.numHeads, numKvHeads: ret.numKvHeads }, this.capacity);
+        main.kvAppend(cache.kCache!, cache.vCache!, r.k, r.v, rows, ret.numKvHeads, D, this.capacity, this.pastLen, this.kvDtype);
+        main.attention(r.out, r.q, cache.kCache!, cache.vCache!, { ...baseShape, numHeads: ret.numHeads, numKvHeads: ret.numKvHeads },
+          this.capacity, this.kvDtype);
       }
       if (str) {
         const shape = { ...baseShape, numHeads: str.numHeads, numKvHeads: str.numKvHeads };

@@ -4,6 +4,7 @@
 import type { AttentionShape, StreamingWindow } from '../engine/backend.js';
 import type { GpuContext } from './context.js';
 import type { GpuTensor } from './tensor.js';
+import { KV_DTYPE_ID, kvRowWords, type KvDType } from '../engine/kv-dtype.js';
 
 const MAX_HEAD_DIM = 256;
 /** Keys per split in decode; prefill uses fewer, longer splits to bound the partials buffer. */
@@ -41,14 +42,22 @@ function kvParams(rows: number, numKvHeads: number, headDim: number, pastLen: nu
 }
 
 export function recordKvAppend(ctx: GpuContext, kCache: GpuTensor, vCache: GpuTensor, k: GpuTensor, v: GpuTensor,
-  rows: number, numKvHeads: number, headDim: number, capacity: number, pastLen: number): void {
+  rows: number, numKvHeads: number, headDim: number, capacity: number, pastLen: number, dtype: KvDType): void {
   if (pastLen + rows > capacity) throw new Error(`kvAppend: positions up to ${pastLen + rows} exceed the cache capacity ${capacity}`);
-  checkLength(kCache, numKvHeads * capacity * headDim, 'kvAppend kCache');
-  checkLength(vCache, numKvHeads * capacity * headDim, 'kvAppend vCache');
+  const W = kvRowWords(headDim, dtype);
+  checkLength(kCache, numKvHeads * capacity * W, 'kvAppend kCache');
+  checkLength(vCache, numKvHeads * capacity * W, 'kvAppend vCache');
   checkLength(k, rows * numKvHeads * headDim, 'kvAppend k');
   checkLength(v, rows * numKvHeads * headDim, 'kvAppend v');
   const total = rows * numKvHeads * headDim;
   if (total === 0) return;
+  if (dtype !== 'f32') {
+    // One thread per (row, KV head) encodes its row (wgsl/kv_append_packed.wgsl).
+    const vectors = rows * numKvHeads;
+    ctx.dispatch(ctx.pipeline('kv_append_packed', 'main', { KV_DTYPE: KV_DTYPE_ID[dtype] }), [kCache.buffer, vCache.buffer, k.buffer, v.buffer],
+      new Uint32Array([rows, numKvHeads, headDim, pastLen, capacity, W, vectors, 0]).buffer, ctx.fold(Math.ceil(vectors / 64)));
+    return;
+  }
   ctx.dispatch(ctx.pipeline('kv_cache', 'append'), [kCache.buffer, vCache.buffer, k.buffer, v.buffer],
     kvParams(rows, numKvHeads, headDim, pastLen, capacity, null), ctx.fold(Math.ceil(total / 256)));
 }
@@ -68,13 +77,14 @@ export function recordRingAppend(ctx: GpuContext, kRing: GpuTensor, vRing: GpuTe
 }
 
 export function recordAttention(ctx: GpuContext, out: GpuTensor, q: GpuTensor, kCache: GpuTensor, vCache: GpuTensor,
-  shape: AttentionShape, capacity: number): void {
+  shape: AttentionShape, capacity: number, dtype: KvDType): void {
   const { rows, numHeads, numKvHeads, headDim, pastLen, scale } = shape;
   checkHeads(shape, 'attention');
   if (pastLen + rows > capacity) throw new Error(`attention: positions up to ${pastLen + rows} exceed the cache capacity ${capacity}`);
   checkLength(q, rows * numHeads * headDim, 'attention q');
   checkLength(out, rows * numHeads * headDim, 'attention out');
-  checkLength(kCache, numKvHeads * capacity * headDim, 'attention kCache');
+  checkLength(kCache, numKvHeads * capacity * kvRowWords(headDim, dtype), 'attention kCache');
+  checkLength(vCache, numKvHeads * capacity * kvRowWords(headDim, dtype), 'attention vCache');
   if (rows === 0 || numHeads === 0) return;
   const keys = pastLen + rows;
   const perSplit = rows * numHeads * (headDim + 2);
@@ -86,7 +96,7 @@ export function recordAttention(ctx: GpuContext, out: GpuTensor, q: GpuTensor, k
   const params = new ArrayBuffer(36);
   new Uint32Array(params, 0, 8).set([rows, numHeads, numKvHeads, headDim, pastLen, capacity, splitLen, numSplits]);
   new Float32Array(params, 32, 1)[0] = scale;
-  ctx.dispatch(ctx.pipeline('attention'), [scratch, q.buffer, kCache.buffer, vCache.buffer], params, [numSplits, numHeads, rows]);
+  ctx.dispatch(ctx.pipeline('attention', 'main', { KV_DTYPE: KV_DTYPE_ID[dtype] }), [scratch, q.buffer, kCache.buffer, vCache.buffer], params, [numSplits, numHeads, rows]);
   ctx.dispatch(ctx.pipeline('attention_combine'), [out.buffer, scratch],
     new Uint32Array([rows, numHeads, headDim, numSplits]).buffer, [numHeads, rows]);
 }

@@ -11,6 +11,7 @@
 // aliases an input either use an in-place entry point (rmsnorm, siluMul) or read from a copy.
 import { checkPacked, type PackedMatrix } from '../model/quant.js';
 import type { AttentionShape, Backend, DeviceTensor, StreamingWindow } from '../engine/backend.js';
+import { checkKvDType, type KvDType } from '../engine/kv-dtype.js';
 import type { GpuContext } from './context.js';
 import { GpuRowParts, GpuTensor } from './tensor.js';
 import { recordAttention, recordKvAppend, recordRingAppend, recordStreamingAttention } from './attention.js';
@@ -305,15 +306,15 @@ export class GpuBackend implements Backend, DeviceSampler {
   }
 
   kvAppend(kCache: DeviceTensor, vCache: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
-    rows: number, numKvHeads: number, headDim: number, capacity: number, pastLen: number): void {
+    rows: number, numKvHeads: number, headDim: number, capacity: number, pastLen: number, dtype: KvDType = 'f32'): void {
     recordKvAppend(this.ctx, asGpu(kCache, 'kvAppend kCache'), asGpu(vCache, 'kvAppend vCache'), asGpu(k, 'kvAppend k'),
-      asGpu(v, 'kvAppend v'), rows, numKvHeads, headDim, capacity, pastLen);
+      asGpu(v, 'kvAppend v'), rows, numKvHeads, headDim, capacity, pastLen, checkKvDType(dtype, 'kvAppend'));
   }
 
   attention(out: DeviceTensor, q: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor,
-    shape: AttentionShape, capacity: number): void {
+    shape: AttentionShape, capacity: number, dtype: KvDType = 'f32'): void {
     recordAttention(this.ctx, asGpu(out, 'attention out'), asGpu(q, 'attention q'), asGpu(kCache, 'attention kCache'),
-      asGpu(vCache, 'attention vCache'), shape, capacity);
+      asGpu(vCache, 'attention vCache'), shape, capacity, checkKvDType(dtype, 'attention'));
   }
 
   streamingAttention(out: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
