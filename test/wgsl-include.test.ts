@@ -16,7 +16,7 @@ test('an include is replaced by the file, nested includes expand, each file once
     'lib/y.wgsl': '#include "lib/base.wgsl"\nfn y() {}',
     'lib/base.wgsl': 'const B = 1u;\n',
   });
-  assert.is(expandIncludes('main.wgsl', fs), 'a\nfn x() {}\nconst B = 1u;\n\n// (lib/base.wgsl already included)\nfn y() {}\nz');
+  assert.is(expandIncludes('main.wgsl', fs), 'a\nfn x() {}\nconst B = 1u;\n// (lib/base.wgsl already included)\nfn y() {}\nz');
   assert.is(expandIncludes('lib/base.wgsl', fs), 'const B = 1u;\n');
 });
 
