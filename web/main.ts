@@ -3,7 +3,7 @@
 // `window.duet` mirrors the page's state for scripts and tests.
 import {
   allHeads, binarize, countStreaming, httpModelFiles, fillerStyleFor, formatBytes, heatmap, loadModel, parsePattern, pickedModelFiles, score, taskPrompt,
-  type DeviceChoice, type DuetModel, type HeadKinds, type HeadPattern, type ModelFiles, type Placement, type StreamingWindow,
+  type DeviceChoice, type DuetModel, type ModelOptions, type HeadKinds, type HeadPattern, type ModelFiles, type Placement, type StreamingWindow,
 } from 'duet';
 
 /** What the page is doing, for people (the status line) and for scripts (window.duet). */
@@ -56,6 +56,7 @@ const ui = {
   patternInfo: el('pattern-info'),
   placement: el<HTMLSelectElement>('placement'),
   device: el<HTMLSelectElement>('device'),
+  weights: el<HTMLSelectElement>('weights'),
   prompt: el<HTMLTextAreaElement>('prompt'),
   maxTokens: el<HTMLInputElement>('max-tokens'),
   generate: el<HTMLButtonElement>('generate'),
@@ -120,7 +121,7 @@ function setBusy(on: boolean): void {
   busy = on;
   for (const c of [ui.generate, ui.passkey]) c.disabled = on || !loaded;
   for (const c of [ui.modelServed, ui.modelFolderChoice, ui.modelFolder, ui.patternSource, ui.patternFiles, ui.sparsity,
-    ui.placement, ui.device, ui.prompt, ui.maxTokens, ui.passkeyLength, ui.passkeyDepth]) c.disabled = on;
+    ui.placement, ui.device, ui.weights, ui.prompt, ui.maxTokens, ui.passkeyLength, ui.passkeyDepth]) c.disabled = on;
   if (!served) ui.modelServed.disabled = true;
 }
 
@@ -172,7 +173,7 @@ async function placeModel(files: ModelFiles, key: string, o: { placement?: Place
   onProgress?: (done: number, total: number) => void): Promise<DuetModel> {
   disposeModel();
   const model = await loadModel(files, {
-    ...o, cpuWorker, notice: pageNotice,
+    ...o, weights: ui.weights.value as NonNullable<ModelOptions['weights']>, cpuWorker, notice: pageNotice,
     onProgress: (e) => { if (e.step === 'weights' || e.step === 'download') onProgress?.(e.done, e.total); },
   });
   loaded = { model, files, key };
@@ -298,9 +299,17 @@ function disposeModel(): void {
 /** The model placed as the page's settings ask (reloaded from its files when they changed). */
 async function modelFor(placement: Placement, device: DeviceChoice): Promise<DuetModel> {
   const sparsity = sparsityValue();
-  const key = JSON.stringify([modelId, placement, device, ui.patternSource.value, pattern?.alphas ?? null, sparsity ?? null]);
+  const key = JSON.stringify([modelId, placement, device, ui.weights.value, ui.patternSource.value, pattern?.alphas ?? null, sparsity ?? null]);
   if (loaded!.key === key) return loaded!.model;
-  return placeModel(loaded!.files, key, { placement, device, pattern: pattern ?? undefined, sparsity: pattern ? sparsity : undefined });
+  const files = loaded!.files;
+  try {
+    return await placeModel(files, key, { placement, device, pattern: pattern ?? undefined, sparsity: pattern ? sparsity : undefined });
+  } catch (e) {
+    // Keep the page usable (e.g. packed weights the GPU does not take yet): the model again on the
+    // CPU, as it was opened; the next run places it as asked again. The error is the original one.
+    await placeModel(files, '', { device: 'cpu' }).catch(() => {});
+    throw e;
+  }
 }
 
 interface RunSpec {

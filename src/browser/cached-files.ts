@@ -17,7 +17,9 @@ export function cachedModelFiles(baseUrl: string, options: CachedFilesOptions = 
   const plain = httpModelFiles(baseUrl);
   const counters: CacheCounters = { downloaded: [], fromCache: [] };
   if (!caches) return Object.assign(plain, { counters });
-  const url = (path: string) => new URL(path, baseUrl.endsWith('/') ? baseUrl : `${baseUrl}/`).toString();
+  // A `.gguf` URL is one file: paths resolve next to it (plain.gguf is its name), not under it.
+  const root = plain.gguf ? baseUrl.slice(0, baseUrl.lastIndexOf('/') + 1) : baseUrl;
+  const url = (path: string) => new URL(path, root.endsWith('/') ? root : `${root}/`).toString();
   const blobs = new Map<string, Promise<Blob>>();
   const cache = caches.open(options.cacheName ?? 'duet-models');
 
@@ -52,6 +54,7 @@ export function cachedModelFiles(baseUrl: string, options: CachedFilesOptions = 
 
   return {
     name: baseUrl,
+    ...(plain.gguf ? { gguf: plain.gguf } : {}),
     counters,
     async exists(path) {
       if (blobs.has(path) || await (await cache).match(url(path))) return true;

@@ -44,6 +44,7 @@ export function serveCpuBackend(scope: WorkerScope = globalThis as unknown as Wo
       switch (m.op) {
         case 'alloc': tensors.set(m.id, be.alloc(m.length)); break;
         case 'upload': tensors.set(m.id, be.upload(m.data)); break;
+        case 'uploadWeight': tensors.set(m.id, be.uploadWeight({ dtype: m.dtype, rows: m.rows, cols: m.cols, data: m.data })); break;
         case 'write': be.write(tensor(m.id), m.data, m.offset); break;
         case 'copy': be.copy(tensor(m.dst), m.dstOffset, tensor(m.src), m.srcOffset, m.length); break;
         case 'free': be.free(tensor(m.id)); tensors.delete(m.id); break;

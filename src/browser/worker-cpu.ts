@@ -3,12 +3,13 @@
 // `read` waits for the worker's answer. An op that fails in the worker surfaces at the next read.
 import type { AttentionShape, DeviceTensor, StreamingWindow } from '../engine/backend.js';
 import type { CpuLike } from '../engine/engine.js';
-import { checkPacked, type PackedMatrix } from '../model/quant.js';
+import { checkPacked, type PackedMatrix, type WeightDType } from '../model/quant.js';
 import type { FromWorker, KernelOp, ToWorker } from './worker-protocol.js';
 
 class WorkerTensor implements DeviceTensor {
   freed = false;
-  constructor(readonly id: number, readonly length: number) {}
+  /** `length` counts elements; a packed weight (dtype other than f32) has rows × cols of them. */
+  constructor(readonly id: number, readonly length: number, readonly dtype: WeightDType = 'f32') {}
 }
 
 function asWorker(t: DeviceTensor, what: string): WorkerTensor {
@@ -17,8 +18,15 @@ function asWorker(t: DeviceTensor, what: string): WorkerTensor {
   return t;
 }
 
+/** A tensor of f32 values (packed weights are only read by matmul and embed, in the worker). */
+function asValues(t: DeviceTensor, what: string): WorkerTensor {
+  const w = asWorker(t, what);
+  if (w.dtype !== 'f32') throw new TypeError(`${what}: the tensor holds packed ${w.dtype} weights`);
+  return w;
+}
+
 /** A private copy (a view's whole underlying buffer would otherwise be cloned), ready to transfer. */
-function own<T extends Float32Array | Int32Array>(a: T): T {
+function own<T extends Float32Array | Int32Array | Uint8Array>(a: T): T {
   return a.slice() as T;
 }
 
@@ -95,10 +103,14 @@ export class WorkerCpuBackend implements CpuLike {
     return t;
   }
 
+  /** Packed weights cross as bytes (transferred, not cloned) and stay packed in the worker's WebAssembly memory. */
   uploadWeight(m: PackedMatrix): DeviceTensor {
     checkPacked(m, 'uploadWeight');
-    if (m.dtype !== 'f32') throw new Error(`the browser's CPU worker does not take ${m.dtype} weights yet; use f32 weights in the page`);
-    return this.upload(m.data as Float32Array);
+    if (m.dtype === 'f32') return this.upload(m.data as Float32Array);
+    const t = new WorkerTensor(this.nextId++, m.rows * m.cols, m.dtype);
+    const bytes = own(m.data as Uint8Array);
+    this.post({ op: 'uploadWeight', id: t.id, dtype: m.dtype, rows: m.rows, cols: m.cols, data: bytes }, [bytes.buffer]);
+    return t;
   }
 
   upload(data: Float32Array): DeviceTensor {
@@ -110,15 +122,15 @@ export class WorkerCpuBackend implements CpuLike {
 
   write(t: DeviceTensor, data: Float32Array, offset = 0): void {
     const copy = own(data);
-    this.post({ op: 'write', id: asWorker(t, 'write').id, data: copy, offset }, [copy.buffer]);
+    this.post({ op: 'write', id: asValues(t, 'write').id, data: copy, offset }, [copy.buffer]);
   }
 
   copy(dst: DeviceTensor, dstOffset: number, src: DeviceTensor, srcOffset: number, length: number): void {
-    this.post({ op: 'copy', dst: asWorker(dst, 'copy dst').id, dstOffset, src: asWorker(src, 'copy src').id, srcOffset, length });
+    this.post({ op: 'copy', dst: asValues(dst, 'copy dst').id, dstOffset, src: asValues(src, 'copy src').id, srcOffset, length });
   }
 
   async read(t: DeviceTensor, offset = 0, length?: number): Promise<Float32Array> {
-    const data = await this.request({ op: 'read', req: this.nextReq++, id: asWorker(t, 'read').id, offset, length });
+    const data = await this.request({ op: 'read', req: this.nextReq++, id: asValues(t, 'read').id, offset, length });
     return data!;
   }
 

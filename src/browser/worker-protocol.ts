@@ -1,6 +1,7 @@
 // Messages between the page and the Web Worker that runs the CPU backend (SIMD WebAssembly).
 // Tensors are named by ids the page assigns, so every op except `read` is fire-and-forget and the
 // worker runs them in the order they were posted (postMessage keeps order).
+import type { WeightDType } from '../model/quant.js';
 
 /** A tensor argument, as it crosses the worker boundary. */
 export interface TensorRef { tensor: number }
@@ -13,6 +14,8 @@ export type KernelOp = (typeof KERNEL_OPS)[number];
 export type ToWorker =
   | { op: 'alloc'; id: number; length: number }
   | { op: 'upload'; id: number; data: Float32Array }
+  /** A packed matmul weight (quant.ts layout: rows of rowBytes(dtype, cols) bytes), kept packed in the worker. */
+  | { op: 'uploadWeight'; id: number; dtype: Exclude<WeightDType, 'f32'>; rows: number; cols: number; data: Uint8Array }
   | { op: 'write'; id: number; data: Float32Array; offset: number }
   | { op: 'copy'; dst: number; dstOffset: number; src: number; srcOffset: number; length: number }
   | { op: 'free'; id: number }

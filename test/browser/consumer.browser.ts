@@ -42,6 +42,12 @@ async function main(): Promise<void> {
   assert.ok(!existsSync(join(app, 'node_modules/openai')) && !existsSync(join(app, 'node_modules/esbuild')), 'dev dependencies were installed');
   assert.ok(!existsSync(join(installed, 'src')) && !existsSync(join(installed, 'test')), 'sources or tests were shipped');
 
+  // A q8_0 GGUF of the bundled model (its ffn_down rows fall back to f16), written by the installed CLI.
+  const gguf = join(work, 'gguf');
+  mkdirSync(gguf);
+  execFileSync(process.execPath, [join(installed, 'bin/duet.mjs'), 'quantize', '--model', join(installed, 'fixtures/duet-passkey'), '--type', 'q8_0',
+    '--out', join(gguf, 'duet-passkey-q8_0.gguf')], { stdio: 'ignore' });
+
   // 2. Node: import the package by name and generate on the CPU.
   writeFileSync(join(app, 'run.mjs'), `
 import { loadModel, DuetError } from 'duet';
@@ -55,7 +61,17 @@ const result = await model.generate(${JSON.stringify(PROMPT)}, { maxTokens: 40 }
 let error = null;
 try { model.generate('x', { maxTokens: -1 }); } catch (e) { error = { isDuetError: e instanceof DuetError, field: e.field }; }
 await model.dispose();
-console.log(JSON.stringify({ text, result: { text: result.text, finishReason: result.finishReason, kv: result.kv }, placement: model.info.placement, notices, error }));
+const q8 = await loadModel('node_modules/duet/fixtures/duet-passkey', {
+  pattern: 'node_modules/duet/fixtures/duet-passkey-pattern', sparsity: 0.5, device: 'cpu', weights: 'q8_0', threads: 1,
+});
+const q8Text = (await q8.generate(${JSON.stringify(PROMPT)}, { maxTokens: 40 }).result()).text;
+await q8.dispose();
+const g = await loadModel(${JSON.stringify(join(gguf, 'duet-passkey-q8_0.gguf'))}, {
+  pattern: 'node_modules/duet/fixtures/duet-passkey-pattern', sparsity: 0.5, device: 'cpu', threads: 1,
+});
+const ggufText = (await g.generate(${JSON.stringify(PROMPT)}, { maxTokens: 40 }).result()).text;
+await g.dispose();
+console.log(JSON.stringify({ text, q8Text, ggufText, result: { text: result.text, finishReason: result.finishReason, kv: result.kv }, placement: model.info.placement, notices, error }));
 `);
   const node = JSON.parse(execFileSync(process.execPath, ['run.mjs'], { cwd: app, encoding: 'utf8' }));
   log(`node: ${JSON.stringify(node)}`);
@@ -66,6 +82,7 @@ console.log(JSON.stringify({ text, result: { text: result.text, finishReason: re
   assert.equal(node.result.finishReason, 'stop');
   assert.ok(node.result.kv.cpu > 0 && node.result.kv.streaming > 0);
   assert.deepEqual(node.error, { isDuetError: true, field: 'maxTokens' });
+  assert.match(node.q8Text, /pass key is \d+/);
 
   // 3. Types: a consumer file checked against the shipped declarations (the @ts-expect-error lines
   //    fail the check if the types were missing or `any`).
@@ -93,21 +110,30 @@ void n;
 import { loadModel, cachedModelFiles } from 'duet';
 async function run() {
   const notices: string[] = [];
-  const files = cachedModelFiles(new URL('model/', location.href).toString());
-  const model = await loadModel(files, { pattern: new URL('pattern/', location.href).toString(), sparsity: 0.5, notice: (m) => notices.push(m) });
+  // The last progress event of each (step, file): downloads and weights report done === total at the end.
+  const progress: Record<string, { done: number; total: number }> = {};
+  const query = new URLSearchParams(location.search);
+  // ?gguf=1: the q8_0 GGUF file by its URL (one file, cached like a folder).
+  const files = cachedModelFiles(new URL(query.has('gguf') ? 'gguf/duet-passkey-q8_0.gguf' : 'model/', location.href).toString(),
+    { onProgress: (done, total, file) => { progress['download ' + file] = { done, total }; } });
+  // ?weights=q8_0: packed weights, in the CPU worker (cpu-worker.js serves 'duet/worker').
+  const weights = query.get('weights') ?? undefined;
+  const worker = weights || query.has('gguf') ? { ...(weights ? { weights: weights as 'q8_0' } : {}), cpuWorker: () => new Worker(new URL('cpu-worker.js', location.href), { type: 'module' }) } : {};
+  const model = await loadModel(files, { pattern: new URL('pattern/', location.href).toString(), sparsity: 0.5, notice: (m) => notices.push(m), onProgress: (e) => { progress[e.step + ' ' + (e.detail ?? '')] = { done: e.done, total: e.total }; }, ...worker });
   let text = '';
   for await (const d of model.generate(${JSON.stringify(PROMPT)}, { maxTokens: 40 })) text += d.text;
   const chat = await model.chat.completions.create({ messages: [{ role: 'user', content: ${JSON.stringify(PROMPT)} }], temperature: 0, max_tokens: 40 });
   const { model: info, last } = model.stats();
   await model.dispose();
-  return { text, chat: chat.choices[0].message.content, placement: info.placement, notices, counters: files.counters, cpuKernelCalls: last!.work.cpuKernelCalls };
+  return { text, chat: chat.choices[0].message.content, placement: info.placement, cpu: info.cpu, weights: info.weights, notices, progress, counters: files.counters, cpuKernelCalls: last!.work.cpuKernelCalls };
 }
 (window as unknown as { result: Promise<unknown> }).result = run().catch((e) => ({ error: String(e && e.stack || e) }));
 `);
+  writeFileSync(join(app, 'cpu-worker.ts'), "import { serveCpuBackend } from 'duet/worker';\nserveCpuBackend();\n");
   writeFileSync(join(app, 'index.html'), '<!doctype html><meta charset="utf-8"><title>duet consumer</title><script type="module" src="page.js"></script>');
   const esbuild = await import('esbuild');
   const built = await esbuild.build({
-    entryPoints: [join(app, 'page.ts')], outfile: join(app, 'page.js'), absWorkingDir: app,
+    entryPoints: [join(app, 'page.ts'), join(app, 'cpu-worker.ts')], outdir: app, absWorkingDir: app,
     bundle: true, platform: 'browser', format: 'esm', target: 'chrome113', metafile: true, logLevel: 'warning',
   });
   const inputs = Object.keys(built.metafile.inputs);
@@ -115,7 +141,7 @@ async function run() {
   assert.ok(!inputs.some((i) => /webgpu|node:|dist\/node\.js/.test(i)), `Node-only code in the browser bundle: ${inputs.join(', ')}`);
 
   // A static server: the page, the installed package's bundled model under model/ and its pattern under pattern/.
-  const roots: Array<[string, string]> = [['/model/', join(installed, 'fixtures/duet-passkey')], ['/pattern/', join(installed, 'fixtures/duet-passkey-pattern')], ['/', app]];
+  const roots: Array<[string, string]> = [['/gguf/', gguf], ['/model/', join(installed, 'fixtures/duet-passkey')], ['/pattern/', join(installed, 'fixtures/duet-passkey-pattern')], ['/', app]];
   const requests: string[] = [];
   const server = createServer((req, res) => {
     const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
@@ -133,29 +159,46 @@ async function run() {
   const context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
   try {
     const problems: string[] = [];
-    const open = async () => {
+    const open = async (query = '') => {
       const page = await context.newPage();
       page.on('pageerror', (e) => problems.push(e.message));
-      await page.goto(url);
+      await page.goto(url + query);
       const r = await page.evaluate(() => (window as unknown as { result: Promise<unknown> }).result) as Record<string, any>;
       await page.close();
       assert.ok(!r.error, `the page failed: ${r.error}`);
       return r;
     };
     const first = await open();
-    log(`browser, first load: ${JSON.stringify(first)}`);
+    log(`browser, first load: ${JSON.stringify({ ...first, progress: `${Object.keys(first.progress).length} (step, file) pairs` })}`);
     assert.equal(first.text, node.text, 'the page generated other text than Node (both greedy on the WebAssembly CPU)');
     assert.equal(first.chat, node.text);
     assert.equal(first.placement, 'cpu');
     assert.ok(first.cpuKernelCalls > 0);
     assert.ok(first.notices.some((n: string) => /software renderer/.test(n)), `device 'auto' did not refuse SwiftShader: ${JSON.stringify(first.notices)}`);
     assert.ok(first.counters.downloaded.includes('model.safetensors'), JSON.stringify(first.counters));
+    // Progress: a download event ends at its total for the weights, and the weights step reaches its total.
+    const steps = Object.entries(first.progress as Record<string, { done: number; total: number }>);
+    const download = steps.find(([k]) => k.startsWith('download') && k.includes('model.safetensors'));
+    assert.ok(download && download[1].total > 0 && download[1].done === download[1].total, `no finished download progress for model.safetensors: ${JSON.stringify(first.progress)}`);
+    assert.ok(steps.some(([k, e]) => k.startsWith('weights') && e.total > 0 && e.done === e.total), `no finished weights progress: ${JSON.stringify(first.progress)}`);
     const before = requests.filter((r) => r.endsWith('model.safetensors')).length;
     const second = await open();
     log(`browser, second load: ${JSON.stringify(second.counters)}`);
     assert.equal(second.text, node.text);
     assert.ok(second.counters.fromCache.includes('model.safetensors') && second.counters.downloaded.length === 0, JSON.stringify(second.counters));
     assert.equal(requests.filter((r) => r.endsWith('model.safetensors')).length, before, 'the second load fetched the weights again');
+    // q8_0 weights in the CPU worker: packed bytes transferred and uploaded there; same text as Node at q8_0.
+    const q8 = await open('?weights=q8_0');
+    log(`browser, q8_0 in the CPU worker: ${JSON.stringify({ text: q8.text, cpu: q8.cpu, weights: q8.weights })}`);
+    assert.equal(q8.weights.dtype, 'q8_0');
+    assert.match(q8.cpu, /in a Web Worker/);
+    assert.equal(q8.text, node.q8Text, 'the CPU worker at q8_0 generated other text than Node at q8_0');
+    // The GGUF by URL: its own types (q8_0 with f16 fallbacks) in the CPU worker, Node's text for the same file.
+    const fromGguf = await open('?gguf=1');
+    log(`browser, GGUF in the CPU worker: ${JSON.stringify({ text: fromGguf.text, weights: fromGguf.weights, counters: fromGguf.counters })}`);
+    assert.equal(fromGguf.weights.dtype, 'q8_0');
+    assert.deepEqual(fromGguf.counters.downloaded, ['duet-passkey-q8_0.gguf']);
+    assert.equal(fromGguf.text, node.ggufText, 'the page generated other text from the GGUF than Node');
     assert.deepEqual(problems, []);
     log('ok');
   } finally {
