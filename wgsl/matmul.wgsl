@@ -4,7 +4,8 @@
 //
 // Two entry points:
 //  - gemv (rows == 1): each workgroup of 256 threads computes GEMV_RPW output rows; GEMV_TPR threads
-//    stride over inDim for one output row (vec4 loads when VEC4), then reduce in workgroup memory.
+//    stride over inDim for one output row (vec4 loads when VEC4), then reduce (lib/gemv_reduce.wgsl).
+// matmul_packed.wgsl is the same for weights held packed (f16, Q8_0, Q4_0, Q4_K).
 //  - gemm (rows > 1): 64×64 output tiles, K in steps of 16 through workgroup memory; each thread
 //    accumulates a 4×4 block (rows ty + 16i, columns tx + 16j, so writes are coalesced).
 // x and w are bound as arrays of vec4 (GPU buffers are padded to 16 bytes); the scalar path reads
@@ -47,10 +48,7 @@ fn finish(index: u32, o: u32, sum: f32) {
 // ---------------------------------------------------------------------------------------------
 // GEMV
 
-const GEMV_TPR: u32 = 32u;             // threads per output row
-const GEMV_RPW: u32 = 8u;              // output rows per workgroup (GEMV_TPR · GEMV_RPW = 256)
-
-var<workgroup> partial: array<f32, 256>;
+#include "lib/gemv_reduce.wgsl"
 
 @compute @workgroup_size(256)
 fn gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -80,14 +78,9 @@ fn gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       }
     }
   }
-  partial[li] = s;
-  workgroupBarrier();
-  for (var stride = GEMV_TPR / 2u; stride > 0u; stride >>= 1u) {
-    if (lane < stride) { partial[li] += partial[li + stride]; }
-    workgroupBarrier();
-  }
+  let total = rowSum(li, s);
   if (lane == 0u && o < p.outDim) {
-    finish(p.outCol + o, o, partial[li]);
+    finish(p.outCol + o, o, total);
   }
 }
 

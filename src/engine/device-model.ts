@@ -50,7 +50,7 @@ export function matmulWeightBytes(config: ModelConfig): number {
 export const CPU_F32_WEIGHT_LIMIT = 2 ** 31;
 
 /**
- * The default weight storage: f32 on the GPU (the WGSL kernels read only f32 so far); on the CPU f32
+ * The default weight storage: f32 on the GPU (the packed WGSL kernels are unmeasured on real GPUs); on the CPU f32
  * while it fits comfortably (it decoded fastest with these kernels, README "Weight formats"), else q8_0.
  */
 export function defaultWeightDType(config: ModelConfig, device: 'cpu' | 'gpu'): WeightDType {

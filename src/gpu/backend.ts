@@ -2,6 +2,10 @@
 // GpuContext's command encoder; nothing runs until flush() or read(). Kernels live in wgsl/
 // (matmul, rmsnorm, rope, elementwise, embed); the attention ops are in ./attention.ts.
 //
+// Weights in f16, Q8_0, Q4_0 or Q4_K stay packed on the device (GpuPackedWeight: the bytes of
+// src/model/quant.ts, unchanged); matmul and embed read them through matmul_packed / embed_packed,
+// which decode each element where it is used, so no f32 copy of a packed weight exists on the GPU.
+//
 // Host data that an op needs (token ids, positions) travels in the op's uniform block when small,
 // else in a fresh buffer created with its contents (mappedAtCreation), released after the submit.
 // queue.writeBuffer is only used when nothing is recorded yet: it runs at submit time, before the
@@ -9,11 +13,11 @@
 //
 // A buffer may not be bound both writable and read-only in one dispatch, so ops whose output
 // aliases an input either use an in-place entry point (rmsnorm, siluMul) or read from a copy.
-import { checkPacked, type PackedMatrix } from '../model/quant.js';
+import { checkPacked, rowBytes, type PackedMatrix, type WeightDType } from '../model/quant.js';
 import type { AttentionShape, Backend, DeviceTensor, StreamingWindow } from '../engine/backend.js';
 import { checkKvDType, type KvDType } from '../engine/kv-dtype.js';
 import type { GpuContext } from './context.js';
-import { GpuRowParts, GpuTensor } from './tensor.js';
+import { GpuPackedWeight, GpuRowParts, GpuTensor } from './tensor.js';
 import { recordAttention, recordKvAppend, recordRingAppend, recordStreamingAttention } from './attention.js';
 import { sampleOnGpu } from './sample.js';
 import type { DeviceChoice, DeviceSampler } from '../engine/sampler.js';
@@ -26,10 +30,15 @@ const GEMV_ROWS_PER_WG = 8;
 const GEMM_TILE = 64;
 /** ids / positions carried in the uniform block (array<vec4<i32>, 15>) instead of a buffer. */
 const SMALL_INTS = 60;
+/** ids carried in embed_packed's uniform block (array<vec4<i32>, 14>). */
+const SMALL_IDS_PACKED = 56;
+/** The FORMAT pipeline constant of wgsl/lib/dequant.wgsl. */
+const PACKED_FORMAT: Record<Exclude<WeightDType, 'f32'>, number> = { f16: 0, q8_0: 1, q4_0: 2, q4_k: 3 };
 
 function asGpu(t: DeviceTensor, what: string): GpuTensor {
   if (t instanceof GpuTensor) return t;
   if (t instanceof GpuRowParts) throw new TypeError(`${what}: a weight split over ${t.parts.length} buffers (larger than the device's buffer limit); only matmul and embed read it`);
+  if (t instanceof GpuPackedWeight) throw new TypeError(`${what}: the tensor holds packed ${t.dtype} weights; only matmul and embed read it`);
   throw new TypeError(`${what}: not a GPU tensor (allocated by another backend?)`);
 }
 
@@ -66,23 +75,25 @@ export class GpuBackend implements Backend, DeviceSampler {
     return new GpuTensor(this.ctx.createBuffer(length * 4, 'tensor'), length);
   }
 
-  uploadWeight(m: PackedMatrix): GpuTensor | GpuRowParts {
+  /** A weight in its own storage: f32 as a tensor, the other formats packed (GpuPackedWeight). */
+  uploadWeight(m: PackedMatrix): GpuTensor | GpuPackedWeight | GpuRowParts {
     checkPacked(m, 'uploadWeight');
-    if (m.dtype !== 'f32') throw new Error(`GPU backend: ${m.dtype} weights are not implemented in the WGSL kernels yet; use --weights f32 with a GPU placement, or --placement cpu`);
-    if (m.data.byteLength > this.ctx.maxBufferBytes) return this.uploadRowParts(m.data as Float32Array, m.rows, m.cols);
-    return this.upload(m.data as Float32Array);
-  }
-
-  /** A [rows][cols] matrix over as many buffers as the device's buffer limit needs, split by rows. */
-  private uploadRowParts(data: Float32Array, rows: number, cols: number): GpuRowParts {
-    const perPart = Math.floor(this.ctx.maxBufferBytes / (cols * 4));
-    if (perPart < 1) throw new Error(`GPU backend: one row of ${cols} f32 (${cols * 4} bytes) exceeds the device's storage-buffer limit of ${this.ctx.maxBufferBytes} bytes`);
+    const rb = rowBytes(m.dtype, m.cols);
+    const rowsAt = (row0: number, n: number): GpuTensor | GpuPackedWeight => {
+      if (m.dtype === 'f32') return this.upload((m.data as Float32Array).subarray(row0 * m.cols, (row0 + n) * m.cols));
+      const bytes = (m.data as Uint8Array).subarray(row0 * rb, (row0 + n) * rb);
+      return new GpuPackedWeight(this.ctx.bufferWith(bytes, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST, `${m.dtype} weight`), m.dtype, n, m.cols, rb);
+    };
+    if (m.rows * rb <= this.ctx.maxBufferBytes) return rowsAt(0, m.rows);
+    // Larger than one binding: split by rows into parts that each fit.
+    const perPart = Math.floor(this.ctx.maxBufferBytes / rb);
+    if (perPart < 1) throw new Error(`GPU backend: one row of ${m.cols} ${m.dtype} (${rb} bytes) exceeds the device's storage-buffer limit of ${this.ctx.maxBufferBytes} bytes`);
     const parts = [];
-    for (let row0 = 0; row0 < rows; row0 += perPart) {
-      const n = Math.min(perPart, rows - row0);
-      parts.push({ tensor: this.upload(data.subarray(row0 * cols, (row0 + n) * cols)), row0, rows: n });
+    for (let row0 = 0; row0 < m.rows; row0 += perPart) {
+      const n = Math.min(perPart, m.rows - row0);
+      parts.push({ tensor: rowsAt(row0, n), row0, rows: n });
     }
-    return new GpuRowParts(parts, rows, cols);
+    return new GpuRowParts(parts, m.rows, m.cols);
   }
 
   upload(data: Float32Array): GpuTensor {
@@ -134,6 +145,7 @@ export class GpuBackend implements Backend, DeviceSampler {
 
   free(t: DeviceTensor): void {
     if (t instanceof GpuRowParts) { for (const p of t.parts) this.ctx.release(p.tensor.buffer); return; }
+    if (t instanceof GpuPackedWeight) { this.ctx.release(t.buffer); return; }
     this.ctx.release(asGpu(t, 'free').buffer);
   }
 
@@ -188,13 +200,21 @@ export class GpuBackend implements Backend, DeviceSampler {
       if (!(ids[r] >= 0 && ids[r] < vocab)) throw new RangeError(`embed: token id ${ids[r]} outside the table (vocab ${vocab})`);
     }
     if (table instanceof GpuRowParts) {
-      // A table split by rows: one row copy per token from the part that holds it.
+      // A table split by rows: per token, a row copy (f32) or a one-row lookup (packed) from the part that holds it.
       if (table.cols !== dim) throw new RangeError(`embed: dim ${dim} but the split table has rows of ${table.cols}`);
-      const enc = this.ctx.commandEncoder();
       for (let r = 0; r < rows; r++) {
         const part = table.parts.find((p) => ids[r] < p.row0 + p.rows)!;
-        enc.copyBufferToBuffer(part.tensor.buffer, (ids[r] - part.row0) * dim * 4, o.buffer, r * dim * 4, dim * 4);
+        if (part.tensor instanceof GpuPackedWeight) {
+          this.embedPacked(o, part.tensor, Int32Array.of(ids[r] - part.row0), r);
+        } else {
+          this.ctx.commandEncoder().copyBufferToBuffer(part.tensor.buffer, (ids[r] - part.row0) * dim * 4, o.buffer, r * dim * 4, dim * 4);
+        }
       }
+      return;
+    }
+    if (table instanceof GpuPackedWeight) {
+      if (table.cols !== dim) throw new RangeError(`embed: dim ${dim} but the packed ${table.dtype} table has rows of ${table.cols}`);
+      this.embedPacked(o, table, ids, 0);
       return;
     }
     const t = asGpu(table, 'embed table');
@@ -203,6 +223,17 @@ export class GpuBackend implements Backend, DeviceSampler {
     const idBuffer = this.smallInts(ids, block, 2);
     const src = this.distinct(o, t, t.length);
     this.ctx.dispatch(this.ctx.pipeline('embed'), [src.buffer, idBuffer, o.buffer], block.buffer, this.elementGroups(rows * dim));
+    if (idBuffer !== this.dummy) this.ctx.release(idBuffer);
+  }
+
+  /** out rows outRow0.. = rows ids of a packed table (ids already checked). */
+  private embedPacked(o: GpuTensor, table: GpuPackedWeight, ids: Int32Array, outRow0: number): void {
+    const block = uniformBlock(256);
+    block.u32.set([ids.length, table.cols, 0, table.rowBytes, outRow0]);
+    let idBuffer = this.dummy;
+    if (ids.length <= SMALL_IDS_PACKED) { block.i32.set(ids, 8); block.u32[2] = 1; } else idBuffer = this.ctx.bufferWith(ids, GPUBufferUsage.STORAGE, 'host ints');
+    this.ctx.dispatch(this.ctx.pipeline('embed_packed', 'main', { FORMAT: PACKED_FORMAT[table.dtype] }), [table.buffer, idBuffer, o.buffer],
+      block.buffer, this.elementGroups(ids.length * table.cols));
     if (idBuffer !== this.dummy) this.ctx.release(idBuffer);
   }
 
@@ -231,8 +262,9 @@ export class GpuBackend implements Backend, DeviceSampler {
     if (rows === 0 || outDim === 0) return;
     const xt = this.distinct(o, asGpu(x, 'matmul x'), xOffset + rows * inDim);
     const bt = bias ? this.distinct(o, asGpu(bias, 'matmul bias'), outDim) : null;
-    if (w instanceof GpuRowParts) {
-      if (w.cols !== inDim || w.rows !== outDim) throw new RangeError(`matmul: a ${w.rows}×${w.cols} split weight used as ${outDim}×${inDim}`);
+    if (w instanceof GpuRowParts || w instanceof GpuPackedWeight) {
+      if (w.cols !== inDim || w.rows !== outDim) throw new RangeError(`matmul: a ${w.rows}×${w.cols} ${w instanceof GpuRowParts ? 'split' : `packed ${w.dtype}`} weight used as ${outDim}×${inDim}`);
+      if (w instanceof GpuPackedWeight) { this.recordMatmul(o, xt, w, bt, rows, inDim, outDim, accumulate, xOffset, outDim, 0); return; }
       // One matmul per part, into its columns of out.
       for (const part of w.parts) this.recordMatmul(o, xt, part.tensor, bt, rows, inDim, part.rows, accumulate, xOffset, outDim, part.row0);
       return;
@@ -241,19 +273,26 @@ export class GpuBackend implements Backend, DeviceSampler {
     this.recordMatmul(o, xt, wt, bt, rows, inDim, outDim, accumulate, xOffset, outDim, 0);
   }
 
-  /** One matmul dispatch; outDim rows of w land in columns outCol.. of out's rows of outStride. */
-  private recordMatmul(o: GpuTensor, xt: GpuTensor, wt: GpuTensor, bt: GpuTensor | null, rows: number, inDim: number,
+  /**
+   * One matmul dispatch; outDim rows of w land in columns outCol.. of out's rows of outStride. f32
+   * weights run wgsl/matmul.wgsl, packed ones wgsl/matmul_packed.wgsl (same parameters, plus rowBytes).
+   */
+  private recordMatmul(o: GpuTensor, xt: GpuTensor, wt: GpuTensor | GpuPackedWeight, bt: GpuTensor | null, rows: number, inDim: number,
     outDim: number, accumulate: boolean, xOffset: number, outStride: number, outCol: number): void {
-    const block = uniformBlock(32);
+    const block = uniformBlock(48);
     const tilesN = Math.ceil(outDim / GEMM_TILE);
     block.u32.set([rows, inDim, outDim, xOffset, (bt ? 1 : 0) | (accumulate ? 2 : 0), tilesN, outStride, outCol]);
-    const constants = { VEC4: inDim % 4 === 0 && xOffset % 4 === 0 ? 1 : 0 };
+    const packed = wt instanceof GpuPackedWeight;
+    if (packed) block.u32[8] = wt.rowBytes;
+    const [shader, constants] = packed
+      ? ['matmul_packed', { FORMAT: PACKED_FORMAT[wt.dtype] }]
+      : ['matmul', { VEC4: inDim % 4 === 0 && xOffset % 4 === 0 ? 1 : 0 }];
     const buffers = [xt.buffer, wt.buffer, bt ? bt.buffer : this.dummy, o.buffer];
     if (rows === 1) {
-      this.ctx.dispatch(this.ctx.pipeline('matmul', 'gemv', constants), buffers, block.buffer,
+      this.ctx.dispatch(this.ctx.pipeline(shader, 'gemv', constants), buffers, block.buffer,
         this.ctx.fold(Math.ceil(outDim / GEMV_ROWS_PER_WG)));
     } else {
-      this.ctx.dispatch(this.ctx.pipeline('matmul', 'gemm', constants), buffers, block.buffer,
+      this.ctx.dispatch(this.ctx.pipeline(shader, 'gemm', constants), buffers, block.buffer,
         this.ctx.fold(tilesN * Math.ceil(rows / GEMM_TILE)));
     }
   }

@@ -1,4 +1,5 @@
 import type { DeviceTensor } from '../engine/backend.js';
+import type { WeightDType } from '../model/quant.js';
 
 /** A tensor of f32 in one GPU storage buffer. */
 export class GpuTensor implements DeviceTensor {
@@ -6,10 +7,21 @@ export class GpuTensor implements DeviceTensor {
 }
 
 /**
+ * A weight matrix [rows][cols] kept in its packed storage (f16, Q8_0, Q4_0, Q4_K; src/model/quant.ts)
+ * in one buffer, rows of rowBytes bytes: only matmul (as w) and embed (as the table) read it, through
+ * wgsl/matmul_packed.wgsl and wgsl/embed_packed.wgsl. `length` counts its rows × cols elements.
+ */
+export class GpuPackedWeight implements DeviceTensor {
+  constructor(readonly buffer: GPUBuffer, readonly dtype: Exclude<WeightDType, 'f32'>, readonly rows: number,
+    readonly cols: number, readonly rowBytes: number) {}
+  get length(): number { return this.rows * this.cols; }
+}
+
+/**
  * A weight matrix [rows][cols] too large for one buffer binding, split by rows into parts that each
- * fit (row0: the part's first row). Only matmul (as w) and embed (as the table) read it.
+ * fit (row0: the part's first row), f32 or packed alike. Only matmul (as w) and embed (as the table) read it.
  */
 export class GpuRowParts implements DeviceTensor {
-  constructor(readonly parts: Array<{ tensor: GpuTensor; row0: number; rows: number }>, readonly rows: number, readonly cols: number) {}
+  constructor(readonly parts: Array<{ tensor: GpuTensor | GpuPackedWeight; row0: number; rows: number }>, readonly rows: number, readonly cols: number) {}
   get length(): number { return this.rows * this.cols; }
 }
