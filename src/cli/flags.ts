@@ -5,7 +5,7 @@ import type { DuetError } from '../errors.js';
 const FLAGS: Record<string, string> = {
   maxTokens: '--max-tokens', temperature: '--temperature', topK: '--top-k', topP: '--top-p', seed: '--seed',
   device: '--device', placement: '--placement', prefillChunk: '--prefill-chunk', sparsity: '--sparsity', threads: '--threads',
-  window: '--sink/--recent', 'window.sink': '--sink', 'window.recent': '--recent', streamingOnly: '--streaming-only',
+  window: '--sink/--recent', 'window.sink': '--sink', 'window.recent': '--recent', streamingOnly: '--streaming-only', compensation: '--compensation',
   contextLength: '--ctx', prompt: 'the prompt', stop: '--stop', pattern: '--pattern', weights: '--weights', model: '--model',
   tasks: '--tasks', lengths: '--lengths', depths: '--depths', samples: '--samples',
   randomPattern: '--random-pattern', 'randomPattern.sparsity': '--random-pattern', 'randomPattern.seeds': '--seeds',
