@@ -1,0 +1,286 @@
+// MagicPIG's CPU kernels (src/kv/magicpig/reference.ts has the math): SimHash codes of a batch of
+// vectors, and for one KV head the gather-and-attend of its GQA group of queries over the keys
+// that collide with each query in at least 2 of the L tables.
+//
+// Layouts (byte addresses; the host, src/kv/magicpig/cpu.ts, owns them):
+//   planes  [K·L][d] f32: hyperplane ℓK+b is row ℓK+b (MagicPIG's W transposed).
+//   codes   [n][cs] u16: table ℓ's code in column ℓ; cs is L rounded up to a multiple of 8 and the
+//           columns from L on are ignored (masked), so one v128 compares 8 tables.
+//   keys, values [n][d] f32 (original keys), kNorms [n] f32 = |k − k̄|.
+//
+//   tables  (optional) per table ℓ the keys sorted by code, CSR style as in MagicPIG's lsh.cc:
+//           order [L][n] i32 key indices, start [L][2^K + 1] i32 (bucket b of table ℓ is
+//           order[ℓ][start[ℓ][b] .. start[ℓ][b+1])), built by lshBuildTables.
+//
+// Collisions are counted either by a linear SIMD scan of the codes (8 tables per i16x8 compare +
+// popcount of the lane mask: n·cs/8 compares per query, no extra memory) or, with tables, by
+// walking the query's L buckets with a u8 counter per key that lists the key at its second hit
+// (cost ∝ the buckets' sizes, about L·n/2^K).
+import { gemmSet } from './matmul';
+import { expv, exps } from './simd';
+
+/** Rows hashed per gemmSet (the planes are read once per tile). */
+const TILE: i32 = 16;
+
+/** Scratch floats simhashCodes needs: a tile of centered rows, its projections and a bit buffer. */
+export function simhashScratchFloats(K: i32, L: i32, d: i32): i32 {
+  const kl = K * L;
+  return TILE * d + TILE * kl + (((kl + 7) >> 3) + 8 + 3) / 4;
+}
+
+/**
+ * codes[r][ℓ] = Σ_{b<K} [(x_r − center)·planes[ℓK+b] > 0]·2^b for r < n (x rows `stride` floats
+ * apart; center = 0: none). norms ≠ 0: norms[r] = |x_r − center|. Columns L..cs−1 are set to 0.
+ */
+export function simhashCodes(codes: usize, norms: usize, x: usize, n: i32, d: i32, stride: i32, center: usize,
+  planes: usize, K: i32, L: i32, cs: i32, scratch: usize): void {
+  const kl = K * L;
+  const rowBytes: usize = (<usize>d) << 2;
+  const xs = scratch;
+  const proj = xs + <usize>TILE * rowBytes;
+  const bits = proj + ((<usize>TILE * <usize>kl) << 2);
+  const mask: u64 = (<u64>1 << <u64>K) - 1;
+  const end4: usize = (<usize>(d & ~3)) << 2;
+  for (let r0 = 0; r0 < n; r0 += TILE) {
+    const nr = min(TILE, n - r0);
+    for (let r = 0; r < nr; r++) {
+      const src = x + <usize>(r0 + r) * (<usize>stride << 2);
+      const dst = xs + <usize>r * rowBytes;
+      let ss = f32x4.splat(0);
+      let s: f32 = 0;
+      let i: usize = 0;
+      for (; i < end4; i += 16) {
+        let v = v128.load(src + i);
+        if (center) v = f32x4.sub(v, v128.load(center + i));
+        v128.store(dst + i, v);
+        ss = f32x4.add(ss, f32x4.mul(v, v));
+      }
+      for (; i < rowBytes; i += 4) {
+        let v = load<f32>(src + i);
+        if (center) v -= load<f32>(center + i);
+        store<f32>(dst + i, v);
+        s += v * v;
+      }
+      if (norms) {
+        s += f32x4.extract_lane(ss, 0) + f32x4.extract_lane(ss, 1) + f32x4.extract_lane(ss, 2) + f32x4.extract_lane(ss, 3);
+        store<f32>(norms + ((<usize>(r0 + r)) << 2), Mathf.sqrt(s));
+      }
+    }
+    gemmSet(proj, kl, xs, d, planes, d, nr, d, kl);
+    for (let r = 0; r < nr; r++) {
+      // Sign bits of the row's K·L projections, 8 per byte (bit c of the buffer = projection c > 0).
+      const pr = proj + ((<usize>r * <usize>kl) << 2);
+      let c = 0;
+      for (; c + 8 <= kl; c += 8) {
+        const p = pr + ((<usize>c) << 2);
+        const lo = i32x4.bitmask(f32x4.gt(v128.load(p), f32x4.splat(0)));
+        const hi = i32x4.bitmask(f32x4.gt(v128.load(p, 16), f32x4.splat(0)));
+        store<u8>(bits + <usize>(c >> 3), <u8>(lo | (hi << 4)));
+      }
+      if (c < kl) {
+        let byte: i32 = 0;
+        for (let b = 0; c + b < kl; b++) if (load<f32>(pr + ((<usize>(c + b)) << 2)) > 0) byte |= 1 << b;
+        store<u8>(bits + <usize>(c >> 3), <u8>byte);
+      }
+      const out = codes + ((<usize>(r0 + r) * <usize>cs) << 1);
+      for (let t = 0; t < L; t++) {
+        const bit = t * K;
+        // K ≤ 16 bits starting at most 7 bits into a byte: within one unaligned u64 (the buffer has 8 spare bytes).
+        const word = load<u64>(bits + <usize>(bit >> 3));
+        store<u16>(out + ((<usize>t) << 1), <u16>((word >> <u64>(bit & 7)) & mask));
+      }
+      for (let t = L; t < cs; t++) store<u16>(out + ((<usize>t) << 1), 0);
+    }
+  }
+}
+
+/** Scratch floats magicpigAttend needs: an index list per query of the group and one logit row. */
+export function magicpigScratchFloats(n: i32, group: i32): i32 {
+  // Index lists, logits, u8 counters (tables only).
+  return group * n + n + (n + 3) / 4 + 4;
+}
+
+/** Scratch floats lshBuildTables needs: one bucket cursor row. */
+export function lshTablesScratchFloats(K: i32): i32 {
+  return (1 << K) + 4;
+}
+
+/** Builds order / start (see the header) from codes [n][cs] u16: a counting sort per table. */
+export function lshBuildTables(order: usize, start: usize, codes: usize, n: i32, cs: i32, L: i32, K: i32, scratch: usize): void {
+  const buckets = 1 << K;
+  const startRow: usize = (<usize>(buckets + 1)) << 2;
+  const codeBytes: usize = (<usize>cs) << 1;
+  for (let t = 0; t < L; t++) {
+    const st = start + <usize>t * startRow;
+    memory.fill(st, 0, startRow);
+    const col = codes + ((<usize>t) << 1);
+    for (let j = 0; j < n; j++) {
+      const p = st + ((<usize>load<u16>(col + <usize>j * codeBytes) + 1) << 2);
+      store<i32>(p, load<i32>(p) + 1);
+    }
+    for (let b = 0; b < buckets; b++) {
+      const p = st + ((<usize>(b + 1)) << 2);
+      store<i32>(p, load<i32>(p) + load<i32>(p - 4));
+    }
+    memory.copy(scratch, st, (<usize>buckets) << 2);
+    const ord = order + ((<usize>t * <usize>n) << 2);
+    for (let j = 0; j < n; j++) {
+      const cp = scratch + ((<usize>load<u16>(col + <usize>j * codeBytes)) << 2);
+      const c = load<i32>(cp);
+      store<i32>(ord + ((<usize>c) << 2), j);
+      store<i32>(cp, c + 1);
+    }
+  }
+}
+
+// @ts-ignore: decorator
+@inline
+function dotf(a: usize, b: usize, d: i32): f32 {
+  const bytes: usize = (<usize>d) << 2, end4: usize = (<usize>(d & ~3)) << 2;
+  let acc = f32x4.splat(0);
+  let i: usize = 0;
+  for (; i < end4; i += 16) acc = f32x4.add(acc, f32x4.mul(v128.load(a + i), v128.load(b + i)));
+  let s: f32 = 0;
+  for (; i < bytes; i += 4) s += load<f32>(a + i) * load<f32>(b + i);
+  return s + (f32x4.extract_lane(acc, 0) + f32x4.extract_lane(acc, 1)) + (f32x4.extract_lane(acc, 2) + f32x4.extract_lane(acc, 3));
+}
+
+/** log(w + 1e−4), w = P(Binomial(L, u) ≥ 2), u = (1 − θ/π)^K; in f64 (w ≈ C(L,2)u² cancels in f32). */
+function logSamplingWeight(cosTheta: f64, K: i32, L: i32): f64 {
+  const c = min(1.0, max(-1.0, cosTheta));
+  const u = Math.pow(1.0 - Math.acos(c) / Math.PI, <f64>K);
+  const a = Math.exp(<f64>(L - 1) * Math.log1p(-u));
+  const w = max(0.0, 1.0 - a * (1.0 + <f64>(L - 1) * u));
+  return Math.log(w + 1e-4);
+}
+
+// Pass 1 by scan: keys outer (each key's codes are read once for the whole group); lists ascending.
+function collectScan(lists: usize, counts: usize, qCodes: usize, kCodes: usize, n: i32, group: i32, cs: i32, L: i32): void {
+  const codeBytes: usize = (<usize>cs) << 1;
+  const nv = cs >> 3;
+  const tailMask = (1 << (L - 8 * (nv - 1))) - 1;
+  for (let j = 0; j < n; j++) {
+    const kr = kCodes + <usize>j * codeBytes;
+    for (let g = 0; g < group; g++) {
+      const qr = qCodes + <usize>g * codeBytes;
+      let hits = 0;
+      let v = 0;
+      for (; v < nv - 1; v++) {
+        const o: usize = (<usize>v) << 4;
+        hits += popcnt(i16x8.bitmask(i16x8.eq(v128.load(kr + o), v128.load(qr + o))));
+      }
+      const last: usize = (<usize>v) << 4;
+      hits += popcnt(i16x8.bitmask(i16x8.eq(v128.load(kr + last), v128.load(qr + last))) & tailMask);
+      if (hits >= 2) {
+        const cp = counts + ((<usize>g) << 2);
+        const c = load<i32>(cp);
+        store<i32>(lists + ((<usize>g * <usize>n + <usize>c) << 2), j);
+        store<i32>(cp, c + 1);
+      }
+    }
+  }
+}
+
+// Pass 1 by tables: per query, the keys of its L buckets; a key is listed at its second hit (lists
+// in discovery order). The counter stops at 2, so it cannot wrap whatever L.
+function collectTables(lists: usize, counts: usize, qCodes: usize, order: usize, start: usize,
+  n: i32, group: i32, cs: i32, L: i32, K: i32, counter: usize): void {
+  const startRow: usize = (<usize>((1 << K) + 1)) << 2;
+  for (let g = 0; g < group; g++) {
+    memory.fill(counter, 0, <usize>n);
+    const qr = qCodes + ((<usize>g * <usize>cs) << 1);
+    const list = lists + ((<usize>g * <usize>n) << 2);
+    let c = 0;
+    for (let t = 0; t < L; t++) {
+      const sp = start + <usize>t * startRow + ((<usize>load<u16>(qr + ((<usize>t) << 1))) << 2);
+      const ord = order + ((<usize>t * <usize>n) << 2);
+      const b1 = load<i32>(sp, 4);
+      for (let i = load<i32>(sp); i < b1; i++) {
+        const j = load<i32>(ord + ((<usize>i) << 2));
+        const h = load<u8>(counter + <usize>j);
+        if (h < 2) {
+          store<u8>(counter + <usize>j, h + 1);
+          if (h == 1) { store<i32>(list + ((<usize>c) << 2), j); c++; }
+        }
+      }
+    }
+    store<i32>(counts + ((<usize>g) << 2), c);
+  }
+}
+
+/**
+ * One KV head, `group` queries (q [group][d], qCodes [group][cs] u16) against keys j < n.
+ * Per query g: the keys colliding in ≥ 2 tables go to list g (scratch) and counts[g], found by
+ * the tables when order ≠ 0 (discovery order), else by the scan (ascending);
+ * their logits are q·k·scale, minus log(w + 1e−4) when correction ≠ 0 (cos θ between q and k − k̄
+ * from q·k − q·k̄ and kNorms); stats[2g] = max, stats[2g+1] = Σ exp(s − max), out[g] = Σ exp(s − max)·v
+ * (unnormalised). An empty set gives −∞, 0 and zeros.
+ */
+export function magicpigAttend(out: usize, stats: usize, counts: usize, q: usize, qCodes: usize,
+  keys: usize, values: usize, kNorms: usize, kCodes: usize, mean: usize,
+  n: i32, group: i32, d: i32, cs: i32, L: i32, K: i32, scale: f32, correction: i32, order: usize, start: usize, scratch: usize): void {
+  const rowBytes: usize = (<usize>d) << 2;
+  const lists = scratch;
+  const logits = scratch + ((<usize>group * <usize>n) << 2);
+  for (let g = 0; g < group; g++) store<i32>(counts + ((<usize>g) << 2), 0);
+  if (order) collectTables(lists, counts, qCodes, order, start, n, group, cs, L, K, logits + ((<usize>n) << 2));
+  else collectScan(lists, counts, qCodes, kCodes, n, group, cs, L);
+  // Pass 2 per query: corrected logits, max, exp, Σ, then P·V over the gathered rows.
+  const end4: usize = (<usize>(d & ~3)) << 2;
+  for (let g = 0; g < group; g++) {
+    const qg = q + <usize>g * rowBytes;
+    const m = load<i32>(counts + ((<usize>g) << 2));
+    const list = lists + ((<usize>g * <usize>n) << 2);
+    const og = out + <usize>g * rowBytes;
+    memory.fill(og, 0, rowBytes);
+    const sp = stats + ((<usize>g) << 3);
+    if (m == 0) {
+      store<f32>(sp, <f32>-Infinity);
+      store<f32>(sp, 0, 4);
+      continue;
+    }
+    const qNorm = Mathf.sqrt(dotf(qg, qg, d));
+    const qMean = correction ? dotf(qg, mean, d) : <f32>0;
+    let mx = <f32>-Infinity;
+    for (let i = 0; i < m; i++) {
+      const j = load<i32>(list + ((<usize>i) << 2));
+      const qk = dotf(qg, keys + <usize>j * rowBytes, d);
+      let s = qk * scale;
+      if (correction) {
+        const den = qNorm * load<f32>(kNorms + ((<usize>j) << 2));
+        const cosTheta: f64 = den > 0 ? <f64>(qk - qMean) / <f64>den : 0.0;
+        s = <f32>(<f64>s - logSamplingWeight(cosTheta, K, L));
+      }
+      store<f32>(logits + ((<usize>i) << 2), s);
+      mx = max(mx, s);
+    }
+    const mv = f32x4.splat(mx);
+    let sumv = f32x4.splat(0);
+    let sum: f32 = 0;
+    let i = 0;
+    for (; i + 4 <= m; i += 4) {
+      const p = logits + ((<usize>i) << 2);
+      const e = expv(f32x4.sub(v128.load(p), mv));
+      v128.store(p, e);
+      sumv = f32x4.add(sumv, e);
+    }
+    for (; i < m; i++) {
+      const p = logits + ((<usize>i) << 2);
+      const e = exps(load<f32>(p) - mx);
+      store<f32>(p, e);
+      sum += e;
+    }
+    sum += (f32x4.extract_lane(sumv, 0) + f32x4.extract_lane(sumv, 1)) + (f32x4.extract_lane(sumv, 2) + f32x4.extract_lane(sumv, 3));
+    store<f32>(sp, mx);
+    store<f32>(sp, sum, 4);
+    for (let t = 0; t < m; t++) {
+      const j = load<i32>(list + ((<usize>t) << 2));
+      const w = load<f32>(logits + ((<usize>t) << 2));
+      const vr = values + <usize>j * rowBytes;
+      const wv = f32x4.splat(w);
+      let c: usize = 0;
+      for (; c < end4; c += 16) v128.store(og + c, f32x4.add(v128.load(og + c), f32x4.mul(wv, v128.load(vr + c))));
+      for (; c < rowBytes; c += 4) store<f32>(og + c, load<f32>(og + c) + w * load<f32>(vr + c));
+    }
+  }
+}

@@ -1,0 +1,160 @@
+// A plain float64 reference of MagicPIG's attention estimator (Chen et al., ICLR 2025) for one
+// query against one KV head's offloaded keys. The WASM (cpu.ts) and WGSL (gpu.ts) kernels are
+// tested against it.
+//
+// SimHash. `planes` holds K·L random hyperplanes as rows ([L·K][d]; MagicPIG's W is its transpose,
+// d × K·L). Table ℓ's code of x is Σ_{b<K} [x·planes[ℓK+b] > 0]·2^b. MagicPIG L2-normalises queries
+// before hashing; a positive scale never changes a sign, so neither this nor the kernels do.
+// Keys are hashed after centering, k − k̄ with k̄ the mean of the offloaded keys: it shifts every
+// logit by the same q·k̄ (softmax unchanged) and spreads the keys over the buckets.
+//
+// Sampling. Key j is sampled iff its code equals the query's in at least 2 of the L tables. With
+// θ the angle between q and k_j − k̄, one table collides with probability u = (1 − θ/π)^K, so
+// the key is sampled with w = P(Binomial(L, u) ≥ 2) = 1 − (1−u)^L − L·u·(1−u)^{L−1}.
+//
+// Estimate. Sampled keys get the corrected logit s̃_j = q·k_j/√d − log(w_j + 1e−4) (importance
+// weights 1/w, with MagicPIG's floor); one softmax over the static tokens (exact logits) and the
+// sampled ones (corrected) gives the self-normalised importance-sampling estimate of attention.
+// The logits use the original keys (q·k_j), so static and sampled parts share one logit scale.
+//
+// Partials. A partial softmax over a set S of logits s_j is {max m, sumExp l = Σ exp(s_j − m),
+// o = Σ exp(s_j − m)·v_j} (o unnormalised; the output is o / l). The empty set is {−∞, 0, 0}.
+// Two partials merge exactly: m = max(m₁, m₂), aᵢ = exp(mᵢ − m), l = a₁l₁ + a₂l₂, o = a₁o₁ + a₂o₂.
+import { checkLshParams, type LshParams } from './params.js';
+
+type Vec = ArrayLike<number>;
+
+export interface PartialSoftmax {
+  max: number;
+  sumExp: number;
+  /** Σ exp(s_j − max)·v_j (unnormalised), d values. */
+  o: Float64Array;
+}
+
+/** SimHash codes [n][L] of n rows of x (row stride `stride`, default d), centered by `center` when given. */
+export function simhashCodes(x: Vec, n: number, d: number, planes: Vec, p: LshParams, center?: Vec, stride = d): Uint16Array {
+  checkLshParams(p);
+  const { K, L } = p;
+  if (planes.length < K * L * d) throw new RangeError(`MagicPIG planes: need ${K * L * d} values (K·L·d), got ${planes.length}`);
+  const codes = new Uint16Array(n * L);
+  for (let r = 0; r < n; r++) {
+    for (let t = 0; t < L; t++) {
+      let code = 0;
+      for (let b = 0; b < K; b++) {
+        const c = (t * K + b) * d;
+        let dot = 0;
+        for (let i = 0; i < d; i++) dot += (x[r * stride + i] - (center ? center[i] : 0)) * planes[c + i];
+        if (dot > 0) code |= 1 << b;
+      }
+      codes[r * L + t] = code;
+    }
+  }
+  return codes;
+}
+
+/** Indices j < n whose codes ([n][L]) equal the query's (L) in at least 2 tables, ascending. */
+export function sampledSet(qCodes: Vec, kCodes: Vec, n: number, L: number): number[] {
+  const out: number[] = [];
+  for (let j = 0; j < n; j++) {
+    let hits = 0;
+    for (let t = 0; t < L && hits < 2; t++) if (kCodes[j * L + t] === qCodes[t]) hits++;
+    if (hits >= 2) out.push(j);
+  }
+  return out;
+}
+
+/** w = P(at least 2 of L tables collide) for cos θ between query and centered key. */
+export function samplingProbability(cosTheta: number, p: LshParams): number {
+  const c = Math.min(1, Math.max(-1, cosTheta));
+  const u = (1 - Math.acos(c) / Math.PI) ** p.K;
+  // 1 − (1−u)^{L−1}·(1 + (L−1)·u), with (1−u)^{L−1} = exp((L−1)·log1p(−u)).
+  const a = Math.exp((p.L - 1) * Math.log1p(-u));
+  return Math.max(0, 1 - a * (1 + (p.L - 1) * u));
+}
+
+/** log(w + 1e−4): what the corrected logit subtracts. */
+export function logSamplingWeight(cosTheta: number, p: LshParams): number {
+  return Math.log(samplingProbability(cosTheta, p) + 1e-4);
+}
+
+/** Partial softmax over the logits s[i] with values v[idx[i]] ([·][d]). */
+export function partialSoftmax(s: Vec, idx: Vec, v: Vec, d: number): PartialSoftmax {
+  let max = -Infinity;
+  for (let i = 0; i < s.length; i++) max = Math.max(max, s[i]);
+  const o = new Float64Array(d);
+  let sumExp = 0;
+  if (max === -Infinity) return { max, sumExp, o };
+  for (let i = 0; i < s.length; i++) {
+    const e = Math.exp(s[i] - max);
+    sumExp += e;
+    for (let c = 0; c < d; c++) o[c] += e * v[idx[i] * d + c];
+  }
+  return { max, sumExp, o };
+}
+
+/** The exact log-sum-exp merge of two partials over disjoint sets. */
+export function mergePartials(a: PartialSoftmax, b: PartialSoftmax): PartialSoftmax {
+  const max = Math.max(a.max, b.max);
+  if (max === -Infinity) return { max, sumExp: 0, o: new Float64Array(a.o.length) };
+  const ea = a.max === -Infinity ? 0 : Math.exp(a.max - max);
+  const eb = b.max === -Infinity ? 0 : Math.exp(b.max - max);
+  const o = new Float64Array(a.o.length);
+  for (let c = 0; c < o.length; c++) o[c] = ea * a.o[c] + eb * b.o[c];
+  return { max, sumExp: ea * a.sumExp + eb * b.sumExp, o };
+}
+
+/** The attention output o / l of a partial (zeros for the empty set). */
+export function finishPartial(p: PartialSoftmax): Float64Array {
+  return p.o.map((x) => (p.sumExp > 0 ? x / p.sumExp : 0));
+}
+
+function dot(a: Vec, ao: number, b: Vec, bo: number, d: number): number {
+  let s = 0;
+  for (let i = 0; i < d; i++) s += a[ao + i] * b[bo + i];
+  return s;
+}
+
+/** Exact partial softmax of q against rows [0, n) of keys/values (logits q·k·scale). */
+export function exactPartial(q: Vec, keys: Vec, values: Vec, n: number, d: number, scale: number): PartialSoftmax {
+  const s: number[] = [];
+  const idx: number[] = [];
+  for (let j = 0; j < n; j++) { s.push(dot(q, 0, keys, j * d, d) * scale); idx.push(j); }
+  return partialSoftmax(s, idx, values, d);
+}
+
+export interface SampledInputs {
+  /** The query (d values, not normalised) and its codes (L). */
+  q: Vec;
+  qCodes: Vec;
+  /** Offloaded keys and values ([n][d], original keys), their codes ([n][L]) and the key mean k̄ (d). */
+  keys: Vec;
+  values: Vec;
+  kCodes: Vec;
+  mean: Vec;
+  n: number;
+  d: number;
+  scale: number;
+  /** false: sampled keys keep their exact logits (attention restricted to the sampled set). */
+  correction?: boolean;
+}
+
+/** MagicPIG's sampled part for one query: the sampled set, its corrected logits and their partial softmax. */
+export function sampledPartial(inp: SampledInputs, p: LshParams): { sampled: number[]; logits: number[]; partial: PartialSoftmax } {
+  checkLshParams(p);
+  const { q, keys, mean, n, d } = inp;
+  const sampled = sampledSet(inp.qCodes, inp.kCodes, n, p.L);
+  const qNorm = Math.sqrt(dot(q, 0, q, 0, d));
+  const qMean = dot(q, 0, mean, 0, d);
+  const logits = sampled.map((j) => {
+    const qk = dot(q, 0, keys, j * d, d);
+    let s = qk * inp.scale;
+    if (inp.correction ?? true) {
+      let kc = 0;
+      for (let i = 0; i < d; i++) kc += (keys[j * d + i] - mean[i]) ** 2;
+      const den = qNorm * Math.sqrt(kc);
+      s -= logSamplingWeight(den > 0 ? (qk - qMean) / den : 0, p);
+    }
+    return s;
+  });
+  return { sampled, logits, partial: partialSoftmax(logits, sampled, inp.values, d) };
+}
