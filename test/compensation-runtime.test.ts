@@ -10,7 +10,8 @@ import { gpuTests } from './helpers/gpu-skip.ts';
 import { maxAbsDiff } from './reference/kernels.ts';
 import type { Placement } from '../src/engine/engine.ts';
 import { resolveHeads } from '../src/api/heads.ts';
-import { evaluate, loadModel, loadPattern, nodeModelFiles } from '../src/node.ts';
+import { comparisonConfigs, evaluate, loadModel, loadPattern, nodeModelFiles } from '../src/node.ts';
+import { inFlags } from '../src/cli/flags.ts';
 
 const GPU = await sharedGpu();
 const TOL = 2e-3;
@@ -73,6 +74,11 @@ test('option errors: compensation without streaming heads, or not a boolean', ()
   assert.throws(() => resolveHeads({ compensation: 'yes' as unknown as boolean, streamingOnly: true, window: WINDOW }, 3, 3), /compensation must be true or false/);
   const r = resolveHeads({ streamingOnly: true, window: WINDOW, compensation: true }, 3, 3);
   assert.ok(r.compensation && /compensation token/.test(r.description), r.description);
+  // duet eval --compensation: each streaming configuration followed by its "+comp" twin.
+  const configs = comparisonConfigs({ streamingOnly: true, window: WINDOW, compensation: true }, 3, 3);
+  assert.equal(configs.map((c) => [c.name, c.compensation ?? false]), [['full', false], ['streaming-only', false], ['streaming-only+comp', true]]);
+  assert.throws(() => comparisonConfigs({ compensation: true }, 3, 3), /needs a streaming configuration/);
+  assert.is(inFlags('needs streaming heads (pattern or streamingOnly)'), 'needs streaming heads (--pattern or --streaming-only)');
 });
 
 test('bundled model, its pattern at 50% streaming with sink 4 / recent 32 and compensation: still recalls the passkey', async () => {

@@ -20,7 +20,8 @@ const FLAGS: Record<string, string> = {
 /** API words in a message (device 'gpu', window.sink, pattern) as the CLI's flags. */
 export function inFlags(text: string): string {
   return text.replace(/\bdevice '(\w+)'/g, '--device $1').replace(/'(cpu|gpu|split|auto)'/g, '$1')
-    .replace(/\bwindow\.sink\b/g, '--sink').replace(/\bwindow\.recent\b/g, '--recent').replace(/(?<!-)\bpattern\b/g, '--pattern');
+    .replace(/\bwindow\.sink\b/g, '--sink').replace(/\bwindow\.recent\b/g, '--recent').replace(/(?<!-)\bpattern\b/g, '--pattern')
+    .replace(/\bstreamingOnly\b/g, '--streaming-only').replace(/\brandomPattern\b/g, '--random-pattern');
 }
 
 /** A library error in the CLI's words: the API field becomes its flag. */
