@@ -38,11 +38,12 @@ console.log('built dist/cli.js');
 
 // The library (package.json "exports"): the Node entry, the browser/default entry and the browser
 // workers' entry. Dependencies stay imports of the installed packages; `webgpu` is only reachable
-// from the Node entry (and only loaded when a GPU is asked for).
+// from the Node entry (and only loaded when a GPU is asked for), `node-llama-cpp` likewise (only
+// when the peers benchmark runs).
 const external = ['@huggingface/tokenizers', '@huggingface/jinja'];
 await esbuild.build({
   entryPoints: { node: join(root, 'src/node.ts') }, outdir: join(root, 'dist'),
-  bundle: true, platform: 'node', format: 'esm', target: 'node20', sourcemap: true, external: [...external, 'webgpu'], logLevel: 'warning',
+  bundle: true, platform: 'node', format: 'esm', target: 'node20', sourcemap: true, external: [...external, 'webgpu', 'node-llama-cpp'], logLevel: 'warning',
 });
 await esbuild.build({
   entryPoints: { index: join(root, 'src/index.ts'), worker: join(root, 'src/worker.ts') }, outdir: join(root, 'dist'),

@@ -111,6 +111,39 @@ test('generations started together run one after another with the results they g
   assert.is.not(await s(3), await s(4));
 });
 
+test('sampling options: topK 1 or a tiny topP at any temperature is greedy; seeded sampling is reproducible', async () => {
+  const greedy = (await model.generate(RAMBLING, { maxTokens: 20 }).result()).tokens;
+  assert.equal((await model.generate(RAMBLING, { maxTokens: 20, temperature: 1.5, topK: 1, seed: 9 }).result()).tokens, greedy);
+  assert.equal((await model.generate(RAMBLING, { maxTokens: 20, temperature: 1, topP: 1e-9, seed: 9 }).result()).tokens, greedy);
+  const hot = (seed: number) => model.generate(RAMBLING, { maxTokens: 20, temperature: 2, topK: 10, seed }).result().then((r) => r.tokens);
+  assert.equal(await hot(1), await hot(1));
+  assert.not.equal(await hot(1), greedy, 'temperature 2 over 10 tokens gave the greedy text: the sampler may not sample');
+});
+
+test('head options at load: a window of our own and streaming-only; the KV bytes follow them', async () => {
+  const windowed = await loadModel(`${ROOT}fixtures/duet-passkey`, {
+    pattern: `${ROOT}fixtures/duet-passkey-pattern`, sparsity: 0.5, window: { sink: 4, recent: 8 }, device: 'cpu', placement: 'cpu', threads: 1,
+  });
+  const only = await loadModel(`${ROOT}fixtures/duet-passkey`, { streamingOnly: true, window: { sink: 4, recent: 8 }, device: 'cpu', threads: 1 });
+  try {
+    assert.equal(windowed.info.window, { sink: 4, recent: 8 });
+    assert.is(windowed.info.streamingHeads, 6);
+    const r = await windowed.generate(RAMBLING, { maxTokens: 8 }).result();
+    const capacity = r.usage.promptTokens + 8;
+    assert.ok(capacity > 12);
+    // 6 streaming rings of sink 4 + recent 8 slots; 6 retrieval heads of the whole capacity (head_dim 16, K and V, f32).
+    assert.is(r.kv.streaming, 6 * 12 * 16 * 2 * 4);
+    assert.is(r.kv.retrieval, 6 * capacity * 16 * 2 * 4);
+    assert.is(only.info.streamingHeads, 12);
+    const o = await only.generate(RAMBLING, { maxTokens: 8 }).result();
+    assert.is(o.kv.retrieval, 0);
+    assert.is(o.kv.streaming, 12 * 12 * 16 * 2 * 4);
+  } finally {
+    await windowed.dispose();
+    await only.dispose();
+  }
+});
+
 test('stats: KV bytes per device against full attention, timings and work counters', async () => {
   const r = await model.generate(RAMBLING, { maxTokens: 8 }).result();
   const prompt = r.usage.promptTokens, capacity = prompt + 8;

@@ -204,6 +204,36 @@ test('16 concurrent greedy requests each get what they get alone', async () => {
   assert.ok(new Set(alone).size > 1, 'every prompt gave the same text: the comparison proves little');
 });
 
+test('16 concurrent streamed requests: each stream is one completion (one id, role first, one finish, usage) with the text it gets alone', async () => {
+  const prompts = Array.from({ length: 16 }, (_, i) => `the pass key is ${20000 + i * 3137}. the pass key is`);
+  const alone: string[] = [];
+  for (const p of prompts) alone.push((await client.chat.completions.create({ ...greedy, messages: [{ role: 'user', content: p }], max_tokens: 8 })).choices[0].message.content!);
+  const streams = await Promise.all(prompts.map(async (p) => {
+    const ids = new Set<string>(), finishes: string[] = [];
+    let text = '', first = '', usage: OpenAI.CompletionUsage | null | undefined;
+    for await (const c of await client.chat.completions.create({ ...greedy, messages: [{ role: 'user', content: p }], max_tokens: 8, stream: true, stream_options: { include_usage: true } })) {
+      ids.add(c.id);
+      if (c.usage) usage = c.usage;
+      const choice = c.choices[0];
+      if (!choice) continue;
+      first ||= choice.delta.role ?? '?';
+      text += choice.delta.content ?? '';
+      if (choice.finish_reason) finishes.push(choice.finish_reason);
+    }
+    return { ids: [...ids], text, first, finishes, usage };
+  }));
+  assert.equal(streams.map((s) => s.text), alone);
+  for (const s of streams) {
+    assert.is(s.ids.length, 1);
+    assert.is(s.first, 'assistant');
+    assert.is(s.finishes.length, 1);
+    assert.ok(s.usage && s.usage.completion_tokens >= 1 && s.usage.completion_tokens <= 8, JSON.stringify(s.usage));
+  }
+  assert.is(new Set(streams.map((s) => s.ids[0])).size, 16, 'each completion has its own id');
+  // Every session was freed: nothing is generating or waiting.
+  assert.is((await raw('/health', { method: 'GET' })).body.active, 0);
+});
+
 test('bad requests get OpenAI-shaped errors with the right status', async () => {
   const chat = (body: unknown) => raw('/v1/chat/completions', { body: JSON.stringify(body) });
   assertOpenAIError(await raw('/v1/chat/completions', { body: '{"messages": [' }), 400, 'body', /not a JSON object/);
@@ -212,6 +242,11 @@ test('bad requests get OpenAI-shaped errors with the right status', async () => 
   assertOpenAIError(await chat({ messages: [{ role: 'robot', content: 'x' }] }), 400, 'messages[0].role', /must be system, developer, user or assistant/);
   assertOpenAIError(await chat({ messages: [{ role: 'user', content: 'x' }], max_tokens: 0 }), 400, 'max_tokens', /positive integer/);
   assertOpenAIError(await raw('/v1/completions', { body: JSON.stringify({ prompt: 7 }) }), 400, 'prompt', /prompt must be a non-empty string/);
+  assertOpenAIError(await chat({ messages: [{ role: 'user', content: 'x' }], top_p: 1.5 }), 400, 'top_p', /top_p/);
+  assertOpenAIError(await chat({ messages: [{ role: 'user', content: 'x' }], stop: [1] }), 400, 'stop', /stop/);
+  assertOpenAIError(await chat({ messages: [{ role: 'user', content: 'x' }], n: 2 }), 400, 'n', /\bn\b/);
+  assertOpenAIError(await chat({ messages: [{ role: 'user', content: 'x' }], seed: 'a' }), 400, 'seed', /seed/);
+  assertOpenAIError(await raw('/v1/chat/completions', { body: '[1, 2]' }), 400, 'body', /not a JSON object/);
   // A prompt over --ctx: the error names both numbers.
   const long = 'a'.repeat(CTX + 10);
   const tooLong = await raw('/v1/completions', { body: JSON.stringify({ prompt: long }) });
@@ -225,6 +260,17 @@ test('bad requests get OpenAI-shaped errors with the right status', async () => 
     assert.instance(e, OpenAI.NotFoundError);
     assert.is((e as InstanceType<typeof OpenAI.NotFoundError>).status, 404);
     assert.match(String((e as Error).message), /"gpt-4o" does not exist/);
+  }
+  // Through the client: a BadRequestError carrying OpenAI's param and message.
+  try {
+    await client.chat.completions.create({ ...greedy, messages: [{ role: 'user', content: 'x' }], max_tokens: -3 });
+    assert.unreachable('max_tokens -3 was accepted');
+  } catch (e) {
+    assert.instance(e, OpenAI.BadRequestError, String(e));
+    const err = e as InstanceType<typeof OpenAI.BadRequestError>;
+    assert.is(err.status, 400);
+    assert.is(err.param, 'max_tokens');
+    assert.match(err.message, /max_tokens must be a positive integer/);
   }
   // A body over --max-body (64 KiB): 413.
   assertOpenAIError(await chat({ messages: [{ role: 'user', content: 'a'.repeat(70_000) }] }), 413, null, /over the limit of 65536 bytes|more than the limit of 65536/);

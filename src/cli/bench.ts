@@ -2,20 +2,15 @@
 // attention vs DuoAttention per placement, and KV memory, on a real checkpoint or on random weights
 // with a real model's shapes. Writes results.json and SVG plots, prints tables.
 import { parseArgs } from 'node:util';
-import { BENCH_SUITES as SUITES, benchReportText, runBenchmark, writeBenchReport, type BenchSuite as Suite, type DeviceChoice, type Placement } from '../node.js';
+import { BENCH_SUITES as SUITES, benchReportText, peersReportText, runBenchmark, runPeersBenchmark, writeBenchReport, type BenchSuite as Suite, type DeviceChoice, type Placement } from '../node.js';
 import { DuetError } from '../errors.js';
-import { machineInfo } from '../bench/machine.js';
-import { randomAlphas, randomWeights } from '../bench/random-weights.js';
-import { e2eSequenceLength } from '../bench/e2e.js';
-import { benchShape, layersText, shapeSpec } from '../bench/shapes.js';
+import { shapeSpec } from '../bench/shapes.js';
 import { claimOutputFolder, removeStale } from '../node/output-folder.js';
 import { intOption, numberList, threadsOption, weightsOption } from './options.js';
 import { flagMessage, inFlags } from './flags.js';
 import { Progress } from './progress.js';
 import { serveBenchCommand } from './bench-serve.js';
-import { renderPeers, runPeers } from './bench-peers.js';
-import { isWeightDType, type WeightDType } from '../model/quant.js';
-import { availableParallelism } from 'node:os';
+import { isWeightDType, WEIGHT_DTYPES } from '../model/quant.js';
 
 export const BENCH_DEFAULT_OUT = 'bench-results';
 
@@ -113,37 +108,27 @@ async function bench(argv: string[]): Promise<number> {
 
 type Values = ReturnType<typeof parseArgs<{ args: string[]; options: typeof options; strict: true }>>['values'];
 
-/** `--suite peers`: Duet against llama.cpp on the same GGUF files (see bench-peers.ts). */
+/** `--suite peers`: Duet against llama.cpp on the same GGUF files (runPeersBenchmark). */
 async function peersCommand(v: Values, argv: string[]): Promise<number> {
-  const say = (m: string) => process.stderr.write(`duet: ${m}\n`);
   if (v.model !== undefined) throw new Error('--suite peers runs on random weights (--shape NAME, default qwen2.5-0.5b); --model is not supported there yet');
-  const formats = (v.formats ?? 'f32,f16,q8_0,q4_0').split(',').map((f) => {
-    if (!isWeightDType(f)) throw new Error(`--formats: "${f}" is not one of f32, f16, q8_0, q4_0, q4_k`);
-    return f as WeightDType;
+  const formats = v.formats?.split(',').map((f) => {
+    if (!isWeightDType(f)) throw new Error(`--formats: "${f}" is not one of ${WEIGHT_DTYPES.join(', ')}`);
+    return f;
   });
-  const contexts = numberList(v.contexts ?? '1024,4096,16384', '--contexts', (n) => Number.isInteger(n) && n >= 2, 'an integer ≥ 2').sort((a, b) => a - b);
-  const sparsities = numberList(v.sparsities ?? '0.5,0.75', '--sparsities', (n) => n >= 0 && n <= 1, 'a sparsity in [0, 1]');
-  const threads = threadsOption(v.threads) ?? availableParallelism();
-  const chunk = intOption(v['prefill-chunk'], '--prefill-chunk', 1) ?? 512;
-  const prefillMax = intOption(v['prefill-max'], '--prefill-max', 0) ?? 2048;
-  const decodeTokens = intOption(v['decode-tokens'], '--decode-tokens', 1) ?? 8;
-  const warmupTokens = intOption(v['warmup-tokens'], '--warmup-tokens', 0) ?? 2;
-  const seed = intOption(v.seed, '--seed') ?? 0;
-  const agreeTokens = intOption(v['agree-tokens'], '--agree-tokens', 1) ?? 32;
-  const name = v.shape ?? 'qwen2.5-0.5b';
-  const positions = e2eSequenceLength(Math.max(...contexts), warmupTokens, decodeTokens, sparsities.length);
-  const shape = benchShape(name, { layers: intOption(v.layers, '--layers', 1), positions, chunk, residency: { engines: 2, kvFactor: 1 + Math.max(0, ...sparsities.map((x) => 1 - x)) } });
-  const progress = new Progress(`random weights (${name}, ${layersText(shape.config.numLayers)})`);
-  const weights = randomWeights(shape.config, seed, (d, t) => progress.update(d, t));
-  const notes = [`random weights with the shapes of ${shape.source}`, ...shape.notes,
-    "Duet runs each GGUF file's tensors in the file's format (packed CPU kernels, no dequantize at load)"];
-  const { rows, agreement, files } = await runPeers({
-    config: shape.config, weights, alphas: randomAlphas(shape.config.numLayers, shape.config.numKvHeads, seed),
-    window: { sink: intOption(v.sink, '--sink') ?? 128, recent: intOption(v.recent, '--recent', 1) ?? 256 },
-    formats, contexts, sparsities, threads, chunk, prefillMax, decodeTokens, warmupTokens, seed, agreeTokens,
-    outDir: v.out ?? BENCH_DEFAULT_OUT, machine: machineInfo(null, 'CPU only'), command: `duet bench ${argv.join(' ')}`.trim(), notes, say,
+  const contexts = v.contexts === undefined ? undefined : numberList(v.contexts, '--contexts', (n) => Number.isInteger(n) && n >= 2, 'an integer ≥ 2');
+  const sparsities = v.sparsities === undefined ? undefined : numberList(v.sparsities, '--sparsities', (n) => n >= 0 && n <= 1, 'a sparsity in [0, 1]');
+  let progress: Progress | undefined;
+  const r = await runPeersBenchmark({
+    out: v.out ?? BENCH_DEFAULT_OUT, shape: v.shape, layers: intOption(v.layers, '--layers', 1), formats, contexts, sparsities,
+    threads: threadsOption(v.threads), window: { sink: intOption(v.sink, '--sink'), recent: intOption(v.recent, '--recent', 1) },
+    prefillChunk: intOption(v['prefill-chunk'], '--prefill-chunk', 1), prefillMax: intOption(v['prefill-max'], '--prefill-max', 0),
+    decodeTokens: intOption(v['decode-tokens'], '--decode-tokens', 1), warmupTokens: intOption(v['warmup-tokens'], '--warmup-tokens', 0),
+    seed: intOption(v.seed, '--seed'), agreeTokens: intOption(v['agree-tokens'], '--agree-tokens', 1),
+    command: `duet bench ${argv.join(' ')}`.trim(),
+    notice: (m) => process.stderr.write(`duet: ${m}\n`),
+    onProgress: (what, d, t) => { progress ??= new Progress(what); progress.update(d, t); },
   });
-  if (v.json) process.stdout.write(`${JSON.stringify({ rows, agreement })}\n`);
-  else process.stdout.write(`${renderPeers(rows, agreement)}\n${notes.map((n) => `note: ${n}`).join('\n')}\nresults: ${files.join(', ')}\n`);
+  if (v.json) process.stdout.write(`${JSON.stringify({ rows: r.rows, agreement: r.agreement })}\n`);
+  else process.stdout.write(`${peersReportText(r)}\n${r.notes.map((n) => `note: ${n}`).join('\n')}\nresults: ${r.files.join(', ')}\n`);
   return 0;
 }

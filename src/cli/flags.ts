@@ -14,14 +14,16 @@ const FLAGS: Record<string, string> = {
   heads: '--heads', hidden: '--hidden', layers: '--layers', maxLength: '--max-len', tokensPerStep: '--tokens-per-step',
   answerWeight: '--answer-weight', until: '--until', saveEvery: '--save-every', resume: '--resume', force: '--force', out: '--out',
   shape: '--shape', placements: '--placements', contexts: '--contexts', sparsities: '--sparsities', suites: '--suite',
-  prefillMax: '--prefill-max', decodeTokens: '--decode-tokens', warmupTokens: '--warmup-tokens',
+  prefillMax: '--prefill-max', type: '--type', formats: '--formats', agreeTokens: '--agree-tokens',
+  concurrency: '--concurrency', requests: '--requests', promptChars: '--prompt-chars', decodeTokens: '--decode-tokens', warmupTokens: '--warmup-tokens',
 };
 
 /** API words in a message (device 'gpu', window.sink, pattern) as the CLI's flags. */
 export function inFlags(text: string): string {
   return text.replace(/\bdevice '(\w+)'/g, '--device $1').replace(/'(cpu|gpu|split|auto)'/g, '$1')
     .replace(/\bwindow\.sink\b/g, '--sink').replace(/\bwindow\.recent\b/g, '--recent').replace(/(?<!-)\bpattern\b/g, '--pattern')
-    .replace(/\bstreamingOnly\b/g, '--streaming-only').replace(/\brandomPattern\b/g, '--random-pattern');
+    .replace(/\bstreamingOnly\b/g, '--streaming-only').replace(/\brandomPattern\b/g, '--random-pattern')
+    .replace(/\bforce: true\b/g, '--force');
 }
 
 /** A library error in the CLI's words: the API field becomes its flag. */

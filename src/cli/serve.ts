@@ -1,8 +1,7 @@
 // `duet serve`: an OpenAI-compatible HTTP server over one model (src/server/). Binds 127.0.0.1
 // unless told otherwise; SIGINT/SIGTERM stop accepting, abort what is in flight and exit 0.
 import { parseArgs } from 'node:util';
-import { loadModel } from '../node.js';
-import { DuetServer } from '../server/server.js';
+import { DuetServer, loadModel } from '../node.js';
 import { modelOptions } from './generate.js';
 import { intOption, patternOptions } from './options.js';
 import { Progress } from './progress.js';

@@ -2,10 +2,11 @@
 // existing file unless the caller says so.
 import { constants } from 'node:fs';
 import { access, open, rename, rm } from 'node:fs/promises';
+import { DuetError } from '../errors.js';
 
 export async function writeFileAtomic(path: string, chunks: Iterable<Uint8Array>, options: { force?: boolean } = {}): Promise<number> {
   if (!options.force && await access(path, constants.F_OK).then(() => true, () => false)) {
-    throw new Error(`${path} exists; pass --force to replace it`);
+    throw new DuetError('out', `${path} exists; pass force: true to replace it`);
   }
   const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
   const fh = await open(tmp, 'wx');

@@ -64,14 +64,14 @@ export interface BenchmarkOptions {
   onProgress?: (what: string, done: number, total: number, detail: string) => void;
 }
 
-function positiveInts(value: number[] | undefined, fallback: number[], field: string, min: number): number[] {
+export function positiveInts(value: number[] | undefined, fallback: number[], field: string, min: number): number[] {
   const list = value ?? fallback;
   if (!Array.isArray(list) || list.length === 0) throw new DuetError(field, 'must be a non-empty list');
   for (const n of list) if (!(Number.isInteger(n) && n >= min)) throw new DuetError(field, `${n} is not an integer ≥ ${min}`);
   return [...new Set(list)];
 }
 
-function int(value: number | undefined, field: string, min: number, fallback: number): number {
+export function int(value: number | undefined, field: string, min: number, fallback: number): number {
   const v = value ?? fallback;
   if (!(Number.isInteger(v) && v >= min)) throw new DuetError(field, `must be an integer ≥ ${min} (got ${v})`);
   return v;

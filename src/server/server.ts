@@ -10,7 +10,9 @@ import { DuetError } from '../errors.js';
 import { hostAllowed } from '../node/http-guard.js';
 
 export interface ServeOptions {
+  /** Default 127.0.0.1 (loopback only); on a loopback address only loopback Host headers are answered. */
   host?: string;
+  /** Default 8080; 0 picks a free port (listen() resolves with it). */
   port?: number;
   /** Requests must carry `Authorization: Bearer <apiKey>`. */
   apiKey?: string;

@@ -1,28 +1,35 @@
-// `duet bench --suite peers`: Duet against llama.cpp (node-llama-cpp, CPU) on the same GGUF file per
-// weight format, the same prompt token ids and the same threads: prefill tokens/s and decode
-// ms/token per context, Duet with full attention and DuoAttention (CPU placement), and how many
-// leading greedy tokens the two engines agree on at F32.
+// Duet against llama.cpp (node-llama-cpp, CPU) on the same GGUF file per weight format, the same
+// prompt token ids and the same threads: prefill tokens/s and decode ms/token per context, Duet with
+// full attention and DuoAttention (CPU placement), and how many leading greedy tokens the two
+// engines agree on at F32. The library call behind `duet bench --suite peers`; node-llama-cpp is an
+// optional package imported only when this runs (never by the browser entry).
+import { availableParallelism } from 'node:os';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { allHeads } from '../attention/pattern.js';
+import type { StreamingWindow } from '../engine/backend.js';
 import { Engine } from '../engine/engine.js';
+import { DuetError } from '../errors.js';
 import { loadCheckpoint } from '../model/checkpoint.js';
 import type { ModelConfig } from '../model/config.js';
 import { encodeMatrix } from '../model/gguf-encode.js';
 import { ggufChunks } from '../model/gguf-write.js';
 import { ValueType, type GgufWriteValue } from '../model/gguf.js';
 import { TOKEN_TYPE, byteLevelAlphabet } from '../model/gguf-tokenizer.js';
-import type { WeightDType } from '../model/quant.js';
+import { isWeightDType, WEIGHT_DTYPES, type WeightDType } from '../model/quant.js';
 import type { ModelWeights } from '../model/weights.js';
-import { nodeModelFiles } from '../node/files.js';
-import { writeFileAtomic } from '../node/atomic-write.js';
-import { startNodeKernelWorker } from '../node/kernel-threads.js';
-import { runE2e } from '../bench/e2e.js';
+import { runE2e, e2eSequenceLength } from '../bench/e2e.js';
 import { CpuPool, headConfigs } from '../bench/engines.js';
 import { importNodeLlamaCpp, NODE_LLAMA_CPP_MISSING, openLlamaCpp } from '../bench/llama-cpp.js';
-import { randomIds } from '../bench/random-weights.js';
+import { machineInfo } from '../bench/machine.js';
+import { randomAlphas, randomIds, randomWeights } from '../bench/random-weights.js';
+import { benchShape, layersText } from '../bench/shapes.js';
 import type { MachineInfo } from '../bench/types.js';
 import { lineChart } from '../plot/svg.js';
+import { writeFileAtomic } from './atomic-write.js';
+import { int, positiveInts } from './bench.js';
+import { nodeModelFiles } from './files.js';
+import { startNodeKernelWorker } from './kernel-threads.js';
 
 export interface PeerRow {
   format: WeightDType;
@@ -35,7 +42,94 @@ export interface PeerRow {
   error?: string;
 }
 
-export interface PeerOptions {
+export interface PeersBenchmarkOptions {
+  /** Folder for the GGUF files, peers.json and peers-decode.svg (created if missing; its peers files are replaced). */
+  out: string;
+  /** A real model's shapes for the random weights (default qwen2.5-0.5b), or a config of your own. */
+  shape?: string | ModelConfig;
+  /** Only the first layers of a named shape (default: what fits). */
+  layers?: number;
+  /** Weight formats, one GGUF file each (default f32, f16, q8_0, q4_0). */
+  formats?: WeightDType[];
+  /** Context lengths in tokens (default 1024, 4096, 16384). */
+  contexts?: number[];
+  /** DuoAttention sparsities (random gate values binarised; default 0.5, 0.75). */
+  sparsities?: number[];
+  /** Threads of both engines (default every core). */
+  threads?: number;
+  /** Streaming window (default sink 128, recent 256). */
+  window?: Partial<StreamingWindow>;
+  prefillChunk?: number;
+  /** Longest prefill that is measured (longer ones are estimated); default 2048. */
+  prefillMax?: number;
+  decodeTokens?: number;
+  warmupTokens?: number;
+  seed?: number;
+  /** Greedy tokens compared with llama.cpp at f32 (default 32). */
+  agreeTokens?: number;
+  /** Recorded in peers.json. */
+  command?: string;
+  /** Each step as it starts ("q8_0: llama.cpp @4096"). */
+  notice?: (message: string) => void;
+  /** `what`: "random weights (…)" while they are made. */
+  onProgress?: (what: string, done: number, total: number) => void;
+}
+
+export interface PeersResults {
+  rows: PeerRow[];
+  /** Leading greedy tokens Duet and llama.cpp agree on at f32 (null without f32). */
+  agreement: Record<string, unknown> | null;
+  notes: string[];
+  /** peers.json and peers-decode.svg. */
+  files: string[];
+}
+
+export async function runPeersBenchmark(o: PeersBenchmarkOptions): Promise<PeersResults> {
+  if (typeof o?.out !== 'string' || o.out === '') throw new DuetError('out', 'is required (a folder for the GGUF files and results)');
+  const formats = o.formats ?? ['f32', 'f16', 'q8_0', 'q4_0'];
+  if (!Array.isArray(formats) || formats.length === 0) throw new DuetError('formats', 'must be a non-empty list');
+  for (const f of formats) if (!isWeightDType(f)) throw new DuetError('formats', `${JSON.stringify(f)} is not one of ${WEIGHT_DTYPES.join(', ')}`);
+  const contexts = positiveInts(o.contexts, [1024, 4096, 16384], 'contexts', 2).sort((a, b) => a - b);
+  const sparsities = o.sparsities ?? [0.5, 0.75];
+  for (const s of sparsities) if (!(s >= 0 && s <= 1)) throw new DuetError('sparsities', `${s} is not a sparsity in [0, 1]`);
+  const threads = int(o.threads, 'threads', 1, availableParallelism());
+  const chunk = int(o.prefillChunk, 'prefillChunk', 1, 512);
+  const prefillMax = int(o.prefillMax, 'prefillMax', 0, 2048);
+  const decodeTokens = int(o.decodeTokens, 'decodeTokens', 1, 8);
+  const warmupTokens = int(o.warmupTokens, 'warmupTokens', 0, 2);
+  const seed = int(o.seed, 'seed', -Infinity, 0);
+  const agreeTokens = int(o.agreeTokens, 'agreeTokens', 1, 32);
+  const window = { sink: int(o.window?.sink, 'window.sink', 0, 128), recent: int(o.window?.recent, 'window.recent', 1, 256) };
+  // Checked before random weights are made (minutes for a real shape).
+  if (!(await importNodeLlamaCpp())) throw new DuetError(null, `the peers benchmark needs llama.cpp: ${NODE_LLAMA_CPP_MISSING}`, 'unavailable');
+
+  let config: ModelConfig;
+  const notes: string[] = [];
+  let label: string;
+  if (typeof o.shape === 'object' && o.shape !== null) {
+    if (o.layers !== undefined) throw new DuetError('layers', 'applies to a named shape; give the config its num_hidden_layers');
+    config = o.shape;
+    label = 'random weights (the given config)';
+    notes.push('random weights with the given config');
+  } else {
+    const name = o.shape ?? 'qwen2.5-0.5b';
+    const positions = e2eSequenceLength(Math.max(...contexts), warmupTokens, decodeTokens, sparsities.length);
+    const shape = benchShape(name, { layers: o.layers === undefined ? undefined : int(o.layers, 'layers', 1, 0), positions, chunk, residency: { engines: 2, kvFactor: 1 + Math.max(0, ...sparsities.map((x) => 1 - x)) } });
+    config = shape.config;
+    label = `random weights (${name}, ${layersText(config.numLayers)})`;
+    notes.push(`random weights with the shapes of ${shape.source}`, ...shape.notes);
+  }
+  notes.push("Duet runs each GGUF file's tensors in the file's format (packed CPU kernels, no dequantize at load)");
+  const weights = randomWeights(config, seed, (d, t) => o.onProgress?.(label, d, t));
+  const { rows, agreement, files } = await runPeers({
+    config, weights, alphas: randomAlphas(config.numLayers, config.numKvHeads, seed), window, formats, contexts, sparsities, threads,
+    chunk, prefillMax, decodeTokens, warmupTokens, seed, agreeTokens, outDir: o.out, machine: machineInfo(null, 'CPU only'),
+    command: o.command ?? 'runPeersBenchmark', notes, say: o.notice ?? (() => {}),
+  });
+  return { rows, agreement, notes, files };
+}
+
+interface PeerOptions {
   config: ModelConfig;
   weights: ModelWeights;
   alphas: number[][];
@@ -79,9 +173,7 @@ function margin(a: Float32Array): number {
   return m1 - m2;
 }
 
-export async function runPeers(o: PeerOptions): Promise<{ rows: PeerRow[]; agreement: Record<string, unknown> | null; files: string[] }> {
-  const mod = await importNodeLlamaCpp();
-  if (!mod) throw new Error(`--suite peers: ${NODE_LLAMA_CPP_MISSING}`);
+async function runPeers(o: PeerOptions): Promise<{ rows: PeerRow[]; agreement: Record<string, unknown> | null; files: string[] }> {
   mkdirSync(o.outDir, { recursive: true });
   const rows: PeerRow[] = [];
   let agreement: Record<string, unknown> | null = null;
@@ -169,7 +261,8 @@ export async function runPeers(o: PeerOptions): Promise<{ rows: PeerRow[]; agree
   return { rows, agreement, files };
 }
 
-export function renderPeers(rows: PeerRow[], agreement: Record<string, unknown> | null): string {
+/** The rows as a table, with the greedy agreement at f32. */
+export function peersReportText({ rows, agreement }: Pick<PeersResults, 'rows' | 'agreement'>): string {
   const lines = ['format  engine      heads     context  prefill tok/s  decode ms/tok  vs llama.cpp'];
   for (const r of rows) {
     const ref = rows.find((x) => x.engine === 'llama.cpp' && x.format === r.format && x.context === r.context);
