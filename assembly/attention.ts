@@ -124,6 +124,34 @@ export function segment(p0: i32, p1: i32, k: usize, v: usize, stride: usize, sin
   }
 }
 
+/**
+ * One extra key for query vector t of the tile (a streaming head's compensation token): its score
+ * is kScale · (scaled q · kvec) + bias and its value vScale · vvec, merged into the online softmax.
+ */
+export function extraKey(t: i32, kvec: usize, kScale: f32, bias: f32, vvec: usize, vScale: f32): void {
+  const qv = sQ + <usize>t * ((<usize>hd) << 2);
+  let dot: f32 = 0;
+  for (let d = 0; d < hd; d++) dot += load<f32>(qv + ((<usize>d) << 2)) * load<f32>(kvec + ((<usize>d) << 2));
+  const s = dot * kScale + bias;
+  const mp = sM + ((<usize>t) << 2), lp = sL + ((<usize>t) << 2);
+  const acc = sAcc + <usize>t * ((<usize>hd) << 2);
+  let l = load<f32>(lp);
+  const mOld = load<f32>(mp);
+  if (s > mOld) {
+    const corr = exps(mOld - s);
+    l *= corr;
+    scaleRow(acc, corr);
+    store<f32>(mp, s);
+  }
+  const p = exps(s - load<f32>(mp));
+  store<f32>(lp, l + p);
+  const pv = p * vScale;
+  for (let d = 0; d < hd; d++) {
+    const a = acc + ((<usize>d) << 2);
+    store<f32>(a, load<f32>(a) + pv * load<f32>(vvec + ((<usize>d) << 2)));
+  }
+}
+
 // K and V rows interleaved, one load per line: the span is in cache before its blocks run.
 function touchKV(k: usize, v: usize, n: i32, stride: usize): void {
   const rowBytes: usize = (<usize>hd) << 2;

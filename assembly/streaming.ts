@@ -5,7 +5,14 @@
 // [0, min(pastLen, sink)) and [max(sink, pastLen − recent), pastLen); the chunk's own keys come
 // from k / v ([rows][numKvHeads][headDim]). Query at position i sees j ≤ i with j < sink or
 // j > i − recent. The online-softmax tile machinery is shared with attention.ts.
-import { beginTile, endTile, segment, setupScratch } from './attention';
+//
+// Compensation (RazorAttention, optional): per KV head the sums of the keys and values evicted so
+// far, kSum / vSum ([numKvHeads][headDim], positions [sink, pastLen − recent)). Query i also
+// attends one token k̂ = S_k(i) / n, v̂ = S_v(i) / n with n = i − recent + 1 − sink evicted positions
+// (none when n ≤ 0) and ln n added to its logit, as if it were n copies. S(i) is the state's sum
+// plus the positions j ∈ [max(sink, pastLen − recent), i − recent] added in ascending order, the
+// order compensationAppend adds them in, so chunked prefill and decode sum identically.
+import { attentionScratchFloats, beginTile, endTile, extraKey, segment, setupScratch } from './attention';
 
 /**
  * Ring positions [p0, p1) (all non-sink). Where the slots wrap, the later positions (from slot
@@ -23,10 +30,53 @@ function ringRecent(p0: i32, p1: i32, kr: usize, vr: usize, sink: i32, recent: i
   segment(p0, p0 + first, kr + off, vr + off, vecBytes, false);
 }
 
-/** KV heads [kvStart, kvEnd) only (threads share the heads). */
+/** Scratch floats of streamingAttention: the tile's, then the two running compensation sums. */
+export function streamingScratchFloats(queryVectors: i32, headDim: i32): i32 {
+  return attentionScratchFloats(queryVectors, headDim) + 2 * headDim;
+}
+
+/** Address of position j's vector for KV head h: the ring slot when j < pastLen, else the chunk row. */
+@inline
+function keyAddr(ring: usize, chunk: usize, j: i32, h: i32, pastLen: i32, numKvHeads: i32, sink: i32, recent: i32, vecBytes: usize): usize {
+  if (j < pastLen) {
+    const slot = j < sink ? j : sink + (j - sink) % recent;
+    return ring + <usize>(h * (sink + recent) + slot) * vecBytes;
+  }
+  return chunk + <usize>((j - pastLen) * numKvHeads + h) * vecBytes;
+}
+
+function addVec(dst: usize, src: usize, n: i32): void {
+  for (let d = 0; d < n; d++) {
+    const a = dst + ((<usize>d) << 2);
+    store<f32>(a, load<f32>(a) + load<f32>(src + ((<usize>d) << 2)));
+  }
+}
+
+/**
+ * The compensation token of each query vector of the tile (rows r0 … r0 + nr − 1), advancing the
+ * running sums cK / cV by the position each row evicts (see the header).
+ */
+function compensateTile(r0: i32, nr: i32, g: i32, cK: usize, cV: usize, kRing: usize, vRing: usize, k: usize, v: usize,
+  kvh: i32, numKvHeads: i32, headDim: i32, pastLen: i32, sink: i32, recent: i32, vecBytes: usize): void {
+  for (let rr = 0; rr < nr; rr++) {
+    const j = pastLen + r0 + rr - recent;
+    if (j < sink) continue;
+    addVec(cK, keyAddr(kRing, k, j, kvh, pastLen, numKvHeads, sink, recent, vecBytes), headDim);
+    addVec(cV, keyAddr(vRing, v, j, kvh, pastLen, numKvHeads, sink, recent, vecBytes), headDim);
+    const n = j + 1 - sink;
+    const inv: f32 = <f32>1 / <f32>n;
+    const bias = Mathf.log(<f32>n);
+    for (let t = rr * g; t < (rr + 1) * g; t++) extraKey(t, cK, inv, bias, cV, inv);
+  }
+}
+
+/**
+ * KV heads [kvStart, kvEnd) only (threads share the heads). kSum / vSum: the compensation state
+ * (0: none); scratch holds streamingScratchFloats(tileRows · group, headDim).
+ */
 export function streamingAttention(out: usize, q: usize, k: usize, v: usize, kRing: usize, vRing: usize,
   rows: i32, numHeads: i32, numKvHeads: i32, headDim: i32, pastLen: i32, scale: f32,
-  sink: i32, recent: i32, scratch: usize, tileRows: i32, kvStart: i32, kvEnd: i32): void {
+  sink: i32, recent: i32, scratch: usize, tileRows: i32, kvStart: i32, kvEnd: i32, kSum: usize, vSum: usize): void {
   const g = numHeads / numKvHeads;
   setupScratch(scratch, tileRows * g, headDim, g, recent);
   const vecBytes: usize = (<usize>headDim) << 2;
@@ -36,9 +86,14 @@ export function streamingAttention(out: usize, q: usize, k: usize, v: usize, kRi
   const ringRecentStart = max(sink, pastLen - recent);
   const chunkSinkEnd = min(sink, pastLen + rows);
   const chunkRecentStart = max(sink, pastLen);
+  const cK = scratch + (<usize>attentionScratchFloats(tileRows * g, headDim) << 2), cV = cK + vecBytes;
   for (let kvh = kvStart; kvh < kvEnd; kvh++) {
     const kr = kRing + <usize>(kvh * slots) * vecBytes, vr = vRing + <usize>(kvh * slots) * vecBytes;
     const kc = k + <usize>kvh * vecBytes, vc = v + <usize>kvh * vecBytes;
+    if (kSum != 0) {
+      memory.copy(cK, kSum + <usize>kvh * vecBytes, vecBytes);
+      memory.copy(cV, vSum + <usize>kvh * vecBytes, vecBytes);
+    }
     for (let r0 = 0; r0 < rows; r0 += tileRows) {
       beginTile(q, r0, min(tileRows, rows - r0), numHeads, kvh, pastLen, scale);
       if (ringSinkEnd > 0) segment(0, ringSinkEnd, kr, vr, vecBytes, true);
@@ -47,6 +102,9 @@ export function streamingAttention(out: usize, q: usize, k: usize, v: usize, kRi
       if (chunkRecentStart < pastLen + rows) {
         const off = <usize>(chunkRecentStart - pastLen) * chunkStride;
         segment(chunkRecentStart, pastLen + rows, kc + off, vc + off, chunkStride, false);
+      }
+      if (kSum != 0) {
+        compensateTile(r0, min(tileRows, rows - r0), g, cK, cV, kRing, vRing, k, v, kvh, numKvHeads, headDim, pastLen, sink, recent, vecBytes);
       }
       endTile(out, r0, numHeads, kvh);
     }
@@ -68,6 +126,23 @@ export function ringAppend(kRing: usize, vRing: usize, k: usize, v: usize, rows:
       const dst: usize = <usize>(h * slots + slot) * vecBytes;
       memory.copy(kRing + dst, k + src, vecBytes);
       memory.copy(vRing + dst, v + src, vecBytes);
+    }
+  }
+}
+
+/**
+ * Adds the positions this chunk evicts, [max(sink, pastLen − recent), pastLen + rows − recent), to the
+ * compensation sums, in ascending order; call before ringAppend overwrites their slots.
+ */
+export function compensationAppend(kSum: usize, vSum: usize, kRing: usize, vRing: usize, k: usize, v: usize,
+  rows: i32, numKvHeads: i32, headDim: i32, pastLen: i32, sink: i32, recent: i32): void {
+  const vecBytes: usize = (<usize>headDim) << 2;
+  const j0 = max(sink, pastLen - recent), j1 = pastLen + rows - recent;
+  for (let h = 0; h < numKvHeads; h++) {
+    const ks = kSum + <usize>h * vecBytes, vs = vSum + <usize>h * vecBytes;
+    for (let j = j0; j < j1; j++) {
+      addVec(ks, keyAddr(kRing, k, j, h, pastLen, numKvHeads, sink, recent, vecBytes), headDim);
+      addVec(vs, keyAddr(vRing, v, j, h, pastLen, numKvHeads, sink, recent, vecBytes), headDim);
     }
   }
 }

@@ -3,10 +3,17 @@
 // slot j for sinks, sink + (j − sink) mod recent otherwise), the chunk's own keys from k/v
 // ([rows][kv_heads][D]). At most sink + recent keys per query, so one pass per (head, row) with
 // tiles of 64 keys and an online softmax; cost never depends on past_len.
+//
+// With comp = 1 (RazorAttention) the query also attends one compensation token standing for the
+// n = i − recent + 1 − sink positions it no longer sees (none when n ≤ 0): the sums S = k_sum/v_sum
+// of the state (positions [sink, past_len − recent)) plus positions max(sink, past_len − recent) …
+// i − recent, added in that order (as compensation_append does, so chunks and decode agree); key
+// S_k / n, value S_v / n, logit q·S_k / n + ln n. With comp = 0 the sums are not read (any buffer).
 
 struct Params {
   rows: u32, num_heads: u32, num_kv_heads: u32, head_dim: u32,
   past_len: u32, sink: u32, recent: u32, scale: f32,
+  comp: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
@@ -15,7 +22,9 @@ struct Params {
 @group(0) @binding(3) var<storage, read> v_chunk: array<f32>;
 @group(0) @binding(4) var<storage, read> k_ring: array<f32>;
 @group(0) @binding(5) var<storage, read> v_ring: array<f32>;
-@group(0) @binding(6) var<uniform> p: Params;
+@group(0) @binding(6) var<storage, read> k_sum: array<f32>;
+@group(0) @binding(7) var<storage, read> v_sum: array<f32>;
+@group(0) @binding(8) var<uniform> p: Params;
 
 const WG: u32 = 64u;
 const MAX_D: u32 = 256u;
@@ -25,6 +34,21 @@ var<workgroup> q_s: array<f32, MAX_D>;
 var<workgroup> probs: array<f32, WG>;
 var<workgroup> key_base: array<u32, WG>;
 var<workgroup> key_in_ring: array<u32, WG>;
+var<workgroup> comp_k: array<f32, MAX_D>;
+
+// Position j's element d for KV head kvh: from the ring when j < past_len, else from the chunk.
+fn kv_at(j: u32, kvh: u32, d: u32, is_key: bool) -> f32 {
+  if (j < p.past_len) {
+    var slot = j;
+    if (j >= p.sink) { slot = p.sink + (j - p.sink) % p.recent; }
+    let b = (kvh * (p.sink + p.recent) + slot) * p.head_dim + d;
+    if (is_key) { return k_ring[b]; }
+    return v_ring[b];
+  }
+  let b = ((j - p.past_len) * p.num_kv_heads + kvh) * p.head_dim + d;
+  if (is_key) { return k_chunk[b]; }
+  return v_chunk[b];
+}
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
@@ -97,6 +121,34 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     m = m_new;
     workgroupBarrier();
     k0 += WG;
+  }
+  if (p.comp == 1u && i + 1u >= p.recent + p.sink + 1u) {
+    let n = i + 1u - p.recent - p.sink;
+    let j0 = max(p.sink, select(0u, p.past_len - p.recent, p.past_len >= p.recent));
+    var vs = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    for (var c = 0u; c < 4u; c++) {
+      let d = t + c * WG;
+      if (d < D) {
+        var sk = k_sum[kvh * D + d];
+        var sv = v_sum[kvh * D + d];
+        for (var j = j0; j + p.recent <= i; j++) {
+          sk += kv_at(j, kvh, d, true);
+          sv += kv_at(j, kvh, d, false);
+        }
+        comp_k[d] = sk;
+        vs[c] = sv;
+      }
+    }
+    workgroupBarrier();
+    var dot = 0.0;
+    for (var d = 0u; d < D; d++) { dot += q_s[d] * comp_k[d]; }
+    let inv = 1.0 / f32(n);
+    let s_c = dot * inv + log(f32(n));
+    let m_new = max(m, s_c);
+    let alpha = exp(m - m_new);
+    let pc = exp(s_c - m_new);
+    l = l * alpha + pc;
+    for (var c = 0u; c < 4u; c++) { acc[c] = acc[c] * alpha + pc * inv * vs[c]; }
   }
   for (var c = 0u; c < 4u; c++) {
     let d = t + c * WG;

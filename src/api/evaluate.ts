@@ -91,6 +91,8 @@ export interface ComparisonOptions {
   randomPattern?: { sparsity: number; seeds?: number };
   /** Streaming window (default the pattern's); streamingOnly and randomPattern need one or a pattern. */
   window?: Partial<StreamingWindow>;
+  /** After each streaming configuration, the same with RazorAttention's compensation token ("<name>+comp"). */
+  compensation?: boolean;
 }
 
 export function comparisonConfigs(o: ComparisonOptions, layers: number, kvHeads: number): EvalConfig[] {
@@ -114,6 +116,10 @@ export function comparisonConfigs(o: ComparisonOptions, layers: number, kvHeads:
       const alphas = Array.from({ length: layers }, () => Array.from({ length: kvHeads }, () => r.next()));
       configs.push({ name: `random@${s}#${k}`, pattern: { alphas, ...window, config: {} }, sparsity: s, window });
     }
+  }
+  if (o.compensation) {
+    if (configs.length === 1) throw new DuetError('compensation', 'needs a streaming configuration (pattern, streamingOnly or randomPattern)');
+    return configs.flatMap((c) => (c.name === 'full' ? [c] : [c, { ...c, name: `${c.name}+comp`, compensation: true }]));
   }
   return configs;
 }

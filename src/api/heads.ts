@@ -13,9 +13,15 @@ export interface HeadOptions {
   streamingOnly?: boolean;
   /** Streaming window sizes; default: the pattern's. */
   window?: Partial<StreamingWindow>;
+  /**
+   * RazorAttention's compensation token on the streaming heads: the tokens a head's window has
+   * dropped are attended as one token (their mean key and value) counting as that many copies.
+   * Default off. Needs a pattern or streamingOnly.
+   */
+  compensation?: boolean;
 }
 
-export interface ResolvedHeads { kinds: HeadKinds; window?: StreamingWindow; description: string }
+export interface ResolvedHeads { kinds: HeadKinds; window?: StreamingWindow; compensation: boolean; description: string }
 
 function windowSize(value: number | undefined, field: string, min: number): number | undefined {
   if (value !== undefined && !(Number.isInteger(value) && value >= min)) throw new DuetError(field, `must be an integer ≥ ${min} (got ${value})`);
@@ -25,6 +31,10 @@ function windowSize(value: number | undefined, field: string, min: number): numb
 export function resolveHeads(o: HeadOptions, layers: number, kvHeads: number, patternName = 'pattern'): ResolvedHeads {
   if (o.pattern && o.streamingOnly) throw new DuetError('streamingOnly', 'cannot be combined with pattern');
   if (o.sparsity !== undefined && !o.pattern) throw new DuetError('sparsity', 'needs pattern');
+  if (o.compensation !== undefined && typeof o.compensation !== 'boolean') throw new DuetError('compensation', `must be true or false (got ${String(o.compensation)})`);
+  const compensation = o.compensation === true;
+  if (compensation && !o.pattern && !o.streamingOnly) throw new DuetError('compensation', 'needs streaming heads (pattern or streamingOnly)');
+  const comp = compensation ? ', compensation token' : '';
   let sink = windowSize(o.window?.sink, 'window.sink', 0);
   let recent = windowSize(o.window?.recent, 'window.recent', 1);
   if (o.pattern) {
@@ -32,13 +42,13 @@ export function resolveHeads(o: HeadOptions, layers: number, kvHeads: number, pa
     recent ??= o.pattern.recent;
     const kinds = binarize(o.pattern.alphas, { sparsity: o.sparsity });
     return {
-      kinds, window: { sink, recent },
-      description: `${patternName}: ${countStreaming(kinds)}/${layers * kvHeads} KV heads streaming (sink ${sink}, recent ${recent})`,
+      kinds, window: { sink, recent }, compensation,
+      description: `${patternName}: ${countStreaming(kinds)}/${layers * kvHeads} KV heads streaming (sink ${sink}, recent ${recent}${comp})`,
     };
   }
   if (o.streamingOnly) {
     if (sink === undefined || recent === undefined) throw new DuetError('streamingOnly', 'needs window.sink and window.recent (or pattern)');
-    return { kinds: allHeads(layers, kvHeads, false), window: { sink, recent }, description: `streaming only (sink ${sink}, recent ${recent})` };
+    return { kinds: allHeads(layers, kvHeads, false), window: { sink, recent }, compensation, description: `streaming only (sink ${sink}, recent ${recent}${comp})` };
   }
-  return { kinds: allHeads(layers, kvHeads, true), description: 'full attention' };
+  return { kinds: allHeads(layers, kvHeads, true), compensation: false, description: 'full attention' };
 }

@@ -263,7 +263,7 @@ export class DuetModel {
       },
     };
     progress({ step: 'engine', done: 0, total: 1 });
-    const engine = await Engine.create(config, checkpoint.weights, { ...placing.engine, kinds: heads.kinds, window: heads.window });
+    const engine = await Engine.create(config, checkpoint.weights, { ...placing.engine, kinds: heads.kinds, window: heads.window, compensation: heads.compensation });
     try {
       placing.limit = fitContext(engine, options.contextLength, options.prefillChunk, notice);
     } catch (e) {
@@ -297,7 +297,7 @@ export class DuetModel {
       this.engine.dispose();
       try {
         progress({ step: 'engine', done: 0, total: 1 });
-        this.engine = await Engine.create(checkpoint.config, checkpoint.weights, { ...engineOptions, kinds: heads.kinds, window: heads.window });
+        this.engine = await Engine.create(checkpoint.config, checkpoint.weights, { ...engineOptions, kinds: heads.kinds, window: heads.window, compensation: heads.compensation });
         try {
           this.placing.limit = fitContext(this.engine, o.contextLength, this.prefillChunk, this.notice);
         } catch (e) {
@@ -520,7 +520,7 @@ export interface HeadSettings extends Omit<HeadOptions, 'pattern'> {
 }
 
 /** What a model keeps to place itself again: its files, load options and engine options (without heads). */
-interface Placing { files: ModelFiles; options: ModelOptions; limit: number; engine: Omit<EngineOptions, 'kinds' | 'window'> }
+interface Placing { files: ModelFiles; options: ModelOptions; limit: number; engine: Omit<EngineOptions, 'kinds' | 'window' | 'compensation'> }
 
 /** The heads resolved, with the options (pattern parsed) that give them. */
 type Heads = ResolvedHeads & { options: HeadOptions };
@@ -534,12 +534,12 @@ async function headsFor(o: HeadSettings, config: ModelConfig, progress: (e: Prog
     patternName = `pattern ${o.pattern.name}`;
     progress({ step: 'pattern', done: 1, total: 1 });
   }
-  const options: HeadOptions = { pattern, sparsity: o.sparsity, streamingOnly: o.streamingOnly, window: o.window && { ...o.window } };
+  const options: HeadOptions = { pattern, sparsity: o.sparsity, streamingOnly: o.streamingOnly, window: o.window && { ...o.window }, compensation: o.compensation };
   return { ...resolveHeads(options, config.numLayers, config.numKvHeads, patternName), options };
 }
 
 function sameHeads(a: ResolvedHeads, b: ResolvedHeads): boolean {
-  return a.window?.sink === b.window?.sink && a.window?.recent === b.window?.recent
+  return a.window?.sink === b.window?.sink && a.window?.recent === b.window?.recent && a.compensation === b.compensation
     && a.kinds.length === b.kinds.length && a.kinds.every((row, l) => row.length === b.kinds[l].length && row.every((k, h) => k === b.kinds[l][h]));
 }
 

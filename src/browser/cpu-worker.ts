@@ -50,7 +50,9 @@ export function serveCpuBackend(scope: WorkerScope = globalThis as unknown as Wo
         case 'free': be.free(tensor(m.id)); tensors.delete(m.id); break;
         case 'call': {
           if (!(KERNEL_OPS as readonly string[]).includes(m.name)) throw new Error(`CPU worker: unknown op ${m.name}`);
-          const args = m.args.map((a) => (isRef(a) ? tensor(a.tensor) : a));
+          // Refs at the top level, or one level down in a plain object (the compensation state).
+          const args = m.args.map((a) => (isRef(a) ? tensor(a.tensor) : a !== null && typeof a === 'object' && !ArrayBuffer.isView(a)
+            ? Object.fromEntries(Object.entries(a).map(([key, x]) => [key, isRef(x) ? tensor(x.tensor) : x])) : a));
           (be[m.name] as (...a: unknown[]) => void).apply(be, args);
           break;
         }

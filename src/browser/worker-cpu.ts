@@ -1,7 +1,7 @@
 // The page side of the CPU worker: a Backend whose ops are posted to a Web Worker running the SIMD
 // WebAssembly kernels, so long CPU work never blocks the page. Ops are fire-and-forget in order;
 // `read` waits for the worker's answer. An op that fails in the worker surfaces at the next read.
-import type { AttentionShape, DeviceTensor, StreamingWindow } from '../engine/backend.js';
+import type { AttentionShape, Compensation, DeviceTensor, StreamingWindow } from '../engine/backend.js';
 import type { KvDType } from '../engine/kv-dtype.js';
 import type { CpuLike } from '../engine/engine.js';
 import { checkPacked, type PackedMatrix, type WeightDType } from '../model/quant.js';
@@ -159,6 +159,10 @@ export class WorkerCpuBackend implements CpuLike {
       if (a !== null && typeof a === 'object' && Object.getPrototypeOf(a) !== Object.prototype) {
         throw new TypeError(`${name}: not a CPU-worker tensor (allocated by another backend?)`);
       }
+      // A plain object's tensors (the compensation state) become refs too.
+      if (a !== null && typeof a === 'object') {
+        return Object.fromEntries(Object.entries(a).map(([key, x]) => [key, x instanceof WorkerTensor ? { tensor: asWorker(x, name).id } : x]));
+      }
       return a;
     });
     this.post({ op: 'call', name, args: encoded }, transfer);
@@ -192,11 +196,15 @@ export class WorkerCpuBackend implements CpuLike {
     this.call('attention', [out, q, kCache, vCache, { ...shape }, capacity, dtype]);
   }
   streamingAttention(out: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
-    kRing: DeviceTensor, vRing: DeviceTensor, shape: AttentionShape, window: StreamingWindow): void {
-    this.call('streamingAttention', [out, q, k, v, kRing, vRing, { ...shape }, { sink: window.sink, recent: window.recent }]);
+    kRing: DeviceTensor, vRing: DeviceTensor, shape: AttentionShape, window: StreamingWindow,
+    compensation: Compensation | null = null): void {
+    this.call('streamingAttention', [out, q, k, v, kRing, vRing, { ...shape }, { sink: window.sink, recent: window.recent },
+      compensation && { kSum: compensation.kSum, vSum: compensation.vSum }]);
   }
   ringAppend(kRing: DeviceTensor, vRing: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
-    rows: number, numKvHeads: number, headDim: number, pastLen: number, window: StreamingWindow): void {
-    this.call('ringAppend', [kRing, vRing, k, v, rows, numKvHeads, headDim, pastLen, { sink: window.sink, recent: window.recent }]);
+    rows: number, numKvHeads: number, headDim: number, pastLen: number, window: StreamingWindow,
+    compensation: Compensation | null = null): void {
+    this.call('ringAppend', [kRing, vRing, k, v, rows, numKvHeads, headDim, pastLen, { sink: window.sink, recent: window.recent },
+      compensation && { kSum: compensation.kSum, vSum: compensation.vSum }]);
   }
 }

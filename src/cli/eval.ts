@@ -22,6 +22,7 @@ const options = {
   seeds: { type: 'string' },
   sink: { type: 'string' },
   recent: { type: 'string' },
+  compensation: { type: 'boolean' },
   tasks: { type: 'string' },
   lengths: { type: 'string' },
   depths: { type: 'string' },
@@ -83,6 +84,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
       randomPattern: v['random-pattern'] === undefined ? undefined
         : { sparsity: numberOption(v['random-pattern'], '--random-pattern')!, seeds: intOption(v.seeds, '--seeds', 1) },
       window: { sink: intOption(v.sink, '--sink'), recent: intOption(v.recent, '--recent', 1) },
+      compensation: v.compensation,
     }, L, H);
     const progress = new Progress('eval');
     // Every sample's prediction, for reading failures (one JSON object per line).

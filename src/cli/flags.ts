@@ -5,7 +5,7 @@ import type { DuetError } from '../errors.js';
 const FLAGS: Record<string, string> = {
   maxTokens: '--max-tokens', temperature: '--temperature', topK: '--top-k', topP: '--top-p', seed: '--seed',
   device: '--device', placement: '--placement', prefillChunk: '--prefill-chunk', sparsity: '--sparsity', threads: '--threads',
-  window: '--sink/--recent', 'window.sink': '--sink', 'window.recent': '--recent', streamingOnly: '--streaming-only',
+  window: '--sink/--recent', 'window.sink': '--sink', 'window.recent': '--recent', streamingOnly: '--streaming-only', compensation: '--compensation',
   contextLength: '--ctx', prompt: 'the prompt', stop: '--stop', pattern: '--pattern', weights: '--weights', model: '--model',
   tasks: '--tasks', lengths: '--lengths', depths: '--depths', samples: '--samples',
   randomPattern: '--random-pattern', 'randomPattern.sparsity': '--random-pattern', 'randomPattern.seeds': '--seeds',
@@ -22,6 +22,7 @@ const FLAGS: Record<string, string> = {
 export function inFlags(text: string): string {
   return text.replace(/\bdevice '(\w+)'/g, '--device $1').replace(/'(cpu|gpu|split|auto)'/g, '$1')
     .replace(/\bwindow\.sink\b/g, '--sink').replace(/\bwindow\.recent\b/g, '--recent').replace(/(?<!-)\bpattern\b/g, '--pattern')
+    .replace(/\bstreamingOnly\b/g, '--streaming-only').replace(/\brandomPattern\b/g, '--random-pattern')
     .replace(/\bforce: true\b/g, '--force');
 }
 

@@ -35,7 +35,7 @@ export function oneOf<T extends string>(value: string | undefined, flag: string,
 /** The library's model options from the shared --device/--placement/--threads/--prefill-chunk and pattern flags. */
 export function modelOptions(v: {
   device?: string; placement?: string; threads?: string; 'prefill-chunk'?: string; weights?: string; 'kv-dtype'?: string;
-  pattern?: string; sparsity?: string; 'streaming-only'?: boolean; full?: boolean; sink?: string; recent?: string;
+  pattern?: string; sparsity?: string; 'streaming-only'?: boolean; full?: boolean; sink?: string; recent?: string; compensation?: boolean;
 }) {
   const exclusive = [v.pattern !== undefined, !!v['streaming-only'], !!v.full].filter(Boolean).length;
   if (exclusive > 1) throw new Error('use only one of --pattern, --streaming-only and --full');
@@ -49,7 +49,7 @@ export function modelOptions(v: {
     kvDtype: kvDtypeOption(v['kv-dtype']),
     prefillChunk: intOption(v['prefill-chunk'], '--prefill-chunk', 1),
     pattern: v.pattern, sparsity: numberOption(v.sparsity, '--sparsity'), streamingOnly: v['streaming-only'],
-    window: v.full ? undefined : { sink, recent },
+    window: v.full ? undefined : { sink, recent }, compensation: v.compensation,
     notice: (m: string) => process.stderr.write(`duet: ${m}\n`),
   };
 }

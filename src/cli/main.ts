@@ -28,6 +28,7 @@ Usage:
       --streaming-only       every head streaming (StreamingLLM baseline); needs --sink/--recent or --pattern
       --full                 full attention, no pattern (the default without --pattern)
       --sink N --recent N    streaming window sizes (override the pattern's)
+      --compensation         RazorAttention's compensation token on the streaming heads (docs/razor.md)
       --prefill-chunk N      prefill chunk size (default 512)
       --threads N            WASM kernel threads (default: every core)
       --weights f32|f16|q8_0|q4_0|q4_k   storage of the matmul weights (default f32; q8_0 on the CPU
@@ -40,6 +41,7 @@ Usage:
   duet eval --model DIR [--pattern DIR [--sparsity S]] [--streaming-only] [--random-pattern S --seeds N]
             [--tasks passkey,niah-single,niah-multikey,niah-multivalue,vt] [--lengths 512,1024,2048]
             [--depths 0,0.25,0.5,0.75,1] [--samples N] [--seed S] [--sink N --recent N]
+            [--compensation (adds <config>+comp after each streaming config)] [--perplexity N]
             [--device D] [--placement P] [--prefill-chunk N] [--threads N] [--weights W] [--json] [--out DIR]
       long-context accuracy per task, length and needle depth; JSON rows and SVG heatmaps in --out
   duet serve --model DIR [--pattern DIR [--sparsity S]] [--host 127.0.0.1] [--port 8080] [--api-key KEY]

@@ -55,13 +55,14 @@ export const patternOptions = {
   full: { type: 'boolean' },
   sink: { type: 'string' },
   recent: { type: 'string' },
+  compensation: { type: 'boolean' },
 } as const;
 
 export interface PatternValues {
-  pattern?: string; sparsity?: string; 'streaming-only'?: boolean; full?: boolean; sink?: string; recent?: string;
+  pattern?: string; sparsity?: string; 'streaming-only'?: boolean; full?: boolean; sink?: string; recent?: string; compensation?: boolean;
 }
 
-/** --pattern/--sparsity/--streaming-only/--full/--sink/--recent as the library's head options (its rules apply when they resolve). */
+/** --pattern/--sparsity/--streaming-only/--full/--sink/--recent/--compensation as the library's head options (its rules apply when they resolve). */
 export async function headOptions(v: PatternValues, layers: number, kvHeads: number): Promise<HeadOptions & { patternName: string }> {
   const exclusive = [v.pattern !== undefined, !!v['streaming-only'], !!v.full].filter(Boolean).length;
   if (exclusive > 1) throw new Error('use only one of --pattern, --streaming-only and --full');
@@ -69,5 +70,6 @@ export async function headOptions(v: PatternValues, layers: number, kvHeads: num
   return {
     pattern, sparsity: numberOption(v.sparsity, '--sparsity'), streamingOnly: v['streaming-only'],
     window: { sink: intOption(v.sink, '--sink'), recent: intOption(v.recent, '--recent', 1) }, patternName: `pattern ${v.pattern}`,
+    compensation: v.compensation,
   };
 }

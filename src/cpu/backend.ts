@@ -2,7 +2,7 @@
 // blocks of the kernel module's linear memory; host inputs (token ids, positions) are staged in
 // short-lived blocks. Attention works on query tiles with O(tile) scratch, so memory does not grow
 // with the context beyond the caches themselves.
-import type { AttentionShape, Backend, DeviceTensor, StreamingWindow } from '../engine/backend.js';
+import type { AttentionShape, Backend, Compensation, DeviceTensor, StreamingWindow } from '../engine/backend.js';
 import { WasmHeap } from './memory.js';
 import { CONTROL_BYTES, KernelThreads, MAX_ARGS, Op, runShare, type StartWorker } from './threads.js';
 import { instantiateKernels, kernelMemory, kernelModule, type KernelExports } from './wasm.js';
@@ -247,15 +247,18 @@ export class CpuBackend implements Backend {
     const words = numKvHeads * capacity * kvRowWords(headDim, checkKvDType(dtype, 'attention'));
     need(kCache, words, 'attention kCache'); need(vCache, words, 'attention vCache');
     const id = KV_DTYPE_ID[dtype];
-    this.withScratch(numHeads / numKvHeads, headDim, (scratch, bytes) => {
+    const group = numHeads / numKvHeads;
+    const floats = this.k.attentionScratchFloats(TILE_ROWS * group, headDim) + this.k.kvDecodeScratchFloats(headDim, id);
+    this.withScratch(floats, (scratch, bytes) => {
       this.job(Op.Attention, [asCpu(out, 'attention').ptr, asCpu(q, 'attention').ptr, asCpu(kCache, 'attention').ptr,
         asCpu(vCache, 'attention').ptr, rows, numHeads, numKvHeads, headDim, pastLen, scale, capacity, scratch, bytes, TILE_ROWS, id],
       rows * (pastLen + rows) * numHeads * headDim);
-    }, this.k.kvDecodeScratchFloats(headDim, id));
+    });
   }
 
   streamingAttention(out: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
-    kRing: DeviceTensor, vRing: DeviceTensor, shape: AttentionShape, window: StreamingWindow): void {
+    kRing: DeviceTensor, vRing: DeviceTensor, shape: AttentionShape, window: StreamingWindow,
+    compensation: Compensation | null = null): void {
     const { rows, numHeads, numKvHeads, headDim, pastLen, scale } = shape;
     checkGroups(numHeads, numKvHeads);
     checkWindow(window);
@@ -263,21 +266,28 @@ export class CpuBackend implements Backend {
     need(q, rows * numHeads * headDim, 'streamingAttention q'); need(out, rows * numHeads * headDim, 'streamingAttention out');
     need(k, rows * numKvHeads * headDim, 'streamingAttention k'); need(v, rows * numKvHeads * headDim, 'streamingAttention v');
     need(kRing, numKvHeads * slots * headDim, 'streamingAttention kRing'); need(vRing, numKvHeads * slots * headDim, 'streamingAttention vRing');
-    this.withScratch(numHeads / numKvHeads, headDim, (scratch, bytes) => {
+    const [kSum, vSum] = compensationPtrs(compensation, numKvHeads * headDim, 'streamingAttention');
+    this.withScratch(this.k.streamingScratchFloats(TILE_ROWS * (numHeads / numKvHeads), headDim), (scratch, bytes) => {
       this.job(Op.Streaming, [asCpu(out, 'streamingAttention').ptr, asCpu(q, 'streamingAttention').ptr,
         asCpu(k, 'streamingAttention').ptr, asCpu(v, 'streamingAttention').ptr, asCpu(kRing, 'streamingAttention').ptr,
         asCpu(vRing, 'streamingAttention').ptr, rows, numHeads, numKvHeads, headDim, pastLen, scale,
-        window.sink, window.recent, scratch, bytes, TILE_ROWS], rows * Math.min(pastLen + rows, slots + rows) * numHeads * headDim);
+        window.sink, window.recent, scratch, bytes, TILE_ROWS, kSum, vSum], rows * Math.min(pastLen + rows, slots + rows) * numHeads * headDim);
     });
   }
 
   ringAppend(kRing: DeviceTensor, vRing: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
-    rows: number, numKvHeads: number, headDim: number, pastLen: number, window: StreamingWindow): void {
+    rows: number, numKvHeads: number, headDim: number, pastLen: number, window: StreamingWindow,
+    compensation: Compensation | null = null): void {
     checkWindow(window);
     const slots = window.sink + window.recent;
     need(kRing, numKvHeads * slots * headDim, 'ringAppend kRing'); need(vRing, numKvHeads * slots * headDim, 'ringAppend vRing');
     need(k, rows * numKvHeads * headDim, 'ringAppend k'); need(v, rows * numKvHeads * headDim, 'ringAppend v');
+    const [kSum, vSum] = compensationPtrs(compensation, numKvHeads * headDim, 'ringAppend');
     this.kernelCalls++;
+    if (compensation) {
+      this.k.compensationAppend(kSum, vSum, asCpu(kRing, 'ringAppend').ptr, asCpu(vRing, 'ringAppend').ptr, asCpu(k, 'ringAppend').ptr,
+        asCpu(v, 'ringAppend').ptr, rows, numKvHeads, headDim, pastLen, window.sink, window.recent);
+    }
     this.k.ringAppend(asCpu(kRing, 'ringAppend').ptr, asCpu(vRing, 'ringAppend').ptr, asCpu(k, 'ringAppend').ptr,
       asCpu(v, 'ringAppend').ptr, rows, numKvHeads, headDim, pastLen, window.sink, window.recent);
   }
@@ -294,8 +304,8 @@ export class CpuBackend implements Backend {
   }
 
   /** One attention scratch block per thread (each thread's share uses its own). */
-  private withScratch(group: number, headDim: number, run: (scratch: number, bytesPerThread: number) => void, extraFloats = 0): void {
-    const bytes = Math.ceil((this.k.attentionScratchFloats(TILE_ROWS * group, headDim) + extraFloats) / 4) * 16;
+  private withScratch(floatsPerThread: number, run: (scratch: number, bytesPerThread: number) => void): void {
+    const bytes = Math.ceil(floatsPerThread / 4) * 16;
     const total = bytes * this.threadCount;
     const scratch = this.heap.alloc(total);
     try { run(scratch, bytes); } finally { this.heap.release(scratch, total); }
@@ -306,6 +316,13 @@ function checkGroups(numHeads: number, numKvHeads: number): void {
   if (!(numKvHeads > 0 && numHeads % numKvHeads === 0)) {
     throw new RangeError(`attention: ${numHeads} query heads are not a multiple of ${numKvHeads} KV heads`);
   }
+}
+
+/** The compensation sums' pointers (0, 0 without compensation), each checked for [numKvHeads][headDim]. */
+function compensationPtrs(c: Compensation | null, floats: number, what: string): [number, number] {
+  if (!c) return [0, 0];
+  need(c.kSum, floats, `${what} compensation kSum`); need(c.vSum, floats, `${what} compensation vSum`);
+  return [asCpu(c.kSum, what).ptr, asCpu(c.vSum, what).ptr];
 }
 
 function checkWindow(w: StreamingWindow): void {

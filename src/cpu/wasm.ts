@@ -31,7 +31,10 @@ export interface KernelExports {
     headDim: number, capacity: number, pastLen: number, dtype: number): void;
   streamingAttention(out: number, q: number, k: number, v: number, kRing: number, vRing: number,
     rows: number, numHeads: number, numKvHeads: number, headDim: number, pastLen: number, scale: number,
-    sink: number, recent: number, scratch: number, tileRows: number, kvStart: number, kvEnd: number): void;
+    sink: number, recent: number, scratch: number, tileRows: number, kvStart: number, kvEnd: number, kSum: number, vSum: number): void;
+  streamingScratchFloats(queryVectors: number, headDim: number): number;
+  compensationAppend(kSum: number, vSum: number, kRing: number, vRing: number, k: number, v: number, rows: number,
+    numKvHeads: number, headDim: number, pastLen: number, sink: number, recent: number): void;
   ringAppend(kRing: number, vRing: number, k: number, v: number, rows: number, numKvHeads: number,
     headDim: number, pastLen: number, sink: number, recent: number): void;
   /** Roofline probes (assembly/probe.ts; the bench's, not inference's). */

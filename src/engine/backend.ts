@@ -13,6 +13,9 @@
 //    Position p lives in slot p when p < sink, else in slot sink + ((p - sink) mod recent).
 //    Which positions are present follows from pastLen alone: [0, min(pastLen, sink)) and
 //    [max(sink, pastLen - recent), pastLen).
+//  - Compensation (RazorAttention, optional per streaming cache): kSum / vSum, [numKvHeads][headDim],
+//    the sums of the keys (post-RoPE) and values the ring has evicted, positions [sink, pastLen −
+//    recent) (none while pastLen − recent ≤ sink). The count follows from pastLen alone.
 //  - GQA: query head qh uses KV head floor(qh / (numHeads / numKvHeads)).
 //  - Keys are cached after RoPE at their true positions.
 //
@@ -41,6 +44,15 @@ export interface AttentionShape {
 export interface StreamingWindow {
   sink: number;
   recent: number;
+}
+
+/**
+ * A streaming cache's compensation state (see the layout notes): both [numKvHeads][headDim],
+ * zero-filled when the sequence starts.
+ */
+export interface Compensation {
+  kSum: DeviceTensor;
+  vSum: DeviceTensor;
 }
 
 export interface Backend {
@@ -109,12 +121,25 @@ export interface Backend {
    * Streaming-head attention: query row r (position i = pastLen + r) attends the keys j ≤ i with
    * j < sink or j > i − recent, taken from the ring (positions < pastLen, see above) and from the
    * chunk's own k, v ([rows][numKvHeads][headDim]). The ring is NOT modified.
+   *
+   * With compensation, query i also attends one compensation token standing for the n = i − recent
+   * + 1 − sink positions it no longer sees, [sink, i − recent] (none when n ≤ 0): key S_k(i) / n,
+   * value S_v(i) / n, logit (scale · q · S_k(i)) / n + ln n (as if it were n copies), where S(i) is
+   * the state's sum plus the positions [max(sink, pastLen − recent), i − recent], taken from the ring
+   * or the chunk. Those are summed in ascending order, as ringAppend adds them, so chunked prefill
+   * and token-by-token decode build the same sums. The state is NOT modified.
    */
   streamingAttention(out: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
-    kRing: DeviceTensor, vRing: DeviceTensor, shape: AttentionShape, window: StreamingWindow): void;
-  /** Stores the chunk's positions that the ring keeps (p < sink, or among the last `recent`). */
+    kRing: DeviceTensor, vRing: DeviceTensor, shape: AttentionShape, window: StreamingWindow,
+    compensation?: Compensation | null): void;
+  /**
+   * Stores the chunk's positions that the ring keeps (p < sink, or among the last `recent`). With
+   * compensation, first adds the positions the chunk evicts, [max(sink, pastLen − recent), pastLen +
+   * rows − recent), to the sums in ascending order (read from the ring before it is overwritten).
+   */
   ringAppend(kRing: DeviceTensor, vRing: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
-    rows: number, numKvHeads: number, headDim: number, pastLen: number, window: StreamingWindow): void;
+    rows: number, numKvHeads: number, headDim: number, pastLen: number, window: StreamingWindow,
+    compensation?: Compensation | null): void;
 }
 
 /** Ring slot of absolute position p (see the layout notes above). */

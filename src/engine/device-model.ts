@@ -32,6 +32,8 @@ export interface DeviceModelOptions {
   streamingBackend: Backend;
   kinds: HeadKinds;
   window: StreamingWindow;
+  /** Streaming heads keep and attend RazorAttention's compensation token (default false). */
+  compensation?: boolean;
   /**
    * Storage of the matmul weights (projections, MLP, LM head; tied embeddings share the LM head's),
    * each converted as it is placed. Default: every matrix as it is stored in `weights` (packed
@@ -67,6 +69,7 @@ export class DeviceModel {
   readonly streamingBackend: Backend;
   readonly kinds: HeadKinds;
   readonly window: StreamingWindow;
+  readonly compensation: boolean;
   /** Bytes of weights uploaded to the main backend. */
   readonly weightBytes: number;
   /** The storage of the matmul weights (the format holding most of their bytes, if they mix). */
@@ -80,6 +83,7 @@ export class DeviceModel {
     this.streamingBackend = options.streamingBackend;
     this.kinds = options.kinds;
     this.window = options.window;
+    this.compensation = options.compensation ?? false;
     if (options.kinds.length !== config.numLayers || options.kinds.some((row) => row.length !== config.numKvHeads)) {
       throw new Error(`head pattern shape ${options.kinds.length}×${options.kinds[0]?.length} does not match the model (${config.numLayers} layers × ${config.numKvHeads} KV heads)`);
     }

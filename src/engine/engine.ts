@@ -32,6 +32,8 @@ export interface EngineOptions {
   /** Retrieval (true) / streaming (false) per layer per KV head; default: all retrieval (full attention). */
   kinds?: HeadKinds;
   window?: StreamingWindow;
+  /** RazorAttention's compensation token on every streaming head (default off); see Backend. */
+  compensation?: boolean;
   /** Storage of the matmul weights on the device (default f32); see src/model/quant.ts. */
   weights?: WeightDType;
   /** Storage of the full (retrieval-head) KV caches (default f32; the streaming rings stay f32); see ./kv-dtype.ts. */
@@ -117,6 +119,11 @@ export class Engine {
     // The model's own sliding window (Mistral) runs as streaming heads without sinks.
     const windowed = applySlidingWindow(config.slidingWindow, config.maxPositionEmbeddings, asked, options.window);
     if (windowed.note) notice(windowed.note);
+    const compensation = options.compensation === true && countStreaming(windowed.kinds) > 0;
+    if (compensation && windowed.note) {
+      gpu?.destroy();
+      throw new DuetError('compensation', `cannot be combined with the model's own sliding_window (${config.slidingWindow}): its heads would attend tokens the model never sees`);
+    }
     const kinds = windowed.kinds;
     const window = windowed.window ?? { sink: 0, recent: 1 };
     const cpu = await (options.createCpu ?? createCpuBackend)();
@@ -151,7 +158,7 @@ export class Engine {
       checkCpuPlan(planMemory(shape, weightBytes, 1, 1), 'weights', weightDType ?? 'as stored',
         main.kind === 'cpu' ? "store them smaller (weights 'q4_0' or 'q4_k') or run the model on a GPU" : 'use fewer streaming heads');
       if (!options.weights && weightDType && weightDType !== 'f32') notice(`weights stored as ${weightDType} (f32 would need ${(matmulWeightBytes(config) / 2 ** 30).toFixed(1)} GiB of WebAssembly memory); choose with the weights option`);
-      model = new DeviceModel(config, weights, { main, streamingBackend, kinds, window, weights: weightDType });
+      model = new DeviceModel(config, weights, { main, streamingBackend, kinds, window, compensation, weights: weightDType });
     } catch (e) {
       cpu.destroy();
       gpu?.destroy();

@@ -2,7 +2,7 @@
 // Per layer the main backend computes norm, Q/K/V and RoPE for both sides; the retrieval side
 // attends over its full cache on the main backend while the streaming side attends over its
 // sink + recent ring on the streaming backend; the two outputs meet again in the O projection.
-import type { Backend, DeviceTensor, StreamingWindow } from './backend.js';
+import type { Backend, Compensation, DeviceTensor, StreamingWindow } from './backend.js';
 import type { DeviceModel, DeviceSide } from './device-model.js';
 import type { DeviceSampler, Sampler } from './sampler.js';
 import { kvRowWords, type KvDType } from './kv-dtype.js';
@@ -14,6 +14,8 @@ interface LayerCache {
   /** Ring of the streaming heads: [kvHeads][ring slots][headDim] on the streaming backend. */
   kRing: DeviceTensor | null;
   vRing: DeviceTensor | null;
+  /** The streaming heads' compensation sums ([kvHeads][headDim] each), when the model keeps them. */
+  comp: Compensation | null;
 }
 
 /** Per-side activations of one chunk, on the main backend. */
@@ -83,6 +85,9 @@ export class Session {
       vCache: layer.retrieval ? main.alloc(layer.retrieval.numKvHeads * this.capacity * this.rowWords) : null,
       kRing: layer.streaming ? model.streamingBackend.alloc(layer.streaming.numKvHeads * slots * D) : null,
       vRing: layer.streaming ? model.streamingBackend.alloc(layer.streaming.numKvHeads * slots * D) : null,
+      comp: layer.streaming && model.compensation ? {
+        kSum: model.streamingBackend.alloc(layer.streaming.numKvHeads * D), vSum: model.streamingBackend.alloc(layer.streaming.numKvHeads * D),
+      } : null,
     }));
   }
 
@@ -96,7 +101,7 @@ export class Session {
         retrievalBytes += b; byDevice[this.model.main.kind] += b;
       }
       if (c.kRing && c.vRing) {
-        const b = (c.kRing.length + c.vRing.length) * 4;
+        const b = (c.kRing.length + c.vRing.length + (c.comp ? c.comp.kSum.length + c.comp.vSum.length : 0)) * 4;
         streamingBytes += b; byDevice[this.model.streamingBackend.kind] += b;
       }
     }
@@ -129,6 +134,7 @@ export class Session {
   /**
    * Rings shorter than sink + recent (a short capacity) hold positions 0…pastLen−1 in slots
    * 0…pastLen−1, as the full-size ring would: growing copies them into rings for the new capacity.
+   * Such a ring has evicted nothing (see ringWindow), so the compensation sums are still zero.
    */
   private growRings(newCapacity: number): void {
     const next = ringWindow(this.model.window, newCapacity);
@@ -242,12 +248,12 @@ export class Session {
           be.write(rm.q, data.subarray(0, nq));
           be.write(rm.k, data.subarray(nq, nq + nk));
           be.write(rm.v, data.subarray(nq + nk, nq + 2 * nk));
-          be.streamingAttention(rm.out, rm.q, rm.k, rm.v, cache.kRing!, cache.vRing!, shape, this.ring);
-          be.ringAppend(cache.kRing!, cache.vRing!, rm.k, rm.v, rows, str.numKvHeads, D, this.pastLen, this.ring);
+          be.streamingAttention(rm.out, rm.q, rm.k, rm.v, cache.kRing!, cache.vRing!, shape, this.ring, cache.comp);
+          be.ringAppend(cache.kRing!, cache.vRing!, rm.k, rm.v, rows, str.numKvHeads, D, this.pastLen, this.ring, cache.comp);
           main.write(s.out, await be.read(rm.out, 0, nq));
         } else {
-          main.streamingAttention(s.out, s.q, s.k, s.v, cache.kRing!, cache.vRing!, shape, this.ring);
-          main.ringAppend(cache.kRing!, cache.vRing!, s.k, s.v, rows, str.numKvHeads, D, this.pastLen, this.ring);
+          main.streamingAttention(s.out, s.q, s.k, s.v, cache.kRing!, cache.vRing!, shape, this.ring, cache.comp);
+          main.ringAppend(cache.kRing!, cache.vRing!, s.k, s.v, rows, str.numKvHeads, D, this.pastLen, this.ring, cache.comp);
         }
       }
       if (ret) main.matmul(ws.h, ws.retrieval!.out, ret.wo, null, rows, ret.numHeads * D, hidden);
@@ -273,7 +279,7 @@ export class Session {
     const { main, streamingBackend } = this.model;
     for (const c of this.caches) {
       for (const t of [c.kCache, c.vCache]) if (t) main.free(t);
-      for (const t of [c.kRing, c.vRing]) if (t) streamingBackend.free(t);
+      for (const t of [c.kRing, c.vRing, c.comp?.kSum, c.comp?.vSum]) if (t) streamingBackend.free(t);
     }
     const { retrieval, streaming, remote, packed, ...rest } = this.ws;
     for (const t of Object.values(rest)) main.free(t);

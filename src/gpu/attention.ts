@@ -101,8 +101,25 @@ export function recordAttention(ctx: GpuContext, out: GpuTensor, q: GpuTensor, k
     new Uint32Array([rows, numHeads, headDim, numSplits]).buffer, [numHeads, rows]);
 }
 
+/** A streaming cache's compensation sums on the GPU ([numKvHeads][headDim] each). */
+export interface GpuCompensation { kSum: GpuTensor; vSum: GpuTensor }
+
+function checkCompensation(c: GpuCompensation, numKvHeads: number, headDim: number, what: string): void {
+  checkLength(c.kSum, numKvHeads * headDim, `${what} compensation kSum`);
+  checkLength(c.vSum, numKvHeads * headDim, `${what} compensation vSum`);
+}
+
+/** Adds the positions the chunk evicts to the compensation sums (before the ring append overwrites them). */
+export function recordCompensationAppend(ctx: GpuContext, comp: GpuCompensation, kRing: GpuTensor, vRing: GpuTensor, k: GpuTensor, v: GpuTensor,
+  rows: number, numKvHeads: number, headDim: number, pastLen: number, window: StreamingWindow): void {
+  checkCompensation(comp, numKvHeads, headDim, 'ringAppend');
+  if (pastLen + rows - window.recent <= Math.max(window.sink, pastLen - window.recent)) return;
+  ctx.dispatch(ctx.pipeline('streaming_compensation'), [comp.kSum.buffer, comp.vSum.buffer, kRing.buffer, vRing.buffer, k.buffer, v.buffer],
+    new Uint32Array([rows, numKvHeads, headDim, pastLen, window.sink, window.recent]).buffer, [Math.ceil(numKvHeads * headDim / 64)]);
+}
+
 export function recordStreamingAttention(ctx: GpuContext, out: GpuTensor, q: GpuTensor, k: GpuTensor, v: GpuTensor,
-  kRing: GpuTensor, vRing: GpuTensor, shape: AttentionShape, window: StreamingWindow): void {
+  kRing: GpuTensor, vRing: GpuTensor, shape: AttentionShape, window: StreamingWindow, comp: GpuCompensation | null = null): void {
   const { rows, numHeads, numKvHeads, headDim, pastLen, scale } = shape;
   checkHeads(shape, 'streamingAttention');
   if (window.recent < 1) throw new Error('streamingAttention: recent must be at least 1');
@@ -110,10 +127,14 @@ export function recordStreamingAttention(ctx: GpuContext, out: GpuTensor, q: Gpu
   checkLength(out, rows * numHeads * headDim, 'streamingAttention out');
   checkLength(k, rows * numKvHeads * headDim, 'streamingAttention k');
   checkLength(kRing, numKvHeads * (window.sink + window.recent) * headDim, 'streamingAttention kRing');
+  if (comp) checkCompensation(comp, numKvHeads, headDim, 'streamingAttention');
   if (rows === 0 || numHeads === 0) return;
-  const params = new ArrayBuffer(32);
+  const params = new ArrayBuffer(48);
   new Uint32Array(params, 0, 7).set([rows, numHeads, numKvHeads, headDim, pastLen, window.sink, window.recent]);
   new Float32Array(params, 28, 1)[0] = scale;
-  ctx.dispatch(ctx.pipeline('streaming_attention'), [out.buffer, q.buffer, k.buffer, v.buffer, kRing.buffer, vRing.buffer],
+  new Uint32Array(params, 32, 1)[0] = comp ? 1 : 0;
+  // Without compensation the sums are not read; the ring stands in for them.
+  const sums = comp ? [comp.kSum.buffer, comp.vSum.buffer] : [kRing.buffer, vRing.buffer];
+  ctx.dispatch(ctx.pipeline('streaming_attention'), [out.buffer, q.buffer, k.buffer, v.buffer, kRing.buffer, vRing.buffer, ...sums],
     params, [numHeads, rows]);
 }

@@ -14,11 +14,11 @@
 // A buffer may not be bound both writable and read-only in one dispatch, so ops whose output
 // aliases an input either use an in-place entry point (rmsnorm, siluMul) or read from a copy.
 import { checkPacked, rowBytes, type PackedMatrix, type WeightDType } from '../model/quant.js';
-import type { AttentionShape, Backend, DeviceTensor, StreamingWindow } from '../engine/backend.js';
+import type { AttentionShape, Backend, Compensation, DeviceTensor, StreamingWindow } from '../engine/backend.js';
 import { checkKvDType, type KvDType } from '../engine/kv-dtype.js';
 import type { GpuContext } from './context.js';
 import { GpuPackedWeight, GpuRowParts, GpuTensor } from './tensor.js';
-import { recordAttention, recordKvAppend, recordRingAppend, recordStreamingAttention } from './attention.js';
+import { recordAttention, recordCompensationAppend, recordKvAppend, recordRingAppend, recordStreamingAttention, type GpuCompensation } from './attention.js';
 import { sampleOnGpu } from './sample.js';
 import type { DeviceChoice, DeviceSampler } from '../engine/sampler.js';
 
@@ -357,17 +357,29 @@ export class GpuBackend implements Backend, DeviceSampler {
   }
 
   streamingAttention(out: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
-    kRing: DeviceTensor, vRing: DeviceTensor, shape: AttentionShape, window: StreamingWindow): void {
+    kRing: DeviceTensor, vRing: DeviceTensor, shape: AttentionShape, window: StreamingWindow,
+    compensation: Compensation | null = null): void {
     recordStreamingAttention(this.ctx, asGpu(out, 'streamingAttention out'), asGpu(q, 'streamingAttention q'),
       asGpu(k, 'streamingAttention k'), asGpu(v, 'streamingAttention v'), asGpu(kRing, 'streamingAttention kRing'),
-      asGpu(vRing, 'streamingAttention vRing'), shape, window);
+      asGpu(vRing, 'streamingAttention vRing'), shape, window, gpuCompensation(compensation, 'streamingAttention'));
   }
 
   ringAppend(kRing: DeviceTensor, vRing: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
-    rows: number, numKvHeads: number, headDim: number, pastLen: number, window: StreamingWindow): void {
+    rows: number, numKvHeads: number, headDim: number, pastLen: number, window: StreamingWindow,
+    compensation: Compensation | null = null): void {
+    const comp = gpuCompensation(compensation, 'ringAppend');
+    if (comp) {
+      if (window.recent < 1) throw new Error('ringAppend: recent must be at least 1');
+      recordCompensationAppend(this.ctx, comp, asGpu(kRing, 'ringAppend kRing'), asGpu(vRing, 'ringAppend vRing'), asGpu(k, 'ringAppend k'),
+        asGpu(v, 'ringAppend v'), rows, numKvHeads, headDim, pastLen, window);
+    }
     recordRingAppend(this.ctx, asGpu(kRing, 'ringAppend kRing'), asGpu(vRing, 'ringAppend vRing'), asGpu(k, 'ringAppend k'),
       asGpu(v, 'ringAppend v'), rows, numKvHeads, headDim, pastLen, window);
   }
+}
+
+function gpuCompensation(c: Compensation | null, what: string): GpuCompensation | null {
+  return c && { kSum: asGpu(c.kSum, `${what} compensation kSum`), vSum: asGpu(c.vSum, `${what} compensation vSum`) };
 }
 
 /** A GPU Backend on `ctx` (from createNodeGpu() in Node, createBrowserGpu() in a browser). */

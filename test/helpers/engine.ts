@@ -39,9 +39,9 @@ export async function gpuAvailable(): Promise<boolean> {
 export const PLACEMENTS: Placement[] = ['cpu', 'gpu', 'split'];
 
 export async function makeEngine(ckpt: Awaited<ReturnType<typeof tempCheckpoint>>, placement: Placement,
-  kinds?: HeadKinds, window?: StreamingWindow): Promise<Engine> {
+  kinds?: HeadKinds, window?: StreamingWindow, compensation?: boolean): Promise<Engine> {
   return Engine.create(ckpt.config, ckpt.weights, {
-    device: placement === 'cpu' ? 'cpu' : 'gpu', placement, kinds, window,
+    device: placement === 'cpu' ? 'cpu' : 'gpu', placement, kinds, window, compensation,
     acquireGpu: sharedGpu,
   });
 }

@@ -116,3 +116,45 @@ export function randomArray(n: number, seed: number, scale = 1): Float32Array {
   for (let i = 0; i < n; i++) a[i] = (r() * 2 - 1) * scale;
   return a;
 }
+
+/**
+ * Streaming attention with RazorAttention's compensation token, in float64: query i sees the
+ * streaming window (j ≤ i, j < sink or j > i − recent) plus, when n = i − recent + 1 − sink > 0, one
+ * token with the mean key and mean value of the evicted positions [sink, i − recent] whose logit
+ * gets ln n (it counts as n copies).
+ */
+export function compensatedStreamingAttention(q: ArrayLike<number>, rows: number, numHeads: number, numKvHeads: number,
+  headDim: number, pastLen: number, scale: number,
+  keyAt: (kvHead: number, j: number) => ArrayLike<number>, valueAt: (kvHead: number, j: number) => ArrayLike<number>,
+  sink: number, recent: number): Vec {
+  const out = new Float64Array(rows * numHeads * headDim);
+  const group = numHeads / numKvHeads;
+  for (let r = 0; r < rows; r++) {
+    const i = pastLen + r;
+    const n = i - recent + 1 - sink;
+    for (let h = 0; h < numHeads; h++) {
+      const kvh = Math.floor(h / group);
+      const qv = Array.from({ length: headDim }, (_, d) => q[(r * numHeads + h) * headDim + d]);
+      const keys: ArrayLike<number>[] = [], values: ArrayLike<number>[] = [], bias: number[] = [];
+      for (let j = 0; j <= i; j++) {
+        if (j < sink || j > i - recent) { keys.push(keyAt(kvh, j)); values.push(valueAt(kvh, j)); bias.push(0); }
+      }
+      if (n > 0) {
+        const km = new Float64Array(headDim), vm = new Float64Array(headDim);
+        for (let j = sink; j <= i - recent; j++) {
+          const k = keyAt(kvh, j), v = valueAt(kvh, j);
+          for (let d = 0; d < headDim; d++) { km[d] += k[d] / n; vm[d] += v[d] / n; }
+        }
+        keys.push(km); values.push(vm); bias.push(Math.log(n));
+      }
+      const scores = keys.map((k, t) => { let s = 0; for (let d = 0; d < headDim; d++) s += qv[d] * k[d]; return s * scale + bias[t]; });
+      const m = Math.max(...scores);
+      const e = scores.map((s) => Math.exp(s - m));
+      const z = e.reduce((a, b) => a + b, 0);
+      for (let t = 0; t < keys.length; t++) {
+        for (let d = 0; d < headDim; d++) out[(r * numHeads + h) * headDim + d] += (e[t] / z) * values[t][d];
+      }
+    }
+  }
+  return out;
+}

@@ -12,6 +12,8 @@ export interface ReferenceMask {
   kinds: boolean[][];
   sink: number;
   recent: number;
+  /** Streaming heads also attend RazorAttention's compensation token (kernels.compensatedStreamingAttention). */
+  compensation?: boolean;
 }
 
 /** Logits for every position: [ids.length][vocab]. */
@@ -42,7 +44,9 @@ export function referenceLogits(config: ModelConfig, w: ModelWeights, ids: numbe
       for (let t = 0; t < T; t++) qHeads.forEach((h, g) => qSub.set(q.subarray((t * nh + h) * D, (t * nh + h + 1) * D), (t * group + g) * D));
       const keyAt = (_h: number, j: number) => kk.subarray((j * nkv + kvh) * D, (j * nkv + kvh + 1) * D);
       const valueAt = (_h: number, j: number) => v.subarray((j * nkv + kvh) * D, (j * nkv + kvh + 1) * D);
-      const o = k.maskedAttention(qSub, T, group, 1, D, 0, 1 / Math.sqrt(D), keyAt, valueAt, visible);
+      const o = streaming && mask!.compensation
+        ? k.compensatedStreamingAttention(qSub, T, group, 1, D, 0, 1 / Math.sqrt(D), keyAt, valueAt, mask!.sink, mask!.recent)
+        : k.maskedAttention(qSub, T, group, 1, D, 0, 1 / Math.sqrt(D), keyAt, valueAt, visible);
       for (let t = 0; t < T; t++) qHeads.forEach((h, g) => attn.set(o.subarray((t * group + g) * D, (t * group + g + 1) * D), (t * nh + h) * D));
     }
     const proj = k.matmul(attn, f(lw.wo), null, T, nh * D, H);
