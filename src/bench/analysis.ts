@@ -4,7 +4,7 @@
 // speedup (measured, from straight-line fits, and from the bytes model).
 import { formatBytes } from '../attention/memory.js';
 import type { HeadKinds } from '../attention/pattern.js';
-import type { StreamingWindow } from '../engine/backend.js';
+import type { StreamingWindow } from '../backend/contract.js';
 import type { ModelConfig } from '../model/config.js';
 import { decodeWeightBytes, layersText } from './shapes.js';
 import { rowBytes, type WeightDType } from '../model/quant.js';

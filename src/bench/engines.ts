@@ -7,7 +7,7 @@
 // weights: nothing writes to them. Each engine's lease frees what it allocated when the engine
 // is disposed, and a shared weight when its last engine goes.
 import { binarize, allHeads, type HeadKinds } from '../attention/pattern.js';
-import type { DeviceTensor, StreamingWindow } from '../engine/backend.js';
+import type { DeviceTensor, StreamingWindow } from '../backend/contract.js';
 import { Engine, type CpuLike, type Placement } from '../engine/engine.js';
 import { createCpuBackend, type CpuBackend, type CpuOptions, type CpuTensor } from '../cpu/backend.js';
 import type { GpuContext } from '../gpu/context.js';

@@ -1,5 +1,5 @@
 // Runs the suites a bench asks for on one model and gathers the results (results.json's shape).
-import type { StreamingWindow } from '../engine/backend.js';
+import type { StreamingWindow } from '../backend/contract.js';
 import type { Placement } from '../engine/engine.js';
 import type { StartWorker } from '../cpu/threads.js';
 import type { GpuContext } from '../gpu/context.js';

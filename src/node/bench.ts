@@ -11,7 +11,7 @@ import { renderText, writeReport } from '../bench/report.js';
 import { runBench, SUITES, type BenchModel, type Suite } from '../bench/run.js';
 import { benchShape, layersText } from '../bench/shapes.js';
 import type { BenchResults } from '../bench/types.js';
-import type { StreamingWindow } from '../engine/backend.js';
+import type { StreamingWindow } from '../backend/contract.js';
 import type { DeviceChoice, Placement } from '../engine/engine.js';
 import { DuetError } from '../errors.js';
 import { loadCheckpoint } from '../model/checkpoint.js';
