@@ -8,7 +8,7 @@ import type { StreamingWindow } from '../backend/contract.js';
 import type { ModelConfig } from '../model/config.js';
 import { decodeWeightBytes, layersText } from './shapes.js';
 import { rowBytes, type WeightDType } from '../model/quant.js';
-import { kvRowBytes, type KvDType } from '../engine/kv-dtype.js';
+import { kvRowBytes, type KvDType } from '../backend/kv-dtype.js';
 import type { Crossover, E2eRow } from './types.js';
 
 export function countHeads(kinds: HeadKinds): { retrieval: number; streaming: number } {

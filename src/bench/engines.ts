@@ -11,7 +11,7 @@ import type { DeviceTensor, StreamingWindow } from '../backend/contract.js';
 import { Engine, type CpuLike, type Placement } from '../engine/engine.js';
 import { createCpuBackend, type CpuBackend, type CpuOptions, type CpuTensor } from '../cpu/backend.js';
 import type { GpuContext } from '../gpu/context.js';
-import type { KvDType } from '../engine/kv-dtype.js';
+import type { KvDType } from '../backend/kv-dtype.js';
 import type { ModelConfig } from '../model/config.js';
 import type { WeightDType } from '../model/quant.js';
 import type { ModelWeights } from '../model/weights.js';

@@ -6,7 +6,7 @@ import type { GpuContext } from '../gpu/context.js';
 import type { ModelConfig } from '../model/config.js';
 import type { ModelWeights } from '../model/weights.js';
 import type { WeightDType } from '../model/quant.js';
-import type { KvDType } from '../engine/kv-dtype.js';
+import type { KvDType } from '../backend/kv-dtype.js';
 import { addSpeedups, crossovers } from './analysis.js';
 import { runE2e } from './e2e.js';
 import { CpuPool, headConfigs, type EngineFactory } from './engines.js';

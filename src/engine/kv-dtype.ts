@@ -1,7 +1,7 @@
-// The user-facing side of the KV cache dtypes: checking an option and sizing a session's caches.
+// The user-facing side of the KV cache dtypes: checking an option.
 // The storage format itself (types, row layout, reference codec) is the backends' (src/backend/kv-dtype.ts).
 import { DuetError } from '../errors.js';
-import { KV_DTYPES, isKvDType, kvRowBytes, type KvDType } from '../backend/kv-dtype.js';
+import { KV_DTYPES, isKvDType, type KvDType } from '../backend/kv-dtype.js';
 
 /** Checks a user's kvDtype (undefined: f32), naming `field` when it is not one of the types. */
 export function kvDTypeOption(value: unknown, field = 'kvDtype'): KvDType {
@@ -9,11 +9,3 @@ export function kvDTypeOption(value: unknown, field = 'kvDtype'): KvDType {
   if (!isKvDType(value)) throw new DuetError(field, `must be one of ${KV_DTYPES.join(', ')} (got ${JSON.stringify(value)})`);
   return value;
 }
-
-/** Bytes of a session's KV cache rows: `positions` of `heads` KV heads, K and V. */
-export function kvCacheBytes(heads: number, positions: number, headDim: number, dtype: KvDType): number {
-  return 2 * heads * positions * kvRowBytes(headDim, dtype);
-}
-
-// The format's names, for code written against this path before they moved (import src/backend/kv-dtype.ts).
-export * from '../backend/kv-dtype.js';
