@@ -162,4 +162,72 @@ test("the bench's CPU pool uploads each weight once for all engines, f32 and pac
   }
 });
 
+test('--kv-dtype f32,f16,int8: e2e and memory rows per KV dtype, KV bytes exact per dtype and equal to duet memory', async () => {
+  const { projectKvMemory } = await import('../src/attention/memory.ts');
+  const { benchShape } = await import('../src/bench/shapes.ts');
+  const { code, stdout, results: r } = await runBenchCli(['--shape', 'tiny', '--suite', 'e2e,memory', '--contexts', '64', '--sparsities', '0.5', '--prefill-chunk', '32',
+    '--prefill-max', '64', '--sink', '4', '--recent', '16', '--decode-tokens', '2', '--warmup-tokens', '0', '--device', 'cpu', '--kv-dtype', 'f32,f16,int8']);
+  assert.is(code, 0);
+  assert.equal(r.settings.kv_dtypes, ['f32', 'f16', 'int8']);
+  assert.equal(r.e2e.map((e) => `${e.label} ${e.kv_dtype}`), ['full/cpu f32', 'duo@0.5/cpu f32', 'full/cpu f16', 'duo@0.5/cpu f16', 'full/cpu int8', 'duo@0.5/cpu int8']);
+  // tiny: 2 layers × 2 KV heads, head_dim 16. The measured session holds context + warm-up + decode positions.
+  const { config } = benchShape('tiny', { positions: 64, chunk: 32 });
+  const D = config.headDim, heads = config.numLayers * config.numKvHeads;
+  const rowBytes = { f32: 4 * D, f16: 2 * D, int8: D + 4 };
+  for (const e of r.e2e) {
+    assert.is(e.error, undefined, `${e.label} ${e.kv_dtype}: ${e.error}`);
+    assert.is(e.decode_tokens, 2);
+    finitePositive(e.prefill_ms, `${e.label} ${e.kv_dtype} prefill`);
+    finitePositive(e.decode_ms_per_token, `${e.label} ${e.kv_dtype} decode`);
+    if (e.heads === 'full') {
+      assert.is(e.kv!.streaming, 0);
+      assert.is(e.kv!.retrieval % (2 * heads * rowBytes[e.kv_dtype]), 0, `${e.kv_dtype}: whole rows of ${rowBytes[e.kv_dtype]} bytes`);
+    } else {
+      // Rings are f32 whatever the full caches are: the same streaming bytes in every dtype.
+      assert.is(e.kv!.streaming, r.e2e.find((x) => x.heads === 'duo' && x.kv_dtype === 'f32')!.kv!.streaming);
+    }
+    // The speedup is against full attention of the same KV dtype.
+    if (e.heads === 'full') assert.is(e.decode_speedup, 1);
+  }
+  const full = (d: string) => r.e2e.find((e) => e.heads === 'full' && e.kv_dtype === d)!.kv!.retrieval;
+  assert.is(full('f16') * 2, full('f32'));
+  assert.is(full('int8') * 4 * D, full('f32') * (D + 4));
+  // The ideal speedup counts full caches in their dtype, rings in f32: smaller full caches, smaller
+  // gain. At 64 tokens an int8 cache (64 rows of 20 bytes) weighs exactly an f32 ring (20 rows of 64).
+  const ideal = (d: string) => r.e2e.find((e) => e.heads === 'duo' && e.kv_dtype === d)!.ideal_decode_speedup!;
+  assert.ok(ideal('f32') > ideal('f16') && ideal('f16') > ideal('int8'), `${ideal('f32')} ${ideal('f16')} ${ideal('int8')}`);
+  assert.is(ideal('int8'), 1);
+
+  assert.equal(r.memory.map((m) => `${m.label} ${m.kv_dtype}`), ['full/cpu f32', 'duo@0.5/cpu f32', 'full/cpu f16', 'duo@0.5/cpu f16', 'full/cpu int8', 'duo@0.5/cpu int8']);
+  for (const m of r.memory) {
+    assert.is(m.error, undefined);
+    assert.ok(m.matches, `${m.label} ${m.kv_dtype}: runtime ${JSON.stringify(m.measured)} vs projection ${JSON.stringify(m.projected)}`);
+    assert.is(m.measured.total, m.projected.total);
+  }
+  const memFull = (d: 'f32' | 'f16' | 'int8') => r.memory.find((m) => m.heads === 'full' && m.kv_dtype === d)!;
+  for (const d of ['f32', 'f16', 'int8'] as const) {
+    // Full attention at 64 tokens: every head a full cache of 64 rows, K and V.
+    assert.is(memFull(d).measured.total, 2 * heads * 64 * rowBytes[d], d);
+    assert.is(memFull(d).measured.total, projectKvMemory(Array.from({ length: config.numLayers }, () => Array(config.numKvHeads).fill(true)), D, 64, { sink: 4, recent: 16 }, d).duo_bytes);
+  }
+  assert.match(stdout, /full\/cpu\s+int8\s+64/);
+  assert.equal(r.crossovers.map((c) => c.kv_dtype), ['f32', 'f16', 'int8']);
+});
+
+test('--kv-dtype errors name the flag; peers refuses it', async () => {
+  const cases: Array<[string[], RegExp]> = [
+    [['--shape', 'tiny', '--device', 'cpu', '--contexts', '64', '--kv-dtype', 'f32,q8_0'], /--kv-dtype must be one of f32, f16, int8 \(got "q8_0"\)/],
+    [['--shape', 'tiny', '--device', 'cpu', '--contexts', '64', '--kv-dtype', 'f16,f16'], /--kv-dtype lists a dtype twice/],
+    [['--suite', 'peers', '--kv-dtype', 'int8'], /--kv-dtype is not supported by --suite peers/],
+  ];
+  for (const [args, re] of cases) {
+    try {
+      await benchCommand(args);
+      assert.unreachable(`${args.join(' ')} should fail`);
+    } catch (e) {
+      assert.match((e as Error).message, re, args.join(' '));
+    }
+  }
+});
+
 test.run();

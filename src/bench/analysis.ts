@@ -4,10 +4,11 @@
 // speedup (measured, from straight-line fits, and from the bytes model).
 import { formatBytes } from '../attention/memory.js';
 import type { HeadKinds } from '../attention/pattern.js';
-import type { StreamingWindow } from '../engine/backend.js';
+import type { StreamingWindow } from '../backend/contract.js';
 import type { ModelConfig } from '../model/config.js';
 import { decodeWeightBytes, layersText } from './shapes.js';
 import { rowBytes, type WeightDType } from '../model/quant.js';
+import { kvRowBytes, type KvDType } from '../engine/kv-dtype.js';
 import type { Crossover, E2eRow } from './types.js';
 
 export function countHeads(kinds: HeadKinds): { retrieval: number; streaming: number } {
@@ -16,12 +17,20 @@ export function countHeads(kinds: HeadKinds): { retrieval: number; streaming: nu
   return { retrieval, streaming };
 }
 
-/** Bytes one decode step reads at `context` cached tokens: the weights (as `dtype`) + f32 K and V of every head. */
+/** K + V bytes per cached position of one head: full caches in the KV dtype, streaming rings always f32. */
+export function kvPositionBytes(headDim: number, kvDtype: KvDType): { full: number; ring: number } {
+  return { full: 2 * kvRowBytes(headDim, kvDtype), ring: 2 * kvRowBytes(headDim, 'f32') };
+}
+
+/**
+ * Bytes one decode step reads at `context` cached tokens: the weights (as `dtype`) + K and V of every
+ * head (retrieval heads' full caches as `kvDtype`, streaming heads' f32 rings).
+ */
 export function decodeBytes(config: ModelConfig, heads: { retrieval: number; streaming: number }, context: number,
-  window: StreamingWindow, layers = config.numLayers, dtype: WeightDType = 'f32'): number {
-  const perPosition = 2 * config.headDim * 4;
+  window: StreamingWindow, layers = config.numLayers, dtype: WeightDType = 'f32', kvDtype: KvDType = 'f32'): number {
+  const per = kvPositionBytes(config.headDim, kvDtype);
   const ring = Math.min(context, window.sink + window.recent);
-  return decodeWeightBytes(config, layers, dtype) + perPosition * (heads.retrieval * context + heads.streaming * ring);
+  return decodeWeightBytes(config, layers, dtype) + per.full * heads.retrieval * context + per.ring * heads.streaming * ring;
 }
 
 /**
@@ -30,13 +39,13 @@ export function decodeBytes(config: ModelConfig, heads: { retrieval: number; str
  */
 export function addSpeedups(rows: E2eRow[], config: ModelConfig, window: StreamingWindow, kindsOf: (label: string) => HeadKinds, dtype: WeightDType = 'f32'): void {
   for (const r of rows) {
-    const ref = rows.find((f) => f.heads === 'full' && f.main_device === r.main_device && f.context === r.context);
+    const ref = rows.find((f) => f.heads === 'full' && f.main_device === r.main_device && f.context === r.context && f.kv_dtype === r.kv_dtype);
     const ratio = (a: number | null | undefined, b: number | null) => (a && b ? a / b : null);
     r.prefill_speedup = ratio(ref?.prefill_ms, r.prefill_ms);
     r.decode_speedup = ratio(r.reference_decode_ms ?? ref?.decode_ms_per_token, r.decode_ms_per_token);
     const all = config.numLayers * config.numKvHeads;
-    const full = decodeBytes(config, { retrieval: all, streaming: 0 }, r.context, window, config.numLayers, dtype);
-    r.ideal_decode_speedup = full / decodeBytes(config, countHeads(kindsOf(r.label.split('/')[0])), r.context, window, config.numLayers, dtype);
+    const full = decodeBytes(config, { retrieval: all, streaming: 0 }, r.context, window, config.numLayers, dtype, r.kv_dtype);
+    r.ideal_decode_speedup = full / decodeBytes(config, countHeads(kindsOf(r.label.split('/')[0])), r.context, window, config.numLayers, dtype, r.kv_dtype);
   }
 }
 
@@ -53,13 +62,14 @@ function fit(points: Array<[number, number]>): { a: number; b: number } | null {
 }
 
 /**
- * Context where (weights + N·k·C) = target·(weights + R·k·C + S·k·ring), i.e. where the bytes
- * read per token by full attention reach `target` times DuoAttention's (ring: sink + recent).
+ * Context where (weights + N·k·C) = target·(weights + R·k·C + S·r·ring), i.e. where the bytes
+ * read per token by full attention reach `target` times DuoAttention's (k: a full cache's bytes per
+ * position, r: a ring's; ring: sink + recent).
  */
-function bytesCrossover(weights: number, all: number, retrieval: number, streaming: number, perPosition: number, ring: number, target: number): number | null {
-  const denom = (all - target * retrieval) * perPosition;
+function bytesCrossover(weights: number, all: number, retrieval: number, streaming: number, per: { full: number; ring: number }, ring: number, target: number): number | null {
+  const denom = (all - target * retrieval) * per.full;
   if (denom <= 0) return null;
-  const c = ((target - 1) * weights + target * streaming * perPosition * ring) / denom;
+  const c = ((target - 1) * weights + target * streaming * per.ring * ring) / denom;
   return c > 0 ? Math.ceil(c) : null;
 }
 
@@ -81,12 +91,14 @@ export function crossovers(input: CrossoverInput): Crossover[] {
   const { rows, config, fullConfig, window } = input;
   const target = input.target ?? 1.5;
   const out: Crossover[] = [];
-  const perPosition = 2 * config.headDim * 4, ring = window.sink + window.recent;
+  const ring = window.sink + window.recent;
   const labels = [...new Set(rows.filter((r) => r.heads === 'duo').map((r) => r.label))];
   for (const label of labels) {
     const mine = rows.filter((r) => r.label === label && r.decode_ms_per_token !== null).sort((a, b) => a.context - b.context);
     if (mine.length === 0) continue;
-    const { sparsity, placement, main_device } = mine[0];
+    const { sparsity, placement, main_device, kv_dtype: kvDtype } = mine[0];
+    if (mine.some((r) => r.kv_dtype !== kvDtype)) throw new Error(`crossovers: rows of ${label} mix KV dtypes (pass one dtype's rows at a time)`);
+    const perPosition = kvPositionBytes(config.headDim, kvDtype);
     const ref = rows.filter((r) => r.heads === 'full' && r.main_device === main_device && r.decode_ms_per_token !== null);
     const measured = mine.find((r) => (r.decode_speedup ?? 0) >= target)?.context ?? null;
     const fd = fit(mine.map((r) => [r.context, r.decode_ms_per_token!]));
@@ -110,7 +122,7 @@ export function crossovers(input: CrossoverInput): Crossover[] {
     const lmShare = (config.vocabSize * rowBytes(dtype, config.hiddenSize)) / weights;
     const limit = all / heads.retrieval;
     let why = `sparsity ${sparsity}: each decode step reads ${formatBytes(weights)} of ${dtype} weights (${(lmShare * 100).toFixed(0)}% of it the LM head) `
-      + `plus ${formatBytes(all * perPosition)} of KV per cached token under full attention; DuoAttention skips ${(sparsity * 100).toFixed(0)}% of the KV, `
+      + `plus ${formatBytes(all * perPosition.full)} of ${kvDtype} KV per cached token under full attention; DuoAttention skips ${(sparsity * 100).toFixed(0)}% of the KV, `
       + `so its speedup approaches ${Number.isFinite(limit) ? `${limit.toFixed(2)}×` : 'no limit'} only where the KV outweighs the weights`;
     if (bytesHere === null) why += `: ${target}× is out of reach`;
     else why += `; by bytes, ${target}× comes at ${bytesHere} tokens with ${layersText(config.numLayers)}`;
@@ -128,7 +140,7 @@ export function crossovers(input: CrossoverInput): Crossover[] {
     const line = (f: { a: number; b: number }) => `${f.a.toFixed(2)} ${f.b < 0 ? '−' : '+'} ${Math.abs(f.b * 1024).toFixed(3)}·(context/1K)`;
     const fitText = fd && ff ? `decode ms ≈ ${line(ff)} for full attention, ${line(fd)} for ${label}` : null;
     out.push({
-      label, sparsity, placement, target, measured_context: measured, fitted_context: fitted,
+      label, sparsity, placement, kv_dtype: kvDtype, target, measured_context: measured, fitted_context: fitted,
       bytes_context: bytesHere, bytes_context_all_layers: scaleL !== 1 ? bytesAll : bytesHere, why, fit: fitText,
     });
   }

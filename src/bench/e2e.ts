@@ -71,7 +71,7 @@ export function e2eSequenceLength(maxContext: number, warmupTokens: number, deco
 interface Job {
   label: string;
   h: HeadConfig;
-  base: Pick<E2eRow, 'label' | 'heads' | 'sparsity' | 'placement' | 'main_device'>;
+  base: Pick<E2eRow, 'label' | 'heads' | 'sparsity' | 'placement' | 'kv_dtype' | 'main_device'>;
   engine: Engine | null;
   error?: string;
   firstChunkMs: number | null;
@@ -165,7 +165,7 @@ export async function runE2e(o: E2eOptions): Promise<E2eRow[]> {
   const { config } = o.factory;
   const jobs: Job[] = o.heads.flatMap((h) => placementsFor(h, o.placements).map((p) => ({
     label: `${h.label}/${p}`, h,
-    base: { label: `${h.label}/${p}`, heads: h.heads, sparsity: h.sparsity, placement: p, main_device: p === 'cpu' ? 'cpu' as const : 'gpu' as const },
+    base: { label: `${h.label}/${p}`, heads: h.heads, sparsity: h.sparsity, placement: p, kv_dtype: o.factory.kvDtype ?? 'f32', main_device: p === 'cpu' ? 'cpu' as const : 'gpu' as const },
     engine: null, firstChunkMs: null, logitsMs: null,
   })));
   const fullJobs = jobs.filter((j) => j.h.heads === 'full'), duoJobs = jobs.filter((j) => j.h.heads === 'duo');

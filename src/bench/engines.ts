@@ -7,10 +7,11 @@
 // weights: nothing writes to them. Each engine's lease frees what it allocated when the engine
 // is disposed, and a shared weight when its last engine goes.
 import { binarize, allHeads, type HeadKinds } from '../attention/pattern.js';
-import type { DeviceTensor, StreamingWindow } from '../engine/backend.js';
+import type { DeviceTensor, StreamingWindow } from '../backend/contract.js';
 import { Engine, type CpuLike, type Placement } from '../engine/engine.js';
 import { createCpuBackend, type CpuBackend, type CpuOptions, type CpuTensor } from '../cpu/backend.js';
 import type { GpuContext } from '../gpu/context.js';
+import type { KvDType } from '../engine/kv-dtype.js';
 import type { ModelConfig } from '../model/config.js';
 import type { WeightDType } from '../model/quant.js';
 import type { ModelWeights } from '../model/weights.js';
@@ -92,6 +93,8 @@ export interface EngineFactory {
   config: ModelConfig;
   weights: ModelWeights;
   weightDType?: WeightDType;
+  /** Storage of the full KV caches (default f32). */
+  kvDtype?: KvDType;
   window: StreamingWindow;
   pool: CpuPool;
   acquireGpu?: () => Promise<{ gpu: GpuContext | null; reason: string }>;
@@ -99,7 +102,7 @@ export interface EngineFactory {
 
 export async function createBenchEngine(f: EngineFactory, h: HeadConfig, placement: Placement): Promise<Engine> {
   const engine = await Engine.create(f.config, f.weights, {
-    device: placement === 'cpu' ? 'cpu' : 'gpu', placement, kinds: h.kinds, window: f.window, weights: f.weightDType,
+    device: placement === 'cpu' ? 'cpu' : 'gpu', placement, kinds: h.kinds, window: f.window, weights: f.weightDType, kvDtype: f.kvDtype,
     acquireGpu: f.acquireGpu, createCpu: () => f.pool.lease(),
   });
   if (engine.placement !== placement) {

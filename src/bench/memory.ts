@@ -1,6 +1,6 @@
 // The memory suite: KV bytes per device as the runtime allocates them (session.kvMemory() after a
-// decode step at each context) next to what `duet memory` projects for the same heads (at f32, the
-// runtime's cache type), plus the process's memory. Like e2e's long prompts, the session starts
+// decode step at each context) next to what `duet memory` projects for the same heads and KV dtype,
+// plus the process's memory. Like e2e's long prompts, the session starts
 // from a synthetic cache (pastLen set, no prefill): allocation does not depend on the values.
 import { projectKvMemory } from '../attention/memory.js';
 import type { Placement } from '../engine/engine.js';
@@ -22,6 +22,7 @@ export interface MemoryOptions {
 
 export async function runMemory(o: MemoryOptions): Promise<MemoryRow[]> {
   const { config, window, pool } = o.factory;
+  const kvDtype = o.factory.kvDtype ?? 'f32';
   const jobs = o.heads.flatMap((h) => placementsFor(h, o.placements).map((p) => ({ h, p })));
   const total = jobs.length * o.contexts.length;
   const rows: MemoryRow[] = [];
@@ -29,7 +30,7 @@ export async function runMemory(o: MemoryOptions): Promise<MemoryRow[]> {
   for (const { h, p } of jobs) {
     const label = `${h.label}/${p}`;
     const proj = (context: number) => {
-      const m = projectKvMemory(h.kinds, config.headDim, context, window, 'f32');
+      const m = projectKvMemory(h.kinds, config.headDim, context, window, kvDtype);
       const projected = p === 'split' ? { gpu: m.gpu_bytes, cpu: m.cpu_bytes } : p === 'gpu' ? { gpu: m.duo_bytes, cpu: 0 } : { gpu: 0, cpu: m.duo_bytes };
       return { ...projected, total: m.duo_bytes, full: m.full_bytes };
     };
@@ -40,7 +41,7 @@ export async function runMemory(o: MemoryOptions): Promise<MemoryRow[]> {
     } catch (e) {
       for (const context of o.contexts) {
         const mem = o.processMemory();
-        rows.push({ label, heads: h.heads, sparsity: h.sparsity, placement: p, context, measured: zero, projected: proj(context), matches: false,
+        rows.push({ label, heads: h.heads, sparsity: h.sparsity, placement: p, kv_dtype: kvDtype, context, measured: zero, projected: proj(context), matches: false,
           wasm_bytes: pool.memoryBytes, rss_bytes: mem.rss, peak_rss_bytes: mem.peakRss, error: (e as Error).message });
       }
       done += o.contexts.length;
@@ -63,7 +64,7 @@ export async function runMemory(o: MemoryOptions): Promise<MemoryRow[]> {
           } finally { session.dispose(); }
         } catch (e) { error = (e as Error).message; }
         rows.push({
-          label, heads: h.heads, sparsity: h.sparsity, placement: p, context, measured, projected,
+          label, heads: h.heads, sparsity: h.sparsity, placement: p, kv_dtype: kvDtype, context, measured, projected,
           matches: !error && measured.gpu === projected.gpu && measured.cpu === projected.cpu,
           wasm_bytes: wasm, rss_bytes: mem.rss, peak_rss_bytes: mem.peakRss, ...(error ? { error } : {}),
         });

@@ -63,27 +63,27 @@ export function renderText(r: BenchResults): string {
   }
   if (r.e2e.length) {
     out.push('', `End to end (${layersText(m.layers)}; prefill chunk ${r.settings.prefill_chunk}; prefill m = measured, e = estimated from the first and last chunk; decode = median of ${r.settings.decode_tokens} tokens after ${r.settings.warmup_tokens} warm-up, each DuoAttention token interleaved with one of full attention)`);
-    out.push(table(['config', 'context', 'prefill ms', '× full', 'decode ms/tok', '× full', 'ideal ×', 'KV total', 'KV GPU', 'KV CPU'],
+    out.push(table(['config', 'KV', 'context', 'prefill ms', '× full', 'decode ms/tok', '× full', 'ideal ×', 'KV total', 'KV GPU', 'KV CPU'],
       r.e2e.map((e) => e.error
-        ? [e.label, String(e.context), 'error ↓', '', '', '', '', '', '', '']
-        : [e.label, String(e.context), `${num(e.prefill_ms)} ${e.prefill_method === 'estimated' ? 'e' : 'm'}`, times(e.prefill_speedup),
+        ? [e.label, e.kv_dtype, String(e.context), 'error ↓', '', '', '', '', '', '', '']
+        : [e.label, e.kv_dtype, String(e.context), `${num(e.prefill_ms)} ${e.prefill_method === 'estimated' ? 'e' : 'm'}`, times(e.prefill_speedup),
           num(e.decode_ms_per_token), times(e.decode_speedup), times(e.ideal_decode_speedup),
-          e.kv ? formatBytes(e.kv.total) : '—', e.kv ? formatBytes(e.kv.gpu) : '—', e.kv ? formatBytes(e.kv.cpu) : '—'])));
-    for (const e of r.e2e) if (e.error) out.push(`  error: ${e.label} at ${e.context}: ${e.error}`);
+          e.kv ? formatBytes(e.kv.total) : '—', e.kv ? formatBytes(e.kv.gpu) : '—', e.kv ? formatBytes(e.kv.cpu) : '—']), 2));
+    for (const e of r.e2e) if (e.error) out.push(`  error: ${e.label} (KV ${e.kv_dtype}) at ${e.context}: ${e.error}`);
   }
   if (r.memory.length) {
-    out.push('', 'KV memory: runtime (session.kvMemory) vs projection (duet memory, f32); WASM = CPU backend memory in use; RSS = this process');
-    out.push(table(['config', 'context', 'GPU', 'CPU', 'projected GPU', 'projected CPU', 'match', 'full attn', 'WASM', 'peak RSS'],
-      r.memory.map((x) => [x.label, String(x.context), formatBytes(x.measured.gpu), formatBytes(x.measured.cpu), formatBytes(x.projected.gpu),
+    out.push('', 'KV memory: runtime (session.kvMemory) vs projection (duet memory --kv-dtype KV; rings are f32); WASM = CPU backend memory in use; RSS = this process');
+    out.push(table(['config', 'KV', 'context', 'GPU', 'CPU', 'projected GPU', 'projected CPU', 'match', 'full attn', 'WASM', 'peak RSS'],
+      r.memory.map((x) => [x.label, x.kv_dtype, String(x.context), formatBytes(x.measured.gpu), formatBytes(x.measured.cpu), formatBytes(x.projected.gpu),
         formatBytes(x.projected.cpu), x.error ? `error: ${x.error.slice(0, 40)}` : x.matches ? 'yes' : 'no', formatBytes(x.projected.full),
-        formatBytes(x.wasm_bytes), formatBytes(x.peak_rss_bytes)])));
+        formatBytes(x.wasm_bytes), formatBytes(x.peak_rss_bytes)]), 2));
   }
   if (r.crossovers.length) {
     out.push('', `Where DuoAttention decodes ${r.crossovers[0].target}× faster than full attention (context, tokens)`);
     const cut = m.layers < m.layers_total;
-    out.push(table(['config', 'measured', 'fitted', `bytes (${layersText(m.layers)})`, ...(cut ? [`bytes (${m.layers_total} layers)`] : [])],
-      r.crossovers.map((c) => [c.label, c.measured_context === null ? 'not reached' : String(c.measured_context), num(c.fitted_context), num(c.bytes_context),
-        ...(cut ? [num(c.bytes_context_all_layers)] : [])])));
+    out.push(table(['config', 'KV', 'measured', 'fitted', `bytes (${layersText(m.layers)})`, ...(cut ? [`bytes (${m.layers_total} layers)`] : [])],
+      r.crossovers.map((c) => [c.label, c.kv_dtype, c.measured_context === null ? 'not reached' : String(c.measured_context), num(c.fitted_context), num(c.bytes_context),
+        ...(cut ? [num(c.bytes_context_all_layers)] : [])]), 2));
     for (const why of new Set(r.crossovers.map((c) => c.why))) out.push(`  ${why}`);
     for (const c of r.crossovers) if (c.fit) out.push(`  fit: ${c.fit}`);
   }
@@ -96,11 +96,16 @@ export function renderText(r: BenchResults): string {
   return `${out.join('\n')}\n`;
 }
 
-function series(rows: E2eRow[], value: (e: E2eRow) => number | null): Series[] {
-  const labels = [...new Set(rows.map((e) => e.label))];
+/** A row's line in the plots: its configuration, and its KV dtype when the run compared several. */
+function lineOf(label: string, kvDtype: string, r: BenchResults): string {
+  return r.settings.kv_dtypes.length > 1 ? `${label} KV ${kvDtype}` : label;
+}
+
+function series(r: BenchResults, rows: E2eRow[], value: (e: E2eRow) => number | null): Series[] {
+  const labels = [...new Set(rows.map((e) => lineOf(e.label, e.kv_dtype, r)))];
   return labels.map((label) => ({
     label,
-    points: rows.filter((e) => e.label === label && value(e) !== null).map((e) => [e.context, value(e)!] as [number, number]),
+    points: rows.filter((e) => lineOf(e.label, e.kv_dtype, r) === label && value(e) !== null).map((e) => [e.context, value(e)!] as [number, number]),
   })).filter((s) => s.points.length > 0);
 }
 
@@ -108,27 +113,27 @@ function series(rows: E2eRow[], value: (e: E2eRow) => number | null): Series[] {
 export function renderPlots(r: BenchResults): Array<[string, string]> {
   const plots: Array<[string, string]> = [];
   const where = `${r.model.source.replace(/^shape:/, '')}, ${layersText(r.model.layers)}`;
-  const decode = series(r.e2e, (e) => e.decode_ms_per_token);
+  const decode = series(r, r.e2e, (e) => e.decode_ms_per_token);
   if (decode.length) {
     plots.push(['decode-ms-vs-context.svg', lineChart(decode, { title: `Decode ms/token (${where})`, xLabel: 'context (tokens)', yLabel: 'ms per token', logX: true })]);
   }
   const duo = r.e2e.filter((e) => e.heads === 'duo');
   const speedup = [
-    ...series(duo, (e) => e.decode_speedup),
-    ...series(duo.filter((e) => e.placement === duo[0]?.placement), (e) => e.ideal_decode_speedup)
-      .map((s) => ({ ...s, label: `${s.label.split('/')[0]} ideal (bytes)` })),
+    ...series(r, duo, (e) => e.decode_speedup),
+    ...series(r, duo.filter((e) => e.placement === duo[0]?.placement), (e) => e.ideal_decode_speedup)
+      .map((s) => ({ ...s, label: `${s.label.replace(/\/\S+/, '')} ideal (bytes)` })),
   ];
   if (speedup.length) {
     plots.push(['decode-speedup-vs-context.svg', lineChart(speedup, { title: `Decode speedup vs full attention (${where})`, xLabel: 'context (tokens)', yLabel: '× full attention (interleaved runs)', logX: true })]);
   }
-  const prefill = series(r.e2e, (e) => e.prefill_ms);
+  const prefill = series(r, r.e2e, (e) => e.prefill_ms);
   if (prefill.length) {
     plots.push(['prefill-ms-vs-context.svg', lineChart(prefill, { title: `Prefill ms (${where})`, xLabel: 'context (tokens)', yLabel: 'ms', logX: true })]);
   }
   // KV memory: one line per head configuration (the placement moves bytes between devices, not the total).
   const mem = r.memory.length
-    ? r.memory.filter((x) => !x.error).map((x) => ({ label: x.label.split('/')[0], context: x.context, bytes: x.measured.total }))
-    : r.e2e.filter((e) => e.kv).map((e) => ({ label: e.label.split('/')[0], context: e.context, bytes: e.kv!.total }));
+    ? r.memory.filter((x) => !x.error).map((x) => ({ label: lineOf(x.label.split('/')[0], x.kv_dtype, r), context: x.context, bytes: x.measured.total }))
+    : r.e2e.filter((e) => e.kv).map((e) => ({ label: lineOf(e.label.split('/')[0], e.kv_dtype, r), context: e.context, bytes: e.kv!.total }));
   const memLabels = [...new Set(mem.map((x) => x.label))];
   const memSeries: Series[] = memLabels.map((label) => {
     const byCtx = new Map<number, number>();
@@ -136,7 +141,7 @@ export function renderPlots(r: BenchResults): Array<[string, string]> {
     return { label, points: [...byCtx.entries()] };
   }).filter((s) => s.points.length > 0);
   if (memSeries.length) {
-    plots.push(['memory-vs-context.svg', lineChart(memSeries, { title: `KV cache, f32 (${where})`, xLabel: 'context (tokens)', yLabel: 'MiB', logX: true })]);
+    plots.push(['memory-vs-context.svg', lineChart(memSeries, { title: `KV cache, ${r.settings.kv_dtypes.join(' / ')} full caches, f32 rings (${where})`, xLabel: 'context (tokens)', yLabel: 'MiB', logX: true })]);
   }
   return plots;
 }

@@ -1,11 +1,12 @@
 // Runs the suites a bench asks for on one model and gathers the results (results.json's shape).
-import type { StreamingWindow } from '../engine/backend.js';
+import type { StreamingWindow } from '../backend/contract.js';
 import type { Placement } from '../engine/engine.js';
 import type { StartWorker } from '../cpu/threads.js';
 import type { GpuContext } from '../gpu/context.js';
 import type { ModelConfig } from '../model/config.js';
 import type { ModelWeights } from '../model/weights.js';
 import type { WeightDType } from '../model/quant.js';
+import type { KvDType } from '../engine/kv-dtype.js';
 import { addSpeedups, crossovers } from './analysis.js';
 import { runE2e } from './e2e.js';
 import { CpuPool, headConfigs, type EngineFactory } from './engines.js';
@@ -42,6 +43,8 @@ export interface BenchRunOptions {
   sparsities: number[];
   /** Placements to run (only `cpu` without a GPU). */
   placements: Placement[];
+  /** Full-cache dtypes: e2e and memory run once per dtype, in this order (default f32 only). */
+  kvDtypes?: KvDType[];
   chunk: number;
   prefillMax: number;
   decodeTokens: number;
@@ -76,6 +79,7 @@ export async function runBench(o: BenchRunOptions): Promise<BenchResults> {
     if (!h) throw new Error(`no head configuration "${label}"`);
     return h.kinds;
   };
+  const kvDtypes = o.kvDtypes ?? ['f32'];
   const factory: EngineFactory = { config, weights: model.weights, weightDType: model.weightDType, window: model.window, pool: new CpuPool({ threads: o.threads, startWorker: o.startWorker }), acquireGpu: o.acquireGpu };
   const results: BenchResults = {
     version: 1, created: new Date().toISOString(), command: o.command, machine: o.machine,
@@ -87,7 +91,7 @@ export async function runBench(o: BenchRunOptions): Promise<BenchResults> {
     notes: [...model.notes],
     settings: {
       suites: o.suites, contexts: o.contexts, sparsities: o.sparsities, placements: o.placements, prefill_chunk: o.chunk,
-      prefill_max: o.prefillMax, threads: o.threads ?? 1, decode_tokens: o.decodeTokens, warmup_tokens: o.warmupTokens, seed: o.seed,
+      prefill_max: o.prefillMax, kv_dtypes: kvDtypes, threads: o.threads ?? 1, decode_tokens: o.decodeTokens, warmup_tokens: o.warmupTokens, seed: o.seed,
     },
     probes: null, gpu_probes: null, kernels: [], e2e: [], memory: [], crossovers: [], plots: [],
   };
@@ -110,25 +114,33 @@ export async function runBench(o: BenchRunOptions): Promise<BenchResults> {
       }
     }
   }
+  // Per KV dtype its own engines (the pool shares the weights between them); speedups and crossovers
+  // compare rows of one dtype only.
+  const suffix = (kv: KvDType) => (kvDtypes.length > 1 ? ` (KV ${kv})` : '');
   if (o.suites.includes('e2e')) {
-    results.e2e = await runE2e({
-      factory, heads, placements: o.placements, contexts: o.contexts, chunk: o.chunk, prefillMax: o.prefillMax,
-      decodeTokens: o.decodeTokens, warmupTokens: o.warmupTokens, seed: o.seed, onProgress: progress('e2e'),
-    });
-    addSpeedups(results.e2e, config, model.window, kindsOf, model.weightDType);
-    results.crossovers = crossovers({ rows: results.e2e, config, fullConfig: model.fullConfig, window: model.window, kindsOf, rates: readRates(results.kernels), weights: model.weightDType });
+    for (const kvDtype of kvDtypes) {
+      const rows = await runE2e({
+        factory: { ...factory, kvDtype }, heads, placements: o.placements, contexts: o.contexts, chunk: o.chunk, prefillMax: o.prefillMax,
+        decodeTokens: o.decodeTokens, warmupTokens: o.warmupTokens, seed: o.seed, onProgress: progress(`e2e${suffix(kvDtype)}`),
+      });
+      addSpeedups(rows, config, model.window, kindsOf, model.weightDType);
+      results.e2e.push(...rows);
+      results.crossovers.push(...crossovers({ rows, config, fullConfig: model.fullConfig, window: model.window, kindsOf, rates: readRates(results.kernels), weights: model.weightDType }));
+    }
     if (o.acquireGpu && o.placements.includes('split') && o.placements.includes('gpu')) {
       o.onProgress?.('auto placement', 0, 1, 'calibrating');
       results.auto_placement = await autoPlacementRows({
-        config, heads, window: model.window, e2e: results.e2e, acquireGpu: o.acquireGpu, cpu: () => factory.pool.lease(),
+        config, heads, window: model.window, e2e: results.e2e.filter((r) => r.kv_dtype === kvDtypes[0]), acquireGpu: o.acquireGpu, cpu: () => factory.pool.lease(),
       });
       o.onProgress?.('auto placement', 1, 1, 'done');
     }
   }
   if (o.suites.includes('memory')) {
-    results.memory = await runMemory({
-      factory, heads, placements: o.placements, contexts: o.contexts, processMemory: o.processMemory, onProgress: progress('memory'),
-    });
+    for (const kvDtype of kvDtypes) {
+      results.memory.push(...await runMemory({
+        factory: { ...factory, kvDtype }, heads, placements: o.placements, contexts: o.contexts, processMemory: o.processMemory, onProgress: progress(`memory${suffix(kvDtype)}`),
+      }));
+    }
   }
   factory.pool.close();
   return results;

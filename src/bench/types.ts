@@ -1,6 +1,7 @@
 import type { PerTokenCounters } from '../gpu/context.js';
 // The benchmark's result records (what results.json holds). Times in ms, sizes in bytes.
 import type { Placement } from '../engine/engine.js';
+import type { KvDType } from '../engine/kv-dtype.js';
 
 export interface MachineInfo {
   cpu: string;
@@ -86,6 +87,8 @@ export interface E2eRow {
   heads: HeadsKind;
   sparsity: number;
   placement: Placement;
+  /** Storage of the retrieval heads' full caches (--kv-dtype; streaming rings are f32). */
+  kv_dtype: KvDType;
   /** Device that runs the projections and the retrieval heads. */
   main_device: 'cpu' | 'gpu';
   context: number;
@@ -117,10 +120,11 @@ export interface MemoryRow {
   heads: HeadsKind;
   sparsity: number;
   placement: Placement;
+  kv_dtype: KvDType;
   context: number;
   /** From session.kvMemory() after a decode step at this context. */
   measured: KvBytes;
-  /** projectKvMemory (what `duet memory --kv-dtype f32` prints), mapped onto the placement's devices. */
+  /** projectKvMemory (what `duet memory --kv-dtype <kv_dtype>` prints), mapped onto the placement's devices. */
   projected: { gpu: number; cpu: number; total: number; full: number };
   /** measured total = projected total (rings are allocated whole, so contexts below sink + recent differ). */
   matches: boolean;
@@ -135,6 +139,7 @@ export interface Crossover {
   label: string;
   sparsity: number;
   placement: Placement;
+  kv_dtype: KvDType;
   target: number;
   /** Smallest measured context where the decode speedup reached the target, or null. */
   measured_context: number | null;
@@ -157,7 +162,7 @@ export interface BenchResults {
   model: ModelInfo;
   notes: string[];
   settings: {
-    suites: string[]; contexts: number[]; sparsities: number[]; placements: Placement[];
+    suites: string[]; contexts: number[]; sparsities: number[]; placements: Placement[]; kv_dtypes: KvDType[];
     prefill_chunk: number; prefill_max: number; threads: number; decode_tokens: number; warmup_tokens: number; seed: number;
   };
   probes: Probes | null;

@@ -6,7 +6,7 @@ import { BENCH_SUITES as SUITES, benchReportText, peersReportText, runBenchmark,
 import { DuetError } from '../errors.js';
 import { shapeSpec } from '../bench/shapes.js';
 import { claimOutputFolder, removeStale } from '../node/output-folder.js';
-import { intOption, numberList, threadsOption, weightsOption } from './options.js';
+import { intOption, kvDtypeOption, numberList, threadsOption, weightsOption } from './options.js';
 import { flagMessage, inFlags } from './flags.js';
 import { Progress } from './progress.js';
 import { serveBenchCommand } from './bench-serve.js';
@@ -33,6 +33,7 @@ const options = {
   seed: { type: 'string' },
   threads: { type: 'string' },
   weights: { type: 'string' },
+  'kv-dtype': { type: 'string' },
   out: { type: 'string' },
   json: { type: 'boolean' },
   formats: { type: 'string' },
@@ -76,6 +77,7 @@ async function bench(argv: string[]): Promise<number> {
   const seed = intOption(v.seed, '--seed') ?? 0;
   const threads = threadsOption(v.threads);
   const weightDType = weightsOption(v.weights);
+  const kvDtypes = v['kv-dtype'] === undefined ? undefined : v['kv-dtype'].split(',').map((d) => kvDtypeOption(d)!);
   const layers = intOption(v.layers, '--layers', 1);
   const sink = intOption(v.sink, '--sink');
   const recent = intOption(v.recent, '--recent', 1);
@@ -87,7 +89,7 @@ async function bench(argv: string[]): Promise<number> {
   const bars = new Map<string, Progress>();
   const results = await runBenchmark({
     suites, model: v.model, shape: v.shape, layers, pattern: v.pattern, contexts, sparsities, placements: placementsAsked, device,
-    window: { sink, recent }, prefillChunk: chunk, prefillMax, decodeTokens, warmupTokens, seed, threads, weights: weightDType,
+    window: { sink, recent }, prefillChunk: chunk, prefillMax, decodeTokens, warmupTokens, seed, threads, weights: weightDType, kvDtypes,
     command: `duet bench ${argv.join(' ')}`.trim(),
     notice: (m) => process.stderr.write(`duet: ${inFlags(m)}\n`),
     onProgress: (what, d, t, detail) => {
@@ -110,6 +112,7 @@ type Values = ReturnType<typeof parseArgs<{ args: string[]; options: typeof opti
 
 /** `--suite peers`: Duet against llama.cpp on the same GGUF files (runPeersBenchmark). */
 async function peersCommand(v: Values, argv: string[]): Promise<number> {
+  if (v['kv-dtype'] !== undefined) throw new Error('--kv-dtype is not supported by --suite peers yet (both engines run f32 KV caches there); use it with --suite e2e,memory');
   if (v.model !== undefined) throw new Error('--suite peers runs on random weights (--shape NAME, default qwen2.5-0.5b); --model is not supported there yet');
   const formats = v.formats?.split(',').map((f) => {
     if (!isWeightDType(f)) throw new Error(`--formats: "${f}" is not one of ${WEIGHT_DTYPES.join(', ')}`);

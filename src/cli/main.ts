@@ -64,9 +64,10 @@ Usage:
   duet bench [--suite kernels|e2e|memory|all|peers] [--model DIR | --shape NAME] [--layers N] [--pattern DIR]
              [--contexts 1024,4096,16384] [--sparsities 0.25,0.5,0.75] [--placements split,gpu,cpu]
              [--device auto|cpu|gpu] [--sink N --recent N] [--prefill-chunk N] [--prefill-max N]
-             [--decode-tokens N] [--warmup-tokens N] [--seed S] [--threads N] [--weights W] [--out DIR] [--json]
+             [--decode-tokens N] [--warmup-tokens N] [--seed S] [--threads N] [--weights W]
+             [--kv-dtype f32|f16|int8[,…]] [--out DIR] [--json]
       kernel GFLOP/s and GB/s against a measured roofline, prefill and decode of full attention vs
-      DuoAttention per placement, KV memory; shapes: llama-3.2-1b, llama-3-8b, llama-2-7b, qwen2.5-0.5b
+      DuoAttention per placement, KV memory (per --kv-dtype in a list); shapes: llama-3.2-1b, llama-3-8b, llama-2-7b, qwen2.5-0.5b
       (random weights); results.json and SVG plots in --out (default bench-results)
       --suite peers [--formats f32,f16,q8_0,q4_0] [--agree-tokens N]: Duet against llama.cpp (the optional
       node-llama-cpp package, CPU) on the same GGUF per format, default --shape qwen2.5-0.5b

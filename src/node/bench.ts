@@ -11,12 +11,13 @@ import { renderText, writeReport } from '../bench/report.js';
 import { runBench, SUITES, type BenchModel, type Suite } from '../bench/run.js';
 import { benchShape, layersText } from '../bench/shapes.js';
 import type { BenchResults } from '../bench/types.js';
-import type { StreamingWindow } from '../engine/backend.js';
+import type { StreamingWindow } from '../backend/contract.js';
 import type { DeviceChoice, Placement } from '../engine/engine.js';
 import { DuetError } from '../errors.js';
 import { loadCheckpoint } from '../model/checkpoint.js';
 import type { ModelFiles } from '../model/files.js';
 import { isWeightDType, WEIGHT_DTYPES, type WeightDType } from '../model/quant.js';
+import { kvDTypeOption, type KvDType } from '../engine/kv-dtype.js';
 import { nodeModelFiles } from './files.js';
 import { createNodeGpu } from './gpu.js';
 import { defaultThreads, startNodeKernelWorker } from './kernel-threads.js';
@@ -57,6 +58,8 @@ export interface BenchmarkOptions {
   /** WebAssembly kernel threads (default every core). */
   threads?: number;
   weights?: WeightDType;
+  /** Full KV cache dtypes to compare (default f32): the e2e and memory suites run once per dtype. */
+  kvDtypes?: KvDType[];
   /** Recorded in the results (e.g. the command line that ran this). */
   command?: string;
   notice?: (message: string) => void;
@@ -105,6 +108,10 @@ export async function runBenchmark(o: BenchmarkOptions = {}): Promise<BenchResul
   if (!['auto', 'cpu', 'gpu'].includes(device)) throw new DuetError('device', `must be auto, cpu or gpu (got ${JSON.stringify(device)})`);
   for (const p of o.placements ?? []) if (!['split', 'gpu', 'cpu'].includes(p)) throw new DuetError('placements', `${JSON.stringify(p)} is not split, gpu or cpu`);
   if (o.weights !== undefined && !isWeightDType(o.weights)) throw new DuetError('weights', `must be one of ${WEIGHT_DTYPES.join(', ')} (got ${JSON.stringify(o.weights)})`);
+  const kvDtypes = o.kvDtypes ?? ['f32'];
+  if (!Array.isArray(kvDtypes) || kvDtypes.length === 0) throw new DuetError('kvDtypes', 'must be a non-empty list of f32, f16, int8');
+  for (const d of kvDtypes) kvDTypeOption(d, 'kvDtypes');
+  if (new Set(kvDtypes).size !== kvDtypes.length) throw new DuetError('kvDtypes', `lists a dtype twice (${kvDtypes.join(', ')})`);
   const chunk = int(o.prefillChunk, 'prefillChunk', 1, 512);
   const prefillMax = int(o.prefillMax, 'prefillMax', 0, 2048);
   const decodeTokens = int(o.decodeTokens, 'decodeTokens', 1, 8);
@@ -177,7 +184,7 @@ export async function runBenchmark(o: BenchmarkOptions = {}): Promise<BenchResul
   model.weightDType = o.weights;
 
   return runBench({
-    suites, model, contexts, sparsities, placements, chunk, prefillMax, decodeTokens, warmupTokens, seed,
+    suites, model, contexts, sparsities, placements, kvDtypes, chunk, prefillMax, decodeTokens, warmupTokens, seed,
     machine: machineInfo(gpu.name, gpu.note), command: o.command ?? 'runBenchmark',
     acquireGpu: gpu.name ? () => createNodeGpu() : undefined,
     threads, startWorker: startNodeKernelWorker, processMemory,

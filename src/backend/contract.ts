@@ -1,0 +1,152 @@
+// The contract between the engine and a compute device (src/backend/ sits below both: the backends
+// import only this folder and src/model/, never the engine). The CPU backend (SIMD WebAssembly) and the
+// GPU backend (WebGPU) both implement it, so the forward pass is written once.
+//
+// Conventions (all f32, row-major):
+//  - A "row" is one token. Activations are [rows][dim].
+//  - Weights are [outDim][inDim] as stored by Hugging Face (y = x · Wᵀ + b).
+//  - Per-head tensors are [rows][numHeads][headDim] (the usual projection output layout).
+//  - Full KV caches are head-major: [numKvHeads][capacity] rows; position p of KV head h is row
+//    h * capacity + p. A row is kvRowWords(headDim, dtype) 32-bit words (./kv-dtype.ts): headDim f32
+//    (f32, the default), headDim IEEE halves (f16), or headDim int8 codes + one f32 scale (int8),
+//    so a cache of any dtype is a tensor of numKvHeads · capacity · kvRowWords words.
+//  - Streaming (sink + recent) caches (always f32) are head-major rings: [numKvHeads][sink + recent][headDim].
+//    Position p lives in slot p when p < sink, else in slot sink + ((p - sink) mod recent).
+//    Which positions are present follows from pastLen alone: [0, min(pastLen, sink)) and
+//    [max(sink, pastLen - recent), pastLen).
+//  - Compensation (RazorAttention, optional per streaming cache): kSum / vSum, [numKvHeads][headDim],
+//    the sums of the keys (post-RoPE) and values the ring has evicted, positions [sink, pastLen −
+//    recent) (none while pastLen − recent ≤ sink). The count follows from pastLen alone.
+//  - GQA: query head qh uses KV head floor(qh / (numHeads / numKvHeads)).
+//  - Keys are cached after RoPE at their true positions.
+//
+// GPU ops are recorded and run in order; CPU ops run at once. `read` waits for everything before it.
+
+import type { PackedMatrix } from '../model/quant.js';
+import type { KvDType } from './kv-dtype.js';
+
+export interface DeviceTensor {
+  /** Number of f32 elements. */
+  readonly length: number;
+}
+
+export interface AttentionShape {
+  /** Query rows in this call (the chunk); row r is at absolute position pastLen + r. */
+  rows: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  /** Tokens already cached before this chunk. */
+  pastLen: number;
+  /** Softmax scale, normally 1/sqrt(headDim). */
+  scale: number;
+}
+
+export interface StreamingWindow {
+  sink: number;
+  recent: number;
+}
+
+/**
+ * A streaming cache's compensation state (see the layout notes): both [numKvHeads][headDim],
+ * zero-filled when the sequence starts.
+ */
+export interface Compensation {
+  kSum: DeviceTensor;
+  vSum: DeviceTensor;
+}
+
+export interface Backend {
+  readonly kind: 'cpu' | 'gpu';
+  /** Human-readable description of the device (adapter name, "wasm simd", ...). */
+  readonly description: string;
+
+  /** A zero-filled tensor of `length` f32. */
+  alloc(length: number): DeviceTensor;
+  /** A new tensor holding a copy of `data`. */
+  upload(data: Float32Array): DeviceTensor;
+  /**
+   * A weight matrix [rows][cols] kept in its packed storage (src/model/quant.ts); `matmul` (as w) and
+   * `embed` (as the table) read it directly. A backend that lacks a format throws, naming it.
+   */
+  uploadWeight(m: PackedMatrix): DeviceTensor;
+  /** Copies `data` into `t` starting at element `offset`. */
+  write(t: DeviceTensor, data: Float32Array, offset?: number): void;
+  /** Copies `length` elements of `src` from `srcOffset` into `dst` at `dstOffset`. */
+  copy(dst: DeviceTensor, dstOffset: number, src: DeviceTensor, srcOffset: number, length: number): void;
+  /** Reads `length` elements from `offset` (default: all). Waits for pending work. */
+  read(t: DeviceTensor, offset?: number, length?: number): Promise<Float32Array>;
+  /** Releases the tensor's memory. The tensor must not be used afterwards. */
+  free(t: DeviceTensor): void;
+  /** Submits recorded work (GPU); no-op on the CPU. */
+  flush(): void;
+  /** Releases the device. */
+  destroy(): void;
+
+  /** out[r][:] = table[ids[r]][:] for r < ids.length; table is [vocab][dim]. */
+  embed(out: DeviceTensor, table: DeviceTensor, ids: Int32Array, dim: number): void;
+  /** out[r] = x[r] / sqrt(mean(x[r]²) + eps) * weight, for rows × dim. out may equal x. */
+  rmsnorm(out: DeviceTensor, x: DeviceTensor, weight: DeviceTensor, rows: number, dim: number, eps: number): void;
+  /**
+   * out[r][o] (+)= Σ_i x[r][i] · w[o][i] + bias[o], for r < rows, o < outDim.
+   * With accumulate the result is added to out (used to sum the two sides' O projections).
+   * xOffset (elements) lets the caller use rows of x starting at row xOffset / inDim.
+   */
+  matmul(out: DeviceTensor, x: DeviceTensor, w: DeviceTensor, bias: DeviceTensor | null,
+    rows: number, inDim: number, outDim: number, accumulate?: boolean, xOffset?: number): void;
+  /**
+   * In-place rotary embedding, Hugging Face "rotate half" convention: for each row r, head h and
+   * i < headDim/2, with a = x[i], b = x[i + headDim/2], θ = positions[r] · invFreq[i]:
+   *   x[i] = a cos θ − b sin θ;  x[i + headDim/2] = b cos θ + a sin θ.
+   * invFreq has headDim/2 entries (rope scaling is already folded into it).
+   */
+  rope(x: DeviceTensor, rows: number, numHeads: number, headDim: number, positions: Int32Array, invFreq: DeviceTensor): void;
+  /** out[i] = silu(gate[i]) * up[i] for i < n, silu(z) = z / (1 + e^−z). */
+  siluMul(out: DeviceTensor, gate: DeviceTensor, up: DeviceTensor, n: number): void;
+  /** x[i] += y[i] for i < n. */
+  add(x: DeviceTensor, y: DeviceTensor, n: number): void;
+
+  /**
+   * Writes the chunk's k, v ([rows][numKvHeads][headDim] f32) at positions pastLen.. of a full cache
+   * stored as `dtype` (default f32), encoded exactly as kv-dtype.ts's encodeKvRow does.
+   */
+  kvAppend(kCache: DeviceTensor, vCache: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
+    rows: number, numKvHeads: number, headDim: number, capacity: number, pastLen: number, dtype?: KvDType): void;
+  /**
+   * Causal attention over a full cache (stored as `dtype`, default f32) that already holds positions
+   * [0, pastLen + rows): query row r attends keys j ≤ pastLen + r. q and out are [rows][numHeads][headDim].
+   */
+  attention(out: DeviceTensor, q: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor,
+    shape: AttentionShape, capacity: number, dtype?: KvDType): void;
+  /**
+   * Streaming-head attention: query row r (position i = pastLen + r) attends the keys j ≤ i with
+   * j < sink or j > i − recent, taken from the ring (positions < pastLen, see above) and from the
+   * chunk's own k, v ([rows][numKvHeads][headDim]). The ring is NOT modified.
+   *
+   * With compensation, query i also attends one compensation token standing for the n = i − recent
+   * + 1 − sink positions it no longer sees, [sink, i − recent] (none when n ≤ 0): key S_k(i) / n,
+   * value S_v(i) / n, logit (scale · q · S_k(i)) / n + ln n (as if it were n copies), where S(i) is
+   * the state's sum plus the positions [max(sink, pastLen − recent), i − recent], taken from the ring
+   * or the chunk. Those are summed in ascending order, as ringAppend adds them, so chunked prefill
+   * and token-by-token decode build the same sums. The state is NOT modified.
+   */
+  streamingAttention(out: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
+    kRing: DeviceTensor, vRing: DeviceTensor, shape: AttentionShape, window: StreamingWindow,
+    compensation?: Compensation | null): void;
+  /**
+   * Stores the chunk's positions that the ring keeps (p < sink, or among the last `recent`). With
+   * compensation, first adds the positions the chunk evicts, [max(sink, pastLen − recent), pastLen +
+   * rows − recent), to the sums in ascending order (read from the ring before it is overwritten).
+   */
+  ringAppend(kRing: DeviceTensor, vRing: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
+    rows: number, numKvHeads: number, headDim: number, pastLen: number, window: StreamingWindow,
+    compensation?: Compensation | null): void;
+}
+
+/** A CPU backend with its work counter (kernel invocations), used to prove the WASM path ran. */
+export type CpuLike = Backend & { readonly kernelCalls: number };
+
+/** Ring slot of absolute position p (see the layout notes above). */
+export function ringSlot(p: number, window: StreamingWindow): number {
+  return p < window.sink ? p : window.sink + ((p - window.sink) % window.recent);
+}
