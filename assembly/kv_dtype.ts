@@ -1,4 +1,4 @@
-// Rows of the full KV caches in their storage type (layout and rounding: src/engine/kv-dtype.ts,
+// Rows of the full KV caches in their storage type (layout and rounding: src/backend/kv-dtype.ts,
 // whose reference encoder these match bit for bit): encode at append time, decode blocks of rows
 // to f32 for the attention kernel.
 import { storeS8 } from './simd';

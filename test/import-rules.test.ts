@@ -1,5 +1,6 @@
 // Layering of src/, read from the import statements: the browser entry reaches no Node builtins and
-// nothing Node-only; kernels and the model never reach up to the engine, the API, the CLI or the
+// nothing Node-only; the backends never import the engine (their contract is src/backend); kernels
+// and the model never reach up to the engine, the API, the CLI or the
 // server; the library never imports the CLI. Each violation names the file and the import.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -76,6 +77,14 @@ test('kernels, the model and attention never import the engine, the API, the CLI
   const bad = edges.filter((e) => within(e.file, ['src/cpu', 'src/gpu', 'src/model', 'src/attention'])
     && within(e.target, ['src/engine/engine.ts', 'src/api', 'src/cli', 'src/server', 'src/node', 'src/node.ts', 'src/index.ts']));
   assert.equal(bad.map(show), []);
+});
+
+test('the backends (src/cpu, src/gpu, src/browser) never import src/engine: their contract lives in src/backend', () => {
+  const bad = edges.filter((e) => within(e.file, ['src/cpu', 'src/gpu', 'src/browser']) && within(e.target, ['src/engine']));
+  assert.equal(bad.map(show), []);
+  // src/backend sits below the engine too, or the backends would reach it through their contract.
+  const up = edges.filter((e) => within(e.file, ['src/backend']) && within(e.target, ['src/engine', 'src/cpu', 'src/gpu', 'src/browser', 'src/api']));
+  assert.equal(up.map(show), []);
 });
 
 test('the library (src/api, src/server, src/node and the entries) never imports the CLI', () => {

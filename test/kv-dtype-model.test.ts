@@ -5,7 +5,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { loadModel } from '../src/node.ts';
-import type { KvDType } from '../src/engine/kv-dtype.ts';
+import type { KvDType } from '../src/backend/kv-dtype.ts';
 import { BUNDLED, checkBundledKv } from './helpers/kv-dtype-model.ts';
 
 for (const kvDtype of ['f16', 'int8'] as const) {

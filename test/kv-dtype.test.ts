@@ -1,10 +1,11 @@
-// f16 / int8 full KV caches: the reference encoder (src/engine/kv-dtype.ts) on known values, and the
+// f16 / int8 full KV caches: the reference encoder (src/backend/kv-dtype.ts) on known values, and the
 // CPU kernels (one thread and three) against it; the GPU runs the same suite in gpu-kv-dtype.test.ts.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createCpuBackend } from '../src/cpu/backend.ts';
 import { startNodeKernelWorker } from '../src/node/kernel-threads.ts';
-import { decodeKvRow, encodeKvRow, kvDTypeOption, kvRowBytes, kvRowWords } from '../src/engine/kv-dtype.ts';
+import { decodeKvRow, encodeKvRow, kvRowBytes, kvRowWords } from '../src/backend/kv-dtype.ts';
+import { kvDTypeOption } from '../src/engine/kv-dtype.ts';
 import { kvDtypeConformance } from './helpers/kv-dtype-conformance.ts';
 
 test('row sizes: f32 4·D, f16 2·D (rounded up to a word), int8 D codes (rounded up to a word) + a 4-byte scale', () => {

@@ -95,6 +95,23 @@ test('F32, F16, BF16 and sharded checkpoints load the same weights (within dtype
   assert.ok(tied.weights.layers[0].bq !== null && tied.config.attentionBias);
 });
 
+test('BF16 checkpoints load as f16 or f32 at the user\'s choice; a value beyond f16\'s range is an error naming the tensor, not an Inf', async () => {
+  const d = tmp();
+  await writeCheckpoint(d, { hidden: 32, intermediate: 48, layers: 1, heads: 4, kvHeads: 2, vocab: 50, dtype: 'BF16' });
+  const f32 = await loadCheckpoint(nodeModelFiles(d), { weights: 'f32' });
+  const f16 = await loadCheckpoint(nodeModelFiles(d), { weights: 'f16' });
+  assert.is(f16.weights.layers[0].wq.constructor, Object, 'f16 weights stay packed');
+  const a = matrixF32(f32.weights.layers[0].wq), b = matrixF32(f16.weights.layers[0].wq);
+  a.forEach((v, i) => assert.ok(Math.abs(b[i] - v) <= 2 ** -11 * Math.abs(v), `wq[${i}]: ${b[i]} vs ${v}`));
+  await rewriteTensors(d, (t) => {
+    for (const x of Object.values(t)) x.dtype = 'BF16';
+    (t['model.layers.0.self_attn.k_proj.weight'].data as Float32Array)[33] = 2 ** 20;
+  });
+  const err = await loadCheckpoint(nodeModelFiles(d), { weights: 'f16' }).then(() => 'no error', (e: Error) => e.message);
+  assert.match(err, /model\.safetensors: tensor "model\.layers\.0\.self_attn\.k_proj\.weight": value 1048576 at \[1, 1\] is beyond f16's range/);
+  assert.is(matrixF32((await loadCheckpoint(nodeModelFiles(d), { weights: 'f32' })).weights.layers[0].wk)[33], 2 ** 20);
+});
+
 test('bad checkpoints: each error names the file and the tensor or field', async () => {
   const fresh = async (extra: object = {}) => { const d = tmp(); await writeCheckpoint(d, { hidden: 32, intermediate: 48, heads: 4, kvHeads: 2, vocab: 50, ...extra }); return d; };
   let d = await fresh();

@@ -179,4 +179,26 @@ test('bad inputs name the shape', () => {
   assert.throws(() => dequantizeMatrix({ dtype: 'f16', rows: 1, cols: 2, data: new Float32Array(2) }), /needs a Uint8Array/);
 });
 
+test('values a format cannot hold are errors naming the tensor and element, never a silent Inf', () => {
+  // f16: 65504 is the largest finite half; 65520 rounds to Inf.
+  const edge = new Float32Array(8).fill(0.5); edge[5] = -65504;
+  assert.is(dequantizeMatrix(quantizeMatrix('f16', edge, 2, 4))[5], -65504);
+  const over = edge.slice(); over[6] = 65520;
+  assert.throws(() => quantizeMatrix('f16', over, 2, 4, 'tensor "w"'), /tensor "w": value 65520 at \[1, 2\] is beyond f16's range \(±65504\); keep this tensor in f32/);
+  const nan = edge.slice(); nan[3] = NaN;
+  assert.throws(() => quantizeMatrix('f16', nan, 2, 4, 'tensor "w"'), /tensor "w": value NaN at \[0, 3\] is not finite/);
+  // Block formats: the f16 scale d = amax/127 (Q8_0), amax/8 (Q4_0) overflows past 65504·127, 65504·8.
+  for (const [dtype, ok, bad] of [['q8_0', 8e6, 9e6], ['q4_0', 5e5, 6e5], ['q4_k', 1e5, 2 ** 40]] as const) {
+    const cols = blockSize(dtype) + 3;
+    const v = gaussian(2 * cols, 3);
+    v[cols + 1] = ok;
+    const round = dequantizeMatrix(quantizeMatrix(dtype, v, 2, cols));
+    assert.ok(Math.abs(round[cols + 1] - ok) <= 0.02 * ok, `${dtype}: ${ok} came back as ${round[cols + 1]}`);
+    v[cols + 1] = bad;
+    assert.throws(() => quantizeMatrix(dtype, v, 2, cols, 'tensor "w"'), new RegExp(`tensor "w": value ${bad} at \\[1, 1\\] is too large for ${dtype}'s f16 block scale`), dtype);
+    v[cols + 1] = -Infinity;
+    assert.throws(() => quantizeMatrix(dtype, v, 2, cols, 'tensor "w"'), /value -Infinity at \[1, 1\] is not finite/, dtype);
+  }
+});
+
 test.run();

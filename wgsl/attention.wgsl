@@ -4,7 +4,7 @@
 // attention_combine.wgsl merges the splits by log-sum-exp. Scores never leave workgroup memory.
 // Used for prefill chunks (row > 0) and decode (one row) alike; GQA: head h reads KV head
 // h / (num_heads / num_kv_heads).
-// The cache rows are KV_DTYPE (src/engine/kv-dtype.ts): 0 = f32, 1 = f16 (pairs unpacked from u32),
+// The cache rows are KV_DTYPE (src/backend/kv-dtype.ts): 0 = f32, 1 = f16 (pairs unpacked from u32),
 // 2 = int8 (codes sign-extended from u32, times the row's f32 scale, the row's last word).
 
 override KV_DTYPE: u32 = 0u;

@@ -1,5 +1,5 @@
 // A chunk's k/v ([rows][kv_heads][head_dim] f32) into a full cache stored as f16 or int8 rows
-// (layout and rounding: src/engine/kv-dtype.ts; the stored words equal its reference encoder's).
+// (layout and rounding: src/backend/kv-dtype.ts; the stored words equal its reference encoder's).
 // One thread per (row, KV head). What WGSL leaves to the device is done in integer arithmetic, so
 // every adapter stores the same words: f16 halves are rounded to nearest even (overflow to ±Inf)
 // rather than by pack2x16float, and int8's two divisions per row (127 / max|x|, max|x| / 127) are

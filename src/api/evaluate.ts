@@ -4,7 +4,7 @@
 // streaming only, random patterns of the same budget) and each configuration's KV bytes.
 import { projectKvMemory } from '../attention/memory.js';
 import { allHeads, type HeadPattern } from '../attention/pattern.js';
-import type { StreamingWindow } from '../engine/backend.js';
+import type { StreamingWindow } from '../backend/contract.js';
 import { fillerStyleFor, heldOutText, taskPrompt, tokenCounter } from '../eval/evaluate.js';
 import { score } from '../eval/score.js';
 import { DuetError } from '../errors.js';

@@ -1,7 +1,7 @@
 // Which KV heads are retrieval (full cache) and which streaming (sink + recent), from the API's
 // attention options: full attention, a DuoAttention pattern at a sparsity, or streaming only.
 import { allHeads, binarize, countStreaming, type HeadKinds, type HeadPattern } from '../attention/pattern.js';
-import type { StreamingWindow } from '../engine/backend.js';
+import type { StreamingWindow } from '../backend/contract.js';
 import { DuetError } from '../errors.js';
 
 export interface HeadOptions {

@@ -2,7 +2,7 @@
 // optimisation, the retrieval score or RazorAttention's echo/induction scores, optionally with the
 // ZigzagAttention constraint (whole layers streaming). The result is a pattern (α per KV head) with
 // what produced it; the Node entry writes it as a DuoAttention pattern folder.
-import type { StreamingWindow } from '../engine/backend.js';
+import type { StreamingWindow } from '../backend/contract.js';
 import { fillerStyleFor, tokenCounter } from '../eval/evaluate.js';
 import { DuetError } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';

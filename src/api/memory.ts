@@ -4,7 +4,8 @@
 import { projectKvMemory, type MemoryProjection } from '../attention/memory.js';
 import { applySlidingWindow } from '../attention/sliding-window.js';
 import { DuetError } from '../errors.js';
-import { kvDTypeOption, type KvDType } from '../engine/kv-dtype.js';
+import { kvDTypeOption } from '../engine/kv-dtype.js';
+import type { KvDType } from '../backend/kv-dtype.js';
 import type { ModelConfig } from '../model/config.js';
 import { resolveHeads, type HeadOptions } from './heads.js';
 

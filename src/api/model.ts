@@ -3,11 +3,12 @@
 // Node) supply the files, the GPU and the CPU backend.
 import { projectKvMemory } from '../attention/memory.js';
 import { allHeads, countStreaming, loadPattern, type HeadPattern, type PatternFiles } from '../attention/pattern.js';
-import type { StreamingWindow } from '../engine/backend.js';
+import type { StreamingWindow } from '../backend/contract.js';
 import { Engine, type CpuLike, type DeviceChoice, type EngineOptions, type GenerationResult, type Placement, type PlacementChoice } from '../engine/engine.js';
 import type { PlacementCalibration } from '../engine/auto-placement.js';
 import { DuetError } from '../errors.js';
-import { kvDTypeOption, type KvDType } from '../engine/kv-dtype.js';
+import { kvDTypeOption } from '../engine/kv-dtype.js';
+import type { KvDType } from '../backend/kv-dtype.js';
 import { checkCpuPlan, CPU_PLAN_LIMIT, describeCpu, maxCpuContext, planMemory, type PlacementShape } from '../engine/memory-plan.js';
 import { Sampler } from '../engine/sampler.js';
 import { GpuContext, perTokenCounters, type GpuCounters, type PerTokenCounters } from '../gpu/context.js';
@@ -57,7 +58,7 @@ export interface ModelOptions extends Omit<HeadOptions, 'pattern'> {
   weights?: WeightDType;
   /**
    * Storage of the full (retrieval-head) KV caches: 'f32' (default), 'f16' (IEEE half) or 'int8' (one
-   * f32 scale per position and KV head); see src/engine/kv-dtype.ts. The streaming rings stay f32.
+   * f32 scale per position and KV head); see src/backend/kv-dtype.ts. The streaming rings stay f32.
    */
   kvDtype?: KvDType;
   /** The name requests and responses use for this model (default: the source's name). */

@@ -15,7 +15,7 @@ export { allHeads, binarize, countStreaming, loadPattern, parsePattern, type Hea
 // Tools programs around a model need: KV projections, the long-context tasks and their scoring, heatmaps.
 export { formatBytes, projectKvMemory, type MemoryProjection } from '../attention/memory.js';
 export { kvMemory, type KvMemory, type KvMemoryOptions } from './memory.js';
-export { KV_DTYPES, type KvDType } from '../engine/kv-dtype.js';
+export { KV_DTYPES, type KvDType } from '../backend/kv-dtype.js';
 export { parseModelConfig } from '../model/config.js';
 export { fillerStyleFor, taskPrompt } from '../eval/evaluate.js';
 export {

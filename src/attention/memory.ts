@@ -1,8 +1,8 @@
 // Projected KV-cache memory of full attention vs a DuoAttention pattern, for any model and context,
-// byte for byte as a Session allocates it: full caches in the KV dtype's rows (engine/kv-dtype.ts),
+// byte for byte as a Session allocates it: full caches in the KV dtype's rows (backend/kv-dtype.ts),
 // streaming rings in f32 (the rings are constant-size and always f32).
 import { DuetError } from '../errors.js';
-import { kvRowBytes, type KvDType } from '../engine/kv-dtype.js';
+import { kvRowBytes, type KvDType } from '../backend/kv-dtype.js';
 import type { HeadKinds } from './pattern.js';
 
 export interface MemoryProjection {

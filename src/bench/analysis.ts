@@ -4,11 +4,11 @@
 // speedup (measured, from straight-line fits, and from the bytes model).
 import { formatBytes } from '../attention/memory.js';
 import type { HeadKinds } from '../attention/pattern.js';
-import type { StreamingWindow } from '../engine/backend.js';
+import type { StreamingWindow } from '../backend/contract.js';
 import type { ModelConfig } from '../model/config.js';
 import { decodeWeightBytes, layersText } from './shapes.js';
 import { rowBytes, type WeightDType } from '../model/quant.js';
-import { kvRowBytes, type KvDType } from '../engine/kv-dtype.js';
+import { kvRowBytes, type KvDType } from '../backend/kv-dtype.js';
 import type { Crossover, E2eRow } from './types.js';
 
 export function countHeads(kinds: HeadKinds): { retrieval: number; streaming: number } {

@@ -2,7 +2,7 @@
 // makes (src/engine/auto-placement.ts) next to the split and gpu decode times the e2e suite measured,
 // so a wrong choice shows in the results.
 import { calibratePlacement, choosePlacement } from '../engine/auto-placement.js';
-import type { StreamingWindow } from '../engine/backend.js';
+import type { StreamingWindow } from '../backend/contract.js';
 import { GpuBackend } from '../gpu/backend.js';
 import type { GpuContext } from '../gpu/context.js';
 import type { ModelConfig } from '../model/config.js';

@@ -1,6 +1,6 @@
 // Work of each kernel: flops and the bytes it must move at least once, for GFLOP/s, GB/s and the
 // roofline. Attention counts 4 flops per (query head, key, dim): q·k and p·v, a multiply and an add each.
-import type { StreamingWindow } from '../engine/backend.js';
+import type { StreamingWindow } from '../backend/contract.js';
 import type { KernelRow, Probes } from './types.js';
 
 export interface Work { flops: number; bytes: number }

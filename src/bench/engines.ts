@@ -7,11 +7,11 @@
 // weights: nothing writes to them. Each engine's lease frees what it allocated when the engine
 // is disposed, and a shared weight when its last engine goes.
 import { binarize, allHeads, type HeadKinds } from '../attention/pattern.js';
-import type { DeviceTensor, StreamingWindow } from '../engine/backend.js';
+import type { DeviceTensor, StreamingWindow } from '../backend/contract.js';
 import { Engine, type CpuLike, type Placement } from '../engine/engine.js';
 import { createCpuBackend, type CpuBackend, type CpuOptions, type CpuTensor } from '../cpu/backend.js';
 import type { GpuContext } from '../gpu/context.js';
-import type { KvDType } from '../engine/kv-dtype.js';
+import type { KvDType } from '../backend/kv-dtype.js';
 import type { ModelConfig } from '../model/config.js';
 import type { WeightDType } from '../model/quant.js';
 import type { ModelWeights } from '../model/weights.js';

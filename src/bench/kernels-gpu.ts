@@ -2,7 +2,7 @@
 // to the GPU's roofline (probes-gpu.ts). A sample records the op `reps` times, submits, and waits
 // for a one-float read-back; reps grow until a sample lasts 20 ms, and the time per op is the
 // sample's wall time over reps (host recording and the submit included, spread over the reps).
-import type { DeviceTensor, StreamingWindow } from '../engine/backend.js';
+import type { DeviceTensor, StreamingWindow } from '../backend/contract.js';
 import { GpuBackend } from '../gpu/backend.js';
 import type { GpuContext } from '../gpu/context.js';
 import type { ModelConfig } from '../model/config.js';

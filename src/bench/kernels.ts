@@ -4,7 +4,7 @@
 //
 // Weights and KV caches are read from a pool larger than the CPU caches, moving to a fresh window
 // on every call, because in a real decode step nothing is still cached from the previous call.
-import type { StreamingWindow } from '../engine/backend.js';
+import type { StreamingWindow } from '../backend/contract.js';
 import { CpuBackend, CpuTensor } from '../cpu/backend.js';
 import type { StartWorker } from '../cpu/threads.js';
 import { instantiateKernels, kernelMemory, type KernelExports } from '../cpu/wasm.js';

@@ -1,12 +1,12 @@
 // Runs the suites a bench asks for on one model and gathers the results (results.json's shape).
-import type { StreamingWindow } from '../engine/backend.js';
+import type { StreamingWindow } from '../backend/contract.js';
 import type { Placement } from '../engine/engine.js';
 import type { StartWorker } from '../cpu/threads.js';
 import type { GpuContext } from '../gpu/context.js';
 import type { ModelConfig } from '../model/config.js';
 import type { ModelWeights } from '../model/weights.js';
 import type { WeightDType } from '../model/quant.js';
-import type { KvDType } from '../engine/kv-dtype.js';
+import type { KvDType } from '../backend/kv-dtype.js';
 import { addSpeedups, crossovers } from './analysis.js';
 import { runE2e } from './e2e.js';
 import { CpuPool, headConfigs, type EngineFactory } from './engines.js';

@@ -1,7 +1,7 @@
 import type { PerTokenCounters } from '../gpu/context.js';
 // The benchmark's result records (what results.json holds). Times in ms, sizes in bytes.
 import type { Placement } from '../engine/engine.js';
-import type { KvDType } from '../engine/kv-dtype.js';
+import type { KvDType } from '../backend/kv-dtype.js';
 
 export interface MachineInfo {
   cpu: string;

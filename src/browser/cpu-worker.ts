@@ -1,6 +1,6 @@
 // The worker side: a CPU backend (SIMD WebAssembly) driven by messages from the page. The first op
 // that fails poisons the backend; the error is posted at once and again with every later reply.
-import type { DeviceTensor } from '../engine/backend.js';
+import type { DeviceTensor } from '../backend/contract.js';
 import { createCpuBackend, type CpuBackend } from '../cpu/backend.js';
 import { browserThreads, startBrowserKernelWorker } from './kernel-threads.js';
 import { KERNEL_OPS, type FromWorker, type TensorRef, type ToWorker } from './worker-protocol.js';

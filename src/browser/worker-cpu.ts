@@ -1,9 +1,8 @@
 // The page side of the CPU worker: a Backend whose ops are posted to a Web Worker running the SIMD
 // WebAssembly kernels, so long CPU work never blocks the page. Ops are fire-and-forget in order;
 // `read` waits for the worker's answer. An op that fails in the worker surfaces at the next read.
-import type { AttentionShape, Compensation, DeviceTensor, StreamingWindow } from '../engine/backend.js';
-import type { KvDType } from '../engine/kv-dtype.js';
-import type { CpuLike } from '../engine/engine.js';
+import type { AttentionShape, Compensation, CpuLike, DeviceTensor, StreamingWindow } from '../backend/contract.js';
+import type { KvDType } from '../backend/kv-dtype.js';
 import { checkPacked, type PackedMatrix, type WeightDType } from '../model/quant.js';
 import type { FromWorker, KernelOp, ToWorker } from './worker-protocol.js';
 

@@ -2,7 +2,7 @@
 import { loadPattern, nodeModelFiles, type HeadOptions } from '../node.js';
 import { defaultThreads } from '../node/kernel-threads.js';
 import { WEIGHT_DTYPES, isWeightDType, type WeightDType } from '../model/quant.js';
-import { KV_DTYPES, isKvDType, type KvDType } from '../engine/kv-dtype.js';
+import { KV_DTYPES, isKvDType, type KvDType } from '../backend/kv-dtype.js';
 
 export function intOption(value: string | undefined, flag: string, min = 0): number | undefined {
   if (value === undefined) return undefined;

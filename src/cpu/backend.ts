@@ -2,11 +2,11 @@
 // blocks of the kernel module's linear memory; host inputs (token ids, positions) are staged in
 // short-lived blocks. Attention works on query tiles with O(tile) scratch, so memory does not grow
 // with the context beyond the caches themselves.
-import type { AttentionShape, Backend, Compensation, DeviceTensor, StreamingWindow } from '../engine/backend.js';
+import type { AttentionShape, Backend, Compensation, DeviceTensor, StreamingWindow } from '../backend/contract.js';
 import { WasmHeap } from './memory.js';
 import { CONTROL_BYTES, KernelThreads, MAX_ARGS, Op, runShare, type StartWorker } from './threads.js';
 import { instantiateKernels, kernelMemory, kernelModule, type KernelExports } from './wasm.js';
-import { KV_DTYPE_ID, checkKvDType, kvRowWords, type KvDType } from '../engine/kv-dtype.js';
+import { KV_DTYPE_ID, checkKvDType, kvRowWords, type KvDType } from '../backend/kv-dtype.js';
 import { GGML_TYPE, checkPacked, dequantizeRow, packedBytes, rowBytes, type PackedMatrix, type WeightDType } from '../model/quant.js';
 
 /** Query rows per attention tile (tile = rows × GQA group query vectors sharing each K/V block). */

@@ -2,7 +2,7 @@
 // the CPU) from a short calibration on the devices at hand. Split pays when the CPU's streaming
 // attention plus the GPU drain it costs (one host round trip per layer with streaming heads) is
 // cheaper than the GPU running those heads itself; on real GPUs the drain usually decides it.
-import type { Backend, DeviceTensor, StreamingWindow } from './backend.js';
+import type { Backend, DeviceTensor, StreamingWindow } from '../backend/contract.js';
 
 export interface PlacementCalibration {
   /** Layers with at least one streaming head (each costs split one host round trip per token). */

@@ -1,6 +1,6 @@
 // A checkpoint's weights placed on the devices: every projection on the main backend, with each
 // layer's attention weights split once into a retrieval side and a streaming side (head-split.ts).
-import type { Backend, DeviceTensor, StreamingWindow } from './backend.js';
+import type { Backend, DeviceTensor, StreamingWindow } from '../backend/contract.js';
 import type { HeadKinds } from '../attention/pattern.js';
 import { splitSide, type SideWeights } from './head-split.js';
 import type { ModelConfig } from '../model/config.js';

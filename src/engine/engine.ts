@@ -1,5 +1,5 @@
 // The engine: picks the devices for a placement, places a checkpoint on them and generates.
-import type { Backend, StreamingWindow } from './backend.js';
+import type { Backend, CpuLike, StreamingWindow } from '../backend/contract.js';
 import { DeviceModel, defaultWeightDType, matmulWeightBytes } from './device-model.js';
 import { checkCpuPlan, heldWeightBytes, placedWeightBytes, planMemory, type PlacementShape } from './memory-plan.js';
 import { Session, type KvMemory } from './session.js';
@@ -14,10 +14,10 @@ import type { ModelConfig } from '../model/config.js';
 import { matrixBytes, weightsArePacked, type ModelWeights } from '../model/weights.js';
 import { DuetError } from '../errors.js';
 import type { WeightDType } from '../model/quant.js';
-import { kvDTypeOption, type KvDType } from './kv-dtype.js';
+import { kvDTypeOption } from './kv-dtype.js';
+import type { KvDType } from '../backend/kv-dtype.js';
 
-/** A CPU backend with its work counter (kernel invocations), used to prove the WASM path ran. */
-export type CpuLike = Backend & { readonly kernelCalls: number };
+export type { CpuLike };
 
 export type DeviceChoice = 'auto' | 'gpu' | 'cpu';
 /** Where streaming heads run: split = CPU (WASM) next to GPU retrieval heads; gpu = all on the GPU; cpu = all on the CPU. */

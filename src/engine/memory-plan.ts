@@ -5,12 +5,12 @@
 // size; GPU tensors larger than a buffer are split (src/gpu/context.ts), so the GPU side is planned
 // (and reported) but not refused here.
 import type { HeadKinds } from '../attention/pattern.js';
-import type { StreamingWindow } from './backend.js';
+import type { StreamingWindow } from '../backend/contract.js';
 import { DuetError } from '../errors.js';
 import type { ModelConfig } from '../model/config.js';
 import { rowBytes, type WeightDType } from '../model/quant.js';
 import { matrixBytes, type ModelWeights } from '../model/weights.js';
-import { kvRowBytes, type KvDType } from './kv-dtype.js';
+import { kvRowBytes, type KvDType } from '../backend/kv-dtype.js';
 
 /** wasm32's address space: the most the CPU backend's memory can grow to. */
 export const WASM_MEMORY_BYTES = 2 ** 32;

@@ -2,10 +2,11 @@
 // Per layer the main backend computes norm, Q/K/V and RoPE for both sides; the retrieval side
 // attends over its full cache on the main backend while the streaming side attends over its
 // sink + recent ring on the streaming backend; the two outputs meet again in the O projection.
-import type { Backend, Compensation, DeviceTensor, StreamingWindow } from './backend.js';
+import type { Backend, Compensation, DeviceTensor, StreamingWindow } from '../backend/contract.js';
 import type { DeviceModel, DeviceSide } from './device-model.js';
-import type { DeviceSampler, Sampler } from './sampler.js';
-import { kvRowWords, type KvDType } from './kv-dtype.js';
+import type { Sampler } from './sampler.js';
+import type { DeviceSampler } from '../backend/device-sampler.js';
+import { kvRowWords, type KvDType } from '../backend/kv-dtype.js';
 
 interface LayerCache {
   /** Full cache of the retrieval heads: [kvHeads][capacity] rows of the session's kvDtype on the main backend. */

@@ -1,10 +1,10 @@
 // Host side of the attention kernels: KV cache writes (wgsl/kv_cache.wgsl), retrieval-head
 // attention split over the sequence with a log-sum-exp merge (wgsl/attention.wgsl +
 // attention_combine.wgsl), and streaming-head attention over ring + chunk (streaming_attention.wgsl).
-import type { AttentionShape, StreamingWindow } from '../engine/backend.js';
+import type { AttentionShape, StreamingWindow } from '../backend/contract.js';
 import type { GpuContext } from './context.js';
 import type { GpuTensor } from './tensor.js';
-import { KV_DTYPE_ID, kvRowWords, type KvDType } from '../engine/kv-dtype.js';
+import { KV_DTYPE_ID, kvRowWords, type KvDType } from '../backend/kv-dtype.js';
 
 const MAX_HEAD_DIM = 256;
 /** Keys per split in decode; prefill uses fewer, longer splits to bound the partials buffer. */

@@ -14,13 +14,13 @@
 // A buffer may not be bound both writable and read-only in one dispatch, so ops whose output
 // aliases an input either use an in-place entry point (rmsnorm, siluMul) or read from a copy.
 import { checkPacked, rowBytes, type PackedMatrix, type WeightDType } from '../model/quant.js';
-import type { AttentionShape, Backend, Compensation, DeviceTensor, StreamingWindow } from '../engine/backend.js';
-import { checkKvDType, type KvDType } from '../engine/kv-dtype.js';
+import type { AttentionShape, Backend, Compensation, DeviceTensor, StreamingWindow } from '../backend/contract.js';
+import { checkKvDType, type KvDType } from '../backend/kv-dtype.js';
 import type { GpuContext } from './context.js';
 import { GpuPackedWeight, GpuRowParts, GpuTensor } from './tensor.js';
 import { recordAttention, recordCompensationAppend, recordKvAppend, recordRingAppend, recordStreamingAttention, type GpuCompensation } from './attention.js';
 import { sampleOnGpu } from './sample.js';
-import type { DeviceChoice, DeviceSampler } from '../engine/sampler.js';
+import type { DeviceChoice, DeviceSampler } from '../backend/device-sampler.js';
 
 /** Threads per workgroup of the elementwise, rope and embed kernels. */
 const WG = 256;

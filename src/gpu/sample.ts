@@ -1,6 +1,6 @@
 // Host side of the GPU sampler (wgsl/sample.wgsl): the logits row stays on the GPU, two dispatches
 // pick the token, and 8 bytes come back (the id, or the first non-finite logit and its index).
-import { nonFiniteLogits, DEVICE_MAX_TOP_K, type DeviceChoice } from '../engine/sampler.js';
+import { nonFiniteLogits, DEVICE_MAX_TOP_K, type DeviceChoice } from '../backend/device-sampler.js';
 import type { GpuContext } from './context.js';
 import type { GpuTensor } from './tensor.js';
 

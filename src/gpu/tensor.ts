@@ -1,4 +1,4 @@
-import type { DeviceTensor } from '../engine/backend.js';
+import type { DeviceTensor } from '../backend/contract.js';
 import type { WeightDType } from '../model/quant.js';
 
 /** A tensor of f32 in one GPU storage buffer. */

@@ -4,7 +4,7 @@
 // predict answer tokens, plus reg·Σ|α|. Adam on α (lr 0.02), then α is clamped to [0, 1]. The
 // passes run on the model's device (CPU or GPU); the host reads back the loss and the gates'
 // gradient once per step.
-import type { StreamingWindow } from '../engine/backend.js';
+import type { StreamingWindow } from '../backend/contract.js';
 import type { TextTokenizer } from '../model/tokenizer.js';
 import type { FillerStyle } from '../tasks/filler.js';
 import { Random } from '../tasks/random.js';

@@ -5,8 +5,8 @@ import type { GgufTensor } from './gguf.js';
 import { GGML_TYPE, quantizeMatrix, type PackedMatrix, type WeightDType } from './quant.js';
 import { decodeTensor } from './safetensors.js';
 
-export const encodeMatrix: MatrixEncoder = (type, values, rows, cols) => {
-  const m = quantizeMatrix(type, values, rows, cols);
+export const encodeMatrix: MatrixEncoder = (type, values, rows, cols, name) => {
+  const m = quantizeMatrix(type, values, rows, cols, `tensor "${name}"`);
   return m.data instanceof Float32Array ? new Uint8Array(m.data.buffer, m.data.byteOffset, m.data.byteLength) : m.data;
 };
 

@@ -218,7 +218,7 @@ export async function loadGgufWeights(files: ModelFiles, path: string, h: GgufHe
     let data: WeightMatrix;
     try {
       const packed = decode(t, bytes, rows, cols);
-      data = shape.length === 1 ? matrixF32(packed) : convertMatrix(packed, rows, cols, target);
+      data = shape.length === 1 ? matrixF32(packed) : convertMatrix(packed, rows, cols, target, `tensor "${gguf}"`);
       // A conversion holds the tensor's bytes, its f32 values and the result for a moment.
       if (data !== packed && data !== packed.data) held.transient(t.byteLength + 4 * rows * cols + matrixBytes(data));
     } catch (e) { throw new Error(`${h.file}: ${(e as Error).message}`); }

@@ -22,8 +22,8 @@ export function fallbackType(type: WriteType, cols: number): WriteType {
   return 'f16';
 }
 
-/** Encodes a row-major f32 matrix in a GGUF tensor type (GGUF's exact byte layout). */
-export type MatrixEncoder = (type: WriteType, values: Float32Array, rows: number, cols: number) => Uint8Array;
+/** Encodes one [rows, cols] matrix as `type`; `name` (the GGUF tensor name) is for its errors. */
+export type MatrixEncoder = (type: WriteType, values: Float32Array, rows: number, cols: number, name: string) => Uint8Array;
 
 export interface GgufWriteOptions {
   name: string;
@@ -91,7 +91,7 @@ export function ggufChunks(config: ModelConfig, weights: ModelWeights, opts: Ggu
     }
     const type = fallbackType(opts.type, cols);
     if (type !== opts.type) opts.onFallback?.(gguf, opts.type, type, cols);
-    tensors.push({ name: gguf, dims: [cols, rows], type: GGML_TYPE[type], data: opts.encode(type, values, rows, cols) });
+    tensors.push({ name: gguf, dims: [cols, rows], type: GGML_TYPE[type], data: opts.encode(type, values, rows, cols, gguf) });
   }
   return encodeGguf(meta, tensors);
 }

@@ -300,8 +300,12 @@ function checkShape(what: string, rows: number, cols: number): void {
   if (!Number.isInteger(rows) || rows < 0 || !Number.isInteger(cols) || cols < 0) throw new Error(`${what}: invalid shape [${rows}, ${cols}]`);
 }
 
-/** Packs a row-major [rows, cols] f32 matrix into `dtype`. */
-export function quantizeMatrix(dtype: WeightDType, values: Float32Array, rows: number, cols: number): PackedMatrix {
+/**
+ * Packs a row-major [rows, cols] f32 matrix into `dtype`. A value the format cannot hold (non-finite,
+ * beyond f16's ±65504, or a block whose f16 scale would overflow) is an error naming `what` (the
+ * tensor) and the element, never a silent Inf: BF16 and f32 checkpoints can hold such values.
+ */
+export function quantizeMatrix(dtype: WeightDType, values: Float32Array, rows: number, cols: number, what = 'matrix'): PackedMatrix {
   checkShape(`quantizeMatrix(${dtype})`, rows, cols);
   if (values.length !== rows * cols) throw new Error(`quantizeMatrix(${dtype}): ${values.length} values for shape [${rows}, ${cols}] (needs ${rows * cols})`);
   const bs = blockSize(dtype);
@@ -309,7 +313,11 @@ export function quantizeMatrix(dtype: WeightDType, values: Float32Array, rows: n
   const rb = rowBytes(dtype, cols);
   const out = new Uint8Array(rows * rb);
   if (dtype === 'f16') {
-    for (let i = 0; i < rows * cols; i++) setF16(out, 2 * i, f32ToF16(values[i]));
+    for (let i = 0; i < rows * cols; i++) {
+      const h = f32ToF16(values[i]);
+      if ((h & 0x7c00) === 0x7c00) throw unrepresentable(what, dtype, values[i], Math.floor(i / cols), i % cols);
+      setF16(out, 2 * i, h);
+    }
     return { dtype, rows, cols, data: out };
   }
   const quant = QUANTIZERS[dtype]!;
@@ -320,10 +328,23 @@ export function quantizeMatrix(dtype: WeightDType, values: Float32Array, rows: n
       const start = r * cols + b * bs, n = Math.min(bs, cols - b * bs);
       block.fill(0);
       block.set(values.subarray(start, start + n));
-      quant(block, out, r * rb + b * BLOCK_BYTES[dtype]);
+      const o = r * rb + b * BLOCK_BYTES[dtype];
+      quant(block, out, o);
+      // Each block starts with its f16 scale (Q4_K: d then dmin); Inf/NaN bits there mean the block overflowed.
+      for (let k = 0; k < (dtype === 'q4_k' ? 2 : 1); k++) {
+        if (((out[o + 2 * k] | (out[o + 2 * k + 1] << 8)) & 0x7c00) === 0x7c00) {
+          const worst = block.subarray(0, n).reduce((m, v, j) => (!Number.isFinite(v) || Math.abs(v) > Math.abs(block[m]) ? j : m), 0);
+          throw unrepresentable(what, dtype, block[worst], r, b * bs + worst);
+        }
+      }
     }
   }
   return { dtype, rows, cols, data: out };
+}
+
+function unrepresentable(what: string, dtype: WeightDType, v: number, r: number, c: number): Error {
+  const why = !Number.isFinite(v) ? 'not finite' : dtype === 'f16' ? "beyond f16's range (±65504)" : `too large for ${dtype}'s f16 block scale`;
+  return new RangeError(`${what}: value ${v} at [${r}, ${c}] is ${why}; keep this tensor in f32 (--weights f32)`);
 }
 
 /** Row `r` of a packed matrix as f32 (the true `cols` values, padding dropped), into `out` at `outOffset`. */

@@ -83,10 +83,10 @@ export function asPacked(m: WeightMatrix, rows: number, cols: number): PackedMat
  * `m` stored as `dtype` ('keep': unchanged). f32 results are plain arrays. A conversion between two
  * packed formats goes through one transient f32 copy of this matrix only.
  */
-export function convertMatrix(m: WeightMatrix, rows: number, cols: number, dtype: LoadWeights): WeightMatrix {
+export function convertMatrix(m: WeightMatrix, rows: number, cols: number, dtype: LoadWeights, what?: string): WeightMatrix {
   if (dtype === 'keep' || matrixDType(m) === dtype) return isPacked(m) && m.dtype === 'f32' ? m.data as Float32Array : m;
   const f = matrixF32(m);
-  return dtype === 'f32' ? f : quantizeMatrix(dtype, f, rows, cols);
+  return dtype === 'f32' ? f : quantizeMatrix(dtype, f, rows, cols, what);
 }
 
 /** Tracks the host bytes a loader holds, for LoadStats. */
@@ -204,7 +204,7 @@ export async function loadWeights(files: ModelFiles, config: ModelConfig, option
   const matrix = async (name: string): Promise<WeightMatrix> => {
     const [rows, cols] = expected.get(name)!;
     const f = await read(name);
-    const m = convertMatrix(f, rows, cols, dtype);
+    const m = convertMatrix(f, rows, cols, dtype, `${infos.get(name)!.file}: tensor "${name}"`);
     if (m !== f) held.transient(f.byteLength + matrixBytes(m)); // f is dropped once packed
     held.keep(matrixBytes(m));
     return m;

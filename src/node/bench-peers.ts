@@ -7,7 +7,7 @@ import { availableParallelism } from 'node:os';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { allHeads } from '../attention/pattern.js';
-import type { StreamingWindow } from '../engine/backend.js';
+import type { StreamingWindow } from '../backend/contract.js';
 import { Engine } from '../engine/engine.js';
 import { DuetError } from '../errors.js';
 import { loadCheckpoint } from '../model/checkpoint.js';

@@ -65,7 +65,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
   let encoded = 0;
   const chunks = ggufChunks(ckpt.config, ckpt.weights, {
     name: o.name ?? o.model.replace(/\/+$/, '').split('/').pop()!, type: o.type, tokenizer,
-    encode: (type, values, rows, cols) => { const b = encodeMatrix(type, values, rows, cols); progress('encode', ++encoded, matrices); return b; },
+    encode: (type, values, rows, cols, name) => { const b = encodeMatrix(type, values, rows, cols, name); progress('encode', ++encoded, matrices); return b; },
     onFallback: (tensor, from, to, cols) => {
       const key = `${from} ${to} ${cols}`;
       if (!fallbacks.has(key)) fallbacks.set(key, { from, to, cols, tensors: [] });

@@ -5,7 +5,7 @@
 // to 1e-5 relative of the float64 sums.
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import type { Backend, Compensation, StreamingWindow } from '../../src/engine/backend.ts';
+import type { Backend, Compensation, StreamingWindow } from '../../src/backend/contract.ts';
 import { assertClose } from './conformance.ts';
 import * as ref from '../reference/kernels.ts';
 

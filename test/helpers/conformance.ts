@@ -3,8 +3,8 @@
 // Tolerance: f32 kernels vs a float64 reference, |Δ| ≤ 2e-4·(1 + |ref|) on O(1) data.
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import type { Backend, StreamingWindow } from '../../src/engine/backend.ts';
-import { ringSlot } from '../../src/engine/backend.ts';
+import type { Backend, StreamingWindow } from '../../src/backend/contract.ts';
+import { ringSlot } from '../../src/backend/contract.ts';
 import * as ref from '../reference/kernels.ts';
 
 const { randomArray } = ref;

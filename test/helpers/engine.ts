@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Engine, type Placement } from '../../src/engine/engine.ts';
 import type { HeadKinds } from '../../src/attention/pattern.ts';
-import type { StreamingWindow } from '../../src/engine/backend.ts';
+import type { StreamingWindow } from '../../src/backend/contract.ts';
 import { loadCheckpoint } from '../../src/model/checkpoint.ts';
 import { nodeModelFiles } from '../../src/node/files.ts';
 import { createNodeGpu } from '../../src/node/gpu.ts';

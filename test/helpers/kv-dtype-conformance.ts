@@ -1,4 +1,4 @@
-// Full KV caches stored as f16 / int8 (src/engine/kv-dtype.ts) on any Backend: the words kvAppend
+// Full KV caches stored as f16 / int8 (src/backend/kv-dtype.ts) on any Backend: the words kvAppend
 // stores equal the reference encoder's exactly (chunked appends, pastLen > 0, padded rows), and
 // attention over the cache equals f32 attention (float64 reference) over the cache as decoded by the
 // reference decoder: the only error left is the kernels' f32 arithmetic, |Δ| ≤ 2e-4·(1 + |ref|).
@@ -6,8 +6,8 @@
 // scale or rounding, not only a mismatch with the reference).
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import type { Backend } from '../../src/engine/backend.ts';
-import { decodeKvRow, encodeKvCache, kvRowWords, type KvDType } from '../../src/engine/kv-dtype.ts';
+import type { Backend } from '../../src/backend/contract.ts';
+import { decodeKvRow, encodeKvCache, kvRowWords, type KvDType } from '../../src/backend/kv-dtype.ts';
 import * as ref from '../reference/kernels.ts';
 import { assertClose } from './conformance.ts';
 

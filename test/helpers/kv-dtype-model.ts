@@ -3,7 +3,7 @@
 // the memory plan and `duet memory` say. Shared by kv-dtype-model.test.ts (CPU) and gpu-kv-dtype.test.ts.
 import * as assert from 'uvu/assert';
 import { evaluate, kvMemory, loadModel, loadPattern, nodeModelFiles, type NodeModelOptions } from '../../src/node.ts';
-import { kvRowBytes, type KvDType } from '../../src/engine/kv-dtype.ts';
+import { kvRowBytes, type KvDType } from '../../src/backend/kv-dtype.ts';
 
 const ROOT = new URL('../..', import.meta.url).pathname;
 export const BUNDLED = `${ROOT}fixtures/duet-passkey`;

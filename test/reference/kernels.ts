@@ -1,4 +1,4 @@
-// Plain float64 reference implementations of every Backend op (see src/engine/backend.ts).
+// Plain float64 reference implementations of every Backend op (see src/backend/contract.ts).
 // Written for clarity, not speed: each loop mirrors the definition in the contract.
 
 export type Vec = Float64Array;

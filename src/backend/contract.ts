@@ -1,4 +1,5 @@
-// The contract between the engine and a compute device. The CPU backend (SIMD WebAssembly) and the
+// The contract between the engine and a compute device (src/backend/ sits below both: the backends
+// import only this folder and src/model/, never the engine). The CPU backend (SIMD WebAssembly) and the
 // GPU backend (WebGPU) both implement it, so the forward pass is written once.
 //
 // Conventions (all f32, row-major):
@@ -141,6 +142,9 @@ export interface Backend {
     rows: number, numKvHeads: number, headDim: number, pastLen: number, window: StreamingWindow,
     compensation?: Compensation | null): void;
 }
+
+/** A CPU backend with its work counter (kernel invocations), used to prove the WASM path ran. */
+export type CpuLike = Backend & { readonly kernelCalls: number };
 
 /** Ring slot of absolute position p (see the layout notes above). */
 export function ringSlot(p: number, window: StreamingWindow): number {

@@ -1,0 +1,27 @@
+// Saves Locret retaining heads beside a model (the format: src/kv/locret/file.ts). The weights are
+// written first and the json last, each atomically, and the json records the weights' SHA-256, so a
+// save cut short between the two is caught on load instead of pairing old json with new weights.
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { encodeLocretFiles, LOCRET_JSON, LOCRET_WEIGHTS, type LocretFileMeta, type LocretModelShape } from '../kv/locret/file.js';
+import type { RetainingHeads } from '../kv/locret/retaining-heads.js';
+import { writeFileAtomic } from './atomic.js';
+
+export interface SaveLocretOptions {
+  /** Replace existing retaining-head files; without it an existing file is an error. */
+  overwrite?: boolean;
+}
+
+/** Writes locret.safetensors and locret.json into `dir`; returns their paths. */
+export async function saveLocretHeads(dir: string, heads: RetainingHeads, config: LocretModelShape,
+  meta: LocretFileMeta, options: SaveLocretOptions = {}): Promise<string[]> {
+  const paths = [join(dir, LOCRET_WEIGHTS), join(dir, LOCRET_JSON)];
+  if (!options.overwrite) {
+    for (const p of paths) if (existsSync(p)) throw new Error(`${p} already exists; pass overwrite: true to replace it`);
+  }
+  const { json, weights } = await encodeLocretFiles(heads, config, meta);
+  mkdirSync(dir, { recursive: true });
+  writeFileAtomic(paths[0], weights);
+  writeFileAtomic(paths[1], json);
+  return paths;
+}
