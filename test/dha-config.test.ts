@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { dhaCacheHeads, dhaConfigJson, parseDhaConfig } from '../src/dha/config.ts';
 import { loadCheckpoint } from '../src/model/checkpoint.ts';
+import { parseModelConfig } from '../src/model/config.ts';
 import { nodeModelFiles } from '../src/node/files.ts';
 
 async function rejects(f: () => Promise<unknown>, re: RegExp): Promise<void> {
@@ -50,6 +51,9 @@ test('the loader refuses a DHA checkpoint with a clear error; plain checkpoints 
   cfg.duet_dha.layers[2].value_heads = 0;
   writeFileSync(join(dir, 'config.json'), JSON.stringify(cfg));
   await rejects(() => loadCheckpoint(nodeModelFiles(dir)), /duet_dha\.layers\[2\]\.value_heads/);
+  // duet memory parses config.json through the same function: it must not project a DHA layout as MHA.
+  cfg.duet_dha.layers[2].value_heads = 1;
+  assert.throws(() => parseModelConfig(cfg, 'x/config.json'), /DHA checkpoints are not yet supported .*x\/config\.json/);
 });
 
 test.run();

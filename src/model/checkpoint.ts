@@ -1,6 +1,5 @@
 // A Hugging Face model directory: config, weights, tokenizer (optional), generation defaults.
 import { parseModelConfig, type ModelConfig } from './config.js';
-import { rejectDhaCheckpoint } from '../dha/config.js';
 import type { ModelFiles } from './files.js';
 import { readJson } from './files.js';
 import { ggufConfig, loadGgufWeights, readGgufHeader } from './gguf-model.js';
@@ -27,9 +26,7 @@ export interface Checkpoint {
 export async function loadCheckpoint(files: ModelFiles, options: LoadOptions = {}): Promise<Checkpoint> {
   if (files.gguf !== undefined) return loadGgufCheckpoint(files, files.gguf, options);
   if (!(await files.exists('config.json'))) throw new Error(`${files.name}: no config.json (not a Hugging Face model directory)`);
-  const configJson = await readJson(files, 'config.json');
-  if (typeof configJson === 'object' && configJson !== null && !Array.isArray(configJson)) rejectDhaCheckpoint(configJson as Record<string, unknown>);
-  const config = parseModelConfig(configJson, 'config.json');
+  const config = parseModelConfig(await readJson(files, 'config.json'), 'config.json');
   const generation = (await files.exists('generation_config.json'))
     ? (await readJson(files, 'generation_config.json')) as Record<string, unknown> : {};
   const genEos = generation.eos_token_id;

@@ -1,5 +1,6 @@
 // config.json of Llama-family checkpoints (llama, mistral, qwen2), validated with errors that name
 // the file and the field.
+import { rejectDhaCheckpoint } from '../dha/config.js';
 
 export type ModelType = 'llama' | 'mistral' | 'qwen2';
 
@@ -42,6 +43,7 @@ const ARCHITECTURES: Record<string, ModelType> = {
 export function parseModelConfig(json: unknown, file = 'config.json'): ModelConfig {
   if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new Error(`${file}: expected a JSON object`);
   const c = json as Record<string, unknown>;
+  rejectDhaCheckpoint(c, file); // every reader of config.json (load, duet memory) refuses a layout it would misread
   const fail = (field: string, why: string): never => { throw new Error(`${file}: field "${field}" ${why}`); };
   const int = (field: string, fallback?: number): number => {
     const v = c[field];
