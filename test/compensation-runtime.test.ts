@@ -5,33 +5,20 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { referenceLogits } from './reference/model.ts';
 import { assertClose } from './helpers/conformance.ts';
-import { makeEngine, PLACEMENTS, sharedGpu, tempCheckpoint } from './helpers/engine.ts';
-import { gpuTests } from './helpers/gpu-skip.ts';
+import { makeEngine, sharedGpu, tempCheckpoint } from './helpers/engine.ts';
+import { ids, KINDS, perPlacementOf, SPEC, WINDOW } from './helpers/mixed-heads.ts';
 import { maxAbsDiff } from './reference/kernels.ts';
-import type { Placement } from '../src/engine/engine.ts';
 import { resolveHeads } from '../src/api/heads.ts';
 import { comparisonConfigs, evaluate, loadModel, loadPattern, nodeModelFiles } from '../src/node.ts';
 import { inFlags } from '../src/cli/flags.ts';
 
 const GPU = await sharedGpu();
 const TOL = 2e-3;
-const SPEC = { modelType: 'llama' as const, hidden: 72, intermediate: 100, layers: 3, heads: 6, kvHeads: 3, headDim: 24, vocab: 301, dtype: 'F32' as const, seed: 11 };
-// Layer 0 mixed, layer 1 all streaming, layer 2 all retrieval.
-const KINDS = [[true, false, false], [false, false, false], [true, true, true]];
-const WINDOW = { sink: 3, recent: 8 };
-
-function ids(n: number, seed: number): number[] {
-  return Array.from({ length: n }, (_, i) => (i * 131 + seed * 17 + 7) % 301);
-}
 
 const test = suite('compensation token runtime');
 let ckpt: Awaited<ReturnType<typeof tempCheckpoint>>;
 test.before(async () => { ckpt = await tempCheckpoint(SPEC); });
-const gpuTest = gpuTests(test, GPU.gpu !== null, GPU.reason);
-
-function perPlacement(name: string, fn: (placement: Placement) => Promise<void>): void {
-  for (const placement of PLACEMENTS) (placement === 'cpu' ? test : gpuTest)(`${name} [${placement}]`, () => fn(placement));
-}
+const perPlacement = perPlacementOf(test, GPU);
 
 perPlacement('matches the compensated reference: context 40 (sink+recent = 11), chunks 1/7/64, then decode', async (placement) => {
   const prompt = ids(40, 4), decode = [5, 250, 17];

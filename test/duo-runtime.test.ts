@@ -7,31 +7,19 @@ import { referenceLogits } from './reference/model.ts';
 import { assertClose } from './helpers/conformance.ts';
 import { makeEngine, PLACEMENTS, sharedGpu, tempCheckpoint } from './helpers/engine.ts';
 import { gpuTests } from './helpers/gpu-skip.ts';
+import { ids, KINDS, perPlacementOf, SPEC, WINDOW } from './helpers/mixed-heads.ts';
 
 const GPU = await sharedGpu();
 import { allHeads } from '../src/attention/pattern.ts';
 import type { Placement } from '../src/engine/engine.ts';
 
 const TOL = 2e-3;
-const SPEC = { modelType: 'llama' as const, hidden: 72, intermediate: 100, layers: 3, heads: 6, kvHeads: 3, headDim: 24, vocab: 301, dtype: 'F32' as const, seed: 11 };
-// Layer 0 mixed, layer 1 all streaming, layer 2 all retrieval.
-const KINDS = [[true, false, false], [false, false, false], [true, true, true]];
-const WINDOW = { sink: 3, recent: 8 };
-
-function ids(n: number, seed: number): number[] {
-  return Array.from({ length: n }, (_, i) => (i * 131 + seed * 17 + 7) % 301);
-}
 
 const test = suite('DuoAttention runtime');
 let ckpt: Awaited<ReturnType<typeof tempCheckpoint>>;
 test.before(async () => { ckpt = await tempCheckpoint(SPEC); });
-
+const perPlacement = perPlacementOf(test, GPU);
 const gpuTest = gpuTests(test, GPU.gpu !== null, GPU.reason);
-
-/** One test per placement; those needing a GPU are reported as skipped without an adapter (a failure in CI). */
-function perPlacement(name: string, fn: (placement: Placement) => Promise<void>): void {
-  for (const placement of PLACEMENTS) (placement === 'cpu' ? test : gpuTest)(`${name} [${placement}]`, () => fn(placement));
-}
 
 perPlacement('a pattern with every head retrieval equals full attention', async (placement) => {
   const prompt = ids(20, 1);
