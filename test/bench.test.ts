@@ -9,6 +9,16 @@ import { finitePositive, runBenchCli } from './helpers/bench.ts';
 import { benchShape, hostWeightBytes, outerWeightBytes, WASM_BUDGET, cpuFootprint } from '../src/bench/shapes.ts';
 
 
+/** Each argument list must make `duet bench` fail with a message matching its pattern. */
+async function expectBenchErrors(cases: Array<[string[], RegExp]>): Promise<void> {
+  for (const [args, re] of cases) {
+    let message: string | null = null;
+    try { await benchCommand(args); } catch (e) { message = (e as Error).message; }
+    if (message === null) assert.unreachable(`${args.join(' ')} should fail`);
+    assert.match(message!, re, args.join(' '));
+  }
+}
+
 test('a tiny bench run writes results.json and SVG plots', async () => {
   const { code, stdout, out, results: r } = await runBenchCli(['--shape', 'tiny', '--contexts', '64,256', '--sparsities', '0.5', '--prefill-chunk', '64',
     '--prefill-max', '64', '--sink', '4', '--recent', '16', '--decode-tokens', '3', '--warmup-tokens', '1', '--device', 'cpu']);
@@ -109,14 +119,7 @@ test('bad options get clear errors', async () => {
     [['--shape', 'tiny', '--placements', 'split', '--device', 'cpu', '--contexts', '64'], /--placements split need a GPU/],
     [['--shape', 'tiny', '--layers', '3', '--device', 'cpu', '--contexts', '64'], /--layers must be an integer in 1..2/],
   ];
-  for (const [args, re] of cases) {
-    try {
-      await benchCommand(args);
-      assert.unreachable(`${args.join(' ')} should fail`);
-    } catch (e) {
-      assert.match((e as Error).message, re, args.join(' '));
-    }
-  }
+  await expectBenchErrors(cases);
 });
 
 
@@ -220,14 +223,7 @@ test('--kv-dtype errors name the flag; peers refuses it', async () => {
     [['--shape', 'tiny', '--device', 'cpu', '--contexts', '64', '--kv-dtype', 'f16,f16'], /--kv-dtype lists a dtype twice/],
     [['--suite', 'peers', '--kv-dtype', 'int8'], /--kv-dtype is not supported by --suite peers/],
   ];
-  for (const [args, re] of cases) {
-    try {
-      await benchCommand(args);
-      assert.unreachable(`${args.join(' ')} should fail`);
-    } catch (e) {
-      assert.match((e as Error).message, re, args.join(' '));
-    }
-  }
+  await expectBenchErrors(cases);
 });
 
 test.run();
