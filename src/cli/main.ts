@@ -48,7 +48,7 @@ Usage:
              [--max-queue N] [--ctx N] [--device D] [--placement P] [--threads N] [--weights W] [--prefill-chunk N]
       an OpenAI-compatible HTTP server: GET /v1/models, POST /v1/chat/completions and /v1/completions
       (streaming as server-sent events), GET /health
-  duet web [--port P] [--model DIR] [--pattern DIR]
+  duet web [--port P] [--model DIR|FILE.gguf] [--pattern DIR]
       serves the demo page on http://127.0.0.1:P/ (default ${WEB_DEFAULT_PORT}) with a model (default ${WEB_DEFAULT_MODEL})
   duet train --out DIR [--steps N] [--seed S] [--resume | --force] [--save-every N] [--tokens-per-step N]
              [--max-len N] [--tasks ...] [--lr LR] [--layers N] [--hidden D] [--heads N] [--answer-weight W]

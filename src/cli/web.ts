@@ -1,10 +1,10 @@
-// `duet web`: serves the demo page (dist/web), a model directory under /model/ and optionally a
-// pattern directory under /pattern/ on 127.0.0.1, with HTTP Range support (the page reads tensors by
+// `duet web`: serves the demo page (dist/web), a model (a directory, or one .gguf file) under /model/
+// and optionally a pattern directory under /pattern/ on 127.0.0.1, with HTTP Range support (the page reads tensors by
 // byte range) and the COOP/COEP headers that make the page cross-origin isolated.
-import { createReadStream, existsSync } from 'node:fs';
+import { createReadStream, existsSync, realpathSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import { extname, isAbsolute, join, relative, resolve } from 'node:path';
+import { basename, dirname, extname, isAbsolute, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { intOption } from './options.js';
@@ -41,10 +41,15 @@ function pageRoot(): string {
 
 export interface WebServerOptions {
   port: number;
+  /** A Hugging Face model directory, or a .gguf file (then only that file is served). */
   model: string;
   pattern: string | null;
   /** Directory of the built page (default: dist/web). */
   root?: string;
+}
+
+function isGgufPath(path: string): boolean {
+  return /\.gguf$/i.test(path);
 }
 
 export interface WebServer { url: string; close(): Promise<void> }
@@ -52,7 +57,12 @@ export interface WebServer { url: string; close(): Promise<void> }
 /** Starts the server; resolves once it listens. */
 export async function startWebServer(o: WebServerOptions): Promise<WebServer> {
   const root = o.root ?? pageRoot();
-  const mounts: Array<{ prefix: string; dir: string }> = [{ prefix: '/model/', dir: resolve(o.model) }];
+  // A GGUF file is served from its folder (after following a symlink to it), but nothing else there is.
+  const ggufFile = isGgufPath(o.model) ? realpathSync(o.model) : null;
+  const gguf = ggufFile ? basename(ggufFile) : null;
+  const mounts: Array<{ prefix: string; dir: string; only?: string }> = [
+    ggufFile && gguf ? { prefix: '/model/', dir: dirname(ggufFile), only: gguf } : { prefix: '/model/', dir: resolve(o.model) },
+  ];
   if (o.pattern) mounts.push({ prefix: '/pattern/', dir: resolve(o.pattern) });
   // Names for the page: relative to the working directory when inside it.
   const shown = (dir: string) => {
@@ -60,7 +70,7 @@ export async function startWebServer(o: WebServerOptions): Promise<WebServer> {
     return r && !r.startsWith('..') && !isAbsolute(r) ? r : dir;
   };
   const info = JSON.stringify({
-    model: { name: shown(o.model), url: 'model/' },
+    model: { name: shown(o.model), url: gguf ? `model/${encodeURIComponent(gguf)}` : 'model/' },
     pattern: o.pattern ? { name: shown(o.pattern), url: 'pattern/' } : null,
   });
 
@@ -105,7 +115,10 @@ export async function startWebServer(o: WebServerOptions): Promise<WebServer> {
     if (path === '/served.json') { send(res, 200, info, TYPES['.json']); return; }
     let dir = root, rel = path === '/' ? 'index.html' : path.slice(1);
     for (const m of mounts) {
-      if (path.startsWith(m.prefix)) { dir = m.dir; rel = path.slice(m.prefix.length); break; }
+      if (!path.startsWith(m.prefix)) continue;
+      dir = m.dir; rel = path.slice(m.prefix.length);
+      if (m.only !== undefined && rel !== m.only) { send(res, 404, 'not found\n'); return; }
+      break;
     }
     // Inside the served folder after following symlinks, or refused.
     resolveInside(dir, rel).then((file) => {
@@ -135,7 +148,11 @@ export async function webCommand(argv: string[]): Promise<number> {
   if (port > 65535) throw new Error(`--port must be at most 65535 (got ${port})`);
   const model = v.model ?? WEB_DEFAULT_MODEL;
   const pattern = v.pattern ?? (v.model === undefined ? WEB_DEFAULT_PATTERN : null);
-  if (!existsSync(join(model, 'config.json'))) throw new Error(`${model}: no config.json (not a Hugging Face model directory)`);
+  if (isGgufPath(model)) {
+    if (!existsSync(model)) throw new Error(`${model}: no such file`);
+  } else if (!existsSync(join(model, 'config.json'))) {
+    throw new Error(`${model}: no config.json (not a Hugging Face model directory or a .gguf file)`);
+  }
   if (pattern !== null && !existsSync(join(pattern, 'full_attention_heads.tsv'))) {
     throw new Error(`${pattern}/full_attention_heads.tsv: missing (not a DuoAttention pattern directory)`);
   }
