@@ -14,6 +14,8 @@ import { tempCheckpoint } from './helpers/engine.ts';
 import { CPU_F32_WEIGHT_LIMIT, defaultWeightDType, matmulWeightBytes } from '../src/engine/device-model.ts';
 import { parseModelConfig } from '../src/model/config.ts';
 import { shapeSpec } from '../src/bench/shapes.ts';
+import { loaderWeights } from '../src/api/model.ts';
+import type { ModelFiles } from '../src/model/files.ts';
 import { dequantizeMatrix, dequantizeRow, quantizeMatrix, type WeightDType } from '../src/model/quant.ts';
 import { matrixF32, type WeightMatrix } from '../src/model/weights.ts';
 
@@ -128,13 +130,21 @@ test('a forward pass on packed weights matches the f32 engine on the dequantized
   }
 });
 
-test('default weight storage: f32 while it fits 2 GiB on the CPU, q8_0 beyond (Llama-3.2-1B), f32 on the GPU', () => {
+test('default weight storage: f32 while it fits 2 GiB on the CPU, q8_0 beyond (Llama-3.2-1B), f32 on the GPU; a GGUF as stored', () => {
   const llama1b = parseModelConfig(shapeSpec('llama-3.2-1b').config);
   const small = parseModelConfig(shapeSpec('qwen2.5-0.5b').config);
   assert.ok(matmulWeightBytes(llama1b) > CPU_F32_WEIGHT_LIMIT && matmulWeightBytes(small) < CPU_F32_WEIGHT_LIMIT);
   assert.is(defaultWeightDType(llama1b, 'cpu'), 'q8_0');
   assert.is(defaultWeightDType(small, 'cpu'), 'f32');
   assert.is(defaultWeightDType(llama1b, 'gpu'), 'f32');
+  // What loadModel asks the loader for: a GGUF keeps its tensors' types (a Q4_0 file is not turned
+  // into q8_0 for being large); a safetensors checkpoint that big is packed to q8_0 on the CPU.
+  const gguf = { gguf: 'model.gguf' } as unknown as ModelFiles, folder = {} as unknown as ModelFiles;
+  assert.is(loaderWeights({ placement: 'cpu' }, gguf)(llama1b), 'keep');
+  assert.is(loaderWeights({ placement: 'cpu' }, folder)(llama1b), 'q8_0');
+  assert.is(loaderWeights({ placement: 'cpu', weights: 'q4_k' }, gguf)(llama1b), 'q4_k');
+  assert.is(loaderWeights({ placement: 'gpu' }, folder)(llama1b), 'keep');
+  assert.is(loaderWeights({ placement: 'cpu' }, folder)(small), 'keep');
 });
 
 test.run();

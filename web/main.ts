@@ -173,7 +173,7 @@ async function placeModel(files: ModelFiles, key: string, o: { placement?: Place
   onProgress?: (done: number, total: number) => void): Promise<DuetModel> {
   disposeModel();
   const model = await loadModel(files, {
-    ...o, weights: ui.weights.value as NonNullable<ModelOptions['weights']>, cpuWorker, notice: pageNotice,
+    ...o, weights: (ui.weights.value || undefined) as ModelOptions['weights'], cpuWorker, notice: pageNotice,
     onProgress: (e) => { if (e.step === 'weights' || e.step === 'download') onProgress?.(e.done, e.total); },
   });
   loaded = { model, files, key };

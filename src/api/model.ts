@@ -54,7 +54,10 @@ export interface ModelOptions extends Omit<HeadOptions, 'pattern'> {
   contextLength?: number;
   /** Prefill chunk size in tokens (default 512). */
   prefillChunk?: number;
-  /** How matmul weights are stored on the device: 'f32', 'f16', 'q8_0', 'q4_0' or 'q4_k' (default f32, q8_0 when f32 would not fit). */
+  /**
+   * How matmul weights are stored on the device: 'f32', 'f16', 'q8_0', 'q4_0' or 'q4_k'. Default: a
+   * GGUF keeps its tensors' types; other checkpoints f32, or q8_0 when f32 would crowd the CPU.
+   */
   weights?: WeightDType;
   /**
    * Storage of the full (retrieval-head) KV caches: 'f32' (default), 'f16' (IEEE half) or 'int8' (one
@@ -139,11 +142,12 @@ export interface GenerationStats {
  * to q8_0 as it loads (unless it is headed for the GPU, whose kernels take f32), and a GGUF keeps
  * its own types.
  */
-function loaderWeights(options: ModelOptions): (config: ModelConfig) => LoadWeights {
+export function loaderWeights(options: ModelOptions, files: ModelFiles): (config: ModelConfig) => LoadWeights {
   const asked = options.weights;
   const forGpu = options.device === 'gpu' || options.placement === 'gpu' || options.placement === 'split' || options.placement === 'auto';
   return (config) => {
     if (asked) return asked;
+    if (files.gguf !== undefined) return 'keep';
     const cpuDefault = defaultWeightDType(config, 'cpu');
     return !forGpu && cpuDefault !== 'f32' ? cpuDefault : 'keep';
   };
@@ -244,7 +248,7 @@ export class DuetModel {
     const kvDtype = kvDTypeOption(options.kvDtype);
     const checkpoint = await loadCheckpoint(files, {
       // Matmul weights are stored in their format as each tensor is read (no f32 copy of the model).
-      weights: loaderWeights(options),
+      weights: loaderWeights(options, files),
       ...options.checkpoint,
       onProgress: (done, total, tensor) => progress({ step: 'weights', done, total, detail: tensor }),
     });
@@ -293,7 +297,7 @@ export class DuetModel {
       if (this.disposed) throw new DuetError(null, 'the model was disposed');
       const { files, options: o, engine: engineOptions } = this.placing;
       const checkpoint = await loadCheckpoint(files, {
-        weights: loaderWeights(o), ...o.checkpoint, onProgress: (done, total, tensor) => progress({ step: 'weights', done, total, detail: tensor }),
+        weights: loaderWeights(o, files), ...o.checkpoint, onProgress: (done, total, tensor) => progress({ step: 'weights', done, total, detail: tensor }),
       });
       this.engine.dispose();
       try {
