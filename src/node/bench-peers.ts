@@ -151,8 +151,11 @@ interface PeerOptions {
   say: (m: string) => void;
 }
 
-/** A byte-level vocabulary of `n` tokens (256 bytes, then placeholders) so llama.cpp accepts the file. */
-function syntheticTokenizer(n: number): Array<[string, GgufWriteValue]> {
+/**
+ * A byte-level vocabulary of `n` tokens (256 bytes, then placeholders) for random-weight GGUF files:
+ * llama.cpp accepts it, and text encodes to one token per byte.
+ */
+export function syntheticTokenizer(n: number): Array<[string, GgufWriteValue]> {
   const bytes = byteLevelAlphabet();
   const tokens = Array.from({ length: n }, (_, i) => (i < 256 ? bytes[i] : `[T${i}]`));
   const types = tokens.map((_, i) => (i < 256 ? TOKEN_TYPE.normal : TOKEN_TYPE.userDefined));
