@@ -1,12 +1,17 @@
 // Locret training data and training: labels and retaining-head inputs from the frozen model's
 // full-attention run against a float64 reference forward (odd sizes, GQA, qwen2 biases).
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { frozenModel } from '../src/identify/frozen.ts';
-import { attentionLabels, locretExample } from '../src/kv/locret/labels.ts';
+import { attentionLabels, locretExample, type LocretExample } from '../src/kv/locret/labels.ts';
+import { locretLoss } from '../src/kv/locret/loss.ts';
+import { retainingBackward, retainingForward, retainingHeadShape, type RetainingHeads } from '../src/kv/locret/retaining-heads.ts';
+import { clipByValue, LOCRET_GRAD_CLIP, LocretTrainer, trainLocretHeads } from '../src/kv/locret/train.ts';
+import { LOCRET_JSON, loadLocretHeads } from '../src/kv/locret/file.ts';
+import { main } from '../src/cli/main.ts';
 import { loadCheckpoint } from '../src/model/checkpoint.ts';
 import { ropeInvFreq, type ModelConfig } from '../src/model/config.ts';
 import { matrixF32 as f, type ModelWeights } from '../src/model/weights.ts';
@@ -135,3 +140,131 @@ labels('locretExample: pre-RoPE q, k, v and labels of the frozen model match a f
 });
 
 labels.run();
+
+const training = suite('locret training');
+
+// Odd sizes with GQA for the synthetic trainer tests: 6 query heads over 3 KV heads, head_dim 3.
+const SHAPE = retainingHeadShape({ numHeads: 6, numKvHeads: 3, headDim: 3, hiddenSize: 30 }, 7);
+const OPT = { schedule: { lr: 5e-3, warmup: 2, steps: 60, minLrFraction: 0.1 }, weightDecay: 0.01, clip: LOCRET_GRAD_CLIP };
+
+/** A synthetic example whose labels are a fixed function of the inputs (so it can be learnt). */
+function syntheticExample(tokens: number, layers: number, seed: number, xScale = 1): LocretExample {
+  const r = new Random(seed);
+  return {
+    tokens,
+    layers: Array.from({ length: layers }, () => {
+      const x = Float32Array.from({ length: tokens * SHAPE.inDim }, () => (2 * r.next() - 1) * xScale);
+      const labels = new Float32Array(tokens * SHAPE.outDim);
+      for (let t = 0; t < tokens; t++) for (let h = 0; h < SHAPE.outDim; h++) labels[t * SHAPE.outDim + h] = 1 / (1 + Math.exp(-3 * x[t * SHAPE.inDim + h]));
+      return { x, labels };
+    }),
+  };
+}
+
+function exampleLoss(heads: RetainingHeads, ex: LocretExample): number {
+  const layers = heads.layers.map((p, l) => ({ scores: retainingForward(p, ex.layers[l].x, ex.tokens).scores, labels: ex.layers[l].labels }));
+  return locretLoss(layers, ex.tokens, SHAPE.outDim).loss;
+}
+
+training('clipByValue clamps to ±limit and counts the clamped values', () => {
+  const g = Float32Array.from([0.1, -0.7, 0.5, 2, -0.5, -3, 0]);
+  assert.is(clipByValue(g, 0.5), 3);
+  assert.equal(Array.from(g), [0.1, -0.5, 0.5, 0.5, -0.5, -0.5, 0].map((v) => Math.fround(v)));
+});
+
+training('the trainer\'s gradients are retainingBackward of Locret\'s loss, clipped by value at 0.5', () => {
+  const trainer = new LocretTrainer(SHAPE, 2, 4, OPT);
+  // Inputs of scale 40 make many gradient entries exceed 0.5.
+  const ex = syntheticExample(11, 2, 8, 40);
+  const r = trainer.gradients(ex);
+  const fwds = trainer.heads.layers.map((p, l) => retainingForward(p, ex.layers[l].x, ex.tokens));
+  const loss = locretLoss(fwds.map((f, l) => ({ scores: f.scores, labels: ex.layers[l].labels })), ex.tokens, SHAPE.outDim);
+  const raw = trainer.heads.layers.flatMap((p, l) => {
+    const g = retainingBackward(p, ex.layers[l].x, fwds[l], loss.grads[l]);
+    return [...g.fc1, ...g.fc2];
+  });
+  const over = raw.filter((v) => Math.abs(v) > LOCRET_GRAD_CLIP).length;
+  assert.ok(over > 10 && over < raw.length, `the case must clip some entries and keep others (${over} of ${raw.length} over)`);
+  assert.is(r.clipped, over);
+  assert.is(r.loss, loss.loss);
+  raw.forEach((v, i) => assert.is(trainer.grads[i], Math.fround(Math.max(-LOCRET_GRAD_CLIP, Math.min(LOCRET_GRAD_CLIP, v))), `entry ${i}`));
+});
+
+training('steps on a fixed example lower its loss (and the weights are views of the trained parameters)', () => {
+  const trainer = new LocretTrainer(SHAPE, 2, 1, OPT);
+  const ex = syntheticExample(17, 2, 2);
+  const first = exampleLoss(trainer.heads, ex);
+  const reports = Array.from({ length: 60 }, () => trainer.step(ex));
+  assert.equal(reports.map((r) => r.step), Array.from({ length: 60 }, (_, i) => i + 1));
+  assert.is(reports[0].loss, first);
+  const last = exampleLoss(trainer.heads, ex);
+  assert.ok(last < 0.3 * first, `loss ${first} → ${last}`);
+  assert.is(trainer.heads.layers[1].fc2[0], trainer.params[2 * SHAPE.hidden * SHAPE.inDim + SHAPE.outDim * SHAPE.hidden]);
+});
+
+training('a non-finite loss stops training before the weights change', () => {
+  const trainer = new LocretTrainer(SHAPE, 1, 1, OPT);
+  const ex = syntheticExample(5, 1, 3);
+  ex.layers[0].labels[4] = NaN;
+  const before = trainer.params.slice();
+  assert.throws(() => trainer.step(ex), /locret training diverged at step 1: loss NaN/);
+  assert.equal(trainer.params, before);
+});
+
+training.run();
+
+const command = suite('locret train command');
+
+command('trainLocretHeads on a tiny checkpoint; `duet locret train` saves beside the model, loads back equal, refuses to overwrite without --force', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'duet-locret-train-'));
+  try {
+    await writeCheckpoint(dir, { hidden: 24, intermediate: 40, layers: 2, heads: 6, kvHeads: 2, headDim: 4, vocab: 280, tokenizer: true, seed: 3, scale: 1 });
+    const files = nodeModelFiles(dir);
+    const steps: number[] = [];
+    const r = await trainLocretHeads(files, { steps: 3, seqLen: 300, tasks: ['passkey'], evalSamples: 2, onStep: (s) => steps.push(s.step) });
+    assert.equal(steps, [1, 2, 3]);
+    assert.is(r.reports.length, 3);
+    assert.ok(r.reports.every((s) => s.tokens >= 100 && s.tokens <= 300 && Number.isFinite(s.loss)), JSON.stringify(r.reports.map((s) => s.tokens)));
+    assert.is(r.training.steps, 3);
+    assert.is(r.training.seed, 0);
+    assert.ok(r.heldOut && r.heldOut.samples === 2 && r.heldOut.after.perLayer.length === 2);
+    // The same seed gives the same run.
+    const again = await trainLocretHeads(files, { steps: 3, seqLen: 300, tasks: ['passkey'], evalSamples: 0 });
+    assert.equal(again.heads.layers[1].fc1, r.heads.layers[1].fc1);
+    assert.is(again.heldOut, null);
+
+    const stderr = process.stderr.write;
+    process.stderr.write = (() => true) as typeof process.stderr.write;
+    try {
+      assert.is(await main(['locret', 'train', '--model', dir, '--steps', '2', '--seq-len', '300', '--tasks', 'passkey', '--eval-samples', '1', '--seed', '7']), 0);
+      const loaded = await loadLocretHeads(files, (await loadCheckpoint(files)).config);
+      assert.is(loaded.training.steps, 2);
+      assert.is(loaded.training.seed, 7);
+      const direct = await trainLocretHeads(files, { steps: 2, seqLen: 300, tasks: ['passkey'], seed: 7, evalSamples: 0 });
+      direct.heads.layers.forEach((p, l) => {
+        assert.equal(loaded.heads.layers[l].fc1, p.fc1, `layer ${l} fc1`);
+        assert.equal(loaded.heads.layers[l].fc2, p.fc2, `layer ${l} fc2`);
+      });
+      const json = readFileSync(join(dir, LOCRET_JSON), 'utf8');
+      const err = await main(['locret', 'train', '--model', dir, '--steps', '1', '--seq-len', '300', '--tasks', 'passkey']).then(() => null, (e: Error) => e);
+      assert.match(err?.message ?? '', /locret\.safetensors and .*locret\.json already exist; pass --force to replace them/);
+      assert.is(readFileSync(join(dir, LOCRET_JSON), 'utf8'), json, 'refused before writing anything');
+      assert.is(await main(['locret', 'train', '--model', dir, '--out', join(dir, LOCRET_JSON), '--steps', '1', '--seq-len', '300', '--tasks', 'passkey', '--eval-samples', '0', '--force']), 0);
+      assert.is((await loadLocretHeads(files, (await loadCheckpoint(files)).config)).training.steps, 1);
+      const bad = await main(['locret', 'train', '--model', dir, '--out', join(dir, 'heads.json')]).then(() => null, (e: Error) => e);
+      assert.match(bad?.message ?? '', /heads\.json: retaining heads are saved as locret\.json \+ locret\.safetensors in a folder/);
+      const long = await main(['locret', 'train', '--model', dir, '--seq-len', '9000', '--force']).then(() => null, (e: Error) => e);
+      assert.match(long?.message ?? '', /--seq-len 9000 is longer than the model's 4096 positions/);
+      const short = await main(['locret', 'train', '--model', dir, '--seq-len', '300', '--force']).then(() => null, (e: Error) => e);
+      assert.match(short?.message ?? '', /--seq-len 300 is too short for niah-single prompts \(drawn from 150–300 tokens; niah-single needs 160\): use at least 320/);
+      const task = await main(['locret', 'train', '--model', dir, '--tasks', 'passkey,haystack', '--force']).then(() => null, (e: Error) => e);
+      assert.match(task?.message ?? '', /--tasks must be task kinds from .* \(got "haystack"\)/);
+    } finally {
+      process.stderr.write = stderr;
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+command.run();
