@@ -9,7 +9,8 @@ import { frozenModel } from '../src/identify/frozen.ts';
 import { attentionLabels, locretExample, type LocretExample } from '../src/kv/locret/labels.ts';
 import { locretLoss } from '../src/kv/locret/loss.ts';
 import { retainingBackward, retainingForward, retainingHeadShape, type RetainingHeads } from '../src/kv/locret/retaining-heads.ts';
-import { clipByValue, LOCRET_GRAD_CLIP, LocretTrainer, trainLocretHeads } from '../src/kv/locret/train.ts';
+import { clipByValue, LOCRET_GRAD_CLIP, LocretTrainer, locretSequences, trainLocretHeads } from '../src/kv/locret/train.ts';
+import { LocretScorerCpu } from '../src/kv/locret/cpu.ts';
 import { LOCRET_JSON, loadLocretHeads } from '../src/kv/locret/file.ts';
 import { main } from '../src/cli/main.ts';
 import { loadCheckpoint } from '../src/model/checkpoint.ts';
@@ -265,6 +266,25 @@ command('trainLocretHeads on a tiny checkpoint; `duet locret train` saves beside
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+command('the bundled model\'s committed retaining heads load, and the WASM scorer gives the reference scores on a real example', async () => {
+  const files = nodeModelFiles(join(import.meta.dirname, '..', 'fixtures', 'duet-passkey'));
+  const { config, weights, tokenizer } = await loadCheckpoint(files);
+  const loaded = await loadLocretHeads(files, config);
+  assert.is(loaded.training.steps, 1200);
+  assert.is(loaded.heads.layers.length, 3);
+  const model = await frozenModel(config, weights, 400);
+  const seq = locretSequences(tokenizer!, { tasks: ['passkey'], lengths: [300, 300] })(new Random(1));
+  const ex = await locretExample(model, seq.ids, seq.prefix);
+  const scorer = await LocretScorerCpu.create(loaded.heads, config);
+  const qd = config.numHeads * config.headDim, kvd = config.numKvHeads * config.headDim, inDim = qd + 2 * kvd;
+  ex.layers.forEach((layer, l) => {
+    const want = retainingForward(loaded.heads.layers[l], layer.x, ex.tokens).scores;
+    const got = scorer.scores(l, { q: layer.x, k: layer.x.subarray(qd), v: layer.x.subarray(qd + kvd), n: ex.tokens, qStride: inDim, kStride: inDim, vStride: inDim });
+    const diff = k.maxAbsDiff(got, want);
+    assert.ok(diff <= 1e-5, `layer ${l}: WASM vs reference ${diff}`);
+  });
 });
 
 command.run();
