@@ -3,7 +3,8 @@
 // of head_dim 1, hidden above the 64-thread workgroup, the bundled model's shape), q/k/v rows read
 // in place from separate padded buffers at offsets, and the bad inputs the host refuses. (A dispatch
 // folded into two dimensions, past 65,535 tokens, uses gpu.fold like every kernel; running one here
-// would take about a minute on the software GPU.) Without an adapter the suite is skipped, except
+// would take about a minute on the software GPU.) And the label forward on the GPU training model
+// against the CPU one. Without an adapter the suite is skipped, except
 // in CI where a missing GPU is a failure.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -12,6 +13,16 @@ import { gpuTests } from './helpers/gpu-skip.ts';
 import { LOCRET_GPU_MAX_HIDDEN, locretScoresOnGpu, recordLocretScores } from '../src/kv/locret/gpu.ts';
 import { initRetainingHeads, retainingForward, retainingHeadShape, type RetainingHeadParams } from '../src/kv/locret/retaining-heads.ts';
 import { Random } from '../src/tasks/random.ts';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { frozenGpuModel, frozenModel } from '../src/identify/frozen.ts';
+import { locretExample } from '../src/kv/locret/labels.ts';
+import { loadCheckpoint } from '../src/model/checkpoint.ts';
+import { nodeModelFiles } from '../src/node/files.ts';
+import { writeCheckpoint } from './helpers/checkpoint.ts';
+import { main } from '../src/cli/main.ts';
+import { loadLocretHeads } from '../src/kv/locret/file.ts';
 
 const { gpu, reason } = await createNodeGpu();
 const gpuTest = gpuTests(test, gpu !== null, reason);
@@ -93,9 +104,10 @@ gpuTest('the GPU host refuses shapes and buffers that do not fit, naming the lim
   const [head] = initRetainingHeads(shape, 1, 1).layers;
   const rows = gpu.bufferWith(new Float32Array(64), GPUBufferUsage.STORAGE, 'rows');
   const w = gpu.bufferWith(new Float32Array(128), GPUBufferUsage.STORAGE, 'weights');
+  const out = gpu.createBuffer(16, 'scores');
   try {
     const base = {
-      n: 4, qd: 8, kvd: 4, hidden: 8, outDim: 1, fc1: w, fc2: w, scores: w,
+      n: 4, qd: 8, kvd: 4, hidden: 8, outDim: 1, fc1: w, fc2: w, scores: out,
       q: { buffer: rows, stride: 16 }, k: { buffer: rows, stride: 16, offset: 8 }, v: { buffer: rows, stride: 16, offset: 12 },
     };
     recordLocretScores(gpu, base); // v fits exactly: 12 + 3·16 + 4 = 64 floats
@@ -104,12 +116,56 @@ gpuTest('the GPU host refuses shapes and buffers that do not fit, naming the lim
     assert.throws(() => recordLocretScores(gpu, { ...base, k: { buffer: rows, stride: 3 } }), /k row stride 3 must be an integer ≥ 4/);
     assert.throws(() => recordLocretScores(gpu, { ...base, n: 2.5 }), /token count n must be a non-negative integer/);
     assert.throws(() => recordLocretScores(gpu, { ...base, hidden: 9 }), /fc1 buffer of 512 bytes is smaller than hidden × inDim floats \(576 bytes\)/);
-    assert.throws(() => recordLocretScores(gpu, { ...base, n: 129, q: { buffer: w, stride: 0 }, k: { buffer: w, stride: 0 }, v: { buffer: w, stride: 0 } }), /q row stride 0 must be an integer ≥ 8/);
+    assert.throws(() => recordLocretScores(gpu, { ...base, q: { buffer: rows, stride: 0 } }), /q row stride 0 must be an integer ≥ 8/);
+    assert.throws(() => recordLocretScores(gpu, { ...base, n: 5, q: { buffer: w, stride: 8 }, k: { buffer: w, stride: 4 }, v: { buffer: w, stride: 4 } }), /scores buffer of 16 bytes is smaller than n × outDim floats \(20 bytes\)/);
     const bad = await locretScoresOnGpu(gpu, head, new Float32Array(10), 1, 8, 4).then(() => null, (e: Error) => e);
     assert.match(bad?.message ?? '', /x has 10 values, expected n × inDim = 1 × 16/);
   } finally {
     gpu.release(rows);
     gpu.release(w);
+    gpu.release(out);
+  }
+});
+
+gpuTest('labels and pre-RoPE q/k/v from the GPU training model equal the CPU one\'s (GQA 6/2, qwen2 biases)', async () => {
+  if (!gpu) return;
+  const dir = mkdtempSync(join(tmpdir(), 'duet-gpu-locret-'));
+  try {
+    await writeCheckpoint(dir, { modelType: 'qwen2', hidden: 18, intermediate: 26, layers: 2, heads: 6, kvHeads: 2, headDim: 6, vocab: 37, seed: 11, scale: 1.2 });
+    const { config, weights } = await loadCheckpoint(nodeModelFiles(dir));
+    const r = new Random(5);
+    const ids = Int32Array.from({ length: 45 }, () => r.int(0, 37));
+    const onCpu = await locretExample(await frozenModel(config, weights, 48), ids, 33);
+    const onGpu = await locretExample(frozenGpuModel(gpu, config, weights, 48), ids, 33);
+    onCpu.layers.forEach((c, l) => {
+      // f32 on both devices, different summation orders: 1e-4 · (1 + |x|) for the inputs, 1e-5 for probabilities.
+      let wx = 0;
+      c.x.forEach((v, i) => { wx = Math.max(wx, Math.abs(onGpu.layers[l].x[i] - v) / (1e-4 * (1 + Math.abs(v)))); });
+      assert.ok(wx <= 1, `layer ${l}: q/k/v off by ${wx.toFixed(2)}× the tolerance`);
+      const dl = c.labels.reduce((m, v, i) => Math.max(m, Math.abs(onGpu.layers[l].labels[i] - v)), 0);
+      assert.ok(dl <= 1e-5, `layer ${l}: labels differ by ${dl}`);
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+gpuTest('`duet locret train --device gpu` labels on the GPU and records it', async () => {
+  if (!gpu) return;
+  const dir = mkdtempSync(join(tmpdir(), 'duet-gpu-locret-cli-'));
+  const stderr = process.stderr.write;
+  try {
+    await writeCheckpoint(dir, { hidden: 24, intermediate: 40, layers: 2, heads: 6, kvHeads: 2, headDim: 4, vocab: 280, tokenizer: true, seed: 3, scale: 1 });
+    process.stderr.write = (() => true) as typeof process.stderr.write;
+    assert.is(await main(['locret', 'train', '--model', dir, '--steps', '2', '--seq-len', '300', '--tasks', 'passkey', '--eval-samples', '1', '--device', 'gpu']), 0);
+    process.stderr.write = stderr;
+    const files = nodeModelFiles(dir);
+    const loaded = await loadLocretHeads(files, (await loadCheckpoint(files)).config);
+    assert.is(loaded.training.device, 'gpu');
+    assert.is(loaded.training.steps, 2);
+  } finally {
+    process.stderr.write = stderr;
+    rmSync(dir, { recursive: true, force: true });
   }
 });
 

@@ -3,15 +3,18 @@
 import { parseArgs } from 'node:util';
 import { basename, resolve } from 'node:path';
 import { trainLocretHeads } from '../kv/locret/train.js';
+import { chooseTrainingGpu, type TrainingDevice } from '../api/device.js';
 import { nodeModelFiles } from '../node/files.js';
+import { createNodeGpu } from '../node/gpu.js';
 import type { TaskKind } from '../tasks/tasks.js';
 import { existingLocretFiles, locretOutputFolder, saveLocretHeads } from '../node/locret-file.js';
 import { intOption, numberOption } from './options.js';
+import { inFlags } from './flags.js';
 import { Progress } from './progress.js';
 
 const options = {
   model: { type: 'string' }, out: { type: 'string' }, steps: { type: 'string' }, lr: { type: 'string' },
-  'seq-len': { type: 'string' }, tasks: { type: 'string' }, seed: { type: 'string' }, 'eval-samples': { type: 'string' }, force: { type: 'boolean' },
+  'seq-len': { type: 'string' }, device: { type: 'string' }, tasks: { type: 'string' }, seed: { type: 'string' }, 'eval-samples': { type: 'string' }, force: { type: 'boolean' },
 } as const;
 
 export async function locretCommand(argv: string[]): Promise<number> {
@@ -26,6 +29,8 @@ export async function locretCommand(argv: string[]): Promise<number> {
   const loadBar = new Progress('loading');
   let bar: Progress | null = null, evalBar: Progress | null = null;
   const steps = intOption(v.steps, '--steps', 1);
+  const say = (m: string) => process.stderr.write(`duet: ${inFlags(m)}\n`);
+  const gpu = await chooseTrainingGpu(v.device as TrainingDevice | undefined, () => createNodeGpu(), say);
   const r = await trainLocretHeads(nodeModelFiles(v.model), {
     steps, lr: numberOption(v.lr, '--lr'), seqLen: intOption(v['seq-len'], '--seq-len', 32), seed: intOption(v.seed, '--seed', -(2 ** 31)),
     tasks: v.tasks?.split(',').map((t) => t.trim() as TaskKind),
@@ -35,7 +40,7 @@ export async function locretCommand(argv: string[]): Promise<number> {
     onStep: (s) => {
       (bar ??= new Progress('locret')).update(s.step, steps ?? 400, `loss ${s.loss.toExponential(3)} lr ${s.lr.toExponential(2)}${s.clipped ? ` clipped ${s.clipped}` : ''}`);
     },
-  });
+  }, gpu).finally(() => gpu?.destroy());
   const held = r.heldOut;
   if (held) {
     const q = (x: { topRecall: number; massRecall: number; spearman: number }) =>
@@ -43,6 +48,6 @@ export async function locretCommand(argv: string[]): Promise<number> {
     process.stderr.write(`duet: held-out (${held.samples} sequences): untrained ${q(held.before)}; trained ${q(held.after)}; recency baseline ${q(held.recency)}\n`);
   }
   const files = await saveLocretHeads(dir, r.heads, r.config, { modelName: basename(resolve(v.model)), training: r.training }, { overwrite: v.force });
-  process.stderr.write(`duet: trained ${r.training.steps} steps in ${r.training.seconds} s (loss ${r.reports[0].loss.toExponential(3)} → ${r.reports[r.reports.length - 1].loss.toExponential(3)}); wrote ${files.join(', ')}\n`);
+  process.stderr.write(`duet: trained ${r.training.steps} steps on the ${r.device.toUpperCase()} in ${r.training.seconds} s (loss ${r.reports[0].loss.toExponential(3)} → ${r.reports[r.reports.length - 1].loss.toExponential(3)}); wrote ${files.join(', ')}\n`);
   return 0;
 }

@@ -60,7 +60,7 @@ Usage:
                 [--samples N] [--echo-ratio R] [--induction-ratio R] [--json]
       finds retrieval heads and writes a DuoAttention pattern (tsv, config.json, identify.json, heads.svg)
   duet locret train --model DIR [--out DIR] [--steps N] [--lr LR] [--seq-len N] [--tasks passkey,...] [--seed S]
-                    [--eval-samples N] [--force]
+                    [--eval-samples N] [--device cpu|gpu|auto] [--force]
       trains Locret retaining heads (backbone frozen) and saves locret.json + locret.safetensors
       beside the model (or in --out); refuses to replace them without --force (docs/locret.md)
   duet quantize --model DIR --type f32|f16|q8_0|q4_0|q4_k --out FILE.gguf [--force] [--name NAME]

@@ -9,7 +9,8 @@
 import { DuetError } from '../../errors.js';
 import { fillerStyleFor, tokenCounter } from '../../eval/evaluate.js';
 import { taskSample } from '../../identify/data.js';
-import { frozenModel } from '../../identify/frozen.js';
+import type { GpuContext } from '../../gpu/context.js';
+import { frozenGpuModel, frozenModel } from '../../identify/frozen.js';
 import { loadCheckpoint } from '../../model/checkpoint.js';
 import type { ModelConfig } from '../../model/config.js';
 import type { ModelFiles } from '../../model/files.js';
@@ -262,15 +263,19 @@ export async function trainRetainingHeads<T>(model: TrainModel<T>, tokenizer: Te
 }
 
 /**
- * Loads the checkpoint in `files` as a frozen model on the CPU and trains its retaining heads.
- * Returns them with the model's config (what saving checks them against).
+ * Loads the checkpoint in `files` as a frozen model — on `gpu` when given (the label forward runs
+ * there; the retaining heads' own update stays on the host), else on the CPU — and trains its
+ * retaining heads. Returns them with the model's config (what saving checks them against).
  */
 export async function trainLocretHeads(files: ModelFiles, o: LocretTrainOptions & {
   onLoad?: (done: number, total: number) => void;
-} = {}): Promise<LocretTrainResult & { config: ModelConfig; modelName: string }> {
+} = {}, gpu: GpuContext | null = null): Promise<LocretTrainResult & { config: ModelConfig; modelName: string; device: 'cpu' | 'gpu' }> {
   const ckpt = await loadCheckpoint(files, { onProgress: o.onLoad });
   if (!ckpt.tokenizer) throw new DuetError('model', 'has no tokenizer.json: the training data are text prompts', 'unavailable');
   const s = locretTrainSettings(o, ckpt.config.maxPositionEmbeddings);
-  const model = await frozenModel(ckpt.config, ckpt.weights, s.seqLen + 64);
-  return { ...(await trainRetainingHeads(model, ckpt.tokenizer, o)), config: ckpt.config, modelName: ckpt.name };
+  const rows = s.seqLen + 64;
+  const model: TrainModel<unknown> = gpu ? frozenGpuModel(gpu, ckpt.config, ckpt.weights, rows) : await frozenModel(ckpt.config, ckpt.weights, rows);
+  const r = await trainRetainingHeads(model, ckpt.tokenizer, o);
+  r.training.device = gpu ? 'gpu' : 'cpu';
+  return { ...r, config: ckpt.config, modelName: ckpt.name, device: gpu ? 'gpu' : 'cpu' };
 }
