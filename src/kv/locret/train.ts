@@ -184,7 +184,7 @@ function intOpt(v: number | undefined, field: string, min: number, fallback: num
   return x;
 }
 
-/** Checks the options before any work and fills in the defaults. */
+/** Checks the options before any work and fills in the defaults; maxLength: the model's positions. */
 export function locretTrainSettings(o: LocretTrainOptions, maxLength: number) {
   const steps = intOpt(o.steps, 'steps', 1, 400);
   const lr = o.lr ?? 2e-3;
@@ -216,12 +216,16 @@ function lossCurve(reports: LocretStepReport[]): number[] {
   return out;
 }
 
+/** Rows a training model needs beyond the longest prompt, for the appended answer. */
+export const ANSWER_ROOM = 64;
+
 /**
  * Trains retaining heads for the frozen `model` (see the top of this file). `model.c.maxRows` must
- * hold the longest prompt plus its answer (seqLen + 64 does).
+ * hold the longest prompt plus its answer: seqLen + ANSWER_ROOM.
  */
 export async function trainRetainingHeads<T>(model: TrainModel<T>, tokenizer: TextTokenizer, o: LocretTrainOptions = {}): Promise<LocretTrainResult> {
-  const s = locretTrainSettings(o, model.c.maxRows - 64);
+  const s = locretTrainSettings(o, Infinity);
+  if (s.seqLen + ANSWER_ROOM > model.c.maxRows) throw new DuetError('seqLen', `${s.seqLen} needs a model built for ${s.seqLen + ANSWER_ROOM} rows (prompt and answer); this one has ${model.c.maxRows}`);
   const t0 = performance.now();
   const c = model.c;
   const shape = retainingHeadShape({ numHeads: c.heads, numKvHeads: c.kvHeads, headDim: c.headDim, hiddenSize: c.hidden }, o.hidden);
@@ -273,7 +277,7 @@ export async function trainLocretHeads(files: ModelFiles, o: LocretTrainOptions 
   const ckpt = await loadCheckpoint(files, { onProgress: o.onLoad });
   if (!ckpt.tokenizer) throw new DuetError('model', 'has no tokenizer.json: the training data are text prompts', 'unavailable');
   const s = locretTrainSettings(o, ckpt.config.maxPositionEmbeddings);
-  const rows = s.seqLen + 64;
+  const rows = s.seqLen + ANSWER_ROOM;
   const model: TrainModel<unknown> = gpu ? frozenGpuModel(gpu, ckpt.config, ckpt.weights, rows) : await frozenModel(ckpt.config, ckpt.weights, rows);
   const r = await trainRetainingHeads(model, ckpt.tokenizer, o);
   r.training.device = gpu ? 'gpu' : 'cpu';
