@@ -195,6 +195,8 @@ export function locretTrainSettings(o: LocretTrainOptions, maxLength: number) {
   if (!Array.isArray(tasks) || tasks.length === 0) throw new DuetError('tasks', `must list task kinds from ${TASK_KINDS.join(', ')}`);
   for (const t of tasks) if (!TASK_KINDS.includes(t)) throw new DuetError('tasks', `must be task kinds from ${TASK_KINDS.join(', ')} (got ${JSON.stringify(t)})`);
   const lengths: [number, number] = [Math.ceil(seqLen / 2), seqLen];
+  // MIN_LENGTH counts the bundled model's character tokens; subword tokenizers need fewer, so the
+  // check errs on the safe side (the generator would otherwise fail mid-run).
   for (const t of tasks) {
     if (MIN_LENGTH[t] > lengths[0]) throw new DuetError('seqLen', `${seqLen} is too short for ${t} prompts (drawn from ${lengths[0]}–${lengths[1]} tokens; ${t} needs ${MIN_LENGTH[t]}): use at least ${2 * MIN_LENGTH[t]} or leave ${t} out of the tasks`);
   }
