@@ -13,3 +13,4 @@ export function heapBase(): usize { return __heap_base; }
 export { trainAttentionForward, trainAttentionBackward, trainAttentionScratchFloats } from './train_attention';
 export { probeRead, probePeak, PEAK_PROBE_FLOPS } from './probe';
 export { simhashCodes, simhashScratchFloats, magicpigAttend, magicpigScratchFloats, lshBuildTables, lshTablesScratchFloats } from './magicpig';
+export { locretScores, locretScratchFloats } from './locret';

@@ -12,6 +12,7 @@ import { serveCommand } from './serve.js';
 import { DuetError } from '../errors.js';
 import { flagMessage } from './flags.js';
 import { quantizeCommand } from './quantize.js';
+import { locretCommand } from './locret.js';
 
 const USAGE = `duet — DuoAttention inference: retrieval heads on the GPU (WebGPU), streaming heads on the CPU (WASM SIMD)
 
@@ -58,6 +59,10 @@ Usage:
                 [--steps N] [--lr LR] [--reg L] [--lengths MIN,MAX] [--sink N --recent N] [--seed S]
                 [--samples N] [--echo-ratio R] [--induction-ratio R] [--json]
       finds retrieval heads and writes a DuoAttention pattern (tsv, config.json, identify.json, heads.svg)
+  duet locret train --model DIR [--out DIR] [--steps N] [--lr LR] [--seq-len N] [--tasks passkey,...] [--seed S]
+                    [--eval-samples N] [--device cpu|gpu|auto] [--force]
+      trains Locret retaining heads (backbone frozen) and saves locret.json + locret.safetensors
+      beside the model (or in --out); refuses to replace them without --force (docs/locret.md)
   duet quantize --model DIR --type f32|f16|q8_0|q4_0|q4_k --out FILE.gguf [--force] [--name NAME]
       writes the checkpoint (and its tokenizer) as one GGUF file that llama.cpp loads; rows that do not
       fill the type's blocks fall back (q4_k -> q4_0 -> f16) and are listed; --model FILE.gguf loads it
@@ -102,6 +107,7 @@ async function run(command: string, rest: string[]): Promise<number> {
     case 'identify': return identifyCommand(rest);
     case 'bench': return benchCommand(rest);
     case 'quantize': return quantizeCommand(rest);
+    case 'locret': return locretCommand(rest);
     default:
       process.stderr.write(`duet: unknown command "${command}"\n\n${USAGE}`);
       return 2;

@@ -2,7 +2,7 @@
 // written first and the json last, each atomically, and the json records the weights' SHA-256, so a
 // save cut short between the two is caught on load instead of pairing old json with new weights.
 import { existsSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { encodeLocretFiles, LOCRET_JSON, LOCRET_WEIGHTS, type LocretFileMeta, type LocretModelShape } from '../kv/locret/file.js';
 import type { RetainingHeads } from '../kv/locret/retaining-heads.js';
 import { writeFileAtomic } from './atomic.js';
@@ -24,4 +24,20 @@ export async function saveLocretHeads(dir: string, heads: RetainingHeads, config
   writeFileAtomic(paths[0], weights);
   writeFileAtomic(paths[1], json);
   return paths;
+}
+
+/**
+ * The folder `--out` names: a folder, or a path to its locret.json / locret.safetensors (the two
+ * names are fixed: the json names the weights, and a model's loader looks for locret.json).
+ */
+export function locretOutputFolder(out: string): string {
+  const name = basename(out);
+  if (name === LOCRET_JSON || name === LOCRET_WEIGHTS) return dirname(out) || '.';
+  if (/\.(json|safetensors)$/i.test(name)) throw new Error(`${out}: retaining heads are saved as ${LOCRET_JSON} + ${LOCRET_WEIGHTS} in a folder; give the folder (or its ${LOCRET_JSON})`);
+  return out;
+}
+
+/** The retaining-head files already in `dir`. */
+export function existingLocretFiles(dir: string): string[] {
+  return [LOCRET_WEIGHTS, LOCRET_JSON].map((n) => join(dir, n)).filter((p) => existsSync(p));
 }

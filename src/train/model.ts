@@ -286,6 +286,15 @@ export class TrainModel<T = Float32Array> {
     return this.k.slice(this.acts[layer].probs, 0, this.c.heads * this.rows * this.rows);
   }
 
+  /**
+   * A layer's attention inputs from the last forward pass: q [rows][heads·hd] and k [rows][kvHeads·hd]
+   * after RoPE (rotated in place by forward), v [rows][kvHeads·hd]. Views, valid until the next pass.
+   */
+  attentionInputs(layer: number): { q: T; k: T; v: T } {
+    const a = this.acts[layer], T = this.rows, qd = this.c.heads * this.c.headDim, kvd = this.c.kvHeads * this.c.headDim;
+    return { q: this.k.slice(a.q, 0, T * qd), k: this.k.slice(a.k, 0, T * kvd), v: this.k.slice(a.v, 0, T * kvd) };
+  }
+
   /** Optional q/k/v biases per layer (qwen2), used by forward; frozen. */
   biases: Array<{ bq: T; bk: T; bv: T } | null> | null = null;
 }
