@@ -8,7 +8,7 @@
 // values are O(1).
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { KV_METHODS } from '../src/kv/registry.ts';
+import { groupHeads, KV_METHODS, kvMethod, methodsOfKinds } from '../src/kv/registry.ts';
 import { methodBytes, type KvGroupShape, type KvMethod, type KvSettings } from '../src/kv/method.ts';
 import type { KvReference } from '../src/kv/reference.ts';
 import type { Backend } from '../src/backend/contract.ts';
@@ -105,6 +105,15 @@ test('the registry names each method once, and each has a reference with variant
   assert.ok(KV_METHODS.length >= 2);
   assert.is(new Set(KV_METHODS.map((m) => m.name)).size, KV_METHODS.length);
   for (const m of KV_METHODS) assert.ok((await referenceOf(m)).variants.length > 0, m.name);
+});
+
+test('head kinds become method names; a layer groups its heads in registry order; unknown names are refused', () => {
+  const methods = methodsOfKinds([[false, true, false, true], [true, true, true, true]]);
+  assert.equal(methods, [['streaming', 'full', 'streaming', 'full'], ['full', 'full', 'full', 'full']]);
+  assert.equal(groupHeads(methods[0]).map((g) => [g.method.name, g.kvHeads]), [['full', [1, 3]], ['streaming', [0, 2]]]);
+  assert.equal(groupHeads(methods[1]).map((g) => [g.method.name, g.kvHeads]), [['full', [0, 1, 2, 3]]]);
+  assert.is(kvMethod('streaming').home, 'side');
+  assert.throws(() => groupHeads(['full', 'locret']), /unknown KV method "locret" \(registered: full, streaming\)/);
 });
 
 for (const method of KV_METHODS) {
