@@ -12,7 +12,7 @@ import { loadCheckpoint } from '../src/model/checkpoint.ts';
 import { nodeModelFiles } from '../src/node/files.ts';
 import { Sampler } from '../src/engine/sampler.ts';
 import { Engine } from '../src/engine/engine.ts';
-import { ringWindow } from '../src/engine/session.ts';
+import { ringWindow } from '../src/kv/streaming/method.ts';
 import { projectKvMemory } from '../src/attention/memory.ts';
 import { applySlidingWindow } from '../src/attention/sliding-window.ts';
 import { allHeads } from '../src/attention/pattern.ts';

@@ -26,14 +26,14 @@ const LLAMA3_8B = {
   num_hidden_layers: 32, vocab_size: 128256, max_position_embeddings: 8192, tie_word_embeddings: true,
 };
 
-test('the plan is what DeviceModel and Session allocate (f32 and q8_0 weights, f32/f16/int8 KV, mixed heads, bias, untied, short and long capacity)', async () => {
+test('the plan is what DeviceModel and Session allocate (f32 and q8_0 weights, f32/f16/int8 KV, compensation, mixed heads, bias, untied, short and long capacity)', async () => {
   const ck = await tempCheckpoint({ layers: 3, hidden: 64, heads: 4, kvHeads: 2, intermediate: 96, vocab: 301, attentionBias: true, modelType: 'qwen2' });
   const kinds = [[true, false], [false, false], [true, true]];
   const window = { sink: 2, recent: 5 };
-  for (const [weights, kvDtype] of [['f32', 'f32'], ['q8_0', 'f32'], ['f32', 'f16'], ['q8_0', 'int8']] as const) {
-    const engine = await Engine.create(ck.config, ck.weights, { device: 'cpu', kinds, window, weights, kvDtype, createCpu: undefined });
+  for (const [weights, kvDtype, compensation] of [['f32', 'f32', false], ['q8_0', 'f32', false], ['f32', 'f16', false], ['q8_0', 'int8', false], ['f32', 'f16', true]] as const) {
+    const engine = await Engine.create(ck.config, ck.weights, { device: 'cpu', kinds, window, weights, kvDtype, compensation, createCpu: undefined });
     try {
-      const shape: PlacementShape = { config: ck.config, kinds, window, main: 'cpu', streaming: 'cpu', kvDtype };
+      const shape: PlacementShape = { config: ck.config, kinds, window, main: 'cpu', streaming: 'cpu', kvDtype, compensation };
       assert.is(placedWeightBytes(shape, weights, weights === 'f32' ? undefined : 4 * 301 * 64), engine.model.weightBytes, weights);
       const cpu = engine.cpu as unknown as CpuBackend;
       for (const [capacity, rows] of [[4, 3], [37, 11]]) {
@@ -44,11 +44,12 @@ test('the plan is what DeviceModel and Session allocate (f32 and q8_0 weights, f
         assert.is(plan.cpu.kv, kv.retrievalBytes + kv.streamingBytes, `kv at ${capacity}`);
         // 3 retrieval KV heads of dim 16 in the dtype's rows (64, 32 or 16 + 4 bytes), K and V; rings f32.
         assert.is(kv.retrievalBytes, 3 * capacity * 2 * { f32: 64, f16: 32, int8: 20 }[kvDtype], `${kvDtype} full caches at ${capacity}`);
-        assert.is(kv.streamingBytes, 3 * Math.min(capacity, 7) * 2 * 64, `f32 rings at ${capacity}`);
+        // With compensation, each streaming KV head also keeps a key sum and a value sum (f32).
+        assert.is(kv.streamingBytes, 3 * Math.min(capacity, 7) * 2 * 64 + (compensation ? 3 * 2 * 64 : 0), `f32 rings at ${capacity}`);
         assert.is(plan.gpu.total, 0);
-        // The heap grew by the session's buffers: activations + KV, each rounded up to 16 bytes (≤ 21 buffers here).
+        // The heap grew by the session's buffers: activations + KV, each rounded up to 16 bytes (≤ 25 buffers here).
         const grown = cpu.memoryBytes - before;
-        assert.ok(grown >= plan.cpu.kv + plan.cpu.activations && grown <= plan.cpu.kv + plan.cpu.activations + 16 * 21, `heap grew ${grown}, planned ${plan.cpu.kv + plan.cpu.activations}`);
+        assert.ok(grown >= plan.cpu.kv + plan.cpu.activations && grown <= plan.cpu.kv + plan.cpu.activations + 16 * 25, `heap grew ${grown}, planned ${plan.cpu.kv + plan.cpu.activations}`);
         session.dispose();
       }
     } finally {

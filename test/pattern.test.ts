@@ -85,6 +85,9 @@ test('memory projection: Llama-3-8B shape at 1M tokens, 50% streaming, f16 and i
   assert.is(projectKvMemory(kinds, 128, 1 << 20, { sink: 128, recent: 256 }, 'int8').gpu_bytes, 128 * (1 << 20) * 2 * 132);
   // Short contexts: the ring is never larger than the context.
   assert.is(projectKvMemory(kinds, 128, 100, { sink: 128, recent: 256 }, 'f16').cpu_bytes, 128 * 100 * ringPerToken);
+  // Compensation: each streaming KV head also keeps its key and value sums (f32); full caches unchanged.
+  const c = projectKvMemory(kinds, 128, 1 << 20, { sink: 128, recent: 256 }, 'f16', true);
+  assert.equal([c.cpu_bytes, c.gpu_bytes, c.full_bytes], [p.cpu_bytes + 128 * 2 * 128 * 4, p.gpu_bytes, p.full_bytes]);
 });
 
 test.run();

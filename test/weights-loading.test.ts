@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Engine } from '../src/engine/engine.ts';
-import { splitSide } from '../src/engine/head-split.ts';
+import { splitGroup } from '../src/engine/head-split.ts';
 import { loadCheckpoint } from '../src/model/checkpoint.ts';
 import { concatBytes, parseGgufHeader } from '../src/model/gguf.ts';
 import { unpermuteRows } from '../src/model/gguf-model.ts';
@@ -115,7 +115,7 @@ test('heads split in packed form: byte-exact gather when a KV group fills whole 
     };
     const dq = { ...f, wq: dequantizeMatrix(p.wq), wk: dequantizeMatrix(p.wk), wv: dequantizeMatrix(p.wv), wo: dequantizeMatrix(p.wo) };
     const kv = [1, 3];
-    const side = splitSide(p, geo, kv), want = splitSide(dq, geo, kv);
+    const side = splitGroup(p, geo, kv), want = splitGroup(dq, geo, kv);
     for (const k of ['wq', 'wk', 'wv', 'wo'] as const) {
       assert.ok(matrixF32(side[k]).every((v, i) => v === matrixF32(want[k])[i]), `${dtype} d${headDim} ${k}`);
     }
@@ -123,7 +123,7 @@ test('heads split in packed form: byte-exact gather when a KV group fills whole 
     assert.is(side.wo.dtype, aligned ? dtype : 'f32', `${dtype} d${headDim}: O stays ${aligned ? dtype : 'f32'}`);
     if (aligned) assert.is(side.wo.data.byteLength, packedBytes(side.wo));
     // Every head on one side: the layer's own matrices, not copies.
-    assert.is(splitSide(p, geo, [0, 1, 2, 3]).wq, p.wq);
+    assert.is(splitGroup(p, geo, [0, 1, 2, 3]).wq, p.wq);
   }
 });
 

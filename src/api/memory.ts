@@ -34,6 +34,7 @@ export function kvMemory(config: ModelConfig, o: KvMemoryOptions): KvMemory {
   if (windowed.limit && o.context > windowed.limit.tokens) {
     throw new DuetError('context', `${o.context}: ${windowed.limit.reason}; the engine refuses sequences over ${windowed.limit.tokens} tokens`);
   }
-  const p = projectKvMemory(windowed.kinds, config.headDim, o.context, windowed.window ?? { sink: 0, recent: 1 }, kvDtype);
+  const p = projectKvMemory(windowed.kinds, config.headDim, o.context, windowed.window ?? { sink: 0, recent: 1 }, kvDtype, heads.compensation,
+    config.numHeads / config.numKvHeads);
   return { ...p, kvDtype, heads: heads.description, note: windowed.note };
 }

@@ -569,7 +569,10 @@ function modelInfo(engine: Engine, checkpoint: Checkpoint, heads: ResolvedHeads,
  */
 function fitContext(engine: Engine, asked: number | undefined, prefillChunk: number | undefined, notice: (m: string) => void): number {
   const m = engine.model;
-  const shape: PlacementShape = { config: engine.config, kinds: m.kinds, window: m.window, main: m.main.kind, streaming: m.streamingBackend.kind, kvDtype: engine.kvDtype };
+  const shape: PlacementShape = {
+    config: engine.config, kinds: m.kinds, methods: m.methods, window: m.window, main: m.main.kind, streaming: m.streamingBackend.kind,
+    kvDtype: engine.kvDtype, compensation: m.compensation,
+  };
   const context = asked ?? engine.config.maxPositionEmbeddings;
   const rows = Math.min(prefillChunk ?? 512, context);
   const plan = planMemory(shape, m.weightBytes, context, rows);

@@ -1,8 +1,12 @@
 // Projected KV-cache memory of full attention vs a DuoAttention pattern, for any model and context,
-// byte for byte as a Session allocates it: full caches in the KV dtype's rows (backend/kv-dtype.ts),
-// streaming rings in f32 (the rings are constant-size and always f32).
+// byte for byte as a Session allocates it: each head group's cache as its KV method lays it out
+// (src/kv/): full caches in the KV dtype's rows (backend/kv-dtype.ts), streaming rings in f32 (the
+// rings are constant-size and always f32, plus the compensation sums when they are kept).
 import { DuetError } from '../errors.js';
-import { kvRowBytes, type KvDType } from '../backend/kv-dtype.js';
+import type { KvDType } from '../backend/kv-dtype.js';
+import { methodBytes, type KvSettings } from '../kv/method.js';
+import { fullMethod } from '../kv/full/method.js';
+import { groupHeads, methodsOfKinds } from '../kv/registry.js';
 import type { HeadKinds } from './pattern.js';
 
 export interface MemoryProjection {
@@ -20,21 +24,28 @@ export interface MemoryProjection {
   streaming_heads: number;
 }
 
+/**
+ * `group` (query heads per KV head) only matters to methods whose bytes depend on it; full and
+ * streaming caches do not. `compensation`: the streaming heads keep the compensation sums.
+ */
 export function projectKvMemory(kinds: HeadKinds, headDim: number, context: number,
-  window: { sink: number; recent: number }, kvDtype: KvDType): MemoryProjection {
+  window: { sink: number; recent: number }, kvDtype: KvDType, compensation = false, group = 1): MemoryProjection {
   if (!(Number.isInteger(context) && context >= 1)) throw new DuetError('context', `must be a positive integer (got ${context})`);
-  const perToken = 2 * kvRowBytes(headDim, kvDtype); // K and V of one head, one position
-  const ringPerToken = 2 * kvRowBytes(headDim, 'f32');
-  let retrieval = 0, streaming = 0;
-  for (const row of kinds) for (const r of row) (r ? retrieval++ : streaming++);
-  const ringTokens = Math.min(context, window.sink + window.recent);
-  const gpu = retrieval * context * perToken;
-  const cpu = streaming * ringTokens * ringPerToken;
+  const settings: KvSettings = { kvDtype, window, compensation };
+  const bytes = { main: 0, side: 0 }, heads: Record<string, number> = {};
+  let full = 0;
+  for (const row of methodsOfKinds(kinds)) {
+    full += methodBytes(fullMethod, { numKvHeads: row.length, group, headDim }, context, settings);
+    for (const g of groupHeads(row)) {
+      bytes[g.method.home] += methodBytes(g.method, { numKvHeads: g.kvHeads.length, group, headDim }, context, settings);
+      heads[g.method.name] = (heads[g.method.name] ?? 0) + g.kvHeads.length;
+    }
+  }
   return {
     context, kvDtype,
-    full_bytes: (retrieval + streaming) * context * perToken,
-    duo_bytes: gpu + cpu, gpu_bytes: gpu, cpu_bytes: cpu,
-    retrieval_heads: retrieval, streaming_heads: streaming,
+    full_bytes: full,
+    duo_bytes: bytes.main + bytes.side, gpu_bytes: bytes.main, cpu_bytes: bytes.side,
+    retrieval_heads: heads.full ?? 0, streaming_heads: heads.streaming ?? 0,
   };
 }
 

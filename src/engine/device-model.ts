@@ -1,14 +1,21 @@
 // A checkpoint's weights placed on the devices: every projection on the main backend, with each
-// layer's attention weights split once into a retrieval side and a streaming side (head-split.ts).
+// layer's attention weights split once into one head group per KV method (head-split.ts); each
+// group attends on its method's home backend (src/kv/method.ts).
 import type { Backend, DeviceTensor, StreamingWindow } from '../backend/contract.js';
 import type { HeadKinds } from '../attention/pattern.js';
-import { splitSide, type SideWeights } from './head-split.js';
+import { groupHeads, KV_METHODS, methodsOfKinds, type HeadMethods } from '../kv/registry.js';
+import type { KvMethod } from '../kv/method.js';
+import { splitGroup, type GroupWeights } from './head-split.js';
 import type { ModelConfig } from '../model/config.js';
 import { ropeInvFreq } from '../model/config.js';
 import { asPacked, convertMatrix, matrixBytes, type ModelWeights, type WeightMatrix } from '../model/weights.js';
 import type { PackedMatrix, WeightDType } from '../model/quant.js';
 
-export interface DeviceSide {
+/** The KV heads of one layer that share a method, their weights (on the main backend) and where they attend. */
+export interface DeviceHeadGroup {
+  method: KvMethod;
+  /** Where the group's cache lives and its attention runs. */
+  backend: Backend;
   kvHeads: number[];
   numHeads: number;
   numKvHeads: number;
@@ -20,17 +27,21 @@ export interface DeviceLayer {
   inputNorm: DeviceTensor;
   postNorm: DeviceTensor;
   wGate: DeviceTensor; wUp: DeviceTensor; wDown: DeviceTensor;
-  /** Heads with a full KV cache on the main backend (null when the layer has none). */
-  retrieval: DeviceSide | null;
-  /** Heads with a sink + recent ring on the streaming backend (null when none). */
-  streaming: DeviceSide | null;
+  /** The layer's heads by method, in registry order (their O projections are summed in this order). */
+  groups: DeviceHeadGroup[];
 }
 
 export interface DeviceModelOptions {
   main: Backend;
-  /** Where streaming heads attend: the CPU backend for the split placement, else `main`. */
+  /**
+   * The side backend, where methods whose home is 'side' (the streaming heads) attend: the CPU
+   * backend for the split placement, else `main`.
+   */
   streamingBackend: Backend;
+  /** Retrieval (true) / streaming (false) per layer per KV head, as patterns give them. */
   kinds: HeadKinds;
+  /** The KV method of each (layer, KV head), by name (src/kv/registry.ts); default: from `kinds`. */
+  methods?: HeadMethods;
   window: StreamingWindow;
   /** Streaming heads keep and attend RazorAttention's compensation token (default false). */
   compensation?: boolean;
@@ -68,6 +79,7 @@ export class DeviceModel {
   readonly main: Backend;
   readonly streamingBackend: Backend;
   readonly kinds: HeadKinds;
+  readonly methods: HeadMethods;
   readonly window: StreamingWindow;
   readonly compensation: boolean;
   /** Bytes of weights uploaded to the main backend. */
@@ -82,10 +94,13 @@ export class DeviceModel {
     this.main = main;
     this.streamingBackend = options.streamingBackend;
     this.kinds = options.kinds;
+    this.methods = options.methods ?? methodsOfKinds(options.kinds);
     this.window = options.window;
     this.compensation = options.compensation ?? false;
-    if (options.kinds.length !== config.numLayers || options.kinds.some((row) => row.length !== config.numKvHeads)) {
-      throw new Error(`head pattern shape ${options.kinds.length}×${options.kinds[0]?.length} does not match the model (${config.numLayers} layers × ${config.numKvHeads} KV heads)`);
+    for (const [what, rows] of [['head pattern', options.kinds], ['head methods', this.methods]] as const) {
+      if (rows.length !== config.numLayers || rows.some((row) => row.length !== config.numKvHeads)) {
+        throw new Error(`${what} shape ${rows.length}×${rows[0]?.length} does not match the model (${config.numLayers} layers × ${config.numKvHeads} KV heads)`);
+      }
     }
     let bytes = 0;
     const dtype = options.weights ?? 'keep';
@@ -101,8 +116,8 @@ export class DeviceModel {
       return main.uploadWeight(m);
     };
     const { hiddenSize: H, headDim: D, intermediateSize: I, vocabSize: V } = config;
-    const upSide = (s: SideWeights): DeviceSide => ({
-      kvHeads: s.kvHeads, numHeads: s.numHeads, numKvHeads: s.numKvHeads,
+    const upGroup = (method: KvMethod, s: GroupWeights): DeviceHeadGroup => ({
+      method, backend: method.home === 'main' ? main : options.streamingBackend, kvHeads: s.kvHeads, numHeads: s.numHeads, numKvHeads: s.numKvHeads,
       wq: upW(s.wq, s.numHeads * D, H), wk: upW(s.wk, s.numKvHeads * D, H), wv: upW(s.wv, s.numKvHeads * D, H), wo: upW(s.wo, H, s.numHeads * D),
       bq: s.bq && up(s.bq), bk: s.bk && up(s.bk), bv: s.bv && up(s.bv),
     });
@@ -115,15 +130,11 @@ export class DeviceModel {
     else { const e = asPacked(weights.embed, V, H); bytes += matrixBytes(e); this.embed = main.uploadWeight(e); }
     const { numHeads: NH, numKvHeads: NKV } = config;
     weights.layers.forEach((lw, l) => {
-      const kinds = options.kinds[l];
-      const retrievalHeads = kinds.flatMap((r, h) => (r ? [h] : []));
-      const streamingHeads = kinds.flatMap((r, h) => (r ? [] : [h]));
       const attn = { ...lw, wq: conv(lw.wq, NH * D, H), wk: conv(lw.wk, NKV * D, H), wv: conv(lw.wv, NKV * D, H), wo: conv(lw.wo, H, NH * D) };
       this.layers.push({
         inputNorm: up(lw.inputNorm), postNorm: up(lw.postNorm),
         wGate: upW(conv(lw.wGate, I, H), I, H), wUp: upW(conv(lw.wUp, I, H), I, H), wDown: upW(conv(lw.wDown, H, I), H, I),
-        retrieval: retrievalHeads.length ? upSide(splitSide(attn, geo, retrievalHeads)) : null,
-        streaming: streamingHeads.length ? upSide(splitSide(attn, geo, streamingHeads)) : null,
+        groups: groupHeads(this.methods[l]).map((g) => upGroup(g.method, splitGroup(attn, geo, g.kvHeads))),
       });
     });
     this.finalNorm = up(weights.finalNorm);
@@ -133,13 +144,15 @@ export class DeviceModel {
     this.weightDType = formats.length ? formats.reduce((a, b) => (b[1] > a[1] ? b : a))[0] : 'f32';
   }
 
-  /** Largest per-layer head counts of each side (sizes the workspaces). */
-  maxHeads(side: 'retrieval' | 'streaming'): { numHeads: number; numKvHeads: number } {
-    let numHeads = 0, numKvHeads = 0;
+  /** Largest per-layer head counts of each method's groups (sizes the workspaces), in registry order. */
+  maxHeads(): Map<KvMethod, { numHeads: number; numKvHeads: number; backend: Backend }> {
+    const out = new Map<KvMethod, { numHeads: number; numKvHeads: number; backend: Backend }>();
     for (const layer of this.layers) {
-      const s = layer[side];
-      if (s) { numHeads = Math.max(numHeads, s.numHeads); numKvHeads = Math.max(numKvHeads, s.numKvHeads); }
+      for (const g of layer.groups) {
+        const m = out.get(g.method) ?? { numHeads: 0, numKvHeads: 0, backend: g.backend };
+        out.set(g.method, { numHeads: Math.max(m.numHeads, g.numHeads), numKvHeads: Math.max(m.numKvHeads, g.numKvHeads), backend: g.backend });
+      }
     }
-    return { numHeads, numKvHeads };
+    return new Map([...out].sort(([a], [b]) => KV_METHODS.indexOf(a) - KV_METHODS.indexOf(b)));
   }
 }

@@ -7,6 +7,7 @@ import { calibratePlacement, choosePlacement, type PlacementCalibration, type Pl
 import { Sampler, type SamplingOptions } from './sampler.js';
 import { allHeads, countStreaming, type HeadKinds } from '../attention/pattern.js';
 import { applySlidingWindow } from '../attention/sliding-window.js';
+import { methodsOfKinds } from '../kv/registry.js';
 import { createCpuBackend } from '../cpu/backend.js';
 import { GpuBackend } from '../gpu/backend.js';
 import { counterDelta, type GpuContext, type GpuCounters } from '../gpu/context.js';
@@ -150,7 +151,9 @@ export class Engine {
     const weightDType = keep ? undefined : options.weights ?? defaultWeightDType(config, main.kind);
     // Planned before anything is allocated: weights that cannot fit the CPU backend's memory are refused
     // here rather than by an allocation failure halfway through placing them.
-    const shape: PlacementShape = { config, kinds, window, main: main.kind, streaming: streamingBackend.kind, kvDtype };
+    // The users' head kinds become per-head KV method names once, here (src/kv/registry.ts).
+    const methods = methodsOfKinds(kinds);
+    const shape: PlacementShape = { config, kinds, methods, window, main: main.kind, streaming: streamingBackend.kind, kvDtype, compensation };
     const untiedEmbed = weights.embed === weights.lmHead ? undefined : matrixBytes(weights.embed);
     const weightBytes = weightDType ? placedWeightBytes(shape, weightDType, untiedEmbed) : heldWeightBytes(weights);
     let model: DeviceModel;
@@ -158,7 +161,7 @@ export class Engine {
       checkCpuPlan(planMemory(shape, weightBytes, 1, 1), 'weights', weightDType ?? 'as stored',
         main.kind === 'cpu' ? "store them smaller (weights 'q4_0' or 'q4_k') or run the model on a GPU" : 'use fewer streaming heads');
       if (!options.weights && weightDType && weightDType !== 'f32') notice(`weights stored as ${weightDType} (f32 would need ${(matmulWeightBytes(config) / 2 ** 30).toFixed(1)} GiB of WebAssembly memory); choose with the weights option`);
-      model = new DeviceModel(config, weights, { main, streamingBackend, kinds, window, compensation, weights: weightDType });
+      model = new DeviceModel(config, weights, { main, streamingBackend, kinds, methods, window, compensation, weights: weightDType });
     } catch (e) {
       cpu.destroy();
       gpu?.destroy();

@@ -1,9 +1,9 @@
-// Reorders a layer's attention weights once, at load, so that each side's heads are contiguous:
-// the retrieval side's Q/K/V rows and O columns form one set of matrices and the streaming side's
-// another. Every query head of a GQA group follows its KV head. Packed weights are split in their
+// Reorders a layer's attention weights once, at load, so that each head group's heads (the KV heads
+// of one KV method, src/kv/) are contiguous: a group's Q/K/V rows and O columns form one set of
+// matrices. Every query head of a GQA group follows its KV head. Packed weights are split in their
 // own format: rows are whole, and O's columns are cut at block boundaries when a KV head's group of
 // query heads fills whole blocks (any f16 matrix; Q8_0/Q4_0 for group·head_dim a multiple of 32,
-// Q4_K of 256). Otherwise that side's O columns are stored as the f32 values they decode to (exact).
+// Q4_K of 256). Otherwise that group's O columns are stored as the f32 values they decode to (exact).
 import { blockBytes, blockSize, rowBytes, type PackedMatrix } from '../model/quant.js';
 import { asPacked, matrixF32, type WeightMatrix } from '../model/weights.js';
 
@@ -19,14 +19,14 @@ export interface HeadGeometry {
   headDim: number;
 }
 
-/** One side's slice of a layer: the KV heads it owns and their weights. */
-export interface SideWeights {
+/** One head group's slice of a layer: the KV heads it owns and their weights. */
+export interface GroupWeights {
   kvHeads: number[];
   numHeads: number;
   numKvHeads: number;
   wq: PackedMatrix; wk: PackedMatrix; wv: PackedMatrix;
   bq: Float32Array | null; bk: Float32Array | null; bv: Float32Array | null;
-  /** O projection columns of this side's query heads, as an [hidden][numHeads·headDim] matrix. */
+  /** O projection columns of this group's query heads, as an [hidden][numHeads·headDim] matrix. */
   wo: PackedMatrix;
 }
 
@@ -67,13 +67,13 @@ export function queryHeadsOf(kvHeads: number[], group: number): number[] {
   return kvHeads.flatMap((kv) => Array.from({ length: group }, (_, g) => kv * group + g));
 }
 
-export function splitSide(w: AttentionWeights, geo: HeadGeometry, kvHeads: number[]): SideWeights {
+export function splitGroup(w: AttentionWeights, geo: HeadGeometry, kvHeads: number[]): GroupWeights {
   const { hidden, numHeads, numKvHeads, headDim } = geo;
   const group = numHeads / numKvHeads;
   const qHeads = queryHeadsOf(kvHeads, group);
   const wq = asPacked(w.wq, numHeads * headDim, hidden), wk = asPacked(w.wk, numKvHeads * headDim, hidden);
   const wv = asPacked(w.wv, numKvHeads * headDim, hidden), wo = asPacked(w.wo, hidden, numHeads * headDim);
-  // One side with every head: the layer's own matrices, no copy.
+  // One group with every head: the layer's own matrices, no copy.
   if (kvHeads.length === numKvHeads && kvHeads.every((h, i) => h === i)) {
     return { kvHeads, numHeads, numKvHeads, wq, wk, wv, wo, bq: w.bq, bk: w.bk, bv: w.bv };
   }

@@ -10,7 +10,9 @@ import { DuetError } from '../errors.js';
 import type { ModelConfig } from '../model/config.js';
 import { rowBytes, type WeightDType } from '../model/quant.js';
 import { matrixBytes, type ModelWeights } from '../model/weights.js';
-import { kvRowBytes, type KvDType } from '../backend/kv-dtype.js';
+import type { KvDType } from '../backend/kv-dtype.js';
+import { methodBytes, type KvMethod, type KvSettings } from '../kv/method.js';
+import { groupHeads, methodsOfKinds, type HeadMethods } from '../kv/registry.js';
 
 /** wasm32's address space: the most the CPU backend's memory can grow to. */
 export const WASM_MEMORY_BYTES = 2 ** 32;
@@ -21,12 +23,21 @@ export interface PlacementShape {
   config: ModelConfig;
   /** Retrieval (true) / streaming (false) per layer per KV head, the model's sliding window applied. */
   kinds: HeadKinds;
+  /** The KV method of each (layer, KV head), by name; default: from `kinds`. */
+  methods?: HeadMethods;
   window: StreamingWindow;
-  /** Where the weights, full caches and activations live; where the streaming rings live. */
+  /** Where the weights, full caches and activations live; where methods whose home is 'side' (the streaming rings) live. */
   main: 'cpu' | 'gpu';
   streaming: 'cpu' | 'gpu';
   /** Storage of the full caches (default f32); the rings are f32. */
   kvDtype?: KvDType;
+  /** Streaming heads keep RazorAttention's compensation sums (default false). */
+  compensation?: boolean;
+}
+
+/** Each layer's head groups (KV method and head count), as DeviceModel builds them. */
+function layerGroups(p: PlacementShape): Array<Array<{ method: KvMethod; kvHeads: number }>> {
+  return (p.methods ?? methodsOfKinds(p.kinds)).map((row) => groupHeads(row).map((g) => ({ method: g.method, kvHeads: g.kvHeads.length })));
 }
 
 export interface DeviceBytes { weights: number; kv: number; activations: number; total: number }
@@ -47,39 +58,41 @@ export function placedWeightBytes(p: PlacementShape, dtype: WeightDType, embedBy
   };
   const lmHead = V * rowBytes(dtype, H);
   let bytes = lmHead + (p.config.tieWordEmbeddings ? 0 : embedBytes ?? lmHead) + 4 * H + 4 * (D / 2);
-  for (const row of p.kinds) {
-    const retrieval = row.filter((r) => r).length;
-    bytes += 8 * H + 2 * I * rowBytes(dtype, H) + H * rowBytes(dtype, I) + side(retrieval) + side(row.length - retrieval);
+  for (const groups of layerGroups(p)) {
+    bytes += 8 * H + 2 * I * rowBytes(dtype, H) + H * rowBytes(dtype, I) + groups.reduce((n, g) => n + side(g.kvHeads), 0);
   }
   return bytes;
 }
 
 /**
  * Every device's bytes for weights of `weightBytes` (on the main device) and one session of
- * `context` positions prefilling `rows` tokens at a time, as Session allocates them (full caches in
- * the shape's kvDtype, rings and activations f32).
+ * `context` positions prefilling `rows` tokens at a time, as Session allocates them (each group's
+ * cache as its KV method lays it out, activations f32).
  */
 export function planMemory(p: PlacementShape, weightBytes: number, context: number, rows: number): MemoryPlan {
   const { hiddenSize: H, intermediateSize: I, headDim: D, vocabSize: V } = p.config;
   const group = p.config.numHeads / p.config.numKvHeads;
-  const ringSlots = Math.min(p.window.sink + p.window.recent, context);
-  const fullRow = kvRowBytes(D, p.kvDtype ?? 'f32');
+  const settings: KvSettings = { kvDtype: p.kvDtype ?? 'f32', window: p.window, compensation: p.compensation ?? false };
   const plan: MemoryPlan = { cpu: zero(), gpu: zero() };
-  let maxRetrieval = 0, maxStreaming = 0;
-  for (const row of p.kinds) {
-    const retrieval = row.filter((r) => r).length;
-    const streaming = row.length - retrieval;
-    maxRetrieval = Math.max(maxRetrieval, retrieval);
-    maxStreaming = Math.max(maxStreaming, streaming);
-    plan[p.main].kv += 2 * retrieval * context * fullRow;
-    plan[p.streaming].kv += 8 * streaming * ringSlots * D;
+  const deviceOf = (m: KvMethod) => (m.home === 'main' ? p.main : p.streaming);
+  // Largest group of each method over the layers (Session sizes one workspace per method).
+  const most = new Map<KvMethod, number>();
+  for (const groups of layerGroups(p)) {
+    for (const g of groups) {
+      most.set(g.method, Math.max(most.get(g.method) ?? 0, g.kvHeads));
+      plan[deviceOf(g.method)].kv += methodBytes(g.method, { numKvHeads: g.kvHeads, group, headDim: D }, context, settings);
+    }
   }
-  // Per side q, k, v, out for `rows` tokens (Session's SideBuffers).
-  const side = (kvHeads: number) => (kvHeads ? 4 * rows * D * (2 * kvHeads * group + 2 * kvHeads) : 0);
-  plan[p.main].activations += 4 * (rows * (3 * H + 2 * I) + H + V) + side(maxRetrieval) + side(maxStreaming);
-  if (p.streaming !== p.main && maxStreaming) {
-    plan[p.streaming].activations += side(maxStreaming);
-    plan[p.main].activations += 4 * rows * D * (maxStreaming * group + 2 * maxStreaming); // the packed q|k|v transfer
+  // Per method q, k, v, out for `rows` tokens (Session's GroupBuffers), again on the method's device
+  // when that is not the main one, which also holds the packed q|k|v transfer.
+  const buffers = (kvHeads: number) => 4 * rows * D * (2 * kvHeads * group + 2 * kvHeads);
+  plan[p.main].activations += 4 * (rows * (3 * H + 2 * I) + H + V);
+  for (const [method, kvHeads] of most) {
+    plan[p.main].activations += buffers(kvHeads);
+    if (deviceOf(method) !== p.main) {
+      plan[deviceOf(method)].activations += buffers(kvHeads);
+      plan[p.main].activations += 4 * rows * D * (kvHeads * group + 2 * kvHeads);
+    }
   }
   plan[p.main].weights = weightBytes;
   for (const d of [plan.cpu, plan.gpu]) d.total = d.weights + d.kv + d.activations;

@@ -1,0 +1,82 @@
+// Full attention: every position of every KV head kept, in the session's KV dtype (f32, f16 or int8;
+// row layout in src/backend/kv-dtype.ts). Kernels: Backend.kvAppend and Backend.attention
+// (assembly/attention.ts, assembly/kv_dtype.ts; wgsl/kv_cache.wgsl, wgsl/attention.wgsl,
+// wgsl/attention_combine.wgsl).
+//
+// Layout: K and V caches, head-major [numKvHeads][capacity] rows of kvRowWords(headDim, dtype) words.
+// The attention kernel reads the chunk from the cache, so attend() writes the chunk's rows first
+// (slots pastLen…, which hold nothing yet) and append() then has nothing left to store.
+import type { Backend, DeviceTensor } from '../../backend/contract.js';
+import { kvRowWords, type KvDType } from '../../backend/kv-dtype.js';
+import { groupAttentionShape, tensorBytes, type KvGroupCache, type KvGroupShape, type KvMethod, type KvSettings, type KvTensorSpec } from '../method.js';
+
+function cacheWords(shape: KvGroupShape, capacity: number, dtype: KvDType): number {
+  return shape.numKvHeads * capacity * kvRowWords(shape.headDim, dtype);
+}
+
+class FullCache implements KvGroupCache {
+  private k: DeviceTensor;
+  private v: DeviceTensor;
+  /** The chunk attend() already stored, so that append() of the same chunk stores nothing again. */
+  private stored: { k: DeviceTensor; v: DeviceTensor; rows: number; pastLen: number } | null = null;
+
+  constructor(private readonly be: Backend, private readonly shape: KvGroupShape, private capacity: number,
+    private readonly dtype: KvDType) {
+    const words = cacheWords(shape, capacity, dtype);
+    this.k = be.alloc(words);
+    this.v = be.alloc(words);
+  }
+
+  bytes(): number {
+    return tensorBytes([this.k, this.v]);
+  }
+
+  attend(out: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, rows: number, pastLen: number): void {
+    this.store(k, v, rows, pastLen);
+    this.be.attention(out, q, this.k, this.v, groupAttentionShape(this.shape, rows, pastLen), this.capacity, this.dtype);
+  }
+
+  append(k: DeviceTensor, v: DeviceTensor, rows: number, pastLen: number): void {
+    const s = this.stored;
+    if (!(s && s.k === k && s.v === v && s.rows === rows && s.pastLen === pastLen)) this.store(k, v, rows, pastLen);
+    this.stored = null;
+  }
+
+  private store(k: DeviceTensor, v: DeviceTensor, rows: number, pastLen: number): void {
+    const { numKvHeads, headDim } = this.shape;
+    this.be.kvAppend(this.k, this.v, k, v, rows, numKvHeads, headDim, this.capacity, pastLen, this.dtype);
+    this.stored = { k, v, rows, pastLen };
+  }
+
+  grow(capacity: number, pastLen: number): void {
+    if (capacity <= this.capacity) return;
+    const W = kvRowWords(this.shape.headDim, this.dtype);
+    const grow = (old: DeviceTensor): DeviceTensor => {
+      const t = this.be.alloc(cacheWords(this.shape, capacity, this.dtype));
+      for (let h = 0; h < this.shape.numKvHeads; h++) this.be.copy(t, h * capacity * W, old, h * this.capacity * W, pastLen * W);
+      this.be.free(old);
+      return t;
+    };
+    this.k = grow(this.k);
+    this.v = grow(this.v);
+    this.capacity = capacity;
+    this.stored = null;
+  }
+
+  free(): void {
+    this.be.free(this.k);
+    this.be.free(this.v);
+  }
+}
+
+export const fullMethod: KvMethod = {
+  name: 'full',
+  home: 'main',
+  layout(shape: KvGroupShape, capacity: number, settings: KvSettings): KvTensorSpec[] {
+    const words = cacheWords(shape, capacity, settings.kvDtype);
+    return [{ name: `K (${settings.kvDtype})`, words }, { name: `V (${settings.kvDtype})`, words }];
+  },
+  create(backend: Backend, shape: KvGroupShape, capacity: number, settings: KvSettings): KvGroupCache {
+    return new FullCache(backend, shape, capacity, settings.kvDtype);
+  },
+};

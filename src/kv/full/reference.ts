@@ -1,0 +1,36 @@
+// Float64 reference of the full method: causal attention over every position, each key and value
+// row as the KV dtype stores it (src/backend/kv-dtype.ts's reference encoder, which the kernels
+// match bit for bit), so the only difference left to the method is f32 arithmetic.
+import { decodeKvRow, encodeKvRow, kvRowBytes, kvRowWords } from '../../backend/kv-dtype.js';
+import { attendTokens, RefHistory, type KvReference } from '../reference.js';
+
+export const reference: KvReference = {
+  variants: [
+    { label: 'f32', settings: { kvDtype: 'f32' } },
+    { label: 'f16', settings: { kvDtype: 'f16' } },
+    { label: 'int8', settings: { kvDtype: 'int8' } },
+  ],
+  open(shape, settings) {
+    const D = shape.headDim, dtype = settings.kvDtype;
+    const stored = (row: Float32Array) => {
+      const words = new Uint32Array(kvRowWords(D, dtype)), out = new Float32Array(D);
+      encodeKvRow(row, dtype, words);
+      decodeKvRow(words, 0, D, dtype, out);
+      return Float64Array.from(out);
+    };
+    const past = new RefHistory(shape, stored);
+    return {
+      attend(q, k, v, rows, pastLen) {
+        const all = new RefHistory(shape, stored);
+        all.k.push(...past.k.slice(0, pastLen)); all.v.push(...past.v.slice(0, pastLen));
+        all.put(k, v, rows, pastLen);
+        return attendTokens(q, rows, pastLen, shape, (i, h) =>
+          Array.from({ length: i + 1 }, (_, j) => ({ k: all.k[j][h], v: all.v[j][h], bias: 0 })));
+      },
+      append(k, v, rows, pastLen) { past.put(k, v, rows, pastLen); },
+    };
+  },
+  bytes(shape, capacity, settings) {
+    return 2 * shape.numKvHeads * capacity * kvRowBytes(shape.headDim, settings.kvDtype);
+  },
+};

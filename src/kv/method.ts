@@ -1,0 +1,80 @@
+// A KV-cache method: how one group of a layer's KV heads keeps its keys and values and attends over
+// them. Each method is one folder under src/kv/ on this small interface (kvpress-style) and one
+// entry in ./registry.ts; the coordinator (src/engine/session.ts) only ever sees this interface, and
+// test/kv-methods.test.ts runs every registered method on every backend against its reference.
+//
+// Per chunk of `rows` tokens at positions pastLen…, the coordinator calls attend() and then append()
+// on each group's cache, on the group's backend:
+//  - attend: each query row r (position pastLen + r) attends, causally, the positions the method
+//    keeps of [0, pastLen) and the chunk's own keys up to itself; what the cache holds is unchanged.
+//  - append: stores the chunk, so the next chunk sees positions [0, pastLen + rows).
+// Tensors are the Backend contract's (src/backend/contract.ts): q and out [rows][numKvHeads·group][headDim],
+// k and v [rows][numKvHeads][headDim], f32, keys after RoPE. Kernels are Backend ops for now.
+import type { Backend, DeviceTensor, StreamingWindow } from '../backend/contract.js';
+import type { KvDType } from '../backend/kv-dtype.js';
+
+/** The heads one cache serves: numKvHeads KV heads, each read by `group` query heads. */
+export interface KvGroupShape {
+  numKvHeads: number;
+  group: number;
+  headDim: number;
+}
+
+/** Options of a session that methods read (each reads its own; a new method adds its fields here). */
+export interface KvSettings {
+  /** Storage of full caches (the full method). */
+  kvDtype: KvDType;
+  /** Sink + recent window (the streaming method). */
+  window: StreamingWindow;
+  /** RazorAttention's compensation token (the streaming method). */
+  compensation: boolean;
+}
+
+/** One tensor of a cache: what it holds and its length in 32-bit words. */
+export interface KvTensorSpec {
+  name: string;
+  words: number;
+}
+
+export interface KvMethod {
+  /** The name patterns use for it (and its folder under src/kv/). */
+  readonly name: string;
+  /** Where its groups run: the main backend, or the side backend (the CPU in the split placement). */
+  readonly home: 'main' | 'side';
+  /** The tensors a cache allocates for `shape` with room for `capacity` positions. */
+  layout(shape: KvGroupShape, capacity: number, settings: KvSettings): KvTensorSpec[];
+  /** A cache on `backend` holding no positions yet, allocated exactly as layout() says. */
+  create(backend: Backend, shape: KvGroupShape, capacity: number, settings: KvSettings): KvGroupCache;
+}
+
+export interface KvGroupCache {
+  /** Bytes of the tensors it holds now. */
+  bytes(): number;
+  attend(out: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, rows: number, pastLen: number): void;
+  append(k: DeviceTensor, v: DeviceTensor, rows: number, pastLen: number): void;
+  /** Makes room for `capacity` positions (more than before), keeping positions [0, pastLen). */
+  grow(capacity: number, pastLen: number): void;
+  /** Releases its tensors; the cache must not be used afterwards. */
+  free(): void;
+}
+
+/** Bytes of a layout. */
+export function layoutBytes(specs: readonly KvTensorSpec[]): number {
+  return 4 * specs.reduce((n, s) => n + s.words, 0);
+}
+
+/** Projected bytes of one group's cache: what a cache created (or grown) at `capacity` holds. */
+export function methodBytes(method: KvMethod, shape: KvGroupShape, capacity: number, settings: KvSettings): number {
+  return layoutBytes(method.layout(shape, capacity, settings));
+}
+
+/** Bytes of live tensors (f32 words). */
+export function tensorBytes(tensors: ReadonlyArray<DeviceTensor | null>): number {
+  return 4 * tensors.reduce((n, t) => n + (t ? t.length : 0), 0);
+}
+
+/** The attention shape of a group's chunk (scale 1/√headDim). */
+export function groupAttentionShape(shape: KvGroupShape, rows: number, pastLen: number) {
+  const { numKvHeads, group, headDim } = shape;
+  return { rows, numHeads: numKvHeads * group, numKvHeads, headDim, pastLen, scale: 1 / Math.sqrt(headDim) };
+}

@@ -1,0 +1,95 @@
+// DuoAttention's streaming heads: the first `sink` positions and a ring of the last `recent`, with
+// RazorAttention's optional compensation token (the sums of the keys and values the ring evicted).
+// Kernels: Backend.streamingAttention and Backend.ringAppend (assembly/streaming.ts;
+// wgsl/streaming_attention.wgsl, wgsl/streaming_compensation.wgsl); the ring's slot layout and the
+// compensation semantics are in src/backend/contract.ts.
+//
+// Layout: K and V rings, head-major [numKvHeads][sink + recent][headDim] f32 (fewer slots while the
+// capacity is shorter, see ringWindow), and with compensation kSum, vSum [numKvHeads][headDim] f32.
+import type { Backend, Compensation, DeviceTensor, StreamingWindow } from '../../backend/contract.js';
+import { groupAttentionShape, tensorBytes, type KvGroupCache, type KvGroupShape, type KvMethod, type KvSettings, type KvTensorSpec } from '../method.js';
+
+/**
+ * The ring for a capacity: sink + recent slots, or `capacity` slots when fewer positions can ever be
+ * cached. Every position below the capacity then sees every earlier key under both windows (i <
+ * sink + recent means i − recent < sink), so the smaller ring computes the same attention.
+ */
+export function ringWindow(w: StreamingWindow, capacity: number): StreamingWindow {
+  if (capacity >= w.sink + w.recent) return w;
+  const sink = Math.min(w.sink, capacity - 1);
+  return { sink, recent: capacity - sink };
+}
+
+function ringWords(shape: KvGroupShape, ring: StreamingWindow): number {
+  return shape.numKvHeads * (ring.sink + ring.recent) * shape.headDim;
+}
+
+class StreamingCache implements KvGroupCache {
+  private ring: StreamingWindow;
+  private kRing: DeviceTensor;
+  private vRing: DeviceTensor;
+  private readonly comp: Compensation | null;
+
+  constructor(private readonly be: Backend, private readonly shape: KvGroupShape, capacity: number,
+    private readonly window: StreamingWindow, compensation: boolean) {
+    this.ring = ringWindow(window, capacity);
+    this.kRing = be.alloc(ringWords(shape, this.ring));
+    this.vRing = be.alloc(ringWords(shape, this.ring));
+    const D = shape.headDim;
+    this.comp = compensation ? { kSum: be.alloc(shape.numKvHeads * D), vSum: be.alloc(shape.numKvHeads * D) } : null;
+  }
+
+  bytes(): number {
+    return tensorBytes([this.kRing, this.vRing, this.comp?.kSum ?? null, this.comp?.vSum ?? null]);
+  }
+
+  attend(out: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, rows: number, pastLen: number): void {
+    this.be.streamingAttention(out, q, k, v, this.kRing, this.vRing, groupAttentionShape(this.shape, rows, pastLen), this.ring, this.comp);
+  }
+
+  append(k: DeviceTensor, v: DeviceTensor, rows: number, pastLen: number): void {
+    this.be.ringAppend(this.kRing, this.vRing, k, v, rows, this.shape.numKvHeads, this.shape.headDim, pastLen, this.ring, this.comp);
+  }
+
+  /**
+   * Rings shorter than sink + recent (a short capacity) hold positions 0…pastLen−1 in slots
+   * 0…pastLen−1, as the full-size ring would: growing copies them into rings for the new capacity.
+   * Such a ring has evicted nothing (see ringWindow), so the compensation sums are still zero.
+   */
+  grow(capacity: number, pastLen: number): void {
+    const next = ringWindow(this.window, capacity);
+    const oldSlots = this.ring.sink + this.ring.recent, newSlots = next.sink + next.recent;
+    if (newSlots === oldSlots) return;
+    const D = this.shape.headDim;
+    const grow = (old: DeviceTensor): DeviceTensor => {
+      const t = this.be.alloc(ringWords(this.shape, next));
+      for (let h = 0; h < this.shape.numKvHeads; h++) this.be.copy(t, h * newSlots * D, old, h * oldSlots * D, pastLen * D);
+      this.be.free(old);
+      return t;
+    };
+    this.kRing = grow(this.kRing);
+    this.vRing = grow(this.vRing);
+    this.ring = next;
+  }
+
+  free(): void {
+    for (const t of [this.kRing, this.vRing, this.comp?.kSum, this.comp?.vSum]) if (t) this.be.free(t);
+  }
+}
+
+export const streamingMethod: KvMethod = {
+  name: 'streaming',
+  home: 'side',
+  layout(shape: KvGroupShape, capacity: number, settings: KvSettings): KvTensorSpec[] {
+    const words = ringWords(shape, ringWindow(settings.window, capacity));
+    const specs = [{ name: 'K ring', words }, { name: 'V ring', words }];
+    if (settings.compensation) {
+      const sum = shape.numKvHeads * shape.headDim;
+      specs.push({ name: 'K sum (compensation)', words: sum }, { name: 'V sum (compensation)', words: sum });
+    }
+    return specs;
+  },
+  create(backend: Backend, shape: KvGroupShape, capacity: number, settings: KvSettings): KvGroupCache {
+    return new StreamingCache(backend, shape, capacity, settings.window, settings.compensation);
+  },
+};

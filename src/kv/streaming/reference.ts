@@ -1,0 +1,41 @@
+// Float64 reference of the streaming method: query i attends the keys j ≤ i with j < sink or
+// j > i − recent; with compensation also one token with the mean key and mean value of the positions
+// it no longer sees, [sink, i − recent], whose logit gets ln n for the n positions it stands for.
+import { attendTokens, RefHistory, type KvReference, type RefToken } from '../reference.js';
+
+export const reference: KvReference = {
+  variants: [
+    { label: 'sink 3 recent 8', settings: { window: { sink: 3, recent: 8 }, compensation: false } },
+    { label: 'sink 3 recent 8, compensation', settings: { window: { sink: 3, recent: 8 }, compensation: true } },
+    { label: 'sink 0 recent 5, compensation', settings: { window: { sink: 0, recent: 5 }, compensation: true } },
+    { label: 'sink 4 recent 1', settings: { window: { sink: 4, recent: 1 }, compensation: false } },
+  ],
+  open(shape, settings) {
+    const { sink, recent } = settings.window, D = shape.headDim;
+    const past = new RefHistory(shape);
+    return {
+      attend(q, k, v, rows, pastLen) {
+        const all = new RefHistory(shape);
+        all.k.push(...past.k.slice(0, pastLen)); all.v.push(...past.v.slice(0, pastLen));
+        all.put(k, v, rows, pastLen);
+        return attendTokens(q, rows, pastLen, shape, (i, h) => {
+          const seen: RefToken[] = [];
+          for (let j = 0; j <= i; j++) if (j < sink || j > i - recent) seen.push({ k: all.k[j][h], v: all.v[j][h], bias: 0 });
+          const n = i - recent + 1 - sink;
+          if (settings.compensation && n > 0) {
+            const km = new Float64Array(D), vm = new Float64Array(D);
+            for (let j = sink; j <= i - recent; j++) for (let d = 0; d < D; d++) { km[d] += all.k[j][h][d] / n; vm[d] += all.v[j][h][d] / n; }
+            seen.push({ k: km, v: vm, bias: Math.log(n) });
+          }
+          return seen;
+        });
+      },
+      append(k, v, rows, pastLen) { past.put(k, v, rows, pastLen); },
+    };
+  },
+  bytes(shape, capacity, settings) {
+    const { sink, recent } = settings.window;
+    const slots = Math.min(capacity, sink + recent);
+    return 4 * shape.numKvHeads * shape.headDim * (2 * slots + (settings.compensation ? 2 : 0));
+  },
+};
