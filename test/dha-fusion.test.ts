@@ -172,9 +172,14 @@ test('fusion step 0 is the original model exactly; gradients wrt ω, the base he
   // Make the fusion non-trivial, with multipliers on.
   f.sides.forEach((ls) => (['key', 'value'] as const).forEach((s) => ls[s].support.forEach((sup, h) => { for (const j of sup) ls[s].mix[h * tiny.heads + j] += (rnd.next() - 0.5) * 0.5; })));
   f.lambda.fill(0.8); f.phi.fill(0.5);
-  const objective = () => { f.writeModel(m); const lm = lossOf(m); const c = f.constraints(); let p = 0; for (let i = 0; i < c.length; i++) p += f.lambda[i] * c[i] + f.phi[i] * c[i] ** 2; return lm + p; };
-  objective();
-  const g = f.gradients(m.grads);
+  // Targets below and above c: the gap c − t changes sign between sides.
+  const targets = Float64Array.from(f.constraints(), (c, i) => c * (i % 2 ? 1.3 : 0.4));
+  const objective = () => { f.writeModel(m); const lm = lossOf(m); const c = f.constraints(); let p = 0; for (let i = 0; i < c.length; i++) p += f.lambda[i] * (c[i] - targets[i]) + f.phi[i] * (c[i] - targets[i]) ** 2; return lm + p; };
+  const before = objective();
+  const g = f.gradients(m.grads, targets);
+  assert.ok(Math.abs(lossOf(m) + g.penalty - before) <= 1e-5 * before, 'gradients() reports the penalty of the objective');
+  f.writeModel(m);
+  lossOf(m);
   const mixIdx: number[] = [];
   f.sides.forEach((ls, l) => (['key', 'value'] as const).forEach((s, k) => ls[s].support.forEach((sup, h) => { for (const j of sup) mixIdx.push((l * 2 + k) * 16 + h * 4 + j); })));
   check('ω', f.mix, g.mix, objective, 1e-2, mixIdx);
@@ -185,6 +190,17 @@ test('fusion step 0 is the original model exactly; gradients wrt ω, the base he
   check('base k_proj', f.params, g.params, objective, 1e-2, pick(kOff, 4 * 6 * 12));
   check('base v_proj', f.params, g.params, objective, 1e-2, pick(vOff, 4 * 6 * 12));
   check('q_proj (untouched by the fusion)', f.params, g.params, objective, 1e-2, pick(qOff, 4 * 6 * 12));
+});
+
+test('multiplier ascent: λ += η·(c − t), φ += η·(c − t)²', async () => {
+  const m = await tinyModel();
+  const { sigma } = measureHeads(m, [seq]);
+  const f = HeadFusion.fusion(m, groupsTiny, sigma);
+  const c = Float64Array.from([0.5, 0.2, 0.1, 0.4]), t = Float64Array.from([0.3, 0.4, 0, 0.4]);
+  f.ascend(c, 2, t);
+  f.ascend(c, 2, t);
+  assert.equal([...f.lambda].map((x) => +x.toFixed(12)), [0.8, -0.8, 0.4, 0]);
+  assert.equal([...f.phi].map((x) => +x.toFixed(12)), [0.16, 0.16, 0.04, 0]);
 });
 
 test('collapse: one head per group (the mean of the fused heads); the tied model shares K/V rows and sums their gradients', async () => {

@@ -12,7 +12,7 @@ import { Progress } from './progress.js';
 const options = {
   model: { type: 'string' }, out: { type: 'string' }, budget: { type: 'string' }, tokens: { type: 'string' }, method: { type: 'string' },
   'tokens-per-step': { type: 'string' }, 'fusion-share': { type: 'string' }, lr: { type: 'string' }, 'mix-lr': { type: 'string' },
-  'multiplier-lr': { type: 'string' }, 'max-len': { type: 'string' }, tasks: { type: 'string' }, seed: { type: 'string' },
+  'multiplier-lr': { type: 'string' }, 'ramp-share': { type: 'string' }, 'max-len': { type: 'string' }, tasks: { type: 'string' }, seed: { type: 'string' },
   'similarity-sequences': { type: 'string' }, 'validation-sequences': { type: 'string' }, 'eval-every': { type: 'string' },
   threads: { type: 'string' }, device: { type: 'string' }, force: { type: 'boolean' }, json: { type: 'boolean' },
 } as const;
@@ -33,7 +33,7 @@ export async function dhaCommand(argv: string[]): Promise<number> {
     model: v.model, out: v.out, force: v.force, method, budget: numberOption(v.budget, '--budget')!,
     tokens: intOption(v.tokens, '--tokens', 1) ?? 262_144, tokensPerStep: intOption(v['tokens-per-step'], '--tokens-per-step', 1),
     fusionShare: numberOption(v['fusion-share'], '--fusion-share'), lr: numberOption(v.lr, '--lr'), mixLr: numberOption(v['mix-lr'], '--mix-lr'),
-    multiplierLr: numberOption(v['multiplier-lr'], '--multiplier-lr'), maxLength: intOption(v['max-len'], '--max-len', 64), tasks,
+    multiplierLr: numberOption(v['multiplier-lr'], '--multiplier-lr'), rampShare: numberOption(v['ramp-share'], '--ramp-share'), maxLength: intOption(v['max-len'], '--max-len', 64), tasks,
     seed: intOption(v.seed, '--seed', -(2 ** 31)), similaritySequences: intOption(v['similarity-sequences'], '--similarity-sequences', 1),
     validationSequences: intOption(v['validation-sequences'], '--validation-sequences', 1), evalEvery: intOption(v['eval-every'], '--eval-every', 1),
     threads: intOption(v.threads, '--threads', 1), command: `duet dha ${argv.join(' ')}`,

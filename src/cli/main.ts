@@ -63,8 +63,8 @@ Usage:
       writes the checkpoint (and its tokenizer) as one GGUF file that llama.cpp loads; rows that do not
       fill the type's blocks fall back (q4_k -> q4_0 -> f16) and are listed; --model FILE.gguf loads it
   duet dha --model DIR --budget B --out DIR [--method dha|gqa-meanpool] [--tokens N] [--tokens-per-step N]
-           [--fusion-share F] [--lr LR] [--mix-lr LR] [--multiplier-lr ETA] [--max-len N] [--tasks ...]
-           [--seed S] [--threads N] [--force] [--json]
+           [--fusion-share F] [--ramp-share F] [--lr LR] [--mix-lr LR] [--multiplier-lr ETA] [--max-len N]
+           [--tasks ...] [--seed S] [--threads N] [--force] [--json]
       converts a multi-head checkpoint to decoupled heads (DHA: similarity, adaptive K/V allocation, fusion
       training, collapse) or to GQA by mean-pooling, then continued training; writes a checkpoint with a
       model card (not resumable yet; Duet's engine does not run DHA checkpoints yet, docs/dha.md)

@@ -33,8 +33,10 @@ export interface ConvertOptions {
   lr?: number;
   /** Peak learning rate of the fusion weights ω (default 1e-2, same schedule). */
   mixLr?: number;
-  /** Ascent rate η of the multipliers (default 1). */
+  /** Ascent rate η of the multipliers (default 10). */
   multiplierLr?: number;
+  /** DHA: the share of the fusion steps over which the constraint's target falls linearly to 0 (default 0.75; 0 = target 0 from the start). */
+  rampShare?: number;
   /** Longest training sequence (default 2,048 or the model's max_position_embeddings). */
   maxLength?: number;
   /** Task mix (default the bundled recipe's last stage: passkey, niah-single, 4× niah-multikey). */
@@ -172,17 +174,17 @@ export async function convertHeads(model: TrainModel<Float32Array>, plan: TrainP
   if (model.c.kvHeads !== heads) throw new Error(`DHA converts a multi-head model (num_key_value_heads = num_attention_heads); this one has ${model.c.kvHeads} KV heads for ${heads} query heads`);
   const keptHeads = budgetHeads(o.budget, layers, heads);
   const { fusion: fusionSteps, train: trainSteps } = stageSteps(o, plan.tokensPerStep);
-  const mixLr = positive(o.mixLr, 'mixLr', 1e-2), eta = positive(o.multiplierLr, 'multiplierLr', 1);
+  const mixLr = positive(o.mixLr, 'mixLr', 1e-2), eta = positive(o.multiplierLr, 'multiplierLr', 10);
+  const rampShare = o.rampShare ?? 0.75;
+  if (!(rampShare >= 0 && rampShare <= 1)) throw new Error(`rampShare must be from 0 to 1 (got ${rampShare})`);
   const evalEvery = (stage: number) => integer(o.evalEvery, 'evalEvery', 1, Math.max(1, Math.ceil(stage / 8)));
   const peakLr = plan.phases[0].schedule!.lr;
   const count = (seqs: Sequence[]) => seqs.reduce((a, s) => a + s.ids.length, 0);
 
   const validation = fixedSequences(plan, integer(o.validationSequences, 'validationSequences', 1, 16), 1_000_003);
   const validate = (): number => {
-    model.loss[0] = 0;
-    for (const s of validation) model.step(s.ids, s.positions, s.targets, s.weights);
-    model.grads.fill(0);
-    const loss = model.loss[0];
+    let loss = 0;
+    for (const s of validation) loss += forwardLoss(model, s);
     if (!Number.isFinite(loss)) throw new Error(`the validation loss is ${loss}: the model diverged; nothing was saved`);
     return loss;
   };
@@ -238,15 +240,19 @@ export async function convertHeads(model: TrainModel<Float32Array>, plan: TrainP
     if (fusionStart !== original) throw new Error(`internal error: fusion step 0 (identity ω) gives validation loss ${fusionStart}, the source model ${original}`);
     const opt = new AdamW(state.params, model.named), mixOpt = new AdamW(state.mix, []);
     const every = evalEvery(fusionSteps);
+    // The constraint's target: c at the start, falling linearly to 0 at rampShare of the fusion.
+    const start = state.constraints(), ramp = rampShare * fusionSteps;
+    const targets = (step: number) => start.map((c0) => (ramp > 0 ? c0 * Math.max(0, 1 - (step + 1) / ramp) : 0));
     for (let step = 0; step < fusionSteps; step++) {
       const ts = performance.now();
       state.writeModel(model);
       const { loss, tokens } = await gradientsAt(step);
-      const g = state.gradients(model.grads);
+      const t = targets(step);
+      const g = state.gradients(model.grads, t);
       const lr = planLearningRate(plan, step);
       const norm = opt.update(g.params, lr);
       mixOpt.update(g.mix, (mixLr * lr) / peakLr);
-      state.ascend(g.constraints, eta);
+      state.ascend(g.constraints, eta, t);
       finite('fusion', step, loss, norm);
       fusionTokens += tokens;
       const constraint = mergedSides(g.constraints);
@@ -301,4 +307,30 @@ export async function convertHeads(model: TrainModel<Float32Array>, plan: TrainP
       constraintsAtCollapse, curve, seconds: (performance.now() - t0) / 1000,
     },
   };
+}
+
+/**
+ * Σ_t weights[t]·CE(logits[t], targets[t]) of one sequence by a forward pass only (logits from the
+ * final hidden states in float64; the training step's loss without its backward pass).
+ */
+export function forwardLoss(model: TrainModel<Float32Array>, s: Sequence): number {
+  model.forward(s.ids, s.positions);
+  const { hidden: d, vocab: V } = model.c;
+  const x = model.hidden, w = model.p.lmHead;
+  const logits = new Float64Array(V);
+  let loss = 0;
+  for (let t = 0; t < s.ids.length; t++) {
+    if (s.weights[t] === 0) continue;
+    let max = -Infinity;
+    for (let v = 0; v < V; v++) {
+      let z = 0;
+      for (let e = 0; e < d; e++) z += x[t * d + e] * w[v * d + e];
+      logits[v] = z;
+      if (z > max) max = z;
+    }
+    let sum = 0;
+    for (let v = 0; v < V; v++) sum += Math.exp(logits[v] - max);
+    loss += s.weights[t] * (max + Math.log(sum) - logits[s.targets[t]]);
+  }
+  return loss;
 }

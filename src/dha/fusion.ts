@@ -11,9 +11,12 @@
 // docs/dha.md): per layer and side, c = Σ_g Σ_{i∈g} ‖Ŵ_i − mean_{k∈g} Ŵ_k‖²_Σ / E, the output error
 // (under the attention inputs' covariance Σ, similarity.ts) that the collapse to the group mean
 // would introduce, in units of the side's average head energy E (fixed at the start). It is 0
-// exactly when each group's fused heads are equal. The training minimises L_LM + Σ (λ·c + φ·c²)
-// and raises the multipliers by ascent, λ += η·c and φ += η·c² (Sheared-LLaMA's Lagrangian style),
-// so the pull towards the collapse grows until the groups agree.
+// exactly when each group's fused heads are equal. With a target t that falls from c's start value
+// to 0 over the fusion (the caller's schedule, as Sheared-LLaMA ramps its target sparsity), the
+// training minimises L_LM + Σ (λ·(c − t) + φ·(c − t)²) over the weights and ω while the
+// multipliers take ascent steps, λ += η·(c − t) and φ += η·(c − t)²: λ settles at the pull that
+// holds c on its target against the language-modelling loss, so the heads merge gradually and the
+// rest of the model adapts on the way.
 import type { NamedTensor, TrainModel } from '../train/model.js';
 import { SIDES, type HeadGroups, type Side } from './allocate.js';
 import { poolHeads } from './meanpool.js';
@@ -101,7 +104,7 @@ const projName = (l: number, side: Side) => `model.layers.${l}.self_attn.${side 
 
 /** The DHA parameters of a whole model, in fusion or tied form (header). */
 export class HeadFusion {
-  /** Multipliers λ, φ per layer and side ([layer·2 + side]); they only grow (ascent on c ≥ 0). */
+  /** Multipliers λ, φ per layer and side ([layer·2 + side]), raised by ascent (ascend). */
   readonly lambda: Float64Array;
   readonly phi: Float64Array;
 
@@ -206,10 +209,11 @@ export class HeadFusion {
 
   /**
    * The DHA parameters' gradient from the model's gradient wrt its (expanded) parameters (the last
-   * writeModel's), with the constraint terms added in fusion. Returns the parameter gradient
+   * writeModel's), with the constraint terms λ·(c − t) + φ·(c − t)² added in fusion (t: `targets`,
+   * [layer·2 + side], default 0). Returns the parameter gradient
    * (model-shaped, K/V slots wrt the base heads), ω's gradient, and each side's c.
    */
-  gradients(modelGrads: Float32Array): { params: Float32Array; mix: Float32Array; constraints: Float64Array; penalty: number } {
+  gradients(modelGrads: Float32Array, targets: Float64Array | null = null): { params: Float32Array; mix: Float32Array; constraints: Float64Array; penalty: number } {
     const grads = Float32Array.from(modelGrads);
     const dMix = new Float32Array(this.mix.length);
     const constraints = new Float64Array(this.shape.layers * 2);
@@ -223,10 +227,11 @@ export class HeadFusion {
         // d(λc + φc²)/dc = λ + 2φc; c is needed before its gradient's scale, so measure it first.
         const w = this.expanded(l, side);
         const c = fusionConstraint(w, s.groups, this.sigma![l], this.shape.headDim, this.shape.hidden, this.energy![i]);
-        const coef = this.lambda[i] + 2 * this.phi[i] * c;
+        const gap = c - (targets?.[i] ?? 0);
+        const coef = this.lambda[i] + 2 * this.phi[i] * gap;
         if (coef !== 0) fusionConstraint(w, s.groups, this.sigma![l], this.shape.headDim, this.shape.hidden, this.energy![i], G, coef);
         constraints[i] = c;
-        penalty += this.lambda[i] * c + this.phi[i] * c * c;
+        penalty += this.lambda[i] * gap + this.phi[i] * gap * gap;
       }
       const slot = grads.subarray(s.offset, s.offset + full);
       slot.fill(0);
@@ -236,9 +241,12 @@ export class HeadFusion {
     return { params: grads, mix: dMix, constraints, penalty };
   }
 
-  /** The multipliers' ascent step: λ += η·c, φ += η·c². */
-  ascend(constraints: Float64Array, eta: number): void {
-    for (let i = 0; i < constraints.length; i++) { this.lambda[i] += eta * constraints[i]; this.phi[i] += eta * constraints[i] ** 2; }
+  /** The multipliers' ascent step: λ += η·(c − t), φ += η·(c − t)² (t = 0 without targets). */
+  ascend(constraints: Float64Array, eta: number, targets: Float64Array | null = null): void {
+    for (let i = 0; i < constraints.length; i++) {
+      const gap = constraints[i] - (targets?.[i] ?? 0);
+      this.lambda[i] += eta * gap; this.phi[i] += eta * gap * gap;
+    }
   }
 
   /** The collapse: every group becomes the mean of its expanded heads; a tied model over the same groups. */
