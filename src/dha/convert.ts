@@ -31,11 +31,11 @@ export interface ConvertOptions {
   fusionShare?: number;
   /** Peak AdamW learning rate of the weights (default 1e-3, warm-up then cosine to 10 %, restarted after the collapse). */
   lr?: number;
-  /** Peak learning rate of the fusion weights ω (default 1e-2, same schedule). */
+  /** Learning rate of the fusion weights ω (default 5e-2; the weights' warm-up, then constant). */
   mixLr?: number;
   /** Ascent rate η of the multipliers (default 10). */
   multiplierLr?: number;
-  /** DHA: the share of the fusion steps over which the constraint's target falls linearly to 0 (default 0.75; 0 = target 0 from the start). */
+  /** DHA: the share of the fusion steps over which the constraint's target falls linearly to 0 (default 0.5; 0 = target 0 from the start). */
   rampShare?: number;
   /** Longest training sequence (default 2,048 or the model's max_position_embeddings). */
   maxLength?: number;
@@ -174,8 +174,8 @@ export async function convertHeads(model: TrainModel<Float32Array>, plan: TrainP
   if (model.c.kvHeads !== heads) throw new Error(`DHA converts a multi-head model (num_key_value_heads = num_attention_heads); this one has ${model.c.kvHeads} KV heads for ${heads} query heads`);
   const keptHeads = budgetHeads(o.budget, layers, heads);
   const { fusion: fusionSteps, train: trainSteps } = stageSteps(o, plan.tokensPerStep);
-  const mixLr = positive(o.mixLr, 'mixLr', 1e-2), eta = positive(o.multiplierLr, 'multiplierLr', 10);
-  const rampShare = o.rampShare ?? 0.75;
+  const mixLr = positive(o.mixLr, 'mixLr', 5e-2), eta = positive(o.multiplierLr, 'multiplierLr', 10);
+  const rampShare = o.rampShare ?? 0.5;
   if (!(rampShare >= 0 && rampShare <= 1)) throw new Error(`rampShare must be from 0 to 1 (got ${rampShare})`);
   const evalEvery = (stage: number) => integer(o.evalEvery, 'evalEvery', 1, Math.max(1, Math.ceil(stage / 8)));
   const peakLr = plan.phases[0].schedule!.lr;
@@ -251,7 +251,8 @@ export async function convertHeads(model: TrainModel<Float32Array>, plan: TrainP
       const g = state.gradients(model.grads, t);
       const lr = planLearningRate(plan, step);
       const norm = opt.update(g.params, lr);
-      mixOpt.update(g.mix, (mixLr * lr) / peakLr);
+      // ω keeps its peak rate after the warm-up: the constraint binds hardest at the end of the fusion.
+      mixOpt.update(g.mix, step < plan.phases[0].schedule!.warmup ? (mixLr * lr) / peakLr : mixLr);
       state.ascend(g.constraints, eta, t);
       finite('fusion', step, loss, norm);
       fusionTokens += tokens;
