@@ -220,7 +220,6 @@ export async function convertHeads(model: TrainModel<Float32Array>, plan: TrainP
     return { loss, tokens: count(seqs) };
   };
   const curve: CurvePoint[] = [];
-  let trainedTokens = 0;
   const finite = (stage: string, step: number, loss: number, norm: number) => {
     if (!Number.isFinite(loss) || !Number.isFinite(norm)) throw new Error(`${stage} diverged at step ${step + 1}: loss ${loss}, gradient norm ${norm}; nothing was saved`);
   };
@@ -268,12 +267,11 @@ export async function convertHeads(model: TrainModel<Float32Array>, plan: TrainP
     const c = state.constraints();
     constraintsAtCollapse = groups.map((_, l) => ({ key: c[l * 2], value: c[l * 2 + 1] }));
   }
-  trainedTokens = fusionTokens;
 
   state = state.collapse(model);
   state.writeModel(model);
   const converted = validate();
-  curve.push({ stage: 'train', step: fusionSteps, tokens: trainedTokens, validationLoss: converted });
+  curve.push({ stage: 'train', step: fusionSteps, tokens: fusionTokens, validationLoss: converted });
   const opt = new AdamW(state.params, model.named);
   const every = evalEvery(trainSteps);
   let trainTokens = 0;

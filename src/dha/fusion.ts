@@ -263,9 +263,6 @@ export class HeadFusion {
     return HeadFusion.tied(model, params, this.sides.map((ls) => ({ key: ls.key.groups, value: ls.value.groups })));
   }
 
-  /** The groups per layer. */
-  groups(): HeadGroups[] { return this.sides.map((ls) => ({ key: ls.key.groups.map((g) => [...g]), value: ls.value.groups.map((g) => [...g]) })); }
-
   /**
    * A tied model's checkpoint tensors, in the model's order: k_proj with key_heads·head_dim rows and
    * v_proj with value_heads·head_dim rows, every other tensor as it is.
