@@ -13,6 +13,7 @@ import { DuetError } from '../errors.js';
 import { flagMessage } from './flags.js';
 import { quantizeCommand } from './quantize.js';
 import { locretCommand } from './locret.js';
+import { dhaCommand } from './dha.js';
 
 const USAGE = `duet — DuoAttention inference: retrieval heads on the GPU (WebGPU), streaming heads on the CPU (WASM SIMD)
 
@@ -66,6 +67,12 @@ Usage:
   duet quantize --model DIR --type f32|f16|q8_0|q4_0|q4_k --out FILE.gguf [--force] [--name NAME]
       writes the checkpoint (and its tokenizer) as one GGUF file that llama.cpp loads; rows that do not
       fill the type's blocks fall back (q4_k -> q4_0 -> f16) and are listed; --model FILE.gguf loads it
+  duet dha --model DIR --budget B --out DIR [--method dha|gqa-meanpool] [--tokens N] [--tokens-per-step N]
+           [--fusion-share F] [--ramp-share F] [--lr LR] [--mix-lr LR] [--multiplier-lr ETA] [--max-len N]
+           [--tasks ...] [--seed S] [--threads N] [--force] [--json]
+      converts a multi-head checkpoint to decoupled heads (DHA: similarity, adaptive K/V allocation, fusion
+      training, collapse) or to GQA by mean-pooling, then continued training; writes a checkpoint with a
+      model card (not resumable yet; Duet's engine does not run DHA checkpoints yet, docs/dha.md)
   duet bench [--suite kernels|e2e|memory|all|peers] [--model DIR | --shape NAME] [--layers N] [--pattern DIR]
              [--contexts 1024,4096,16384] [--sparsities 0.25,0.5,0.75] [--placements split,gpu,cpu]
              [--device auto|cpu|gpu] [--sink N --recent N] [--prefill-chunk N] [--prefill-max N]
@@ -108,6 +115,7 @@ async function run(command: string, rest: string[]): Promise<number> {
     case 'bench': return benchCommand(rest);
     case 'quantize': return quantizeCommand(rest);
     case 'locret': return locretCommand(rest);
+    case 'dha': return dhaCommand(rest);
     default:
       process.stderr.write(`duet: unknown command "${command}"\n\n${USAGE}`);
       return 2;

@@ -281,6 +281,11 @@ export class TrainModel<T = Float32Array> {
     this.backward(s.dxn, { weights: true });
   }
 
+  /** A layer's attention input (the normed residual that q/k/v project) of the last forward pass, [rows][hidden]. */
+  attentionInput(layer: number): T {
+    return this.k.slice(this.acts[layer].xn1, 0, this.rows * this.c.hidden);
+  }
+
   /** Full-attention probabilities [heads][rows][rows] of a layer from the last forward pass. */
   attentionProbs(layer: number): T {
     return this.k.slice(this.acts[layer].probs, 0, this.c.heads * this.rows * this.rows);

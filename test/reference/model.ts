@@ -1,7 +1,10 @@
 // A plain float64 Llama forward over a whole sequence (no cache), with an optional DuoAttention
 // mask per KV head: streaming heads see j ≤ i with j < sink or j > i − recent; and with the model's
 // sliding_window W every head sees only j > i − W. Used as the oracle
-// for the engine on every device and placement.
+// for the engine on every device and placement. With a DHA layout (src/dha/config.ts) layer l has its
+// own key and value head counts (k_proj/v_proj rows) and query head h reads key head query_to_key[h]
+// and value head query_to_value[h].
+import type { DhaConfig } from '../../src/dha/config.ts';
 import type { ModelConfig } from '../../src/model/config.ts';
 import { ropeInvFreq } from '../../src/model/config.ts';
 import { matrixF32 as f, type ModelWeights } from '../../src/model/weights.ts';
@@ -17,7 +20,9 @@ export interface ReferenceMask {
 }
 
 /** Logits for every position: [ids.length][vocab]. */
-export function referenceLogits(config: ModelConfig, w: ModelWeights, ids: number[], mask?: ReferenceMask): Float64Array[] {
+export function referenceLogits(config: ModelConfig, w: ModelWeights, ids: number[], mask?: ReferenceMask, dha?: DhaConfig): Float64Array[] {
+  if (dha && mask) throw new Error('the reference applies DuoAttention masks per KV head; with a DHA layout they are not defined yet');
+  if (dha && config.slidingWindow !== null) throw new Error('the reference has no sliding window for DHA layouts');
   const T = ids.length, H = config.hiddenSize, D = config.headDim;
   const nh = config.numHeads, nkv = config.numKvHeads, inter = config.intermediateSize;
   const invFreq = ropeInvFreq(config);
@@ -28,26 +33,41 @@ export function referenceLogits(config: ModelConfig, w: ModelWeights, ids: numbe
   w.layers.forEach((lw, l) => {
     const xn = k.rmsnorm(x, lw.inputNorm, T, H, config.rmsNormEps);
     const q = k.rope(k.matmul(xn, f(lw.wq), lw.bq, T, H, nh * D), T, nh, D, positions, invFreq);
-    const kk = k.rope(k.matmul(xn, f(lw.wk), lw.bk, T, H, nkv * D), T, nkv, D, positions, invFreq);
-    const v = k.matmul(xn, f(lw.wv), lw.bv, T, H, nkv * D);
-    const group = nh / nkv;
     const attn = new Float64Array(T * nh * D);
-    for (let kvh = 0; kvh < nkv; kvh++) {
-      const streaming = mask ? !mask.kinds[l][kvh] : false;
-      const base = streaming ? k.streamingVisible(mask!.sink, mask!.recent) : k.causalVisible;
-      // Hugging Face's sliding window (Mistral): kv_idx > q_idx − sliding_window, on top of any mask.
-      const W = config.slidingWindow;
-      const visible = W === null ? base : (i: number, j: number) => base(i, j) && j > i - W;
-      // Attention for this KV head's query heads only.
-      const qHeads = Array.from({ length: group }, (_, g) => kvh * group + g);
-      const qSub = new Float64Array(T * group * D);
-      for (let t = 0; t < T; t++) qHeads.forEach((h, g) => qSub.set(q.subarray((t * nh + h) * D, (t * nh + h + 1) * D), (t * group + g) * D));
-      const keyAt = (_h: number, j: number) => kk.subarray((j * nkv + kvh) * D, (j * nkv + kvh + 1) * D);
-      const valueAt = (_h: number, j: number) => v.subarray((j * nkv + kvh) * D, (j * nkv + kvh + 1) * D);
-      const o = streaming && mask!.compensation
-        ? k.compensatedStreamingAttention(qSub, T, group, 1, D, 0, 1 / Math.sqrt(D), keyAt, valueAt, mask!.sink, mask!.recent)
-        : k.maskedAttention(qSub, T, group, 1, D, 0, 1 / Math.sqrt(D), keyAt, valueAt, visible);
-      for (let t = 0; t < T; t++) qHeads.forEach((h, g) => attn.set(o.subarray((t * group + g) * D, (t * group + g + 1) * D), (t * nh + h) * D));
+    if (dha) {
+      // Decoupled heads: every query head attends its own (key head, value head) pair, causally.
+      const { keyHeads: nk, valueHeads: nv, queryToKey, queryToValue } = dha.layers[l];
+      const kk = k.rope(k.matmul(xn, f(lw.wk), lw.bk, T, H, nk * D), T, nk, D, positions, invFreq);
+      const v = k.matmul(xn, f(lw.wv), lw.bv, T, H, nv * D);
+      for (let h = 0; h < nh; h++) {
+        const kh = queryToKey[h], vh = queryToValue[h];
+        const qSub = new Float64Array(T * D);
+        for (let t = 0; t < T; t++) qSub.set(q.subarray((t * nh + h) * D, (t * nh + h + 1) * D), t * D);
+        const o = k.maskedAttention(qSub, T, 1, 1, D, 0, 1 / Math.sqrt(D),
+          (_h, j) => kk.subarray((j * nk + kh) * D, (j * nk + kh + 1) * D), (_h, j) => v.subarray((j * nv + vh) * D, (j * nv + vh + 1) * D), k.causalVisible);
+        for (let t = 0; t < T; t++) attn.set(o.subarray(t * D, (t + 1) * D), (t * nh + h) * D);
+      }
+    } else {
+      const kk = k.rope(k.matmul(xn, f(lw.wk), lw.bk, T, H, nkv * D), T, nkv, D, positions, invFreq);
+      const v = k.matmul(xn, f(lw.wv), lw.bv, T, H, nkv * D);
+      const group = nh / nkv;
+      for (let kvh = 0; kvh < nkv; kvh++) {
+        const streaming = mask ? !mask.kinds[l][kvh] : false;
+        const base = streaming ? k.streamingVisible(mask!.sink, mask!.recent) : k.causalVisible;
+        // Hugging Face's sliding window (Mistral): kv_idx > q_idx − sliding_window, on top of any mask.
+        const W = config.slidingWindow;
+        const visible = W === null ? base : (i: number, j: number) => base(i, j) && j > i - W;
+        // Attention for this KV head's query heads only.
+        const qHeads = Array.from({ length: group }, (_, g) => kvh * group + g);
+        const qSub = new Float64Array(T * group * D);
+        for (let t = 0; t < T; t++) qHeads.forEach((h, g) => qSub.set(q.subarray((t * nh + h) * D, (t * nh + h + 1) * D), (t * group + g) * D));
+        const keyAt = (_h: number, j: number) => kk.subarray((j * nkv + kvh) * D, (j * nkv + kvh + 1) * D);
+        const valueAt = (_h: number, j: number) => v.subarray((j * nkv + kvh) * D, (j * nkv + kvh + 1) * D);
+        const o = streaming && mask!.compensation
+          ? k.compensatedStreamingAttention(qSub, T, group, 1, D, 0, 1 / Math.sqrt(D), keyAt, valueAt, mask!.sink, mask!.recent)
+          : k.maskedAttention(qSub, T, group, 1, D, 0, 1 / Math.sqrt(D), keyAt, valueAt, visible);
+        for (let t = 0; t < T; t++) qHeads.forEach((h, g) => attn.set(o.subarray((t * group + g) * D, (t * group + g + 1) * D), (t * nh + h) * D));
+      }
     }
     const proj = k.matmul(attn, f(lw.wo), null, T, nh * D, H);
     x = x.map((val, i) => val + proj[i]);

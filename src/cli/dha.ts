@@ -1,0 +1,61 @@
+// `duet dha`: converts a multi-head checkpoint to decoupled heads (DHA) or, as the baseline, to GQA
+// by mean-pooling, with continued training, and writes a checkpoint folder (the library's
+// convertToDha does the work). Progress on stderr, a summary on stdout.
+import { parseArgs } from 'node:util';
+import { DHA_METHODS, type DhaMethod } from '../dha/convert.js';
+import { groupsText } from '../dha/allocate.js';
+import { convertToDha } from '../node/dha.js';
+import { TASK_KINDS, type TaskKind } from '../tasks/tasks.js';
+import { intOption, numberOption } from './options.js';
+import { Progress } from './progress.js';
+
+const options = {
+  model: { type: 'string' }, out: { type: 'string' }, budget: { type: 'string' }, tokens: { type: 'string' }, method: { type: 'string' },
+  'tokens-per-step': { type: 'string' }, 'fusion-share': { type: 'string' }, lr: { type: 'string' }, 'mix-lr': { type: 'string' },
+  'multiplier-lr': { type: 'string' }, 'ramp-share': { type: 'string' }, 'max-len': { type: 'string' }, tasks: { type: 'string' }, seed: { type: 'string' },
+  'similarity-sequences': { type: 'string' }, 'validation-sequences': { type: 'string' }, 'eval-every': { type: 'string' },
+  threads: { type: 'string' }, device: { type: 'string' }, force: { type: 'boolean' }, json: { type: 'boolean' },
+} as const;
+
+export async function dhaCommand(argv: string[]): Promise<number> {
+  const { values: v } = parseArgs({ args: argv, options, strict: true });
+  if (!v.model) throw new Error('--model DIR is required (a multi-head checkpoint)');
+  if (!v.out) throw new Error('--out DIR is required');
+  if (v.budget === undefined) throw new Error('--budget B is required (the kept fraction of the K+V heads, e.g. 0.5)');
+  const method = (v.method ?? 'dha') as DhaMethod;
+  if (!DHA_METHODS.includes(method)) throw new Error(`--method must be ${DHA_METHODS.join(' or ')} (got "${v.method}")`);
+  if (v.device !== undefined && v.device !== 'cpu') throw new Error(`--device ${v.device}: the conversion runs on the CPU only so far`);
+  const tasks = v.tasks ? v.tasks.split(',') as TaskKind[] : undefined;
+  for (const t of tasks ?? []) if (!TASK_KINDS.includes(t)) throw new Error(`--tasks: unknown task "${t}"`);
+  const say = (m: string) => process.stderr.write(`duet: ${m}\n`);
+  const bars = { fusion: new Progress('fusion'), train: new Progress('train') };
+  const { report, out } = await convertToDha({
+    model: v.model, out: v.out, force: v.force, method, budget: numberOption(v.budget, '--budget')!,
+    tokens: intOption(v.tokens, '--tokens', 1) ?? 262_144, tokensPerStep: intOption(v['tokens-per-step'], '--tokens-per-step', 1),
+    fusionShare: numberOption(v['fusion-share'], '--fusion-share'), lr: numberOption(v.lr, '--lr'), mixLr: numberOption(v['mix-lr'], '--mix-lr'),
+    multiplierLr: numberOption(v['multiplier-lr'], '--multiplier-lr'), rampShare: numberOption(v['ramp-share'], '--ramp-share'), maxLength: intOption(v['max-len'], '--max-len', 64), tasks,
+    seed: intOption(v.seed, '--seed', -(2 ** 31)), similaritySequences: intOption(v['similarity-sequences'], '--similarity-sequences', 1),
+    validationSequences: intOption(v['validation-sequences'], '--validation-sequences', 1), evalEvery: intOption(v['eval-every'], '--eval-every', 1),
+    threads: intOption(v.threads, '--threads', 1), command: `duet dha ${argv.join(' ')}`,
+    onStart: (s) => say(`${method}: ${s.parameters} parameters, ${s.steps} steps of ~${s.tokensPerStep} tokens (sequences up to ${s.maxLength}), on the CPU, ${s.threads} thread${s.threads > 1 ? 's' : ''}`),
+    onProgress: (p) => {
+      if (p.stage === 'similarity') say(`head similarity on ${p.steps} sequences`);
+      if (p.stage === 'fusion' || p.stage === 'train') {
+        const c = p.constraint === undefined ? '' : ` c ${p.constraint.toFixed(4)}`;
+        bars[p.stage].update(p.step, p.steps, `step ${p.step}/${p.steps} loss ${p.loss!.toFixed(3)}${c} ${(p.tokensPerSecond ?? 0).toFixed(0)} tok/s`);
+      }
+    },
+  });
+  if (v.json) {
+    process.stdout.write(`${JSON.stringify(report)}\n`);
+    return 0;
+  }
+  const l = report.losses;
+  process.stdout.write([
+    `${method} at budget ${report.budget}: ${report.keptHeads} of ${report.totalHeads} K+V heads, saved ${out}`,
+    ...report.groups.map((g, i) => `  layer ${i}: ${g.key.length} K (${groupsText(g.key)}), ${g.value.length} V (${groupsText(g.value)})`),
+    `  validation loss: source ${l.original.toFixed(4)}${l.fused === null ? '' : `, fused ${l.fused.toFixed(4)}`}, after conversion ${l.converted.toFixed(4)}, after training ${l.final.toFixed(4)} (${report.tokens.fusion + report.tokens.train} tokens, ${report.seconds.toFixed(0)} s)`,
+    '',
+  ].join('\n'));
+  return 0;
+}

@@ -1,0 +1,335 @@
+// The DHA conversion of a multi-head checkpoint on Duet's trainer (CPU): head similarity on task
+// data → allocation of K and V heads under the budget → fusion training (ω, the multipliers and
+// every weight) → collapse to one head per group → continued training of the tied model. The GQA
+// baseline (gqa-meanpool) takes uniform contiguous groups, collapses them by mean at once and
+// spends the whole token budget on continued training. Both arms see the same training sequences
+// (the plan's steps) and are scored on the same fixed validation set.
+import { AdamW, type Schedule } from '../train/adamw.js';
+import { makeSequence, type DataOptions, type Sequence } from '../train/data.js';
+import type { TrainConfig, TrainModel } from '../train/model.js';
+import { checkPlan, planLearningRate, stepSequences, type GradientHelper, type TrainPlan } from '../train/trainer.js';
+import { Random } from '../tasks/random.js';
+import type { TaskKind } from '../tasks/tasks.js';
+import { allocateHeads, budgetHeads, groupsLayout, SIDES, type HeadGroups, type Merge, type Side } from './allocate.js';
+import type { DhaConfig } from './config.js';
+import { HeadFusion } from './fusion.js';
+import { meanPoolGroups } from './meanpool.js';
+import { meanHeadEnergy, measureHeads, mergeCost } from './similarity.js';
+
+export const DHA_METHODS = ['dha', 'gqa-meanpool'] as const;
+export type DhaMethod = (typeof DHA_METHODS)[number];
+
+export interface ConvertOptions {
+  method: DhaMethod;
+  /** Kept fraction of the K+V heads (0.5 halves the KV cache). */
+  budget: number;
+  /** Training tokens in all (DHA: fusion + continued training; the baseline: continued training). */
+  tokens: number;
+  /** Tokens per optimizer step (whole sequences; default 8,192). */
+  tokensPerStep?: number;
+  /** DHA: the share of the steps spent in fusion (default 0.5). */
+  fusionShare?: number;
+  /** Peak AdamW learning rate of the weights (default 1e-3, warm-up then cosine to 10 %, restarted after the collapse). */
+  lr?: number;
+  /** Learning rate of the fusion weights ω (default 5e-2; the weights' warm-up, then constant). */
+  mixLr?: number;
+  /** Ascent rate η of the multipliers (default 10). */
+  multiplierLr?: number;
+  /** DHA: the share of the fusion steps over which the constraint's target falls linearly to 0 (default 0.5; 0 = target 0 from the start). */
+  rampShare?: number;
+  /** Longest training sequence (default 2,048 or the model's max_position_embeddings). */
+  maxLength?: number;
+  /** Task mix (default the bundled recipe's last stage: passkey, niah-single, 4× niah-multikey). */
+  tasks?: TaskKind[];
+  seed?: number;
+  /** Sequences of task data the head similarity is measured on (default 8). */
+  similaritySequences?: number;
+  /** Fixed validation sequences (default 16). */
+  validationSequences?: number;
+  /** Validation every this many steps (default: about 8 points per stage). */
+  evalEvery?: number;
+}
+
+export interface ConvertProgress {
+  stage: 'similarity' | 'fusion' | 'train' | 'validation';
+  step: number;
+  steps: number;
+  loss?: number;
+  /** Fusion: the mean constraint c over the layer sides that merge heads. */
+  constraint?: number;
+  tokensPerSecond?: number;
+}
+
+export interface CurvePoint { stage: 'fusion' | 'train'; step: number; tokens: number; validationLoss: number; constraint?: number }
+
+export interface ConvertReport {
+  method: DhaMethod;
+  budget: number;
+  keptHeads: number;
+  totalHeads: number;
+  layout: DhaConfig;
+  groups: HeadGroups[];
+  /** DHA: the allocation's merges in the order taken. */
+  merges: Merge[];
+  /** Output error of replacing each layer side's groups by their means, at the original weights (units: the side's average head). */
+  collapseCost: Array<Record<Side, number>>;
+  steps: { fusion: number; train: number };
+  tokens: { fusion: number; train: number; similarity: number; validation: number };
+  losses: {
+    /** The source model on the validation set. */
+    original: number;
+    /** DHA: fusion step 0 (identity ω), which must equal `original`. */
+    fusionStart: number | null;
+    /** DHA: the fused model at the end of fusion, before the collapse. */
+    fused: number | null;
+    /** Right after the conversion (collapse). */
+    converted: number;
+    /** After the continued training. */
+    final: number;
+  };
+  /** DHA: the constraint c per layer side when the collapse happened. */
+  constraintsAtCollapse: Array<Record<Side, number>> | null;
+  curve: CurvePoint[];
+  seconds: number;
+}
+
+export interface ConvertResult {
+  report: ConvertReport;
+  /** The DHA checkpoint's tensors (k_proj/v_proj with the kept heads' rows). */
+  tensors: Array<{ name: string; shape: number[]; data: Float32Array }>;
+  plan: TrainPlan;
+}
+
+const DEFAULT_TASKS: TaskKind[] = ['passkey', 'niah-single', 'niah-multikey', 'niah-multikey', 'niah-multikey', 'niah-multikey'];
+
+const positive = (v: number | undefined, field: string, fallback: number) => {
+  if (v === undefined) return fallback;
+  if (!(typeof v === 'number' && Number.isFinite(v) && v > 0)) throw new Error(`${field} must be a positive number (got ${v})`);
+  return v;
+};
+const integer = (v: number | undefined, field: string, min: number, fallback: number) => {
+  if (v === undefined) return fallback;
+  if (!(Number.isInteger(v) && v >= min)) throw new Error(`${field} must be an integer ≥ ${min} (got ${v})`);
+  return v;
+};
+
+function stageSteps(o: ConvertOptions, tokensPerStep: number): { fusion: number; train: number } {
+  const steps = Math.ceil(o.tokens / tokensPerStep);
+  if (o.method === 'gqa-meanpool') return { fusion: 0, train: steps };
+  const share = o.fusionShare ?? 0.5;
+  if (!(share >= 0 && share <= 1)) throw new Error(`fusionShare must be from 0 to 1 (got ${share})`);
+  const fusion = Math.round(steps * share);
+  return { fusion, train: steps - fusion };
+}
+
+/**
+ * The data and schedules of a conversion (both arms draw step k's sequences from the same plan, so
+ * GQA and DHA train on the same tokens). Training helpers (other threads) are built from it.
+ */
+export function conversionPlan(model: TrainConfig, maxPositions: number, o: ConvertOptions): TrainPlan {
+  if (!DHA_METHODS.includes(o.method)) throw new Error(`method must be one of ${DHA_METHODS.join(', ')} (got ${JSON.stringify(o.method)})`);
+  const tokensPerStep = integer(o.tokensPerStep, 'tokensPerStep', 1, 8192);
+  if (!(Number.isInteger(o.tokens) && o.tokens >= 1)) throw new Error(`tokens must be an integer ≥ 1 (got ${o.tokens})`);
+  const maxLength = integer(o.maxLength, 'maxLength', 64, Math.min(2048, maxPositions));
+  if (maxLength > maxPositions) throw new Error(`maxLength ${maxLength} exceeds the model's max_position_embeddings ${maxPositions}`);
+  const lr = positive(o.lr, 'lr', 1e-3);
+  const { fusion, train } = stageSteps(o, tokensPerStep);
+  const steps = fusion + train;
+  const data = { lengths: [Math.min(256, maxLength), maxLength] as [number, number], maxPosition: maxPositions, edgeDepths: 0.2 };
+  const schedule = (from: number, to: number): Schedule => ({ lr, warmup: Math.min(20, Math.max(1, Math.ceil((to - from) / 10))), steps: Math.max(1, to - from), minLrFraction: 0.1 });
+  // DHA restarts the schedule at the collapse (a new model starts training there).
+  const phases = fusion > 0 && train > 0
+    ? [{ from: 0, ...data, schedule: schedule(0, fusion) }, { from: fusion, ...data, schedule: schedule(fusion, steps) }]
+    : [{ from: 0, ...data, schedule: schedule(0, steps) }];
+  const plan: TrainPlan = {
+    model: { ...model, maxRows: maxLength }, seed: integer(o.seed, 'seed', -(2 ** 31), 1), steps, tokensPerStep,
+    tasks: o.tasks ?? DEFAULT_TASKS, answerWeight: 2, skipFraction: 0.5, phases,
+  };
+  checkPlan(plan);
+  return plan;
+}
+
+function dataOf(plan: TrainPlan): DataOptions {
+  const ph = plan.phases[plan.phases.length - 1];
+  return { tasks: plan.tasks, answerWeight: plan.answerWeight, lengths: ph.lengths, maxPosition: ph.maxPosition, skipFraction: plan.skipFraction, edgeDepths: ph.edgeDepths };
+}
+
+/** n sequences of the plan's data from their own seed stream (never a training step's). */
+function fixedSequences(plan: TrainPlan, n: number, stream: number): Sequence[] {
+  const r = new Random(plan.seed * 7_919 + stream);
+  const seqs = Array.from({ length: n }, () => makeSequence(r, dataOf(plan)));
+  for (const s of seqs) for (let i = 0; i < s.weights.length; i++) s.weights[i] /= n;
+  return seqs;
+}
+
+/**
+ * Converts the model held by `model` (a multi-head CPU TrainModel loaded with the source weights
+ * and RoPE frequencies) following `plan` (conversionPlan). `helpers` compute shares of each step's
+ * gradients on other threads (same plan).
+ */
+export async function convertHeads(model: TrainModel<Float32Array>, plan: TrainPlan, o: ConvertOptions,
+  helpers: GradientHelper[] = [], onProgress: (p: ConvertProgress) => void = () => {}): Promise<ConvertResult> {
+  const t0 = performance.now();
+  const { layers, heads } = model.c;
+  if (model.c.kvHeads !== heads) throw new Error(`DHA converts a multi-head model (num_key_value_heads = num_attention_heads); this one has ${model.c.kvHeads} KV heads for ${heads} query heads`);
+  const keptHeads = budgetHeads(o.budget, layers, heads);
+  const { fusion: fusionSteps, train: trainSteps } = stageSteps(o, plan.tokensPerStep);
+  const mixLr = positive(o.mixLr, 'mixLr', 5e-2), eta = positive(o.multiplierLr, 'multiplierLr', 10);
+  const rampShare = o.rampShare ?? 0.5;
+  if (!(rampShare >= 0 && rampShare <= 1)) throw new Error(`rampShare must be from 0 to 1 (got ${rampShare})`);
+  const evalEvery = (stage: number) => integer(o.evalEvery, 'evalEvery', 1, Math.max(1, Math.ceil(stage / 8)));
+  const peakLr = plan.phases[0].schedule!.lr;
+  const count = (seqs: Sequence[]) => seqs.reduce((a, s) => a + s.ids.length, 0);
+
+  const validation = fixedSequences(plan, integer(o.validationSequences, 'validationSequences', 1, 16), 1_000_003);
+  const validate = (): number => {
+    let loss = 0;
+    for (const s of validation) loss += forwardLoss(model, s);
+    if (!Number.isFinite(loss)) throw new Error(`the validation loss is ${loss}: the model diverged; nothing was saved`);
+    return loss;
+  };
+  onProgress({ stage: 'validation', step: 0, steps: 0 });
+  const original = validate();
+
+  // Similarity on task data (both arms: the baseline's collapse cost is reported too).
+  const similarity = fixedSequences(plan, integer(o.similaritySequences, 'similaritySequences', 1, 8), 2_000_003);
+  onProgress({ stage: 'similarity', step: 0, steps: similarity.length });
+  const { sigma, gram } = measureHeads(model, similarity);
+  const allocation = o.method === 'dha' ? allocateHeads(gram, heads, o.budget) : { groups: meanPoolGroups(layers, heads, o.budget), merges: [] };
+  const { groups } = allocation;
+  const collapseCost = groups.map((g, l) => ({
+    key: g.key.reduce((a, gr) => a + mergeCost(gram[l].key, heads, gr, meanHeadEnergy(gram[l].key, heads)), 0),
+    value: g.value.reduce((a, gr) => a + mergeCost(gram[l].value, heads, gr, meanHeadEnergy(gram[l].value, heads)), 0),
+  }));
+
+  /** Step k's gradients at the model's current parameters, with the helpers taking shares (as Trainer.trainStepWith). */
+  const gradientsAt = async (step: number): Promise<{ loss: number; tokens: number }> => {
+    const seqs = stepSequences(plan, step);
+    const parts = helpers.length + 1;
+    const share = (k: number) => seqs.map((_, i) => i).filter((i) => i % parts === k);
+    const pending = helpers.map((h, k) => h.gradients(model.params, step, share(k + 1)));
+    model.grads.fill(0);
+    model.loss[0] = 0;
+    for (const i of share(0)) model.step(seqs[i].ids, seqs[i].positions, seqs[i].targets, seqs[i].weights);
+    let loss = model.loss[0];
+    for (const r of await Promise.all(pending)) {
+      const g = model.grads;
+      for (let i = 0; i < g.length; i++) g[i] += r.grads[i];
+      loss += r.loss;
+    }
+    return { loss, tokens: count(seqs) };
+  };
+  const curve: CurvePoint[] = [];
+  const finite = (stage: string, step: number, loss: number, norm: number) => {
+    if (!Number.isFinite(loss) || !Number.isFinite(norm)) throw new Error(`${stage} diverged at step ${step + 1}: loss ${loss}, gradient norm ${norm}; nothing was saved`);
+  };
+  const mergedSides = (c: Float64Array) => {
+    const used = groups.flatMap((g) => SIDES.map((s) => g[s].length < heads));
+    const vals = [...c].filter((_, i) => used[i]);
+    return vals.length ? vals.reduce((a, b) => a + b, 0) / vals.length : 0;
+  };
+
+  let state = HeadFusion.fusion(model, groups, sigma);
+  let fusionStart: number | null = null, fused: number | null = null;
+  let constraintsAtCollapse: Array<Record<Side, number>> | null = null;
+  let fusionTokens = 0;
+  if (o.method === 'dha') {
+    state.writeModel(model);
+    fusionStart = validate();
+    if (fusionStart !== original) throw new Error(`internal error: fusion step 0 (identity ω) gives validation loss ${fusionStart}, the source model ${original}`);
+    const opt = new AdamW(state.params, model.named), mixOpt = new AdamW(state.mix, []);
+    const every = evalEvery(fusionSteps);
+    // The constraint's target: c at the start, falling linearly to 0 at rampShare of the fusion.
+    const start = state.constraints(), ramp = rampShare * fusionSteps;
+    const targets = (step: number) => start.map((c0) => (ramp > 0 ? c0 * Math.max(0, 1 - (step + 1) / ramp) : 0));
+    for (let step = 0; step < fusionSteps; step++) {
+      const ts = performance.now();
+      state.writeModel(model);
+      const { loss, tokens } = await gradientsAt(step);
+      const t = targets(step);
+      const g = state.gradients(model.grads, t);
+      const lr = planLearningRate(plan, step);
+      const norm = opt.update(g.params, lr);
+      // ω keeps its peak rate after the warm-up: the constraint binds hardest at the end of the fusion.
+      mixOpt.update(g.mix, step < plan.phases[0].schedule!.warmup ? (mixLr * lr) / peakLr : mixLr);
+      state.ascend(g.constraints, eta, t);
+      finite('fusion', step, loss, norm);
+      fusionTokens += tokens;
+      const constraint = mergedSides(g.constraints);
+      onProgress({ stage: 'fusion', step: step + 1, steps: fusionSteps, loss, constraint, tokensPerSecond: tokens / ((performance.now() - ts) / 1000) });
+      if ((step + 1) % every === 0 || step + 1 === fusionSteps) {
+        state.writeModel(model);
+        curve.push({ stage: 'fusion', step: step + 1, tokens: fusionTokens, validationLoss: validate(), constraint: mergedSides(state.constraints()) });
+      }
+    }
+    state.writeModel(model);
+    fused = fusionSteps > 0 ? curve[curve.length - 1].validationLoss : validate();
+    const c = state.constraints();
+    constraintsAtCollapse = groups.map((_, l) => ({ key: c[l * 2], value: c[l * 2 + 1] }));
+  }
+
+  state = state.collapse(model);
+  state.writeModel(model);
+  const converted = validate();
+  curve.push({ stage: 'train', step: fusionSteps, tokens: fusionTokens, validationLoss: converted });
+  const opt = new AdamW(state.params, model.named);
+  const every = evalEvery(trainSteps);
+  let trainTokens = 0;
+  for (let k = 0; k < trainSteps; k++) {
+    const step = fusionSteps + k, ts = performance.now();
+    state.writeModel(model);
+    const { loss, tokens } = await gradientsAt(step);
+    const g = state.gradients(model.grads);
+    const norm = opt.update(g.params, planLearningRate(plan, step));
+    finite('continued training', step, loss, norm);
+    trainTokens += tokens;
+    onProgress({ stage: 'train', step: k + 1, steps: trainSteps, loss, tokensPerSecond: tokens / ((performance.now() - ts) / 1000) });
+    if ((k + 1) % every === 0 || k + 1 === trainSteps) {
+      state.writeModel(model);
+      curve.push({ stage: 'train', step: step + 1, tokens: fusionTokens + trainTokens, validationLoss: validate() });
+    }
+  }
+  state.writeModel(model);
+  const final = trainSteps > 0 ? curve[curve.length - 1].validationLoss : converted;
+  const tensors = state.checkpointTensors(model.named);
+  for (const t of tensors) {
+    for (let i = 0; i < t.data.length; i++) if (!Number.isFinite(t.data[i])) throw new Error(`${t.name}: value ${i} is ${t.data[i]} after the conversion; nothing was saved`);
+  }
+  return {
+    plan, tensors,
+    report: {
+      method: o.method, budget: o.budget, keptHeads, totalHeads: 2 * layers * heads,
+      layout: groupsLayout(groups, heads), groups, merges: allocation.merges, collapseCost,
+      steps: { fusion: fusionSteps, train: trainSteps },
+      tokens: { fusion: fusionTokens, train: trainTokens, similarity: count(similarity), validation: count(validation) },
+      losses: { original, fusionStart, fused, converted, final },
+      constraintsAtCollapse, curve, seconds: (performance.now() - t0) / 1000,
+    },
+  };
+}
+
+/**
+ * Σ_t weights[t]·CE(logits[t], targets[t]) of one sequence by a forward pass only (logits from the
+ * final hidden states in float64; the training step's loss without its backward pass).
+ */
+export function forwardLoss(model: TrainModel<Float32Array>, s: Sequence): number {
+  model.forward(s.ids, s.positions);
+  const { hidden: d, vocab: V } = model.c;
+  const x = model.hidden, w = model.p.lmHead;
+  const logits = new Float64Array(V);
+  let loss = 0;
+  for (let t = 0; t < s.ids.length; t++) {
+    if (s.weights[t] === 0) continue;
+    let max = -Infinity;
+    for (let v = 0; v < V; v++) {
+      let z = 0;
+      for (let e = 0; e < d; e++) z += x[t * d + e] * w[v * d + e];
+      logits[v] = z;
+      if (z > max) max = z;
+    }
+    let sum = 0;
+    for (let v = 0; v < V; v++) sum += Math.exp(logits[v] - max);
+    loss += s.weights[t] * (max + Math.log(sum) - logits[s.targets[t]]);
+  }
+  return loss;
+}

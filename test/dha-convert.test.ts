@@ -1,0 +1,152 @@
+// The DHA conversion end to end on a tiny random model (a few steps): the driver's report and
+// tensors, the GQA baseline on the same plan, and `duet dha`'s folder (config.json with a valid
+// duet_dha, k_proj/v_proj with the kept heads' rows, the model card, the atomic file set) with its
+// refusals (overwrite without --force, non-multi-head or foreign-vocabulary sources, bad budgets).
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { dhaCacheHeads, parseDhaConfig } from '../src/dha/config.ts';
+import { conversionPlan, convertHeads, forwardLoss, type ConvertOptions } from '../src/dha/convert.ts';
+import { makeSequence } from '../src/train/data.ts';
+import { loadCheckpoint } from '../src/model/checkpoint.ts';
+import { readSafetensorsHeader } from '../src/model/safetensors.ts';
+import { saveModel } from '../src/node/checkpoint-io.ts';
+import { convertToDha } from '../src/node/dha.ts';
+import { nodeModelFiles } from '../src/node/files.ts';
+import { Arena } from '../src/train/arena.ts';
+import { TrainModel, cpuTrainModel, type TrainConfig } from '../src/train/model.ts';
+import { VOCAB_SIZE } from '../src/train/vocab.ts';
+import { Random } from '../src/tasks/random.ts';
+
+const c: TrainConfig = { vocab: VOCAB_SIZE, hidden: 16, layers: 2, heads: 4, kvHeads: 4, headDim: 4, intermediate: 24, eps: 1e-5, ropeTheta: 10000, maxRows: 0 };
+const base: ConvertOptions = { method: 'dha', budget: 0.375, tokens: 1200, tokensPerStep: 300, maxLength: 160, tasks: ['passkey'], similaritySequences: 2, validationSequences: 2, seed: 3 };
+const dir = mkdtempSync(join(tmpdir(), 'duet-dha-'));
+
+async function tinyModel(maxRows: number) {
+  const m = cpuTrainModel(await Arena.create((k) => TrainModel.arenaBytes({ ...c, maxRows }, k)), { ...c, maxRows });
+  m.initialise(4);
+  return m;
+}
+
+test('forwardLoss (validation) equals the training step\'s loss', async () => {
+  const m = await tinyModel(200);
+  const s = makeSequence(new Random(5), { tasks: ['passkey'], answerWeight: 2, lengths: [150, 190], maxPosition: 0, skipFraction: 0 });
+  m.loss[0] = 0;
+  m.step(s.ids, s.positions, s.targets, s.weights);
+  const f = forwardLoss(m, s);
+  assert.ok(Math.abs(f - m.loss[0]) <= 1e-5 * Math.abs(f), `${f} vs ${m.loss[0]}`);
+});
+
+test('convertHeads (dha at 0.375 and gqa-meanpool at 0.5): budgets, step 0 = the source, tensors with the kept rows, deterministic', async () => {
+  const plan = conversionPlan(c, 4096, base);
+  assert.equal(plan.steps, 4);
+  const m = await tinyModel(plan.model.maxRows);
+  const source = Float32Array.from(m.params);
+  const r = await convertHeads(m, plan, base);
+  const { report } = r;
+  assert.is(report.keptHeads, 6);
+  assert.is(dhaCacheHeads(report.layout), 6);
+  assert.equal(report.steps, { fusion: 2, train: 2 });
+  assert.is(report.merges.length, 10);
+  assert.is(report.losses.fusionStart, report.losses.original);
+  for (const v of Object.values(report.losses)) assert.ok(v !== null && Number.isFinite(v));
+  assert.is(report.curve.filter((p) => p.stage === 'fusion').length, 2);
+  assert.ok(report.curve.every((p) => Number.isFinite(p.validationLoss)));
+  report.layout.layers.forEach((l, i) => {
+    assert.equal(r.tensors.find((t) => t.name === `model.layers.${i}.self_attn.k_proj.weight`)!.shape, [l.keyHeads * 4, 16]);
+    assert.equal(r.tensors.find((t) => t.name === `model.layers.${i}.self_attn.v_proj.weight`)!.shape, [l.valueHeads * 4, 16]);
+  });
+  // Same source, same plan: the same result.
+  m.params.set(source);
+  const again = await convertHeads(m, plan, base);
+  assert.equal(again.report.losses, report.losses);
+  assert.equal([...again.tensors[3].data], [...r.tensors[3].data]);
+  // The baseline: uniform 2K + 2V per layer, no fusion, all steps training.
+  const gqaOptions: ConvertOptions = { ...base, method: 'gqa-meanpool', budget: 0.5 };
+  const gplan = conversionPlan(c, 4096, gqaOptions);
+  m.params.set(source);
+  const g = await convertHeads(m, gplan, gqaOptions);
+  assert.equal(g.report.steps, { fusion: 0, train: 4 });
+  assert.equal(g.report.layout.layers.map((l) => [l.keyHeads, l.valueHeads, l.queryToKey.join('')]), [[2, 2, '0011'], [2, 2, '0011']]);
+  assert.is(g.report.losses.fused, null);
+  // Both arms draw the same training sequences for the same step.
+  assert.equal(gplan.seed, plan.seed);
+});
+
+test('bad options are refused with the field named', async () => {
+  assert.throws(() => conversionPlan(c, 4096, { ...base, tokens: 0 }), /tokens must be an integer ≥ 1/);
+  assert.throws(() => conversionPlan(c, 4096, { ...base, method: 'mean' as never }), /method must be one of dha, gqa-meanpool/);
+  assert.throws(() => conversionPlan(c, 4096, { ...base, fusionShare: 2 }), /fusionShare must be from 0 to 1/);
+  assert.throws(() => conversionPlan(c, 100, { ...base, maxLength: 160 }), /maxLength 160 exceeds the model's max_position_embeddings 100/);
+  assert.throws(() => conversionPlan(c, 4096, { ...base, tasks: ['niah-multikey'] }), /niah-multikey sequences need 340 tokens/);
+  const m = await tinyModel(160);
+  const plan = conversionPlan(c, 4096, base);
+  let msg = '';
+  try { await convertHeads(m, plan, { ...base, budget: 0.3 }); } catch (e) { msg = (e as Error).message; }
+  assert.match(msg, /budget 0\.3 keeps 4\.800 of the model's 16 K\+V heads/);
+  try { await convertHeads(m, plan, { ...base, budget: 0.125 }); } catch (e) { msg = (e as Error).message; }
+  assert.match(msg, /fewer than one key and one value head per layer \(4\)/);
+  try { await convertHeads(m, plan, { ...base, method: 'gqa-meanpool' }); } catch (e) { msg = (e as Error).message; }
+  assert.match(msg, /budget 0\.375 is not a uniform GQA layout.*--method dha/);
+});
+
+async function sourceFolder(name: string, over: Partial<TrainConfig> = {}): Promise<string> {
+  const cfg = { ...c, ...over, maxRows: 160 };
+  const m = cpuTrainModel(await Arena.create((k) => TrainModel.arenaBytes(cfg, k)), cfg);
+  m.initialise(8);
+  const path = join(dir, name);
+  saveModel(path, cfg, Float32Array.from(m.params), 4096, {});
+  return path;
+}
+
+test('duet dha\'s folder: duet_dha config, kept rows in the safetensors, tokenizer copied, model card; the engine refuses it; overwrite needs force', async () => {
+  const src = await sourceFolder('src');
+  const out = join(dir, 'out');
+  const { report } = await convertToDha({ ...base, model: src, out, threads: 1 });
+  const cfg = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
+  const layout = parseDhaConfig(cfg.duet_dha, 2, 4);
+  assert.equal(layout, report.layout);
+  assert.is(cfg.num_key_value_heads, 4);
+  const header = await readSafetensorsHeader(nodeModelFiles(out), 'model.safetensors');
+  layout.layers.forEach((l, i) => {
+    assert.equal(header.find((t) => t.name === `model.layers.${i}.self_attn.k_proj.weight`)!.shape, [l.keyHeads * 4, 16]);
+    assert.equal(header.find((t) => t.name === `model.layers.${i}.self_attn.v_proj.weight`)!.shape, [l.valueHeads * 4, 16]);
+  });
+  assert.is(readFileSync(join(out, 'tokenizer.json'), 'utf8'), readFileSync(join(src, 'tokenizer.json'), 'utf8'));
+  const card = readFileSync(join(out, 'README.md'), 'utf8');
+  assert.match(card, /KV budget 0\.375: 6 of 16 key \+ value heads kept/);
+  assert.match(card, /\| 0 \| \d \| [0-9+ ]+ \| \d \|/);
+  assert.match(card, /not resumable/);
+  assert.ok(existsSync(join(out, 'dha-manifest.json')));
+  assert.ok(!readFileSync(join(out, 'dha-manifest.json'), 'utf8').includes('.staged'));
+  let msg = '';
+  try { await loadCheckpoint(nodeModelFiles(out)); } catch (e) { msg = (e as Error).message; }
+  assert.match(msg, /DHA checkpoints are not yet supported/);
+  // A second run into the same folder needs force.
+  try { await convertToDha({ ...base, model: src, out, threads: 1 }); msg = ''; } catch (e) { msg = (e as Error).message; }
+  assert.match(msg, /not empty .*it holds a model; refusing to overwrite it with the converted model: add --force/);
+  const again = await convertToDha({ ...base, model: src, out, threads: 1, force: true });
+  assert.equal(again.report.losses, report.losses);
+  try { await convertToDha({ ...base, model: src, out: src, threads: 1 }); } catch (e) { msg = (e as Error).message; }
+  assert.match(msg, /is the source model's folder/);
+});
+
+test('duet dha refuses GQA sources and checkpoints of another vocabulary', async () => {
+  const gqa = await sourceFolder('gqa', { kvHeads: 2 });
+  let msg = '';
+  try { await convertToDha({ ...base, model: gqa, out: join(dir, 'o2'), threads: 1 }); } catch (e) { msg = (e as Error).message; }
+  assert.match(msg, /num_key_value_heads 2 ≠ num_attention_heads 4; DHA converts a multi-head checkpoint/);
+  const foreign = await sourceFolder('foreign');
+  const tok = JSON.parse(readFileSync(join(foreign, 'tokenizer.json'), 'utf8'));
+  tok.model.vocab = { ...tok.model.vocab, a: 99 };
+  writeFileSync(join(foreign, 'tokenizer.json'), JSON.stringify(tok));
+  try { await convertToDha({ ...base, model: foreign, out: join(dir, 'o3'), threads: 1 }); } catch (e) { msg = (e as Error).message; }
+  assert.match(msg, /needs the bundled model's vocabulary .* and another tokenizer/);
+  assert.ok(!existsSync(join(dir, 'o2')) && !existsSync(join(dir, 'o3')), 'nothing written');
+});
+
+test.after(() => rmSync(dir, { recursive: true, force: true }));
+
+test.run();
