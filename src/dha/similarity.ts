@@ -88,7 +88,7 @@ interface Forwardable {
   c: { layers: number; hidden: number; heads: number; kvHeads: number; headDim: number };
   p: { layers: Array<{ wk: Float32Array; wv: Float32Array }> };
   forward(ids: Int32Array, positions: Int32Array): void;
-  attentionInput(layer: number): Float32Array;
+  normedInput(layer: number): Float32Array;
 }
 
 /** Per layer: Σ of the attention inputs over `sequences` (forward passes of `model`) and the K and V Gram matrices under it. */
@@ -99,7 +99,7 @@ export function measureHeads(model: Forwardable, sequences: Array<{ ids: Int32Ar
   let rows = 0;
   for (const s of sequences) {
     model.forward(s.ids, s.positions);
-    for (let l = 0; l < layers; l++) accumulateCovariance(sigma[l], model.attentionInput(l), s.ids.length, d);
+    for (let l = 0; l < layers; l++) accumulateCovariance(sigma[l], model.normedInput(l), s.ids.length, d);
     rows += s.ids.length;
   }
   if (rows === 0) throw new Error('head similarity needs at least one sequence');

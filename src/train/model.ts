@@ -281,8 +281,8 @@ export class TrainModel<T = Float32Array> {
     this.backward(s.dxn, { weights: true });
   }
 
-  /** A layer's attention input (the normed residual that q/k/v project) of the last forward pass, [rows][hidden]. */
-  attentionInput(layer: number): T {
+  /** A layer's normed attention input (the residual after input_layernorm, which q/k/v project) of the last forward pass, [rows][hidden]. */
+  normedInput(layer: number): T {
     return this.k.slice(this.acts[layer].xn1, 0, this.rows * this.c.hidden);
   }
 
@@ -292,10 +292,10 @@ export class TrainModel<T = Float32Array> {
   }
 
   /**
-   * A layer's attention inputs from the last forward pass: q [rows][heads·hd] and k [rows][kvHeads·hd]
+   * A layer's q, k, v from the last forward pass: q [rows][heads·hd] and k [rows][kvHeads·hd]
    * after RoPE (rotated in place by forward), v [rows][kvHeads·hd]. Views, valid until the next pass.
    */
-  attentionInputs(layer: number): { q: T; k: T; v: T } {
+  attentionQkv(layer: number): { q: T; k: T; v: T } {
     const a = this.acts[layer], T = this.rows, qd = this.c.heads * this.c.headDim, kvd = this.c.kvHeads * this.c.headDim;
     return { q: this.k.slice(a.q, 0, T * qd), k: this.k.slice(a.k, 0, T * kvd), v: this.k.slice(a.v, 0, T * kvd) };
   }

@@ -82,7 +82,7 @@ export async function locretExample<T>(model: TrainModel<T>, ids: Int32Array, pr
   const queries = rows - queriesFrom;
   const layers: LocretExample['layers'] = [];
   for (let l = 0; l < c.layers; l++) {
-    const inputs = model.attentionInputs(l);
+    const inputs = model.attentionQkv(l);
     const q = await k.read(inputs.q, prefix * qd), kk = await k.read(inputs.k, prefix * kvd), v = await k.read(inputs.v, prefix * kvd);
     rope(q, prefix, c.heads, hd, positions, model.invFreq, true);
     rope(kk, prefix, c.kvHeads, hd, positions, model.invFreq, true);
