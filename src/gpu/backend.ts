@@ -24,7 +24,7 @@ import type { DeviceChoice, DeviceSampler } from '../backend/device-sampler.js';
 
 /** Threads per workgroup of the elementwise, rope and embed kernels. */
 const WG = 256;
-/** Output rows per workgroup of the GEMV kernel (wgsl/matmul.wgsl GEMV_RPW). */
+/** Output rows per workgroup of the GEMV kernels (wgsl/lib/gemv8.wgsl GEMV8_ROWS). */
 const GEMV_ROWS_PER_WG = 8;
 /** Output tile edge of the GEMM kernel (wgsl/matmul.wgsl TILE). */
 const GEMM_TILE = 64;
@@ -276,6 +276,9 @@ export class GpuBackend implements Backend, DeviceSampler {
   /**
    * One matmul dispatch; outDim rows of w land in columns outCol.. of out's rows of outStride. f32
    * weights run wgsl/matmul.wgsl, packed ones wgsl/matmul_packed.wgsl (same parameters, plus rowBytes).
+   * The decode GEMV (rows == 1) runs the `_subgroup` variant of either when the device has
+   * `subgroups`, and f16 weights (inDim % 4 == 0) read halves natively (matmul_f16*.wgsl) when it
+   * has `shader-f16`; all share lib/gemv8.wgsl and dispatch 8 output rows per workgroup.
    */
   private recordMatmul(o: GpuTensor, xt: GpuTensor, wt: GpuTensor | GpuPackedWeight, bt: GpuTensor | null, rows: number, inDim: number,
     outDim: number, accumulate: boolean, xOffset: number, outStride: number, outCol: number): void {
@@ -289,7 +292,10 @@ export class GpuBackend implements Backend, DeviceSampler {
       : ['matmul', { VEC4: inDim % 4 === 0 && xOffset % 4 === 0 ? 1 : 0 }];
     const buffers = [xt.buffer, wt.buffer, bt ? bt.buffer : this.dummy, o.buffer];
     if (rows === 1) {
-      this.ctx.dispatch(this.ctx.pipeline(shader, 'gemv', constants), buffers, block.buffer,
+      const [gemv, gemvConstants] = packed && wt.dtype === 'f16' && this.ctx.shaderF16 && inDim % 4 === 0
+        ? [this.ctx.subgroups ? 'matmul_f16_subgroup' : 'matmul_f16', undefined]
+        : [this.ctx.subgroups ? `${shader}_subgroup` : shader, constants];
+      this.ctx.dispatch(this.ctx.pipeline(gemv, 'gemv', gemvConstants), buffers, block.buffer,
         this.ctx.fold(Math.ceil(outDim / GEMV_ROWS_PER_WG)));
     } else {
       this.ctx.dispatch(this.ctx.pipeline(shader, 'gemm', constants), buffers, block.buffer,
