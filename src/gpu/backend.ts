@@ -87,7 +87,7 @@ export class GpuBackend implements Backend, DeviceSampler {
     const limit = this.ctx.maxBufferBytes;
     if (length * 4 <= limit) return new GpuTensor(this.ctx.createBuffer(length * 4, 'tensor'), length);
     if (length >= 2 ** 32) throw new RangeError(`alloc: ${length} elements exceed the GPU kernels' 32-bit word indices (at most ${2 ** 32 - 1})`);
-    const partLength = limit / 4;
+    const partLength = Math.floor(limit / 16) * 4; // whole 16-byte units (buffers are padded to 16)
     const parts: GpuTensor[] = [];
     for (let start = 0; start < length; start += partLength) {
       const n = Math.min(partLength, length - start);
