@@ -6,7 +6,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createNodeGpu } from '../src/node/gpu.ts';
 import { GpuBackend } from '../src/gpu/backend.ts';
-import { GpuRowParts } from '../src/gpu/tensor.ts';
+import { GpuRowParts, GpuSplitTensor } from '../src/gpu/tensor.ts';
 import { Engine } from '../src/engine/engine.ts';
 import { assertClose } from './helpers/conformance.ts';
 import * as ref from './reference/kernels.ts';
@@ -44,7 +44,11 @@ gpuTest('matmul (GEMV and GEMM, bias, accumulate) and embed through a weight spl
   ids.forEach((id, r) => assert.equal(Array.from(got.subarray(r * cols, (r + 1) * cols)), Array.from(w.subarray(id * cols, (id + 1) * cols)), `embed row ${id}`));
   assert.throws(() => be.add(wt, e, 4), /split over 3 buffers.*only matmul and embed/);
   assert.throws(() => be.uploadWeight({ dtype: 'f32', rows: 2, cols: LIMIT, data: new Float32Array(2 * LIMIT) }), /one row of 32768 f32 \(131072 bytes\) exceeds the device's storage-buffer limit of 32768 bytes/);
-  assert.throws(() => be.alloc(LIMIT), /exceeds the device's storage-buffer limit of 32768 bytes/);
+  // A tensor over the limit is split too (test/gpu-kv-split.test.ts), and only the cache ops take it.
+  const big = be.alloc(LIMIT);
+  assert.ok(big instanceof GpuSplitTensor && big.parts.length === 4);
+  assert.throws(() => be.add(big, e, 4), /add x: a tensor of 131072 bytes split over 4 buffers/);
+  be.free(big);
 });
 
 gpuTest('a model whose tied LM head exceeds the limit decodes as on the unlimited device', async () => {

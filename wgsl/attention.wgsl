@@ -9,17 +9,38 @@
 
 override KV_DTYPE: u32 = 0u;
 
+// A cache split over several buffers (src/gpu/tensor.ts GpuSplitTensor: consecutive parts of
+// part_words words) runs one dispatch per part p over the cache rows (KV head, position) whose first
+// word lies in it: rows row_first .. row_end, the first starting at word first_offset of the part.
+// A row may run on into the next part, bound as k_next / v_next (the same part when there is none).
+// Each part's splits write their own partials (split_base + split of total_splits), so the combine
+// pass merges the parts like any other splits. A whole cache is one part.
+
 struct Params {
   rows: u32, num_heads: u32, num_kv_heads: u32, head_dim: u32,
   past_len: u32, capacity: u32, split_len: u32, num_splits: u32,
   scale: f32,
+  part_words: u32, row_first: u32, row_end: u32, first_offset: u32,
+  split_base: u32, total_splits: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> partials: array<f32>;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> k_cache: array<u32>;
 @group(0) @binding(3) var<storage, read> v_cache: array<u32>;
-@group(0) @binding(4) var<uniform> p: Params;
+@group(0) @binding(4) var<storage, read> k_next: array<u32>;
+@group(0) @binding(5) var<storage, read> v_next: array<u32>;
+@group(0) @binding(6) var<uniform> p: Params;
+
+// Word i of this part's view (it continues into the next part).
+fn k_word(i: u32) -> u32 {
+  if (i < p.part_words) { return k_cache[i]; }
+  return k_next[i - p.part_words];
+}
+fn v_word(i: u32) -> u32 {
+  if (i < p.part_words) { return v_cache[i]; }
+  return v_next[i - p.part_words];
+}
 
 const WG: u32 = 64u;
 const MAX_D: u32 = 256u;
@@ -41,9 +62,9 @@ fn s8(w: u32, b: u32) -> f32 {
 
 // Element d of the cache row starting at word `row` (V reads: one element per thread).
 fn v_at(row: u32, d: u32, D: u32) -> f32 {
-  if (KV_DTYPE == 1u) { return unpack2x16float(v_cache[row + d / 2u])[d & 1u]; }
-  if (KV_DTYPE == 2u) { return s8(v_cache[row + d / 4u], d & 3u) * bitcast<f32>(v_cache[row + (D + 3u) / 4u]); }
-  return bitcast<f32>(v_cache[row + d]);
+  if (KV_DTYPE == 1u) { return unpack2x16float(v_word(row + d / 2u))[d & 1u]; }
+  if (KV_DTYPE == 2u) { return s8(v_word(row + d / 4u), d & 3u) * bitcast<f32>(v_word(row + (D + 3u) / 4u)); }
+  return bitcast<f32>(v_word(row + d));
 }
 
 // q_s · the key row starting at word `row`, a word at a time.
@@ -52,24 +73,24 @@ fn q_dot_k(row: u32, D: u32) -> f32 {
   if (KV_DTYPE == 1u) {
     let pairs = D / 2u;
     for (var w = 0u; w < pairs; w++) {
-      let k2 = unpack2x16float(k_cache[row + w]);
+      let k2 = unpack2x16float(k_word(row + w));
       dot += q_s[2u * w] * k2.x + q_s[2u * w + 1u] * k2.y;
     }
-    if ((D & 1u) != 0u) { dot += q_s[D - 1u] * unpack2x16float(k_cache[row + pairs]).x; }
+    if ((D & 1u) != 0u) { dot += q_s[D - 1u] * unpack2x16float(k_word(row + pairs)).x; }
     return dot;
   }
   if (KV_DTYPE == 2u) {
     let words = (D + 3u) / 4u;
     for (var w = 0u; w < words; w++) {
-      let k4 = k_cache[row + w];
+      let k4 = k_word(row + w);
       for (var b = 0u; b < 4u; b++) {
         let d = 4u * w + b;
         if (d < D) { dot += q_s[d] * s8(k4, b); }
       }
     }
-    return dot * bitcast<f32>(k_cache[row + words]);
+    return dot * bitcast<f32>(k_word(row + words));
   }
-  for (var d = 0u; d < D; d++) { dot += q_s[d] * bitcast<f32>(k_cache[row + d]); }
+  for (var d = 0u; d < D; d++) { dot += q_s[d] * bitcast<f32>(k_word(row + d)); }
   return dot;
 }
 
@@ -81,14 +102,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let D = p.head_dim;
   let kvh = h / (p.num_heads / p.num_kv_heads);
   let limit = p.past_len + r + 1u;
-  let start = split * p.split_len;
-  let end = min(start + p.split_len, limit);
+  // This part's rows of KV head kvh: positions lo .. hi (empty when hi ≤ lo).
+  let head_row = kvh * p.capacity;
+  let lo = max(p.row_first, head_row) - head_row;
+  let hi = max(min(p.row_end, head_row + p.capacity), head_row) - head_row;
+  let start = max(split * p.split_len, lo);
+  let end = min(min(split * p.split_len + p.split_len, limit), hi);
   let q_base = (r * p.num_heads + h) * D;
   for (var d = t; d < D; d += WG) { q_s[d] = q[q_base + d] * p.scale; }
   workgroupBarrier();
 
   let W = row_words(D);
-  let kv_base = kvh * p.capacity * W;
+  // Word of position j's row in this part's view: kv_base + j·W (wrapping arithmetic: j ≥ lo).
+  let kv_base = p.first_offset - (p.row_first - head_row) * W;
   var m = NEG;
   var l = 0.0;
   var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
@@ -123,7 +149,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     workgroupBarrier();
     j0 += WG;
   }
-  let base = ((r * p.num_heads + h) * p.num_splits + split) * (D + 2u);
+  let base = ((r * p.num_heads + h) * p.total_splits + p.split_base + split) * (D + 2u);
   if (t == 0u) { partials[base] = m; partials[base + 1u] = l; }
   for (var c = 0u; c < 4u; c++) {
     let d = t + c * WG;

@@ -10,7 +10,10 @@ override KV_DTYPE: u32 = 1u;
 
 struct Params {
   rows: u32, num_kv_heads: u32, head_dim: u32, past_len: u32,
-  capacity: u32, row_words: u32, total: u32, pad: u32,
+  capacity: u32, row_words: u32, total: u32,
+  // The bound k_dst / v_dst are words part_first .. part_first + part_words of the cache (a cache
+  // split over several buffers is appended to once per part; whole: 0 and 0xffffffff).
+  part_first: u32, part_words: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> k_dst: array<u32>;
@@ -94,7 +97,9 @@ fn src_word(which: u32, i: u32) -> u32 {
 }
 
 fn store(which: u32, i: u32, w: u32) {
-  if (which == 0u) { k_dst[i] = w; } else { v_dst[i] = w; }
+  if (i < p.part_first || i - p.part_first >= p.part_words) { return; }
+  let j = i - p.part_first;
+  if (which == 0u) { k_dst[j] = w; } else { v_dst[j] = w; }
 }
 
 fn encode_row(which: u32, src: u32, dst: u32) {

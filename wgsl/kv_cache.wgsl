@@ -1,11 +1,15 @@
 // KV cache writes. `append`: a chunk's k/v ([rows][kv_heads][head_dim]) into a full head-major cache
 // ([kv_heads][capacity][head_dim]) at positions past_len… `ring_append`: the positions a streaming
 // ring keeps (p < sink, or among the chunk's last `recent`) into slot p (sinks) or
-// sink + (p − sink) mod recent. One thread per element; workgroups folded into y.
+// sink + (p − sink) mod recent. One thread per element; workgroups folded into y. A full cache
+// split over several buffers (src/gpu/tensor.ts GpuSplitTensor) is appended to once per part.
 
 struct Params {
   rows: u32, num_kv_heads: u32, head_dim: u32, past_len: u32,
   capacity: u32, sink: u32, recent: u32, total: u32,
+  // append: the bound k_dst / v_dst are words part_first .. part_first + part_words of the cache (a
+  // cache split over several buffers is appended to once per part; whole: 0 and 0xffffffff).
+  part_first: u32, part_words: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> k_dst: array<f32>;
@@ -29,8 +33,9 @@ fn append(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
   let h = (e / p.head_dim) % p.num_kv_heads;
   let r = e / (p.head_dim * p.num_kv_heads);
   let dst = (h * p.capacity + p.past_len + r) * p.head_dim + d;
-  k_dst[dst] = k_src[e];
-  v_dst[dst] = v_src[e];
+  if (dst < p.part_first || dst - p.part_first >= p.part_words) { return; }
+  k_dst[dst - p.part_first] = k_src[e];
+  v_dst[dst - p.part_first] = v_src[e];
 }
 
 @compute @workgroup_size(256)

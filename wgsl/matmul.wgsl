@@ -3,86 +3,26 @@
 // part: w is the part, o its local row, and the result goes to column outCol + o of rows of outStride.
 //
 // Two entry points:
-//  - gemv (rows == 1): each workgroup of 256 threads computes GEMV_RPW output rows; GEMV_TPR threads
-//    stride over inDim for one output row (vec4 loads when VEC4), then reduce (lib/gemv_reduce.wgsl).
+//  - gemv (rows == 1): lib/gemv8.wgsl, 8 output rows per workgroup of 256 threads (vec4 loads when
+//    VEC4), reduced in workgroup memory; matmul_subgroup.wgsl is the same with subgroup reductions.
 // matmul_packed.wgsl is the same for weights held packed (f16, Q8_0, Q4_0, Q4_K).
 //  - gemm (rows > 1): 64×64 output tiles, K in steps of 16 through workgroup memory; each thread
 //    accumulates a 4×4 block (rows ty + 16i, columns tx + 16j, so writes are coalesced).
-// x and w are bound as arrays of vec4 (GPU buffers are padded to 16 bytes); the scalar path reads
-// single elements out of them, so odd inDim and unaligned xOffset work too.
+// Bindings and loads: lib/matmul_f32_io.wgsl.
 // Workgroups beyond dimension limits are folded into y: group = wid.y · nwg.x + wid.x.
 
-struct Params {
-  rows: u32,
-  inDim: u32,
-  outDim: u32,
-  xOffset: u32,
-  // bit 0: add bias; bit 1: accumulate into out.
-  flags: u32,
-  // gemm: number of 64-wide tiles along outDim.
-  tilesN: u32,
-  // Row stride of out and bias, and the first column written (outDim and 0 unless w is a part).
-  outStride: u32,
-  outCol: u32,
-}
-
-@group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> w: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> bias: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
-@group(0) @binding(4) var<uniform> p: Params;
-
-// inDim % 4 == 0 and xOffset % 4 == 0: whole-vec4 loads.
-override VEC4: bool = false;
-
-fn xAt(i: u32) -> f32 { return x[i >> 2u][i & 3u]; }
-fn wAt(i: u32) -> f32 { return w[i >> 2u][i & 3u]; }
-
-fn finish(index: u32, o: u32, sum: f32) {
-  var v = sum;
-  if ((p.flags & 1u) != 0u) { v += bias[p.outCol + o]; }
-  if ((p.flags & 2u) != 0u) { v += out[index]; }
-  out[index] = v;
-}
+#include "lib/matmul_params.wgsl"
+#include "lib/matmul_f32_io.wgsl"
 
 // ---------------------------------------------------------------------------------------------
-// GEMV
+// GEMV: lib/gemv8.wgsl with the workgroup-memory reduction (matmul_subgroup.wgsl: with subgroupAdd).
 
-#include "lib/gemv_reduce.wgsl"
+#include "lib/gemv8_workgroup.wgsl"
 
-@compute @workgroup_size(256)
-fn gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) li: u32) {
-  let group = wid.y * nwg.x + wid.x;
-  let lane = li % GEMV_TPR;
-  let o = group * GEMV_RPW + li / GEMV_TPR;
-  var s = 0.0;
-  if (o < p.outDim) {
-    if (VEC4) {
-      let n4 = p.inDim >> 2u;
-      let wb = o * n4;
-      let xb = p.xOffset >> 2u;
-      var acc = vec4<f32>(0.0);
-      var i = lane;
-      // Two independent vec4 FMAs per iteration.
-      for (; i + GEMV_TPR < n4; i += 2u * GEMV_TPR) {
-        acc += x[xb + i] * w[wb + i];
-        acc += x[xb + i + GEMV_TPR] * w[wb + i + GEMV_TPR];
-      }
-      if (i < n4) { acc += x[xb + i] * w[wb + i]; }
-      s = (acc.x + acc.y) + (acc.z + acc.w);
-    } else {
-      let wb = o * p.inDim;
-      for (var i = lane; i < p.inDim; i += GEMV_TPR) {
-        s += xAt(p.xOffset + i) * wAt(wb + i);
-      }
-    }
-  }
-  let total = rowSum(li, s);
-  if (lane == 0u && o < p.outDim) {
-    finish(p.outCol + o, o, total);
-  }
-}
+fn gemvX4(k: u32) -> vec4<f32> { return loadX(0u, k); }
+fn gemvW4(o: u32, k: u32) -> vec4<f32> { return loadW(o, k); }
+
+#include "lib/gemv8.wgsl"
 
 // ---------------------------------------------------------------------------------------------
 // GEMM
@@ -93,28 +33,6 @@ const PAD: u32 = 5u;                   // row stride in vec4s of the tiles (TK4 
 
 var<workgroup> tileX: array<vec4<f32>, 320>;   // [TILE][PAD] vec4, rows of x
 var<workgroup> tileW: array<vec4<f32>, 320>;   // [TILE][PAD] vec4, rows of w
-
-fn loadX(r: u32, k: u32) -> vec4<f32> {
-  if (r >= p.rows || k >= p.inDim) { return vec4<f32>(0.0); }
-  let base = p.xOffset + r * p.inDim + k;
-  if (VEC4) { return x[base >> 2u]; }
-  var v = vec4<f32>(0.0);
-  for (var c = 0u; c < 4u; c++) {
-    if (k + c < p.inDim) { v[c] = xAt(base + c); }
-  }
-  return v;
-}
-
-fn loadW(o: u32, k: u32) -> vec4<f32> {
-  if (o >= p.outDim || k >= p.inDim) { return vec4<f32>(0.0); }
-  let base = o * p.inDim + k;
-  if (VEC4) { return w[base >> 2u]; }
-  var v = vec4<f32>(0.0);
-  for (var c = 0u; c < 4u; c++) {
-    if (k + c < p.inDim) { v[c] = wAt(base + c); }
-  }
-  return v;
-}
 
 @compute @workgroup_size(256)
 fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -2,67 +2,20 @@
 // Q4_0, Q4_K: lib/dequant.wgsl, FORMAT) from a u32 array: row o starts at byte o·rowBytes. No f32
 // copy of W exists; each element is decoded where it is used. Same parameters, entry points and
 // row-part convention as matmul.wgsl (outStride, outCol), so the host dispatches either alike:
-//  - gemv (rows == 1): GEMV_TPR threads per output row stride over its 4-element groups.
+//  - gemv (rows == 1): lib/gemv8.wgsl, 8 output rows per workgroup, reduced in workgroup memory
+//    (matmul_packed_subgroup.wgsl: with subgroup reductions).
 //  - gemm (rows > 1): 64×64 output tiles, K in steps of 16 through workgroup memory; W's tile is
 //    decoded as it is loaded, each thread accumulates a 4×4 block.
 
-struct Params {
-  rows: u32,
-  inDim: u32,
-  outDim: u32,
-  xOffset: u32,
-  // bit 0: add bias; bit 1: accumulate into out.
-  flags: u32,
-  tilesN: u32,
-  outStride: u32,
-  outCol: u32,
-  // Bytes of one packed row of W (whole blocks).
-  rowBytes: u32,
-}
+#include "lib/matmul_params.wgsl"
+#include "lib/matmul_packed_io.wgsl"
+#include "lib/gemv8_workgroup.wgsl"
 
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> wq: array<u32>;
-@group(0) @binding(2) var<storage, read> bias: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
-@group(0) @binding(4) var<uniform> p: Params;
+// GEMV: lib/gemv8.wgsl with the workgroup-memory reduction (matmul_packed_subgroup.wgsl: subgroupAdd).
+fn gemvX4(k: u32) -> vec4<f32> { return loadX4(p.xOffset, k); }
+fn gemvW4(o: u32, k: u32) -> vec4<f32> { return decode4Masked(o * p.rowBytes, k, p.inDim); }
 
-#include "lib/dequant.wgsl"
-#include "lib/gemv_reduce.wgsl"
-
-fn finish(index: u32, o: u32, sum: f32) {
-  var v = sum;
-  if ((p.flags & 1u) != 0u) { v += bias[p.outCol + o]; }
-  if ((p.flags & 2u) != 0u) { v += out[index]; }
-  out[index] = v;
-}
-
-// x[base + k .. base + k + 3], zeros at k + c ≥ inDim.
-fn loadX4(base: u32, k: u32) -> vec4<f32> {
-  var v = vec4<f32>(0.0);
-  for (var c = 0u; c < 4u; c++) {
-    if (k + c < p.inDim) { v[c] = x[base + k + c]; }
-  }
-  return v;
-}
-
-@compute @workgroup_size(256)
-fn gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) li: u32) {
-  let group = wid.y * nwg.x + wid.x;
-  let lane = li % GEMV_TPR;
-  let o = group * GEMV_RPW + li / GEMV_TPR;
-  var acc = vec4<f32>(0.0);
-  if (o < p.outDim) {
-    let row = o * p.rowBytes;
-    for (var k = 4u * lane; k < p.inDim; k += 4u * GEMV_TPR) {
-      acc += loadX4(p.xOffset, k) * decode4Masked(row, k, p.inDim);
-    }
-  }
-  let s = rowSum(li, (acc.x + acc.y) + (acc.z + acc.w));
-  if (lane == 0u && o < p.outDim) {
-    finish(p.outCol + o, o, s);
-  }
-}
+#include "lib/gemv8.wgsl"
 
 const TILE: u32 = 64u;                 // output rows and columns per workgroup
 const TK4: u32 = 4u;                   // K step in vec4s (16 elements)

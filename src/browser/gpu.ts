@@ -1,5 +1,5 @@
 // WebGPU in the browser (navigator.gpu), with the adapter's storage limits requested.
-import { GpuContext, isSoftwareAdapter } from '../gpu/context.js';
+import { GpuContext, isSoftwareAdapter, wantedFeatures } from '../gpu/context.js';
 
 export async function createBrowserGpu(): Promise<{ gpu: GpuContext | null; reason: string }> {
   const gpu = (globalThis.navigator as Navigator | undefined)?.gpu;
@@ -8,6 +8,7 @@ export async function createBrowserGpu(): Promise<{ gpu: GpuContext | null; reas
   if (!adapter) return { gpu: null, reason: 'navigator.gpu.requestAdapter() returned no adapter' };
   const l = adapter.limits;
   const device = await adapter.requestDevice({
+    requiredFeatures: wantedFeatures(adapter.features),
     requiredLimits: {
       maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
       maxBufferSize: l.maxBufferSize,

@@ -3,7 +3,7 @@
 // attention_combine.wgsl), and streaming-head attention over ring + chunk (streaming_attention.wgsl).
 import type { AttentionShape, StreamingWindow } from '../backend/contract.js';
 import type { GpuContext } from './context.js';
-import type { GpuTensor } from './tensor.js';
+import { GpuSplitTensor, type GpuTensor } from './tensor.js';
 import { KV_DTYPE_ID, kvRowWords, type KvDType } from '../backend/kv-dtype.js';
 
 const MAX_HEAD_DIM = 256;
@@ -19,7 +19,33 @@ function checkHeads(shape: { numHeads: number; numKvHeads: number; headDim: numb
   }
 }
 
-function checkLength(t: GpuTensor, needed: number, what: string): void {
+/** A full cache as parts: consecutive buffers of partWords words (a whole cache is one part). */
+interface CacheParts { parts: GpuTensor[]; partWords: number; length: number }
+
+function cacheParts(t: GpuTensor | GpuSplitTensor): CacheParts {
+  return t instanceof GpuSplitTensor ? { parts: t.parts, partWords: t.partLength, length: t.length } : { parts: [t], partWords: t.length, length: t.length };
+}
+
+/** K and V caches split alike (they are allocated alike; a mismatch is a caller's error). */
+function kvParts(kCache: GpuTensor | GpuSplitTensor, vCache: GpuTensor | GpuSplitTensor, what: string): [CacheParts, CacheParts] {
+  const k = cacheParts(kCache), v = cacheParts(vCache);
+  if (k.parts.length !== v.parts.length || (k.parts.length > 1 && k.partWords !== v.partWords)) {
+    throw new Error(`${what}: the K and V caches are split differently (${k.parts.length} and ${v.parts.length} buffers)`);
+  }
+  return [k, v];
+}
+
+/** Indices of the parts that hold any word of [start, end) of each range (ascending). */
+function partsTouched(c: CacheParts, ranges: Array<[number, number]>): number[] {
+  const touched = new Set<number>();
+  for (const [start, end] of ranges) {
+    if (end <= start) continue;
+    for (let i = Math.floor(start / c.partWords); i <= Math.floor((end - 1) / c.partWords); i++) touched.add(i);
+  }
+  return [...touched].sort((a, b) => a - b);
+}
+
+function checkLength(t: { length: number }, needed: number, what: string): void {
   if (t.length < needed) throw new Error(`${what}: tensor of ${t.length} elements, needs ${needed}`);
 }
 
@@ -30,18 +56,20 @@ function partials(ctx: GpuContext, floats: number): GPUBuffer {
   let buf = partialBuffers.get(ctx);
   if (!buf || buf.size < floats * 4) {
     if (buf) ctx.release(buf);
-    buf = ctx.createBuffer(Math.max(floats, 4096) * 4, 'attention partials');
+    buf = ctx.createBuffer(Math.max(floats, Math.min(4096, ctx.maxBufferBytes / 4)) * 4, 'attention partials');
     partialBuffers.set(ctx, buf);
   }
   return buf;
 }
 
-function kvParams(rows: number, numKvHeads: number, headDim: number, pastLen: number, capacity: number, window: StreamingWindow | null): ArrayBuffer {
-  const u = new Uint32Array([rows, numKvHeads, headDim, pastLen, capacity, window?.sink ?? 0, window?.recent ?? 1, rows * numKvHeads * headDim]);
+/** kv_cache.wgsl's parameters; partFirst / partWords: the words of the cache bound (append only). */
+function kvParams(rows: number, numKvHeads: number, headDim: number, pastLen: number, capacity: number, window: StreamingWindow | null,
+  partFirst = 0, partWords = 0xffffffff): ArrayBuffer {
+  const u = new Uint32Array([rows, numKvHeads, headDim, pastLen, capacity, window?.sink ?? 0, window?.recent ?? 1, rows * numKvHeads * headDim, partFirst, partWords]);
   return u.buffer;
 }
 
-export function recordKvAppend(ctx: GpuContext, kCache: GpuTensor, vCache: GpuTensor, k: GpuTensor, v: GpuTensor,
+export function recordKvAppend(ctx: GpuContext, kCache: GpuTensor | GpuSplitTensor, vCache: GpuTensor | GpuSplitTensor, k: GpuTensor, v: GpuTensor,
   rows: number, numKvHeads: number, headDim: number, capacity: number, pastLen: number, dtype: KvDType): void {
   if (pastLen + rows > capacity) throw new Error(`kvAppend: positions up to ${pastLen + rows} exceed the cache capacity ${capacity}`);
   const W = kvRowWords(headDim, dtype);
@@ -51,15 +79,23 @@ export function recordKvAppend(ctx: GpuContext, kCache: GpuTensor, vCache: GpuTe
   checkLength(v, rows * numKvHeads * headDim, 'kvAppend v');
   const total = rows * numKvHeads * headDim;
   if (total === 0) return;
-  if (dtype !== 'f32') {
-    // One thread per (row, KV head) encodes its row (wgsl/kv_append_packed.wgsl).
-    const vectors = rows * numKvHeads;
-    ctx.dispatch(ctx.pipeline('kv_append_packed', 'main', { KV_DTYPE: KV_DTYPE_ID[dtype] }), [kCache.buffer, vCache.buffer, k.buffer, v.buffer],
-      new Uint32Array([rows, numKvHeads, headDim, pastLen, capacity, W, vectors, 0]).buffer, ctx.fold(Math.ceil(vectors / 64)));
-    return;
+  const [kp, vp] = kvParts(kCache, vCache, 'kvAppend');
+  // The written words: rows pastLen .. pastLen + rows of each KV head.
+  const ranges: Array<[number, number]> = [];
+  for (let h = 0; h < numKvHeads; h++) ranges.push([(h * capacity + pastLen) * W, (h * capacity + pastLen + rows) * W]);
+  for (const i of partsTouched(kp, ranges)) {
+    const buffers = [kp.parts[i].buffer, vp.parts[i].buffer, k.buffer, v.buffer];
+    const first = i * kp.partWords, words = kp.parts[i].length;
+    if (dtype !== 'f32') {
+      // One thread per (row, KV head) encodes its row (wgsl/kv_append_packed.wgsl).
+      const vectors = rows * numKvHeads;
+      ctx.dispatch(ctx.pipeline('kv_append_packed', 'main', { KV_DTYPE: KV_DTYPE_ID[dtype] }), buffers,
+        new Uint32Array([rows, numKvHeads, headDim, pastLen, capacity, W, vectors, first, words]).buffer, ctx.fold(Math.ceil(vectors / 64)));
+    } else {
+      ctx.dispatch(ctx.pipeline('kv_cache', 'append'), buffers,
+        kvParams(rows, numKvHeads, headDim, pastLen, capacity, null, first, words), ctx.fold(Math.ceil(total / 256)));
+    }
   }
-  ctx.dispatch(ctx.pipeline('kv_cache', 'append'), [kCache.buffer, vCache.buffer, k.buffer, v.buffer],
-    kvParams(rows, numKvHeads, headDim, pastLen, capacity, null), ctx.fold(Math.ceil(total / 256)));
 }
 
 export function recordRingAppend(ctx: GpuContext, kRing: GpuTensor, vRing: GpuTensor, k: GpuTensor, v: GpuTensor,
@@ -76,7 +112,7 @@ export function recordRingAppend(ctx: GpuContext, kRing: GpuTensor, vRing: GpuTe
     kvParams(rows, numKvHeads, headDim, pastLen, 0, window), ctx.fold(Math.ceil(total / 256)));
 }
 
-export function recordAttention(ctx: GpuContext, out: GpuTensor, q: GpuTensor, kCache: GpuTensor, vCache: GpuTensor,
+export function recordAttention(ctx: GpuContext, out: GpuTensor, q: GpuTensor, kCache: GpuTensor | GpuSplitTensor, vCache: GpuTensor | GpuSplitTensor,
   shape: AttentionShape, capacity: number, dtype: KvDType): void {
   const { rows, numHeads, numKvHeads, headDim, pastLen, scale } = shape;
   checkHeads(shape, 'attention');
@@ -87,18 +123,38 @@ export function recordAttention(ctx: GpuContext, out: GpuTensor, q: GpuTensor, k
   checkLength(vCache, numKvHeads * capacity * kvRowWords(headDim, dtype), 'attention vCache');
   if (rows === 0 || numHeads === 0) return;
   const keys = pastLen + rows;
+  const W = kvRowWords(headDim, dtype);
+  const [kp, vp] = kvParts(kCache, vCache, 'attention');
+  // The parts holding the keys read: positions 0 .. keys of each KV head.
+  const ranges: Array<[number, number]> = [];
+  for (let h = 0; h < numKvHeads; h++) ranges.push([h * capacity * W, (h * capacity + keys) * W]);
+  const used = partsTouched(kp, ranges);
   const perSplit = rows * numHeads * (headDim + 2);
+  const budget = Math.min(PARTIALS_BUDGET, Math.floor(ctx.maxBufferBytes / 4));
+  if (used.length * perSplit > budget) {
+    throw new Error(`attention: ${rows} rows × ${numHeads} heads over a cache split into ${used.length} buffers need ${used.length * perSplit * 4} bytes of partials, over the limit of ${budget * 4} bytes (attend in shorter chunks)`);
+  }
   let numSplits = Math.ceil(keys / SPLIT_KEYS);
-  numSplits = Math.max(1, Math.min(numSplits, Math.floor(PARTIALS_BUDGET / perSplit)));
+  numSplits = Math.max(1, Math.min(numSplits, Math.floor(budget / (used.length * perSplit))));
   const splitLen = Math.ceil(keys / numSplits);
   numSplits = Math.ceil(keys / splitLen);
-  const scratch = partials(ctx, numSplits * perSplit);
-  const params = new ArrayBuffer(36);
-  new Uint32Array(params, 0, 8).set([rows, numHeads, numKvHeads, headDim, pastLen, capacity, splitLen, numSplits]);
-  new Float32Array(params, 32, 1)[0] = scale;
-  ctx.dispatch(ctx.pipeline('attention', 'main', { KV_DTYPE: KV_DTYPE_ID[dtype] }), [scratch, q.buffer, kCache.buffer, vCache.buffer], params, [numSplits, numHeads, rows]);
+  const totalSplits = used.length * numSplits;
+  const scratch = partials(ctx, totalSplits * perSplit);
+  const pipeline = ctx.pipeline('attention', 'main', { KV_DTYPE: KV_DTYPE_ID[dtype] });
+  used.forEach((i, n) => {
+    // Rows whose first word lies in part i; they may run on into part i + 1 (bound as the next part).
+    const first = i * kp.partWords, words = kp.parts[i].length;
+    const rowFirst = Math.ceil(first / W), rowEnd = Math.ceil((first + words) / W);
+    const params = new ArrayBuffer(64);
+    new Uint32Array(params, 0, 8).set([rows, numHeads, numKvHeads, headDim, pastLen, capacity, splitLen, numSplits]);
+    new Float32Array(params, 32, 1)[0] = scale;
+    new Uint32Array(params, 36, 6).set([words, rowFirst, rowEnd, rowFirst * W - first, n * numSplits, totalSplits]);
+    const next = Math.min(i + 1, kp.parts.length - 1);
+    ctx.dispatch(pipeline, [scratch, q.buffer, kp.parts[i].buffer, vp.parts[i].buffer, kp.parts[next].buffer, vp.parts[next].buffer],
+      params, [numSplits, numHeads, rows]);
+  });
   ctx.dispatch(ctx.pipeline('attention_combine'), [out.buffer, scratch],
-    new Uint32Array([rows, numHeads, headDim, numSplits]).buffer, [numHeads, rows]);
+    new Uint32Array([rows, numHeads, headDim, totalSplits]).buffer, [numHeads, rows]);
 }
 
 /** A streaming cache's compensation sums on the GPU ([numKvHeads][headDim] each). */

@@ -17,14 +17,14 @@ import { checkPacked, rowBytes, type PackedMatrix, type WeightDType } from '../m
 import type { AttentionShape, Backend, Compensation, DeviceTensor, StreamingWindow } from '../backend/contract.js';
 import { checkKvDType, type KvDType } from '../backend/kv-dtype.js';
 import type { GpuContext } from './context.js';
-import { GpuPackedWeight, GpuRowParts, GpuTensor } from './tensor.js';
+import { GpuPackedWeight, GpuRowParts, GpuSplitTensor, GpuTensor } from './tensor.js';
 import { recordAttention, recordCompensationAppend, recordKvAppend, recordRingAppend, recordStreamingAttention, type GpuCompensation } from './attention.js';
 import { sampleOnGpu } from './sample.js';
 import type { DeviceChoice, DeviceSampler } from '../backend/device-sampler.js';
 
 /** Threads per workgroup of the elementwise, rope and embed kernels. */
 const WG = 256;
-/** Output rows per workgroup of the GEMV kernel (wgsl/matmul.wgsl GEMV_RPW). */
+/** Output rows per workgroup of the GEMV kernels (wgsl/lib/gemv8.wgsl GEMV8_ROWS). */
 const GEMV_ROWS_PER_WG = 8;
 /** Output tile edge of the GEMM kernel (wgsl/matmul.wgsl TILE). */
 const GEMM_TILE = 64;
@@ -39,7 +39,15 @@ function asGpu(t: DeviceTensor, what: string): GpuTensor {
   if (t instanceof GpuTensor) return t;
   if (t instanceof GpuRowParts) throw new TypeError(`${what}: a weight split over ${t.parts.length} buffers (larger than the device's buffer limit); only matmul and embed read it`);
   if (t instanceof GpuPackedWeight) throw new TypeError(`${what}: the tensor holds packed ${t.dtype} weights; only matmul and embed read it`);
+  if (t instanceof GpuSplitTensor) {
+    throw new TypeError(`${what}: a tensor of ${t.length * 4} bytes split over ${t.parts.length} buffers (larger than the device's buffer limit); only kvAppend and attention (as a full KV cache), copy, read, write and free take it`);
+  }
   throw new TypeError(`${what}: not a GPU tensor (allocated by another backend?)`);
+}
+
+/** A full KV cache: one buffer, or split over several (GpuSplitTensor). */
+function asCache(t: DeviceTensor, what: string): GpuTensor | GpuSplitTensor {
+  return t instanceof GpuSplitTensor ? t : asGpu(t, what);
 }
 
 function need(t: DeviceTensor, elements: number, what: string): void {
@@ -70,9 +78,28 @@ export class GpuBackend implements Backend, DeviceSampler {
   /** Compute dispatches recorded so far on this device (proof that the GPU did the work). */
   get dispatches(): number { return this.ctx.dispatches; }
 
-  alloc(length: number): GpuTensor {
+  /**
+   * A tensor of `length` f32 (or 32-bit words). Beyond the device's storage-buffer limit (a long
+   * context's full KV cache) it is split into consecutive parts that each fit (GpuSplitTensor).
+   */
+  alloc(length: number): GpuTensor | GpuSplitTensor {
     count(length, 'alloc length');
-    return new GpuTensor(this.ctx.createBuffer(length * 4, 'tensor'), length);
+    const limit = this.ctx.maxBufferBytes;
+    if (length * 4 <= limit) return new GpuTensor(this.ctx.createBuffer(length * 4, 'tensor'), length);
+    if (length >= 2 ** 32) throw new RangeError(`alloc: ${length} elements exceed the GPU kernels' 32-bit word indices (at most ${2 ** 32 - 1})`);
+    const partLength = Math.floor(limit / 16) * 4; // whole 16-byte units (buffers are padded to 16)
+    const parts: GpuTensor[] = [];
+    for (let start = 0; start < length; start += partLength) {
+      const n = Math.min(partLength, length - start);
+      parts.push(new GpuTensor(this.ctx.createBuffer(n * 4, `tensor part ${parts.length}`), n));
+    }
+    return new GpuSplitTensor(parts, partLength, length);
+  }
+
+  /** The single-buffer pieces of elements offset .. offset + length of `t` (one for a GpuTensor). */
+  private pieces(t: DeviceTensor, offset: number, length: number, what: string) {
+    if (t instanceof GpuSplitTensor) return [...t.pieces(offset, length)];
+    return [{ part: asGpu(t, what), offset, length, at: 0 }];
   }
 
   /** A weight in its own storage: f32 as a tensor, the other formats packed (GpuPackedWeight). */
@@ -101,9 +128,13 @@ export class GpuBackend implements Backend, DeviceSampler {
   }
 
   write(t: DeviceTensor, data: Float32Array, offset = 0): void {
-    const g = asGpu(t, 'write');
     count(offset, 'write offset');
     need(t, offset + data.length, 'write');
+    if (t instanceof GpuSplitTensor) {
+      for (const piece of t.pieces(offset, data.length)) this.write(piece.part, data.subarray(piece.at, piece.at + piece.length), piece.offset);
+      return;
+    }
+    const g = asGpu(t, 'write');
     if (data.length === 0) return;
     if (this.ctx.pending) {
       // Keep the write in recording order (after the ops already recorded).
@@ -116,10 +147,17 @@ export class GpuBackend implements Backend, DeviceSampler {
   }
 
   copy(dst: DeviceTensor, dstOffset: number, src: DeviceTensor, srcOffset: number, length: number): void {
-    const d = asGpu(dst, 'copy dst'), s = asGpu(src, 'copy src');
     count(dstOffset, 'copy dstOffset'); count(srcOffset, 'copy srcOffset'); count(length, 'copy length');
     need(dst, dstOffset + length, 'copy dst');
     need(src, srcOffset + length, 'copy src');
+    if (dst instanceof GpuSplitTensor || src instanceof GpuSplitTensor) {
+      // Piece by piece, each within one buffer on both sides.
+      for (const dp of this.pieces(dst, dstOffset, length, 'copy dst')) {
+        for (const sp of this.pieces(src, srcOffset + dp.at, dp.length, 'copy src')) this.copy(dp.part, dp.offset + sp.at, sp.part, sp.offset, sp.length);
+      }
+      return;
+    }
+    const d = asGpu(dst, 'copy dst'), s = asGpu(src, 'copy src');
     if (length === 0) return;
     const enc = this.ctx.commandEncoder();
     if (d.buffer === s.buffer) {
@@ -134,11 +172,17 @@ export class GpuBackend implements Backend, DeviceSampler {
   }
 
   async read(t: DeviceTensor, offset = 0, length?: number): Promise<Float32Array> {
-    const g = asGpu(t, 'read');
     count(offset, 'read offset');
     const n = length ?? t.length - offset;
     count(n, 'read length');
     need(t, offset + n, 'read');
+    if (t instanceof GpuSplitTensor) {
+      // One read per part touched (a split tensor is a cache: read back only by tests and tools).
+      const out = new Float32Array(n);
+      for (const piece of t.pieces(offset, n)) out.set(await this.read(piece.part, piece.offset, piece.length), piece.at);
+      return out;
+    }
+    const g = asGpu(t, 'read');
     if (n === 0) return new Float32Array(0);
     return new Float32Array(await this.ctx.readBuffer(g.buffer, offset * 4, n * 4));
   }
@@ -146,6 +190,7 @@ export class GpuBackend implements Backend, DeviceSampler {
   free(t: DeviceTensor): void {
     if (t instanceof GpuRowParts) { for (const p of t.parts) this.ctx.release(p.tensor.buffer); return; }
     if (t instanceof GpuPackedWeight) { this.ctx.release(t.buffer); return; }
+    if (t instanceof GpuSplitTensor) { for (const p of t.parts) this.ctx.release(p.buffer); return; }
     this.ctx.release(asGpu(t, 'free').buffer);
   }
 
@@ -276,6 +321,9 @@ export class GpuBackend implements Backend, DeviceSampler {
   /**
    * One matmul dispatch; outDim rows of w land in columns outCol.. of out's rows of outStride. f32
    * weights run wgsl/matmul.wgsl, packed ones wgsl/matmul_packed.wgsl (same parameters, plus rowBytes).
+   * The decode GEMV (rows == 1) runs the `_subgroup` variant of either when the device has
+   * `subgroups`, and f16 weights (inDim % 4 == 0) read halves natively (matmul_f16*.wgsl) when it
+   * has `shader-f16`; all share lib/gemv8.wgsl and dispatch 8 output rows per workgroup.
    */
   private recordMatmul(o: GpuTensor, xt: GpuTensor, wt: GpuTensor | GpuPackedWeight, bt: GpuTensor | null, rows: number, inDim: number,
     outDim: number, accumulate: boolean, xOffset: number, outStride: number, outCol: number): void {
@@ -289,7 +337,10 @@ export class GpuBackend implements Backend, DeviceSampler {
       : ['matmul', { VEC4: inDim % 4 === 0 && xOffset % 4 === 0 ? 1 : 0 }];
     const buffers = [xt.buffer, wt.buffer, bt ? bt.buffer : this.dummy, o.buffer];
     if (rows === 1) {
-      this.ctx.dispatch(this.ctx.pipeline(shader, 'gemv', constants), buffers, block.buffer,
+      const [gemv, gemvConstants] = packed && wt.dtype === 'f16' && this.ctx.shaderF16 && inDim % 4 === 0
+        ? [this.ctx.subgroups ? 'matmul_f16_subgroup' : 'matmul_f16', undefined]
+        : [this.ctx.subgroups ? `${shader}_subgroup` : shader, constants];
+      this.ctx.dispatch(this.ctx.pipeline(gemv, 'gemv', gemvConstants), buffers, block.buffer,
         this.ctx.fold(Math.ceil(outDim / GEMV_ROWS_PER_WG)));
     } else {
       this.ctx.dispatch(this.ctx.pipeline(shader, 'gemm', constants), buffers, block.buffer,
@@ -346,14 +397,14 @@ export class GpuBackend implements Backend, DeviceSampler {
 
   kvAppend(kCache: DeviceTensor, vCache: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
     rows: number, numKvHeads: number, headDim: number, capacity: number, pastLen: number, dtype: KvDType = 'f32'): void {
-    recordKvAppend(this.ctx, asGpu(kCache, 'kvAppend kCache'), asGpu(vCache, 'kvAppend vCache'), asGpu(k, 'kvAppend k'),
+    recordKvAppend(this.ctx, asCache(kCache, 'kvAppend kCache'), asCache(vCache, 'kvAppend vCache'), asGpu(k, 'kvAppend k'),
       asGpu(v, 'kvAppend v'), rows, numKvHeads, headDim, capacity, pastLen, checkKvDType(dtype, 'kvAppend'));
   }
 
   attention(out: DeviceTensor, q: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor,
     shape: AttentionShape, capacity: number, dtype: KvDType = 'f32'): void {
-    recordAttention(this.ctx, asGpu(out, 'attention out'), asGpu(q, 'attention q'), asGpu(kCache, 'attention kCache'),
-      asGpu(vCache, 'attention vCache'), shape, capacity, checkKvDType(dtype, 'attention'));
+    recordAttention(this.ctx, asGpu(out, 'attention out'), asGpu(q, 'attention q'), asCache(kCache, 'attention kCache'),
+      asCache(vCache, 'attention vCache'), shape, capacity, checkKvDType(dtype, 'attention'));
   }
 
   streamingAttention(out: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor,

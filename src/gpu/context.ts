@@ -62,6 +62,20 @@ export interface GpuContextOptions {
    * on a software GPU exercise the splitting of tensors that exceed a real device's limits.
    */
   maxBufferBytes?: number;
+  /** The features the adapter offered (default: the device's), to tell a feature switched off from one not offered. */
+  adapterFeatures?: Iterable<string>;
+}
+
+/** The optional WebGPU features Duet's kernels use when the device was created with them. */
+export const OPTIONAL_FEATURES = ['subgroups', 'shader-f16'] as const;
+export type OptionalFeature = typeof OPTIONAL_FEATURES[number];
+
+/**
+ * The optional features to request from an adapter: those it offers, less those switched off
+ * (`{ subgroups: false }` forces the kernels' fallbacks, e.g. to test them on an adapter that has the feature).
+ */
+export function wantedFeatures(offered: { has(name: string): boolean }, use: Partial<Record<OptionalFeature, boolean>> = {}): OptionalFeature[] {
+  return OPTIONAL_FEATURES.filter((f) => offered.has(f) && use[f] !== false);
 }
 
 export class GpuContext {
@@ -87,12 +101,24 @@ export class GpuContext {
   private readonly bufferLimit: number | null;
   readonly software: boolean;
   readonly ownsDevice: boolean;
+  /** The device has the `subgroups` feature: the decode GEMVs use subgroup reductions (wgsl/lib/gemv8_subgroup.wgsl). */
+  readonly subgroups: boolean;
+  /** The device has `shader-f16`: f16 weights' GEMV reads halves natively (wgsl/matmul_f16*.wgsl). */
+  readonly shaderF16: boolean;
+  /** The features the adapter offered (a superset of the device's when some were left off). */
+  readonly adapterFeatures: ReadonlySet<string>;
+  /** Dispatches recorded per kernel ("shader:entry"), to tell which variant ran. */
+  readonly kernelDispatches = new Map<string, number>();
+  private readonly kernelNames = new WeakMap<GPUComputePipeline, string>();
   /** Uncaptured WebGPU errors (validation, out of memory) seen on this device, oldest first (at most 100 kept). */
   readonly errors: string[] = [];
 
   constructor(readonly device: GPUDevice, readonly adapterDescription: string, options: GpuContextOptions = {}) {
     this.software = options.software ?? false;
     this.ownsDevice = options.ownsDevice ?? true;
+    this.subgroups = device.features.has('subgroups');
+    this.shaderF16 = device.features.has('shader-f16');
+    this.adapterFeatures = new Set(options.adapterFeatures ?? device.features);
     const limit = options.maxBufferBytes;
     if (limit !== undefined && !(Number.isInteger(limit) && limit >= 256 && limit % 16 === 0)) {
       throw new RangeError(`GpuContext maxBufferBytes must be a multiple of 16 of at least 256 (got ${limit})`);
@@ -178,6 +204,7 @@ export class GpuContext {
       this.counters.pipelinesCreated++;
       p = this.device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint, constants }, label: key });
       this.pipelines.set(key, p);
+      this.kernelNames.set(p, `${shaderName}:${entryPoint}`);
     }
     return p;
   }
@@ -207,6 +234,8 @@ export class GpuContext {
     pass.setBindGroup(0, bindGroup);
     pass.dispatchWorkgroups(x, y, z);
     this.counters.dispatches++;
+    const name = this.kernelNames.get(pipeline) ?? pipeline.label;
+    this.kernelDispatches.set(name, (this.kernelDispatches.get(name) ?? 0) + 1);
   }
 
   /**

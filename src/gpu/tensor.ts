@@ -25,3 +25,24 @@ export class GpuRowParts implements DeviceTensor {
   constructor(readonly parts: Array<{ tensor: GpuTensor | GpuPackedWeight; row0: number; rows: number }>, readonly rows: number, readonly cols: number) {}
   get length(): number { return this.rows * this.cols; }
 }
+
+/**
+ * A tensor of 32-bit words too large for one buffer binding (alloc beyond the device's
+ * storage-buffer limit: in practice a long context's full KV cache), as consecutive parts of
+ * `partLength` elements (the last may be shorter). write/read/copy/free take it like a GpuTensor,
+ * kvAppend and attention take it as a cache (one dispatch per part); any other op refuses it.
+ */
+export class GpuSplitTensor implements DeviceTensor {
+  constructor(readonly parts: GpuTensor[], readonly partLength: number, readonly length: number) {}
+
+  /** The pieces of elements offset .. offset + length: part index, offset in the part, length, offset in the range. */
+  *pieces(offset: number, length: number): Generator<{ part: GpuTensor; offset: number; length: number; at: number }> {
+    let at = 0;
+    while (at < length) {
+      const i = Math.floor((offset + at) / this.partLength), inPart = (offset + at) - i * this.partLength;
+      const n = Math.min(length - at, this.parts[i].length - inPart);
+      yield { part: this.parts[i], offset: inPart, length: n, at };
+      at += n;
+    }
+  }
+}

@@ -2,7 +2,7 @@
 // has: Vulkan (a real GPU, or SwiftShader when VK_ICD_FILENAMES points at it), then OpenGL ES over
 // Mesa (llvmpipe), which only offers a "compatibility" adapter.
 // `webgpu` is imported on first use, so a Node user without it (an optional dependency) runs on the CPU.
-import { GpuContext, isSoftwareAdapter } from '../gpu/context.js';
+import { GpuContext, isSoftwareAdapter, wantedFeatures, type OptionalFeature } from '../gpu/context.js';
 import { GpuBackend } from '../gpu/backend.js';
 
 let globalsInstalled = false;
@@ -17,6 +17,11 @@ export interface NodeGpuOptions {
   backend?: string;
   /** Largest buffer the context creates or binds (below the device's limits; see GpuContextOptions). */
   maxBufferBytes?: number;
+  /**
+   * Optional features (subgroups, shader-f16) are requested whenever the adapter offers them; set
+   * one to false to leave it off (the kernels then use their fallbacks).
+   */
+  features?: Partial<Record<OptionalFeature, boolean>>;
 }
 
 /** Returns a GPU context, or null with the reason when no adapter is available. */
@@ -42,6 +47,7 @@ export async function createNodeGpu(options: NodeGpuOptions = {}): Promise<{ gpu
       if (!adapter) { failures.push(`${backend ?? 'default'}: no adapter`); continue; }
       const l = adapter.limits;
       const device = await adapter.requestDevice({
+        requiredFeatures: wantedFeatures(adapter.features, options.features),
         requiredLimits: {
           maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
           maxBufferSize: l.maxBufferSize,
@@ -56,7 +62,8 @@ export async function createNodeGpu(options: NodeGpuOptions = {}): Promise<{ gpu
       const info = adapter.info;
       const name = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(' ') || 'unknown adapter';
       const software = isSoftwareAdapter(info, (adapter as { isFallbackAdapter?: boolean }).isFallbackAdapter);
-      const gpu = new GpuContext(device, `${name} (${backend ?? 'default'} backend, ${featureLevel})`, { software, maxBufferBytes: options.maxBufferBytes });
+      const extras = [...device.features].filter((f) => f === 'subgroups' || f === 'shader-f16');
+      const gpu = new GpuContext(device, `${name} (${[`${backend ?? 'default'} backend`, featureLevel, ...extras].join(', ')})`, { software, maxBufferBytes: options.maxBufferBytes, adapterFeatures: adapter.features });
       instances.set(gpu, { navigatorGpu, adapter });
       return { gpu, reason: '' };
     } catch (err) {
