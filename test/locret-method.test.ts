@@ -16,6 +16,10 @@ import type { KvGroupShape, KvSettings } from '../src/kv/method.ts';
 import { sharedGpu } from './helpers/engine.ts';
 import { gpuTests } from './helpers/gpu-skip.ts';
 import { randomArray } from './reference/kernels.ts';
+import { tempCheckpoint } from './helpers/engine.ts';
+import { Engine } from '../src/engine/engine.ts';
+import { initRetainingHeads, retainingHeadShape } from '../src/kv/locret/retaining-heads.ts';
+import { allHeads } from '../src/attention/pattern.ts';
 
 const BASE: KvSettings = { kvDtype: 'f32', window: { sink: 3, recent: 8 }, compensation: false };
 const gpu = await sharedGpu();
@@ -129,6 +133,39 @@ test('bad settings and mismatched retaining heads are refused by name', async ()
     assert.match(String(err), /layer 0's retaining head reads 32 values and scores 2 KV heads, but this group has 1 KV heads/);
     cache.free();
   } finally { be.destroy(); }
+});
+
+const ckpt = await tempCheckpoint({ modelType: 'llama', hidden: 72, intermediate: 100, layers: 2, heads: 6, kvHeads: 2, headDim: 24, vocab: 301, dtype: 'F32', seed: 1 });
+const PROMPT = [5, 17, 3, 99, 42, 7, 0, 11, 23, 64, 8, 1, 90];
+const retaining = initRetainingHeads(retainingHeadShape(ckpt.config), ckpt.config.numLayers, 5);
+const engineOn = (placement: 'cpu' | 'gpu', locret?: { budget: number; stabilizers: number }, extra: object = {}) =>
+  Engine.create(ckpt.config, ckpt.weights, { device: placement, placement, acquireGpu: sharedGpu, ...(locret ? { locret: { ...locret, heads: retaining } } : {}), ...extra });
+
+for (const placement of ['cpu', 'gpu'] as const) {
+  const register = placement === 'cpu' ? test : gpuTests(test, gpu.gpu !== null, gpu.reason);
+  register(`engine (${placement}): locret with budget ≥ context generates what full attention does; a small budget keeps budget positions per head`, async () => {
+    const full = await engineOn(placement), roomy = await engineOn(placement, { budget: 64, stabilizers: 4 }), tight = await engineOn(placement, { budget: 8, stabilizers: 3 });
+    try {
+      const a = await full.generate(PROMPT, { maxTokens: 12, prefillChunk: 5 }), b = await roomy.generate(PROMPT, { maxTokens: 12, prefillChunk: 5 });
+      assert.equal(b.tokens, a.tokens);
+      assert.is(b.kv.byMethod.locret, 2 * 4 * 2 * 24 * 25 * 2, 'K and V, 2 KV heads × 24 × (13 + 12 positions) × 2 layers');
+      const c = await tight.generate(PROMPT, { maxTokens: 12, prefillChunk: 5 });
+      assert.is(c.tokens.length, 12);
+      assert.is(c.kv.byMethod.locret, 2 * 4 * 2 * 24 * 8 * 2, 'budget 8 positions per KV head');
+    } finally { full.dispose(); roomy.dispose(); tight.dispose(); }
+  });
+}
+
+test('engine: the locret option is refused with streaming heads, mismatched retaining heads or a bad budget', async () => {
+  const { numLayers: L, numKvHeads: H } = ckpt.config;
+  const fails = (o: object) => Engine.create(ckpt.config, ckpt.weights, { device: 'cpu', placement: 'cpu', ...o }).then(() => null, (e: Error) => e.message);
+  const locret = { budget: 8, stabilizers: 2, heads: retaining };
+  const kinds = allHeads(L, H, true); kinds[1][0] = false;
+  assert.match(await fails({ locret, kinds, window: { sink: 2, recent: 4 } }) ?? '', /^locret cannot be combined with streaming heads/);
+  assert.match(await fails({ locret: { ...locret, heads: { layers: retaining.layers.slice(1) } } }) ?? '', /^locret retaining heads have 1 layers, the model has 2/);
+  const other = initRetainingHeads(retainingHeadShape({ ...ckpt.config, numKvHeads: 1 }), L, 1);
+  assert.match(await fails({ locret: { ...locret, heads: other } }) ?? '', /^locret layer 0's retaining head reads 192 values and scores 1 KV heads; the model needs 240 and 2/);
+  assert.match(await fails({ locret: { ...locret, stabilizers: 9 } }) ?? '', /^locret stabilizers must be an integer in \[0, budget = 8\] \(got 9\)/);
 });
 
 test.run();

@@ -51,7 +51,7 @@ export class Session {
   }) {
     const { config, main } = model;
     this.kvDtype = options.kvDtype ?? 'f32';
-    this.kvSettings = { kvDtype: this.kvDtype, window: model.window, compensation: model.compensation };
+    this.kvSettings = { kvDtype: this.kvDtype, window: model.window, compensation: model.compensation, locret: model.locret };
     this.maxRows = Math.max(1, options.maxRows);
     this.capacity = Math.max(1, options.capacity);
     this.limit = options.limit ?? null;
