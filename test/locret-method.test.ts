@@ -20,6 +20,7 @@ import { tempCheckpoint } from './helpers/engine.ts';
 import { Engine } from '../src/engine/engine.ts';
 import { initRetainingHeads, retainingHeadShape } from '../src/kv/locret/retaining-heads.ts';
 import { allHeads } from '../src/attention/pattern.ts';
+import { main } from '../src/cli/main.ts';
 
 const BASE: KvSettings = { kvDtype: 'f32', window: { sink: 3, recent: 8 }, compensation: false };
 const gpu = await sharedGpu();
@@ -166,6 +167,27 @@ test('engine: the locret option is refused with streaming heads, mismatched reta
   const other = initRetainingHeads(retainingHeadShape({ ...ckpt.config, numKvHeads: 1 }), L, 1);
   assert.match(await fails({ locret: { ...locret, heads: other } }) ?? '', /^locret layer 0's retaining head reads 192 values and scores 1 KV heads; the model needs 240 and 2/);
   assert.match(await fails({ locret: { ...locret, stabilizers: 9 } }) ?? '', /^locret stabilizers must be an integer in \[0, budget = 8\] \(got 9\)/);
+});
+
+test('duet generate --method locret --budget N [--stabilizers N] runs with the fixture\'s retaining heads; bad flags are refused', async () => {
+  const write = { out: process.stdout.write, err: process.stderr.write };
+  let printed = '';
+  process.stdout.write = ((c: string) => { printed += c; return true; }) as typeof process.stdout.write;
+  process.stderr.write = (() => true) as typeof process.stderr.write;
+  const gen = (...flags: string[]) => main(['generate', '--model', 'fixtures/duet-passkey', '--prompt-ids', '1,5,9,13,17,21,25,29,33,37,41', '--max-tokens', '3', '--device', 'cpu', '--json', ...flags]);
+  const refused = (...flags: string[]) => gen(...flags).then(() => '', (e: Error) => e.message);
+  try {
+    assert.is(await gen('--method', 'locret', '--budget', '6', '--stabilizers', '2', '--prefill-chunk', '4'), 0);
+    assert.match(printed, /locret \(budget 6, stabilizers 2\)/);
+    assert.match(await refused('--budget', '8'), /--budget and --stabilizers go with --method locret/);
+    assert.match(await refused('--method', 'locret'), /--method locret needs --budget N/);
+    assert.match(await refused('--method', 'locret', '--budget', '0'), /--budget must be an integer ≥ 1 \(got "0"\)/);
+    assert.match(await refused('--method', 'locret', '--budget', '4', '--stabilizers', '5'), /--stabilizers must be at most --budget 4 \(got 5\)/);
+    assert.match(await refused('--method', 'magicpig', '--budget', '4'), /--method must be one of duo, locret \(got "magicpig"\)/);
+    assert.match(await refused('--method', 'locret', '--budget', '4', '--streaming-only'), /cannot be combined with --pattern, --streaming-only or --compensation/);
+    const bare = await main(['generate', '--model', ckpt.dir, '--prompt-ids', '1,2,3', '--device', 'cpu', '--method', 'locret', '--budget', '4']).then(() => '', (e: Error) => e.message);
+    assert.match(bare, /needs the model's retaining heads: locret\.json: missing from/);
+  } finally { process.stdout.write = write.out; process.stderr.write = write.err; }
 });
 
 test.run();

@@ -56,10 +56,14 @@ export const patternOptions = {
   sink: { type: 'string' },
   recent: { type: 'string' },
   compensation: { type: 'boolean' },
+  method: { type: 'string' },
+  budget: { type: 'string' },
+  stabilizers: { type: 'string' },
 } as const;
 
 export interface PatternValues {
   pattern?: string; sparsity?: string; 'streaming-only'?: boolean; full?: boolean; sink?: string; recent?: string; compensation?: boolean;
+  method?: string; budget?: string; stabilizers?: string;
 }
 
 /** --pattern/--sparsity/--streaming-only/--full/--sink/--recent/--compensation as the library's head options (its rules apply when they resolve). */
