@@ -187,6 +187,8 @@ test('duet generate --method locret --budget N [--stabilizers N] runs with the f
     assert.match(await refused('--method', 'locret', '--budget', '4', '--streaming-only'), /cannot be combined with --pattern, --streaming-only or --compensation/);
     const bare = await main(['generate', '--model', ckpt.dir, '--prompt-ids', '1,2,3', '--device', 'cpu', '--method', 'locret', '--budget', '4']).then(() => '', (e: Error) => e.message);
     assert.match(bare, /needs the model's retaining heads: locret\.json: missing from/);
+    const memory = await main(['memory', '--config', 'fixtures/duet-passkey/config.json', '--context', '64', '--method', 'locret']).then(() => '', (e: Error) => e.message);
+    assert.match(memory, /Unknown option '--method'/, 'duet memory does not take --method locret (not ignored)');
   } finally { process.stdout.write = write.out; process.stderr.write = write.err; }
 });
 

@@ -1,7 +1,7 @@
 // `duet generate`: load a checkpoint through the library, prefill the prompt and stream generated text.
 import { parseArgs } from 'node:util';
 import { fillerStyleFor, formatBytes, loadModel, score, taskPrompt, type DeviceChoice, type GenerationStats, type GpuCounters, type PlacementChoice, type Prompt, type TaskSample } from '../node.js';
-import { intOption, kvDtypeOption, numberOption, patternOptions, threadsOption, weightsOption } from './options.js';
+import { intOption, kvDtypeOption, locretOptions, numberOption, patternOptions, threadsOption, weightsOption } from './options.js';
 import { Progress } from './progress.js';
 
 const options = {
@@ -24,6 +24,7 @@ const options = {
   'kv-dtype': { type: 'string' },
   json: { type: 'boolean' },
   ...patternOptions,
+  ...locretOptions,
 } as const;
 
 export function oneOf<T extends string>(value: string | undefined, flag: string, allowed: readonly T[]): T | undefined {

@@ -56,6 +56,10 @@ export const patternOptions = {
   sink: { type: 'string' },
   recent: { type: 'string' },
   compensation: { type: 'boolean' },
+} as const;
+
+/** --method locret --budget N [--stabilizers N] (commands that generate: generate, serve). */
+export const locretOptions = {
   method: { type: 'string' },
   budget: { type: 'string' },
   stabilizers: { type: 'string' },
@@ -63,7 +67,6 @@ export const patternOptions = {
 
 export interface PatternValues {
   pattern?: string; sparsity?: string; 'streaming-only'?: boolean; full?: boolean; sink?: string; recent?: string; compensation?: boolean;
-  method?: string; budget?: string; stabilizers?: string;
 }
 
 /** --pattern/--sparsity/--streaming-only/--full/--sink/--recent/--compensation as the library's head options (its rules apply when they resolve). */
