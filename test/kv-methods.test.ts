@@ -74,18 +74,18 @@ async function runSchedule(be: Backend, method: KvMethod, ref: KvReference, shap
       }
       const q = qAll.subarray(pastLen * rowQ, (pastLen + rows) * rowQ);
       const k = kAll.subarray(pastLen * rowK, (pastLen + rows) * rowK), v = vAll.subarray(pastLen * rowK, (pastLen + rows) * rowK);
-      const kt = be.upload(k), vt = be.upload(v);
+      const kt = be.upload(k), vt = be.upload(v), qt = be.upload(q);
       if (c > 0) {
-        const qt = be.upload(q), out = be.alloc(rows * rowQ);
+        const out = be.alloc(rows * rowQ);
         cache.attend(out, qt, kt, vt, rows, pastLen);
         const expected = mirror.attend(q, k, v, rows, pastLen);
         assertClose(await be.read(out), expected, where, TOL);
         compared += rows;
-        be.free(qt); be.free(out);
+        be.free(out);
       }
-      cache.append(kt, vt, rows, pastLen);
-      mirror.append(k, v, rows, pastLen);
-      be.free(kt); be.free(vt);
+      await cache.append(kt, vt, rows, pastLen, qt);
+      mirror.append(k, v, rows, pastLen, q);
+      be.free(kt); be.free(vt); be.free(qt);
       pastLen += rows;
       checkBytes(`after the ${where}`);
     }
@@ -113,7 +113,7 @@ test('head kinds become method names; a layer groups its heads in registry order
   assert.equal(groupHeads(methods[0]).map((g) => [g.method.name, g.kvHeads]), [['full', [1, 3]], ['streaming', [0, 2]]]);
   assert.equal(groupHeads(methods[1]).map((g) => [g.method.name, g.kvHeads]), [['full', [0, 1, 2, 3]]]);
   assert.is(kvMethod('streaming').home, 'side');
-  assert.throws(() => groupHeads(['full', 'locret']), /unknown KV method "locret" \(registered: full, streaming\)/);
+  assert.throws(() => groupHeads(['full', 'magicpig']), /unknown KV method "magicpig" \(registered: full, streaming, locret\)/);
 });
 
 for (const method of KV_METHODS) {

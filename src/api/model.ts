@@ -20,6 +20,7 @@ import { isWeightDType, WEIGHT_DTYPES, type WeightDType } from '../model/quant.j
 import type { ModelFiles } from '../model/files.js';
 import type { ChatMessage, StreamDecoder, TextTokenizer } from '../model/tokenizer.js';
 import { resolveHeads, type HeadOptions, type ResolvedHeads } from './heads.js';
+import { loadLocretHeads } from '../kv/locret/file.js';
 import { StopText } from './stop-text.js';
 import { ChatCompletions, Completions } from './openai.js';
 
@@ -37,6 +38,12 @@ export interface ProgressEvent {
 export interface ModelOptions extends Omit<HeadOptions, 'pattern'> {
   /** A DuoAttention pattern: parsed, or its folder (full_attention_heads.tsv + config.json). */
   pattern?: HeadPattern | PatternFiles;
+  /**
+   * Locret's eviction on every head (docs/locret.md): each KV head keeps `budget` positions, the
+   * `stabilizers` latest always (default budget/4, rounded down), the rest by the retaining heads'
+   * scores, read from locret.json + locret.safetensors beside the model. Not with streaming heads.
+   */
+  locret?: { budget: number; stabilizers?: number };
   /** 'auto' (default) takes a hardware GPU and never a software renderer; 'gpu' insists; 'cpu' never asks. */
   device?: DeviceChoice;
   /**
@@ -258,11 +265,13 @@ export class DuetModel {
       throw new DuetError('contextLength', `must be an integer from 1 to the model's max_position_embeddings ${config.maxPositionEmbeddings} (got ${limit})`);
     }
     const heads = await headsFor(options, config, progress);
+    const locret = options.locret ? await locretOption(options.locret, files, config) : undefined;
+    if (locret) heads.description = `locret (budget ${locret.budget}, stabilizers ${locret.stabilizers})`;
     const gpuDevice = options.gpuDevice;
     const placing: Placing = {
       files, options, limit,
       engine: {
-        weights: options.weights, kvDtype, device: options.device, placement: options.placement, notice,
+        weights: options.weights, kvDtype, device: options.device, placement: options.placement, notice, locret,
         acquireGpu: gpuDevice ? async () => ({ gpu: new GpuContext(gpuDevice, 'the GPUDevice given by the caller', { ownsDevice: false }), reason: '' }) : env.acquireGpu,
         createCpu: env.createCpu,
       },
@@ -571,7 +580,7 @@ function fitContext(engine: Engine, asked: number | undefined, prefillChunk: num
   const m = engine.model;
   const shape: PlacementShape = {
     config: engine.config, kinds: m.kinds, methods: m.methods, window: m.window, main: m.main.kind, streaming: m.streamingBackend.kind,
-    kvDtype: engine.kvDtype, compensation: m.compensation,
+    kvDtype: engine.kvDtype, compensation: m.compensation, locret: m.locret,
   };
   const context = asked ?? engine.config.maxPositionEmbeddings;
   const rows = Math.min(prefillChunk ?? 512, context);
@@ -592,4 +601,18 @@ function yieldToEventLoop(): Promise<void> {
     channel.port1.onmessage = () => { channel.port1.close(); r(); };
     channel.port2.postMessage(null);
   });
+}
+
+/** The locret option checked, with the retaining heads loaded from beside the model. */
+async function locretOption(o: NonNullable<ModelOptions['locret']>, files: ModelFiles, config: ModelConfig): Promise<NonNullable<EngineOptions['locret']>> {
+  if (!Number.isInteger(o.budget) || o.budget < 1) throw new DuetError('locret.budget', `must be a positive integer (got ${o.budget})`);
+  const stabilizers = o.stabilizers ?? Math.floor(o.budget / 4);
+  if (!Number.isInteger(stabilizers) || stabilizers < 0 || stabilizers > o.budget) {
+    throw new DuetError('locret.stabilizers', `must be an integer from 0 to the budget ${o.budget} (got ${stabilizers})`);
+  }
+  let heads;
+  try {
+    heads = (await loadLocretHeads(files, config)).heads;
+  } catch (e) { throw new DuetError('locret', `needs the model's retaining heads: ${(e as Error).message}`, 'unavailable'); }
+  return { budget: o.budget, stabilizers, heads };
 }

@@ -15,7 +15,7 @@ const FLAGS: Record<string, string> = {
   answerWeight: '--answer-weight', until: '--until', saveEvery: '--save-every', resume: '--resume', force: '--force', out: '--out',
   shape: '--shape', placements: '--placements', contexts: '--contexts', sparsities: '--sparsities', suites: '--suite',
   prefillMax: '--prefill-max', type: '--type', formats: '--formats', agreeTokens: '--agree-tokens',
-  seqLen: '--seq-len', evalSamples: '--eval-samples',
+  seqLen: '--seq-len', evalSamples: '--eval-samples', locret: '--method locret', 'locret.budget': '--budget', 'locret.stabilizers': '--stabilizers',
   concurrency: '--concurrency', requests: '--requests', promptChars: '--prompt-chars', decodeTokens: '--decode-tokens', warmupTokens: '--warmup-tokens',
 };
 

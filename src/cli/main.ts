@@ -31,6 +31,8 @@ Usage:
       --full                 full attention, no pattern (the default without --pattern)
       --sink N --recent N    streaming window sizes (override the pattern's)
       --compensation         RazorAttention's compensation token on the streaming heads (docs/razor.md)
+      --method locret --budget N [--stabilizers N]   Locret's eviction on every head: N positions per KV
+                             head, the latest stabilizers (default N/4) always; needs locret.json (docs/locret.md)
       --prefill-chunk N      prefill chunk size (default 512)
       --threads N            WASM kernel threads (default: every core)
       --weights f32|f16|q8_0|q4_0|q4_k   storage of the matmul weights (default f32; q8_0 on the CPU

@@ -58,6 +58,13 @@ export const patternOptions = {
   compensation: { type: 'boolean' },
 } as const;
 
+/** --method locret --budget N [--stabilizers N] (commands that generate: generate, serve). */
+export const locretOptions = {
+  method: { type: 'string' },
+  budget: { type: 'string' },
+  stabilizers: { type: 'string' },
+} as const;
+
 export interface PatternValues {
   pattern?: string; sparsity?: string; 'streaming-only'?: boolean; full?: boolean; sink?: string; recent?: string; compensation?: boolean;
 }

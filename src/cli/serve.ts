@@ -3,7 +3,7 @@
 import { parseArgs } from 'node:util';
 import { DuetServer, loadModel } from '../node.js';
 import { modelOptions } from './generate.js';
-import { intOption, patternOptions } from './options.js';
+import { intOption, locretOptions, patternOptions } from './options.js';
 import { Progress } from './progress.js';
 
 const options = {
@@ -22,6 +22,7 @@ const options = {
   weights: { type: 'string' },
   'kv-dtype': { type: 'string' },
   ...patternOptions,
+  ...locretOptions,
 } as const;
 
 export async function serveCommand(argv: string[]): Promise<number> {

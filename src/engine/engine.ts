@@ -8,10 +8,13 @@ import { Sampler, type SamplingOptions } from './sampler.js';
 import { allHeads, countStreaming, type HeadKinds } from '../attention/pattern.js';
 import { applySlidingWindow } from '../attention/sliding-window.js';
 import { methodsOfKinds } from '../kv/registry.js';
+import { locretMethod } from '../kv/locret/method.js';
+import { checkLocretSettings, locretHeadsOf, type LocretSettings } from '../kv/locret/settings.js';
+import { retainingHeadShape, type RetainingHeads } from '../kv/locret/retaining-heads.js';
 import { createCpuBackend } from '../cpu/backend.js';
 import { GpuBackend } from '../gpu/backend.js';
 import { counterDelta, type GpuContext, type GpuCounters } from '../gpu/context.js';
-import type { ModelConfig } from '../model/config.js';
+import { ropeInvFreq, type ModelConfig } from '../model/config.js';
 import { matrixBytes, weightsArePacked, type ModelWeights } from '../model/weights.js';
 import { DuetError } from '../errors.js';
 import type { WeightDType } from '../model/quant.js';
@@ -35,6 +38,13 @@ export interface EngineOptions {
   window?: StreamingWindow;
   /** RazorAttention's compensation token on every streaming head (default off); see Backend. */
   compensation?: boolean;
+  /**
+   * Locret's eviction on every head of every layer (src/kv/locret/method.ts): each KV head keeps
+   * `budget` positions, the `stabilizers` latest always, the rest by the retaining heads' scores.
+   * Every head, because a layer's retaining head scores all of its KV heads from the whole layer's
+   * q, k, v; so not with streaming heads (kinds) or a model's own sliding window.
+   */
+  locret?: { budget: number; stabilizers: number; heads: RetainingHeads };
   /** Storage of the matmul weights on the device (default f32); see src/model/quant.ts. */
   weights?: WeightDType;
   /** Storage of the full (retrieval-head) KV caches (default f32; the streaming rings stay f32); see ./kv-dtype.ts. */
@@ -127,6 +137,15 @@ export class Engine {
     }
     const kinds = windowed.kinds;
     const window = windowed.window ?? { sink: 0, recent: 1 };
+    let locret: LocretSettings | undefined;
+    if (options.locret) {
+      try {
+        locret = engineLocret(config, options.locret, countStreaming(kinds) > 0);
+      } catch (e) {
+        gpu?.destroy();
+        throw e;
+      }
+    }
     const cpu = await (options.createCpu ?? createCpuBackend)();
     let autoPlacement: Engine['autoPlacement'] = null;
     if (placement === 'auto') {
@@ -152,8 +171,8 @@ export class Engine {
     // Planned before anything is allocated: weights that cannot fit the CPU backend's memory are refused
     // here rather than by an allocation failure halfway through placing them.
     // The users' head kinds become per-head KV method names once, here (src/kv/registry.ts).
-    const methods = methodsOfKinds(kinds);
-    const shape: PlacementShape = { config, kinds, methods, window, main: main.kind, streaming: streamingBackend.kind, kvDtype, compensation };
+    const methods = locret ? kinds.map((row) => row.map(() => locretMethod.name)) : methodsOfKinds(kinds);
+    const shape: PlacementShape = { config, kinds, methods, window, main: main.kind, streaming: streamingBackend.kind, kvDtype, compensation, locret };
     const untiedEmbed = weights.embed === weights.lmHead ? undefined : matrixBytes(weights.embed);
     const weightBytes = weightDType ? placedWeightBytes(shape, weightDType, untiedEmbed) : heldWeightBytes(weights);
     let model: DeviceModel;
@@ -161,7 +180,7 @@ export class Engine {
       checkCpuPlan(planMemory(shape, weightBytes, 1, 1), 'weights', weightDType ?? 'as stored',
         main.kind === 'cpu' ? "store them smaller (weights 'q4_0' or 'q4_k') or run the model on a GPU" : 'use fewer streaming heads');
       if (!options.weights && weightDType && weightDType !== 'f32') notice(`weights stored as ${weightDType} (f32 would need ${(matmulWeightBytes(config) / 2 ** 30).toFixed(1)} GiB of WebAssembly memory); choose with the weights option`);
-      model = new DeviceModel(config, weights, { main, streamingBackend, kinds, methods, window, compensation, weights: weightDType });
+      model = new DeviceModel(config, weights, { main, streamingBackend, kinds, methods, window, compensation, locret, weights: weightDType });
     } catch (e) {
       cpu.destroy();
       gpu?.destroy();
@@ -252,4 +271,17 @@ export class Engine {
     this.cpu.destroy();
     this.gpu?.destroy();
   }
+}
+
+/** The engine's locret option as KV settings, checked against the model (every field named). */
+function engineLocret(config: ModelConfig, o: NonNullable<EngineOptions['locret']>, streaming: boolean): LocretSettings {
+  if (streaming) throw new DuetError('locret', 'cannot be combined with streaming heads (a pattern or the model\'s own sliding window): a retaining head scores every KV head of its layer');
+  const want = retainingHeadShape(config, o.heads.layers[0]?.hidden ?? 1);
+  if (o.heads.layers.length !== config.numLayers) throw new DuetError('locret', `retaining heads have ${o.heads.layers.length} layers, the model has ${config.numLayers}`);
+  o.heads.layers.forEach((p, l) => {
+    if (p.inDim !== want.inDim || p.outDim !== want.outDim) throw new DuetError('locret', `layer ${l}'s retaining head reads ${p.inDim} values and scores ${p.outDim} KV heads; the model needs ${want.inDim} and ${want.outDim}`);
+  });
+  try {
+    return checkLocretSettings({ budget: o.budget, stabilizers: o.stabilizers, heads: locretHeadsOf(o.heads, ropeInvFreq(config)) });
+  } catch (e) { throw new DuetError('locret', (e as Error).message.replace(/^locret: /, '')); }
 }

@@ -12,6 +12,7 @@ import { rowBytes, type WeightDType } from '../model/quant.js';
 import { matrixBytes, type ModelWeights } from '../model/weights.js';
 import type { KvDType } from '../backend/kv-dtype.js';
 import { methodBytes, type KvMethod, type KvSettings } from '../kv/method.js';
+import type { LocretSettings } from '../kv/locret/settings.js';
 import { groupHeads, methodsOfKinds, type HeadMethods } from '../kv/registry.js';
 
 /** wasm32's address space: the most the CPU backend's memory can grow to. */
@@ -33,6 +34,8 @@ export interface PlacementShape {
   kvDtype?: KvDType;
   /** Streaming heads keep RazorAttention's compensation sums (default false). */
   compensation?: boolean;
+  /** Budget, stabilizers and retaining heads of heads whose method is locret. */
+  locret?: LocretSettings;
 }
 
 /** Each layer's head groups (KV method and head count), as DeviceModel builds them. */
@@ -72,7 +75,7 @@ export function placedWeightBytes(p: PlacementShape, dtype: WeightDType, embedBy
 export function planMemory(p: PlacementShape, weightBytes: number, context: number, rows: number): MemoryPlan {
   const { hiddenSize: H, intermediateSize: I, headDim: D, vocabSize: V } = p.config;
   const group = p.config.numHeads / p.config.numKvHeads;
-  const settings: KvSettings = { kvDtype: p.kvDtype ?? 'f32', window: p.window, compensation: p.compensation ?? false };
+  const settings: KvSettings = { kvDtype: p.kvDtype ?? 'f32', window: p.window, compensation: p.compensation ?? false, locret: p.locret };
   const plan: MemoryPlan = { cpu: zero(), gpu: zero() };
   const deviceOf = (m: KvMethod) => (m.home === 'main' ? p.main : p.streaming);
   // Largest group of each method over the layers (Session sizes one workspace per method).

@@ -51,7 +51,7 @@ export class Session {
   }) {
     const { config, main } = model;
     this.kvDtype = options.kvDtype ?? 'f32';
-    this.kvSettings = { kvDtype: this.kvDtype, window: model.window, compensation: model.compensation };
+    this.kvSettings = { kvDtype: this.kvDtype, window: model.window, compensation: model.compensation, locret: model.locret };
     this.maxRows = Math.max(1, options.maxRows);
     this.capacity = Math.max(1, options.capacity);
     this.limit = options.limit ?? null;
@@ -74,8 +74,8 @@ export class Session {
       last: main.alloc(config.hiddenSize), logits: main.alloc(config.vocabSize),
       methods, packed: packedWords ? main.alloc(packedWords) : null,
     };
-    this.caches = model.layers.map((layer) => layer.groups.map((g) =>
-      g.method.create(g.backend, { numKvHeads: g.numKvHeads, group: g.numHeads / g.numKvHeads, headDim: D }, this.capacity, this.kvSettings)));
+    this.caches = model.layers.map((layer, l) => layer.groups.map((g) =>
+      g.method.create(g.backend, { numKvHeads: g.numKvHeads, group: g.numHeads / g.numKvHeads, headDim: D, layer: l }, this.capacity, this.kvSettings)));
   }
 
   /** Exact bytes held by the KV caches now. */
@@ -169,12 +169,13 @@ export class Session {
         for (const i of away) at = this.pack(at, layer.groups[i], bufs[i].local, rows);
         transfer = main.read(ws.packed!, 0, at);
       }
-      layer.groups.forEach((g, i) => {
-        if (g.backend !== main) return;
+      for (let i = 0; i < layer.groups.length; i++) {
+        if (layer.groups[i].backend !== main) continue;
         const b = bufs[i].local;
         caches[i].attend(b.out, b.q, b.k, b.v, rows, pastLen);
-        caches[i].append(b.k, b.v, rows, pastLen);
-      });
+        const stored = caches[i].append(b.k, b.v, rows, pastLen, b.q);
+        if (stored) await stored; // only methods that read back (locret) return a promise
+      }
       if (transfer) {
         main.flush();
         const data = await transfer;
@@ -187,7 +188,8 @@ export class Session {
           be.write(rm.v, data.subarray(at + nq + nk, at + nq + 2 * nk));
           at += nq + 2 * nk;
           caches[i].attend(rm.out, rm.q, rm.k, rm.v, rows, pastLen);
-          caches[i].append(rm.k, rm.v, rows, pastLen);
+          const stored = caches[i].append(rm.k, rm.v, rows, pastLen, rm.q);
+          if (stored) await stored;
           main.write(bufs[i].local.out, await be.read(rm.out, 0, nq));
         }
       }

@@ -7,17 +7,22 @@
 // on each group's cache, on the group's backend:
 //  - attend: each query row r (position pastLen + r) attends, causally, the positions the method
 //    keeps of [0, pastLen) and the chunk's own keys up to itself; what the cache holds is unchanged.
-//  - append: stores the chunk, so the next chunk sees positions [0, pastLen + rows).
+//  - append: stores the chunk, so the next chunk sees positions [0, pastLen + rows). It also gets the
+//    chunk's queries (a method may score tokens from them, as Locret's retaining heads do) and may
+//    return a promise (such a method reads tensors back to the host; the coordinator awaits it).
 // Tensors are the Backend contract's (src/backend/contract.ts): q and out [rows][numKvHeads·group][headDim],
 // k and v [rows][numKvHeads][headDim], f32, keys after RoPE. Kernels are Backend ops for now.
 import type { Backend, DeviceTensor, StreamingWindow } from '../backend/contract.js';
 import type { KvDType } from '../backend/kv-dtype.js';
+import type { LocretSettings } from './locret/settings.js';
 
 /** The heads one cache serves: numKvHeads KV heads, each read by `group` query heads. */
 export interface KvGroupShape {
   numKvHeads: number;
   group: number;
   headDim: number;
+  /** The layer the group belongs to (0 when not given); methods with per-layer weights read it. */
+  layer?: number;
 }
 
 /** Options of a session that methods read (each reads its own; a new method adds its fields here). */
@@ -28,6 +33,8 @@ export interface KvSettings {
   window: StreamingWindow;
   /** RazorAttention's compensation token (the streaming method). */
   compensation: boolean;
+  /** Budget, stabilizers and retaining heads (the locret method; src/kv/locret/settings.ts). */
+  locret?: LocretSettings;
 }
 
 /** One tensor of a cache: what it holds and its length in 32-bit words. */
@@ -51,7 +58,7 @@ export interface KvGroupCache {
   /** Bytes of the tensors it holds now. */
   bytes(): number;
   attend(out: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, rows: number, pastLen: number): void;
-  append(k: DeviceTensor, v: DeviceTensor, rows: number, pastLen: number): void;
+  append(k: DeviceTensor, v: DeviceTensor, rows: number, pastLen: number, q: DeviceTensor): void | Promise<void>;
   /** Makes room for `capacity` positions (more than before), keeping positions [0, pastLen). */
   grow(capacity: number, pastLen: number): void;
   /** Releases its tensors; the cache must not be used afterwards. */

@@ -9,7 +9,8 @@ export interface RefToken { k: ArrayLike<number>; v: ArrayLike<number>; bias: nu
 export interface KvReferenceCache {
   /** Same contract as KvGroupCache.attend, on host arrays; returns out [rows][numHeads][headDim]. */
   attend(q: Float32Array, k: Float32Array, v: Float32Array, rows: number, pastLen: number): Float64Array;
-  append(k: Float32Array, v: Float32Array, rows: number, pastLen: number): void;
+  /** Same contract as KvGroupCache.append (q: the chunk's queries [rows][numHeads][headDim]). */
+  append(k: Float32Array, v: Float32Array, rows: number, pastLen: number, q: Float32Array): void;
 }
 
 export interface KvReference {

@@ -3,8 +3,9 @@
 import type { KvMethod } from './method.js';
 import { fullMethod } from './full/method.js';
 import { streamingMethod } from './streaming/method.js';
+import { locretMethod } from './locret/method.js';
 
-export const KV_METHODS: readonly KvMethod[] = [fullMethod, streamingMethod];
+export const KV_METHODS: readonly KvMethod[] = [fullMethod, streamingMethod, locretMethod];
 
 /** The method of each (layer, KV head), by name. */
 export type HeadMethods = string[][];

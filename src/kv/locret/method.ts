@@ -1,0 +1,205 @@
+// Locret's eviction (Huang et al., arXiv 2410.01805) as a KV method: each KV head keeps at most
+// `budget` positions. After every chunk is stored, the retaining heads (./retaining-heads.ts) score
+// the chunk's tokens, one score per KV head, computed once when the token arrives and kept with it
+// (as Locret keeps them); the `stabilizers` most recent positions stay whatever their score, and the
+// rest of the budget goes to the highest-scored older positions (equal scores: the earlier position).
+//
+// Positions: keys stay rotated at their true positions and new tokens get their true positions.
+// Locret's code instead gives new tokens positions counted from the compressed cache's length; we
+// keep true positions so the method drops into the engine's RoPE unchanged and matches full
+// attention exactly when nothing is evicted.
+//
+// Kernels: Backend.copy, Backend.kvAppend and Backend.attention (the full method's), and the host
+// for scoring and selection (Backend.read of q, k, v each chunk). The WASM and WGSL scorers
+// (./cpu.ts, ./gpu.ts) are not reachable through the Backend yet (kernels by name, docs/kv-methods.md).
+//
+// Layout: K and V, head-major [numKvHeads][min(capacity, budget)][headDim] f32, the kept positions
+// in position order. While a chunk is processed a work cache [numKvHeads][kept + rows][headDim]
+// holds the kept rows followed by the chunk: the full-cache attention kernel runs on it with
+// pastLen = kept, so query row r attends rows ≤ kept + r. That is exactly causal attention over the
+// kept positions and the chunk, because every kept position precedes the chunk. The kept positions
+// and their scores live on the host (one number pair per position and KV head).
+import type { Backend, DeviceTensor } from '../../backend/contract.js';
+import { groupAttentionShape, tensorBytes, type KvGroupCache, type KvGroupShape, type KvMethod, type KvSettings, type KvTensorSpec } from '../method.js';
+import { retainingForward, type RetainingHeadParams } from './retaining-heads.js';
+import { checkLocretSettings, type LocretSettings } from './settings.js';
+
+function storeWords(shape: KvGroupShape, capacity: number, budget: number): number {
+  return shape.numKvHeads * Math.min(capacity, budget) * shape.headDim;
+}
+
+/**
+ * The retaining heads' input rows [rows][inDim]: q and k with RoPE undone (the inverse rotation at
+ * position pastLen + r, computed in float64: exact up to f32 rounding), then v.
+ */
+export function retainingInputs(q: Float32Array, k: Float32Array, v: Float32Array, rows: number, pastLen: number,
+  shape: KvGroupShape, invFreq: Float32Array): Float32Array {
+  const { numKvHeads: H, group, headDim: D } = shape;
+  const qd = H * group * D, kvd = H * D, inDim = qd + 2 * kvd, half = D / 2;
+  const x = new Float32Array(rows * inDim);
+  const unrope = (src: Float32Array, from: number, heads: number, at: number, pos: number) => {
+    for (let h = 0; h < heads; h++) {
+      const s = from + h * D, o = at + h * D;
+      for (let i = 0; i < half; i++) {
+        const t = pos * invFreq[i], c = Math.cos(t), sn = Math.sin(t), a = src[s + i], b = src[s + i + half];
+        x[o + i] = a * c + b * sn;
+        x[o + i + half] = b * c - a * sn;
+      }
+    }
+  };
+  for (let r = 0; r < rows; r++) {
+    unrope(q, r * qd, H * group, r * inDim, pastLen + r);
+    unrope(k, r * kvd, H, r * inDim + qd, pastLen + r);
+    x.set(v.subarray(r * kvd, (r + 1) * kvd), r * inDim + qd + kvd);
+  }
+  return x;
+}
+
+/**
+ * Which of n candidates (in position order, with their scores) stay: all when n ≤ budget; else the
+ * last `stabilizers` and the budget − stabilizers best-scored of the others (ties: lower index).
+ * Returns candidate indices ascending.
+ */
+export function selectKept(scores: ArrayLike<number>, n: number, budget: number, stabilizers: number): number[] {
+  if (n <= budget) return Array.from({ length: n }, (_, i) => i);
+  const older = Array.from({ length: n - stabilizers }, (_, i) => i);
+  older.sort((a, b) => scores[b] - scores[a] || a - b);
+  const kept = older.slice(0, budget - stabilizers);
+  for (let i = n - stabilizers; i < n; i++) kept.push(i);
+  return kept.sort((a, b) => a - b);
+}
+
+interface Work { k: DeviceTensor; v: DeviceTensor; kIn: DeviceTensor; vIn: DeviceTensor; rows: number; pastLen: number }
+
+class LocretCache implements KvGroupCache {
+  private slots: number;
+  private k: DeviceTensor;
+  private v: DeviceTensor;
+  /** How many positions each head keeps now (the same count for every head). */
+  private count = 0;
+  /** Per KV head: the kept positions (ascending) and their scores. */
+  private keptPos: number[][];
+  private keptScore: number[][];
+  /** Positions seen so far (the next chunk must start here). */
+  private seen = 0;
+  private work: Work | null = null;
+  private head: RetainingHeadParams | null = null;
+
+  constructor(private readonly be: Backend, private readonly shape: KvGroupShape, capacity: number,
+    private readonly s: LocretSettings) {
+    this.slots = Math.min(capacity, s.budget);
+    this.k = be.alloc(storeWords(shape, capacity, s.budget));
+    this.v = be.alloc(storeWords(shape, capacity, s.budget));
+    this.keptPos = Array.from({ length: shape.numKvHeads }, () => []);
+    this.keptScore = Array.from({ length: shape.numKvHeads }, () => []);
+  }
+
+  bytes(): number {
+    return tensorBytes([this.k, this.v, this.work?.k ?? null, this.work?.v ?? null]);
+  }
+
+  attend(out: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, rows: number, pastLen: number): void {
+    const w = this.workFor(k, v, rows, pastLen);
+    this.be.attention(out, q, w.k, w.v, groupAttentionShape(this.shape, rows, this.count), this.count + rows);
+  }
+
+  async append(k: DeviceTensor, v: DeviceTensor, rows: number, pastLen: number, q: DeviceTensor): Promise<void> {
+    const w = this.workFor(k, v, rows, pastLen);
+    const { numKvHeads: H, group, headDim: D } = this.shape;
+    const qh = await this.be.read(q, 0, rows * H * group * D), kh = await this.be.read(k, 0, rows * H * D), vh = await this.be.read(v, 0, rows * H * D);
+    const head = this.retainingHead();
+    const x = retainingInputs(qh, kh, vh, rows, pastLen, this.shape, this.s.heads.invFreq(D));
+    const scores = retainingForward(head, x, rows).scores;
+    const n = this.count + rows, keep = Math.min(n, this.s.budget);
+    for (let h = 0; h < H; h++) {
+      const pos = [...this.keptPos[h]], score = [...this.keptScore[h]];
+      for (let r = 0; r < rows; r++) { pos.push(pastLen + r); score.push(scores[r * H + h]); }
+      const kept = selectKept(score, n, this.s.budget, this.s.stabilizers);
+      // Copy runs of consecutive work rows into the store.
+      for (let t = 0; t < kept.length;) {
+        let e = t + 1;
+        while (e < kept.length && kept[e] === kept[e - 1] + 1) e++;
+        const from = (h * n + kept[t]) * D, to = (h * this.slots + t) * D, len = (e - t) * D;
+        this.be.copy(this.k, to, w.k, from, len);
+        this.be.copy(this.v, to, w.v, from, len);
+        t = e;
+      }
+      this.keptPos[h] = kept.map((i) => pos[i]);
+      this.keptScore[h] = kept.map((i) => score[i]);
+    }
+    this.count = keep;
+    this.seen = pastLen + rows;
+    this.freeWork();
+  }
+
+  grow(capacity: number, pastLen: number): void {
+    const slots = Math.min(capacity, this.s.budget);
+    if (slots === this.slots) return;
+    this.freeWork();
+    const D = this.shape.headDim;
+    const grow = (old: DeviceTensor): DeviceTensor => {
+      const t = this.be.alloc(storeWords(this.shape, capacity, this.s.budget));
+      for (let h = 0; h < this.shape.numKvHeads; h++) this.be.copy(t, h * slots * D, old, h * this.slots * D, this.count * D);
+      this.be.free(old);
+      return t;
+    };
+    if (pastLen !== this.seen) throw new Error(`locret cache holds ${this.seen} positions, asked to grow keeping ${pastLen}`);
+    this.k = grow(this.k);
+    this.v = grow(this.v);
+    this.slots = slots;
+  }
+
+  free(): void {
+    this.freeWork();
+    this.be.free(this.k);
+    this.be.free(this.v);
+  }
+
+  /** The work cache for this chunk: the kept rows, then the chunk (built once per chunk). */
+  private workFor(k: DeviceTensor, v: DeviceTensor, rows: number, pastLen: number): Work {
+    const w = this.work;
+    if (w && w.kIn === k && w.vIn === v && w.rows === rows && w.pastLen === pastLen) return w;
+    if (pastLen !== this.seen) throw new Error(`locret cache holds positions [0, ${this.seen}); a chunk at ${pastLen} does not follow them`);
+    this.freeWork();
+    const { numKvHeads: H, headDim: D } = this.shape, n = this.count + rows;
+    const next: Work = { k: this.be.alloc(H * n * D), v: this.be.alloc(H * n * D), kIn: k, vIn: v, rows, pastLen };
+    for (let h = 0; h < H; h++) {
+      if (this.count === 0) break;
+      this.be.copy(next.k, h * n * D, this.k, h * this.slots * D, this.count * D);
+      this.be.copy(next.v, h * n * D, this.v, h * this.slots * D, this.count * D);
+    }
+    this.be.kvAppend(next.k, next.v, k, v, rows, H, D, n, this.count);
+    this.work = next;
+    return next;
+  }
+
+  private freeWork(): void {
+    if (!this.work) return;
+    this.be.free(this.work.k);
+    this.be.free(this.work.v);
+    this.work = null;
+  }
+
+  /** This layer's retaining head, checked against the group: it reads the whole layer's q, k, v. */
+  private retainingHead(): RetainingHeadParams {
+    if (this.head) return this.head;
+    const { numKvHeads: H, group, headDim: D } = this.shape, layer = this.shape.layer ?? 0;
+    const p = this.s.heads.head(layer, this.shape), inDim = (H * group + 2 * H) * D;
+    if (p.inDim !== inDim || p.outDim !== H) {
+      throw new Error(`locret: layer ${layer}'s retaining head reads ${p.inDim} values and scores ${p.outDim} KV heads, but this group has ${H} KV heads × ${group} query heads × headDim ${D} (inDim ${inDim}); a retaining head scores every head of its layer, so map all of a layer's heads to locret`);
+    }
+    return (this.head = p);
+  }
+}
+
+export const locretMethod: KvMethod = {
+  name: 'locret',
+  home: 'main',
+  layout(shape: KvGroupShape, capacity: number, settings: KvSettings): KvTensorSpec[] {
+    const words = storeWords(shape, capacity, checkLocretSettings(settings.locret).budget);
+    return [{ name: 'K (kept)', words }, { name: 'V (kept)', words }];
+  },
+  create(backend: Backend, shape: KvGroupShape, capacity: number, settings: KvSettings): KvGroupCache {
+    return new LocretCache(backend, shape, capacity, checkLocretSettings(settings.locret));
+  },
+};
