@@ -146,7 +146,7 @@ if (PUBLISHED) test('memory projects full vs DuoAttention bytes with a published
   const m = JSON.parse(r.stdout);
   assert.is(m.full_bytes, 32 * 8 * 1048576 * 2 * 128 * 2);
   assert.is(m.gpu_bytes, m.full_bytes / 2);
-  assert.is(m.cpu_bytes, 128 * 384 * 2 * 128 * 4, 'f32 rings');
+  assert.is(m.cpu_bytes, 128 * 384 * 2 * 128 * 2, 'f16 rings');
   assert.is(m.duo_bytes, m.gpu_bytes + m.cpu_bytes);
   const table = await duet('memory', '--config', cfg, '--pattern', pattern, '--sparsity', '0.5', '--context', '1048576', '--kv-dtype', 'f16');
   assert.match(table.stdout, /full attention\s+128.00 GiB/);

@@ -358,7 +358,8 @@ export class GpuBackend implements Backend, DeviceSampler {
 
   streamingAttention(out: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
     kRing: DeviceTensor, vRing: DeviceTensor, shape: AttentionShape, window: StreamingWindow,
-    compensation: Compensation | null = null): void {
+    compensation: Compensation | null = null, dtype: KvDType = 'f32'): void {
+    f32Ring(dtype, 'streamingAttention');
     recordStreamingAttention(this.ctx, asGpu(out, 'streamingAttention out'), asGpu(q, 'streamingAttention q'),
       asGpu(k, 'streamingAttention k'), asGpu(v, 'streamingAttention v'), asGpu(kRing, 'streamingAttention kRing'),
       asGpu(vRing, 'streamingAttention vRing'), shape, window, gpuCompensation(compensation, 'streamingAttention'));
@@ -366,7 +367,8 @@ export class GpuBackend implements Backend, DeviceSampler {
 
   ringAppend(kRing: DeviceTensor, vRing: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
     rows: number, numKvHeads: number, headDim: number, pastLen: number, window: StreamingWindow,
-    compensation: Compensation | null = null): void {
+    compensation: Compensation | null = null, dtype: KvDType = 'f32'): void {
+    f32Ring(dtype, 'ringAppend');
     const comp = gpuCompensation(compensation, 'ringAppend');
     if (comp) {
       if (window.recent < 1) throw new Error('ringAppend: recent must be at least 1');
@@ -375,6 +377,13 @@ export class GpuBackend implements Backend, DeviceSampler {
     }
     recordRingAppend(this.ctx, asGpu(kRing, 'ringAppend kRing'), asGpu(vRing, 'ringAppend vRing'), asGpu(k, 'ringAppend k'),
       asGpu(v, 'ringAppend v'), rows, numKvHeads, headDim, pastLen, window);
+  }
+}
+
+/** The WebGPU streaming kernels store f32 rings only; a packed ring is refused rather than misread. */
+function f32Ring(dtype: KvDType, what: string): void {
+  if (checkKvDType(dtype, what) !== 'f32') {
+    throw new RangeError(`${what}: the WebGPU backend keeps streaming rings in f32 only (got KV dtype ${dtype}); run the streaming heads on the CPU or use --kv-dtype f32`);
   }
 }
 
