@@ -124,8 +124,8 @@ test('memory: Mistral\'s sliding_window caps every head at W tokens, as the engi
   const r = await duet('memory', '--config', cfg, '--full', '--context', '32768', '--json', '--kv-dtype', 'f16');
   assert.is(r.code, 0, r.stderr);
   const m = JSON.parse(r.stdout);
-  // The sliding window makes every head a ring, and rings are f32 whatever --kv-dtype says.
-  assert.is(m.duo_bytes, 32 * 8 * 4096 * 2 * 128 * 4);
+  // The sliding window makes every head a ring, stored in --kv-dtype's rows like the full caches.
+  assert.is(m.duo_bytes, 32 * 8 * 4096 * 2 * 128 * 2);
   assert.is(m.full_bytes, 32 * 8 * 32768 * 2 * 128 * 2);
   assert.match(r.stderr, /sliding_window 4096: every head attends to its last 4096 keys/);
   for (const args of [['memory', '--config', cfg, '--context', '8'], ['generate', '--model', dir, '--prompt', 'x']]) {
