@@ -153,9 +153,6 @@ export class Engine {
     // here rather than by an allocation failure halfway through placing them.
     // The users' head kinds become per-head KV method names once, here (src/kv/registry.ts).
     const methods = methodsOfKinds(kinds);
-    if (kvDtype !== 'f32' && streamingBackend.kind === 'gpu' && methods.some((row) => row.includes('streaming'))) {
-      throw new DuetError('kvDtype', `'${kvDtype}': the WebGPU backend keeps streaming rings in f32 only, and placement '${placement}' runs the streaming heads there; use placement 'split' or 'cpu', or kvDtype 'f32'`);
-    }
     const shape: PlacementShape = { config, kinds, methods, window, main: main.kind, streaming: streamingBackend.kind, kvDtype, compensation };
     const untiedEmbed = weights.embed === weights.lmHead ? undefined : matrixBytes(weights.embed);
     const weightBytes = weightDType ? placedWeightBytes(shape, weightDType, untiedEmbed) : heldWeightBytes(weights);
