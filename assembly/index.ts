@@ -6,7 +6,7 @@ export { rmsnorm } from './norm';
 export { rope } from './rope';
 export { siluMul, add } from './elementwise';
 export { attention, attentionScratchFloats, kvAppend, kvDecodeScratchFloats } from './attention';
-export { streamingAttention, ringAppend, compensationAppend, streamingScratchFloats } from './streaming';
+export { streamingAttention, ringAppend, compensationAppend, compensationScratchFloats, roundRows, streamingScratchFloats } from './streaming';
 
 /** First byte after the module's static data: the host allocates above it. */
 export function heapBase(): usize { return __heap_base; }

@@ -12,7 +12,14 @@
 // (none when n ≤ 0) and ln n added to its logit, as if it were n copies. S(i) is the state's sum
 // plus the positions j ∈ [max(sink, pastLen − recent), i − recent] added in ascending order, the
 // order compensationAppend adds them in, so chunked prefill and decode sum identically.
+//
+// Rings stored as f16 or int8 (kv_dtype.ts, the full caches' row format, rows kvRowBytes apart):
+// ringAppend encodes; streamingAttention decodes each KV head's ring into scratch and expects the
+// chunk's k / v already rounded to the stored values (roundRows), so every key, value and
+// compensation term is the value as stored, whichever chunk it arrived in. The compensation sums
+// stay f32 and add those stored (decoded) values.
 import { attentionScratchFloats, beginTile, endTile, extraKey, segment, setupScratch } from './attention';
+import { KV_F32, decodeRows, encodeRow, kvRowBytes } from './kv_dtype';
 
 /**
  * Ring positions [p0, p1) (all non-sink). Where the slots wrap, the later positions (from slot
@@ -30,19 +37,40 @@ function ringRecent(p0: i32, p1: i32, kr: usize, vr: usize, sink: i32, recent: i
   segment(p0, p0 + first, kr + off, vr + off, vecBytes, false);
 }
 
-/** Scratch floats of streamingAttention: the tile's, then the two running compensation sums. */
-export function streamingScratchFloats(queryVectors: i32, headDim: i32): i32 {
-  return attentionScratchFloats(queryVectors, headDim) + 2 * headDim;
+/**
+ * Scratch floats of streamingAttention: the tile's, the two running compensation sums, and for a
+ * packed ring (dtype ≠ f32) one KV head's K and V rings decoded to f32.
+ */
+export function streamingScratchFloats(queryVectors: i32, headDim: i32, slots: i32, dtype: i32): i32 {
+  return attentionScratchFloats(queryVectors, headDim) + 2 * headDim + (dtype == KV_F32 ? 0 : 2 * slots * headDim);
 }
 
-/** Address of position j's vector for KV head h: the ring slot when j < pastLen, else the chunk row. */
+// @ts-ignore: decorator
 @inline
-function keyAddr(ring: usize, chunk: usize, j: i32, h: i32, pastLen: i32, numKvHeads: i32, sink: i32, recent: i32, vecBytes: usize): usize {
-  if (j < pastLen) {
-    const slot = j < sink ? j : sink + (j - sink) % recent;
-    return ring + <usize>(h * (sink + recent) + slot) * vecBytes;
-  }
+function ringSlotOf(j: i32, sink: i32, recent: i32): i32 {
+  return j < sink ? j : sink + (j - sink) % recent;
+}
+
+/** Address of position j's vector: slot j of the head's ring (ringHead) when j < pastLen, else the chunk row of KV head h. */
+// @ts-ignore: decorator
+@inline
+function keyAddr(ringHead: usize, chunk: usize, j: i32, h: i32, pastLen: i32, numKvHeads: i32, sink: i32, recent: i32, vecBytes: usize): usize {
+  if (j < pastLen) return ringHead + <usize>ringSlotOf(j, sink, recent) * vecBytes;
   return chunk + <usize>((j - pastLen) * numKvHeads + h) * vecBytes;
+}
+
+/**
+ * n dense f32 rows of headDim at src → the values a ring of `dtype` stores for them (encode, then
+ * decode), at dst; tmp holds one encoded row. dst may not overlap src.
+ */
+export function roundRows(dst: usize, src: usize, n: i32, headDim: i32, dtype: i32, tmp: usize): void {
+  const vecBytes: usize = (<usize>headDim) << 2;
+  for (let r = 0; r < n; r++) {
+    const off = <usize>r * vecBytes;
+    if (dtype == KV_F32) { memory.copy(dst + off, src + off, vecBytes); continue; }
+    encodeRow(tmp, src + off, headDim, dtype);
+    decodeRows(dst + off, tmp, 0, 1, headDim, dtype);
+  }
 }
 
 function addVec(dst: usize, src: usize, n: i32): void {
@@ -56,13 +84,13 @@ function addVec(dst: usize, src: usize, n: i32): void {
  * The compensation token of each query vector of the tile (rows r0 … r0 + nr − 1), advancing the
  * running sums cK / cV by the position each row evicts (see the header).
  */
-function compensateTile(r0: i32, nr: i32, g: i32, cK: usize, cV: usize, kRing: usize, vRing: usize, k: usize, v: usize,
+function compensateTile(r0: i32, nr: i32, g: i32, cK: usize, cV: usize, kr: usize, vr: usize, k: usize, v: usize,
   kvh: i32, numKvHeads: i32, headDim: i32, pastLen: i32, sink: i32, recent: i32, vecBytes: usize): void {
   for (let rr = 0; rr < nr; rr++) {
     const j = pastLen + r0 + rr - recent;
     if (j < sink) continue;
-    addVec(cK, keyAddr(kRing, k, j, kvh, pastLen, numKvHeads, sink, recent, vecBytes), headDim);
-    addVec(cV, keyAddr(vRing, v, j, kvh, pastLen, numKvHeads, sink, recent, vecBytes), headDim);
+    addVec(cK, keyAddr(kr, k, j, kvh, pastLen, numKvHeads, sink, recent, vecBytes), headDim);
+    addVec(cV, keyAddr(vr, v, j, kvh, pastLen, numKvHeads, sink, recent, vecBytes), headDim);
     const n = j + 1 - sink;
     const inv: f32 = <f32>1 / <f32>n;
     const bias = Mathf.log(<f32>n);
@@ -72,11 +100,12 @@ function compensateTile(r0: i32, nr: i32, g: i32, cK: usize, cV: usize, kRing: u
 
 /**
  * KV heads [kvStart, kvEnd) only (threads share the heads). kSum / vSum: the compensation state
- * (0: none); scratch holds streamingScratchFloats(tileRows · group, headDim).
+ * (0: none); scratch holds streamingScratchFloats(tileRows · group, headDim, sink + recent, dtype).
+ * With a packed ring (dtype ≠ f32), k / v must hold the chunk rounded by roundRows.
  */
 export function streamingAttention(out: usize, q: usize, k: usize, v: usize, kRing: usize, vRing: usize,
   rows: i32, numHeads: i32, numKvHeads: i32, headDim: i32, pastLen: i32, scale: f32,
-  sink: i32, recent: i32, scratch: usize, tileRows: i32, kvStart: i32, kvEnd: i32, kSum: usize, vSum: usize): void {
+  sink: i32, recent: i32, scratch: usize, tileRows: i32, kvStart: i32, kvEnd: i32, kSum: usize, vSum: usize, dtype: i32): void {
   const g = numHeads / numKvHeads;
   setupScratch(scratch, tileRows * g, headDim, g, recent);
   const vecBytes: usize = (<usize>headDim) << 2;
@@ -87,8 +116,19 @@ export function streamingAttention(out: usize, q: usize, k: usize, v: usize, kRi
   const chunkSinkEnd = min(sink, pastLen + rows);
   const chunkRecentStart = max(sink, pastLen);
   const cK = scratch + (<usize>attentionScratchFloats(tileRows * g, headDim) << 2), cV = cK + vecBytes;
+  const rowBytes = kvRowBytes(headDim, dtype);
+  const ringBytes: usize = <usize>slots * vecBytes;
+  const dK = cV + vecBytes, dV = dK + ringBytes;
   for (let kvh = kvStart; kvh < kvEnd; kvh++) {
-    const kr = kRing + <usize>(kvh * slots) * vecBytes, vr = vRing + <usize>(kvh * slots) * vecBytes;
+    let kr = kRing + <usize>(kvh * slots) * rowBytes, vr = vRing + <usize>(kvh * slots) * rowBytes;
+    if (dtype != KV_F32) {
+      // Only the slots that hold positions are decoded (both are prefixes while the ring has not
+      // filled; a full ring is all slots).
+      const held = min(pastLen, slots);
+      decodeRows(dK, kr, rowBytes, held, headDim, dtype);
+      decodeRows(dV, vr, rowBytes, held, headDim, dtype);
+      kr = dK; vr = dV;
+    }
     const kc = k + <usize>kvh * vecBytes, vc = v + <usize>kvh * vecBytes;
     if (kSum != 0) {
       memory.copy(cK, kSum + <usize>kvh * vecBytes, vecBytes);
@@ -104,45 +144,72 @@ export function streamingAttention(out: usize, q: usize, k: usize, v: usize, kRi
         segment(chunkRecentStart, pastLen + rows, kc + off, vc + off, chunkStride, false);
       }
       if (kSum != 0) {
-        compensateTile(r0, min(tileRows, rows - r0), g, cK, cV, kRing, vRing, k, v, kvh, numKvHeads, headDim, pastLen, sink, recent, vecBytes);
+        compensateTile(r0, min(tileRows, rows - r0), g, cK, cV, kr, vr, k, v, kvh, numKvHeads, headDim, pastLen, sink, recent, vecBytes);
       }
       endTile(out, r0, numHeads, kvh);
     }
   }
 }
 
-/** Stores the chunk positions the ring keeps: p < sink, or p among the last `recent` positions. */
+/** Stores the chunk positions the ring keeps (p < sink, or among the last `recent`), encoded as `dtype`. */
 export function ringAppend(kRing: usize, vRing: usize, k: usize, v: usize, rows: i32, numKvHeads: i32,
-  headDim: i32, pastLen: i32, sink: i32, recent: i32): void {
+  headDim: i32, pastLen: i32, sink: i32, recent: i32, dtype: i32): void {
   const vecBytes: usize = (<usize>headDim) << 2;
+  const rowBytes = kvRowBytes(headDim, dtype);
   const slots = sink + recent;
   const end = pastLen + rows;
   for (let r = 0; r < rows; r++) {
     const p = pastLen + r;
     if (p >= sink && p < end - recent) continue;
-    const slot = p < sink ? p : sink + (p - sink) % recent;
+    const slot = ringSlotOf(p, sink, recent);
     for (let h = 0; h < numKvHeads; h++) {
       const src: usize = <usize>(r * numKvHeads + h) * vecBytes;
-      const dst: usize = <usize>(h * slots + slot) * vecBytes;
-      memory.copy(kRing + dst, k + src, vecBytes);
-      memory.copy(vRing + dst, v + src, vecBytes);
+      const dst: usize = <usize>(h * slots + slot) * rowBytes;
+      encodeRow(kRing + dst, k + src, headDim, dtype);
+      encodeRow(vRing + dst, v + src, headDim, dtype);
     }
   }
 }
 
+// Adds position j's stored vector (ring row or chunk row, see keyAddr) to sum; tmp: one f32 vector
+// then one encoded row (packed rings only).
+function addStored(sum: usize, ringHead: usize, chunk: usize, j: i32, h: i32, pastLen: i32, numKvHeads: i32,
+  headDim: i32, sink: i32, recent: i32, dtype: i32, tmp: usize): void {
+  const vecBytes: usize = (<usize>headDim) << 2;
+  const rowBytes = kvRowBytes(headDim, dtype);
+  if (dtype == KV_F32) {
+    addVec(sum, keyAddr(ringHead, chunk, j, h, pastLen, numKvHeads, sink, recent, vecBytes), headDim);
+  } else if (j < pastLen) {
+    decodeRows(tmp, keyAddr(ringHead, chunk, j, h, pastLen, numKvHeads, sink, recent, rowBytes), 0, 1, headDim, dtype);
+    addVec(sum, tmp, headDim);
+  } else {
+    roundRows(tmp, keyAddr(ringHead, chunk, j, h, pastLen, numKvHeads, sink, recent, vecBytes), 1, headDim, dtype, tmp + vecBytes);
+    addVec(sum, tmp, headDim);
+  }
+}
+
+/** Scratch floats of compensationAppend for a ring of `dtype`. */
+export function compensationScratchFloats(headDim: i32, dtype: i32): i32 {
+  return dtype == KV_F32 ? 0 : headDim + <i32>(kvRowBytes(headDim, dtype) >> 2);
+}
+
 /**
  * Adds the positions this chunk evicts, [max(sink, pastLen − recent), pastLen + rows − recent), to the
- * compensation sums, in ascending order; call before ringAppend overwrites their slots.
+ * compensation sums, in ascending order, as stored in a ring of `dtype` (the chunk's rows rounded as
+ * ringAppend would store them); call before ringAppend overwrites their slots. scratch:
+ * compensationScratchFloats floats.
  */
 export function compensationAppend(kSum: usize, vSum: usize, kRing: usize, vRing: usize, k: usize, v: usize,
-  rows: i32, numKvHeads: i32, headDim: i32, pastLen: i32, sink: i32, recent: i32): void {
+  rows: i32, numKvHeads: i32, headDim: i32, pastLen: i32, sink: i32, recent: i32, dtype: i32, scratch: usize): void {
   const vecBytes: usize = (<usize>headDim) << 2;
+  const headBytes: usize = <usize>(sink + recent) * kvRowBytes(headDim, dtype);
   const j0 = max(sink, pastLen - recent), j1 = pastLen + rows - recent;
   for (let h = 0; h < numKvHeads; h++) {
     const ks = kSum + <usize>h * vecBytes, vs = vSum + <usize>h * vecBytes;
+    const kr = kRing + <usize>h * headBytes, vr = vRing + <usize>h * headBytes;
     for (let j = j0; j < j1; j++) {
-      addVec(ks, keyAddr(kRing, k, j, h, pastLen, numKvHeads, sink, recent, vecBytes), headDim);
-      addVec(vs, keyAddr(vRing, v, j, h, pastLen, numKvHeads, sink, recent, vecBytes), headDim);
+      addStored(ks, kr, k, j, h, pastLen, numKvHeads, headDim, sink, recent, dtype, scratch);
+      addStored(vs, vr, v, j, h, pastLen, numKvHeads, headDim, sink, recent, dtype, scratch);
     }
   }
 }

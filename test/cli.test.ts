@@ -124,8 +124,8 @@ test('memory: Mistral\'s sliding_window caps every head at W tokens, as the engi
   const r = await duet('memory', '--config', cfg, '--full', '--context', '32768', '--json', '--kv-dtype', 'f16');
   assert.is(r.code, 0, r.stderr);
   const m = JSON.parse(r.stdout);
-  // The sliding window makes every head a ring, and rings are f32 whatever --kv-dtype says.
-  assert.is(m.duo_bytes, 32 * 8 * 4096 * 2 * 128 * 4);
+  // The sliding window makes every head a ring, stored in --kv-dtype's rows like the full caches.
+  assert.is(m.duo_bytes, 32 * 8 * 4096 * 2 * 128 * 2);
   assert.is(m.full_bytes, 32 * 8 * 32768 * 2 * 128 * 2);
   assert.match(r.stderr, /sliding_window 4096: every head attends to its last 4096 keys/);
   for (const args of [['memory', '--config', cfg, '--context', '8'], ['generate', '--model', dir, '--prompt', 'x']]) {
@@ -146,7 +146,7 @@ if (PUBLISHED) test('memory projects full vs DuoAttention bytes with a published
   const m = JSON.parse(r.stdout);
   assert.is(m.full_bytes, 32 * 8 * 1048576 * 2 * 128 * 2);
   assert.is(m.gpu_bytes, m.full_bytes / 2);
-  assert.is(m.cpu_bytes, 128 * 384 * 2 * 128 * 4, 'f32 rings');
+  assert.is(m.cpu_bytes, 128 * 384 * 2 * 128 * 2, 'f16 rings');
   assert.is(m.duo_bytes, m.gpu_bytes + m.cpu_bytes);
   const table = await duet('memory', '--config', cfg, '--pattern', pattern, '--sparsity', '0.5', '--context', '1048576', '--kv-dtype', 'f16');
   assert.match(table.stdout, /full attention\s+128.00 GiB/);

@@ -8,6 +8,10 @@ import type { GpuContext } from '../src/gpu/context.ts';
 import { kvDtypeConformance } from './helpers/kv-dtype-conformance.ts';
 import { gpuTests } from './helpers/gpu-skip.ts';
 import { checkBundledKv } from './helpers/kv-dtype-model.ts';
+import { tempCheckpoint } from './helpers/engine.ts';
+import { Engine } from '../src/engine/engine.ts';
+import * as assert from 'uvu/assert';
+import { kvRowBytes } from '../src/backend/kv-dtype.ts';
 
 const { gpu, reason } = await createNodeGpu();
 if (gpu) {
@@ -26,4 +30,20 @@ for (const kvDtype of ['f16', 'int8'] as const) {
     await checkBundledKv(kvDtype, { device: 'gpu', placement: 'split', threads: 1 }, 'gpu', [0.5]);
   });
 }
+gpuTest('f16 / int8 streaming rings on the GPU (placement gpu): the session allocates the dtype\'s rows', async () => {
+  const ck = await tempCheckpoint({ layers: 2, hidden: 32, heads: 2, kvHeads: 2, intermediate: 48, vocab: 50 });
+  const kinds = [[true, false], [false, true]], window = { sink: 2, recent: 4 };
+  for (const kvDtype of ['f32', 'f16', 'int8'] as const) {
+    const engine = await Engine.create(ck.config, ck.weights, { device: 'gpu', placement: 'gpu', kinds, window, kvDtype, acquireGpu: async () => ({ gpu, reason }) });
+    try {
+      for (const capacity of [4, 37]) {
+        const session = engine.newSession(capacity, 4);
+        const kv = session.kvMemory();
+        // 2 streaming KV heads of dim 16, rings of min(capacity, 6) rows, K and V.
+        assert.is(kv.streamingBytes, 2 * Math.min(capacity, 6) * 2 * kvRowBytes(16, kvDtype), `${kvDtype} rings at ${capacity}`);
+        session.dispose();
+      }
+    } finally { engine.dispose(); }
+  }
+});
 test.run();

@@ -1,5 +1,5 @@
 // Conformance of every registered KV method (src/kv/registry.ts) on every backend (the CPU's SIMD
-// WebAssembly, the WebGPU backend on the software GPU) against the method's own float64 reference
+// WebAssembly, on one thread and on 3, the WebGPU backend on the software GPU) against the method's own float64 reference
 // (src/kv/<name>/reference.ts): odd head dims (12, 20), GQA groups 1/3/4, chunked prefill then
 // token-by-token decode, a chunk only appended, contexts that wrap any window, and a capacity that
 // starts at 4 positions and grows as a Session grows it. After every chunk the cache's bytes equal
@@ -13,6 +13,7 @@ import { methodBytes, type KvGroupShape, type KvMethod, type KvSettings } from '
 import type { KvReference } from '../src/kv/reference.ts';
 import type { Backend } from '../src/backend/contract.ts';
 import { createCpuBackend } from '../src/cpu/backend.ts';
+import { startNodeKernelWorker } from '../src/node/kernel-threads.ts';
 import { GpuBackend } from '../src/gpu/backend.ts';
 import { sharedGpu } from './helpers/engine.ts';
 import { gpuTests } from './helpers/gpu-skip.ts';
@@ -96,6 +97,8 @@ async function runSchedule(be: Backend, method: KvMethod, ref: KvReference, shap
 const gpu = await sharedGpu();
 const backends: Array<{ name: string; available: boolean; make: () => Promise<Backend> }> = [
   { name: 'cpu', available: true, make: () => createCpuBackend() },
+  // KV heads shared by 3 threads (per-thread scratch, e.g. a packed ring's decoded copy).
+  { name: 'cpu × 3 threads', available: true, make: () => createCpuBackend({ threads: 3, startWorker: startNodeKernelWorker, minParallelWork: 0 }) },
   { name: 'gpu', available: gpu.gpu !== null, make: async () => new GpuBackend(gpu.gpu!) },
 ];
 
@@ -120,7 +123,8 @@ for (const method of KV_METHODS) {
   const ref = await referenceOf(method);
   for (const { label, settings } of ref.variants) {
     for (const b of backends) {
-      const register = b.name === 'cpu' ? test : gpuTests(test, b.available, gpu.reason);
+      const onCpu = b.name !== 'gpu';
+      const register = onCpu ? test : gpuTests(test, b.available, gpu.reason);
       register(`${method.name} (${label}) on ${b.name}: every shape and schedule`, async () => {
         const be = await b.make();
         const s: KvSettings = { ...DEFAULTS, ...settings };
@@ -136,7 +140,7 @@ for (const method of KV_METHODS) {
               }
             }
           }
-        } finally { if (b.name === 'cpu') be.destroy(); }
+        } finally { if (onCpu) be.destroy(); }
         const rowsPerShape = SCHEDULES.reduce((n, x) => n + x.chunks.filter((c) => c > 0).reduce((a, c) => a + c, 0), 0);
         assert.is(compared, SHAPES.length * rowsPerShape, 'every attended row was compared');
       });

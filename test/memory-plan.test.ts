@@ -42,10 +42,12 @@ test('the plan is what DeviceModel and Session allocate (f32 and q8_0 weights, f
         const plan = planMemory(shape, engine.model.weightBytes, capacity, rows);
         const kv = session.kvMemory();
         assert.is(plan.cpu.kv, kv.retrievalBytes + kv.streamingBytes, `kv at ${capacity}`);
-        // 3 retrieval KV heads of dim 16 in the dtype's rows (64, 32 or 16 + 4 bytes), K and V; rings f32.
-        assert.is(kv.retrievalBytes, 3 * capacity * 2 * { f32: 64, f16: 32, int8: 20 }[kvDtype], `${kvDtype} full caches at ${capacity}`);
+        // 3 retrieval KV heads of dim 16 in the dtype's rows (64, 32 or 16 + 4 bytes), K and V; the
+        // 3 streaming KV heads' rings in the same rows.
+        const row = { f32: 64, f16: 32, int8: 20 }[kvDtype];
+        assert.is(kv.retrievalBytes, 3 * capacity * 2 * row, `${kvDtype} full caches at ${capacity}`);
         // With compensation, each streaming KV head also keeps a key sum and a value sum (f32).
-        assert.is(kv.streamingBytes, 3 * Math.min(capacity, 7) * 2 * 64 + (compensation ? 3 * 2 * 64 : 0), `f32 rings at ${capacity}`);
+        assert.is(kv.streamingBytes, 3 * Math.min(capacity, 7) * 2 * row + (compensation ? 3 * 2 * 64 : 0), `${kvDtype} rings at ${capacity}`);
         assert.is(plan.gpu.total, 0);
         // The heap grew by the session's buffers: activations + KV, each rounded up to 16 bytes (≤ 25 buffers here).
         const grown = cpu.memoryBytes - before;

@@ -68,7 +68,7 @@ export interface ModelOptions extends Omit<HeadOptions, 'pattern'> {
   weights?: WeightDType;
   /**
    * Storage of the full (retrieval-head) KV caches: 'f32' (default), 'f16' (IEEE half) or 'int8' (one
-   * f32 scale per position and KV head); see src/backend/kv-dtype.ts. The streaming rings stay f32.
+   * f32 scale per position and KV head); see src/backend/kv-dtype.ts. The streaming rings use the same rows (their compensation sums stay f32).
    */
   kvDtype?: KvDType;
   /** The name requests and responses use for this model (default: the source's name). */

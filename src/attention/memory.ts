@@ -1,7 +1,7 @@
 // Projected KV-cache memory of full attention vs a DuoAttention pattern, for any model and context,
 // byte for byte as a Session allocates it: each head group's cache as its KV method lays it out
-// (src/kv/): full caches in the KV dtype's rows (backend/kv-dtype.ts), streaming rings in f32 (the
-// rings are constant-size and always f32, plus the compensation sums when they are kept).
+// (src/kv/): full caches and streaming rings in the KV dtype's rows (backend/kv-dtype.ts; the rings
+// are constant-size), plus the f32 compensation sums when they are kept.
 import { DuetError } from '../errors.js';
 import type { KvDType } from '../backend/kv-dtype.js';
 import { methodBytes, type KvSettings } from '../kv/method.js';

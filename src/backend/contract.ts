@@ -10,13 +10,16 @@
 //    h * capacity + p. A row is kvRowWords(headDim, dtype) 32-bit words (./kv-dtype.ts): headDim f32
 //    (f32, the default), headDim IEEE halves (f16), or headDim int8 codes + one f32 scale (int8),
 //    so a cache of any dtype is a tensor of numKvHeads · capacity · kvRowWords words.
-//  - Streaming (sink + recent) caches (always f32) are head-major rings: [numKvHeads][sink + recent][headDim].
+//  - Streaming (sink + recent) caches are head-major rings of the same rows: [numKvHeads][sink + recent]
+//    rows of kvRowWords(headDim, dtype) words (f32: [numKvHeads][sink + recent][headDim]).
 //    Position p lives in slot p when p < sink, else in slot sink + ((p - sink) mod recent).
 //    Which positions are present follows from pastLen alone: [0, min(pastLen, sink)) and
 //    [max(sink, pastLen - recent), pastLen).
 //  - Compensation (RazorAttention, optional per streaming cache): kSum / vSum, [numKvHeads][headDim],
 //    the sums of the keys (post-RoPE) and values the ring has evicted, positions [sink, pastLen −
-//    recent) (none while pastLen − recent ≤ sink). The count follows from pastLen alone.
+//    recent) (none while pastLen − recent ≤ sink). The count follows from pastLen alone. The sums are
+//    f32 whatever the ring's dtype, and add the values as stored (decoded), so they match the keys
+//    and values attention reads.
 //  - GQA: query head qh uses KV head floor(qh / (numHeads / numKvHeads)).
 //  - Keys are cached after RoPE at their true positions.
 //
@@ -129,18 +132,24 @@ export interface Backend {
    * the state's sum plus the positions [max(sink, pastLen − recent), i − recent], taken from the ring
    * or the chunk. Those are summed in ascending order, as ringAppend adds them, so chunked prefill
    * and token-by-token decode build the same sums. The state is NOT modified.
+   *
+   * The ring is stored as `dtype` (default f32). With f16 / int8 every key and value, the chunk's own
+   * included, is attended (and summed) as the ring stores it: decodeKvRow(encodeKvRow(x)), so the
+   * result does not depend on how the sequence was chunked.
    */
   streamingAttention(out: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
     kRing: DeviceTensor, vRing: DeviceTensor, shape: AttentionShape, window: StreamingWindow,
-    compensation?: Compensation | null): void;
+    compensation?: Compensation | null, dtype?: KvDType): void;
   /**
    * Stores the chunk's positions that the ring keeps (p < sink, or among the last `recent`). With
    * compensation, first adds the positions the chunk evicts, [max(sink, pastLen − recent), pastLen +
    * rows − recent), to the sums in ascending order (read from the ring before it is overwritten).
+   * Rows are encoded as `dtype` (default f32) exactly as encodeKvRow does; the sums add the stored
+   * (decoded) values.
    */
   ringAppend(kRing: DeviceTensor, vRing: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
     rows: number, numKvHeads: number, headDim: number, pastLen: number, window: StreamingWindow,
-    compensation?: Compensation | null): void;
+    compensation?: Compensation | null, dtype?: KvDType): void;
 }
 
 /** A CPU backend with its work counter (kernel invocations), used to prove the WASM path ran. */

@@ -17,14 +17,14 @@ export function countHeads(kinds: HeadKinds): { retrieval: number; streaming: nu
   return { retrieval, streaming };
 }
 
-/** K + V bytes per cached position of one head: full caches in the KV dtype, streaming rings always f32. */
+/** K + V bytes per cached position of one head: full caches and streaming rings alike in the KV dtype. */
 export function kvPositionBytes(headDim: number, kvDtype: KvDType): { full: number; ring: number } {
-  return { full: 2 * kvRowBytes(headDim, kvDtype), ring: 2 * kvRowBytes(headDim, 'f32') };
+  return { full: 2 * kvRowBytes(headDim, kvDtype), ring: 2 * kvRowBytes(headDim, kvDtype) };
 }
 
 /**
  * Bytes one decode step reads at `context` cached tokens: the weights (as `dtype`) + K and V of every
- * head (retrieval heads' full caches as `kvDtype`, streaming heads' f32 rings).
+ * head (retrieval heads' full caches and streaming heads' rings as `kvDtype`).
  */
 export function decodeBytes(config: ModelConfig, heads: { retrieval: number; streaming: number }, context: number,
   window: StreamingWindow, layers = config.numLayers, dtype: WeightDType = 'f32', kvDtype: KvDType = 'f32'): number {

@@ -141,7 +141,7 @@ export function renderPlots(r: BenchResults): Array<[string, string]> {
     return { label, points: [...byCtx.entries()] };
   }).filter((s) => s.points.length > 0);
   if (memSeries.length) {
-    plots.push(['memory-vs-context.svg', lineChart(memSeries, { title: `KV cache, ${r.settings.kv_dtypes.join(' / ')} full caches, f32 rings (${where})`, xLabel: 'context (tokens)', yLabel: 'MiB', logX: true })]);
+    plots.push(['memory-vs-context.svg', lineChart(memSeries, { title: `KV cache, ${r.settings.kv_dtypes.join(' / ')} (${where})`, xLabel: 'context (tokens)', yLabel: 'MiB', logX: true })]);
   }
   return plots;
 }

@@ -196,14 +196,14 @@ export class WorkerCpuBackend implements CpuLike {
   }
   streamingAttention(out: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
     kRing: DeviceTensor, vRing: DeviceTensor, shape: AttentionShape, window: StreamingWindow,
-    compensation: Compensation | null = null): void {
+    compensation: Compensation | null = null, dtype: KvDType = 'f32'): void {
     this.call('streamingAttention', [out, q, k, v, kRing, vRing, { ...shape }, { sink: window.sink, recent: window.recent },
-      compensation && { kSum: compensation.kSum, vSum: compensation.vSum }]);
+      compensation && { kSum: compensation.kSum, vSum: compensation.vSum }, dtype]);
   }
   ringAppend(kRing: DeviceTensor, vRing: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
     rows: number, numKvHeads: number, headDim: number, pastLen: number, window: StreamingWindow,
-    compensation: Compensation | null = null): void {
+    compensation: Compensation | null = null, dtype: KvDType = 'f32'): void {
     this.call('ringAppend', [kRing, vRing, k, v, rows, numKvHeads, headDim, pastLen, { sink: window.sink, recent: window.recent },
-      compensation && { kSum: compensation.kSum, vSum: compensation.vSum }]);
+      compensation && { kSum: compensation.kSum, vSum: compensation.vSum }, dtype]);
   }
 }

@@ -37,7 +37,7 @@ Usage:
       --threads N            WASM kernel threads (default: every core)
       --weights f32|f16|q8_0|q4_0|q4_k   storage of the matmul weights (default f32; q8_0 on the CPU
                              when f32 would exceed 2 GiB; the GPU takes f32 only so far)
-      --kv-dtype f32|f16|int8            storage of the retrieval heads' full KV caches (default f32; rings stay f32)
+      --kv-dtype f32|f16|int8            storage of the KV caches: full caches and streaming rings (default f32)
       --json                 print one JSON object instead of streaming text
   duet memory --config config.json (--pattern DIR [--sparsity S] | --streaming-only --sink N --recent N)
               --context N [--kv-dtype f32|f16|int8] [--json]

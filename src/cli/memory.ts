@@ -29,7 +29,7 @@ export async function memoryCommand(argv: string[]): Promise<number> {
       ['  CPU (streaming heads)', formatBytes(p.cpu_bytes)],
       ['saving', `${(p.full_bytes / p.duo_bytes).toFixed(2)}× less`],
     ];
-    process.stdout.write(`KV cache at ${context} tokens, ${dtype} full caches, f32 rings; ${p.heads}\n`);
+    process.stdout.write(`KV cache at ${context} tokens, ${dtype} full caches and rings; ${p.heads}\n`);
     for (const [k, val] of rows) process.stdout.write(`${k.padEnd(26)}${val}\n`);
   }
   return 0;

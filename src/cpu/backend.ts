@@ -258,38 +258,57 @@ export class CpuBackend implements Backend {
 
   streamingAttention(out: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
     kRing: DeviceTensor, vRing: DeviceTensor, shape: AttentionShape, window: StreamingWindow,
-    compensation: Compensation | null = null): void {
+    compensation: Compensation | null = null, dtype: KvDType = 'f32'): void {
     const { rows, numHeads, numKvHeads, headDim, pastLen, scale } = shape;
     checkGroups(numHeads, numKvHeads);
     checkWindow(window);
     const slots = window.sink + window.recent;
+    const ringWords = numKvHeads * slots * kvRowWords(headDim, checkKvDType(dtype, 'streamingAttention'));
     need(q, rows * numHeads * headDim, 'streamingAttention q'); need(out, rows * numHeads * headDim, 'streamingAttention out');
     need(k, rows * numKvHeads * headDim, 'streamingAttention k'); need(v, rows * numKvHeads * headDim, 'streamingAttention v');
-    need(kRing, numKvHeads * slots * headDim, 'streamingAttention kRing'); need(vRing, numKvHeads * slots * headDim, 'streamingAttention vRing');
+    need(kRing, ringWords, 'streamingAttention kRing'); need(vRing, ringWords, 'streamingAttention vRing');
     const [kSum, vSum] = compensationPtrs(compensation, numKvHeads * headDim, 'streamingAttention');
-    this.withScratch(this.k.streamingScratchFloats(TILE_ROWS * (numHeads / numKvHeads), headDim), (scratch, bytes) => {
-      this.job(Op.Streaming, [asCpu(out, 'streamingAttention').ptr, asCpu(q, 'streamingAttention').ptr,
-        asCpu(k, 'streamingAttention').ptr, asCpu(v, 'streamingAttention').ptr, asCpu(kRing, 'streamingAttention').ptr,
-        asCpu(vRing, 'streamingAttention').ptr, rows, numHeads, numKvHeads, headDim, pastLen, scale,
-        window.sink, window.recent, scratch, bytes, TILE_ROWS, kSum, vSum], rows * Math.min(pastLen + rows, slots + rows) * numHeads * headDim);
-    });
+    const id = KV_DTYPE_ID[dtype];
+    const run = (kPtr: number, vPtr: number) => {
+      this.withScratch(this.k.streamingScratchFloats(TILE_ROWS * (numHeads / numKvHeads), headDim, slots, id), (scratch, bytes) => {
+        this.job(Op.Streaming, [asCpu(out, 'streamingAttention').ptr, asCpu(q, 'streamingAttention').ptr,
+          kPtr, vPtr, asCpu(kRing, 'streamingAttention').ptr,
+          asCpu(vRing, 'streamingAttention').ptr, rows, numHeads, numKvHeads, headDim, pastLen, scale,
+          window.sink, window.recent, scratch, bytes, TILE_ROWS, kSum, vSum, id], rows * Math.min(pastLen + rows, slots + rows) * numHeads * headDim);
+      });
+    };
+    if (dtype === 'f32') { run(asCpu(k, 'streamingAttention').ptr, asCpu(v, 'streamingAttention').ptr); return; }
+    // A packed ring: the chunk's own keys and values are attended as the ring will store them.
+    const n = rows * numKvHeads, bytes = n * headDim * 4, tmpBytes = kvRowWords(headDim, dtype) * 4;
+    const kr = this.heap.alloc(bytes), vr = this.heap.alloc(bytes), tmp = this.heap.alloc(tmpBytes);
+    try {
+      this.k.roundRows(kr, asCpu(k, 'streamingAttention').ptr, n, headDim, id, tmp);
+      this.k.roundRows(vr, asCpu(v, 'streamingAttention').ptr, n, headDim, id, tmp);
+      run(kr, vr);
+    } finally { this.heap.release(tmp, tmpBytes); this.heap.release(vr, bytes); this.heap.release(kr, bytes); }
   }
 
   ringAppend(kRing: DeviceTensor, vRing: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
     rows: number, numKvHeads: number, headDim: number, pastLen: number, window: StreamingWindow,
-    compensation: Compensation | null = null): void {
+    compensation: Compensation | null = null, dtype: KvDType = 'f32'): void {
     checkWindow(window);
     const slots = window.sink + window.recent;
-    need(kRing, numKvHeads * slots * headDim, 'ringAppend kRing'); need(vRing, numKvHeads * slots * headDim, 'ringAppend vRing');
+    const ringWords = numKvHeads * slots * kvRowWords(headDim, checkKvDType(dtype, 'ringAppend'));
+    need(kRing, ringWords, 'ringAppend kRing'); need(vRing, ringWords, 'ringAppend vRing');
     need(k, rows * numKvHeads * headDim, 'ringAppend k'); need(v, rows * numKvHeads * headDim, 'ringAppend v');
     const [kSum, vSum] = compensationPtrs(compensation, numKvHeads * headDim, 'ringAppend');
+    const id = KV_DTYPE_ID[dtype];
     this.kernelCalls++;
     if (compensation) {
-      this.k.compensationAppend(kSum, vSum, asCpu(kRing, 'ringAppend').ptr, asCpu(vRing, 'ringAppend').ptr, asCpu(k, 'ringAppend').ptr,
-        asCpu(v, 'ringAppend').ptr, rows, numKvHeads, headDim, pastLen, window.sink, window.recent);
+      const scratchBytes = Math.max(4, this.k.compensationScratchFloats(headDim, id) * 4);
+      const scratch = this.heap.alloc(scratchBytes);
+      try {
+        this.k.compensationAppend(kSum, vSum, asCpu(kRing, 'ringAppend').ptr, asCpu(vRing, 'ringAppend').ptr, asCpu(k, 'ringAppend').ptr,
+          asCpu(v, 'ringAppend').ptr, rows, numKvHeads, headDim, pastLen, window.sink, window.recent, id, scratch);
+      } finally { this.heap.release(scratch, scratchBytes); }
     }
     this.k.ringAppend(asCpu(kRing, 'ringAppend').ptr, asCpu(vRing, 'ringAppend').ptr, asCpu(k, 'ringAppend').ptr,
-      asCpu(v, 'ringAppend').ptr, rows, numKvHeads, headDim, pastLen, window.sink, window.recent);
+      asCpu(v, 'ringAppend').ptr, rows, numKvHeads, headDim, pastLen, window.sink, window.recent, id);
   }
 
   /** A packed weight's bytes as a PackedMatrix view of the kernel memory. */

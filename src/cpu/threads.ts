@@ -11,7 +11,7 @@ import { instantiateKernels, type KernelExports } from './wasm.js';
 export const Op = { Stop: 0, Matmul: 1, Attention: 2, Streaming: 3, MatmulPacked: 4, ProbeRead: 5, ProbePeak: 6 } as const;
 export type Op = (typeof Op)[keyof typeof Op];
 
-/** f64 arguments a job carries (the largest op, streaming attention, has 19). */
+/** f64 arguments a job carries (the largest op, streaming attention, has 20). */
 export const MAX_ARGS = 24;
 /** Bytes of the control block (allocated by the backend in the shared memory). */
 export const CONTROL_BYTES = 16 + MAX_ARGS * 8;
@@ -76,11 +76,11 @@ export function runShare(k: KernelExports, op: Op, a: Float64Array, s: number, c
     if (h0 >= h1) return false;
     k.attention(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11] + s * a[12], a[13], h0, h1, a[14]);
   } else if (op === Op.Streaming) {
-    // out, q, k, v, kRing, vRing, rows, numHeads, numKvHeads, headDim, pastLen, scale, sink, recent, scratch, scratchBytes, tileRows, kSum, vSum
+    // out, q, k, v, kRing, vRing, rows, numHeads, numKvHeads, headDim, pastLen, scale, sink, recent, scratch, scratchBytes, tileRows, kSum, vSum, ringDtype
     const [h0, h1] = shareRange(a[8], s, count);
     if (h0 >= h1) return false;
     k.streamingAttention(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13],
-      a[14] + s * a[15], a[16], h0, h1, a[17], a[18]);
+      a[14] + s * a[15], a[16], h0, h1, a[17], a[18], a[19]);
   } else if (op === Op.ProbeRead) {
     // ptr, bytes, reps: each thread streams its own 64-byte-aligned slice of the buffer.
     const [b0, b1] = shareRange(a[1], s, count, 64);

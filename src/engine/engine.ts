@@ -47,7 +47,7 @@ export interface EngineOptions {
   locret?: { budget: number; stabilizers: number; heads: RetainingHeads };
   /** Storage of the matmul weights on the device (default f32); see src/model/quant.ts. */
   weights?: WeightDType;
-  /** Storage of the full (retrieval-head) KV caches (default f32; the streaming rings stay f32); see ./kv-dtype.ts. */
+  /** Storage of the full KV caches and the streaming rings (default f32); see ./kv-dtype.ts. */
   kvDtype?: KvDType;
   /** Provides a GPU (Node: Dawn; browser: navigator.gpu). */
   acquireGpu?: () => Promise<{ gpu: GpuContext | null; reason: string }>;

@@ -34,7 +34,7 @@ export class Session {
   /** Per layer, one cache per head group (layer.groups' order). */
   private readonly caches: KvGroupCache[][];
   private readonly maxRows: number;
-  /** Storage of the full caches (the rings stay f32). */
+  /** Storage of the full caches and the streaming rings. */
   readonly kvDtype: KvDType;
   /** What the KV methods read of this session's options. */
   readonly kvSettings: KvSettings;

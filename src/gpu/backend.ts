@@ -15,10 +15,11 @@
 // aliases an input either use an in-place entry point (rmsnorm, siluMul) or read from a copy.
 import { checkPacked, rowBytes, type PackedMatrix, type WeightDType } from '../model/quant.js';
 import type { AttentionShape, Backend, Compensation, DeviceTensor, StreamingWindow } from '../backend/contract.js';
-import { checkKvDType, type KvDType } from '../backend/kv-dtype.js';
+import { checkKvDType, kvRowWords, type KvDType } from '../backend/kv-dtype.js';
 import type { GpuContext } from './context.js';
 import { GpuPackedWeight, GpuRowParts, GpuSplitTensor, GpuTensor } from './tensor.js';
 import { recordAttention, recordCompensationAppend, recordKvAppend, recordRingAppend, recordStreamingAttention, type GpuCompensation } from './attention.js';
+import { decodedRing, packedRingAppend, releaseAll, roundedChunk } from './packed-ring.js';
 import { sampleOnGpu } from './sample.js';
 import type { DeviceChoice, DeviceSampler } from '../backend/device-sampler.js';
 
@@ -409,24 +410,48 @@ export class GpuBackend implements Backend, DeviceSampler {
 
   streamingAttention(out: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
     kRing: DeviceTensor, vRing: DeviceTensor, shape: AttentionShape, window: StreamingWindow,
-    compensation: Compensation | null = null): void {
-    recordStreamingAttention(this.ctx, asGpu(out, 'streamingAttention out'), asGpu(q, 'streamingAttention q'),
-      asGpu(k, 'streamingAttention k'), asGpu(v, 'streamingAttention v'), asGpu(kRing, 'streamingAttention kRing'),
-      asGpu(vRing, 'streamingAttention vRing'), shape, window, gpuCompensation(compensation, 'streamingAttention'));
+    compensation: Compensation | null = null, dtype: KvDType = 'f32'): void {
+    const comp = gpuCompensation(compensation, 'streamingAttention');
+    let kt = asGpu(k, 'streamingAttention k'), vt = asGpu(v, 'streamingAttention v');
+    let kr = asGpu(kRing, 'streamingAttention kRing'), vr = asGpu(vRing, 'streamingAttention vRing');
+    const temps: GpuTensor[] = [];
+    if (checkKvDType(dtype, 'streamingAttention') !== 'f32') {
+      checkPackedRing(kr, vr, shape.numKvHeads, shape.headDim, window, dtype, 'streamingAttention');
+      [kr, vr] = decodedRing(this.ctx, kr, vr, shape.numKvHeads, shape.headDim, window, dtype);
+      [kt, vt] = roundedChunk(this.ctx, kt, vt, shape.rows, shape.numKvHeads, shape.headDim, dtype);
+      temps.push(kr, vr, kt, vt);
+    }
+    recordStreamingAttention(this.ctx, asGpu(out, 'streamingAttention out'), asGpu(q, 'streamingAttention q'), kt, vt, kr, vr, shape, window, comp);
+    releaseAll(this.ctx, temps);
   }
 
   ringAppend(kRing: DeviceTensor, vRing: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
     rows: number, numKvHeads: number, headDim: number, pastLen: number, window: StreamingWindow,
-    compensation: Compensation | null = null): void {
+    compensation: Compensation | null = null, dtype: KvDType = 'f32'): void {
     const comp = gpuCompensation(compensation, 'ringAppend');
-    if (comp) {
-      if (window.recent < 1) throw new Error('ringAppend: recent must be at least 1');
-      recordCompensationAppend(this.ctx, comp, asGpu(kRing, 'ringAppend kRing'), asGpu(vRing, 'ringAppend vRing'), asGpu(k, 'ringAppend k'),
-        asGpu(v, 'ringAppend v'), rows, numKvHeads, headDim, pastLen, window);
+    if (window.recent < 1) throw new Error('ringAppend: recent must be at least 1');
+    const kr = asGpu(kRing, 'ringAppend kRing'), vr = asGpu(vRing, 'ringAppend vRing'), kt = asGpu(k, 'ringAppend k'), vt = asGpu(v, 'ringAppend v');
+    if (checkKvDType(dtype, 'ringAppend') === 'f32') {
+      if (comp) recordCompensationAppend(this.ctx, comp, kr, vr, kt, vt, rows, numKvHeads, headDim, pastLen, window);
+      recordRingAppend(this.ctx, kr, vr, kt, vt, rows, numKvHeads, headDim, pastLen, window);
+      return;
     }
-    recordRingAppend(this.ctx, asGpu(kRing, 'ringAppend kRing'), asGpu(vRing, 'ringAppend vRing'), asGpu(k, 'ringAppend k'),
-      asGpu(v, 'ringAppend v'), rows, numKvHeads, headDim, pastLen, window);
+    checkPackedRing(kr, vr, numKvHeads, headDim, window, dtype, 'ringAppend');
+    if (comp) {
+      // The sums add the stored values: the ring decoded, the chunk rounded as it will be stored.
+      const [dk, dv] = decodedRing(this.ctx, kr, vr, numKvHeads, headDim, window, dtype);
+      const [rk, rv] = roundedChunk(this.ctx, kt, vt, rows, numKvHeads, headDim, dtype);
+      recordCompensationAppend(this.ctx, comp, dk, dv, rk, rv, rows, numKvHeads, headDim, pastLen, window);
+      releaseAll(this.ctx, [dk, dv, rk, rv]);
+    }
+    packedRingAppend(this.ctx, (d, dOff, src, sOff, n) => this.copy(d, dOff, src, sOff, n), kr, vr, kt, vt, rows, numKvHeads, headDim, pastLen, window, dtype);
   }
+}
+
+/** A packed ring's size: [numKvHeads][sink + recent] rows of the dtype. */
+function checkPackedRing(kRing: GpuTensor, vRing: GpuTensor, numKvHeads: number, headDim: number, window: StreamingWindow, dtype: KvDType, what: string): void {
+  const words = numKvHeads * (window.sink + window.recent) * kvRowWords(headDim, dtype);
+  need(kRing, words, `${what} kRing`); need(vRing, words, `${what} vRing`);
 }
 
 function gpuCompensation(c: Compensation | null, what: string): GpuCompensation | null {

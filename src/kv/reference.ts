@@ -2,6 +2,7 @@
 // harness (test/kv-methods.test.ts): the method's attention written as directly as possible from its
 // definition, with no rings, slots or kernels, and its cache bytes counted independently of its code.
 import type { KvGroupShape, KvSettings } from './method.js';
+import { decodeKvRow, encodeKvRow, kvRowWords, type KvDType } from '../backend/kv-dtype.js';
 
 /** One token a query attends: key, value and a logit bias (0 for a real token). */
 export interface RefToken { k: ArrayLike<number>; v: ArrayLike<number>; bias: number }
@@ -65,4 +66,14 @@ export class RefHistory {
       this.k.push(row(k)); this.v.push(row(v));
     }
   }
+}
+
+/** A RefHistory store: the row as a KV row of `dtype` holds it (the reference encoder, then decode). */
+export function storedAs(dtype: KvDType, headDim: number): (row: Float32Array) => Float64Array {
+  return (row) => {
+    const words = new Uint32Array(kvRowWords(headDim, dtype)), out = new Float32Array(headDim);
+    encodeKvRow(row, dtype, words);
+    decodeKvRow(words, 0, headDim, dtype, out);
+    return Float64Array.from(out);
+  };
 }

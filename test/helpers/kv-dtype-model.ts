@@ -28,7 +28,7 @@ export async function checkBundledKv(kvDtype: KvDType, options: NodeModelOptions
     const projected = kvMemory(config, { pattern, sparsity: 0.5, context: 48, kvDtype });
     const retrievalHeads = projected.retrieval_heads, ring = Math.min(48, pattern.sink + pattern.recent);
     assert.is(kv.retrieval, retrievalHeads * 48 * 2 * kvRowBytes(config.headDim, kvDtype), `${kvDtype} full caches`);
-    assert.is(kv.streaming, projected.streaming_heads * ring * 2 * 4 * config.headDim, 'f32 rings');
+    assert.is(kv.streaming, projected.streaming_heads * ring * 2 * kvRowBytes(config.headDim, kvDtype), `${kvDtype} rings`);
     assert.equal([kv.retrieval, kv.streaming], [projected.gpu_bytes, projected.cpu_bytes], `${kvDtype}: runtime = duet memory's projection`);
     // The full caches live on the main device, the rings on the CPU (split) or with them (cpu).
     assert.equal([kv.gpu, kv.cpu], main === 'gpu' ? [kv.retrieval, kv.streaming] : [0, kv.retrieval + kv.streaming]);

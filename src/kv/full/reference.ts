@@ -1,8 +1,8 @@
 // Float64 reference of the full method: causal attention over every position, each key and value
 // row as the KV dtype stores it (src/backend/kv-dtype.ts's reference encoder, which the kernels
 // match bit for bit), so the only difference left to the method is f32 arithmetic.
-import { decodeKvRow, encodeKvRow, kvRowBytes, kvRowWords } from '../../backend/kv-dtype.js';
-import { attendTokens, RefHistory, type KvReference } from '../reference.js';
+import { kvRowBytes } from '../../backend/kv-dtype.js';
+import { attendTokens, RefHistory, storedAs, type KvReference } from '../reference.js';
 
 export const reference: KvReference = {
   variants: [
@@ -11,13 +11,7 @@ export const reference: KvReference = {
     { label: 'int8', settings: { kvDtype: 'int8' } },
   ],
   open(shape, settings) {
-    const D = shape.headDim, dtype = settings.kvDtype;
-    const stored = (row: Float32Array) => {
-      const words = new Uint32Array(kvRowWords(D, dtype)), out = new Float32Array(D);
-      encodeKvRow(row, dtype, words);
-      decodeKvRow(words, 0, D, dtype, out);
-      return Float64Array.from(out);
-    };
+    const stored = storedAs(settings.kvDtype, shape.headDim);
     const past = new RefHistory(shape, stored);
     return {
       attend(q, k, v, rows, pastLen) {

@@ -4,9 +4,12 @@
 // wgsl/streaming_attention.wgsl, wgsl/streaming_compensation.wgsl); the ring's slot layout and the
 // compensation semantics are in src/backend/contract.ts.
 //
-// Layout: K and V rings, head-major [numKvHeads][sink + recent][headDim] f32 (fewer slots while the
-// capacity is shorter, see ringWindow), and with compensation kSum, vSum [numKvHeads][headDim] f32.
+// Layout: K and V rings, head-major [numKvHeads][sink + recent] rows of the session's KV dtype (the
+// full caches' row format, src/backend/kv-dtype.ts; fewer slots while the capacity is shorter, see
+// ringWindow), and with compensation kSum, vSum [numKvHeads][headDim], always f32: they add the
+// stored (decoded) values, so they do not depend on the chunking.
 import type { Backend, Compensation, DeviceTensor, StreamingWindow } from '../../backend/contract.js';
+import { kvRowWords, type KvDType } from '../../backend/kv-dtype.js';
 import { groupAttentionShape, tensorBytes, type KvGroupCache, type KvGroupShape, type KvMethod, type KvSettings, type KvTensorSpec } from '../method.js';
 
 /**
@@ -20,8 +23,8 @@ export function ringWindow(w: StreamingWindow, capacity: number): StreamingWindo
   return { sink, recent: capacity - sink };
 }
 
-function ringWords(shape: KvGroupShape, ring: StreamingWindow): number {
-  return shape.numKvHeads * (ring.sink + ring.recent) * shape.headDim;
+function ringWords(shape: KvGroupShape, ring: StreamingWindow, dtype: KvDType): number {
+  return shape.numKvHeads * (ring.sink + ring.recent) * kvRowWords(shape.headDim, dtype);
 }
 
 class StreamingCache implements KvGroupCache {
@@ -31,10 +34,10 @@ class StreamingCache implements KvGroupCache {
   private readonly comp: Compensation | null;
 
   constructor(private readonly be: Backend, private readonly shape: KvGroupShape, capacity: number,
-    private readonly window: StreamingWindow, compensation: boolean) {
+    private readonly window: StreamingWindow, compensation: boolean, private readonly dtype: KvDType) {
     this.ring = ringWindow(window, capacity);
-    this.kRing = be.alloc(ringWords(shape, this.ring));
-    this.vRing = be.alloc(ringWords(shape, this.ring));
+    this.kRing = be.alloc(ringWords(shape, this.ring, dtype));
+    this.vRing = be.alloc(ringWords(shape, this.ring, dtype));
     const D = shape.headDim;
     this.comp = compensation ? { kSum: be.alloc(shape.numKvHeads * D), vSum: be.alloc(shape.numKvHeads * D) } : null;
   }
@@ -44,11 +47,11 @@ class StreamingCache implements KvGroupCache {
   }
 
   attend(out: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, rows: number, pastLen: number): void {
-    this.be.streamingAttention(out, q, k, v, this.kRing, this.vRing, groupAttentionShape(this.shape, rows, pastLen), this.ring, this.comp);
+    this.be.streamingAttention(out, q, k, v, this.kRing, this.vRing, groupAttentionShape(this.shape, rows, pastLen), this.ring, this.comp, this.dtype);
   }
 
   append(k: DeviceTensor, v: DeviceTensor, rows: number, pastLen: number): void {
-    this.be.ringAppend(this.kRing, this.vRing, k, v, rows, this.shape.numKvHeads, this.shape.headDim, pastLen, this.ring, this.comp);
+    this.be.ringAppend(this.kRing, this.vRing, k, v, rows, this.shape.numKvHeads, this.shape.headDim, pastLen, this.ring, this.comp, this.dtype);
   }
 
   /**
@@ -60,10 +63,10 @@ class StreamingCache implements KvGroupCache {
     const next = ringWindow(this.window, capacity);
     const oldSlots = this.ring.sink + this.ring.recent, newSlots = next.sink + next.recent;
     if (newSlots === oldSlots) return;
-    const D = this.shape.headDim;
+    const W = kvRowWords(this.shape.headDim, this.dtype);
     const grow = (old: DeviceTensor): DeviceTensor => {
-      const t = this.be.alloc(ringWords(this.shape, next));
-      for (let h = 0; h < this.shape.numKvHeads; h++) this.be.copy(t, h * newSlots * D, old, h * oldSlots * D, pastLen * D);
+      const t = this.be.alloc(ringWords(this.shape, next, this.dtype));
+      for (let h = 0; h < this.shape.numKvHeads; h++) this.be.copy(t, h * newSlots * W, old, h * oldSlots * W, pastLen * W);
       this.be.free(old);
       return t;
     };
@@ -81,7 +84,7 @@ export const streamingMethod: KvMethod = {
   name: 'streaming',
   home: 'side',
   layout(shape: KvGroupShape, capacity: number, settings: KvSettings): KvTensorSpec[] {
-    const words = ringWords(shape, ringWindow(settings.window, capacity));
+    const words = ringWords(shape, ringWindow(settings.window, capacity), settings.kvDtype);
     const specs = [{ name: 'K ring', words }, { name: 'V ring', words }];
     if (settings.compensation) {
       const sum = shape.numKvHeads * shape.headDim;
@@ -90,6 +93,6 @@ export const streamingMethod: KvMethod = {
     return specs;
   },
   create(backend: Backend, shape: KvGroupShape, capacity: number, settings: KvSettings): KvGroupCache {
-    return new StreamingCache(backend, shape, capacity, settings.window, settings.compensation);
+    return new StreamingCache(backend, shape, capacity, settings.window, settings.compensation, settings.kvDtype);
   },
 };

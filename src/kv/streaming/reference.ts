@@ -1,7 +1,10 @@
 // Float64 reference of the streaming method: query i attends the keys j ≤ i with j < sink or
 // j > i − recent; with compensation also one token with the mean key and mean value of the positions
 // it no longer sees, [sink, i − recent], whose logit gets ln n for the n positions it stands for.
-import { attendTokens, RefHistory, type KvReference, type RefToken } from '../reference.js';
+// Every key and value (the chunk's own, and those the compensation means add) is the row as a ring
+// of the KV dtype stores it (the reference encoder the kernels match bit for bit).
+import { kvRowBytes } from '../../backend/kv-dtype.js';
+import { attendTokens, RefHistory, storedAs, type KvReference, type RefToken } from '../reference.js';
 
 export const reference: KvReference = {
   variants: [
@@ -9,13 +12,19 @@ export const reference: KvReference = {
     { label: 'sink 3 recent 8, compensation', settings: { window: { sink: 3, recent: 8 }, compensation: true } },
     { label: 'sink 0 recent 5, compensation', settings: { window: { sink: 0, recent: 5 }, compensation: true } },
     { label: 'sink 4 recent 1', settings: { window: { sink: 4, recent: 1 }, compensation: false } },
+    { label: 'sink 3 recent 8, f16', settings: { window: { sink: 3, recent: 8 }, compensation: false, kvDtype: 'f16' } },
+    { label: 'sink 3 recent 8, compensation, f16', settings: { window: { sink: 3, recent: 8 }, compensation: true, kvDtype: 'f16' } },
+    { label: 'sink 3 recent 8, int8', settings: { window: { sink: 3, recent: 8 }, compensation: false, kvDtype: 'int8' } },
+    { label: 'sink 0 recent 5, compensation, int8', settings: { window: { sink: 0, recent: 5 }, compensation: true, kvDtype: 'int8' } },
+    { label: 'sink 4 recent 1, compensation, int8', settings: { window: { sink: 4, recent: 1 }, compensation: true, kvDtype: 'int8' } },
   ],
   open(shape, settings) {
     const { sink, recent } = settings.window, D = shape.headDim;
-    const past = new RefHistory(shape);
+    const stored = storedAs(settings.kvDtype, D);
+    const past = new RefHistory(shape, stored);
     return {
       attend(q, k, v, rows, pastLen) {
-        const all = new RefHistory(shape);
+        const all = new RefHistory(shape, stored);
         all.k.push(...past.k.slice(0, pastLen)); all.v.push(...past.v.slice(0, pastLen));
         all.put(k, v, rows, pastLen);
         return attendTokens(q, rows, pastLen, shape, (i, h) => {
@@ -36,6 +45,7 @@ export const reference: KvReference = {
   bytes(shape, capacity, settings) {
     const { sink, recent } = settings.window;
     const slots = Math.min(capacity, sink + recent);
-    return 4 * shape.numKvHeads * shape.headDim * (2 * slots + (settings.compensation ? 2 : 0));
+    const ring = 2 * slots * kvRowBytes(shape.headDim, settings.kvDtype);
+    return shape.numKvHeads * (ring + (settings.compensation ? 2 * 4 * shape.headDim : 0));
   },
 };
