@@ -167,6 +167,7 @@ test('engine: the locret option is refused with streaming heads, mismatched reta
   const other = initRetainingHeads(retainingHeadShape({ ...ckpt.config, numKvHeads: 1 }), L, 1);
   assert.match(await fails({ locret: { ...locret, heads: other } }) ?? '', /^locret layer 0's retaining head reads 192 values and scores 1 KV heads; the model needs 240 and 2/);
   assert.match(await fails({ locret: { ...locret, stabilizers: 9 } }) ?? '', /^locret stabilizers must be an integer in \[0, budget = 8\] \(got 9\)/);
+  assert.match(await fails({ locret, kvDtype: 'int8' }) ?? '', /^locret keeps its cache in f32; KV dtype int8 is not supported with it/);
 });
 
 test('duet generate --method locret --budget N [--stabilizers N] runs with the fixture\'s retaining heads; bad flags are refused', async () => {

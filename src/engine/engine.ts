@@ -140,7 +140,7 @@ export class Engine {
     let locret: LocretSettings | undefined;
     if (options.locret) {
       try {
-        locret = engineLocret(config, options.locret, countStreaming(kinds) > 0);
+        locret = engineLocret(config, options.locret, countStreaming(kinds) > 0, kvDtype);
       } catch (e) {
         gpu?.destroy();
         throw e;
@@ -274,8 +274,10 @@ export class Engine {
 }
 
 /** The engine's locret option as KV settings, checked against the model (every field named). */
-function engineLocret(config: ModelConfig, o: NonNullable<EngineOptions['locret']>, streaming: boolean): LocretSettings {
+function engineLocret(config: ModelConfig, o: NonNullable<EngineOptions['locret']>, streaming: boolean, kvDtype: KvDType): LocretSettings {
   if (streaming) throw new DuetError('locret', 'cannot be combined with streaming heads (a pattern or the model\'s own sliding window): a retaining head scores every KV head of its layer');
+  // Its kept rows are f32: a packed KV dtype would be silently ignored.
+  if (kvDtype !== 'f32') throw new DuetError('locret', `keeps its cache in f32; KV dtype ${kvDtype} is not supported with it`);
   const want = retainingHeadShape(config, o.heads.layers[0]?.hidden ?? 1);
   if (o.heads.layers.length !== config.numLayers) throw new DuetError('locret', `retaining heads have ${o.heads.layers.length} layers, the model has ${config.numLayers}`);
   o.heads.layers.forEach((p, l) => {
