@@ -12,22 +12,14 @@ import { accumulateCovariance, headGram, measureHeads, mergeCost, type LayerGram
 import { Arena } from '../src/train/arena.ts';
 import { cpuTrainModel, type TrainConfig } from '../src/train/model.ts';
 import { Random } from '../src/tasks/random.ts';
+import { checkGradient } from './helpers/finite-difference.ts';
 
 const rnd = new Random(7);
 const randoms = (n: number, scale = 1) => Float32Array.from({ length: n }, () => (rnd.next() * 2 - 1) * scale);
 const dot = (a: ArrayLike<number>, b: ArrayLike<number>) => { let s = 0; for (let i = 0; i < a.length; i++) s += a[i] * b[i]; return s; };
 
-function check(what: string, param: Float32Array, grad: ArrayLike<number>, objective: () => number, eps = 1e-2, indices?: number[]): void {
-  const idx = indices ?? (param.length <= 40 ? [...param.keys()] : Array.from({ length: 40 }, () => rnd.int(0, param.length)));
-  for (const i of idx) {
-    const keep = param[i];
-    param[i] = keep + eps; const up = objective();
-    param[i] = keep - eps; const down = objective();
-    param[i] = keep;
-    const fd = (up - down) / (2 * eps);
-    assert.ok(Math.abs(fd - grad[i]) <= 2e-3 + 2e-2 * Math.abs(grad[i]), `${what}[${i}]: finite difference ${fd}, analytic ${grad[i]}`);
-  }
-}
+const check = (what: string, param: Float32Array, grad: ArrayLike<number>, objective: () => number, eps = 1e-2, indices?: number[]) =>
+  checkGradient(rnd, what, param, grad, objective, eps, indices);
 
 // Inputs x ∈ R^d of an anisotropic distribution and heads W_h [hd][d].
 const d = 5, hd = 3, H = 4;

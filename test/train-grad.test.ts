@@ -10,6 +10,7 @@ import {
 } from '../src/train/ops.ts';
 import { cpuTrainModel, type TrainConfig } from '../src/train/model.ts';
 import { Random } from '../src/tasks/random.ts';
+import { checkGradient } from './helpers/finite-difference.ts';
 import * as ref from './reference/kernels.ts';
 
 let ar: Arena;
@@ -21,18 +22,8 @@ function filled(n: number, scale = 1): Float32Array {
 }
 const dot = (a: Float32Array, b: Float32Array) => { let s = 0; for (let i = 0; i < a.length; i++) s += a[i] * b[i]; return s; };
 
-/** Compares analytic gradient `grad` of objective() w.r.t. `param` at a few indices (all when small). */
-function check(what: string, param: Float32Array, grad: Float32Array, objective: () => number, eps = 1e-2): void {
-  const idx = param.length <= 40 ? [...param.keys()] : Array.from({ length: 40 }, () => rnd.int(0, param.length));
-  for (const i of idx) {
-    const keep = param[i];
-    param[i] = keep + eps; const up = objective();
-    param[i] = keep - eps; const down = objective();
-    param[i] = keep;
-    const fd = (up - down) / (2 * eps);
-    assert.ok(Math.abs(fd - grad[i]) <= 2e-3 + 2e-2 * Math.abs(grad[i]), `${what}[${i}]: finite difference ${fd}, analytic ${grad[i]}`);
-  }
-}
+const check = (what: string, param: Float32Array, grad: ArrayLike<number>, objective: () => number, eps = 1e-2, indices?: number[]) =>
+  checkGradient(rnd, what, param, grad, objective, eps, indices);
 
 test.before(async () => { ar = await Arena.create(64 << 20); });
 

@@ -57,6 +57,14 @@ export class RefHistory {
   readonly v: Float64Array[][] = [];
   constructor(private readonly shape: KvGroupShape, private readonly store: (row: Float32Array) => Float64Array = (row) => Float64Array.from(row)) {}
 
+  /** A new history: positions [0, pastLen) of this one, then the chunk's rows (this one is unchanged). */
+  withChunk(k: Float32Array, v: Float32Array, rows: number, pastLen: number): RefHistory {
+    const all = new RefHistory(this.shape, this.store);
+    all.k.push(...this.k.slice(0, pastLen)); all.v.push(...this.v.slice(0, pastLen));
+    all.put(k, v, rows, pastLen);
+    return all;
+  }
+
   /** Rows of the chunk at pastLen (replacing any positions ≥ pastLen). */
   put(k: Float32Array, v: Float32Array, rows: number, pastLen: number): void {
     const { numKvHeads, headDim: D } = this.shape;

@@ -15,9 +15,7 @@ export const reference: KvReference = {
     const past = new RefHistory(shape, stored);
     return {
       attend(q, k, v, rows, pastLen) {
-        const all = new RefHistory(shape, stored);
-        all.k.push(...past.k.slice(0, pastLen)); all.v.push(...past.v.slice(0, pastLen));
-        all.put(k, v, rows, pastLen);
+        const all = past.withChunk(k, v, rows, pastLen);
         return attendTokens(q, rows, pastLen, shape, (i, h) =>
           Array.from({ length: i + 1 }, (_, j) => ({ k: all.k[j][h], v: all.v[j][h], bias: 0 })));
       },
