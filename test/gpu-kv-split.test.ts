@@ -51,18 +51,20 @@ gpuTest('kvAppend, attention and grow-by-copy on a split cache match the unsplit
     assert.is((s.k as GpuSplitTensor).parts.length, Math.ceil(cacheWords / 1024), `${dtype}: parts`);
     assert.not.ok(w.k instanceof GpuSplitTensor);
     let pastLen = 0;
-    // Prefill chunks, decode steps, another chunk: attention after each append.
-    for (const rows of [8, 8, 8, 8, 8, 8, 8, 1, 1, 1, 5]) {
+    // One chunk appended and attended on both caches at `cap`, the outputs compared.
+    const step = async (rows: number, cap: number, what: string) => {
       const q = ref.randomArray(rows * numHeads * headDim, seed++), k = ref.randomArray(rows * numKvHeads * headDim, seed++), v = ref.randomArray(rows * numKvHeads * headDim, seed++);
       const outs: Float32Array[] = [];
       for (const c of caches) {
-        c.be.kvAppend(c.k, c.v, c.be.upload(k), c.be.upload(v), rows, numKvHeads, headDim, capacity, pastLen, dtype);
-        c.be.attention(c.out, c.be.upload(q), c.k, c.v, { rows, numHeads, numKvHeads, headDim, pastLen, scale }, capacity, dtype);
+        c.be.kvAppend(c.k, c.v, c.be.upload(k), c.be.upload(v), rows, numKvHeads, headDim, cap, pastLen, dtype);
+        c.be.attention(c.out, c.be.upload(q), c.k, c.v, { rows, numHeads, numKvHeads, headDim, pastLen, scale }, cap, dtype);
         outs.push(await c.be.read(c.out, 0, rows * numHeads * headDim));
       }
-      close(outs[0], outs[1], `${dtype} attention, ${rows} rows at ${pastLen}`);
+      close(outs[0], outs[1], `${dtype} ${what}, ${rows} rows at ${pastLen}`);
       pastLen += rows;
-    }
+    };
+    // Prefill chunks, decode steps, another chunk: attention after each append.
+    for (const rows of [8, 8, 8, 8, 8, 8, 8, 1, 1, 1, 5]) await step(rows, capacity, 'attention');
     assert.equal(words(await split.read(s.k)), words(await whole.read(w.k)), `${dtype}: K cache words`);
     assert.equal(words(await split.read(s.v)), words(await whole.read(w.v)), `${dtype}: V cache words`);
     // Grow the capacity as a session does (a new cache, each head's rows copied), then keep decoding.
@@ -74,17 +76,7 @@ gpuTest('kvAppend, attention and grow-by-copy on a split cache match the unsplit
         c[which] = t;
       }
     }
-    for (const rows of [1, 8, 8]) {
-      const q = ref.randomArray(rows * numHeads * headDim, seed++), k = ref.randomArray(rows * numKvHeads * headDim, seed++), v = ref.randomArray(rows * numKvHeads * headDim, seed++);
-      const outs: Float32Array[] = [];
-      for (const c of caches) {
-        c.be.kvAppend(c.k, c.v, c.be.upload(k), c.be.upload(v), rows, numKvHeads, headDim, grown, pastLen, dtype);
-        c.be.attention(c.out, c.be.upload(q), c.k, c.v, { rows, numHeads, numKvHeads, headDim, pastLen, scale }, grown, dtype);
-        outs.push(await c.be.read(c.out, 0, rows * numHeads * headDim));
-      }
-      close(outs[0], outs[1], `${dtype} attention after growing, ${rows} rows at ${pastLen}`);
-      pastLen += rows;
-    }
+    for (const rows of [1, 8, 8]) await step(rows, grown, 'attention after growing');
     const grownK = await split.read(s.k);
     assert.equal(words(grownK), words(await whole.read(w.k)), `${dtype}: grown K cache words`);
     // write and read at an offset that crosses a part boundary.
