@@ -18,7 +18,7 @@ import { benchShape } from '../src/bench/shapes.ts';
 import { encodeMatrix } from '../src/model/gguf-encode.ts';
 import { ggufChunks } from '../src/model/gguf-write.ts';
 import { isWeightDType, type WeightDType } from '../src/model/quant.ts';
-import { writeFileAtomic } from '../src/node/atomic-write.ts';
+import { writeChunksAtomic } from '../src/node/atomic.ts';
 import { syntheticTokenizer } from '../src/node/bench-peers.ts';
 import type { DuetStatus } from '../web/main.ts';
 
@@ -54,7 +54,7 @@ async function ggufFor(format: WeightDType): Promise<string> {
   if (existsSync(file)) return file;
   log(`${format}: drawing random weights and writing ${file}`);
   const weights = randomWeights(config, 1, (d, t) => { if (d === t || d % 4 === 0) log(`${format}: layer ${d}/${t}`); }, format);
-  await writeFileAtomic(file, ggufChunks(config, weights, { name: `${SHAPE} random`, type: format, encode: encodeMatrix, tokenizer: syntheticTokenizer(config.vocabSize) }));
+  await writeChunksAtomic(file, ggufChunks(config, weights, { name: `${SHAPE} random`, type: format, encode: encodeMatrix, tokenizer: syntheticTokenizer(config.vocabSize) }));
   return file;
 }
 
@@ -138,7 +138,7 @@ const rows: Array<Record<string, unknown>> = [];
 for (const f of formats) rows.push(await runFormat(f as WeightDType, pattern));
 mkdirSync(resolve(v.out!), { recursive: true });
 const out = join(resolve(v.out!), 'results.json');
-await writeFileAtomic(out, [new TextEncoder().encode(JSON.stringify({
+await writeChunksAtomic(out, [new TextEncoder().encode(JSON.stringify({
   shape: SHAPE, config: { layers: config.numLayers, hidden: config.hiddenSize, heads: config.numHeads, kv_heads: config.numKvHeads, vocab: config.vocabSize },
   command: `node --import tsx scripts/browser-big-model.ts ${process.argv.slice(2).join(' ')}`.trim(),
   date: new Date().toISOString(), chromium: execFileSync('/usr/bin/chromium', ['--version'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim(), rows,

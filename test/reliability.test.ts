@@ -7,13 +7,14 @@ import { cpSync, mkdirSync, mkdtempSync, utimesSync, readFileSync, readdirSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { nodeWriteFs, recoverFileSet, writeFileAtomic, writeFileSet, type WriteFs } from '../src/node/atomic.ts';
+import { nodeWriteFs, recoverFileSet, writeChunksAtomic, writeFileAtomic, writeFileSet, type WriteFs } from '../src/node/atomic.ts';
 import { CHECKPOINT_MANIFEST, loadCheckpointState, modelFiles, saveCheckpoint, saveState } from '../src/node/checkpoint-io.ts';
 import { parameterCount, type TrainConfig } from '../src/train/model.ts';
 import { assertFiniteStep, type TrainerState } from '../src/train/trainer.ts';
 import { VOCAB_SIZE } from '../src/train/vocab.ts';
 import { claimOutputFolder, removeStale } from '../src/node/output-folder.ts';
 import { ensureFreshDist, staleInputs } from './helpers/fresh-dist.ts';
+import { rejects } from './helpers/rejects.ts';
 import { rewriteTensors, writeCheckpoint } from './helpers/checkpoint.ts';
 
 ensureFreshDist();
@@ -103,6 +104,20 @@ test('loading verifies the checkpoint against its manifest; a lone atomic write 
   const set = tmp('set');
   assert.throws(() => writeFileSet(set, { 'x.bin': 'x' }, 'm.json', {}, failingFs(1)), /injected failure/);
   assert.is(recoverFileSet(set, 'm.json'), null);
+});
+
+test('a streamed atomic write refuses an existing file unless forced, and a failing source leaves the old file and no temp file', async () => {
+  const dir = tmp('chunks');
+  const file = join(dir, 'm.gguf');
+  const enc = (t: string) => new TextEncoder().encode(t);
+  assert.is(await writeChunksAtomic(file, [enc('ab'), enc('cde')]), 5);
+  await rejects(writeChunksAtomic(file, [enc('x')]), /m\.gguf exists; pass force: true/);
+  function* failing() { yield enc('partial'); throw new Error('source failed'); }
+  await rejects(writeChunksAtomic(file, failing(), { force: true }), /source failed/);
+  assert.is(readFileSync(file, 'utf8'), 'abcde');
+  assert.equal(readdirSync(dir), ['m.gguf']);
+  assert.is(await writeChunksAtomic(file, [enc('new')], { force: true }), 3);
+  assert.is(readFileSync(file, 'utf8'), 'new');
 });
 
 test('non-finite parameters or optimizer state are never saved; a diverged step stops training', () => {

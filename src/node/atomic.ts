@@ -1,6 +1,6 @@
 // Writes that cannot leave a half-written file or a half-replaced set of files behind.
 //
-// One file: written to a temporary file in the same folder, fsynced, renamed over the target (a
+// One file (writeFileAtomic; writeChunksAtomic streams one): written to a temporary file in the same folder, fsynced, renamed over the target (a
 // rename within one file system is atomic), then the folder is fsynced so the rename survives a
 // power cut. A set of files (one training checkpoint): every file is staged as `NAME.staged` and
 // fsynced; then a manifest naming each file with its size and SHA-256 is written atomically — the
@@ -10,7 +10,9 @@
 // files whose hash the manifest names). Loading verifies every file against the manifest.
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
+import { open, rename, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { DuetError } from '../errors.js';
 
 /** The file-system operations the writers use; tests wrap it to fail at a chosen operation. */
 export interface WriteFs {
@@ -40,10 +42,12 @@ export const nodeWriteFs: WriteFs = {
 };
 
 let tempCounter = 0;
+/** A temporary name beside `path` (same folder, so the final rename stays on one file system). */
+const tempPath = (path: string): string => `${path}.tmp-${process.pid}-${tempCounter++}`;
 
 /** Replaces `path` with `data` atomically (temp file in the same folder, fsync, rename, folder fsync). */
 export function writeFileAtomic(path: string, data: Uint8Array | string, wfs: WriteFs = nodeWriteFs): void {
-  const tmp = `${path}.tmp-${process.pid}-${tempCounter++}`;
+  const tmp = tempPath(path);
   try {
     wfs.writeDurable(tmp, data);
     wfs.rename(tmp, path);
@@ -52,6 +56,33 @@ export function writeFileAtomic(path: string, data: Uint8Array | string, wfs: Wr
     throw e;
   }
   wfs.syncDir(dirname(path));
+}
+
+/**
+ * Streams `chunks` into `path` the same way (for files too big to build in memory: GGUF files), and
+ * refuses to replace an existing file unless `force`. Returns the bytes written.
+ */
+export async function writeChunksAtomic(path: string, chunks: Iterable<Uint8Array>, options: { force?: boolean } = {}): Promise<number> {
+  if (!options.force && fs.existsSync(path)) throw new DuetError('out', `${path} exists; pass force: true to replace it`);
+  const tmp = tempPath(path);
+  const fh = await open(tmp, 'wx');
+  let bytes = 0;
+  try {
+    for (const c of chunks) {
+      let done = 0;
+      while (done < c.length) done += (await fh.write(c, done, c.length - done)).bytesWritten;
+      bytes += c.length;
+    }
+    await fh.sync();
+    await fh.close();
+    await rename(tmp, path);
+  } catch (e) {
+    await fh.close().catch(() => {});
+    await rm(tmp, { force: true });
+    throw e;
+  }
+  nodeWriteFs.syncDir(dirname(path));
+  return bytes;
 }
 
 export interface ManifestEntry { size: number; sha256: string }

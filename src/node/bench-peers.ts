@@ -26,7 +26,7 @@ import { randomAlphas, randomIds, randomWeights } from '../bench/random-weights.
 import { benchShape, layersText } from '../bench/shapes.js';
 import type { MachineInfo } from '../bench/types.js';
 import { lineChart } from '../plot/svg.js';
-import { writeFileAtomic } from './atomic-write.js';
+import { writeChunksAtomic } from './atomic.js';
 import { int, positiveInts } from './bench.js';
 import { nodeModelFiles } from './files.js';
 import { startNodeKernelWorker } from './kernel-threads.js';
@@ -189,7 +189,7 @@ async function runPeers(o: PeerOptions): Promise<{ rows: PeerRow[]; agreement: R
     const file = join(o.outDir, `peers-${format}.gguf`);
     o.say(`${format}: writing ${file}`);
     const fell = new Set<string>();
-    await writeFileAtomic(file, ggufChunks(config, o.weights, { name: 'duet-peers', type: format, encode: encodeMatrix, tokenizer, onFallback: (t, _f, to) => fell.add(`${t} → ${to}`) }), { force: true });
+    await writeChunksAtomic(file, ggufChunks(config, o.weights, { name: 'duet-peers', type: format, encode: encodeMatrix, tokenizer, onFallback: (t, _f, to) => fell.add(`${t} → ${to}`) }), { force: true });
     if (fell.size) o.notes.push(`${format}: ${fell.size} tensors fell back (${[...fell].slice(0, 3).join(', ')}${fell.size > 3 ? ', …' : ''})`);
     // Duet reads the same file and keeps each tensor's format (its packed CPU kernels run it).
     const ckpt = await loadCheckpoint(nodeModelFiles(file));

@@ -9,7 +9,7 @@ import { ggufChunks } from '../model/gguf-write.js';
 import { ggufTensorPlan } from '../model/gguf-model.js';
 import { encodeMatrix } from '../model/gguf-encode.js';
 import { blockSize, isWeightDType, WEIGHT_DTYPES, type WeightDType } from '../model/quant.js';
-import { writeFileAtomic } from './atomic-write.js';
+import { writeChunksAtomic } from './atomic.js';
 import { nodeModelFiles } from './files.js';
 
 export interface QuantizeOptions {
@@ -48,7 +48,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
   if (!isWeightDType(o.type)) throw new DuetError('type', `must be one of ${WEIGHT_DTYPES.join(', ')}${o.type ? ` (got "${o.type}")` : ''}`);
   const files = nodeModelFiles(o.model);
   if (files.gguf) throw new DuetError('model', `${o.model}: give a Hugging Face model directory (re-quantizing a GGUF file is not supported)`);
-  // Refused before the checkpoint is read (writeFileAtomic checks again when it writes).
+  // Refused before the checkpoint is read (writeChunksAtomic checks again when it writes).
   if (!o.force && await exists(o.out)) throw new DuetError('out', `${o.out} exists; pass force: true to replace it`);
   const progress = o.onProgress ?? (() => {});
   const ckpt = await loadCheckpoint(files, { onProgress: (done, total) => progress('weights', done, total) });
@@ -75,7 +75,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
   const total = chunks.reduce((n, c) => n + c.length, 0);
   let written = 0;
   const counted = function* () { for (const c of chunks) { yield c; progress('write', written += c.length, total); } };
-  const bytes = await writeFileAtomic(o.out, counted(), { force: o.force });
+  const bytes = await writeChunksAtomic(o.out, counted(), { force: o.force });
   return { out: o.out, type: o.type, bytes, tokenizer: tokenizer !== undefined, fallbacks: [...fallbacks.values()] };
 }
 
