@@ -237,44 +237,58 @@ function rawRequest(port: number, bytes: Uint8Array): Promise<string> {
   });
 }
 
-test('fuzz: HTTP requests to duet web never leave the served folders and always get a well-formed answer', async () => {
-  // A model folder with a symlink to a secret beside it: neither may ever be served.
-  const base = mkdtempSync(join(tmpdir(), 'duet-fuzz-web-'));
-  const model = join(base, 'model');
-  cpSync(new URL('../fixtures/tiny-random', import.meta.url).pathname, model, { recursive: true });
+/**
+ * 200 mutated requests to a running `duet web`: every answer is a well-formed non-5xx response, none
+ * carries `secret`, and none to a foreign Host succeeds. Returns a GET helper for direct checks.
+ */
+async function fuzzWebServer(port: number, seed: number, paths: string[], secret: string) {
+  const headers = ['Range: bytes=0-10', 'Range: bytes=999999-', 'Range: bytes=5-2', 'Range: items=0-1', 'Range: bytes=0-1,3-4', 'Range: bytes=-0', 'Range: bytes=-99999999999999999999'];
+  let unanswered = 0;
+  const res = await fuzz('duet web request', { seed, cases: 200 },
+    (r, i) => {
+      const path = paths[Math.floor(r() * paths.length)];
+      const host = i % 7 === 0 ? 'evil.example:1234' : `127.0.0.1:${port}`;
+      const text = `${i % 11 === 0 ? 'POST' : 'GET'} ${path} HTTP/1.1\r\nHost: ${host}\r\n${headers[Math.floor(r() * headers.length)]}\r\nConnection: close\r\n\r\n`;
+      return i % 3 === 0 ? mutateBytes(r, new TextEncoder().encode(text)) : new TextEncoder().encode(text);
+    },
+    async (bytes) => {
+      const answer = await rawRequest(port, bytes);
+      if (answer === '') { unanswered++; return; } // still waiting for the rest of a cut request
+      const status = /^HTTP\/1\.1 (\d{3}) /.exec(answer);
+      assert.ok(status, `a status line: ${answer.slice(0, 60)}`);
+      assert.ok(Number(status![1]) < 500, `no server error: ${answer.slice(0, 60)}`);
+      assert.not.ok(answer.includes(secret), 'nothing outside what is served');
+      const req = Buffer.from(bytes).toString('latin1');
+      if (!req.includes(`Host: 127.0.0.1:${port}\r\n`) && Number(status![1]) < 400) assert.unreachable(`answered a request without our Host: ${req.slice(0, 80)}`);
+    },
+    () => false);
+  assert.is(res.parsed, 200);
+  assert.ok(unanswered < 40, `${unanswered} of 200 requests unanswered`);
+  return async (path: string, extra = '', host = `127.0.0.1:${port}`) => rawRequest(port, new TextEncoder().encode(`GET ${path} HTTP/1.1\r\nHost: ${host}\r\n${extra}Connection: close\r\n\r\n`));
+}
+
+/** A scratch folder with a demo page and a secret file that must never be served. */
+function webScratch(name: string): { base: string; page: string } {
+  const base = mkdtempSync(join(tmpdir(), `duet-fuzz-${name}-`));
   writeFileSync(join(base, 'secret.txt'), 'SECRET-CONTENT');
-  symlinkSync(join(base, 'secret.txt'), join(model, 'link.txt'));
   mkdirSync(join(base, 'page'));
   writeFileSync(join(base, 'page/index.html'), '<!doctype html>page');
-  const server = await startWebServer({ port: 0, model, pattern: null, root: join(base, 'page') });
+  return { base, page: join(base, 'page') };
+}
+
+test('fuzz: HTTP requests to duet web never leave the served folders and always get a well-formed answer', async () => {
+  // A model folder with a symlink to a secret beside it: neither may ever be served.
+  const { base, page } = webScratch('web');
+  const model = join(base, 'model');
+  cpSync(new URL('../fixtures/tiny-random', import.meta.url).pathname, model, { recursive: true });
+  symlinkSync(join(base, 'secret.txt'), join(model, 'link.txt'));
+  const server = await startWebServer({ port: 0, model, pattern: null, root: page });
   const port = Number(new URL(server.url).port);
   const paths = ['/', '/model/config.json', '/model/link.txt', '/model/../secret.txt', '/model/%2e%2e/secret.txt', '/model/..%2fsecret.txt',
     '/..%2f..%2fsecret.txt', '//secret.txt', '/model/%00', '/served.json', '/model/model.safetensors', '/%', '/model/./config.json'];
-  const headers = ['Range: bytes=0-10', 'Range: bytes=999999-', 'Range: bytes=5-2', 'Range: items=0-1', 'Range: bytes=0-1,3-4', 'Range: bytes=-0', 'Range: bytes=-99999999999999999999'];
-  let unanswered = 0;
   try {
-    const res = await fuzz('duet web request', { seed: 6, cases: 200 },
-      (r, i) => {
-        const path = paths[Math.floor(r() * paths.length)];
-        const host = i % 7 === 0 ? 'evil.example:1234' : `127.0.0.1:${port}`;
-        const text = `${i % 11 === 0 ? 'POST' : 'GET'} ${path} HTTP/1.1\r\nHost: ${host}\r\n${headers[Math.floor(r() * headers.length)]}\r\nConnection: close\r\n\r\n`;
-        return i % 3 === 0 ? mutateBytes(r, new TextEncoder().encode(text)) : new TextEncoder().encode(text);
-      },
-      async (bytes) => {
-        const answer = await rawRequest(port, bytes);
-        if (answer === '') { unanswered++; return; } // still waiting for the rest of a cut request
-        const status = /^HTTP\/1\.1 (\d{3}) /.exec(answer);
-        assert.ok(status, `a status line: ${answer.slice(0, 60)}`);
-        assert.ok(Number(status![1]) < 500, `no server error: ${answer.slice(0, 60)}`);
-        assert.not.ok(answer.includes('SECRET-CONTENT'), 'nothing outside the served folders');
-        const req = Buffer.from(bytes).toString('latin1');
-        if (!req.includes(`Host: 127.0.0.1:${port}\r\n`) && Number(status![1]) < 400) assert.unreachable(`answered a request without our Host: ${req.slice(0, 80)}`);
-      },
-      () => false);
-    assert.is(res.parsed, 200);
-    assert.ok(unanswered < 40, `${unanswered} of 200 requests unanswered`);
+    const get = await fuzzWebServer(port, 6, paths, 'SECRET-CONTENT');
     // Direct checks of each rule: DNS rebinding, symlinks, unsatisfiable and multiple ranges.
-    const get = async (path: string, extra = '', host = `127.0.0.1:${port}`) => rawRequest(port, new TextEncoder().encode(`GET ${path} HTTP/1.1\r\nHost: ${host}\r\n${extra}Connection: close\r\n\r\n`));
     assert.match(await get('/model/config.json', '', 'evil.example'), /^HTTP\/1\.1 421 /);
     assert.match(await get('/model/config.json', '', `localhost:${port}`), /^HTTP\/1\.1 200 /);
     assert.match(await get('/model/link.txt'), /^HTTP\/1\.1 403 /);
@@ -282,6 +296,34 @@ test('fuzz: HTTP requests to duet web never leave the served folders and always 
     assert.match(whole, /^HTTP\/1\.1 200 /, 'an unsatisfiable range gets the whole file');
     assert.match(await get('/model/config.json', 'Range: bytes=0-1,3-4\r\n'), /^HTTP\/1\.1 200 /);
     assert.match(await get('/model/config.json', 'Range: bytes=0-9\r\n'), /^HTTP\/1\.1 206 [\s\S]*Content-Range: bytes 0-9\//i);
+  } finally {
+    await server.close();
+  }
+});
+
+test('fuzz: duet web --model FILE.gguf serves that one file, reached through a symlink, and nothing else in its folder', async () => {
+  // The GGUF sits beside a secret and another model file; the server is given a symlink to it.
+  const { base, page } = webScratch('web-gguf');
+  const store = join(base, 'store');
+  mkdirSync(store);
+  const gguf = await tinyGguf();
+  writeFileSync(join(store, 'm.gguf'), gguf);
+  writeFileSync(join(store, 'other.gguf'), 'OTHER-MODEL');
+  writeFileSync(join(store, 'notes.txt'), 'OTHER-MODEL notes');
+  symlinkSync(join(store, 'm.gguf'), join(base, 'link.gguf'));
+  const server = await startWebServer({ port: 0, model: join(base, 'link.gguf'), pattern: null, root: page });
+  const port = Number(new URL(server.url).port);
+  const paths = ['/', '/served.json', '/model/m.gguf', '/model/other.gguf', '/model/notes.txt', '/model/', '/model/link.gguf', '/model/../secret.txt',
+    '/model/m.gguf/../other.gguf', '/model/%2e%2e/secret.txt', '/model/M.GGUF', '/model/m.gguf%00', '/model/./m.gguf'];
+  try {
+    const get = await fuzzWebServer(port, 7, paths, 'OTHER-MODEL');
+    const served = await get('/served.json');
+    assert.match(served, /"url":"model\/m\.gguf"/, 'the page is pointed at the real file name');
+    assert.match(await get('/model/m.gguf', 'Range: bytes=0-3\r\n'), /^HTTP\/1\.1 206 [\s\S]*\r\n\r\nGGUF$/);
+    for (const p of ['/model/other.gguf', '/model/notes.txt', '/model/link.gguf', '/model/']) {
+      assert.match(await get(p), /^HTTP\/1\.1 4\d\d /, `${p} is refused`);
+    }
+    for (const p of ['/model/../secret.txt', '/model/%2e%2e/secret.txt']) assert.not.match(await get(p), /SECRET-CONTENT/);
   } finally {
     await server.close();
   }
