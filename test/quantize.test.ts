@@ -162,6 +162,8 @@ test('runPeersBenchmark (public API, tiny config): rows per format, engine, head
     'q4_0 duet duo@0.5 48', 'q4_0 duet duo@0.5 96', 'q4_0 duet full 48', 'q4_0 duet full 96', 'q4_0 llama.cpp full 48', 'q4_0 llama.cpp full 96'].sort());
   assert.ok(rows.every((r) => !r.error && r.decode_ms_per_token! > 0 && r.prefill_tok_s! > 0), JSON.stringify(rows.filter((r) => r.error)));
   assert.ok(rows.some((r) => r.engine === 'duet' && r.context === 96 && r.prefill_method === 'estimated'), 'contexts past prefillMax are estimated');
+  // Both engines time each of decodeTokens tokens after the warm-up, and report their median.
+  assert.ok(rows.every((r) => r.decode_ms_samples?.length === 2 && r.decode_ms_per_token === (r.decode_ms_samples[0] + r.decode_ms_samples[1]) / 2), JSON.stringify(rows.map((r) => r.decode_ms_samples)));
   assert.is(agreement!.leading_agree, 12, JSON.stringify(agreement));
   assert.equal(files.map((f) => f.split('/').pop()), ['peers.json', 'peers-decode.svg']);
   assert.match(peersReportText(r), /greedy agreement at f32: 12 of 12/);

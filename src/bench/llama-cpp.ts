@@ -12,8 +12,11 @@ export interface LlamaCppRun {
   version: string;
   /** Greedy continuation of `ids` (temperature 0), `n` tokens. */
   greedy(ids: number[], n: number): Promise<number[]>;
-  /** Prefill `ids` into a fresh sequence, then decode `decodeTokens` greedily: wall times in ms. */
-  time(ids: number[], decodeTokens: number): Promise<{ prefillMs: number; decodeMsPerToken: number }>;
+  /**
+   * Prefill `ids` into a fresh sequence, then decode greedily: the prefill's wall time and each of
+   * `decodeTokens` decoded tokens' wall times in ms, after `warmupTokens` untimed ones.
+   */
+  time(ids: number[], decodeTokens: number, warmupTokens?: number): Promise<{ prefillMs: number; decodeMsSamples: number[] }>;
   dispose(): Promise<void>;
 }
 
@@ -45,19 +48,24 @@ export async function openLlamaCpp(file: string, options: { threads: number; con
       for await (const t of seq.evaluate(ids, { temperature: 0 })) { out.push(t); if (out.length >= n) break; }
       return out;
     },
-    async time(ids, decodeTokens) {
+    async time(ids, decodeTokens, warmupTokens = 0) {
       const seq = await fresh();
       const t0 = performance.now();
       await seq.evaluateWithoutGeneratingNewTokens(ids.slice(0, -1));
-      const t1 = performance.now();
-      let count = 0, t2 = 0;
+      const prefillMs = performance.now() - t0;
+      // The first token yielded finishes the prompt's last position; each later one is one decode step.
+      // Per-token times (not one mean) so that the report can take the median: on a loaded machine a
+      // thread of llama.cpp's pool that loses its core stalls single steps by 10x and more.
+      const samples: number[] = [];
+      let last = 0, yielded = 0;
       for await (const _ of seq.evaluate(ids.slice(-1), { temperature: 0 })) {
         void _;
-        if (count === 0) t2 = performance.now(); // the first token finishes the prompt's last position
-        if (++count > decodeTokens) break;
+        const now = performance.now();
+        if (yielded > warmupTokens) samples.push(now - last);
+        last = now;
+        if (++yielded > warmupTokens + decodeTokens) break;
       }
-      const t3 = performance.now();
-      return { prefillMs: t1 - t0, decodeMsPerToken: (t3 - t2) / decodeTokens };
+      return { prefillMs, decodeMsSamples: samples };
     },
     async dispose() { await context.dispose(); await model.dispose(); await llama.dispose(); },
   };

@@ -4,7 +4,7 @@
 // engines agree on at F32. The library call behind `duet bench --suite peers`; node-llama-cpp is an
 // optional package imported only when this runs (never by the browser entry).
 import { availableParallelism } from 'node:os';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { allHeads } from '../attention/pattern.js';
 import type { StreamingWindow } from '../backend/contract.js';
@@ -22,11 +22,12 @@ import { runE2e, e2eSequenceLength } from '../bench/e2e.js';
 import { CpuPool, headConfigs } from '../bench/engines.js';
 import { importNodeLlamaCpp, NODE_LLAMA_CPP_MISSING, openLlamaCpp } from '../bench/llama-cpp.js';
 import { machineInfo } from '../bench/machine.js';
+import { median } from '../bench/timing.js';
 import { randomAlphas, randomIds, randomWeights } from '../bench/random-weights.js';
 import { benchShape, layersText } from '../bench/shapes.js';
 import type { MachineInfo } from '../bench/types.js';
 import { lineChart } from '../plot/svg.js';
-import { writeChunksAtomic } from './atomic.js';
+import { writeChunksAtomic, writeFileAtomic } from './atomic.js';
 import { int, positiveInts } from './bench.js';
 import { nodeModelFiles } from './files.js';
 import { startNodeKernelWorker } from './kernel-threads.js';
@@ -38,7 +39,9 @@ export interface PeerRow {
   context: number;
   prefill_tok_s: number | null;
   prefill_method: 'measured' | 'estimated' | null;
+  /** The median of decode_ms_samples (both engines time each decoded token). */
   decode_ms_per_token: number | null;
+  decode_ms_samples?: number[];
   error?: string;
 }
 
@@ -196,7 +199,7 @@ async function runPeers(o: PeerOptions): Promise<{ rows: PeerRow[]; agreement: R
     const duetConfig = { ...ckpt.config, maxPositionEmbeddings: config.maxPositionEmbeddings };
 
     o.say(`${format}: llama.cpp`);
-    const llama = await openLlamaCpp(file, { threads: o.threads, contextSize: maxCtx + o.decodeTokens + 8, batchSize: o.chunk });
+    const llama = await openLlamaCpp(file, { threads: o.threads, contextSize: maxCtx + o.warmupTokens + o.decodeTokens + 8, batchSize: o.chunk });
     llamaVersion = llama.version;
     try {
       if (format === 'f32') {
@@ -222,8 +225,9 @@ async function runPeers(o: PeerOptions): Promise<{ rows: PeerRow[]; agreement: R
       for (const context of o.contexts) {
         o.say(`${format}: llama.cpp @${context}`);
         try {
-          const t = await llama.time(ids.slice(0, context + 1), o.decodeTokens);
-          rows.push({ format, engine: 'llama.cpp', heads: 'full', context, prefill_tok_s: context / (t.prefillMs / 1000), prefill_method: 'measured', decode_ms_per_token: t.decodeMsPerToken });
+          const t = await llama.time(ids.slice(0, context + 1), o.decodeTokens, o.warmupTokens);
+          rows.push({ format, engine: 'llama.cpp', heads: 'full', context, prefill_tok_s: context / (t.prefillMs / 1000), prefill_method: 'measured',
+            decode_ms_per_token: median(t.decodeMsSamples), decode_ms_samples: t.decodeMsSamples });
         } catch (e) {
           rows.push({ format, engine: 'llama.cpp', heads: 'full', context, prefill_tok_s: null, prefill_method: null, decode_ms_per_token: null, error: (e as Error).message });
         }
@@ -242,7 +246,7 @@ async function runPeers(o: PeerOptions): Promise<{ rows: PeerRow[]; agreement: R
       for (const r of e2e) {
         rows.push({ format, engine: 'duet', heads: r.heads === 'full' ? 'full' : `duo@${r.sparsity}`, context: r.context,
           prefill_tok_s: r.prefill_ms ? r.context / (r.prefill_ms / 1000) : null, prefill_method: r.prefill_method,
-          decode_ms_per_token: r.decode_ms_per_token, ...(r.error ? { error: r.error } : {}) });
+          decode_ms_per_token: r.decode_ms_per_token, decode_ms_samples: r.decode_ms_samples, ...(r.error ? { error: r.error } : {}) });
       }
     } finally { pool.close(); }
   }
@@ -253,14 +257,14 @@ async function runPeers(o: PeerOptions): Promise<{ rows: PeerRow[]; agreement: R
     notes: o.notes, agreement, rows,
   };
   const files = [join(o.outDir, 'peers.json'), join(o.outDir, 'peers-decode.svg')];
-  writeFileSync(files[0], `${JSON.stringify(results, null, 1)}\n`);
+  writeFileAtomic(files[0], `${JSON.stringify(results, null, 1)}\n`);
   const series = new Map<string, Array<[number, number]>>();
   for (const r of rows) {
     if (r.decode_ms_per_token === null) continue;
     const key = `${r.engine === 'duet' ? `duet ${r.heads}` : 'llama.cpp'} ${r.format}`;
     series.set(key, [...(series.get(key) ?? []), [r.context, r.decode_ms_per_token]]);
   }
-  writeFileSync(files[1], lineChart([...series].map(([label, points]) => ({ label, points })), { title: `decode: Duet vs llama.cpp (CPU, ${o.threads} threads)`, xLabel: 'context (tokens)', yLabel: 'ms per token', logX: true, height: 480 }));
+  writeFileAtomic(files[1], lineChart([...series].map(([label, points]) => ({ label, points })), { title: `decode: Duet vs llama.cpp (CPU, ${o.threads} threads)`, xLabel: 'context (tokens)', yLabel: 'ms per token', logX: true, height: 480 }));
   return { rows, agreement, files };
 }
 
@@ -274,7 +278,7 @@ export function peersReportText({ rows, agreement }: Pick<PeersResults, 'rows' |
       (r.prefill_tok_s === null ? '-' : `${r.prefill_tok_s.toFixed(0)}${r.prefill_method === 'estimated' ? '*' : ''}`).padStart(14),
       (r.decode_ms_per_token === null ? (r.error ?? '-') : r.decode_ms_per_token.toFixed(2)).padStart(14), ratio.padStart(12)].join(' '));
   }
-  lines.push('(* prefill estimated from the first and last chunk, as the e2e suite does; ratio = Duet ms/token ÷ llama.cpp ms/token)');
+  lines.push('(* prefill estimated from the first and last chunk, as the e2e suite does; decode = median of per-token times; ratio = Duet ms/token ÷ llama.cpp ms/token)');
   if (agreement) lines.push(`greedy agreement at f32: ${agreement.leading_agree} of ${agreement.tokens} leading tokens (Duet's smallest top-2 logit margin ${Number(agreement.duet_min_top2_margin).toFixed(3)})`);
   return lines.join('\n');
 }
