@@ -16,6 +16,9 @@ import { WorkerCpuBackend } from '../src/browser/worker-cpu.ts';
 import { LocretScorerCpu } from '../src/kv/locret/cpu.ts';
 import { recordLocretScores } from '../src/kv/locret/gpu.ts';
 import { LOCRET_SCORE_KERNEL, runLocretScores } from '../src/kv/locret/kernels.ts';
+import { locretMethod } from '../src/kv/locret/method.ts';
+import { seededLocretHeads } from '../src/kv/locret/reference.ts';
+import { counterDelta } from '../src/gpu/context.ts';
 import { initRetainingHeads, retainingHeadShape, type RetainingHeads } from '../src/kv/locret/retaining-heads.ts';
 import { Random } from '../src/tasks/random.ts';
 import { channelWorker } from './helpers/channel-worker.ts';
@@ -191,6 +194,27 @@ test('the worker forwards every named kernel in one message kind, and a tensor o
     assert.throws(() => remote.run(ADD_KERNEL, [a, local.alloc(3)], { n: 3 }), /run add y: not a CPU-worker tensor/);
     assert.throws(() => local.run(ADD_KERNEL, [local.alloc(3), a], { n: 3 }), /run add y: not a CPU tensor/);
   } finally { remote.destroy(); local.destroy(); }
+});
+
+gpuTest('a locret chunk on the GPU reads back only its scores: one host wait of rows × kvHeads floats', async () => {
+  const be = new GpuBackend(gpu.gpu!);
+  const shape = { numKvHeads: 2, group: 3, headDim: 12, layer: 0 }, rows = 5;
+  const cache = locretMethod.create(be, shape, 16, { kvDtype: 'f32', window: { sink: 1, recent: 4 }, compensation: false,
+    locret: { budget: 4, stabilizers: 1, heads: seededLocretHeads(3) } });
+  const r = new Random(2);
+  const q = be.upload(uniform(r, rows * 72, 1)), k = be.upload(uniform(r, rows * 24, 1)), v = be.upload(uniform(r, rows * 24, 1));
+  const out = be.alloc(rows * 72);
+  cache.attend(out, q, k, v, rows, 0);
+  be.flush();
+  const before = gpu.gpu!.snapshot(), scored = gpu.gpu!.kernelDispatches.get('locret_score:main') ?? 0;
+  await cache.append(k, v, rows, 0, q);
+  const d = counterDelta(gpu.gpu!.snapshot(), before);
+  // Before kernels by name: three host waits, reading all of q, k and v (rows × (72 + 24 + 24) floats).
+  assert.is(d.hostWaits, 1);
+  assert.is(d.readbackBytes, rows * 2 * 4);
+  assert.is(gpu.gpu!.kernelDispatches.get('locret_score:main'), scored + 1);
+  cache.free();
+  for (const t of [q, k, v, out]) be.free(t);
 });
 
 test('size expressions: precedence, parentheses, unary minus; a bad one names the kernel', () => {
