@@ -1,6 +1,5 @@
-// Head identification: the DuoAttention gate optimisation on a checkpoint built by hand with one
-// purely local head and one head that copies from far back; razor and zigzag; every method's output
-// loads as a pattern; bad options get clear errors.
+// Head identification: task-format samples; razor and zigzag; every method's output loads as a
+// pattern; bad options get clear errors. (Each scorer on a tiny model: test/head-scorers.test.ts.)
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { execFile } from 'node:child_process';
@@ -8,9 +7,6 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { Arena } from '../src/train/arena.ts';
-import { cpuTrainModel, type TrainModel } from '../src/train/model.ts';
-import { optimiseGates } from '../src/identify/duo.ts';
 import { taskSample } from '../src/identify/data.ts';
 import { Random } from '../src/tasks/random.ts';
 import { zigzag, razorAlphas } from '../src/identify/scores.ts';
@@ -23,57 +19,6 @@ import { ensureFreshDist } from './helpers/fresh-dist.ts';
 ensureFreshDist();
 
 const run = promisify(execFile);
-const MARKER = 3;
-
-/**
- * hidden 8, 1 layer, 2 heads = 2 KV heads of dim 4, no MLP. Every embedding has the same norm and
- * a constant coordinate 7; the marker token also has coordinate 6. Head 0: q = k = c·(e0 + e1) for every
- * token, so RoPE makes the score peak at distance 0 (a purely local head). Head 1: q = c·e1
- * constant, k = c·e1 only at the marker (the slow rotary pair), so it attends to the marker
- * wherever it is (a copy-from-far-back head).
- */
-async function handBuiltModel(): Promise<TrainModel> {
-  const ar = await Arena.create(64 << 20);
-  const m = cpuTrainModel(ar, { vocab: 12, hidden: 8, layers: 1, heads: 2, kvHeads: 2, headDim: 4, intermediate: 4, eps: 1e-5, ropeTheta: 10000, maxRows: 64 }, { gated: true });
-  const p = m.p, L = p.layers[0], c = 24;
-  p.embed.fill(0);
-  for (let t = 0; t < 12; t++) {
-    // Equal norms, so RoPE alone decides where head 0 looks.
-    const raw = Array.from({ length: 6 }, (_, i) => Math.sin(t * 1.7 + i * 2.3));
-    const norm = Math.hypot(...raw);
-    raw.forEach((x, i) => { p.embed[t * 8 + i] = (x / norm) * Math.sqrt(3); });
-    p.embed[t * 8 + 7] = 1;
-  }
-  p.embed[MARKER * 8 + 6] = 3;
-  p.finalNorm.fill(1); L.inputNorm.fill(1); L.postNorm.fill(1);
-  for (const w of [L.wq, L.wk, L.wv, L.wo, L.wGate, L.wUp, L.wDown]) w.fill(0);
-  const set = (w: Float32Array, row: number, col: number, value: number) => { w[row * 8 + col] = value; };
-  set(L.wq, 0, 7, c); set(L.wq, 1, 7, c); set(L.wk, 0, 7, c); set(L.wk, 1, 7, c);   // head 0: local
-  set(L.wq, 5, 7, c); set(L.wk, 5, 6, c);                                              // head 1: finds the marker
-  for (let i = 0; i < 4; i++) { set(L.wv, i, i, 1); set(L.wv, 4 + i, i, 1); }
-  for (let i = 0; i < 8; i++) L.wo[i * 8 + i] = 1;
-  return m;
-}
-
-test('gate optimisation: the local head streams (α → 0), the far-copy head stays retrieval (α > 0.5)', async () => {
-  const m = await handBuiltModel();
-  const tok = tokenizerFiles();
-  const tokenizer = new TextTokenizer(tok.tokenizer, tok.tokenizerConfig as Record<string, unknown>);
-  const r = await optimiseGates(m, tokenizer, {
-    steps: 120, lr: 0.02, reg: 0.05, lengths: [48, 60], window: { sink: 2, recent: 8 }, seed: 1, style: 'grammar',
-    sample: (rng, length) => {
-      const ids = Int32Array.from({ length }, (_, i) => (i === 0 ? 0 : 4 + rng.int(0, 8)));
-      ids[rng.int(5, 20)] = MARKER;
-      return { ids, answerRows: [length - 4, length - 3, length - 2, length - 1], description: 'marker far back' };
-    },
-  });
-  const [local, copy] = r.alphas[0];
-  // Binarised at the default threshold 0.5: the local head streams, the far-copy head keeps its cache.
-  assert.ok(local < 0.1, `local head α = ${local}`);
-  assert.ok(copy > 0.5, `far-copy head α = ${copy}`);
-  assert.ok(r.losses.every(Number.isFinite));
-});
-
 test('task-format identification samples: the answer rows predict the answer written after the question', () => {
   const tok = tokenizerFiles();
   const tokenizer = new TextTokenizer(tok.tokenizer, tok.tokenizerConfig as Record<string, unknown>);

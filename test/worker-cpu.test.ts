@@ -6,37 +6,13 @@
 // `weights: 'q8_0'` and a CPU worker generates the same greedy text as Node's loadModel at q8_0.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { createCpuBackend } from '../src/cpu/backend.ts';
 import { WorkerCpuBackend } from '../src/browser/worker-cpu.ts';
-import { serveCpuBackend } from '../src/browser/cpu-worker.ts';
+import { channelWorker } from './helpers/channel-worker.ts';
 import { loadModel as loadBrowserModel } from '../src/index.ts';
 import { loadModel as loadNodeModel } from '../src/node.ts';
 import { nodeModelFiles } from '../src/node/files.ts';
 import { dequantizeRow, packedBytes, quantizeMatrix, type WeightDType } from '../src/model/quant.ts';
-
-/** A Worker-shaped page end whose other end runs serveCpuBackend; counts the messages of each op. */
-function channelWorker(): { worker: Worker; ops: Map<string, number> } {
-  const { port1, port2 } = new MessageChannel();
-  const ops = new Map<string, number>();
-  const scope = {
-    onmessage: null as ((e: MessageEvent) => void) | null,
-    postMessage: (m: unknown, transfer?: Transferable[]) => port2.postMessage(m, transfer as never),
-    close: () => port2.close(),
-  };
-  port2.on('message', (data: { op: string }) => { ops.set(data.op, (ops.get(data.op) ?? 0) + 1); scope.onmessage?.({ data } as MessageEvent); });
-  let onmessage: ((e: MessageEvent) => void) | null = null;
-  (port1 as MessagePort).on('message', (data: unknown) => onmessage?.({ data } as MessageEvent));
-  const worker = {
-    set onmessage(f: ((e: MessageEvent) => void) | null) { onmessage = f; },
-    get onmessage() { return onmessage; },
-    onerror: null,
-    postMessage: (m: unknown, transfer?: Transferable[]) => port1.postMessage(m, transfer as never),
-    terminate: () => { port1.close(); port2.close(); },
-  };
-  serveCpuBackend(scope as never);
-  return { worker: worker as unknown as Worker, ops };
-}
 
 function noise(n: number, seed: number): Float32Array {
   let s = seed >>> 0;

@@ -44,10 +44,10 @@ fn v_word(i: u32) -> u32 {
 
 const WG: u32 = 64u;
 const MAX_D: u32 = 256u;
-const NEG: f32 = -3.0e38;
+
+#include "lib/online_softmax.wgsl"
 
 var<workgroup> q_s: array<f32, MAX_D>;
-var<workgroup> probs: array<f32, WG>;
 
 fn row_words(D: u32) -> u32 {
   if (KV_DTYPE == 1u) { return (D + 1u) / 2u; }
@@ -124,28 +124,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let n = min(WG, end - j0);
     var s = NEG;
     if (t < n) { s = q_dot_k(kv_base + (j0 + t) * W, D); }
-    probs[t] = s;
-    workgroupBarrier();
-    var tile_max = NEG;
-    for (var i = 0u; i < n; i++) { tile_max = max(tile_max, probs[i]); }
-    let m_new = max(m, tile_max);
-    workgroupBarrier();
-    probs[t] = select(0.0, exp(s - m_new), t < n);
-    workgroupBarrier();
-    var tile_sum = 0.0;
-    for (var i = 0u; i < n; i++) { tile_sum += probs[i]; }
-    let alpha = exp(m - m_new);
-    l = l * alpha + tile_sum;
+    let tile = softmax_tile(m, l, s, t, n);
     for (var c = 0u; c < 4u; c++) {
       let d = t + c * WG;
       if (d < D) {
-        var a = acc[c] * alpha;
+        var a = acc[c] * tile.alpha;
         var vb = kv_base + j0 * W;
         for (var i = 0u; i < n; i++) { a += probs[i] * v_at(vb, d, D); vb += W; }
         acc[c] = a;
       }
     }
-    m = m_new;
+    m = tile.m;
+    l = tile.l;
     workgroupBarrier();
     j0 += WG;
   }

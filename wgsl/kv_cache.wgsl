@@ -4,6 +4,8 @@
 // sink + (p − sink) mod recent. One thread per element; workgroups folded into y. A full cache
 // split over several buffers (src/gpu/tensor.ts GpuSplitTensor) is appended to once per part.
 
+#include "lib/ring_slot.wgsl"
+
 struct Params {
   rows: u32, num_kv_heads: u32, head_dim: u32, past_len: u32,
   capacity: u32, sink: u32, recent: u32, total: u32,
@@ -50,9 +52,7 @@ fn ring_append(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
   let end = p.past_len + p.rows;
   let keep = pos < p.sink || pos + p.recent >= end;
   if (!keep) { return; }
-  var slot = pos;
-  if (pos >= p.sink) { slot = p.sink + (pos - p.sink) % p.recent; }
-  let dst = (h * (p.sink + p.recent) + slot) * p.head_dim + d;
+  let dst = (h * (p.sink + p.recent) + ring_slot(pos, p.sink, p.recent)) * p.head_dim + d;
   k_dst[dst] = k_src[e];
   v_dst[dst] = v_src[e];
 }

@@ -20,20 +20,7 @@ const WG: u32 = 256u;
 @group(0) @binding(1) var<storage, read> weightIp: array<f32>;
 @group(0) @binding(2) var<uniform> pIp: Params;
 
-var<workgroup> partial: array<f32, WG>;
-
-// Sum of `v` over the workgroup, returned to every thread.
-fn workgroupSum(li: u32, v: f32) -> f32 {
-  partial[li] = v;
-  workgroupBarrier();
-  for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-    if (li < stride) { partial[li] += partial[li + stride]; }
-    workgroupBarrier();
-  }
-  let total = partial[0];
-  workgroupBarrier();
-  return total;
-}
+#include "lib/workgroup_reduce.wgsl"
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -28,10 +28,11 @@ struct Params {
 
 const WG: u32 = 64u;
 const MAX_D: u32 = 256u;
-const NEG: f32 = -3.0e38;
+
+#include "lib/online_softmax.wgsl"
+#include "lib/ring_slot.wgsl"
 
 var<workgroup> q_s: array<f32, MAX_D>;
-var<workgroup> probs: array<f32, WG>;
 var<workgroup> key_base: array<u32, WG>;
 var<workgroup> key_in_ring: array<u32, WG>;
 var<workgroup> comp_k: array<f32, MAX_D>;
@@ -39,9 +40,7 @@ var<workgroup> comp_k: array<f32, MAX_D>;
 // Position j's element d for KV head kvh: from the ring when j < past_len, else from the chunk.
 fn kv_at(j: u32, kvh: u32, d: u32, is_key: bool) -> f32 {
   if (j < p.past_len) {
-    var slot = j;
-    if (j >= p.sink) { slot = p.sink + (j - p.sink) % p.recent; }
-    let b = (kvh * (p.sink + p.recent) + slot) * p.head_dim + d;
+    let b = (kvh * (p.sink + p.recent) + ring_slot(j, p.sink, p.recent)) * p.head_dim + d;
     if (is_key) { return k_ring[b]; }
     return v_ring[b];
   }
@@ -82,9 +81,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       var in_ring = 0u;
       var dot = 0.0;
       if (j < p.past_len) {
-        var slot = j;
-        if (j >= p.sink) { slot = p.sink + (j - p.sink) % p.recent; }
-        base = (kvh * slots + slot) * D;
+        base = (kvh * slots + ring_slot(j, p.sink, p.recent)) * D;
         in_ring = 1u;
         for (var d = 0u; d < D; d++) { dot += q_s[d] * k_ring[base + d]; }
       } else {
@@ -95,22 +92,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       key_in_ring[t] = in_ring;
       s = dot;
     }
-    probs[t] = s;
-    workgroupBarrier();
-    var tile_max = NEG;
-    for (var c = 0u; c < n; c++) { tile_max = max(tile_max, probs[c]); }
-    let m_new = max(m, tile_max);
-    workgroupBarrier();
-    probs[t] = select(0.0, exp(s - m_new), t < n);
-    workgroupBarrier();
-    var tile_sum = 0.0;
-    for (var c = 0u; c < n; c++) { tile_sum += probs[c]; }
-    let alpha = exp(m - m_new);
-    l = l * alpha + tile_sum;
+    let tile = softmax_tile(m, l, s, t, n);
     for (var c = 0u; c < 4u; c++) {
       let d = t + c * WG;
       if (d < D) {
-        var a = acc[c] * alpha;
+        var a = acc[c] * tile.alpha;
         for (var e = 0u; e < n; e++) {
           let b = key_base[e] + d;
           if (key_in_ring[e] == 1u) { a += probs[e] * v_ring[b]; } else { a += probs[e] * v_chunk[b]; }
@@ -118,7 +104,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         acc[c] = a;
       }
     }
-    m = m_new;
+    m = tile.m;
+    l = tile.l;
     workgroupBarrier();
     k0 += WG;
   }

@@ -4,6 +4,8 @@
 // sum in the same order). Positions before the chunk come from the ring, so this runs before
 // ring_append overwrites them. One thread per (KV head, element).
 
+#include "lib/ring_slot.wgsl"
+
 struct Params {
   rows: u32, num_kv_heads: u32, head_dim: u32, past_len: u32, sink: u32, recent: u32,
 }
@@ -29,9 +31,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   var sv = v_sum[e];
   for (var j = j0; j + p.recent < end; j++) {
     if (j < p.past_len) {
-      var slot = j;
-      if (j >= p.sink) { slot = p.sink + (j - p.sink) % p.recent; }
-      let b = (h * (p.sink + p.recent) + slot) * p.head_dim + d;
+      let b = (h * (p.sink + p.recent) + ring_slot(j, p.sink, p.recent)) * p.head_dim + d;
       sk += k_ring[b];
       sv += v_ring[b];
     } else {

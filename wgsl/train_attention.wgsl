@@ -43,31 +43,7 @@ const WG: u32 = 64u;
 @group(0) @binding(5) var<storage, read_write> kdv: array<f32>;
 @group(0) @binding(6) var<uniform> kp: Params;
 
-var<workgroup> red: array<f32, WG>;
-
-fn reduceMax(li: u32, v: f32) -> f32 {
-  red[li] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (li < s) { red[li] = max(red[li], red[li + s]); }
-    workgroupBarrier();
-  }
-  let r = red[0];
-  workgroupBarrier();
-  return r;
-}
-
-fn reduceSum(li: u32, v: f32) -> f32 {
-  red[li] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (li < s) { red[li] += red[li + s]; }
-    workgroupBarrier();
-  }
-  let r = red[0];
-  workgroupBarrier();
-  return r;
-}
+#include "lib/workgroup_reduce.wgsl"
 
 fn visible(i: u32, j: u32, sink: u32, recent: u32) -> bool {
   return j <= i && (j < sink || j + recent > i);
@@ -95,7 +71,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     }
     fprobs[prow + j] = s;
   }
-  m = reduceMax(li, m);
+  m = workgroupMax(li, m);
   var sum = 0.0;
   for (var j = li; j < T; j += WG) {
     var e = 0.0;
@@ -103,7 +79,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     fprobs[prow + j] = e;
     sum += e;
   }
-  let inv = 1.0 / reduceSum(li, sum);
+  let inv = 1.0 / workgroupSum(li, sum);
   for (var j = li; j <= i; j += WG) { fprobs[prow + j] *= inv; }
   storageBarrier();
   let ob = fp.o_off + (i * fp.heads + h) * fp.hd;
@@ -134,7 +110,7 @@ fn backward_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     rds[srow + j] = dp;
     rowDot += rprobs[prow + j] * dp;
   }
-  let D = reduceSum(li, rowDot);
+  let D = workgroupSum(li, rowDot);
   for (var j = li; j < T; j += WG) {
     var ds = 0.0;
     if (j <= i) { ds = rprobs[prow + j] * (rds[srow + j] - D); }

@@ -35,7 +35,7 @@ const WG: u32 = 256u;
 @group(0) @binding(3) var<storage, read_write> ggrads: array<f32>;
 @group(0) @binding(4) var<uniform> gp: Params;
 
-var<workgroup> partial: array<f32, WG>;
+#include "lib/workgroup_reduce.wgsl"
 
 fn elementIndex(wid: vec3<u32>, nwg: vec3<u32>, li: u32) -> u32 {
   return (wid.y * nwg.x + wid.x) * WG + li;
@@ -75,11 +75,6 @@ fn alpha_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     let i = (r * gp.heads + kvh * groupSize) * gp.hd + e % span;
     s += gdo[gp.c_off + i] * (gfull[gp.a_off + i] - gstream[gp.b_off + i]);
   }
-  partial[li] = s;
-  workgroupBarrier();
-  for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-    if (li < stride) { partial[li] += partial[li + stride]; }
-    workgroupBarrier();
-  }
-  if (li == 0u) { ggrads[gp.g_off + kvh] += partial[0]; }
+  let total = workgroupSum(li, s);
+  if (li == 0u) { ggrads[gp.g_off + kvh] += total; }
 }

@@ -33,31 +33,7 @@ const WG: u32 = 256u;
 @group(0) @binding(1) var<storage, read_write> sacc: array<f32>;
 @group(0) @binding(2) var<uniform> sp: Params;
 
-var<workgroup> red: array<f32, WG>;
-
-fn reduceMax(li: u32, v: f32) -> f32 {
-  red[li] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (li < s) { red[li] = max(red[li], red[li + s]); }
-    workgroupBarrier();
-  }
-  let r = red[0];
-  workgroupBarrier();
-  return r;
-}
-
-fn reduceSum(li: u32, v: f32) -> f32 {
-  red[li] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (li < s) { red[li] += red[li + s]; }
-    workgroupBarrier();
-  }
-  let r = red[0];
-  workgroupBarrier();
-  return r;
-}
+#include "lib/workgroup_reduce.wgsl"
 
 @compute @workgroup_size(WG)
 fn cross_entropy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -74,10 +50,10 @@ fn cross_entropy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
   }
   var m = -3.0e38;
   for (var c = li; c < cp.cols; c += WG) { m = max(m, clogits[base + c]); }
-  m = reduceMax(li, m);
+  m = workgroupMax(li, m);
   var s = 0.0;
   for (var c = li; c < cp.cols; c += WG) { s += exp(clogits[base + c] - m); }
-  let lse = m + log(reduceSum(li, s));
+  let lse = m + log(workgroupSum(li, s));
   let t = u32(ctargets[r]);
   for (var c = li; c < cp.cols; c += WG) {
     var g = w * exp(clogits[base + c] - lse);
@@ -99,7 +75,7 @@ fn mse(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     mdh[mp.c_off + r * mp.cols + c] = 2.0 * w * diff;
     s += diff * diff;
   }
-  let total = reduceSum(li, s);
+  let total = workgroupSum(li, s);
   if (li == 0u) { mloss[r] = w * total; }
 }
 
@@ -107,6 +83,6 @@ fn mse(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 fn sum_into(@builtin(local_invocation_index) li: u32) {
   var s = 0.0;
   for (var r = li; r < sp.rows; r += WG) { s += srows[r]; }
-  let total = reduceSum(li, s);
+  let total = workgroupSum(li, s);
   if (li == 0u) { sacc[sp.slot] += total; }
 }

@@ -33,19 +33,7 @@ const WG: u32 = 64u;
 @group(0) @binding(3) var<storage, read_write> gdg: array<f32>;
 @group(0) @binding(4) var<uniform> gp: Params;
 
-var<workgroup> partial: array<f32, WG>;
-
-fn workgroupSum(li: u32, v: f32) -> f32 {
-  partial[li] = v;
-  workgroupBarrier();
-  for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-    if (li < stride) { partial[li] += partial[li + stride]; }
-    workgroupBarrier();
-  }
-  let total = partial[0];
-  workgroupBarrier();
-  return total;
-}
+#include "lib/workgroup_reduce.wgsl"
 
 @compute @workgroup_size(WG)
 fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -23,19 +23,14 @@ const WG: u32 = 256u;
 @group(0) @binding(5) var<storage, read_write> av: array<f32>;
 @group(0) @binding(6) var<uniform> ap: Params;
 
-var<workgroup> red: array<f32, WG>;
+#include "lib/workgroup_reduce.wgsl"
 
 @compute @workgroup_size(WG)
 fn sum_squares(@builtin(local_invocation_index) li: u32) {
   var s = 0.0;
   for (var i = li; i < sp.n; i += WG) { let g = sg[i]; s += g * g; }
-  red[li] = s;
-  workgroupBarrier();
-  for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-    if (li < stride) { red[li] += red[li + stride]; }
-    workgroupBarrier();
-  }
-  if (li == 0u) { sacc[sp.slot] = red[0]; }
+  let total = workgroupSum(li, s);
+  if (li == 0u) { sacc[sp.slot] = total; }
 }
 
 @compute @workgroup_size(WG)

@@ -3,13 +3,13 @@
 // ZigzagAttention constraint (whole layers streaming). The result is a pattern (α per KV head) with
 // what produced it; the Node entry writes it as a DuoAttention pattern folder.
 import type { StreamingWindow } from '../backend/contract.js';
-import { fillerStyleFor, tokenCounter } from '../eval/evaluate.js';
+import { fillerStyleFor } from '../eval/evaluate.js';
 import { DuetError } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
-import { taskSample } from '../identify/data.js';
-import { optimiseGates } from '../identify/duo.js';
 import { frozenGpuModel, frozenModel } from '../identify/frozen.js';
-import { razorAlphas, razorScores, retrievalScores, zigzag } from '../identify/scores.js';
+import { headScorer } from '../identify/registry.js';
+import type { ScorerSettings } from '../identify/scorer.js';
+import { zigzag } from '../identify/scores.js';
 import { loadCheckpoint } from '../model/checkpoint.js';
 import type { ModelConfig } from '../model/config.js';
 import type { ModelFiles } from '../model/files.js';
@@ -79,7 +79,7 @@ function num(value: number | undefined, field: string, fallback: number): number
 }
 
 /** Checks the options (before any work) and fills in the defaults. */
-function checked(o: IdentifyOptions) {
+function checked(o: IdentifyOptions): ScorerSettings {
   if (!IDENTIFY_METHODS.includes(o.method)) throw new DuetError('method', `must be one of ${IDENTIFY_METHODS.join(', ')} (got ${JSON.stringify(o.method)})`);
   if (o.sparsity !== undefined && !(o.sparsity >= 0 && o.sparsity <= 1)) throw new DuetError('sparsity', `must be in [0, 1] (got ${o.sparsity})`);
   if (o.zigzag && o.sparsity === undefined) throw new DuetError('zigzag', 'needs sparsity (the fraction of KV heads, i.e. layers, made streaming)');
@@ -93,7 +93,7 @@ function checked(o: IdentifyOptions) {
     for (const k of data) if (!TASK_KINDS.includes(k)) throw new DuetError('data', `must be "words" or task kinds from ${TASK_KINDS.join(', ')} (got ${JSON.stringify(k)})`);
   }
   return {
-    lengths: [lengths[0], lengths[1]] as [number, number], data,
+    lengths: [lengths[0], lengths[1]], data,
     seed: int(o.seed, 'seed', -Infinity, 0),
     sink: int(o.window?.sink, 'window.sink', 0, 16), recent: int(o.window?.recent, 'window.recent', 1, 64),
     steps: int(o.steps, 'steps', 1, 200), lr: num(o.lr, 'lr', 0.02), reg: num(o.reg, 'reg', 0.05),
@@ -120,41 +120,14 @@ export async function identifyHeadsOn(files: ModelFiles, o: IdentifyOptions, gpu
   const model: TrainModel<unknown> = gpu ? frozenGpuModel(gpu, config, ckpt.weights, maxRows) : await frozenModel(config, ckpt.weights, maxRows);
   o.onStart?.({ method: o.method, device: gpu ? `the GPU (${gpu.adapterDescription})` : 'the CPU (WebAssembly SIMD)', layers: config.numLayers, kvHeads: config.numKvHeads });
   const { lengths, seed, sink, recent } = c;
-  let alphas: number[][];
-  let data: string;
-  const runOptions: Record<string, unknown> = { lengths, sink, recent };
-  let extra: Record<string, unknown> = {};
-  if (o.method === 'duo') {
-    const kinds = c.data === 'words' ? undefined : c.data;
-    Object.assign(runOptions, { steps: c.steps, lr: c.lr, reg: c.reg, data: kinds ? kinds.join(',') : 'words' });
-    const counter = tokenCounter(tokenizer);
-    const r = await optimiseGates(model, tokenizer, {
-      steps: c.steps, lr: c.lr, reg: c.reg, lengths, window: { sink, recent }, seed, style,
-      sample: kinds ? (rng, length) => taskSample(tokenizer, rng, length, kinds, style, counter) : undefined,
-      onStep: (s, loss, distill) => progress({ step: 'identify', done: s, total: c.steps, loss, distill }),
-    });
-    alphas = r.alphas;
-    data = `${kinds ? 'evaluation tasks' : 'synthetic passkeys'}: ${r.data.join('; ')}…`;
-    extra = { loss: r.losses, distill_loss: r.distill };
-  } else if (o.method === 'razor') {
-    const segment = Math.max(16, Math.floor(lengths[0] / 4));
-    const bos = tokenizer.encode('', { addSpecialTokens: true });
-    const scores = await razorScores(model, { seed, segment, repeats: 4, firstId: 2, bos });
-    const a = razorAlphas(scores, c.echoRatio, c.inductionRatio);
-    alphas = a.alphas;
-    Object.assign(runOptions, { echo_ratio: c.echoRatio, induction_ratio: c.inductionRatio });
-    data = `random segment of ${segment} tokens repeated 4 times`;
-    extra = { echo: scores.echo, induction: scores.induction, selected: a.selected };
-  } else {
-    const r = await retrievalScores(model, tokenizer, {
-      seed, samples: c.samples, lengths, style, stopIds: ckpt.eosTokenIds, onProgress: (done, total) => progress({ step: 'identify', done, total }),
-    });
-    const max = Math.max(...r.scores.flat()) || 1;
-    alphas = r.scores.map((row) => row.map((s) => s / max));
-    Object.assign(runOptions, { samples: c.samples });
-    data = `${r.runs} passkey prompts at lengths ${lengths.join(', ')}, ${r.successful} answered correctly`;
-    extra = { retrieval_scores: r.scores, runs: r.runs, successful: r.successful };
-  }
+  const r = await headScorer(o.method).score({
+    model, tokenizer, style, eosTokenIds: ckpt.eosTokenIds, settings: c,
+    onProgress: (done, total, loss, distill) => progress({ step: 'identify', done, total, ...(loss !== undefined ? { loss, distill } : {}) }),
+  });
+  let alphas = r.scores;
+  const data = r.data;
+  const runOptions: Record<string, unknown> = { lengths, sink, recent, ...r.options };
+  let extra = r.extra;
   if (o.zigzag) {
     const z = zigzag(alphas, o.sparsity!);
     extra = { ...extra, zigzag: { sparsity: o.sparsity, streaming_layers: z.streamingLayers, scores: alphas } };

@@ -27,6 +27,7 @@
 
 import type { PackedMatrix } from '../model/quant.js';
 import type { KvDType } from './kv-dtype.js';
+import type { KernelDef, KernelScalars } from './kernels.js';
 
 export interface DeviceTensor {
   /** Number of f32 elements. */
@@ -106,8 +107,15 @@ export interface Backend {
   rope(x: DeviceTensor, rows: number, numHeads: number, headDim: number, positions: Int32Array, invFreq: DeviceTensor): void;
   /** out[i] = silu(gate[i]) * up[i] for i < n, silu(z) = z / (1 + e^−z). */
   siluMul(out: DeviceTensor, gate: DeviceTensor, up: DeviceTensor, n: number): void;
-  /** x[i] += y[i] for i < n. */
+  /** x[i] += y[i] for i < n (the named kernel ADD_KERNEL, ./kernels.ts). */
   add(x: DeviceTensor, y: DeviceTensor, n: number): void;
+  /**
+   * Runs a kernel by its declaration (./kernels.ts): the CPU calls the WASM export it names, the GPU
+   * records the dispatch of the wgsl/ entry it names. Checks the call first (tensor count, scalars,
+   * sizes; checkKernelCall) and fails naming the kernel when this backend has no such export or
+   * shader. Recorded in order with the other ops, like them.
+   */
+  run(kernel: KernelDef, tensors: readonly DeviceTensor[], scalars: KernelScalars): void;
 
   /**
    * Writes the chunk's k, v ([rows][numKvHeads][headDim] f32) at positions pastLen.. of a full cache

@@ -56,10 +56,11 @@ export function serveCpuBackend(scope: WorkerScope = globalThis as unknown as Wo
           (be[m.name] as (...a: unknown[]) => void).apply(be, args);
           break;
         }
+        case 'run': be.run(m.kernel, m.tensors.map(tensor), m.scalars); break;
         case 'destroy': be.destroy(); tensors.clear(); scope.close(); break;
       }
     } catch (e) {
-      failure = `CPU worker: ${m.op === 'call' ? m.name : m.op} failed: ${(e as Error).message ?? String(e)}`;
+      failure = `CPU worker: ${m.op === 'call' ? m.name : m.op === 'run' ? m.kernel.name : m.op} failed: ${(e as Error).message ?? String(e)}`;
       scope.postMessage({ type: 'failed', message: failure });
     }
   };

@@ -3,6 +3,7 @@
 // `read` waits for the worker's answer. An op that fails in the worker surfaces at the next read.
 import type { AttentionShape, Compensation, CpuLike, DeviceTensor, StreamingWindow } from '../backend/contract.js';
 import type { KvDType } from '../backend/kv-dtype.js';
+import { ADD_KERNEL, checkKernelCall, type KernelDef, type KernelScalars } from '../backend/kernels.js';
 import { checkPacked, type PackedMatrix, type WeightDType } from '../model/quant.js';
 import type { FromWorker, KernelOp, ToWorker } from './worker-protocol.js';
 
@@ -184,7 +185,13 @@ export class WorkerCpuBackend implements CpuLike {
     this.call('siluMul', [out, gate, up, n]);
   }
   add(x: DeviceTensor, y: DeviceTensor, n: number): void {
-    this.call('add', [x, y, n]);
+    this.run(ADD_KERNEL, [x, y], { n });
+  }
+  /** Any named kernel: checked here (so a bad call throws at once), run in the worker by the same declaration. */
+  run(kernel: KernelDef, tensors: readonly DeviceTensor[], scalars: KernelScalars): void {
+    checkKernelCall(kernel, tensors, scalars);
+    const ids = tensors.map((t, i) => asValues(t, `run ${kernel.name} ${kernel.tensors[i]}`).id);
+    this.post({ op: 'run', kernel, tensors: ids, scalars: { ...scalars } });
   }
   kvAppend(kCache: DeviceTensor, vCache: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
     rows: number, numKvHeads: number, headDim: number, capacity: number, pastLen: number, dtype: KvDType = 'f32'): void {

@@ -2,12 +2,13 @@
 // Tensors are named by ids the page assigns, so every op except `read` is fire-and-forget and the
 // worker runs them in the order they were posted (postMessage keeps order).
 import type { WeightDType } from '../model/quant.js';
+import type { KernelDef, KernelScalars } from '../backend/kernels.js';
 
 /** A tensor argument, as it crosses the worker boundary. */
 export interface TensorRef { tensor: number }
 
 /** Backend ops that compute (everything but memory management), run by name in the worker. */
-export const KERNEL_OPS = ['embed', 'rmsnorm', 'matmul', 'rope', 'siluMul', 'add', 'kvAppend', 'attention',
+export const KERNEL_OPS = ['embed', 'rmsnorm', 'matmul', 'rope', 'siluMul', 'kvAppend', 'attention',
   'streamingAttention', 'ringAppend'] as const;
 export type KernelOp = (typeof KERNEL_OPS)[number];
 
@@ -20,6 +21,8 @@ export type ToWorker =
   | { op: 'copy'; dst: number; dstOffset: number; src: number; srcOffset: number; length: number }
   | { op: 'free'; id: number }
   | { op: 'call'; name: KernelOp; args: unknown[] }
+  /** Backend.run: any named kernel, its declaration (plain data) forwarded as it is. */
+  | { op: 'run'; kernel: KernelDef; tensors: number[]; scalars: KernelScalars }
   /** Replies with the data (or the first error so far) and the kernel counter. */
   | { op: 'read'; req: number; id: number; offset: number; length?: number }
   /** Replies with the kernel counter (or the first error so far). */

@@ -6,6 +6,7 @@ import type { AttentionShape, Backend, Compensation, DeviceTensor, StreamingWind
 import { WasmHeap } from './memory.js';
 import { CONTROL_BYTES, KernelThreads, MAX_ARGS, Op, runShare, type StartWorker } from './threads.js';
 import { instantiateKernels, kernelMemory, kernelModule, type KernelExports } from './wasm.js';
+import { ADD_KERNEL, checkKernelCall, type KernelDef, type KernelScalars } from '../backend/kernels.js';
 import { KV_DTYPE_ID, checkKvDType, kvRowWords, type KvDType } from '../backend/kv-dtype.js';
 import { GGML_TYPE, checkPacked, dequantizeRow, packedBytes, rowBytes, type PackedMatrix, type WeightDType } from '../model/quant.js';
 
@@ -222,9 +223,36 @@ export class CpuBackend implements Backend {
   }
 
   add(x: DeviceTensor, y: DeviceTensor, n: number): void {
-    need(x, n, 'add x'); need(y, n, 'add y');
-    this.kernelCalls++;
-    this.k.add(asCpu(x, 'add').ptr, asCpu(y, 'add').ptr, n);
+    this.run(ADD_KERNEL, [x, y], { n });
+  }
+
+  /** A named kernel (../backend/kernels.ts): the WASM export its declaration names, on this thread. */
+  run(kernel: KernelDef, tensors: readonly DeviceTensor[], scalars: KernelScalars): void {
+    checkKernelCall(kernel, tensors, scalars);
+    const cpu = kernel.cpu;
+    if (!cpu) throw new Error(`run ${kernel.name}: the kernel has no CPU (WASM) implementation`);
+    const exports = this.k as unknown as Record<string, unknown>;
+    const fn = exports[cpu.export], floats = cpu.scratch && exports[cpu.scratch.export];
+    if (typeof fn !== 'function') throw new Error(`run ${kernel.name}: the CPU kernel module has no export '${cpu.export}'`);
+    if (cpu.scratch && typeof floats !== 'function') throw new Error(`run ${kernel.name}: the CPU kernel module has no export '${cpu.scratch.export}'`);
+    const ptr = (name: string): number => {
+      const t = tensors[kernel.tensors.indexOf(name)];
+      const c = asCpu(t, `run ${kernel.name} ${name}`);
+      if (c instanceof CpuWeight) throw new TypeError(`run ${kernel.name} ${name}: the tensor holds packed ${c.dtype} weights`);
+      return c.ptr;
+    };
+    const value = (name: string): number => {
+      if (kernel.tensors.includes(name)) return ptr(name);
+      if (name in scalars) return scalars[name];
+      throw new Error(`run ${kernel.name}: CPU argument '${name}' is neither a tensor, a scalar nor 'scratch'`);
+    };
+    const scratchBytes = cpu.scratch ? Math.ceil((floats as (...a: number[]) => number)(...cpu.scratch.args.map(value)) / 4) * 16 : 0;
+    const scratch = scratchBytes > 0 ? this.heap.alloc(scratchBytes) : 0;
+    try {
+      const args = cpu.args.map((a) => (typeof a === 'string' ? (a === 'scratch' ? scratch : value(a)) : ptr(a.tensor) + value(a.offset) * 4));
+      this.kernelCalls++;
+      (fn as (...a: number[]) => void)(...args);
+    } finally { if (scratch) this.heap.release(scratch, scratchBytes); }
   }
 
   kvAppend(kCache: DeviceTensor, vCache: DeviceTensor, k: DeviceTensor, v: DeviceTensor,

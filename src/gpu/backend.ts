@@ -16,6 +16,7 @@
 import { checkPacked, rowBytes, type PackedMatrix, type WeightDType } from '../model/quant.js';
 import type { AttentionShape, Backend, Compensation, DeviceTensor, StreamingWindow } from '../backend/contract.js';
 import { checkKvDType, kvRowWords, type KvDType } from '../backend/kv-dtype.js';
+import { ADD_KERNEL, checkKernelCall, evalSize, type KernelDef, type KernelScalars } from '../backend/kernels.js';
 import type { GpuContext } from './context.js';
 import { GpuPackedWeight, GpuRowParts, GpuSplitTensor, GpuTensor } from './tensor.js';
 import { recordAttention, recordCompensationAppend, recordKvAppend, recordRingAppend, recordStreamingAttention, type GpuCompensation } from './attention.js';
@@ -386,14 +387,39 @@ export class GpuBackend implements Backend, DeviceSampler {
   }
 
   add(x: DeviceTensor, y: DeviceTensor, n: number): void {
-    const xt = asGpu(x, 'add x');
-    count(n, 'add n');
-    need(x, n, 'add x'); need(y, n, 'add y');
-    if (n === 0) return;
-    const yt = this.distinct(xt, asGpu(y, 'add y'), n);
-    const block = uniformBlock(16);
-    block.u32[0] = n;
-    this.ctx.dispatch(this.ctx.pipeline('elementwise', 'add'), [xt.buffer, yt.buffer], block.buffer, this.elementGroups(n));
+    this.run(ADD_KERNEL, [x, y], { n });
+  }
+
+  /** A named kernel (../backend/kernels.ts): one dispatch of the wgsl/ entry its declaration names. */
+  run(kernel: KernelDef, tensors: readonly DeviceTensor[], scalars: KernelScalars): void {
+    checkKernelCall(kernel, tensors, scalars);
+    const g = kernel.gpu;
+    if (!g) throw new Error(`run ${kernel.name}: the kernel has no GPU (WGSL) implementation`);
+    const t = tensors.map((x, i) => asGpu(x, `run ${kernel.name} ${kernel.tensors[i]}`));
+    const words = g.uniforms.map((u) => {
+      if (!(u in scalars)) throw new Error(`run ${kernel.name}: GPU uniform '${u}' is not a scalar of the kernel`);
+      return scalars[u];
+    });
+    const groups = Math.ceil(evalSize(g.workgroups.count, scalars, `run ${kernel.name}`) / (g.workgroups.per ?? 1));
+    if (groups <= 0) return;
+    const pipeline = this.ctx.pipeline(g.shader, g.entry ?? 'main');
+    // A buffer bound writable may not also be bound read-only in the same dispatch.
+    const written = new Set<GPUBuffer>();
+    kernel.tensors.forEach((name, i) => {
+      if (!kernel.writes.includes(name)) return;
+      if (written.has(t[i].buffer)) throw new Error(`run ${kernel.name}: two written tensors share one buffer`);
+      written.add(t[i].buffer);
+    });
+    const buffers = t.map((x, i) => {
+      const name = kernel.tensors[i];
+      if (kernel.writes.includes(name) || !written.has(x.buffer)) return x.buffer;
+      const size = kernel.sizes[name];
+      const n = size === undefined ? x.length : Math.min(x.length, evalSize(size, scalars, `run ${kernel.name}`));
+      return this.distinct(t[kernel.tensors.findIndex((w, j) => kernel.writes.includes(w) && t[j].buffer === x.buffer)], x, n).buffer;
+    });
+    const block = uniformBlock(Math.max(16, Math.ceil(words.length / 4) * 16));
+    words.forEach((w, i) => { if (kernel.floats?.includes(g.uniforms[i])) block.f32[i] = w; else block.u32[i] = w; });
+    this.ctx.dispatch(pipeline, buffers, block.buffer, this.ctx.fold(groups));
   }
 
   kvAppend(kCache: DeviceTensor, vCache: DeviceTensor, k: DeviceTensor, v: DeviceTensor,

@@ -200,6 +200,7 @@ export class GpuContext {
     if (!p) {
       const code = shaders[shaderName];
       if (code === undefined) throw new Error(`unknown WGSL shader '${shaderName}' (no wgsl/${shaderName}.wgsl)`);
+      if (!new RegExp(`\\bfn\\s+${entryPoint}\\s*\\(`).test(code)) throw new Error(`WGSL shader '${shaderName}' has no entry point '${entryPoint}'`);
       const module = this.device.createShaderModule({ code, label: shaderName });
       this.counters.pipelinesCreated++;
       p = this.device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint, constants }, label: key });

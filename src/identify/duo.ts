@@ -10,7 +10,9 @@ import type { FillerStyle } from '../tasks/filler.js';
 import { Random } from '../tasks/random.js';
 import { AdamW } from '../train/adamw.js';
 import type { TrainModel } from '../train/model.js';
-import { passkeySample, type IdentifySample } from './data.js';
+import { passkeySample, taskSample, type IdentifySample } from './data.js';
+import { tokenCounter } from '../eval/evaluate.js';
+import type { HeadScorer } from './scorer.js';
 
 export interface DuoOptions {
   steps: number;
@@ -70,3 +72,23 @@ export async function optimiseGates<T>(model: TrainModel<T>, tokenizer: TextToke
   }
   return { alphas: Array.from({ length: layers }, (_, l) => Array.from(alphas.subarray(l * kvHeads, (l + 1) * kvHeads))), losses, distill, data };
 }
+
+/** DuoAttention's gates as a head scorer: α per KV head after optimisation. */
+export const duoScorer: HeadScorer = {
+  name: 'duo',
+  async score({ model, tokenizer, style, settings: c, sample, onProgress }) {
+    const kinds = c.data === 'words' ? undefined : c.data;
+    const counter = tokenCounter(tokenizer);
+    const r = await optimiseGates(model, tokenizer, {
+      steps: c.steps, lr: c.lr, reg: c.reg, lengths: c.lengths, window: { sink: c.sink, recent: c.recent }, seed: c.seed, style,
+      sample: sample ?? (kinds ? (rng, length) => taskSample(tokenizer, rng, length, kinds, style, counter) : undefined),
+      onStep: (s, loss, distill) => onProgress?.(s, c.steps, loss, distill),
+    });
+    return {
+      scores: r.alphas,
+      options: { steps: c.steps, lr: c.lr, reg: c.reg, data: kinds ? kinds.join(',') : 'words' },
+      data: `${kinds ? 'evaluation tasks' : 'synthetic passkeys'}: ${r.data.join('; ')}…`,
+      extra: { loss: r.losses, distill_loss: r.distill },
+    };
+  },
+};

@@ -12,6 +12,7 @@ import type { FillerStyle } from '../tasks/filler.js';
 import { Random } from '../tasks/random.js';
 import type { TrainModel } from '../train/model.js';
 import { exactMatch } from '../eval/score.js';
+import type { HeadScorer } from './scorer.js';
 
 type Grid = number[][];
 
@@ -177,3 +178,37 @@ export function zigzag(scores: Grid, sparsity: number): { alphas: Grid; streamin
   const streaming = new Set(order.slice(0, k));
   return { alphas: scores.map((row, l) => row.map(() => (streaming.has(l) ? 0 : 1))), streamingLayers: [...streaming].sort((a, b) => a - b) };
 }
+
+/** RazorAttention as a head scorer: the echo ∪ induction set as gate-like values (razorAlphas). */
+export const razorScorer: HeadScorer = {
+  name: 'razor',
+  async score({ model, tokenizer, settings: c }) {
+    const segment = Math.max(16, Math.floor(c.lengths[0] / 4));
+    const bos = tokenizer.encode('', { addSpecialTokens: true });
+    const scores = await razorScores(model, { seed: c.seed, segment, repeats: 4, firstId: 2, bos });
+    const a = razorAlphas(scores, c.echoRatio, c.inductionRatio);
+    return {
+      scores: a.alphas,
+      options: { echo_ratio: c.echoRatio, induction_ratio: c.inductionRatio },
+      data: `random segment of ${segment} tokens repeated 4 times`,
+      extra: { echo: scores.echo, induction: scores.induction, selected: a.selected },
+    };
+  },
+};
+
+/** The retrieval score (Wu et al.) as a head scorer, scaled so the best head has 1. */
+export const retrievalScorer: HeadScorer = {
+  name: 'retrieval-score',
+  async score({ model, tokenizer, style, eosTokenIds, settings: c, onProgress }) {
+    const r = await retrievalScores(model, tokenizer, {
+      seed: c.seed, samples: c.samples, lengths: c.lengths, style, stopIds: eosTokenIds, onProgress: (done, total) => onProgress?.(done, total),
+    });
+    const max = Math.max(...r.scores.flat()) || 1;
+    return {
+      scores: r.scores.map((row) => row.map((s) => s / max)),
+      options: { samples: c.samples },
+      data: `${r.runs} passkey prompts at lengths ${c.lengths.join(', ')}, ${r.successful} answered correctly`,
+      extra: { retrieval_scores: r.scores, runs: r.runs, successful: r.successful },
+    };
+  },
+};

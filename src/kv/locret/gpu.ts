@@ -4,8 +4,9 @@
 import type { GpuContext } from '../../gpu/context.js';
 import type { RetainingHeadParams } from './retaining-heads.js';
 
-/** The shader's workgroup memory for the hidden activations. */
-export const LOCRET_GPU_MAX_HIDDEN = 1024;
+import { LOCRET_GPU_MAX_HIDDEN } from './kernels.js';
+
+export { LOCRET_GPU_MAX_HIDDEN };
 
 /** Rows of one of q, k, v: row r starts at float offset + r·stride of buffer. */
 export interface GpuRows { buffer: GPUBuffer; stride: number; offset?: number }

@@ -9,9 +9,10 @@
 // keep true positions so the method drops into the engine's RoPE unchanged and matches full
 // attention exactly when nothing is evicted.
 //
-// Kernels: Backend.copy, Backend.kvAppend and Backend.attention (the full method's), and the host
-// for scoring and selection (Backend.read of q, k, v each chunk). The WASM and WGSL scorers
-// (./cpu.ts, ./gpu.ts) are not reachable through the Backend yet (kernels by name, docs/kv-methods.md).
+// Kernels: Backend.copy, Backend.kvAppend and Backend.attention (the full method's); scoring on the
+// group's backend: Backend.rope with the negated inverse frequencies undoes RoPE on copies of q and
+// k, then the named kernel locret_score (./kernels.ts, through Backend.run) scores the chunk, and
+// one Backend.read brings the [rows][kvHeads] scores to the host, which selects what stays.
 //
 // Layout: K and V, head-major [numKvHeads][min(capacity, budget)][headDim] f32, the kept positions
 // in position order. While a chunk is processed a work cache [numKvHeads][kept + rows][headDim]
@@ -21,38 +22,12 @@
 // and their scores live on the host (one number pair per position and KV head).
 import type { Backend, DeviceTensor } from '../../backend/contract.js';
 import { groupAttentionShape, tensorBytes, type KvGroupCache, type KvGroupShape, type KvMethod, type KvSettings, type KvTensorSpec } from '../method.js';
-import { retainingForward, type RetainingHeadParams } from './retaining-heads.js';
+import type { RetainingHeadParams } from './retaining-heads.js';
+import { runLocretScores } from './kernels.js';
 import { checkLocretSettings, type LocretSettings } from './settings.js';
 
 function storeWords(shape: KvGroupShape, capacity: number, budget: number): number {
   return shape.numKvHeads * Math.min(capacity, budget) * shape.headDim;
-}
-
-/**
- * The retaining heads' input rows [rows][inDim]: q and k with RoPE undone (the inverse rotation at
- * position pastLen + r, computed in float64: exact up to f32 rounding), then v.
- */
-export function retainingInputs(q: Float32Array, k: Float32Array, v: Float32Array, rows: number, pastLen: number,
-  shape: KvGroupShape, invFreq: Float32Array): Float32Array {
-  const { numKvHeads: H, group, headDim: D } = shape;
-  const qd = H * group * D, kvd = H * D, inDim = qd + 2 * kvd, half = D / 2;
-  const x = new Float32Array(rows * inDim);
-  const unrope = (src: Float32Array, from: number, heads: number, at: number, pos: number) => {
-    for (let h = 0; h < heads; h++) {
-      const s = from + h * D, o = at + h * D;
-      for (let i = 0; i < half; i++) {
-        const t = pos * invFreq[i], c = Math.cos(t), sn = Math.sin(t), a = src[s + i], b = src[s + i + half];
-        x[o + i] = a * c + b * sn;
-        x[o + i + half] = b * c - a * sn;
-      }
-    }
-  };
-  for (let r = 0; r < rows; r++) {
-    unrope(q, r * qd, H * group, r * inDim, pastLen + r);
-    unrope(k, r * kvd, H, r * inDim + qd, pastLen + r);
-    x.set(v.subarray(r * kvd, (r + 1) * kvd), r * inDim + qd + kvd);
-  }
-  return x;
 }
 
 /**
@@ -69,6 +44,9 @@ export function selectKept(scores: ArrayLike<number>, n: number, budget: number,
   return kept.sort((a, b) => a - b);
 }
 
+/** The layer's retaining head on the device, and −invFreq (RoPE at −θ is its inverse). */
+interface DeviceHead { params: RetainingHeadParams; fc1: DeviceTensor; fc2: DeviceTensor; negInvFreq: DeviceTensor }
+
 interface Work { k: DeviceTensor; v: DeviceTensor; kIn: DeviceTensor; vIn: DeviceTensor; rows: number; pastLen: number }
 
 class LocretCache implements KvGroupCache {
@@ -83,7 +61,7 @@ class LocretCache implements KvGroupCache {
   /** Positions seen so far (the next chunk must start here). */
   private seen = 0;
   private work: Work | null = null;
-  private head: RetainingHeadParams | null = null;
+  private head: DeviceHead | null = null;
 
   constructor(private readonly be: Backend, private readonly shape: KvGroupShape, capacity: number,
     private readonly s: LocretSettings) {
@@ -105,11 +83,8 @@ class LocretCache implements KvGroupCache {
 
   async append(k: DeviceTensor, v: DeviceTensor, rows: number, pastLen: number, q: DeviceTensor): Promise<void> {
     const w = this.workFor(k, v, rows, pastLen);
-    const { numKvHeads: H, group, headDim: D } = this.shape;
-    const qh = await this.be.read(q, 0, rows * H * group * D), kh = await this.be.read(k, 0, rows * H * D), vh = await this.be.read(v, 0, rows * H * D);
-    const head = this.retainingHead();
-    const x = retainingInputs(qh, kh, vh, rows, pastLen, this.shape, this.s.heads.invFreq(D));
-    const scores = retainingForward(head, x, rows).scores;
+    const { numKvHeads: H, headDim: D } = this.shape;
+    const scores = await this.score(q, k, v, rows, pastLen);
     const n = this.count + rows, keep = Math.min(n, this.s.budget);
     for (let h = 0; h < H; h++) {
       const pos = [...this.keptPos[h]], score = [...this.keptScore[h]];
@@ -153,6 +128,27 @@ class LocretCache implements KvGroupCache {
     this.freeWork();
     this.be.free(this.k);
     this.be.free(this.v);
+    if (this.head) for (const t of [this.head.fc1, this.head.fc2, this.head.negInvFreq]) this.be.free(t);
+    this.head = null;
+  }
+
+  /** The chunk's scores [rows][kvHeads], computed on the backend from q, k (RoPE undone) and v. */
+  private async score(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, rows: number, pastLen: number): Promise<Float32Array> {
+    const { numKvHeads: H, group, headDim: D } = this.shape, qd = H * group * D, kvd = H * D;
+    const head = this.retainingHead(), be = this.be;
+    const qu = be.alloc(rows * qd), ku = be.alloc(rows * kvd), out = be.alloc(rows * H);
+    try {
+      be.copy(qu, 0, q, 0, rows * qd);
+      be.copy(ku, 0, k, 0, rows * kvd);
+      const positions = Int32Array.from({ length: rows }, (_, r) => pastLen + r);
+      be.rope(qu, rows, H * group, D, positions, head.negInvFreq);
+      be.rope(ku, rows, H, D, positions, head.negInvFreq);
+      runLocretScores(be, { n: rows, qd, kvd, q: { tensor: qu, stride: qd }, k: { tensor: ku, stride: kvd }, v: { tensor: v, stride: kvd },
+        fc1: head.fc1, fc2: head.fc2, hidden: head.params.hidden, outDim: H, scores: out });
+      return await be.read(out);
+    } finally {
+      be.free(qu); be.free(ku); be.free(out);
+    }
   }
 
   /** The work cache for this chunk: the kept rows, then the chunk (built once per chunk). */
@@ -181,14 +177,15 @@ class LocretCache implements KvGroupCache {
   }
 
   /** This layer's retaining head, checked against the group: it reads the whole layer's q, k, v. */
-  private retainingHead(): RetainingHeadParams {
+  private retainingHead(): DeviceHead {
     if (this.head) return this.head;
     const { numKvHeads: H, group, headDim: D } = this.shape, layer = this.shape.layer ?? 0;
     const p = this.s.heads.head(layer, this.shape), inDim = (H * group + 2 * H) * D;
     if (p.inDim !== inDim || p.outDim !== H) {
       throw new Error(`locret: layer ${layer}'s retaining head reads ${p.inDim} values and scores ${p.outDim} KV heads, but this group has ${H} KV heads × ${group} query heads × headDim ${D} (inDim ${inDim}); a retaining head scores every head of its layer, so map all of a layer's heads to locret`);
     }
-    return (this.head = p);
+    const negInvFreq = this.be.upload(this.s.heads.invFreq(D).map((f) => -f));
+    return (this.head = { params: p, fc1: this.be.upload(p.fc1), fc2: this.be.upload(p.fc2), negInvFreq });
   }
 }
 
