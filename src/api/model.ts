@@ -9,7 +9,7 @@ import type { PlacementCalibration } from '../engine/auto-placement.js';
 import { DuetError } from '../errors.js';
 import { kvDTypeOption } from '../engine/kv-dtype.js';
 import type { KvDType } from '../backend/kv-dtype.js';
-import { checkCpuPlan, CPU_PLAN_LIMIT, describeCpu, maxCpuContext, planMemory, type PlacementShape } from '../engine/memory-plan.js';
+import { checkCpuPlan, CPU_PLAN_LIMIT, cpuBackendBytes, describeCpu, maxCpuContext, planMemory, type PlacementShape } from '../engine/memory-plan.js';
 import { Sampler } from '../engine/sampler.js';
 import { GpuContext, perTokenCounters, type GpuCounters, type PerTokenCounters } from '../gpu/context.js';
 import { loadCheckpoint, type Checkpoint } from '../model/checkpoint.js';
@@ -585,7 +585,7 @@ function fitContext(engine: Engine, asked: number | undefined, prefillChunk: num
   const context = asked ?? engine.config.maxPositionEmbeddings;
   const rows = Math.min(prefillChunk ?? 512, context);
   const plan = planMemory(shape, m.weightBytes, context, rows);
-  if (plan.cpu.total <= CPU_PLAN_LIMIT) return context;
+  if (cpuBackendBytes(plan) <= CPU_PLAN_LIMIT) return context;
   const fits = maxCpuContext(shape, m.weightBytes, context, rows);
   if (asked !== undefined || fits === 0) checkCpuPlan(plan, 'contextLength', String(context), fits ? `at most ${fits} tokens fit` : 'not even one token fits');
   notice(`context length ${fits} tokens, not the model's max_position_embeddings ${context}: a KV cache for all of them would need ${describeCpu(plan)} of WebAssembly memory (4 GiB); choose with the contextLength option`);

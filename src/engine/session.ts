@@ -83,9 +83,10 @@ export class Session {
     const byDevice = { gpu: 0, cpu: 0 };
     const byMethod: Record<string, number> = {};
     this.model.layers.forEach((layer, l) => layer.groups.forEach((g, i) => {
-      const b = this.caches[l][i].bytes();
+      const cache = this.caches[l][i], b = cache.bytes(), host = cache.hostBytes?.() ?? 0;
       byMethod[g.method.name] = (byMethod[g.method.name] ?? 0) + b;
-      byDevice[g.backend.kind] += b;
+      byDevice[g.backend.kind] += b - host;
+      byDevice.cpu += host;
     }));
     return { retrievalBytes: byMethod.full ?? 0, streamingBytes: byMethod.streaming ?? 0, byMethod, byDevice };
   }
@@ -172,9 +173,10 @@ export class Session {
       for (let i = 0; i < layer.groups.length; i++) {
         if (layer.groups[i].backend !== main) continue;
         const b = bufs[i].local;
-        caches[i].attend(b.out, b.q, b.k, b.v, rows, pastLen);
+        const attended = caches[i].attend(b.out, b.q, b.k, b.v, rows, pastLen);
+        if (attended) await attended; // only methods that attend on the host (magicpig) return a promise
         const stored = caches[i].append(b.k, b.v, rows, pastLen, b.q);
-        if (stored) await stored; // only methods that read back (locret) return a promise
+        if (stored) await stored; // only methods that read back (locret, magicpig) return a promise
       }
       if (transfer) {
         main.flush();
@@ -187,7 +189,8 @@ export class Session {
           be.write(rm.k, data.subarray(at + nq, at + nq + nk));
           be.write(rm.v, data.subarray(at + nq + nk, at + nq + 2 * nk));
           at += nq + 2 * nk;
-          caches[i].attend(rm.out, rm.q, rm.k, rm.v, rows, pastLen);
+          const attended = caches[i].attend(rm.out, rm.q, rm.k, rm.v, rows, pastLen);
+          if (attended) await attended;
           const stored = caches[i].append(rm.k, rm.v, rows, pastLen, rm.q);
           if (stored) await stored;
           main.write(bufs[i].local.out, await be.read(rm.out, 0, nq));

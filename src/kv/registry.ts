@@ -4,8 +4,9 @@ import type { KvMethod } from './method.js';
 import { fullMethod } from './full/method.js';
 import { streamingMethod } from './streaming/method.js';
 import { locretMethod } from './locret/method.js';
+import { magicpigMethod } from './magicpig/method.js';
 
-export const KV_METHODS: readonly KvMethod[] = [fullMethod, streamingMethod, locretMethod];
+export const KV_METHODS: readonly KvMethod[] = [fullMethod, streamingMethod, locretMethod, magicpigMethod];
 
 /** The method of each (layer, KV head), by name. */
 export type HeadMethods = string[][];
