@@ -9,7 +9,7 @@ import type { DeviceHeadGroup, DeviceModel } from './device-model.js';
 import type { Sampler } from './sampler.js';
 import type { DeviceSampler } from '../backend/device-sampler.js';
 import type { KvDType } from '../backend/kv-dtype.js';
-import type { KvGroupCache, KvMethod, KvSettings } from '../kv/method.js';
+import type { KvGroupCache, KvMethod, KvSampling, KvSettings } from '../kv/method.js';
 
 /** One group's activations of a chunk: q, k, v and the attention output. */
 interface GroupBuffers { q: DeviceTensor; k: DeviceTensor; v: DeviceTensor; out: DeviceTensor }
@@ -24,6 +24,8 @@ export interface KvMemory {
   /** Bytes by KV method name (every method, including those two). */
   byMethod: Record<string, number>;
   byDevice: { gpu: number; cpu: number };
+  /** Keys sampled / offloaded per decode step, summed over the sampling caches (magicpig); null without any. */
+  sampling: KvSampling | null;
 }
 
 export class Session {
@@ -51,7 +53,7 @@ export class Session {
   }) {
     const { config, main } = model;
     this.kvDtype = options.kvDtype ?? 'f32';
-    this.kvSettings = { kvDtype: this.kvDtype, window: model.window, compensation: model.compensation, locret: model.locret };
+    this.kvSettings = { kvDtype: this.kvDtype, window: model.window, compensation: model.compensation, locret: model.locret, magicpig: model.magicpig };
     this.maxRows = Math.max(1, options.maxRows);
     this.capacity = Math.max(1, options.capacity);
     this.limit = options.limit ?? null;
@@ -82,13 +84,18 @@ export class Session {
   kvMemory(): KvMemory {
     const byDevice = { gpu: 0, cpu: 0 };
     const byMethod: Record<string, number> = {};
+    let sampling: KvSampling | null = null;
     this.model.layers.forEach((layer, l) => layer.groups.forEach((g, i) => {
-      const cache = this.caches[l][i], b = cache.bytes(), host = cache.hostBytes?.() ?? 0;
+      const cache = this.caches[l][i], b = cache.bytes(), host = cache.hostBytes?.() ?? 0, s = cache.sampling?.();
+      if (s) {
+        sampling ??= { sampled: s.sampled.map(() => 0), offloaded: s.offloaded.map(() => 0) };
+        s.sampled.forEach((n, t) => { sampling!.sampled[t] += n; sampling!.offloaded[t] += s.offloaded[t]; });
+      }
       byMethod[g.method.name] = (byMethod[g.method.name] ?? 0) + b;
       byDevice[g.backend.kind] += b - host;
       byDevice.cpu += host;
     }));
-    return { retrievalBytes: byMethod.full ?? 0, streamingBytes: byMethod.streaming ?? 0, byMethod, byDevice };
+    return { retrievalBytes: byMethod.full ?? 0, streamingBytes: byMethod.streaming ?? 0, byMethod, byDevice, sampling };
   }
 
   /** Grows every cache so it holds `needed` positions. */

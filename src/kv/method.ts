@@ -66,6 +66,8 @@ export interface KvGroupCache {
   bytes(): number;
   /** Of bytes(), those held in host memory whatever the group's backend (KvTensorSpec.host; absent: none). */
   hostBytes?(): number;
+  /** A sampling method's keys per decode step (single-row chunk): sampled and offloaded, summed over its query heads. */
+  sampling?(): KvSampling;
   attend(out: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, rows: number, pastLen: number): void | Promise<void>;
   append(k: DeviceTensor, v: DeviceTensor, rows: number, pastLen: number, q: DeviceTensor): void | Promise<void>;
   /** Makes room for `capacity` positions (more than before), keeping positions [0, pastLen). */
@@ -73,6 +75,9 @@ export interface KvGroupCache {
   /** Releases its tensors; the cache must not be used afterwards. */
   free(): void;
 }
+
+/** Per decode step, keys a sampling method attended of those it could have (summed over query heads). */
+export interface KvSampling { sampled: number[]; offloaded: number[] }
 
 /** Bytes of a layout. */
 export function layoutBytes(specs: readonly KvTensorSpec[]): number {

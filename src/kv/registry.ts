@@ -22,6 +22,14 @@ export function methodsOfKinds(kinds: ReadonlyArray<ReadonlyArray<boolean>>): He
   return kinds.map((row) => row.map((retrieval) => (retrieval ? fullMethod.name : streamingMethod.name)));
 }
 
+/**
+ * The heads with MagicPIG's offloading: retrieval heads magicpig, except in `denseLayers` (full);
+ * streaming heads stay streaming.
+ */
+export function offloadedMethods(kinds: ReadonlyArray<ReadonlyArray<boolean>>, denseLayers: readonly number[] = []): HeadMethods {
+  return kinds.map((row, l) => row.map((retrieval) => (!retrieval ? streamingMethod.name : denseLayers.includes(l) ? fullMethod.name : magicpigMethod.name)));
+}
+
 /** One layer's KV heads grouped by method (registry order; heads ascending within a group). */
 export function groupHeads(row: readonly string[]): Array<{ method: KvMethod; kvHeads: number[] }> {
   for (const name of row) kvMethod(name);

@@ -32,7 +32,7 @@
 import type { Backend, DeviceTensor } from '../../backend/contract.js';
 import { WasmHeap } from '../../cpu/memory.js';
 import { kernelMemory, type KernelExports } from '../../cpu/wasm.js';
-import { layoutBytes, type KvGroupCache, type KvGroupShape, type KvMethod, type KvSettings, type KvTensorSpec } from '../method.js';
+import { layoutBytes, type KvGroupCache, type KvSampling, type KvGroupShape, type KvMethod, type KvSettings, type KvTensorSpec } from '../method.js';
 import type { MagicPigExports } from './cpu.js';
 import { codeStride } from './params.js';
 import { checkMagicPigSettings, simhashPlanes, type MagicPigSettings } from './settings.js';
@@ -85,9 +85,6 @@ function instantiate(module: WebAssembly.Module): { k: Kernels; heap: WasmHeap }
   return { k, heap: new WasmHeap(memory, k.heapBase()) };
 }
 
-/** What a decode step sampled, summed over steps: keys attended from the store and keys it held (per query head). */
-export interface SampledCounts { steps: number; sampled: number; offloaded: number }
-
 export class MagicPigCache implements KvGroupCache {
   private readonly k: Kernels;
   private readonly heap: WasmHeap;
@@ -109,13 +106,14 @@ export class MagicPigCache implements KvGroupCache {
   /** The chunk attend() already stored, so that append() of it stores nothing again. */
   private stored: { k: DeviceTensor; v: DeviceTensor; rows: number; pastLen: number } | null = null;
   private freed = false;
-  /** Sampling of the decode steps so far (--json reports sampled / offloaded). */
-  readonly counts: SampledCounts = { steps: 0, sampled: 0, offloaded: 0 };
+  /** Sampling of the decode steps so far, summed (--json reports sampled / offloaded per step). */
+  readonly counts = { steps: 0, sampled: 0, offloaded: 0 };
+  private readonly perStep: KvSampling = { sampled: [], offloaded: [] };
 
   constructor(private readonly be: Backend, private readonly shape: KvGroupShape, private capacity: number,
     private readonly s: MagicPigSettings) {
     checkStore(shape, capacity, s);
-    ({ k: this.k, heap: this.heap } = instantiate(s.module));
+    ({ k: this.k, heap: this.heap } = instantiate(s.module!));
     const { numKvHeads: H, headDim: D } = shape;
     this.cs = codeStride(s.L);
     this.off = offloadedCapacity(capacity, s);
@@ -135,6 +133,8 @@ export class MagicPigCache implements KvGroupCache {
   }
 
   hostBytes(): number { return this.bytes(); }
+
+  sampling(): KvSampling { return this.perStep; }
 
   async attend(out: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, rows: number, pastLen: number): Promise<void> {
     this.live();
@@ -235,7 +235,7 @@ export class MagicPigCache implements KvGroupCache {
     const { numKvHeads: H, group: G, headDim: D } = this.shape, { sinks, local, K, L } = this.s, cs = this.cs;
     const m = offloadedRows(pastLen, this.s), scale = 1 / Math.sqrt(D);
     if (m > 0 && !this.centered) this.center(m);
-    const result = new Float32Array(H * G * D);
+    const result = new Float32Array(H * G * D), sampledBefore = this.counts.sampled;
     const h = this.heap, nq = H * G;
     const qp = h.alloc(nq * D * 4), qc = h.alloc(nq * cs * 2), op = h.alloc(G * D * 4), st = h.alloc(G * 8), cp = h.alloc(G * 4);
     const scratchFloats = Math.max(this.k.magicpigScratchFloats(Math.max(1, m), G), this.k.simhashScratchFloats(K, L, D));
@@ -284,6 +284,8 @@ export class MagicPigCache implements KvGroupCache {
       }
       this.counts.steps++;
       this.counts.offloaded += m * nq;
+      this.perStep.sampled.push(this.counts.sampled - sampledBefore);
+      this.perStep.offloaded.push(m * nq);
       return result;
     } finally {
       h.release(qp, nq * D * 4); h.release(qc, nq * cs * 2); h.release(op, G * D * 4); h.release(st, G * 8); h.release(cp, G * 4);
@@ -333,6 +335,6 @@ export const magicpigMethod: KvMethod = {
     return checkStore(shape, capacity, checkMagicPigSettings(settings.magicpig));
   },
   create(backend: Backend, shape: KvGroupShape, capacity: number, settings: KvSettings): KvGroupCache {
-    return new MagicPigCache(backend, shape, capacity, checkMagicPigSettings(settings.magicpig));
+    return new MagicPigCache(backend, shape, capacity, checkMagicPigSettings(settings.magicpig, true));
   },
 };

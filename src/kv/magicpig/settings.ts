@@ -11,8 +11,8 @@ export interface MagicPigSettings extends LshParams {
   local: number;
   /** Seed of the SimHash hyperplanes (one set for every layer and head, as MagicPIG's server). */
   seed: number;
-  /** kernelModule(): the kernels every cache instantiates over its own memory. */
-  module: WebAssembly.Module;
+  /** kernelModule(): the kernels every cache instantiates over its own memory (needed to create caches, not to lay them out). */
+  module?: WebAssembly.Module;
 }
 
 export type MagicPigOptions = Partial<Omit<MagicPigSettings, 'module'>>;
@@ -34,25 +34,28 @@ function nonNegativeInt(n: number, what: string, min: number): void {
   if (!(Number.isInteger(n) && n >= min)) throw new RangeError(`MagicPIG ${what} must be an integer ≥ ${min} (got ${n})`);
 }
 
-/** Checks K, L, sinks, local and seed (RangeErrors naming the field); returns the settings. */
-export function checkMagicPigSettings(s: MagicPigSettings | undefined): MagicPigSettings {
+/** Checks K, L, sinks, local and seed (RangeErrors naming the field), and the module when caches are to be created; returns the settings. */
+export function checkMagicPigSettings(s: MagicPigSettings | undefined, create = false): MagicPigSettings {
   if (!s) throw new Error('the magicpig method needs settings.magicpig ({ K, L, sinks, local, seed, module }; magicpigSettings() builds them)');
   checkLshParams(s);
   nonNegativeInt(s.sinks, 'sinks', 0);
   nonNegativeInt(s.local, 'local window', 1);
   nonNegativeInt(s.seed, 'seed', 0);
-  if (!(s.module instanceof WebAssembly.Module)) throw new Error('MagicPIG settings: module must be the compiled kernel module (kernelModule())');
+  if (create && !(s.module instanceof WebAssembly.Module)) throw new Error('MagicPIG settings: module must be the compiled kernel module (kernelModule())');
   return s;
 }
 
-/** Settings with MagicPIG's defaults for what is not given (K and L from the head size). */
-export async function magicpigSettings(o: MagicPigOptions, headDim: number): Promise<MagicPigSettings> {
+/** Settings with MagicPIG's defaults for what is not given (K and L from the head size), without the module (enough to lay caches out). */
+export function magicpigLayoutSettings(o: MagicPigOptions, headDim: number): MagicPigSettings {
   const lsh = defaultLsh(headDim);
-  const s: MagicPigSettings = {
-    K: o.K ?? lsh.K, L: o.L ?? lsh.L, sinks: o.sinks ?? DEFAULT_SINKS, local: o.local ?? DEFAULT_LOCAL,
-    seed: o.seed ?? DEFAULT_SEED, module: await kernelModule(false),
-  };
-  return checkMagicPigSettings(s);
+  return checkMagicPigSettings({
+    K: o.K ?? lsh.K, L: o.L ?? lsh.L, sinks: o.sinks ?? DEFAULT_SINKS, local: o.local ?? DEFAULT_LOCAL, seed: o.seed ?? DEFAULT_SEED,
+  });
+}
+
+/** Settings with MagicPIG's defaults for what is not given, and the compiled kernel module (ready to create caches). */
+export async function magicpigSettings(o: MagicPigOptions, headDim: number): Promise<MagicPigSettings> {
+  return checkMagicPigSettings({ ...magicpigLayoutSettings(o, headDim), module: await kernelModule(false) }, true);
 }
 
 /** K·L hyperplanes of d values as rows ([K·L][d]), N(0, 1) from `seed` (mulberry32, Box–Muller): the same for the same seed. */
