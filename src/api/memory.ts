@@ -8,8 +8,7 @@ import { kvDTypeOption } from '../engine/kv-dtype.js';
 import type { KvDType } from '../backend/kv-dtype.js';
 import type { ModelConfig } from '../model/config.js';
 import { resolveHeads, type HeadOptions } from './heads.js';
-import { magicpigLayoutSettings } from '../kv/magicpig/settings.js';
-import type { OffloadOptions } from '../engine/engine.js';
+import { offloadSettings, type OffloadOptions } from '../kv/magicpig/settings.js';
 
 export interface KvMemoryOptions extends HeadOptions {
   /** Tokens of context. */
@@ -38,27 +37,10 @@ export function kvMemory(config: ModelConfig, o: KvMemoryOptions): KvMemory {
   if (windowed.limit && o.context > windowed.limit.tokens) {
     throw new DuetError('context', `${o.context}: ${windowed.limit.reason}; the engine refuses sequences over ${windowed.limit.tokens} tokens`);
   }
-  const offload = offloadProjection(config, o.offload, kvDtype);
+  const offload = o.offload ? offloadSettings(o.offload === true ? {} : o.offload, windowed.kinds, config.headDim, kvDtype) : undefined;
   const p = projectKvMemory(windowed.kinds, config.headDim, o.context, windowed.window ?? { sink: 0, recent: 1 }, kvDtype, heads.compensation,
     config.numHeads / config.numKvHeads, offload);
-  if (offload && p.offloaded_heads === 0) throw new DuetError('offload', 'leaves no head to offload: every retrieval head is streaming (the pattern) or in a dense layer');
   const s = offload?.settings;
   const offloaded = s ? `; retrieval heads offloaded (MagicPIG K ${s.K} × L ${s.L}, ${s.sinks} sinks + ${s.local} local${offload.denseLayers.length ? `, layers ${offload.denseLayers.join(',')} dense` : ''})` : '';
   return { ...p, kvDtype, heads: heads.description + offloaded, note: windowed.note };
-}
-
-/** The offload option checked as the engine checks it (fields named), in the settings the projection lays caches out with. */
-function offloadProjection(config: ModelConfig, o: boolean | OffloadOptions | undefined, kvDtype: KvDType) {
-  if (!o) return undefined;
-  const opts = o === true ? {} : o;
-  if (kvDtype !== 'f32') throw new DuetError('offload', `keeps the offloaded cache in f32; KV dtype ${kvDtype} is not supported with it`);
-  const denseLayers = opts.denseLayers ?? [];
-  for (const l of denseLayers) {
-    if (!(Number.isInteger(l) && l >= 0 && l < config.numLayers)) throw new DuetError('offload.denseLayers', `${l} is not a layer of the model (0..${config.numLayers - 1})`);
-  }
-  try {
-    return { settings: magicpigLayoutSettings(opts, config.headDim), denseLayers };
-  } catch (e) {
-    throw new DuetError('offload', (e as Error).message.replace(/^MagicPIG /, ''));
-  }
 }

@@ -9,8 +9,7 @@ import { allHeads, countStreaming, type HeadKinds } from '../attention/pattern.j
 import { applySlidingWindow } from '../attention/sliding-window.js';
 import { methodsOfKinds, offloadedMethods } from '../kv/registry.js';
 import { locretMethod } from '../kv/locret/method.js';
-import { magicpigMethod } from '../kv/magicpig/method.js';
-import { magicpigSettings, type MagicPigOptions, type MagicPigSettings } from '../kv/magicpig/settings.js';
+import { offloadSettings, withKernels, type MagicPigSettings, type OffloadOptions } from '../kv/magicpig/settings.js';
 import { checkLocretSettings, locretHeadsOf, type LocretSettings } from '../kv/locret/settings.js';
 import { retainingHeadShape, type RetainingHeads } from '../kv/locret/retaining-heads.js';
 import { createCpuBackend } from '../cpu/backend.js';
@@ -150,7 +149,8 @@ export class Engine {
     if (options.offload) {
       try {
         if (options.locret) throw new DuetError('offload', 'cannot be combined with locret (both decide what every head attends)');
-        offload = await engineOffload(config, options.offload, kinds, kvDtype);
+        const checked = offloadSettings(options.offload, kinds, config.headDim, kvDtype);
+        offload = { settings: await withKernels(checked.settings), denseLayers: checked.denseLayers };
       } catch (e) {
         gpu?.destroy();
         throw e;
@@ -294,29 +294,7 @@ export class Engine {
   }
 }
 
-/** What the engine's offload option takes: MagicPIG's parameters and the layers kept dense (full attention). */
-export interface OffloadOptions extends MagicPigOptions {
-  denseLayers?: number[];
-}
-
-/** The engine's offload option checked against the model and the heads (every field named). */
-async function engineOffload(config: ModelConfig, o: OffloadOptions, kinds: HeadKinds, kvDtype: KvDType): Promise<{ settings: MagicPigSettings; denseLayers: number[] }> {
-  if (kvDtype !== 'f32') throw new DuetError('offload', `keeps the offloaded cache in f32; KV dtype ${kvDtype} is not supported with it`);
-  const denseLayers = o.denseLayers ?? [];
-  for (const l of denseLayers) {
-    if (!(Number.isInteger(l) && l >= 0 && l < config.numLayers)) throw new DuetError('offload.denseLayers', `${l} is not a layer of the model (0..${config.numLayers - 1})`);
-  }
-  if (!offloadedMethods(kinds, denseLayers).some((row) => row.includes(magicpigMethod.name))) {
-    throw new DuetError('offload', 'leaves no head to offload: every retrieval head is streaming (the pattern) or in a dense layer');
-  }
-  try {
-    return { settings: await magicpigSettings(o, config.headDim), denseLayers };
-  } catch (e) {
-    const m = /MagicPIG (K|L|sinks|local window|seed)\b/.exec((e as Error).message);
-    const field = m ? `offload.${m[1] === 'local window' ? 'local' : m[1]}` : 'offload';
-    throw new DuetError(field, (e as Error).message.replace(/^MagicPIG /, ''));
-  }
-}
+export type { OffloadOptions };
 
 /** The engine's locret option as KV settings, checked against the model (every field named). */
 function engineLocret(config: ModelConfig, o: NonNullable<EngineOptions['locret']>, streaming: boolean, kvDtype: KvDType): LocretSettings {

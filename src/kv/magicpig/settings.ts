@@ -2,6 +2,8 @@
 // exact (first `sinks`, last `local`), the seed of the hyperplanes, and the compiled kernel module
 // (so that a cache instantiates its own WebAssembly store synchronously, inside KvMethod.create).
 import { kernelModule } from '../../cpu/wasm.js';
+import type { KvDType } from '../../backend/kv-dtype.js';
+import { DuetError } from '../../errors.js';
 import { checkLshParams, DEFAULT_K, DEFAULT_L, DEFAULT_LOCAL, DEFAULT_SINKS, type LshParams } from './params.js';
 
 export interface MagicPigSettings extends LshParams {
@@ -55,7 +57,39 @@ export function magicpigLayoutSettings(o: MagicPigOptions, headDim: number): Mag
 
 /** Settings with MagicPIG's defaults for what is not given, and the compiled kernel module (ready to create caches). */
 export async function magicpigSettings(o: MagicPigOptions, headDim: number): Promise<MagicPigSettings> {
-  return checkMagicPigSettings({ ...magicpigLayoutSettings(o, headDim), module: await kernelModule(false) }, true);
+  return withKernels(magicpigLayoutSettings(o, headDim));
+}
+
+/** Checked settings with the compiled kernel module added. */
+export async function withKernels(s: MagicPigSettings): Promise<MagicPigSettings> {
+  return checkMagicPigSettings({ ...s, module: await kernelModule(false) }, true);
+}
+
+/** The offload option (loadModel, the engine, kvMemory): MagicPIG's parameters and the layers kept dense (full attention). */
+export interface OffloadOptions extends MagicPigOptions {
+  denseLayers?: number[];
+}
+
+/**
+ * The offload option checked against a model's head kinds (retrieval = true per layer and KV head)
+ * and head size, errors naming `offload.<field>`; the settings come without the module (layout only).
+ */
+export function offloadSettings(o: OffloadOptions, kinds: ReadonlyArray<ReadonlyArray<boolean>>, headDim: number,
+  kvDtype: KvDType): { settings: MagicPigSettings; denseLayers: number[] } {
+  if (kvDtype !== 'f32') throw new DuetError('offload', `keeps the offloaded cache in f32; KV dtype ${kvDtype} is not supported with it`);
+  const denseLayers = o.denseLayers ?? [];
+  for (const l of denseLayers) {
+    if (!(Number.isInteger(l) && l >= 0 && l < kinds.length)) throw new DuetError('offload.denseLayers', `${l} is not a layer of the model (0..${kinds.length - 1})`);
+  }
+  if (!kinds.some((row, l) => !denseLayers.includes(l) && row.some((retrieval) => retrieval))) {
+    throw new DuetError('offload', 'leaves no head to offload: every retrieval head is streaming (the pattern) or in a dense layer');
+  }
+  try {
+    return { settings: magicpigLayoutSettings(o, headDim), denseLayers };
+  } catch (e) {
+    const m = /MagicPIG (K|L|sinks|local window|seed)\b/.exec((e as Error).message);
+    throw new DuetError(m ? `offload.${m[1] === 'local window' ? 'local' : m[1]}` : 'offload', (e as Error).message.replace(/^MagicPIG /, ''));
+  }
 }
 
 /** K·L hyperplanes of d values as rows ([K·L][d]), N(0, 1) from `seed` (mulberry32, Box–Muller): the same for the same seed. */
