@@ -78,7 +78,7 @@ async function runSchedule(be: Backend, method: KvMethod, ref: KvReference, shap
       const kt = be.upload(k), vt = be.upload(v), qt = be.upload(q);
       if (c > 0) {
         const out = be.alloc(rows * rowQ);
-        cache.attend(out, qt, kt, vt, rows, pastLen);
+        await cache.attend(out, qt, kt, vt, rows, pastLen);
         const expected = mirror.attend(q, k, v, rows, pastLen);
         assertClose(await be.read(out), expected, where, TOL);
         compared += rows;
@@ -116,7 +116,7 @@ test('head kinds become method names; a layer groups its heads in registry order
   assert.equal(groupHeads(methods[0]).map((g) => [g.method.name, g.kvHeads]), [['full', [1, 3]], ['streaming', [0, 2]]]);
   assert.equal(groupHeads(methods[1]).map((g) => [g.method.name, g.kvHeads]), [['full', [0, 1, 2, 3]]]);
   assert.is(kvMethod('streaming').home, 'side');
-  assert.throws(() => groupHeads(['full', 'magicpig']), /unknown KV method "magicpig" \(registered: full, streaming, locret\)/);
+  assert.throws(() => groupHeads(['full', 'topk']), /unknown KV method "topk" \(registered: full, streaming, locret, magicpig\)/);
 });
 
 for (const method of KV_METHODS) {

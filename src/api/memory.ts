@@ -8,6 +8,7 @@ import { kvDTypeOption } from '../engine/kv-dtype.js';
 import type { KvDType } from '../backend/kv-dtype.js';
 import type { ModelConfig } from '../model/config.js';
 import { resolveHeads, type HeadOptions } from './heads.js';
+import { offloadSettings, type OffloadOptions } from '../kv/magicpig/settings.js';
 
 export interface KvMemoryOptions extends HeadOptions {
   /** Tokens of context. */
@@ -16,6 +17,8 @@ export interface KvMemoryOptions extends HeadOptions {
   kvDtype?: KvDType;
   /** How the heads' description names the pattern (default "pattern"). */
   patternName?: string;
+  /** MagicPIG's offloading, as loadModel's offload option: retrieval heads' caches in host memory. */
+  offload?: boolean | OffloadOptions;
 }
 
 export interface KvMemory extends MemoryProjection {
@@ -34,7 +37,10 @@ export function kvMemory(config: ModelConfig, o: KvMemoryOptions): KvMemory {
   if (windowed.limit && o.context > windowed.limit.tokens) {
     throw new DuetError('context', `${o.context}: ${windowed.limit.reason}; the engine refuses sequences over ${windowed.limit.tokens} tokens`);
   }
+  const offload = o.offload ? offloadSettings(o.offload === true ? {} : o.offload, windowed.kinds, config.headDim, kvDtype) : undefined;
   const p = projectKvMemory(windowed.kinds, config.headDim, o.context, windowed.window ?? { sink: 0, recent: 1 }, kvDtype, heads.compensation,
-    config.numHeads / config.numKvHeads);
-  return { ...p, kvDtype, heads: heads.description, note: windowed.note };
+    config.numHeads / config.numKvHeads, offload);
+  const s = offload?.settings;
+  const offloaded = s ? `; retrieval heads offloaded (MagicPIG K ${s.K} × L ${s.L}, ${s.sinks} sinks + ${s.local} local${offload.denseLayers.length ? `, layers ${offload.denseLayers.join(',')} dense` : ''})` : '';
+  return { ...p, kvDtype, heads: heads.description + offloaded, note: windowed.note };
 }

@@ -4,12 +4,12 @@
 import { projectKvMemory } from '../attention/memory.js';
 import { allHeads, countStreaming, loadPattern, type HeadPattern, type PatternFiles } from '../attention/pattern.js';
 import type { StreamingWindow } from '../backend/contract.js';
-import { Engine, type CpuLike, type DeviceChoice, type EngineOptions, type GenerationResult, type Placement, type PlacementChoice } from '../engine/engine.js';
+import { Engine, type CpuLike, type DeviceChoice, type EngineOptions, type GenerationResult, type OffloadOptions, type Placement, type PlacementChoice } from '../engine/engine.js';
 import type { PlacementCalibration } from '../engine/auto-placement.js';
 import { DuetError } from '../errors.js';
 import { kvDTypeOption } from '../engine/kv-dtype.js';
 import type { KvDType } from '../backend/kv-dtype.js';
-import { checkCpuPlan, CPU_PLAN_LIMIT, describeCpu, maxCpuContext, planMemory, type PlacementShape } from '../engine/memory-plan.js';
+import { checkCpuPlan, CPU_PLAN_LIMIT, cpuBackendBytes, describeCpu, maxCpuContext, planMemory, type PlacementShape } from '../engine/memory-plan.js';
 import { Sampler } from '../engine/sampler.js';
 import { GpuContext, perTokenCounters, type GpuCounters, type PerTokenCounters } from '../gpu/context.js';
 import { loadCheckpoint, type Checkpoint } from '../model/checkpoint.js';
@@ -24,7 +24,7 @@ import { loadLocretHeads } from '../kv/locret/file.js';
 import { StopText } from './stop-text.js';
 import { ChatCompletions, Completions } from './openai.js';
 
-export type { ChatMessage, DeviceChoice, Placement, PlacementCalibration, PlacementChoice, StreamingWindow };
+export type { ChatMessage, DeviceChoice, OffloadOptions, Placement, PlacementCalibration, PlacementChoice, StreamingWindow };
 
 /** A long step of loading: bytes downloaded or read, tensors placed. */
 export interface ProgressEvent {
@@ -44,6 +44,13 @@ export interface ModelOptions extends Omit<HeadOptions, 'pattern'> {
    * scores, read from locret.json + locret.safetensors beside the model. Not with streaming heads.
    */
   locret?: { budget: number; stabilizers?: number };
+  /**
+   * MagicPIG's offloading (docs/magicpig.md): retrieval heads (every head without a pattern) keep
+   * their KV cache in host memory and decode by LSH sampling (K bits × L tables; default K and L
+   * for the head size), prefill exact; `denseLayers` keep full attention; streaming heads stay on
+   * their rings. true: every default. Not with locret or a packed kvDtype.
+   */
+  offload?: boolean | OffloadOptions;
   /** 'auto' (default) takes a hardware GPU and never a software renderer; 'gpu' insists; 'cpu' never asks. */
   device?: DeviceChoice;
   /**
@@ -122,6 +129,10 @@ export interface KvStats {
   streaming: number;
   /** What full attention would hold at the same capacity. */
   fullAttention: number;
+  /** Bytes of offloaded (magicpig) caches, all in host memory (part of cpu). */
+  offloaded: number;
+  /** Offloaded heads: per decode step, the fraction of their offloaded keys sampled (null without offloading). */
+  sampledFraction: number[] | null;
 }
 
 export interface GenerationStats {
@@ -272,6 +283,7 @@ export class DuetModel {
       files, options, limit,
       engine: {
         weights: options.weights, kvDtype, device: options.device, placement: options.placement, notice, locret,
+        offload: options.offload === true ? {} : options.offload || undefined,
         acquireGpu: gpuDevice ? async () => ({ gpu: new GpuContext(gpuDevice, 'the GPUDevice given by the caller', { ownsDevice: false }), reason: '' }) : env.acquireGpu,
         createCpu: env.createCpu,
       },
@@ -297,7 +309,7 @@ export class DuetModel {
   async setHeads(options: HeadSettings = {}, onProgress?: (event: ProgressEvent) => void): Promise<void> {
     const progress = onProgress ?? (() => {});
     const heads = await headsFor(options, this.info.config, progress);
-    if (sameHeads(heads, this.heads)) { this.info = { ...this.info, heads: heads.description }; return; }
+    if (sameHeads(heads, this.heads)) { this.info = { ...this.info, heads: heads.description + offloadDescription(this.engine) }; return; }
     let release!: () => void;
     const turn = this.queue;
     this.queue = new Promise<void>((r) => { release = r; });
@@ -500,7 +512,11 @@ export class DuetModel {
       text: s.decoder ? s.text.output : '', tokens: r.tokens, finishReason, stoppedBy,
       usage: { promptTokens, completionTokens: r.tokens.length, totalTokens: promptTokens + r.tokens.length },
       timings: { prefillMs: r.prefillMs, decodeMsPerToken: r.decodeMsPerToken, timeToFirstTokenMs: s.firstTokenMs, totalMs: performance.now() - s.t0 },
-      kv: { gpu: r.kv.byDevice.gpu, cpu: r.kv.byDevice.cpu, retrieval: r.kv.retrievalBytes, streaming: r.kv.streamingBytes, fullAttention },
+      kv: {
+        gpu: r.kv.byDevice.gpu, cpu: r.kv.byDevice.cpu, retrieval: r.kv.retrievalBytes, streaming: r.kv.streamingBytes, fullAttention,
+        offloaded: r.kv.byMethod.magicpig ?? 0,
+        sampledFraction: r.kv.sampling && r.kv.sampling.sampled.map((n, t) => (r.kv.sampling!.offloaded[t] ? n / r.kv.sampling!.offloaded[t] : 0)),
+      },
       work: { gpuDispatches: after.gpu - s.before.gpu, cpuKernelCalls: after.cpu - s.before.cpu },
       counters: r.gpu ? { ...perTokenCounters(r.gpu.decode, r.gpu.decodeSteps), decodeTokens: r.gpu.decodeSteps, prefill: r.gpu.prefill, decode: r.gpu.decode } : null,
     };
@@ -561,7 +577,7 @@ function modelInfo(engine: Engine, checkpoint: Checkpoint, heads: ResolvedHeads,
   const { config } = checkpoint;
   return {
     id: placing.options.id ?? checkpoint.name, config, placement: engine.placement, device: engine.deviceDescription, cpu: engine.cpu.description,
-    heads: heads.description, streamingHeads: countStreaming(heads.kinds), kvHeads: config.numLayers * config.numKvHeads,
+    heads: heads.description + offloadDescription(engine), streamingHeads: countStreaming(heads.kinds), kvHeads: config.numLayers * config.numKvHeads,
     window: heads.window ?? null, contextLength: placing.limit,
     hasTokenizer: checkpoint.tokenizer !== null, hasChatTemplate: checkpoint.tokenizer?.hasChatTemplate ?? false,
     weights: { dtype: engine.model.weightDType, bytes: engine.model.weightBytes },
@@ -580,12 +596,12 @@ function fitContext(engine: Engine, asked: number | undefined, prefillChunk: num
   const m = engine.model;
   const shape: PlacementShape = {
     config: engine.config, kinds: m.kinds, methods: m.methods, window: m.window, main: m.main.kind, streaming: m.streamingBackend.kind,
-    kvDtype: engine.kvDtype, compensation: m.compensation, locret: m.locret,
+    kvDtype: engine.kvDtype, compensation: m.compensation, locret: m.locret, magicpig: m.magicpig,
   };
   const context = asked ?? engine.config.maxPositionEmbeddings;
   const rows = Math.min(prefillChunk ?? 512, context);
   const plan = planMemory(shape, m.weightBytes, context, rows);
-  if (plan.cpu.total <= CPU_PLAN_LIMIT) return context;
+  if (cpuBackendBytes(plan) <= CPU_PLAN_LIMIT) return context;
   const fits = maxCpuContext(shape, m.weightBytes, context, rows);
   if (asked !== undefined || fits === 0) checkCpuPlan(plan, 'contextLength', String(context), fits ? `at most ${fits} tokens fit` : 'not even one token fits');
   notice(`context length ${fits} tokens, not the model's max_position_embeddings ${context}: a KV cache for all of them would need ${describeCpu(plan)} of WebAssembly memory (4 GiB); choose with the contextLength option`);
@@ -601,6 +617,14 @@ function yieldToEventLoop(): Promise<void> {
     channel.port1.onmessage = () => { channel.port1.close(); r(); };
     channel.port2.postMessage(null);
   });
+}
+
+/** "; retrieval heads offloaded (MagicPIG K 10 × L 150, 4 sinks + 64 local, layers 0 dense)" when they are. */
+function offloadDescription(engine: Engine): string {
+  const s = engine.model.magicpig;
+  if (!s) return '';
+  const dense = engine.model.methods.flatMap((row, l) => (row.includes('full') && row.every((n) => n !== 'magicpig') ? [l] : []));
+  return `; retrieval heads offloaded (MagicPIG K ${s.K} × L ${s.L}, ${s.sinks} sinks + ${s.local} local${dense.length ? `, layers ${dense.join(',')} dense` : ''})`;
 }
 
 /** The locret option checked, with the retaining heads loaded from beside the model. */

@@ -3,7 +3,7 @@
 export { DuetModel, Generation } from './model.js';
 export type {
   ChatMessage, DeviceChoice, HeadSettings, Environment, FinishReason, GenerateOptions, GenerationStats, KvStats, ModelInfo,
-  ModelOptions, PerplexityResult, Placement, PlacementCalibration, PlacementChoice, ProgressEvent, Prompt, StreamingWindow, TokenDelta,
+  ModelOptions, OffloadOptions, PerplexityResult, Placement, PlacementCalibration, PlacementChoice, ProgressEvent, Prompt, StreamingWindow, TokenDelta,
 } from './model.js';
 export type {
   ChatCompletion, ChatCompletionChunk, ChatCompletionParams, ChatCompletions, Completion, CompletionParams, Completions,

@@ -4,9 +4,10 @@
 // are constant-size), plus the f32 compensation sums when they are kept.
 import { DuetError } from '../errors.js';
 import type { KvDType } from '../backend/kv-dtype.js';
-import { methodBytes, type KvSettings } from '../kv/method.js';
+import { layoutBytes, layoutHostBytes, methodBytes, type KvSettings } from '../kv/method.js';
 import { fullMethod } from '../kv/full/method.js';
-import { groupHeads, methodsOfKinds } from '../kv/registry.js';
+import { groupHeads, methodsOfKinds, offloadedMethods } from '../kv/registry.js';
+import type { MagicPigSettings } from '../kv/magicpig/settings.js';
 import type { HeadKinds } from './pattern.js';
 
 export interface MemoryProjection {
@@ -17,9 +18,13 @@ export interface MemoryProjection {
   full_bytes: number;
   /** Retrieval heads full, streaming heads sink + recent. */
   duo_bytes: number;
-  /** With the split placement: the retrieval caches live on the GPU, the rings on the CPU. */
+  /** With the split placement: the retrieval caches live on the GPU, the rings (and offloaded caches) on the CPU. */
   gpu_bytes: number;
   cpu_bytes: number;
+  /** Of cpu_bytes, the offloaded (MagicPIG) caches' host memory: K, V, hash codes, norms, key means, hyperplanes. */
+  offloaded_bytes: number;
+  /** KV heads offloaded. */
+  offloaded_heads: number;
   retrieval_heads: number;
   streaming_heads: number;
 }
@@ -29,22 +34,26 @@ export interface MemoryProjection {
  * streaming caches do not. `compensation`: the streaming heads keep the compensation sums.
  */
 export function projectKvMemory(kinds: HeadKinds, headDim: number, context: number,
-  window: { sink: number; recent: number }, kvDtype: KvDType, compensation = false, group = 1): MemoryProjection {
+  window: { sink: number; recent: number }, kvDtype: KvDType, compensation = false, group = 1,
+  offload?: { settings: MagicPigSettings; denseLayers: readonly number[] }): MemoryProjection {
   if (!(Number.isInteger(context) && context >= 1)) throw new DuetError('context', `must be a positive integer (got ${context})`);
-  const settings: KvSettings = { kvDtype, window, compensation };
-  const bytes = { main: 0, side: 0 }, heads: Record<string, number> = {};
+  const settings: KvSettings = { kvDtype, window, compensation, magicpig: offload?.settings };
+  const bytes = { main: 0, side: 0, host: 0 }, heads: Record<string, number> = {};
   let full = 0;
-  for (const row of methodsOfKinds(kinds)) {
+  for (const row of offload ? offloadedMethods(kinds, offload.denseLayers) : methodsOfKinds(kinds)) {
     full += methodBytes(fullMethod, { numKvHeads: row.length, group, headDim }, context, settings);
     for (const g of groupHeads(row)) {
-      bytes[g.method.home] += methodBytes(g.method, { numKvHeads: g.kvHeads.length, group, headDim }, context, settings);
+      const specs = g.method.layout({ numKvHeads: g.kvHeads.length, group, headDim }, context, settings), host = layoutHostBytes(specs);
+      bytes[g.method.home] += layoutBytes(specs) - host;
+      bytes.host += host;
       heads[g.method.name] = (heads[g.method.name] ?? 0) + g.kvHeads.length;
     }
   }
   return {
     context, kvDtype,
     full_bytes: full,
-    duo_bytes: bytes.main + bytes.side, gpu_bytes: bytes.main, cpu_bytes: bytes.side,
+    duo_bytes: bytes.main + bytes.side + bytes.host, gpu_bytes: bytes.main, cpu_bytes: bytes.side + bytes.host,
+    offloaded_bytes: bytes.host, offloaded_heads: heads.magicpig ?? 0,
     retrieval_heads: heads.full ?? 0, streaming_heads: heads.streaming ?? 0,
   };
 }

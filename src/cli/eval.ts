@@ -9,7 +9,7 @@ import {
 } from '../node.js';
 import { claimOutputFolder, removeStale } from '../node/output-folder.js';
 import { writeFileAtomic } from '../node/atomic.js';
-import { intOption, numberList, numberOption } from './options.js';
+import { bareOffload, intOption, numberList, numberOption, offloadOptions } from './options.js';
 import { modelOptions } from './generate.js';
 import { Progress } from './progress.js';
 
@@ -37,6 +37,7 @@ const options = {
   perplexity: { type: 'string' },
   json: { type: 'boolean' },
   out: { type: 'string' },
+  ...offloadOptions,
 } as const;
 
 function table(rows: EvalRow[], config: string, task: TaskKind): string {
@@ -53,7 +54,7 @@ function table(rows: EvalRow[], config: string, task: TaskKind): string {
 }
 
 export async function evalCommand(argv: string[]): Promise<number> {
-  const { values: v } = parseArgs({ args: argv, options, strict: true });
+  const { values: v } = parseArgs({ args: bareOffload(argv), options, strict: true });
   if (!v.model) throw new Error('--model DIR is required');
   const tasks = (v.tasks ?? 'passkey').split(',').map((t) => t.trim()) as TaskKind[];
   for (const t of tasks) if (!TASK_KINDS.includes(t)) throw new Error(`--tasks: unknown task "${t}" (known: ${TASK_KINDS.join(', ')})`);
@@ -70,7 +71,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
   const progressLoad = new Progress('loading');
   // Full attention first (the reference); each configuration is placed in turn on the same model.
   const model = await loadModel(v.model, {
-    ...modelOptions({ device: v.device, placement: v.placement, threads: v.threads, weights: v.weights, 'kv-dtype': v['kv-dtype'], 'prefill-chunk': v['prefill-chunk'] }),
+    ...modelOptions({ device: v.device, placement: v.placement, threads: v.threads, weights: v.weights, 'kv-dtype': v['kv-dtype'], 'prefill-chunk': v['prefill-chunk'], offload: v.offload, 'dense-layers': v['dense-layers'] }),
     onProgress: (e) => { if (e.step === 'weights') progressLoad.update(e.done, e.total); },
   });
   let evaluation: EvaluationResult;

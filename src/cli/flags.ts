@@ -16,6 +16,8 @@ const FLAGS: Record<string, string> = {
   shape: '--shape', placements: '--placements', contexts: '--contexts', sparsities: '--sparsities', suites: '--suite',
   prefillMax: '--prefill-max', type: '--type', formats: '--formats', agreeTokens: '--agree-tokens',
   seqLen: '--seq-len', evalSamples: '--eval-samples', locret: '--method locret', 'locret.budget': '--budget', 'locret.stabilizers': '--stabilizers',
+  offload: '--offload', 'offload.K': '--offload', 'offload.L': '--offload', 'offload.denseLayers': '--dense-layers',
+  'offload.sinks': '--offload', 'offload.local': '--offload',
   concurrency: '--concurrency', requests: '--requests', promptChars: '--prompt-chars', decodeTokens: '--decode-tokens', warmupTokens: '--warmup-tokens',
 };
 

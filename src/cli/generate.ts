@@ -1,7 +1,7 @@
 // `duet generate`: load a checkpoint through the library, prefill the prompt and stream generated text.
 import { parseArgs } from 'node:util';
 import { fillerStyleFor, formatBytes, loadModel, score, taskPrompt, type DeviceChoice, type GenerationStats, type GpuCounters, type PlacementChoice, type Prompt, type TaskSample } from '../node.js';
-import { intOption, kvDtypeOption, locretOptions, numberOption, patternOptions, threadsOption, weightsOption } from './options.js';
+import { bareOffload, intOption, kvDtypeOption, locretOptions, numberOption, offloadFlags, offloadOptions, patternOptions, threadsOption, weightsOption } from './options.js';
 import { Progress } from './progress.js';
 
 const options = {
@@ -25,6 +25,7 @@ const options = {
   json: { type: 'boolean' },
   ...patternOptions,
   ...locretOptions,
+  ...offloadOptions,
 } as const;
 
 export function oneOf<T extends string>(value: string | undefined, flag: string, allowed: readonly T[]): T | undefined {
@@ -37,7 +38,7 @@ export function oneOf<T extends string>(value: string | undefined, flag: string,
 export function modelOptions(v: {
   device?: string; placement?: string; threads?: string; 'prefill-chunk'?: string; weights?: string; 'kv-dtype'?: string;
   pattern?: string; sparsity?: string; 'streaming-only'?: boolean; full?: boolean; sink?: string; recent?: string; compensation?: boolean;
-  method?: string; budget?: string; stabilizers?: string;
+  method?: string; budget?: string; stabilizers?: string; offload?: string; 'dense-layers'?: string;
 }) {
   const exclusive = [v.pattern !== undefined, !!v['streaming-only'], !!v.full].filter(Boolean).length;
   if (exclusive > 1) throw new Error('use only one of --pattern, --streaming-only and --full');
@@ -53,6 +54,7 @@ export function modelOptions(v: {
     pattern: v.pattern, sparsity: numberOption(v.sparsity, '--sparsity'), streamingOnly: v['streaming-only'],
     window: v.full ? undefined : { sink, recent }, compensation: v.compensation,
     locret: locretFlags(v),
+    offload: offloadFlags(v),
     notice: (m: string) => process.stderr.write(`duet: ${m}\n`),
   };
 }
@@ -73,7 +75,7 @@ function locretFlags(v: { method?: string; budget?: string; stabilizers?: string
 }
 
 export async function generateCommand(argv: string[]): Promise<number> {
-  const { values: v } = parseArgs({ args: argv, options, strict: true });
+  const { values: v } = parseArgs({ args: bareOffload(argv), options, strict: true });
   if (!v.model) throw new Error('--model DIR is required');
   const promptSources = [v.prompt, v['prompt-ids'], v.passkey].filter((x) => x !== undefined).length;
   if (promptSources !== 1) throw new Error('give exactly one of --prompt, --prompt-ids and --passkey LENGTH');
@@ -128,7 +130,8 @@ export async function generateCommand(argv: string[]): Promise<number> {
     }
     const r = await generation.result();
     const text = tokenizer ? r.text : null;
-    const kvBytes = r.kv.retrieval + r.kv.streaming;
+    const kvBytes = r.kv.retrieval + r.kv.streaming + r.kv.offloaded;
+    const sampled = r.kv.sampledFraction;
     const recalled = passkey ? score('passkey', text ?? '', passkey.answers) === 1 : null;
     if (v.json) {
       process.stdout.write(`${JSON.stringify({
@@ -137,7 +140,8 @@ export async function generateCommand(argv: string[]): Promise<number> {
         adapter: info.device, heads: info.heads, weights: info.weights,
         prompt_tokens: r.usage.promptTokens, stop_reason: r.stoppedBy, finish_reason: r.finishReason,
         timings: { prefill_ms: r.timings.prefillMs, decode_ms_per_token: r.timings.decodeMsPerToken, ttft_ms: r.timings.timeToFirstTokenMs },
-        kv_bytes: { retrieval: r.kv.retrieval, streaming: r.kv.streaming, gpu: r.kv.gpu, cpu: r.kv.cpu, full_attention: r.kv.fullAttention },
+        kv_bytes: { retrieval: r.kv.retrieval, streaming: r.kv.streaming, offloaded: r.kv.offloaded, gpu: r.kv.gpu, cpu: r.kv.cpu, full_attention: r.kv.fullAttention },
+        ...(sampled ? { offload: { sampled_fraction_per_step: sampled, mean_sampled_fraction: sampled.length ? sampled.reduce((a, b) => a + b, 0) / sampled.length : 0 } } : {}),
         work: { gpu_dispatches: r.work.gpuDispatches, cpu_kernel_calls: r.work.cpuKernelCalls },
         counters: r.counters && countersJson(r.counters),
         ...(passkey ? { passkey: { expected: passkey.answers[0], recalled } } : {}),
@@ -146,7 +150,8 @@ export async function generateCommand(argv: string[]): Promise<number> {
       process.stdout.write('\n');
       process.stderr.write(`duet: ${r.tokens.length} tokens (${r.stoppedBy}); prefill ${r.timings.prefillMs.toFixed(1)} ms; decode ${r.timings.decodeMsPerToken.toFixed(2)} ms/token\n`);
       const where = `${formatBytes(r.kv.gpu)} on the GPU, ${formatBytes(r.kv.cpu)} on the CPU`;
-      process.stderr.write(`duet: KV cache ${formatBytes(kvBytes)} (${where}) vs ${formatBytes(r.kv.fullAttention)} with full attention: ${((1 - kvBytes / r.kv.fullAttention) * 100).toFixed(0)}% saved\n`);
+      process.stderr.write(`duet: KV cache ${formatBytes(kvBytes)} (${where}) vs ${formatBytes(r.kv.fullAttention)} with full attention: ${kvBytes <= r.kv.fullAttention ? `${((1 - kvBytes / r.kv.fullAttention) * 100).toFixed(0)}% saved` : `${(kvBytes / r.kv.fullAttention).toFixed(2)}× as much (hash codes)`}\n`);
+      if (sampled?.length) process.stderr.write(`duet: offloaded heads sampled ${(100 * sampled.reduce((a, b) => a + b, 0) / sampled.length).toFixed(2)}% of their offloaded keys per decode step (mean of ${sampled.length} steps)\n`);
       if (passkey) process.stderr.write(`duet: pass key ${passkey.answers[0]}: ${recalled ? 'recalled' : 'NOT recalled'}\n`);
     }
   } finally {

@@ -33,6 +33,9 @@ Usage:
       --compensation         RazorAttention's compensation token on the streaming heads (docs/razor.md)
       --method locret --budget N [--stabilizers N]   Locret's eviction on every head: N positions per KV
                              head, the latest stabilizers (default N/4) always; needs locret.json (docs/locret.md)
+      --offload [K,L]        MagicPIG: retrieval heads' KV cache in host memory, decode by LSH sampling with K bits
+                             × L tables (default 10,150, or 11,150 under 64 head dims; docs/magicpig.md)
+      --dense-layers L0,L1   with --offload: layers kept on full attention
       --prefill-chunk N      prefill chunk size (default 512)
       --threads N            WASM kernel threads (default: every core)
       --weights f32|f16|q8_0|q4_0|q4_k   storage of the matmul weights (default f32; q8_0 on the CPU
@@ -40,13 +43,14 @@ Usage:
       --kv-dtype f32|f16|int8            storage of the KV caches: full caches and streaming rings (default f32)
       --json                 print one JSON object instead of streaming text
   duet memory --config config.json (--pattern DIR [--sparsity S] | --streaming-only --sink N --recent N)
-              --context N [--kv-dtype f32|f16|int8] [--json]
-      projected KV-cache memory of full attention vs DuoAttention
+              --context N [--kv-dtype f32|f16|int8] [--offload [K,L] [--dense-layers L0,L1]] [--json]
+      projected KV-cache memory of full attention vs DuoAttention (GPU, CPU and offloaded bytes)
   duet eval --model DIR [--pattern DIR [--sparsity S]] [--streaming-only] [--random-pattern S --seeds N]
             [--tasks passkey,niah-single,niah-multikey,niah-multivalue,vt] [--lengths 512,1024,2048]
             [--depths 0,0.25,0.5,0.75,1] [--samples N] [--seed S] [--sink N --recent N]
             [--compensation (adds <config>+comp after each streaming config)] [--perplexity N]
             [--device D] [--placement P] [--prefill-chunk N] [--threads N] [--weights W] [--json] [--out DIR]
+            [--offload [K,L] [--dense-layers L0,L1]] (every configuration with MagicPIG's offloading)
       long-context accuracy per task, length and needle depth; JSON rows and SVG heatmaps in --out
   duet serve --model DIR [--pattern DIR [--sparsity S]] [--host 127.0.0.1] [--port 8080] [--api-key KEY]
              [--max-queue N] [--ctx N] [--device D] [--placement P] [--threads N] [--weights W] [--prefill-chunk N]

@@ -2,12 +2,12 @@
 import { parseArgs } from 'node:util';
 import { readFile } from 'node:fs/promises';
 import { formatBytes, kvMemory, parseModelConfig } from '../node.js';
-import { headOptions, intOption, kvDtypeOption, patternOptions } from './options.js';
+import { bareOffload, headOptions, intOption, kvDtypeOption, offloadFlags, offloadOptions, patternOptions } from './options.js';
 
 export async function memoryCommand(argv: string[]): Promise<number> {
   const { values: v } = parseArgs({
-    args: argv, strict: true,
-    options: { config: { type: 'string' }, context: { type: 'string' }, 'kv-dtype': { type: 'string' }, json: { type: 'boolean' }, ...patternOptions },
+    args: bareOffload(argv), strict: true,
+    options: { config: { type: 'string' }, context: { type: 'string' }, 'kv-dtype': { type: 'string' }, json: { type: 'boolean' }, ...patternOptions, ...offloadOptions },
   });
   if (!v.config) throw new Error('--config config.json is required');
   const context = intOption(v.context, '--context', 1);
@@ -16,7 +16,7 @@ export async function memoryCommand(argv: string[]): Promise<number> {
   let json: unknown;
   try { json = JSON.parse(await readFile(v.config, 'utf8')); } catch (e) { throw new Error(`${v.config}: ${(e as Error).message}`); }
   const config = parseModelConfig(json, v.config);
-  const p = kvMemory(config, { ...await headOptions(v, config.numLayers, config.numKvHeads), context, kvDtype: dtype });
+  const p = kvMemory(config, { ...await headOptions(v, config.numLayers, config.numKvHeads), context, kvDtype: dtype, offload: offloadFlags(v) });
   if (p.note) process.stderr.write(`duet: ${p.note}\n`);
   if (v.json) {
     const { kvDtype, heads, note, ...projection } = p;
@@ -24,13 +24,15 @@ export async function memoryCommand(argv: string[]): Promise<number> {
   } else {
     const rows = [
       ['full attention', formatBytes(p.full_bytes)],
-      ['DuoAttention', formatBytes(p.duo_bytes)],
-      ['  GPU (retrieval heads)', formatBytes(p.gpu_bytes)],
-      ['  CPU (streaming heads)', formatBytes(p.cpu_bytes)],
-      ['saving', `${(p.full_bytes / p.duo_bytes).toFixed(2)}× less`],
+      [p.offloaded_heads ? 'with offloading' : 'DuoAttention', formatBytes(p.duo_bytes)],
+      [p.offloaded_heads ? '  GPU (full heads)' : '  GPU (retrieval heads)', formatBytes(p.gpu_bytes)],
+      [p.offloaded_heads ? '  CPU (streaming + offloaded)' : '  CPU (streaming heads)', formatBytes(p.cpu_bytes)],
+      ...(p.offloaded_heads ? [[`    offloaded (${p.offloaded_heads} KV heads)`, formatBytes(p.offloaded_bytes)]] : []),
+      p.offloaded_heads ? ['GPU saving', `${((1 - p.gpu_bytes / p.full_bytes) * 100).toFixed(0)}% of full attention's bytes off the GPU`]
+        : ['saving', `${(p.full_bytes / p.duo_bytes).toFixed(2)}× less`],
     ];
     process.stdout.write(`KV cache at ${context} tokens, ${dtype} full caches and rings; ${p.heads}\n`);
-    for (const [k, val] of rows) process.stdout.write(`${k.padEnd(26)}${val}\n`);
+    for (const [k, val] of rows) process.stdout.write(`${k.padEnd(p.offloaded_heads ? 32 : 26)}${val}\n`);
   }
   return 0;
 }

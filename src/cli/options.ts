@@ -80,3 +80,28 @@ export async function headOptions(v: PatternValues, layers: number, kvHeads: num
     compensation: v.compensation,
   };
 }
+
+/** --offload [K,L] [--dense-layers L0,L1] (MagicPIG's offloading: generate, serve, eval, memory). */
+export const offloadOptions = {
+  offload: { type: 'string' },
+  'dense-layers': { type: 'string' },
+} as const;
+
+/** A bare --offload (nothing, or another flag, after it) as --offload=default, so that parseArgs takes it. */
+export function bareOffload(argv: string[]): string[] {
+  return argv.map((a, i) => (a === '--offload' && (i + 1 >= argv.length || argv[i + 1].startsWith('-')) ? '--offload=default' : a));
+}
+
+/** --offload [K,L] and --dense-layers as the library's offload option (ranges are the library's to check). */
+export function offloadFlags(v: { offload?: string; 'dense-layers'?: string }): { K?: number; L?: number; denseLayers?: number[] } | undefined {
+  if (v.offload === undefined) {
+    if (v['dense-layers'] !== undefined) throw new Error('--dense-layers goes with --offload');
+    return undefined;
+  }
+  const denseLayers = v['dense-layers'] === undefined ? undefined
+    : numberList(v['dense-layers'], '--dense-layers', (n) => Number.isInteger(n) && n >= 0, 'a layer index');
+  if (v.offload === 'default') return { denseLayers };
+  const m = /^(\d+),(\d+)$/.exec(v.offload.trim());
+  if (!m) throw new Error(`--offload takes K,L (bits per hash table, tables; e.g. --offload 10,150) or nothing for the default (got "${v.offload}")`);
+  return { K: Number(m[1]), L: Number(m[2]), denseLayers };
+}

@@ -2,6 +2,7 @@
 // layer's attention weights split once into one head group per KV method (head-split.ts); each
 // group attends on its method's home backend (src/kv/method.ts).
 import type { LocretSettings } from '../kv/locret/settings.js';
+import type { MagicPigSettings } from '../kv/magicpig/settings.js';
 import type { Backend, DeviceTensor, StreamingWindow } from '../backend/contract.js';
 import type { HeadKinds } from '../attention/pattern.js';
 import { groupHeads, KV_METHODS, methodsOfKinds, type HeadMethods } from '../kv/registry.js';
@@ -48,6 +49,8 @@ export interface DeviceModelOptions {
   compensation?: boolean;
   /** Budget, stabilizers and retaining heads of heads whose method is locret. */
   locret?: LocretSettings;
+  /** LSH parameters and static tokens of heads whose method is magicpig. */
+  magicpig?: MagicPigSettings;
   /**
    * Storage of the matmul weights (projections, MLP, LM head; tied embeddings share the LM head's),
    * each converted as it is placed. Default: every matrix as it is stored in `weights` (packed
@@ -86,6 +89,7 @@ export class DeviceModel {
   readonly window: StreamingWindow;
   readonly compensation: boolean;
   readonly locret: LocretSettings | undefined;
+  readonly magicpig: MagicPigSettings | undefined;
   /** Bytes of weights uploaded to the main backend. */
   readonly weightBytes: number;
   /** The storage of the matmul weights (the format holding most of their bytes, if they mix). */
@@ -102,6 +106,7 @@ export class DeviceModel {
     this.window = options.window;
     this.compensation = options.compensation ?? false;
     this.locret = options.locret;
+    this.magicpig = options.magicpig;
     for (const [what, rows] of [['head pattern', options.kinds], ['head methods', this.methods]] as const) {
       if (rows.length !== config.numLayers || rows.some((row) => row.length !== config.numKvHeads)) {
         throw new Error(`${what} shape ${rows.length}×${rows[0]?.length} does not match the model (${config.numLayers} layers × ${config.numKvHeads} KV heads)`);

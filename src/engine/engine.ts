@@ -7,8 +7,9 @@ import { calibratePlacement, choosePlacement, type PlacementCalibration, type Pl
 import { Sampler, type SamplingOptions } from './sampler.js';
 import { allHeads, countStreaming, type HeadKinds } from '../attention/pattern.js';
 import { applySlidingWindow } from '../attention/sliding-window.js';
-import { methodsOfKinds } from '../kv/registry.js';
+import { methodsOfKinds, offloadedMethods } from '../kv/registry.js';
 import { locretMethod } from '../kv/locret/method.js';
+import { offloadSettings, withKernels, type MagicPigSettings, type OffloadOptions } from '../kv/magicpig/settings.js';
 import { checkLocretSettings, locretHeadsOf, type LocretSettings } from '../kv/locret/settings.js';
 import { retainingHeadShape, type RetainingHeads } from '../kv/locret/retaining-heads.js';
 import { createCpuBackend } from '../cpu/backend.js';
@@ -45,6 +46,13 @@ export interface EngineOptions {
    * q, k, v; so not with streaming heads (kinds) or a model's own sliding window.
    */
   locret?: { budget: number; stabilizers: number; heads: RetainingHeads };
+  /**
+   * MagicPIG's offloading (src/kv/magicpig/method.ts): retrieval heads (every head without a
+   * pattern) keep their cache in host memory and decode by LSH sampling, except in `denseLayers`
+   * (full attention); streaming heads stay on their rings. K, L, sinks, local: defaults from
+   * src/kv/magicpig/settings.ts (K and L by the head size).
+   */
+  offload?: OffloadOptions;
   /** Storage of the matmul weights on the device (default f32); see src/model/quant.ts. */
   weights?: WeightDType;
   /** Storage of the full KV caches and the streaming rings (default f32); see ./kv-dtype.ts. */
@@ -137,6 +145,17 @@ export class Engine {
     }
     const kinds = windowed.kinds;
     const window = windowed.window ?? { sink: 0, recent: 1 };
+    let offload: { settings: MagicPigSettings; denseLayers: number[] } | undefined;
+    if (options.offload) {
+      try {
+        if (options.locret) throw new DuetError('offload', 'cannot be combined with locret (both decide what every head attends)');
+        const checked = offloadSettings(options.offload, kinds, config.headDim, kvDtype);
+        offload = { settings: await withKernels(checked.settings), denseLayers: checked.denseLayers };
+      } catch (e) {
+        gpu?.destroy();
+        throw e;
+      }
+    }
     let locret: LocretSettings | undefined;
     if (options.locret) {
       try {
@@ -171,8 +190,10 @@ export class Engine {
     // Planned before anything is allocated: weights that cannot fit the CPU backend's memory are refused
     // here rather than by an allocation failure halfway through placing them.
     // The users' head kinds become per-head KV method names once, here (src/kv/registry.ts).
-    const methods = locret ? kinds.map((row) => row.map(() => locretMethod.name)) : methodsOfKinds(kinds);
-    const shape: PlacementShape = { config, kinds, methods, window, main: main.kind, streaming: streamingBackend.kind, kvDtype, compensation, locret };
+    const methods = locret ? kinds.map((row) => row.map(() => locretMethod.name))
+      : offload ? offloadedMethods(kinds, offload.denseLayers) : methodsOfKinds(kinds);
+    const magicpig = offload?.settings;
+    const shape: PlacementShape = { config, kinds, methods, window, main: main.kind, streaming: streamingBackend.kind, kvDtype, compensation, locret, magicpig };
     const untiedEmbed = weights.embed === weights.lmHead ? undefined : matrixBytes(weights.embed);
     const weightBytes = weightDType ? placedWeightBytes(shape, weightDType, untiedEmbed) : heldWeightBytes(weights);
     let model: DeviceModel;
@@ -180,7 +201,7 @@ export class Engine {
       checkCpuPlan(planMemory(shape, weightBytes, 1, 1), 'weights', weightDType ?? 'as stored',
         main.kind === 'cpu' ? "store them smaller (weights 'q4_0' or 'q4_k') or run the model on a GPU" : 'use fewer streaming heads');
       if (!options.weights && weightDType && weightDType !== 'f32') notice(`weights stored as ${weightDType} (f32 would need ${(matmulWeightBytes(config) / 2 ** 30).toFixed(1)} GiB of WebAssembly memory); choose with the weights option`);
-      model = new DeviceModel(config, weights, { main, streamingBackend, kinds, methods, window, compensation, locret, weights: weightDType });
+      model = new DeviceModel(config, weights, { main, streamingBackend, kinds, methods, window, compensation, locret, magicpig, weights: weightDType });
     } catch (e) {
       cpu.destroy();
       gpu?.destroy();
@@ -272,6 +293,8 @@ export class Engine {
     this.gpu?.destroy();
   }
 }
+
+export type { OffloadOptions };
 
 /** The engine's locret option as KV settings, checked against the model (every field named). */
 function engineLocret(config: ModelConfig, o: NonNullable<EngineOptions['locret']>, streaming: boolean, kvDtype: KvDType): LocretSettings {

@@ -11,8 +11,9 @@ import type { ModelConfig } from '../model/config.js';
 import { rowBytes, type WeightDType } from '../model/quant.js';
 import { matrixBytes, type ModelWeights } from '../model/weights.js';
 import type { KvDType } from '../backend/kv-dtype.js';
-import { methodBytes, type KvMethod, type KvSettings } from '../kv/method.js';
+import { layoutBytes, layoutHostBytes, type KvMethod, type KvSettings } from '../kv/method.js';
 import type { LocretSettings } from '../kv/locret/settings.js';
+import type { MagicPigSettings } from '../kv/magicpig/settings.js';
 import { groupHeads, methodsOfKinds, type HeadMethods } from '../kv/registry.js';
 
 /** wasm32's address space: the most the CPU backend's memory can grow to. */
@@ -36,6 +37,8 @@ export interface PlacementShape {
   compensation?: boolean;
   /** Budget, stabilizers and retaining heads of heads whose method is locret. */
   locret?: LocretSettings;
+  /** LSH parameters and static tokens of heads whose method is magicpig. */
+  magicpig?: MagicPigSettings;
 }
 
 /** Each layer's head groups (KV method and head count), as DeviceModel builds them. */
@@ -43,7 +46,11 @@ function layerGroups(p: PlacementShape): Array<Array<{ method: KvMethod; kvHeads
   return (p.methods ?? methodsOfKinds(p.kinds)).map((row) => groupHeads(row).map((g) => ({ method: g.method, kvHeads: g.kvHeads.length })));
 }
 
-export interface DeviceBytes { weights: number; kv: number; activations: number; total: number }
+export interface DeviceBytes {
+  weights: number; kv: number; activations: number; total: number;
+  /** Of kv, the bytes in KV methods' own host memories (magicpig's stores), outside the CPU backend's WebAssembly memory. */
+  offloadedKv: number;
+}
 export type MemoryPlan = Record<'cpu' | 'gpu', DeviceBytes>;
 
 /**
@@ -75,7 +82,7 @@ export function placedWeightBytes(p: PlacementShape, dtype: WeightDType, embedBy
 export function planMemory(p: PlacementShape, weightBytes: number, context: number, rows: number): MemoryPlan {
   const { hiddenSize: H, intermediateSize: I, headDim: D, vocabSize: V } = p.config;
   const group = p.config.numHeads / p.config.numKvHeads;
-  const settings: KvSettings = { kvDtype: p.kvDtype ?? 'f32', window: p.window, compensation: p.compensation ?? false, locret: p.locret };
+  const settings: KvSettings = { kvDtype: p.kvDtype ?? 'f32', window: p.window, compensation: p.compensation ?? false, locret: p.locret, magicpig: p.magicpig };
   const plan: MemoryPlan = { cpu: zero(), gpu: zero() };
   const deviceOf = (m: KvMethod) => (m.home === 'main' ? p.main : p.streaming);
   // Largest group of each method over the layers (Session sizes one workspace per method).
@@ -83,7 +90,10 @@ export function planMemory(p: PlacementShape, weightBytes: number, context: numb
   for (const groups of layerGroups(p)) {
     for (const g of groups) {
       most.set(g.method, Math.max(most.get(g.method) ?? 0, g.kvHeads));
-      plan[deviceOf(g.method)].kv += methodBytes(g.method, { numKvHeads: g.kvHeads, group, headDim: D }, context, settings);
+      const specs = g.method.layout({ numKvHeads: g.kvHeads, group, headDim: D }, context, settings), host = layoutHostBytes(specs);
+      plan[deviceOf(g.method)].kv += layoutBytes(specs) - host;
+      plan.cpu.kv += host;
+      plan.cpu.offloadedKv += host;
     }
   }
   // Per method q, k, v, out for `rows` tokens (Session's GroupBuffers), again on the method's device
@@ -113,9 +123,14 @@ export function heldWeightBytes(w: ModelWeights): number {
 /** What the CPU backend's memory can hold of a plan. */
 export const CPU_PLAN_LIMIT = WASM_MEMORY_BYTES - WASM_HEADROOM_BYTES;
 
+/** The plan's bytes in the CPU backend's own WebAssembly memory (not the KV methods' separate stores). */
+export function cpuBackendBytes(plan: MemoryPlan): number {
+  return plan.cpu.total - plan.cpu.offloadedKv;
+}
+
 /** The largest context (≤ `upTo`) whose plan fits the CPU limit; 0 when not even one position fits. */
 export function maxCpuContext(p: PlacementShape, weightBytes: number, upTo: number, rows: number): number {
-  const fits = (c: number) => planMemory(p, weightBytes, c, Math.min(rows, c)).cpu.total <= CPU_PLAN_LIMIT;
+  const fits = (c: number) => cpuBackendBytes(planMemory(p, weightBytes, c, Math.min(rows, c))) <= CPU_PLAN_LIMIT;
   if (fits(upTo)) return upTo;
   let lo = 0, hi = upTo; // fits(lo) or lo = 0; !fits(hi)
   while (hi - lo > 1) {
@@ -128,12 +143,12 @@ export function maxCpuContext(p: PlacementShape, weightBytes: number, upTo: numb
 /** The plan's CPU side in words: "4.50 GiB (weights 4.00 GiB, KV cache 0.25 GiB, activations 0.25 GiB)". */
 export function describeCpu(plan: MemoryPlan): string {
   const c = plan.cpu;
-  return `${gib(c.total)} (weights ${gib(c.weights)}, KV cache ${gib(c.kv)}, activations ${gib(c.activations)})`;
+  return `${gib(c.total - c.offloadedKv)} (weights ${gib(c.weights)}, KV cache ${gib(c.kv - c.offloadedKv)}, activations ${gib(c.activations)})`;
 }
 
 /** Refuses a plan whose CPU side cannot fit the WebAssembly memory, naming the option at fault and its value. */
 export function checkCpuPlan(plan: MemoryPlan, field: string, value: string, advice: string): void {
-  if (plan.cpu.total <= CPU_PLAN_LIMIT) return;
+  if (cpuBackendBytes(plan) <= CPU_PLAN_LIMIT) return;
   throw new DuetError(field, `${value}: the model needs ${describeCpu(plan)} of the CPU backend's WebAssembly memory, more than wasm32's 4 GiB allows (64 MiB kept for the kernels); ${advice}`);
 }
 
@@ -142,5 +157,5 @@ export function gib(bytes: number): string {
 }
 
 function zero(): DeviceBytes {
-  return { weights: 0, kv: 0, activations: 0, total: 0 };
+  return { weights: 0, kv: 0, activations: 0, total: 0, offloadedKv: 0 };
 }

@@ -9,7 +9,7 @@ import type { DeviceHeadGroup, DeviceModel } from './device-model.js';
 import type { Sampler } from './sampler.js';
 import type { DeviceSampler } from '../backend/device-sampler.js';
 import type { KvDType } from '../backend/kv-dtype.js';
-import type { KvGroupCache, KvMethod, KvSettings } from '../kv/method.js';
+import type { KvGroupCache, KvMethod, KvSampling, KvSettings } from '../kv/method.js';
 
 /** One group's activations of a chunk: q, k, v and the attention output. */
 interface GroupBuffers { q: DeviceTensor; k: DeviceTensor; v: DeviceTensor; out: DeviceTensor }
@@ -24,6 +24,8 @@ export interface KvMemory {
   /** Bytes by KV method name (every method, including those two). */
   byMethod: Record<string, number>;
   byDevice: { gpu: number; cpu: number };
+  /** Keys sampled / offloaded per decode step, summed over the sampling caches (magicpig); null without any. */
+  sampling: KvSampling | null;
 }
 
 export class Session {
@@ -51,7 +53,7 @@ export class Session {
   }) {
     const { config, main } = model;
     this.kvDtype = options.kvDtype ?? 'f32';
-    this.kvSettings = { kvDtype: this.kvDtype, window: model.window, compensation: model.compensation, locret: model.locret };
+    this.kvSettings = { kvDtype: this.kvDtype, window: model.window, compensation: model.compensation, locret: model.locret, magicpig: model.magicpig };
     this.maxRows = Math.max(1, options.maxRows);
     this.capacity = Math.max(1, options.capacity);
     this.limit = options.limit ?? null;
@@ -82,12 +84,18 @@ export class Session {
   kvMemory(): KvMemory {
     const byDevice = { gpu: 0, cpu: 0 };
     const byMethod: Record<string, number> = {};
+    let sampling: KvSampling | null = null;
     this.model.layers.forEach((layer, l) => layer.groups.forEach((g, i) => {
-      const b = this.caches[l][i].bytes();
+      const cache = this.caches[l][i], b = cache.bytes(), host = cache.hostBytes?.() ?? 0, s = cache.sampling?.();
+      if (s) {
+        sampling ??= { sampled: s.sampled.map(() => 0), offloaded: s.offloaded.map(() => 0) };
+        s.sampled.forEach((n, t) => { sampling!.sampled[t] += n; sampling!.offloaded[t] += s.offloaded[t]; });
+      }
       byMethod[g.method.name] = (byMethod[g.method.name] ?? 0) + b;
-      byDevice[g.backend.kind] += b;
+      byDevice[g.backend.kind] += b - host;
+      byDevice.cpu += host;
     }));
-    return { retrievalBytes: byMethod.full ?? 0, streamingBytes: byMethod.streaming ?? 0, byMethod, byDevice };
+    return { retrievalBytes: byMethod.full ?? 0, streamingBytes: byMethod.streaming ?? 0, byMethod, byDevice, sampling };
   }
 
   /** Grows every cache so it holds `needed` positions. */
@@ -172,9 +180,10 @@ export class Session {
       for (let i = 0; i < layer.groups.length; i++) {
         if (layer.groups[i].backend !== main) continue;
         const b = bufs[i].local;
-        caches[i].attend(b.out, b.q, b.k, b.v, rows, pastLen);
+        const attended = caches[i].attend(b.out, b.q, b.k, b.v, rows, pastLen);
+        if (attended) await attended; // only methods that attend on the host (magicpig) return a promise
         const stored = caches[i].append(b.k, b.v, rows, pastLen, b.q);
-        if (stored) await stored; // only methods that read back (locret) return a promise
+        if (stored) await stored; // only methods that read back (locret, magicpig) return a promise
       }
       if (transfer) {
         main.flush();
@@ -187,7 +196,8 @@ export class Session {
           be.write(rm.k, data.subarray(at + nq, at + nq + nk));
           be.write(rm.v, data.subarray(at + nq + nk, at + nq + 2 * nk));
           at += nq + 2 * nk;
-          caches[i].attend(rm.out, rm.q, rm.k, rm.v, rows, pastLen);
+          const attended = caches[i].attend(rm.out, rm.q, rm.k, rm.v, rows, pastLen);
+          if (attended) await attended;
           const stored = caches[i].append(rm.k, rm.v, rows, pastLen, rm.q);
           if (stored) await stored;
           main.write(bufs[i].local.out, await be.read(rm.out, 0, nq));

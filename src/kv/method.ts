@@ -7,6 +7,8 @@
 // on each group's cache, on the group's backend:
 //  - attend: each query row r (position pastLen + r) attends, causally, the positions the method
 //    keeps of [0, pastLen) and the chunk's own keys up to itself; what the cache holds is unchanged.
+//    It may return a promise (a method that attends on the host reads q, k, v back; the
+//    coordinator awaits it before append).
 //  - append: stores the chunk, so the next chunk sees positions [0, pastLen + rows). It also gets the
 //    chunk's queries (a method may score tokens from them, as Locret's retaining heads do) and may
 //    return a promise (such a method reads tensors back to the host; the coordinator awaits it).
@@ -15,6 +17,7 @@
 import type { Backend, DeviceTensor, StreamingWindow } from '../backend/contract.js';
 import type { KvDType } from '../backend/kv-dtype.js';
 import type { LocretSettings } from './locret/settings.js';
+import type { MagicPigSettings } from './magicpig/settings.js';
 
 /** The heads one cache serves: numKvHeads KV heads, each read by `group` query heads. */
 export interface KvGroupShape {
@@ -35,12 +38,16 @@ export interface KvSettings {
   compensation: boolean;
   /** Budget, stabilizers and retaining heads (the locret method; src/kv/locret/settings.ts). */
   locret?: LocretSettings;
+  /** LSH parameters, static tokens and hyperplane seed (the magicpig method; src/kv/magicpig/settings.ts). */
+  magicpig?: MagicPigSettings;
 }
 
 /** One tensor of a cache: what it holds and its length in 32-bit words. */
 export interface KvTensorSpec {
   name: string;
   words: number;
+  /** Held in host memory (a WebAssembly memory of the method's own), not on the group's backend. */
+  host?: boolean;
 }
 
 export interface KvMethod {
@@ -57,7 +64,11 @@ export interface KvMethod {
 export interface KvGroupCache {
   /** Bytes of the tensors it holds now. */
   bytes(): number;
-  attend(out: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, rows: number, pastLen: number): void;
+  /** Of bytes(), those held in host memory whatever the group's backend (KvTensorSpec.host; absent: none). */
+  hostBytes?(): number;
+  /** A sampling method's keys per decode step (single-row chunk): sampled and offloaded, summed over its query heads. */
+  sampling?(): KvSampling;
+  attend(out: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, rows: number, pastLen: number): void | Promise<void>;
   append(k: DeviceTensor, v: DeviceTensor, rows: number, pastLen: number, q: DeviceTensor): void | Promise<void>;
   /** Makes room for `capacity` positions (more than before), keeping positions [0, pastLen). */
   grow(capacity: number, pastLen: number): void;
@@ -65,9 +76,17 @@ export interface KvGroupCache {
   free(): void;
 }
 
+/** Per decode step, keys a sampling method attended of those it could have (summed over query heads). */
+export interface KvSampling { sampled: number[]; offloaded: number[] }
+
 /** Bytes of a layout. */
 export function layoutBytes(specs: readonly KvTensorSpec[]): number {
   return 4 * specs.reduce((n, s) => n + s.words, 0);
+}
+
+/** Of a layout's bytes, those held in host memory (KvTensorSpec.host). */
+export function layoutHostBytes(specs: readonly KvTensorSpec[]): number {
+  return 4 * specs.reduce((n, s) => n + (s.host ? s.words : 0), 0);
 }
 
 /** Projected bytes of one group's cache: what a cache created (or grown) at `capacity` holds. */

@@ -4,8 +4,9 @@ import type { KvMethod } from './method.js';
 import { fullMethod } from './full/method.js';
 import { streamingMethod } from './streaming/method.js';
 import { locretMethod } from './locret/method.js';
+import { magicpigMethod } from './magicpig/method.js';
 
-export const KV_METHODS: readonly KvMethod[] = [fullMethod, streamingMethod, locretMethod];
+export const KV_METHODS: readonly KvMethod[] = [fullMethod, streamingMethod, locretMethod, magicpigMethod];
 
 /** The method of each (layer, KV head), by name. */
 export type HeadMethods = string[][];
@@ -19,6 +20,14 @@ export function kvMethod(name: string): KvMethod {
 /** DuoAttention's head kinds (true = retrieval) as method names: retrieval heads full, the rest streaming. */
 export function methodsOfKinds(kinds: ReadonlyArray<ReadonlyArray<boolean>>): HeadMethods {
   return kinds.map((row) => row.map((retrieval) => (retrieval ? fullMethod.name : streamingMethod.name)));
+}
+
+/**
+ * The heads with MagicPIG's offloading: retrieval heads magicpig, except in `denseLayers` (full);
+ * streaming heads stay streaming.
+ */
+export function offloadedMethods(kinds: ReadonlyArray<ReadonlyArray<boolean>>, denseLayers: readonly number[] = []): HeadMethods {
+  return kinds.map((row, l) => row.map((retrieval) => (!retrieval ? streamingMethod.name : denseLayers.includes(l) ? fullMethod.name : magicpigMethod.name)));
 }
 
 /** One layer's KV heads grouped by method (registry order; heads ascending within a group). */

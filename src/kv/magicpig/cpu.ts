@@ -15,7 +15,7 @@ import { instantiateKernels, type KernelExports } from '../../cpu/wasm.js';
 import { checkLshParams, codeStride, type LshParams } from './params.js';
 
 /** The exports of assembly/magicpig.ts (byte addresses into the kernel memory). */
-interface MagicPigExports {
+export interface MagicPigExports {
   simhashScratchFloats(K: number, L: number, d: number): number;
   simhashCodes(codes: number, norms: number, x: number, n: number, d: number, stride: number, center: number,
     planes: number, K: number, L: number, cs: number, scratch: number): void;

@@ -20,7 +20,10 @@
 // Partials. A partial softmax over a set S of logits s_j is {max m, sumExp l = Σ exp(s_j − m),
 // o = Σ exp(s_j − m)·v_j} (o unnormalised; the output is o / l). The empty set is {−∞, 0, 0}.
 // Two partials merge exactly: m = max(m₁, m₂), aᵢ = exp(mᵢ − m), l = a₁l₁ + a₂l₂, o = a₁o₁ + a₂o₂.
-import { checkLshParams, type LshParams } from './params.js';
+import { checkLshParams, codeStride, type LshParams } from './params.js';
+import { attendTokens, RefHistory, type KvReference } from '../reference.js';
+import { kernelModule } from '../../cpu/wasm.js';
+import { simhashPlanes, type MagicPigSettings } from './settings.js';
 
 type Vec = ArrayLike<number>;
 
@@ -158,3 +161,74 @@ export function sampledPartial(inp: SampledInputs, p: LshParams): { sampled: num
   });
   return { sampled, logits, partial: partialSoftmax(logits, sampled, inp.values, d) };
 }
+
+// ---------------------------------------------------------------------------------------------
+// The magicpig KV method's float64 reference (src/kv/magicpig/method.ts), for the conformance
+// harness: a chunk of several rows attends exactly over every position; a single row attends its
+// static tokens (first `sinks`, the `local` positions before it, itself) exactly and the others,
+// keys [sinks, pastLen − local), through sampledPartial above, merged with mergePartials. k̄ per KV
+// head is the mean of the offloaded keys at the first single-row chunk that has any (as the cache
+// stores it: f32), and every offloaded key is hashed centered by it.
+
+const kernels = await kernelModule(false);
+const settingsOf = (o: Omit<MagicPigSettings, 'module' | 'seed'>, seed = 5): { magicpig: MagicPigSettings } => ({ magicpig: { ...o, seed, module: kernels } });
+
+export const reference: KvReference = {
+  variants: [
+    { label: 'K 3, L 12, 2 sinks + 4 local', settings: settingsOf({ K: 3, L: 12, sinks: 2, local: 4 }) },
+    { label: 'K 6, L 20, no sinks, local 1 (sparse)', settings: settingsOf({ K: 6, L: 20, sinks: 0, local: 1 }, 9) },
+    { label: 'K 1, L 40, 3 sinks + 2 local (nearly every key)', settings: settingsOf({ K: 1, L: 40, sinks: 3, local: 2 }, 13) },
+    { label: 'K 10, L 150, 4 sinks + 64 local (the defaults: all static here)', settings: settingsOf({ K: 10, L: 150, sinks: 4, local: 64 }) },
+  ],
+  open(shape, settings) {
+    const s = settings.magicpig!, { numKvHeads: H, group: G, headDim: D } = shape, scale = 1 / Math.sqrt(D);
+    const planes = simhashPlanes(s, D, s.seed);
+    const past = new RefHistory(shape);
+    let means: Float64Array[] | null = null;
+    return {
+      attend(q, k, v, rows, pastLen) {
+        const all = past.withChunk(k, v, rows, pastLen);
+        if (rows > 1) {
+          return attendTokens(q, rows, pastLen, shape, (i, h) => Array.from({ length: i + 1 }, (_, j) => ({ k: all.k[j][h], v: all.v[j][h], bias: 0 })));
+        }
+        const m = Math.max(0, pastLen - s.local - s.sinks);
+        if (m > 0 && !means) {
+          means = Array.from({ length: H }, (_, h) => {
+            const mean = new Float64Array(D);
+            for (let r = 0; r < m; r++) for (let d = 0; d < D; d++) mean[d] += all.k[s.sinks + r][h][d];
+            return mean.map((x) => Math.fround(x / m));
+          });
+        }
+        const statics: number[] = [];
+        for (let j = 0; j < Math.min(s.sinks, pastLen + 1); j++) statics.push(j);
+        for (let j = Math.max(s.sinks, pastLen - s.local); j <= pastLen; j++) statics.push(j);
+        const out = new Float64Array(H * G * D);
+        for (let h = 0; h < H; h++) {
+          const flat = (a: Float64Array[][]) => { const x = new Float64Array(m * D); for (let r = 0; r < m; r++) x.set(a[s.sinks + r][h], r * D); return x; };
+          const keys = flat(all.k), values = flat(all.v);
+          const kCodes = m > 0 ? simhashCodes(keys, m, D, planes, s, means![h]) : new Uint16Array(0);
+          const sk = statics.map((j) => all.k[j][h]), sv = new Float64Array(statics.length * D);
+          statics.forEach((j, i) => sv.set(all.v[j][h], i * D));
+          const skFlat = new Float64Array(statics.length * D);
+          sk.forEach((row, i) => skFlat.set(row, i * D));
+          for (let g = 0; g < G; g++) {
+            const qv = Float64Array.from(q.subarray((h * G + g) * D, (h * G + g + 1) * D));
+            let part = exactPartial(qv, skFlat, sv, statics.length, D, scale);
+            if (m > 0) {
+              const qCodes = simhashCodes(qv, 1, D, planes, s);
+              part = mergePartials(part, sampledPartial({ q: qv, qCodes, keys, values, kCodes, mean: means![h], n: m, d: D, scale }, s).partial);
+            }
+            out.set(finishPartial(part), (h * G + g) * D);
+          }
+        }
+        return out;
+      },
+      append(k, v, rows, pastLen) { past.put(k, v, rows, pastLen); },
+    };
+  },
+  bytes(shape, capacity, settings) {
+    const s = settings.magicpig!, { numKvHeads: H, headDim: D } = shape, off = Math.max(0, capacity - s.sinks - s.local);
+    // planes, K and V of every position, norms (f32) and codes (u16 × L rounded up to 8) of the offloaded rows, k̄.
+    return 4 * s.K * s.L * D + 2 * 4 * H * capacity * D + 4 * H * off + 2 * H * off * codeStride(s.L) + 4 * H * D;
+  },
+};

@@ -1,0 +1,340 @@
+// MagicPIG (Chen et al., ICLR 2025) as a KV method: a KV head's cache lives in host memory, a
+// WebAssembly memory of the cache's own, and decode attends exactly only the static tokens (the
+// first `sinks` positions, the `local` positions before the chunk, and the chunk's row) while the
+// other ("offloaded") keys are sampled by SimHash: keys colliding with the query in ≥ 2 of L
+// tables of K bits, with importance-corrected logits (src/kv/magicpig/reference.ts has the math).
+//
+// Chunks: a chunk of more than one row (prefill) attends exactly over every position, with the
+// full method's WASM attention kernel on the host copy; MagicPIG's prefill is exact too. A chunk
+// of one row (decode) is sampled: static partial softmax (exact, float64 on the host) ⊕ sampled
+// partial (magicpigAttend, assembly/magicpig.ts), merged by log-sum-exp.
+//
+// The key mean k̄ (MagicPIG centers keys before hashing) is fixed per KV head at the first decode
+// step that has offloaded keys: the mean of the keys offloaded then (after a prefill, the
+// prefill's offloaded keys, as in MagicPIG). Those keys are hashed then; later ones are hashed as
+// they leave the local window (at append). Collisions are found by scanning the codes (8 tables
+// per SIMD compare), not by bucket tables: here a token leaves the window every decode step and
+// the tables would be rebuilt every step (MagicPIG builds them once; decode tokens stay in its
+// GPU buffer).
+//
+// Placement: home 'side'. Everything lives in host memory, so the group's backend only holds its
+// q, k, v and output: in the split placement the CPU backend, which gets them in the layer's one
+// q|k|v transfer; on a GPU-only placement the cache reads q, k, v back itself (attend and append
+// return promises) and writes the output. The static tokens therefore sit on the host too: with
+// no partial-softmax merge op on the Backend, keeping them on the GPU would need one more
+// readback per step; they are sinks + local rows, small next to the offloaded ones.
+//
+// Layout (KvTensorSpec.host, one WebAssembly memory per cache): the hyperplanes [K·L][d]; K and V
+// [numKvHeads][capacity][d] f32 (every position); norms |k − k̄| [numKvHeads][off] f32 and codes
+// [numKvHeads][off][cs] u16 of the offloaded rows (off = capacity − sinks − local, cs = L rounded up
+// to 8); k̄ [numKvHeads][d]. Kernel scratch (hashing, gathering, prefill attention) is not counted,
+// like the coordinator's activation buffers. Single-threaded (one memory per cache).
+import type { Backend, DeviceTensor } from '../../backend/contract.js';
+import { WasmHeap } from '../../cpu/memory.js';
+import { kernelMemory, type KernelExports } from '../../cpu/wasm.js';
+import { layoutBytes, type KvGroupCache, type KvSampling, type KvGroupShape, type KvMethod, type KvSettings, type KvTensorSpec } from '../method.js';
+import type { MagicPigExports } from './cpu.js';
+import { codeStride } from './params.js';
+import { checkMagicPigSettings, simhashPlanes, type MagicPigSettings } from './settings.js';
+
+/** One cache's store is one WebAssembly memory (wasm32: 4 GiB), 64 MiB of which are kept for the kernels' scratch. */
+export const STORE_LIMIT_BYTES = 2 ** 32 - 64 * 2 ** 20;
+
+/** The attention kernel's query tile (as the CPU backend's). */
+const TILE_ROWS = 16;
+
+type Kernels = KernelExports & MagicPigExports;
+
+/** Offloaded rows a cache of `capacity` positions can hold. */
+function offloadedCapacity(capacity: number, s: MagicPigSettings): number {
+  return Math.max(0, capacity - s.sinks - s.local);
+}
+
+function storeSpecs(shape: KvGroupShape, capacity: number, s: MagicPigSettings): KvTensorSpec[] {
+  const { numKvHeads: H, headDim: D } = shape, off = offloadedCapacity(capacity, s), cs = codeStride(s.L);
+  return [
+    { name: 'SimHash planes', words: s.K * s.L * D, host: true },
+    { name: 'K (host)', words: H * capacity * D, host: true },
+    { name: 'V (host)', words: H * capacity * D, host: true },
+    { name: 'norms |k − k̄|', words: H * off, host: true },
+    { name: `codes (${s.L} × u16)`, words: (H * off * cs) / 2, host: true },
+    { name: 'k̄', words: H * D, host: true },
+  ];
+}
+
+/** Refuses a store larger than one WebAssembly memory, naming the limit. */
+function checkStore(shape: KvGroupShape, capacity: number, s: MagicPigSettings): KvTensorSpec[] {
+  const specs = storeSpecs(shape, capacity, s), bytes = layoutBytes(specs);
+  if (bytes > STORE_LIMIT_BYTES) {
+    throw new RangeError(`magicpig: layer ${shape.layer ?? 0}'s offloaded store (${shape.numKvHeads} KV heads × ${capacity} positions, L = ${s.L}) needs ${(bytes / 2 ** 30).toFixed(2)} GiB, more than one WebAssembly memory holds (4 GiB, 64 MiB of it kept for the kernels' scratch); use a shorter context or fewer tables`);
+  }
+  return specs;
+}
+
+/** A kernel instance over a fresh private memory, instantiated synchronously from the compiled module. */
+function instantiate(module: WebAssembly.Module): { k: Kernels; heap: WasmHeap } {
+  const memory = kernelMemory(false);
+  const instance = new WebAssembly.Instance(module, {
+    env: {
+      memory,
+      abort: (_msg: number, _file: number, line: number, col: number) => { throw new Error(`MagicPIG kernel aborted at ${line}:${col}`); },
+      seed: () => 0,
+    },
+  });
+  const k = instance.exports as unknown as Kernels;
+  return { k, heap: new WasmHeap(memory, k.heapBase()) };
+}
+
+export class MagicPigCache implements KvGroupCache {
+  private readonly k: Kernels;
+  private readonly heap: WasmHeap;
+  private readonly cs: number;
+  /** Live blocks: byte address → logical bytes. */
+  private readonly blocks = new Map<number, number>();
+  private readonly planes: number;
+  private keys: number;
+  private values: number;
+  private norms: number;
+  private codes: number;
+  private readonly means: number;
+  private off: number;
+  /** Positions stored. */
+  private seen = 0;
+  /** Offloaded rows hashed (every head alike), once k̄ is fixed. */
+  private hashed = 0;
+  private centered = false;
+  /** The chunk attend() already stored, so that append() of it stores nothing again. */
+  private stored: { k: DeviceTensor; v: DeviceTensor; rows: number; pastLen: number } | null = null;
+  private freed = false;
+  /** Sampling of the decode steps so far, summed (--json reports sampled / offloaded per step). */
+  readonly counts = { steps: 0, sampled: 0, offloaded: 0 };
+  private readonly perStep: KvSampling = { sampled: [], offloaded: [] };
+
+  constructor(private readonly be: Backend, private readonly shape: KvGroupShape, private capacity: number,
+    private readonly s: MagicPigSettings) {
+    checkStore(shape, capacity, s);
+    ({ k: this.k, heap: this.heap } = instantiate(s.module!));
+    const { numKvHeads: H, headDim: D } = shape;
+    this.cs = codeStride(s.L);
+    this.off = offloadedCapacity(capacity, s);
+    this.planes = this.block(s.K * s.L * D * 4);
+    this.heap.f32.set(simhashPlanes(s, D, s.seed), this.planes >>> 2);
+    this.keys = this.block(H * capacity * D * 4);
+    this.values = this.block(H * capacity * D * 4);
+    this.norms = this.block(H * this.off * 4);
+    this.codes = this.block(H * this.off * this.cs * 2);
+    this.means = this.block(H * D * 4);
+  }
+
+  bytes(): number {
+    let n = 0;
+    for (const b of this.blocks.values()) n += b;
+    return n;
+  }
+
+  hostBytes(): number { return this.bytes(); }
+
+  sampling(): KvSampling { return this.perStep; }
+
+  async attend(out: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, rows: number, pastLen: number): Promise<void> {
+    this.live();
+    const { numKvHeads: H, group: G, headDim: D } = this.shape;
+    const [qh, kh, vh] = await Promise.all([this.be.read(q, 0, rows * H * G * D), this.be.read(k, 0, rows * H * D), this.be.read(v, 0, rows * H * D)]);
+    this.store(kh, vh, rows, pastLen);
+    this.stored = { k, v, rows, pastLen };
+    this.be.write(out, rows > 1 ? this.exact(qh, rows, pastLen) : this.sampled(qh, pastLen));
+  }
+
+  async append(k: DeviceTensor, v: DeviceTensor, rows: number, pastLen: number): Promise<void> {
+    this.live();
+    const s = this.stored;
+    if (!(s && s.k === k && s.v === v && s.rows === rows && s.pastLen === pastLen)) {
+      const n = rows * this.shape.numKvHeads * this.shape.headDim;
+      const [kh, vh] = await Promise.all([this.be.read(k, 0, n), this.be.read(v, 0, n)]);
+      this.store(kh, vh, rows, pastLen);
+    }
+    this.stored = null;
+    this.seen = pastLen + rows;
+    if (this.centered) this.hash(this.hashed, offloadedRows(this.seen, this.s));
+  }
+
+  grow(capacity: number, pastLen: number): void {
+    this.live();
+    if (capacity <= this.capacity) return;
+    if (pastLen !== this.seen) throw new Error(`magicpig cache holds ${this.seen} positions, asked to grow keeping ${pastLen}`);
+    checkStore(this.shape, capacity, this.s);
+    const { numKvHeads: H, headDim: D } = this.shape, off = offloadedCapacity(capacity, this.s), cs = this.cs;
+    // Per head: copy the first `rows` rows of `width` bytes from a slab of `from` rows to one of `to`.
+    const regrow = (old: number, from: number, to: number, width: number, rows: number): number => {
+      const t = this.block(H * to * width), u8 = new Uint8Array(this.heap.memory.buffer);
+      for (let h = 0; h < H; h++) u8.copyWithin(t + h * to * width, old + h * from * width, old + h * from * width + rows * width);
+      this.release(old);
+      return t;
+    };
+    this.keys = regrow(this.keys, this.capacity, capacity, D * 4, pastLen);
+    this.values = regrow(this.values, this.capacity, capacity, D * 4, pastLen);
+    this.norms = regrow(this.norms, this.off, off, 4, this.hashed);
+    this.codes = regrow(this.codes, this.off, off, cs * 2, this.hashed);
+    this.capacity = capacity;
+    this.off = off;
+    this.stored = null;
+  }
+
+  free(): void {
+    if (this.freed) return;
+    for (const p of [...this.blocks.keys()]) this.release(p);
+    this.freed = true;
+  }
+
+  private live(): void {
+    if (this.freed) throw new Error('magicpig cache used after free');
+  }
+
+  private block(bytes: number): number {
+    const p = this.heap.alloc(bytes);
+    this.blocks.set(p, bytes);
+    return p;
+  }
+
+  private release(p: number): void {
+    this.heap.release(p, this.blocks.get(p)!);
+    this.blocks.delete(p);
+  }
+
+  /** Writes a chunk's keys and values ([rows][H][D]) at positions pastLen…. */
+  private store(kh: Float32Array, vh: Float32Array, rows: number, pastLen: number): void {
+    if (pastLen !== this.seen) throw new Error(`magicpig cache holds positions [0, ${this.seen}); a chunk at ${pastLen} does not follow them`);
+    if (pastLen + rows > this.capacity) throw new RangeError(`magicpig: ${pastLen + rows} positions exceed the cache capacity ${this.capacity}`);
+    const { numKvHeads: H, headDim: D } = this.shape, f32 = this.heap.f32;
+    for (let r = 0; r < rows; r++) {
+      for (let h = 0; h < H; h++) {
+        const at = (h * this.capacity + pastLen + r) * D, from = (r * H + h) * D;
+        f32.set(kh.subarray(from, from + D), (this.keys >>> 2) + at);
+        f32.set(vh.subarray(from, from + D), (this.values >>> 2) + at);
+      }
+    }
+  }
+
+  /** Exact causal attention of the chunk over positions [0, pastLen + rows) (the full method's kernel). */
+  private exact(qh: Float32Array, rows: number, pastLen: number): Float32Array {
+    const { numKvHeads: H, group: G, headDim: D } = this.shape, n = rows * H * G * D, h = this.heap;
+    const qp = h.alloc(n * 4), op = h.alloc(n * 4);
+    const scratchFloats = this.k.attentionScratchFloats(TILE_ROWS * G, D) + this.k.kvDecodeScratchFloats(D, 0);
+    const sp = h.alloc(scratchFloats * 4);
+    try {
+      h.f32.set(qh, qp >>> 2);
+      this.k.attention(op, qp, this.keys, this.values, rows, H * G, H, D, pastLen, 1 / Math.sqrt(D), this.capacity, sp, TILE_ROWS, 0, H, 0);
+      return h.f32.slice(op >>> 2, (op >>> 2) + n);
+    } finally {
+      h.release(qp, n * 4); h.release(op, n * 4); h.release(sp, scratchFloats * 4);
+    }
+  }
+
+  /** One decode row at position pastLen: static part exact ⊕ sampled offloaded part. */
+  private sampled(qh: Float32Array, pastLen: number): Float32Array {
+    const { numKvHeads: H, group: G, headDim: D } = this.shape, { sinks, local, K, L } = this.s, cs = this.cs;
+    const m = offloadedRows(pastLen, this.s), scale = 1 / Math.sqrt(D);
+    if (m > 0 && !this.centered) this.center(m);
+    const result = new Float32Array(H * G * D), sampledBefore = this.counts.sampled;
+    const h = this.heap, nq = H * G;
+    const qp = h.alloc(nq * D * 4), qc = h.alloc(nq * cs * 2), op = h.alloc(G * D * 4), st = h.alloc(G * 8), cp = h.alloc(G * 4);
+    const scratchFloats = Math.max(this.k.magicpigScratchFloats(Math.max(1, m), G), this.k.simhashScratchFloats(K, L, D));
+    const sp = h.alloc(scratchFloats * 4);
+    try {
+      h.f32.set(qh, qp >>> 2);
+      if (m > 0) this.k.simhashCodes(qc, 0, qp, nq, D, D, 0, this.planes, K, L, cs, sp);
+      // Static positions: the sinks, then the local window before the row, then the row itself.
+      const statics: number[] = [];
+      for (let j = 0; j < Math.min(sinks, pastLen + 1); j++) statics.push(j);
+      for (let j = Math.max(sinks, pastLen - local); j <= pastLen; j++) statics.push(j);
+      for (let kvh = 0; kvh < H; kvh++) {
+        if (m > 0) {
+          const row = (kvh * this.capacity + sinks) * D * 4;
+          this.k.magicpigAttend(op, st, cp, qp + kvh * G * D * 4, qc + kvh * G * cs * 2, this.keys + row, this.values + row,
+            this.norms + kvh * this.off * 4, this.codes + kvh * this.off * cs * 2, this.means + kvh * D * 4,
+            m, G, D, cs, L, K, scale, 1, 0, 0, sp);
+        }
+        const f32 = h.f32, counts = new Int32Array(h.memory.buffer, cp, G);
+        for (let g = 0; g < G; g++) {
+          const qo = (qp >>> 2) + (kvh * G + g) * D;
+          // Static partial in float64.
+          const logits = statics.map((j) => {
+            const ko = (this.keys >>> 2) + (kvh * this.capacity + j) * D;
+            let s = 0;
+            for (let d = 0; d < D; d++) s += f32[qo + d] * f32[ko + d];
+            return s * scale;
+          });
+          let ms = -Infinity;
+          for (const x of logits) ms = Math.max(ms, x);
+          const o = new Float64Array(D);
+          let ls = 0;
+          statics.forEach((j, i) => {
+            const e = Math.exp(logits[i] - ms), vo = (this.values >>> 2) + (kvh * this.capacity + j) * D;
+            ls += e;
+            for (let d = 0; d < D; d++) o[d] += e * f32[vo + d];
+          });
+          // ⊕ the sampled partial {max, Σ, o} (f32 from the kernel).
+          const mc = m > 0 ? f32[(st >>> 2) + 2 * g] : -Infinity;
+          const M = Math.max(ms, mc), a = Math.exp(ms - M), b = mc === -Infinity ? 0 : Math.exp(mc - M);
+          const l = a * ls + b * (m > 0 ? f32[(st >>> 2) + 2 * g + 1] : 0);
+          const at = (kvh * G + g) * D, oc = (op >>> 2) + g * D;
+          for (let d = 0; d < D; d++) result[at + d] = (a * o[d] + (b ? b * f32[oc + d] : 0)) / l;
+          if (m > 0) this.counts.sampled += counts[g];
+        }
+      }
+      this.counts.steps++;
+      this.counts.offloaded += m * nq;
+      this.perStep.sampled.push(this.counts.sampled - sampledBefore);
+      this.perStep.offloaded.push(m * nq);
+      return result;
+    } finally {
+      h.release(qp, nq * D * 4); h.release(qc, nq * cs * 2); h.release(op, G * D * 4); h.release(st, G * 8); h.release(cp, G * 4);
+      h.release(sp, scratchFloats * 4);
+    }
+  }
+
+  /** Fixes k̄ per KV head as the mean of the m offloaded keys, and hashes them. */
+  private center(m: number): void {
+    const { numKvHeads: H, headDim: D } = this.shape, f32 = this.heap.f32;
+    for (let h = 0; h < H; h++) {
+      const mean = new Float64Array(D);
+      for (let r = 0; r < m; r++) {
+        const ko = (this.keys >>> 2) + (h * this.capacity + this.s.sinks + r) * D;
+        for (let d = 0; d < D; d++) mean[d] += f32[ko + d];
+      }
+      for (let d = 0; d < D; d++) f32[(this.means >>> 2) + h * D + d] = mean[d] / m;
+    }
+    this.centered = true;
+    this.hash(0, m);
+  }
+
+  /** Hashes offloaded rows [from, to) of every head (centered by its k̄) and stores their norms. */
+  private hash(from: number, to: number): void {
+    if (to <= from) return;
+    const { numKvHeads: H, headDim: D } = this.shape, { K, L, sinks } = this.s, cs = this.cs;
+    const floats = this.k.simhashScratchFloats(K, L, D), sp = this.heap.alloc(floats * 4);
+    try {
+      for (let h = 0; h < H; h++) {
+        this.k.simhashCodes(this.codes + (h * this.off + from) * cs * 2, this.norms + (h * this.off + from) * 4,
+          this.keys + (h * this.capacity + sinks + from) * D * 4, to - from, D, D, this.means + h * D * 4, this.planes, K, L, cs, sp);
+      }
+    } finally { this.heap.release(sp, floats * 4); }
+    this.hashed = to;
+  }
+}
+
+/** Offloaded rows once `n` positions are stored: those after the sinks and before the local window. */
+function offloadedRows(n: number, s: MagicPigSettings): number {
+  return Math.max(0, n - s.local - s.sinks);
+}
+
+export const magicpigMethod: KvMethod = {
+  name: 'magicpig',
+  home: 'side',
+  layout(shape: KvGroupShape, capacity: number, settings: KvSettings): KvTensorSpec[] {
+    return checkStore(shape, capacity, checkMagicPigSettings(settings.magicpig));
+  },
+  create(backend: Backend, shape: KvGroupShape, capacity: number, settings: KvSettings): KvGroupCache {
+    return new MagicPigCache(backend, shape, capacity, checkMagicPigSettings(settings.magicpig, true));
+  },
+};

@@ -1,0 +1,159 @@
+// The magicpig KV method (src/kv/magicpig/method.ts) beyond the conformance harness
+// (test/kv-methods.test.ts runs its outputs against the float64 reference on every backend):
+// - the keys it samples per decode step are exactly the reference's sampled sets (same seeded
+//   hyperplanes, k̄ fixed at the first decode step), and it does sample: neither none nor all;
+// - with huge L it approaches exact attention, with small L it does not (so the estimate is what
+//   is tested, not a disguised exact attention): K = 2, L = 1024 within 2e-3, L = 4 off by > 1e-2;
+// - every byte is host bytes and equals the layout; bad settings and a store over one
+//   WebAssembly memory are refused with the field or limit named.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { magicpigMethod, MagicPigCache, STORE_LIMIT_BYTES } from '../src/kv/magicpig/method.ts';
+import { magicpigSettings, simhashPlanes, checkMagicPigSettings, defaultLsh, type MagicPigSettings } from '../src/kv/magicpig/settings.ts';
+import { sampledSet, simhashCodes } from '../src/kv/magicpig/reference.ts';
+import { fullMethod } from '../src/kv/full/method.ts';
+import { layoutBytes, layoutHostBytes, methodBytes, type KvGroupShape, type KvSettings } from '../src/kv/method.ts';
+import { createCpuBackend } from '../src/cpu/backend.ts';
+import { randomArray } from './reference/kernels.ts';
+import { reference as fullReference } from '../src/kv/full/reference.ts';
+
+const BASE: Omit<KvSettings, 'magicpig'> = { kvDtype: 'f32', window: { sink: 4, recent: 8 }, compensation: false };
+
+async function settingsWith(o: Partial<MagicPigSettings>, headDim: number): Promise<KvSettings> {
+  return { ...BASE, magicpig: await magicpigSettings(o, headDim) };
+}
+
+/** Runs a prefill of `prefill` rows then `steps` decode rows; returns outputs of the decode rows and the cache. */
+async function decodeRun(shape: KvGroupShape, settings: KvSettings, prefill: number, steps: number, seed: number) {
+  const be = await createCpuBackend();
+  const { numKvHeads: H, group: G, headDim: D } = shape, total = prefill + steps;
+  const q = randomArray(total * H * G * D, seed, 1.5), k = randomArray(total * H * D, seed + 1, 1.5), v = randomArray(total * H * D, seed + 2);
+  const cache = magicpigMethod.create(be, shape, total, settings) as MagicPigCache;
+  const outs: Float32Array[] = [];
+  const sampledPerStep: number[] = [];
+  let pastLen = 0;
+  for (const rows of [prefill, ...Array(steps).fill(1)]) {
+    const qt = be.upload(q.subarray(pastLen * H * G * D, (pastLen + rows) * H * G * D));
+    const kt = be.upload(k.subarray(pastLen * H * D, (pastLen + rows) * H * D)), vt = be.upload(v.subarray(pastLen * H * D, (pastLen + rows) * H * D));
+    const out = be.alloc(rows * H * G * D);
+    const before = cache.counts.sampled;
+    await cache.attend(out, qt, kt, vt, rows, pastLen);
+    await cache.append(kt, vt, rows, pastLen);
+    if (rows === 1) { outs.push(await be.read(out)); sampledPerStep.push(cache.counts.sampled - before); }
+    for (const t of [qt, kt, vt, out]) be.free(t);
+    pastLen += rows;
+  }
+  return { be, cache, q, k, v, outs, sampledPerStep };
+}
+
+test('decode samples exactly the reference sets (seeded planes, k̄ from the first decode step), some keys and not all', async () => {
+  const shape: KvGroupShape = { numKvHeads: 2, group: 3, headDim: 12 };
+  const settings = await settingsWith({ K: 3, L: 12, sinks: 2, local: 4, seed: 5 }, 12);
+  const s = settings.magicpig!, prefill = 30, steps = 6, { numKvHeads: H, group: G, headDim: D } = shape;
+  const { be, cache, q, k, sampledPerStep } = await decodeRun(shape, settings, prefill, steps, 41);
+  const planes = simhashPlanes(s, D, s.seed);
+  const mFirst = prefill - s.local - s.sinks;
+  const mean = Array.from({ length: H }, (_, h) => {
+    const m = new Float64Array(D);
+    for (let r = 0; r < mFirst; r++) for (let d = 0; d < D; d++) m[d] += k[((s.sinks + r) * H + h) * D + d];
+    return m.map((x) => Math.fround(x / mFirst));
+  });
+  let offloaded = 0;
+  for (let t = 0; t < steps; t++) {
+    const pos = prefill + t, m = pos - s.local - s.sinks;
+    let expected = 0;
+    for (let h = 0; h < H; h++) {
+      const keys = new Float64Array(m * D);
+      for (let r = 0; r < m; r++) for (let d = 0; d < D; d++) keys[r * D + d] = k[((s.sinks + r) * H + h) * D + d];
+      const kCodes = simhashCodes(keys, m, D, planes, s, mean[h]);
+      for (let g = 0; g < G; g++) {
+        const qv = q.subarray((pos * H * G + h * G + g) * D, (pos * H * G + h * G + g + 1) * D);
+        expected += sampledSet(simhashCodes(qv, 1, D, planes, s), kCodes, m, s.L).length;
+      }
+    }
+    assert.is(sampledPerStep[t], expected, `decode step at ${pos}: keys sampled over the ${H * G} query heads`);
+    offloaded += m * H * G;
+  }
+  assert.is(cache.counts.steps, steps);
+  assert.is(cache.counts.offloaded, offloaded);
+  const fraction = cache.counts.sampled / offloaded;
+  assert.ok(fraction > 0.05 && fraction < 0.95, `sampled fraction ${fraction} is neither none nor all`);
+  cache.free(); be.destroy();
+});
+
+test('with huge L the estimate approaches exact attention; with small L it does not', async () => {
+  const shape: KvGroupShape = { numKvHeads: 1, group: 2, headDim: 16 };
+  const prefill = 160, steps = 4, { numKvHeads: H, group: G, headDim: D } = shape;
+  const errorWith = async (K: number, L: number) => {
+    const { be, cache, q, k, v, outs } = await decodeRun(shape, await settingsWith({ K, L, sinks: 2, local: 4 }, D), prefill, steps, 77);
+    const exact = fullReference.open(shape, { ...BASE });
+    exact.append(k.subarray(0, prefill * H * D), v.subarray(0, prefill * H * D), prefill, 0, q.subarray(0, prefill * H * G * D));
+    let worst = 0;
+    for (let t = 0; t < steps; t++) {
+      const pos = prefill + t, qr = q.subarray(pos * H * G * D, (pos + 1) * H * G * D);
+      const kr = k.subarray(pos * H * D, (pos + 1) * H * D), vr = v.subarray(pos * H * D, (pos + 1) * H * D);
+      const want = exact.attend(qr, kr, vr, 1, pos);
+      exact.append(kr, vr, 1, pos, qr);
+      for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(outs[t][i] - want[i]));
+    }
+    const fraction = cache.counts.sampled / cache.counts.offloaded;
+    cache.free(); be.destroy();
+    return { worst, fraction };
+  };
+  const huge = await errorWith(2, 1024), small = await errorWith(6, 4);
+  assert.ok(huge.fraction > 0.9, `K 2, L 1024 samples nearly every key (${huge.fraction})`);
+  assert.ok(huge.worst < 2e-3, `K 2, L 1024: |Δ| ${huge.worst} from exact attention`);
+  assert.ok(small.fraction < 0.2, `K 6, L 4 samples few keys (${small.fraction})`);
+  assert.ok(small.worst > 1e-2, `K 6, L 4 is visibly an estimate (|Δ| ${small.worst})`);
+});
+
+test('every byte is a host byte and equals the layout; the full method has none', async () => {
+  const shape: KvGroupShape = { numKvHeads: 3, group: 1, headDim: 20 };
+  const settings = await settingsWith({ K: 4, L: 13, sinks: 1, local: 3 }, 20);
+  const be = await createCpuBackend();
+  const cache = magicpigMethod.create(be, shape, 10, settings);
+  const specs = magicpigMethod.layout(shape, 10, settings);
+  assert.is(cache.bytes(), layoutBytes(specs));
+  assert.is(cache.hostBytes!(), cache.bytes());
+  assert.is(layoutHostBytes(specs), layoutBytes(specs));
+  // planes 4·13·20, K and V 2·3·10·20, norms 3·6, codes 3·6·16 u16, k̄ 3·20 (words)
+  assert.is(cache.bytes(), 4 * (4 * 13 * 20 + 2 * 3 * 10 * 20 + 3 * 6 + (3 * 6 * 16) / 2 + 3 * 20));
+  cache.grow(25, 0);
+  assert.is(cache.bytes(), methodBytes(magicpigMethod, shape, 25, settings));
+  assert.is(layoutHostBytes(fullMethod.layout(shape, 10, settings)), 0);
+  cache.free(); be.destroy();
+});
+
+test('bad settings and a store over one WebAssembly memory are refused, naming the field or the limit', async () => {
+  const good = (await settingsWith({}, 64)).magicpig!;
+  assert.equal({ K: good.K, L: good.L, sinks: good.sinks, local: good.local }, { ...defaultLsh(64), sinks: 4, local: 64 });
+  assert.throws(() => checkMagicPigSettings({ ...good, K: 0 }), /K \(bits per hash table\) must be an integer in 1\.\.16 \(got 0\)/);
+  assert.throws(() => checkMagicPigSettings({ ...good, K: 17 }), /K .* \(got 17\)/);
+  assert.throws(() => checkMagicPigSettings({ ...good, L: 1 }), /L \(hash tables\) must be an integer in 2\.\.1024 \(got 1\)/);
+  assert.throws(() => checkMagicPigSettings({ ...good, L: 2.5 }), /L .* \(got 2\.5\)/);
+  assert.throws(() => checkMagicPigSettings({ ...good, local: 0 }), /local window must be an integer ≥ 1 \(got 0\)/);
+  assert.throws(() => checkMagicPigSettings({ ...good, sinks: -1 }), /sinks must be an integer ≥ 0 \(got -1\)/);
+  let refused = '';
+  await magicpigSettings({ L: 1 }, 64).catch((e: Error) => { refused = e.message; });
+  assert.match(refused, /L \(hash tables\)/);
+  const shape: KvGroupShape = { numKvHeads: 8, group: 4, headDim: 128, layer: 3 };
+  assert.throws(() => magicpigMethod.layout(shape, 16, { ...BASE }), /needs settings\.magicpig/);
+  assert.throws(() => magicpigMethod.layout(shape, 2 ** 19, { ...BASE, magicpig: good }), /layer 3's offloaded store .* more than one WebAssembly memory holds \(4 GiB/);
+  assert.ok(layoutBytes(magicpigMethod.layout(shape, 2 ** 16, { ...BASE, magicpig: good })) <= STORE_LIMIT_BYTES);
+  const be = await createCpuBackend();
+  const cache = magicpigMethod.create(be, { ...shape, numKvHeads: 1 }, 16, { ...BASE, magicpig: good });
+  assert.throws(() => cache.grow(2 ** 23, 0), /more than one WebAssembly memory holds/);
+  cache.free();
+  assert.throws(() => cache.grow(32, 0), /used after free/);
+  be.destroy();
+});
+
+test('hyperplanes are seeded: the same seed gives the same planes, another seed others', () => {
+  const a = simhashPlanes({ K: 3, L: 5 }, 7, 1), b = simhashPlanes({ K: 3, L: 5 }, 7, 1), c = simhashPlanes({ K: 3, L: 5 }, 7, 2);
+  assert.equal(a, b);
+  assert.not.equal(a, c);
+  const mean = a.reduce((x, y) => x + y, 0) / a.length;
+  assert.ok(Math.abs(mean) < 0.5 && a.every(Number.isFinite));
+});
+
+test.run();

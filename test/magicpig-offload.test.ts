@@ -1,0 +1,131 @@
+// MagicPIG's offloading through the library (loadModel's offload option) and the CLI (--offload),
+// on the bundled passkey model (fixtures/duet-passkey, CPU):
+// - every retrieval head becomes magicpig (with a pattern: the retrieval heads only; dense layers
+//   stay full), its bytes are CPU bytes, and `kvMemory` (what `duet memory --offload` prints)
+//   equals the runtime's measured bytes exactly;
+// - the sampled fraction is reported per decode step, strictly between 0 and 1 at 1K tokens;
+// - bad options (K, L, dense layers, nothing to offload, locret, packed KV) are refused by name.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { kvMemory, loadModel, type DuetModel, type HeadPattern } from '../src/node.ts';
+import { main } from '../src/cli/main.ts';
+import { sharedGpu } from './helpers/engine.ts';
+import { gpuTests } from './helpers/gpu-skip.ts';
+
+const DIR = 'fixtures/duet-passkey';
+
+function prompt(n: number): number[] {
+  return Array.from({ length: n }, (_, i) => 3 + ((i * 7 + (i >> 3)) % 40));
+}
+
+/** Layers 0..2 × 4 KV heads, half streaming: α 1 on heads 0 and 2. */
+const pattern: HeadPattern = { alphas: [[1, 0, 1, 0], [1, 0, 1, 0], [1, 0, 1, 0]], sink: 4, recent: 16, config: {} };
+
+async function run(model: DuetModel, n: number, maxTokens: number) {
+  const g = model.generate(prompt(n), { maxTokens, stop: [] });
+  for await (const _ of g) { /* drain */ }
+  return g.result();
+}
+
+test('offload: bytes are CPU bytes, equal to kvMemory exactly; the sampled fraction per decode step', async () => {
+  const model = await loadModel(DIR, { device: 'cpu', offload: { K: 8, L: 60 } });
+  try {
+    assert.match(model.info.heads, /retrieval heads offloaded \(MagicPIG K 8 × L 60, 4 sinks \+ 64 local\)/);
+    const r = await run(model, 1000, 6);
+    const p = kvMemory(model.info.config, { context: 1006, offload: { K: 8, L: 60 } });
+    assert.is(r.kv.gpu, 0);
+    assert.is(r.kv.offloaded, p.offloaded_bytes);
+    assert.is(r.kv.cpu, p.cpu_bytes);
+    assert.is(p.offloaded_heads, 12);
+    assert.is(r.kv.retrieval + r.kv.streaming, 0);
+    const f = r.kv.sampledFraction!;
+    assert.is(f.length, r.tokens.length - 1, 'one entry per decode step (the prefill is exact)');
+    for (const x of f) assert.ok(x > 0 && x < 1, `sampled fraction ${x}`);
+  } finally { await model.dispose(); }
+});
+
+test('offload with a pattern and a dense layer: streaming heads stay on rings, dense layers full; bytes as projected', async () => {
+  const model = await loadModel(DIR, { device: 'cpu', pattern, sparsity: 0.5, offload: { denseLayers: [1] } });
+  try {
+    assert.match(model.info.heads, /layers 1 dense/);
+    const r = await run(model, 300, 4);
+    const p = kvMemory(model.info.config, { pattern, sparsity: 0.5, context: 304, offload: { denseLayers: [1] } });
+    assert.is(p.offloaded_heads, 4, 'two retrieval heads in each of layers 0 and 2');
+    assert.is(p.retrieval_heads, 2);
+    assert.is(p.streaming_heads, 6);
+    assert.is(r.kv.offloaded, p.offloaded_bytes);
+    // The projection is the split placement's (full heads on the GPU); on the CPU placement every byte is a CPU byte.
+    assert.is(r.kv.retrieval, p.gpu_bytes);
+    assert.is(r.kv.cpu, p.cpu_bytes + p.gpu_bytes);
+    assert.ok(r.kv.retrieval > 0 && r.kv.streaming > 0);
+    assert.ok(r.kv.sampledFraction!.length === 3);
+  } finally { await model.dispose(); }
+});
+
+const gpu = await sharedGpu();
+gpuTests(test, gpu.gpu !== null, gpu.reason)('split placement (software GPU): dense-layer heads on the GPU, offloaded and streaming heads on the CPU, as projected', async () => {
+  const model = await loadModel(DIR, { gpuDevice: gpu.gpu!.device, placement: 'split', pattern, sparsity: 0.5, offload: { denseLayers: [1] } });
+  try {
+    assert.is(model.info.placement, 'split');
+    const r = await run(model, 120, 3);
+    const p = kvMemory(model.info.config, { pattern, sparsity: 0.5, context: 123, offload: { denseLayers: [1] } });
+    assert.is(r.kv.gpu, p.gpu_bytes);
+    assert.is(r.kv.cpu, p.cpu_bytes);
+    assert.is(r.kv.offloaded, p.offloaded_bytes);
+    assert.is(r.kv.sampledFraction!.length, 2);
+  } finally { await model.dispose(); }
+});
+
+test('offload: bad options are refused, naming the field', async () => {
+  const refused = async (o: Parameters<typeof loadModel>[1], re: RegExp) => {
+    let message = '';
+    await loadModel(DIR, { device: 'cpu', ...o }).then((m) => m.dispose(), (e: Error) => { message = e.message; });
+    assert.match(message, re);
+  };
+  await refused({ offload: { K: 0 } }, /offload.*K \(bits per hash table\) must be an integer in 1\.\.16 \(got 0\)/);
+  await refused({ offload: { L: 2000 } }, /offload.*L \(hash tables\) must be an integer in 2\.\.1024/);
+  await refused({ offload: { denseLayers: [3] } }, /offload\.denseLayers.*3 is not a layer of the model \(0\.\.2\)/);
+  await refused({ offload: { denseLayers: [0, 1, 2] } }, /leaves no head to offload/);
+  await refused({ offload: true, streamingOnly: true, window: { sink: 4, recent: 16 } }, /leaves no head to offload/);
+  await refused({ offload: true, kvDtype: 'f16' }, /offload.*KV dtype f16 is not supported/);
+  await refused({ offload: true, locret: { budget: 64 } }, /offload.*cannot be combined with locret/);
+  const config = await loadConfig();
+  assert.throws(() => kvMemory(config, { context: 10, offload: { K: 99 } }), /K .*got 99/);
+});
+
+async function loadConfig() {
+  const { parseModelConfig } = await import('../src/node.ts');
+  const { readFile } = await import('node:fs/promises');
+  return parseModelConfig(JSON.parse(await readFile(`${DIR}/config.json`, 'utf8')), 'config.json');
+}
+
+/** Runs the CLI, capturing stdout. */
+async function cli(args: string[]): Promise<{ code: number; out: string }> {
+  let out = '';
+  const write = process.stdout.write.bind(process.stdout), err = process.stderr.write.bind(process.stderr);
+  process.stdout.write = ((s: string) => { out += s; return true; }) as typeof process.stdout.write;
+  process.stderr.write = (() => true) as typeof process.stderr.write;
+  try { return { code: await main(args), out }; } finally { process.stdout.write = write; process.stderr.write = err; }
+}
+
+test('duet generate --offload --json and duet memory --offload agree; bare --offload takes the defaults', async () => {
+  const g = await cli(['generate', '--model', DIR, '--device', 'cpu', '--passkey', '1000', '--max-tokens', '8', '--offload', '--json']);
+  assert.is(g.code, 0);
+  const j = JSON.parse(g.out);
+  assert.match(j.heads, /MagicPIG K 11 × L 150/);
+  assert.is(j.offload.sampled_fraction_per_step.length, j.tokens.length - 1);
+  assert.ok(j.offload.mean_sampled_fraction > 0 && j.offload.mean_sampled_fraction < 1);
+  const m = await cli(['memory', '--config', `${DIR}/config.json`, '--context', String(j.prompt_tokens + 8), '--offload', '--json']);
+  assert.is(JSON.parse(m.out).cpu_bytes, j.kv_bytes.cpu);
+  assert.is(JSON.parse(m.out).offloaded_bytes, j.kv_bytes.offloaded);
+  const custom = await cli(['memory', '--config', `${DIR}/config.json`, '--context', '500', '--offload', '6,40', '--dense-layers', '0', '--json']);
+  assert.match(JSON.parse(custom.out).heads, /K 6 × L 40.*layers 0 dense/);
+  let message = '';
+  await main(['memory', '--config', `${DIR}/config.json`, '--context', '500', '--offload', '6']).catch((e: Error) => { message = e.message; });
+  assert.match(message, /--offload takes K,L/);
+  message = '';
+  await main(['memory', '--config', `${DIR}/config.json`, '--context', '500', '--dense-layers', '0']).catch((e: Error) => { message = e.message; });
+  assert.match(message, /--dense-layers goes with --offload/);
+});
+
+test.run();
