@@ -34,7 +34,11 @@ export function kvMemory(config: ModelConfig, o: KvMemoryOptions): KvMemory {
   if (windowed.limit && o.context > windowed.limit.tokens) {
     throw new DuetError('context', `${o.context}: ${windowed.limit.reason}; the engine refuses sequences over ${windowed.limit.tokens} tokens`);
   }
+  if (heads.methods && windowed.note) {
+    throw new DuetError(heads.locret ? 'locret' : 'methods', `cannot be combined with the model's own sliding_window (${config.slidingWindow})`);
+  }
+  if (heads.locret && kvDtype !== 'f32') throw new DuetError('locret', `keeps its cache in f32; KV dtype ${kvDtype} is not supported with it`);
   const p = projectKvMemory(windowed.kinds, config.headDim, o.context, windowed.window ?? { sink: 0, recent: 1 }, kvDtype, heads.compensation,
-    config.numHeads / config.numKvHeads);
+    config.numHeads / config.numKvHeads, heads.methods && { methods: heads.methods, locret: heads.locret });
   return { ...p, kvDtype, heads: heads.description, note: windowed.note };
 }

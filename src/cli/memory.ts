@@ -1,13 +1,17 @@
-// `duet memory`: KV-cache bytes of full attention vs DuoAttention for a config, pattern and context.
+// `duet memory`: KV-cache bytes of full attention vs DuoAttention (or Locret's budget, or a method per
+// head) for a config, pattern and context: the bytes a session allocates, exactly.
 import { parseArgs } from 'node:util';
 import { readFile } from 'node:fs/promises';
 import { formatBytes, kvMemory, parseModelConfig } from '../node.js';
-import { headOptions, intOption, kvDtypeOption, patternOptions } from './options.js';
+import { headOptions, intOption, kvDtypeOption, locretFlags, locretOptions, methodsFlag, patternOptions } from './options.js';
 
 export async function memoryCommand(argv: string[]): Promise<number> {
   const { values: v } = parseArgs({
     args: argv, strict: true,
-    options: { config: { type: 'string' }, context: { type: 'string' }, 'kv-dtype': { type: 'string' }, json: { type: 'boolean' }, ...patternOptions },
+    options: {
+      config: { type: 'string' }, context: { type: 'string' }, 'kv-dtype': { type: 'string' }, json: { type: 'boolean' }, ...patternOptions,
+      ...locretOptions, methods: { type: 'string' },
+    },
   });
   if (!v.config) throw new Error('--config config.json is required');
   const context = intOption(v.context, '--context', 1);
@@ -16,17 +20,22 @@ export async function memoryCommand(argv: string[]): Promise<number> {
   let json: unknown;
   try { json = JSON.parse(await readFile(v.config, 'utf8')); } catch (e) { throw new Error(`${v.config}: ${(e as Error).message}`); }
   const config = parseModelConfig(json, v.config);
-  const p = kvMemory(config, { ...await headOptions(v, config.numLayers, config.numKvHeads), context, kvDtype: dtype });
+  const locret = locretFlags(v);
+  if (v.methods !== undefined && (v.pattern !== undefined || v.full)) throw new Error('--methods names every head\'s method; it cannot be combined with --pattern or --full');
+  const methods = await methodsFlag(v.methods, config.numLayers, config.numKvHeads);
+  const p = kvMemory(config, { ...await headOptions(v, config.numLayers, config.numKvHeads), context, kvDtype: dtype, locret, methods });
   if (p.note) process.stderr.write(`duet: ${p.note}\n`);
   if (v.json) {
     const { kvDtype, heads, note, ...projection } = p;
     process.stdout.write(`${JSON.stringify({ ...projection, kv_dtype: kvDtype, heads })}\n`);
   } else {
+    const mixed = p.locret_heads > 0 || methods !== undefined;
     const rows = [
       ['full attention', formatBytes(p.full_bytes)],
-      ['DuoAttention', formatBytes(p.duo_bytes)],
-      ['  GPU (retrieval heads)', formatBytes(p.gpu_bytes)],
-      ['  CPU (streaming heads)', formatBytes(p.cpu_bytes)],
+      [mixed ? 'these heads' : 'DuoAttention', formatBytes(p.duo_bytes)],
+      ...(mixed
+        ? Object.entries(p.method_bytes).map(([m, b]) => [`  ${m}${m === 'streaming' ? ' (CPU with split)' : ' (GPU with split)'}`, formatBytes(b)])
+        : [['  GPU (retrieval heads)', formatBytes(p.gpu_bytes)], ['  CPU (streaming heads)', formatBytes(p.cpu_bytes)]]),
       ['saving', `${(p.full_bytes / p.duo_bytes).toFixed(2)}× less`],
     ];
     process.stdout.write(`KV cache at ${context} tokens, ${dtype} full caches and rings; ${p.heads}\n`);

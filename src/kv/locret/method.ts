@@ -9,6 +9,10 @@
 // keep true positions so the method drops into the engine's RoPE unchanged and matches full
 // attention exactly when nothing is evicted.
 //
+// Part of a layer: a retaining head reads the whole layer's q, k, v (Locret's input) and scores every
+// KV head, so a group serving only some of a layer's heads (the rest full or streaming) scores from
+// every group's q, k, v, which the coordinator passes to append (LayerChunk), and keeps its heads' scores.
+//
 // Kernels: Backend.copy, Backend.kvAppend and Backend.attention (the full method's), and the host
 // for scoring and selection (Backend.read of q, k, v each chunk). The WASM and WGSL scorers
 // (./cpu.ts, ./gpu.ts) are not reachable through the Backend yet (kernels by name, docs/kv-methods.md).
@@ -20,7 +24,7 @@
 // kept positions and the chunk, because every kept position precedes the chunk. The kept positions
 // and their scores live on the host (one number pair per position and KV head).
 import type { Backend, DeviceTensor } from '../../backend/contract.js';
-import { groupAttentionShape, tensorBytes, type KvGroupCache, type KvGroupShape, type KvMethod, type KvSettings, type KvTensorSpec } from '../method.js';
+import { groupAttentionShape, tensorBytes, type KvGroupCache, type KvGroupShape, type KvMethod, type KvSettings, type KvTensorSpec, type LayerChunk } from '../method.js';
 import { retainingForward, type RetainingHeadParams } from './retaining-heads.js';
 import { checkLocretSettings, type LocretSettings } from './settings.js';
 
@@ -103,17 +107,14 @@ class LocretCache implements KvGroupCache {
     this.be.attention(out, q, w.k, w.v, groupAttentionShape(this.shape, rows, this.count), this.count + rows);
   }
 
-  async append(k: DeviceTensor, v: DeviceTensor, rows: number, pastLen: number, q: DeviceTensor): Promise<void> {
+  async append(k: DeviceTensor, v: DeviceTensor, rows: number, pastLen: number, q: DeviceTensor, layer?: LayerChunk): Promise<void> {
     const w = this.workFor(k, v, rows, pastLen);
-    const { numKvHeads: H, group, headDim: D } = this.shape;
-    const qh = await this.be.read(q, 0, rows * H * group * D), kh = await this.be.read(k, 0, rows * H * D), vh = await this.be.read(v, 0, rows * H * D);
-    const head = this.retainingHead();
-    const x = retainingInputs(qh, kh, vh, rows, pastLen, this.shape, this.s.heads.invFreq(D));
-    const scores = retainingForward(head, x, rows).scores;
+    const { numKvHeads: H, headDim: D } = this.shape;
+    const { scores, stride, columns } = await this.scoreChunk(k, v, rows, pastLen, q, layer);
     const n = this.count + rows, keep = Math.min(n, this.s.budget);
     for (let h = 0; h < H; h++) {
       const pos = [...this.keptPos[h]], score = [...this.keptScore[h]];
-      for (let r = 0; r < rows; r++) { pos.push(pastLen + r); score.push(scores[r * H + h]); }
+      for (let r = 0; r < rows; r++) { pos.push(pastLen + r); score.push(scores[r * stride + columns[h]]); }
       const kept = selectKept(score, n, this.s.budget, this.s.stabilizers);
       // Copy runs of consecutive work rows into the store.
       for (let t = 0; t < kept.length;) {
@@ -180,13 +181,51 @@ class LocretCache implements KvGroupCache {
     this.work = null;
   }
 
-  /** This layer's retaining head, checked against the group: it reads the whole layer's q, k, v. */
-  private retainingHead(): RetainingHeadParams {
+  /**
+   * The retaining head's scores of the chunk's tokens: [rows][stride], this group's KV head h in
+   * column columns[h]. A retaining head reads the whole layer's q, k, v and scores all its KV heads;
+   * when this group serves part of the layer, the other groups' q, k, v come from `layer` (all on
+   * the main backend, this method's home) and are put back in the model's head order.
+   */
+  private async scoreChunk(k: DeviceTensor, v: DeviceTensor, rows: number, pastLen: number, q: DeviceTensor,
+    layer: LayerChunk | undefined): Promise<{ scores: ArrayLike<number>; stride: number; columns: readonly number[] }> {
+    const { numKvHeads: H, group, headDim: D } = this.shape;
+    const own = Array.from({ length: H }, (_, h) => h);
+    const partial = layer !== undefined && layer.groups.length > 1;
+    if (!partial) {
+      const qh = await this.be.read(q, 0, rows * H * group * D), kh = await this.be.read(k, 0, rows * H * D), vh = await this.be.read(v, 0, rows * H * D);
+      const x = retainingInputs(qh, kh, vh, rows, pastLen, this.shape, this.s.heads.invFreq(D));
+      return { scores: retainingForward(this.retainingHead(this.shape), x, rows).scores, stride: H, columns: own };
+    }
+    const total = layer.groups.reduce((n, g) => n + g.kvHeads.length, 0);
+    const whole: KvGroupShape = { numKvHeads: total, group, headDim: D, layer: this.shape.layer };
+    const qa = new Float32Array(rows * total * group * D), ka = new Float32Array(rows * total * D), va = new Float32Array(rows * total * D);
+    for (const g of layer.groups) {
+      const n = g.kvHeads.length;
+      const [qg, kg, vg] = [await this.be.read(g.q, 0, rows * n * group * D), await this.be.read(g.k, 0, rows * n * D), await this.be.read(g.v, 0, rows * n * D)];
+      for (let r = 0; r < rows; r++) {
+        g.kvHeads.forEach((at, i) => {
+          qa.set(qg.subarray((r * n + i) * group * D, (r * n + i + 1) * group * D), (r * total + at) * group * D);
+          ka.set(kg.subarray((r * n + i) * D, (r * n + i + 1) * D), (r * total + at) * D);
+          va.set(vg.subarray((r * n + i) * D, (r * n + i + 1) * D), (r * total + at) * D);
+        });
+      }
+    }
+    const x = retainingInputs(qa, ka, va, rows, pastLen, whole, this.s.heads.invFreq(D));
+    const columns = this.shape.kvHeads ?? own;
+    if (columns.length !== H || columns.some((c) => !(c >= 0 && c < total))) {
+      throw new Error(`locret: this group's KV heads [${columns.join(', ')}] are not ${H} heads of its layer's ${total}`);
+    }
+    return { scores: retainingForward(this.retainingHead(whole), x, rows).scores, stride: total, columns };
+  }
+
+  /** This layer's retaining head, checked against the layer's shape (it reads the whole layer's q, k, v). */
+  private retainingHead(layerShape: KvGroupShape): RetainingHeadParams {
     if (this.head) return this.head;
-    const { numKvHeads: H, group, headDim: D } = this.shape, layer = this.shape.layer ?? 0;
-    const p = this.s.heads.head(layer, this.shape), inDim = (H * group + 2 * H) * D;
+    const { numKvHeads: H, group, headDim: D } = layerShape, layer = layerShape.layer ?? 0;
+    const p = this.s.heads.head(layer, layerShape), inDim = (H * group + 2 * H) * D;
     if (p.inDim !== inDim || p.outDim !== H) {
-      throw new Error(`locret: layer ${layer}'s retaining head reads ${p.inDim} values and scores ${p.outDim} KV heads, but this group has ${H} KV heads × ${group} query heads × headDim ${D} (inDim ${inDim}); a retaining head scores every head of its layer, so map all of a layer's heads to locret`);
+      throw new Error(`locret: layer ${layer}'s retaining head reads ${p.inDim} values and scores ${p.outDim} KV heads, but the layer has ${H} KV heads × ${group} query heads × headDim ${D} (inDim ${inDim}); a group serving part of a layer scores from the whole layer's q, k, v, which append's LayerChunk carries`);
     }
     return (this.head = p);
   }
