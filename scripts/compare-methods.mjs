@@ -96,8 +96,8 @@ for (const name of names) {
 const table = lines.join('\n');
 const svg = heatmap(names.map((name) => cols.map(([t, n]) => acc(name, t, n))), {
   title: `Accuracy on ${v.model} (${depths.length} depths × ${samples} samples per cell)`,
-  rowLabel: 'configuration', colLabel: 'task, prompt length',
-  rowNames: names, colNames: cols.map(([t, n]) => `${t.replace('niah-', '')} ${n}`), annotate: true,
+  rowLabel: 'configuration', colLabel: 'task, prompt length (4K = 4,080 tokens)',
+  rowNames: names, colNames: cols.map(([t, n]) => `${{ passkey: 'pass', 'niah-single': 'single', 'niah-multikey': 'multi' }[t] ?? t} ${(n / 1024).toFixed(0)}K`), annotate: true,
 });
 const save = (file, text) => { writeFileSync(`${file}.tmp`, text); renameSync(`${file}.tmp`, file); };
 const { from: _from, ...settings } = v;
