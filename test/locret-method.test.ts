@@ -125,13 +125,14 @@ test('bad settings and mismatched retaining heads are refused by name', async ()
     assert.throws(() => locretMethod.layout(shape, 8, BASE), /the locret method needs settings\.locret/);
     assert.throws(() => locretMethod.create(be, shape, 8, { ...BASE, locret: { budget: 0, stabilizers: 0, heads } }), /budget must be a positive integer \(got 0\)/);
     assert.throws(() => locretMethod.create(be, shape, 8, { ...BASE, locret: { budget: 4, stabilizers: 5, heads } }), /stabilizers must be an integer in \[0, budget = 4\] \(got 5\)/);
-    // A group with fewer KV heads than the retaining head scores (part of a layer) cannot be scored.
+    // A group with fewer KV heads than the retaining head scores (part of a layer) cannot be scored
+    // without the layer's chunk (test/locret-mixed.test.ts runs it with one).
     const part: KvGroupShape = { numKvHeads: 1, group: 2, headDim: 4 };
     const cache = locretMethod.create(be, part, 8, { ...BASE, locret: { budget: 4, stabilizers: 1, heads } });
     const t = be.upload(new Float32Array(8)), kv = be.upload(new Float32Array(4));
     let err: Error | null = null;
     await Promise.resolve(cache.append(kv, kv, 1, 0, t)).catch((e: Error) => { err = e; });
-    assert.match(String(err), /layer 0's retaining head reads 32 values and scores 2 KV heads, but this group has 1 KV heads/);
+    assert.match(String(err), /layer 0's retaining head reads 32 values and scores 2 KV heads, but the layer has 1 KV heads × 2 query heads × headDim 4 \(inDim 16\); a group serving part of a layer scores from the whole layer's q, k, v/);
     cache.free();
   } finally { be.destroy(); }
 });
@@ -162,7 +163,7 @@ test('engine: the locret option is refused with streaming heads, mismatched reta
   const fails = (o: object) => Engine.create(ckpt.config, ckpt.weights, { device: 'cpu', placement: 'cpu', ...o }).then(() => null, (e: Error) => e.message);
   const locret = { budget: 8, stabilizers: 2, heads: retaining };
   const kinds = allHeads(L, H, true); kinds[1][0] = false;
-  assert.match(await fails({ locret, kinds, window: { sink: 2, recent: 4 } }) ?? '', /^locret cannot be combined with streaming heads/);
+  assert.match(await fails({ locret, kinds, window: { sink: 2, recent: 4 } }) ?? '', /^locret on every head cannot be combined with streaming heads/);
   assert.match(await fails({ locret: { ...locret, heads: { layers: retaining.layers.slice(1) } } }) ?? '', /^locret retaining heads have 1 layers, the model has 2/);
   const other = initRetainingHeads(retainingHeadShape({ ...ckpt.config, numKvHeads: 1 }), L, 1);
   assert.match(await fails({ locret: { ...locret, heads: other } }) ?? '', /^locret layer 0's retaining head reads 192 values and scores 1 KV heads; the model needs 240 and 2/);
@@ -181,15 +182,17 @@ test('duet generate --method locret --budget N [--stabilizers N] runs with the f
     assert.is(await gen('--method', 'locret', '--budget', '6', '--stabilizers', '2', '--prefill-chunk', '4'), 0);
     assert.match(printed, /locret \(budget 6, stabilizers 2\)/);
     assert.match(await refused('--budget', '8'), /--budget and --stabilizers go with --method locret/);
+    // With a pattern: its retrieval heads full, locret on the heads it streams.
+    printed = '';
+    assert.is(await gen('--method', 'locret', '--budget', '6', '--pattern', 'fixtures/duet-passkey-pattern', '--sparsity', '0.5'), 0);
+    assert.match(printed, /6\/12 KV heads locret \(budget 6, stabilizers 1\), the rest full/);
     assert.match(await refused('--method', 'locret'), /--method locret needs --budget N/);
     assert.match(await refused('--method', 'locret', '--budget', '0'), /--budget must be an integer ≥ 1 \(got "0"\)/);
     assert.match(await refused('--method', 'locret', '--budget', '4', '--stabilizers', '5'), /--stabilizers must be at most --budget 4 \(got 5\)/);
     assert.match(await refused('--method', 'magicpig', '--budget', '4'), /--method must be one of duo, locret \(got "magicpig"\)/);
-    assert.match(await refused('--method', 'locret', '--budget', '4', '--streaming-only'), /cannot be combined with --pattern, --streaming-only or --compensation/);
+    assert.match(await refused('--method', 'locret', '--budget', '4', '--streaming-only'), /--method locret cannot be combined with --streaming-only or --compensation/);
     const bare = await main(['generate', '--model', ckpt.dir, '--prompt-ids', '1,2,3', '--device', 'cpu', '--method', 'locret', '--budget', '4']).then(() => '', (e: Error) => e.message);
     assert.match(bare, /needs the model's retaining heads: locret\.json: missing from/);
-    const memory = await main(['memory', '--config', 'fixtures/duet-passkey/config.json', '--context', '64', '--method', 'locret']).then(() => '', (e: Error) => e.message);
-    assert.match(memory, /Unknown option '--method'/, 'duet memory does not take --method locret (not ignored)');
   } finally { process.stdout.write = write.out; process.stderr.write = write.err; }
 });
 

@@ -11,7 +11,8 @@ import { DuetError } from '../errors.js';
 import type { FillerStyle } from '../tasks/filler.js';
 import { Random } from '../tasks/random.js';
 import { TASK_KINDS, type TaskKind } from '../tasks/tasks.js';
-import { resolveHeads, type HeadOptions } from './heads.js';
+import { resolveHeads, type HeadOptions, type LocretOptions } from './heads.js';
+import type { HeadMethods } from '../kv/registry.js';
 import type { DuetModel } from './model.js';
 
 /** A named head configuration to evaluate (the heads as setHeads takes them, with a parsed pattern). */
@@ -66,6 +67,9 @@ export interface EvalConfigSummary {
   window: StreamingWindow | null;
   kvBytes: number;
   kvContext: number;
+  /** Heads whose method is locret, and the budget they keep (null without). */
+  locretHeads: number;
+  locret: { budget: number; stabilizers: number } | null;
 }
 
 /** A configuration's perplexity on the held-out texts (tokens: the scored tokens over all texts). */
@@ -93,6 +97,13 @@ export interface ComparisonOptions {
   window?: Partial<StreamingWindow>;
   /** After each streaming configuration, the same with RazorAttention's compensation token ("<name>+comp"). */
   compensation?: boolean;
+  /**
+   * Adds Locret's eviction: "locret@<budget>" on every head, and with a pattern
+   * "pattern@<sparsity>+locret@<budget>" (the pattern's retrieval heads full, the heads it streams locret).
+   */
+  locret?: LocretOptions;
+  /** Adds "methods": a KV method per head by name (with the window and locret options above as needed). */
+  methods?: HeadMethods;
 }
 
 export function comparisonConfigs(o: ComparisonOptions, layers: number, kvHeads: number): EvalConfig[] {
@@ -117,11 +128,18 @@ export function comparisonConfigs(o: ComparisonOptions, layers: number, kvHeads:
       configs.push({ name: `random@${s}#${k}`, pattern: { alphas, ...window, config: {} }, sparsity: s, window });
     }
   }
+  let out = configs;
   if (o.compensation) {
     if (configs.length === 1) throw new DuetError('compensation', 'needs a streaming configuration (pattern, streamingOnly or randomPattern)');
-    return configs.flatMap((c) => (c.name === 'full' ? [c] : [c, { ...c, name: `${c.name}+comp`, compensation: true }]));
+    out = configs.flatMap((c) => (c.name === 'full' ? [c] : [c, { ...c, name: `${c.name}+comp`, compensation: true }]));
   }
-  return configs;
+  if (o.methods) out.push({ name: 'methods', methods: o.methods, window: sink === undefined || recent === undefined ? undefined : { sink, recent }, locret: o.locret });
+  else if (o.locret) {
+    const b = o.locret.budget;
+    out.push({ name: `locret@${b}`, locret: o.locret });
+    if (o.pattern) out.push({ name: `pattern@${o.sparsity ?? 'α≥0.5'}+locret@${b}`, pattern: o.pattern, sparsity: o.sparsity, locret: o.locret });
+  }
+  return out;
 }
 
 function list<T>(value: T[] | undefined, fallback: T[], field: string, ok: (v: T) => boolean, what: string): T[] {
@@ -217,9 +235,11 @@ export async function evaluate(model: DuetModel, o: EvaluateOptions = {}): Promi
   await restore();
   const longest = Math.max(...lengths);
   const summaries = configs.map((c, i): EvalConfigSummary => {
-    const { kinds, window } = resolved[i];
-    const kv = projectKvMemory(kinds ?? allHeads(L, H, true), config.headDim, longest, window ?? { sink: 0, recent: 1 }, 'f32');
-    return { name: c.name, streamingHeads: kv.streaming_heads, kvHeads: L * H, window: window ?? null, kvBytes: kv.duo_bytes, kvContext: longest };
+    const { kinds, window, compensation, methods, locret } = resolved[i];
+    const kv = projectKvMemory(kinds ?? allHeads(L, H, true), config.headDim, longest, window ?? { sink: 0, recent: 1 }, 'f32', compensation,
+      config.numHeads / config.numKvHeads, methods && { methods, locret });
+    return { name: c.name, streamingHeads: kv.streaming_heads, kvHeads: L * H, window: window ?? null, kvBytes: kv.duo_bytes, kvContext: longest,
+      locretHeads: kv.locret_heads, locret: locret ?? null };
   });
   return { filler: style, configs: summaries, rows, perplexity };
 }

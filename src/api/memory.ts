@@ -37,9 +37,14 @@ export function kvMemory(config: ModelConfig, o: KvMemoryOptions): KvMemory {
   if (windowed.limit && o.context > windowed.limit.tokens) {
     throw new DuetError('context', `${o.context}: ${windowed.limit.reason}; the engine refuses sequences over ${windowed.limit.tokens} tokens`);
   }
+  if (heads.methods && windowed.note) {
+    throw new DuetError(heads.locret ? 'locret' : 'methods', `cannot be combined with the model's own sliding_window (${config.slidingWindow})`);
+  }
+  if (heads.locret && kvDtype !== 'f32') throw new DuetError('locret', `keeps its cache in f32; KV dtype ${kvDtype} is not supported with it`);
+  if (o.offload && heads.methods) throw new DuetError('offload', `cannot be combined with ${heads.locret ? 'locret' : 'methods'} (offload names the methods itself: magicpig on retrieval heads)`);
   const offload = o.offload ? offloadSettings(o.offload === true ? {} : o.offload, windowed.kinds, config.headDim, kvDtype) : undefined;
   const p = projectKvMemory(windowed.kinds, config.headDim, o.context, windowed.window ?? { sink: 0, recent: 1 }, kvDtype, heads.compensation,
-    config.numHeads / config.numKvHeads, offload);
+    config.numHeads / config.numKvHeads, offload ? { offload } : heads.methods && { methods: heads.methods, locret: heads.locret });
   const s = offload?.settings;
   const offloaded = s ? `; retrieval heads offloaded (MagicPIG K ${s.K} × L ${s.L}, ${s.sinks} sinks + ${s.local} local${offload.denseLayers.length ? `, layers ${offload.denseLayers.join(',')} dense` : ''})` : '';
   return { ...p, kvDtype, heads: heads.description + offloaded, note: windowed.note };

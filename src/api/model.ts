@@ -21,6 +21,8 @@ import type { ModelFiles } from '../model/files.js';
 import type { ChatMessage, StreamDecoder, TextTokenizer } from '../model/tokenizer.js';
 import { resolveHeads, type HeadOptions, type ResolvedHeads } from './heads.js';
 import { loadLocretHeads } from '../kv/locret/file.js';
+import type { RetainingHeads } from '../kv/locret/retaining-heads.js';
+import { methodsOfKinds } from '../kv/registry.js';
 import { StopText } from './stop-text.js';
 import { ChatCompletions, Completions } from './openai.js';
 
@@ -38,12 +40,6 @@ export interface ProgressEvent {
 export interface ModelOptions extends Omit<HeadOptions, 'pattern'> {
   /** A DuoAttention pattern: parsed, or its folder (full_attention_heads.tsv + config.json). */
   pattern?: HeadPattern | PatternFiles;
-  /**
-   * Locret's eviction on every head (docs/locret.md): each KV head keeps `budget` positions, the
-   * `stabilizers` latest always (default budget/4, rounded down), the rest by the retaining heads'
-   * scores, read from locret.json + locret.safetensors beside the model. Not with streaming heads.
-   */
-  locret?: { budget: number; stabilizers?: number };
   /**
    * MagicPIG's offloading (docs/magicpig.md): retrieval heads (every head without a pattern) keep
    * their KV cache in host memory and decode by LSH sampling (K bits × L tables; default K and L
@@ -250,7 +246,7 @@ export class DuetModel {
   readonly completions: Completions = new Completions(this);
 
   private constructor(private engine: Engine, checkpoint: Checkpoint, info: ModelInfo, private heads: Heads,
-    private readonly placing: Placing, private readonly prefillChunk: number | undefined, private readonly notice: (m: string) => void) {
+    private readonly placing: Placing, private readonly retaining: RetainingHeadsOf, private readonly prefillChunk: number | undefined, private readonly notice: (m: string) => void) {
     this.tokenizer = checkpoint.tokenizer;
     this.eosTokenIds = checkpoint.eosTokenIds;
     this.info = info;
@@ -276,20 +272,19 @@ export class DuetModel {
       throw new DuetError('contextLength', `must be an integer from 1 to the model's max_position_embeddings ${config.maxPositionEmbeddings} (got ${limit})`);
     }
     const heads = await headsFor(options, config, progress);
-    const locret = options.locret ? await locretOption(options.locret, files, config) : undefined;
-    if (locret) heads.description = `locret (budget ${locret.budget}, stabilizers ${locret.stabilizers})`;
+    const retaining = new RetainingHeadsOf(files, config);
     const gpuDevice = options.gpuDevice;
     const placing: Placing = {
       files, options, limit,
       engine: {
-        weights: options.weights, kvDtype, device: options.device, placement: options.placement, notice, locret,
+        weights: options.weights, kvDtype, device: options.device, placement: options.placement, notice,
         offload: options.offload === true ? {} : options.offload || undefined,
         acquireGpu: gpuDevice ? async () => ({ gpu: new GpuContext(gpuDevice, 'the GPUDevice given by the caller', { ownsDevice: false }), reason: '' }) : env.acquireGpu,
         createCpu: env.createCpu,
       },
     };
     progress({ step: 'engine', done: 0, total: 1 });
-    const engine = await Engine.create(config, checkpoint.weights, { ...placing.engine, kinds: heads.kinds, window: heads.window, compensation: heads.compensation });
+    const engine = await Engine.create(config, checkpoint.weights, { ...placing.engine, ...await retaining.engineHeads(heads) });
     try {
       placing.limit = fitContext(engine, options.contextLength, options.prefillChunk, notice);
     } catch (e) {
@@ -297,7 +292,7 @@ export class DuetModel {
       throw e;
     }
     progress({ step: 'engine', done: 1, total: 1 });
-    return new DuetModel(engine, checkpoint, modelInfo(engine, checkpoint, heads, placing), heads, placing, options.prefillChunk, notice);
+    return new DuetModel(engine, checkpoint, modelInfo(engine, checkpoint, heads, placing), heads, placing, retaining, options.prefillChunk, notice);
   }
 
   /**
@@ -309,6 +304,7 @@ export class DuetModel {
   async setHeads(options: HeadSettings = {}, onProgress?: (event: ProgressEvent) => void): Promise<void> {
     const progress = onProgress ?? (() => {});
     const heads = await headsFor(options, this.info.config, progress);
+    const engineHeads = await this.retaining.engineHeads(heads);
     if (sameHeads(heads, this.heads)) { this.info = { ...this.info, heads: heads.description + offloadDescription(this.engine) }; return; }
     let release!: () => void;
     const turn = this.queue;
@@ -323,7 +319,7 @@ export class DuetModel {
       this.engine.dispose();
       try {
         progress({ step: 'engine', done: 0, total: 1 });
-        this.engine = await Engine.create(checkpoint.config, checkpoint.weights, { ...engineOptions, kinds: heads.kinds, window: heads.window, compensation: heads.compensation });
+        this.engine = await Engine.create(checkpoint.config, checkpoint.weights, { ...engineOptions, ...engineHeads });
         try {
           this.placing.limit = fitContext(this.engine, o.contextLength, this.prefillChunk, this.notice);
         } catch (e) {
@@ -346,7 +342,7 @@ export class DuetModel {
   /** The head options of the current placement (its pattern parsed): setHeads(model.currentHeads()) comes back to it. */
   currentHeads(): HeadOptions {
     const o = this.heads.options;
-    return { ...o, window: o.window && { ...o.window } };
+    return { ...o, window: o.window && { ...o.window }, locret: o.locret && { ...o.locret }, methods: o.methods?.map((row) => [...row]) };
   }
 
   /**
@@ -550,7 +546,7 @@ export interface HeadSettings extends Omit<HeadOptions, 'pattern'> {
 }
 
 /** What a model keeps to place itself again: its files, load options and engine options (without heads). */
-interface Placing { files: ModelFiles; options: ModelOptions; limit: number; engine: Omit<EngineOptions, 'kinds' | 'window' | 'compensation'> }
+interface Placing { files: ModelFiles; options: ModelOptions; limit: number; engine: Omit<EngineOptions, 'kinds' | 'window' | 'compensation' | 'methods' | 'locret'> }
 
 /** The heads resolved, with the options (pattern parsed) that give them. */
 type Heads = ResolvedHeads & { options: HeadOptions };
@@ -564,13 +560,18 @@ async function headsFor(o: HeadSettings, config: ModelConfig, progress: (e: Prog
     patternName = `pattern ${o.pattern.name}`;
     progress({ step: 'pattern', done: 1, total: 1 });
   }
-  const options: HeadOptions = { pattern, sparsity: o.sparsity, streamingOnly: o.streamingOnly, window: o.window && { ...o.window }, compensation: o.compensation };
+  const options: HeadOptions = {
+    pattern, sparsity: o.sparsity, streamingOnly: o.streamingOnly, window: o.window && { ...o.window }, compensation: o.compensation,
+    locret: o.locret && { ...o.locret }, methods: o.methods?.map((row) => [...row]),
+  };
   return { ...resolveHeads(options, config.numLayers, config.numKvHeads, patternName), options };
 }
 
 function sameHeads(a: ResolvedHeads, b: ResolvedHeads): boolean {
+  const ma = a.methods ?? methodsOfKinds(a.kinds), mb = b.methods ?? methodsOfKinds(b.kinds);
   return a.window?.sink === b.window?.sink && a.window?.recent === b.window?.recent && a.compensation === b.compensation
-    && a.kinds.length === b.kinds.length && a.kinds.every((row, l) => row.length === b.kinds[l].length && row.every((k, h) => k === b.kinds[l][h]));
+    && a.locret?.budget === b.locret?.budget && a.locret?.stabilizers === b.locret?.stabilizers
+    && ma.length === mb.length && ma.every((row, l) => row.length === mb[l].length && row.every((m, h) => m === mb[l][h]));
 }
 
 function modelInfo(engine: Engine, checkpoint: Checkpoint, heads: ResolvedHeads, placing: Placing): ModelInfo {
@@ -627,16 +628,26 @@ function offloadDescription(engine: Engine): string {
   return `; retrieval heads offloaded (MagicPIG K ${s.K} × L ${s.L}, ${s.sinks} sinks + ${s.local} local${dense.length ? `, layers ${dense.join(',')} dense` : ''})`;
 }
 
-/** The locret option checked, with the retaining heads loaded from beside the model. */
-async function locretOption(o: NonNullable<ModelOptions['locret']>, files: ModelFiles, config: ModelConfig): Promise<NonNullable<EngineOptions['locret']>> {
-  if (!Number.isInteger(o.budget) || o.budget < 1) throw new DuetError('locret.budget', `must be a positive integer (got ${o.budget})`);
-  const stabilizers = o.stabilizers ?? Math.floor(o.budget / 4);
-  if (!Number.isInteger(stabilizers) || stabilizers < 0 || stabilizers > o.budget) {
-    throw new DuetError('locret.stabilizers', `must be an integer from 0 to the budget ${o.budget} (got ${stabilizers})`);
+/**
+ * The engine's head options for resolved heads: kinds, window, compensation, and for locret heads
+ * the method names and the retaining heads, read from beside the model the first time they are needed.
+ */
+class RetainingHeadsOf {
+  private heads: Promise<RetainingHeads> | null = null;
+  constructor(private readonly files: ModelFiles, private readonly config: ModelConfig) {}
+
+  async engineHeads(h: ResolvedHeads): Promise<Pick<EngineOptions, 'kinds' | 'window' | 'compensation' | 'methods' | 'locret'>> {
+    const base = { window: h.window, compensation: h.compensation };
+    if (!h.methods) return { ...base, kinds: h.kinds };
+    if (!h.locret) return { ...base, methods: h.methods };
+    this.heads ??= loadLocretHeads(this.files, this.config).then((r) => r.heads);
+    let heads: RetainingHeads;
+    try {
+      heads = await this.heads;
+    } catch (e) {
+      this.heads = null;
+      throw new DuetError('locret', `needs the model's retaining heads: ${(e as Error).message}`, 'unavailable');
+    }
+    return { ...base, methods: h.methods, locret: { ...h.locret, heads } };
   }
-  let heads;
-  try {
-    heads = (await loadLocretHeads(files, config)).heads;
-  } catch (e) { throw new DuetError('locret', `needs the model's retaining heads: ${(e as Error).message}`, 'unavailable'); }
-  return { budget: o.budget, stabilizers, heads };
 }

@@ -12,6 +12,8 @@ export type {
 export { DuetError, type DuetErrorCode } from '../errors.js';
 export type { GpuCounters, PerTokenCounters } from '../gpu/context.js';
 export { allHeads, binarize, countStreaming, loadPattern, parsePattern, type HeadKinds, type HeadPattern, type PatternFiles } from '../attention/pattern.js';
+export { formatHeadMethods, loadHeadMethods, METHODS_FILE, parseHeadMethods } from '../attention/pattern.js';
+export type { HeadMethods } from '../kv/registry.js';
 // Tools programs around a model need: KV projections, the long-context tasks and their scoring, heatmaps.
 export { formatBytes, projectKvMemory, type MemoryProjection } from '../attention/memory.js';
 export { kvMemory, type KvMemory, type KvMemoryOptions } from './memory.js';
@@ -22,7 +24,7 @@ export {
   comparisonConfigs, evaluate, type ComparisonOptions, type EvalConfig, type EvalConfigSummary, type EvalRow, type EvalSample, type PerplexityRow,
   type EvaluateOptions, type EvaluationResult,
 } from './evaluate.js';
-export type { HeadOptions } from './heads.js';
+export type { HeadOptions, LocretOptions } from './heads.js';
 export { IDENTIFY_METHODS, type HeadIdentification, type IdentifyMethod, type IdentifyOptions } from './identify.js';
 export type { TrainingDevice } from './device.js';
 export { bundledPlan, trainingPlan, type PlanOptions } from '../train/plan.js';

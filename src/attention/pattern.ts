@@ -1,6 +1,8 @@
 // DuoAttention head patterns: a gate value α per (layer, KV head), read from and written to the
 // published layout (full_attention_heads.tsv + config.json), and binarised into retrieval/streaming.
+// And method patterns (kv_methods.tsv): a KV method name per (layer, KV head).
 import { DuetError } from '../errors.js';
+import { KV_METHODS, type HeadMethods } from '../kv/registry.js';
 
 export interface HeadPattern {
   /** α per layer per KV head, clipped to [0, 1]. */
@@ -129,4 +131,46 @@ export async function loadPattern(files: PatternFiles, layers: number, kvHeads: 
   const tsv = await files.readText(TSV);
   const config = (await files.exists(CONFIG)) ? await files.readText(CONFIG) : null;
   return parsePattern(tsv, config, layers, kvHeads, files.name);
+}
+
+/** The file a method pattern is read from by default (one line per layer, a method name per KV head). */
+export const METHODS_FILE = 'kv_methods.tsv';
+
+/**
+ * Parses a method pattern: one line per layer, one KV method name per KV head (tabs or spaces
+ * between them; `#` starts a comment; blank lines are skipped), checked against the registered methods
+ * and the model's shape. `where` names the file in errors.
+ */
+export function parseHeadMethods(text: string, layers: number, kvHeads: number, where = METHODS_FILE): HeadMethods {
+  const names = KV_METHODS.map((m) => m.name);
+  const rows: Array<{ line: number; cells: string[] }> = [];
+  text.split(/\r?\n/).forEach((raw, i) => {
+    const line = raw.replace(/#.*/, '').trim();
+    if (line !== '') rows.push({ line: i + 1, cells: line.split(/[\t ]+/) });
+  });
+  if (rows.length === 0) throw new Error(`${where}: no method names (expected one line per layer, one name per KV head: ${names.join(', ')})`);
+  if (rows.length !== layers) throw new Error(`${where}: has ${rows.length} lines of methods (layers), the model has ${layers} layers`);
+  return rows.map(({ line, cells }) => {
+    if (cells.length !== kvHeads) throw new Error(`${where}: line ${line} names ${cells.length} methods, the model has ${kvHeads} KV heads per layer`);
+    cells.forEach((c, h) => {
+      if (!names.includes(c)) throw new Error(`${where}: line ${line}, column ${h + 1}: unknown KV method "${c}" (registered: ${names.join(', ')})`);
+    });
+    return cells;
+  });
+}
+
+/** Text of a method pattern (tab-separated, one line per layer). */
+export function formatHeadMethods(methods: HeadMethods): string {
+  return methods.map((row) => row.join('\t')).join('\n') + '\n';
+}
+
+/** Loads a method pattern (`path` in `files`, default kv_methods.tsv), validated against the model's shape. */
+export async function loadHeadMethods(files: PatternFiles, layers: number, kvHeads: number, path = METHODS_FILE): Promise<HeadMethods> {
+  if (!(await files.exists(path))) throw new Error(`${files.name}/${path}: missing (a method pattern: one line per layer, a KV method name per KV head)`);
+  return parseHeadMethods(await files.readText(path), layers, kvHeads, `${files.name}/${path}`);
+}
+
+/** Method names from head kinds with the streaming heads' method replaced: e.g. DuoAttention's streaming heads as locret. */
+export function methodsOfPattern(kinds: HeadKinds, streamingAs: string): HeadMethods {
+  return kinds.map((row) => row.map((retrieval) => (retrieval ? 'full' : streamingAs)));
 }

@@ -9,7 +9,7 @@ import {
 } from '../node.js';
 import { claimOutputFolder, removeStale } from '../node/output-folder.js';
 import { writeFileAtomic } from '../node/atomic.js';
-import { bareOffload, intOption, numberList, numberOption, offloadOptions } from './options.js';
+import { bareOffload, intOption, locretFlags, locretOptions, methodsFlag, numberList, numberOption, offloadOptions } from './options.js';
 import { modelOptions } from './generate.js';
 import { Progress } from './progress.js';
 
@@ -23,6 +23,9 @@ const options = {
   sink: { type: 'string' },
   recent: { type: 'string' },
   compensation: { type: 'boolean' },
+  ...locretOptions,
+  methods: { type: 'string' },
+  chunk: { type: 'string' },
   tasks: { type: 'string' },
   lengths: { type: 'string' },
   depths: { type: 'string' },
@@ -68,10 +71,16 @@ export async function evalCommand(argv: string[]): Promise<number> {
   // replaced (and said so), anything else in the folder is refused.
   const previous = claimOutputFolder(outDir, { flag: 'duet eval --out', what: 'evaluation results', owns: (n) => n === 'results.json' || n === 'samples.jsonl' || n.endsWith('.svg') });
   if (previous.length) process.stderr.write(`duet: ${outDir} holds a previous evaluation (${previous.length} files); it will be replaced\n`);
+  // Checked before loading: --method locret's budget, and --chunk (Locret's chunk size: the prefill chunk).
+  // (--compensation and --streaming-only add configurations of their own here, so they may come along.)
+  const locret = locretFlags({ ...v, compensation: undefined, 'streaming-only': undefined });
+  if (v.chunk !== undefined && v['prefill-chunk'] !== undefined && v.chunk !== v['prefill-chunk']) throw new Error('--chunk and --prefill-chunk are the same setting; give one');
+  const chunk = v.chunk ?? v['prefill-chunk'];
+  intOption(chunk, v.chunk !== undefined ? '--chunk' : '--prefill-chunk', 1);
   const progressLoad = new Progress('loading');
   // Full attention first (the reference); each configuration is placed in turn on the same model.
   const model = await loadModel(v.model, {
-    ...modelOptions({ device: v.device, placement: v.placement, threads: v.threads, weights: v.weights, 'kv-dtype': v['kv-dtype'], 'prefill-chunk': v['prefill-chunk'], offload: v.offload, 'dense-layers': v['dense-layers'] }),
+    ...modelOptions({ device: v.device, placement: v.placement, threads: v.threads, weights: v.weights, 'kv-dtype': v['kv-dtype'], 'prefill-chunk': chunk, offload: v.offload, 'dense-layers': v['dense-layers'] }),
     onProgress: (e) => { if (e.step === 'weights') progressLoad.update(e.done, e.total); },
   });
   let evaluation: EvaluationResult;
@@ -86,6 +95,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
         : { sparsity: numberOption(v['random-pattern'], '--random-pattern')!, seeds: intOption(v.seeds, '--seeds', 1) },
       window: { sink: intOption(v.sink, '--sink'), recent: intOption(v.recent, '--recent', 1) },
       compensation: v.compensation,
+      locret, methods: await methodsFlag(v.methods, L, H),
     }, L, H);
     const progress = new Progress('eval');
     // Every sample's prediction, for reading failures (one JSON object per line).
@@ -116,7 +126,8 @@ export async function evalCommand(argv: string[]): Promise<number> {
       plots.push(file);
     }
   }
-  const configs = heads.map((h) => ({ name: h.name, streaming_heads: h.streamingHeads, kv_heads: h.kvHeads, window: h.window, kv_bytes: h.kvBytes, kv_context: h.kvContext }));
+  const configs = heads.map((h) => ({ name: h.name, streaming_heads: h.streamingHeads, kv_heads: h.kvHeads, window: h.window, kv_bytes: h.kvBytes, kv_context: h.kvContext,
+    ...(h.locret ? { locret_heads: h.locretHeads, locret: h.locret } : {}) }));
   const result = { model: v.model, filler: evaluation.filler, samples, seed, configs, results: rows,
     perplexity: evaluation.perplexity.map((p) => ({ config: p.config, texts: p.texts, length: p.length, tokens: p.tokens, mean_nll: p.meanNll, perplexity: p.perplexity })), plots };
   writeFileAtomic(join(outDir, 'results.json'), `${JSON.stringify(result, null, 1)}\n`);

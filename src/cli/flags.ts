@@ -9,7 +9,7 @@ const FLAGS: Record<string, string> = {
   contextLength: '--ctx', prompt: 'the prompt', stop: '--stop', pattern: '--pattern', weights: '--weights', model: '--model',
   tasks: '--tasks', lengths: '--lengths', depths: '--depths', samples: '--samples',
   randomPattern: '--random-pattern', 'randomPattern.sparsity': '--random-pattern', 'randomPattern.seeds': '--seeds',
-  method: '--method', zigzag: '--zigzag', steps: '--steps', lr: '--lr', reg: '--reg', data: '--data',
+  method: '--method', methods: '--methods', zigzag: '--zigzag', steps: '--steps', lr: '--lr', reg: '--reg', data: '--data',
   echoRatio: '--echo-ratio', inductionRatio: '--induction-ratio', 'lengths[0]': '--lengths', 'lengths[1]': '--lengths', context: '--context', kvDtype: '--kv-dtype', kvDtypes: '--kv-dtype',
   heads: '--heads', hidden: '--hidden', layers: '--layers', maxLength: '--max-len', tokensPerStep: '--tokens-per-step',
   answerWeight: '--answer-weight', until: '--until', saveEvery: '--save-every', resume: '--resume', force: '--force', out: '--out',

@@ -1,7 +1,7 @@
 // `duet generate`: load a checkpoint through the library, prefill the prompt and stream generated text.
 import { parseArgs } from 'node:util';
 import { fillerStyleFor, formatBytes, loadModel, score, taskPrompt, type DeviceChoice, type GenerationStats, type GpuCounters, type PlacementChoice, type Prompt, type TaskSample } from '../node.js';
-import { bareOffload, intOption, kvDtypeOption, locretOptions, numberOption, offloadFlags, offloadOptions, patternOptions, threadsOption, weightsOption } from './options.js';
+import { bareOffload, intOption, kvDtypeOption, locretFlags, locretOptions, numberOption, offloadFlags, offloadOptions, patternOptions, threadsOption, weightsOption } from './options.js';
 import { Progress } from './progress.js';
 
 const options = {
@@ -57,21 +57,6 @@ export function modelOptions(v: {
     offload: offloadFlags(v),
     notice: (m: string) => process.stderr.write(`duet: ${m}\n`),
   };
-}
-
-/** --method locret --budget N [--stabilizers N] as the library's locret option. */
-function locretFlags(v: { method?: string; budget?: string; stabilizers?: string; pattern?: string; 'streaming-only'?: boolean; compensation?: boolean }) {
-  const method = oneOf(v.method, '--method', ['duo', 'locret'] as const) ?? 'duo';
-  if (method !== 'locret') {
-    if (v.budget !== undefined || v.stabilizers !== undefined) throw new Error('--budget and --stabilizers go with --method locret');
-    return undefined;
-  }
-  if (v.pattern !== undefined || v['streaming-only'] || v.compensation) throw new Error('--method locret evicts on every head; it cannot be combined with --pattern, --streaming-only or --compensation');
-  const budget = intOption(v.budget, '--budget', 1);
-  if (budget === undefined) throw new Error('--method locret needs --budget N (positions each KV head keeps)');
-  const stabilizers = intOption(v.stabilizers, '--stabilizers', 0);
-  if (stabilizers !== undefined && stabilizers > budget) throw new Error(`--stabilizers must be at most --budget ${budget} (got ${stabilizers})`);
-  return { budget, stabilizers };
 }
 
 export async function generateCommand(argv: string[]): Promise<number> {

@@ -31,8 +31,9 @@ Usage:
       --full                 full attention, no pattern (the default without --pattern)
       --sink N --recent N    streaming window sizes (override the pattern's)
       --compensation         RazorAttention's compensation token on the streaming heads (docs/razor.md)
-      --method locret --budget N [--stabilizers N]   Locret's eviction on every head: N positions per KV
-                             head, the latest stabilizers (default N/4) always; needs locret.json (docs/locret.md)
+      --method locret --budget N [--stabilizers N]   Locret's eviction on every head (with --pattern: on the
+                             heads it streams): N positions per KV head, the latest stabilizers (default N/4)
+                             always; needs locret.json (docs/locret.md)
       --offload [K,L]        MagicPIG: retrieval heads' KV cache in host memory, decode by LSH sampling with K bits
                              × L tables (default 10,150, or 11,150 under 64 head dims; docs/magicpig.md)
       --dense-layers L0,L1   with --offload: layers kept on full attention
@@ -43,12 +44,16 @@ Usage:
       --kv-dtype f32|f16|int8            storage of the KV caches: full caches and streaming rings (default f32)
       --json                 print one JSON object instead of streaming text
   duet memory --config config.json (--pattern DIR [--sparsity S] | --streaming-only --sink N --recent N)
-              --context N [--kv-dtype f32|f16|int8] [--offload [K,L] [--dense-layers L0,L1]] [--json]
-      projected KV-cache memory of full attention vs DuoAttention (GPU, CPU and offloaded bytes)
+              [--method locret --budget N [--stabilizers N]] [--methods FILE] --context N [--kv-dtype f32|f16|int8]
+              [--offload [K,L] [--dense-layers L0,L1]] [--json]
+      projected KV-cache memory of full attention vs DuoAttention, Locret, a method per head (kv_methods.tsv)
+      or offloading (GPU, CPU and offloaded bytes)
   duet eval --model DIR [--pattern DIR [--sparsity S]] [--streaming-only] [--random-pattern S --seeds N]
             [--tasks passkey,niah-single,niah-multikey,niah-multivalue,vt] [--lengths 512,1024,2048]
             [--depths 0,0.25,0.5,0.75,1] [--samples N] [--seed S] [--sink N --recent N]
             [--compensation (adds <config>+comp after each streaming config)] [--perplexity N]
+            [--method locret --budget N [--stabilizers N] [--chunk N] (adds locret@N; with --pattern also
+            pattern@S+locret@N)] [--methods FILE (adds "methods": a KV method per head, docs/kv-methods.md)]
             [--device D] [--placement P] [--prefill-chunk N] [--threads N] [--weights W] [--json] [--out DIR]
             [--offload [K,L] [--dense-layers L0,L1]] (every configuration with MagicPIG's offloading)
       long-context accuracy per task, length and needle depth; JSON rows and SVG heatmaps in --out

@@ -1,5 +1,6 @@
 // Shared CLI option parsing: numbers with named errors, and the head-pattern options.
-import { loadPattern, nodeModelFiles, type HeadOptions } from '../node.js';
+import { readFile } from 'node:fs/promises';
+import { loadPattern, nodeModelFiles, parseHeadMethods, type HeadMethods, type HeadOptions } from '../node.js';
 import { defaultThreads } from '../node/kernel-threads.js';
 import { WEIGHT_DTYPES, isWeightDType, type WeightDType } from '../model/quant.js';
 import { KV_DTYPES, isKvDType, type KvDType } from '../backend/kv-dtype.js';
@@ -58,12 +59,53 @@ export const patternOptions = {
   compensation: { type: 'boolean' },
 } as const;
 
-/** --method locret --budget N [--stabilizers N] (commands that generate: generate, serve). */
+/** --method locret --budget N [--stabilizers N] (generate, serve, eval, memory). */
 export const locretOptions = {
   method: { type: 'string' },
   budget: { type: 'string' },
   stabilizers: { type: 'string' },
 } as const;
+
+export interface LocretValues {
+  method?: string; budget?: string; stabilizers?: string; pattern?: string; 'streaming-only'?: boolean; compensation?: boolean; methods?: string;
+}
+
+/**
+ * --method locret --budget N [--stabilizers N] as the library's locret option: on every head, or with
+ * --pattern on the heads the pattern streams (its retrieval heads stay full); with --methods FILE the
+ * budget of the heads the file names locret.
+ */
+export function locretFlags(v: LocretValues): { budget: number; stabilizers?: number } | undefined {
+  const method = oneOfFlag(v.method, '--method', ['duo', 'locret'] as const) ?? 'duo';
+  if (method === 'locret' && v.methods !== undefined) throw new Error('--method locret and --methods FILE both say which heads evict; use one');
+  if (method !== 'locret' && v.methods === undefined) {
+    if (v.budget !== undefined || v.stabilizers !== undefined) throw new Error('--budget and --stabilizers go with --method locret (or --methods naming locret heads)');
+    return undefined;
+  }
+  if (v['streaming-only'] || v.compensation) throw new Error(`${v.methods !== undefined ? '--methods' : '--method locret'} cannot be combined with --streaming-only or --compensation`);
+  const budget = intOption(v.budget, '--budget', 1);
+  if (budget === undefined) {
+    if (v.methods !== undefined) return undefined;
+    throw new Error('--method locret needs --budget N (positions each KV head keeps)');
+  }
+  const stabilizers = intOption(v.stabilizers, '--stabilizers', 0);
+  if (stabilizers !== undefined && stabilizers > budget) throw new Error(`--stabilizers must be at most --budget ${budget} (got ${stabilizers})`);
+  return { budget, stabilizers };
+}
+
+function oneOfFlag<T extends string>(value: string | undefined, flag: string, allowed: readonly T[]): T | undefined {
+  if (value === undefined) return undefined;
+  if (!(allowed as readonly string[]).includes(value)) throw new Error(`${flag} must be one of ${allowed.join(', ')} (got "${value}")`);
+  return value as T;
+}
+
+/** --methods FILE: a method pattern (docs/kv-methods.md), read and checked against the model's shape. */
+export async function methodsFlag(path: string | undefined, layers: number, kvHeads: number): Promise<HeadMethods | undefined> {
+  if (path === undefined) return undefined;
+  let text: string;
+  try { text = await readFile(path, 'utf8'); } catch (e) { throw new Error(`--methods ${path}: ${(e as Error).message}`); }
+  return parseHeadMethods(text, layers, kvHeads, path);
+}
 
 export interface PatternValues {
   pattern?: string; sparsity?: string; 'streaming-only'?: boolean; full?: boolean; sink?: string; recent?: string; compensation?: boolean;

@@ -7,8 +7,9 @@ import { calibratePlacement, choosePlacement, type PlacementCalibration, type Pl
 import { Sampler, type SamplingOptions } from './sampler.js';
 import { allHeads, countStreaming, type HeadKinds } from '../attention/pattern.js';
 import { applySlidingWindow } from '../attention/sliding-window.js';
-import { methodsOfKinds, offloadedMethods } from '../kv/registry.js';
+import { groupHeads, methodsOfKinds, offloadedMethods, type HeadMethods } from '../kv/registry.js';
 import { locretMethod } from '../kv/locret/method.js';
+import { streamingMethod } from '../kv/streaming/method.js';
 import { offloadSettings, withKernels, type MagicPigSettings, type OffloadOptions } from '../kv/magicpig/settings.js';
 import { checkLocretSettings, locretHeadsOf, type LocretSettings } from '../kv/locret/settings.js';
 import { retainingHeadShape, type RetainingHeads } from '../kv/locret/retaining-heads.js';
@@ -53,6 +54,13 @@ export interface EngineOptions {
    * src/kv/magicpig/settings.ts (K and L by the head size).
    */
   offload?: OffloadOptions;
+  /**
+   * The KV method of each (layer, KV head) by name (src/kv/registry.ts), instead of `kinds`: e.g.
+   * DuoAttention's retrieval heads `full` and the rest `locret`. Streaming heads need `window`,
+   * locret heads `locret`. Without it: `kinds` (retrieval full, the rest streaming), or every head
+   * locret when `locret` is given.
+   */
+  methods?: HeadMethods;
   /** Storage of the matmul weights on the device (default f32); see src/model/quant.ts. */
   weights?: WeightDType;
   /** Storage of the full KV caches and the streaming rings (default f32); see ./kv-dtype.ts. */
@@ -130,7 +138,15 @@ export class Engine {
     }
     placement ??= gpu ? (gpu.ctx.software ? 'split' : 'auto') : 'cpu';
     if (placement !== 'cpu' && !gpu) placement = 'cpu';
-    const asked = options.kinds ?? allHeads(config.numLayers, config.numKvHeads, true);
+    let asked = options.kinds ?? allHeads(config.numLayers, config.numKvHeads, true);
+    if (options.methods) {
+      try {
+        asked = kindsOfMethods(config, options.methods, options.kinds, !!options.locret);
+      } catch (e) {
+        gpu?.destroy();
+        throw e;
+      }
+    }
     if (countStreaming(asked) > 0 && !options.window) {
       gpu?.destroy();
       throw new DuetError('window', 'is needed by streaming heads (sink and recent sizes)');
@@ -138,6 +154,10 @@ export class Engine {
     // The model's own sliding window (Mistral) runs as streaming heads without sinks.
     const windowed = applySlidingWindow(config.slidingWindow, config.maxPositionEmbeddings, asked, options.window);
     if (windowed.note) notice(windowed.note);
+    if (windowed.note && options.methods) {
+      gpu?.destroy();
+      throw new DuetError('methods', `cannot be combined with the model's own sliding_window (${config.slidingWindow}), which makes every head a window head`);
+    }
     const compensation = options.compensation === true && countStreaming(windowed.kinds) > 0;
     if (compensation && windowed.note) {
       gpu?.destroy();
@@ -149,6 +169,7 @@ export class Engine {
     if (options.offload) {
       try {
         if (options.locret) throw new DuetError('offload', 'cannot be combined with locret (both decide what every head attends)');
+        if (options.methods) throw new DuetError('offload', 'cannot be combined with methods (offload names the methods itself: magicpig on retrieval heads)');
         const checked = offloadSettings(options.offload, kinds, config.headDim, kvDtype);
         offload = { settings: await withKernels(checked.settings), denseLayers: checked.denseLayers };
       } catch (e) {
@@ -159,7 +180,7 @@ export class Engine {
     let locret: LocretSettings | undefined;
     if (options.locret) {
       try {
-        locret = engineLocret(config, options.locret, countStreaming(kinds) > 0, kvDtype);
+        locret = engineLocret(config, options.locret, windowed.note !== null, options.methods === undefined && countStreaming(kinds) > 0, kvDtype);
       } catch (e) {
         gpu?.destroy();
         throw e;
@@ -190,8 +211,8 @@ export class Engine {
     // Planned before anything is allocated: weights that cannot fit the CPU backend's memory are refused
     // here rather than by an allocation failure halfway through placing them.
     // The users' head kinds become per-head KV method names once, here (src/kv/registry.ts).
-    const methods = locret ? kinds.map((row) => row.map(() => locretMethod.name))
-      : offload ? offloadedMethods(kinds, offload.denseLayers) : methodsOfKinds(kinds);
+    const methods = options.methods ?? (locret ? kinds.map((row) => row.map(() => locretMethod.name))
+      : offload ? offloadedMethods(kinds, offload.denseLayers) : methodsOfKinds(kinds));
     const magicpig = offload?.settings;
     const shape: PlacementShape = { config, kinds, methods, window, main: main.kind, streaming: streamingBackend.kind, kvDtype, compensation, locret, magicpig };
     const untiedEmbed = weights.embed === weights.lmHead ? undefined : matrixBytes(weights.embed);
@@ -297,8 +318,9 @@ export class Engine {
 export type { OffloadOptions };
 
 /** The engine's locret option as KV settings, checked against the model (every field named). */
-function engineLocret(config: ModelConfig, o: NonNullable<EngineOptions['locret']>, streaming: boolean, kvDtype: KvDType): LocretSettings {
-  if (streaming) throw new DuetError('locret', 'cannot be combined with streaming heads (a pattern or the model\'s own sliding window): a retaining head scores every KV head of its layer');
+function engineLocret(config: ModelConfig, o: NonNullable<EngineOptions['locret']>, slidingWindow: boolean, streaming: boolean, kvDtype: KvDType): LocretSettings {
+  if (slidingWindow) throw new DuetError('locret', `cannot be combined with the model's own sliding_window (${config.slidingWindow}): its heads must not attend tokens the model never sees`);
+  if (streaming) throw new DuetError('locret', 'on every head cannot be combined with streaming heads; to mix them name each head\'s method (methods)');
   // Its kept rows are f32: a packed KV dtype would be silently ignored.
   if (kvDtype !== 'f32') throw new DuetError('locret', `keeps its cache in f32; KV dtype ${kvDtype} is not supported with it`);
   const want = retainingHeadShape(config, o.heads.layers[0]?.hidden ?? 1);
@@ -309,4 +331,19 @@ function engineLocret(config: ModelConfig, o: NonNullable<EngineOptions['locret'
   try {
     return checkLocretSettings({ budget: o.budget, stabilizers: o.stabilizers, heads: locretHeadsOf(o.heads, ropeInvFreq(config)) });
   } catch (e) { throw new DuetError('locret', (e as Error).message.replace(/^locret: /, '')); }
+}
+
+/** Head kinds for the placement from per-head methods (streaming heads are the kind false), checked by name. */
+function kindsOfMethods(config: ModelConfig, methods: HeadMethods, kinds: HeadKinds | undefined, locret: boolean): HeadKinds {
+  if (kinds) throw new DuetError('methods', 'cannot be combined with kinds (a method per head says both)');
+  if (methods.length !== config.numLayers || methods.some((row) => row.length !== config.numKvHeads)) {
+    throw new DuetError('methods', `shape ${methods.length}×${methods[0]?.length ?? 0} does not match the model (${config.numLayers} layers × ${config.numKvHeads} KV heads)`);
+  }
+  for (const row of methods) {
+    try { groupHeads(row); } catch (e) { throw new DuetError('methods', (e as Error).message); }
+  }
+  const uses = methods.some((row) => row.includes(locretMethod.name));
+  if (uses && !locret) throw new DuetError('methods', 'name locret heads, which need the locret option (budget, stabilizers, retaining heads)');
+  if (!uses && locret) throw new DuetError('locret', 'is given, but no head\'s method is locret');
+  return methods.map((row) => row.map((m) => m !== streamingMethod.name));
 }

@@ -9,7 +9,7 @@ import type { DeviceHeadGroup, DeviceModel } from './device-model.js';
 import type { Sampler } from './sampler.js';
 import type { DeviceSampler } from '../backend/device-sampler.js';
 import type { KvDType } from '../backend/kv-dtype.js';
-import type { KvGroupCache, KvMethod, KvSampling, KvSettings } from '../kv/method.js';
+import type { KvGroupCache, KvMethod, KvSampling, KvSettings, LayerChunk } from '../kv/method.js';
 
 /** One group's activations of a chunk: q, k, v and the attention output. */
 interface GroupBuffers { q: DeviceTensor; k: DeviceTensor; v: DeviceTensor; out: DeviceTensor }
@@ -77,7 +77,7 @@ export class Session {
       methods, packed: packedWords ? main.alloc(packedWords) : null,
     };
     this.caches = model.layers.map((layer, l) => layer.groups.map((g) =>
-      g.method.create(g.backend, { numKvHeads: g.numKvHeads, group: g.numHeads / g.numKvHeads, headDim: D, layer: l }, this.capacity, this.kvSettings)));
+      g.method.create(g.backend, { numKvHeads: g.numKvHeads, group: g.numHeads / g.numKvHeads, headDim: D, layer: l, kvHeads: g.kvHeads }, this.capacity, this.kvSettings)));
   }
 
   /** Exact bytes held by the KV caches now. */
@@ -177,12 +177,13 @@ export class Session {
         for (const i of away) at = this.pack(at, layer.groups[i], bufs[i].local, rows);
         transfer = main.read(ws.packed!, 0, at);
       }
+      const whole: LayerChunk = { groups: layer.groups.map((g, i) => ({ kvHeads: g.kvHeads, q: bufs[i].local.q, k: bufs[i].local.k, v: bufs[i].local.v })) };
       for (let i = 0; i < layer.groups.length; i++) {
         if (layer.groups[i].backend !== main) continue;
         const b = bufs[i].local;
         const attended = caches[i].attend(b.out, b.q, b.k, b.v, rows, pastLen);
         if (attended) await attended; // only methods that attend on the host (magicpig) return a promise
-        const stored = caches[i].append(b.k, b.v, rows, pastLen, b.q);
+        const stored = caches[i].append(b.k, b.v, rows, pastLen, b.q, whole);
         if (stored) await stored; // only methods that read back (locret, magicpig) return a promise
       }
       if (transfer) {

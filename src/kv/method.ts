@@ -26,6 +26,20 @@ export interface KvGroupShape {
   headDim: number;
   /** The layer the group belongs to (0 when not given); methods with per-layer weights read it. */
   layer?: number;
+  /**
+   * The layer's KV heads this group serves, ascending (default: all of them, 0 … numKvHeads − 1);
+   * a method that scores from the whole layer (locret) picks its heads' scores by them.
+   */
+  kvHeads?: number[];
+}
+
+/**
+ * Every head group's q, k, v of the chunk in one layer, on the main backend (before any transfer):
+ * what a method that reads the whole layer (locret's retaining head) needs when it serves only part
+ * of it. q is [rows][numKvHeads·group][headDim], k and v [rows][numKvHeads][headDim], per group.
+ */
+export interface LayerChunk {
+  groups: ReadonlyArray<{ kvHeads: readonly number[]; q: DeviceTensor; k: DeviceTensor; v: DeviceTensor }>;
 }
 
 /** Options of a session that methods read (each reads its own; a new method adds its fields here). */
@@ -69,7 +83,8 @@ export interface KvGroupCache {
   /** A sampling method's keys per decode step (single-row chunk): sampled and offloaded, summed over its query heads. */
   sampling?(): KvSampling;
   attend(out: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, rows: number, pastLen: number): void | Promise<void>;
-  append(k: DeviceTensor, v: DeviceTensor, rows: number, pastLen: number, q: DeviceTensor): void | Promise<void>;
+  /** `layer`: every group's q, k, v of this layer's chunk (the coordinator passes it; tests may not). */
+  append(k: DeviceTensor, v: DeviceTensor, rows: number, pastLen: number, q: DeviceTensor, layer?: LayerChunk): void | Promise<void>;
   /** Makes room for `capacity` positions (more than before), keeping positions [0, pastLen). */
   grow(capacity: number, pastLen: number): void;
   /** Releases its tensors; the cache must not be used afterwards. */

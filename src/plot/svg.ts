@@ -90,7 +90,10 @@ function colour(t: number): string {
 export function heatmap(values: number[][], o: HeatmapOptions): string {
   const rows = values.length, cols = Math.max(...values.map((r) => r.length));
   const cell = Math.max(14, Math.min(48, Math.floor(640 / Math.max(cols, 1))));
-  const L = 80, T = 50, W = L + cols * cell + 90, H = T + rows * cell + 50;
+  // Room for the longest row name (about 6 px a character at 11 px), and column names shrunk to fit a cell.
+  const longest = (names: string[] | undefined) => Math.max(0, ...(names ?? []).map((n) => n.length));
+  const L = Math.max(80, 24 + Math.ceil(6 * longest(o.rowNames))), T = 50, W = L + cols * cell + 90, H = T + rows * cell + 50;
+  const colFont = Math.max(7, Math.min(11, Math.floor((cell - 2) / (0.6 * Math.max(1, longest(o.colNames))))));
   const min = o.min ?? 0, max = o.max ?? 1;
   const parts: string[] = [];
   parts.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="11">`);
@@ -108,7 +111,7 @@ export function heatmap(values: number[][], o: HeatmapOptions): string {
   });
   for (let c = 0; c < cols; c++) {
     if (cols <= 32 || c % Math.ceil(cols / 32) === 0) {
-      parts.push(`<text x="${L + c * cell + cell / 2}" y="${T + rows * cell + 14}" text-anchor="middle">${esc(o.colNames?.[c] ?? String(c))}</text>`);
+      parts.push(`<text x="${L + c * cell + cell / 2}" y="${T + rows * cell + 14}" text-anchor="middle"${colFont < 11 ? ` font-size="${colFont}"` : ''}>${esc(o.colNames?.[c] ?? String(c))}</text>`);
     }
   }
   parts.push(`<text x="${L + (cols * cell) / 2}" y="${H - 10}" text-anchor="middle">${esc(o.colLabel)}</text>`);

@@ -9,6 +9,7 @@ import type { ModelConfig } from '../../src/model/config.ts';
 import { ropeInvFreq } from '../../src/model/config.ts';
 import { matrixF32 as f, type ModelWeights } from '../../src/model/weights.ts';
 import * as k from './kernels.ts';
+import { retainingForward, type RetainingHeads } from '../../src/kv/locret/retaining-heads.ts';
 
 export interface ReferenceMask {
   /** true = retrieval per layer per KV head. */
@@ -17,6 +18,35 @@ export interface ReferenceMask {
   recent: number;
   /** Streaming heads also attend RazorAttention's compensation token (kernels.compensatedStreamingAttention). */
   compensation?: boolean;
+  /**
+   * A KV method per (layer, KV head) — full, streaming or locret — instead of kinds. Locret heads
+   * (with `locret`) see, from a query of chunk c, the positions kept after the chunks before c plus
+   * chunk c up to the query; each token is scored once, in float64, by its layer's retaining head from
+   * the whole layer's pre-RoPE q, k, v; after each chunk a head keeps all candidates when they fit the
+   * budget, else the `stabilizers` latest and the best-scored others (equal scores: the earlier position).
+   */
+  methods?: string[][];
+  locret?: { budget: number; stabilizers: number; heads: RetainingHeads; chunks: number[] };
+}
+
+/** Which positions a locret head sees from each query: kept-before-chunk ∪ [chunk start, i]. */
+function locretVisible(scores: ArrayLike<number>, stride: number, kvh: number, o: NonNullable<ReferenceMask['locret']>, T: number): (i: number, j: number) => boolean {
+  const chunkOf = new Int32Array(T), start: number[] = [], keptBefore: Set<number>[] = [];
+  let kept: number[] = [], at = 0;
+  o.chunks.forEach((n, c) => {
+    start.push(at); keptBefore.push(new Set(kept));
+    for (let i = at; i < Math.min(T, at + n); i++) chunkOf[i] = c;
+    const all = [...kept];
+    for (let i = at; i < at + n; i++) all.push(i);
+    if (all.length > o.budget) {
+      const latest = all.slice(all.length - o.stabilizers);
+      const best = all.slice(0, all.length - o.stabilizers).sort((a, b) => scores[b * stride + kvh] - scores[a * stride + kvh] || a - b).slice(0, o.budget - o.stabilizers);
+      kept = [...best, ...latest].sort((a, b) => a - b);
+    } else kept = all;
+    at += n;
+  });
+  if (at < T) throw new Error(`reference: chunks cover ${at} of ${T} tokens`);
+  return (i, j) => j <= i && (j >= start[chunkOf[i]] || keptBefore[chunkOf[i]].has(j));
 }
 
 /** Logits for every position: [ids.length][vocab]. */
@@ -48,12 +78,28 @@ export function referenceLogits(config: ModelConfig, w: ModelWeights, ids: numbe
         for (let t = 0; t < T; t++) attn.set(o.subarray(t * D, (t + 1) * D), (t * nh + h) * D);
       }
     } else {
-      const kk = k.rope(k.matmul(xn, f(lw.wk), lw.bk, T, H, nkv * D), T, nkv, D, positions, invFreq);
+      const k0 = k.matmul(xn, f(lw.wk), lw.bk, T, H, nkv * D);
+      const kk = k.rope(k0, T, nkv, D, positions, invFreq);
       const v = k.matmul(xn, f(lw.wv), lw.bv, T, H, nkv * D);
       const group = nh / nkv;
+      const methods = mask?.methods?.[l];
+      let scores: ArrayLike<number> | null = null;
+      if (methods?.includes('locret')) {
+        // The retaining head's input per token: pre-RoPE q, pre-RoPE k, v (float64 throughout).
+        const q0 = k.matmul(xn, f(lw.wq), lw.bq, T, H, nh * D), head = mask!.locret!.heads.layers[l];
+        const x = new Float64Array(T * head.inDim);
+        for (let t = 0; t < T; t++) {
+          x.set(q0.subarray(t * nh * D, (t + 1) * nh * D), t * head.inDim);
+          x.set(k0.subarray(t * nkv * D, (t + 1) * nkv * D), t * head.inDim + nh * D);
+          x.set(v.subarray(t * nkv * D, (t + 1) * nkv * D), t * head.inDim + (nh + nkv) * D);
+        }
+        scores = retainingForward({ ...head, fc1: Float64Array.from(head.fc1), fc2: Float64Array.from(head.fc2) }, x, T).scores;
+      }
       for (let kvh = 0; kvh < nkv; kvh++) {
-        const streaming = mask ? !mask.kinds[l][kvh] : false;
-        const base = streaming ? k.streamingVisible(mask!.sink, mask!.recent) : k.causalVisible;
+        const method = methods ? methods[kvh] : mask && !mask.kinds[l][kvh] ? 'streaming' : 'full';
+        const streaming = method === 'streaming';
+        const base = method === 'locret' ? locretVisible(scores!, nkv, kvh, mask!.locret!, T)
+          : streaming ? k.streamingVisible(mask!.sink, mask!.recent) : k.causalVisible;
         // Hugging Face's sliding window (Mistral): kv_idx > q_idx − sliding_window, on top of any mask.
         const W = config.slidingWindow;
         const visible = W === null ? base : (i: number, j: number) => base(i, j) && j > i - W;

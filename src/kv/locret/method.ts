@@ -9,10 +9,15 @@
 // keep true positions so the method drops into the engine's RoPE unchanged and matches full
 // attention exactly when nothing is evicted.
 //
-// Kernels: Backend.copy, Backend.kvAppend and Backend.attention (the full method's); scoring on the
-// group's backend: Backend.rope with the negated inverse frequencies undoes RoPE on copies of q and
+// Part of a layer: a retaining head reads the whole layer's q, k, v (Locret's input) and scores every
+// KV head, so a group serving only some of a layer's heads (the rest full or streaming) scores from
+// every group's q, k, v, which the coordinator passes to append (LayerChunk), and keeps its heads' scores.
+//
+// Kernels: Backend.copy, Backend.kvAppend and Backend.attention (the full method's); scoring of a
+// whole layer's group on the group's backend: Backend.rope with the negated inverse frequencies undoes RoPE on copies of q and
 // k, then the named kernel locret_score (./kernels.ts, through Backend.run) scores the chunk, and
-// one Backend.read brings the [rows][kvHeads] scores to the host, which selects what stays.
+// one Backend.read brings the [rows][kvHeads] scores to the host, which selects what stays. A group
+// serving part of a layer gathers the layer's q, k, v on the host and scores there (retainingForward).
 //
 // Layout: K and V, head-major [numKvHeads][min(capacity, budget)][headDim] f32, the kept positions
 // in position order. While a chunk is processed a work cache [numKvHeads][kept + rows][headDim]
@@ -21,10 +26,37 @@
 // kept positions and the chunk, because every kept position precedes the chunk. The kept positions
 // and their scores live on the host (one number pair per position and KV head).
 import type { Backend, DeviceTensor } from '../../backend/contract.js';
-import { groupAttentionShape, tensorBytes, type KvGroupCache, type KvGroupShape, type KvMethod, type KvSettings, type KvTensorSpec } from '../method.js';
-import type { RetainingHeadParams } from './retaining-heads.js';
+import { groupAttentionShape, tensorBytes, type KvGroupCache, type KvGroupShape, type KvMethod, type KvSettings, type KvTensorSpec, type LayerChunk } from '../method.js';
+import { retainingForward, type RetainingHeadParams } from './retaining-heads.js';
 import { runLocretScores } from './kernels.js';
 import { checkLocretSettings, type LocretSettings } from './settings.js';
+
+/**
+ * The retaining heads' input rows [rows][inDim]: q and k with RoPE undone (the inverse rotation at
+ * position pastLen + r, computed in float64: exact up to f32 rounding), then v.
+ */
+export function retainingInputs(q: Float32Array, k: Float32Array, v: Float32Array, rows: number, pastLen: number,
+  shape: KvGroupShape, invFreq: Float32Array): Float32Array {
+  const { numKvHeads: H, group, headDim: D } = shape;
+  const qd = H * group * D, kvd = H * D, inDim = qd + 2 * kvd, half = D / 2;
+  const x = new Float32Array(rows * inDim);
+  const unrope = (src: Float32Array, from: number, heads: number, at: number, pos: number) => {
+    for (let h = 0; h < heads; h++) {
+      const s = from + h * D, o = at + h * D;
+      for (let i = 0; i < half; i++) {
+        const t = pos * invFreq[i], c = Math.cos(t), sn = Math.sin(t), a = src[s + i], b = src[s + i + half];
+        x[o + i] = a * c + b * sn;
+        x[o + i + half] = b * c - a * sn;
+      }
+    }
+  };
+  for (let r = 0; r < rows; r++) {
+    unrope(q, r * qd, H * group, r * inDim, pastLen + r);
+    unrope(k, r * kvd, H, r * inDim + qd, pastLen + r);
+    x.set(v.subarray(r * kvd, (r + 1) * kvd), r * inDim + qd + kvd);
+  }
+  return x;
+}
 
 function storeWords(shape: KvGroupShape, capacity: number, budget: number): number {
   return shape.numKvHeads * Math.min(capacity, budget) * shape.headDim;
@@ -81,14 +113,17 @@ class LocretCache implements KvGroupCache {
     this.be.attention(out, q, w.k, w.v, groupAttentionShape(this.shape, rows, this.count), this.count + rows);
   }
 
-  async append(k: DeviceTensor, v: DeviceTensor, rows: number, pastLen: number, q: DeviceTensor): Promise<void> {
+  async append(k: DeviceTensor, v: DeviceTensor, rows: number, pastLen: number, q: DeviceTensor, layer?: LayerChunk): Promise<void> {
     const w = this.workFor(k, v, rows, pastLen);
     const { numKvHeads: H, headDim: D } = this.shape;
-    const scores = await this.score(q, k, v, rows, pastLen);
+    const own = Array.from({ length: this.shape.numKvHeads }, (_, h) => h);
+    const { scores, stride, columns } = layer !== undefined && layer.groups.length > 1
+      ? await this.scorePartLayer(rows, pastLen, layer)
+      : { scores: await this.score(q, k, v, rows, pastLen), stride: this.shape.numKvHeads, columns: own };
     const n = this.count + rows, keep = Math.min(n, this.s.budget);
     for (let h = 0; h < H; h++) {
       const pos = [...this.keptPos[h]], score = [...this.keptScore[h]];
-      for (let r = 0; r < rows; r++) { pos.push(pastLen + r); score.push(scores[r * H + h]); }
+      for (let r = 0; r < rows; r++) { pos.push(pastLen + r); score.push(scores[r * stride + columns[h]]); }
       const kept = selectKept(score, n, this.s.budget, this.s.stabilizers);
       // Copy runs of consecutive work rows into the store.
       for (let t = 0; t < kept.length;) {
@@ -176,13 +211,53 @@ class LocretCache implements KvGroupCache {
     this.work = null;
   }
 
+  /**
+   * The scores [rows][stride] of a group serving part of its layer (its KV head h in column
+   * columns[h]): the other groups' q, k, v come from `layer` (all on the main backend, this method's
+   * home) and are put back in the model's head order; scored on the host.
+   */
+  private async scorePartLayer(rows: number, pastLen: number, layer: LayerChunk): Promise<{ scores: ArrayLike<number>; stride: number; columns: readonly number[] }> {
+    const { numKvHeads: H, group, headDim: D } = this.shape;
+    const total = layer.groups.reduce((n, g) => n + g.kvHeads.length, 0);
+    const whole: KvGroupShape = { numKvHeads: total, group, headDim: D, layer: this.shape.layer };
+    const qa = new Float32Array(rows * total * group * D), ka = new Float32Array(rows * total * D), va = new Float32Array(rows * total * D);
+    for (const g of layer.groups) {
+      const n = g.kvHeads.length;
+      const [qg, kg, vg] = [await this.be.read(g.q, 0, rows * n * group * D), await this.be.read(g.k, 0, rows * n * D), await this.be.read(g.v, 0, rows * n * D)];
+      for (let r = 0; r < rows; r++) {
+        g.kvHeads.forEach((at, i) => {
+          qa.set(qg.subarray((r * n + i) * group * D, (r * n + i + 1) * group * D), (r * total + at) * group * D);
+          ka.set(kg.subarray((r * n + i) * D, (r * n + i + 1) * D), (r * total + at) * D);
+          va.set(vg.subarray((r * n + i) * D, (r * n + i + 1) * D), (r * total + at) * D);
+        });
+      }
+    }
+    const x = retainingInputs(qa, ka, va, rows, pastLen, whole, this.s.heads.invFreq(D));
+    const columns = this.shape.kvHeads ?? Array.from({ length: H }, (_, h) => h);
+    if (columns.length !== H || columns.some((c) => !(c >= 0 && c < total))) {
+      throw new Error(`locret: this group's KV heads [${columns.join(', ')}] are not ${H} heads of its layer's ${total}`);
+    }
+    return { scores: retainingForward(this.layerHead(whole), x, rows).scores, stride: total, columns };
+  }
+
+
+  /** The retaining head of a whole layer, checked against it (a partial group scores from the layer's q, k, v). */
+  private layerHead(layerShape: KvGroupShape): RetainingHeadParams {
+    const { numKvHeads: H, group, headDim: D } = layerShape, layer = layerShape.layer ?? 0;
+    const p = this.s.heads.head(layer, layerShape), inDim = (H * group + 2 * H) * D;
+    if (p.inDim !== inDim || p.outDim !== H) {
+      throw new Error(`locret: layer ${layer}'s retaining head reads ${p.inDim} values and scores ${p.outDim} KV heads, but the layer has ${H} KV heads × ${group} query heads × headDim ${D} (inDim ${inDim}); a group serving part of a layer scores from the whole layer's q, k, v, which append's LayerChunk carries`);
+    }
+    return p;
+  }
+
   /** This layer's retaining head, checked against the group: it reads the whole layer's q, k, v. */
   private retainingHead(): DeviceHead {
     if (this.head) return this.head;
     const { numKvHeads: H, group, headDim: D } = this.shape, layer = this.shape.layer ?? 0;
     const p = this.s.heads.head(layer, this.shape), inDim = (H * group + 2 * H) * D;
     if (p.inDim !== inDim || p.outDim !== H) {
-      throw new Error(`locret: layer ${layer}'s retaining head reads ${p.inDim} values and scores ${p.outDim} KV heads, but this group has ${H} KV heads × ${group} query heads × headDim ${D} (inDim ${inDim}); a retaining head scores every head of its layer, so map all of a layer's heads to locret`);
+      throw new Error(`locret: layer ${layer}'s retaining head reads ${p.inDim} values and scores ${p.outDim} KV heads, but this group has ${H} KV heads × ${group} query heads × headDim ${D} (inDim ${inDim}); a retaining head scores every head of its layer`);
     }
     const negInvFreq = this.be.upload(this.s.heads.invFreq(D).map((f) => -f));
     return (this.head = { params: p, fc1: this.be.upload(p.fc1), fc2: this.be.upload(p.fc2), negInvFreq });
