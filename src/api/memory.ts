@@ -8,6 +8,10 @@ import { kvDTypeOption } from '../engine/kv-dtype.js';
 import type { KvDType } from '../backend/kv-dtype.js';
 import type { ModelConfig } from '../model/config.js';
 import { resolveHeads, type HeadOptions } from './heads.js';
+import { allHeads, type HeadKinds } from '../attention/pattern.js';
+import { kvBytesByHome } from '../engine/memory-plan.js';
+import type { KvSettings } from '../kv/method.js';
+import { methodsOfKinds } from '../kv/registry.js';
 
 export interface KvMemoryOptions extends HeadOptions {
   /** Tokens of context. */
@@ -34,7 +38,23 @@ export function kvMemory(config: ModelConfig, o: KvMemoryOptions): KvMemory {
   if (windowed.limit && o.context > windowed.limit.tokens) {
     throw new DuetError('context', `${o.context}: ${windowed.limit.reason}; the engine refuses sequences over ${windowed.limit.tokens} tokens`);
   }
-  const p = projectKvMemory(windowed.kinds, config.headDim, o.context, windowed.window ?? { sink: 0, recent: 1 }, kvDtype, heads.compensation,
-    config.numHeads / config.numKvHeads);
+  const window = windowed.window ?? { sink: 0, recent: 1 };
+  const p = config.dha
+    ? projectDhaMemory(config, windowed.kinds, o.context, { kvDtype, window, compensation: heads.compensation })
+    : projectKvMemory(windowed.kinds, config.headDim, o.context, window, kvDtype, heads.compensation, config.numHeads / config.numKvHeads);
   return { ...p, kvDtype, heads: heads.description, note: windowed.note };
+}
+
+/**
+ * A DHA model's projection (decoupled layers cache their own key and value head counts), through
+ * the engine's own layer groups: full attention is every head full, the pattern's heads as given.
+ */
+function projectDhaMemory(config: ModelConfig, kinds: HeadKinds, context: number, settings: KvSettings): MemoryProjection {
+  const all = kvBytesByHome(config, methodsOfKinds(allHeads(config.numLayers, config.numKvHeads, true)), context, settings);
+  const duo = kvBytesByHome(config, methodsOfKinds(kinds), context, settings);
+  return {
+    context, kvDtype: settings.kvDtype, full_bytes: all.main + all.side,
+    duo_bytes: duo.main + duo.side, gpu_bytes: duo.main, cpu_bytes: duo.side,
+    retrieval_heads: duo.heads.full ?? 0, streaming_heads: duo.heads.streaming ?? 0,
+  };
 }
