@@ -10,7 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { kvMemory } from '../src/api/memory.ts';
+import { kvMemory, projectModelKv } from '../src/api/memory.ts';
+import { allHeads } from '../src/attention/pattern.ts';
 import type { DhaConfig } from '../src/dha/config.ts';
 import { Engine, type Placement } from '../src/engine/engine.ts';
 import { planMemory } from '../src/engine/memory-plan.ts';
@@ -126,6 +127,8 @@ test('duet memory (kvMemory) projects Σ_l (nK + nV) heads exactly, and the sess
       session.dispose();
     } finally { engine.dispose(); }
   }
+  // The same projection serves duet eval's kv_bytes and generation's full-attention bytes.
+  assert.is(projectModelKv(ckpt.config, allHeads(3, H, true), context, { sink: 0, recent: 1 }, 'f32').full_bytes, CACHED_HEADS * context * D * 4);
   // With streaming heads on the layer that kept every head.
   const alphas = [[1, 1, 1, 1, 1], [0, 0, 1, 1, 1], [1, 1, 1, 1, 1]];
   const p = kvMemory(ckpt.config, { context, pattern: { alphas, sink: 2, recent: 4, config: {} } });

@@ -6,6 +6,7 @@ import { applySlidingWindow } from '../attention/sliding-window.js';
 import { DuetError } from '../errors.js';
 import { kvDTypeOption } from '../engine/kv-dtype.js';
 import type { KvDType } from '../backend/kv-dtype.js';
+import type { StreamingWindow } from '../backend/contract.js';
 import type { ModelConfig } from '../model/config.js';
 import { resolveHeads, type HeadOptions } from './heads.js';
 import { allHeads, type HeadKinds } from '../attention/pattern.js';
@@ -38,11 +39,19 @@ export function kvMemory(config: ModelConfig, o: KvMemoryOptions): KvMemory {
   if (windowed.limit && o.context > windowed.limit.tokens) {
     throw new DuetError('context', `${o.context}: ${windowed.limit.reason}; the engine refuses sequences over ${windowed.limit.tokens} tokens`);
   }
-  const window = windowed.window ?? { sink: 0, recent: 1 };
-  const p = config.dha
-    ? projectDhaMemory(config, windowed.kinds, o.context, { kvDtype, window, compensation: heads.compensation })
-    : projectKvMemory(windowed.kinds, config.headDim, o.context, window, kvDtype, heads.compensation, config.numHeads / config.numKvHeads);
+  const p = projectModelKv(config, windowed.kinds, o.context, windowed.window ?? { sink: 0, recent: 1 }, kvDtype, heads.compensation);
   return { ...p, kvDtype, heads: heads.description, note: windowed.note };
+}
+
+/**
+ * projectKvMemory for `config`'s own layout (heads `kinds`, the sliding window already applied): a
+ * DHA model's decoupled layers cache their own key and value head counts.
+ */
+export function projectModelKv(config: ModelConfig, kinds: HeadKinds, context: number, window: StreamingWindow, kvDtype: KvDType,
+  compensation = false): MemoryProjection {
+  return config.dha
+    ? projectDhaMemory(config, kinds, context, { kvDtype, window, compensation })
+    : projectKvMemory(kinds, config.headDim, context, window, kvDtype, compensation, config.numHeads / config.numKvHeads);
 }
 
 /**

@@ -11,7 +11,8 @@
 //    chunk's queries (a method may score tokens from them, as Locret's retaining heads do) and may
 //    return a promise (such a method reads tensors back to the host; the coordinator awaits it).
 // Tensors are the Backend contract's (src/backend/contract.ts): q and out [rows][numKvHeads·group][headDim],
-// k and v [rows][numKvHeads][headDim], f32, keys after RoPE. Kernels are Backend ops for now.
+// k and v [rows][numKvHeads][headDim], f32, keys after RoPE (with decoupled heads, KvGroupShape.maps:
+// q and out [rows][query heads][headDim], v [rows][value heads][headDim]). Kernels are Backend ops for now.
 import type { Backend, DeviceTensor, HeadMaps, StreamingWindow } from '../backend/contract.js';
 import type { KvDType } from '../backend/kv-dtype.js';
 import type { LocretSettings } from './locret/settings.js';
