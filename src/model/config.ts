@@ -1,6 +1,6 @@
 // config.json of Llama-family checkpoints (llama, mistral, qwen2), validated with errors that name
 // the file and the field.
-import { DHA_KEY, hasDha, parseDhaConfig, type DhaConfig } from '../dha/config.js';
+import { DHA_KEY, dhaCacheHeads, hasDha, parseDhaConfig, type DhaConfig } from '../dha/config.js';
 
 export type ModelType = 'llama' | 'mistral' | 'qwen2';
 
@@ -50,9 +50,7 @@ export function layerKvHeads(config: ModelConfig, l: number): { keyHeads: number
 
 /** Cached heads per token, Σ_l (key heads + value heads) (2 · layers · numKvHeads without DHA). */
 export function kvHeadsPerToken(config: ModelConfig): number {
-  let n = 0;
-  for (let l = 0; l < config.numLayers; l++) { const h = layerKvHeads(config, l); n += h.keyHeads + h.valueHeads; }
-  return n;
+  return config.dha ? dhaCacheHeads(config.dha) : 2 * config.numLayers * config.numKvHeads;
 }
 
 /**
