@@ -407,17 +407,23 @@ function packedSegment(p1: i32, k: usize, v: usize, rowBytes: usize, dtype: i32,
  * attentionScratchFloats(tileRows · numHeads/numKvHeads, headDim) + kvDecodeScratchFloats floats.
  * out may equal q. Only KV heads [kvStart, kvEnd) (and their query heads) are done, so threads can
  * share the heads.
+ *
+ * Decoupled heads (DHA): with kMap ≠ 0, kMap and vMap are i32 [numHeads] (query head → key head,
+ * query head → value head) and the caller passes numKvHeads = numHeads: every query head is its own
+ * unit (group 1) reading key head kMap[h] of kCache and value head vMap[h] of vCache.
  */
 export function attention(out: usize, q: usize, kCache: usize, vCache: usize, rows: i32, numHeads: i32,
   numKvHeads: i32, headDim: i32, pastLen: i32, scale: f32, capacity: i32, scratch: usize, tileRows: i32,
-  kvStart: i32, kvEnd: i32, dtype: i32): void {
+  kvStart: i32, kvEnd: i32, dtype: i32, kMap: usize, vMap: usize): void {
   const g = numHeads / numKvHeads;
   setupScratch(scratch, tileRows * g, headDim, g, UNBOUNDED);
   const dq = scratch + ((<usize>attentionScratchFloats(tileRows * g, headDim)) << 2);
   const rowBytes = kvRowBytes(headDim, dtype);
   const headBytes: usize = <usize>capacity * rowBytes;
   for (let kvh = kvStart; kvh < kvEnd; kvh++) {
-    const kb = kCache + <usize>kvh * headBytes, vb = vCache + <usize>kvh * headBytes;
+    const kh: i32 = kMap ? load<i32>(kMap + (<usize>kvh << 2)) : kvh;
+    const vh: i32 = kMap ? load<i32>(vMap + (<usize>kvh << 2)) : kvh;
+    const kb = kCache + <usize>kh * headBytes, vb = vCache + <usize>vh * headBytes;
     for (let r0 = 0; r0 < rows; r0 += tileRows) {
       beginTile(q, r0, min(tileRows, rows - r0), numHeads, kvh, pastLen, scale);
       if (dtype == KV_F32) segment(0, pastLen + rows, kb, vb, rowBytes, true);
@@ -428,19 +434,24 @@ export function attention(out: usize, q: usize, kCache: usize, vCache: usize, ro
 }
 
 /**
- * Stores the chunk's k, v ([rows][numKvHeads][headDim] f32) at positions pastLen.. of a full cache,
- * encoded as `dtype` (keys arrive after RoPE).
+ * Stores the chunk's k ([rows][numKvHeads][headDim] f32) and v ([rows][numVHeads][headDim]) at
+ * positions pastLen.. of a full cache, encoded as `dtype` (keys arrive after RoPE). numVHeads differs
+ * from numKvHeads only for decoupled heads (DHA).
  */
 export function kvAppend(kCache: usize, vCache: usize, k: usize, v: usize, rows: i32, numKvHeads: i32,
-  headDim: i32, capacity: i32, pastLen: i32, dtype: i32): void {
+  headDim: i32, capacity: i32, pastLen: i32, dtype: i32, numVHeads: i32): void {
+  appendSide(kCache, k, rows, numKvHeads, headDim, capacity, pastLen, dtype);
+  appendSide(vCache, v, rows, numVHeads, headDim, capacity, pastLen, dtype);
+}
+
+function appendSide(cache: usize, x: usize, rows: i32, heads: i32, headDim: i32, capacity: i32, pastLen: i32, dtype: i32): void {
   const vecBytes: usize = (<usize>headDim) << 2;
   const rowBytes = kvRowBytes(headDim, dtype);
   for (let r = 0; r < rows; r++) {
-    for (let h = 0; h < numKvHeads; h++) {
-      const src: usize = <usize>(r * numKvHeads + h) * vecBytes;
+    for (let h = 0; h < heads; h++) {
+      const src: usize = <usize>(r * heads + h) * vecBytes;
       const dst: usize = (<usize>h * <usize>capacity + <usize>(pastLen + r)) * rowBytes;
-      encodeRow(kCache + dst, k + src, headDim, dtype);
-      encodeRow(vCache + dst, v + src, headDim, dtype);
+      encodeRow(cache + dst, x + src, headDim, dtype);
     }
   }
 }

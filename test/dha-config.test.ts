@@ -1,5 +1,5 @@
 // The duet_dha layout in config.json: parsing, validation errors that name the field, and the
-// loader's refusal (the engine has no runtime for decoupled heads yet).
+// loader (the layout parsed, the tensors checked against its per-layer counts).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { mkdtempSync, cpSync, readFileSync, writeFileSync } from 'node:fs';
@@ -40,20 +40,23 @@ test('bad layouts name the field', () => {
   bad((o) => { o.layers[1].query_to_value = [0, 1, 2, 2]; }, /query_to_value" never uses head 3 of 4/);
 });
 
-test('the loader refuses a DHA checkpoint with a clear error; plain checkpoints load', async () => {
+test('the loader reads a DHA layout and checks the tensors against its per-layer counts; plain checkpoints load', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'duet-dha-'));
   cpSync('fixtures/duet-passkey', dir, { recursive: true });
-  await loadCheckpoint(nodeModelFiles(dir));
+  const plain = await loadCheckpoint(nodeModelFiles(dir));
+  assert.is(plain.config.dha, null);
   const cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
   cfg.duet_dha = { format: 1, layers: [0, 1, 2].map(() => ({ key_heads: 2, value_heads: 1, query_to_key: [0, 0, 1, 1], query_to_value: [0, 0, 0, 0] })) };
   writeFileSync(join(dir, 'config.json'), JSON.stringify(cfg));
-  await rejects(() => loadCheckpoint(nodeModelFiles(dir)), /DHA checkpoints are not yet supported by the inference engine: .*2K\+1V/);
+  // The fixture's k_proj still has 4 heads' rows: the layout and the tensors disagree.
+  await rejects(() => loadCheckpoint(nodeModelFiles(dir)), /tensor "model\.layers\.0\.self_attn\.k_proj\.weight" has shape \[64, 64\], expected \[32, 64\] from config\.json \(duet_dha\.layers\[0\]\.key_heads 2 × head_dim 16 rows\)/);
   cfg.duet_dha.layers[2].value_heads = 0;
   writeFileSync(join(dir, 'config.json'), JSON.stringify(cfg));
   await rejects(() => loadCheckpoint(nodeModelFiles(dir)), /duet_dha\.layers\[2\]\.value_heads/);
-  // duet memory parses config.json through the same function: it must not project a DHA layout as MHA.
+  // duet memory parses config.json through the same function: it reads the per-layer counts.
   cfg.duet_dha.layers[2].value_heads = 1;
-  assert.throws(() => parseModelConfig(cfg, 'x/config.json'), /DHA checkpoints are not yet supported .*x\/config\.json/);
+  const parsed = parseModelConfig(cfg, 'x/config.json');
+  assert.equal(parsed.dha!.layers.map((l) => [l.keyHeads, l.valueHeads]), [[2, 1], [2, 1], [2, 1]]);
 });
 
 test.run();

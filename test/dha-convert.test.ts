@@ -1,7 +1,8 @@
 // The DHA conversion end to end on a tiny random model (a few steps): the driver's report and
 // tensors, the GQA baseline on the same plan, and `duet dha`'s folder (config.json with a valid
 // duet_dha, k_proj/v_proj with the kept heads' rows, the model card, the atomic file set) with its
-// refusals (overwrite without --force, non-multi-head or foreign-vocabulary sources, bad budgets).
+// refusals (overwrite without --force, non-multi-head, DHA or foreign-vocabulary sources, bad budgets);
+// the converted folder loads in the engine and matches the trainer's own forward of it.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -19,6 +20,9 @@ import { Arena } from '../src/train/arena.ts';
 import { TrainModel, cpuTrainModel, type TrainConfig } from '../src/train/model.ts';
 import { VOCAB_SIZE } from '../src/train/vocab.ts';
 import { Random } from '../src/tasks/random.ts';
+import { Engine } from '../src/engine/engine.ts';
+import { assertClose } from './helpers/conformance.ts';
+import { sharedGpu } from './helpers/engine.ts';
 
 const c: TrainConfig = { vocab: VOCAB_SIZE, hidden: 16, layers: 2, heads: 4, kvHeads: 4, headDim: 4, intermediate: 24, eps: 1e-5, ropeTheta: 10000, maxRows: 0 };
 const base: ConvertOptions = { method: 'dha', budget: 0.375, tokens: 1200, tokensPerStep: 300, maxLength: 160, tasks: ['passkey'], similaritySequences: 2, validationSequences: 2, seed: 3 };
@@ -92,6 +96,48 @@ test('bad options are refused with the field named', async () => {
   assert.match(msg, /budget 0\.375 is not a uniform GQA layout.*--method dha/);
 });
 
+/**
+ * The converted folder through the engine (CPU; and the GPU split placement when an adapter exists)
+ * against the trainer's own forward of the same model: the multi-head TrainModel with tied rows that
+ * the continued training runs (every query head reads its key and value head's rows). Prefill of 30
+ * tokens, then 5 decode steps; |Δlogit| ≤ 1e-3·(1 + |trainer|) (two f32 forwards).
+ */
+async function engineMatchesTrainer(out: string): Promise<void> {
+  const ckpt = await loadCheckpoint(nodeModelFiles(out));
+  const dha = ckpt.config.dha!;
+  const ids = Array.from({ length: 35 }, (_, i) => (i * 7 + 3) % VOCAB_SIZE);
+  const m = await tinyModel(ids.length);
+  const f = (x: unknown) => x as Float32Array;
+  m.p.embed.set(f(ckpt.weights.embed)); m.p.finalNorm.set(ckpt.weights.finalNorm); m.p.lmHead.set(f(ckpt.weights.lmHead));
+  const D = c.headDim, row = D * c.hidden;
+  ckpt.weights.layers.forEach((lw, l) => {
+    const p = m.p.layers[l], d = dha.layers[l];
+    p.inputNorm.set(lw.inputNorm); p.wq.set(f(lw.wq)); p.wo.set(f(lw.wo)); p.postNorm.set(lw.postNorm);
+    p.wGate.set(f(lw.wGate)); p.wUp.set(f(lw.wUp)); p.wDown.set(f(lw.wDown));
+    for (let h = 0; h < c.heads; h++) {
+      p.wk.set(f(lw.wk).subarray(d.queryToKey[h] * row, (d.queryToKey[h] + 1) * row), h * row);
+      p.wv.set(f(lw.wv).subarray(d.queryToValue[h] * row, (d.queryToValue[h] + 1) * row), h * row);
+    }
+  });
+  m.forward(Int32Array.from(ids), Int32Array.from(ids, (_, i) => i));
+  const trainerLogits = (t: number) => Float64Array.from({ length: c.vocab }, (_, v) => {
+    let z = 0;
+    for (let e = 0; e < c.hidden; e++) z += m.hidden[t * c.hidden + e] * m.p.lmHead[v * c.hidden + e];
+    return z;
+  });
+  const gpu = (await sharedGpu()).gpu !== null;
+  for (const placement of gpu ? ['cpu', 'split'] as const : ['cpu'] as const) {
+    const engine = await Engine.create(ckpt.config, ckpt.weights, { device: placement === 'cpu' ? 'cpu' : 'gpu', placement, acquireGpu: sharedGpu });
+    try {
+      const session = engine.newSession(64, 16);
+      assertClose(await session.forward(ids.slice(0, 30)), trainerLogits(29), `${placement} prefill`, 1e-3);
+      for (let t = 30; t < ids.length; t++) assertClose(await session.forward([ids[t]]), trainerLogits(t), `${placement} decode ${t}`, 1e-3);
+      assert.is(session.kvMemory().byMethod.full, dhaCacheHeads(dha) * 64 * D * 4);
+      session.dispose();
+    } finally { engine.dispose(); }
+  }
+}
+
 async function sourceFolder(name: string, over: Partial<TrainConfig> = {}): Promise<string> {
   const cfg = { ...c, ...over, maxRows: 160 };
   const m = cpuTrainModel(await Arena.create((k) => TrainModel.arenaBytes(cfg, k)), cfg);
@@ -101,7 +147,7 @@ async function sourceFolder(name: string, over: Partial<TrainConfig> = {}): Prom
   return path;
 }
 
-test('duet dha\'s folder: duet_dha config, kept rows in the safetensors, tokenizer copied, model card; the engine refuses it; overwrite needs force', async () => {
+test('duet dha\'s folder: duet_dha config, kept rows in the safetensors, tokenizer copied, model card; the engine runs it as the trainer does; overwrite needs force', async () => {
   const src = await sourceFolder('src');
   const out = join(dir, 'out');
   const { report } = await convertToDha({ ...base, model: src, out, threads: 1 });
@@ -121,9 +167,8 @@ test('duet dha\'s folder: duet_dha config, kept rows in the safetensors, tokeniz
   assert.match(card, /not resumable/);
   assert.ok(existsSync(join(out, 'dha-manifest.json')));
   assert.ok(!readFileSync(join(out, 'dha-manifest.json'), 'utf8').includes('.staged'));
+  await engineMatchesTrainer(out);
   let msg = '';
-  try { await loadCheckpoint(nodeModelFiles(out)); } catch (e) { msg = (e as Error).message; }
-  assert.match(msg, /DHA checkpoints are not yet supported/);
   // A second run into the same folder needs force.
   try { await convertToDha({ ...base, model: src, out, threads: 1 }); msg = ''; } catch (e) { msg = (e as Error).message; }
   assert.match(msg, /not empty .*it holds a model; refusing to overwrite it with the converted model: add --force/);
@@ -138,6 +183,9 @@ test('duet dha refuses GQA sources and checkpoints of another vocabulary', async
   let msg = '';
   try { await convertToDha({ ...base, model: gqa, out: join(dir, 'o2'), threads: 1 }); } catch (e) { msg = (e as Error).message; }
   assert.match(msg, /num_key_value_heads 2 ≠ num_attention_heads 4; DHA converts a multi-head checkpoint/);
+  // A converted model is not a source: its nominal multi-head shape hides decoupled heads.
+  try { await convertToDha({ ...base, model: join(dir, 'out'), out: join(dir, 'o4'), threads: 1 }); } catch (e) { msg = (e as Error).message; }
+  assert.match(msg, /config\.json: has decoupled key\/value heads per layer \(duet_dha: .*\); the DHA conversion supports only models with one KV head count/);
   const foreign = await sourceFolder('foreign');
   const tok = JSON.parse(readFileSync(join(foreign, 'tokenizer.json'), 'utf8'));
   tok.model.vocab = { ...tok.model.vocab, a: 99 };

@@ -3,7 +3,8 @@
 // online softmax (running max m, sum l, rescaled accumulator) and writes a partial (m, l, o[head_dim]);
 // attention_combine.wgsl merges the splits by log-sum-exp. Scores never leave workgroup memory.
 // Used for prefill chunks (row > 0) and decode (one row) alike; GQA: head h reads KV head
-// h / (num_heads / num_kv_heads).
+// h / (num_heads / num_kv_heads); decoupled heads (DHA, mapped = 1): key head head_map[h] and value
+// head head_map[num_heads + h], the V cache of its own head count (whole caches only, one part).
 // The cache rows are KV_DTYPE (src/backend/kv-dtype.ts): 0 = f32, 1 = f16 (pairs unpacked from u32),
 // 2 = int8 (codes sign-extended from u32, times the row's f32 scale, the row's last word).
 
@@ -22,6 +23,7 @@ struct Params {
   scale: f32,
   part_words: u32, row_first: u32, row_end: u32, first_offset: u32,
   split_base: u32, total_splits: u32,
+  mapped: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> partials: array<f32>;
@@ -30,7 +32,8 @@ struct Params {
 @group(0) @binding(3) var<storage, read> v_cache: array<u32>;
 @group(0) @binding(4) var<storage, read> k_next: array<u32>;
 @group(0) @binding(5) var<storage, read> v_next: array<u32>;
-@group(0) @binding(6) var<uniform> p: Params;
+@group(0) @binding(6) var<storage, read> head_map: array<u32>;
+@group(0) @binding(7) var<uniform> p: Params;
 
 // Word i of this part's view (it continues into the next part).
 fn k_word(i: u32) -> u32 {
@@ -100,7 +103,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let h = wid.y;
   let r = wid.z;
   let D = p.head_dim;
-  let kvh = h / (p.num_heads / p.num_kv_heads);
+  var kvh = h / (p.num_heads / p.num_kv_heads);
+  var vh = kvh;
+  if (p.mapped != 0u) {
+    kvh = head_map[h];
+    vh = head_map[p.num_heads + h];
+  }
   let limit = p.past_len + r + 1u;
   // This part's rows of KV head kvh: positions lo .. hi (empty when hi ≤ lo).
   let head_row = kvh * p.capacity;
@@ -115,6 +123,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let W = row_words(D);
   // Word of position j's row in this part's view: kv_base + j·W (wrapping arithmetic: j ≥ lo).
   let kv_base = p.first_offset - (p.row_first - head_row) * W;
+  // V rows of value head vh (= kvh unless mapped; mapped caches are one part, so this stays in it).
+  let v_base = kv_base + (vh * p.capacity - head_row) * W;
   var m = NEG;
   var l = 0.0;
   var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
@@ -129,7 +139,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       let d = t + c * WG;
       if (d < D) {
         var a = acc[c] * tile.alpha;
-        var vb = kv_base + j0 * W;
+        var vb = v_base + j0 * W;
         for (var i = 0u; i < n; i++) { a += probs[i] * v_at(vb, d, D); vb += W; }
         acc[c] = a;
       }

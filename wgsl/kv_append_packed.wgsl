@@ -14,6 +14,8 @@ struct Params {
   // The bound k_dst / v_dst are words part_first .. part_first + part_words of the cache (a cache
   // split over several buffers is appended to once per part; whole: 0 and 0xffffffff).
   part_first: u32, part_words: u32,
+  // Value heads (decoupled heads, DHA; the caches are then whole) and their (row, head) count.
+  num_v_heads: u32, total_v: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> k_dst: array<u32>;
@@ -139,12 +141,15 @@ fn encode_row(which: u32, src: u32, dst: u32) {
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-  let e = (wid.y * nwg.x + wid.x) * WG + lid; // one (row, KV head)
-  if (e >= p.total) { return; }
-  let h = e % p.num_kv_heads;
-  let r = e / p.num_kv_heads;
-  let src = e * p.head_dim;
-  let dst = (h * p.capacity + p.past_len + r) * p.row_words;
-  encode_row(0u, src, dst);
-  encode_row(1u, src, dst);
+  let e = (wid.y * nwg.x + wid.x) * WG + lid; // one (row, key head) and one (row, value head)
+  if (e < p.total) {
+    let h = e % p.num_kv_heads;
+    let r = e / p.num_kv_heads;
+    encode_row(0u, e * p.head_dim, (h * p.capacity + p.past_len + r) * p.row_words);
+  }
+  if (e < p.total_v) {
+    let h = e % p.num_v_heads;
+    let r = e / p.num_v_heads;
+    encode_row(1u, e * p.head_dim, (h * p.capacity + p.past_len + r) * p.row_words);
+  }
 }

@@ -12,6 +12,9 @@ struct Params {
   // append: the bound k_dst / v_dst are words part_first .. part_first + part_words of the cache (a
   // cache split over several buffers is appended to once per part; whole: 0 and 0xffffffff).
   part_first: u32, part_words: u32,
+  // append: value heads (decoupled heads, DHA: may differ from num_kv_heads, the key heads; the
+  // caches are then whole) and v's element count; total covers the larger side.
+  num_v_heads: u32, total_v: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> k_dst: array<f32>;
@@ -30,14 +33,19 @@ fn element(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
 fn append(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
   let e = element(wid, nwg, lid);
-  if (e >= p.total) { return; }
   let d = e % p.head_dim;
-  let h = (e / p.head_dim) % p.num_kv_heads;
-  let r = e / (p.head_dim * p.num_kv_heads);
-  let dst = (h * p.capacity + p.past_len + r) * p.head_dim + d;
-  if (dst < p.part_first || dst - p.part_first >= p.part_words) { return; }
-  k_dst[dst - p.part_first] = k_src[e];
-  v_dst[dst - p.part_first] = v_src[e];
+  if (e < p.total) {
+    let h = (e / p.head_dim) % p.num_kv_heads;
+    let r = e / (p.head_dim * p.num_kv_heads);
+    let dst = (h * p.capacity + p.past_len + r) * p.head_dim + d;
+    if (dst >= p.part_first && dst - p.part_first < p.part_words) { k_dst[dst - p.part_first] = k_src[e]; }
+  }
+  if (e < p.total_v) {
+    let h = (e / p.head_dim) % p.num_v_heads;
+    let r = e / (p.head_dim * p.num_v_heads);
+    let dst = (h * p.capacity + p.past_len + r) * p.head_dim + d;
+    if (dst >= p.part_first && dst - p.part_first < p.part_words) { v_dst[dst - p.part_first] = v_src[e]; }
+  }
 }
 
 @compute @workgroup_size(256)

@@ -2,7 +2,7 @@
 // generate samples from seeds, run them greedily (chunked prefill; streaming heads keep a constant
 // cache) and score the answers. Plus the standard comparison set (full attention, a pattern,
 // streaming only, random patterns of the same budget) and each configuration's KV bytes.
-import { projectKvMemory } from '../attention/memory.js';
+import { projectModelKv } from './memory.js';
 import { allHeads, type HeadPattern } from '../attention/pattern.js';
 import type { StreamingWindow } from '../backend/contract.js';
 import { fillerStyleFor, heldOutText, taskPrompt, tokenCounter } from '../eval/evaluate.js';
@@ -236,8 +236,8 @@ export async function evaluate(model: DuetModel, o: EvaluateOptions = {}): Promi
   const longest = Math.max(...lengths);
   const summaries = configs.map((c, i): EvalConfigSummary => {
     const { kinds, window, compensation, methods, locret } = resolved[i];
-    const kv = projectKvMemory(kinds ?? allHeads(L, H, true), config.headDim, longest, window ?? { sink: 0, recent: 1 }, 'f32', compensation,
-      config.numHeads / config.numKvHeads, methods && { methods, locret });
+    const kv = projectModelKv(config, kinds ?? allHeads(L, H, true), longest, window ?? { sink: 0, recent: 1 }, 'f32', compensation,
+      methods && { methods, locret });
     return { name: c.name, streamingHeads: kv.streaming_heads, kvHeads: L * H, window: window ?? null, kvBytes: kv.duo_bytes, kvContext: longest,
       locretHeads: kv.locret_heads, locret: locret ?? null };
   });

@@ -1,14 +1,19 @@
 // KV-cache memory of a model (its config.json) under some heads at a context length: full attention
 // against DuoAttention, per device with the split placement, with the model's own sliding window
 // applied as the engine applies it. No weights needed.
-import { projectKvMemory, type MemoryProjection } from '../attention/memory.js';
+import { projectKvMemory, type MemoryProjection, type MethodProjection } from '../attention/memory.js';
 import { applySlidingWindow } from '../attention/sliding-window.js';
 import { DuetError } from '../errors.js';
 import { kvDTypeOption } from '../engine/kv-dtype.js';
 import type { KvDType } from '../backend/kv-dtype.js';
+import type { StreamingWindow } from '../backend/contract.js';
 import type { ModelConfig } from '../model/config.js';
 import { resolveHeads, type HeadOptions } from './heads.js';
 import { offloadSettings, type OffloadOptions } from '../kv/magicpig/settings.js';
+import { allHeads, type HeadKinds } from '../attention/pattern.js';
+import { kvBytesByHome } from '../engine/memory-plan.js';
+import type { KvSettings } from '../kv/method.js';
+import { methodsOfKinds } from '../kv/registry.js';
 
 export interface KvMemoryOptions extends HeadOptions {
   /** Tokens of context. */
@@ -43,9 +48,39 @@ export function kvMemory(config: ModelConfig, o: KvMemoryOptions): KvMemory {
   if (heads.locret && kvDtype !== 'f32') throw new DuetError('locret', `keeps its cache in f32; KV dtype ${kvDtype} is not supported with it`);
   if (o.offload && heads.methods) throw new DuetError('offload', `cannot be combined with ${heads.locret ? 'locret' : 'methods'} (offload names the methods itself: magicpig on retrieval heads)`);
   const offload = o.offload ? offloadSettings(o.offload === true ? {} : o.offload, windowed.kinds, config.headDim, kvDtype) : undefined;
-  const p = projectKvMemory(windowed.kinds, config.headDim, o.context, windowed.window ?? { sink: 0, recent: 1 }, kvDtype, heads.compensation,
-    config.numHeads / config.numKvHeads, offload ? { offload } : heads.methods && { methods: heads.methods, locret: heads.locret });
+  const p = projectModelKv(config, windowed.kinds, o.context, windowed.window ?? { sink: 0, recent: 1 }, kvDtype, heads.compensation,
+    offload ? { offload } : heads.methods && { methods: heads.methods, locret: heads.locret });
   const s = offload?.settings;
   const offloaded = s ? `; retrieval heads offloaded (MagicPIG K ${s.K} × L ${s.L}, ${s.sinks} sinks + ${s.local} local${offload.denseLayers.length ? `, layers ${offload.denseLayers.join(',')} dense` : ''})` : '';
   return { ...p, kvDtype, heads: heads.description + offloaded, note: windowed.note };
+}
+
+/**
+ * projectKvMemory for `config`'s own layout (heads `kinds`, the sliding window already applied): a
+ * DHA model's decoupled layers cache their own key and value head counts.
+ */
+export function projectModelKv(config: ModelConfig, kinds: HeadKinds, context: number, window: StreamingWindow, kvDtype: KvDType,
+  compensation = false, other?: MethodProjection): MemoryProjection {
+  if (config.dha && other) {
+    throw new DuetError(other.offload ? 'offload' : other.locret ? 'locret' : 'methods', 'is not supported on a DHA model (its decoupled layers are full attention; docs/dha.md)');
+  }
+  return config.dha
+    ? projectDhaMemory(config, kinds, context, { kvDtype, window, compensation })
+    : projectKvMemory(kinds, config.headDim, context, window, kvDtype, compensation, config.numHeads / config.numKvHeads, other);
+}
+
+/**
+ * A DHA model's projection (decoupled layers cache their own key and value head counts), through
+ * the engine's own layer groups: full attention is every head full, the pattern's heads as given.
+ */
+function projectDhaMemory(config: ModelConfig, kinds: HeadKinds, context: number, settings: KvSettings): MemoryProjection {
+  const all = kvBytesByHome(config, methodsOfKinds(allHeads(config.numLayers, config.numKvHeads, true)), context, settings);
+  const duo = kvBytesByHome(config, methodsOfKinds(kinds), context, settings);
+  return {
+    context, kvDtype: settings.kvDtype, full_bytes: all.main + all.side,
+    duo_bytes: duo.main + duo.side, gpu_bytes: duo.main, cpu_bytes: duo.side,
+    offloaded_bytes: 0, offloaded_heads: 0,
+    retrieval_heads: duo.heads.full ?? 0, streaming_heads: duo.heads.streaming ?? 0, locret_heads: 0,
+    method_bytes: duo.byMethod,
+  };
 }

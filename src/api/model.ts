@@ -1,7 +1,7 @@
 // The public model object: a checkpoint placed on its devices with a head pattern, generating text
 // as an async iterable. Environment-neutral: the entries (src/index.ts for browsers, src/node.ts for
 // Node) supply the files, the GPU and the CPU backend.
-import { projectKvMemory } from '../attention/memory.js';
+import { projectModelKv } from './memory.js';
 import { allHeads, countStreaming, loadPattern, type HeadPattern, type PatternFiles } from '../attention/pattern.js';
 import type { StreamingWindow } from '../backend/contract.js';
 import { Engine, type CpuLike, type DeviceChoice, type EngineOptions, type GenerationResult, type OffloadOptions, type Placement, type PlacementChoice } from '../engine/engine.js';
@@ -503,7 +503,7 @@ export class DuetModel {
     const after = await this.work();
     const c = this.info.config;
     const capacity = Math.min(this.info.contextLength, promptTokens + maxTokens);
-    const fullAttention = projectKvMemory(allHeads(c.numLayers, c.numKvHeads, true), c.headDim, capacity, { sink: 0, recent: 1 }, this.engine.kvDtype).full_bytes;
+    const fullAttention = projectModelKv(c, allHeads(c.numLayers, c.numKvHeads, true), capacity, { sink: 0, recent: 1 }, this.engine.kvDtype).full_bytes;
     const stats: GenerationStats = {
       text: s.decoder ? s.text.output : '', tokens: r.tokens, finishReason, stoppedBy,
       usage: { promptTokens, completionTokens: r.tokens.length, totalTokens: promptTokens + r.tokens.length },

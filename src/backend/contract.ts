@@ -21,6 +21,9 @@
 //    f32 whatever the ring's dtype, and add the values as stored (decoded), so they match the keys
 //    and values attention reads.
 //  - GQA: query head qh uses KV head floor(qh / (numHeads / numKvHeads)).
+//  - Decoupled heads (DHA, AttentionShape.maps): query head qh uses key head queryToKey[qh] of a K
+//    cache of numKvHeads heads and value head queryToValue[qh] of a V cache of numValueHeads heads
+//    (full caches only; kvAppend then takes the value head count).
 //  - Keys are cached after RoPE at their true positions.
 //
 // GPU ops are recorded and run in order; CPU ops run at once. `read` waits for everything before it.
@@ -44,6 +47,32 @@ export interface AttentionShape {
   pastLen: number;
   /** Softmax scale, normally 1/sqrt(headDim). */
   scale: number;
+  /** Decoupled key and value heads (full attention only); numKvHeads is then the key head count. */
+  maps?: HeadMaps;
+}
+
+/**
+ * DHA's per-query-head maps: query head h reads key head queryToKey[h] (< numKvHeads) and value
+ * head queryToValue[h] (< numValueHeads). Both have numHeads entries; backends validate them and may
+ * keep a device copy per array object, so the arrays must not change after their first use.
+ */
+export interface HeadMaps {
+  numValueHeads: number;
+  queryToKey: Int32Array;
+  queryToValue: Int32Array;
+}
+
+/** Throws unless `maps` fit `shape` (entries in range, one per query head); `what` names the op. */
+export function checkHeadMaps(maps: HeadMaps, numHeads: number, numKvHeads: number, what: string): void {
+  const { queryToKey, queryToValue, numValueHeads } = maps;
+  if (queryToKey.length !== numHeads || queryToValue.length !== numHeads) {
+    throw new RangeError(`${what}: head maps of ${queryToKey.length} and ${queryToValue.length} entries, the call has ${numHeads} query heads`);
+  }
+  if (!(Number.isInteger(numValueHeads) && numValueHeads >= 1)) throw new RangeError(`${what}: numValueHeads must be a positive integer (got ${numValueHeads})`);
+  for (let h = 0; h < numHeads; h++) {
+    if (!(queryToKey[h] >= 0 && queryToKey[h] < numKvHeads)) throw new RangeError(`${what}: query head ${h} maps to key head ${queryToKey[h]}, outside 0..${numKvHeads - 1}`);
+    if (!(queryToValue[h] >= 0 && queryToValue[h] < numValueHeads)) throw new RangeError(`${what}: query head ${h} maps to value head ${queryToValue[h]}, outside 0..${numValueHeads - 1}`);
+  }
 }
 
 export interface StreamingWindow {
@@ -119,13 +148,16 @@ export interface Backend {
 
   /**
    * Writes the chunk's k, v ([rows][numKvHeads][headDim] f32) at positions pastLen.. of a full cache
-   * stored as `dtype` (default f32), encoded exactly as kv-dtype.ts's encodeKvRow does.
+   * stored as `dtype` (default f32), encoded exactly as kv-dtype.ts's encodeKvRow does. With
+   * decoupled heads v and the V cache have numValueHeads heads (default numKvHeads).
    */
   kvAppend(kCache: DeviceTensor, vCache: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
-    rows: number, numKvHeads: number, headDim: number, capacity: number, pastLen: number, dtype?: KvDType): void;
+    rows: number, numKvHeads: number, headDim: number, capacity: number, pastLen: number, dtype?: KvDType,
+    numValueHeads?: number): void;
   /**
    * Causal attention over a full cache (stored as `dtype`, default f32) that already holds positions
    * [0, pastLen + rows): query row r attends keys j ≤ pastLen + r. q and out are [rows][numHeads][headDim].
+   * With shape.maps the K cache has numKvHeads heads and the V cache numValueHeads (see HeadMaps).
    */
   attention(out: DeviceTensor, q: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor,
     shape: AttentionShape, capacity: number, dtype?: KvDType): void;
@@ -143,7 +175,7 @@ export interface Backend {
    *
    * The ring is stored as `dtype` (default f32). With f16 / int8 every key and value, the chunk's own
    * included, is attended (and summed) as the ring stores it: decodeKvRow(encodeKvRow(x)), so the
-   * result does not depend on how the sequence was chunked.
+   * result does not depend on how the sequence was chunked. Decoupled heads (shape.maps) are refused.
    */
   streamingAttention(out: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
     kRing: DeviceTensor, vRing: DeviceTensor, shape: AttentionShape, window: StreamingWindow,

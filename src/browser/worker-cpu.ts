@@ -194,8 +194,9 @@ export class WorkerCpuBackend implements CpuLike {
     this.post({ op: 'run', kernel, tensors: ids, scalars: { ...scalars } });
   }
   kvAppend(kCache: DeviceTensor, vCache: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
-    rows: number, numKvHeads: number, headDim: number, capacity: number, pastLen: number, dtype: KvDType = 'f32'): void {
-    this.call('kvAppend', [kCache, vCache, k, v, rows, numKvHeads, headDim, capacity, pastLen, dtype]);
+    rows: number, numKvHeads: number, headDim: number, capacity: number, pastLen: number, dtype: KvDType = 'f32',
+    numValueHeads = numKvHeads): void {
+    this.call('kvAppend', [kCache, vCache, k, v, rows, numKvHeads, headDim, capacity, pastLen, dtype, numValueHeads]);
   }
   attention(out: DeviceTensor, q: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor,
     shape: AttentionShape, capacity: number, dtype: KvDType = 'f32'): void {

@@ -2,7 +2,7 @@
 // blocks of the kernel module's linear memory; host inputs (token ids, positions) are staged in
 // short-lived blocks. Attention works on query tiles with O(tile) scratch, so memory does not grow
 // with the context beyond the caches themselves.
-import type { AttentionShape, Backend, Compensation, DeviceTensor, StreamingWindow } from '../backend/contract.js';
+import { checkHeadMaps, type AttentionShape, type Backend, type Compensation, type DeviceTensor, type StreamingWindow } from '../backend/contract.js';
 import { WasmHeap } from './memory.js';
 import { CONTROL_BYTES, KernelThreads, MAX_ARGS, Op, runShare, type StartWorker } from './threads.js';
 import { instantiateKernels, kernelMemory, kernelModule, type KernelExports } from './wasm.js';
@@ -256,38 +256,48 @@ export class CpuBackend implements Backend {
   }
 
   kvAppend(kCache: DeviceTensor, vCache: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
-    rows: number, numKvHeads: number, headDim: number, capacity: number, pastLen: number, dtype: KvDType = 'f32'): void {
+    rows: number, numKvHeads: number, headDim: number, capacity: number, pastLen: number, dtype: KvDType = 'f32',
+    numValueHeads = numKvHeads): void {
     if (pastLen + rows > capacity) throw new RangeError(`kvAppend: ${pastLen + rows} positions exceed the cache capacity ${capacity}`);
-    const words = numKvHeads * capacity * kvRowWords(headDim, checkKvDType(dtype, 'kvAppend'));
-    need(kCache, words, 'kvAppend kCache'); need(vCache, words, 'kvAppend vCache');
-    need(k, rows * numKvHeads * headDim, 'kvAppend k'); need(v, rows * numKvHeads * headDim, 'kvAppend v');
+    count(numValueHeads, 'kvAppend numValueHeads');
+    const row = capacity * kvRowWords(headDim, checkKvDType(dtype, 'kvAppend'));
+    need(kCache, numKvHeads * row, 'kvAppend kCache'); need(vCache, numValueHeads * row, 'kvAppend vCache');
+    need(k, rows * numKvHeads * headDim, 'kvAppend k'); need(v, rows * numValueHeads * headDim, 'kvAppend v');
     this.kernelCalls++;
     this.k.kvAppend(asCpu(kCache, 'kvAppend').ptr, asCpu(vCache, 'kvAppend').ptr, asCpu(k, 'kvAppend').ptr,
-      asCpu(v, 'kvAppend').ptr, rows, numKvHeads, headDim, capacity, pastLen, KV_DTYPE_ID[dtype]);
+      asCpu(v, 'kvAppend').ptr, rows, numKvHeads, headDim, capacity, pastLen, KV_DTYPE_ID[dtype], numValueHeads);
   }
 
   attention(out: DeviceTensor, q: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor,
     shape: AttentionShape, capacity: number, dtype: KvDType = 'f32'): void {
-    const { rows, numHeads, numKvHeads, headDim, pastLen, scale } = shape;
-    checkGroups(numHeads, numKvHeads);
+    const { rows, numHeads, numKvHeads, headDim, pastLen, scale, maps } = shape;
+    if (maps) checkHeadMaps(maps, numHeads, numKvHeads, 'attention');
+    else checkGroups(numHeads, numKvHeads);
     if (pastLen + rows > capacity) throw new RangeError(`attention: ${pastLen + rows} positions exceed the cache capacity ${capacity}`);
     need(q, rows * numHeads * headDim, 'attention q'); need(out, rows * numHeads * headDim, 'attention out');
-    const words = numKvHeads * capacity * kvRowWords(headDim, checkKvDType(dtype, 'attention'));
-    need(kCache, words, 'attention kCache'); need(vCache, words, 'attention vCache');
+    const row = capacity * kvRowWords(headDim, checkKvDType(dtype, 'attention'));
+    need(kCache, numKvHeads * row, 'attention kCache'); need(vCache, (maps?.numValueHeads ?? numKvHeads) * row, 'attention vCache');
     const id = KV_DTYPE_ID[dtype];
-    const group = numHeads / numKvHeads;
+    // Decoupled heads: every query head is its own unit (group 1), with its key and value head from the maps.
+    const units = maps ? numHeads : numKvHeads;
+    const group = numHeads / units;
     const floats = this.k.attentionScratchFloats(TILE_ROWS * group, headDim) + this.k.kvDecodeScratchFloats(headDim, id);
-    this.withScratch(floats, (scratch, bytes) => {
-      this.job(Op.Attention, [asCpu(out, 'attention').ptr, asCpu(q, 'attention').ptr, asCpu(kCache, 'attention').ptr,
-        asCpu(vCache, 'attention').ptr, rows, numHeads, numKvHeads, headDim, pastLen, scale, capacity, scratch, bytes, TILE_ROWS, id],
-      rows * (pastLen + rows) * numHeads * headDim);
-    });
+    const mapPtr = maps ? this.stageInts(Int32Array.from([...maps.queryToKey, ...maps.queryToValue])) : 0;
+    try {
+      this.withScratch(floats, (scratch, bytes) => {
+        this.job(Op.Attention, [asCpu(out, 'attention').ptr, asCpu(q, 'attention').ptr, asCpu(kCache, 'attention').ptr,
+          asCpu(vCache, 'attention').ptr, rows, numHeads, units, headDim, pastLen, scale, capacity, scratch, bytes, TILE_ROWS, id,
+          mapPtr, mapPtr && mapPtr + 4 * numHeads],
+        rows * (pastLen + rows) * numHeads * headDim);
+      });
+    } finally { if (mapPtr) this.heap.release(mapPtr, 8 * numHeads); }
   }
 
   streamingAttention(out: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
     kRing: DeviceTensor, vRing: DeviceTensor, shape: AttentionShape, window: StreamingWindow,
     compensation: Compensation | null = null, dtype: KvDType = 'f32'): void {
     const { rows, numHeads, numKvHeads, headDim, pastLen, scale } = shape;
+    if (shape.maps) throw new Error('streamingAttention: decoupled key/value heads (DHA) are supported by full attention only');
     checkGroups(numHeads, numKvHeads);
     checkWindow(window);
     const slots = window.sink + window.recent;

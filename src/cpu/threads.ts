@@ -71,10 +71,10 @@ export function runShare(k: KernelExports, op: Op, a: Float64Array, s: number, c
     if (c0 >= c1) return false;
     k.matmulPacked(a[0] + c0 * 4, a[6], a[1], a[2] + c0 * a[9], a[3] ? a[3] + c0 * 4 : 0, a[4], a[5], c1 - c0, a[7], a[8], a[9], a[10] + s * a[11]);
   } else if (op === Op.Attention) {
-    // out, q, kCache, vCache, rows, numHeads, numKvHeads, headDim, pastLen, scale, capacity, scratch, scratchBytes, tileRows, kvDtype
+    // out, q, kCache, vCache, rows, numHeads, numKvHeads, headDim, pastLen, scale, capacity, scratch, scratchBytes, tileRows, kvDtype, kMap, vMap
     const [h0, h1] = shareRange(a[6], s, count);
     if (h0 >= h1) return false;
-    k.attention(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11] + s * a[12], a[13], h0, h1, a[14]);
+    k.attention(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11] + s * a[12], a[13], h0, h1, a[14], a[15], a[16]);
   } else if (op === Op.Streaming) {
     // out, q, k, v, kRing, vRing, rows, numHeads, numKvHeads, headDim, pastLen, scale, sink, recent, scratch, scratchBytes, tileRows, kSum, vSum, ringDtype
     const [h0, h1] = shareRange(a[8], s, count);

@@ -25,10 +25,10 @@ export interface KernelExports {
   /** dtype: the full cache's storage (kv-dtype.ts KV_DTYPE_ID); scratch adds kvDecodeScratchFloats. */
   attention(out: number, q: number, kCache: number, vCache: number, rows: number, numHeads: number,
     numKvHeads: number, headDim: number, pastLen: number, scale: number, capacity: number, scratch: number, tileRows: number,
-    kvStart: number, kvEnd: number, dtype: number): void;
+    kvStart: number, kvEnd: number, dtype: number, kMap: number, vMap: number): void;
   kvDecodeScratchFloats(headDim: number, dtype: number): number;
   kvAppend(kCache: number, vCache: number, k: number, v: number, rows: number, numKvHeads: number,
-    headDim: number, capacity: number, pastLen: number, dtype: number): void;
+    headDim: number, capacity: number, pastLen: number, dtype: number, numVHeads: number): void;
   streamingAttention(out: number, q: number, k: number, v: number, kRing: number, vRing: number,
     rows: number, numHeads: number, numKvHeads: number, headDim: number, pastLen: number, scale: number,
     sink: number, recent: number, scratch: number, tileRows: number, kvStart: number, kvEnd: number, kSum: number, vSum: number,

@@ -61,17 +61,3 @@ export function dhaConfigJson(c: DhaConfig): object {
 export function dhaCacheHeads(c: DhaConfig): number {
   return c.layers.reduce((a, l) => a + l.keyHeads + l.valueHeads, 0);
 }
-
-/**
- * Throws the engine's refusal for a DHA checkpoint (validating its layout first, so a broken one
- * says what is broken). The runtime for decoupled heads is not written yet; running such a
- * checkpoint as a plain Llama model would read k_proj/v_proj with the wrong shapes.
- */
-export function rejectDhaCheckpoint(json: Record<string, unknown>, file = 'config.json'): void {
-  if (!hasDha(json)) return;
-  const layers = json.num_hidden_layers, heads = json.num_attention_heads;
-  if (typeof layers !== 'number' || typeof heads !== 'number') throw new Error(`${file}: a ${DHA_KEY} layout needs num_hidden_layers and num_attention_heads`);
-  const c = parseDhaConfig(json[DHA_KEY], layers, heads, file);
-  const counts = c.layers.map((l) => `${l.keyHeads}K+${l.valueHeads}V`).join(', ');
-  throw new Error(`DHA checkpoints are not yet supported by the inference engine: ${file} has decoupled key/value heads per layer (${counts}); the runtime for them is not written yet (see docs/dha.md)`);
-}

@@ -5,11 +5,12 @@ import type { LocretSettings } from '../kv/locret/settings.js';
 import type { MagicPigSettings } from '../kv/magicpig/settings.js';
 import type { Backend, DeviceTensor, StreamingWindow } from '../backend/contract.js';
 import type { HeadKinds } from '../attention/pattern.js';
-import { groupHeads, KV_METHODS, methodsOfKinds, type HeadMethods } from '../kv/registry.js';
-import type { KvMethod } from '../kv/method.js';
+import { KV_METHODS, methodsOfKinds, type HeadMethods } from '../kv/registry.js';
+import type { KvGroupShape, KvMethod } from '../kv/method.js';
 import { splitGroup, type GroupWeights } from './head-split.js';
+import { layerGroups } from './layer-groups.js';
 import type { ModelConfig } from '../model/config.js';
-import { ropeInvFreq } from '../model/config.js';
+import { kvHeadsPerToken, layerKvHeads, ropeInvFreq } from '../model/config.js';
 import { asPacked, convertMatrix, matrixBytes, type ModelWeights, type WeightMatrix } from '../model/weights.js';
 import type { PackedMatrix, WeightDType } from '../model/quant.js';
 
@@ -20,7 +21,11 @@ export interface DeviceHeadGroup {
   backend: Backend;
   kvHeads: number[];
   numHeads: number;
+  /** Key heads (= value heads unless decoupled). */
   numKvHeads: number;
+  numValueHeads: number;
+  /** The shape its caches are created with (src/engine/layer-groups.ts). */
+  shape: KvGroupShape;
   wq: DeviceTensor; wk: DeviceTensor; wv: DeviceTensor; wo: DeviceTensor;
   bq: DeviceTensor | null; bk: DeviceTensor | null; bv: DeviceTensor | null;
 }
@@ -61,8 +66,8 @@ export interface DeviceModelOptions {
 
 /** f32 bytes of the matmul weights (projections, MLP, LM head) of `config`. */
 export function matmulWeightBytes(config: ModelConfig): number {
-  const { hiddenSize: H, intermediateSize: I, numHeads, numKvHeads, headDim: D, vocabSize: V } = config;
-  return 4 * (config.numLayers * (H * (numHeads + 2 * numKvHeads) * D + numHeads * D * H + 3 * H * I) + V * H);
+  const { hiddenSize: H, intermediateSize: I, numHeads, headDim: D, vocabSize: V } = config;
+  return 4 * (config.numLayers * (2 * H * numHeads * D + 3 * H * I) + H * kvHeadsPerToken(config) * D + V * H);
 }
 
 /** Above this many f32 weight bytes the CPU default is q8_0 (f32 would crowd the 4 GiB WebAssembly memory). */
@@ -126,9 +131,10 @@ export class DeviceModel {
       return main.uploadWeight(m);
     };
     const { hiddenSize: H, headDim: D, intermediateSize: I, vocabSize: V } = config;
-    const upGroup = (method: KvMethod, s: GroupWeights): DeviceHeadGroup => ({
+    const upGroup = (method: KvMethod, shape: KvGroupShape, s: GroupWeights, numValueHeads: number): DeviceHeadGroup => ({
       method, backend: method.home === 'main' ? main : options.streamingBackend, kvHeads: s.kvHeads, numHeads: s.numHeads, numKvHeads: s.numKvHeads,
-      wq: upW(s.wq, s.numHeads * D, H), wk: upW(s.wk, s.numKvHeads * D, H), wv: upW(s.wv, s.numKvHeads * D, H), wo: upW(s.wo, H, s.numHeads * D),
+      numValueHeads, shape,
+      wq: upW(s.wq, s.numHeads * D, H), wk: upW(s.wk, s.numKvHeads * D, H), wv: upW(s.wv, numValueHeads * D, H), wo: upW(s.wo, H, s.numHeads * D),
       bq: s.bq && up(s.bq), bk: s.bk && up(s.bk), bv: s.bv && up(s.bv),
     });
     const geo = { hidden: config.hiddenSize, numHeads: config.numHeads, numKvHeads: config.numKvHeads, headDim: config.headDim };
@@ -138,13 +144,22 @@ export class DeviceModel {
     if (tied) this.embed = this.lmHead;
     else if (weights.embed instanceof Float32Array) this.embed = up(weights.embed);
     else { const e = asPacked(weights.embed, V, H); bytes += matrixBytes(e); this.embed = main.uploadWeight(e); }
-    const { numHeads: NH, numKvHeads: NKV } = config;
+    const { numHeads: NH } = config;
+    const plan = layerGroups(config, this.methods);
     weights.layers.forEach((lw, l) => {
-      const attn = { ...lw, wq: conv(lw.wq, NH * D, H), wk: conv(lw.wk, NKV * D, H), wv: conv(lw.wv, NKV * D, H), wo: conv(lw.wo, H, NH * D) };
+      const { keyHeads, valueHeads } = layerKvHeads(config, l);
+      const attn = { ...lw, wq: conv(lw.wq, NH * D, H), wk: conv(lw.wk, keyHeads * D, H), wv: conv(lw.wv, valueHeads * D, H), wo: conv(lw.wo, H, NH * D) };
       this.layers.push({
         inputNorm: up(lw.inputNorm), postNorm: up(lw.postNorm),
         wGate: upW(conv(lw.wGate, I, H), I, H), wUp: upW(conv(lw.wUp, I, H), I, H), wDown: upW(conv(lw.wDown, H, I), H, I),
-        groups: groupHeads(this.methods[l]).map((g) => upGroup(g.method, splitGroup(attn, geo, g.kvHeads))),
+        groups: plan[l].map((g) => (g.shape.maps
+          // Decoupled heads: one group of the whole layer, its matrices as they are.
+          ? upGroup(g.method, g.shape, {
+            kvHeads: g.kvHeads, numHeads: NH, numKvHeads: keyHeads,
+            wq: asPacked(attn.wq, NH * D, H), wk: asPacked(attn.wk, keyHeads * D, H), wv: asPacked(attn.wv, valueHeads * D, H), wo: asPacked(attn.wo, H, NH * D),
+            bq: lw.bq, bk: lw.bk, bv: lw.bv,
+          }, valueHeads)
+          : upGroup(g.method, g.shape, splitGroup(attn, geo, g.kvHeads), g.shape.numKvHeads))),
       });
     });
     this.finalNorm = up(weights.finalNorm);
@@ -155,12 +170,15 @@ export class DeviceModel {
   }
 
   /** Largest per-layer head counts of each method's groups (sizes the workspaces), in registry order. */
-  maxHeads(): Map<KvMethod, { numHeads: number; numKvHeads: number; backend: Backend }> {
-    const out = new Map<KvMethod, { numHeads: number; numKvHeads: number; backend: Backend }>();
+  maxHeads(): Map<KvMethod, { numHeads: number; numKvHeads: number; numValueHeads: number; backend: Backend }> {
+    const out = new Map<KvMethod, { numHeads: number; numKvHeads: number; numValueHeads: number; backend: Backend }>();
     for (const layer of this.layers) {
       for (const g of layer.groups) {
-        const m = out.get(g.method) ?? { numHeads: 0, numKvHeads: 0, backend: g.backend };
-        out.set(g.method, { numHeads: Math.max(m.numHeads, g.numHeads), numKvHeads: Math.max(m.numKvHeads, g.numKvHeads), backend: g.backend });
+        const m = out.get(g.method) ?? { numHeads: 0, numKvHeads: 0, numValueHeads: 0, backend: g.backend };
+        out.set(g.method, {
+          numHeads: Math.max(m.numHeads, g.numHeads), numKvHeads: Math.max(m.numKvHeads, g.numKvHeads),
+          numValueHeads: Math.max(m.numValueHeads, g.numValueHeads), backend: g.backend,
+        });
       }
     }
     return new Map([...out].sort(([a], [b]) => KV_METHODS.indexOf(a) - KV_METHODS.indexOf(b)));

@@ -11,10 +11,11 @@ import type { ModelConfig } from '../model/config.js';
 import { rowBytes, type WeightDType } from '../model/quant.js';
 import { matrixBytes, type ModelWeights } from '../model/weights.js';
 import type { KvDType } from '../backend/kv-dtype.js';
-import { layoutBytes, layoutHostBytes, type KvMethod, type KvSettings } from '../kv/method.js';
+import { layoutBytes, layoutHostBytes, methodBytes, valueHeadsOf, type KvMethod, type KvSettings } from '../kv/method.js';
 import type { LocretSettings } from '../kv/locret/settings.js';
 import type { MagicPigSettings } from '../kv/magicpig/settings.js';
-import { groupHeads, methodsOfKinds, type HeadMethods } from '../kv/registry.js';
+import { methodsOfKinds, type HeadMethods } from '../kv/registry.js';
+import { layerGroups, type LayerGroup } from './layer-groups.js';
 
 /** wasm32's address space: the most the CPU backend's memory can grow to. */
 export const WASM_MEMORY_BYTES = 2 ** 32;
@@ -41,9 +42,9 @@ export interface PlacementShape {
   magicpig?: MagicPigSettings;
 }
 
-/** Each layer's head groups (KV method and head count), as DeviceModel builds them. */
-function layerGroups(p: PlacementShape): Array<Array<{ method: KvMethod; kvHeads: number }>> {
-  return (p.methods ?? methodsOfKinds(p.kinds)).map((row) => groupHeads(row).map((g) => ({ method: g.method, kvHeads: g.kvHeads.length })));
+/** Each layer's head groups, as DeviceModel builds them. */
+function groupsOf(p: PlacementShape): LayerGroup[][] {
+  return layerGroups(p.config, p.methods ?? methodsOfKinds(p.kinds));
 }
 
 export interface DeviceBytes {
@@ -59,17 +60,16 @@ export type MemoryPlan = Record<'cpu' | 'gpu', DeviceBytes>;
  */
 export function placedWeightBytes(p: PlacementShape, dtype: WeightDType, embedBytes?: number): number {
   const { hiddenSize: H, intermediateSize: I, headDim: D, vocabSize: V } = p.config;
-  const group = p.config.numHeads / p.config.numKvHeads;
-  const side = (kvHeads: number): number => {
-    if (kvHeads === 0) return 0;
-    const nh = kvHeads * group;
-    const bias = p.config.attentionBias ? 4 * (nh + 2 * kvHeads) * D : 0;
-    return (nh + 2 * kvHeads) * D * rowBytes(dtype, H) + H * rowBytes(dtype, nh * D) + bias;
+  // One group's Q, K, V rows and O columns (and biases).
+  const side = (g: LayerGroup): number => {
+    const rows = g.numHeads + g.shape.numKvHeads + valueHeadsOf(g.shape);
+    const bias = p.config.attentionBias ? 4 * rows * D : 0;
+    return rows * D * rowBytes(dtype, H) + H * rowBytes(dtype, g.numHeads * D) + bias;
   };
   const lmHead = V * rowBytes(dtype, H);
   let bytes = lmHead + (p.config.tieWordEmbeddings ? 0 : embedBytes ?? lmHead) + 4 * H + 4 * (D / 2);
-  for (const groups of layerGroups(p)) {
-    bytes += 8 * H + 2 * I * rowBytes(dtype, H) + H * rowBytes(dtype, I) + groups.reduce((n, g) => n + side(g.kvHeads), 0);
+  for (const groups of groupsOf(p)) {
+    bytes += 8 * H + 2 * I * rowBytes(dtype, H) + H * rowBytes(dtype, I) + groups.reduce((n, g) => n + side(g), 0);
   }
   return bytes;
 }
@@ -81,16 +81,16 @@ export function placedWeightBytes(p: PlacementShape, dtype: WeightDType, embedBy
  */
 export function planMemory(p: PlacementShape, weightBytes: number, context: number, rows: number): MemoryPlan {
   const { hiddenSize: H, intermediateSize: I, headDim: D, vocabSize: V } = p.config;
-  const group = p.config.numHeads / p.config.numKvHeads;
   const settings: KvSettings = { kvDtype: p.kvDtype ?? 'f32', window: p.window, compensation: p.compensation ?? false, locret: p.locret, magicpig: p.magicpig };
   const plan: MemoryPlan = { cpu: zero(), gpu: zero() };
   const deviceOf = (m: KvMethod) => (m.home === 'main' ? p.main : p.streaming);
   // Largest group of each method over the layers (Session sizes one workspace per method).
-  const most = new Map<KvMethod, number>();
-  for (const groups of layerGroups(p)) {
+  const most = new Map<KvMethod, { q: number; k: number; v: number }>();
+  for (const groups of groupsOf(p)) {
     for (const g of groups) {
-      most.set(g.method, Math.max(most.get(g.method) ?? 0, g.kvHeads));
-      const specs = g.method.layout({ numKvHeads: g.kvHeads, group, headDim: D }, context, settings), host = layoutHostBytes(specs);
+      const m = most.get(g.method) ?? { q: 0, k: 0, v: 0 };
+      most.set(g.method, { q: Math.max(m.q, g.numHeads), k: Math.max(m.k, g.shape.numKvHeads), v: Math.max(m.v, valueHeadsOf(g.shape)) });
+      const specs = g.method.layout(g.shape, context, settings), host = layoutHostBytes(specs);
       plan[deviceOf(g.method)].kv += layoutBytes(specs) - host;
       plan.cpu.kv += host;
       plan.cpu.offloadedKv += host;
@@ -98,18 +98,37 @@ export function planMemory(p: PlacementShape, weightBytes: number, context: numb
   }
   // Per method q, k, v, out for `rows` tokens (Session's GroupBuffers), again on the method's device
   // when that is not the main one, which also holds the packed q|k|v transfer.
-  const buffers = (kvHeads: number) => 4 * rows * D * (2 * kvHeads * group + 2 * kvHeads);
+  const buffers = (h: { q: number; k: number; v: number }) => 4 * rows * D * (2 * h.q + h.k + h.v);
   plan[p.main].activations += 4 * (rows * (3 * H + 2 * I) + H + V);
-  for (const [method, kvHeads] of most) {
-    plan[p.main].activations += buffers(kvHeads);
+  for (const [method, heads] of most) {
+    plan[p.main].activations += buffers(heads);
     if (deviceOf(method) !== p.main) {
-      plan[deviceOf(method)].activations += buffers(kvHeads);
-      plan[p.main].activations += 4 * rows * D * (kvHeads * group + 2 * kvHeads);
+      plan[deviceOf(method)].activations += buffers(heads);
+      plan[p.main].activations += 4 * rows * D * (heads.q + heads.k + heads.v);
     }
   }
   plan[p.main].weights = weightBytes;
   for (const d of [plan.cpu, plan.gpu]) d.total = d.weights + d.kv + d.activations;
   return plan;
+}
+
+/**
+ * KV-cache bytes of one session of `context` positions under `methods`, by where the methods live
+ * (main, side), each group's cache laid out as its method allocates it; bytes and KV heads per method.
+ * Exact for every layout layerGroups builds, DHA's decoupled layers included.
+ */
+export function kvBytesByHome(config: ModelConfig, methods: HeadMethods, context: number, settings: KvSettings):
+  { main: number; side: number; heads: Record<string, number>; byMethod: Record<string, number> } {
+  const out = { main: 0, side: 0, heads: {} as Record<string, number>, byMethod: {} as Record<string, number> };
+  for (const groups of layerGroups(config, methods)) {
+    for (const g of groups) {
+      const b = methodBytes(g.method, g.shape, context, settings);
+      out[g.method.home] += b;
+      out.byMethod[g.method.name] = (out.byMethod[g.method.name] ?? 0) + b;
+      out.heads[g.method.name] = (out.heads[g.method.name] ?? 0) + g.kvHeads.length;
+    }
+  }
+  return out;
 }
 
 /** Bytes of weights as they are held (each matrix in its own storage), e.g. packed weights placed unchanged. */

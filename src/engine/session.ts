@@ -58,16 +58,16 @@ export class Session {
     this.capacity = Math.max(1, options.capacity);
     this.limit = options.limit ?? null;
     const rows = this.maxRows, D = config.headDim;
-    const buffers = (be: Backend, numHeads: number, numKvHeads: number): GroupBuffers => ({
+    const buffers = (be: Backend, numHeads: number, numKvHeads: number, numValueHeads: number): GroupBuffers => ({
       q: be.alloc(rows * numHeads * D), k: be.alloc(rows * numKvHeads * D),
-      v: be.alloc(rows * numKvHeads * D), out: be.alloc(rows * numHeads * D),
+      v: be.alloc(rows * numValueHeads * D), out: be.alloc(rows * numHeads * D),
     });
     const methods = new Map<KvMethod, MethodBuffers>();
     let packedWords = 0;
-    for (const [method, { numHeads, numKvHeads, backend }] of model.maxHeads()) {
-      const remote = backend !== main ? buffers(backend, numHeads, numKvHeads) : null;
-      if (remote) packedWords += rows * (numHeads + 2 * numKvHeads) * D;
-      methods.set(method, { local: buffers(main, numHeads, numKvHeads), remote, backend });
+    for (const [method, { numHeads, numKvHeads, numValueHeads, backend }] of model.maxHeads()) {
+      const remote = backend !== main ? buffers(backend, numHeads, numKvHeads, numValueHeads) : null;
+      if (remote) packedWords += rows * (numHeads + numKvHeads + numValueHeads) * D;
+      methods.set(method, { local: buffers(main, numHeads, numKvHeads, numValueHeads), remote, backend });
     }
     this.ws = {
       x: main.alloc(rows * config.hiddenSize), xn: main.alloc(rows * config.hiddenSize),
@@ -76,8 +76,7 @@ export class Session {
       last: main.alloc(config.hiddenSize), logits: main.alloc(config.vocabSize),
       methods, packed: packedWords ? main.alloc(packedWords) : null,
     };
-    this.caches = model.layers.map((layer, l) => layer.groups.map((g) =>
-      g.method.create(g.backend, { numKvHeads: g.numKvHeads, group: g.numHeads / g.numKvHeads, headDim: D, layer: l, kvHeads: g.kvHeads }, this.capacity, this.kvSettings)));
+    this.caches = model.layers.map((layer) => layer.groups.map((g) => g.method.create(g.backend, g.shape, this.capacity, this.kvSettings)));
   }
 
   /** Exact bytes held by the KV caches now. */
@@ -164,7 +163,7 @@ export class Session {
         const b = bufs[i].local;
         main.matmul(b.q, ws.xn, g.wq, g.bq, rows, hidden, g.numHeads * D);
         main.matmul(b.k, ws.xn, g.wk, g.bk, rows, hidden, g.numKvHeads * D);
-        main.matmul(b.v, ws.xn, g.wv, g.bv, rows, hidden, g.numKvHeads * D);
+        main.matmul(b.v, ws.xn, g.wv, g.bv, rows, hidden, g.numValueHeads * D);
         main.rope(b.q, rows, g.numHeads, D, positions, model.invFreq);
         main.rope(b.k, rows, g.numKvHeads, D, positions, model.invFreq);
       });
@@ -192,11 +191,11 @@ export class Session {
         let at = 0;
         for (const i of away) {
           const g = layer.groups[i], be = g.backend, rm = bufs[i].remote!;
-          const nq = rows * g.numHeads * D, nk = rows * g.numKvHeads * D;
+          const nq = rows * g.numHeads * D, nk = rows * g.numKvHeads * D, nv = rows * g.numValueHeads * D;
           be.write(rm.q, data.subarray(at, at + nq));
           be.write(rm.k, data.subarray(at + nq, at + nq + nk));
-          be.write(rm.v, data.subarray(at + nq + nk, at + nq + 2 * nk));
-          at += nq + 2 * nk;
+          be.write(rm.v, data.subarray(at + nq + nk, at + nq + nk + nv));
+          at += nq + nk + nv;
           const attended = caches[i].attend(rm.out, rm.q, rm.k, rm.v, rows, pastLen);
           if (attended) await attended;
           const stored = caches[i].append(rm.k, rm.v, rows, pastLen, rm.q);
@@ -224,11 +223,11 @@ export class Session {
   /** Copies a group's q, k, v into the packed transfer at word `at`; returns where the next one goes. */
   private pack(at: number, g: DeviceHeadGroup, b: GroupBuffers, rows: number): number {
     const main = this.model.main, D = this.model.config.headDim, packed = this.ws.packed!;
-    const nq = rows * g.numHeads * D, nk = rows * g.numKvHeads * D;
+    const nq = rows * g.numHeads * D, nk = rows * g.numKvHeads * D, nv = rows * g.numValueHeads * D;
     main.copy(packed, at, b.q, 0, nq);
     main.copy(packed, at + nq, b.k, 0, nk);
-    main.copy(packed, at + nq + nk, b.v, 0, nk);
-    return at + nq + 2 * nk;
+    main.copy(packed, at + nq + nk, b.v, 0, nv);
+    return at + nq + nk + nv;
   }
 
   /** Frees every cache and workspace tensor. */

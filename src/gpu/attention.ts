@@ -1,7 +1,7 @@
 // Host side of the attention kernels: KV cache writes (wgsl/kv_cache.wgsl), retrieval-head
 // attention split over the sequence with a log-sum-exp merge (wgsl/attention.wgsl +
 // attention_combine.wgsl), and streaming-head attention over ring + chunk (streaming_attention.wgsl).
-import type { AttentionShape, StreamingWindow } from '../backend/contract.js';
+import { checkHeadMaps, type AttentionShape, type HeadMaps, type StreamingWindow } from '../backend/contract.js';
 import type { GpuContext } from './context.js';
 import { GpuSplitTensor, type GpuTensor } from './tensor.js';
 import { KV_DTYPE_ID, kvRowWords, type KvDType } from '../backend/kv-dtype.js';
@@ -50,6 +50,20 @@ function checkLength(t: { length: number }, needed: number, what: string): void 
 }
 
 const partialBuffers = new WeakMap<GpuContext, GPUBuffer>();
+/** Device copies of head maps ([queryToKey | queryToValue] as u32), one per map array (they do not change). */
+const headMapBuffers = new WeakMap<GpuContext, WeakMap<Int32Array, GPUBuffer>>();
+
+function headMapBuffer(ctx: GpuContext, maps: HeadMaps): GPUBuffer {
+  let byMap = headMapBuffers.get(ctx);
+  if (!byMap) { byMap = new WeakMap(); headMapBuffers.set(ctx, byMap); }
+  let buf = byMap.get(maps.queryToKey);
+  if (!buf) {
+    buf = ctx.createBuffer(8 * maps.queryToKey.length, 'attention head map');
+    ctx.device.queue.writeBuffer(buf, 0, Uint32Array.from([...maps.queryToKey, ...maps.queryToValue]));
+    byMap.set(maps.queryToKey, buf);
+  }
+  return buf;
+}
 
 /** The scratch buffer for split partials, grown on demand (an outgrown one is released after submit). */
 function partials(ctx: GpuContext, floats: number): GPUBuffer {
@@ -64,20 +78,30 @@ function partials(ctx: GpuContext, floats: number): GPUBuffer {
 
 /** kv_cache.wgsl's parameters; partFirst / partWords: the words of the cache bound (append only). */
 function kvParams(rows: number, numKvHeads: number, headDim: number, pastLen: number, capacity: number, window: StreamingWindow | null,
-  partFirst = 0, partWords = 0xffffffff): ArrayBuffer {
-  const u = new Uint32Array([rows, numKvHeads, headDim, pastLen, capacity, window?.sink ?? 0, window?.recent ?? 1, rows * numKvHeads * headDim, partFirst, partWords]);
+  partFirst = 0, partWords = 0xffffffff, numValueHeads = numKvHeads): ArrayBuffer {
+  const u = new Uint32Array([rows, numKvHeads, headDim, pastLen, capacity, window?.sink ?? 0, window?.recent ?? 1, rows * numKvHeads * headDim, partFirst, partWords,
+    numValueHeads, rows * numValueHeads * headDim]);
   return u.buffer;
 }
 
+/** Decoupled heads need whole caches: the part logic follows the K cache's rows, which V's no longer mirror. */
+function checkWhole(kCache: GpuTensor | GpuSplitTensor, vCache: GpuTensor | GpuSplitTensor, what: string): void {
+  if (kCache instanceof GpuSplitTensor || vCache instanceof GpuSplitTensor) {
+    throw new Error(`${what}: decoupled key/value heads (DHA) need each cache in one GPU buffer; this one is split over several (larger than the device's buffer limit)`);
+  }
+}
+
 export function recordKvAppend(ctx: GpuContext, kCache: GpuTensor | GpuSplitTensor, vCache: GpuTensor | GpuSplitTensor, k: GpuTensor, v: GpuTensor,
-  rows: number, numKvHeads: number, headDim: number, capacity: number, pastLen: number, dtype: KvDType): void {
+  rows: number, numKvHeads: number, headDim: number, capacity: number, pastLen: number, dtype: KvDType, numValueHeads = numKvHeads): void {
   if (pastLen + rows > capacity) throw new Error(`kvAppend: positions up to ${pastLen + rows} exceed the cache capacity ${capacity}`);
+  if (!(Number.isInteger(numValueHeads) && numValueHeads >= 1)) throw new Error(`kvAppend: numValueHeads must be a positive integer (got ${numValueHeads})`);
+  if (numValueHeads !== numKvHeads) checkWhole(kCache, vCache, 'kvAppend');
   const W = kvRowWords(headDim, dtype);
   checkLength(kCache, numKvHeads * capacity * W, 'kvAppend kCache');
-  checkLength(vCache, numKvHeads * capacity * W, 'kvAppend vCache');
+  checkLength(vCache, numValueHeads * capacity * W, 'kvAppend vCache');
   checkLength(k, rows * numKvHeads * headDim, 'kvAppend k');
-  checkLength(v, rows * numKvHeads * headDim, 'kvAppend v');
-  const total = rows * numKvHeads * headDim;
+  checkLength(v, rows * numValueHeads * headDim, 'kvAppend v');
+  const total = rows * Math.max(numKvHeads, numValueHeads) * headDim;
   if (total === 0) return;
   const [kp, vp] = kvParts(kCache, vCache, 'kvAppend');
   // The written words: rows pastLen .. pastLen + rows of each KV head.
@@ -85,15 +109,17 @@ export function recordKvAppend(ctx: GpuContext, kCache: GpuTensor | GpuSplitTens
   for (let h = 0; h < numKvHeads; h++) ranges.push([(h * capacity + pastLen) * W, (h * capacity + pastLen + rows) * W]);
   for (const i of partsTouched(kp, ranges)) {
     const buffers = [kp.parts[i].buffer, vp.parts[i].buffer, k.buffer, v.buffer];
-    const first = i * kp.partWords, words = kp.parts[i].length;
+    // Whole caches of different sizes (decoupled heads): no part bounds, or V's words past K's length would be dropped.
+    const first = i * kp.partWords, words = numValueHeads !== numKvHeads ? 0xffffffff : kp.parts[i].length;
     if (dtype !== 'f32') {
       // One thread per (row, KV head) encodes its row (wgsl/kv_append_packed.wgsl).
-      const vectors = rows * numKvHeads;
+      const vectors = rows * Math.max(numKvHeads, numValueHeads);
       ctx.dispatch(ctx.pipeline('kv_append_packed', 'main', { KV_DTYPE: KV_DTYPE_ID[dtype] }), buffers,
-        new Uint32Array([rows, numKvHeads, headDim, pastLen, capacity, W, vectors, first, words]).buffer, ctx.fold(Math.ceil(vectors / 64)));
+        new Uint32Array([rows, numKvHeads, headDim, pastLen, capacity, W, rows * numKvHeads, first, words, numValueHeads, rows * numValueHeads]).buffer,
+        ctx.fold(Math.ceil(vectors / 64)));
     } else {
       ctx.dispatch(ctx.pipeline('kv_cache', 'append'), buffers,
-        kvParams(rows, numKvHeads, headDim, pastLen, capacity, null, first, words), ctx.fold(Math.ceil(total / 256)));
+        kvParams(rows, numKvHeads, headDim, pastLen, capacity, null, first, words, numValueHeads), ctx.fold(Math.ceil(total / 256)));
     }
   }
 }
@@ -114,13 +140,19 @@ export function recordRingAppend(ctx: GpuContext, kRing: GpuTensor, vRing: GpuTe
 
 export function recordAttention(ctx: GpuContext, out: GpuTensor, q: GpuTensor, kCache: GpuTensor | GpuSplitTensor, vCache: GpuTensor | GpuSplitTensor,
   shape: AttentionShape, capacity: number, dtype: KvDType): void {
-  const { rows, numHeads, numKvHeads, headDim, pastLen, scale } = shape;
-  checkHeads(shape, 'attention');
+  const { rows, numHeads, numKvHeads, headDim, pastLen, scale, maps } = shape;
+  if (maps) {
+    if (headDim > MAX_HEAD_DIM) throw new Error(`attention: head_dim ${headDim} exceeds the GPU kernels' limit of ${MAX_HEAD_DIM}`);
+    checkHeadMaps(maps, numHeads, numKvHeads, 'attention');
+    checkWhole(kCache, vCache, 'attention');
+  } else {
+    checkHeads(shape, 'attention');
+  }
   if (pastLen + rows > capacity) throw new Error(`attention: positions up to ${pastLen + rows} exceed the cache capacity ${capacity}`);
   checkLength(q, rows * numHeads * headDim, 'attention q');
   checkLength(out, rows * numHeads * headDim, 'attention out');
   checkLength(kCache, numKvHeads * capacity * kvRowWords(headDim, dtype), 'attention kCache');
-  checkLength(vCache, numKvHeads * capacity * kvRowWords(headDim, dtype), 'attention vCache');
+  checkLength(vCache, (maps?.numValueHeads ?? numKvHeads) * capacity * kvRowWords(headDim, dtype), 'attention vCache');
   if (rows === 0 || numHeads === 0) return;
   const keys = pastLen + rows;
   const W = kvRowWords(headDim, dtype);
@@ -141,6 +173,8 @@ export function recordAttention(ctx: GpuContext, out: GpuTensor, q: GpuTensor, k
   const totalSplits = used.length * numSplits;
   const scratch = partials(ctx, totalSplits * perSplit);
   const pipeline = ctx.pipeline('attention', 'main', { KV_DTYPE: KV_DTYPE_ID[dtype] });
+  // Without maps the kernel reads no head map; q (read-only as well) stands in for it.
+  const headMap = maps ? headMapBuffer(ctx, maps) : q.buffer;
   used.forEach((i, n) => {
     // Rows whose first word lies in part i; they may run on into part i + 1 (bound as the next part).
     const first = i * kp.partWords, words = kp.parts[i].length;
@@ -148,9 +182,10 @@ export function recordAttention(ctx: GpuContext, out: GpuTensor, q: GpuTensor, k
     const params = new ArrayBuffer(64);
     new Uint32Array(params, 0, 8).set([rows, numHeads, numKvHeads, headDim, pastLen, capacity, splitLen, numSplits]);
     new Float32Array(params, 32, 1)[0] = scale;
-    new Uint32Array(params, 36, 6).set([words, rowFirst, rowEnd, rowFirst * W - first, n * numSplits, totalSplits]);
+    // Mapped caches are whole, and V may be longer than K: no part bound on the words read.
+    new Uint32Array(params, 36, 7).set([maps ? 0xffffffff : words, rowFirst, rowEnd, rowFirst * W - first, n * numSplits, totalSplits, maps ? 1 : 0]);
     const next = Math.min(i + 1, kp.parts.length - 1);
-    ctx.dispatch(pipeline, [scratch, q.buffer, kp.parts[i].buffer, vp.parts[i].buffer, kp.parts[next].buffer, vp.parts[next].buffer],
+    ctx.dispatch(pipeline, [scratch, q.buffer, kp.parts[i].buffer, vp.parts[i].buffer, kp.parts[next].buffer, vp.parts[next].buffer, headMap],
       params, [numSplits, numHeads, rows]);
   });
   ctx.dispatch(ctx.pipeline('attention_combine'), [out.buffer, scratch],
@@ -177,6 +212,7 @@ export function recordCompensationAppend(ctx: GpuContext, comp: GpuCompensation,
 export function recordStreamingAttention(ctx: GpuContext, out: GpuTensor, q: GpuTensor, k: GpuTensor, v: GpuTensor,
   kRing: GpuTensor, vRing: GpuTensor, shape: AttentionShape, window: StreamingWindow, comp: GpuCompensation | null = null): void {
   const { rows, numHeads, numKvHeads, headDim, pastLen, scale } = shape;
+  if (shape.maps) throw new Error('streamingAttention: decoupled key/value heads (DHA) are supported by full attention only');
   checkHeads(shape, 'streamingAttention');
   if (window.recent < 1) throw new Error('streamingAttention: recent must be at least 1');
   checkLength(q, rows * numHeads * headDim, 'streamingAttention q');

@@ -423,9 +423,10 @@ export class GpuBackend implements Backend, DeviceSampler {
   }
 
   kvAppend(kCache: DeviceTensor, vCache: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
-    rows: number, numKvHeads: number, headDim: number, capacity: number, pastLen: number, dtype: KvDType = 'f32'): void {
+    rows: number, numKvHeads: number, headDim: number, capacity: number, pastLen: number, dtype: KvDType = 'f32',
+    numValueHeads = numKvHeads): void {
     recordKvAppend(this.ctx, asCache(kCache, 'kvAppend kCache'), asCache(vCache, 'kvAppend vCache'), asGpu(k, 'kvAppend k'),
-      asGpu(v, 'kvAppend v'), rows, numKvHeads, headDim, capacity, pastLen, checkKvDType(dtype, 'kvAppend'));
+      asGpu(v, 'kvAppend v'), rows, numKvHeads, headDim, capacity, pastLen, checkKvDType(dtype, 'kvAppend'), numValueHeads);
   }
 
   attention(out: DeviceTensor, q: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor,

@@ -2,7 +2,7 @@
 // a GPU, so the identification methods can run forward passes that keep attention probabilities
 // and backward passes that reach the DuoAttention gates.
 import { DuetError } from '../errors.js';
-import { ropeInvFreq, type ModelConfig } from '../model/config.js';
+import { refuseDha, ropeInvFreq, type ModelConfig } from '../model/config.js';
 import { matrixF32, type ModelWeights } from '../model/weights.js';
 import type { GpuContext } from '../gpu/context.js';
 import { GpuTrainKernels, type GpuSpan } from '../gpu/train-kernels.js';
@@ -10,6 +10,7 @@ import { Arena } from '../train/arena.js';
 import { TrainModel, cpuTrainModel, type TrainConfig } from '../train/model.js';
 
 function trainConfig(config: ModelConfig, maxRows: number): TrainConfig {
+  refuseDha(config, 'the training forward (identification, Locret training)');
   // The training forward attends causally over the whole sequence; a model's own sliding window
   // would bind past its length and give other activations than the model's.
   if (config.slidingWindow !== null && maxRows > config.slidingWindow) {

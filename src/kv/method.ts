@@ -13,8 +13,9 @@
 //    chunk's queries (a method may score tokens from them, as Locret's retaining heads do) and may
 //    return a promise (such a method reads tensors back to the host; the coordinator awaits it).
 // Tensors are the Backend contract's (src/backend/contract.ts): q and out [rows][numKvHeads·group][headDim],
-// k and v [rows][numKvHeads][headDim], f32, keys after RoPE. Kernels are Backend ops for now.
-import type { Backend, DeviceTensor, StreamingWindow } from '../backend/contract.js';
+// k and v [rows][numKvHeads][headDim], f32, keys after RoPE (with decoupled heads, KvGroupShape.maps:
+// q and out [rows][query heads][headDim], v [rows][value heads][headDim]). Kernels are Backend ops for now.
+import type { Backend, DeviceTensor, HeadMaps, StreamingWindow } from '../backend/contract.js';
 import type { KvDType } from '../backend/kv-dtype.js';
 import type { LocretSettings } from './locret/settings.js';
 import type { MagicPigSettings } from './magicpig/settings.js';
@@ -31,6 +32,12 @@ export interface KvGroupShape {
    * a method that scores from the whole layer (locret) picks its heads' scores by them.
    */
   kvHeads?: number[];
+  /**
+   * Decoupled key and value heads (a DHA layer): numKvHeads key heads, maps.numValueHeads value
+   * heads, maps.queryToKey.length query heads (group is then 1 and unused). Only methods with
+   * decoupledHeads are given such a shape.
+   */
+  maps?: HeadMaps;
 }
 
 /**
@@ -40,6 +47,16 @@ export interface KvGroupShape {
  */
 export interface LayerChunk {
   groups: ReadonlyArray<{ kvHeads: readonly number[]; q: DeviceTensor; k: DeviceTensor; v: DeviceTensor }>;
+}
+
+/** Value heads of a group: numKvHeads unless its heads are decoupled. */
+export function valueHeadsOf(shape: KvGroupShape): number {
+  return shape.maps?.numValueHeads ?? shape.numKvHeads;
+}
+
+/** Query heads of a group. */
+export function queryHeadCount(shape: KvGroupShape): number {
+  return shape.maps ? shape.maps.queryToKey.length : shape.numKvHeads * shape.group;
 }
 
 /** Options of a session that methods read (each reads its own; a new method adds its fields here). */
@@ -69,6 +86,8 @@ export interface KvMethod {
   readonly name: string;
   /** Where its groups run: the main backend, or the side backend (the CPU in the split placement). */
   readonly home: 'main' | 'side';
+  /** It serves groups with decoupled key and value heads (KvGroupShape.maps); others are never given one. */
+  readonly decoupledHeads?: boolean;
   /** The tensors a cache allocates for `shape` with room for `capacity` positions. */
   layout(shape: KvGroupShape, capacity: number, settings: KvSettings): KvTensorSpec[];
   /** A cache on `backend` holding no positions yet, allocated exactly as layout() says. */
@@ -116,6 +135,6 @@ export function tensorBytes(tensors: ReadonlyArray<DeviceTensor | null>): number
 
 /** The attention shape of a group's chunk (scale 1/√headDim). */
 export function groupAttentionShape(shape: KvGroupShape, rows: number, pastLen: number) {
-  const { numKvHeads, group, headDim } = shape;
-  return { rows, numHeads: numKvHeads * group, numKvHeads, headDim, pastLen, scale: 1 / Math.sqrt(headDim) };
+  const { numKvHeads, headDim, maps } = shape;
+  return { rows, numHeads: queryHeadCount(shape), numKvHeads, headDim, pastLen, scale: 1 / Math.sqrt(headDim), ...(maps ? { maps } : {}) };
 }

@@ -1,6 +1,6 @@
 // config.json of Llama-family checkpoints (llama, mistral, qwen2), validated with errors that name
 // the file and the field.
-import { rejectDhaCheckpoint } from '../dha/config.js';
+import { DHA_KEY, dhaCacheHeads, hasDha, parseDhaConfig, type DhaConfig } from '../dha/config.js';
 
 export type ModelType = 'llama' | 'mistral' | 'qwen2';
 
@@ -34,6 +34,33 @@ export interface ModelConfig {
   slidingWindow: number | null;
   bosTokenId: number | null;
   eosTokenIds: number[];
+  /**
+   * Decoupled-head attention (config.json's `duet_dha`, src/dha/config.ts): per layer its own key
+   * and value head counts and query→key / query→value maps; numKvHeads is then numHeads, the
+   * nominal multi-head shape. Absent or null for every other checkpoint.
+   */
+  dha?: DhaConfig | null;
+}
+
+/** Key and value heads of layer l: numKvHeads each, unless the model has a DHA layout. */
+export function layerKvHeads(config: ModelConfig, l: number): { keyHeads: number; valueHeads: number } {
+  const d = config.dha?.layers[l];
+  return d ? { keyHeads: d.keyHeads, valueHeads: d.valueHeads } : { keyHeads: config.numKvHeads, valueHeads: config.numKvHeads };
+}
+
+/** Cached heads per token, Σ_l (key heads + value heads) (2 · layers · numKvHeads without DHA). */
+export function kvHeadsPerToken(config: ModelConfig): number {
+  return config.dha ? dhaCacheHeads(config.dha) : 2 * config.numLayers * config.numKvHeads;
+}
+
+/**
+ * Refuses a DHA checkpoint in a tool that assumes one key/value head count per model (the trainer,
+ * GGUF export); `what` names the tool.
+ */
+export function refuseDha(config: ModelConfig, what: string, file = 'config.json'): void {
+  if (!config.dha) return;
+  const counts = config.dha.layers.map((l) => `${l.keyHeads}K+${l.valueHeads}V`).join(', ');
+  throw new Error(`${file}: has decoupled key/value heads per layer (${DHA_KEY}: ${counts}); ${what} supports only models with one KV head count (see docs/dha.md)`);
 }
 
 const ARCHITECTURES: Record<string, ModelType> = {
@@ -43,7 +70,6 @@ const ARCHITECTURES: Record<string, ModelType> = {
 export function parseModelConfig(json: unknown, file = 'config.json'): ModelConfig {
   if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new Error(`${file}: expected a JSON object`);
   const c = json as Record<string, unknown>;
-  rejectDhaCheckpoint(c, file); // every reader of config.json (load, duet memory) refuses a layout it would misread
   const fail = (field: string, why: string): never => { throw new Error(`${file}: field "${field}" ${why}`); };
   const int = (field: string, fallback?: number): number => {
     const v = c[field];
@@ -109,11 +135,19 @@ export function parseModelConfig(json: unknown, file = 'config.json'): ModelConf
   const eosTokenIds = typeof eos === 'number' ? [eos] : Array.isArray(eos) ? eos.filter((e): e is number => typeof e === 'number') : [];
   const tie = c.tie_word_embeddings;
   if (tie !== undefined && typeof tie !== 'boolean') fail('tie_word_embeddings', 'must be true or false');
+  const numLayers = int('num_hidden_layers');
+  let dha: DhaConfig | null = null;
+  if (hasDha(c)) {
+    // The nominal shape stays multi-head; the real head counts are per layer in duet_dha.
+    if (numKvHeads !== numHeads) fail('num_key_value_heads', `(${numKvHeads}) must equal num_attention_heads (${numHeads}) in a checkpoint with ${DHA_KEY}, whose layers give their own key and value head counts`);
+    if (slidingWindow !== null) fail('sliding_window', `is not supported together with ${DHA_KEY}`);
+    dha = parseDhaConfig(c[DHA_KEY], numLayers, numHeads, file);
+  }
   return checkModelSize({
     modelType,
     hiddenSize,
     intermediateSize: int('intermediate_size'),
-    numLayers: int('num_hidden_layers'),
+    numLayers,
     numHeads, numKvHeads, headDim,
     rmsNormEps: num('rms_norm_eps', 1e-6),
     ropeTheta: num('rope_theta', 10000),
@@ -125,15 +159,17 @@ export function parseModelConfig(json: unknown, file = 'config.json'): ModelConf
     slidingWindow,
     bosTokenId: typeof c.bos_token_id === 'number' ? c.bos_token_id : null,
     eosTokenIds,
+    dha,
   }, file);
 }
 
 /** Weights (parameters) of the model `config` describes: embeddings, LM head (untied), layers, final norm. */
 export function weightCount(config: ModelConfig): number {
-  const { hiddenSize: H, intermediateSize: I, numHeads, numKvHeads, headDim: D, vocabSize: V, numLayers: L } = config;
-  const bias = config.attentionBias ? (numHeads + 2 * numKvHeads) * D : 0;
-  const layer = H * (numHeads + 2 * numKvHeads) * D + numHeads * D * H + 3 * H * I + 2 * H + bias;
-  return V * H * (config.tieWordEmbeddings ? 1 : 2) + L * layer + H;
+  const { hiddenSize: H, intermediateSize: I, numHeads, headDim: D, vocabSize: V, numLayers: L } = config;
+  // Q, K, V rows (and biases) per layer: numHeads + the layer's key and value heads, times headDim.
+  const qkvRows = L * numHeads * D + kvHeadsPerToken(config) * D;
+  const perLayer = numHeads * D * H + 3 * H * I + 2 * H;
+  return V * H * (config.tieWordEmbeddings ? 1 : 2) + L * perLayer + H * qkvRows + (config.attentionBias ? qkvRows : 0) + H;
 }
 
 /** Largest model Duet accepts: its weights at the smallest storage (4.5 bits each) must fit this. */

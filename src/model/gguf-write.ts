@@ -3,7 +3,7 @@
 // 1-D tensors in F32, matrices in the requested type (or a fallback when their rows do not fill
 // the type's blocks, as llama-quantize does), data aligned to 32 bytes.
 import type { ModelConfig } from './config.js';
-import { ropeInvFreq } from './config.js';
+import { refuseDha, ropeInvFreq } from './config.js';
 import { encodeGguf, ValueType, type GgufWriteTensor, type GgufWriteValue } from './gguf.js';
 import { ggufTensorPlan, permuteRows, permutesQK } from './gguf-model.js';
 import { matrixF32, type ModelWeights, type WeightMatrix } from './weights.js';
@@ -43,6 +43,7 @@ export function llama3RopeFactors(config: ModelConfig): Float32Array {
 }
 
 export function ggufChunks(config: ModelConfig, weights: ModelWeights, opts: GgufWriteOptions): Uint8Array[] {
+  refuseDha(config, 'GGUF export (GGUF has one KV head count per model)');
   // llama.cpp has no "mistral" architecture: its converter writes Mistral checkpoints as llama.
   const arch = config.modelType === 'qwen2' ? 'qwen2' : 'llama';
   const k = (s: string) => `${arch}.${s}`;

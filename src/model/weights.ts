@@ -2,7 +2,7 @@
 // embeddings) are stored as they will run: f32 arrays, or packed matrices (quant.ts) converted one
 // tensor at a time as they are read, so no f32 copy of a quantized model is ever held.
 import { formatBytes } from '../attention/memory.js';
-import type { ModelConfig } from './config.js';
+import { layerKvHeads, type ModelConfig } from './config.js';
 import type { ModelFiles } from './files.js';
 import { dequantizeMatrix, packedBytes, quantizeMatrix, rowBytes, type PackedMatrix, type WeightDType } from './quant.js';
 import { readCheckpointIndex, readTensor, type TensorInfo } from './safetensors.js';
@@ -142,20 +142,29 @@ export async function loadWeights(files: ModelFiles, config: ModelConfig, option
   const held = options.stats ?? new HeldBytes();
   const index = await readCheckpointIndex(files);
   checkLayerCount(index, config.numLayers, files.name);
-  const { hiddenSize: H, intermediateSize: I, numHeads, numKvHeads, headDim: D, vocabSize: V } = config;
+  const { hiddenSize: H, intermediateSize: I, numHeads, headDim: D, vocabSize: V } = config;
   const expected = new Map<string, number[]>();
+  // Where a K/V tensor's expected rows come from (a DHA layer's own head counts), for the shape error.
+  const origin = new Map<string, string>();
   expected.set('model.embed_tokens.weight', [V, H]);
   for (let l = 0; l < config.numLayers; l++) {
     const p = `model.layers.${l}.`;
+    const { keyHeads, valueHeads } = layerKvHeads(config, l);
     expected.set(`${p}input_layernorm.weight`, [H]);
     expected.set(`${p}self_attn.q_proj.weight`, [numHeads * D, H]);
-    expected.set(`${p}self_attn.k_proj.weight`, [numKvHeads * D, H]);
-    expected.set(`${p}self_attn.v_proj.weight`, [numKvHeads * D, H]);
+    expected.set(`${p}self_attn.k_proj.weight`, [keyHeads * D, H]);
+    expected.set(`${p}self_attn.v_proj.weight`, [valueHeads * D, H]);
     expected.set(`${p}self_attn.o_proj.weight`, [H, numHeads * D]);
     if (config.attentionBias) {
       expected.set(`${p}self_attn.q_proj.bias`, [numHeads * D]);
-      expected.set(`${p}self_attn.k_proj.bias`, [numKvHeads * D]);
-      expected.set(`${p}self_attn.v_proj.bias`, [numKvHeads * D]);
+      expected.set(`${p}self_attn.k_proj.bias`, [keyHeads * D]);
+      expected.set(`${p}self_attn.v_proj.bias`, [valueHeads * D]);
+    }
+    if (config.dha) {
+      for (const part of ['weight', 'bias']) {
+        origin.set(`${p}self_attn.k_proj.${part}`, `duet_dha.layers[${l}].key_heads ${keyHeads} × head_dim ${D} rows`);
+        origin.set(`${p}self_attn.v_proj.${part}`, `duet_dha.layers[${l}].value_heads ${valueHeads} × head_dim ${D} rows`);
+      }
     }
     expected.set(`${p}post_attention_layernorm.weight`, [H]);
     expected.set(`${p}mlp.gate_proj.weight`, [I, H]);
@@ -179,7 +188,8 @@ export async function loadWeights(files: ModelFiles, config: ModelConfig, option
     const t = index.get(name);
     if (!t) throw new Error(`${files.name}: tensor "${name}" is missing from the checkpoint${name === 'lm_head.weight' ? ' (config.json says the embeddings are not tied)' : ''}`);
     if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
-      throw new Error(`${t.file}: tensor "${name}" has shape [${t.shape.join(', ')}], expected [${shape.join(', ')}] from config.json`);
+      const from = origin.get(name);
+      throw new Error(`${t.file}: tensor "${name}" has shape [${t.shape.join(', ')}], expected [${shape.join(', ')}] from config.json${from ? ` (${from})` : ''}`);
     }
     infos.set(name, t);
     total += t.byteLength;

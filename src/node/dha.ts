@@ -9,6 +9,7 @@ import { DHA_KEY, dhaConfigJson } from '../dha/config.js';
 import { modelCard } from '../dha/card.js';
 import { conversionPlan, convertHeads, type ConvertOptions, type ConvertProgress, type ConvertReport } from '../dha/convert.js';
 import { loadCheckpoint } from '../model/checkpoint.js';
+import { refuseDha } from '../model/config.js';
 import { readJson } from '../model/files.js';
 import { encodeSafetensorsF32 } from '../model/safetensors.js';
 import { matrixF32 } from '../model/weights.js';
@@ -48,6 +49,7 @@ export async function convertToDha(o: DhaConvertOptions): Promise<{ out: string;
   const files = nodeModelFiles(o.model);
   const ckpt = await loadCheckpoint(files);
   const cfg = ckpt.config, at = `${o.model}/config.json`;
+  refuseDha(cfg, 'the DHA conversion', at);
   if (cfg.numKvHeads !== cfg.numHeads) {
     throw new Error(`${at}: num_key_value_heads ${cfg.numKvHeads} ≠ num_attention_heads ${cfg.numHeads}; DHA converts a multi-head checkpoint (its key and value heads are shared already)`);
   }

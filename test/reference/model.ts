@@ -3,7 +3,7 @@
 // sliding_window W every head sees only j > i − W. Used as the oracle
 // for the engine on every device and placement. With a DHA layout (src/dha/config.ts) layer l has its
 // own key and value head counts (k_proj/v_proj rows) and query head h reads key head query_to_key[h]
-// and value head query_to_value[h].
+// and value head query_to_value[h]; masks apply to its layers that kept every head (identity maps).
 import type { DhaConfig } from '../../src/dha/config.ts';
 import type { ModelConfig } from '../../src/model/config.ts';
 import { ropeInvFreq } from '../../src/model/config.ts';
@@ -51,7 +51,6 @@ function locretVisible(scores: ArrayLike<number>, stride: number, kvh: number, o
 
 /** Logits for every position: [ids.length][vocab]. */
 export function referenceLogits(config: ModelConfig, w: ModelWeights, ids: number[], mask?: ReferenceMask, dha?: DhaConfig): Float64Array[] {
-  if (dha && mask) throw new Error('the reference applies DuoAttention masks per KV head; with a DHA layout they are not defined yet');
   if (dha && config.slidingWindow !== null) throw new Error('the reference has no sliding window for DHA layouts');
   const T = ids.length, H = config.hiddenSize, D = config.headDim;
   const nh = config.numHeads, nkv = config.numKvHeads, inter = config.intermediateSize;
@@ -64,7 +63,11 @@ export function referenceLogits(config: ModelConfig, w: ModelWeights, ids: numbe
     const xn = k.rmsnorm(x, lw.inputNorm, T, H, config.rmsNormEps);
     const q = k.rope(k.matmul(xn, f(lw.wq), lw.bq, T, H, nh * D), T, nh, D, positions, invFreq);
     const attn = new Float64Array(T * nh * D);
-    if (dha) {
+    const d = dha?.layers[l];
+    // A DHA layer that kept every head (identity maps) is a plain multi-head layer, where masks apply.
+    const decoupled = d !== undefined && !(d.keyHeads === nh && d.valueHeads === nh && d.queryToKey.every((x, h) => x === h) && d.queryToValue.every((x, h) => x === h));
+    if (decoupled && mask && mask.kinds[l].some((retrieval) => !retrieval)) throw new Error(`the reference has no streaming heads in DHA layer ${l} (decoupled heads)`);
+    if (dha && decoupled) {
       // Decoupled heads: every query head attends its own (key head, value head) pair, causally.
       const { keyHeads: nk, valueHeads: nv, queryToKey, queryToValue } = dha.layers[l];
       const kk = k.rope(k.matmul(xn, f(lw.wk), lw.bk, T, H, nk * D), T, nk, D, positions, invFreq);

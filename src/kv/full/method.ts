@@ -4,14 +4,17 @@
 // wgsl/attention_combine.wgsl).
 //
 // Layout: K and V caches, head-major [numKvHeads][capacity] rows of kvRowWords(headDim, dtype) words.
+// With decoupled heads (a DHA layer, shape.maps) the V cache has its own head count, [numValueHeads][capacity],
+// and attention reads each query head's key and value head through the maps.
 // The attention kernel reads the chunk from the cache, so attend() writes the chunk's rows first
 // (slots pastLen…, which hold nothing yet) and append() then has nothing left to store.
 import type { Backend, DeviceTensor } from '../../backend/contract.js';
 import { kvRowWords, type KvDType } from '../../backend/kv-dtype.js';
-import { groupAttentionShape, tensorBytes, type KvGroupCache, type KvGroupShape, type KvMethod, type KvSettings, type KvTensorSpec } from '../method.js';
+import { groupAttentionShape, tensorBytes, valueHeadsOf, type KvGroupCache, type KvGroupShape, type KvMethod, type KvSettings, type KvTensorSpec } from '../method.js';
 
-function cacheWords(shape: KvGroupShape, capacity: number, dtype: KvDType): number {
-  return shape.numKvHeads * capacity * kvRowWords(shape.headDim, dtype);
+/** Words of a cache of `heads` heads (the K cache: numKvHeads; the V cache: valueHeadsOf). */
+function cacheWords(heads: number, shape: KvGroupShape, capacity: number, dtype: KvDType): number {
+  return heads * capacity * kvRowWords(shape.headDim, dtype);
 }
 
 class FullCache implements KvGroupCache {
@@ -22,9 +25,8 @@ class FullCache implements KvGroupCache {
 
   constructor(private readonly be: Backend, private readonly shape: KvGroupShape, private capacity: number,
     private readonly dtype: KvDType) {
-    const words = cacheWords(shape, capacity, dtype);
-    this.k = be.alloc(words);
-    this.v = be.alloc(words);
+    this.k = be.alloc(cacheWords(shape.numKvHeads, shape, capacity, dtype));
+    this.v = be.alloc(cacheWords(valueHeadsOf(shape), shape, capacity, dtype));
   }
 
   bytes(): number {
@@ -44,21 +46,21 @@ class FullCache implements KvGroupCache {
 
   private store(k: DeviceTensor, v: DeviceTensor, rows: number, pastLen: number): void {
     const { numKvHeads, headDim } = this.shape;
-    this.be.kvAppend(this.k, this.v, k, v, rows, numKvHeads, headDim, this.capacity, pastLen, this.dtype);
+    this.be.kvAppend(this.k, this.v, k, v, rows, numKvHeads, headDim, this.capacity, pastLen, this.dtype, valueHeadsOf(this.shape));
     this.stored = { k, v, rows, pastLen };
   }
 
   grow(capacity: number, pastLen: number): void {
     if (capacity <= this.capacity) return;
     const W = kvRowWords(this.shape.headDim, this.dtype);
-    const grow = (old: DeviceTensor): DeviceTensor => {
-      const t = this.be.alloc(cacheWords(this.shape, capacity, this.dtype));
-      for (let h = 0; h < this.shape.numKvHeads; h++) this.be.copy(t, h * capacity * W, old, h * this.capacity * W, pastLen * W);
+    const grow = (old: DeviceTensor, heads: number): DeviceTensor => {
+      const t = this.be.alloc(cacheWords(heads, this.shape, capacity, this.dtype));
+      for (let h = 0; h < heads; h++) this.be.copy(t, h * capacity * W, old, h * this.capacity * W, pastLen * W);
       this.be.free(old);
       return t;
     };
-    this.k = grow(this.k);
-    this.v = grow(this.v);
+    this.k = grow(this.k, this.shape.numKvHeads);
+    this.v = grow(this.v, valueHeadsOf(this.shape));
     this.capacity = capacity;
     this.stored = null;
   }
@@ -72,9 +74,12 @@ class FullCache implements KvGroupCache {
 export const fullMethod: KvMethod = {
   name: 'full',
   home: 'main',
+  decoupledHeads: true,
   layout(shape: KvGroupShape, capacity: number, settings: KvSettings): KvTensorSpec[] {
-    const words = cacheWords(shape, capacity, settings.kvDtype);
-    return [{ name: `K (${settings.kvDtype})`, words }, { name: `V (${settings.kvDtype})`, words }];
+    return [
+      { name: `K (${settings.kvDtype})`, words: cacheWords(shape.numKvHeads, shape, capacity, settings.kvDtype) },
+      { name: `V (${settings.kvDtype})`, words: cacheWords(valueHeadsOf(shape), shape, capacity, settings.kvDtype) },
+    ];
   },
   create(backend: Backend, shape: KvGroupShape, capacity: number, settings: KvSettings): KvGroupCache {
     return new FullCache(backend, shape, capacity, settings.kvDtype);

@@ -1,0 +1,158 @@
+// DHA checkpoints in the engine: a random checkpoint with decoupled heads (a layer with more value
+// heads than key heads, one with one key head, maps that are not contiguous groups, and a layer
+// that kept every head) loaded through the real loader and run on the CPU, the GPU and the split
+// placement, against the float64 reference (test/reference/model.ts with the DHA layout).
+// Tolerance as test/engine.test.ts: |Δlogit| ≤ 2e-3·(1 + |ref|). The KV cache holds exactly
+// Σ_l (key heads + value heads) rows per position, as measured by the session and projected by the
+// memory plan and `duet memory`'s kvMemory.
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { kvMemory, projectModelKv } from '../src/api/memory.ts';
+import { allHeads } from '../src/attention/pattern.ts';
+import type { DhaConfig } from '../src/dha/config.ts';
+import { Engine, type Placement } from '../src/engine/engine.ts';
+import { planMemory } from '../src/engine/memory-plan.ts';
+import { loadCheckpoint } from '../src/model/checkpoint.ts';
+import { kvHeadsPerToken, parseModelConfig } from '../src/model/config.ts';
+import { nodeModelFiles } from '../src/node/files.ts';
+import { rewriteTensors } from './helpers/checkpoint.ts';
+import { assertClose } from './helpers/conformance.ts';
+import { writeDhaCheckpoint } from './helpers/dha-checkpoint.ts';
+import { sharedGpu } from './helpers/engine.ts';
+import { gpuTests } from './helpers/gpu-skip.ts';
+import { referenceLogits } from './reference/model.ts';
+
+const GPU = await sharedGpu();
+const TOL = 2e-3;
+const H = 5, D = 6;
+const SPEC = { hidden: H * D, heads: H, intermediate: 44, vocab: 97, seed: 7 };
+const LAYOUT: DhaConfig = {
+  layers: [
+    { keyHeads: 2, valueHeads: 3, queryToKey: [1, 0, 1, 1, 0], queryToValue: [2, 0, 1, 2, 0] },
+    { keyHeads: 5, valueHeads: 5, queryToKey: [0, 1, 2, 3, 4], queryToValue: [0, 1, 2, 3, 4] },
+    { keyHeads: 1, valueHeads: 2, queryToKey: [0, 0, 0, 0, 0], queryToValue: [1, 0, 0, 1, 1] },
+  ],
+};
+/** Rows per position: 2+3, 5+5, 1+2. */
+const CACHED_HEADS = 18;
+const PROMPT = [5, 17, 3, 90, 42, 7, 0, 11, 23, 64, 8, 1, 33];
+const DECODE = [31, 2, 77, 4];
+
+async function dhaDir(spec = SPEC, layout = LAYOUT): Promise<string> {
+  const dir = mkdtempSync(join(tmpdir(), 'duet-dha-'));
+  await writeDhaCheckpoint(dir, spec, layout);
+  return dir;
+}
+
+const test = suite('DHA runtime');
+let ckpt: Awaited<ReturnType<typeof loadCheckpoint>>;
+let reference: Float64Array[];
+test.before(async () => {
+  ckpt = await loadCheckpoint(nodeModelFiles(await dhaDir()));
+  reference = referenceLogits(ckpt.config, ckpt.weights, [...PROMPT, ...DECODE], undefined, ckpt.config.dha!);
+});
+
+const engineOn = (placement: Placement, kinds?: boolean[][], window?: { sink: number; recent: number }) => Engine.create(ckpt.config, ckpt.weights, {
+  device: placement === 'cpu' ? 'cpu' : 'gpu', placement, kinds, window, acquireGpu: sharedGpu,
+});
+
+test('the loader reads the per-layer layout and the tensors of its shapes', () => {
+  assert.equal(ckpt.config.dha, LAYOUT);
+  assert.is(ckpt.config.numKvHeads, H);
+  assert.is(kvHeadsPerToken(ckpt.config), CACHED_HEADS);
+  assert.equal(ckpt.weights.layers.map((l) => [(l.wk as Float32Array).length / (D * SPEC.hidden), (l.wv as Float32Array).length / (D * SPEC.hidden)]), [[2, 3], [5, 5], [1, 2]]);
+});
+
+for (const placement of ['cpu', 'gpu', 'split'] as const) {
+  (placement === 'cpu' ? test : gpuTests(test, GPU.gpu !== null, GPU.reason))(`${placement}: chunked prefill through cache growth, then decode, match the reference; the cache holds Σ(nK+nV) heads`, async () => {
+    const engine = await engineOn(placement);
+    try {
+      // Capacity 4 grows while prefilling in chunks of 5 rows.
+      const session = engine.newSession(4, 5);
+      assertClose(await session.forward(PROMPT), reference[PROMPT.length - 1], `${placement} prefill`, TOL);
+      for (let i = 0; i < DECODE.length; i++) assertClose(await session.forward([DECODE[i]]), reference[PROMPT.length + i], `${placement} decode ${i}`, TOL);
+      const capacity = (session as unknown as { capacity: number }).capacity;
+      const m = session.kvMemory();
+      assert.is(m.byMethod.full, CACHED_HEADS * capacity * D * 4);
+      assert.is(m.byDevice[placement === 'cpu' ? 'cpu' : 'gpu'], CACHED_HEADS * capacity * D * 4);
+      const shape = { config: ckpt.config, kinds: engine.model.kinds, window: { sink: 0, recent: 1 }, main: engine.model.main.kind, streaming: engine.model.streamingBackend.kind };
+      assert.is(planMemory(shape, 0, capacity, 5)[engine.model.main.kind].kv, m.byMethod.full);
+      session.dispose();
+    } finally { engine.dispose(); }
+  });
+}
+
+gpuTests(test, GPU.gpu !== null, GPU.reason)('split: streaming heads of the layer that kept every head run on the CPU, decoupled layers on the GPU', async () => {
+  const kinds = [[true, true, true, true, true], [true, false, true, false, false], [true, true, true, true, true]];
+  const window = { sink: 2, recent: 3 };
+  const ref = referenceLogits(ckpt.config, ckpt.weights, [...PROMPT, ...DECODE], { kinds, ...window }, ckpt.config.dha!);
+  const engine = await engineOn('split', kinds, window);
+  try {
+    const session = engine.newSession(32, 4);
+    assertClose(await session.forward(PROMPT), ref[PROMPT.length - 1], 'split prefill', TOL);
+    for (let i = 0; i < DECODE.length; i++) assertClose(await session.forward([DECODE[i]]), ref[PROMPT.length + i], `split decode ${i}`, TOL);
+    const m = session.kvMemory();
+    // Full: 2+3 and 1+2 heads of the decoupled layers plus 2 KV heads (K and V) of layer 1; rings: 3 KV heads × 5 slots.
+    assert.is(m.byDevice.gpu, (5 + 3 + 2 * 2) * 32 * D * 4);
+    assert.is(m.byDevice.cpu, 2 * 3 * 5 * D * 4);
+    const shape = { config: ckpt.config, kinds, window, main: 'gpu' as const, streaming: 'cpu' as const };
+    const plan = planMemory(shape, 0, 32, 4);
+    assert.equal([plan.gpu.kv, plan.cpu.kv], [m.byDevice.gpu, m.byDevice.cpu]);
+    session.dispose();
+  } finally { engine.dispose(); }
+});
+
+test('a pattern with a streaming head in a decoupled layer is refused, naming the layer and head', async () => {
+  const kinds = [[true, true, true, false, true], [true, true, true, true, true], [true, true, true, true, true]];
+  const error = await engineOn('cpu', kinds, { sink: 1, recent: 2 }).then(() => null, (e: Error) => e);
+  assert.match(error?.message ?? '', /layer 0 has decoupled key\/value heads \(duet_dha: 2 key heads, 3 value heads\), so all its heads must use full attention; KV head 3 is given "streaming"/);
+  assert.throws(() => planMemory({ config: ckpt.config, kinds, window: { sink: 1, recent: 2 }, main: 'cpu', streaming: 'cpu' }, 0, 8, 1), /layer 0 has decoupled/);
+});
+
+test('duet memory (kvMemory) projects Σ_l (nK + nV) heads exactly, and the session measures the same', async () => {
+  const context = 37;
+  for (const kvDtype of ['f32', 'f16', 'int8'] as const) {
+    const p = kvMemory(ckpt.config, { context, kvDtype });
+    const row = { f32: D * 4, f16: (D / 2) * 4, int8: (Math.ceil(D / 4) + 1) * 4 }[kvDtype];
+    assert.is(p.full_bytes, CACHED_HEADS * context * row, kvDtype);
+    assert.is(p.duo_bytes, p.full_bytes, kvDtype);
+    const engine = await Engine.create(ckpt.config, ckpt.weights, { device: 'cpu', placement: 'cpu', kvDtype });
+    try {
+      const session = engine.newSession(context, 8);
+      await session.forward(PROMPT);
+      assert.is(session.kvMemory().byMethod.full, p.full_bytes, kvDtype);
+      session.dispose();
+    } finally { engine.dispose(); }
+  }
+  // The same projection serves duet eval's kv_bytes and generation's full-attention bytes.
+  assert.is(projectModelKv(ckpt.config, allHeads(3, H, true), context, { sink: 0, recent: 1 }, 'f32').full_bytes, CACHED_HEADS * context * D * 4);
+  // With streaming heads on the layer that kept every head.
+  const alphas = [[1, 1, 1, 1, 1], [0, 0, 1, 1, 1], [1, 1, 1, 1, 1]];
+  const p = kvMemory(ckpt.config, { context, pattern: { alphas, sink: 2, recent: 4, config: {} } });
+  assert.is(p.full_bytes, CACHED_HEADS * context * D * 4);
+  assert.is(p.duo_bytes, (5 + 3 + 2 * 3) * context * D * 4 + 2 * 2 * 6 * D * 4);
+});
+
+test('bad DHA inputs: maps out of range, tensors that disagree with the counts, a nominal KV count that is not multi-head', async () => {
+  const dir = await dhaDir();
+  const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+  const bad = structuredClone(config);
+  bad.duet_dha.layers[2].query_to_value[3] = 2;
+  assert.throws(() => parseModelConfig(bad, 'x/config.json'), /x\/config\.json: field "duet_dha\.layers\[2\]\.query_to_value\[3\]" must be an integer from 0 to 1 \(got 2\)/);
+  assert.throws(() => parseModelConfig({ ...config, num_key_value_heads: 1 }, 'x/config.json'), /x\/config\.json: field "num_key_value_heads" \(1\) must equal num_attention_heads \(5\) in a checkpoint with duet_dha/);
+  // config.json says 3 value heads in layer 0, the tensor keeps 2.
+  await rewriteTensors(dir, (t) => {
+    const v = t['model.layers.0.self_attn.v_proj.weight'];
+    v.data = (v.data as Float32Array).slice(0, 2 * D * SPEC.hidden);
+    v.shape = [2 * D, SPEC.hidden];
+  });
+  const error = await loadCheckpoint(nodeModelFiles(dir)).then(() => null, (e: Error) => e);
+  assert.match(error?.message ?? '', /model\.safetensors: tensor "model\.layers\.0\.self_attn\.v_proj\.weight" has shape \[12, 30\], expected \[18, 30\] from config\.json \(duet_dha\.layers\[0\]\.value_heads 3 × head_dim 6 rows\)/);
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
+});
+
+test.run();
+
