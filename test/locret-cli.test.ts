@@ -70,7 +70,7 @@ test('duet memory: bad budgets and method files are refused by flag, file and li
   assert.match(await mem('--methods', METHODS_FILE, '--method', 'locret', '--budget', '8'), /^error: --method locret and --methods FILE both say which heads evict/);
   const bad = join(tmp, 'bad.tsv');
   writeFileSync(bad, 'full full full full\nfull lru full full\nfull full full full\n');
-  assert.match(await mem('--methods', bad, '--budget', '8'), new RegExp(`^error: ${bad.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: line 2, column 2: unknown KV method "lru" \\(registered: full, streaming, locret\\)`));
+  assert.match(await mem('--methods', bad, '--budget', '8'), new RegExp(`^error: ${bad.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: line 2, column 2: unknown KV method "lru" \\(registered: full, streaming, locret, magicpig\\)`));
   assert.match(await mem('--methods', join(tmp, 'none.tsv')), /^error: --methods .*none\.tsv: ENOENT/);
 });
 

@@ -75,7 +75,7 @@ test('engine: methods are refused with kinds, of the wrong shape, naming an unkn
   const locret = { budget: 4, stabilizers: 1, heads };
   assert.match(await fails({ methods: METHODS, locret, kinds: [[true, true, true], [true, true, true], [true, true, true]] }), /^methods cannot be combined with kinds/);
   assert.match(await fails({ methods: METHODS.slice(1), locret }), /^methods shape 2×3 does not match the model \(3 layers × 3 KV heads\)/);
-  assert.match(await fails({ methods: [['full', 'lru', 'full'], ...METHODS.slice(1)], locret }), /^methods unknown KV method "lru" \(registered: full, streaming, locret\)/);
+  assert.match(await fails({ methods: [['full', 'lru', 'full'], ...METHODS.slice(1)], locret }), /^methods unknown KV method "lru" \(registered: full, streaming, locret, magicpig\)/);
   assert.match(await fails({ methods: METHODS }), /^methods name locret heads, which need the locret option/);
   assert.match(await fails({ methods: METHODS.map((r) => r.map(() => 'full')), locret }), /^locret is given, but no head's method is locret/);
   assert.match(await fails({ locret, kinds: METHODS.map((r) => r.map((m) => m !== 'streaming')) }), /^locret on every head cannot be combined with streaming heads; to mix them name each head's method/);
@@ -87,10 +87,10 @@ test('method pattern files: parse, format round trip, and errors naming the file
   assert.equal(parseHeadMethods(text, 3, 3, 'p/kv_methods.tsv'), METHODS);
   assert.equal(parseHeadMethods(formatHeadMethods(METHODS), 3, 3), METHODS);
   const err = (t: string, layers = 3, heads = 3) => { try { parseHeadMethods(t, layers, heads, 'p/kv_methods.tsv'); return ''; } catch (e) { return (e as Error).message; } };
-  assert.match(err(''), /^p\/kv_methods\.tsv: no method names \(expected one line per layer, one name per KV head: full, streaming, locret\)/);
+  assert.match(err(''), /^p\/kv_methods\.tsv: no method names \(expected one line per layer, one name per KV head: full, streaming, locret, magicpig\)/);
   assert.match(err('full full full\n'), /^p\/kv_methods\.tsv: has 1 lines of methods \(layers\), the model has 3 layers/);
   assert.match(err('full full full\nfull full\nfull full full\n'), /^p\/kv_methods\.tsv: line 2 names 2 methods, the model has 3 KV heads per layer/);
-  assert.match(err('full full full\nfull Full full\nfull full full\n'), /^p\/kv_methods\.tsv: line 2, column 2: unknown KV method "Full" \(registered: full, streaming, locret\)/);
+  assert.match(err('full full full\nfull Full full\nfull full full\n'), /^p\/kv_methods\.tsv: line 2, column 2: unknown KV method "Full" \(registered: full, streaming, locret, magicpig\)/);
 });
 
 test('head options: locret alone, on a pattern\'s streaming heads, by name; errors name the field', () => {

@@ -30,7 +30,7 @@ export interface HeadOptions {
    */
   locret?: LocretOptions;
   /**
-   * The KV method of each (layer, KV head) by name: full, streaming, locret (src/kv/registry.ts).
+   * The KV method of each (layer, KV head) by name: full, streaming, locret, magicpig (src/kv/registry.ts).
    * Instead of pattern / streamingOnly; streaming heads need window, locret heads the locret option.
    */
   methods?: HeadMethods;

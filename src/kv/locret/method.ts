@@ -254,11 +254,7 @@ class LocretCache implements KvGroupCache {
   /** This layer's retaining head, checked against the group: it reads the whole layer's q, k, v. */
   private retainingHead(): DeviceHead {
     if (this.head) return this.head;
-    const { numKvHeads: H, group, headDim: D } = this.shape, layer = this.shape.layer ?? 0;
-    const p = this.s.heads.head(layer, this.shape), inDim = (H * group + 2 * H) * D;
-    if (p.inDim !== inDim || p.outDim !== H) {
-      throw new Error(`locret: layer ${layer}'s retaining head reads ${p.inDim} values and scores ${p.outDim} KV heads, but this group has ${H} KV heads × ${group} query heads × headDim ${D} (inDim ${inDim}); a retaining head scores every head of its layer`);
-    }
+    const p = this.layerHead(this.shape), D = this.shape.headDim;
     const negInvFreq = this.be.upload(this.s.heads.invFreq(D).map((f) => -f));
     return (this.head = { params: p, fc1: this.be.upload(p.fc1), fc2: this.be.upload(p.fc2), negInvFreq });
   }

@@ -223,7 +223,7 @@ export class MagicPigCache implements KvGroupCache {
     const sp = h.alloc(scratchFloats * 4);
     try {
       h.f32.set(qh, qp >>> 2);
-      this.k.attention(op, qp, this.keys, this.values, rows, H * G, H, D, pastLen, 1 / Math.sqrt(D), this.capacity, sp, TILE_ROWS, 0, H, 0);
+      this.k.attention(op, qp, this.keys, this.values, rows, H * G, H, D, pastLen, 1 / Math.sqrt(D), this.capacity, sp, TILE_ROWS, 0, H, 0, 0, 0);
       return h.f32.slice(op >>> 2, (op >>> 2) + n);
     } finally {
       h.release(qp, n * 4); h.release(op, n * 4); h.release(sp, scratchFloats * 4);
