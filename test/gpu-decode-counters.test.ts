@@ -42,14 +42,16 @@ async function decodeSteps(engine: Engine, sampler: Sampler, steps: number): Pro
   } finally { session.dispose(); }
 }
 
-// Dispatches of one decode step: embed; per layer rmsnorm, 3 projections + 2 ropes per side, the
-// retrieval side's append + attention + combine, the streaming side's attention (+ ring append on
-// the GPU), one O projection per side, add, rmsnorm, gate, up, silu·mul, down, add; final rmsnorm
-// and LM head; the sampler's two passes (split samples on the GPU too).
-const layerCommon = 1 + 1 + 6; // input norm, residual add, MLP block (norm, gate, up, silu, down, add)
+// Dispatches of one decode step: embed and the first layer's input norm; per layer 3 projections +
+// 2 ropes per side, the retrieval side's append + attention + combine, the streaming side's attention
+// (+ ring append on the GPU), one O projection per side, add+norm (fused), gate, up, silu·mul, down,
+// add+next layer's input norm (fused; a plain add after the last layer); final rmsnorm and LM head;
+// the sampler's two passes (split samples on the GPU too).
+const layerCommon = 1 + 5; // residual add + norm, MLP block (gate, up, silu, down, residual add + next norm)
 const side = 5 + 1; // q/k/v projections, 2 ropes, O projection
-const gpuDispatches = 1 + (layerCommon + 2 * side + 3 + 2) + (layerCommon + side + 3) + (layerCommon + side + 2) + 2 + 2;
-const splitDispatches = 1 + (layerCommon + 2 * side + 3) + (layerCommon + side + 3) + (layerCommon + side) + 2 + 2;
+const leading = 2; // embed, layer 0's input norm
+const gpuDispatches = leading + (layerCommon + 2 * side + 3 + 2) + (layerCommon + side + 3) + (layerCommon + side + 2) + 2 + 2;
+const splitDispatches = leading + (layerCommon + 2 * side + 3) + (layerCommon + side + 3) + (layerCommon + side) + 2 + 2;
 /** The uniform arena: one 256-byte slot per dispatch, written once per submit. */
 const UNIFORM_SLOT = 256;
 

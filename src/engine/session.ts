@@ -5,6 +5,7 @@
 // main one (the streaming heads of the split placement) get their q|k|v in one transfer per layer,
 // sent before the main backend's groups attend so that both devices work at once.
 import type { Backend, DeviceTensor } from '../backend/contract.js';
+import { ADD_RMSNORM_KERNEL } from '../backend/kernels.js';
 import type { DeviceHeadGroup, DeviceModel } from './device-model.js';
 import type { Sampler } from './sampler.js';
 import type { DeviceSampler } from '../backend/device-sampler.js';
@@ -154,10 +155,13 @@ export class Session {
     this.ensureCapacity(pastLen + rows);
     const positions = Int32Array.from({ length: rows }, (_, r) => pastLen + r);
 
+    // Each residual add is fused with the norm that follows it (x += h; xn = rmsnorm(x)), so only the
+    // first layer's input norm runs alone.
+    const addNorm = (weight: DeviceTensor) => main.run(ADD_RMSNORM_KERNEL, [ws.x, ws.h, weight, ws.xn], { rows, dim: hidden, eps });
     main.embed(ws.x, model.embed, ids, hidden);
+    if (model.layers.length > 0) main.rmsnorm(ws.xn, ws.x, model.layers[0].inputNorm, rows, hidden, eps);
     for (let l = 0; l < model.layers.length; l++) {
       const layer = model.layers[l], caches = this.caches[l];
-      main.rmsnorm(ws.xn, ws.x, layer.inputNorm, rows, hidden, eps);
       const bufs = layer.groups.map((g) => ws.methods.get(g.method)!);
       layer.groups.forEach((g, i) => {
         const b = bufs[i].local;
@@ -204,14 +208,13 @@ export class Session {
         }
       }
       layer.groups.forEach((g, i) => main.matmul(ws.h, bufs[i].local.out, g.wo, null, rows, g.numHeads * D, hidden, i > 0));
-      main.add(ws.x, ws.h, rows * hidden);
-
-      main.rmsnorm(ws.xn, ws.x, layer.postNorm, rows, hidden, eps);
+      addNorm(layer.postNorm);
       main.matmul(ws.gate, ws.xn, layer.wGate, null, rows, hidden, config.intermediateSize);
       main.matmul(ws.up, ws.xn, layer.wUp, null, rows, hidden, config.intermediateSize);
       main.siluMul(ws.gate, ws.gate, ws.up, rows * config.intermediateSize);
       main.matmul(ws.h, ws.gate, layer.wDown, null, rows, config.intermediateSize, hidden);
-      main.add(ws.x, ws.h, rows * hidden);
+      if (l + 1 < model.layers.length) addNorm(model.layers[l + 1].inputNorm);
+      else main.add(ws.x, ws.h, rows * hidden);
     }
     this.pastLen += rows;
     if (!wantLogits) { main.flush(); return; }
