@@ -35,23 +35,33 @@ function half(h: u32): f32 {
   return reinterpret<f32>(reinterpret<u32>(mag) | ((h & 0x8000) << 16));
 }
 
-// Four halves (u32 lanes) → four f32.
+// Halves 0–3 (low) or 4–7 (high) of eight packed halves → four f32, in four ops: a byte shuffle puts
+// each half in the top 16 bits of its lane (sign already at bit 31), an arithmetic shift by 3 moves
+// exponent and mantissa to f32's positions (copying the sign into bits 28–30, which the mask clears),
+// and the multiply by 2^112 rebases the exponent (subnormals included, as in `half`).
 // @ts-ignore: decorator
 @inline
-function half4(h: v128): v128 {
-  const mag = f32x4.mul(i32x4.shl(v128.and(h, i32x4.splat(0x7fff)), 13), f32x4.splat(reinterpret<f32>(0x77800000)));
-  return v128.or(mag, i32x4.shl(v128.and(h, i32x4.splat(0x8000)), 16));
+function halvesLow(h: v128): v128 {
+  const v = i8x16.shuffle(h, i32x4.splat(0), 16, 16, 0, 1, 16, 16, 2, 3, 16, 16, 4, 5, 16, 16, 6, 7);
+  return f32x4.mul(v128.and(i32x4.shr_s(v, 3), i32x4.splat(0x8fffffff)), f32x4.splat(reinterpret<f32>(0x77800000)));
 }
 
-// 16 unsigned bytes × d − m → 16 floats at dst.
+// @ts-ignore: decorator
+@inline
+function halvesHigh(h: v128): v128 {
+  const v = i8x16.shuffle(h, i32x4.splat(0), 16, 16, 8, 9, 16, 16, 10, 11, 16, 16, 12, 13, 16, 16, 14, 15);
+  return f32x4.mul(v128.and(i32x4.shr_s(v, 3), i32x4.splat(0x8fffffff)), f32x4.splat(reinterpret<f32>(0x77800000)));
+}
+
+// 16 unsigned bytes × d − m → 16 floats at dst (converted as signed, as in dotU8).
 // @ts-ignore: decorator
 @inline
 function storeU8(dst: usize, v: v128, d: v128, m: v128): void {
   const lo = i16x8.extend_low_i8x16_u(v), hi = i16x8.extend_high_i8x16_u(v);
-  v128.store(dst, f32x4.sub(f32x4.mul(f32x4.convert_i32x4_u(i32x4.extend_low_i16x8_u(lo)), d), m));
-  v128.store(dst + 16, f32x4.sub(f32x4.mul(f32x4.convert_i32x4_u(i32x4.extend_high_i16x8_u(lo)), d), m));
-  v128.store(dst + 32, f32x4.sub(f32x4.mul(f32x4.convert_i32x4_u(i32x4.extend_low_i16x8_u(hi)), d), m));
-  v128.store(dst + 48, f32x4.sub(f32x4.mul(f32x4.convert_i32x4_u(i32x4.extend_high_i16x8_u(hi)), d), m));
+  v128.store(dst, f32x4.sub(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_u(lo)), d), m));
+  v128.store(dst + 16, f32x4.sub(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_u(lo)), d), m));
+  v128.store(dst + 32, f32x4.sub(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_u(hi)), d), m));
+  v128.store(dst + 48, f32x4.sub(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_u(hi)), d), m));
 }
 
 // Q4_K sub-block j's 6-bit scale (which = 0) or min (which = 1) from the 12 bytes at q (get_scale_min_k4).
@@ -71,8 +81,8 @@ function decodeRow(dst: usize, src: usize, dtype: i32, cols: i32): void {
     let i = 0;
     for (; i + 8 <= cols; i += 8) {
       const h = v128.load(src + (<usize>i << 1));
-      v128.store(dst + (<usize>i << 2), half4(i32x4.extend_low_i16x8_u(h)));
-      v128.store(dst + (<usize>i << 2) + 16, half4(i32x4.extend_high_i16x8_u(h)));
+      v128.store(dst + (<usize>i << 2), halvesLow(h));
+      v128.store(dst + (<usize>i << 2) + 16, halvesHigh(h));
     }
     for (; i < cols; i++) store<f32>(dst + (<usize>i << 2), half(<u32>load<u16>(src + (<usize>i << 1))));
     return;
@@ -157,6 +167,73 @@ function gemvBlocks(out: usize, x: usize, w: usize, rowBytes: i32, outDim: i32, 
   }
 }
 
+// Σ_k x[k] · (16 unsigned bytes of v)[k], as dotS8. The lanes (0–255) convert as signed: x86 has no
+// unsigned i32 → f32 instruction, and V8's emulation of one costs several.
+// @ts-ignore: decorator
+@inline
+function dotU8(x: usize, v: v128): v128 {
+  const lo = i16x8.extend_low_i8x16_u(v), hi = i16x8.extend_high_i8x16_u(v);
+  let s = f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_u(lo)), v128.load(x));
+  s = f32x4.add(s, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_u(lo)), v128.load(x + 16)));
+  s = f32x4.add(s, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_u(hi)), v128.load(x + 32)));
+  return f32x4.add(s, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_u(hi)), v128.load(x + 48)));
+}
+
+// One row (GEMV) against Q4_K rows, fused. A 32-element sub-block's weights are d·sc·q − dmin·m, so
+// its dot with x is d·sc·Σq·x − dmin·m·Σx: the nibbles are multiplied in as they are, and the sums
+// Σx of x's sub-blocks (xsum, computed once per call) carry the minimums. x holds whole super-blocks.
+function gemvQ4K(out: usize, x: usize, xsum: usize, w: usize, rowBytes: i32, outDim: i32, nb: i32): void {
+  const mask = i8x16.splat(0x0f);
+  for (let o = 0; o < outDim; o++) {
+    const row = w + <usize>o * <usize>rowBytes;
+    let acc = f32x4.splat(0);
+    let mins: f32 = 0;
+    for (let b = 0; b < nb; b++) {
+      const p = row + <usize>b * 144, sc = p + 4, qs = p + 16;
+      const d = half(<u32>load<u16>(p)), dmin = half(<u32>load<u16>(p + 2));
+      const xb = x + (<usize>b << 10), sb = xsum + (<usize>b << 5);
+      for (let c = 0; c < 4; c++) {
+        const q = qs + (<usize>c << 5), xc = xb + (<usize>c << 8);
+        const v0 = v128.load(q), v1 = v128.load(q + 16);
+        const lo = f32x4.add(dotU8(xc, v128.and(v0, mask)), dotU8(xc + 64, v128.and(v1, mask)));
+        const hi = f32x4.add(dotU8(xc + 128, i8x16.shr_u(v0, 4)), dotU8(xc + 192, i8x16.shr_u(v1, 4)));
+        acc = f32x4.add(acc, f32x4.mul(lo, f32x4.splat(d * <f32>scaleMinK4(2 * c, sc, 0))));
+        acc = f32x4.add(acc, f32x4.mul(hi, f32x4.splat(d * <f32>scaleMinK4(2 * c + 1, sc, 0))));
+        mins += dmin * (<f32>scaleMinK4(2 * c, sc, 1) * load<f32>(sb + (<usize>(2 * c) << 2))
+          + <f32>scaleMinK4(2 * c + 1, sc, 1) * load<f32>(sb + (<usize>(2 * c + 1) << 2)));
+      }
+    }
+    const t = f32x4.add(acc, v128.shuffle<f32>(acc, acc, 2, 3, 0, 1));
+    const po = out + (<usize>o << 2);
+    store<f32>(po, load<f32>(po) + (f32x4.extract_lane(t, 0) + f32x4.extract_lane(t, 1) - mins));
+  }
+}
+
+// One row (GEMV) against f16 rows, fused: eight halves at a time are widened to f32 in registers and
+// multiplied into four accumulators, with no decoded copy of the row (the panel path writes one and
+// reads it back, which costs about as much again as the conversion).
+function gemvF16(out: usize, x: usize, w: usize, rowBytes: i32, outDim: i32, cols: i32): void {
+  const end16 = cols & ~15;
+  for (let o = 0; o < outDim; o++) {
+    const row = w + <usize>o * <usize>rowBytes;
+    let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+    let i = 0;
+    for (; i < end16; i += 16) {
+      const h0 = v128.load(row + (<usize>i << 1)), h1 = v128.load(row + (<usize>i << 1) + 16);
+      const xi = x + (<usize>i << 2);
+      a0 = f32x4.add(a0, f32x4.mul(halvesLow(h0), v128.load(xi)));
+      a1 = f32x4.add(a1, f32x4.mul(halvesHigh(h0), v128.load(xi + 16)));
+      a2 = f32x4.add(a2, f32x4.mul(halvesLow(h1), v128.load(xi + 32)));
+      a3 = f32x4.add(a3, f32x4.mul(halvesHigh(h1), v128.load(xi + 48)));
+    }
+    const t = f32x4.add(f32x4.add(a0, a1), f32x4.add(a2, a3));
+    let sum = f32x4.extract_lane(t, 0) + f32x4.extract_lane(t, 1) + f32x4.extract_lane(t, 2) + f32x4.extract_lane(t, 3);
+    for (; i < cols; i++) sum += half(<u32>load<u16>(row + (<usize>i << 1))) * load<f32>(x + (<usize>i << 2));
+    const po = out + (<usize>o << 2);
+    store<f32>(po, load<f32>(po) + sum);
+  }
+}
+
 /**
  * out[r][o] (+)= Σ_i x[r][i] · W[o][i] (+ bias[o]) for r < rows, o < outDim, where W's rows are packed
  * `dtype` rows of rowBytes bytes starting at w. ldo is out's row stride in elements; scratch holds
@@ -174,6 +251,30 @@ export function matmulPacked(out: usize, ldo: i32, x: usize, w: usize, bias: usi
   }
   const bs = packedBlockSize(dtype);
   const ld = ((((inDim + bs - 1) / bs) * bs) + 3) & ~3;
+  if (rows == 1 && dtype == F16) {
+    gemvF16(out, x, w, rowBytes, outDim, inDim);
+    return;
+  }
+  if (rows == 1 && dtype == Q4_K) {
+    // x is copied, zero-padded to whole super-blocks, into the scratch when it ends inside one; its
+    // sub-block sums follow it there.
+    const nb = (inDim + 255) >> 8;
+    let xs = x;
+    if ((inDim & 255) != 0) {
+      memory.copy(scratch, x, (<usize>inDim) << 2);
+      memory.fill(scratch + ((<usize>inDim) << 2), 0, (<usize>(nb * 256 - inDim)) << 2);
+      xs = scratch;
+    }
+    const xsum = scratch + ((<usize>nb) << 10);
+    for (let t = 0; t < nb * 8; t++) {
+      const xt = xs + (<usize>t << 7);
+      let a = f32x4.add(f32x4.add(v128.load(xt), v128.load(xt + 16)), f32x4.add(v128.load(xt + 32), v128.load(xt + 48)));
+      a = f32x4.add(a, f32x4.add(f32x4.add(v128.load(xt + 64), v128.load(xt + 80)), f32x4.add(v128.load(xt + 96), v128.load(xt + 112))));
+      store<f32>(xsum + (<usize>t << 2), f32x4.extract_lane(a, 0) + f32x4.extract_lane(a, 1) + f32x4.extract_lane(a, 2) + f32x4.extract_lane(a, 3));
+    }
+    gemvQ4K(out, xs, xsum, w, rowBytes, outDim, nb);
+    return;
+  }
   if (rows == 1 && (dtype == Q8_0 || dtype == Q4_0)) {
     // x is read in whole blocks: a partial last block is copied, zero-padded, into the scratch.
     const nb = (inDim + 31) >> 5;

@@ -31,6 +31,8 @@ const DTYPES: WeightDType[] = ['f16', 'q8_0', 'q4_0', 'q4_k'];
 const SHAPES: Array<[number, number, number, string]> = [
   [1, 96, 7, 'GEMV, outDim not a multiple of 4'],
   [1, 257, 13, 'GEMV, partial last block'],
+  [1, 512, 5, 'GEMV, whole Q4_K super-blocks (x read in place)'],
+  [1, 13, 3, 'GEMV, fewer columns than one f16 vector step'],
   [3, 64, 16, 'GQA K projection (2 KV heads × 8), 3 rows'],
   [9, 512, 11, 'GEMM, 9 rows (not a multiple of 4 or 8)'],
   [20, 200, 9, 'GEMM, partial blocks'],
