@@ -5,6 +5,7 @@ import { kernelModule } from '../../cpu/wasm.js';
 import type { KvDType } from '../../backend/kv-dtype.js';
 import { DuetError } from '../../errors.js';
 import { checkLshParams, DEFAULT_K, DEFAULT_L, DEFAULT_LOCAL, DEFAULT_SINKS, type LshParams } from './params.js';
+import { checkTopk, type TopKChoice } from './topk.js';
 
 export interface MagicPigSettings extends LshParams {
   /** First positions always attended exactly (≥ 0). */
@@ -13,6 +14,11 @@ export interface MagicPigSettings extends LshParams {
   local: number;
   /** Seed of the SimHash hyperplanes (one set for every layer and head, as MagicPIG's server). */
   seed: number;
+  /**
+   * Exact TopK instead of sampling (MagicPIG's baseline; src/kv/magicpig/topk.ts): decode attends the
+   * static tokens and the k offloaded keys of highest q·k; no hash codes are kept, K and L are unused.
+   */
+  topk?: TopKChoice;
   /** kernelModule(): the kernels every cache instantiates over its own memory (needed to create caches, not to lay them out). */
   module?: WebAssembly.Module;
 }
@@ -43,6 +49,7 @@ export function checkMagicPigSettings(s: MagicPigSettings | undefined, create = 
   nonNegativeInt(s.sinks, 'sinks', 0);
   nonNegativeInt(s.local, 'local window', 1);
   nonNegativeInt(s.seed, 'seed', 0);
+  if (s.topk !== undefined) checkTopk(s.topk);
   if (create && !(s.module instanceof WebAssembly.Module)) throw new Error('MagicPIG settings: module must be the compiled kernel module (kernelModule())');
   return s;
 }
@@ -52,6 +59,7 @@ export function magicpigLayoutSettings(o: MagicPigOptions, headDim: number): Mag
   const lsh = defaultLsh(headDim);
   return checkMagicPigSettings({
     K: o.K ?? lsh.K, L: o.L ?? lsh.L, sinks: o.sinks ?? DEFAULT_SINKS, local: o.local ?? DEFAULT_LOCAL, seed: o.seed ?? DEFAULT_SEED,
+    ...(o.topk !== undefined ? { topk: o.topk } : {}),
   });
 }
 
@@ -87,7 +95,7 @@ export function offloadSettings(o: OffloadOptions, kinds: ReadonlyArray<Readonly
   try {
     return { settings: magicpigLayoutSettings(o, headDim), denseLayers };
   } catch (e) {
-    const m = /MagicPIG (K|L|sinks|local window|seed)\b/.exec((e as Error).message);
+    const m = /MagicPIG (K|L|sinks|local window|seed|topk)\b/.exec((e as Error).message);
     throw new DuetError(m ? `offload.${m[1] === 'local window' ? 'local' : m[1]}` : 'offload', (e as Error).message.replace(/^MagicPIG /, ''));
   }
 }
