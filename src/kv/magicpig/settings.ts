@@ -5,7 +5,7 @@ import { kernelModule } from '../../cpu/wasm.js';
 import type { KvDType } from '../../backend/kv-dtype.js';
 import { DuetError } from '../../errors.js';
 import { checkLshParams, DEFAULT_K, DEFAULT_L, DEFAULT_LOCAL, DEFAULT_SINKS, type LshParams } from './params.js';
-import { checkTopk, type TopKChoice } from './topk.js';
+import { checkTopk, describeTopk, type TopKChoice } from './topk.js';
 
 export interface MagicPigSettings extends LshParams {
   /** First positions always attended exactly (≥ 0). */
@@ -85,6 +85,9 @@ export interface OffloadOptions extends MagicPigOptions {
 export function offloadSettings(o: OffloadOptions, kinds: ReadonlyArray<ReadonlyArray<boolean>>, headDim: number,
   kvDtype: KvDType): { settings: MagicPigSettings; denseLayers: number[] } {
   if (kvDtype !== 'f32') throw new DuetError('offload', `keeps the offloaded cache in f32; KV dtype ${kvDtype} is not supported with it`);
+  if (o.topk !== undefined && (o.K !== undefined || o.L !== undefined)) {
+    throw new DuetError('offload.topk', 'replaces the LSH sampling with exact TopK; K and L do not apply to it (give one or the other)');
+  }
   const denseLayers = o.denseLayers ?? [];
   for (const l of denseLayers) {
     if (!(Number.isInteger(l) && l >= 0 && l < kinds.length)) throw new DuetError('offload.denseLayers', `${l} is not a layer of the model (0..${kinds.length - 1})`);
@@ -98,6 +101,11 @@ export function offloadSettings(o: OffloadOptions, kinds: ReadonlyArray<Readonly
     const m = /MagicPIG (K|L|sinks|local window|seed|topk)\b/.exec((e as Error).message);
     throw new DuetError(m ? `offload.${m[1] === 'local window' ? 'local' : m[1]}` : 'offload', (e as Error).message.replace(/^MagicPIG /, ''));
   }
+}
+
+/** "MagicPIG K 10 × L 150, 4 sinks + 64 local" or "exact top-40 keys, 4 sinks + 64 local" (model and memory descriptions). */
+export function describeOffload(s: MagicPigSettings): string {
+  return `${s.topk ? describeTopk(s.topk) : `MagicPIG K ${s.K} × L ${s.L}`}, ${s.sinks} sinks + ${s.local} local`;
 }
 
 /** K·L hyperplanes of d values as rows ([K·L][d]), N(0, 1) from `seed` (mulberry32, Box–Muller): the same for the same seed. */
