@@ -9,7 +9,7 @@ import type { KvDType } from '../backend/kv-dtype.js';
 import type { StreamingWindow } from '../backend/contract.js';
 import type { ModelConfig } from '../model/config.js';
 import { resolveHeads, type HeadOptions } from './heads.js';
-import { offloadSettings, type OffloadOptions } from '../kv/magicpig/settings.js';
+import { describeOffload, offloadSettings, type OffloadOptions } from '../kv/magicpig/settings.js';
 import { allHeads, type HeadKinds } from '../attention/pattern.js';
 import { kvBytesByHome } from '../engine/memory-plan.js';
 import type { KvSettings } from '../kv/method.js';
@@ -51,7 +51,7 @@ export function kvMemory(config: ModelConfig, o: KvMemoryOptions): KvMemory {
   const p = projectModelKv(config, windowed.kinds, o.context, windowed.window ?? { sink: 0, recent: 1 }, kvDtype, heads.compensation,
     offload ? { offload } : heads.methods && { methods: heads.methods, locret: heads.locret });
   const s = offload?.settings;
-  const offloaded = s ? `; retrieval heads offloaded (MagicPIG K ${s.K} × L ${s.L}, ${s.sinks} sinks + ${s.local} local${offload.denseLayers.length ? `, layers ${offload.denseLayers.join(',')} dense` : ''})` : '';
+  const offloaded = s ? `; retrieval heads offloaded (${describeOffload(s)}${offload.denseLayers.length ? `, layers ${offload.denseLayers.join(',')} dense` : ''})` : '';
   return { ...p, kvDtype, heads: heads.description + offloaded, note: windowed.note };
 }
 

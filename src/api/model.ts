@@ -23,6 +23,7 @@ import { resolveHeads, type HeadOptions, type ResolvedHeads } from './heads.js';
 import { loadLocretHeads } from '../kv/locret/file.js';
 import type { RetainingHeads } from '../kv/locret/retaining-heads.js';
 import { methodsOfKinds } from '../kv/registry.js';
+import { describeOffload } from '../kv/magicpig/settings.js';
 import { StopText } from './stop-text.js';
 import { ChatCompletions, Completions } from './openai.js';
 
@@ -127,7 +128,7 @@ export interface KvStats {
   fullAttention: number;
   /** Bytes of offloaded (magicpig) caches, all in host memory (part of cpu). */
   offloaded: number;
-  /** Offloaded heads: per decode step, the fraction of their offloaded keys sampled (null without offloading). */
+  /** Offloaded heads: per decode step, the fraction of their offloaded keys sampled (with topk: attended; null without offloading). */
   sampledFraction: number[] | null;
 }
 
@@ -625,7 +626,7 @@ function offloadDescription(engine: Engine): string {
   const s = engine.model.magicpig;
   if (!s) return '';
   const dense = engine.model.methods.flatMap((row, l) => (row.includes('full') && row.every((n) => n !== 'magicpig') ? [l] : []));
-  return `; retrieval heads offloaded (MagicPIG K ${s.K} × L ${s.L}, ${s.sinks} sinks + ${s.local} local${dense.length ? `, layers ${dense.join(',')} dense` : ''})`;
+  return `; retrieval heads offloaded (${describeOffload(s)}${dense.length ? `, layers ${dense.join(',')} dense` : ''})`;
 }
 
 /**

@@ -38,7 +38,7 @@ export function oneOf<T extends string>(value: string | undefined, flag: string,
 export function modelOptions(v: {
   device?: string; placement?: string; threads?: string; 'prefill-chunk'?: string; weights?: string; 'kv-dtype'?: string;
   pattern?: string; sparsity?: string; 'streaming-only'?: boolean; full?: boolean; sink?: string; recent?: string; compensation?: boolean;
-  method?: string; budget?: string; stabilizers?: string; offload?: string; 'dense-layers'?: string;
+  method?: string; budget?: string; stabilizers?: string; offload?: string; topk?: string; 'dense-layers'?: string;
 }) {
   const exclusive = [v.pattern !== undefined, !!v['streaming-only'], !!v.full].filter(Boolean).length;
   if (exclusive > 1) throw new Error('use only one of --pattern, --streaming-only and --full');
@@ -136,7 +136,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
       process.stderr.write(`duet: ${r.tokens.length} tokens (${r.stoppedBy}); prefill ${r.timings.prefillMs.toFixed(1)} ms; decode ${r.timings.decodeMsPerToken.toFixed(2)} ms/token\n`);
       const where = `${formatBytes(r.kv.gpu)} on the GPU, ${formatBytes(r.kv.cpu)} on the CPU`;
       process.stderr.write(`duet: KV cache ${formatBytes(kvBytes)} (${where}) vs ${formatBytes(r.kv.fullAttention)} with full attention: ${kvBytes <= r.kv.fullAttention ? `${((1 - kvBytes / r.kv.fullAttention) * 100).toFixed(0)}% saved` : `${(kvBytes / r.kv.fullAttention).toFixed(2)}× as much (hash codes)`}\n`);
-      if (sampled?.length) process.stderr.write(`duet: offloaded heads sampled ${(100 * sampled.reduce((a, b) => a + b, 0) / sampled.length).toFixed(2)}% of their offloaded keys per decode step (mean of ${sampled.length} steps)\n`);
+      if (sampled?.length) process.stderr.write(`duet: offloaded heads attended ${(100 * sampled.reduce((a, b) => a + b, 0) / sampled.length).toFixed(2)}% of their offloaded keys per decode step (mean of ${sampled.length} steps)\n`);
       if (passkey) process.stderr.write(`duet: pass key ${passkey.answers[0]}: ${recalled ? 'recalled' : 'NOT recalled'}\n`);
     }
   } finally {

@@ -36,7 +36,9 @@ Usage:
                              always; needs locret.json (docs/locret.md)
       --offload [K,L]        MagicPIG: retrieval heads' KV cache in host memory, decode by LSH sampling with K bits
                              × L tables (default 10,150, or 11,150 under 64 head dims; docs/magicpig.md)
-      --dense-layers L0,L1   with --offload: layers kept on full attention
+      --topk N|P%            MagicPIG's exact TopK baseline instead of sampling: offloaded as --offload, decode
+                             attends the static tokens + the N (or P% of the offloaded) keys of highest q·k
+      --dense-layers L0,L1   with --offload or --topk: layers kept on full attention
       --prefill-chunk N      prefill chunk size (default 512)
       --threads N            WASM kernel threads (default: every core)
       --weights f32|f16|q8_0|q4_0|q4_k   storage of the matmul weights (default f32; q8_0 on the CPU
@@ -45,7 +47,7 @@ Usage:
       --json                 print one JSON object instead of streaming text
   duet memory --config config.json (--pattern DIR [--sparsity S] | --streaming-only --sink N --recent N)
               [--method locret --budget N [--stabilizers N]] [--methods FILE] --context N [--kv-dtype f32|f16|int8]
-              [--offload [K,L] [--dense-layers L0,L1]] [--json]
+              [--offload [K,L] | --topk N|P%] [--dense-layers L0,L1] [--json]
       projected KV-cache memory of full attention vs DuoAttention, Locret, a method per head (kv_methods.tsv)
       or offloading (GPU, CPU and offloaded bytes)
   duet eval --model DIR [--pattern DIR [--sparsity S]] [--streaming-only] [--random-pattern S --seeds N]
@@ -55,7 +57,8 @@ Usage:
             [--method locret --budget N [--stabilizers N] [--chunk N] (adds locret@N; with --pattern also
             pattern@S+locret@N)] [--methods FILE (adds "methods": a KV method per head, docs/kv-methods.md)]
             [--device D] [--placement P] [--prefill-chunk N] [--threads N] [--weights W] [--json] [--out DIR]
-            [--offload [K,L] [--dense-layers L0,L1]] (every configuration with MagicPIG's offloading)
+            [--offload [K,L] | --topk N|P%] [--dense-layers L0,L1] (every configuration offloaded: MagicPIG,
+            or its exact TopK baseline)
       long-context accuracy per task, length and needle depth; JSON rows and SVG heatmaps in --out
   duet serve --model DIR [--pattern DIR [--sparsity S]] [--host 127.0.0.1] [--port 8080] [--api-key KEY]
              [--max-queue N] [--ctx N] [--device D] [--placement P] [--threads N] [--weights W] [--prefill-chunk N]

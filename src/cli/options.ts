@@ -4,6 +4,8 @@ import { loadPattern, nodeModelFiles, parseHeadMethods, type HeadMethods, type H
 import { defaultThreads } from '../node/kernel-threads.js';
 import { WEIGHT_DTYPES, isWeightDType, type WeightDType } from '../model/quant.js';
 import { KV_DTYPES, isKvDType, type KvDType } from '../backend/kv-dtype.js';
+import type { OffloadOptions } from '../node.js';
+import type { TopKChoice } from '../kv/magicpig/topk.js';
 
 export function intOption(value: string | undefined, flag: string, min = 0): number | undefined {
   if (value === undefined) return undefined;
@@ -123,9 +125,10 @@ export async function headOptions(v: PatternValues, layers: number, kvHeads: num
   };
 }
 
-/** --offload [K,L] [--dense-layers L0,L1] (MagicPIG's offloading: generate, serve, eval, memory). */
+/** --offload [K,L] | --topk N|P% [--dense-layers L0,L1] (MagicPIG's offloading, or its exact TopK baseline: generate, eval, memory). */
 export const offloadOptions = {
   offload: { type: 'string' },
+  topk: { type: 'string' },
   'dense-layers': { type: 'string' },
 } as const;
 
@@ -134,15 +137,36 @@ export function bareOffload(argv: string[]): string[] {
   return argv.map((a, i) => (a === '--offload' && (i + 1 >= argv.length || argv[i + 1].startsWith('-')) ? '--offload=default' : a));
 }
 
-/** --offload [K,L] and --dense-layers as the library's offload option (ranges are the library's to check). */
-export function offloadFlags(v: { offload?: string; 'dense-layers'?: string }): { K?: number; L?: number; denseLayers?: number[] } | undefined {
-  if (v.offload === undefined) {
-    if (v['dense-layers'] !== undefined) throw new Error('--dense-layers goes with --offload');
+/**
+ * --topk N (keys per query and decode step, an integer ≥ 1) or P% (of the offloaded keys, 0 < P ≤ 100)
+ * as the library's topk choice.
+ */
+export function topkFlag(text: string): TopKChoice {
+  const t = text.trim(), bad = `--topk takes N (keys per decode step, an integer ≥ 1) or P% (of the offloaded keys, 0 < P ≤ 100); got "${text}"`;
+  if (/^\d+$/.test(t)) {
+    const keys = Number(t);
+    if (keys < 1) throw new Error(bad);
+    return { keys };
+  }
+  const m = /^(\d+(?:\.\d+)?|\.\d+)%$/.exec(t);
+  if (!m || !(Number(m[1]) > 0 && Number(m[1]) <= 100)) throw new Error(bad);
+  return { fraction: Number(m[1]) / 100 };
+}
+
+/** --offload [K,L], --topk and --dense-layers as the library's offload option (ranges are the library's to check). */
+export function offloadFlags(v: { offload?: string; topk?: string; 'dense-layers'?: string }): OffloadOptions | undefined {
+  if (v.offload === undefined && v.topk === undefined) {
+    if (v['dense-layers'] !== undefined) throw new Error('--dense-layers goes with --offload or --topk');
     return undefined;
   }
   const denseLayers = v['dense-layers'] === undefined ? undefined
     : numberList(v['dense-layers'], '--dense-layers', (n) => Number.isInteger(n) && n >= 0, 'a layer index');
-  if (v.offload === 'default') return { denseLayers };
+  if (v.topk !== undefined) {
+    // TopK offloads as --offload does; explicit K,L would be ignored, so they are refused.
+    if (v.offload !== undefined && v.offload !== 'default') throw new Error(`--topk replaces --offload's LSH sampling with exact TopK; give --topk or --offload ${v.offload}, not both`);
+    return { topk: topkFlag(v.topk), denseLayers };
+  }
+  if (v.offload === undefined || v.offload === 'default') return { denseLayers };
   const m = /^(\d+),(\d+)$/.exec(v.offload.trim());
   if (!m) throw new Error(`--offload takes K,L (bits per hash table, tables; e.g. --offload 10,150) or nothing for the default (got "${v.offload}")`);
   return { K: Number(m[1]), L: Number(m[2]), denseLayers };

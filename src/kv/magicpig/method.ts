@@ -17,6 +17,10 @@
 // the tables would be rebuilt every step (MagicPIG builds them once; decode tokens stay in its
 // GPU buffer).
 //
+// With settings.topk (MagicPIG's exact TopK baseline, src/kv/magicpig/topk.ts) the single row
+// attends its static tokens and the k offloaded keys of highest q·k instead, plain logits; nothing
+// is hashed and the store is K and V only. Same host store, so it runs on every placement too.
+//
 // Placement: home 'side'. Everything lives in host memory, so the group's backend only holds its
 // q, k, v and output: in the split placement the CPU backend, which gets them in the layer's one
 // q|k|v transfer; on a GPU-only placement the cache reads q, k, v back itself (attend and append
@@ -36,6 +40,7 @@ import { layoutBytes, type KvGroupCache, type KvSampling, type KvGroupShape, typ
 import type { MagicPigExports } from './cpu.js';
 import { codeStride } from './params.js';
 import { checkMagicPigSettings, simhashPlanes, type MagicPigSettings } from './settings.js';
+import { topkCount, topkIndices, type TopKChoice } from './topk.js';
 
 /** One cache's store is one WebAssembly memory (wasm32: 4 GiB), 64 MiB of which are kept for the kernels' scratch. */
 export const STORE_LIMIT_BYTES = 2 ** 32 - 64 * 2 ** 20;
@@ -52,6 +57,8 @@ function offloadedCapacity(capacity: number, s: MagicPigSettings): number {
 
 function storeSpecs(shape: KvGroupShape, capacity: number, s: MagicPigSettings): KvTensorSpec[] {
   const { numKvHeads: H, headDim: D } = shape, off = offloadedCapacity(capacity, s), cs = codeStride(s.L);
+  // Exact TopK hashes nothing: its store is the keys and values.
+  if (s.topk) return [{ name: 'K (host)', words: H * capacity * D, host: true }, { name: 'V (host)', words: H * capacity * D, host: true }];
   return [
     { name: 'SimHash planes', words: s.K * s.L * D, host: true },
     { name: 'K (host)', words: H * capacity * D, host: true },
@@ -66,7 +73,7 @@ function storeSpecs(shape: KvGroupShape, capacity: number, s: MagicPigSettings):
 function checkStore(shape: KvGroupShape, capacity: number, s: MagicPigSettings): KvTensorSpec[] {
   const specs = storeSpecs(shape, capacity, s), bytes = layoutBytes(specs);
   if (bytes > STORE_LIMIT_BYTES) {
-    throw new RangeError(`magicpig: layer ${shape.layer ?? 0}'s offloaded store (${shape.numKvHeads} KV heads × ${capacity} positions, L = ${s.L}) needs ${(bytes / 2 ** 30).toFixed(2)} GiB, more than one WebAssembly memory holds (4 GiB, 64 MiB of it kept for the kernels' scratch); use a shorter context or fewer tables`);
+    throw new RangeError(`magicpig: layer ${shape.layer ?? 0}'s offloaded store (${shape.numKvHeads} KV heads × ${capacity} positions${s.topk ? '' : `, L = ${s.L}`}) needs ${(bytes / 2 ** 30).toFixed(2)} GiB, more than one WebAssembly memory holds (4 GiB, 64 MiB of it kept for the kernels' scratch); use a shorter context or fewer tables`);
   }
   return specs;
 }
@@ -91,6 +98,7 @@ export class MagicPigCache implements KvGroupCache {
   private readonly cs: number;
   /** Live blocks: byte address → logical bytes. */
   private readonly blocks = new Map<number, number>();
+  /** 0 (not allocated) with exact TopK, like norms, codes and means. */
   private readonly planes: number;
   private keys: number;
   private values: number;
@@ -117,13 +125,14 @@ export class MagicPigCache implements KvGroupCache {
     const { numKvHeads: H, headDim: D } = shape;
     this.cs = codeStride(s.L);
     this.off = offloadedCapacity(capacity, s);
-    this.planes = this.block(s.K * s.L * D * 4);
-    this.heap.f32.set(simhashPlanes(s, D, s.seed), this.planes >>> 2);
+    const hashing = !s.topk;
+    this.planes = hashing ? this.block(s.K * s.L * D * 4) : 0;
+    if (hashing) this.heap.f32.set(simhashPlanes(s, D, s.seed), this.planes >>> 2);
     this.keys = this.block(H * capacity * D * 4);
     this.values = this.block(H * capacity * D * 4);
-    this.norms = this.block(H * this.off * 4);
-    this.codes = this.block(H * this.off * this.cs * 2);
-    this.means = this.block(H * D * 4);
+    this.norms = hashing ? this.block(H * this.off * 4) : 0;
+    this.codes = hashing ? this.block(H * this.off * this.cs * 2) : 0;
+    this.means = hashing ? this.block(H * D * 4) : 0;
   }
 
   bytes(): number {
@@ -173,8 +182,10 @@ export class MagicPigCache implements KvGroupCache {
     };
     this.keys = regrow(this.keys, this.capacity, capacity, D * 4, pastLen);
     this.values = regrow(this.values, this.capacity, capacity, D * 4, pastLen);
-    this.norms = regrow(this.norms, this.off, off, 4, this.hashed);
-    this.codes = regrow(this.codes, this.off, off, cs * 2, this.hashed);
+    if (!this.s.topk) {
+      this.norms = regrow(this.norms, this.off, off, 4, this.hashed);
+      this.codes = regrow(this.codes, this.off, off, cs * 2, this.hashed);
+    }
     this.capacity = capacity;
     this.off = off;
     this.stored = null;
@@ -232,7 +243,8 @@ export class MagicPigCache implements KvGroupCache {
 
   /** One decode row at position pastLen: static part exact ⊕ sampled offloaded part. */
   private sampled(qh: Float32Array, pastLen: number): Float32Array {
-    const { numKvHeads: H, group: G, headDim: D } = this.shape, { sinks, local, K, L } = this.s, cs = this.cs;
+    if (this.s.topk) return this.topk(qh, pastLen, this.s.topk);
+    const { numKvHeads: H, group: G, headDim: D } = this.shape, { sinks, K, L } = this.s, cs = this.cs;
     const m = offloadedRows(pastLen, this.s), scale = 1 / Math.sqrt(D);
     if (m > 0 && !this.centered) this.center(m);
     const result = new Float32Array(H * G * D), sampledBefore = this.counts.sampled;
@@ -243,10 +255,7 @@ export class MagicPigCache implements KvGroupCache {
     try {
       h.f32.set(qh, qp >>> 2);
       if (m > 0) this.k.simhashCodes(qc, 0, qp, nq, D, D, 0, this.planes, K, L, cs, sp);
-      // Static positions: the sinks, then the local window before the row, then the row itself.
-      const statics: number[] = [];
-      for (let j = 0; j < Math.min(sinks, pastLen + 1); j++) statics.push(j);
-      for (let j = Math.max(sinks, pastLen - local); j <= pastLen; j++) statics.push(j);
+      const statics = staticPositions(pastLen, this.s);
       for (let kvh = 0; kvh < H; kvh++) {
         if (m > 0) {
           const row = (kvh * this.capacity + sinks) * D * 4;
@@ -293,6 +302,47 @@ export class MagicPigCache implements KvGroupCache {
     }
   }
 
+  /**
+   * One decode row at position pastLen with exact TopK: per query, one softmax (float64, plain
+   * logits) over the static tokens and the k offloaded keys of highest q·k, which is the static
+   * partial ⊕ the top-k partial merged by log-sum-exp.
+   */
+  private topk(qh: Float32Array, pastLen: number, choice: TopKChoice): Float32Array {
+    const { numKvHeads: H, group: G, headDim: D } = this.shape, { sinks } = this.s;
+    const m = offloadedRows(pastLen, this.s), k = topkCount(choice, m), scale = 1 / Math.sqrt(D), f32 = this.heap.f32;
+    const statics = staticPositions(pastLen, this.s), result = new Float32Array(H * G * D), scores = new Float64Array(m);
+    const dot = (qo: number, j: number, kvh: number) => {
+      const ko = (this.keys >>> 2) + (kvh * this.capacity + j) * D;
+      let s = 0;
+      for (let d = 0; d < D; d++) s += qh[qo + d] * f32[ko + d];
+      return s;
+    };
+    for (let kvh = 0; kvh < H; kvh++) {
+      for (let g = 0; g < G; g++) {
+        const qo = (kvh * G + g) * D;
+        for (let i = 0; i < m; i++) scores[i] = dot(qo, sinks + i, kvh);
+        const attended = [...statics, ...Array.from(topkIndices(scores, m, k), (i) => sinks + i)];
+        const logits = attended.map((j) => dot(qo, j, kvh) * scale);
+        let mx = -Infinity;
+        for (const x of logits) mx = Math.max(mx, x);
+        const o = new Float64Array(D);
+        let l = 0;
+        attended.forEach((j, i) => {
+          const e = Math.exp(logits[i] - mx), vo = (this.values >>> 2) + (kvh * this.capacity + j) * D;
+          l += e;
+          for (let d = 0; d < D; d++) o[d] += e * f32[vo + d];
+        });
+        for (let d = 0; d < D; d++) result[qo + d] = o[d] / l;
+      }
+    }
+    this.counts.steps++;
+    this.counts.sampled += k * H * G;
+    this.counts.offloaded += m * H * G;
+    this.perStep.sampled.push(k * H * G);
+    this.perStep.offloaded.push(m * H * G);
+    return result;
+  }
+
   /** Fixes k̄ per KV head as the mean of the m offloaded keys, and hashes them. */
   private center(m: number): void {
     const { numKvHeads: H, headDim: D } = this.shape, f32 = this.heap.f32;
@@ -321,6 +371,14 @@ export class MagicPigCache implements KvGroupCache {
     } finally { this.heap.release(sp, floats * 4); }
     this.hashed = to;
   }
+}
+
+/** A decode row's static positions: the sinks, then the local window before the row, then the row itself. */
+function staticPositions(pastLen: number, s: MagicPigSettings): number[] {
+  const statics: number[] = [];
+  for (let j = 0; j < Math.min(s.sinks, pastLen + 1); j++) statics.push(j);
+  for (let j = Math.max(s.sinks, pastLen - s.local); j <= pastLen; j++) statics.push(j);
+  return statics;
 }
 
 /** Offloaded rows once `n` positions are stored: those after the sinks and before the local window. */

@@ -24,6 +24,7 @@ import { checkLshParams, codeStride, type LshParams } from './params.js';
 import { attendTokens, RefHistory, type KvReference } from '../reference.js';
 import { kernelModule } from '../../cpu/wasm.js';
 import { simhashPlanes, type MagicPigSettings } from './settings.js';
+import { topkCount } from './topk.js';
 
 type Vec = ArrayLike<number>;
 
@@ -162,13 +163,29 @@ export function sampledPartial(inp: SampledInputs, p: LshParams): { sampled: num
   return { sampled, logits, partial: partialSoftmax(logits, sampled, inp.values, d) };
 }
 
+/**
+ * Exact TopK's set, plainly (src/kv/magicpig/topk.ts): k times, the highest score not yet taken,
+ * the lowest index among equals. Every index when k ≥ n.
+ */
+export function topkSet(scores: ArrayLike<number>, n: number, k: number): number[] {
+  const taken = new Array<boolean>(n).fill(false), out: number[] = [];
+  for (let t = 0; t < Math.min(k, n); t++) {
+    let best = -1;
+    for (let j = 0; j < n; j++) if (!taken[j] && (best < 0 || scores[j] > scores[best])) best = j;
+    taken[best] = true;
+    out.push(best);
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------------
 // The magicpig KV method's float64 reference (src/kv/magicpig/method.ts), for the conformance
 // harness: a chunk of several rows attends exactly over every position; a single row attends its
 // static tokens (first `sinks`, the `local` positions before it, itself) exactly and the others,
 // keys [sinks, pastLen − local), through sampledPartial above, merged with mergePartials. k̄ per KV
 // head is the mean of the offloaded keys at the first single-row chunk that has any (as the cache
-// stores it: f32), and every offloaded key is hashed centered by it.
+// stores it: f32), and every offloaded key is hashed centered by it. With topk, the single row
+// attends its static tokens and topkSet's keys of the offloaded ones, exact logits, one softmax.
 
 const kernels = await kernelModule(false);
 const settingsOf = (o: Omit<MagicPigSettings, 'module' | 'seed'>, seed = 5): { magicpig: MagicPigSettings } => ({ magicpig: { ...o, seed, module: kernels } });
@@ -179,6 +196,8 @@ export const reference: KvReference = {
     { label: 'K 6, L 20, no sinks, local 1 (sparse)', settings: settingsOf({ K: 6, L: 20, sinks: 0, local: 1 }, 9) },
     { label: 'K 1, L 40, 3 sinks + 2 local (nearly every key)', settings: settingsOf({ K: 1, L: 40, sinks: 3, local: 2 }, 13) },
     { label: 'K 10, L 150, 4 sinks + 64 local (the defaults: all static here)', settings: settingsOf({ K: 10, L: 150, sinks: 4, local: 64 }) },
+    { label: 'exact top-3 keys, 2 sinks + 3 local', settings: settingsOf({ K: 3, L: 12, sinks: 2, local: 3, topk: { keys: 3 } }) },
+    { label: 'exact top-30 % keys, no sinks, local 1', settings: settingsOf({ K: 3, L: 12, sinks: 0, local: 1, topk: { fraction: 0.3 } }) },
   ],
   open(shape, settings) {
     const s = settings.magicpig!, { numKvHeads: H, group: G, headDim: D } = shape, scale = 1 / Math.sqrt(D);
@@ -192,6 +211,23 @@ export const reference: KvReference = {
           return attendTokens(q, rows, pastLen, shape, (i, h) => Array.from({ length: i + 1 }, (_, j) => ({ k: all.k[j][h], v: all.v[j][h], bias: 0 })));
         }
         const m = Math.max(0, pastLen - s.local - s.sinks);
+        const statics: number[] = [];
+        for (let j = 0; j < Math.min(s.sinks, pastLen + 1); j++) statics.push(j);
+        for (let j = Math.max(s.sinks, pastLen - s.local); j <= pastLen; j++) statics.push(j);
+        if (s.topk) {
+          const count = topkCount(s.topk, m), out = new Float64Array(H * G * D);
+          for (let h = 0; h < H; h++) {
+            for (let g = 0; g < G; g++) {
+              const qv = q.subarray((h * G + g) * D, (h * G + g + 1) * D);
+              const scores = Array.from({ length: m }, (_, i) => dot(qv, 0, all.k[s.sinks + i][h], 0, D));
+              const chosen = [...statics, ...topkSet(scores, m, count).map((i) => s.sinks + i)];
+              const keys = new Float64Array(chosen.length * D), values = new Float64Array(chosen.length * D);
+              chosen.forEach((j, i) => { keys.set(all.k[j][h], i * D); values.set(all.v[j][h], i * D); });
+              out.set(finishPartial(exactPartial(qv, keys, values, chosen.length, D, scale)), (h * G + g) * D);
+            }
+          }
+          return out;
+        }
         if (m > 0 && !means) {
           means = Array.from({ length: H }, (_, h) => {
             const mean = new Float64Array(D);
@@ -199,9 +235,6 @@ export const reference: KvReference = {
             return mean.map((x) => Math.fround(x / m));
           });
         }
-        const statics: number[] = [];
-        for (let j = 0; j < Math.min(s.sinks, pastLen + 1); j++) statics.push(j);
-        for (let j = Math.max(s.sinks, pastLen - s.local); j <= pastLen; j++) statics.push(j);
         const out = new Float64Array(H * G * D);
         for (let h = 0; h < H; h++) {
           const flat = (a: Float64Array[][]) => { const x = new Float64Array(m * D); for (let r = 0; r < m; r++) x.set(a[s.sinks + r][h], r * D); return x; };
@@ -228,6 +261,7 @@ export const reference: KvReference = {
   },
   bytes(shape, capacity, settings) {
     const s = settings.magicpig!, { numKvHeads: H, headDim: D } = shape, off = Math.max(0, capacity - s.sinks - s.local);
+    if (s.topk) return 2 * 4 * H * capacity * D; // K and V only: nothing is hashed
     // planes, K and V of every position, norms (f32) and codes (u16 × L rounded up to 8) of the offloaded rows, k̄.
     return 4 * s.K * s.L * D + 2 * 4 * H * capacity * D + 4 * H * off + 2 * H * off * codeStride(s.L) + 4 * H * D;
   },

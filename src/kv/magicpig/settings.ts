@@ -5,6 +5,7 @@ import { kernelModule } from '../../cpu/wasm.js';
 import type { KvDType } from '../../backend/kv-dtype.js';
 import { DuetError } from '../../errors.js';
 import { checkLshParams, DEFAULT_K, DEFAULT_L, DEFAULT_LOCAL, DEFAULT_SINKS, type LshParams } from './params.js';
+import { checkTopk, describeTopk, type TopKChoice } from './topk.js';
 
 export interface MagicPigSettings extends LshParams {
   /** First positions always attended exactly (≥ 0). */
@@ -13,6 +14,11 @@ export interface MagicPigSettings extends LshParams {
   local: number;
   /** Seed of the SimHash hyperplanes (one set for every layer and head, as MagicPIG's server). */
   seed: number;
+  /**
+   * Exact TopK instead of sampling (MagicPIG's baseline; src/kv/magicpig/topk.ts): decode attends the
+   * static tokens and the k offloaded keys of highest q·k; no hash codes are kept, K and L are unused.
+   */
+  topk?: TopKChoice;
   /** kernelModule(): the kernels every cache instantiates over its own memory (needed to create caches, not to lay them out). */
   module?: WebAssembly.Module;
 }
@@ -43,6 +49,7 @@ export function checkMagicPigSettings(s: MagicPigSettings | undefined, create = 
   nonNegativeInt(s.sinks, 'sinks', 0);
   nonNegativeInt(s.local, 'local window', 1);
   nonNegativeInt(s.seed, 'seed', 0);
+  if (s.topk !== undefined) checkTopk(s.topk);
   if (create && !(s.module instanceof WebAssembly.Module)) throw new Error('MagicPIG settings: module must be the compiled kernel module (kernelModule())');
   return s;
 }
@@ -52,6 +59,7 @@ export function magicpigLayoutSettings(o: MagicPigOptions, headDim: number): Mag
   const lsh = defaultLsh(headDim);
   return checkMagicPigSettings({
     K: o.K ?? lsh.K, L: o.L ?? lsh.L, sinks: o.sinks ?? DEFAULT_SINKS, local: o.local ?? DEFAULT_LOCAL, seed: o.seed ?? DEFAULT_SEED,
+    ...(o.topk !== undefined ? { topk: o.topk } : {}),
   });
 }
 
@@ -77,6 +85,9 @@ export interface OffloadOptions extends MagicPigOptions {
 export function offloadSettings(o: OffloadOptions, kinds: ReadonlyArray<ReadonlyArray<boolean>>, headDim: number,
   kvDtype: KvDType): { settings: MagicPigSettings; denseLayers: number[] } {
   if (kvDtype !== 'f32') throw new DuetError('offload', `keeps the offloaded cache in f32; KV dtype ${kvDtype} is not supported with it`);
+  if (o.topk !== undefined && (o.K !== undefined || o.L !== undefined)) {
+    throw new DuetError('offload.topk', 'replaces the LSH sampling with exact TopK; K and L do not apply to it (give one or the other)');
+  }
   const denseLayers = o.denseLayers ?? [];
   for (const l of denseLayers) {
     if (!(Number.isInteger(l) && l >= 0 && l < kinds.length)) throw new DuetError('offload.denseLayers', `${l} is not a layer of the model (0..${kinds.length - 1})`);
@@ -87,9 +98,14 @@ export function offloadSettings(o: OffloadOptions, kinds: ReadonlyArray<Readonly
   try {
     return { settings: magicpigLayoutSettings(o, headDim), denseLayers };
   } catch (e) {
-    const m = /MagicPIG (K|L|sinks|local window|seed)\b/.exec((e as Error).message);
+    const m = /MagicPIG (K|L|sinks|local window|seed|topk)\b/.exec((e as Error).message);
     throw new DuetError(m ? `offload.${m[1] === 'local window' ? 'local' : m[1]}` : 'offload', (e as Error).message.replace(/^MagicPIG /, ''));
   }
+}
+
+/** "MagicPIG K 10 × L 150, 4 sinks + 64 local" or "exact top-40 keys, 4 sinks + 64 local" (model and memory descriptions). */
+export function describeOffload(s: MagicPigSettings): string {
+  return `${s.topk ? describeTopk(s.topk) : `MagicPIG K ${s.K} × L ${s.L}`}, ${s.sinks} sinks + ${s.local} local`;
 }
 
 /** K·L hyperplanes of d values as rows ([K·L][d]), N(0, 1) from `seed` (mulberry32, Box–Muller): the same for the same seed. */
