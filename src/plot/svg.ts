@@ -33,12 +33,14 @@ export interface LineChartOptions {
   logX?: boolean;
   width?: number;
   height?: number;
+  /** Horizontal reference lines (dashed, labelled), e.g. a target loss; they count in the y range. */
+  hLines?: Array<{ y: number; label: string }>;
 }
 
 export function lineChart(series: Series[], o: LineChartOptions): string {
   const W = o.width ?? 720, H = o.height ?? 420, L = 70, R = 200, T = 40, B = 50;
   const xs = series.flatMap((s) => s.points.map((p) => p[0]));
-  const ys = series.flatMap((s) => s.points.map((p) => p[1]));
+  const ys = [...series.flatMap((s) => s.points.map((p) => p[1])), ...(o.hLines ?? []).map((h) => h.y)];
   const tx = (x: number) => (o.logX ? Math.log2(x) : x);
   const xMin = Math.min(...xs.map(tx)), xMax = Math.max(...xs.map(tx));
   const yMax = Math.max(...ys, 0) * 1.05 || 1, yMin = 0;
@@ -56,6 +58,9 @@ export function lineChart(series: Series[], o: LineChartOptions): string {
   parts.push(`<line x1="${L}" x2="${W - R}" y1="${H - B}" y2="${H - B}" stroke="black"/><line x1="${L}" x2="${L}" y1="${T}" y2="${H - B}" stroke="black"/>`);
   parts.push(`<text x="${(L + W - R) / 2}" y="${H - 10}" text-anchor="middle">${esc(o.xLabel)}</text>`);
   parts.push(`<text transform="translate(16 ${(T + H - B) / 2}) rotate(-90)" text-anchor="middle">${esc(o.yLabel)}</text>`);
+  for (const h of o.hLines ?? []) {
+    parts.push(`<line x1="${L}" x2="${W - R}" y1="${py(h.y).toFixed(1)}" y2="${py(h.y).toFixed(1)}" stroke="#555" stroke-dasharray="6 4"/><text x="${W - R - 4}" y="${(py(h.y) - 5).toFixed(1)}" text-anchor="end" fill="#555">${esc(h.label)}</text>`);
+  }
   series.forEach((s, i) => {
     const color = PALETTE[i % PALETTE.length];
     const pts = [...s.points].sort((a, b) => a[0] - b[0]);
