@@ -112,7 +112,8 @@ test('lossCurveSvg: one series per arm with its label and colour, the target lin
   assert.is(new Set(lines.map((m) => m[1])).size, 3, 'each its own colour');
   const legend = [...svg.matchAll(/<rect x="\d+" y="\d+" width="12" height="12" fill="([^"]+)"\/><text[^>]*>([^<]+)<\/text>/g)];
   assert.equal(legend.map((m) => [m[1], m[2]]), lines.map((m, i) => [m[1], ['DHA 50% KV', 'GQA mean-pool 50% KV', 'source continued 100% KV'][i]]));
-  assert.match(svg, /stroke-dasharray="6 4"\/><text[^>]*>GQA mean-pool 50% KV final 3\.000<\/text>/);
+  assert.match(svg, /stroke-dasharray="6 4"\/><text[^>]*>GQA mean-pool 50% KV final 3\.000<\/text>/, 'the target in the legend');
+  assert.is([...svg.matchAll(/stroke-dasharray/g)].length, 2, 'the target line and its legend sample');
   assert.match(svg, /Validation loss against training tokens/);
 });
 
