@@ -58,6 +58,12 @@ test('convertHeads (dha at 0.375 and gqa-meanpool at 0.5): budgets, step 0 = the
   for (const v of Object.values(report.losses)) assert.ok(v !== null && Number.isFinite(v));
   assert.is(report.curve.filter((p) => p.stage === 'fusion').length, 2);
   assert.ok(report.curve.every((p) => Number.isFinite(p.validationLoss)));
+  // Every step's training loss, after the training tokens so far; the last point has them all.
+  assert.equal(report.history.map((p) => [p.stage, p.step]), [['fusion', 1], ['fusion', 2], ['train', 3], ['train', 4]]);
+  assert.ok(report.history.every((p, i) => Number.isFinite(p.loss) && p.tokens > (i ? report.history[i - 1].tokens : 0)));
+  assert.is(report.history[1].tokens, report.tokens.fusion);
+  assert.is(report.history[3].tokens, report.tokens.fusion + report.tokens.train);
+  assert.is(report.curve[report.curve.length - 1].tokens, report.history[3].tokens);
   report.layout.layers.forEach((l, i) => {
     assert.equal(r.tensors.find((t) => t.name === `model.layers.${i}.self_attn.k_proj.weight`)!.shape, [l.keyHeads * 4, 16]);
     assert.equal(r.tensors.find((t) => t.name === `model.layers.${i}.self_attn.v_proj.weight`)!.shape, [l.valueHeads * 4, 16]);
@@ -77,6 +83,17 @@ test('convertHeads (dha at 0.375 and gqa-meanpool at 0.5): budgets, step 0 = the
   assert.is(g.report.losses.fused, null);
   // Both arms draw the same training sequences for the same step.
   assert.equal(gplan.seed, plan.seed);
+  assert.equal(g.report.history.map((p) => p.tokens), report.history.map((p) => p.tokens));
+  // The reference arm: every head kept, the source itself right after the "conversion", all steps training.
+  const keep: ConvertOptions = { ...base, method: 'continued', budget: 1 };
+  m.params.set(source);
+  const k = await convertHeads(m, conversionPlan(c, 4096, keep), keep);
+  assert.is(k.report.keptHeads, 16);
+  assert.equal(k.report.steps, { fusion: 0, train: 4 });
+  assert.is(k.report.losses.converted, k.report.losses.original);
+  assert.ok(k.report.collapseCost.every((x) => x.key === 0 && x.value === 0));
+  assert.equal(k.tensors.find((t) => t.name === 'model.layers.1.self_attn.v_proj.weight')!.shape, [16, 16]);
+  assert.equal(k.report.history.map((p) => p.tokens), report.history.map((p) => p.tokens));
 });
 
 test('bad options are refused with the field named', async () => {
@@ -94,6 +111,8 @@ test('bad options are refused with the field named', async () => {
   assert.match(msg, /fewer than one key and one value head per layer \(4\)/);
   try { await convertHeads(m, plan, { ...base, method: 'gqa-meanpool' }); } catch (e) { msg = (e as Error).message; }
   assert.match(msg, /budget 0\.375 is not a uniform GQA layout.*--method dha/);
+  try { await convertHeads(m, plan, { ...base, method: 'continued', budget: 0.5 }); } catch (e) { msg = (e as Error).message; }
+  assert.match(msg, /budget must be 1 for the continued arm/);
 });
 
 /**
@@ -165,6 +184,9 @@ test('duet dha\'s folder: duet_dha config, kept rows in the safetensors, tokeniz
   assert.match(card, /KV budget 0\.375: 6 of 16 key \+ value heads kept/);
   assert.match(card, /\| 0 \| \d \| [0-9+ ]+ \| \d \|/);
   assert.match(card, /not resumable/);
+  const saved = JSON.parse(readFileSync(join(out, 'dha.json'), 'utf8'));
+  assert.equal(saved.history, report.history);
+  assert.equal(saved.curve, report.curve);
   assert.ok(existsSync(join(out, 'dha-manifest.json')));
   assert.ok(!readFileSync(join(out, 'dha-manifest.json'), 'utf8').includes('.staged'));
   await engineMatchesTrainer(out);
@@ -176,6 +198,14 @@ test('duet dha\'s folder: duet_dha config, kept rows in the safetensors, tokeniz
   assert.equal(again.report.losses, report.losses);
   try { await convertToDha({ ...base, model: src, out: src, threads: 1 }); } catch (e) { msg = (e as Error).message; }
   assert.match(msg, /is the source model's folder/);
+  // The continued arm's folder is a plain multi-head checkpoint.
+  const kept = join(dir, 'kept');
+  await convertToDha({ ...base, method: 'continued', budget: 1, model: src, out: kept, threads: 1 });
+  const kc = JSON.parse(readFileSync(join(kept, 'config.json'), 'utf8'));
+  assert.ok(!('duet_dha' in kc));
+  const kck = await loadCheckpoint(nodeModelFiles(kept));
+  assert.is(kck.config.dha, null);
+  assert.is(kck.config.numKvHeads, 4);
 });
 
 test('duet dha refuses GQA sources and checkpoints of another vocabulary', async () => {

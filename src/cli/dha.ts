@@ -1,10 +1,12 @@
 // `duet dha`: converts a multi-head checkpoint to decoupled heads (DHA) or, as the baseline, to GQA
 // by mean-pooling, with continued training, and writes a checkpoint folder (the library's
-// convertToDha does the work). Progress on stderr, a summary on stdout.
+// convertToDha does the work). Progress on stderr, a summary on stdout. `duet dha plot` draws the
+// arms' losses against training tokens from their folders (plotDhaRuns).
 import { parseArgs } from 'node:util';
 import { DHA_METHODS, type DhaMethod } from '../dha/convert.js';
 import { groupsText } from '../dha/allocate.js';
 import { convertToDha } from '../node/dha.js';
+import { plotDhaRuns } from '../node/dha-plot.js';
 import { TASK_KINDS, type TaskKind } from '../tasks/tasks.js';
 import { intOption, numberOption } from './options.js';
 import { Progress } from './progress.js';
@@ -17,20 +19,44 @@ const options = {
   threads: { type: 'string' }, device: { type: 'string' }, force: { type: 'boolean' }, json: { type: 'boolean' },
 } as const;
 
+const plotOptions = { runs: { type: 'string' }, out: { type: 'string' }, target: { type: 'string' }, training: { type: 'boolean' }, smooth: { type: 'string' }, json: { type: 'boolean' } } as const;
+
+function dhaPlotCommand(argv: string[]): number {
+  const { values: v } = parseArgs({ args: argv, options: plotOptions, strict: true });
+  if (!v.runs) throw new Error('--runs DIR1,DIR2,... is required (`duet dha --out` folders, one per arm)');
+  if (!v.out) throw new Error('--out FILE.svg is required');
+  const runs = v.runs.split(',').filter((r) => r !== '');
+  const { out, comparison: c } = plotDhaRuns({ runs, out: v.out, target: v.target, series: v.training ? 'training' : 'validation', window: intOption(v.smooth, '--smooth', 1) });
+  if (v.json) {
+    process.stdout.write(`${JSON.stringify({ out, ...c })}\n`);
+    return 0;
+  }
+  const k = (n: number | null) => (n === null ? 'never' : `${n} tokens`);
+  process.stdout.write([
+    `${c.series} loss${c.window > 1 ? ` (trailing mean of ${c.window})` : ''}; target: ${c.targetArm}'s final ${c.target.toFixed(4)}`,
+    ...c.arms.map((a) => `  ${a.label}: final ${a.finalLoss.toFixed(4)} after ${a.finalTokens} tokens; reaches the target after ${k(a.tokensToTarget)}`),
+    `plot: ${out}`,
+    '',
+  ].join('\n'));
+  return 0;
+}
+
 export async function dhaCommand(argv: string[]): Promise<number> {
+  if (argv[0] === 'plot') return dhaPlotCommand(argv.slice(1));
   const { values: v } = parseArgs({ args: argv, options, strict: true });
   if (!v.model) throw new Error('--model DIR is required (a multi-head checkpoint)');
   if (!v.out) throw new Error('--out DIR is required');
-  if (v.budget === undefined) throw new Error('--budget B is required (the kept fraction of the K+V heads, e.g. 0.5)');
   const method = (v.method ?? 'dha') as DhaMethod;
-  if (!DHA_METHODS.includes(method)) throw new Error(`--method must be ${DHA_METHODS.join(' or ')} (got "${v.method}")`);
+  if (!DHA_METHODS.includes(method)) throw new Error(`--method must be one of ${DHA_METHODS.join(', ')} (got "${v.method}")`);
+  // The continued arm keeps every head: its budget is 1.
+  if (v.budget === undefined && method !== 'continued') throw new Error('--budget B is required (the kept fraction of the K+V heads, e.g. 0.5)');
   if (v.device !== undefined && v.device !== 'cpu') throw new Error(`--device ${v.device}: the conversion runs on the CPU only so far`);
   const tasks = v.tasks ? v.tasks.split(',') as TaskKind[] : undefined;
   for (const t of tasks ?? []) if (!TASK_KINDS.includes(t)) throw new Error(`--tasks: unknown task "${t}"`);
   const say = (m: string) => process.stderr.write(`duet: ${m}\n`);
   const bars = { fusion: new Progress('fusion'), train: new Progress('train') };
   const { report, out } = await convertToDha({
-    model: v.model, out: v.out, force: v.force, method, budget: numberOption(v.budget, '--budget')!,
+    model: v.model, out: v.out, force: v.force, method, budget: numberOption(v.budget, '--budget') ?? 1,
     tokens: intOption(v.tokens, '--tokens', 1) ?? 262_144, tokensPerStep: intOption(v['tokens-per-step'], '--tokens-per-step', 1),
     fusionShare: numberOption(v['fusion-share'], '--fusion-share'), lr: numberOption(v.lr, '--lr'), mixLr: numberOption(v['mix-lr'], '--mix-lr'),
     multiplierLr: numberOption(v['multiplier-lr'], '--multiplier-lr'), rampShare: numberOption(v['ramp-share'], '--ramp-share'), maxLength: intOption(v['max-len'], '--max-len', 64), tasks,

@@ -81,12 +81,16 @@ Usage:
   duet quantize --model DIR --type f32|f16|q8_0|q4_0|q4_k --out FILE.gguf [--force] [--name NAME]
       writes the checkpoint (and its tokenizer) as one GGUF file that llama.cpp loads; rows that do not
       fill the type's blocks fall back (q4_k -> q4_0 -> f16) and are listed; --model FILE.gguf loads it
-  duet dha --model DIR --budget B --out DIR [--method dha|gqa-meanpool] [--tokens N] [--tokens-per-step N]
+  duet dha --model DIR --budget B --out DIR [--method dha|gqa-meanpool|continued] [--tokens N] [--tokens-per-step N]
            [--fusion-share F] [--ramp-share F] [--lr LR] [--mix-lr LR] [--multiplier-lr ETA] [--max-len N]
-           [--tasks ...] [--seed S] [--threads N] [--force] [--json]
+           [--tasks ...] [--seed S] [--eval-every N] [--threads N] [--force] [--json]
       converts a multi-head checkpoint to decoupled heads (DHA: similarity, adaptive K/V allocation, fusion
-      training, collapse) or to GQA by mean-pooling, then continued training; writes a checkpoint with a
-      model card (not resumable yet; Duet's engine does not run DHA checkpoints yet, docs/dha.md)
+      training, collapse) or to GQA by mean-pooling, then continued training (continued: every head kept,
+      budget 1, the reference arm); writes a checkpoint with a model card and dha.json (the losses against
+      training tokens); not resumable yet (docs/dha.md)
+  duet dha plot --runs DIR1,DIR2,... --out FILE.svg [--target DIR] [--training] [--smooth N] [--json]
+      one SVG of the arms' validation (or training) losses against training tokens, and the tokens each
+      arm needs to reach the target arm's final loss (default target: the gqa-meanpool run)
   duet bench [--suite kernels|e2e|memory|all|peers] [--model DIR | --shape NAME] [--layers N] [--pattern DIR]
              [--contexts 1024,4096,16384] [--sparsities 0.25,0.5,0.75] [--placements split,gpu,cpu]
              [--device auto|cpu|gpu] [--sink N --recent N] [--prefill-chunk N] [--prefill-max N]

@@ -7,18 +7,23 @@ const f = (x: number | null) => (x === null ? '–' : x.toFixed(4));
 
 export function modelCard(r: ConvertReport, o: { source: string; headDim: number; command: string }): string {
   const perToken = (heads: number) => heads * o.headDim * 4;
-  const method = r.method === 'dha'
-    ? 'DHA (decoupled-head attention): head similarity on task data, an adaptive per-layer allocation of key and value heads, fusion training of the grouped heads (identity-initialised linear fusion weights, a constraint pulling each group together with growing multipliers), the collapse to one head per group, then continued training'
-    : 'the GQA baseline: contiguous equal groups of key and value heads mean-pooled in every layer, then continued training';
+  const method = {
+    dha: 'DHA (decoupled-head attention): head similarity on task data, an adaptive per-layer allocation of key and value heads, fusion training of the grouped heads (identity-initialised linear fusion weights, a constraint pulling each group together with growing multipliers), the collapse to one head per group, then continued training',
+    'gqa-meanpool': 'the GQA baseline: contiguous equal groups of key and value heads mean-pooled in every layer, then continued training',
+    continued: 'the continued-training reference: every head kept, the source trained on the same tokens as the conversions',
+  }[r.method];
+  const title = { dha: 'DHA', 'gqa-meanpool': 'GQA (mean-pool)', continued: 'Continued training (all heads kept)' }[r.method];
   const lines = [
-    `# ${r.method === 'dha' ? 'DHA' : 'GQA (mean-pool)'} conversion of ${o.source}`,
+    `# ${title} conversion of ${o.source}`,
     '',
     `Made by \`${o.command}\` with ${method}. See docs/dha.md in Duet for the method and its formulas.`,
     '',
     `- KV budget ${r.budget}: ${r.keptHeads} of ${r.totalHeads} key + value heads kept, ${perToken(r.keptHeads)} KV bytes per token in f32 (the source: ${perToken(r.totalHeads)}).`,
     `- Training: ${r.tokens.fusion + r.tokens.train} tokens (${r.steps.fusion} fusion steps, ${r.tokens.fusion} tokens; ${r.steps.train} continued-training steps, ${r.tokens.train} tokens); the head similarity read ${r.tokens.similarity} tokens. ${r.seconds.toFixed(0)} s.`,
-    '- config.json carries the layout under `duet_dha` (per layer the key and value head counts and each query head\'s key and value head); k_proj holds key_heads·head_dim rows and v_proj value_heads·head_dim rows.',
-    '- Duet\'s inference engine does not run DHA checkpoints yet (it refuses them with an error); accuracy evaluations wait for that runtime.',
+    r.method === 'continued'
+      ? '- config.json is a plain multi-head Llama config (no `duet_dha`): every head was kept.'
+      : '- config.json carries the layout under `duet_dha` (per layer the key and value head counts and each query head\'s key and value head); k_proj holds key_heads·head_dim rows and v_proj value_heads·head_dim rows.',
+    '- dha.json holds the full report: `curve` (validation loss against training tokens) and `history` (every step\'s training loss against training tokens); `duet dha plot` draws the arms\' curves.',
     '',
     '## Heads per layer',
     '',

@@ -2,8 +2,9 @@
 // data → allocation of K and V heads under the budget → fusion training (ω, the multipliers and
 // every weight) → collapse to one head per group → continued training of the tied model. The GQA
 // baseline (gqa-meanpool) takes uniform contiguous groups, collapses them by mean at once and
-// spends the whole token budget on continued training. Both arms see the same training sequences
-// (the plan's steps) and are scored on the same fixed validation set.
+// spends the whole token budget on continued training. The `continued` arm keeps every head and
+// only continues training the source, the reference for what the tokens alone buy. All arms see the
+// same training sequences (the plan's steps) and are scored on the same fixed validation set.
 import { AdamW, type Schedule } from '../train/adamw.js';
 import { makeSequence, type DataOptions, type Sequence } from '../train/data.js';
 import type { TrainConfig, TrainModel } from '../train/model.js';
@@ -16,12 +17,12 @@ import { HeadFusion } from './fusion.js';
 import { meanPoolGroups } from './meanpool.js';
 import { meanHeadEnergy, measureHeads, mergeCost } from './similarity.js';
 
-export const DHA_METHODS = ['dha', 'gqa-meanpool'] as const;
+export const DHA_METHODS = ['dha', 'gqa-meanpool', 'continued'] as const;
 export type DhaMethod = (typeof DHA_METHODS)[number];
 
 export interface ConvertOptions {
   method: DhaMethod;
-  /** Kept fraction of the K+V heads (0.5 halves the KV cache). */
+  /** Kept fraction of the K+V heads (0.5 halves the KV cache); `continued` keeps every head and needs 1. */
   budget: number;
   /** Training tokens in all (DHA: fusion + continued training; the baseline: continued training). */
   tokens: number;
@@ -62,6 +63,9 @@ export interface ConvertProgress {
 
 export interface CurvePoint { stage: 'fusion' | 'train'; step: number; tokens: number; validationLoss: number; constraint?: number }
 
+/** One optimizer step: its training loss (on that step's sequences) after `tokens` training tokens in all. */
+export interface HistoryPoint { stage: 'fusion' | 'train'; step: number; tokens: number; loss: number }
+
 export interface ConvertReport {
   method: DhaMethod;
   budget: number;
@@ -89,7 +93,10 @@ export interface ConvertReport {
   };
   /** DHA: the constraint c per layer side when the collapse happened. */
   constraintsAtCollapse: Array<Record<Side, number>> | null;
+  /** Validation loss against training tokens (every evalEvery steps, the conversion's start and each stage's end). */
   curve: CurvePoint[];
+  /** Every step's training loss against training tokens. */
+  history: HistoryPoint[];
   seconds: number;
 }
 
@@ -115,7 +122,7 @@ const integer = (v: number | undefined, field: string, min: number, fallback: nu
 
 function stageSteps(o: ConvertOptions, tokensPerStep: number): { fusion: number; train: number } {
   const steps = Math.ceil(o.tokens / tokensPerStep);
-  if (o.method === 'gqa-meanpool') return { fusion: 0, train: steps };
+  if (o.method !== 'dha') return { fusion: 0, train: steps };
   const share = o.fusionShare ?? 0.5;
   if (!(share >= 0 && share <= 1)) throw new Error(`fusionShare must be from 0 to 1 (got ${share})`);
   const fusion = Math.round(steps * share);
@@ -172,7 +179,7 @@ export async function convertHeads(model: TrainModel<Float32Array>, plan: TrainP
   const t0 = performance.now();
   const { layers, heads } = model.c;
   if (model.c.kvHeads !== heads) throw new Error(`DHA converts a multi-head model (num_key_value_heads = num_attention_heads); this one has ${model.c.kvHeads} KV heads for ${heads} query heads`);
-  const keptHeads = budgetHeads(o.budget, layers, heads);
+  const keptHeads = o.method === 'continued' ? keepAll(o.budget, layers, heads) : budgetHeads(o.budget, layers, heads);
   const { fusion: fusionSteps, train: trainSteps } = stageSteps(o, plan.tokensPerStep);
   const mixLr = positive(o.mixLr, 'mixLr', 5e-2), eta = positive(o.multiplierLr, 'multiplierLr', 10);
   const rampShare = o.rampShare ?? 0.5;
@@ -195,7 +202,9 @@ export async function convertHeads(model: TrainModel<Float32Array>, plan: TrainP
   const similarity = fixedSequences(plan, integer(o.similaritySequences, 'similaritySequences', 1, 8), 2_000_003);
   onProgress({ stage: 'similarity', step: 0, steps: similarity.length });
   const { sigma, gram } = measureHeads(model, similarity);
-  const allocation = o.method === 'dha' ? allocateHeads(gram, heads, o.budget) : { groups: meanPoolGroups(layers, heads, o.budget), merges: [] };
+  const singletons = () => Array.from({ length: heads }, (_, h) => [h]);
+  const allocation = o.method === 'dha' ? allocateHeads(gram, heads, o.budget)
+    : { groups: o.method === 'gqa-meanpool' ? meanPoolGroups(layers, heads, o.budget) : Array.from({ length: layers }, () => ({ key: singletons(), value: singletons() })), merges: [] };
   const { groups } = allocation;
   const collapseCost = groups.map((g, l) => ({
     key: g.key.reduce((a, gr) => a + mergeCost(gram[l].key, heads, gr, meanHeadEnergy(gram[l].key, heads)), 0),
@@ -220,6 +229,7 @@ export async function convertHeads(model: TrainModel<Float32Array>, plan: TrainP
     return { loss, tokens: count(seqs) };
   };
   const curve: CurvePoint[] = [];
+  const history: HistoryPoint[] = [];
   const finite = (stage: string, step: number, loss: number, norm: number) => {
     if (!Number.isFinite(loss) || !Number.isFinite(norm)) throw new Error(`${stage} diverged at step ${step + 1}: loss ${loss}, gradient norm ${norm}; nothing was saved`);
   };
@@ -255,6 +265,7 @@ export async function convertHeads(model: TrainModel<Float32Array>, plan: TrainP
       state.ascend(g.constraints, eta, t);
       finite('fusion', step, loss, norm);
       fusionTokens += tokens;
+      history.push({ stage: 'fusion', step: step + 1, tokens: fusionTokens, loss });
       const constraint = mergedSides(g.constraints);
       onProgress({ stage: 'fusion', step: step + 1, steps: fusionSteps, loss, constraint, tokensPerSecond: tokens / ((performance.now() - ts) / 1000) });
       if ((step + 1) % every === 0 || step + 1 === fusionSteps) {
@@ -283,6 +294,7 @@ export async function convertHeads(model: TrainModel<Float32Array>, plan: TrainP
     const norm = opt.update(g.params, planLearningRate(plan, step));
     finite('continued training', step, loss, norm);
     trainTokens += tokens;
+    history.push({ stage: 'train', step: step + 1, tokens: fusionTokens + trainTokens, loss });
     onProgress({ stage: 'train', step: k + 1, steps: trainSteps, loss, tokensPerSecond: tokens / ((performance.now() - ts) / 1000) });
     if ((k + 1) % every === 0 || k + 1 === trainSteps) {
       state.writeModel(model);
@@ -303,9 +315,15 @@ export async function convertHeads(model: TrainModel<Float32Array>, plan: TrainP
       steps: { fusion: fusionSteps, train: trainSteps },
       tokens: { fusion: fusionTokens, train: trainTokens, similarity: count(similarity), validation: count(validation) },
       losses: { original, fusionStart, fused, converted, final },
-      constraintsAtCollapse, curve, seconds: (performance.now() - t0) / 1000,
+      constraintsAtCollapse, curve, history, seconds: (performance.now() - t0) / 1000,
     },
   };
+}
+
+/** The `continued` arm keeps all 2·L·H heads: its budget must be 1. */
+function keepAll(budget: number, layers: number, heads: number): number {
+  if (budget !== 1) throw new Error(`budget must be 1 for the continued arm, which keeps every head (got ${budget}); --method dha or gqa-meanpool convert to a smaller budget`);
+  return 2 * layers * heads;
 }
 
 /**

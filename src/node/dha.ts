@@ -86,7 +86,8 @@ export async function convertToDha(o: DhaConvertOptions): Promise<{ out: string;
     await pool?.stop();
   }
   const { report, tensors } = result;
-  const config = { ...hfConfig(source, cfg.maxPositionEmbeddings), [DHA_KEY]: dhaConfigJson(report.layout) };
+  // The continued arm kept every head: a plain multi-head checkpoint.
+  const config = { ...hfConfig(source, cfg.maxPositionEmbeddings), ...(report.method === 'continued' ? {} : { [DHA_KEY]: dhaConfigJson(report.layout) }) };
   const copied: Record<string, Uint8Array | string> = {};
   for (const name of ['tokenizer.json', 'tokenizer_config.json', 'generation_config.json', 'special_tokens_map.json']) {
     if (await files.exists(name)) copied[name] = await files.readText(name);

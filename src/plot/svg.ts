@@ -33,12 +33,17 @@ export interface LineChartOptions {
   logX?: boolean;
   width?: number;
   height?: number;
+  /** Horizontal reference lines (dashed, labelled), e.g. a target loss; they count in the y range. */
+  hLines?: Array<{ y: number; label: string }>;
 }
 
 export function lineChart(series: Series[], o: LineChartOptions): string {
-  const W = o.width ?? 720, H = o.height ?? 420, L = 70, R = 200, T = 40, B = 50;
+  // The legend's column widens for long labels (about 6.5 px a character at 12 px), and the chart with it.
+  const longest = Math.max(0, ...series.map((s) => s.label.length), ...(o.hLines ?? []).map((h) => h.label.length));
+  const R = Math.max(200, 40 + Math.ceil(6.5 * longest));
+  const W = (o.width ?? 720) + R - 200, H = o.height ?? 420, L = 70, T = 40, B = 50;
   const xs = series.flatMap((s) => s.points.map((p) => p[0]));
-  const ys = series.flatMap((s) => s.points.map((p) => p[1]));
+  const ys = [...series.flatMap((s) => s.points.map((p) => p[1])), ...(o.hLines ?? []).map((h) => h.y)];
   const tx = (x: number) => (o.logX ? Math.log2(x) : x);
   const xMin = Math.min(...xs.map(tx)), xMax = Math.max(...xs.map(tx));
   const yMax = Math.max(...ys, 0) * 1.05 || 1, yMin = 0;
@@ -56,6 +61,12 @@ export function lineChart(series: Series[], o: LineChartOptions): string {
   parts.push(`<line x1="${L}" x2="${W - R}" y1="${H - B}" y2="${H - B}" stroke="black"/><line x1="${L}" x2="${L}" y1="${T}" y2="${H - B}" stroke="black"/>`);
   parts.push(`<text x="${(L + W - R) / 2}" y="${H - 10}" text-anchor="middle">${esc(o.xLabel)}</text>`);
   parts.push(`<text transform="translate(16 ${(T + H - B) / 2}) rotate(-90)" text-anchor="middle">${esc(o.yLabel)}</text>`);
+  // Reference lines are labelled in the legend, below the series, where no curve can hide them.
+  (o.hLines ?? []).forEach((h, i) => {
+    const ly = T + (series.length + i) * 18 + 6;
+    parts.push(`<line x1="${L}" x2="${W - R}" y1="${py(h.y).toFixed(1)}" y2="${py(h.y).toFixed(1)}" stroke="#555" stroke-dasharray="6 4"/>`);
+    parts.push(`<line x1="${W - R + 10}" x2="${W - R + 26}" y1="${ly}" y2="${ly}" stroke="#555" stroke-dasharray="6 4"/><text x="${W - R + 30}" y="${ly + 4}">${esc(h.label)}</text>`);
+  });
   series.forEach((s, i) => {
     const color = PALETTE[i % PALETTE.length];
     const pts = [...s.points].sort((a, b) => a[0] - b[0]);
