@@ -31,10 +31,10 @@ function dhaPlotCommand(argv: string[]): number {
     process.stdout.write(`${JSON.stringify({ out, ...c })}\n`);
     return 0;
   }
-  const k = (n: number | null) => (n === null ? 'never' : `${n} tokens`);
+  const k = (n: number | null) => (n === null ? 'never' : `after ${n} tokens`);
   process.stdout.write([
     `${c.series} loss${c.window > 1 ? ` (trailing mean of ${c.window})` : ''}; target: ${c.targetArm}'s final ${c.target.toFixed(4)}`,
-    ...c.arms.map((a) => `  ${a.label}: final ${a.finalLoss.toFixed(4)} after ${a.finalTokens} tokens; reaches the target after ${k(a.tokensToTarget)}`),
+    ...c.arms.map((a) => `  ${a.label}: final ${a.finalLoss.toFixed(4)} after ${a.finalTokens} tokens; reaches the target ${k(a.tokensToTarget)}`),
     `plot: ${out}`,
     '',
   ].join('\n'));
