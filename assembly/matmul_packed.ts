@@ -4,7 +4,7 @@
 // f32 gemm runs every x row against the panel: the packed bytes are read once per call, and a prefill
 // chunk reuses each decoded panel for all its rows.
 import { gemmAdd } from './matmul';
-import { storeS8 } from './simd';
+import { hsum, storeS8 } from './simd';
 
 /** Weight rows decoded per panel. */
 const PANEL: i32 = 8;
@@ -129,41 +129,79 @@ function decodeRow(dst: usize, src: usize, dtype: i32, cols: i32): void {
   }
 }
 
-// Σ_k x[k] · (16 signed bytes of v)[k], x at 16 consecutive floats, as a vector of four partial sums.
-// @ts-ignore: decorator
-@inline
-function dotS8(x: usize, v: v128): v128 {
-  const lo = i16x8.extend_low_i8x16_s(v), hi = i16x8.extend_high_i8x16_s(v);
-  let s = f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(lo)), v128.load(x));
-  s = f32x4.add(s, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(lo)), v128.load(x + 16)));
-  s = f32x4.add(s, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(hi)), v128.load(x + 32)));
-  return f32x4.add(s, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(hi)), v128.load(x + 48)));
+/**
+ * Quantizes x (`cols` floats, zero-padded to `nb` blocks of 32) to int16 at xq (nb·64 bytes) with one
+ * f32 scale per block at sx (nb floats): q = nearest-even(x · (32767/maxabs)), scale maxabs/32767, an
+ * all-zero block scale 0. int16 rather than int8: with int8 the logits moved by up to 7%; the int16
+ * rounding error is at most scale/2 per element. tmp: 128 bytes for a partial last block.
+ */
+function quantizeX16(xq: usize, sx: usize, x: usize, cols: i32, nb: i32, tmp: usize): void {
+  for (let b = 0; b < nb; b++) {
+    let src = x + (<usize>b << 7);
+    if (b * 32 + 32 > cols) {
+      const n = cols - b * 32;
+      memory.copy(tmp, src, (<usize>n) << 2);
+      memory.fill(tmp + ((<usize>n) << 2), 0, (<usize>(32 - n)) << 2);
+      src = tmp;
+    }
+    const v0 = v128.load(src), v1 = v128.load(src + 16), v2 = v128.load(src + 32), v3 = v128.load(src + 48);
+    const v4 = v128.load(src + 64), v5 = v128.load(src + 80), v6 = v128.load(src + 96), v7 = v128.load(src + 112);
+    const m = f32x4.max(f32x4.max(f32x4.max(f32x4.abs(v0), f32x4.abs(v1)), f32x4.max(f32x4.abs(v2), f32x4.abs(v3))),
+      f32x4.max(f32x4.max(f32x4.abs(v4), f32x4.abs(v5)), f32x4.max(f32x4.abs(v6), f32x4.abs(v7))));
+    const t = f32x4.max(m, v128.shuffle<f32>(m, m, 2, 3, 0, 1));
+    const mx = max<f32>(f32x4.extract_lane(t, 0), f32x4.extract_lane(t, 1));
+    // A NaN or infinite block keeps a NaN/inf scale (and zero codes), so the output is not finite either.
+    store<f32>(sx + (<usize>b << 2), mx / <f32>32767);
+    const inv = f32x4.splat(mx > 0 && mx < Infinity ? <f32>32767 / mx : <f32>0);
+    const q = xq + (<usize>b << 6);
+    v128.store(q, i16x8.narrow_i32x4_s(round16(v0, inv), round16(v1, inv)));
+    v128.store(q + 16, i16x8.narrow_i32x4_s(round16(v2, inv), round16(v3, inv)));
+    v128.store(q + 32, i16x8.narrow_i32x4_s(round16(v4, inv), round16(v5, inv)));
+    v128.store(q + 48, i16x8.narrow_i32x4_s(round16(v6, inv), round16(v7, inv)));
+  }
 }
 
-// One row (GEMV) against Q8_0 or Q4_0 rows, fused: each block's products are summed in f32 and scaled
-// by its d once, with no decoded copy. x must hold whole blocks (the caller pads a partial last one).
-function gemvBlocks(out: usize, x: usize, w: usize, rowBytes: i32, outDim: i32, nb: i32, dtype: i32): void {
-  const mask = i8x16.splat(0x0f), eight = i8x16.splat(8);
+// x · inv rounded to the nearest integer (ties to even), as i32 lanes.
+// @ts-ignore: decorator
+@inline
+function round16(v: v128, inv: v128): v128 {
+  return i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v, inv)));
+}
+
+// Block b of a Q8_0 or Q4_0 row against the block's int16 x codes q0..q3 (8 each) and x scale sxb:
+// the 32 products summed exactly in i32 (32 · 128 · 32767 < 2^31) as four lanes, converted to f32
+// and scaled by (weight scale × x scale).
+// @ts-ignore: decorator
+@inline
+function blockDot(row: usize, b: i32, dtype: i32, q0: v128, q1: v128, q2: v128, q3: v128, sxb: f32): v128 {
+  let lo: v128, hi: v128, p: usize;
+  if (dtype == Q8_0) {
+    p = row + <usize>b * 34;
+    lo = v128.load(p + 2); hi = v128.load(p + 18);
+  } else {
+    p = row + <usize>b * 18;
+    const v = v128.load(p + 2);
+    lo = i8x16.sub(v128.and(v, i8x16.splat(0x0f)), i8x16.splat(8)); // elements 0..15: low nibbles
+    hi = i8x16.sub(i8x16.shr_u(v, 4), i8x16.splat(8)); // 16..31: high nibbles
+  }
+  let s = i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(lo), q0);
+  s = i32x4.add(s, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(lo), q1));
+  s = i32x4.add(s, i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(hi), q2));
+  s = i32x4.add(s, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(hi), q3));
+  return f32x4.mul(f32x4.convert_i32x4_s(s), f32x4.splat(half(<u32>load<u16>(p)) * sxb));
+}
+
+// One row (GEMV) against Q8_0 or Q4_0 rows with x quantized by quantizeX16.
+function gemvBlocks(out: usize, xq: usize, sx: usize, w: usize, rowBytes: i32, outDim: i32, nb: i32, dtype: i32): void {
   for (let o = 0; o < outDim; o++) {
     const row = w + <usize>o * <usize>rowBytes;
     let acc = f32x4.splat(0);
     for (let b = 0; b < nb; b++) {
-      const xb = x + (<usize>b << 7);
-      let s: v128;
-      if (dtype == Q8_0) {
-        const p = row + <usize>b * 34;
-        s = f32x4.add(dotS8(xb, v128.load(p + 2)), dotS8(xb + 64, v128.load(p + 18)));
-        acc = f32x4.add(acc, f32x4.mul(s, f32x4.splat(half(<u32>load<u16>(p)))));
-      } else {
-        const p = row + <usize>b * 18;
-        const v = v128.load(p + 2);
-        s = f32x4.add(dotS8(xb, i8x16.sub(v128.and(v, mask), eight)), dotS8(xb + 64, i8x16.sub(i8x16.shr_u(v, 4), eight)));
-        acc = f32x4.add(acc, f32x4.mul(s, f32x4.splat(half(<u32>load<u16>(p)))));
-      }
+      const qb = xq + (<usize>b << 6);
+      acc = f32x4.add(acc, blockDot(row, b, dtype, v128.load(qb), v128.load(qb + 16), v128.load(qb + 32), v128.load(qb + 48), load<f32>(sx + (<usize>b << 2))));
     }
-    const t = f32x4.add(acc, v128.shuffle<f32>(acc, acc, 2, 3, 0, 1));
     const po = out + (<usize>o << 2);
-    store<f32>(po, load<f32>(po) + f32x4.extract_lane(t, 0) + f32x4.extract_lane(t, 1));
+    store<f32>(po, load<f32>(po) + hsum(acc));
   }
 }
 
@@ -276,15 +314,12 @@ export function matmulPacked(out: usize, ldo: i32, x: usize, w: usize, bias: usi
     return;
   }
   if (rows == 1 && (dtype == Q8_0 || dtype == Q4_0)) {
-    // x is read in whole blocks: a partial last block is copied, zero-padded, into the scratch.
+    // Scratch (8 · 128 bytes per block, packedScratchFloats) holds the int16 codes (64 bytes per
+    // block), the block scales (4) and a 128-byte buffer for a partial last block.
     const nb = (inDim + 31) >> 5;
-    let xs = x;
-    if ((inDim & 31) != 0) {
-      memory.copy(scratch, x, (<usize>inDim) << 2);
-      memory.fill(scratch + ((<usize>inDim) << 2), 0, (<usize>(nb * 32 - inDim)) << 2);
-      xs = scratch;
-    }
-    gemvBlocks(out, xs, w, rowBytes, outDim, nb, dtype);
+    const sx = scratch + (<usize>nb << 6), tmp = sx + (<usize>nb << 2);
+    quantizeX16(scratch, sx, x, inDim, nb, tmp);
+    gemvBlocks(out, scratch, sx, w, rowBytes, outDim, nb, dtype);
     return;
   }
   for (let o0 = 0; o0 < outDim; o0 += PANEL) {

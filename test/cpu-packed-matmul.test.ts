@@ -2,8 +2,11 @@
 // reference", for f16, Q8_0, Q4_0 and Q4_K, on one thread and split across 3 worker threads: GEMV and
 // GEMM row counts, rows not a multiple of 4/8, partial blocks, a GQA K projection, an LM head, bias and
 // accumulate. Tolerance: 2e-6 · Σ|x·w| + 1e-6 per output (f32 accumulation in a different order; the
-// weights are exactly the dequantized values, so the format adds no error here). Also: tied embeddings
-// read from a packed table, and a whole forward pass at each storage against the f32 engine.
+// weights are exactly the dequantized values, so the format adds no error here). The Q8_0/Q4_0 GEMV
+// (one row) quantizes x to int16 per block of 32 first, so its reference uses the same int16 x
+// (quantizeX16 below); against the exact x it is also held to the int16 rounding bound
+// Σ|w|·scale/2. Also: tied embeddings read from a packed table, and a whole forward pass at each
+// storage against the f32 engine.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createCpuBackend, type CpuBackend } from '../src/cpu/backend.ts';
@@ -25,6 +28,32 @@ function noise(n: number, seed: number): Float32Array {
   for (let i = 0; i < n; i++) { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; out[i] = s / 2 ** 31 - 1; }
   return out;
 }
+
+/**
+ * x as the Q8_0/Q4_0 GEMV sees it: per block of 32 (the last zero-padded), scale = maxabs/32767 in f32
+ * (0 for an all-zero block), code = x · f32(32767/maxabs) in f32 rounded to nearest, ties to even
+ * (f32x4.nearest), saturated to int16. Returns code·scale per element and each element's scale.
+ */
+function quantizeX16(x: Float32Array): { values: Float64Array; scales: Float64Array } {
+  const values = new Float64Array(x.length), scales = new Float64Array(x.length);
+  for (let b = 0; b < x.length; b += 32) {
+    const end = Math.min(x.length, b + 32);
+    let m = 0;
+    for (let i = b; i < end; i++) m = Math.max(m, Math.abs(x[i]));
+    const scale = Math.fround(m / 32767), inv = m > 0 ? Math.fround(32767 / m) : 0;
+    for (let i = b; i < end; i++) {
+      const v = Math.fround(x[i] * inv);
+      let q = Math.round(v);
+      if (q - v === 0.5 && q % 2 !== 0) q -= 1; // a tie rounds to even
+      values[i] = Math.max(-32768, Math.min(32767, q)) * scale;
+      scales[i] = scale;
+    }
+  }
+  return { values, scales };
+}
+
+/** Whether the matmul of `rows` rows against `dtype` runs on int16-quantized x (the Q8_0/Q4_0 GEMV). */
+const int16X = (dtype: WeightDType, rows: number) => rows === 1 && (dtype === 'q8_0' || dtype === 'q4_0');
 
 const DTYPES: WeightDType[] = ['f16', 'q8_0', 'q4_0', 'q4_k'];
 // [rows, inDim, outDim, label]
@@ -60,10 +89,11 @@ for (const [name, make] of backends) {
             const out = cpu.upload(prior);
             cpu.matmul(out, xt, w, bt, rows, inDim, outDim, accumulate);
             const got = await cpu.read(out);
+            const xr = int16X(dtype, rows) ? quantizeX16(x).values : x;
             for (let r = 0; r < rows; r++) {
               for (let o = 0; o < outDim; o++) {
                 let ref = (accumulate ? prior[r * outDim + o] : 0) + (withBias ? bias[o] : 0), mag = Math.abs(ref);
-                for (let i = 0; i < inDim; i++) { const p = x[r * inDim + i] * wf[o * inDim + i]; ref += p; mag += Math.abs(p); }
+                for (let i = 0; i < inDim; i++) { const p = xr[r * inDim + i] * wf[o * inDim + i]; ref += p; mag += Math.abs(p); }
                 const err = Math.abs(got[r * outDim + o] - ref);
                 if (!(err <= 2e-6 * mag + 1e-6)) assert.unreachable(`${dtype} ${label} [${rows}x${inDim}→${outDim}] bias=${withBias} acc=${accumulate} at [${r},${o}]: ${got[r * outDim + o]} vs ${ref}`);
               }
@@ -72,6 +102,60 @@ for (const [name, make] of backends) {
           }
         }
       }
+    } finally { cpu.destroy(); }
+  });
+}
+
+// The Q8_0/Q4_0 GEMV on int16 x: odd shapes and hard x, against the float64 reference on the same
+// int16 x (2e-6 · Σ|x·w| + 1e-6) and on the exact x (that plus Σ|w|·scale/2, the rounding bound).
+const GEMV_SHAPES: Array<[number, number, string]> = [
+  [77, 5, 'inDim 77 (partial last block), outDim 5'],
+  [31, 3, 'inDim 31 (one partial block)'],
+  [1, 1, 'inDim 1, outDim 1'],
+  [64, 16, 'GQA K projection (2 KV heads × 8)'],
+  [96, 23, 'GQA-ish, outDim odd'],
+  [200, 4099, 'LM-head-like wide outDim (odd)'],
+];
+const GEMV_X: Array<[string, (n: number, seed: number) => Float32Array]> = [
+  ['noise', (n, seed) => noise(n, seed)],
+  ['an all-zero block', (n, seed) => { const x = noise(n, seed); x.fill(0, 32, Math.min(n, 64)); return x; }],
+  ['one huge outlier', (n, seed) => { const x = noise(n, seed); x[Math.min(n - 1, 40)] = 3e4; return x; }],
+  ['all zero', (n) => new Float32Array(n)],
+];
+
+for (const [name, make] of backends) {
+  test(`Q8_0/Q4_0 GEMV on int16 x: same-x reference and the int16 rounding bound (${name})`, async () => {
+    const cpu = await make();
+    try {
+      let seed = 1000, outlierGap = 0;
+      for (const dtype of ['q8_0', 'q4_0'] as WeightDType[]) {
+        for (const [inDim, outDim, label] of GEMV_SHAPES) {
+          for (const [xLabel, makeX] of GEMV_X) {
+            const wq = quantizeMatrix(dtype, noise(outDim * inDim, seed++), outDim, inDim);
+            const wf = dequantizeMatrix(wq);
+            const x = makeX(inDim, seed++), { values: xq, scales } = quantizeX16(x);
+            const w = cpu.uploadWeight(wq), xt = cpu.upload(x), out = cpu.alloc(outDim);
+            cpu.matmul(out, xt, w, null, 1, inDim, outDim);
+            const got = await cpu.read(out);
+            for (let o = 0; o < outDim; o++) {
+              let ref = 0, mag = 0, exact = 0, exactMag = 0, bound = 0;
+              for (let i = 0; i < inDim; i++) {
+                const wi = wf[o * inDim + i], p = xq[i] * wi, e = x[i] * wi;
+                ref += p; mag += Math.abs(p); exact += e; exactMag += Math.abs(e); bound += Math.abs(wi) * scales[i] / 2;
+              }
+              const where = `${dtype} ${label} [${inDim}→${outDim}], x ${xLabel}, at ${o}`;
+              const err = Math.abs(got[o] - ref), errExact = Math.abs(got[o] - exact);
+              if (!(err <= 2e-6 * mag + 1e-6)) assert.unreachable(`${where}: ${got[o]} vs same-x reference ${ref}`);
+              if (!(errExact <= bound + 2e-6 * exactMag + 1e-6)) assert.unreachable(`${where}: ${got[o]} vs exact ${exact}, error ${errExact} > bound ${bound}`);
+              if (xLabel === 'one huge outlier') outlierGap = Math.max(outlierGap, Math.abs(ref - exact) / (2e-6 * mag + 1e-6));
+            }
+            for (const t of [w, xt, out]) cpu.free(t);
+          }
+        }
+      }
+      // The outlier's block coarsens its neighbours' codes, far beyond the same-x tolerance: the
+      // kernel's agreement with the int16 reference is not one the exact x would also pass.
+      assert.ok(outlierGap > 100, `outlier: int16 vs exact reference differ by only ${outlierGap}× the tolerance`);
     } finally { cpu.destroy(); }
   });
 }
