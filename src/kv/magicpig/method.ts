@@ -273,15 +273,7 @@ export class MagicPigCache implements KvGroupCache {
             for (let d = 0; d < D; d++) s += f32[qo + d] * f32[ko + d];
             return s * scale;
           });
-          let ms = -Infinity;
-          for (const x of logits) ms = Math.max(ms, x);
-          const o = new Float64Array(D);
-          let ls = 0;
-          statics.forEach((j, i) => {
-            const e = Math.exp(logits[i] - ms), vo = (this.values >>> 2) + (kvh * this.capacity + j) * D;
-            ls += e;
-            for (let d = 0; d < D; d++) o[d] += e * f32[vo + d];
-          });
+          const { max: ms, sum: ls, o } = this.exactPartial(kvh, statics, logits);
           // ⊕ the sampled partial {max, Σ, o} (f32 from the kernel).
           const mc = m > 0 ? f32[(st >>> 2) + 2 * g] : -Infinity;
           const M = Math.max(ms, mc), a = Math.exp(ms - M), b = mc === -Infinity ? 0 : Math.exp(mc - M);
@@ -323,15 +315,7 @@ export class MagicPigCache implements KvGroupCache {
         for (let i = 0; i < m; i++) scores[i] = dot(qo, sinks + i, kvh);
         const attended = [...statics, ...Array.from(topkIndices(scores, m, k), (i) => sinks + i)];
         const logits = attended.map((j) => dot(qo, j, kvh) * scale);
-        let mx = -Infinity;
-        for (const x of logits) mx = Math.max(mx, x);
-        const o = new Float64Array(D);
-        let l = 0;
-        attended.forEach((j, i) => {
-          const e = Math.exp(logits[i] - mx), vo = (this.values >>> 2) + (kvh * this.capacity + j) * D;
-          l += e;
-          for (let d = 0; d < D; d++) o[d] += e * f32[vo + d];
-        });
+        const { sum: l, o } = this.exactPartial(kvh, attended, logits);
         for (let d = 0; d < D; d++) result[qo + d] = o[d] / l;
       }
     }
@@ -341,6 +325,24 @@ export class MagicPigCache implements KvGroupCache {
     this.perStep.sampled.push(k * H * G);
     this.perStep.offloaded.push(m * H * G);
     return result;
+  }
+
+  /**
+   * The exact softmax partial of KV head kvh over cache rows `positions` with their `logits`, in
+   * float64: max logit, Σ exp(logit − max) and the correspondingly weighted sum of the stored values.
+   */
+  private exactPartial(kvh: number, positions: readonly number[], logits: readonly number[]): { max: number; sum: number; o: Float64Array } {
+    const D = this.shape.headDim, f32 = this.heap.f32;
+    let max = -Infinity;
+    for (const x of logits) max = Math.max(max, x);
+    const o = new Float64Array(D);
+    let sum = 0;
+    positions.forEach((j, i) => {
+      const e = Math.exp(logits[i] - max), vo = (this.values >>> 2) + (kvh * this.capacity + j) * D;
+      sum += e;
+      for (let d = 0; d < D; d++) o[d] += e * f32[vo + d];
+    });
+    return { max, sum, o };
   }
 
   /** Fixes k̄ per KV head as the mean of the m offloaded keys, and hashes them. */
