@@ -5,41 +5,21 @@
 // 256-thread workgroup), several rows, a dim past one workgroup. Bad calls are refused by name.
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import type { Backend } from '../src/backend/contract.ts';
 import { ADD_RMSNORM_KERNEL } from '../src/backend/kernels.ts';
 import { createCpuBackend } from '../src/cpu/backend.ts';
-import { GpuBackend } from '../src/gpu/backend.ts';
-import { startNodeKernelWorker } from '../src/node/kernel-threads.ts';
-import { WorkerCpuBackend } from '../src/browser/worker-cpu.ts';
 import { Random } from '../src/tasks/random.ts';
-import { channelWorker } from './helpers/channel-worker.ts';
 import { sharedGpu } from './helpers/engine.ts';
 import { gpuTests } from './helpers/gpu-skip.ts';
+import { differences, kernelBackends, uniform } from './helpers/kernel-backends.ts';
 
 const gpu = await sharedGpu();
 const test = suite('fused add + rmsnorm');
 const gpuTest = gpuTests(test, gpu.gpu !== null, gpu.reason);
 
-const BACKENDS: Array<{ name: string; gpu: boolean; make: () => Promise<Backend> }> = [
-  { name: 'cpu', gpu: false, make: () => createCpuBackend() },
-  { name: 'cpu × 3 threads', gpu: false, make: () => createCpuBackend({ threads: 3, startWorker: startNodeKernelWorker, minParallelWork: 0 }) },
-  { name: 'cpu worker', gpu: false, make: () => WorkerCpuBackend.start(channelWorker().worker) },
-  { name: 'gpu', gpu: true, make: async () => new GpuBackend(gpu.gpu!) },
-];
+const BACKENDS = kernelBackends(gpu.gpu);
 
 const SHAPES = [{ rows: 1, dim: 1 }, { rows: 3, dim: 7 }, { rows: 2, dim: 48 }, { rows: 5, dim: 131 }, { rows: 2, dim: 1031 }];
 const EPS = 1e-5;
-
-function uniform(r: Random, n: number, scale: number): Float32Array {
-  return Float32Array.from({ length: n }, () => (2 * r.next() - 1) * scale);
-}
-
-/** Indices where a and b differ bitwise, at most 5. */
-function differences(a: Float32Array, b: Float32Array): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < a.length && out.length < 5; i++) if (!Object.is(a[i], b[i])) out.push(`[${i}] ${a[i]} vs ${b[i]}`);
-  return out;
-}
 
 /** float64 reference of x + h and rmsnorm(x + h) · weight. */
 function reference(x: Float32Array, h: Float32Array, w: Float32Array, rows: number, dim: number): { sum: Float64Array; out: Float64Array } {

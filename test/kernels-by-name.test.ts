@@ -11,7 +11,6 @@ import type { Backend } from '../src/backend/contract.ts';
 import { ADD_KERNEL, checkKernelCall, evalSize, type KernelDef } from '../src/backend/kernels.ts';
 import { createCpuBackend } from '../src/cpu/backend.ts';
 import { GpuBackend } from '../src/gpu/backend.ts';
-import { startNodeKernelWorker } from '../src/node/kernel-threads.ts';
 import { WorkerCpuBackend } from '../src/browser/worker-cpu.ts';
 import { LocretScorerCpu } from '../src/kv/locret/cpu.ts';
 import { recordLocretScores } from '../src/kv/locret/gpu.ts';
@@ -24,29 +23,13 @@ import { Random } from '../src/tasks/random.ts';
 import { channelWorker } from './helpers/channel-worker.ts';
 import { sharedGpu } from './helpers/engine.ts';
 import { gpuTests } from './helpers/gpu-skip.ts';
+import { differences, kernelBackends, uniform } from './helpers/kernel-backends.ts';
 
 const gpu = await sharedGpu();
 const test = suite('kernels by name');
 const gpuTest = gpuTests(test, gpu.gpu !== null, gpu.reason);
 
-const BACKENDS: Array<{ name: string; gpu: boolean; make: () => Promise<Backend> }> = [
-  { name: 'cpu', gpu: false, make: () => createCpuBackend() },
-  { name: 'cpu × 3 threads', gpu: false, make: () => createCpuBackend({ threads: 3, startWorker: startNodeKernelWorker, minParallelWork: 0 }) },
-  { name: 'cpu worker', gpu: false, make: () => WorkerCpuBackend.start(channelWorker().worker) },
-  { name: 'gpu', gpu: true, make: async () => new GpuBackend(gpu.gpu!) },
-];
-
-function uniform(r: Random, n: number, scale: number): Float32Array {
-  return Float32Array.from({ length: n }, () => (2 * r.next() - 1) * scale);
-}
-
-/** Indices where a and b differ (bitwise, as f32), at most 5. */
-function differences(a: Float32Array, b: Float32Array): string[] {
-  const out: string[] = [];
-  if (a.length !== b.length) return [`lengths ${a.length} and ${b.length}`];
-  for (let i = 0; i < a.length && out.length < 5; i++) if (!Object.is(a[i], b[i])) out.push(`[${i}] ${a[i]} vs ${b[i]}`);
-  return out;
-}
+const BACKENDS = kernelBackends(gpu.gpu);
 
 // head_dim 5 with GQA 6/3 and hidden 7; one query head of head_dim 1; hidden above the 64-thread workgroup.
 const CASES = [
