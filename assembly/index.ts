@@ -2,7 +2,7 @@
 // allocation is done by the host (src/cpu/memory.ts).
 export { matmul, gemmAdd } from './matmul';
 export { matmulPacked, packedScratchFloats } from './matmul_packed';
-export { rmsnorm, addRmsnorm } from './norm';
+export { rmsnorm } from './norm';
 export { rope } from './rope';
 export { siluMul, add } from './elementwise';
 export { attention, attentionScratchFloats, kvAppend, kvDecodeScratchFloats } from './attention';

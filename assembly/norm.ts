@@ -6,22 +6,6 @@ export function rmsnorm(out: usize, x: usize, weight: usize, rows: i32, dim: i32
   for (let r = 0; r < rows; r++) normRow(out + <usize>r * rowBytes, x + <usize>r * rowBytes, weight, dim, eps);
 }
 
-/**
- * The residual add fused with the next norm: x[r] += h[r], then out[r] = rmsnorm(x[r]), row by row
- * while the row is in cache. The same arithmetic as `add` then `rmsnorm`, so the results are identical.
- */
-export function addRmsnorm(x: usize, h: usize, weight: usize, out: usize, rows: i32, dim: i32, eps: f32): void {
-  const rowBytes: usize = (<usize>dim) << 2;
-  const end4: usize = (<usize>(dim & ~3)) << 2;
-  for (let r = 0; r < rows; r++) {
-    const xr = x + <usize>r * rowBytes, hr = h + <usize>r * rowBytes;
-    let i: usize = 0;
-    for (; i < end4; i += 16) v128.store(xr + i, f32x4.add(v128.load(xr + i), v128.load(hr + i)));
-    for (; i < rowBytes; i += 4) store<f32>(xr + i, load<f32>(xr + i) + load<f32>(hr + i));
-    normRow(out + <usize>r * rowBytes, xr, weight, dim, eps);
-  }
-}
-
 // @ts-ignore: decorator
 @inline
 function normRow(outr: usize, xr: usize, weight: usize, dim: i32, eps: f32): void {

@@ -42,16 +42,16 @@ async function decodeSteps(engine: Engine, sampler: Sampler, steps: number): Pro
   } finally { session.dispose(); }
 }
 
-// Dispatches of one decode step: embed and the first layer's input norm; per layer 3 projections +
-// 2 ropes per side, the retrieval side's append + attention + combine, the streaming side's attention
-// (+ ring append on the GPU), one O projection per side, add+norm (fused), gate, up, silu·mul, down,
-// add+next layer's input norm (fused; a plain add after the last layer); final rmsnorm and LM head;
-// the sampler's two passes (split samples on the GPU too).
-const layerCommon = 1 + 5; // residual add + norm, MLP block (gate, up, silu, down, residual add + next norm)
+// Dispatches of one decode step: embed; per layer 3 projections (the input norm folded in) + 2 ropes
+// per side, the retrieval side's append + attention + combine, the streaming side's attention (+ ring
+// append on the GPU), one O projection per side (adding into the residual), gate and up (the post-
+// attention norm folded in), silu·mul, down (adding into the residual); the LM head (the final norm
+// folded in); the sampler's two passes (split samples on the GPU too). No norm or add runs alone.
+const layerCommon = 4; // MLP block: gate, up, silu·mul, down
 const side = 5 + 1; // q/k/v projections, 2 ropes, O projection
-const leading = 2; // embed, layer 0's input norm
-const gpuDispatches = leading + (layerCommon + 2 * side + 3 + 2) + (layerCommon + side + 3) + (layerCommon + side + 2) + 2 + 2;
-const splitDispatches = leading + (layerCommon + 2 * side + 3) + (layerCommon + side + 3) + (layerCommon + side) + 2 + 2;
+const leading = 1; // embed
+const gpuDispatches = leading + (layerCommon + 2 * side + 3 + 2) + (layerCommon + side + 3) + (layerCommon + side + 2) + 1 + 2;
+const splitDispatches = leading + (layerCommon + 2 * side + 3) + (layerCommon + side + 3) + (layerCommon + side) + 1 + 2;
 /** The uniform arena: one 256-byte slot per dispatch, written once per submit. */
 const UNIFORM_SLOT = 256;
 

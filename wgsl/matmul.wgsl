@@ -46,11 +46,18 @@ fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let lr = li / TK4;
   let lk = li % TK4;
 
+  let norm = normOn();
   var acc: array<vec4<f32>, 4>;
   for (var i = 0u; i < 4u; i++) { acc[i] = vec4<f32>(0.0); }
+  var sumSquares = 0.0;   // this loader's share of row lr's, for the folded norm
 
   for (var k0 = 0u; k0 < p.inDim; k0 += 4u * TK4) {
-    tileX[lr * PAD + lk] = loadX(m0 + lr, k0 + 4u * lk);
+    var xv = loadX(m0 + lr, k0 + 4u * lk);
+    if (norm) {
+      sumSquares += dot(xv, xv);
+      xv *= normWeight4(k0 + 4u * lk);
+    }
+    tileX[lr * PAD + lk] = xv;
     tileW[lr * PAD + lk] = loadW(n0 + lr, k0 + 4u * lk);
     workgroupBarrier();
     for (var kq = 0u; kq < TK4; kq++) {
@@ -66,12 +73,14 @@ fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     workgroupBarrier();
   }
 
+  normShareRows(li, sumSquares);
   for (var i = 0u; i < 4u; i++) {
     let r = m0 + ty + 16u * i;
+    let scale = normRowScale(ty + 16u * i);
     if (r < p.rows) {
       for (var j = 0u; j < 4u; j++) {
         let o = n0 + tx + 16u * j;
-        if (o < p.outDim) { finish(r * p.outStride + p.outCol + o, o, acc[i][j]); }
+        if (o < p.outDim) { finish(r * p.outStride + p.outCol + o, o, acc[i][j] * scale); }
       }
     }
   }

@@ -38,14 +38,20 @@ fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let xr = m0 + lr;
   let wo = n0 + lr;
 
+  let norm = normOn();
   var acc: array<vec4<f32>, 4>;
   for (var i = 0u; i < 4u; i++) { acc[i] = vec4<f32>(0.0); }
+  var sumSquares = 0.0;   // this loader's share of row lr's, for the folded norm
 
   for (var k0 = 0u; k0 < p.inDim; k0 += 4u * TK4) {
     let k = k0 + 4u * lk;
     var xv = vec4<f32>(0.0);
     var wv = vec4<f32>(0.0);
     if (xr < p.rows && k < p.inDim) { xv = loadX4(p.xOffset + xr * p.inDim, k); }
+    if (norm) {
+      sumSquares += dot(xv, xv);
+      xv *= normWeight4(k);
+    }
     if (wo < p.outDim && k < p.inDim) { wv = decode4Masked(wo * p.rowBytes, k, p.inDim); }
     tileX[lr * PAD + lk] = xv;
     tileW[lr * PAD + lk] = wv;
@@ -63,12 +69,14 @@ fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     workgroupBarrier();
   }
 
+  normShareRows(li, sumSquares);
   for (var i = 0u; i < 4u; i++) {
     let r = m0 + ty + 16u * i;
+    let scale = normRowScale(ty + 16u * i);
     if (r < p.rows) {
       for (var j = 0u; j < 4u; j++) {
         let o = n0 + tx + 16u * j;
-        if (o < p.outDim) { finish(r * p.outStride + p.outCol + o, o, acc[i][j]); }
+        if (o < p.outDim) { finish(r * p.outStride + p.outCol + o, o, acc[i][j] * scale); }
       }
     }
   }

@@ -1,7 +1,8 @@
 // out[r] = x[r] / sqrt(mean(x[r]²) + eps) * weight, one workgroup per row (folded into y when
 // rows exceed the per-dimension limit). `main` reads x and writes out; `in_place` works on one buffer
-// (binding the same buffer as read-only and read-write storage in one dispatch is not allowed);
-// `add_main` is the residual add fused with the next norm: x += h, then out = rmsnorm(x).
+// (binding the same buffer as read-only and read-write storage in one dispatch is not allowed).
+// Backend.rmsnorm, for callers that need the normalised rows (the forward pass folds its norms into
+// the matmuls instead: lib/matmul_norm.wgsl).
 
 struct Params {
   rows: u32,
@@ -20,13 +21,6 @@ const WG: u32 = 256u;
 @group(0) @binding(0) var<storage, read_write> io: array<f32>;
 @group(0) @binding(1) var<storage, read> weightIp: array<f32>;
 @group(0) @binding(2) var<uniform> pIp: Params;
-
-// add_main bindings (only used by that entry point).
-@group(0) @binding(0) var<storage, read_write> xAdd: array<f32>;
-@group(0) @binding(1) var<storage, read> hAdd: array<f32>;
-@group(0) @binding(2) var<storage, read> weightAdd: array<f32>;
-@group(0) @binding(3) var<storage, read_write> outAdd: array<f32>;
-@group(0) @binding(4) var<uniform> pAdd: Params;
 
 #include "lib/workgroup_reduce.wgsl"
 
@@ -52,21 +46,4 @@ fn in_place(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
   for (var i = li; i < pIp.dim; i += WG) { let v = io[base + i]; ss += v * v; }
   let inv = 1.0 / sqrt(workgroupSum(li, ss) / f32(pIp.dim) + pIp.eps);
   for (var i = li; i < pIp.dim; i += WG) { io[base + i] = io[base + i] * inv * weightIp[i]; }
-}
-
-// Each thread adds, squares and normalises the same elements, so it only reads back its own writes.
-@compute @workgroup_size(WG)
-fn add_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-            @builtin(local_invocation_index) li: u32) {
-  let row = wid.y * nwg.x + wid.x;
-  if (row >= pAdd.rows) { return; }
-  let base = row * pAdd.dim;
-  var ss = 0.0;
-  for (var i = li; i < pAdd.dim; i += WG) {
-    let v = xAdd[base + i] + hAdd[base + i];
-    xAdd[base + i] = v;
-    ss += v * v;
-  }
-  let inv = 1.0 / sqrt(workgroupSum(li, ss) / f32(pAdd.dim) + pAdd.eps);
-  for (var i = li; i < pAdd.dim; i += WG) { outAdd[base + i] = xAdd[base + i] * inv * weightAdd[i]; }
 }

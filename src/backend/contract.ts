@@ -75,6 +75,18 @@ export function checkHeadMaps(maps: HeadMaps, numHeads: number, numKvHeads: numb
   }
 }
 
+/** An RMSNorm folded into a matmul's input (Backend.matmul): weight has inDim elements. */
+export interface InputNorm {
+  weight: DeviceTensor;
+  eps: number;
+}
+
+/** Throws unless `norm` fits a matmul of inDim inputs (its weight has inDim elements, eps is finite and ≥ 0). */
+export function checkInputNorm(norm: InputNorm, inDim: number, what: string): void {
+  if (!(norm.weight.length >= inDim)) throw new RangeError(`${what}: the norm weight has ${norm.weight.length} elements, the input rows ${inDim}`);
+  if (!(Number.isFinite(norm.eps) && norm.eps >= 0)) throw new RangeError(`${what}: norm eps must be a finite number ≥ 0 (got ${norm.eps})`);
+}
+
 export interface StreamingWindow {
   sink: number;
   recent: number;
@@ -122,11 +134,13 @@ export interface Backend {
   rmsnorm(out: DeviceTensor, x: DeviceTensor, weight: DeviceTensor, rows: number, dim: number, eps: number): void;
   /**
    * out[r][o] (+)= Σ_i x[r][i] · w[o][i] + bias[o], for r < rows, o < outDim.
-   * With accumulate the result is added to out (used to sum the two sides' O projections).
-   * xOffset (elements) lets the caller use rows of x starting at row xOffset / inDim.
+   * With accumulate the result is added to out (the residual stream takes the O and down projections
+   * this way). xOffset (elements) lets the caller use rows of x starting at row xOffset / inDim.
+   * With norm, x[r] is first RMS-normalised as rmsnorm does (x[r] / sqrt(mean(x[r]²) + eps) · weight;
+   * x itself is not changed): the layer's input norm folded into the projections that read it.
    */
   matmul(out: DeviceTensor, x: DeviceTensor, w: DeviceTensor, bias: DeviceTensor | null,
-    rows: number, inDim: number, outDim: number, accumulate?: boolean, xOffset?: number): void;
+    rows: number, inDim: number, outDim: number, accumulate?: boolean, xOffset?: number, norm?: InputNorm | null): void;
   /**
    * In-place rotary embedding, Hugging Face "rotate half" convention: for each row r, head h and
    * i < headDim/2, with a = x[i], b = x[i + headDim/2], θ = positions[r] · invFreq[i]:

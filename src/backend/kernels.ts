@@ -103,19 +103,3 @@ export const ADD_KERNEL: KernelDef = {
   cpu: { export: 'add', args: ['x', 'y', 'n'] },
   gpu: { shader: 'elementwise', entry: 'add', uniforms: ['n'], workgroups: { count: 'n', per: 256 } },
 };
-
-/**
- * The residual add fused with the next RMSNorm (x += h, then out = rmsnorm(x) · weight, per row):
- * one pass instead of two, and one dispatch fewer per layer boundary. Same arithmetic as `add` then
- * `rmsnorm` on each backend, so the results are identical to the unfused pair.
- */
-export const ADD_RMSNORM_KERNEL: KernelDef = {
-  name: 'add_rmsnorm',
-  tensors: ['x', 'h', 'weight', 'out'],
-  scalars: ['rows', 'dim', 'eps'],
-  floats: ['eps'],
-  writes: ['x', 'out'],
-  sizes: { x: 'rows * dim', h: 'rows * dim', weight: 'dim', out: 'rows * dim' },
-  cpu: { export: 'addRmsnorm', args: ['x', 'h', 'weight', 'out', 'rows', 'dim', 'eps'] },
-  gpu: { shader: 'rmsnorm', entry: 'add_main', uniforms: ['rows', 'dim', 'eps'], workgroups: { count: 'rows', per: 1 } },
-};

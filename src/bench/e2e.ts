@@ -49,8 +49,7 @@ async function logitsStepMs(engine: Engine): Promise<number> {
   const last = main.alloc(config.hiddenSize), logits = main.alloc(config.vocabSize);
   try {
     return await measure(async () => {
-      main.rmsnorm(last, last, finalNorm, 1, config.hiddenSize, config.rmsNormEps);
-      main.matmul(logits, last, lmHead, null, 1, config.hiddenSize, config.vocabSize);
+      main.matmul(logits, last, lmHead, null, 1, config.hiddenSize, config.vocabSize, false, 0, { weight: finalNorm, eps: config.rmsNormEps });
       await main.read(logits);
     }, { warmup: 1, minReps: 3, budgetMs: 300 });
   } finally { main.free(last); main.free(logits); }

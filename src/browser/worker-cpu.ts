@@ -1,7 +1,7 @@
 // The page side of the CPU worker: a Backend whose ops are posted to a Web Worker running the SIMD
 // WebAssembly kernels, so long CPU work never blocks the page. Ops are fire-and-forget in order;
 // `read` waits for the worker's answer. An op that fails in the worker surfaces at the next read.
-import type { AttentionShape, Compensation, CpuLike, DeviceTensor, StreamingWindow } from '../backend/contract.js';
+import type { AttentionShape, Compensation, CpuLike, DeviceTensor, InputNorm, StreamingWindow } from '../backend/contract.js';
 import type { KvDType } from '../backend/kv-dtype.js';
 import { ADD_KERNEL, checkKernelCall, type KernelDef, type KernelScalars } from '../backend/kernels.js';
 import { checkPacked, type PackedMatrix, type WeightDType } from '../model/quant.js';
@@ -175,8 +175,8 @@ export class WorkerCpuBackend implements CpuLike {
     this.call('rmsnorm', [out, x, weight, rows, dim, eps]);
   }
   matmul(out: DeviceTensor, x: DeviceTensor, w: DeviceTensor, bias: DeviceTensor | null,
-    rows: number, inDim: number, outDim: number, accumulate = false, xOffset = 0): void {
-    this.call('matmul', [out, x, w, bias, rows, inDim, outDim, accumulate, xOffset]);
+    rows: number, inDim: number, outDim: number, accumulate = false, xOffset = 0, norm: InputNorm | null = null): void {
+    this.call('matmul', [out, x, w, bias, rows, inDim, outDim, accumulate, xOffset, norm && { weight: norm.weight, eps: norm.eps }]);
   }
   rope(x: DeviceTensor, rows: number, numHeads: number, headDim: number, positions: Int32Array, invFreq: DeviceTensor): void {
     this.call('rope', [x, rows, numHeads, headDim, positions, invFreq]);

@@ -2,7 +2,7 @@
 // blocks of the kernel module's linear memory; host inputs (token ids, positions) are staged in
 // short-lived blocks. Attention works on query tiles with O(tile) scratch, so memory does not grow
 // with the context beyond the caches themselves.
-import { checkHeadMaps, type AttentionShape, type Backend, type Compensation, type DeviceTensor, type StreamingWindow } from '../backend/contract.js';
+import { checkHeadMaps, checkInputNorm, type AttentionShape, type Backend, type Compensation, type DeviceTensor, type InputNorm, type StreamingWindow } from '../backend/contract.js';
 import { WasmHeap } from './memory.js';
 import { CONTROL_BYTES, KernelThreads, MAX_ARGS, Op, runShare, type StartWorker } from './threads.js';
 import { instantiateKernels, kernelMemory, kernelModule, type KernelExports } from './wasm.js';
@@ -187,22 +187,40 @@ export class CpuBackend implements Backend {
   }
 
   matmul(out: DeviceTensor, x: DeviceTensor, w: DeviceTensor, bias: DeviceTensor | null,
-    rows: number, inDim: number, outDim: number, accumulate = false, xOffset = 0): void {
+    rows: number, inDim: number, outDim: number, accumulate = false, xOffset = 0, norm: InputNorm | null = null): void {
     need(x, xOffset + rows * inDim, 'matmul x'); need(w, inDim * outDim, 'matmul w'); need(out, rows * outDim, 'matmul out');
     if (bias) need(bias, outDim, 'matmul bias');
+    if (norm) {
+      // The norm runs once into scratch (the same kernel as rmsnorm, so the result is identical to
+      // rmsnorm then matmul); the GPU folds it into the matmul's loads instead.
+      checkInputNorm(norm, inDim, 'matmul');
+      const bytes = rows * inDim * 4, xn = this.heap.alloc(bytes);
+      try {
+        this.kernelCalls++;
+        this.k.rmsnorm(xn, asCpu(x, 'matmul x').ptr + xOffset * 4, asCpu(norm.weight, 'matmul norm weight').ptr, rows, inDim, norm.eps);
+        this.matmulAt(out, xn, w, bias, rows, inDim, outDim, accumulate);
+      } finally { this.heap.release(xn, bytes); }
+      return;
+    }
+    this.matmulAt(out, asCpu(x, 'matmul').ptr + xOffset * 4, w, bias, rows, inDim, outDim, accumulate);
+  }
+
+  /** The matmul of rows of x starting at heap address xPtr. */
+  private matmulAt(out: DeviceTensor, xPtr: number, w: DeviceTensor, bias: DeviceTensor | null,
+    rows: number, inDim: number, outDim: number, accumulate: boolean): void {
     if (w instanceof CpuWeight) {
       if (w.rows !== outDim || w.cols !== inDim) throw new RangeError(`matmul: packed ${w.dtype} weights are [${w.rows}, ${w.cols}], the call needs [${outDim}, ${inDim}]`);
       const dtype = GGML_TYPE[w.dtype as Exclude<WeightDType, 'f32'>];
       const bytes = Math.ceil(this.k.packedScratchFloats(dtype, inDim) / 4) * 16;
       const scratch = this.heap.alloc(bytes * this.threadCount);
       try {
-        this.job(Op.MatmulPacked, [asCpu(out, 'matmul').ptr, asCpu(x, 'matmul').ptr + xOffset * 4, asCpu(w, 'matmul').ptr,
+        this.job(Op.MatmulPacked, [asCpu(out, 'matmul').ptr, xPtr, asCpu(w, 'matmul').ptr,
           bias ? asCpu(bias, 'matmul bias').ptr : 0, rows, inDim, outDim, accumulate ? 1 : 0, dtype, rowBytes(w.dtype, inDim), scratch, bytes],
         rows * inDim * outDim);
       } finally { this.heap.release(scratch, bytes * this.threadCount); }
       return;
     }
-    this.job(Op.Matmul, [asCpu(out, 'matmul').ptr, asCpu(x, 'matmul').ptr + xOffset * 4, asCpu(w, 'matmul').ptr,
+    this.job(Op.Matmul, [asCpu(out, 'matmul').ptr, xPtr, asCpu(w, 'matmul').ptr,
       bias ? asCpu(bias, 'matmul bias').ptr : 0, rows, inDim, outDim, accumulate ? 1 : 0], rows * inDim * outDim);
   }
 

@@ -1,11 +1,11 @@
 // One sequence being processed: its KV caches and the forward pass (the coordinator).
-// Per layer the main backend computes norm, Q/K/V and RoPE for every head group; each group then
-// appends and attends with its KV method (src/kv/) on the group's backend, and the groups' outputs
-// meet again in the O projection (summed in registry order). Groups on another backend than the
-// main one (the streaming heads of the split placement) get their q|k|v in one transfer per layer,
-// sent before the main backend's groups attend so that both devices work at once.
-import type { Backend, DeviceTensor } from '../backend/contract.js';
-import { ADD_RMSNORM_KERNEL } from '../backend/kernels.js';
+// Per layer the main backend computes Q/K/V (the input RMSNorm folded into those matmuls) and RoPE
+// for every head group; each group then appends and attends with its KV method (src/kv/) on the
+// group's backend, and the groups' O projections add into the residual stream in registry order.
+// Groups on another backend than the main one (the streaming heads of the split placement) get their
+// q|k|v in one transfer per layer, sent before the main backend's groups attend so that both devices
+// work at once.
+import type { Backend, DeviceTensor, InputNorm } from '../backend/contract.js';
 import type { DeviceHeadGroup, DeviceModel } from './device-model.js';
 import type { Sampler } from './sampler.js';
 import type { DeviceSampler } from '../backend/device-sampler.js';
@@ -42,8 +42,8 @@ export class Session {
   /** What the KV methods read of this session's options. */
   readonly kvSettings: KvSettings;
   private readonly ws: {
-    x: DeviceTensor; xn: DeviceTensor; h: DeviceTensor; gate: DeviceTensor; up: DeviceTensor;
-    last: DeviceTensor; logits: DeviceTensor;
+    /** The residual stream: the O and down projections add into it, the norms are folded into the matmuls reading it. */
+    x: DeviceTensor; gate: DeviceTensor; up: DeviceTensor; logits: DeviceTensor;
     methods: Map<KvMethod, MethodBuffers>;
     /** q|k|v of the groups on other backends, packed for one transfer per layer (null when none). */
     packed: DeviceTensor | null;
@@ -71,10 +71,9 @@ export class Session {
       methods.set(method, { local: buffers(main, numHeads, numKvHeads, numValueHeads), remote, backend });
     }
     this.ws = {
-      x: main.alloc(rows * config.hiddenSize), xn: main.alloc(rows * config.hiddenSize),
-      h: main.alloc(rows * config.hiddenSize),
+      x: main.alloc(rows * config.hiddenSize),
       gate: main.alloc(rows * config.intermediateSize), up: main.alloc(rows * config.intermediateSize),
-      last: main.alloc(config.hiddenSize), logits: main.alloc(config.vocabSize),
+      logits: main.alloc(config.vocabSize),
       methods, packed: packedWords ? main.alloc(packedWords) : null,
     };
     this.caches = model.layers.map((layer) => layer.groups.map((g) => g.method.create(g.backend, g.shape, this.capacity, this.kvSettings)));
@@ -155,19 +154,18 @@ export class Session {
     this.ensureCapacity(pastLen + rows);
     const positions = Int32Array.from({ length: rows }, (_, r) => pastLen + r);
 
-    // Each residual add is fused with the norm that follows it (x += h; xn = rmsnorm(x)), so only the
-    // first layer's input norm runs alone.
-    const addNorm = (weight: DeviceTensor) => main.run(ADD_RMSNORM_KERNEL, [ws.x, ws.h, weight, ws.xn], { rows, dim: hidden, eps });
+    // No norm runs on its own and no residual add either: each RMSNorm is folded into the matmuls
+    // that read its output (Backend.matmul's norm), and the O and down projections accumulate into x.
     main.embed(ws.x, model.embed, ids, hidden);
-    if (model.layers.length > 0) main.rmsnorm(ws.xn, ws.x, model.layers[0].inputNorm, rows, hidden, eps);
     for (let l = 0; l < model.layers.length; l++) {
       const layer = model.layers[l], caches = this.caches[l];
       const bufs = layer.groups.map((g) => ws.methods.get(g.method)!);
+      const inputNorm: InputNorm = { weight: layer.inputNorm, eps };
       layer.groups.forEach((g, i) => {
         const b = bufs[i].local;
-        main.matmul(b.q, ws.xn, g.wq, g.bq, rows, hidden, g.numHeads * D);
-        main.matmul(b.k, ws.xn, g.wk, g.bk, rows, hidden, g.numKvHeads * D);
-        main.matmul(b.v, ws.xn, g.wv, g.bv, rows, hidden, g.numValueHeads * D);
+        main.matmul(b.q, ws.x, g.wq, g.bq, rows, hidden, g.numHeads * D, false, 0, inputNorm);
+        main.matmul(b.k, ws.x, g.wk, g.bk, rows, hidden, g.numKvHeads * D, false, 0, inputNorm);
+        main.matmul(b.v, ws.x, g.wv, g.bv, rows, hidden, g.numValueHeads * D, false, 0, inputNorm);
         main.rope(b.q, rows, g.numHeads, D, positions, model.invFreq);
         main.rope(b.k, rows, g.numKvHeads, D, positions, model.invFreq);
       });
@@ -207,20 +205,17 @@ export class Session {
           main.write(bufs[i].local.out, await be.read(rm.out, 0, nq));
         }
       }
-      layer.groups.forEach((g, i) => main.matmul(ws.h, bufs[i].local.out, g.wo, null, rows, g.numHeads * D, hidden, i > 0));
-      addNorm(layer.postNorm);
-      main.matmul(ws.gate, ws.xn, layer.wGate, null, rows, hidden, config.intermediateSize);
-      main.matmul(ws.up, ws.xn, layer.wUp, null, rows, hidden, config.intermediateSize);
+      layer.groups.forEach((g, i) => main.matmul(ws.x, bufs[i].local.out, g.wo, null, rows, g.numHeads * D, hidden, true));
+      const postNorm: InputNorm = { weight: layer.postNorm, eps };
+      main.matmul(ws.gate, ws.x, layer.wGate, null, rows, hidden, config.intermediateSize, false, 0, postNorm);
+      main.matmul(ws.up, ws.x, layer.wUp, null, rows, hidden, config.intermediateSize, false, 0, postNorm);
       main.siluMul(ws.gate, ws.gate, ws.up, rows * config.intermediateSize);
-      main.matmul(ws.h, ws.gate, layer.wDown, null, rows, config.intermediateSize, hidden);
-      if (l + 1 < model.layers.length) addNorm(model.layers[l + 1].inputNorm);
-      else main.add(ws.x, ws.h, rows * hidden);
+      main.matmul(ws.x, ws.gate, layer.wDown, null, rows, config.intermediateSize, hidden, true);
     }
     this.pastLen += rows;
     if (!wantLogits) { main.flush(); return; }
-    main.copy(ws.last, 0, ws.x, (rows - 1) * hidden, hidden);
-    main.rmsnorm(ws.last, ws.last, model.finalNorm, 1, hidden, eps);
-    main.matmul(ws.logits, ws.last, model.lmHead, null, 1, hidden, config.vocabSize);
+    // The final norm and the LM head on the last row only.
+    main.matmul(ws.logits, ws.x, model.lmHead, null, 1, hidden, config.vocabSize, false, (rows - 1) * hidden, { weight: model.finalNorm, eps });
   }
 
   /** Copies a group's q, k, v into the packed transfer at word `at`; returns where the next one goes. */

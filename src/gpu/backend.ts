@@ -14,7 +14,7 @@
 // A buffer may not be bound both writable and read-only in one dispatch, so ops whose output
 // aliases an input either use an in-place entry point (rmsnorm, siluMul) or read from a copy.
 import { checkPacked, rowBytes, type PackedMatrix, type WeightDType } from '../model/quant.js';
-import type { AttentionShape, Backend, Compensation, DeviceTensor, StreamingWindow } from '../backend/contract.js';
+import { checkInputNorm, type AttentionShape, type Backend, type Compensation, type DeviceTensor, type InputNorm, type StreamingWindow } from '../backend/contract.js';
 import { checkKvDType, kvRowWords, type KvDType } from '../backend/kv-dtype.js';
 import { ADD_KERNEL, checkKernelCall, evalSize, type KernelDef, type KernelScalars } from '../backend/kernels.js';
 import type { GpuContext } from './context.js';
@@ -301,7 +301,7 @@ export class GpuBackend implements Backend, DeviceSampler {
   }
 
   matmul(out: DeviceTensor, x: DeviceTensor, w: DeviceTensor, bias: DeviceTensor | null,
-    rows: number, inDim: number, outDim: number, accumulate = false, xOffset = 0): void {
+    rows: number, inDim: number, outDim: number, accumulate = false, xOffset = 0, norm: InputNorm | null = null): void {
     const o = asGpu(out, 'matmul out');
     count(rows, 'matmul rows'); count(inDim, 'matmul inDim'); count(outDim, 'matmul outDim'); count(xOffset, 'matmul xOffset');
     need(x, xOffset + rows * inDim, 'matmul x'); need(w, outDim * inDim, 'matmul w'); need(out, rows * outDim, 'matmul out');
@@ -309,15 +309,17 @@ export class GpuBackend implements Backend, DeviceSampler {
     if (rows === 0 || outDim === 0) return;
     const xt = this.distinct(o, asGpu(x, 'matmul x'), xOffset + rows * inDim);
     const bt = bias ? this.distinct(o, asGpu(bias, 'matmul bias'), outDim) : null;
+    if (norm) checkInputNorm(norm, inDim, 'matmul');
+    const nt = norm ? { weight: this.distinct(o, asGpu(norm.weight, 'matmul norm weight'), inDim), eps: norm.eps } : null;
     if (w instanceof GpuRowParts || w instanceof GpuPackedWeight) {
       if (w.cols !== inDim || w.rows !== outDim) throw new RangeError(`matmul: a ${w.rows}×${w.cols} ${w instanceof GpuRowParts ? 'split' : `packed ${w.dtype}`} weight used as ${outDim}×${inDim}`);
-      if (w instanceof GpuPackedWeight) { this.recordMatmul(o, xt, w, bt, rows, inDim, outDim, accumulate, xOffset, outDim, 0); return; }
+      if (w instanceof GpuPackedWeight) { this.recordMatmul(o, xt, w, bt, nt, rows, inDim, outDim, accumulate, xOffset, outDim, 0); return; }
       // One matmul per part, into its columns of out.
-      for (const part of w.parts) this.recordMatmul(o, xt, part.tensor, bt, rows, inDim, part.rows, accumulate, xOffset, outDim, part.row0);
+      for (const part of w.parts) this.recordMatmul(o, xt, part.tensor, bt, nt, rows, inDim, part.rows, accumulate, xOffset, outDim, part.row0);
       return;
     }
     const wt = this.distinct(o, asGpu(w, 'matmul w'), outDim * inDim);
-    this.recordMatmul(o, xt, wt, bt, rows, inDim, outDim, accumulate, xOffset, outDim, 0);
+    this.recordMatmul(o, xt, wt, bt, nt, rows, inDim, outDim, accumulate, xOffset, outDim, 0);
   }
 
   /**
@@ -325,19 +327,22 @@ export class GpuBackend implements Backend, DeviceSampler {
    * weights run wgsl/matmul.wgsl, packed ones wgsl/matmul_packed.wgsl (same parameters, plus rowBytes).
    * The decode GEMV (rows == 1) runs the `_subgroup` variant of either when the device has
    * `subgroups`, and f16 weights (inDim % 4 == 0) read halves natively (matmul_f16*.wgsl) when it
-   * has `shader-f16`; all share lib/gemv8.wgsl and dispatch 8 output rows per workgroup.
+   * has `shader-f16`; all share lib/gemv8.wgsl and dispatch 8 output rows per workgroup. With `norm`
+   * every variant folds the RMSNorm into its loads (lib/matmul_norm.wgsl).
    */
-  private recordMatmul(o: GpuTensor, xt: GpuTensor, wt: GpuTensor | GpuPackedWeight, bt: GpuTensor | null, rows: number, inDim: number,
+  private recordMatmul(o: GpuTensor, xt: GpuTensor, wt: GpuTensor | GpuPackedWeight, bt: GpuTensor | null,
+    norm: { weight: GpuTensor; eps: number } | null, rows: number, inDim: number,
     outDim: number, accumulate: boolean, xOffset: number, outStride: number, outCol: number): void {
     const block = uniformBlock(48);
     const tilesN = Math.ceil(outDim / GEMM_TILE);
-    block.u32.set([rows, inDim, outDim, xOffset, (bt ? 1 : 0) | (accumulate ? 2 : 0), tilesN, outStride, outCol]);
+    block.u32.set([rows, inDim, outDim, xOffset, (bt ? 1 : 0) | (accumulate ? 2 : 0) | (norm ? 4 : 0), tilesN, outStride, outCol]);
     const packed = wt instanceof GpuPackedWeight;
     if (packed) block.u32[8] = wt.rowBytes;
+    if (norm) block.f32[9] = norm.eps;
     const [shader, constants] = packed
       ? ['matmul_packed', { FORMAT: PACKED_FORMAT[wt.dtype] }]
       : ['matmul', { VEC4: inDim % 4 === 0 && xOffset % 4 === 0 ? 1 : 0 }];
-    const buffers = [xt.buffer, wt.buffer, bt ? bt.buffer : this.dummy, o.buffer];
+    const buffers = [xt.buffer, wt.buffer, bt ? bt.buffer : this.dummy, o.buffer, norm ? norm.weight.buffer : this.dummy];
     if (rows === 1) {
       const [gemv, gemvConstants] = packed && wt.dtype === 'f16' && this.ctx.shaderF16 && inDim % 4 === 0
         ? [this.ctx.subgroups ? 'matmul_f16_subgroup' : 'matmul_f16', undefined]

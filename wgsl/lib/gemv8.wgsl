@@ -6,7 +6,7 @@
 // lib/gemv8_workgroup.wgsl: workgroup memory). The including shader defines, before including this:
 //   gemvX4(k) -> vec4<f32>     x[k .. k + 3] of the one input row (zeros past inDim)
 //   gemvW4(o, k) -> vec4<f32>  W[o][k .. k + 3] (zeros past inDim; called only for o < outDim)
-// and includes lib/matmul_params.wgsl (p, finish) and one gemv8Reduce. Same parameters and row-part
+// and includes lib/matmul_params.wgsl (p, finish, the folded norm) and one gemv8Reduce. Same parameters and row-part
 // convention (outCol) as matmul.wgsl's gemv, and the same 8 rows per workgroup, folded into y.
 
 const GEMV8_ROWS: u32 = 8u;
@@ -17,15 +17,28 @@ fn gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_index) li: u32) {
   let o0 = (wid.y * nwg.x + wid.x) * GEMV8_ROWS;
   let n = min(GEMV8_ROWS, max(p.outDim, o0) - o0);
+  let norm = normOn();
   var lo = vec4<f32>(0.0);
   var hi = vec4<f32>(0.0);
+  var sumSquares = 0.0;
   for (var k = 4u * li; k < p.inDim; k += 4u * GEMV8_THREADS) {
-    let xv = gemvX4(k);
+    var xv = gemvX4(k);
+    if (norm) {
+      sumSquares += dot(xv, xv);
+      xv *= normWeight4(k);
+    }
     var s = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
     for (var r = 0u; r < n; r++) { s[r] = dot(xv, gemvW4(o0 + r, k)); }
     lo += vec4<f32>(s[0], s[1], s[2], s[3]);
     hi += vec4<f32>(s[4], s[5], s[6], s[7]);
   }
+  // The folded norm's scale: the workgroup's sum of squares, reduced like the rows' sums (the
+  // barrier lets the second reduction reuse the workgroup memory).
+  var scale = 1.0;
+  if (norm) {
+    scale = normScale(gemv8Reduce(vec4<f32>(sumSquares), vec4<f32>(sumSquares), li));
+    workgroupBarrier();
+  }
   let total = gemv8Reduce(lo, hi, li);
-  if (li < n) { finish(p.outCol + o0 + li, o0 + li, total); }
+  if (li < n) { finish(p.outCol + o0 + li, o0 + li, total * scale); }
 }

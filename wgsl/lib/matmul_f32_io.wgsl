@@ -6,7 +6,7 @@
 @group(0) @binding(1) var<storage, read> w: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
-@group(0) @binding(4) var<uniform> p: Params;
+@group(0) @binding(5) var<uniform> p: Params;
 
 // inDim % 4 == 0 and xOffset % 4 == 0: whole-vec4 loads.
 override VEC4: bool = false;

@@ -1,12 +1,13 @@
-// The uniform block and the output step shared by the matmul shaders (matmul*.wgsl). The including
-// shader declares `bias: array<f32>`, `out: array<f32>` (read_write) and `p: Params`.
+// The uniform block, the folded input norm (lib/matmul_norm.wgsl) and the output step shared by the
+// matmul shaders (matmul*.wgsl). The including shader declares `bias: array<f32>`, `out: array<f32>`
+// (read_write) and `p: Params` (bindings 2, 3 and 5; the norm weight is binding 4).
 
 struct Params {
   rows: u32,
   inDim: u32,
   outDim: u32,
   xOffset: u32,
-  // bit 0: add bias; bit 1: accumulate into out.
+  // bit 0: add bias; bit 1: accumulate into out; bit 2: RMS-normalise x first (lib/matmul_norm.wgsl).
   flags: u32,
   // gemm: number of 64-wide tiles along outDim.
   tilesN: u32,
@@ -15,7 +16,11 @@ struct Params {
   outCol: u32,
   // Packed weights: bytes of one packed row of W (whole blocks); unused for f32.
   rowBytes: u32,
+  // The folded norm's epsilon (bit 2).
+  normEps: f32,
 }
+
+#include "lib/matmul_norm.wgsl"
 
 fn finish(index: u32, o: u32, sum: f32) {
   var v = sum;
