@@ -1,13 +1,47 @@
 // WGSL has no include directive: a shader line `#include "lib/NAME.wgsl"` is replaced by that file
-// (relative to wgsl/) when the build embeds the shaders. Each file is included at most once per
+// (wgsl/lib/NAME.wgsl) when the build embeds the shaders. Each file is included at most once per
 // shader (a second include of it, e.g. through two helpers that both need it, is dropped), so helpers
 // may include what they use. A missing file or an include cycle is an error naming the chain.
 
 const INCLUDE = /^[ \t]*#include[ \t]+"([^"]+)"[ \t]*$/;
 
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+/**
+ * The shaders and where they live, relative to the repository root: the model's and the shared KV
+ * storage kernels directly in wgsl/, each KV method's own in its folder (src/kv/METHOD/*.wgsl). A
+ * shader is named by its file name without .wgsl; two files of one name are an error.
+ * @param {string} root
+ * @returns {Array<{ name: string, path: string }>}
+ */
+export function shaderFiles(root) {
+  const dirs = ['wgsl', ...readdirSync(join(root, 'src/kv'), { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => `src/kv/${e.name}`)];
+  const found = new Map();
+  for (const dir of dirs) {
+    for (const file of readdirSync(join(root, dir)).filter((f) => f.endsWith('.wgsl')).sort()) {
+      const name = file.replace(/\.wgsl$/, ''), path = `${dir}/${file}`;
+      if (found.has(name)) throw new Error(`two WGSL shaders named ${name}: ${found.get(name)} and ${path}`);
+      found.set(name, path);
+    }
+  }
+  return [...found].map(([name, path]) => ({ name, path })).sort((a, b) => a.name.localeCompare(b.name));
+}
+
+/**
+ * Every shader's source with its includes expanded, by name: a shader's path is relative to root,
+ * its includes (lib/…) to wgsl/.
+ * @param {string} root
+ * @returns {Record<string, string>}
+ */
+export function buildShaders(root) {
+  const read = (path) => { try { return readFileSync(join(root, path.startsWith('lib/') ? 'wgsl' : '', path), 'utf8'); } catch { return null; } };
+  return Object.fromEntries(shaderFiles(root).map(({ name, path }) => [name, expandIncludes(path, read)]));
+}
+
 /**
  * `name`'s source with its includes expanded. `read(path)` returns a file's text, or null when there
- * is none; paths are relative to the shader directory.
+ * is none (for `name` itself and for the include paths, lib/…).
  * @param {string} name
  * @param {(path: string) => string | null} read
  * @returns {string}

@@ -1,4 +1,4 @@
-// Locret's WGSL scoring kernel (wgsl/locret_score.wgsl via src/kv/locret/gpu.ts) against the
+// Locret's WGSL scoring kernel (src/kv/locret/locret_score.wgsl via src/kv/locret/gpu.ts) against the
 // TypeScript reference forward in float64, on odd shapes (head_dim 5 with GQA 6/3, one query head
 // of head_dim 1, hidden above the 64-thread workgroup, the bundled model's shape), q/k/v rows read
 // in place from separate padded buffers at offsets, and the bad inputs the host refuses. (A dispatch

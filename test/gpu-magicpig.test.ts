@@ -1,4 +1,4 @@
-// MagicPIG's WGSL SimHash kernel (wgsl/simhash.wgsl) against the float64 reference and the WASM
+// MagicPIG's WGSL SimHash kernel (src/kv/magicpig/simhash.wgsl) against the float64 reference and the WASM
 // kernel: codes bit for bit, centered (keys) and not (queries), on odd shapes (d = 37, L not a
 // multiple of 8, K = 16, strided rows of a [rows][heads][d] tensor). Inputs are multiples of 1/16,
 // so every projection is exact in f32 and the signs cannot depend on summation order or fma.

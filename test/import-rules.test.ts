@@ -13,7 +13,8 @@ const SRC = join(ROOT, 'src');
 function sources(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
     const p = join(dir, e.name);
-    return e.isDirectory() ? sources(p) : e.name.endsWith('.ts') ? [p] : [];
+    // *.as.ts are AssemblyScript kernels (compiled into the WASM module, never imported by TypeScript).
+    return e.isDirectory() ? sources(p) : e.name.endsWith('.ts') && !e.name.endsWith('.as.ts') ? [p] : [];
   });
 }
 

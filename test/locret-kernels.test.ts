@@ -1,4 +1,4 @@
-// Locret's retaining-head scores in WASM SIMD (assembly/locret.ts via src/kv/locret/cpu.ts) against
+// Locret's retaining-head scores in WASM SIMD (src/kv/locret/locret.as.ts via src/kv/locret/cpu.ts) against
 // the TypeScript reference forward run in float64, on odd shapes: head_dim 5 with GQA 6/3, one
 // query head of head_dim 1, the bundled model's shape, token counts around the kernel's 64-row
 // tile, strided q/k/v rows, and the bad inputs the host refuses.

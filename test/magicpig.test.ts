@@ -1,4 +1,4 @@
-// MagicPIG's WASM kernels (assembly/magicpig.ts through src/kv/magicpig/cpu.ts) against the float64
+// MagicPIG's WASM kernels (src/kv/magicpig/magicpig.as.ts through src/kv/magicpig/cpu.ts) against the float64
 // reference of the estimator (src/kv/magicpig/reference.ts).
 // - Codes: bit for bit. Inputs are multiples of 1/16 so every projection is exact in f32 whatever
 //   the summation order (a sign is then never a rounding accident); odd d (37), K·L not a multiple

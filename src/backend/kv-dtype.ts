@@ -1,5 +1,5 @@
 // Storage types of the full (retrieval-head) KV caches, their exact row layout, and the reference
-// quantizers the kernels (assembly/attention.ts, wgsl/kv_cache.wgsl) must match bit for bit.
+// quantizers the kernels (src/kv/full/attention.as.ts, wgsl/kv_cache.wgsl) must match bit for bit.
 //
 // A cache holds one row per (KV head, position), head-major like the f32 cache, each row a whole
 // number of 32-bit words so that caches are plain word tensors on both devices (copy, grow, read):
@@ -15,7 +15,7 @@ import { f16ToF32, f32ToF16 } from '../model/quant.js';
 export type KvDType = 'f32' | 'f16' | 'int8';
 export const KV_DTYPES: readonly KvDType[] = ['f32', 'f16', 'int8'];
 
-/** The kernels' id of a type (assembly/attention.ts, wgsl KV_DTYPE). */
+/** The kernels' id of a type (src/kv/full/attention.as.ts, wgsl KV_DTYPE). */
 export const KV_DTYPE_ID: Record<KvDType, number> = { f32: 0, f16: 1, int8: 2 };
 
 export function isKvDType(s: unknown): s is KvDType {

@@ -1,5 +1,5 @@
 // Host side of the attention kernels: KV cache writes (wgsl/kv_cache.wgsl), retrieval-head
-// attention split over the sequence with a log-sum-exp merge (wgsl/attention.wgsl +
+// attention split over the sequence with a log-sum-exp merge (src/kv/full/attention.wgsl +
 // attention_combine.wgsl), and streaming-head attention over ring + chunk (streaming_attention.wgsl).
 import { checkHeadMaps, type AttentionShape, type HeadMaps, type StreamingWindow } from '../backend/contract.js';
 import type { GpuContext } from './context.js';

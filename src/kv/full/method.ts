@@ -1,7 +1,7 @@
 // Full attention: every position of every KV head kept, in the session's KV dtype (f32, f16 or int8;
 // row layout in src/backend/kv-dtype.ts). Kernels: Backend.kvAppend and Backend.attention
-// (assembly/attention.ts, assembly/kv_dtype.ts; wgsl/kv_cache.wgsl, wgsl/attention.wgsl,
-// wgsl/attention_combine.wgsl).
+// (attention.as.ts, attention.wgsl and attention_combine.wgsl beside this file; the shared row
+// stores assembly/kv_dtype.ts and wgsl/kv_cache.wgsl).
 //
 // Layout: K and V caches, head-major [numKvHeads][capacity] rows of kvRowWords(headDim, dtype) words.
 // With decoupled heads (a DHA layer, shape.maps) the V cache has its own head count, [numValueHeads][capacity],

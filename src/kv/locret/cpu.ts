@@ -1,4 +1,4 @@
-// Retaining-head scores on the CPU: the host side of assembly/locret.ts. A LocretScorerCpu holds
+// Retaining-head scores on the CPU: the host side of src/kv/locret/locret.as.ts. A LocretScorerCpu holds
 // every layer's fc1/fc2 in a kernel instance's WebAssembly memory (its own, or one lent by a
 // backend) and scores tokens from their pre-RoPE q, k, v rows as the model's projections lay them
 // out ([rows][heads·hd] and [rows][kvHeads·hd], or any row stride).
@@ -6,7 +6,7 @@ import { WasmHeap } from '../../cpu/memory.js';
 import { instantiateKernels, type KernelExports } from '../../cpu/wasm.js';
 import type { RetainingHeadShape, RetainingHeads } from './retaining-heads.js';
 
-/** The exports of assembly/locret.ts (byte addresses into the kernel memory). */
+/** The exports of src/kv/locret/locret.as.ts (byte addresses into the kernel memory). */
 interface LocretExports {
   locretScratchFloats(hidden: number): number;
   locretScores(scores: number, q: number, qStride: number, k: number, kStride: number, v: number, vStride: number,

@@ -1,4 +1,4 @@
-// Retaining-head scores on a WebGPU device (wgsl/locret_score.wgsl): one layer's head over n tokens
+// Retaining-head scores on a WebGPU device (src/kv/locret/locret_score.wgsl): one layer's head over n tokens
 // whose pre-RoPE q, k, v rows sit in device buffers at any offset and row stride (the model's own
 // projection tensors), scores [n][outDim] written to a device buffer.
 import type { GpuContext } from '../../gpu/context.js';

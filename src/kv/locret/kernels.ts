@@ -1,8 +1,8 @@
 // Locret's scoring kernel reached by name (Backend.run, src/backend/kernels.ts): the retaining head
 //   scores[t] = fc2 · silu(fc1 · [q_t; k_t; v_t])      fc1 [hidden][qd + 2·kvd], fc2 [outDim][hidden]
 // of n tokens whose pre-RoPE q, k, v rows sit in tensors at float offsets and row strides of their
-// own (they may be one tensor). The same declaration runs assembly/locret.ts's export on the CPU
-// (in a Web Worker too) and wgsl/locret_score.wgsl on the GPU.
+// own (they may be one tensor). The same declaration runs src/kv/locret/locret.as.ts's export on the CPU
+// (in a Web Worker too) and src/kv/locret/locret_score.wgsl on the GPU.
 import type { Backend, DeviceTensor } from '../../backend/contract.js';
 import type { KernelDef } from '../../backend/kernels.js';
 

@@ -1,4 +1,4 @@
-// MagicPIG on the CPU: the host side of assembly/magicpig.ts. A MagicPigCpu holds the hyperplanes
+// MagicPIG on the CPU: the host side of src/kv/magicpig/magicpig.as.ts. A MagicPigCpu holds the hyperplanes
 // in a kernel instance's WebAssembly memory; a MagicPigHead is one offloaded KV head: its keys,
 // values, centered-key norms and SimHash codes, appended in rows, attended by a GQA group of queries.
 // Single-threaded for now (worker threads over KV heads are a later step).
@@ -6,7 +6,7 @@
 // Memory layout of a head (blocks of the kernel memory, `capacity` rows each):
 //   keys, values [capacity][d] f32 (keys as given, not centered); norms [capacity] f32 = |k − k̄|;
 //   codes [capacity][cs] u16 with cs = codeStride(L) (table ℓ in column ℓ, columns ≥ L zero);
-//   with bucket tables: order [L][capacity] i32 and start [L][2^K + 1] i32 (assembly/magicpig.ts),
+//   with bucket tables: order [L][capacity] i32 and start [L][2^K + 1] i32 (src/kv/magicpig/magicpig.as.ts),
 //   rebuilt at the first attend after an append (MagicPIG builds them once, after prefill).
 // The key mean k̄ is fixed by setMean before the first append (MagicPIG: the mean of the prefill's
 // offloaded keys); codes and norms are of k − k̄.
@@ -14,7 +14,7 @@ import { WasmHeap } from '../../cpu/memory.js';
 import { instantiateKernels, type KernelExports } from '../../cpu/wasm.js';
 import { checkLshParams, codeStride, type LshParams } from './params.js';
 
-/** The exports of assembly/magicpig.ts (byte addresses into the kernel memory). */
+/** The exports of src/kv/magicpig/magicpig.as.ts (byte addresses into the kernel memory). */
 export interface MagicPigExports {
   simhashScratchFloats(K: number, L: number, d: number): number;
   simhashCodes(codes: number, norms: number, x: number, n: number, d: number, stride: number, center: number,

@@ -1,4 +1,4 @@
-// MagicPIG SimHash codes on a WebGPU device (wgsl/simhash.wgsl): the main device hashes the query
+// MagicPIG SimHash codes on a WebGPU device (src/kv/magicpig/simhash.wgsl): the main device hashes the query
 // each step and the keys as they are appended (centered by the offloaded keys' mean), and the codes
 // go to the CPU side (cpu.ts) in its layout, [n][cs] u16 (cs = codeStride(L)).
 import type { GpuContext } from '../../gpu/context.js';

@@ -7,7 +7,7 @@
 // Chunks: a chunk of more than one row (prefill) attends exactly over every position, with the
 // full method's WASM attention kernel on the host copy; MagicPIG's prefill is exact too. A chunk
 // of one row (decode) is sampled: static partial softmax (exact, float64 on the host) ⊕ sampled
-// partial (magicpigAttend, assembly/magicpig.ts), merged by log-sum-exp.
+// partial (magicpigAttend, src/kv/magicpig/magicpig.as.ts), merged by log-sum-exp.
 //
 // The key mean k̄ (MagicPIG centers keys before hashing) is fixed per KV head at the first decode
 // step that has offloaded keys: the mean of the keys offloaded then (after a prefill, the

@@ -1,8 +1,8 @@
 // DuoAttention's streaming heads: the first `sink` positions and a ring of the last `recent`, with
 // RazorAttention's optional compensation token (the sums of the keys and values the ring evicted).
-// Kernels: Backend.streamingAttention and Backend.ringAppend (assembly/streaming.ts;
-// wgsl/streaming_attention.wgsl, wgsl/streaming_compensation.wgsl); the ring's slot layout and the
-// compensation semantics are in src/backend/contract.ts.
+// Kernels: Backend.streamingAttention and Backend.ringAppend (streaming.as.ts,
+// streaming_attention.wgsl and streaming_compensation.wgsl beside this file); the ring's slot
+// layout and the compensation semantics are in src/backend/contract.ts.
 //
 // Layout: K and V rings, head-major [numKvHeads][sink + recent] rows of the session's KV dtype (the
 // full caches' row format, src/backend/kv-dtype.ts; fewer slots while the capacity is shorter, see

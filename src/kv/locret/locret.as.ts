@@ -4,8 +4,8 @@
 // caller's projections are read where they are instead of being concatenated. fc1's columns split
 // into the q, k and v blocks, so fc1 · x is three GEMMs on column slices of fc1 (row stride inDim).
 // Tokens go in tiles of TILE rows: the hidden activations of one tile are the scratch.
-import { gemmAdd, gemmSet } from './matmul';
-import { expv, exps } from './simd';
+import { gemmAdd, gemmSet } from '../../../assembly/matmul';
+import { expv, exps } from '../../../assembly/simd';
 
 const TILE: i32 = 64;
 

@@ -1,5 +1,5 @@
 // Attention over a full (head-major) KV cache with causal masking, and the shared machinery that
-// the streaming kernel (streaming.ts) also uses.
+// the streaming kernel (../streaming/streaming.as.ts) also uses.
 //
 // Work is organised per KV head and per tile of query rows: the tile's query vectors (tileRows
 // rows × the group's query heads, GQA) are gathered into scratch pre-multiplied by the scale, then
@@ -23,9 +23,9 @@
 // A full cache stored as f16 or int8 (kv_dtype.ts) is decoded one block of BLOCK keys at a time
 // into f32 scratch (kvDecodeScratchFloats) and the block then runs through the same f32 machinery:
 // the cache is read once per tile, as packed bytes.
-import { gemmSet } from './matmul';
-import { expv, exps, hmax, touchPair } from './simd';
-import { KV_F32, decodeRows, encodeRow, kvRowBytes } from './kv_dtype';
+import { gemmSet } from '../../../assembly/matmul';
+import { expv, exps, hmax, touchPair } from '../../../assembly/simd';
+import { KV_F32, decodeRows, encodeRow, kvRowBytes } from '../../../assembly/kv_dtype';
 
 /** Keys per block. Multiple of 4. */
 const BLOCK: i32 = 64;

@@ -16,8 +16,8 @@
 // popcount of the lane mask: n·cs/8 compares per query, no extra memory) or, with tables, by
 // walking the query's L buckets with a u8 counter per key that lists the key at its second hit
 // (cost ∝ the buckets' sizes, about L·n/2^K).
-import { gemmSet } from './matmul';
-import { expv, exps } from './simd';
+import { gemmSet } from '../../../assembly/matmul';
+import { expv, exps } from '../../../assembly/simd';
 
 /** Rows hashed per gemmSet (the planes are read once per tile). */
 const TILE: i32 = 16;

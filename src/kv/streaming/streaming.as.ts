@@ -18,8 +18,8 @@
 // chunk's k / v already rounded to the stored values (roundRows), so every key, value and
 // compensation term is the value as stored, whichever chunk it arrived in. The compensation sums
 // stay f32 and add those stored (decoded) values.
-import { attentionScratchFloats, beginTile, endTile, extraKey, segment, setupScratch } from './attention';
-import { KV_F32, decodeRows, encodeRow, kvRowBytes } from './kv_dtype';
+import { attentionScratchFloats, beginTile, endTile, extraKey, segment, setupScratch } from '../full/attention.as';
+import { KV_F32, decodeRows, encodeRow, kvRowBytes } from '../../../assembly/kv_dtype';
 
 /**
  * Ring positions [p0, p1) (all non-sink). Where the slots wrap, the later positions (from slot
