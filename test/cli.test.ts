@@ -152,6 +152,27 @@ if (PUBLISHED) test('memory projects full vs DuoAttention bytes with a published
   assert.match(table.stdout, /full attention\s+128.00 GiB/);
 });
 
+test('memory --gpu-budget: the largest context within the budget, full attention against the heads given; bad sizes and flag mixes refused', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'duet-fit-'));
+  const cfg = join(dir, 'config.json');
+  writeFileSync(cfg, JSON.stringify({ model_type: 'llama', hidden_size: 4096, intermediate_size: 14336, num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: 8, vocab_size: 128256, max_position_embeddings: 1048576 }));
+  const r = await duet('memory', '--config', cfg, '--streaming-only', '--sink', '4', '--recent', '60', '--gpu-budget', '16GiB', '--kv-dtype', 'f16', '--json');
+  assert.is(r.code, 0, r.stderr);
+  const m = JSON.parse(r.stdout);
+  assert.equal(m.full, { tokens: 131072, gpu_bytes: 2 ** 34, cpu_bytes: 0, limit: 'GPU budget (16.00 GiB)' });
+  assert.equal([m.configured.tokens, m.configured.gpu_bytes, m.configured.limit], [1048576, 0, 'max context (1048576)']);
+  assert.is(m.gpu_budget_bytes, 2 ** 34);
+  const text = await duet('memory', '--config', cfg, '--gpu-budget', '512MiB', '--max-context', '4096');
+  assert.is(text.code, 0, text.stderr);
+  assert.match(text.stdout, /full attention: 2048 tokens \(GPU 512.00 MiB, CPU 0 B\); stopped by GPU budget \(512.00 MiB\)/);
+  for (const [args, why] of [[['--gpu-budget', '16GB'], /--gpu-budget: expected a size such as 16GiB/], [['--gpu-budget', '1GiB', '--context', '8'], /--gpu-budget searches the context itself; drop --context/],
+    [['--max-context', '8', '--context', '8'], /--max-context goes with --gpu-budget/]] as const) {
+    const bad = await duet('memory', '--config', cfg, ...args);
+    assert.is(bad.code === 0, false, `${args.join(' ')}: ${bad.stderr}`);
+    assert.match(bad.stderr, why);
+  }
+});
+
 test('generate --passkey on the bundled model: a passkey prompt, the recall verdict and the KV saving', async () => {
   const bundled = new URL('../fixtures/duet-passkey', import.meta.url).pathname;
   const r = await duet('generate', '--model', bundled, '--pattern', `${bundled}-pattern`, '--sparsity', '0.5', '--passkey', '512',

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Engine } from '../src/engine/engine.ts';
 import { CPU_PLAN_LIMIT, maxCpuContext, placedWeightBytes, planMemory, type PlacementShape } from '../src/engine/memory-plan.ts';
-import { kvMemory } from '../src/api/memory.ts';
+import { kvMemory, largestContext } from '../src/api/memory.ts';
 import { formatBytes } from '../src/attention/memory.ts';
 import { parseModelConfig } from '../src/model/config.ts';
 import type { ModelWeights } from '../src/model/weights.ts';
@@ -90,15 +90,15 @@ test('contextLength: refused when asked for and its KV cache cannot fit; the def
   await writeCheckpoint(dir, { layers: 2, hidden: 64, heads: 4, kvHeads: 2, intermediate: 96, vocab: 301, maxPositions: 2 ** 24 });
   let err: Error | null = null;
   try { await loadModel(dir, { device: 'cpu', threads: 1, contextLength: 2 ** 24 }); } catch (e) { err = e as Error; }
-  assert.is(err?.message, "contextLength 16777216: the model needs 8.00 GiB (weights 0.00 GiB, KV cache 8.00 GiB, activations 0.00 GiB) of the CPU backend's WebAssembly memory, more than wasm32's 4 GiB allows (64 MiB kept for the kernels); at most 8254445 tokens fit");
+  assert.is(err?.message, "contextLength 16777216: the model needs 8.00 GiB (weights 0.00 GiB, KV cache 8.00 GiB, activations 0.00 GiB) of the CPU backend's WebAssembly memory, more than wasm32's 4 GiB allows (64 MiB kept for the kernels); at most 8254958 tokens fit");
 
   const notices: string[] = [];
   const model = await loadModel(dir, { device: 'cpu', threads: 1, notice: (m) => notices.push(m) });
   try {
     const n = model.info.contextLength;
-    assert.is(n, 8254445);
+    assert.is(n, 8254958);
     assert.equal(notices.filter((m) => m.startsWith('context length')), [
-      "context length 8254445 tokens, not the model's max_position_embeddings 16777216: a KV cache for all of them would need 8.00 GiB (weights 0.00 GiB, KV cache 8.00 GiB, activations 0.00 GiB) of WebAssembly memory (4 GiB); choose with the contextLength option",
+      "context length 8254958 tokens, not the model's max_position_embeddings 16777216: a KV cache for all of them would need 8.00 GiB (weights 0.00 GiB, KV cache 8.00 GiB, activations 0.00 GiB) of WebAssembly memory (4 GiB); choose with the contextLength option",
     ]);
     // It is the largest context whose plan fits.
     const config = model.info.config;
@@ -134,6 +134,39 @@ test('host memory: a checkpoint whose loaded weights exceed hostBytes is refused
     const name = files.gguf === undefined ? dir : gguf;
     assert.is(err?.message, `${name}: its weights need ${formatBytes(held)} (${held} bytes) of host memory loaded ${as}, more than the ${formatBytes(held - 1)} this machine has; store them smaller (weights 'q4_0' or 'q4_k')`);
   }
+});
+
+test('largestContext: the largest context whose GPU KV bytes fit the budget, exact, and what stops it', () => {
+  const c = parseModelConfig(LLAMA3_8B);
+  const GiB = 2 ** 30;
+  // llama-3-8b: 32 layers × 8 KV heads × 128 × 2 (K, V) × 2 bytes (f16) = 128 KiB per token.
+  const f16 = largestContext(c, { kvDtype: 'f16' }, 16 * GiB, 2 ** 20);
+  assert.equal(f16.full, { tokens: 131072, gpuBytes: 16 * GiB, cpuBytes: 0, limit: 'GPU budget (16.00 GiB)' });
+  assert.equal(f16.configured, f16.full, 'no heads given: full attention');
+  // Against kvMemory itself, on budgets that fall between token boundaries and with streaming heads on the CPU.
+  const kinds = Array.from({ length: 32 }, (_, l) => Array.from({ length: 8 }, (_, h) => (l + h) % 3 !== 0));
+  const pattern = { kinds, window: { sink: 4, recent: 60 } };
+  for (const budget of [1, 3 * 2 ** 20 + 17, 5 * GiB + 12345]) {
+    for (const o of [{}, { methods: kinds.map((row) => row.map((s) => (s ? 'streaming' : 'full'))), window: pattern.window }]) {
+      const fit = largestContext(c, o, budget, 2 ** 20).configured;
+      const gpu = (context: number) => kvMemory(c, { ...o, context }).gpu_bytes;
+      if (fit.tokens > 0) assert.ok(gpu(fit.tokens) <= budget && fit.gpuBytes === gpu(fit.tokens), `fits at ${fit.tokens}`);
+      assert.ok(gpu(fit.tokens + 1) > budget, `${budget}: ${fit.tokens + 1} tokens must not fit`);
+      assert.match(fit.limit, /^GPU budget/);
+    }
+  }
+  // Nothing on the GPU (every head streaming, split): the search cap stops it.
+  const rings = largestContext(c, { streamingOnly: true, window: { sink: 4, recent: 60 } }, GiB, 2 ** 20).configured;
+  assert.equal([rings.tokens, rings.gpuBytes, rings.limit], [2 ** 20, 0, 'max context (1048576)']);
+  // MagicPIG offload: the GPU holds nothing of the offloaded heads; a layer's host store (one
+  // WebAssembly memory) stops it, and the refusal says so.
+  const off = largestContext(c, { offload: true }, 16 * GiB, 2 ** 20).configured;
+  assert.ok(off.tokens > 65536 && off.tokens < 2 ** 20, `offload: ${off.tokens}`);
+  assert.not.throws(() => kvMemory(c, { offload: true, context: off.tokens }));
+  assert.throws(() => kvMemory(c, { offload: true, context: off.tokens + 1 }), /offloaded store/);
+  assert.match(off.limit, /^magicpig: layer 0's offloaded store .* more than one WebAssembly memory holds/);
+  assert.throws(() => largestContext(c, {}, 0, 10), /gpuBudget must be a positive number of bytes \(got 0\)/);
+  assert.throws(() => largestContext(c, {}, GiB, 0), /maxContext must be a positive integer \(got 0\)/);
 });
 
 test.run();

@@ -1,7 +1,7 @@
 // KV-cache memory of a model (its config.json) under some heads at a context length: full attention
 // against DuoAttention, per device with the split placement, with the model's own sliding window
 // applied as the engine applies it. No weights needed.
-import { projectKvMemory, type MemoryProjection, type MethodProjection } from '../attention/memory.js';
+import { formatBytes, projectKvMemory, type MemoryProjection, type MethodProjection } from '../attention/memory.js';
 import { applySlidingWindow } from '../attention/sliding-window.js';
 import { DuetError } from '../errors.js';
 import { kvDTypeOption } from '../engine/kv-dtype.js';
@@ -83,4 +83,53 @@ function projectDhaMemory(config: ModelConfig, kinds: HeadKinds, context: number
     retrieval_heads: duo.heads.full ?? 0, streaming_heads: duo.heads.streaming ?? 0, locret_heads: 0,
     method_bytes: duo.byMethod,
   };
+}
+
+/** How far a configuration's context goes within a GPU budget for its KV cache (largestContext). */
+export interface ContextFit {
+  /** The largest context ≤ maxContext whose KV bytes on the GPU fit the budget (0: not one token). */
+  tokens: number;
+  /** GPU KV bytes at that context (0 when tokens is 0). */
+  gpuBytes: number;
+  /** Host KV bytes at that context (streaming rings with split, offloaded stores). */
+  cpuBytes: number;
+  /** What stops it there: the GPU budget, maxContext, or why the next context is refused (e.g. an offloaded store over one WebAssembly memory). */
+  limit: string;
+}
+
+/**
+ * The largest context at which the KV cache `o` describes keeps at most `gpuBudgetBytes` on the GPU
+ * (split placement: streaming rings and offloaded stores are host memory), searched up to
+ * `maxContext` tokens; `full` is the same for full attention in the same KV dtype. Exact: every
+ * probe is kvMemory's projection (the bytes a session allocates), and GPU bytes grow with context.
+ */
+export function largestContext(config: ModelConfig, o: Omit<KvMemoryOptions, 'context'>, gpuBudgetBytes: number, maxContext: number): { full: ContextFit; configured: ContextFit } {
+  if (!(Number.isFinite(gpuBudgetBytes) && gpuBudgetBytes > 0)) throw new DuetError('gpuBudget', `must be a positive number of bytes (got ${gpuBudgetBytes})`);
+  if (!(Number.isInteger(maxContext) && maxContext >= 1)) throw new DuetError('maxContext', `must be a positive integer (got ${maxContext})`);
+  const search = (options: Omit<KvMemoryOptions, 'context'>): ContextFit => {
+    let refusal = '';
+    const probe = (context: number): KvMemory | null => {
+      try {
+        const p = kvMemory(config, { ...options, context });
+        return p.gpu_bytes <= gpuBudgetBytes ? p : null;
+      } catch (e) {
+        if (!(e instanceof RangeError)) throw e; // a refusal of this size (a store limit), not a bad option
+        refusal = e.message;
+        return null;
+      }
+    };
+    let lo = 0, hi = maxContext + 1, best: KvMemory | null = null;
+    while (hi - lo > 1) { // probe(lo) fits (or lo = 0), probe(hi) does not (or hi = maxContext + 1)
+      const mid = Math.floor((lo + hi) / 2), p = probe(mid);
+      if (p) { lo = mid; best = p; } else hi = mid;
+    }
+    let limit = `max context (${maxContext})`;
+    if (lo < maxContext) { // why lo + 1 fails: a refusal, or the budget
+      refusal = '';
+      probe(lo + 1);
+      limit = refusal || `GPU budget (${formatBytes(gpuBudgetBytes)})`;
+    }
+    return { tokens: lo, gpuBytes: best?.gpu_bytes ?? 0, cpuBytes: best?.cpu_bytes ?? 0, limit };
+  };
+  return { full: search({ kvDtype: o.kvDtype }), configured: search(o) };
 }

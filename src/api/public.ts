@@ -16,7 +16,7 @@ export { formatHeadMethods, loadHeadMethods, METHODS_FILE, parseHeadMethods } fr
 export type { HeadMethods } from '../kv/registry.js';
 // Tools programs around a model need: KV projections, the long-context tasks and their scoring, heatmaps.
 export { formatBytes, projectKvMemory, type MemoryProjection } from '../attention/memory.js';
-export { kvMemory, type KvMemory, type KvMemoryOptions } from './memory.js';
+export { kvMemory, largestContext, type ContextFit, type KvMemory, type KvMemoryOptions } from './memory.js';
 export { KV_DTYPES, type KvDType } from '../backend/kv-dtype.js';
 export { parseModelConfig } from '../model/config.js';
 export { fillerStyleFor, taskPrompt } from '../eval/evaluate.js';

@@ -50,6 +50,10 @@ Usage:
               [--offload [K,L] | --topk N|P%] [--dense-layers L0,L1] [--json]
       projected KV-cache memory of full attention vs DuoAttention, Locret, a method per head (kv_methods.tsv)
       or offloading (GPU, CPU and offloaded bytes)
+  duet memory --config config.json [heads as above] --gpu-budget SIZE [--max-context N] [--kv-dtype D] [--json]
+      the largest context whose GPU KV bytes fit SIZE (16GiB, 512MiB, bytes; split placement: rings and
+      offloaded stores are host memory), full attention vs the heads given; --max-context caps the search
+      (default max_position_embeddings)
   duet eval --model DIR [--pattern DIR [--sparsity S]] [--streaming-only] [--random-pattern S --seeds N]
             [--tasks passkey,niah-single,niah-multikey,niah-multivalue,vt] [--lengths 512,1024,2048]
             [--depths 0,0.25,0.5,0.75,1] [--samples N] [--seed S] [--sink N --recent N]

@@ -41,6 +41,15 @@ export function numberOption(value: string | undefined, flag: string): number | 
 }
 
 /** A comma-separated list of numbers, each passing `check` (else an error naming the flag and entry); duplicates dropped. */
+/** A size in bytes: an integer, or a number with KiB, MiB, GiB or TiB (powers of 1,024), e.g. "16GiB". */
+export function bytesOption(value: string | undefined, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(KiB|MiB|GiB|TiB)?\s*$/.exec(value);
+  const bytes = m ? Number(m[1]) * 1024 ** (m[2] ? ['KiB', 'MiB', 'GiB', 'TiB'].indexOf(m[2]) + 1 : 0) : NaN;
+  if (!(bytes >= 1)) throw new Error(`${flag}: expected a size such as 16GiB, 512MiB or a number of bytes (got "${value}")`);
+  return Math.floor(bytes);
+}
+
 export function numberList(value: string, flag: string, check: (n: number) => boolean, what: string): number[] {
   const list = value.split(',').map((s) => {
     const n = numberOption(s.trim(), flag);

@@ -99,7 +99,8 @@ export function planMemory(p: PlacementShape, weightBytes: number, context: numb
   // Per method q, k, v, out for `rows` tokens (Session's GroupBuffers), again on the method's device
   // when that is not the main one, which also holds the packed q|k|v transfer.
   const buffers = (h: { q: number; k: number; v: number }) => 4 * rows * D * (2 * h.q + h.k + h.v);
-  plan[p.main].activations += 4 * (rows * (3 * H + 2 * I) + H + V);
+  // The residual stream x, gate and up for `rows` tokens and one logits row (the norms are folded into the matmuls).
+  plan[p.main].activations += 4 * (rows * (H + 2 * I) + V);
   for (const [method, heads] of most) {
     plan[p.main].activations += buffers(heads);
     if (deviceOf(method) !== p.main) {
