@@ -22,7 +22,8 @@ export interface DuetStatus {
   device: string | null;
   prefillMs: number | null;
   tokensPerSecond: number | null;
-  kv: { gpu: number; cpu: number; full: number } | null;
+  /** offloaded: bytes of offloaded caches (part of cpu); sampled: mean fraction of their keys attended per decode step (null without offloading). */
+  kv: { gpu: number; cpu: number; full: number; offloaded: number; sampled: number | null } | null;
   passkey: { expected: string; found: boolean } | null;
 }
 
@@ -57,6 +58,7 @@ const ui = {
   placement: el<HTMLSelectElement>('placement'),
   device: el<HTMLSelectElement>('device'),
   weights: el<HTMLSelectElement>('weights'),
+  offload: el<HTMLSelectElement>('offload'),
   prompt: el<HTMLTextAreaElement>('prompt'),
   maxTokens: el<HTMLInputElement>('max-tokens'),
   generate: el<HTMLButtonElement>('generate'),
@@ -121,7 +123,7 @@ function setBusy(on: boolean): void {
   busy = on;
   for (const c of [ui.generate, ui.passkey]) c.disabled = on || !loaded;
   for (const c of [ui.modelServed, ui.modelFolderChoice, ui.modelFolder, ui.patternSource, ui.patternFiles, ui.sparsity,
-    ui.placement, ui.device, ui.weights, ui.prompt, ui.maxTokens, ui.passkeyLength, ui.passkeyDepth]) c.disabled = on;
+    ui.placement, ui.device, ui.weights, ui.offload, ui.prompt, ui.maxTokens, ui.passkeyLength, ui.passkeyDepth]) c.disabled = on;
   if (!served) ui.modelServed.disabled = true;
 }
 
@@ -169,7 +171,7 @@ function pageNotice(m: string): void {
 }
 
 /** Loads the model with the given placement and heads (the library reads the files; HTTP ones are cached). */
-async function placeModel(files: ModelFiles, key: string, o: { placement?: Placement; device?: DeviceChoice; pattern?: HeadPattern; sparsity?: number },
+async function placeModel(files: ModelFiles, key: string, o: { placement?: Placement; device?: DeviceChoice; pattern?: HeadPattern; sparsity?: number; offload?: ModelOptions['offload'] },
   onProgress?: (done: number, total: number) => void): Promise<DuetModel> {
   disposeModel();
   const model = await loadModel(files, {
@@ -237,6 +239,13 @@ async function readPattern(): Promise<HeadPattern | null> {
   return parsePattern(await tsv.text(), cfg ? await cfg.text() : null, numLayers, numKvHeads, 'uploaded pattern');
 }
 
+/** The offload choice as loadModel's option: MagicPIG with its defaults, exact TopK at 5%, or none. */
+function offloadChoice(): ModelOptions['offload'] {
+  if (ui.offload.value === 'magicpig') return true;
+  if (ui.offload.value === 'topk') return { topk: { fraction: 0.05 } };
+  return undefined;
+}
+
 function sparsityValue(): number | undefined {
   if (ui.sparsity.value.trim() === '') return undefined;
   return numberInput(ui.sparsity, 'Sparsity', 0, 1, false);
@@ -299,11 +308,11 @@ function disposeModel(): void {
 /** The model placed as the page's settings ask (reloaded from its files when they changed). */
 async function modelFor(placement: Placement, device: DeviceChoice): Promise<DuetModel> {
   const sparsity = sparsityValue();
-  const key = JSON.stringify([modelId, placement, device, ui.weights.value, ui.patternSource.value, pattern?.alphas ?? null, sparsity ?? null]);
+  const key = JSON.stringify([modelId, placement, device, ui.weights.value, ui.offload.value, ui.patternSource.value, pattern?.alphas ?? null, sparsity ?? null]);
   if (loaded!.key === key) return loaded!.model;
   const files = loaded!.files;
   try {
-    return await placeModel(files, key, { placement, device, pattern: pattern ?? undefined, sparsity: pattern ? sparsity : undefined });
+    return await placeModel(files, key, { placement, device, pattern: pattern ?? undefined, sparsity: pattern ? sparsity : undefined, offload: offloadChoice() });
   } catch (e) {
     // Keep the page usable (e.g. packed weights the GPU does not take yet): the model again on the
     // CPU, as it was opened; the next run places it as asked again. The error is the original one.
@@ -325,7 +334,7 @@ function resetResults(): void {
   ui.output.textContent = '';
   ui.passkeyResult.hidden = true;
   for (const id of ['stat-device', 'stat-prompt', 'stat-prefill', 'stat-tokens', 'stat-tps', 'kv-gpu', 'kv-cpu', 'kv-total',
-    'kv-full', 'kv-saving', 'work-gpu', 'work-cpu']) set(id, '–');
+    'kv-full', 'kv-saving', 'kv-offloaded', 'kv-sampled', 'work-gpu', 'work-cpu']) set(id, '–');
 }
 
 async function run(prepare: () => RunSpec): Promise<void> {
@@ -365,7 +374,8 @@ async function run(prepare: () => RunSpec): Promise<void> {
     status.tokensPerSecond = r.timings.decodeMsPerToken > 0 ? 1000 / r.timings.decodeMsPerToken : null;
     const context = Math.min(info.contextLength, spec.ids.length + spec.maxTokens);
     const kv = r.kv, full = kv.fullAttention;
-    status.kv = { gpu: kv.gpu, cpu: kv.cpu, full };
+    const sampled = kv.sampledFraction && kv.sampledFraction.length ? kv.sampledFraction.reduce((a, b) => a + b, 0) / kv.sampledFraction.length : null;
+    status.kv = { gpu: kv.gpu, cpu: kv.cpu, full, offloaded: kv.offloaded, sampled };
     set('stat-prefill', `${r.timings.prefillMs.toFixed(1)} ms (${(spec.ids.length / (r.timings.prefillMs / 1000)).toFixed(0)} tokens/s)`);
     set('stat-tokens', `${r.tokens.length} (${r.stoppedBy === 'eos' ? 'stopped at end-of-sequence' : r.stoppedBy === 'max_tokens' ? 'token limit' : 'context limit'})`);
     set('stat-tps', status.tokensPerSecond ? `${status.tokensPerSecond.toFixed(1)} tokens/s (${r.timings.decodeMsPerToken.toFixed(1)} ms/token)` : '–');
@@ -374,6 +384,8 @@ async function run(prepare: () => RunSpec): Promise<void> {
     const total = kv.retrieval + kv.streaming;
     set('kv-total', formatBytes(total));
     set('kv-full', `${formatBytes(full)} (${context} tokens, f32)`);
+    set('kv-offloaded', kv.offloaded ? formatBytes(kv.offloaded) : 'none');
+    set('kv-sampled', sampled === null ? '–' : `${(100 * sampled).toFixed(1)}% (mean over the decode steps)`);
     set('kv-saving', total <= 0 ? '–' : full >= total ? `${(full / total).toFixed(2)}× less`
       : 'none yet: the context is shorter than the streaming window');
     set('work-gpu', `${status.gpuDispatches}`);

@@ -165,6 +165,44 @@ async function packedWeights(context: BrowserContext, url: string, problems: str
   await page.close();
 }
 
+/**
+ * The offload select (issue 20): the retrieval heads' caches offloaded to the CPU, with MagicPIG's
+ * sampling and with exact TopK at 5%, on the split placement with the served pattern; each run must
+ * finish, report offloaded bytes, and attend a fraction of the offloaded keys (TopK: about 5%).
+ */
+async function offloaded(context: BrowserContext, url: string, problems: string[]): Promise<void> {
+  const page = await context.newPage();
+  watch(page, 'offload', problems);
+  await page.goto(`${url}?seed=${PASSKEY_SEED}`);
+  let s = await waitFor(page, ['ready', 'error'], 120_000);
+  assert.equal(s.state, 'ready', `the page did not get ready: ${s.error}`);
+  await page.selectOption('#placement', 'split');
+  await page.selectOption('#device', 'gpu');
+  await page.selectOption('#pattern-source', 'served');
+  await page.fill('#sparsity', '0.5');
+  await page.fill('#passkey-length', String(PASSKEY_LENGTH));
+  await page.fill('#passkey-depth', '0.5');
+  // TopK attends ceil(5% of the offloaded keys), a little over 5% at these lengths.
+  for (const [choice, most] of [['magicpig', 1], ['topk', 0.055]] as const) {
+    await page.selectOption('#offload', choice);
+    await page.click('#passkey');
+    s = await waitFor(page, ['done', 'error'], 300_000);
+    log(`offload ${choice}: ${s.state}${s.error ? `: ${s.error}` : `, offloaded ${s.kv?.offloaded} bytes, ${((s.kv?.sampled ?? 0) * 100).toFixed(1)}% of their keys per step; text ${JSON.stringify(s.text)}`}`);
+    assert.equal(s.state, 'done', `the ${choice} run failed: ${s.error}`);
+    assert.ok(s.placement === 'split' && s.tokens > 0 && s.gpuDispatches > 0 && s.cpuKernelCalls > 0, JSON.stringify(s));
+    assert.ok(s.kv !== null && s.kv.offloaded > 0 && s.kv.offloaded <= s.kv.cpu, `${choice}: offloaded bytes ${JSON.stringify(s.kv)}`);
+    assert.ok(s.kv!.sampled !== null && s.kv!.sampled > 0 && s.kv!.sampled <= most, `${choice}: fraction attended ${s.kv!.sampled}`);
+    assert.match(await page.textContent('#kv-sampled') ?? '', /% \(mean over the decode steps\)/);
+  }
+  await page.selectOption('#offload', '');
+  await page.click('#passkey');
+  s = await waitFor(page, ['done', 'error'], 300_000);
+  assert.equal(s.state, 'done', `the run without offloading failed: ${s.error}`);
+  assert.ok(s.kv !== null && s.kv.offloaded === 0 && s.kv.sampled === null, `without offloading: ${JSON.stringify(s.kv)}`);
+  assert.equal(await page.textContent('#kv-offloaded'), 'none');
+  await page.close();
+}
+
 /** navigator.gpu hidden: the split placement falls back to the CPU and the page says so. */
 async function noAdapterFallback(context: BrowserContext, url: string, problems: string[]): Promise<void> {
   const page = await context.newPage();
@@ -201,6 +239,7 @@ async function main(): Promise<void> {
     await passkeyInSplit(context, url, problems);
     await noAdapterFallback(context, url, problems);
     await packedWeights(context, url, problems);
+    await offloaded(context, url, problems);
     // The bad-folder case logs its error to the console on purpose; anything else is a problem.
     // Chromium also logs every 404 answer, and the page probes optional files (e.g. a sharded index) with HEAD requests.
     // The q8_0 split run may log the GPU's refusal of q8_0 weights on purpose too.
