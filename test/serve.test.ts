@@ -149,6 +149,25 @@ test('a streamed passkey prompt recalls its key', async () => {
   assert.ok(text.includes(sample.answers[0]), `pass key ${sample.answers[0]} not in ${JSON.stringify(text)}`);
 });
 
+test('--offload: the retrieval heads\' caches offloaded (MagicPIG, and exact TopK), said at start, and a passkey prompt still answered', async () => {
+  const ckpt = await loadCheckpoint(nodeModelFiles(MODEL));
+  const tok = ckpt.tokenizer!;
+  const { sample } = taskPrompt(tok, { kind: 'passkey', length: 512, depth: 0.5, seed: 5, style: fillerStyleFor(tok) });
+  for (const [flags, said] of [[['--offload'], /retrieval heads offloaded \(MagicPIG K \d+ × L \d+/], [['--topk', '5%'], /retrieval heads offloaded \(exact top-5 % keys/]] as const) {
+    const off = await serve(...flags);
+    try {
+      assert.match(off.output(), said);
+      const c = new OpenAI({ baseURL: off.url, apiKey: KEY, maxRetries: 0 });
+      const r = await c.chat.completions.create({ ...greedy, messages: [{ role: 'user', content: sample.prompt }], max_tokens: 16 });
+      const text = r.choices[0].message.content ?? '';
+      assert.ok(text.includes(sample.answers[0]), `${flags.join(' ')}: pass key ${sample.answers[0]} not in ${JSON.stringify(text)}`);
+    } finally {
+      off.child.kill('SIGINT');
+      assert.is(await off.exited, 0, off.output());
+    }
+  }
+});
+
 test('stop strings end the text before them', async () => {
   const free = await client.completions.create({ ...greedy, prompt: 'the pass key is 4', max_tokens: 8 });
   const t = free.choices[0].text;

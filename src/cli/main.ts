@@ -66,6 +66,7 @@ Usage:
       long-context accuracy per task, length and needle depth; JSON rows and SVG heatmaps in --out
   duet serve --model DIR [--pattern DIR [--sparsity S]] [--host 127.0.0.1] [--port 8080] [--api-key KEY]
              [--max-queue N] [--ctx N] [--device D] [--placement P] [--threads N] [--weights W] [--prefill-chunk N]
+             [--offload [K,L] | --topk N|P%] [--dense-layers L0,L1]
       an OpenAI-compatible HTTP server: GET /v1/models, POST /v1/chat/completions and /v1/completions
       (streaming as server-sent events), GET /health
   duet web [--port P] [--model DIR|FILE.gguf] [--pattern DIR]

@@ -3,7 +3,7 @@
 import { parseArgs } from 'node:util';
 import { DuetServer, loadModel } from '../node.js';
 import { modelOptions } from './generate.js';
-import { intOption, locretOptions, patternOptions } from './options.js';
+import { bareOffload, intOption, locretOptions, offloadOptions, patternOptions } from './options.js';
 import { Progress } from './progress.js';
 
 const options = {
@@ -23,10 +23,11 @@ const options = {
   'kv-dtype': { type: 'string' },
   ...patternOptions,
   ...locretOptions,
+  ...offloadOptions,
 } as const;
 
 export async function serveCommand(argv: string[]): Promise<number> {
-  const { values: v } = parseArgs({ args: argv, options, strict: true });
+  const { values: v } = parseArgs({ args: bareOffload(argv), options, strict: true });
   if (!v.model) throw new Error('--model DIR is required');
   const port = intOption(v.port, '--port', 0) ?? 8080;
   if (port > 65535) throw new Error(`--port must be at most 65535 (got ${port})`);
