@@ -128,4 +128,17 @@ test('duet generate --offload --json and duet memory --offload agree; bare --off
   assert.match(message, /--dense-layers goes with --offload/);
 });
 
+test('duet eval --offload: each configuration\'s kv_bytes count the offloaded stores, equal to duet memory --offload', async () => {
+  const e = await cli(['eval', '--model', DIR, '--device', 'cpu', '--tasks', 'passkey', '--lengths', '300', '--depths', '0.5', '--samples', '1',
+    '--pattern', `${DIR}-pattern`, '--sparsity', '0.5', '--offload', '--json']);
+  assert.is(e.code, 0);
+  const configs = JSON.parse(e.out).configs as Array<{ name: string; kv_bytes: number; kv_context: number }>;
+  assert.equal(configs.map((c) => c.name), ['full', 'pattern@0.5']);
+  for (const [c, heads] of [[configs[0], ['--full']], [configs[1], ['--pattern', `${DIR}-pattern`, '--sparsity', '0.5']]] as const) {
+    const m = JSON.parse((await cli(['memory', '--config', `${DIR}/config.json`, '--context', String(c.kv_context), ...heads, '--offload', '--json'])).out);
+    assert.ok(m.offloaded_bytes > 0, c.name);
+    assert.is(c.kv_bytes, m.duo_bytes, `${c.name}: eval's kv_bytes vs duet memory`);
+  }
+});
+
 test.run();

@@ -3,6 +3,7 @@
 // cache) and score the answers. Plus the standard comparison set (full attention, a pattern,
 // streaming only, random patterns of the same budget) and each configuration's KV bytes.
 import { projectModelKv } from './memory.js';
+import { offloadSettings } from '../kv/magicpig/settings.js';
 import { allHeads, type HeadPattern } from '../attention/pattern.js';
 import type { StreamingWindow } from '../backend/contract.js';
 import { fillerStyleFor, heldOutText, taskPrompt, tokenCounter } from '../eval/evaluate.js';
@@ -236,8 +237,12 @@ export async function evaluate(model: DuetModel, o: EvaluateOptions = {}): Promi
   const longest = Math.max(...lengths);
   const summaries = configs.map((c, i): EvalConfigSummary => {
     const { kinds, window, compensation, methods, locret } = resolved[i];
-    const kv = projectModelKv(config, kinds ?? allHeads(L, H, true), longest, window ?? { sink: 0, recent: 1 }, 'f32', compensation,
-      methods && { methods, locret });
+    const all = kinds ?? allHeads(L, H, true);
+    // Offloaded configurations count their host stores (the model's offload applies to every configuration).
+    const offload = model.info.offload && all.some((row) => row.some((retrieval) => retrieval))
+      ? { offload: offloadSettings(model.info.offload, all, config.headDim, model.info.kvDtype) } : undefined;
+    const kv = projectModelKv(config, all, longest, window ?? { sink: 0, recent: 1 }, 'f32', compensation,
+      offload ?? (methods && { methods, locret }));
     return { name: c.name, streamingHeads: kv.streaming_heads, kvHeads: L * H, window: window ?? null, kvBytes: kv.duo_bytes, kvContext: longest,
       locretHeads: kv.locret_heads, locret: locret ?? null };
   });

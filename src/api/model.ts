@@ -231,6 +231,8 @@ export interface ModelInfo {
   kvDtype: KvDType;
   /** With placement 'auto': the choice, why, and what was measured (ms per decoded token); else null. */
   autoPlacement: { placement: 'gpu' | 'split'; reason: string; splitMsPerToken: number; gpuMsPerToken: number; calibration: PlacementCalibration } | null;
+  /** The offload option the model was loaded with ({} for MagicPIG's defaults), null without offloading. */
+  offload: OffloadOptions | null;
 }
 
 export class DuetModel {
@@ -585,6 +587,7 @@ function modelInfo(engine: Engine, checkpoint: Checkpoint, heads: ResolvedHeads,
     weights: { dtype: engine.model.weightDType, bytes: engine.model.weightBytes },
     kvDtype: engine.kvDtype,
     autoPlacement: engine.autoPlacement,
+    offload: placing.engine.offload ?? null,
   };
 }
 
