@@ -127,24 +127,32 @@ async function passkeyInSplit(context: BrowserContext, url: string, problems: st
 }
 
 /**
+ * A fresh page with the passkey seed, ready, with `selects` chosen (id → value) and the served
+ * pattern at sparsity 0.5 and the passkey length and depth filled in.
+ */
+async function passkeyPage(context: BrowserContext, url: string, label: string, problems: string[], selects: Record<string, string>): Promise<Page> {
+  const page = await context.newPage();
+  watch(page, label, problems);
+  await page.goto(`${url}?seed=${PASSKEY_SEED}`);
+  const s = await waitFor(page, ['ready', 'error'], 120_000);
+  assert.equal(s.state, 'ready', `the page did not get ready: ${s.error}`);
+  for (const [id, value] of Object.entries(selects)) await page.selectOption(`#${id}`, value);
+  await page.selectOption('#pattern-source', 'served');
+  await page.fill('#sparsity', '0.5');
+  await page.fill('#passkey-length', String(PASSKEY_LENGTH));
+  await page.fill('#passkey-depth', '0.5');
+  return page;
+}
+
+/**
  * The weights select: q8_0 on the CPU placement runs the passkey test in the CPU worker (packed
  * weights there); q8_0 with the split placement runs too, the GPU's WGSL kernels reading the packed
  * q8_0 bytes.
  */
 async function packedWeights(context: BrowserContext, url: string, problems: string[]): Promise<void> {
-  const page = await context.newPage();
-  watch(page, 'q8_0', problems);
-  await page.goto(`${url}?seed=${PASSKEY_SEED}`);
-  let s = await waitFor(page, ['ready', 'error'], 120_000);
-  assert.equal(s.state, 'ready', `the page did not get ready: ${s.error}`);
-  await page.selectOption('#weights', 'q8_0');
-  await page.selectOption('#placement', 'cpu');
-  await page.selectOption('#pattern-source', 'served');
-  await page.fill('#sparsity', '0.5');
-  await page.fill('#passkey-length', String(PASSKEY_LENGTH));
-  await page.fill('#passkey-depth', '0.5');
+  const page = await passkeyPage(context, url, 'q8_0', problems, { weights: 'q8_0', placement: 'cpu' });
   await page.click('#passkey');
-  s = await waitFor(page, ['done', 'error'], 300_000);
+  let s = await waitFor(page, ['done', 'error'], 300_000);
   log(`q8_0 passkey on the CPU: ${s.state}, ${s.tokens} tokens, ${s.cpuKernelCalls} WASM kernel calls; text ${JSON.stringify(s.text)}`);
   assert.equal(s.state, 'done', `the q8_0 passkey run failed: ${s.error}`);
   assert.equal(s.placement, 'cpu');
@@ -171,17 +179,8 @@ async function packedWeights(context: BrowserContext, url: string, problems: str
  * finish, report offloaded bytes, and attend a fraction of the offloaded keys (TopK: about 5%).
  */
 async function offloaded(context: BrowserContext, url: string, problems: string[]): Promise<void> {
-  const page = await context.newPage();
-  watch(page, 'offload', problems);
-  await page.goto(`${url}?seed=${PASSKEY_SEED}`);
-  let s = await waitFor(page, ['ready', 'error'], 120_000);
-  assert.equal(s.state, 'ready', `the page did not get ready: ${s.error}`);
-  await page.selectOption('#placement', 'split');
-  await page.selectOption('#device', 'gpu');
-  await page.selectOption('#pattern-source', 'served');
-  await page.fill('#sparsity', '0.5');
-  await page.fill('#passkey-length', String(PASSKEY_LENGTH));
-  await page.fill('#passkey-depth', '0.5');
+  const page = await passkeyPage(context, url, 'offload', problems, { placement: 'split', device: 'gpu' });
+  let s: DuetStatus;
   // TopK attends ceil(5% of the offloaded keys), a little over 5% at these lengths.
   for (const [choice, most] of [['magicpig', 1], ['topk', 0.055]] as const) {
     await page.selectOption('#offload', choice);
