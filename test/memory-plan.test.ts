@@ -145,9 +145,8 @@ test('largestContext: the largest context whose GPU KV bytes fit the budget, exa
   assert.equal(f16.configured, f16.full, 'no heads given: full attention');
   // Against kvMemory itself, on budgets that fall between token boundaries and with streaming heads on the CPU.
   const kinds = Array.from({ length: 32 }, (_, l) => Array.from({ length: 8 }, (_, h) => (l + h) % 3 !== 0));
-  const pattern = { kinds, window: { sink: 4, recent: 60 } };
   for (const budget of [1, 3 * 2 ** 20 + 17, 5 * GiB + 12345]) {
-    for (const o of [{}, { methods: kinds.map((row) => row.map((s) => (s ? 'streaming' : 'full'))), window: pattern.window }]) {
+    for (const o of [{}, { methods: kinds.map((row) => row.map((s) => (s ? 'streaming' : 'full'))), window: { sink: 4, recent: 60 } }]) {
       const fit = largestContext(c, o, budget, 2 ** 20).configured;
       const gpu = (context: number) => kvMemory(c, { ...o, context }).gpu_bytes;
       if (fit.tokens > 0) assert.ok(gpu(fit.tokens) <= budget && fit.gpuBytes === gpu(fit.tokens), `fits at ${fit.tokens}`);

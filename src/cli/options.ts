@@ -40,7 +40,6 @@ export function numberOption(value: string | undefined, flag: string): number | 
   return n;
 }
 
-/** A comma-separated list of numbers, each passing `check` (else an error naming the flag and entry); duplicates dropped. */
 /** A size in bytes: an integer, or a number with KiB, MiB, GiB or TiB (powers of 1,024), e.g. "16GiB". */
 export function bytesOption(value: string | undefined, flag: string): number | undefined {
   if (value === undefined) return undefined;
@@ -50,6 +49,7 @@ export function bytesOption(value: string | undefined, flag: string): number | u
   return Math.floor(bytes);
 }
 
+/** A comma-separated list of numbers, each passing `check` (else an error naming the flag and entry); duplicates dropped. */
 export function numberList(value: string, flag: string, check: (n: number) => boolean, what: string): number[] {
   const list = value.split(',').map((s) => {
     const n = numberOption(s.trim(), flag);
