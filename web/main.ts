@@ -2,7 +2,7 @@
 // runs Duet with WebGPU (navigator.gpu) for the GPU side and a Web Worker for the WebAssembly side.
 // `window.duet` mirrors the page's state for scripts and tests.
 import {
-  allHeads, binarize, countStreaming, httpModelFiles, fillerStyleFor, formatBytes, heatmap, loadModel, parsePattern, pickedModelFiles, score, taskPrompt,
+  allHeads, binarize, countStreaming, httpModelFiles, fillerStyleFor, formatBytes, heatmap, loadModel, meanSampledFraction, parsePattern, pickedModelFiles, score, taskPrompt,
   type DeviceChoice, type DuetModel, type ModelOptions, type HeadKinds, type HeadPattern, type ModelFiles, type Placement, type StreamingWindow,
 } from 'duet';
 
@@ -374,7 +374,7 @@ async function run(prepare: () => RunSpec): Promise<void> {
     status.tokensPerSecond = r.timings.decodeMsPerToken > 0 ? 1000 / r.timings.decodeMsPerToken : null;
     const context = Math.min(info.contextLength, spec.ids.length + spec.maxTokens);
     const kv = r.kv, full = kv.fullAttention;
-    const sampled = kv.sampledFraction && kv.sampledFraction.length ? kv.sampledFraction.reduce((a, b) => a + b, 0) / kv.sampledFraction.length : null;
+    const sampled = meanSampledFraction(kv);
     status.kv = { gpu: kv.gpu, cpu: kv.cpu, full, offloaded: kv.offloaded, sampled };
     set('stat-prefill', `${r.timings.prefillMs.toFixed(1)} ms (${(spec.ids.length / (r.timings.prefillMs / 1000)).toFixed(0)} tokens/s)`);
     set('stat-tokens', `${r.tokens.length} (${r.stoppedBy === 'eos' ? 'stopped at end-of-sequence' : r.stoppedBy === 'max_tokens' ? 'token limit' : 'context limit'})`);

@@ -132,6 +132,12 @@ export interface KvStats {
   sampledFraction: number[] | null;
 }
 
+/** The mean over decode steps of kv.sampledFraction; null without offloading or without a decode step. */
+export function meanSampledFraction(kv: KvStats): number | null {
+  const f = kv.sampledFraction;
+  return f && f.length ? f.reduce((a, b) => a + b, 0) / f.length : null;
+}
+
 export interface GenerationStats {
   text: string;
   tokens: number[];

@@ -1,6 +1,6 @@
 // What both entries export: the model object, its option and result types, the OpenAI shapes,
 // errors, and the pattern helpers.
-export { DuetModel, Generation } from './model.js';
+export { DuetModel, Generation, meanSampledFraction } from './model.js';
 export type {
   ChatMessage, DeviceChoice, HeadSettings, Environment, FinishReason, GenerateOptions, GenerationStats, KvStats, ModelInfo,
   ModelOptions, OffloadOptions, PerplexityResult, Placement, PlacementCalibration, PlacementChoice, ProgressEvent, Prompt, StreamingWindow, TokenDelta,

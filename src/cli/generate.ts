@@ -1,6 +1,6 @@
 // `duet generate`: load a checkpoint through the library, prefill the prompt and stream generated text.
 import { parseArgs } from 'node:util';
-import { fillerStyleFor, formatBytes, loadModel, score, taskPrompt, type DeviceChoice, type GenerationStats, type GpuCounters, type PlacementChoice, type Prompt, type TaskSample } from '../node.js';
+import { fillerStyleFor, formatBytes, loadModel, meanSampledFraction, score, taskPrompt, type DeviceChoice, type GenerationStats, type GpuCounters, type PlacementChoice, type Prompt, type TaskSample } from '../node.js';
 import { bareOffload, intOption, kvDtypeOption, locretFlags, locretOptions, numberOption, offloadFlags, offloadOptions, patternOptions, threadsOption, weightsOption } from './options.js';
 import { Progress } from './progress.js';
 
@@ -126,7 +126,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
         prompt_tokens: r.usage.promptTokens, stop_reason: r.stoppedBy, finish_reason: r.finishReason,
         timings: { prefill_ms: r.timings.prefillMs, decode_ms_per_token: r.timings.decodeMsPerToken, ttft_ms: r.timings.timeToFirstTokenMs },
         kv_bytes: { retrieval: r.kv.retrieval, streaming: r.kv.streaming, offloaded: r.kv.offloaded, gpu: r.kv.gpu, cpu: r.kv.cpu, full_attention: r.kv.fullAttention },
-        ...(sampled ? { offload: { sampled_fraction_per_step: sampled, mean_sampled_fraction: sampled.length ? sampled.reduce((a, b) => a + b, 0) / sampled.length : 0 } } : {}),
+        ...(sampled ? { offload: { sampled_fraction_per_step: sampled, mean_sampled_fraction: meanSampledFraction(r.kv) ?? 0 } } : {}),
         work: { gpu_dispatches: r.work.gpuDispatches, cpu_kernel_calls: r.work.cpuKernelCalls },
         counters: r.counters && countersJson(r.counters),
         ...(passkey ? { passkey: { expected: passkey.answers[0], recalled } } : {}),
