@@ -46,18 +46,12 @@ fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let lr = li / TK4;
   let lk = li % TK4;
 
-  let norm = normOn();
   var acc: array<vec4<f32>, 4>;
   for (var i = 0u; i < 4u; i++) { acc[i] = vec4<f32>(0.0); }
   var sumSquares = 0.0;   // this loader's share of row lr's, for the folded norm
 
   for (var k0 = 0u; k0 < p.inDim; k0 += 4u * TK4) {
-    var xv = loadX(m0 + lr, k0 + 4u * lk);
-    if (norm) {
-      sumSquares += dot(xv, xv);
-      xv *= normWeight4(k0 + 4u * lk);
-    }
-    tileX[lr * PAD + lk] = xv;
+    tileX[lr * PAD + lk] = normLoad(loadX(m0 + lr, k0 + 4u * lk), k0 + 4u * lk, &sumSquares);
     tileW[lr * PAD + lk] = loadW(n0 + lr, k0 + 4u * lk);
     workgroupBarrier();
     for (var kq = 0u; kq < TK4; kq++) {

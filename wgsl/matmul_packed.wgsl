@@ -38,7 +38,6 @@ fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let xr = m0 + lr;
   let wo = n0 + lr;
 
-  let norm = normOn();
   var acc: array<vec4<f32>, 4>;
   for (var i = 0u; i < 4u; i++) { acc[i] = vec4<f32>(0.0); }
   var sumSquares = 0.0;   // this loader's share of row lr's, for the folded norm
@@ -47,11 +46,7 @@ fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let k = k0 + 4u * lk;
     var xv = vec4<f32>(0.0);
     var wv = vec4<f32>(0.0);
-    if (xr < p.rows && k < p.inDim) { xv = loadX4(p.xOffset + xr * p.inDim, k); }
-    if (norm) {
-      sumSquares += dot(xv, xv);
-      xv *= normWeight4(k);
-    }
+    if (xr < p.rows && k < p.inDim) { xv = normLoad(loadX4(p.xOffset + xr * p.inDim, k), k, &sumSquares); }
     if (wo < p.outDim && k < p.inDim) { wv = decode4Masked(wo * p.rowBytes, k, p.inDim); }
     tileX[lr * PAD + lk] = xv;
     tileW[lr * PAD + lk] = wv;

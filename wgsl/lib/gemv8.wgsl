@@ -22,11 +22,7 @@ fn gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   var hi = vec4<f32>(0.0);
   var sumSquares = 0.0;
   for (var k = 4u * li; k < p.inDim; k += 4u * GEMV8_THREADS) {
-    var xv = gemvX4(k);
-    if (norm) {
-      sumSquares += dot(xv, xv);
-      xv *= normWeight4(k);
-    }
+    let xv = normLoad(gemvX4(k), k, &sumSquares);
     var s = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
     for (var r = 0u; r < n; r++) { s[r] = dot(xv, gemvW4(o0 + r, k)); }
     lo += vec4<f32>(s[0], s[1], s[2], s[3]);

@@ -17,6 +17,14 @@ fn normWeight4(k: u32) -> vec4<f32> {
   return v;
 }
 
+// A loaded group x[k .. k + 3] as the matmul uses it: times the norm weight, its squares added to
+// *sumSquares (the caller's share of the row's); unchanged when the norm is off.
+fn normLoad(xv: vec4<f32>, k: u32, sumSquares: ptr<function, f32>) -> vec4<f32> {
+  if (!normOn()) { return xv; }
+  *sumSquares += dot(xv, xv);
+  return xv * normWeight4(k);
+}
+
 // The row scale s from the row's sum of squares.
 fn normScale(sumSquares: f32) -> f32 { return 1.0 / sqrt(sumSquares / f32(p.inDim) + p.normEps); }
 
