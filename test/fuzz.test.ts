@@ -16,6 +16,7 @@ import { parseModelConfig } from '../src/model/config.ts';
 import { readJson } from '../src/model/files.ts';
 import { loadTokenizer } from '../src/model/checkpoint.ts';
 import { parsePattern } from '../src/attention/pattern.ts';
+import { bytesOption } from '../src/cli/options.ts';
 import { startWebServer } from '../src/cli/web.ts';
 import { loadModel } from '../src/node.ts';
 import { DuetServer } from '../src/server/server.ts';
@@ -78,6 +79,22 @@ test('fuzz: the sharded index (weight_map names, shard names, missing and duplic
     },
     (m) => /model\.safetensors\.index\.json|model-\d\.safetensors|secret\.txt|fuzz/.test(m));
   assert.ok(res.refused > 0 && res.parsed > 0, `parsed ${res.parsed}, refused ${res.refused}`);
+});
+
+test('fuzz: size flags (duet memory --gpu-budget): a whole number of bytes from 1 to 2^53 − 1, or an error naming the flag', async () => {
+  const pieces = ['0', '1', '7', '16', '.', '5', ' ', 'GiB', 'MiB', 'KiB', 'TiB', 'GB', 'g', '-', '+', 'e', '3', 'x', '9'.repeat(400), '\u0000'];
+  const unit: Record<string, number> = { '': 1, KiB: 2 ** 10, MiB: 2 ** 20, GiB: 2 ** 30, TiB: 2 ** 40 };
+  const res = await fuzz('--gpu-budget', { seed: 11, cases: CASES },
+    (r) => Array.from({ length: 1 + Math.floor(r() * 5) }, () => pieces[Math.floor(r() * pieces.length)]).join(''),
+    (text) => {
+      const n = bytesOption(text, '--gpu-budget')!;
+      assert.ok(Number.isSafeInteger(n) && n >= 1, `${JSON.stringify(text)} → ${n}`);
+      const m = /^\s*(\d+(?:\.\d+)?)\s*(KiB|MiB|GiB|TiB)?\s*$/.exec(text);
+      assert.ok(m !== null, `${JSON.stringify(text)} accepted`);
+      assert.is(n, Math.floor(Number(m![1]) * unit[m![2] ?? '']), JSON.stringify(text));
+    },
+    (m) => m.startsWith('--gpu-budget: expected a size such as 16GiB'));
+  assert.ok(res.refused > CASES / 4 && res.parsed > 0, `parsed ${res.parsed}, refused ${res.refused}`);
 });
 
 test('fuzz: config.json', async () => {

@@ -45,7 +45,8 @@ export function bytesOption(value: string | undefined, flag: string): number | u
   if (value === undefined) return undefined;
   const m = /^\s*(\d+(?:\.\d+)?)\s*(KiB|MiB|GiB|TiB)?\s*$/.exec(value);
   const bytes = m ? Number(m[1]) * 1024 ** (m[2] ? ['KiB', 'MiB', 'GiB', 'TiB'].indexOf(m[2]) + 1 : 0) : NaN;
-  if (!(bytes >= 1)) throw new Error(`${flag}: expected a size such as 16GiB, 512MiB or a number of bytes (got "${value}")`);
+  // Between 1 byte and 2^53 − 1 (a digit string too long for a double would be Infinity).
+  if (!(bytes >= 1 && Number.isSafeInteger(Math.floor(bytes)))) throw new Error(`${flag}: expected a size such as 16GiB, 512MiB or a number of bytes (got "${value}")`);
   return Math.floor(bytes);
 }
 
