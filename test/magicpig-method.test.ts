@@ -5,7 +5,9 @@
 // - with huge L it approaches exact attention, with small L it does not (so the estimate is what
 //   is tested, not a disguised exact attention): K = 2, L = 1024 within 2e-3, L = 4 off by > 1e-2;
 // - every byte is host bytes and equals the layout; bad settings and a store over one
-//   WebAssembly memory are refused with the field or limit named.
+//   WebAssembly memory are refused with the field or limit named;
+// - with offload threads the KV heads are split over workers: outputs and sampled counts are
+//   bit-identical to one thread's, the workers ran shares, and caches share one pool.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { magicpigMethod, MagicPigCache, STORE_LIMIT_BYTES } from '../src/kv/magicpig/method.ts';
@@ -15,6 +17,8 @@ import { fullMethod } from '../src/kv/full/method.ts';
 import { layoutBytes, layoutHostBytes, methodBytes, type KvGroupShape, type KvSettings } from '../src/kv/method.ts';
 import { createCpuBackend } from '../src/cpu/backend.ts';
 import { randomArray } from './reference/kernels.ts';
+import { OffloadThreads } from '../src/kv/magicpig/threads.ts';
+import { startNodeKernelWorker } from '../src/node/kernel-threads.ts';
 import { reference as fullReference } from '../src/kv/full/reference.ts';
 
 const BASE: Omit<KvSettings, 'magicpig'> = { kvDtype: 'f32', window: { sink: 4, recent: 8 }, compensation: false };
@@ -23,7 +27,7 @@ async function settingsWith(o: Partial<MagicPigSettings>, headDim: number): Prom
   return { ...BASE, magicpig: await magicpigSettings(o, headDim) };
 }
 
-/** Runs a prefill of `prefill` rows then `steps` decode rows; returns outputs of the decode rows and the cache. */
+/** Runs a prefill of `prefill` rows then `steps` decode rows; returns outputs of the prefill and decode rows and the cache. */
 async function decodeRun(shape: KvGroupShape, settings: KvSettings, prefill: number, steps: number, seed: number) {
   const be = await createCpuBackend();
   const { numKvHeads: H, group: G, headDim: D } = shape, total = prefill + steps;
@@ -39,7 +43,8 @@ async function decodeRun(shape: KvGroupShape, settings: KvSettings, prefill: num
     const before = cache.counts.sampled;
     await cache.attend(out, qt, kt, vt, rows, pastLen);
     await cache.append(kt, vt, rows, pastLen);
-    if (rows === 1) { outs.push(await be.read(out)); sampledPerStep.push(cache.counts.sampled - before); }
+    outs.push(await be.read(out));
+    if (rows === 1) sampledPerStep.push(cache.counts.sampled - before);
     for (const t of [qt, kt, vt, out]) be.free(t);
     pastLen += rows;
   }
@@ -81,6 +86,32 @@ test('decode samples exactly the reference sets (seeded planes, k̄ from the fir
   cache.free(); be.destroy();
 });
 
+test('offload threads split the KV heads: bit-identical to one thread, the workers did shares, one pool for several caches', async () => {
+  // 5 KV heads over 3 threads (shares of 2, 2, 1); prefill 40 (exact attention, split too), then decode.
+  const shape: KvGroupShape = { numKvHeads: 5, group: 2, headDim: 20 };
+  const one = await settingsWith({ K: 3, L: 12, sinks: 2, local: 4, seed: 5 }, 20);
+  const threads = await OffloadThreads.create(3, startNodeKernelWorker);
+  try {
+    const threaded: KvSettings = { ...one, magicpig: { ...one.magicpig!, threads } };
+    const a = await decodeRun(shape, one, 40, 8, 17);
+    const b = await decodeRun(shape, threaded, 40, 8, 17);
+    assert.is(b.outs.length, 9);
+    b.outs.forEach((o, i) => assert.equal(Array.from(o), Array.from(a.outs[i]), `chunk ${i}: same bits as one thread`));
+    assert.equal(b.sampledPerStep, a.sampledPerStep);
+    assert.ok(a.sampledPerStep.every((n) => n > 0));
+    const shares = threads.workerShares;
+    // Per chunk the two workers take heads 2–3 and 4: 2 shares each for the prefill and the 8 decode steps.
+    assert.is(shares, 2 * 9);
+    // A second cache joins the pool (the workers restart with both memories).
+    const c = await decodeRun(shape, threaded, 12, 2, 3);
+    assert.is(threads.workerShares, shares + 2 * 3);
+    assert.is(c.outs.length, 3);
+    for (const r of [a, b, c]) { r.cache.free(); r.be.destroy(); }
+  } finally { threads.stop(); }
+  const refused = await OffloadThreads.create(1, startNodeKernelWorker).then(() => null, (e: Error) => e.message);
+  assert.match(refused ?? '', /count must be an integer ≥ 2 \(got 1\)/);
+});
+
 test('with huge L the estimate approaches exact attention; with small L it does not', async () => {
   const shape: KvGroupShape = { numKvHeads: 1, group: 2, headDim: 16 };
   const prefill = 160, steps = 4, { numKvHeads: H, group: G, headDim: D } = shape;
@@ -94,7 +125,7 @@ test('with huge L the estimate approaches exact attention; with small L it does 
       const kr = k.subarray(pos * H * D, (pos + 1) * H * D), vr = v.subarray(pos * H * D, (pos + 1) * H * D);
       const want = exact.attend(qr, kr, vr, 1, pos);
       exact.append(kr, vr, 1, pos, qr);
-      for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(outs[t][i] - want[i]));
+      for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(outs[1 + t][i] - want[i]));
     }
     const fraction = cache.counts.sampled / cache.counts.offloaded;
     cache.free(); be.destroy();

@@ -3,7 +3,8 @@
 // - every retrieval head becomes magicpig (with a pattern: the retrieval heads only; dense layers
 //   stay full), its bytes are CPU bytes, and `kvMemory` (what `duet memory --offload` prints)
 //   equals the runtime's measured bytes exactly;
-// - the sampled fraction is reported per decode step, strictly between 0 and 1 at 1K tokens;
+// - the sampled fraction is reported per decode step, strictly between 0 and 1 at 1K tokens, and
+//   the same with the offload threads as with one thread;
 // - bad options (K, L, dense layers, nothing to offload, locret, packed KV) are refused by name.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -27,11 +28,19 @@ async function run(model: DuetModel, n: number, maxTokens: number) {
   return g.result();
 }
 
-test('offload: bytes are CPU bytes, equal to kvMemory exactly; the sampled fraction per decode step', async () => {
-  const model = await loadModel(DIR, { device: 'cpu', offload: { K: 8, L: 60 } });
+test('offload: bytes are CPU bytes, equal to kvMemory exactly; the sampled fraction per decode step; 2 threads = 1 thread', async () => {
+  const model = await loadModel(DIR, { device: 'cpu', threads: 2, offload: { K: 8, L: 60 } });
   try {
-    assert.match(model.info.heads, /retrieval heads offloaded \(MagicPIG K 8 × L 60, 4 sinks \+ 64 local\)/);
+    assert.match(model.info.heads, /retrieval heads offloaded \(MagicPIG K 8 × L 60, 4 sinks \+ 64 local, 2 threads\)/);
     const r = await run(model, 1000, 6);
+    // The offload threads split the KV heads; every head's result is the same bits whichever thread runs it.
+    const one = await loadModel(DIR, { device: 'cpu', threads: 1, offload: { K: 8, L: 60 } });
+    try {
+      assert.match(one.info.heads, /4 sinks \+ 64 local\)/);
+      const r1 = await run(one, 1000, 6);
+      assert.equal(r1.tokens, r.tokens);
+      assert.equal(r1.kv.sampledFraction, r.kv.sampledFraction);
+    } finally { await one.dispose(); }
     const p = kvMemory(model.info.config, { context: 1006, offload: { K: 8, L: 60 } });
     assert.is(r.kv.gpu, 0);
     assert.is(r.kv.offloaded, p.offloaded_bytes);

@@ -9,6 +9,7 @@ import type { PlacementCalibration } from '../engine/auto-placement.js';
 import { DuetError } from '../errors.js';
 import { kvDTypeOption } from '../engine/kv-dtype.js';
 import type { KvDType } from '../backend/kv-dtype.js';
+import type { StartWorker } from '../cpu/threads.js';
 import { checkCpuPlan, CPU_PLAN_LIMIT, cpuBackendBytes, describeCpu, maxCpuContext, planMemory, type PlacementShape } from '../engine/memory-plan.js';
 import { Sampler } from '../engine/sampler.js';
 import { GpuContext, perTokenCounters, type GpuCounters, type PerTokenCounters } from '../gpu/context.js';
@@ -84,10 +85,11 @@ export interface ModelOptions extends Omit<HeadOptions, 'pattern'> {
   checkpoint?: Record<string, unknown>;
 }
 
-/** What an entry provides: how to get a GPU and a CPU backend here. */
+/** What an entry provides: how to get a GPU and a CPU backend here, and worker threads for offloaded caches. */
 export interface Environment {
   acquireGpu: () => Promise<{ gpu: GpuContext | null; reason: string }>;
   createCpu: () => Promise<CpuLike>;
+  offloadThreads?: { count: number; startWorker: StartWorker };
 }
 
 export type Prompt = string | number[] | { messages: ChatMessage[] };
@@ -289,7 +291,7 @@ export class DuetModel {
         weights: options.weights, kvDtype, device: options.device, placement: options.placement, notice,
         offload: options.offload === true ? {} : options.offload || undefined,
         acquireGpu: gpuDevice ? async () => ({ gpu: new GpuContext(gpuDevice, 'the GPUDevice given by the caller', { ownsDevice: false }), reason: '' }) : env.acquireGpu,
-        createCpu: env.createCpu,
+        createCpu: env.createCpu, offloadThreads: env.offloadThreads,
       },
     };
     progress({ step: 'engine', done: 0, total: 1 });

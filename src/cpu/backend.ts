@@ -68,7 +68,7 @@ export class CpuBackend implements Backend {
   async startThreads(count: number, startWorker: StartWorker, minParallelWork = MIN_PARALLEL_WORK): Promise<void> {
     this.minParallelWork = minParallelWork;
     const control = this.heap.alloc(CONTROL_BYTES);
-    this.threads = await KernelThreads.start(count, this.heap.memory, await kernelModule(true), control, this.k, startWorker);
+    this.threads = await KernelThreads.start(count, [this.heap.memory], await kernelModule(true), this.heap.memory.buffer as unknown as SharedArrayBuffer, control, startWorker);
   }
 
   /** Runs fn with every job on the calling thread (the bench's one-thread baseline). */
@@ -87,7 +87,7 @@ export class CpuBackend implements Backend {
   probeAllThreads(kind: 'peak', iters: number): void;
   probeAllThreads(kind: 'read' | 'peak', ...args: number[]): void {
     const op = kind === 'read' ? Op.ProbeRead : Op.ProbePeak;
-    if (this.threads) { this.threads.run(op, args); return; }
+    if (this.threads) { this.threads.run(this.k, op, args); return; }
     this.single.set(args);
     runShare(this.k, op, this.single, 0, 1);
   }
@@ -95,7 +95,7 @@ export class CpuBackend implements Backend {
   /** Runs a job split across the threads when it is big enough, else on this thread. */
   private job(op: Op, args: number[], work: number): void {
     this.kernelCalls++;
-    if (this.threads && work >= this.minParallelWork) { this.threads.run(op, args); return; }
+    if (this.threads && work >= this.minParallelWork) { this.threads.run(this.k, op, args); return; }
     this.single.set(args);
     runShare(this.k, op, this.single, 0, 1);
   }

@@ -1,20 +1,24 @@
 // Worker threads for the WASM kernels. Every thread holds its own instance of the shared-memory
-// kernel build over one WebAssembly.Memory; a job (matmul, attention, streaming attention) is split
-// into shares (blocks of output columns, or of KV heads) and the calling thread does share 0.
+// kernel build over each of the pool's WebAssembly memories (the CPU backend has one; the offloaded
+// KV caches one per cache); a job (matmul, attention, streaming attention, sampled attention) is
+// split into shares (blocks of output columns, or of KV heads) and the calling thread does share 0.
 //
-// Hand-off goes through a small control block inside the shared memory, with Atomics wait/notify
-// (no message passing per job, which would cost more than a decode step's small matmuls):
+// Hand-off goes through a small control block in shared memory, with Atomics wait/notify (no
+// message passing per job, which would cost more than a decode step's small matmuls):
 //   i32[0] generation (bumped per job), i32[1] workers still running, i32[2] op, i32[3] shares the
-//   workers have run (a counter that proves they did work), f64 args from byte 16.
+//   workers have run (a counter that proves they did work), i32[4] the memory the job runs in,
+//   f64 args from byte 32.
 import { instantiateKernels, type KernelExports } from './wasm.js';
 
-export const Op = { Stop: 0, Matmul: 1, Attention: 2, Streaming: 3, MatmulPacked: 4, ProbeRead: 5, ProbePeak: 6 } as const;
+export const Op = { Stop: 0, Matmul: 1, Attention: 2, Streaming: 3, MatmulPacked: 4, ProbeRead: 5, ProbePeak: 6, Sampled: 7 } as const;
 export type Op = (typeof Op)[keyof typeof Op];
 
-/** f64 arguments a job carries (the largest op, streaming attention, has 20). */
+/** f64 arguments a job carries (the largest op, sampled attention, has 23). */
 export const MAX_ARGS = 24;
-/** Bytes of the control block (allocated by the backend in the shared memory). */
-export const CONTROL_BYTES = 16 + MAX_ARGS * 8;
+/** Bytes of the control block's header (i32 words) before the f64 arguments. */
+const HEADER_BYTES = 32;
+/** Bytes of the control block (in shared memory: the backend allocates it in its own). */
+export const CONTROL_BYTES = HEADER_BYTES + MAX_ARGS * 8;
 
 /**
  * Polls before sleeping. A decode step is a chain of sub-millisecond jobs with little JS between
@@ -42,8 +46,11 @@ function waitWhileEquals(ctl: Int32Array, index: number, value: number): void {
 /** What a worker needs to serve jobs (passed to it once at start). */
 export interface WorkerInit {
   module: WebAssembly.Module;
-  memory: WebAssembly.Memory;
-  control: number;
+  /** The memories jobs run in (a job names one by index; null: an unused index). */
+  memories: ReadonlyArray<WebAssembly.Memory | null>;
+  /** The control block: CONTROL_BYTES at byte `controlOffset` of `control`. */
+  control: SharedArrayBuffer;
+  controlOffset: number;
   /** This worker's share index (1 … count − 1; the caller is share 0). */
   index: number;
   count: number;
@@ -56,6 +63,13 @@ export type StartWorker = (init: WorkerInit) => Promise<{ terminate(): void }>;
 export function shareRange(n: number, s: number, count: number, align = 1): [number, number] {
   const per = Math.ceil(n / count / align) * align;
   return [Math.min(n, s * per), Math.min(n, (s + 1) * per)];
+}
+
+/** The sampled-attention kernel (src/kv/magicpig/magicpig.as.ts), in the same module. */
+interface SampledKernel {
+  magicpigAttend(out: number, stats: number, counts: number, q: number, qCodes: number, keys: number, values: number,
+    kNorms: number, kCodes: number, mean: number, n: number, group: number, d: number, cs: number, L: number, K: number,
+    scale: number, correction: number, order: number, start: number, scratch: number): void;
 }
 
 /** Runs share `s` of a job whose op and arguments are in `a`; false when the share is empty. */
@@ -81,6 +95,19 @@ export function runShare(k: KernelExports, op: Op, a: Float64Array, s: number, c
     if (h0 >= h1) return false;
     k.streamingAttention(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13],
       a[14] + s * a[15], a[16], h0, h1, a[17], a[18], a[19]);
+  } else if (op === Op.Sampled) {
+    // MagicPIG's sampled partial softmax of every KV head (src/kv/magicpig/method.ts), heads split:
+    // out, stats, counts, q, qCodes, keys, values, norms, codes, means, n, group, headDim, cs, L, K,
+    // scale, correction, numKvHeads, capacity, off, scratch, scratchBytes.
+    const [h0, h1] = shareRange(a[18], s, count);
+    if (h0 >= h1) return false;
+    const g = a[11], d = a[12], cs = a[13], sk = k as unknown as SampledKernel;
+    for (let h = h0; h < h1; h++) {
+      const row = h * a[19] * d * 4;
+      sk.magicpigAttend(a[0] + h * g * d * 4, a[1] + h * g * 8, a[2] + h * g * 4, a[3] + h * g * d * 4, a[4] + h * g * cs * 2,
+        a[5] + row, a[6] + row, a[7] + h * a[20] * 4, a[8] + h * a[20] * cs * 2, a[9] + h * d * 4,
+        a[10], g, d, cs, a[14], a[15], a[16], a[17], 0, 0, a[21] + s * a[22]);
+    }
   } else if (op === Op.ProbeRead) {
     // ptr, bytes, reps: each thread streams its own 64-byte-aligned slice of the buffer.
     const [b0, b1] = shareRange(a[1], s, count, 64);
@@ -100,28 +127,36 @@ export class KernelThreads {
   private readonly ctl: Int32Array;
   private readonly args: Float64Array;
 
-  private constructor(readonly count: number, memory: WebAssembly.Memory, control: number,
-    private readonly kernels: KernelExports, private readonly workers: Array<{ terminate(): void }>) {
-    this.ctl = new Int32Array(memory.buffer, control, 4);
-    this.args = new Float64Array(memory.buffer, control + 16, MAX_ARGS);
+  private constructor(readonly count: number, control: SharedArrayBuffer, offset: number,
+    private readonly workers: Array<{ terminate(): void }>) {
+    this.ctl = new Int32Array(control, offset, HEADER_BYTES / 4);
+    this.args = new Float64Array(control, offset + HEADER_BYTES, MAX_ARGS);
   }
 
-  /** Starts count − 1 workers over `memory` (the shared build), the control block at `control`. */
-  static async start(count: number, memory: WebAssembly.Memory, module: WebAssembly.Module, control: number,
-    kernels: KernelExports, startWorker: StartWorker): Promise<KernelThreads> {
-    new Int32Array(memory.buffer, control, 4).fill(0);
-    const workers = await Promise.all(Array.from({ length: count - 1 }, (_, i) => startWorker({ module, memory, control, index: i + 1, count })));
-    return new KernelThreads(count, memory, control, kernels, workers);
+  /**
+   * Starts count − 1 workers over `memories` (the shared build), the control block at byte
+   * `offset` of `control` (shared memory: a memory's own buffer, or a SharedArrayBuffer).
+   */
+  static async start(count: number, memories: ReadonlyArray<WebAssembly.Memory | null>, module: WebAssembly.Module, control: SharedArrayBuffer, offset: number,
+    startWorker: StartWorker): Promise<KernelThreads> {
+    new Int32Array(control, offset, HEADER_BYTES / 4).fill(0);
+    const workers = await Promise.all(Array.from({ length: count - 1 },
+      (_, i) => startWorker({ module, memories, control, controlOffset: offset, index: i + 1, count })));
+    return new KernelThreads(count, control, offset, workers);
   }
 
-  /** Runs a job on every thread and returns when all shares are done. */
-  run(op: Op, args: number[]): void {
+  /**
+   * Runs a job on every thread in memory `memory` (an index into the pool's memories; `kernels`
+   * is the calling thread's instance over it) and returns when all shares are done.
+   */
+  run(kernels: KernelExports, op: Op, args: number[], memory = 0): void {
     this.args.set(args);
+    Atomics.store(this.ctl, 4, memory);
     Atomics.store(this.ctl, 2, op);
     Atomics.store(this.ctl, 1, this.count - 1);
     Atomics.add(this.ctl, 0, 1);
     Atomics.notify(this.ctl, 0);
-    runShare(this.kernels, op, this.args, 0, this.count);
+    runShare(kernels, op, this.args, 0, this.count);
     for (let left = Atomics.load(this.ctl, 1); left !== 0; left = Atomics.load(this.ctl, 1)) waitWhileEquals(this.ctl, 1, left);
   }
 
@@ -138,9 +173,9 @@ export class KernelThreads {
 
 /** A worker's loop: waits for jobs, runs its share, reports; returns on Stop. */
 export async function serveKernelJobs(init: WorkerInit, ready: () => void): Promise<void> {
-  const { kernels: k } = await instantiateKernels(init.memory, init.module);
-  const ctl = new Int32Array(init.memory.buffer, init.control, 4);
-  const args = new Float64Array(init.memory.buffer, init.control + 16, MAX_ARGS);
+  const instances = await Promise.all(init.memories.map(async (m) => (m ? (await instantiateKernels(m, init.module)).kernels : null)));
+  const ctl = new Int32Array(init.control, init.controlOffset, HEADER_BYTES / 4);
+  const args = new Float64Array(init.control, init.controlOffset + HEADER_BYTES, MAX_ARGS);
   let generation = Atomics.load(ctl, 0);
   ready();
   for (;;) {
@@ -148,7 +183,7 @@ export async function serveKernelJobs(init: WorkerInit, ready: () => void): Prom
     generation = Atomics.load(ctl, 0);
     const op = Atomics.load(ctl, 2) as Op;
     if (op === Op.Stop) return;
-    if (runShare(k, op, args, init.index, init.count)) Atomics.add(ctl, 3, 1);
+    if (runShare(instances[Atomics.load(ctl, 4)]!, op, args, init.index, init.count)) Atomics.add(ctl, 3, 1);
     if (Atomics.sub(ctl, 1, 1) === 1) Atomics.notify(ctl, 1);
   }
 }

@@ -11,6 +11,8 @@ import { groupHeads, methodsOfKinds, offloadedMethods, type HeadMethods } from '
 import { locretMethod } from '../kv/locret/method.js';
 import { streamingMethod } from '../kv/streaming/method.js';
 import { offloadSettings, withKernels, type MagicPigSettings, type OffloadOptions } from '../kv/magicpig/settings.js';
+import { OffloadThreads } from '../kv/magicpig/threads.js';
+import type { StartWorker } from '../cpu/threads.js';
 import { checkLocretSettings, locretHeadsOf, type LocretSettings } from '../kv/locret/settings.js';
 import { retainingHeadShape, type RetainingHeads } from '../kv/locret/retaining-heads.js';
 import { createCpuBackend } from '../cpu/backend.js';
@@ -69,6 +71,8 @@ export interface EngineOptions {
   acquireGpu?: () => Promise<{ gpu: GpuContext | null; reason: string }>;
   /** Creates the CPU backend (default: the WASM backend in this thread; browsers pass a worker proxy). */
   createCpu?: () => Promise<CpuLike>;
+  /** Worker threads for the offloaded caches (count ≥ 2 and how to start a worker here); default: one thread. */
+  offloadThreads?: { count: number; startWorker: StartWorker };
   /** Notes for the user (device fallback and the like), e.g. written to stderr. */
   notice?: (message: string) => void;
 }
@@ -172,6 +176,8 @@ export class Engine {
         if (options.methods) throw new DuetError('offload', 'cannot be combined with methods (offload names the methods itself: magicpig on retrieval heads)');
         const checked = offloadSettings(options.offload, kinds, config.headDim, kvDtype);
         offload = { settings: await withKernels(checked.settings), denseLayers: checked.denseLayers };
+        const t = options.offloadThreads;
+        if (t && t.count > 1) offload.settings.threads = await OffloadThreads.create(t.count, t.startWorker);
       } catch (e) {
         gpu?.destroy();
         throw e;
@@ -224,6 +230,7 @@ export class Engine {
       if (!options.weights && weightDType && weightDType !== 'f32') notice(`weights stored as ${weightDType} (f32 would need ${(matmulWeightBytes(config) / 2 ** 30).toFixed(1)} GiB of WebAssembly memory); choose with the weights option`);
       model = new DeviceModel(config, weights, { main, streamingBackend, kinds, methods, window, compensation, locret, magicpig, weights: weightDType });
     } catch (e) {
+      magicpig?.threads?.stop();
       cpu.destroy();
       gpu?.destroy();
       throw e;
@@ -310,6 +317,7 @@ export class Engine {
   }
 
   dispose(): void {
+    this.model.magicpig?.threads?.stop();
     this.cpu.destroy();
     this.gpu?.destroy();
   }

@@ -9,7 +9,7 @@ import { DuetError } from '../errors.js';
 import type { ModelFiles } from '../model/files.js';
 import { nodeModelFiles } from './files.js';
 import { createNodeGpu } from './gpu.js';
-import { createNodeCpu, defaultThreads } from './kernel-threads.js';
+import { createNodeCpu, defaultThreads, startNodeKernelWorker } from './kernel-threads.js';
 
 /** A model folder: a local path, an http(s) base URL, or a ModelFiles. */
 export type ModelSource = string | URL | ModelFiles;
@@ -40,6 +40,7 @@ export async function loadModel(source: ModelSource, options: NodeModelOptions =
   return DuetModel.create(files(source), { id: typeof source === 'string' ? source : undefined, ...rest, checkpoint, pattern: patternFiles }, {
     acquireGpu: () => createNodeGpu({ backend: gpuBackend }),
     createCpu: () => createNodeCpu(threads),
+    offloadThreads: threads > 1 ? { count: threads, startWorker: startNodeKernelWorker } : undefined,
   });
 }
 

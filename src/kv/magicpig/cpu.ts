@@ -1,7 +1,7 @@
 // MagicPIG on the CPU: the host side of src/kv/magicpig/magicpig.as.ts. A MagicPigCpu holds the hyperplanes
 // in a kernel instance's WebAssembly memory; a MagicPigHead is one offloaded KV head: its keys,
 // values, centered-key norms and SimHash codes, appended in rows, attended by a GQA group of queries.
-// Single-threaded for now (worker threads over KV heads are a later step).
+// Single-threaded: the KV method (method.ts) is what splits heads over threads.
 //
 // Memory layout of a head (blocks of the kernel memory, `capacity` rows each):
 //   keys, values [capacity][d] f32 (keys as given, not centered); norms [capacity] f32 = |k − k̄|;

@@ -32,9 +32,14 @@
 // [numKvHeads][capacity][d] f32 (every position); norms |k − k̄| [numKvHeads][off] f32 and codes
 // [numKvHeads][off][cs] u16 of the offloaded rows (off = capacity − sinks − local, cs = L rounded up
 // to 8); k̄ [numKvHeads][d]. Kernel scratch (hashing, gathering, prefill attention) is not counted,
-// like the coordinator's activation buffers. Single-threaded (one memory per cache).
+// like the coordinator's activation buffers.
+//
+// Threads: with settings.threads (src/kv/magicpig/threads.ts) the memory is shared and the decode
+// step's sampled attention and the prefill's exact attention split the KV heads over the model's
+// offload threads; the static partials, the merge and the hashing of one row stay on this thread.
 import type { Backend, DeviceTensor } from '../../backend/contract.js';
 import { WasmHeap } from '../../cpu/memory.js';
+import { Op, runShare } from '../../cpu/threads.js';
 import { kernelMemory, type KernelExports } from '../../cpu/wasm.js';
 import { layoutBytes, type KvGroupCache, type KvSampling, type KvGroupShape, type KvMethod, type KvSettings, type KvTensorSpec } from '../method.js';
 import type { MagicPigExports } from './cpu.js';
@@ -78,9 +83,9 @@ function checkStore(shape: KvGroupShape, capacity: number, s: MagicPigSettings):
   return specs;
 }
 
-/** A kernel instance over a fresh private memory, instantiated synchronously from the compiled module. */
-function instantiate(module: WebAssembly.Module): { k: Kernels; heap: WasmHeap } {
-  const memory = kernelMemory(false);
+/** A kernel instance over a fresh memory (shared for threads), instantiated synchronously from the compiled module. */
+function instantiate(module: WebAssembly.Module, shared: boolean): { k: Kernels; heap: WasmHeap } {
+  const memory = kernelMemory(shared);
   const instance = new WebAssembly.Instance(module, {
     env: {
       memory,
@@ -114,6 +119,10 @@ export class MagicPigCache implements KvGroupCache {
   /** The chunk attend() already stored, so that append() of it stores nothing again. */
   private stored: { k: DeviceTensor; v: DeviceTensor; rows: number; pastLen: number } | null = null;
   private freed = false;
+  /** The cache's slot in settings.threads (-1: one thread). */
+  private readonly slot: number = -1;
+  /** A job's arguments when it runs on this thread alone. */
+  private readonly single = new Float64Array(24);
   /** Sampling of the decode steps so far, summed (--json reports sampled / offloaded per step). */
   readonly counts = { steps: 0, sampled: 0, offloaded: 0 };
   private readonly perStep: KvSampling = { sampled: [], offloaded: [] };
@@ -121,7 +130,8 @@ export class MagicPigCache implements KvGroupCache {
   constructor(private readonly be: Backend, private readonly shape: KvGroupShape, private capacity: number,
     private readonly s: MagicPigSettings) {
     checkStore(shape, capacity, s);
-    ({ k: this.k, heap: this.heap } = instantiate(s.module!));
+    ({ k: this.k, heap: this.heap } = instantiate(s.threads ? s.threads.module : s.module!, !!s.threads));
+    if (s.threads) this.slot = s.threads.attach(this.heap.memory);
     const { numKvHeads: H, headDim: D } = shape;
     this.cs = codeStride(s.L);
     this.off = offloadedCapacity(capacity, s);
@@ -149,6 +159,7 @@ export class MagicPigCache implements KvGroupCache {
     this.live();
     const { numKvHeads: H, group: G, headDim: D } = this.shape;
     const [qh, kh, vh] = await Promise.all([this.be.read(q, 0, rows * H * G * D), this.be.read(k, 0, rows * H * D), this.be.read(v, 0, rows * H * D)]);
+    await this.s.threads?.ready();
     this.store(kh, vh, rows, pastLen);
     this.stored = { k, v, rows, pastLen };
     this.be.write(out, rows > 1 ? this.exact(qh, rows, pastLen) : this.sampled(qh, pastLen));
@@ -194,7 +205,18 @@ export class MagicPigCache implements KvGroupCache {
   free(): void {
     if (this.freed) return;
     for (const p of [...this.blocks.keys()]) this.release(p);
+    if (this.slot >= 0) this.s.threads!.detach(this.slot);
     this.freed = true;
+  }
+
+  /** Threads a job may split over (1 without settings.threads). */
+  private get shares(): number { return this.s.threads?.count ?? 1; }
+
+  /** Runs a job over the KV heads on the offload threads, or here alone. */
+  private job(op: Op, args: number[]): void {
+    if (this.s.threads) { this.s.threads.run(this.slot, this.k, op, args); return; }
+    this.single.set(args);
+    runShare(this.k, op, this.single, 0, 1);
   }
 
   private live(): void {
@@ -230,14 +252,15 @@ export class MagicPigCache implements KvGroupCache {
   private exact(qh: Float32Array, rows: number, pastLen: number): Float32Array {
     const { numKvHeads: H, group: G, headDim: D } = this.shape, n = rows * H * G * D, h = this.heap;
     const qp = h.alloc(n * 4), op = h.alloc(n * 4);
-    const scratchFloats = this.k.attentionScratchFloats(TILE_ROWS * G, D) + this.k.kvDecodeScratchFloats(D, 0);
-    const sp = h.alloc(scratchFloats * 4);
+    // One scratch share per thread.
+    const shareBytes = (this.k.attentionScratchFloats(TILE_ROWS * G, D) + this.k.kvDecodeScratchFloats(D, 0)) * 4;
+    const sp = h.alloc(shareBytes * this.shares);
     try {
       h.f32.set(qh, qp >>> 2);
-      this.k.attention(op, qp, this.keys, this.values, rows, H * G, H, D, pastLen, 1 / Math.sqrt(D), this.capacity, sp, TILE_ROWS, 0, H, 0, 0, 0);
+      this.job(Op.Attention, [op, qp, this.keys, this.values, rows, H * G, H, D, pastLen, 1 / Math.sqrt(D), this.capacity, sp, shareBytes, TILE_ROWS, 0, 0, 0]);
       return h.f32.slice(op >>> 2, (op >>> 2) + n);
     } finally {
-      h.release(qp, n * 4); h.release(op, n * 4); h.release(sp, scratchFloats * 4);
+      h.release(qp, n * 4); h.release(op, n * 4); h.release(sp, shareBytes * this.shares);
     }
   }
 
@@ -249,23 +272,22 @@ export class MagicPigCache implements KvGroupCache {
     if (m > 0 && !this.centered) this.center(m);
     const result = new Float32Array(H * G * D), sampledBefore = this.counts.sampled;
     const h = this.heap, nq = H * G;
-    const qp = h.alloc(nq * D * 4), qc = h.alloc(nq * cs * 2), op = h.alloc(G * D * 4), st = h.alloc(G * 8), cp = h.alloc(G * 4);
-    const scratchFloats = Math.max(this.k.magicpigScratchFloats(Math.max(1, m), G), this.k.simhashScratchFloats(K, L, D));
-    const sp = h.alloc(scratchFloats * 4);
+    // Per query of every KV head: the sampled partial's o [D], {max, Σ} and count.
+    const qp = h.alloc(nq * D * 4), qc = h.alloc(nq * cs * 2), op = h.alloc(nq * D * 4), st = h.alloc(nq * 8), cp = h.alloc(nq * 4);
+    const shareBytes = this.k.magicpigScratchFloats(Math.max(1, m), G) * 4, hashBytes = this.k.simhashScratchFloats(K, L, D) * 4;
+    const scratchBytes = Math.max(shareBytes * this.shares, hashBytes);
+    const sp = h.alloc(scratchBytes);
     try {
       h.f32.set(qh, qp >>> 2);
-      if (m > 0) this.k.simhashCodes(qc, 0, qp, nq, D, D, 0, this.planes, K, L, cs, sp);
-      const statics = staticPositions(pastLen, this.s);
+      if (m > 0) {
+        this.k.simhashCodes(qc, 0, qp, nq, D, D, 0, this.planes, K, L, cs, sp);
+        this.job(Op.Sampled, [op, st, cp, qp, qc, this.keys + sinks * D * 4, this.values + sinks * D * 4, this.norms, this.codes, this.means,
+          m, G, D, cs, L, K, scale, 1, H, this.capacity, this.off, sp, shareBytes]);
+      }
+      const statics = staticPositions(pastLen, this.s), f32 = h.f32, counts = new Int32Array(h.memory.buffer, cp, nq);
       for (let kvh = 0; kvh < H; kvh++) {
-        if (m > 0) {
-          const row = (kvh * this.capacity + sinks) * D * 4;
-          this.k.magicpigAttend(op, st, cp, qp + kvh * G * D * 4, qc + kvh * G * cs * 2, this.keys + row, this.values + row,
-            this.norms + kvh * this.off * 4, this.codes + kvh * this.off * cs * 2, this.means + kvh * D * 4,
-            m, G, D, cs, L, K, scale, 1, 0, 0, sp);
-        }
-        const f32 = h.f32, counts = new Int32Array(h.memory.buffer, cp, G);
         for (let g = 0; g < G; g++) {
-          const qo = (qp >>> 2) + (kvh * G + g) * D;
+          const qi = kvh * G + g, qo = (qp >>> 2) + qi * D;
           // Static partial in float64.
           const logits = statics.map((j) => {
             const ko = (this.keys >>> 2) + (kvh * this.capacity + j) * D;
@@ -275,12 +297,12 @@ export class MagicPigCache implements KvGroupCache {
           });
           const { max: ms, sum: ls, o } = this.exactPartial(kvh, statics, logits);
           // ⊕ the sampled partial {max, Σ, o} (f32 from the kernel).
-          const mc = m > 0 ? f32[(st >>> 2) + 2 * g] : -Infinity;
+          const mc = m > 0 ? f32[(st >>> 2) + 2 * qi] : -Infinity;
           const M = Math.max(ms, mc), a = Math.exp(ms - M), b = mc === -Infinity ? 0 : Math.exp(mc - M);
-          const l = a * ls + b * (m > 0 ? f32[(st >>> 2) + 2 * g + 1] : 0);
-          const at = (kvh * G + g) * D, oc = (op >>> 2) + g * D;
+          const l = a * ls + b * (m > 0 ? f32[(st >>> 2) + 2 * qi + 1] : 0);
+          const at = qi * D, oc = (op >>> 2) + qi * D;
           for (let d = 0; d < D; d++) result[at + d] = (a * o[d] + (b ? b * f32[oc + d] : 0)) / l;
-          if (m > 0) this.counts.sampled += counts[g];
+          if (m > 0) this.counts.sampled += counts[qi];
         }
       }
       this.counts.steps++;
@@ -289,8 +311,8 @@ export class MagicPigCache implements KvGroupCache {
       this.perStep.offloaded.push(m * nq);
       return result;
     } finally {
-      h.release(qp, nq * D * 4); h.release(qc, nq * cs * 2); h.release(op, G * D * 4); h.release(st, G * 8); h.release(cp, G * 4);
-      h.release(sp, scratchFloats * 4);
+      h.release(qp, nq * D * 4); h.release(qc, nq * cs * 2); h.release(op, nq * D * 4); h.release(st, nq * 8); h.release(cp, nq * 4);
+      h.release(sp, scratchBytes);
     }
   }
 

@@ -5,6 +5,7 @@ import { kernelModule } from '../../cpu/wasm.js';
 import type { KvDType } from '../../backend/kv-dtype.js';
 import { DuetError } from '../../errors.js';
 import { checkLshParams, DEFAULT_K, DEFAULT_L, DEFAULT_LOCAL, DEFAULT_SINKS, type LshParams } from './params.js';
+import type { OffloadThreads } from './threads.js';
 import { checkTopk, describeTopk, type TopKChoice } from './topk.js';
 
 export interface MagicPigSettings extends LshParams {
@@ -21,9 +22,11 @@ export interface MagicPigSettings extends LshParams {
   topk?: TopKChoice;
   /** kernelModule(): the kernels every cache instantiates over its own memory (needed to create caches, not to lay them out). */
   module?: WebAssembly.Module;
+  /** Worker threads the caches split their KV heads over (one pool per model; none: one thread). */
+  threads?: OffloadThreads;
 }
 
-export type MagicPigOptions = Partial<Omit<MagicPigSettings, 'module'>>;
+export type MagicPigOptions = Partial<Omit<MagicPigSettings, 'module' | 'threads'>>;
 
 /** Seed of the hyperplanes when none is given. */
 export const DEFAULT_SEED = 20;
@@ -105,7 +108,8 @@ export function offloadSettings(o: OffloadOptions, kinds: ReadonlyArray<Readonly
 
 /** "MagicPIG K 10 × L 150, 4 sinks + 64 local" or "exact top-40 keys, 4 sinks + 64 local" (model and memory descriptions). */
 export function describeOffload(s: MagicPigSettings): string {
-  return `${s.topk ? describeTopk(s.topk) : `MagicPIG K ${s.K} × L ${s.L}`}, ${s.sinks} sinks + ${s.local} local`;
+  const threads = s.threads && !s.topk ? `, ${s.threads.count} threads` : '';
+  return `${s.topk ? describeTopk(s.topk) : `MagicPIG K ${s.K} × L ${s.L}`}, ${s.sinks} sinks + ${s.local} local${threads}`;
 }
 
 /** K·L hyperplanes of d values as rows ([K·L][d]), N(0, 1) from `seed` (mulberry32, Box–Muller): the same for the same seed. */
