@@ -112,6 +112,24 @@ test('offload threads split the KV heads: bit-identical to one thread, the worke
   assert.match(refused ?? '', /count must be an integer ≥ 2 \(got 1\)/);
 });
 
+test('bucket tables sample exactly the scan\'s keys, across rebuilds (tables + scanned tail), outputs within 1e-5; bytes include them', async () => {
+  // 700 decode steps after a prefill of 90: tables built at the first step (84 rows), rebuilt at 596
+  // offloaded rows (512 scanned) and not again; the steps between scan a growing tail.
+  const shape: KvGroupShape = { numKvHeads: 2, group: 2, headDim: 8 };
+  const scan = await settingsWith({ K: 4, L: 10, sinks: 2, local: 4, seed: 3 }, 8);
+  const tables: KvSettings = { ...scan, magicpig: { ...scan.magicpig!, tables: true } };
+  const a = await decodeRun(shape, scan, 90, 700, 29), b = await decodeRun(shape, tables, 90, 700, 29);
+  assert.equal(b.sampledPerStep, a.sampledPerStep, 'the same keys sampled at every step');
+  let worst = 0;
+  b.outs.forEach((o, i) => o.forEach((x, j) => { worst = Math.max(worst, Math.abs(x - a.outs[i][j])); }));
+  assert.ok(worst < 1e-5, `tables vs scan |Δ| ${worst}`);
+  const s = tables.magicpig!, off = 90 + 700 - s.sinks - s.local;
+  assert.is(b.cache.bytes() - a.cache.bytes(), 4 * 2 * s.L * off + 4 * 2 * s.L * ((1 << s.K) + 1), 'tables: L i32 per offloaded row and 2^K + 1 starts per table, per head');
+  assert.is(b.cache.bytes(), methodBytes(magicpigMethod, shape, 790, tables));
+  for (const r of [a, b]) { r.cache.free(); r.be.destroy(); }
+  assert.throws(() => checkMagicPigSettings({ ...scan.magicpig!, tables: true, topk: { keys: 3 } }), /tables index hash codes; exact topk hashes nothing/);
+});
+
 test('with huge L the estimate approaches exact attention; with small L it does not', async () => {
   const shape: KvGroupShape = { numKvHeads: 1, group: 2, headDim: 16 };
   const prefill = 160, steps = 4, { numKvHeads: H, group: G, headDim: D } = shape;

@@ -137,6 +137,25 @@ test('duet generate --offload --json and duet memory --offload agree; bare --off
   assert.match(message, /--dense-layers goes with --offload/);
 });
 
+test('--offload-tables: generate = memory with the tables counted (L i32 per offloaded key and head + bucket starts); same keys sampled as the scan', async () => {
+  const args = ['generate', '--model', DIR, '--device', 'cpu', '--passkey', '1000', '--max-tokens', '6', '--offload', '8,60', '--json'];
+  const scan = JSON.parse((await cli(args)).out), tables = JSON.parse((await cli([...args, '--offload-tables'])).out);
+  assert.match(tables.heads, /MagicPIG K 8 × L 60 \(bucket tables\)/);
+  assert.equal(tables.tokens, scan.tokens);
+  assert.equal(tables.offload.sampled_fraction_per_step, scan.offload.sampled_fraction_per_step);
+  const context = tables.prompt_tokens + 6;
+  const memory = async (extra: string[]) => JSON.parse((await cli(['memory', '--config', `${DIR}/config.json`, '--context', String(context), '--offload', '8,60', ...extra, '--json'])).out);
+  const [m0, m1] = [await memory([]), await memory(['--offload-tables'])];
+  assert.is(m1.offloaded_bytes, tables.kv_bytes.offloaded);
+  // 12 offloaded KV heads (3 layers × 4), 4 sinks + 64 local of `context` positions static.
+  assert.is(m1.offloaded_bytes - m0.offloaded_bytes, 12 * (4 * 60 * (context - 68) + 4 * 60 * (2 ** 8 + 1)));
+  for (const [extra, pattern] of [[['--offload-tables'], /--offload-tables goes with --offload/], [['--topk', '5', '--offload-tables'], /--offload-tables indexes hash codes; --topk hashes nothing/]] as const) {
+    let message = '';
+    await main(['memory', '--config', `${DIR}/config.json`, '--context', '500', ...extra]).catch((e: Error) => { message = e.message; });
+    assert.match(message, pattern);
+  }
+});
+
 test('duet eval --offload: each configuration\'s kv_bytes count the offloaded stores, equal to duet memory --offload', async () => {
   const e = await cli(['eval', '--model', DIR, '--device', 'cpu', '--tasks', 'passkey', '--lengths', '300', '--depths', '0.5', '--samples', '1',
     '--pattern', `${DIR}-pattern`, '--sparsity', '0.5', '--offload', '--json']);

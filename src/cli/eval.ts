@@ -80,7 +80,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
   const progressLoad = new Progress('loading');
   // Full attention first (the reference); each configuration is placed in turn on the same model.
   const model = await loadModel(v.model, {
-    ...modelOptions({ device: v.device, placement: v.placement, threads: v.threads, weights: v.weights, 'kv-dtype': v['kv-dtype'], 'prefill-chunk': chunk, offload: v.offload, topk: v.topk, 'dense-layers': v['dense-layers'] }),
+    ...modelOptions({ device: v.device, placement: v.placement, threads: v.threads, weights: v.weights, 'kv-dtype': v['kv-dtype'], 'prefill-chunk': chunk, offload: v.offload, 'offload-tables': v['offload-tables'], topk: v.topk, 'dense-layers': v['dense-layers'] }),
     onProgress: (e) => { if (e.step === 'weights') progressLoad.update(e.done, e.total); },
   });
   let evaluation: EvaluationResult;

@@ -17,7 +17,7 @@ const FLAGS: Record<string, string> = {
   prefillMax: '--prefill-max', type: '--type', formats: '--formats', agreeTokens: '--agree-tokens',
   seqLen: '--seq-len', evalSamples: '--eval-samples', locret: '--method locret', 'locret.budget': '--budget', 'locret.stabilizers': '--stabilizers',
   offload: '--offload', 'offload.K': '--offload', 'offload.L': '--offload', 'offload.denseLayers': '--dense-layers',
-  'offload.sinks': '--offload', 'offload.local': '--offload', 'offload.topk': '--topk',
+  'offload.sinks': '--offload', 'offload.local': '--offload', 'offload.topk': '--topk', 'offload.tables': '--offload-tables',
   concurrency: '--concurrency', requests: '--requests', promptChars: '--prompt-chars', decodeTokens: '--decode-tokens', warmupTokens: '--warmup-tokens',
 };
 

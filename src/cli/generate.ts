@@ -38,7 +38,7 @@ export function oneOf<T extends string>(value: string | undefined, flag: string,
 export function modelOptions(v: {
   device?: string; placement?: string; threads?: string; 'prefill-chunk'?: string; weights?: string; 'kv-dtype'?: string;
   pattern?: string; sparsity?: string; 'streaming-only'?: boolean; full?: boolean; sink?: string; recent?: string; compensation?: boolean;
-  method?: string; budget?: string; stabilizers?: string; offload?: string; topk?: string; 'dense-layers'?: string;
+  method?: string; budget?: string; stabilizers?: string; offload?: string; 'offload-tables'?: boolean; topk?: string; 'dense-layers'?: string;
 }) {
   const exclusive = [v.pattern !== undefined, !!v['streaming-only'], !!v.full].filter(Boolean).length;
   if (exclusive > 1) throw new Error('use only one of --pattern, --streaming-only and --full');

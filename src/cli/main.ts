@@ -36,6 +36,8 @@ Usage:
                              always; needs locret.json (docs/locret.md)
       --offload [K,L]        MagicPIG: retrieval heads' KV cache in host memory, decode by LSH sampling with K bits
                              × L tables (default 10,150, or 11,150 under 64 head dims; docs/magicpig.md)
+      --offload-tables       with --offload: find collisions through bucket tables (MagicPIG's layout; L i32
+                             more per key and head) instead of scanning every key's codes
       --topk N|P%            MagicPIG's exact TopK baseline instead of sampling: offloaded as --offload, decode
                              attends the static tokens + the N (or P% of the offloaded) keys of highest q·k
       --dense-layers L0,L1   with --offload or --topk: layers kept on full attention

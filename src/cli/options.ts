@@ -135,9 +135,10 @@ export async function headOptions(v: PatternValues, layers: number, kvHeads: num
   };
 }
 
-/** --offload [K,L] | --topk N|P% [--dense-layers L0,L1] (MagicPIG's offloading, or its exact TopK baseline: generate, eval, memory). */
+/** --offload [K,L] [--offload-tables] | --topk N|P% [--dense-layers L0,L1] (MagicPIG's offloading, or its exact TopK baseline: generate, eval, memory, serve). */
 export const offloadOptions = {
   offload: { type: 'string' },
+  'offload-tables': { type: 'boolean' },
   topk: { type: 'string' },
   'dense-layers': { type: 'string' },
 } as const;
@@ -163,12 +164,15 @@ export function topkFlag(text: string): TopKChoice {
   return { fraction: Number(m[1]) / 100 };
 }
 
-/** --offload [K,L], --topk and --dense-layers as the library's offload option (ranges are the library's to check). */
-export function offloadFlags(v: { offload?: string; topk?: string; 'dense-layers'?: string }): OffloadOptions | undefined {
+/** --offload [K,L], --offload-tables, --topk and --dense-layers as the library's offload option (ranges are the library's to check). */
+export function offloadFlags(v: { offload?: string; 'offload-tables'?: boolean; topk?: string; 'dense-layers'?: string }): OffloadOptions | undefined {
   if (v.offload === undefined && v.topk === undefined) {
     if (v['dense-layers'] !== undefined) throw new Error('--dense-layers goes with --offload or --topk');
+    if (v['offload-tables']) throw new Error('--offload-tables goes with --offload');
     return undefined;
   }
+  if (v['offload-tables'] && v.topk !== undefined) throw new Error('--offload-tables indexes hash codes; --topk hashes nothing (give one or the other)');
+  const tables = v['offload-tables'] ? { tables: true } : {};
   const denseLayers = v['dense-layers'] === undefined ? undefined
     : numberList(v['dense-layers'], '--dense-layers', (n) => Number.isInteger(n) && n >= 0, 'a layer index');
   if (v.topk !== undefined) {
@@ -176,8 +180,8 @@ export function offloadFlags(v: { offload?: string; topk?: string; 'dense-layers
     if (v.offload !== undefined && v.offload !== 'default') throw new Error(`--topk replaces --offload's LSH sampling with exact TopK; give --topk or --offload ${v.offload}, not both`);
     return { topk: topkFlag(v.topk), denseLayers };
   }
-  if (v.offload === undefined || v.offload === 'default') return { denseLayers };
+  if (v.offload === undefined || v.offload === 'default') return { denseLayers, ...tables };
   const m = /^(\d+),(\d+)$/.exec(v.offload.trim());
   if (!m) throw new Error(`--offload takes K,L (bits per hash table, tables; e.g. --offload 10,150) or nothing for the default (got "${v.offload}")`);
-  return { K: Number(m[1]), L: Number(m[2]), denseLayers };
+  return { K: Number(m[1]), L: Number(m[2]), denseLayers, ...tables };
 }

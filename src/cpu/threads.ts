@@ -13,8 +13,8 @@ import { instantiateKernels, type KernelExports } from './wasm.js';
 export const Op = { Stop: 0, Matmul: 1, Attention: 2, Streaming: 3, MatmulPacked: 4, ProbeRead: 5, ProbePeak: 6, Sampled: 7 } as const;
 export type Op = (typeof Op)[keyof typeof Op];
 
-/** f64 arguments a job carries (the largest op, sampled attention, has 23). */
-export const MAX_ARGS = 24;
+/** f64 arguments a job carries (the largest op, sampled attention, has 26). */
+export const MAX_ARGS = 28;
 /** Bytes of the control block's header (i32 words) before the f64 arguments. */
 const HEADER_BYTES = 32;
 /** Bytes of the control block (in shared memory: the backend allocates it in its own). */
@@ -98,15 +98,24 @@ export function runShare(k: KernelExports, op: Op, a: Float64Array, s: number, c
   } else if (op === Op.Sampled) {
     // MagicPIG's sampled partial softmax of every KV head (src/kv/magicpig/method.ts), heads split:
     // out, stats, counts, q, qCodes, keys, values, norms, codes, means, n, group, headDim, cs, L, K,
-    // scale, correction, numKvHeads, capacity, off, scratch, scratchBytes.
+    // scale, correction, numKvHeads, capacity, off, scratch, scratchBytes, tabled, order, start.
+    // Rows [0, tabled) are found through the head's bucket tables, rows [tabled, n) by the scan:
+    // two partials per query, the tables' in the first half of out/stats/counts, the scan's in the second.
     const [h0, h1] = shareRange(a[18], s, count);
     if (h0 >= h1) return false;
-    const g = a[11], d = a[12], cs = a[13], sk = k as unknown as SampledKernel;
+    const g = a[11], d = a[12], cs = a[13], L = a[14], K = a[15], H = a[18], off = a[20], tabled = a[23];
+    const sk = k as unknown as SampledKernel, scratch = a[21] + s * a[22];
     for (let h = h0; h < h1; h++) {
-      const row = h * a[19] * d * 4;
-      sk.magicpigAttend(a[0] + h * g * d * 4, a[1] + h * g * 8, a[2] + h * g * 4, a[3] + h * g * d * 4, a[4] + h * g * cs * 2,
-        a[5] + row, a[6] + row, a[7] + h * a[20] * 4, a[8] + h * a[20] * cs * 2, a[9] + h * d * 4,
-        a[10], g, d, cs, a[14], a[15], a[16], a[17], 0, 0, a[21] + s * a[22]);
+      const row = h * a[19] * d * 4, outs = [a[0] + h * g * d * 4, a[1] + h * g * 8, a[2] + h * g * 4] as const;
+      const q = a[3] + h * g * d * 4, qCodes = a[4] + h * g * cs * 2, mean = a[9] + h * d * 4;
+      const keys = a[5] + row, values = a[6] + row, norms = a[7] + h * off * 4, codes = a[8] + h * off * cs * 2;
+      const second = [H * g * d * 4, H * g * 8, H * g * 4] as const;
+      if (tabled > 0) {
+        sk.magicpigAttend(outs[0], outs[1], outs[2], q, qCodes, keys, values, norms, codes, mean, tabled, g, d, cs, L, K, a[16], a[17],
+          a[24] + h * L * off * 4, a[25] + h * L * ((1 << K) + 1) * 4, scratch);
+      }
+      sk.magicpigAttend(outs[0] + second[0], outs[1] + second[1], outs[2] + second[2], q, qCodes, keys + tabled * d * 4, values + tabled * d * 4,
+        norms + tabled * 4, codes + tabled * cs * 2, mean, a[10] - tabled, g, d, cs, L, K, a[16], a[17], 0, 0, scratch);
     }
   } else if (op === Op.ProbeRead) {
     // ptr, bytes, reps: each thread streams its own 64-byte-aligned slice of the buffer.

@@ -155,22 +155,28 @@ function logSamplingWeight(cosTheta: f64, K: i32, L: i32): f64 {
 }
 
 // Pass 1 by scan: keys outer (each key's codes are read once for the whole group); lists ascending.
+// Hits are counted in SIMD: an equal lane is −1, so subtracting the compare results counts per lane
+// (at most cs/8 ≤ 32767 per lane), and one horizontal sum per (key, query) gives the tables hit.
 function collectScan(lists: usize, counts: usize, qCodes: usize, kCodes: usize, n: i32, group: i32, cs: i32, L: i32): void {
   const codeBytes: usize = (<usize>cs) << 1;
   const nv = cs >> 3;
-  const tailMask = (1 << (L - 8 * (nv - 1))) - 1;
+  // Lanes of the last vector that are tables (L − 8·(nv − 1) of 8): −1, the padding lanes 0.
+  const tail = L - 8 * (nv - 1);
+  const tailMask = i16x8.gt_s(i16x8(0, 1, 2, 3, 4, 5, 6, 7), i16x8.splat(<i16>(tail - 1)));
   for (let j = 0; j < n; j++) {
     const kr = kCodes + <usize>j * codeBytes;
     for (let g = 0; g < group; g++) {
       const qr = qCodes + <usize>g * codeBytes;
-      let hits = 0;
+      let acc = i16x8.splat(0);
       let v = 0;
       for (; v < nv - 1; v++) {
         const o: usize = (<usize>v) << 4;
-        hits += popcnt(i16x8.bitmask(i16x8.eq(v128.load(kr + o), v128.load(qr + o))));
+        acc = i16x8.sub(acc, i16x8.eq(v128.load(kr + o), v128.load(qr + o)));
       }
       const last: usize = (<usize>v) << 4;
-      hits += popcnt(i16x8.bitmask(i16x8.eq(v128.load(kr + last), v128.load(qr + last))) & tailMask);
+      acc = i16x8.sub(acc, v128.andnot(i16x8.eq(v128.load(kr + last), v128.load(qr + last)), tailMask));
+      const pairs = i32x4.extadd_pairwise_i16x8_s(acc);
+      const hits = i32x4.extract_lane(pairs, 0) + i32x4.extract_lane(pairs, 1) + i32x4.extract_lane(pairs, 2) + i32x4.extract_lane(pairs, 3);
       if (hits >= 2) {
         const cp = counts + ((<usize>g) << 2);
         const c = load<i32>(cp);

@@ -13,9 +13,10 @@
 // step that has offloaded keys: the mean of the keys offloaded then (after a prefill, the
 // prefill's offloaded keys, as in MagicPIG). Those keys are hashed then; later ones are hashed as
 // they leave the local window (at append). Collisions are found by scanning the codes (8 tables
-// per SIMD compare), not by bucket tables: here a token leaves the window every decode step and
-// the tables would be rebuilt every step (MagicPIG builds them once; decode tokens stay in its
-// GPU buffer).
+// per SIMD compare), or with settings.tables through bucket tables (MagicPIG's layout): a token
+// leaves the window every decode step, so the tables index the keys offloaded when they were built
+// and the newer ones are scanned until there are enough of them to rebuild (TABLE_TAIL; MagicPIG
+// builds its tables once, after prefill, and keeps decode tokens in its GPU buffer).
 //
 // With settings.topk (MagicPIG's exact TopK baseline, src/kv/magicpig/topk.ts) the single row
 // attends its static tokens and the k offloaded keys of highest q·k instead, plain logits; nothing
@@ -31,7 +32,8 @@
 // Layout (KvTensorSpec.host, one WebAssembly memory per cache): the hyperplanes [K·L][d]; K and V
 // [numKvHeads][capacity][d] f32 (every position); norms |k − k̄| [numKvHeads][off] f32 and codes
 // [numKvHeads][off][cs] u16 of the offloaded rows (off = capacity − sinks − local, cs = L rounded up
-// to 8); k̄ [numKvHeads][d]. Kernel scratch (hashing, gathering, prefill attention) is not counted,
+// to 8); k̄ [numKvHeads][d]; with tables, order [numKvHeads][L][off] i32 and bucket starts
+// [numKvHeads][L][2^K + 1] i32. Kernel scratch (hashing, gathering, prefill attention) is not counted,
 // like the coordinator's activation buffers.
 //
 // Threads: with settings.threads (src/kv/magicpig/threads.ts) the memory is shared and the decode
@@ -39,7 +41,7 @@
 // offload threads; the static partials, the merge and the hashing of one row stay on this thread.
 import type { Backend, DeviceTensor } from '../../backend/contract.js';
 import { WasmHeap } from '../../cpu/memory.js';
-import { Op, runShare } from '../../cpu/threads.js';
+import { MAX_ARGS, Op, runShare } from '../../cpu/threads.js';
 import { kernelMemory, type KernelExports } from '../../cpu/wasm.js';
 import { layoutBytes, type KvGroupCache, type KvSampling, type KvGroupShape, type KvMethod, type KvSettings, type KvTensorSpec } from '../method.js';
 import type { MagicPigExports } from './cpu.js';
@@ -52,6 +54,14 @@ export const STORE_LIMIT_BYTES = 2 ** 32 - 64 * 2 ** 20;
 
 /** The attention kernel's query tile (as the CPU backend's). */
 const TILE_ROWS = 16;
+
+/**
+ * With bucket tables: built at the first decode step with offloaded keys (MagicPIG: after
+ * prefill); keys offloaded later are scanned until they number TABLE_TAIL or an eighth of the
+ * tabled ones, whichever is more, and then the tables are rebuilt over all of them (a counting sort
+ * per table, O(L·n)), so rebuilds cost O(L) per decode step amortised.
+ */
+const TABLE_TAIL = 512;
 
 type Kernels = KernelExports & MagicPigExports;
 
@@ -71,6 +81,10 @@ function storeSpecs(shape: KvGroupShape, capacity: number, s: MagicPigSettings):
     { name: 'norms |k − k̄|', words: H * off, host: true },
     { name: `codes (${s.L} × u16)`, words: (H * off * cs) / 2, host: true },
     { name: 'k̄', words: H * D, host: true },
+    ...(s.tables ? [
+      { name: `bucket tables (${s.L} × i32 per key)`, words: H * s.L * off, host: true },
+      { name: `bucket starts (${s.L} × ${(1 << s.K) + 1})`, words: H * s.L * ((1 << s.K) + 1), host: true },
+    ] : []),
   ];
 }
 
@@ -110,6 +124,11 @@ export class MagicPigCache implements KvGroupCache {
   private norms: number;
   private codes: number;
   private readonly means: number;
+  /** Bucket tables per head (settings.tables): order [H][L][off] i32 (rows `tabled` apart), start [H][L][2^K + 1] i32; else 0. */
+  private order = 0;
+  private readonly start: number = 0;
+  /** Offloaded rows the tables index (the rest are scanned). */
+  private tabled = 0;
   private off: number;
   /** Positions stored. */
   private seen = 0;
@@ -122,7 +141,7 @@ export class MagicPigCache implements KvGroupCache {
   /** The cache's slot in settings.threads (-1: one thread). */
   private readonly slot: number = -1;
   /** A job's arguments when it runs on this thread alone. */
-  private readonly single = new Float64Array(24);
+  private readonly single = new Float64Array(MAX_ARGS);
   /** Sampling of the decode steps so far, summed (--json reports sampled / offloaded per step). */
   readonly counts = { steps: 0, sampled: 0, offloaded: 0 };
   private readonly perStep: KvSampling = { sampled: [], offloaded: [] };
@@ -143,6 +162,10 @@ export class MagicPigCache implements KvGroupCache {
     this.norms = hashing ? this.block(H * this.off * 4) : 0;
     this.codes = hashing ? this.block(H * this.off * this.cs * 2) : 0;
     this.means = hashing ? this.block(H * D * 4) : 0;
+    if (hashing && s.tables) {
+      this.order = this.block(H * s.L * this.off * 4);
+      this.start = this.block(H * s.L * ((1 << s.K) + 1) * 4);
+    }
   }
 
   bytes(): number {
@@ -196,6 +219,12 @@ export class MagicPigCache implements KvGroupCache {
     if (!this.s.topk) {
       this.norms = regrow(this.norms, this.off, off, 4, this.hashed);
       this.codes = regrow(this.codes, this.off, off, cs * 2, this.hashed);
+      if (this.order) {
+        // Rebuilt at the next decode step (their rows are `tabled` apart, not capacity).
+        this.release(this.order);
+        this.order = this.block(H * this.s.L * off * 4);
+        this.tabled = 0;
+      }
     }
     this.capacity = capacity;
     this.off = off;
@@ -272,37 +301,49 @@ export class MagicPigCache implements KvGroupCache {
     if (m > 0 && !this.centered) this.center(m);
     const result = new Float32Array(H * G * D), sampledBefore = this.counts.sampled;
     const h = this.heap, nq = H * G;
-    // Per query of every KV head: the sampled partial's o [D], {max, Σ} and count.
-    const qp = h.alloc(nq * D * 4), qc = h.alloc(nq * cs * 2), op = h.alloc(nq * D * 4), st = h.alloc(nq * 8), cp = h.alloc(nq * 4);
+    // Per query of every KV head, two sampled partials (tables' rows, then scanned rows): o [D], {max, Σ} and count.
+    const qp = h.alloc(nq * D * 4), qc = h.alloc(nq * cs * 2), op = h.alloc(2 * nq * D * 4), st = h.alloc(2 * nq * 8), cp = h.alloc(2 * nq * 4);
     const shareBytes = this.k.magicpigScratchFloats(Math.max(1, m), G) * 4, hashBytes = this.k.simhashScratchFloats(K, L, D) * 4;
-    const scratchBytes = Math.max(shareBytes * this.shares, hashBytes);
+    const scratchBytes = Math.max(shareBytes * this.shares, hashBytes, this.order ? this.k.lshTablesScratchFloats(K) * 4 : 0);
     const sp = h.alloc(scratchBytes);
     try {
       h.f32.set(qh, qp >>> 2);
       if (m > 0) {
+        if (this.order && (this.tabled === 0 || m - this.tabled >= Math.max(TABLE_TAIL, this.tabled / 8))) this.buildTables(m, sp);
         this.k.simhashCodes(qc, 0, qp, nq, D, D, 0, this.planes, K, L, cs, sp);
+        const tabled = this.order ? this.tabled : 0;
         this.job(Op.Sampled, [op, st, cp, qp, qc, this.keys + sinks * D * 4, this.values + sinks * D * 4, this.norms, this.codes, this.means,
-          m, G, D, cs, L, K, scale, 1, H, this.capacity, this.off, sp, shareBytes]);
+          m, G, D, cs, L, K, scale, 1, H, this.capacity, this.off, sp, shareBytes, tabled, this.order, this.start]);
+        if (tabled === 0) {
+          // No tables yet: the first partials are empty.
+          h.f32.fill(-Infinity, st >>> 2, (st >>> 2) + 2 * nq);
+          new Int32Array(h.memory.buffer, cp, nq).fill(0);
+        }
       }
-      const statics = staticPositions(pastLen, this.s), f32 = h.f32, counts = new Int32Array(h.memory.buffer, cp, nq);
+      const statics = staticPositions(pastLen, this.s), f32 = h.f32, counts = new Int32Array(h.memory.buffer, cp, 2 * nq);
+      const logits = new Float64Array(statics.length), o = new Float64Array(D);
       for (let kvh = 0; kvh < H; kvh++) {
         for (let g = 0; g < G; g++) {
-          const qi = kvh * G + g, qo = (qp >>> 2) + qi * D;
+          const qi = kvh * G + g;
           // Static partial in float64.
-          const logits = statics.map((j) => {
-            const ko = (this.keys >>> 2) + (kvh * this.capacity + j) * D;
-            let s = 0;
-            for (let d = 0; d < D; d++) s += f32[qo + d] * f32[ko + d];
-            return s * scale;
-          });
-          const { max: ms, sum: ls, o } = this.exactPartial(kvh, statics, logits);
-          // ⊕ the sampled partial {max, Σ, o} (f32 from the kernel).
-          const mc = m > 0 ? f32[(st >>> 2) + 2 * qi] : -Infinity;
-          const M = Math.max(ms, mc), a = Math.exp(ms - M), b = mc === -Infinity ? 0 : Math.exp(mc - M);
-          const l = a * ls + b * (m > 0 ? f32[(st >>> 2) + 2 * qi + 1] : 0);
-          const at = qi * D, oc = (op >>> 2) + qi * D;
-          for (let d = 0; d < D; d++) result[at + d] = (a * o[d] + (b ? b * f32[oc + d] : 0)) / l;
-          if (m > 0) this.counts.sampled += counts[qi];
+          const { max: ms, sum: ls } = this.exactPartial(kvh, f32, (qp >>> 2) + qi * D, statics, scale, logits, o);
+          // ⊕ the two sampled partials {max, Σ, o} (f32 from the kernel; max −∞ when empty).
+          const parts = m > 0 ? [qi, nq + qi] : [];
+          let M = ms;
+          for (const p of parts) M = Math.max(M, f32[(st >>> 2) + 2 * p]);
+          const a = Math.exp(ms - M);
+          let l = a * ls;
+          const at = qi * D;
+          for (let d = 0; d < D; d++) result[at + d] = a * o[d];
+          for (const p of parts) {
+            const mp = f32[(st >>> 2) + 2 * p];
+            if (mp === -Infinity) continue;
+            const b = Math.exp(mp - M), oc = (op >>> 2) + p * D;
+            l += b * f32[(st >>> 2) + 2 * p + 1];
+            for (let d = 0; d < D; d++) result[at + d] += b * f32[oc + d];
+            this.counts.sampled += counts[p];
+          }
+          for (let d = 0; d < D; d++) result[at + d] /= l;
         }
       }
       this.counts.steps++;
@@ -311,7 +352,7 @@ export class MagicPigCache implements KvGroupCache {
       this.perStep.offloaded.push(m * nq);
       return result;
     } finally {
-      h.release(qp, nq * D * 4); h.release(qc, nq * cs * 2); h.release(op, nq * D * 4); h.release(st, nq * 8); h.release(cp, nq * 4);
+      h.release(qp, nq * D * 4); h.release(qc, nq * cs * 2); h.release(op, 2 * nq * D * 4); h.release(st, 2 * nq * 8); h.release(cp, 2 * nq * 4);
       h.release(sp, scratchBytes);
     }
   }
@@ -325,6 +366,7 @@ export class MagicPigCache implements KvGroupCache {
     const { numKvHeads: H, group: G, headDim: D } = this.shape, { sinks } = this.s;
     const m = offloadedRows(pastLen, this.s), k = topkCount(choice, m), scale = 1 / Math.sqrt(D), f32 = this.heap.f32;
     const statics = staticPositions(pastLen, this.s), result = new Float32Array(H * G * D), scores = new Float64Array(m);
+    const logits = new Float64Array(statics.length + k), o = new Float64Array(D);
     const dot = (qo: number, j: number, kvh: number) => {
       const ko = (this.keys >>> 2) + (kvh * this.capacity + j) * D;
       let s = 0;
@@ -336,8 +378,7 @@ export class MagicPigCache implements KvGroupCache {
         const qo = (kvh * G + g) * D;
         for (let i = 0; i < m; i++) scores[i] = dot(qo, sinks + i, kvh);
         const attended = [...statics, ...Array.from(topkIndices(scores, m, k), (i) => sinks + i)];
-        const logits = attended.map((j) => dot(qo, j, kvh) * scale);
-        const { sum: l, o } = this.exactPartial(kvh, attended, logits);
+        const { sum: l } = this.exactPartial(kvh, qh, qo, attended, scale, logits, o);
         for (let d = 0; d < D; d++) result[qo + d] = o[d] / l;
       }
     }
@@ -350,21 +391,31 @@ export class MagicPigCache implements KvGroupCache {
   }
 
   /**
-   * The exact softmax partial of KV head kvh over cache rows `positions` with their `logits`, in
-   * float64: max logit, Σ exp(logit − max) and the correspondingly weighted sum of the stored values.
+   * The exact softmax partial of KV head kvh over cache rows `positions` for the query at
+   * q[qo, qo + d), in float64: returns max logit and Σ exp(logit − max), and sets o to the
+   * correspondingly weighted sum of the stored values. `logits` is scratch (≥ positions.length).
    */
-  private exactPartial(kvh: number, positions: readonly number[], logits: readonly number[]): { max: number; sum: number; o: Float64Array } {
-    const D = this.shape.headDim, f32 = this.heap.f32;
+  private exactPartial(kvh: number, q: Float32Array, qo: number, positions: readonly number[], scale: number,
+    logits: Float64Array, o: Float64Array): { max: number; sum: number } {
+    const D = this.shape.headDim, f32 = this.heap.f32, n = positions.length;
+    const kBase = (this.keys >>> 2) + kvh * this.capacity * D, vBase = (this.values >>> 2) + kvh * this.capacity * D;
     let max = -Infinity;
-    for (const x of logits) max = Math.max(max, x);
-    const o = new Float64Array(D);
+    for (let i = 0; i < n; i++) {
+      const ko = kBase + positions[i] * D;
+      let s = 0;
+      for (let d = 0; d < D; d++) s += q[qo + d] * f32[ko + d];
+      s *= scale;
+      logits[i] = s;
+      if (s > max) max = s;
+    }
+    o.fill(0, 0, D);
     let sum = 0;
-    positions.forEach((j, i) => {
-      const e = Math.exp(logits[i] - max), vo = (this.values >>> 2) + (kvh * this.capacity + j) * D;
+    for (let i = 0; i < n; i++) {
+      const e = Math.exp(logits[i] - max), vo = vBase + positions[i] * D;
       sum += e;
       for (let d = 0; d < D; d++) o[d] += e * f32[vo + d];
-    });
-    return { max, sum, o };
+    }
+    return { max, sum };
   }
 
   /** Fixes k̄ per KV head as the mean of the m offloaded keys, and hashes them. */
@@ -380,6 +431,16 @@ export class MagicPigCache implements KvGroupCache {
     }
     this.centered = true;
     this.hash(0, m);
+  }
+
+  /** Rebuilds every head's bucket tables over its first m offloaded rows (scratch: ≥ lshTablesScratchFloats). */
+  private buildTables(m: number, scratch: number): void {
+    const { numKvHeads: H } = this.shape, { K, L } = this.s, cs = this.cs;
+    for (let h = 0; h < H; h++) {
+      this.k.lshBuildTables(this.order + h * L * this.off * 4, this.start + h * L * ((1 << K) + 1) * 4,
+        this.codes + h * this.off * cs * 2, m, cs, L, K, scratch);
+    }
+    this.tabled = m;
   }
 
   /** Hashes offloaded rows [from, to) of every head (centered by its k̄) and stores their norms. */

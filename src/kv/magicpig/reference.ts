@@ -195,6 +195,7 @@ export const reference: KvReference = {
     { label: 'K 3, L 12, 2 sinks + 4 local', settings: settingsOf({ K: 3, L: 12, sinks: 2, local: 4 }) },
     { label: 'K 6, L 20, no sinks, local 1 (sparse)', settings: settingsOf({ K: 6, L: 20, sinks: 0, local: 1 }, 9) },
     { label: 'K 1, L 40, 3 sinks + 2 local (nearly every key)', settings: settingsOf({ K: 1, L: 40, sinks: 3, local: 2 }, 13) },
+    { label: 'K 3, L 12, 2 sinks + 4 local, bucket tables', settings: settingsOf({ K: 3, L: 12, sinks: 2, local: 4, tables: true }) },
     { label: 'K 10, L 150, 4 sinks + 64 local (the defaults: all static here)', settings: settingsOf({ K: 10, L: 150, sinks: 4, local: 64 }) },
     { label: 'exact top-3 keys, 2 sinks + 3 local', settings: settingsOf({ K: 3, L: 12, sinks: 2, local: 3, topk: { keys: 3 } }) },
     { label: 'exact top-30 % keys, no sinks, local 1', settings: settingsOf({ K: 3, L: 12, sinks: 0, local: 1, topk: { fraction: 0.3 } }) },
@@ -263,6 +264,8 @@ export const reference: KvReference = {
     const s = settings.magicpig!, { numKvHeads: H, headDim: D } = shape, off = Math.max(0, capacity - s.sinks - s.local);
     if (s.topk) return 2 * 4 * H * capacity * D; // K and V only: nothing is hashed
     // planes, K and V of every position, norms (f32) and codes (u16 × L rounded up to 8) of the offloaded rows, k̄.
-    return 4 * s.K * s.L * D + 2 * 4 * H * capacity * D + 4 * H * off + 2 * H * off * codeStride(s.L) + 4 * H * D;
+    // With bucket tables: an i32 per key and table, and 2^K + 1 bucket starts per table.
+    const tables = s.tables ? 4 * H * s.L * off + 4 * H * s.L * ((1 << s.K) + 1) : 0;
+    return 4 * s.K * s.L * D + 2 * 4 * H * capacity * D + 4 * H * off + 2 * H * off * codeStride(s.L) + 4 * H * D + tables;
   },
 };

@@ -20,6 +20,12 @@ export interface MagicPigSettings extends LshParams {
    * static tokens and the k offloaded keys of highest q·k; no hash codes are kept, K and L are unused.
    */
   topk?: TopKChoice;
+  /**
+   * Bucket tables over the offloaded keys (MagicPIG's own layout): a decode step visits the
+   * query's L buckets instead of scanning every key's codes, for L·4 bytes more per key and head
+   * (src/kv/magicpig/method.ts has when they are rebuilt). Default false: the scan.
+   */
+  tables?: boolean;
   /** kernelModule(): the kernels every cache instantiates over its own memory (needed to create caches, not to lay them out). */
   module?: WebAssembly.Module;
   /** Worker threads the caches split their KV heads over (one pool per model; none: one thread). */
@@ -53,6 +59,8 @@ export function checkMagicPigSettings(s: MagicPigSettings | undefined, create = 
   nonNegativeInt(s.local, 'local window', 1);
   nonNegativeInt(s.seed, 'seed', 0);
   if (s.topk !== undefined) checkTopk(s.topk);
+  if (s.tables !== undefined && typeof s.tables !== 'boolean') throw new RangeError(`MagicPIG tables must be true or false (got ${JSON.stringify(s.tables)})`);
+  if (s.tables && s.topk !== undefined) throw new RangeError('MagicPIG tables index hash codes; exact topk hashes nothing (give one or the other)');
   if (create && !(s.module instanceof WebAssembly.Module)) throw new Error('MagicPIG settings: module must be the compiled kernel module (kernelModule())');
   return s;
 }
@@ -63,6 +71,7 @@ export function magicpigLayoutSettings(o: MagicPigOptions, headDim: number): Mag
   return checkMagicPigSettings({
     K: o.K ?? lsh.K, L: o.L ?? lsh.L, sinks: o.sinks ?? DEFAULT_SINKS, local: o.local ?? DEFAULT_LOCAL, seed: o.seed ?? DEFAULT_SEED,
     ...(o.topk !== undefined ? { topk: o.topk } : {}),
+    ...(o.tables ? { tables: true } : {}),
   });
 }
 
@@ -109,7 +118,7 @@ export function offloadSettings(o: OffloadOptions, kinds: ReadonlyArray<Readonly
 /** "MagicPIG K 10 × L 150, 4 sinks + 64 local" or "exact top-40 keys, 4 sinks + 64 local" (model and memory descriptions). */
 export function describeOffload(s: MagicPigSettings): string {
   const threads = s.threads && !s.topk ? `, ${s.threads.count} threads` : '';
-  return `${s.topk ? describeTopk(s.topk) : `MagicPIG K ${s.K} × L ${s.L}`}, ${s.sinks} sinks + ${s.local} local${threads}`;
+  return `${s.topk ? describeTopk(s.topk) : `MagicPIG K ${s.K} × L ${s.L}${s.tables ? ' (bucket tables)' : ''}`}, ${s.sinks} sinks + ${s.local} local${threads}`;
 }
 
 /** K·L hyperplanes of d values as rows ([K·L][d]), N(0, 1) from `seed` (mulberry32, Box–Muller): the same for the same seed. */
