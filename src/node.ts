@@ -18,6 +18,8 @@ export { convertToDha, type DhaConvertOptions } from './node/dha.js';
 export { fallbackText, quantizeModel, type QuantizeOptions, type QuantizeResult } from './node/quantize.js';
 export { DuetServer, type ServeOptions } from './server/server.js';
 export { runServeBenchmark, serveReportText, type ServeBenchmarkOptions, type ServeResults, type ServeRow } from './node/bench-serve.js';
+export { offloadReportText, runOffloadBenchmark, type OffloadBenchmarkOptions, type OffloadResults } from './node/bench-offload.js';
+export type { OffloadArmRow } from './bench/offload.js';
 export { peersReportText, runPeersBenchmark, type PeerRow, type PeersBenchmarkOptions, type PeersResults } from './node/bench-peers.js';
 
 export interface NodeIdentifyOptions extends IdentifyOptions {

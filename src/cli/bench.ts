@@ -6,7 +6,8 @@ import { BENCH_SUITES as SUITES, benchReportText, peersReportText, runBenchmark,
 import { DuetError } from '../errors.js';
 import { shapeSpec } from '../bench/shapes.js';
 import { claimOutputFolder, removeStale } from '../node/output-folder.js';
-import { intOption, kvDtypeOption, numberList, threadsOption, weightsOption } from './options.js';
+import { bareOffload, intOption, kvDtypeOption, numberList, offloadFlags, threadsOption, weightsOption } from './options.js';
+import { offloadReportText, runOffloadBenchmark } from '../node/bench-offload.js';
 import { flagMessage, inFlags } from './flags.js';
 import { Progress } from './progress.js';
 import { serveBenchCommand } from './bench-serve.js';
@@ -38,6 +39,7 @@ const options = {
   json: { type: 'boolean' },
   formats: { type: 'string' },
   'agree-tokens': { type: 'string' },
+  offload: { type: 'string' },
 } as const;
 
 export async function benchCommand(argv: string[]): Promise<number> {
@@ -53,9 +55,11 @@ async function bench(argv: string[]): Promise<number> {
   // The server suite has its own options (it measures `duet serve`, not the engine's phases).
   const suiteAt = argv.indexOf('--suite');
   if (argv[suiteAt + 1] === 'serve' || argv.includes('--suite=serve')) return serveBenchCommand(argv);
-  const { values: v } = parseArgs({ args: argv, options, strict: true });
-  const suiteArg = v.suite ?? 'all';
+  const { values: v } = parseArgs({ args: bareOffload(argv), options, strict: true });
+  const suiteArg = v.suite ?? (v.offload !== undefined ? 'offload' : 'all');
   if (suiteArg === 'peers') return peersCommand(v, argv);
+  if (suiteArg === 'offload') return offloadCommand(v, argv);
+  if (v.offload !== undefined) throw new Error(`--offload goes with --suite offload (the offload suite), not --suite ${suiteArg}`);
   const suites: Suite[] = suiteArg === 'all' ? [...SUITES] : suiteArg.split(',').map((s) => {
     if (!(SUITES as string[]).includes(s)) throw new Error(`--suite must be all or a list of ${SUITES.join(', ')} (got "${s}")`);
     return s as Suite;
@@ -109,6 +113,25 @@ async function bench(argv: string[]): Promise<number> {
 
 
 type Values = ReturnType<typeof parseArgs<{ args: string[]; options: typeof options; strict: true }>>['values'];
+
+/** `--suite offload` (or `--offload [K,L]`): one layer's decode attention, full vs offloaded (runOffloadBenchmark). */
+async function offloadCommand(v: Values, argv: string[]): Promise<number> {
+  for (const f of ['model', 'pattern', 'sparsities', 'placements', 'weights', 'kv-dtype', 'formats', 'layers', 'prefill-chunk', 'prefill-max', 'sink', 'recent', 'agree-tokens'] as const) {
+    if (v[f] !== undefined) throw new Error(`--${f} does not apply to --suite offload (one layer's attention on random keys, --shape NAME, default llama-3.2-1b)`);
+  }
+  if (v.device !== undefined && v.device !== 'cpu') throw new Error(`--suite offload runs on the CPU (both sides); --device ${v.device} is not supported there yet`);
+  const offload = v.offload === undefined ? undefined : offloadFlags({ offload: v.offload });
+  const contexts = v.contexts === undefined ? undefined : numberList(v.contexts, '--contexts', (n) => Number.isInteger(n) && n >= 2, 'an integer ≥ 2').sort((a, b) => a - b);
+  const progress = new Progress('offload');
+  const r = await runOffloadBenchmark({
+    out: v.out ?? BENCH_DEFAULT_OUT, shape: v.shape, contexts, offload, threads: threadsOption(v.threads),
+    decodeTokens: intOption(v['decode-tokens'], '--decode-tokens', 1), warmupTokens: intOption(v['warmup-tokens'], '--warmup-tokens', 0), seed: intOption(v.seed, '--seed'),
+    command: `duet bench ${argv.join(' ')}`.trim(), onProgress: (d, t, detail) => progress.update(d, t, detail),
+  });
+  if (v.json) process.stdout.write(`${JSON.stringify({ settings: r.settings, rows: r.rows })}\n`);
+  else process.stdout.write(`${offloadReportText(r)}\nresults: ${r.files.join(', ')}\n`);
+  return 0;
+}
 
 /** `--suite peers`: Duet against llama.cpp on the same GGUF files (runPeersBenchmark). */
 async function peersCommand(v: Values, argv: string[]): Promise<number> {

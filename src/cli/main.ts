@@ -98,7 +98,7 @@ Usage:
   duet dha plot --runs DIR1,DIR2,... --out FILE.svg [--target DIR] [--training] [--smooth N] [--json]
       one SVG of the arms' validation (or training) losses against training tokens, and the tokens each
       arm needs to reach the target arm's final loss (default target: the gqa-meanpool run)
-  duet bench [--suite kernels|e2e|memory|all|peers] [--model DIR | --shape NAME] [--layers N] [--pattern DIR]
+  duet bench [--suite kernels|e2e|memory|all|peers|offload] [--model DIR | --shape NAME] [--layers N] [--pattern DIR]
              [--contexts 1024,4096,16384] [--sparsities 0.25,0.5,0.75] [--placements split,gpu,cpu]
              [--device auto|cpu|gpu] [--sink N --recent N] [--prefill-chunk N] [--prefill-max N]
              [--decode-tokens N] [--warmup-tokens N] [--seed S] [--threads N] [--weights W]
@@ -108,6 +108,9 @@ Usage:
       (random weights); results.json and SVG plots in --out (default bench-results)
       --suite peers [--formats f32,f16,q8_0,q4_0] [--agree-tokens N]: Duet against llama.cpp (the optional
       node-llama-cpp package, CPU) on the same GGUF per format, default --shape qwen2.5-0.5b
+      --suite offload, or --offload [K,L]: one layer's decode attention, KV cache on the main device vs
+      offloaded with MagicPIG (scan and bucket tables), on random keys, per --contexts (default 4096,16384,
+      32768,65536), CPU, --shape default llama-3.2-1b; offload.json and offload-decode.svg in --out
 `;
 
 export async function main(argv: string[]): Promise<number> {

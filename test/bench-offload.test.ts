@@ -1,0 +1,72 @@
+// `duet bench --suite offload` (--offload [K,L]): a tiny run on the CPU (2 threads) writes
+// offload.json and offload-decode.svg with a row per context and arm (full, offloaded by scan,
+// offloaded by tables), byte counts that follow from the shape exactly, and sampled fractions
+// strictly between 0 and 1; misplaced flags and foreign folders are refused. No speed is checked.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { benchCommand } from '../src/cli/bench.ts';
+import type { OffloadArmRow } from '../src/bench/offload.ts';
+
+async function quiet<T>(fn: () => Promise<T>): Promise<{ value: T; out: string }> {
+  let out = '';
+  const write = process.stdout.write.bind(process.stdout), err = process.stderr.write.bind(process.stderr);
+  process.stdout.write = ((s: string) => { out += s; return true; }) as typeof process.stdout.write;
+  process.stderr.write = (() => true) as typeof process.stderr.write;
+  try { return { value: await fn(), out }; } finally { process.stdout.write = write; process.stderr.write = err; }
+}
+
+test('a tiny offload run: 3 arms per context, exact byte counts, sampled fractions in (0, 1), JSON + SVG', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'duet-bench-offload-'));
+  const { value: code, out } = await quiet(() => benchCommand(['--offload', '4,12', '--shape', 'tiny', '--contexts', '300,200', '--decode-tokens', '3',
+    '--warmup-tokens', '1', '--threads', '2', '--out', dir, '--json']));
+  assert.is(code, 0);
+  const printed = JSON.parse(out) as { rows: OffloadArmRow[]; settings: { contexts: number[]; offload: string } };
+  const saved = JSON.parse(readFileSync(join(dir, 'offload.json'), 'utf8')) as { rows: OffloadArmRow[] };
+  assert.equal(saved.rows.map((r) => [r.arm, r.context]), printed.rows.map((r) => [r.arm, r.context]));
+  assert.equal(printed.settings.contexts, [200, 300]);
+  assert.match(printed.settings.offload, /MagicPIG K 4 × L 12, 4 sinks \+ 64 local/);
+  assert.equal(printed.rows.map((r) => `${r.arm}@${r.context}`),
+    ['full@200', 'offloaded, scan@200', 'offloaded, tables@200', 'full@300', 'offloaded, scan@300', 'offloaded, tables@300']);
+  // tiny: 2 layers, 2 KV heads of 16 dims, group 2.
+  const H = 2, D = 16, layers = 2, L = 12, K = 4;
+  for (const n of [200, 300]) {
+    const [full, scan, tables] = printed.rows.filter((r) => r.context === n);
+    const capacity = n + 1 + 3 + 1, off = capacity - 4 - 64;
+    assert.is(full.bytes_per_token, layers * 2 * H * (n + 1) * D * 4, 'full attention reads every K and V');
+    assert.is(full.cache_bytes_per_layer, 2 * H * capacity * D * 4);
+    assert.is(full.speedup, 1);
+    assert.is(full.sampled_fraction, null);
+    assert.is(tables.cache_bytes_per_layer - scan.cache_bytes_per_layer, 4 * H * L * off + 4 * H * L * ((1 << K) + 1));
+    for (const r of [scan, tables]) {
+      assert.ok(r.sampled_fraction! > 0 && r.sampled_fraction! < 1, `${r.arm}@${n}: sampled ${r.sampled_fraction}`);
+      assert.ok(r.first_step_ms! > 0 && r.ms_per_layer > 0 && r.decode_ms_samples.length === 3);
+      assert.is(r.attention_ms_per_token, r.ms_per_layer * layers);
+    }
+    assert.is(scan.sampled_fraction, tables.sampled_fraction, 'tables sample the keys the scan samples');
+  }
+  assert.match(readFileSync(join(dir, 'offload-decode.svg'), 'utf8'), /^<svg[\s\S]*offloaded, tables[\s\S]*<\/svg>\s*$/);
+});
+
+test('offload suite: flags of other suites, a GPU device and a foreign folder are refused', async () => {
+  const foreign = mkdtempSync(join(tmpdir(), 'duet-bench-offload-'));
+  writeFileSync(join(foreign, 'notes.txt'), 'mine');
+  const cases: Array<[string[], RegExp]> = [
+    [['--suite', 'offload', '--model', 'x'], /--model does not apply to --suite offload/],
+    [['--offload', '--device', 'gpu'], /runs on the CPU \(both sides\)/],
+    [['--suite', 'e2e', '--offload'], /--offload goes with --suite offload/],
+    [['--offload', '4', '--shape', 'tiny'], /--offload takes K,L/],
+    [['--offload', '--shape', 'tiny', '--contexts', '200', '--out', foreign], /holds files that are not offload benchmark results \(notes\.txt\)/],
+  ];
+  for (const [args, re] of cases) {
+    let message: string | null = null;
+    try { await quiet(() => benchCommand(args)); } catch (e) { message = (e as Error).message; }
+    if (message === null) assert.unreachable(`${args.join(' ')} should fail`);
+    assert.match(message!, re, args.join(' '));
+  }
+  assert.is(readFileSync(join(foreign, 'notes.txt'), 'utf8'), 'mine');
+});
+
+test.run();
