@@ -152,7 +152,8 @@ const integer = (v: number | undefined, field: string, min: number, fallback: nu
   return v;
 };
 
-function stageSteps(o: ConvertOptions, tokensPerStep: number): { fusion: number; train: number } {
+/** Fusion and continued-training steps of a conversion. */
+export function stageSteps(o: ConvertOptions, tokensPerStep: number): { fusion: number; train: number } {
   const steps = Math.ceil(o.tokens / tokensPerStep);
   if (o.method !== 'dha') return { fusion: 0, train: steps };
   const share = o.fusionShare ?? 0.5;
@@ -250,6 +251,7 @@ export async function convertHeads(model: TrainModel<Float32Array>, plan: TrainP
   }
   const saveEvery = integer(run.saveEvery, 'saveEvery', 1, Infinity);
   const until = Math.min(integer(run.until, 'until', 1, plan.steps), plan.steps);
+  if (r && until <= r.step) throw new Error(`until ${until}: the saved state is after step ${r.step} already`);
   const seconds = () => (r?.progress.seconds ?? 0) + (performance.now() - t0) / 1000;
 
   const validation = fixedSequences(plan, settings.validationSequences, 1_000_003);
@@ -294,8 +296,10 @@ export async function convertHeads(model: TrainModel<Float32Array>, plan: TrainP
   };
   const curve: CurvePoint[] = r ? [...r.progress.curve] : [];
   const history: HistoryPoint[] = r ? [...r.progress.history] : [];
+  let lastSaved = r?.step ?? null;
   const finite = (stage: string, step: number, loss: number, norm: number) => {
-    if (!Number.isFinite(loss) || !Number.isFinite(norm)) throw new Error(`${stage} diverged at step ${step + 1}: loss ${loss}, gradient norm ${norm}; nothing was saved`);
+    const kept = lastSaved === null ? 'nothing was saved' : `the state saved after step ${lastSaved} is kept`;
+    if (!Number.isFinite(loss) || !Number.isFinite(norm)) throw new Error(`${stage} diverged at step ${step + 1}: loss ${loss}, gradient norm ${norm}; ${kept}`);
   };
   const mergedSides = (c: Float64Array) => {
     const used = groups.flatMap((g) => SIDES.map((s) => g[s].length < heads));
@@ -313,7 +317,10 @@ export async function convertHeads(model: TrainModel<Float32Array>, plan: TrainP
   /** After `done` steps: saves when due or at `until` (not after the last step: the checkpoint follows); true to stop. */
   const checkpoint = async (done: number, state: () => ConvertState): Promise<boolean> => {
     if (done >= plan.steps) return false;
-    if (done === until || done % saveEvery === 0) await run.save?.(state());
+    if (run.save && (done === until || done % saveEvery === 0)) {
+      await run.save(state());
+      lastSaved = done;
+    }
     return done === until;
   };
   const resumeTraining = r?.stage === 'train';
