@@ -335,7 +335,8 @@ export async function convertHeads(model: TrainModel<Float32Array>, plan: TrainP
       if (fusionStart !== original) throw new Error(`internal error: fusion step 0 (identity ω) gives validation loss ${fusionStart}, the source model ${original}`);
     }
     const opt = new AdamW(fusion.params, model.named), mixOpt = new AdamW(fusion.mix, []);
-    if (r?.fusion) {
+    if (r) {
+      if (!r.fusion) throw new Error(`resume: a fusion-stage state (step ${r.step}) without ω and the multipliers`);
       fusion.params.set(r.params); opt.m.set(r.m); opt.v.set(r.v);
       fusion.mix.set(r.fusion.mix); mixOpt.m.set(r.fusion.mixM); mixOpt.v.set(r.fusion.mixV);
       fusion.lambda.set(r.fusion.lambda); fusion.phi.set(r.fusion.phi);
