@@ -14,7 +14,7 @@ export { httpModelFiles } from './browser/http-files.js';
 export { savePattern, PATTERN_FILES } from './node/pattern-files.js';
 export { BENCH_SUITES, benchReportText, runBenchmark, writeBenchReport, type BenchmarkOptions, type BenchResults, type BenchSuite } from './node/bench.js';
 export { trainModel, type TrainOptions, type TrainResult } from './node/train.js';
-export { convertToDha, type DhaConvertOptions } from './node/dha.js';
+export { convertToDha, type DhaConvertOptions, type DhaConverted, type DhaStopped, type DhaResumePoint } from './node/dha.js';
 export { fallbackText, quantizeModel, type QuantizeOptions, type QuantizeResult } from './node/quantize.js';
 export { DuetServer, type ServeOptions } from './server/server.js';
 export { runServeBenchmark, serveReportText, type ServeBenchmarkOptions, type ServeResults, type ServeRow } from './node/bench-serve.js';

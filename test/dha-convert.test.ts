@@ -183,7 +183,7 @@ test('duet dha\'s folder: duet_dha config, kept rows in the safetensors, tokeniz
   const card = readFileSync(join(out, 'README.md'), 'utf8');
   assert.match(card, /KV budget 0\.375: 6 of 16 key \+ value heads kept/);
   assert.match(card, /\| 0 \| \d \| [0-9+ ]+ \| \d \|/);
-  assert.match(card, /not resumable/);
+  assert.match(card, /continues where it was saved with the same command and `--resume`/);
   const saved = JSON.parse(readFileSync(join(out, 'dha.json'), 'utf8'));
   assert.equal(saved.history, report.history);
   assert.equal(saved.curve, report.curve);

@@ -1,6 +1,7 @@
 // `duet dha`: converts a multi-head checkpoint to decoupled heads (DHA) or, as the baseline, to GQA
 // by mean-pooling, with continued training, and writes a checkpoint folder (the library's
-// convertToDha does the work). Progress on stderr, a summary on stdout. `duet dha plot` draws the
+// convertToDha does the work), resumable (--resume, state saved every --save-every steps; --until
+// stops early). Progress on stderr, a summary on stdout. `duet dha plot` draws the
 // arms' losses against training tokens from their folders (plotDhaRuns).
 import { parseArgs } from 'node:util';
 import { DHA_METHODS, type DhaMethod } from '../dha/convert.js';
@@ -17,6 +18,7 @@ const options = {
   'multiplier-lr': { type: 'string' }, 'ramp-share': { type: 'string' }, 'max-len': { type: 'string' }, tasks: { type: 'string' }, seed: { type: 'string' },
   'similarity-sequences': { type: 'string' }, 'validation-sequences': { type: 'string' }, 'eval-every': { type: 'string' },
   threads: { type: 'string' }, device: { type: 'string' }, force: { type: 'boolean' }, json: { type: 'boolean' },
+  resume: { type: 'boolean' }, 'save-every': { type: 'string' }, until: { type: 'string' },
 } as const;
 
 const plotOptions = { runs: { type: 'string' }, out: { type: 'string' }, target: { type: 'string' }, training: { type: 'boolean' }, smooth: { type: 'string' }, json: { type: 'boolean' } } as const;
@@ -53,25 +55,41 @@ export async function dhaCommand(argv: string[]): Promise<number> {
   if (v.device !== undefined && v.device !== 'cpu') throw new Error(`--device ${v.device}: the conversion runs on the CPU only so far`);
   const tasks = v.tasks ? v.tasks.split(',') as TaskKind[] : undefined;
   for (const t of tasks ?? []) if (!TASK_KINDS.includes(t)) throw new Error(`--tasks: unknown task "${t}"`);
+  if (v.resume && v.force) throw new Error('--resume continues the conversion saved in --out, --force replaces it: give one');
   const say = (m: string) => process.stderr.write(`duet: ${m}\n`);
   const bars = { fusion: new Progress('fusion'), train: new Progress('train') };
-  const { report, out } = await convertToDha({
-    model: v.model, out: v.out, force: v.force, method, budget: numberOption(v.budget, '--budget') ?? 1,
+  // A resumed stage's bar counts from where it resumed (its rate and eta are this run's).
+  const first = { fusion: 0, train: 0 };
+  const r = await convertToDha({
+    model: v.model, out: v.out, force: v.force, resume: v.resume, method, budget: numberOption(v.budget, '--budget') ?? 1,
+    saveEvery: intOption(v['save-every'], '--save-every', 1), until: intOption(v.until, '--until', 1),
     tokens: intOption(v.tokens, '--tokens', 1) ?? 262_144, tokensPerStep: intOption(v['tokens-per-step'], '--tokens-per-step', 1),
     fusionShare: numberOption(v['fusion-share'], '--fusion-share'), lr: numberOption(v.lr, '--lr'), mixLr: numberOption(v['mix-lr'], '--mix-lr'),
     multiplierLr: numberOption(v['multiplier-lr'], '--multiplier-lr'), rampShare: numberOption(v['ramp-share'], '--ramp-share'), maxLength: intOption(v['max-len'], '--max-len', 64), tasks,
     seed: intOption(v.seed, '--seed', -(2 ** 31)), similaritySequences: intOption(v['similarity-sequences'], '--similarity-sequences', 1),
     validationSequences: intOption(v['validation-sequences'], '--validation-sequences', 1), evalEvery: intOption(v['eval-every'], '--eval-every', 1),
-    threads: intOption(v.threads, '--threads', 1), command: `duet dha ${argv.join(' ')}`,
-    onStart: (s) => say(`${method}: ${s.parameters} parameters, ${s.steps} steps of ~${s.tokensPerStep} tokens (sequences up to ${s.maxLength}), on the CPU, ${s.threads} thread${s.threads > 1 ? 's' : ''}`),
+    // The card records the conversion's command: a resumed run's is the uninterrupted one's.
+    threads: intOption(v.threads, '--threads', 1), command: `duet dha ${argv.filter((a) => a !== '--resume').join(' ')}`, notice: say,
+    onStart: (s) => {
+      if (s.resumedAt) {
+        say(`resumed at ${s.resumedAt.stage} step ${s.resumedAt.step}/${s.resumedAt.steps}`);
+        first[s.resumedAt.stage] = s.resumedAt.step;
+      }
+      say(`${method}: ${s.parameters} parameters, ${s.steps} steps of ~${s.tokensPerStep} tokens (sequences up to ${s.maxLength}), on the CPU, ${s.threads} thread${s.threads > 1 ? 's' : ''}`);
+    },
     onProgress: (p) => {
       if (p.stage === 'similarity') say(`head similarity on ${p.steps} sequences`);
       if (p.stage === 'fusion' || p.stage === 'train') {
         const c = p.constraint === undefined ? '' : ` c ${p.constraint.toFixed(4)}`;
-        bars[p.stage].update(p.step, p.steps, `step ${p.step}/${p.steps} loss ${p.loss!.toFixed(3)}${c} ${(p.tokensPerSecond ?? 0).toFixed(0)} tok/s`);
+        bars[p.stage].update(p.step - first[p.stage], p.steps - first[p.stage], `step ${p.step}/${p.steps} loss ${p.loss!.toFixed(3)}${c} ${(p.tokensPerSecond ?? 0).toFixed(0)} tok/s`);
       }
     },
   });
+  if (!r.report) {
+    say(`stopped after step ${r.step}; the state is saved in ${r.out}: the same command with --resume goes on`);
+    return 0;
+  }
+  const { report, out } = r;
   if (v.json) {
     process.stdout.write(`${JSON.stringify(report)}\n`);
     return 0;

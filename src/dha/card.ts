@@ -48,7 +48,7 @@ export function modelCard(r: ConvertReport, o: { source: string; headDim: number
     '|---|---|---|---|---|',
     ...r.curve.map((p) => `| ${p.stage} | ${p.step} | ${p.tokens} | ${p.validationLoss.toFixed(4)} | ${p.constraint === undefined ? '–' : p.constraint.toFixed(4)} |`),
     '',
-    'The run is not resumable: an interrupted conversion starts again.',
+    'An interrupted conversion continues where it was saved with the same command and `--resume` (the state is saved every `--save-every` steps in dha-state/, removed once the model is written) and ends with the same weights and report.',
     '',
   );
   return lines.join('\n');

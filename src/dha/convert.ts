@@ -5,6 +5,9 @@
 // spends the whole token budget on continued training. The `continued` arm keeps every head and
 // only continues training the source, the reference for what the tokens alone buy. All arms see the
 // same training sequences (the plan's steps) and are scored on the same fixed validation set.
+// Everything before the first step (validation set, similarity, allocation) is a pure function of
+// the source and the options, so a run resumes from a ConvertState (the stage's parameters,
+// optimizer moments, multipliers and the report so far) and ends exactly as an uninterrupted one.
 import { AdamW, type Schedule } from '../train/adamw.js';
 import { makeSequence, type DataOptions, type Sequence } from '../train/data.js';
 import type { TrainConfig, TrainModel } from '../train/model.js';
@@ -107,6 +110,35 @@ export interface ConvertResult {
   plan: TrainPlan;
 }
 
+/** A conversion after `step` optimizer steps: what a resumed run continues from (views, valid during ConvertRun.save). */
+export interface ConvertState {
+  stage: 'fusion' | 'train';
+  /** Optimizer steps done, fusion and training together. */
+  step: number;
+  /** The stage's DHA parameters (HeadFusion.params, model-shaped) and their AdamW moments. */
+  params: Float32Array;
+  m: Float32Array;
+  v: Float32Array;
+  /** Fusion: ω with its AdamW moments, and the multipliers λ, φ. */
+  fusion: { mix: Float32Array; mixM: Float32Array; mixV: Float32Array; lambda: Float64Array; phi: Float64Array } | null;
+  /** The report so far. */
+  progress: {
+    fusionTokens: number; trainTokens: number; fusionStart: number | null; fused: number | null; converted: number | null;
+    constraintsAtCollapse: Array<Record<Side, number>> | null; curve: CurvePoint[]; history: HistoryPoint[]; seconds: number;
+  };
+}
+
+/** Saving and resuming (convertToDha in src/node/dha.ts writes the states to disk). */
+export interface ConvertRun {
+  /** Continue from this state (saved by a run of the same source, plan and options). */
+  resume?: ConvertState;
+  /** Steps between saves (default never; the state at `until` is always saved). */
+  saveEvery?: number;
+  save?: (s: ConvertState) => void | Promise<void>;
+  /** Stop after this many steps in all (fewer than the plan's): the state is saved and convertHeads returns null. */
+  until?: number;
+}
+
 const DEFAULT_TASKS: TaskKind[] = ['passkey', 'niah-single', 'niah-multikey', 'niah-multikey', 'niah-multikey', 'niah-multikey'];
 
 const positive = (v: number | undefined, field: string, fallback: number) => {
@@ -120,13 +152,35 @@ const integer = (v: number | undefined, field: string, min: number, fallback: nu
   return v;
 };
 
-function stageSteps(o: ConvertOptions, tokensPerStep: number): { fusion: number; train: number } {
+/** Fusion and continued-training steps of a conversion. */
+export function stageSteps(o: ConvertOptions, tokensPerStep: number): { fusion: number; train: number } {
   const steps = Math.ceil(o.tokens / tokensPerStep);
   if (o.method !== 'dha') return { fusion: 0, train: steps };
   const share = o.fusionShare ?? 0.5;
   if (!(share >= 0 && share <= 1)) throw new Error(`fusionShare must be from 0 to 1 (got ${share})`);
   const fusion = Math.round(steps * share);
   return { fusion, train: steps - fusion };
+}
+
+/**
+ * Every option of a conversion with its default filled in (null where the method ignores it): what
+ * a resumed run must repeat, recorded in its saved state.
+ */
+export function conversionSettings(o: ConvertOptions, plan: TrainPlan) {
+  const dha = o.method === 'dha';
+  const rampShare = o.rampShare ?? 0.5;
+  if (!(rampShare >= 0 && rampShare <= 1)) throw new Error(`rampShare must be from 0 to 1 (got ${rampShare})`);
+  return {
+    method: o.method, budget: o.budget, tokens: o.tokens, tokensPerStep: plan.tokensPerStep, maxLength: plan.model.maxRows,
+    lr: plan.phases[0].schedule!.lr, tasks: plan.tasks, seed: plan.seed,
+    fusionShare: dha ? o.fusionShare ?? 0.5 : null,
+    mixLr: dha ? positive(o.mixLr, 'mixLr', 5e-2) : null,
+    multiplierLr: dha ? positive(o.multiplierLr, 'multiplierLr', 10) : null,
+    rampShare: dha ? rampShare : null,
+    similaritySequences: integer(o.similaritySequences, 'similaritySequences', 1, 8),
+    validationSequences: integer(o.validationSequences, 'validationSequences', 1, 16),
+    evalEvery: o.evalEvery === undefined ? null : integer(o.evalEvery, 'evalEvery', 1, 1),
+  };
 }
 
 /**
@@ -172,23 +226,35 @@ function fixedSequences(plan: TrainPlan, n: number, stream: number): Sequence[] 
 /**
  * Converts the model held by `model` (a multi-head CPU TrainModel loaded with the source weights
  * and RoPE frequencies) following `plan` (conversionPlan). `helpers` compute shares of each step's
- * gradients on other threads (same plan).
+ * gradients on other threads (same plan). `run` saves and resumes (ConvertRun); with `run.until`
+ * short of the plan's steps the result is null.
  */
 export async function convertHeads(model: TrainModel<Float32Array>, plan: TrainPlan, o: ConvertOptions,
-  helpers: GradientHelper[] = [], onProgress: (p: ConvertProgress) => void = () => {}): Promise<ConvertResult> {
+  helpers?: GradientHelper[], onProgress?: (p: ConvertProgress) => void): Promise<ConvertResult>;
+export async function convertHeads(model: TrainModel<Float32Array>, plan: TrainPlan, o: ConvertOptions,
+  helpers: GradientHelper[], onProgress: (p: ConvertProgress) => void, run: ConvertRun): Promise<ConvertResult | null>;
+export async function convertHeads(model: TrainModel<Float32Array>, plan: TrainPlan, o: ConvertOptions,
+  helpers: GradientHelper[] = [], onProgress: (p: ConvertProgress) => void = () => {}, run: ConvertRun = {}): Promise<ConvertResult | null> {
   const t0 = performance.now();
   const { layers, heads } = model.c;
   if (model.c.kvHeads !== heads) throw new Error(`DHA converts a multi-head model (num_key_value_heads = num_attention_heads); this one has ${model.c.kvHeads} KV heads for ${heads} query heads`);
   const keptHeads = o.method === 'continued' ? keepAll(o.budget, layers, heads) : budgetHeads(o.budget, layers, heads);
   const { fusion: fusionSteps, train: trainSteps } = stageSteps(o, plan.tokensPerStep);
-  const mixLr = positive(o.mixLr, 'mixLr', 5e-2), eta = positive(o.multiplierLr, 'multiplierLr', 10);
-  const rampShare = o.rampShare ?? 0.5;
-  if (!(rampShare >= 0 && rampShare <= 1)) throw new Error(`rampShare must be from 0 to 1 (got ${rampShare})`);
-  const evalEvery = (stage: number) => integer(o.evalEvery, 'evalEvery', 1, Math.max(1, Math.ceil(stage / 8)));
+  const settings = conversionSettings(o, plan);
+  const mixLr = settings.mixLr ?? 0, eta = settings.multiplierLr ?? 0, rampShare = settings.rampShare ?? 0;
+  const evalEvery = (stage: number) => settings.evalEvery ?? Math.max(1, Math.ceil(stage / 8));
   const peakLr = plan.phases[0].schedule!.lr;
   const count = (seqs: Sequence[]) => seqs.reduce((a, s) => a + s.ids.length, 0);
+  const r = run.resume ?? null;
+  if (r && !(r.stage === 'fusion' ? o.method === 'dha' && r.step <= fusionSteps : r.step >= fusionSteps && r.step < plan.steps)) {
+    throw new Error(`resume: a state of the ${r.stage} stage after step ${r.step} does not fit this ${o.method} plan (${fusionSteps} fusion + ${trainSteps} training steps)`);
+  }
+  const saveEvery = integer(run.saveEvery, 'saveEvery', 1, Infinity);
+  const until = Math.min(integer(run.until, 'until', 1, plan.steps), plan.steps);
+  if (r && until <= r.step) throw new Error(`until ${until}: the saved state is after step ${r.step} already`);
+  const seconds = () => (r?.progress.seconds ?? 0) + (performance.now() - t0) / 1000;
 
-  const validation = fixedSequences(plan, integer(o.validationSequences, 'validationSequences', 1, 16), 1_000_003);
+  const validation = fixedSequences(plan, settings.validationSequences, 1_000_003);
   const validate = (): number => {
     let loss = 0;
     for (const s of validation) loss += forwardLoss(model, s);
@@ -199,7 +265,7 @@ export async function convertHeads(model: TrainModel<Float32Array>, plan: TrainP
   const original = validate();
 
   // Similarity on task data (both arms: the baseline's collapse cost is reported too).
-  const similarity = fixedSequences(plan, integer(o.similaritySequences, 'similaritySequences', 1, 8), 2_000_003);
+  const similarity = fixedSequences(plan, settings.similaritySequences, 2_000_003);
   onProgress({ stage: 'similarity', step: 0, steps: similarity.length });
   const { sigma, gram } = measureHeads(model, similarity);
   const singletons = () => Array.from({ length: heads }, (_, h) => [h]);
@@ -228,10 +294,12 @@ export async function convertHeads(model: TrainModel<Float32Array>, plan: TrainP
     }
     return { loss, tokens: count(seqs) };
   };
-  const curve: CurvePoint[] = [];
-  const history: HistoryPoint[] = [];
+  const curve: CurvePoint[] = r ? [...r.progress.curve] : [];
+  const history: HistoryPoint[] = r ? [...r.progress.history] : [];
+  let lastSaved = r?.step ?? null;
   const finite = (stage: string, step: number, loss: number, norm: number) => {
-    if (!Number.isFinite(loss) || !Number.isFinite(norm)) throw new Error(`${stage} diverged at step ${step + 1}: loss ${loss}, gradient norm ${norm}; nothing was saved`);
+    const kept = lastSaved === null ? 'nothing was saved' : `the state saved after step ${lastSaved} is kept`;
+    if (!Number.isFinite(loss) || !Number.isFinite(norm)) throw new Error(`${stage} diverged at step ${step + 1}: loss ${loss}, gradient norm ${norm}; ${kept}`);
   };
   const mergedSides = (c: Float64Array) => {
     const used = groups.flatMap((g) => SIDES.map((s) => g[s].length < heads));
@@ -239,71 +307,103 @@ export async function convertHeads(model: TrainModel<Float32Array>, plan: TrainP
     return vals.length ? vals.reduce((a, b) => a + b, 0) / vals.length : 0;
   };
 
-  let state = HeadFusion.fusion(model, groups, sigma);
-  let fusionStart: number | null = null, fused: number | null = null;
-  let constraintsAtCollapse: Array<Record<Side, number>> | null = null;
-  let fusionTokens = 0;
-  if (o.method === 'dha') {
-    state.writeModel(model);
-    fusionStart = validate();
-    if (fusionStart !== original) throw new Error(`internal error: fusion step 0 (identity ω) gives validation loss ${fusionStart}, the source model ${original}`);
-    const opt = new AdamW(state.params, model.named), mixOpt = new AdamW(state.mix, []);
-    const every = evalEvery(fusionSteps);
+  let fusionStart = r?.progress.fusionStart ?? null, fused = r?.progress.fused ?? null;
+  let constraintsAtCollapse = r?.progress.constraintsAtCollapse ?? null;
+  let fusionTokens = r?.progress.fusionTokens ?? 0, trainTokens = r?.progress.trainTokens ?? 0;
+  let converted: number | null = r?.progress.converted ?? null;
+  const progress = (): ConvertState['progress'] => ({
+    fusionTokens, trainTokens, fusionStart, fused, converted, constraintsAtCollapse, curve: [...curve], history: [...history], seconds: seconds(),
+  });
+  /** After `done` steps: saves when due or at `until` (not after the last step: the checkpoint follows); true to stop. */
+  const checkpoint = async (done: number, state: () => ConvertState): Promise<boolean> => {
+    if (done >= plan.steps) return false;
+    if (run.save && (done === until || done % saveEvery === 0)) {
+      await run.save(state());
+      lastSaved = done;
+    }
+    return done === until;
+  };
+  const resumeTraining = r?.stage === 'train';
+  const fusion = resumeTraining ? null : HeadFusion.fusion(model, groups, sigma);
+  if (o.method === 'dha' && fusion) {
     // The constraint's target: c at the start, falling linearly to 0 at rampShare of the fusion.
-    const start = state.constraints(), ramp = rampShare * fusionSteps;
+    const start = fusion.constraints(), ramp = rampShare * fusionSteps;
     const targets = (step: number) => start.map((c0) => (ramp > 0 ? c0 * Math.max(0, 1 - (step + 1) / ramp) : 0));
-    for (let step = 0; step < fusionSteps; step++) {
+    fusion.writeModel(model);
+    if (!r) {
+      fusionStart = validate();
+      if (fusionStart !== original) throw new Error(`internal error: fusion step 0 (identity ω) gives validation loss ${fusionStart}, the source model ${original}`);
+    }
+    const opt = new AdamW(fusion.params, model.named), mixOpt = new AdamW(fusion.mix, []);
+    if (r) {
+      if (!r.fusion) throw new Error(`resume: a fusion-stage state (step ${r.step}) without ω and the multipliers`);
+      fusion.params.set(r.params); opt.m.set(r.m); opt.v.set(r.v);
+      fusion.mix.set(r.fusion.mix); mixOpt.m.set(r.fusion.mixM); mixOpt.v.set(r.fusion.mixV);
+      fusion.lambda.set(r.fusion.lambda); fusion.phi.set(r.fusion.phi);
+      opt.step = mixOpt.step = r.step;
+    }
+    const snapshot = (step: number): ConvertState => ({
+      stage: 'fusion', step, params: fusion.params, m: opt.m, v: opt.v, progress: progress(),
+      fusion: { mix: fusion.mix, mixM: mixOpt.m, mixV: mixOpt.v, lambda: fusion.lambda, phi: fusion.phi },
+    });
+    const every = evalEvery(fusionSteps);
+    for (let step = r?.step ?? 0; step < fusionSteps; step++) {
       const ts = performance.now();
-      state.writeModel(model);
+      fusion.writeModel(model);
       const { loss, tokens } = await gradientsAt(step);
       const t = targets(step);
-      const g = state.gradients(model.grads, t);
+      const g = fusion.gradients(model.grads, t);
       const lr = planLearningRate(plan, step);
       const norm = opt.update(g.params, lr);
       // ω keeps its peak rate after the warm-up: the constraint binds hardest at the end of the fusion.
       mixOpt.update(g.mix, step < plan.phases[0].schedule!.warmup ? (mixLr * lr) / peakLr : mixLr);
-      state.ascend(g.constraints, eta, t);
+      fusion.ascend(g.constraints, eta, t);
       finite('fusion', step, loss, norm);
       fusionTokens += tokens;
       history.push({ stage: 'fusion', step: step + 1, tokens: fusionTokens, loss });
       const constraint = mergedSides(g.constraints);
       onProgress({ stage: 'fusion', step: step + 1, steps: fusionSteps, loss, constraint, tokensPerSecond: tokens / ((performance.now() - ts) / 1000) });
       if ((step + 1) % every === 0 || step + 1 === fusionSteps) {
-        state.writeModel(model);
-        curve.push({ stage: 'fusion', step: step + 1, tokens: fusionTokens, validationLoss: validate(), constraint: mergedSides(state.constraints()) });
+        fusion.writeModel(model);
+        curve.push({ stage: 'fusion', step: step + 1, tokens: fusionTokens, validationLoss: validate(), constraint: mergedSides(fusion.constraints()) });
       }
+      if (await checkpoint(step + 1, () => snapshot(step + 1))) return null;
     }
-    state.writeModel(model);
+    fusion.writeModel(model);
     fused = fusionSteps > 0 ? curve[curve.length - 1].validationLoss : validate();
-    const c = state.constraints();
+    const c = fusion.constraints();
     constraintsAtCollapse = groups.map((_, l) => ({ key: c[l * 2], value: c[l * 2 + 1] }));
   }
 
-  state = state.collapse(model);
-  state.writeModel(model);
-  const converted = validate();
-  curve.push({ stage: 'train', step: fusionSteps, tokens: fusionTokens, validationLoss: converted });
-  const opt = new AdamW(state.params, model.named);
+  // The collapse, or the collapsed model a training-stage state holds.
+  const tied = fusion ? fusion.collapse(model) : HeadFusion.tied(model, Float32Array.from(r!.params), groups);
+  tied.writeModel(model);
+  if (fusion) {
+    converted = validate();
+    curve.push({ stage: 'train', step: fusionSteps, tokens: fusionTokens, validationLoss: converted });
+  }
+  const opt = new AdamW(tied.params, model.named);
+  if (resumeTraining) { opt.m.set(r!.m); opt.v.set(r!.v); opt.step = r!.step - fusionSteps; }
   const every = evalEvery(trainSteps);
-  let trainTokens = 0;
-  for (let k = 0; k < trainSteps; k++) {
+  for (let k = resumeTraining ? r!.step - fusionSteps : 0; k < trainSteps; k++) {
     const step = fusionSteps + k, ts = performance.now();
-    state.writeModel(model);
+    tied.writeModel(model);
     const { loss, tokens } = await gradientsAt(step);
-    const g = state.gradients(model.grads);
+    const g = tied.gradients(model.grads);
     const norm = opt.update(g.params, planLearningRate(plan, step));
     finite('continued training', step, loss, norm);
     trainTokens += tokens;
     history.push({ stage: 'train', step: step + 1, tokens: fusionTokens + trainTokens, loss });
     onProgress({ stage: 'train', step: k + 1, steps: trainSteps, loss, tokensPerSecond: tokens / ((performance.now() - ts) / 1000) });
     if ((k + 1) % every === 0 || k + 1 === trainSteps) {
-      state.writeModel(model);
+      tied.writeModel(model);
       curve.push({ stage: 'train', step: step + 1, tokens: fusionTokens + trainTokens, validationLoss: validate() });
     }
+    if (await checkpoint(step + 1, () => ({ stage: 'train', step: step + 1, params: tied.params, m: opt.m, v: opt.v, fusion: null, progress: progress() }))) return null;
   }
-  state.writeModel(model);
-  const final = trainSteps > 0 ? curve[curve.length - 1].validationLoss : converted;
-  const tensors = state.checkpointTensors(model.named);
+  tied.writeModel(model);
+  const final = trainSteps > 0 ? curve[curve.length - 1].validationLoss : converted!;
+  const tensors = tied.checkpointTensors(model.named);
   for (const t of tensors) {
     for (let i = 0; i < t.data.length; i++) if (!Number.isFinite(t.data[i])) throw new Error(`${t.name}: value ${i} is ${t.data[i]} after the conversion; nothing was saved`);
   }
@@ -314,8 +414,8 @@ export async function convertHeads(model: TrainModel<Float32Array>, plan: TrainP
       layout: groupsLayout(groups, heads), groups, merges: allocation.merges, collapseCost,
       steps: { fusion: fusionSteps, train: trainSteps },
       tokens: { fusion: fusionTokens, train: trainTokens, similarity: count(similarity), validation: count(validation) },
-      losses: { original, fusionStart, fused, converted, final },
-      constraintsAtCollapse, curve, history, seconds: (performance.now() - t0) / 1000,
+      losses: { original, fusionStart, fused, converted: converted!, final },
+      constraintsAtCollapse, curve, history, seconds: seconds(),
     },
   };
 }

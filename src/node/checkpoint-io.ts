@@ -26,7 +26,7 @@ export function hfConfig(c: TrainConfig, maxPositions: number): object {
 }
 
 /** Throws unless every value is finite (names what and the first bad index). */
-export function assertFinite(values: Float32Array, what: string): void {
+export function assertFinite(values: ArrayLike<number>, what: string): void {
   for (let i = 0; i < values.length; i++) {
     if (!Number.isFinite(values[i])) throw new Error(`${what}: value ${i} of ${values.length} is ${values[i]} (the training diverged or its state is corrupted)`);
   }
@@ -45,8 +45,8 @@ export function modelFiles(c: TrainConfig, params: Float32Array, maxPositions: n
   };
 }
 
-/** optimizer.bin (params, m, v as raw f32) and training_state.json, keyed by their bare names. */
-function stateFiles(s: TrainerState, extra: object): { 'optimizer.bin': Uint8Array; 'training_state.json': string } {
+/** optimizer.bin (params, m, v as raw f32) and training_state.json, keyed by their bare names (loadState reads them back). */
+export function stateFiles(s: TrainerState, extra: object): { 'optimizer.bin': Uint8Array; 'training_state.json': string } {
   for (const [name, a] of [['parameters', s.params], ['AdamW first moments', s.m], ['AdamW second moments', s.v]] as const) assertFinite(a, `optimizer state (${name})`);
   const n = s.params.length;
   const buf = new Float32Array(3 * n);

@@ -3,11 +3,18 @@
 // cores, and writes the result as a checkpoint folder (config.json with duet_dha, safetensors,
 // the source's tokenizer files, a model card, dha.json with the full report) in one atomic file
 // set. Refuses to overwrite a non-empty folder without force; nothing non-finite is saved.
+// Resumable: every saveEvery steps the conversion's state (ConvertState) goes to dha-state/ in the
+// same folder, as one atomic file set in `duet train`'s format (optimizer.bin + training_state.json,
+// checkpoint-io.ts) with the settings and the source's hash to check a resume against; the state is
+// removed once the converted model is written.
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { basename, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { DHA_KEY, dhaConfigJson } from '../dha/config.js';
 import { modelCard } from '../dha/card.js';
-import { conversionPlan, convertHeads, type ConvertOptions, type ConvertProgress, type ConvertReport } from '../dha/convert.js';
+import { conversionPlan, conversionSettings, convertHeads, stageSteps, type ConvertOptions, type ConvertProgress, type ConvertReport, type ConvertState } from '../dha/convert.js';
+import { DuetError } from '../errors.js';
 import { loadCheckpoint } from '../model/checkpoint.js';
 import { refuseDha } from '../model/config.js';
 import { readJson } from '../model/files.js';
@@ -15,15 +22,23 @@ import { encodeSafetensorsF32 } from '../model/safetensors.js';
 import { matrixF32 } from '../model/weights.js';
 import { Arena } from '../train/arena.js';
 import { TrainModel, cpuTrainModel, type TrainConfig } from '../train/model.js';
+import type { TrainPlan } from '../train/trainer.js';
 import { tokenizerFiles, VOCAB_SIZE } from '../train/vocab.js';
-import { writeFileSet } from './atomic.js';
-import { hfConfig } from './checkpoint-io.js';
+import { recoverFileSet, writeFileSet } from './atomic.js';
+import { assertFinite, hfConfig, loadState, stateFiles } from './checkpoint-io.js';
 import { nodeModelFiles } from './files.js';
 import { assertOutputFolder } from './output-folder.js';
 import { startTrainingHelpers } from './train-pool.js';
 
 /** The manifest of a converted checkpoint's file set (written last: the commit point). */
 export const DHA_MANIFEST = 'dha-manifest.json';
+/** The saved state of an unfinished conversion (a folder in --out; its manifest is the commit point). */
+export const DHA_STATE = 'dha-state';
+const STATE_MANIFEST = `${DHA_STATE}/manifest.json`;
+const STATE_JSON = `${DHA_STATE}/training_state.json`;
+
+/** Where a resumed conversion goes on: the stage, and the steps done of the stage's steps. */
+export interface DhaResumePoint { stage: 'fusion' | 'train'; step: number; steps: number }
 
 export interface DhaConvertOptions extends ConvertOptions {
   /** The source checkpoint folder (multi-head, Duet's character vocabulary). */
@@ -32,19 +47,42 @@ export interface DhaConvertOptions extends ConvertOptions {
   out: string;
   /** Replace what `out` holds. */
   force?: boolean;
+  /** Continue the unfinished conversion saved in `out` (same source and options). */
+  resume?: boolean;
+  /** Steps between saves of the state (default 10; a stop at `until` saves too). */
+  saveEvery?: number;
+  /** Stop after this many steps in all (the state saved; report null); resume goes on. */
+  until?: number;
+  notice?: (message: string) => void;
   /** CPU replicas, one per thread (default every core). */
   threads?: number;
   /** The command line, for the model card. */
   command?: string;
-  onStart?: (info: { parameters: number; threads: number; steps: number; tokensPerStep: number; maxLength: number }) => void;
+  onStart?: (info: { parameters: number; threads: number; steps: number; tokensPerStep: number; maxLength: number; resumedAt: DhaResumePoint | null }) => void;
   onProgress?: (p: ConvertProgress) => void;
 }
 
-export async function convertToDha(o: DhaConvertOptions): Promise<{ out: string; report: ConvertReport }> {
+export interface DhaConverted { out: string; report: ConvertReport; resumedAt: DhaResumePoint | null }
+/** A run stopped at `until`: its state is saved in `out`. */
+export interface DhaStopped { out: string; report: null; resumedAt: DhaResumePoint | null; step: number }
+
+export async function convertToDha(o: DhaConvertOptions & { until?: undefined }): Promise<DhaConverted>;
+export async function convertToDha(o: DhaConvertOptions): Promise<DhaConverted | DhaStopped>;
+export async function convertToDha(o: DhaConvertOptions): Promise<DhaConverted | DhaStopped> {
   if (typeof o.out !== 'string' || o.out === '') throw new Error('out must be a folder path');
   if (typeof o.model !== 'string' || o.model === '') throw new Error('model must be a folder path');
   if (resolve(o.out) === resolve(o.model)) throw new Error(`${o.out}: is the source model's folder; write the conversion to a folder of its own`);
-  assertOutputFolder(o.out, { force: o.force, what: 'the converted model', hint: 'add --force to replace it' });
+  const saveEvery = o.saveEvery ?? 10;
+  if (!(Number.isInteger(saveEvery) && saveEvery >= 1)) throw new DuetError('saveEvery', `must be an integer ≥ 1 (got ${saveEvery})`);
+  if (o.until !== undefined && !(Number.isInteger(o.until) && o.until >= 1)) throw new DuetError('until', `must be an integer ≥ 1 (got ${o.until})`);
+  if (o.resume && o.force) throw new DuetError('resume', 'continues the conversion saved in out, force replaces it: set one');
+  const saved = existsSync(join(o.out, STATE_MANIFEST));
+  if (o.resume && !saved) {
+    // A finished conversion removed its state: there is nothing left to do.
+    if (existsSync(join(o.out, DHA_MANIFEST))) throw new DuetError('resume', `is set but ${o.out} holds a finished conversion (${DHA_MANIFEST}, no ${DHA_STATE}/): nothing to resume; its model is ready, or set force instead to convert again`);
+    throw new DuetError('resume', `is set but ${o.out} holds no saved conversion state (${STATE_MANIFEST})`);
+  }
+  if (!o.resume) assertOutputFolder(o.out, { force: o.force, what: 'the converted model', hint: `add --force to replace it${saved ? ' or --resume to continue the unfinished conversion it holds' : ''}` });
   if (o.threads !== undefined && !(Number.isInteger(o.threads) && o.threads >= 1)) throw new Error(`threads must be a positive integer (got ${o.threads})`);
   const files = nodeModelFiles(o.model);
   const ckpt = await loadCheckpoint(files);
@@ -68,6 +106,7 @@ export async function convertToDha(o: DhaConvertOptions): Promise<{ out: string;
     intermediate: cfg.intermediateSize, eps: cfg.rmsNormEps, ropeTheta: cfg.ropeTheta, maxRows: 0,
   };
   const plan = conversionPlan(source, cfg.maxPositionEmbeddings, o);
+  const settings = conversionSettings(o, plan);
   const model = cpuTrainModel(await Arena.create((k) => TrainModel.arenaBytes(plan.model, k)), plan.model);
   const w = ckpt.weights;
   model.p.embed.set(matrixF32(w.embed)); model.p.finalNorm.set(w.finalNorm); model.p.lmHead.set(matrixF32(w.lmHead));
@@ -77,14 +116,31 @@ export async function convertToDha(o: DhaConvertOptions): Promise<{ out: string;
     p.postNorm.set(lw.postNorm); p.wGate.set(matrixF32(lw.wGate)); p.wUp.set(matrixF32(lw.wUp)); p.wDown.set(matrixF32(lw.wDown));
   });
   const threads = Math.min(o.threads ?? availableParallelism(), availableParallelism());
-  o.onStart?.({ parameters: model.params.length, threads, steps: plan.steps, tokensPerStep: plan.tokensPerStep, maxLength: plan.model.maxRows });
+  const sp = model.params;
+  const sourceHash = createHash('sha256').update(new Uint8Array(sp.buffer, sp.byteOffset, sp.byteLength)).digest('hex');
+  const resume = o.resume ? loadConversionState(o.out, plan, sp.length, settings, sourceHash, threads, o.notice ?? (() => {})) : undefined;
+  const { fusion: fusionSteps } = stageSteps(o, plan.tokensPerStep);
+  const resumedAt: DhaResumePoint | null = resume
+    ? (resume.stage === 'fusion' ? { stage: 'fusion', step: resume.step, steps: fusionSteps } : { stage: 'train', step: resume.step - fusionSteps, steps: plan.steps - fusionSteps })
+    : null;
+  o.onStart?.({ parameters: model.params.length, threads, steps: plan.steps, tokensPerStep: plan.tokensPerStep, maxLength: plan.model.maxRows, resumedAt });
+  // A fresh run's state must not be mistaken for the one it replaces, should it stop before its first save.
+  if (!resume) rmSync(join(o.out, DHA_STATE), { recursive: true, force: true });
+  const save = (s: ConvertState) => {
+    const fusion = s.fusion && { mix: [...s.fusion.mix], mixM: [...s.fusion.mixM], mixV: [...s.fusion.mixV], lambda: [...s.fusion.lambda], phi: [...s.fusion.phi] };
+    for (const [name, a] of Object.entries(fusion ?? {})) assertFinite(a, `conversion state (fusion ${name})`);
+    const files = stateFiles({ step: s.step, params: s.params, m: s.m, v: s.v },
+      { stage: s.stage, settings, source: { path: resolve(o.model), sha256: sourceHash }, threads, plan, fusion, progress: s.progress });
+    writeFileSet(o.out, { [`${DHA_STATE}/optimizer.bin`]: files['optimizer.bin'], [STATE_JSON]: files['training_state.json'] }, STATE_MANIFEST, { stage: s.stage, step: s.step });
+  };
   const pool = threads > 1 ? await startTrainingHelpers(plan, threads - 1) : null;
   let result;
   try {
-    result = await convertHeads(model, plan, o, pool?.helpers ?? [], o.onProgress);
+    result = await convertHeads(model, plan, o, pool?.helpers ?? [], o.onProgress ?? (() => {}), { resume, saveEvery, save, until: o.until });
   } finally {
     await pool?.stop();
   }
+  if (!result) return { out: o.out, report: null, resumedAt, step: o.until! };
   const { report, tensors } = result;
   // The continued arm kept every head: a plain multi-head checkpoint.
   const config = { ...hfConfig(source, cfg.maxPositionEmbeddings), ...(report.method === 'continued' ? {} : { [DHA_KEY]: dhaConfigJson(report.layout) }) };
@@ -100,5 +156,37 @@ export async function convertToDha(o: DhaConvertOptions): Promise<{ out: string;
     'dha.json': `${JSON.stringify({ source: o.model, ...report, plan: result.plan }, null, 1)}\n`,
   };
   writeFileSet(o.out, out, DHA_MANIFEST, { method: report.method, budget: report.budget });
-  return { out: o.out, report };
+  // The model is committed: the state is of no more use (a resume now says the conversion is done).
+  rmSync(join(o.out, DHA_STATE), { recursive: true, force: true });
+  return { out: o.out, report, resumedAt };
+}
+
+type Settings = ReturnType<typeof conversionSettings>;
+
+/**
+ * The state saved in `out` by an unfinished conversion, checked against this run: same model
+ * shape, options (every setting, defaults filled in) and source weights, or an error naming what
+ * differs. A save interrupted midway is finished or discarded first (recoverFileSet).
+ */
+function loadConversionState(out: string, plan: TrainPlan, parameters: number, settings: Settings, sourceHash: string, threads: number,
+  notice: (m: string) => void): ConvertState {
+  recoverFileSet(out, STATE_MANIFEST);
+  const t = loadState(join(out, DHA_STATE), parameters, plan.model);
+  if (!t) throw new DuetError('resume', `is set but ${out} holds no saved conversion state (${STATE_JSON})`);
+  const path = join(out, STATE_JSON);
+  const meta = JSON.parse(readFileSync(path, 'utf8')) as {
+    stage: ConvertState['stage']; settings: Settings; source: { path: string; sha256: string }; threads: number;
+    fusion: Record<'mix' | 'mixM' | 'mixV' | 'lambda' | 'phi', number[]> | null; progress: ConvertState['progress'];
+  };
+  const differ = (Object.keys(settings) as Array<keyof Settings>)
+    .filter((k) => JSON.stringify(meta.settings?.[k]) !== JSON.stringify(settings[k]))
+    .map((k) => `${k} ${JSON.stringify(settings[k])} (saved: ${JSON.stringify(meta.settings?.[k])})`);
+  if (meta.source?.sha256 !== sourceHash) differ.push(`the source model's weights (saved from ${meta.source?.path})`);
+  if (differ.length) throw new DuetError('resume', `${path}: the saved conversion was made with other arguments: this run has ${differ.join(', ')}; resume with the same arguments, or set force to start again`);
+  if (meta.threads !== threads) notice(`resuming with ${threads} thread${threads > 1 ? 's' : ''}, the saved state was made with ${meta.threads}: the result agrees bit for bit with an uninterrupted run only at the same count`);
+  const f = meta.fusion;
+  return {
+    stage: meta.stage, step: t.step, params: t.params, m: t.m, v: t.v, progress: meta.progress,
+    fusion: f && { mix: Float32Array.from(f.mix), mixM: Float32Array.from(f.mixM), mixV: Float32Array.from(f.mixV), lambda: Float64Array.from(f.lambda), phi: Float64Array.from(f.phi) },
+  };
 }
