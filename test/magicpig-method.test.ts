@@ -100,11 +100,13 @@ test('offload threads split the KV heads: bit-identical to one thread, the worke
     assert.equal(b.sampledPerStep, a.sampledPerStep);
     assert.ok(a.sampledPerStep.every((n) => n > 0));
     const shares = threads.workerShares;
-    // Per chunk the two workers take heads 2–3 and 4: 2 shares each for the prefill and the 8 decode steps.
-    assert.is(shares, 2 * 9);
+    // Every job gives the two workers heads 2–3 and 4: the prefill's attention; at the first decode step
+    // the hashing of the 34 offloaded keys; per decode step the queries' codes, the sampled attention
+    // and the hashing of the row that left the window. 2 · (1 + 1 + 8 · 3) shares.
+    assert.is(shares, 2 * 26);
     // A second cache joins the pool (the workers restart with both memories).
     const c = await decodeRun(shape, threaded, 12, 2, 3);
-    assert.is(threads.workerShares, shares + 2 * 3);
+    assert.is(threads.workerShares, shares + 2 * (1 + 1 + 2 * 3));
     assert.is(c.outs.length, 3);
     for (const r of [a, b, c]) { r.cache.free(); r.be.destroy(); }
   } finally { threads.stop(); }

@@ -10,7 +10,7 @@
 //   f64 args from byte 32.
 import { instantiateKernels, type KernelExports } from './wasm.js';
 
-export const Op = { Stop: 0, Matmul: 1, Attention: 2, Streaming: 3, MatmulPacked: 4, ProbeRead: 5, ProbePeak: 6, Sampled: 7 } as const;
+export const Op = { Stop: 0, Matmul: 1, Attention: 2, Streaming: 3, MatmulPacked: 4, ProbeRead: 5, ProbePeak: 6, Sampled: 7, Hash: 8 } as const;
 export type Op = (typeof Op)[keyof typeof Op];
 
 /** f64 arguments a job carries (the largest op, sampled attention, has 26). */
@@ -65,8 +65,10 @@ export function shareRange(n: number, s: number, count: number, align = 1): [num
   return [Math.min(n, s * per), Math.min(n, (s + 1) * per)];
 }
 
-/** The sampled-attention kernel (src/kv/magicpig/magicpig.as.ts), in the same module. */
+/** The sampled-attention and SimHash kernels (src/kv/magicpig/magicpig.as.ts), in the same module. */
 interface SampledKernel {
+  simhashCodes(codes: number, norms: number, x: number, n: number, d: number, stride: number, center: number,
+    planes: number, K: number, L: number, cs: number, scratch: number): void;
   magicpigAttend(out: number, stats: number, counts: number, q: number, qCodes: number, keys: number, values: number,
     kNorms: number, kCodes: number, mean: number, n: number, group: number, d: number, cs: number, L: number, K: number,
     scale: number, correction: number, order: number, start: number, scratch: number): void;
@@ -116,6 +118,17 @@ export function runShare(k: KernelExports, op: Op, a: Float64Array, s: number, c
       }
       sk.magicpigAttend(outs[0] + second[0], outs[1] + second[1], outs[2] + second[2], q, qCodes, keys + tabled * d * 4, values + tabled * d * 4,
         norms + tabled * 4, codes + tabled * cs * 2, mean, a[10] - tabled, g, d, cs, L, K, a[16], a[17], 0, 0, scratch);
+    }
+  } else if (op === Op.Hash) {
+    // SimHash codes of n rows per KV head, heads split: codes, codesStride, norms, normsStride, x,
+    // xStride, n, d, center, centerStride, planes, K, L, cs, numKvHeads, scratch, scratchBytes
+    // (strides in bytes between heads; norms or center 0: none).
+    const [h0, h1] = shareRange(a[14], s, count);
+    if (h0 >= h1) return false;
+    const sk = k as unknown as SampledKernel;
+    for (let h = h0; h < h1; h++) {
+      sk.simhashCodes(a[0] + h * a[1], a[2] ? a[2] + h * a[3] : 0, a[4] + h * a[5], a[6], a[7], a[7], a[8] ? a[8] + h * a[9] : 0,
+        a[10], a[11], a[12], a[13], a[15] + s * a[16]);
     }
   } else if (op === Op.ProbeRead) {
     // ptr, bytes, reps: each thread streams its own 64-byte-aligned slice of the buffer.

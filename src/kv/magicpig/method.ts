@@ -304,13 +304,14 @@ export class MagicPigCache implements KvGroupCache {
     // Per query of every KV head, two sampled partials (tables' rows, then scanned rows): o [D], {max, Σ} and count.
     const qp = h.alloc(nq * D * 4), qc = h.alloc(nq * cs * 2), op = h.alloc(2 * nq * D * 4), st = h.alloc(2 * nq * 8), cp = h.alloc(2 * nq * 4);
     const shareBytes = this.k.magicpigScratchFloats(Math.max(1, m), G) * 4, hashBytes = this.k.simhashScratchFloats(K, L, D) * 4;
-    const scratchBytes = Math.max(shareBytes * this.shares, hashBytes, this.order ? this.k.lshTablesScratchFloats(K) * 4 : 0);
+    const scratchBytes = Math.max(shareBytes, hashBytes, this.order ? this.k.lshTablesScratchFloats(K) * 4 : 0) * this.shares;
     const sp = h.alloc(scratchBytes);
     try {
       h.f32.set(qh, qp >>> 2);
       if (m > 0) {
         if (this.order && (this.tabled === 0 || m - this.tabled >= Math.max(TABLE_TAIL, this.tabled / 8))) this.buildTables(m, sp);
-        this.k.simhashCodes(qc, 0, qp, nq, D, D, 0, this.planes, K, L, cs, sp);
+        // The queries' codes, a GQA group per KV head.
+        this.job(Op.Hash, [qc, G * cs * 2, 0, 0, qp, G * D * 4, G, D, 0, 0, this.planes, K, L, cs, H, sp, hashBytes]);
         const tabled = this.order ? this.tabled : 0;
         this.job(Op.Sampled, [op, st, cp, qp, qc, this.keys + sinks * D * 4, this.values + sinks * D * 4, this.norms, this.codes, this.means,
           m, G, D, cs, L, K, scale, 1, H, this.capacity, this.off, sp, shareBytes, tabled, this.order, this.start]);
@@ -447,13 +448,11 @@ export class MagicPigCache implements KvGroupCache {
   private hash(from: number, to: number): void {
     if (to <= from) return;
     const { numKvHeads: H, headDim: D } = this.shape, { K, L, sinks } = this.s, cs = this.cs;
-    const floats = this.k.simhashScratchFloats(K, L, D), sp = this.heap.alloc(floats * 4);
+    const shareBytes = this.k.simhashScratchFloats(K, L, D) * 4, sp = this.heap.alloc(shareBytes * this.shares);
     try {
-      for (let h = 0; h < H; h++) {
-        this.k.simhashCodes(this.codes + (h * this.off + from) * cs * 2, this.norms + (h * this.off + from) * 4,
-          this.keys + (h * this.capacity + sinks + from) * D * 4, to - from, D, D, this.means + h * D * 4, this.planes, K, L, cs, sp);
-      }
-    } finally { this.heap.release(sp, floats * 4); }
+      this.job(Op.Hash, [this.codes + from * cs * 2, this.off * cs * 2, this.norms + from * 4, this.off * 4,
+        this.keys + (sinks + from) * D * 4, this.capacity * D * 4, to - from, D, this.means, D * 4, this.planes, K, L, cs, H, sp, shareBytes]);
+    } finally { this.heap.release(sp, shareBytes * this.shares); }
     this.hashed = to;
   }
 }
