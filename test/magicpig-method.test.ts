@@ -109,6 +109,20 @@ test('offload threads split the KV heads: bit-identical to one thread, the worke
     assert.is(threads.workerShares, shares + 2 * (1 + 1 + 2 * 3));
     assert.is(c.outs.length, 3);
     for (const r of [a, b, c]) { r.cache.free(); r.be.destroy(); }
+    // A cache created between another's attend and append (a new session) restarts the pool; the append still runs.
+    const be = await createCpuBackend(), { numKvHeads: H, group: G, headDim: D } = shape;
+    const x = magicpigMethod.create(be, shape, 32, threaded);
+    const t = (n: number, seed: number) => be.upload(randomArray(n, seed));
+    const [q0, k0, v0, o0] = [t(20 * H * G * D, 1), t(20 * H * D, 2), t(20 * H * D, 3), be.alloc(20 * H * G * D)];
+    await x.attend(o0, q0, k0, v0, 20, 0);
+    await x.append(k0, v0, 20, 0, q0);
+    const [q1, k1, v1, o1] = [t(H * G * D, 4), t(H * D, 5), t(H * D, 6), be.alloc(H * G * D)];
+    await x.attend(o1, q1, k1, v1, 1, 20);
+    const y = magicpigMethod.create(be, shape, 32, threaded);
+    const before = threads.workerShares;
+    await x.append(k1, v1, 1, 20, q1);
+    assert.is(threads.workerShares, before + 2, 'the append hashed the row that left the window on the restarted pool');
+    x.free(); y.free(); be.destroy();
   } finally { threads.stop(); }
   const refused = await OffloadThreads.create(1, startNodeKernelWorker).then(() => null, (e: Error) => e.message);
   assert.match(refused ?? '', /count must be an integer ≥ 2 \(got 1\)/);

@@ -37,8 +37,9 @@
 // like the coordinator's activation buffers.
 //
 // Threads: with settings.threads (src/kv/magicpig/threads.ts) the memory is shared and the decode
-// step's sampled attention and the prefill's exact attention split the KV heads over the model's
-// offload threads; the static partials, the merge and the hashing of one row stay on this thread.
+// step's sampled attention, the hashing (queries, keys leaving the window, the offloaded keys at
+// centering) and the prefill's exact attention split the KV heads over the model's offload
+// threads; the static partials and the merge stay on this thread.
 import type { Backend, DeviceTensor } from '../../backend/contract.js';
 import { WasmHeap } from '../../cpu/memory.js';
 import { MAX_ARGS, Op, runShare } from '../../cpu/threads.js';
@@ -198,7 +199,11 @@ export class MagicPigCache implements KvGroupCache {
     }
     this.stored = null;
     this.seen = pastLen + rows;
-    if (this.centered) this.hash(this.hashed, offloadedRows(this.seen, this.s));
+    if (this.centered) {
+      // Another session's caches may have joined the pool since attend().
+      await this.s.threads?.ready();
+      this.hash(this.hashed, offloadedRows(this.seen, this.s));
+    }
   }
 
   grow(capacity: number, pastLen: number): void {
