@@ -52,7 +52,8 @@ export async function dhaCommand(argv: string[]): Promise<number> {
   if (!DHA_METHODS.includes(method)) throw new Error(`--method must be one of ${DHA_METHODS.join(', ')} (got "${v.method}")`);
   // The continued arm keeps every head: its budget is 1.
   if (v.budget === undefined && method !== 'continued') throw new Error('--budget B is required (the kept fraction of the K+V heads, e.g. 0.5)');
-  if (v.device !== undefined && v.device !== 'cpu') throw new Error(`--device ${v.device}: the conversion runs on the CPU only so far`);
+  if (v.device !== undefined && v.device !== 'cpu' && v.device !== 'gpu') throw new Error(`--device must be cpu or gpu (got "${v.device}")`);
+  if (v.device === 'gpu' && v.threads !== undefined) throw new Error('--threads sets the CPU replicas; with --device gpu the GPU computes each step (give one or the other)');
   const tasks = v.tasks ? v.tasks.split(',') as TaskKind[] : undefined;
   for (const t of tasks ?? []) if (!TASK_KINDS.includes(t)) throw new Error(`--tasks: unknown task "${t}"`);
   if (v.resume && v.force) throw new Error('--resume continues the conversion saved in --out, --force replaces it: give one');
@@ -69,13 +70,14 @@ export async function dhaCommand(argv: string[]): Promise<number> {
     seed: intOption(v.seed, '--seed', -(2 ** 31)), similaritySequences: intOption(v['similarity-sequences'], '--similarity-sequences', 1),
     validationSequences: intOption(v['validation-sequences'], '--validation-sequences', 1), evalEvery: intOption(v['eval-every'], '--eval-every', 1),
     // The card records the conversion's command: a resumed run's is the uninterrupted one's.
-    threads: intOption(v.threads, '--threads', 1), command: `duet dha ${argv.filter((a) => a !== '--resume').join(' ')}`, notice: say,
+    threads: intOption(v.threads, '--threads', 1), device: v.device as 'cpu' | 'gpu' | undefined, command: `duet dha ${argv.filter((a) => a !== '--resume').join(' ')}`, notice: say,
     onStart: (s) => {
       if (s.resumedAt) {
         say(`resumed at ${s.resumedAt.stage} step ${s.resumedAt.step}/${s.resumedAt.steps}`);
         first[s.resumedAt.stage] = s.resumedAt.step;
       }
-      say(`${method}: ${s.parameters} parameters, ${s.steps} steps of ~${s.tokensPerStep} tokens (sequences up to ${s.maxLength}), on the CPU, ${s.threads} thread${s.threads > 1 ? 's' : ''}`);
+      const where = s.device === 'gpu' ? `gradients on the GPU (${s.adapter}), the rest on the CPU` : `on the CPU, ${s.threads} thread${s.threads > 1 ? 's' : ''}`;
+      say(`${method}: ${s.parameters} parameters, ${s.steps} steps of ~${s.tokensPerStep} tokens (sequences up to ${s.maxLength}), ${where}`);
     },
     onProgress: (p) => {
       if (p.stage === 'similarity') say(`head similarity on ${p.steps} sequences`);

@@ -90,7 +90,8 @@ Usage:
       fill the type's blocks fall back (q4_k -> q4_0 -> f16) and are listed; --model FILE.gguf loads it
   duet dha --model DIR --budget B --out DIR [--method dha|gqa-meanpool|continued] [--tokens N] [--tokens-per-step N]
            [--fusion-share F] [--ramp-share F] [--lr LR] [--mix-lr LR] [--multiplier-lr ETA] [--max-len N]
-           [--tasks ...] [--seed S] [--eval-every N] [--threads N] [--force] [--json] [--save-every N] [--until N] [--resume]
+           [--tasks ...] [--seed S] [--eval-every N] [--threads N | --device gpu] [--force] [--json] [--save-every N]
+           [--until N] [--resume]
       converts a multi-head checkpoint to decoupled heads (DHA: similarity, adaptive K/V allocation, fusion
       training, collapse) or to GQA by mean-pooling, then continued training (continued: every head kept,
       budget 1, the reference arm); writes a checkpoint with a model card and dha.json (the losses against

@@ -137,6 +137,11 @@ export interface ConvertRun {
   save?: (s: ConvertState) => void | Promise<void>;
   /** Stop after this many steps in all (fewer than the plan's): the state is saved and convertHeads returns null. */
   until?: number;
+  /**
+   * Computes every step's gradients instead of the model and its helpers (`duet dha --device gpu`:
+   * GpuGradients); the model then only validates and measures head similarity.
+   */
+  gradients?: GradientHelper;
 }
 
 const DEFAULT_TASKS: TaskKind[] = ['passkey', 'niah-single', 'niah-multikey', 'niah-multikey', 'niah-multikey', 'niah-multikey'];
@@ -280,6 +285,11 @@ export async function convertHeads(model: TrainModel<Float32Array>, plan: TrainP
   /** Step k's gradients at the model's current parameters, with the helpers taking shares (as Trainer.trainStepWith). */
   const gradientsAt = async (step: number): Promise<{ loss: number; tokens: number }> => {
     const seqs = stepSequences(plan, step);
+    if (run.gradients) {
+      const r = await run.gradients.gradients(model.params, step, seqs.map((_, i) => i));
+      model.grads.set(r.grads);
+      return { loss: r.loss, tokens: count(seqs) };
+    }
     const parts = helpers.length + 1;
     const share = (k: number) => seqs.map((_, i) => i).filter((i) => i % parts === k);
     const pending = helpers.map((h, k) => h.gradients(model.params, step, share(k + 1)));

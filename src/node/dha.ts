@@ -29,6 +29,9 @@ import { assertFinite, hfConfig, loadState, stateFiles } from './checkpoint-io.j
 import { nodeModelFiles } from './files.js';
 import { assertOutputFolder } from './output-folder.js';
 import { startTrainingHelpers } from './train-pool.js';
+import { createNodeGpu } from './gpu.js';
+import { GpuGradients } from '../train/gpu-gradients.js';
+import type { GpuContext } from '../gpu/context.js';
 
 /** The manifest of a converted checkpoint's file set (written last: the commit point). */
 export const DHA_MANIFEST = 'dha-manifest.json';
@@ -56,9 +59,17 @@ export interface DhaConvertOptions extends ConvertOptions {
   notice?: (message: string) => void;
   /** CPU replicas, one per thread (default every core). */
   threads?: number;
+  /**
+   * Where each step's gradients are computed (default 'cpu'): 'gpu' runs the model's forward and
+   * backward on a WebGPU device (GpuGradients; no adapter is an error, never a CPU fallback), the
+   * fusion, optimizer, validation and head similarity staying on the host.
+   */
+  device?: 'cpu' | 'gpu';
+  /** Dawn's backend for device 'gpu' (e.g. 'opengles'; default: DUET_GPU_BACKEND, else Dawn's choice). */
+  gpuBackend?: string;
   /** The command line, for the model card. */
   command?: string;
-  onStart?: (info: { parameters: number; threads: number; steps: number; tokensPerStep: number; maxLength: number; resumedAt: DhaResumePoint | null }) => void;
+  onStart?: (info: { parameters: number; threads: number; device: 'cpu' | 'gpu'; adapter: string | null; steps: number; tokensPerStep: number; maxLength: number; resumedAt: DhaResumePoint | null }) => void;
   onProgress?: (p: ConvertProgress) => void;
 }
 
@@ -84,6 +95,8 @@ export async function convertToDha(o: DhaConvertOptions): Promise<DhaConverted |
   }
   if (!o.resume) assertOutputFolder(o.out, { force: o.force, what: 'the converted model', hint: `add --force to replace it${saved ? ' or --resume to continue the unfinished conversion it holds' : ''}` });
   if (o.threads !== undefined && !(Number.isInteger(o.threads) && o.threads >= 1)) throw new Error(`threads must be a positive integer (got ${o.threads})`);
+  const device = o.device ?? 'cpu';
+  if (device !== 'cpu' && device !== 'gpu') throw new DuetError('device', `must be cpu or gpu (got ${JSON.stringify(o.device)})`);
   const files = nodeModelFiles(o.model);
   const ckpt = await loadCheckpoint(files);
   const cfg = ckpt.config, at = `${o.model}/config.json`;
@@ -115,30 +128,39 @@ export async function convertToDha(o: DhaConvertOptions): Promise<DhaConverted |
     p.inputNorm.set(lw.inputNorm); p.wq.set(matrixF32(lw.wq)); p.wk.set(matrixF32(lw.wk)); p.wv.set(matrixF32(lw.wv)); p.wo.set(matrixF32(lw.wo));
     p.postNorm.set(lw.postNorm); p.wGate.set(matrixF32(lw.wGate)); p.wUp.set(matrixF32(lw.wUp)); p.wDown.set(matrixF32(lw.wDown));
   });
-  const threads = Math.min(o.threads ?? availableParallelism(), availableParallelism());
+  // On the GPU one device computes each step; the CPU side needs no helper threads.
+  const threads = device === 'gpu' ? 1 : Math.min(o.threads ?? availableParallelism(), availableParallelism());
   const sp = model.params;
   const sourceHash = createHash('sha256').update(new Uint8Array(sp.buffer, sp.byteOffset, sp.byteLength)).digest('hex');
-  const resume = o.resume ? loadConversionState(o.out, plan, sp.length, settings, sourceHash, threads, o.notice ?? (() => {})) : undefined;
+  const resume = o.resume ? loadConversionState(o.out, plan, sp.length, settings, sourceHash, threads, device, o.notice ?? (() => {})) : undefined;
   const { fusion: fusionSteps } = stageSteps(o, plan.tokensPerStep);
   const resumedAt: DhaResumePoint | null = resume
     ? (resume.stage === 'fusion' ? { stage: 'fusion', step: resume.step, steps: fusionSteps } : { stage: 'train', step: resume.step - fusionSteps, steps: plan.steps - fusionSteps })
     : null;
-  o.onStart?.({ parameters: model.params.length, threads, steps: plan.steps, tokensPerStep: plan.tokensPerStep, maxLength: plan.model.maxRows, resumedAt });
+  let gpu: GpuContext | null = null;
+  if (device === 'gpu') {
+    const got = await createNodeGpu({ backend: o.gpuBackend });
+    if (!got.gpu) throw new DuetError('device', `'gpu': no WebGPU adapter (${got.reason})`, 'unavailable');
+    gpu = got.gpu;
+  }
+  o.onStart?.({ parameters: model.params.length, threads, device, adapter: gpu?.adapterDescription ?? null, steps: plan.steps, tokensPerStep: plan.tokensPerStep, maxLength: plan.model.maxRows, resumedAt });
   // A fresh run's state must not be mistaken for the one it replaces, should it stop before its first save.
   if (!resume) rmSync(join(o.out, DHA_STATE), { recursive: true, force: true });
   const save = (s: ConvertState) => {
     const fusion = s.fusion && { mix: [...s.fusion.mix], mixM: [...s.fusion.mixM], mixV: [...s.fusion.mixV], lambda: [...s.fusion.lambda], phi: [...s.fusion.phi] };
     for (const [name, a] of Object.entries(fusion ?? {})) assertFinite(a, `conversion state (fusion ${name})`);
     const files = stateFiles({ step: s.step, params: s.params, m: s.m, v: s.v },
-      { stage: s.stage, settings, source: { path: resolve(o.model), sha256: sourceHash }, threads, plan, fusion, progress: s.progress });
+      { stage: s.stage, settings, source: { path: resolve(o.model), sha256: sourceHash }, threads, device, plan, fusion, progress: s.progress });
     writeFileSet(o.out, { [`${DHA_STATE}/optimizer.bin`]: files['optimizer.bin'], [STATE_JSON]: files['training_state.json'] }, STATE_MANIFEST, { stage: s.stage, step: s.step });
   };
   const pool = threads > 1 ? await startTrainingHelpers(plan, threads - 1) : null;
   let result;
   try {
-    result = await convertHeads(model, plan, o, pool?.helpers ?? [], o.onProgress ?? (() => {}), { resume, saveEvery, save, until: o.until });
+    const gradients = gpu ? GpuGradients.create(plan, gpu) : undefined;
+    result = await convertHeads(model, plan, o, pool?.helpers ?? [], o.onProgress ?? (() => {}), { resume, saveEvery, save, until: o.until, gradients });
   } finally {
     await pool?.stop();
+    gpu?.destroy();
   }
   if (!result) return { out: o.out, report: null, resumedAt, step: o.until! };
   const { report, tensors } = result;
@@ -169,13 +191,13 @@ type Settings = ReturnType<typeof conversionSettings>;
  * differs. A save interrupted midway is finished or discarded first (recoverFileSet).
  */
 function loadConversionState(out: string, plan: TrainPlan, parameters: number, settings: Settings, sourceHash: string, threads: number,
-  notice: (m: string) => void): ConvertState {
+  device: 'cpu' | 'gpu', notice: (m: string) => void): ConvertState {
   recoverFileSet(out, STATE_MANIFEST);
   const t = loadState(join(out, DHA_STATE), parameters, plan.model);
   if (!t) throw new DuetError('resume', `is set but ${out} holds no saved conversion state (${STATE_JSON})`);
   const path = join(out, STATE_JSON);
   const meta = JSON.parse(readFileSync(path, 'utf8')) as {
-    stage: ConvertState['stage']; settings: Settings; source: { path: string; sha256: string }; threads: number;
+    stage: ConvertState['stage']; settings: Settings; source: { path: string; sha256: string }; threads: number; device?: 'cpu' | 'gpu';
     fusion: Record<'mix' | 'mixM' | 'mixV' | 'lambda' | 'phi', number[]> | null; progress: ConvertState['progress'];
   };
   const differ = (Object.keys(settings) as Array<keyof Settings>)
@@ -183,7 +205,9 @@ function loadConversionState(out: string, plan: TrainPlan, parameters: number, s
     .map((k) => `${k} ${JSON.stringify(settings[k])} (saved: ${JSON.stringify(meta.settings?.[k])})`);
   if (meta.source?.sha256 !== sourceHash) differ.push(`the source model's weights (saved from ${meta.source?.path})`);
   if (differ.length) throw new DuetError('resume', `${path}: the saved conversion was made with other arguments: this run has ${differ.join(', ')}; resume with the same arguments, or set force to start again`);
-  if (meta.threads !== threads) notice(`resuming with ${threads} thread${threads > 1 ? 's' : ''}, the saved state was made with ${meta.threads}: the result agrees bit for bit with an uninterrupted run only at the same count`);
+  const savedOn = meta.device ?? 'cpu';
+  if (savedOn !== device) notice(`resuming on the ${device === 'gpu' ? 'GPU' : 'CPU'}, the saved state was made on the ${savedOn === 'gpu' ? 'GPU' : 'CPU'}: the result agrees with an uninterrupted run only within float rounding`);
+  else if (meta.threads !== threads) notice(`resuming with ${threads} thread${threads > 1 ? 's' : ''}, the saved state was made with ${meta.threads}: the result agrees bit for bit with an uninterrupted run only at the same count`);
   const f = meta.fusion;
   return {
     stage: meta.stage, step: t.step, params: t.params, m: t.m, v: t.v, progress: meta.progress,
