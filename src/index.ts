@@ -4,6 +4,7 @@
 import { createBrowserGpu } from './browser/gpu.js';
 import { cachedModelFiles } from './browser/cached-files.js';
 import { httpModelFiles, pickedModelFiles } from './browser/http-files.js';
+import { browserKernelStarter, browserThreads } from './browser/kernel-threads.js';
 import { WorkerCpuBackend } from './browser/worker-cpu.js';
 import { createCpuBackend } from './cpu/backend.js';
 import { DuetModel, type ModelOptions } from './api/model.js';
@@ -30,6 +31,12 @@ export interface BrowserModelOptions extends Omit<ModelOptions, 'pattern'> {
    * listens). Default: the kernels run on the calling thread.
    */
   cpuWorker?: () => Worker;
+  /**
+   * Starts a kernel thread: a module worker whose script calls serveKernelThread() from
+   * 'duet/worker'. With it, and cross-origin isolation, the offloaded caches (`offload`) split their
+   * KV heads over one such worker per core but one (capped at 8); without it they run on this thread.
+   */
+  kernelWorker?: () => Worker;
 }
 
 function files(source: ModelSource | PatternFiles, o: BrowserModelOptions, step: 'download' | 'pattern'): ModelFiles {
@@ -46,7 +53,8 @@ function files(source: ModelSource | PatternFiles, o: BrowserModelOptions, step:
 }
 
 export async function loadModel(source: ModelSource, options: BrowserModelOptions = {}): Promise<DuetModel> {
-  const { pattern, cpuWorker, ...rest } = options;
+  const { pattern, cpuWorker, kernelWorker, ...rest } = options;
+  const threads = browserThreads();
   const patternFiles = pattern === undefined || (typeof pattern === 'object' && 'alphas' in pattern) ? pattern
     : files(pattern as ModelSource | PatternFiles, options, 'pattern');
   return DuetModel.create(files(source, options, 'download'), { ...rest, pattern: patternFiles }, {
@@ -63,5 +71,6 @@ export async function loadModel(source: ModelSource, options: BrowserModelOption
       }
       return createCpuBackend();
     },
+    offloadThreads: kernelWorker && threads > 1 ? { count: threads, startWorker: browserKernelStarter(kernelWorker) } : undefined,
   });
 }

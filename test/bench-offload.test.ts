@@ -1,6 +1,7 @@
 // `duet bench --suite offload` (--offload [K,L]): a tiny run on the CPU (2 threads) writes
 // offload.json and offload-decode.svg with a row per context and arm (full, offloaded by scan,
-// offloaded by tables), byte counts that follow from the shape exactly, and sampled fractions
+// offloaded by tables) whose decode time is the projections' plus its attention, byte counts that
+// follow from the shape exactly, and sampled fractions
 // strictly between 0 and 1; misplaced flags and foreign folders are refused. No speed is checked.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -21,13 +22,15 @@ async function quiet<T>(fn: () => Promise<T>): Promise<{ value: T; out: string }
 test('a tiny offload run: 3 arms per context, exact byte counts, sampled fractions in (0, 1), JSON + SVG', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'duet-bench-offload-'));
   const { value: code, out } = await quiet(() => benchCommand(['--offload', '4,12', '--shape', 'tiny', '--contexts', '300,200', '--decode-tokens', '3',
-    '--warmup-tokens', '1', '--threads', '2', '--out', dir, '--json']));
+    '--warmup-tokens', '1', '--threads', '2', '--weights', 'q4_0', '--out', dir, '--json']));
   assert.is(code, 0);
-  const printed = JSON.parse(out) as { rows: OffloadArmRow[]; settings: { contexts: number[]; offload: string } };
+  const printed = JSON.parse(out) as { rows: OffloadArmRow[]; settings: { contexts: number[]; offload: string; weights: string; projections_ms_per_token: number } };
   const saved = JSON.parse(readFileSync(join(dir, 'offload.json'), 'utf8')) as { rows: OffloadArmRow[] };
   assert.equal(saved.rows.map((r) => [r.arm, r.context]), printed.rows.map((r) => [r.arm, r.context]));
   assert.equal(printed.settings.contexts, [200, 300]);
   assert.match(printed.settings.offload, /MagicPIG K 4 × L 12, 4 sinks \+ 64 local/);
+  assert.is(printed.settings.weights, 'q4_0');
+  assert.ok(printed.settings.projections_ms_per_token > 0);
   assert.equal(printed.rows.map((r) => `${r.arm}@${r.context}`),
     ['full@200', 'offloaded, scan@200', 'offloaded, tables@200', 'full@300', 'offloaded, scan@300', 'offloaded, tables@300']);
   // tiny: 2 layers, 2 KV heads of 16 dims, group 2.
@@ -44,6 +47,7 @@ test('a tiny offload run: 3 arms per context, exact byte counts, sampled fractio
       assert.ok(r.sampled_fraction! > 0 && r.sampled_fraction! < 1, `${r.arm}@${n}: sampled ${r.sampled_fraction}`);
       assert.ok(r.first_step_ms! > 0 && r.ms_per_layer > 0 && r.decode_ms_samples.length === 3);
       assert.is(r.attention_ms_per_token, r.ms_per_layer * layers);
+      assert.is(r.decode_ms_per_token, printed.settings.projections_ms_per_token + r.attention_ms_per_token);
     }
     assert.is(scan.sampled_fraction, tables.sampled_fraction, 'tables sample the keys the scan samples');
   }

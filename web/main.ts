@@ -20,6 +20,8 @@ export interface DuetStatus {
   model: string | null;
   placement: Placement | null;
   device: string | null;
+  /** The model's head description (methods, offloading and its threads). */
+  heads: string | null;
   prefillMs: number | null;
   tokensPerSecond: number | null;
   /** offloaded: bytes of offloaded caches (part of cpu); sampled: mean fraction of their keys attended per decode step (null without offloading). */
@@ -33,7 +35,7 @@ declare global {
 
 const status: DuetStatus = {
   state: 'loading', text: '', tokens: 0, gpuDispatches: 0, cpuKernelCalls: 0, error: null, notices: [],
-  model: null, placement: null, device: null, prefillMs: null, tokensPerSecond: null, kv: null, passkey: null,
+  model: null, placement: null, device: null, heads: null, prefillMs: null, tokensPerSecond: null, kv: null, passkey: null,
 };
 window.duet = status;
 
@@ -142,6 +144,8 @@ function numberInput(input: HTMLInputElement, what: string, min: number, max: nu
 /** Starts a Web Worker for the WebAssembly kernels (the library falls back to this thread if it does not start). */
 const cpuWorker = useWorker && typeof Worker !== 'undefined'
   ? () => new Worker(new URL('cpu-worker.js', location.href), { type: 'module' }) : undefined;
+/** Kernel threads for the offloaded caches (used when the page is cross-origin isolated). */
+const kernelWorker = typeof Worker !== 'undefined' ? () => new Worker(new URL('kernel-worker.js', location.href), { type: 'module' }) : undefined;
 
 async function describeEnvironment(): Promise<void> {
   const parts: string[] = [];
@@ -175,7 +179,7 @@ async function placeModel(files: ModelFiles, key: string, o: { placement?: Place
   onProgress?: (done: number, total: number) => void): Promise<DuetModel> {
   disposeModel();
   const model = await loadModel(files, {
-    ...o, weights: (ui.weights.value || undefined) as ModelOptions['weights'], cpuWorker, notice: pageNotice,
+    ...o, weights: (ui.weights.value || undefined) as ModelOptions['weights'], cpuWorker, kernelWorker, notice: pageNotice,
     onProgress: (e) => { if (e.step === 'weights' || e.step === 'download') onProgress?.(e.done, e.total); },
   });
   loaded = { model, files, key };
@@ -351,6 +355,7 @@ async function run(prepare: () => RunSpec): Promise<void> {
     const info = model.info;
     status.placement = info.placement;
     status.device = info.device;
+    status.heads = info.heads;
     set('stat-device', `${info.placement} · ${info.device}${info.placement === 'split' ? ` + ${info.cpu}` : ''}`);
     set('stat-prompt', `${spec.ids.length} tokens`);
     setStatus('running', `Prefilling ${spec.ids.length} tokens (${spec.label})…`);

@@ -22,8 +22,10 @@ import { magicpigMethod } from '../kv/magicpig/method.js';
 import { codeStride } from '../kv/magicpig/params.js';
 import type { MagicPigSettings } from '../kv/magicpig/settings.js';
 import type { ModelConfig } from '../model/config.js';
-import { noiseArray } from './random-weights.js';
-import { median } from './timing.js';
+import type { WeightDType } from '../model/quant.js';
+import type { WeightMatrix } from '../model/weights.js';
+import { noiseArray, randomWeights } from './random-weights.js';
+import { measure, median } from './timing.js';
 
 export interface OffloadBenchOptions {
   config: ModelConfig;
@@ -35,6 +37,8 @@ export interface OffloadBenchOptions {
   decodeTokens?: number;
   warmupTokens?: number;
   seed?: number;
+  /** Everything but attention per token (projectionsMsPerToken), added to each row's decode_ms_per_token. */
+  projectionsMs?: number;
   onProgress?: (done: number, total: number, detail: string) => void;
 }
 
@@ -50,6 +54,8 @@ export interface OffloadArmRow {
   speedup: number;
   /** Bytes read per token (all layers). */
   bytes_per_token: number;
+  /** projections_ms_per_token + attention_ms_per_token: a decode token (null when the projections were not measured). */
+  decode_ms_per_token: number | null;
   /** Mean fraction of the offloaded keys the queries sampled per step (null: full attention). */
   sampled_fraction: number | null;
   /** The first offloaded step: centering and hashing the layer's offloaded keys (and building tables); MagicPIG does it on the GPU. */
@@ -57,6 +63,34 @@ export interface OffloadArmRow {
   /** Host bytes of one layer's cache (full: K and V; offloaded: the whole store). */
   cache_bytes_per_layer: number;
   decode_ms_samples: number[];
+}
+
+/**
+ * ms per decode token of everything but attention, the same in every arm: one layer's seven
+ * projections (random weights stored as `dtype`, the first norm folded in as the engine does) ×
+ * the layer count, plus the LM head; medians of repeated single-row GEMVs on `cpu`.
+ */
+export async function projectionsMsPerToken(cpu: CpuBackend, config: ModelConfig, dtype: WeightDType, seed = 0): Promise<number> {
+  const { hiddenSize: Hd, intermediateSize: I, numHeads, numKvHeads, headDim: D, vocabSize: V, numLayers } = config;
+  const w = randomWeights({ ...config, numLayers: 1 }, seed, undefined, dtype), l = w.layers[0];
+  const up = (m: WeightMatrix) => (m instanceof Float32Array ? cpu.upload(m) : cpu.uploadWeight(m));
+  const mats: Array<[WeightMatrix, number, number]> = [[l.wq, Hd, numHeads * D], [l.wk, Hd, numKvHeads * D], [l.wv, Hd, numKvHeads * D],
+    [l.wo, numHeads * D, Hd], [l.wGate, Hd, I], [l.wUp, Hd, I], [l.wDown, I, Hd]];
+  const layer = mats.map(([m, inDim, outDim]) => ({ w: up(m), inDim, outDim }));
+  const head = { w: up(w.lmHead), inDim: Hd, outDim: V };
+  const x = cpu.upload(noiseArray(Math.max(Hd, I, numHeads * D), seed + 3)), out = cpu.alloc(Math.max(V, I, Hd));
+  const norm = { weight: cpu.upload(l.inputNorm), eps: config.rmsNormEps };
+  try {
+    const run = (ms: typeof layer) => async () => {
+      for (const m of ms) cpu.matmul(out, x, m.w, null, 1, m.inDim, m.outDim, false, 0, m.inDim === Hd ? norm : undefined);
+      await cpu.read(out, 0, 1);
+    };
+    const layerMs = await measure(run(layer), { warmup: 2, minReps: 5, budgetMs: 1500 });
+    const headMs = await measure(run([head]), { warmup: 1, minReps: 3, budgetMs: 1000 });
+    return layerMs * numLayers + headMs;
+  } finally {
+    for (const t of [...layer.map((m) => m.w), head.w, x, out, norm.weight]) cpu.free(t);
+  }
 }
 
 /** Rows appended per fill call (keeps the upload buffers small). */
@@ -131,7 +165,8 @@ export async function runOffloadBench(o: OffloadBenchOptions): Promise<OffloadAr
           bytes = find + (sampled.reduce((a, x) => a + x, 0) / sampled.length) * (2 * D * 4 + 4) + 2 * H * statics * D * 4;
         }
         rows.push({
-          arm: c.arm, context: n, ms_per_layer: ms, attention_ms_per_token: ms * layers, speedup: fullMs / ms,
+          arm: c.arm, context: n, ms_per_layer: ms, attention_ms_per_token: ms * layers,
+          decode_ms_per_token: o.projectionsMs === undefined ? null : o.projectionsMs + ms * layers, speedup: fullMs / ms,
           bytes_per_token: Math.round(bytes * layers), sampled_fraction: fraction, first_step_ms: c.s ? first[i] : null,
           cache_bytes_per_layer: c.cache.bytes(), decode_ms_samples: samples[i],
         });

@@ -10,10 +10,16 @@ export function browserThreads(cap = 8): number {
   return isolated ? Math.max(1, Math.min(cap, cores)) : 1;
 }
 
+/** Starts kernel workers made by `make` (a module worker whose script calls serveKernelThread()). */
+export function browserKernelStarter(make: () => Worker): StartWorker {
+  return (init) => new Promise((resolve, reject) => {
+    const w = make();
+    w.onerror = (e) => reject(new Error(`kernel worker failed to start: ${e.message}`));
+    w.onmessage = () => resolve({ terminate: () => w.terminate() });
+    w.postMessage(init);
+  });
+}
+
 /** Starts a kernel worker from the script next to the current one (a worker's own location). */
-export const startBrowserKernelWorker: StartWorker = (init) => new Promise((resolve, reject) => {
-  const w = new Worker(new URL('kernel-worker.js', (globalThis as unknown as { location: Location }).location.href), { type: 'module' });
-  w.onerror = (e) => reject(new Error(`kernel worker failed to start: ${e.message}`));
-  w.onmessage = () => resolve({ terminate: () => w.terminate() });
-  w.postMessage(init);
-});
+export const startBrowserKernelWorker: StartWorker = browserKernelStarter(
+  () => new Worker(new URL('kernel-worker.js', (globalThis as unknown as { location: Location }).location.href), { type: 'module' }));

@@ -116,7 +116,7 @@ type Values = ReturnType<typeof parseArgs<{ args: string[]; options: typeof opti
 
 /** `--suite offload` (or `--offload [K,L]`): one layer's decode attention, full vs offloaded (runOffloadBenchmark). */
 async function offloadCommand(v: Values, argv: string[]): Promise<number> {
-  for (const f of ['model', 'pattern', 'sparsities', 'placements', 'weights', 'kv-dtype', 'formats', 'layers', 'prefill-chunk', 'prefill-max', 'sink', 'recent', 'agree-tokens'] as const) {
+  for (const f of ['model', 'pattern', 'sparsities', 'placements', 'kv-dtype', 'formats', 'layers', 'prefill-chunk', 'prefill-max', 'sink', 'recent', 'agree-tokens'] as const) {
     if (v[f] !== undefined) throw new Error(`--${f} does not apply to --suite offload (one layer's attention on random keys, --shape NAME, default llama-3.2-1b)`);
   }
   if (v.device !== undefined && v.device !== 'cpu') throw new Error(`--suite offload runs on the CPU (both sides); --device ${v.device} is not supported there yet`);
@@ -124,7 +124,7 @@ async function offloadCommand(v: Values, argv: string[]): Promise<number> {
   const contexts = v.contexts === undefined ? undefined : numberList(v.contexts, '--contexts', (n) => Number.isInteger(n) && n >= 2, 'an integer ≥ 2').sort((a, b) => a - b);
   const progress = new Progress('offload');
   const r = await runOffloadBenchmark({
-    out: v.out ?? BENCH_DEFAULT_OUT, shape: v.shape, contexts, offload, threads: threadsOption(v.threads),
+    out: v.out ?? BENCH_DEFAULT_OUT, shape: v.shape, contexts, offload, threads: threadsOption(v.threads), weights: weightsOption(v.weights),
     decodeTokens: intOption(v['decode-tokens'], '--decode-tokens', 1), warmupTokens: intOption(v['warmup-tokens'], '--warmup-tokens', 0), seed: intOption(v.seed, '--seed'),
     command: `duet bench ${argv.join(' ')}`.trim(), onProgress: (d, t, detail) => progress.update(d, t, detail),
   });

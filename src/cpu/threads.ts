@@ -37,10 +37,25 @@ const SPIN = 20_000;
  */
 const WAKE_CHECK_MS = 20;
 
-/** Polls i32[index] until it differs from `value`, then sleeps on it (re-checking) until it does. */
+/** False once Atomics.wait refused this thread (a browser page's main thread may not block). */
+let canSleep = true;
+
+/**
+ * Polls i32[index] until it differs from `value`, then sleeps on it (re-checking) until it does.
+ * Where this thread may not sleep (a page's main thread, which runs the offloaded caches' jobs in
+ * browsers), it keeps polling: a job's shares take about as long as the caller's own.
+ */
 function waitWhileEquals(ctl: Int32Array, index: number, value: number): void {
   for (let i = 0; i < SPIN; i++) if (Atomics.load(ctl, index) !== value) return;
-  while (Atomics.load(ctl, index) === value) Atomics.wait(ctl, index, value, WAKE_CHECK_MS);
+  while (Atomics.load(ctl, index) === value) {
+    if (!canSleep) continue;
+    try {
+      Atomics.wait(ctl, index, value, WAKE_CHECK_MS);
+    } catch (e) {
+      if (!(e instanceof TypeError)) throw e;
+      canSleep = false;
+    }
+  }
 }
 
 /** What a worker needs to serve jobs (passed to it once at start). */

@@ -8,7 +8,9 @@ import { join } from 'node:path';
 import { createCpuBackend } from '../cpu/backend.js';
 import { DuetError } from '../errors.js';
 import { machineInfo } from '../bench/machine.js';
-import { runOffloadBench, type OffloadArmRow } from '../bench/offload.js';
+import { projectionsMsPerToken, runOffloadBench, type OffloadArmRow } from '../bench/offload.js';
+import { defaultWeightDType } from '../engine/device-model.js';
+import type { WeightDType } from '../model/quant.js';
 import { shapeSpec } from '../bench/shapes.js';
 import { parseModelConfig } from '../model/config.js';
 import type { MachineInfo } from '../bench/types.js';
@@ -34,6 +36,8 @@ export interface OffloadBenchmarkOptions {
   offload?: MagicPigOptions;
   /** Threads on both sides (default every core). */
   threads?: number;
+  /** Storage of the random weights timed for the projections (default: the engine's CPU default for the shape). */
+  weights?: WeightDType;
   decodeTokens?: number;
   warmupTokens?: number;
   seed?: number;
@@ -43,7 +47,7 @@ export interface OffloadBenchmarkOptions {
 
 export interface OffloadResults {
   rows: OffloadArmRow[];
-  settings: { shape: string; contexts: number[]; threads: number; offload: string; decode_tokens: number; warmup_tokens: number };
+  settings: { shape: string; contexts: number[]; threads: number; offload: string; decode_tokens: number; warmup_tokens: number; weights: WeightDType; projections_ms_per_token: number };
   machine: MachineInfo;
   files: string[];
 }
@@ -61,39 +65,46 @@ export async function runOffloadBenchmark(o: OffloadBenchmarkOptions): Promise<O
   mkdirSync(o.out, { recursive: true });
   const cpu = await createCpuBackend(threads > 1 ? { threads, startWorker: startNodeKernelWorker } : {});
   const pool = threads > 1 ? await OffloadThreads.create(threads, startNodeKernelWorker) : undefined;
-  let rows: OffloadArmRow[];
+  const weights = o.weights ?? defaultWeightDType(config, 'cpu');
+  let rows: OffloadArmRow[], projectionsMs = 0;
   try {
     // The collision search both ways: the scan of every code, and MagicPIG's bucket tables.
     const arms = [{ label: 'offloaded, scan', magicpig: { ...base, threads: pool } }, { label: 'offloaded, tables', magicpig: { ...base, tables: true, threads: pool } }];
-    rows = await runOffloadBench({ config, contexts, arms, cpu, decodeTokens, warmupTokens, seed: o.seed, onProgress: o.onProgress });
+    o.onProgress?.(0, 1, `projections: one layer's GEMVs as ${weights}`);
+    projectionsMs = await projectionsMsPerToken(cpu, config, weights, o.seed);
+    rows = await runOffloadBench({ config, contexts, arms, cpu, decodeTokens, warmupTokens, seed: o.seed, projectionsMs, onProgress: o.onProgress });
   } finally { pool?.stop(); cpu.destroy(); }
-  const settings = { shape: shapeName, contexts, threads, offload: describeOffload(base), decode_tokens: decodeTokens, warmup_tokens: warmupTokens };
+  const settings = { shape: shapeName, contexts, threads, offload: describeOffload(base), decode_tokens: decodeTokens, warmup_tokens: warmupTokens,
+    weights, projections_ms_per_token: projectionsMs };
   const machine = machineInfo(null, 'not used: both sides run on the CPU');
   const files = OFFLOAD_FILES.map((n) => join(o.out, n));
   writeFileAtomic(files[0], `${JSON.stringify({ version: 1, created: new Date().toISOString(), command: o.command, machine, settings, rows }, null, 1)}\n`);
   const series = [...new Set(rows.map((r) => r.arm))].map((arm) => ({
     label: arm === 'full' ? 'full attention (cache on the main device)' : arm,
-    points: rows.filter((r) => r.arm === arm).map((r): [number, number] => [r.context, r.attention_ms_per_token]),
+    points: rows.filter((r) => r.arm === arm).map((r): [number, number] => [r.context, r.decode_ms_per_token ?? r.attention_ms_per_token]),
   }));
   writeFileAtomic(files[1], lineChart(series, {
-    title: `decode attention per token, ${shapeName} (${config.numLayers} layers, CPU, ${threads} thread${threads > 1 ? 's' : ''})`,
-    xLabel: 'context (tokens)', yLabel: 'ms per token (attention only)', logX: true, height: 440,
+    title: `decode per token, ${shapeName} (${config.numLayers} layers, CPU, ${threads} thread${threads > 1 ? 's' : ''})`,
+    xLabel: 'context (tokens)', yLabel: `ms per decode token (projections ${weights}, ${projectionsMs.toFixed(0)} ms, + attention)`, logX: true, height: 440,
   }));
   return { rows, settings, machine, files };
 }
 
 /** The rows as a table. */
 export function offloadReportText(r: Pick<OffloadResults, 'rows' | 'settings'>): string {
+  const st = r.settings;
   const lines = [
-    `${r.settings.shape}, ${r.settings.offload}, ${r.settings.threads} thread${r.settings.threads > 1 ? 's' : ''}; attention only, all layers`,
-    'context  arm                 ms/token  vs full  GiB read/token  sampled  first step ms/layer  store GiB/layer',
+    `${st.shape}, ${st.offload}, ${st.threads} thread${st.threads > 1 ? 's' : ''}; projections (${st.weights} weights) ${st.projections_ms_per_token.toFixed(1)} ms/token in every arm`,
+    'context  arm                 attention ms/tok  vs full  decode ms/tok  GiB read/token  sampled  first step ms/layer  store GiB/layer',
   ];
   for (const x of r.rows) {
-    lines.push([String(x.context).padStart(7), x.arm.padEnd(18), x.attention_ms_per_token.toFixed(1).padStart(9), `${x.speedup.toFixed(2)}x`.padStart(8),
+    lines.push([String(x.context).padStart(7), x.arm.padEnd(18), x.attention_ms_per_token.toFixed(1).padStart(17), `${x.speedup.toFixed(2)}x`.padStart(8),
+      (x.decode_ms_per_token === null ? '-' : x.decode_ms_per_token.toFixed(1)).padStart(14),
       (x.bytes_per_token / 2 ** 30).toFixed(3).padStart(15), (x.sampled_fraction === null ? '-' : `${(100 * x.sampled_fraction).toFixed(2)}%`).padStart(8),
       (x.first_step_ms === null ? '-' : x.first_step_ms.toFixed(0)).padStart(20), (x.cache_bytes_per_layer / 2 ** 30).toFixed(3).padStart(16)].join(' '));
   }
-  lines.push('(one layer measured, × the layer count; medians of interleaved decode steps; first step = centering + hashing the offloaded keys (+ tables), once;');
+  lines.push('(attention: one layer measured, × the layer count, medians of interleaved decode steps; decode = projections + attention;');
+  lines.push(' first step = centering + hashing the offloaded keys (+ tables), once;');
   lines.push(' bytes read: full = every K and V; offloaded = codes scanned or buckets visited + sampled K, V, norm + static K, V)');
   return lines.join('\n');
 }

@@ -192,6 +192,12 @@ async function offloaded(context: BrowserContext, url: string, problems: string[
     assert.ok(s.kv !== null && s.kv.offloaded > 0 && s.kv.offloaded <= s.kv.cpu, `${choice}: offloaded bytes ${JSON.stringify(s.kv)}`);
     assert.ok(s.kv!.sampled !== null && s.kv!.sampled > 0 && s.kv!.sampled <= most, `${choice}: fraction attended ${s.kv!.sampled}`);
     assert.match(await page.textContent('#kv-sampled') ?? '', /% \(mean over the decode steps\)/);
+    if (choice === 'magicpig') {
+      // Cross-origin isolated (duet web's headers): the offloaded caches split their KV heads over kernel workers.
+      const threads = await page.evaluate(() => (crossOriginIsolated ? Math.min(8, navigator.hardwareConcurrency) : 1));
+      assert.match(s.heads ?? '', threads > 1 ? new RegExp(`4 sinks \\+ 64 local, ${threads} threads\\)`) : /4 sinks \+ 64 local\)/, `heads: ${s.heads}`);
+      log(`offload magicpig: ${s.heads}`);
+    }
   }
   await page.selectOption('#offload', '');
   await page.click('#passkey');
