@@ -117,7 +117,8 @@ export async function identifyHeadsOn(files: ModelFiles, o: IdentifyOptions, gpu
   const maxRows = c.lengths[1] + 64;
   const config: ModelConfig = ckpt.config;
   // The methods are generic over the device's tensors; either device's model will do.
-  const model: TrainModel<unknown> = gpu ? frozenGpuModel(gpu, config, ckpt.weights, maxRows) : await frozenModel(config, ckpt.weights, maxRows);
+  // A DHA checkpoint is identified as its multi-head equivalent: gates per query head (its patterns' nominal columns).
+  const model: TrainModel<unknown> = gpu ? frozenGpuModel(gpu, config, ckpt.weights, maxRows, 'expand') : await frozenModel(config, ckpt.weights, maxRows, 'expand');
   o.onStart?.({ method: o.method, device: gpu ? `the GPU (${gpu.adapterDescription})` : 'the CPU (WebAssembly SIMD)', layers: config.numLayers, kvHeads: config.numKvHeads });
   const { lengths, seed, sink, recent } = c;
   const r = await headScorer(o.method).score({

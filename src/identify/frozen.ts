@@ -1,6 +1,12 @@
 // A loaded checkpoint as a frozen training model with gates, on the CPU (the WebAssembly arena) or
 // a GPU, so the identification methods can run forward passes that keep attention probabilities
 // and backward passes that reach the DuoAttention gates.
+//
+// A DHA checkpoint (decoupled key and value heads, src/dha/config.ts) can be expanded to the
+// multi-head model it computes: query head h's key and value rows are those of its key head and
+// value head, so every query head is its own KV head, the nominal shape its patterns have (one
+// column per query head). Identification does that (`decoupled: 'expand'`); its gates then mark
+// query heads, which the runtime resolves per key head (src/engine/layer-groups.ts).
 import { DuetError } from '../errors.js';
 import { refuseDha, ropeInvFreq, type ModelConfig } from '../model/config.js';
 import { matrixF32, type ModelWeights } from '../model/weights.js';
@@ -9,8 +15,13 @@ import { GpuTrainKernels, type GpuSpan } from '../gpu/train-kernels.js';
 import { Arena } from '../train/arena.js';
 import { TrainModel, cpuTrainModel, type TrainConfig } from '../train/model.js';
 
-function trainConfig(config: ModelConfig, maxRows: number): TrainConfig {
-  refuseDha(config, 'the training forward (identification, Locret training)');
+/** What a frozen model does with a DHA checkpoint: expand it to its multi-head equivalent, or refuse it. */
+export type DecoupledHeadsChoice = 'expand' | 'refuse';
+
+function trainConfig(config: ModelConfig, maxRows: number, decoupled: DecoupledHeadsChoice): TrainConfig {
+  if (decoupled === 'refuse') refuseDha(config, 'the training forward (Locret training)');
+  // The nominal shape of a DHA checkpoint is multi-head: num_key_value_heads = num_attention_heads.
+  if (config.dha && config.numKvHeads !== config.numHeads) throw new DuetError('model', `config.json: a DHA checkpoint has num_key_value_heads = num_attention_heads (got ${config.numKvHeads} for ${config.numHeads})`);
   // The training forward attends causally over the whole sequence; a model's own sliding window
   // would bind past its length and give other activations than the model's.
   if (config.slidingWindow !== null && maxRows > config.slidingWindow) {
@@ -31,11 +42,14 @@ function load<T>(model: TrainModel<T>, config: ModelConfig, weights: ModelWeight
   k.write(model.p.finalNorm, weights.finalNorm);
   k.write(model.p.lmHead, f(weights.lmHead));
   weights.layers.forEach((w, l) => {
-    const p = model.p.layers[l];
-    k.write(p.inputNorm, w.inputNorm); k.write(p.wq, f(w.wq)); k.write(p.wk, f(w.wk)); k.write(p.wv, f(w.wv)); k.write(p.wo, f(w.wo));
+    const p = model.p.layers[l], d = config.dha?.layers[l];
+    // A decoupled layer's K and V rows, one block per query head (its key head's, its value head's).
+    const perQuery = (m: Float32Array, map: number[] | undefined) => (map ? expandRows(m, map, c.headDim * c.hidden) : m);
+    k.write(p.inputNorm, w.inputNorm); k.write(p.wq, f(w.wq)); k.write(p.wk, perQuery(f(w.wk), d?.queryToKey)); k.write(p.wv, perQuery(f(w.wv), d?.queryToValue)); k.write(p.wo, f(w.wo));
     k.write(p.postNorm, w.postNorm); k.write(p.wGate, f(w.wGate)); k.write(p.wUp, f(w.wUp)); k.write(p.wDown, f(w.wDown));
   });
   if (weights.layers.some((w) => w.bq || w.bk || w.bv)) {
+    if (config.dha) throw new DuetError('model', 'config.json: a DHA checkpoint with q/k/v biases is not supported by the training forward');
     const bias = (b: Float32Array | null, n: number) => { const t = k.alloc(n); if (b) k.write(t, b); return t; };
     model.biases = weights.layers.map((w) => ({ bq: bias(w.bq, c.heads * c.headDim), bk: bias(w.bk, c.kvHeads * c.headDim), bv: bias(w.bv, c.kvHeads * c.headDim) }));
   }
@@ -44,8 +58,15 @@ function load<T>(model: TrainModel<T>, config: ModelConfig, weights: ModelWeight
   return model;
 }
 
-export async function frozenModel(config: ModelConfig, weights: ModelWeights, maxRows: number): Promise<TrainModel<Float32Array>> {
-  const c = trainConfig(config, maxRows);
+/** Blocks of `block` values of `m` in the order `map` names them (block i of the result = block map[i] of m). */
+function expandRows(m: Float32Array, map: number[], block: number): Float32Array {
+  const out = new Float32Array(map.length * block);
+  map.forEach((src, i) => out.set(m.subarray(src * block, (src + 1) * block), i * block));
+  return out;
+}
+
+export async function frozenModel(config: ModelConfig, weights: ModelWeights, maxRows: number, decoupled: DecoupledHeadsChoice = 'refuse'): Promise<TrainModel<Float32Array>> {
+  const c = trainConfig(config, maxRows, decoupled);
   const biasFloats = weights.layers.some((w) => w.bq || w.bk || w.bv) ? config.numLayers * (c.heads + 2 * c.kvHeads) * c.headDim + 3 * config.numLayers * 4 : 0;
   const arena = await Arena.create((kernels) => {
     const bytes = TrainModel.arenaBytes(c, kernels, { gated: true }) + biasFloats * 4;
@@ -58,6 +79,6 @@ export async function frozenModel(config: ModelConfig, weights: ModelWeights, ma
 }
 
 /** The same frozen model with its tensors and passes on a GPU. */
-export function frozenGpuModel(ctx: GpuContext, config: ModelConfig, weights: ModelWeights, maxRows: number): TrainModel<GpuSpan> {
-  return load(new TrainModel(new GpuTrainKernels(ctx), trainConfig(config, maxRows), { gated: true }), config, weights);
+export function frozenGpuModel(ctx: GpuContext, config: ModelConfig, weights: ModelWeights, maxRows: number, decoupled: DecoupledHeadsChoice = 'refuse'): TrainModel<GpuSpan> {
+  return load(new TrainModel(new GpuTrainKernels(ctx), trainConfig(config, maxRows, decoupled), { gated: true }), config, weights);
 }
