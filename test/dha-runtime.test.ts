@@ -191,6 +191,22 @@ test('duet memory (kvMemory) projects Σ_l (nK + nV) heads exactly, and the sess
   assert.is(p.duo_bytes, (5 + 3 + 2 * 3) * context * D * 4 + 2 * 2 * 6 * D * 4);
 });
 
+test('docs/dha.md\'s KV bytes table: the bundled model and its 50% DHA layout, alone and with the bundled pattern at sparsity 0.5', () => {
+  const load = (file: string) => parseModelConfig(JSON.parse(readFileSync(file, 'utf8')), file);
+  const mha = load('fixtures/duet-passkey/config.json'), dha = load('docs/dha/passkey-dha-0.5.config.json');
+  const alphas = readFileSync('fixtures/duet-passkey-pattern/full_attention_heads.tsv', 'utf8').trim().split('\n').map((r) => r.split('\t').map(Number));
+  const pattern = { alphas, sink: 16, recent: 64, config: {} };
+  const rows = (config: typeof mha, context: number) => {
+    const p = kvMemory(config, { context, pattern, sparsity: 0.5 });
+    return [p.full_bytes, p.duo_bytes];
+  };
+  assert.equal(rows(mha, 4096), [6291456, 3207168]);
+  assert.equal(rows(mha, 32768), [50331648, 25227264]);
+  assert.equal(rows(dha, 4096), [3145728, 2122752]);
+  assert.equal(rows(dha, 32768), [25165824, 16802816]);
+  assert.match(kvMemory(dha, { context: 8, pattern, sparsity: 0.5 }).heads, /3 marked-streaming query heads .* \(layer 0: 0; layer 1: 3; layer 2: 2\)/);
+});
+
 test('bad DHA inputs: maps out of range, tensors that disagree with the counts, a nominal KV count that is not multi-head', async () => {
   const dir = await dhaDir();
   const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
