@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { kvMemory, projectModelKv } from '../src/api/memory.ts';
+import { loadModel } from '../src/node.ts';
 import { allHeads } from '../src/attention/pattern.ts';
 import type { DhaConfig } from '../src/dha/config.ts';
 import { Engine, type Placement } from '../src/engine/engine.ts';
@@ -152,6 +153,11 @@ test('the pattern\'s promoted heads count as retrieval heads and are named', asy
   // 7 query heads marked streaming, 2 of them (layer 2) promoted.
   assert.equal([p.retrieval_heads, p.streaming_heads], [10, 5]);
   assert.match(p.heads, /2 marked-streaming query heads of decoupled \(DHA\) layers attend in full, sharing a key head with a retrieval head \(layer 2: 1,3\)/);
+  const model = await loadModel(await dhaDir(), { device: 'cpu', threads: 1, pattern: { alphas, sink: WINDOW.sink, recent: WINDOW.recent, config: {} } });
+  try {
+    assert.is(model.info.streamingHeads, 5);
+    assert.match(model.info.heads, /2 marked-streaming query heads of decoupled \(DHA\) layers attend in full.*\(layer 2: 1,3\)/);
+  } finally { await model.dispose(); }
   const engine = await engineOn('cpu', SPLIT_KINDS, WINDOW);
   try {
     const groups = engine.model.layers.map((l) => l.groups.map((g) => `${g.method.name} q${g.kvHeads.join(',')} k${g.numKvHeads} v${g.numValueHeads}`));
