@@ -89,7 +89,8 @@ function decoupledGroups(config: ModelConfig, l: number, row: readonly string[],
   const d = config.dha!.layers[l];
   row.forEach((name, h) => {
     const m = kvMethod(name);
-    if (m !== fullMethod && m !== streamingMethod) {
+    // The split below knows these two, the methods that serve decoupled heads.
+    if (!m.decoupledHeads || (m !== fullMethod && m !== streamingMethod)) {
       throw new Error(`head methods: layer ${l} has decoupled key/value heads (duet_dha: ${d.keyHeads} key heads, ${d.valueHeads} value heads), where heads are full or streaming; head ${h} is given "${name}" (see docs/dha.md)`);
     }
   });
