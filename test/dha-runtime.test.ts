@@ -4,13 +4,16 @@
 // placement, against the float64 reference (test/reference/model.ts with the DHA layout).
 // Tolerance as test/engine.test.ts: |Δlogit| ≤ 2e-3·(1 + |ref|). The KV cache holds exactly
 // Σ_l (key heads + value heads) rows per position, as measured by the session and projected by the
-// memory plan and `duet memory`'s kvMemory.
+// memory plan and `duet memory`'s kvMemory. DuoAttention patterns on the decoupled layers (docs/dha.md):
+// a layer split into a full and a streaming group with a value head in both, a marked-streaming head
+// promoted to full, decoupled layers all streaming; measured bytes = projections = a hand count.
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { kvMemory, projectModelKv } from '../src/api/memory.ts';
+import { loadModel } from '../src/node.ts';
 import { allHeads } from '../src/attention/pattern.ts';
 import type { DhaConfig } from '../src/dha/config.ts';
 import { Engine, type Placement } from '../src/engine/engine.ts';
@@ -31,7 +34,7 @@ const H = 5, D = 6;
 const SPEC = { hidden: H * D, heads: H, intermediate: 44, vocab: 97, seed: 7 };
 const LAYOUT: DhaConfig = {
   layers: [
-    { keyHeads: 2, valueHeads: 3, queryToKey: [1, 0, 1, 1, 0], queryToValue: [2, 0, 1, 2, 0] },
+    { keyHeads: 2, valueHeads: 3, queryToKey: [1, 0, 1, 1, 0], queryToValue: [2, 0, 1, 2, 1] },
     { keyHeads: 5, valueHeads: 5, queryToKey: [0, 1, 2, 3, 4], queryToValue: [0, 1, 2, 3, 4] },
     { keyHeads: 1, valueHeads: 2, queryToKey: [0, 0, 0, 0, 0], queryToValue: [1, 0, 0, 1, 1] },
   ],
@@ -105,11 +108,69 @@ gpuTests(test, GPU.gpu !== null, GPU.reason)('split: streaming heads of the laye
   } finally { engine.dispose(); }
 });
 
-test('a pattern with a streaming head in a decoupled layer is refused, naming the layer and head', async () => {
-  const kinds = [[true, true, true, false, true], [true, true, true, true, true], [true, true, true, true, true]];
-  const error = await engineOn('cpu', kinds, { sink: 1, recent: 2 }).then(() => null, (e: Error) => e);
-  assert.match(error?.message ?? '', /layer 0 has decoupled key\/value heads \(duet_dha: 2 key heads, 3 value heads\), so all its heads must use full attention; KV head 3 is given "streaming"/);
-  assert.throws(() => planMemory({ config: ckpt.config, kinds, window: { sink: 1, recent: 2 }, main: 'cpu', streaming: 'cpu' }, 0, 8, 1), /layer 0 has decoupled/);
+// Layer 0 (2K+3V): query heads 1 and 4 (all the readers of key head 0) stream: the streaming group
+// has key head 0 and value heads 0 and 1, the full group key head 1 and value heads 1 and 2 (value
+// head 1 is read by query heads 2 and 4: a full cache and a ring). Layer 1 (identity maps): KV heads
+// 1, 3, 4 stream. Layer 2 (1K+2V): heads 1 and 3 are marked but share the only key head with retrieval
+// heads: promoted, the layer is all full.
+const SPLIT_KINDS = [[true, false, true, true, false], [true, false, true, false, false], [true, false, true, false, true]];
+// Decoupled layers all streaming (rings of every key and value head), the identity layer all full.
+const STREAM_KINDS = [[false, false, false, false, false], [true, true, true, true, true], [false, false, false, false, false]];
+const WINDOW = { sink: 2, recent: 3 };
+/** Full rows per position and ring rows per slot of each pattern (hand count from the comments above). */
+const HAND = {
+  split: { full: (1 + 2) + 2 * 2 + (1 + 2), ring: (1 + 2) + 3 * 2 },
+  stream: { full: 5 * 2, ring: (2 + 3) + (1 + 2) },
+};
+
+for (const [name, kinds, hand] of [['split', SPLIT_KINDS, HAND.split], ['all-streaming', STREAM_KINDS, HAND.stream]] as const) {
+  for (const placement of ['cpu', 'gpu', 'split'] as const) {
+    (placement === 'cpu' ? test : gpuTests(test, GPU.gpu !== null, GPU.reason))(`${placement}, ${name} decoupled layers: prefill in chunks past the window, decode; match the reference; bytes = plan = hand count`, async () => {
+      const ref = referenceLogits(ckpt.config, ckpt.weights, [...PROMPT, ...DECODE], { kinds, ...WINDOW }, ckpt.config.dha!);
+      const engine = await engineOn(placement, kinds, WINDOW);
+      try {
+        const session = engine.newSession(32, 4);
+        assertClose(await session.forward(PROMPT), ref[PROMPT.length - 1], `${placement} prefill`, TOL);
+        for (let i = 0; i < DECODE.length; i++) assertClose(await session.forward([DECODE[i]]), ref[PROMPT.length + i], `${placement} decode ${i}`, TOL);
+        const m = session.kvMemory(), row = D * 4, slots = WINDOW.sink + WINDOW.recent;
+        assert.is(m.byMethod.full, hand.full * 32 * row, 'full bytes');
+        assert.is(m.byMethod.streaming, hand.ring * slots * row, 'ring bytes');
+        const main = engine.model.main.kind, side = engine.model.streamingBackend.kind;
+        const plan = planMemory({ config: ckpt.config, kinds, window: WINDOW, main, streaming: side }, 0, 32, 4);
+        assert.equal([plan.gpu.kv, plan.cpu.kv], [m.byDevice.gpu, m.byDevice.cpu]);
+        if (placement === 'split') assert.equal([m.byDevice.gpu, m.byDevice.cpu], [hand.full * 32 * row, hand.ring * slots * row]);
+        const p = kvMemory(ckpt.config, { context: 32, pattern: { alphas: kinds.map((r) => r.map(Number)), sink: WINDOW.sink, recent: WINDOW.recent, config: {} } });
+        assert.is(p.duo_bytes, m.byMethod.full + m.byMethod.streaming, 'kvMemory duo bytes');
+        session.dispose();
+      } finally { engine.dispose(); }
+    });
+  }
+}
+
+test('the pattern\'s promoted heads count as retrieval heads and are named', async () => {
+  const alphas = SPLIT_KINDS.map((r) => r.map(Number));
+  const p = kvMemory(ckpt.config, { context: 40, pattern: { alphas, sink: WINDOW.sink, recent: WINDOW.recent, config: {} } });
+  // 7 query heads marked streaming, 2 of them (layer 2) promoted.
+  assert.equal([p.retrieval_heads, p.streaming_heads], [10, 5]);
+  assert.match(p.heads, /2 marked-streaming query heads of decoupled \(DHA\) layers attend in full, sharing a key head with a retrieval head \(layer 2: 1,3\)/);
+  const model = await loadModel(await dhaDir(), { device: 'cpu', threads: 1, pattern: { alphas, sink: WINDOW.sink, recent: WINDOW.recent, config: {} } });
+  try {
+    assert.is(model.info.streamingHeads, 5);
+    assert.match(model.info.heads, /2 marked-streaming query heads of decoupled \(DHA\) layers attend in full.*\(layer 2: 1,3\)/);
+  } finally { await model.dispose(); }
+  const engine = await engineOn('cpu', SPLIT_KINDS, WINDOW);
+  try {
+    const groups = engine.model.layers.map((l) => l.groups.map((g) => `${g.method.name} q${g.kvHeads.join(',')} k${g.numKvHeads} v${g.numValueHeads}`));
+    assert.equal(groups, [['full q0,2,3 k1 v2', 'streaming q1,4 k1 v2'], ['full q0,2 k2 v2', 'streaming q1,3,4 k3 v3'], ['full q0,1,2,3,4 k1 v2']]);
+  } finally { engine.dispose(); }
+});
+
+test('decoupled layers refuse methods that do not serve decoupled heads, and compensation, naming the layer', async () => {
+  const methods = [['full', 'magicpig', 'full', 'full', 'full'], ['full', 'full', 'full', 'full', 'full'], ['full', 'full', 'full', 'full', 'full']];
+  assert.throws(() => planMemory({ config: ckpt.config, kinds: allHeads(3, H, true), methods, window: WINDOW, main: 'cpu', streaming: 'cpu' }, 0, 8, 1),
+    /layer 0 has decoupled key\/value heads \(duet_dha: 2 key heads, 3 value heads\), where heads are full or streaming; head 1 is given "magicpig"/);
+  const error = await Engine.create(ckpt.config, ckpt.weights, { device: 'cpu', placement: 'cpu', kinds: SPLIT_KINDS, window: WINDOW, compensation: true }).then(() => null, (e: Error) => e);
+  assert.match(error?.message ?? '', /streaming heads of layer 0: compensation \(RazorAttention\) is not supported with decoupled key\/value heads/);
 });
 
 test('duet memory (kvMemory) projects Σ_l (nK + nV) heads exactly, and the session measures the same', async () => {
@@ -134,6 +195,22 @@ test('duet memory (kvMemory) projects Σ_l (nK + nV) heads exactly, and the sess
   const p = kvMemory(ckpt.config, { context, pattern: { alphas, sink: 2, recent: 4, config: {} } });
   assert.is(p.full_bytes, CACHED_HEADS * context * D * 4);
   assert.is(p.duo_bytes, (5 + 3 + 2 * 3) * context * D * 4 + 2 * 2 * 6 * D * 4);
+});
+
+test('docs/dha.md\'s KV bytes table: the bundled model and its 50% DHA layout, alone and with the bundled pattern at sparsity 0.5', () => {
+  const load = (file: string) => parseModelConfig(JSON.parse(readFileSync(file, 'utf8')), file);
+  const mha = load('fixtures/duet-passkey/config.json'), dha = load('docs/dha/passkey-dha-0.5.config.json');
+  const alphas = readFileSync('fixtures/duet-passkey-pattern/full_attention_heads.tsv', 'utf8').trim().split('\n').map((r) => r.split('\t').map(Number));
+  const pattern = { alphas, sink: 16, recent: 64, config: {} };
+  const rows = (config: typeof mha, context: number) => {
+    const p = kvMemory(config, { context, pattern, sparsity: 0.5 });
+    return [p.full_bytes, p.duo_bytes];
+  };
+  assert.equal(rows(mha, 4096), [6291456, 3207168]);
+  assert.equal(rows(mha, 32768), [50331648, 25227264]);
+  assert.equal(rows(dha, 4096), [3145728, 2122752]);
+  assert.equal(rows(dha, 32768), [25165824, 16802816]);
+  assert.match(kvMemory(dha, { context: 8, pattern, sparsity: 0.5 }).heads, /3 marked-streaming query heads .* \(layer 0: 0; layer 1: 3; layer 2: 2\)/);
 });
 
 test('bad DHA inputs: maps out of range, tensors that disagree with the counts, a nominal KV count that is not multi-head', async () => {

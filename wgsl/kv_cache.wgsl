@@ -12,8 +12,8 @@ struct Params {
   // append: the bound k_dst / v_dst are words part_first .. part_first + part_words of the cache (a
   // cache split over several buffers is appended to once per part; whole: 0 and 0xffffffff).
   part_first: u32, part_words: u32,
-  // append: value heads (decoupled heads, DHA: may differ from num_kv_heads, the key heads; the
-  // caches are then whole) and v's element count; total covers the larger side.
+  // value heads (decoupled heads, DHA: may differ from num_kv_heads, the key heads; the caches
+  // are then whole) and v's element count; total covers the key side, the dispatch the larger.
   num_v_heads: u32, total_v: u32,
 }
 
@@ -52,15 +52,27 @@ fn append(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
 fn ring_append(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
   let e = element(wid, nwg, lid);
-  if (e >= p.total) { return; }
   let d = e % p.head_dim;
-  let h = (e / p.head_dim) % p.num_kv_heads;
-  let r = e / (p.head_dim * p.num_kv_heads);
+  if (e < p.total) {
+    let h = (e / p.head_dim) % p.num_kv_heads;
+    let r = e / (p.head_dim * p.num_kv_heads);
+    let dst = ring_dst(r, h, d);
+    if (dst != NONE) { k_dst[dst] = k_src[e]; }
+  }
+  if (e < p.total_v) {
+    let h = (e / p.head_dim) % p.num_v_heads;
+    let r = e / (p.head_dim * p.num_v_heads);
+    let dst = ring_dst(r, h, d);
+    if (dst != NONE) { v_dst[dst] = v_src[e]; }
+  }
+}
+
+const NONE: u32 = 0xffffffffu;
+
+// Element d of chunk row r, head h: its word in the ring, or NONE when the ring does not keep the position.
+fn ring_dst(r: u32, h: u32, d: u32) -> u32 {
   let pos = p.past_len + r;
-  let end = p.past_len + p.rows;
-  let keep = pos < p.sink || pos + p.recent >= end;
-  if (!keep) { return; }
-  let dst = (h * (p.sink + p.recent) + ring_slot(pos, p.sink, p.recent)) * p.head_dim + d;
-  k_dst[dst] = k_src[e];
-  v_dst[dst] = v_src[e];
+  let keep = pos < p.sink || pos + p.recent >= p.past_len + p.rows;
+  if (!keep) { return NONE; }
+  return (h * (p.sink + p.recent) + ring_slot(pos, p.sink, p.recent)) * p.head_dim + d;
 }

@@ -12,6 +12,7 @@ import { resolveHeads, type HeadOptions } from './heads.js';
 import { describeOffload, offloadSettings, type OffloadOptions } from '../kv/magicpig/settings.js';
 import { allHeads, type HeadKinds } from '../attention/pattern.js';
 import { kvBytesByHome } from '../engine/memory-plan.js';
+import { describePromoted } from '../engine/layer-groups.js';
 import type { KvSettings } from '../kv/method.js';
 import { methodsOfKinds } from '../kv/registry.js';
 
@@ -52,7 +53,8 @@ export function kvMemory(config: ModelConfig, o: KvMemoryOptions): KvMemory {
     offload ? { offload } : heads.methods && { methods: heads.methods, locret: heads.locret });
   const s = offload?.settings;
   const offloaded = s ? `; retrieval heads offloaded (${describeOffload(s)}${offload.denseLayers.length ? `, layers ${offload.denseLayers.join(',')} dense` : ''})` : '';
-  return { ...p, kvDtype, heads: heads.description + offloaded, note: windowed.note };
+  const promoted = config.dha ? describePromoted(config, methodsOfKinds(windowed.kinds)) : '';
+  return { ...p, kvDtype, heads: heads.description + offloaded + promoted, note: windowed.note };
 }
 
 /**
@@ -62,7 +64,7 @@ export function kvMemory(config: ModelConfig, o: KvMemoryOptions): KvMemory {
 export function projectModelKv(config: ModelConfig, kinds: HeadKinds, context: number, window: StreamingWindow, kvDtype: KvDType,
   compensation = false, other?: MethodProjection): MemoryProjection {
   if (config.dha && other) {
-    throw new DuetError(other.offload ? 'offload' : other.locret ? 'locret' : 'methods', 'is not supported on a DHA model (its decoupled layers are full attention; docs/dha.md)');
+    throw new DuetError(other.offload ? 'offload' : other.locret ? 'locret' : 'methods', 'is not supported on a DHA model (its decoupled layers take full and streaming heads only; docs/dha.md)');
   }
   return config.dha
     ? projectDhaMemory(config, kinds, context, { kvDtype, window, compensation })
@@ -71,7 +73,8 @@ export function projectModelKv(config: ModelConfig, kinds: HeadKinds, context: n
 
 /**
  * A DHA model's projection (decoupled layers cache their own key and value head counts), through
- * the engine's own layer groups: full attention is every head full, the pattern's heads as given.
+ * the engine's own layer groups: full attention is every head full, the pattern's heads as given
+ * (its promoted heads count as retrieval heads: the groups' query heads are counted).
  */
 function projectDhaMemory(config: ModelConfig, kinds: HeadKinds, context: number, settings: KvSettings): MemoryProjection {
   const all = kvBytesByHome(config, methodsOfKinds(allHeads(config.numLayers, config.numKvHeads, true)), context, settings);

@@ -1,6 +1,7 @@
 // The public model object: a checkpoint placed on its devices with a head pattern, generating text
 // as an async iterable. Environment-neutral: the entries (src/index.ts for browsers, src/node.ts for
 // Node) supply the files, the GPU and the CPU backend.
+import { describePromoted, promotedHeads } from '../engine/layer-groups.js';
 import { projectModelKv } from './memory.js';
 import { allHeads, countStreaming, loadPattern, type HeadPattern, type PatternFiles } from '../attention/pattern.js';
 import type { StreamingWindow } from '../backend/contract.js';
@@ -316,7 +317,7 @@ export class DuetModel {
     const progress = onProgress ?? (() => {});
     const heads = await headsFor(options, this.info.config, progress);
     const engineHeads = await this.retaining.engineHeads(heads);
-    if (sameHeads(heads, this.heads)) { this.info = { ...this.info, heads: heads.description + offloadDescription(this.engine) }; return; }
+    if (sameHeads(heads, this.heads)) { this.info = { ...this.info, heads: heads.description + offloadDescription(this.engine) + describePromoted(this.info.config, this.engine.model.methods) }; return; }
     let release!: () => void;
     const turn = this.queue;
     this.queue = new Promise<void>((r) => { release = r; });
@@ -589,7 +590,10 @@ function modelInfo(engine: Engine, checkpoint: Checkpoint, heads: ResolvedHeads,
   const { config } = checkpoint;
   return {
     id: placing.options.id ?? checkpoint.name, config, placement: engine.placement, device: engine.deviceDescription, cpu: engine.cpu.description,
-    heads: heads.description + offloadDescription(engine), streamingHeads: countStreaming(heads.kinds), kvHeads: config.numLayers * config.numKvHeads,
+    // A DHA model's marked-streaming query heads that share a key head with a retrieval head attend in full (src/engine/layer-groups.ts).
+    heads: heads.description + offloadDescription(engine) + describePromoted(config, engine.model.methods),
+    streamingHeads: countStreaming(heads.kinds) - promotedHeads(config, engine.model.methods).reduce((n, p) => n + p.length, 0),
+    kvHeads: config.numLayers * config.numKvHeads,
     window: heads.window ?? null, contextLength: placing.limit,
     hasTokenizer: checkpoint.tokenizer !== null, hasChatTemplate: checkpoint.tokenizer?.hasChatTemplate ?? false,
     weights: { dtype: engine.model.weightDType, bytes: engine.model.weightBytes },

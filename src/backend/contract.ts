@@ -22,8 +22,9 @@
 //    and values attention reads.
 //  - GQA: query head qh uses KV head floor(qh / (numHeads / numKvHeads)).
 //  - Decoupled heads (DHA, AttentionShape.maps): query head qh uses key head queryToKey[qh] of a K
-//    cache of numKvHeads heads and value head queryToValue[qh] of a V cache of numValueHeads heads
-//    (full caches only; kvAppend then takes the value head count).
+//    cache (or K ring) of numKvHeads heads and value head queryToValue[qh] of a V cache (or V ring)
+//    of numValueHeads heads (kvAppend and ringAppend then take the value head count; no
+//    compensation with maps).
 //  - Keys are cached after RoPE at their true positions.
 //
 // GPU ops are recorded and run in order; CPU ops run at once. `read` waits for everything before it.
@@ -47,7 +48,7 @@ export interface AttentionShape {
   pastLen: number;
   /** Softmax scale, normally 1/sqrt(headDim). */
   scale: number;
-  /** Decoupled key and value heads (full attention only); numKvHeads is then the key head count. */
+  /** Decoupled key and value heads (full and streaming attention); numKvHeads is then the key head count. */
   maps?: HeadMaps;
 }
 
@@ -189,7 +190,11 @@ export interface Backend {
    *
    * The ring is stored as `dtype` (default f32). With f16 / int8 every key and value, the chunk's own
    * included, is attended (and summed) as the ring stores it: decodeKvRow(encodeKvRow(x)), so the
-   * result does not depend on how the sequence was chunked. Decoupled heads (shape.maps) are refused.
+   * result does not depend on how the sequence was chunked.
+   *
+   * Decoupled heads (shape.maps): query head h reads key ring head queryToKey[h] (kRing and k have
+   * numKvHeads heads) and value ring head queryToValue[h] (vRing and v have maps.numValueHeads
+   * heads). Compensation with maps is refused.
    */
   streamingAttention(out: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
     kRing: DeviceTensor, vRing: DeviceTensor, shape: AttentionShape, window: StreamingWindow,
@@ -199,11 +204,12 @@ export interface Backend {
    * compensation, first adds the positions the chunk evicts, [max(sink, pastLen − recent), pastLen +
    * rows − recent), to the sums in ascending order (read from the ring before it is overwritten).
    * Rows are encoded as `dtype` (default f32) exactly as encodeKvRow does; the sums add the stored
-   * (decoded) values.
+   * (decoded) values. With decoupled heads v and the V ring have numValueHeads heads (default
+   * numKvHeads; compensation is then refused).
    */
   ringAppend(kRing: DeviceTensor, vRing: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
     rows: number, numKvHeads: number, headDim: number, pastLen: number, window: StreamingWindow,
-    compensation?: Compensation | null, dtype?: KvDType): void;
+    compensation?: Compensation | null, dtype?: KvDType, numValueHeads?: number): void;
 }
 
 /** A CPU backend with its work counter (kernel invocations), used to prove the WASM path ran. */

@@ -210,8 +210,8 @@ export class WorkerCpuBackend implements CpuLike {
   }
   ringAppend(kRing: DeviceTensor, vRing: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
     rows: number, numKvHeads: number, headDim: number, pastLen: number, window: StreamingWindow,
-    compensation: Compensation | null = null, dtype: KvDType = 'f32'): void {
+    compensation: Compensation | null = null, dtype: KvDType = 'f32', numValueHeads = numKvHeads): void {
     this.call('ringAppend', [kRing, vRing, k, v, rows, numKvHeads, headDim, pastLen, { sink: window.sink, recent: window.recent },
-      compensation && { kSum: compensation.kSum, vSum: compensation.vSum }, dtype]);
+      compensation && { kSum: compensation.kSum, vSum: compensation.vSum }, dtype, numValueHeads]);
   }
 }

@@ -314,44 +314,53 @@ export class CpuBackend implements Backend {
   streamingAttention(out: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
     kRing: DeviceTensor, vRing: DeviceTensor, shape: AttentionShape, window: StreamingWindow,
     compensation: Compensation | null = null, dtype: KvDType = 'f32'): void {
-    const { rows, numHeads, numKvHeads, headDim, pastLen, scale } = shape;
-    if (shape.maps) throw new Error('streamingAttention: decoupled key/value heads (DHA) are supported by full attention only');
-    checkGroups(numHeads, numKvHeads);
+    const { rows, numHeads, numKvHeads, headDim, pastLen, scale, maps } = shape;
+    if (maps) {
+      checkHeadMaps(maps, numHeads, numKvHeads, 'streamingAttention');
+      if (compensation) throw new Error('streamingAttention: compensation with decoupled key/value heads (DHA) is not supported');
+    } else checkGroups(numHeads, numKvHeads);
     checkWindow(window);
-    const slots = window.sink + window.recent;
-    const ringWords = numKvHeads * slots * kvRowWords(headDim, checkKvDType(dtype, 'streamingAttention'));
+    const nV = maps?.numValueHeads ?? numKvHeads;
+    const slots = window.sink + window.recent, W = kvRowWords(headDim, checkKvDType(dtype, 'streamingAttention'));
     need(q, rows * numHeads * headDim, 'streamingAttention q'); need(out, rows * numHeads * headDim, 'streamingAttention out');
-    need(k, rows * numKvHeads * headDim, 'streamingAttention k'); need(v, rows * numKvHeads * headDim, 'streamingAttention v');
-    need(kRing, ringWords, 'streamingAttention kRing'); need(vRing, ringWords, 'streamingAttention vRing');
+    need(k, rows * numKvHeads * headDim, 'streamingAttention k'); need(v, rows * nV * headDim, 'streamingAttention v');
+    need(kRing, numKvHeads * slots * W, 'streamingAttention kRing'); need(vRing, nV * slots * W, 'streamingAttention vRing');
     const [kSum, vSum] = compensationPtrs(compensation, numKvHeads * headDim, 'streamingAttention');
     const id = KV_DTYPE_ID[dtype];
+    // Decoupled heads: every query head is its own unit (group 1), with its key and value ring heads from the maps.
+    const units = maps ? numHeads : numKvHeads;
+    const mapPtr = maps ? this.stageInts(Int32Array.from([...maps.queryToKey, ...maps.queryToValue])) : 0;
     const run = (kPtr: number, vPtr: number) => {
-      this.withScratch(this.k.streamingScratchFloats(TILE_ROWS * (numHeads / numKvHeads), headDim, slots, id), (scratch, bytes) => {
+      this.withScratch(this.k.streamingScratchFloats(TILE_ROWS * (numHeads / units), headDim, slots, id), (scratch, bytes) => {
         this.job(Op.Streaming, [asCpu(out, 'streamingAttention').ptr, asCpu(q, 'streamingAttention').ptr,
           kPtr, vPtr, asCpu(kRing, 'streamingAttention').ptr,
-          asCpu(vRing, 'streamingAttention').ptr, rows, numHeads, numKvHeads, headDim, pastLen, scale,
-          window.sink, window.recent, scratch, bytes, TILE_ROWS, kSum, vSum, id], rows * Math.min(pastLen + rows, slots + rows) * numHeads * headDim);
+          asCpu(vRing, 'streamingAttention').ptr, rows, numHeads, units, headDim, pastLen, scale,
+          window.sink, window.recent, scratch, bytes, TILE_ROWS, kSum, vSum, id,
+          mapPtr, mapPtr && mapPtr + 4 * numHeads, numKvHeads, nV], rows * Math.min(pastLen + rows, slots + rows) * numHeads * headDim);
       });
     };
-    if (dtype === 'f32') { run(asCpu(k, 'streamingAttention').ptr, asCpu(v, 'streamingAttention').ptr); return; }
-    // A packed ring: the chunk's own keys and values are attended as the ring will store them.
-    const n = rows * numKvHeads, bytes = n * headDim * 4, tmpBytes = kvRowWords(headDim, dtype) * 4;
-    const kr = this.heap.alloc(bytes), vr = this.heap.alloc(bytes), tmp = this.heap.alloc(tmpBytes);
     try {
-      this.k.roundRows(kr, asCpu(k, 'streamingAttention').ptr, n, headDim, id, tmp);
-      this.k.roundRows(vr, asCpu(v, 'streamingAttention').ptr, n, headDim, id, tmp);
-      run(kr, vr);
-    } finally { this.heap.release(tmp, tmpBytes); this.heap.release(vr, bytes); this.heap.release(kr, bytes); }
+      if (dtype === 'f32') { run(asCpu(k, 'streamingAttention').ptr, asCpu(v, 'streamingAttention').ptr); return; }
+      // A packed ring: the chunk's own keys and values are attended as the ring will store them.
+      const nk = rows * numKvHeads, nv = rows * nV, kBytes = nk * headDim * 4, vBytes = nv * headDim * 4, tmpBytes = W * 4;
+      const kr = this.heap.alloc(kBytes), vr = this.heap.alloc(vBytes), tmp = this.heap.alloc(tmpBytes);
+      try {
+        this.k.roundRows(kr, asCpu(k, 'streamingAttention').ptr, nk, headDim, id, tmp);
+        this.k.roundRows(vr, asCpu(v, 'streamingAttention').ptr, nv, headDim, id, tmp);
+        run(kr, vr);
+      } finally { this.heap.release(tmp, tmpBytes); this.heap.release(vr, vBytes); this.heap.release(kr, kBytes); }
+    } finally { if (mapPtr) this.heap.release(mapPtr, 8 * numHeads); }
   }
 
   ringAppend(kRing: DeviceTensor, vRing: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
     rows: number, numKvHeads: number, headDim: number, pastLen: number, window: StreamingWindow,
-    compensation: Compensation | null = null, dtype: KvDType = 'f32'): void {
+    compensation: Compensation | null = null, dtype: KvDType = 'f32', numValueHeads = numKvHeads): void {
     checkWindow(window);
-    const slots = window.sink + window.recent;
-    const ringWords = numKvHeads * slots * kvRowWords(headDim, checkKvDType(dtype, 'ringAppend'));
-    need(kRing, ringWords, 'ringAppend kRing'); need(vRing, ringWords, 'ringAppend vRing');
-    need(k, rows * numKvHeads * headDim, 'ringAppend k'); need(v, rows * numKvHeads * headDim, 'ringAppend v');
+    count(numValueHeads, 'ringAppend numValueHeads');
+    if (compensation && numValueHeads !== numKvHeads) throw new Error('ringAppend: compensation with decoupled key/value heads (DHA) is not supported');
+    const slots = window.sink + window.recent, W = kvRowWords(headDim, checkKvDType(dtype, 'ringAppend'));
+    need(kRing, numKvHeads * slots * W, 'ringAppend kRing'); need(vRing, numValueHeads * slots * W, 'ringAppend vRing');
+    need(k, rows * numKvHeads * headDim, 'ringAppend k'); need(v, rows * numValueHeads * headDim, 'ringAppend v');
     const [kSum, vSum] = compensationPtrs(compensation, numKvHeads * headDim, 'ringAppend');
     const id = KV_DTYPE_ID[dtype];
     this.kernelCalls++;
@@ -364,7 +373,7 @@ export class CpuBackend implements Backend {
       } finally { this.heap.release(scratch, scratchBytes); }
     }
     this.k.ringAppend(asCpu(kRing, 'ringAppend').ptr, asCpu(vRing, 'ringAppend').ptr, asCpu(k, 'ringAppend').ptr,
-      asCpu(v, 'ringAppend').ptr, rows, numKvHeads, headDim, pastLen, window.sink, window.recent, id);
+      asCpu(v, 'ringAppend').ptr, rows, numKvHeads, headDim, pastLen, window.sink, window.recent, id, numValueHeads);
   }
 
   /** A packed weight's bytes as a PackedMatrix view of the kernel memory. */

@@ -7,7 +7,7 @@ import type { Backend, DeviceTensor, StreamingWindow } from '../backend/contract
 import type { HeadKinds } from '../attention/pattern.js';
 import { KV_METHODS, methodsOfKinds, type HeadMethods } from '../kv/registry.js';
 import type { KvGroupShape, KvMethod } from '../kv/method.js';
-import { splitGroup, type GroupWeights } from './head-split.js';
+import { splitDecoupled, splitGroup, type GroupWeights } from './head-split.js';
 import { layerGroups } from './layer-groups.js';
 import type { ModelConfig } from '../model/config.js';
 import { kvHeadsPerToken, layerKvHeads, ropeInvFreq } from '../model/config.js';
@@ -152,13 +152,9 @@ export class DeviceModel {
       this.layers.push({
         inputNorm: up(lw.inputNorm), postNorm: up(lw.postNorm),
         wGate: upW(conv(lw.wGate, I, H), I, H), wUp: upW(conv(lw.wUp, I, H), I, H), wDown: upW(conv(lw.wDown, H, I), H, I),
-        groups: plan[l].map((g) => (g.shape.maps
-          // Decoupled heads: one group of the whole layer, its matrices as they are.
-          ? upGroup(g.method, g.shape, {
-            kvHeads: g.kvHeads, numHeads: NH, numKvHeads: keyHeads,
-            wq: asPacked(attn.wq, NH * D, H), wk: asPacked(attn.wk, keyHeads * D, H), wv: asPacked(attn.wv, valueHeads * D, H), wo: asPacked(attn.wo, H, NH * D),
-            bq: lw.bq, bk: lw.bk, bv: lw.bv,
-          }, valueHeads)
+        groups: plan[l].map((g) => (g.heads
+          // Decoupled heads: the group's query, key and value heads (the whole layer's matrices when it has them all).
+          ? upGroup(g.method, g.shape, splitDecoupled(attn, { hidden: H, numHeads: NH, keyHeads, valueHeads, headDim: D }, g.kvHeads, g.heads), g.heads.value.length)
           : upGroup(g.method, g.shape, splitGroup(attn, geo, g.kvHeads), g.shape.numKvHeads))),
       });
     });

@@ -91,3 +91,27 @@ export function splitGroup(w: AttentionWeights, geo: HeadGeometry, kvHeads: numb
     wo: gatherCols(wo, kvHeads, group * headDim),
   };
 }
+
+/**
+ * A decoupled (DHA) layer's group: Q rows and O columns of its query heads, K rows of its key heads,
+ * V rows of its value heads (a value head in two groups is in both). `heads` covering the whole
+ * layer in order gives the layer's own matrices.
+ */
+export function splitDecoupled(w: AttentionWeights, dims: { hidden: number; numHeads: number; keyHeads: number; valueHeads: number; headDim: number },
+  kvHeads: number[], heads: { query: number[]; key: number[]; value: number[] }): GroupWeights {
+  const { hidden, numHeads, keyHeads, valueHeads, headDim } = dims;
+  const wq = asPacked(w.wq, numHeads * headDim, hidden), wk = asPacked(w.wk, keyHeads * headDim, hidden);
+  const wv = asPacked(w.wv, valueHeads * headDim, hidden), wo = asPacked(w.wo, hidden, numHeads * headDim);
+  const all = (hs: number[], n: number) => hs.length === n && hs.every((h, i) => h === i);
+  if (all(heads.query, numHeads) && all(heads.key, keyHeads) && all(heads.value, valueHeads)) {
+    return { kvHeads, numHeads, numKvHeads: keyHeads, wq, wk, wv, wo, bq: w.bq, bk: w.bk, bv: w.bv };
+  }
+  const pick = (b: Float32Array | null, hs: number[]) =>
+    (b ? gatherRows({ dtype: 'f32', rows: b.length, cols: 1, data: b }, hs, headDim).data as Float32Array : null);
+  return {
+    kvHeads, numHeads: heads.query.length, numKvHeads: heads.key.length,
+    wq: gatherRows(wq, heads.query, headDim), wk: gatherRows(wk, heads.key, headDim), wv: gatherRows(wv, heads.value, headDim),
+    bq: pick(w.bq, heads.query), bk: pick(w.bk, heads.key), bv: pick(w.bv, heads.value),
+    wo: gatherCols(wo, heads.query, headDim),
+  };
+}

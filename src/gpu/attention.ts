@@ -125,17 +125,18 @@ export function recordKvAppend(ctx: GpuContext, kCache: GpuTensor | GpuSplitTens
 }
 
 export function recordRingAppend(ctx: GpuContext, kRing: GpuTensor, vRing: GpuTensor, k: GpuTensor, v: GpuTensor,
-  rows: number, numKvHeads: number, headDim: number, pastLen: number, window: StreamingWindow): void {
+  rows: number, numKvHeads: number, headDim: number, pastLen: number, window: StreamingWindow, numValueHeads = numKvHeads): void {
   if (window.recent < 1) throw new Error('ringAppend: recent must be at least 1');
+  if (!(Number.isInteger(numValueHeads) && numValueHeads >= 1)) throw new Error(`ringAppend: numValueHeads must be a positive integer (got ${numValueHeads})`);
   const slots = window.sink + window.recent;
   checkLength(kRing, numKvHeads * slots * headDim, 'ringAppend kRing');
-  checkLength(vRing, numKvHeads * slots * headDim, 'ringAppend vRing');
+  checkLength(vRing, numValueHeads * slots * headDim, 'ringAppend vRing');
   checkLength(k, rows * numKvHeads * headDim, 'ringAppend k');
-  checkLength(v, rows * numKvHeads * headDim, 'ringAppend v');
-  const total = rows * numKvHeads * headDim;
+  checkLength(v, rows * numValueHeads * headDim, 'ringAppend v');
+  const total = rows * Math.max(numKvHeads, numValueHeads) * headDim;
   if (total === 0) return;
   ctx.dispatch(ctx.pipeline('kv_cache', 'ring_append'), [kRing.buffer, vRing.buffer, k.buffer, v.buffer],
-    kvParams(rows, numKvHeads, headDim, pastLen, 0, window), ctx.fold(Math.ceil(total / 256)));
+    kvParams(rows, numKvHeads, headDim, pastLen, 0, window, 0, 0xffffffff, numValueHeads), ctx.fold(Math.ceil(total / 256)));
 }
 
 export function recordAttention(ctx: GpuContext, out: GpuTensor, q: GpuTensor, kCache: GpuTensor | GpuSplitTensor, vCache: GpuTensor | GpuSplitTensor,
@@ -211,22 +212,31 @@ export function recordCompensationAppend(ctx: GpuContext, comp: GpuCompensation,
 
 export function recordStreamingAttention(ctx: GpuContext, out: GpuTensor, q: GpuTensor, k: GpuTensor, v: GpuTensor,
   kRing: GpuTensor, vRing: GpuTensor, shape: AttentionShape, window: StreamingWindow, comp: GpuCompensation | null = null): void {
-  const { rows, numHeads, numKvHeads, headDim, pastLen, scale } = shape;
-  if (shape.maps) throw new Error('streamingAttention: decoupled key/value heads (DHA) are supported by full attention only');
-  checkHeads(shape, 'streamingAttention');
+  const { rows, numHeads, numKvHeads, headDim, pastLen, scale, maps } = shape;
+  if (maps) {
+    if (headDim > MAX_HEAD_DIM) throw new Error(`streamingAttention: head_dim ${headDim} exceeds the GPU kernels' limit of ${MAX_HEAD_DIM}`);
+    checkHeadMaps(maps, numHeads, numKvHeads, 'streamingAttention');
+    if (comp) throw new Error('streamingAttention: compensation with decoupled key/value heads (DHA) is not supported');
+  } else {
+    checkHeads(shape, 'streamingAttention');
+  }
   if (window.recent < 1) throw new Error('streamingAttention: recent must be at least 1');
+  const nV = maps?.numValueHeads ?? numKvHeads, slots = window.sink + window.recent;
   checkLength(q, rows * numHeads * headDim, 'streamingAttention q');
   checkLength(out, rows * numHeads * headDim, 'streamingAttention out');
   checkLength(k, rows * numKvHeads * headDim, 'streamingAttention k');
-  checkLength(kRing, numKvHeads * (window.sink + window.recent) * headDim, 'streamingAttention kRing');
+  checkLength(v, rows * nV * headDim, 'streamingAttention v');
+  checkLength(kRing, numKvHeads * slots * headDim, 'streamingAttention kRing');
+  checkLength(vRing, nV * slots * headDim, 'streamingAttention vRing');
   if (comp) checkCompensation(comp, numKvHeads, headDim, 'streamingAttention');
   if (rows === 0 || numHeads === 0) return;
   const params = new ArrayBuffer(48);
   new Uint32Array(params, 0, 7).set([rows, numHeads, numKvHeads, headDim, pastLen, window.sink, window.recent]);
   new Float32Array(params, 28, 1)[0] = scale;
-  new Uint32Array(params, 32, 1)[0] = comp ? 1 : 0;
-  // Without compensation the sums are not read; the ring stands in for them.
-  const sums = comp ? [comp.kSum.buffer, comp.vSum.buffer] : [kRing.buffer, vRing.buffer];
+  new Uint32Array(params, 32, 3).set([comp ? 1 : 0, maps ? 1 : 0, nV]);
+  // Binding 6 holds k_sum or the head map; without compensation the sums are not read and the
+  // rings stand in for them.
+  const sums = comp ? [comp.kSum.buffer, comp.vSum.buffer] : [maps ? headMapBuffer(ctx, maps) : kRing.buffer, vRing.buffer];
   ctx.dispatch(ctx.pipeline('streaming_attention'), [out.buffer, q.buffer, k.buffer, v.buffer, kRing.buffer, vRing.buffer, ...sums],
     params, [numHeads, rows]);
 }

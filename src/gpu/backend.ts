@@ -448,9 +448,10 @@ export class GpuBackend implements Backend, DeviceSampler {
     let kr = asGpu(kRing, 'streamingAttention kRing'), vr = asGpu(vRing, 'streamingAttention vRing');
     const temps: GpuTensor[] = [];
     if (checkKvDType(dtype, 'streamingAttention') !== 'f32') {
-      checkPackedRing(kr, vr, shape.numKvHeads, shape.headDim, window, dtype, 'streamingAttention');
-      [kr, vr] = decodedRing(this.ctx, kr, vr, shape.numKvHeads, shape.headDim, window, dtype);
-      [kt, vt] = roundedChunk(this.ctx, kt, vt, shape.rows, shape.numKvHeads, shape.headDim, dtype);
+      const nV = shape.maps?.numValueHeads ?? shape.numKvHeads;
+      checkPackedRing(kr, vr, shape.numKvHeads, shape.headDim, window, dtype, 'streamingAttention', nV);
+      [kr, vr] = decodedRing(this.ctx, kr, vr, shape.numKvHeads, shape.headDim, window, dtype, nV);
+      [kt, vt] = roundedChunk(this.ctx, kt, vt, shape.rows, shape.numKvHeads, shape.headDim, dtype, nV);
       temps.push(kr, vr, kt, vt);
     }
     recordStreamingAttention(this.ctx, asGpu(out, 'streamingAttention out'), asGpu(q, 'streamingAttention q'), kt, vt, kr, vr, shape, window, comp);
@@ -459,16 +460,17 @@ export class GpuBackend implements Backend, DeviceSampler {
 
   ringAppend(kRing: DeviceTensor, vRing: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
     rows: number, numKvHeads: number, headDim: number, pastLen: number, window: StreamingWindow,
-    compensation: Compensation | null = null, dtype: KvDType = 'f32'): void {
+    compensation: Compensation | null = null, dtype: KvDType = 'f32', numValueHeads = numKvHeads): void {
     const comp = gpuCompensation(compensation, 'ringAppend');
     if (window.recent < 1) throw new Error('ringAppend: recent must be at least 1');
+    if (comp && numValueHeads !== numKvHeads) throw new Error('ringAppend: compensation with decoupled key/value heads (DHA) is not supported');
     const kr = asGpu(kRing, 'ringAppend kRing'), vr = asGpu(vRing, 'ringAppend vRing'), kt = asGpu(k, 'ringAppend k'), vt = asGpu(v, 'ringAppend v');
     if (checkKvDType(dtype, 'ringAppend') === 'f32') {
       if (comp) recordCompensationAppend(this.ctx, comp, kr, vr, kt, vt, rows, numKvHeads, headDim, pastLen, window);
-      recordRingAppend(this.ctx, kr, vr, kt, vt, rows, numKvHeads, headDim, pastLen, window);
+      recordRingAppend(this.ctx, kr, vr, kt, vt, rows, numKvHeads, headDim, pastLen, window, numValueHeads);
       return;
     }
-    checkPackedRing(kr, vr, numKvHeads, headDim, window, dtype, 'ringAppend');
+    checkPackedRing(kr, vr, numKvHeads, headDim, window, dtype, 'ringAppend', numValueHeads);
     if (comp) {
       // The sums add the stored values: the ring decoded, the chunk rounded as it will be stored.
       const [dk, dv] = decodedRing(this.ctx, kr, vr, numKvHeads, headDim, window, dtype);
@@ -476,14 +478,16 @@ export class GpuBackend implements Backend, DeviceSampler {
       recordCompensationAppend(this.ctx, comp, dk, dv, rk, rv, rows, numKvHeads, headDim, pastLen, window);
       releaseAll(this.ctx, [dk, dv, rk, rv]);
     }
-    packedRingAppend(this.ctx, (d, dOff, src, sOff, n) => this.copy(d, dOff, src, sOff, n), kr, vr, kt, vt, rows, numKvHeads, headDim, pastLen, window, dtype);
+    packedRingAppend(this.ctx, (d, dOff, src, sOff, n) => this.copy(d, dOff, src, sOff, n), kr, vr, kt, vt, rows, numKvHeads, headDim, pastLen, window, dtype,
+      numValueHeads);
   }
 }
 
-/** A packed ring's size: [numKvHeads][sink + recent] rows of the dtype. */
-function checkPackedRing(kRing: GpuTensor, vRing: GpuTensor, numKvHeads: number, headDim: number, window: StreamingWindow, dtype: KvDType, what: string): void {
-  const words = numKvHeads * (window.sink + window.recent) * kvRowWords(headDim, dtype);
-  need(kRing, words, `${what} kRing`); need(vRing, words, `${what} vRing`);
+/** A packed ring's size: [numKvHeads][sink + recent] rows of the dtype (V: numValueHeads heads). */
+function checkPackedRing(kRing: GpuTensor, vRing: GpuTensor, numKvHeads: number, headDim: number, window: StreamingWindow, dtype: KvDType, what: string,
+  numValueHeads = numKvHeads): void {
+  const words = (window.sink + window.recent) * kvRowWords(headDim, dtype);
+  need(kRing, numKvHeads * words, `${what} kRing`); need(vRing, numValueHeads * words, `${what} vRing`);
 }
 
 function gpuCompensation(c: Compensation | null, what: string): GpuCompensation | null {

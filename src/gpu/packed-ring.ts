@@ -19,30 +19,31 @@ export function releaseAll(ctx: GpuContext, ts: GpuTensor[]): void {
 }
 
 function decode(ctx: GpuContext, kDst: GpuTensor, vDst: GpuTensor, kSrc: GpuTensor, vSrc: GpuTensor,
-  n: number, numKvHeads: number, headDim: number, dtype: KvDType, tokenMajor: boolean): void {
-  const total = numKvHeads * n * headDim;
-  if (total === 0) return;
+  n: number, numKvHeads: number, headDim: number, dtype: KvDType, tokenMajor: boolean, numValueHeads: number): void {
+  const total = numKvHeads * n * headDim, totalV = numValueHeads * n * headDim;
+  if (Math.max(total, totalV) === 0) return;
   ctx.dispatch(ctx.pipeline('kv_decode_packed', 'main', { KV_DTYPE: KV_DTYPE_ID[dtype] }), [kDst.buffer, vDst.buffer, kSrc.buffer, vSrc.buffer],
-    new Uint32Array([n, numKvHeads, headDim, kvRowWords(headDim, dtype), tokenMajor ? 1 : 0, total, 0, 0]).buffer, ctx.fold(Math.ceil(total / 256)));
+    new Uint32Array([n, numKvHeads, headDim, kvRowWords(headDim, dtype), tokenMajor ? 1 : 0, total, numValueHeads, totalV]).buffer,
+    ctx.fold(Math.ceil(Math.max(total, totalV) / 256)));
 }
 
-/** f32 copies of a packed ring ([kvHeads][slots][headDim]); the caller releases them. */
+/** f32 copies of a packed ring ([kvHeads][slots][headDim]; V: numValueHeads heads); the caller releases them. */
 export function decodedRing(ctx: GpuContext, kRing: GpuTensor, vRing: GpuTensor, numKvHeads: number, headDim: number,
-  window: StreamingWindow, dtype: KvDType): [GpuTensor, GpuTensor] {
-  const slots = window.sink + window.recent, floats = numKvHeads * slots * headDim;
-  const k = temp(ctx, floats, 'decoded ring K'), v = temp(ctx, floats, 'decoded ring V');
-  decode(ctx, k, v, kRing, vRing, slots, numKvHeads, headDim, dtype, false);
+  window: StreamingWindow, dtype: KvDType, numValueHeads = numKvHeads): [GpuTensor, GpuTensor] {
+  const slots = window.sink + window.recent;
+  const k = temp(ctx, numKvHeads * slots * headDim, 'decoded ring K'), v = temp(ctx, numValueHeads * slots * headDim, 'decoded ring V');
+  decode(ctx, k, v, kRing, vRing, slots, numKvHeads, headDim, dtype, false, numValueHeads);
   return [k, v];
 }
 
-/** The chunk ([rows][kvHeads][headDim] f32) as a packed ring would store it, in f32; the caller releases it. */
+/** The chunk ([rows][kvHeads][headDim] f32; v: numValueHeads heads) as a packed ring would store it, in f32; the caller releases it. */
 export function roundedChunk(ctx: GpuContext, k: GpuTensor, v: GpuTensor, rows: number, numKvHeads: number, headDim: number,
-  dtype: KvDType): [GpuTensor, GpuTensor] {
-  const words = numKvHeads * rows * kvRowWords(headDim, dtype), floats = rows * numKvHeads * headDim;
-  const pk = temp(ctx, words, 'packed chunk K'), pv = temp(ctx, words, 'packed chunk V');
-  recordKvAppend(ctx, pk, pv, k, v, rows, numKvHeads, headDim, rows, 0, dtype);
-  const rk = temp(ctx, floats, 'rounded chunk K'), rv = temp(ctx, floats, 'rounded chunk V');
-  decode(ctx, rk, rv, pk, pv, rows, numKvHeads, headDim, dtype, true);
+  dtype: KvDType, numValueHeads = numKvHeads): [GpuTensor, GpuTensor] {
+  const W = kvRowWords(headDim, dtype);
+  const pk = temp(ctx, numKvHeads * rows * W, 'packed chunk K'), pv = temp(ctx, numValueHeads * rows * W, 'packed chunk V');
+  recordKvAppend(ctx, pk, pv, k, v, rows, numKvHeads, headDim, rows, 0, dtype, numValueHeads);
+  const rk = temp(ctx, rows * numKvHeads * headDim, 'rounded chunk K'), rv = temp(ctx, rows * numValueHeads * headDim, 'rounded chunk V');
+  decode(ctx, rk, rv, pk, pv, rows, numKvHeads, headDim, dtype, true, numValueHeads);
   releaseAll(ctx, [pk, pv]);
   return [rk, rv];
 }
@@ -54,7 +55,7 @@ export function roundedChunk(ctx: GpuContext, k: GpuTensor, v: GpuTensor, rows: 
  */
 export function packedRingAppend(ctx: GpuContext, copy: (dst: GpuTensor, dstOffset: number, src: GpuTensor, srcOffset: number, length: number) => void,
   kRing: GpuTensor, vRing: GpuTensor, k: GpuTensor, v: GpuTensor, rows: number, numKvHeads: number, headDim: number,
-  pastLen: number, window: StreamingWindow, dtype: KvDType): void {
+  pastLen: number, window: StreamingWindow, dtype: KvDType, numValueHeads = numKvHeads): void {
   const { sink, recent } = window, slots = sink + recent, end = pastLen + rows;
   const runs: Array<[number, number]> = []; // [first position, last position + 1]
   if (pastLen < sink) runs.push([pastLen, Math.min(sink, end)]);
@@ -64,13 +65,13 @@ export function packedRingAppend(ctx: GpuContext, copy: (dst: GpuTensor, dstOffs
     runs.push([r0, r0 + first]);
     if (r0 + first < end) runs.push([r0 + first, end]);
   }
-  const rowFloats = numKvHeads * headDim;
+  const kRow = numKvHeads * headDim, vRow = numValueHeads * headDim;
   for (const [p0, p1] of runs) {
     const n = p1 - p0, slot = p0 < sink ? p0 : sink + ((p0 - sink) % recent);
-    const tk = temp(ctx, n * rowFloats, 'ring run K'), tv = temp(ctx, n * rowFloats, 'ring run V');
-    copy(tk, 0, k, (p0 - pastLen) * rowFloats, n * rowFloats);
-    copy(tv, 0, v, (p0 - pastLen) * rowFloats, n * rowFloats);
-    recordKvAppend(ctx, kRing, vRing, tk, tv, n, numKvHeads, headDim, slots, slot, dtype);
+    const tk = temp(ctx, n * kRow, 'ring run K'), tv = temp(ctx, n * vRow, 'ring run V');
+    copy(tk, 0, k, (p0 - pastLen) * kRow, n * kRow);
+    copy(tv, 0, v, (p0 - pastLen) * vRow, n * vRow);
+    recordKvAppend(ctx, kRing, vRing, tk, tv, n, numKvHeads, headDim, slots, slot, dtype, numValueHeads);
     releaseAll(ctx, [tk, tv]);
   }
 }

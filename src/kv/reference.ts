@@ -1,7 +1,7 @@
 // Plain float64 references of KV methods, one per method folder (reference.ts), for the conformance
 // harness (test/kv-methods.test.ts): the method's attention written as directly as possible from its
 // definition, with no rings, slots or kernels, and its cache bytes counted independently of its code.
-import type { KvGroupShape, KvSettings } from './method.js';
+import { queryHeadCount, valueHeadsOf, type KvGroupShape, type KvSettings } from './method.js';
 import { decodeKvRow, encodeKvRow, kvRowWords, type KvDType } from '../backend/kv-dtype.js';
 
 /** One token a query attends: key, value and a logit bias (0 for a real token). */
@@ -24,34 +24,36 @@ export interface KvReference {
 
 /**
  * Softmax attention in float64: query row r (position pastLen + r), head h attends the tokens
- * `tokens(i, kvHead)` with logits scale · q·k + bias. q is [rows][numHeads][headDim].
+ * `tokens(i, keyHead, valueHead)` with logits scale · q·k + bias. q is [rows][numHeads][headDim].
+ * GQA: query head h reads KV head ⌊h / group⌋ (keyHead = valueHead); decoupled heads (shape.maps):
+ * key head queryToKey[h] and value head queryToValue[h].
  */
 export function attendTokens(q: ArrayLike<number>, rows: number, pastLen: number, shape: KvGroupShape,
-  tokens: (i: number, kvHead: number) => RefToken[]): Float64Array {
-  const { numKvHeads, group, headDim: D } = shape;
-  const numHeads = numKvHeads * group, scale = 1 / Math.sqrt(D);
+  tokens: (i: number, keyHead: number, valueHead: number) => RefToken[]): Float64Array {
+  const { group, headDim: D, maps } = shape;
+  const numHeads = queryHeadCount(shape), scale = 1 / Math.sqrt(D);
   const out = new Float64Array(rows * numHeads * D);
   for (let r = 0; r < rows; r++) {
-    for (let kvh = 0; kvh < numKvHeads; kvh++) {
-      const seen = tokens(pastLen + r, kvh);
-      for (let h = kvh * group; h < (kvh + 1) * group; h++) {
-        const qo = (r * numHeads + h) * D;
-        const logits = seen.map((t) => {
-          let s = 0;
-          for (let d = 0; d < D; d++) s += q[qo + d] * t.k[d];
-          return s * scale + t.bias;
-        });
-        const m = Math.max(...logits);
-        const e = logits.map((x) => Math.exp(x - m));
-        const z = e.reduce((a, b) => a + b, 0);
-        seen.forEach((t, j) => { for (let d = 0; d < D; d++) out[qo + d] += (e[j] / z) * t.v[d]; });
-      }
+    let seen: RefToken[] = [], seenFor = '';
+    for (let h = 0; h < numHeads; h++) {
+      const kh = maps ? maps.queryToKey[h] : Math.floor(h / group), vh = maps ? maps.queryToValue[h] : kh;
+      if (seenFor !== `${kh},${vh}`) { seen = tokens(pastLen + r, kh, vh); seenFor = `${kh},${vh}`; }
+      const qo = (r * numHeads + h) * D;
+      const logits = seen.map((t) => {
+        let s = 0;
+        for (let d = 0; d < D; d++) s += q[qo + d] * t.k[d];
+        return s * scale + t.bias;
+      });
+      const m = Math.max(...logits);
+      const e = logits.map((x) => Math.exp(x - m));
+      const z = e.reduce((a, b) => a + b, 0);
+      seen.forEach((t, j) => { for (let d = 0; d < D; d++) out[qo + d] += (e[j] / z) * t.v[d]; });
     }
   }
   return out;
 }
 
-/** Every position's keys and values so far, per KV head, in float64 (what a reference keeps). */
+/** Every position's keys and values so far, per key head and per value head, in float64 (what a reference keeps). */
 export class RefHistory {
   readonly k: Float64Array[][] = [];
   readonly v: Float64Array[][] = [];
@@ -67,11 +69,11 @@ export class RefHistory {
 
   /** Rows of the chunk at pastLen (replacing any positions ≥ pastLen). */
   put(k: Float32Array, v: Float32Array, rows: number, pastLen: number): void {
-    const { numKvHeads, headDim: D } = this.shape;
+    const { numKvHeads, headDim: D } = this.shape, numValueHeads = valueHeadsOf(this.shape);
     this.k.length = pastLen; this.v.length = pastLen;
     for (let r = 0; r < rows; r++) {
-      const row = (a: Float32Array) => Array.from({ length: numKvHeads }, (_, h) => this.store(a.subarray((r * numKvHeads + h) * D, (r * numKvHeads + h + 1) * D)));
-      this.k.push(row(k)); this.v.push(row(v));
+      const row = (a: Float32Array, n: number) => Array.from({ length: n }, (_, h) => this.store(a.subarray((r * n + h) * D, (r * n + h + 1) * D)));
+      this.k.push(row(k, numKvHeads)); this.v.push(row(v, numValueHeads));
     }
   }
 }

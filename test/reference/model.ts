@@ -3,7 +3,8 @@
 // sliding_window W every head sees only j > i − W. Used as the oracle
 // for the engine on every device and placement. With a DHA layout (src/dha/config.ts) layer l has its
 // own key and value head counts (k_proj/v_proj rows) and query head h reads key head query_to_key[h]
-// and value head query_to_value[h]; masks apply to its layers that kept every head (identity maps).
+// and value head query_to_value[h]; masks mark query heads there, and a query head streams iff every
+// query head reading its key head is marked streaming (docs/dha.md).
 import type { DhaConfig } from '../../src/dha/config.ts';
 import type { ModelConfig } from '../../src/model/config.ts';
 import { ropeInvFreq } from '../../src/model/config.ts';
@@ -66,10 +67,13 @@ export function referenceLogits(config: ModelConfig, w: ModelWeights, ids: numbe
     const d = dha?.layers[l];
     // A DHA layer that kept every head (identity maps) is a plain multi-head layer, where masks apply.
     const decoupled = d !== undefined && !(d.keyHeads === nh && d.valueHeads === nh && d.queryToKey.every((x, h) => x === h) && d.queryToValue.every((x, h) => x === h));
-    if (decoupled && mask && mask.kinds[l].some((retrieval) => !retrieval)) throw new Error(`the reference has no streaming heads in DHA layer ${l} (decoupled heads)`);
+    if (decoupled && mask && (mask.compensation || mask.methods)) throw new Error(`the reference has only full and streaming heads in DHA layer ${l} (decoupled heads)`);
     if (dha && decoupled) {
-      // Decoupled heads: every query head attends its own (key head, value head) pair, causally.
+      // Decoupled heads: every query head attends its own (key head, value head) pair. The mask marks
+      // query heads; one streams (sink + recent) iff every query head reading its key head is marked.
       const { keyHeads: nk, valueHeads: nv, queryToKey, queryToValue } = dha.layers[l];
+      const marked = (h: number) => mask !== undefined && !mask.kinds[l][h];
+      const streams = (h: number) => queryToKey.every((kh, g) => kh !== queryToKey[h] || marked(g));
       const kk = k.rope(k.matmul(xn, f(lw.wk), lw.bk, T, H, nk * D), T, nk, D, positions, invFreq);
       const v = k.matmul(xn, f(lw.wv), lw.bv, T, H, nv * D);
       for (let h = 0; h < nh; h++) {
@@ -77,7 +81,8 @@ export function referenceLogits(config: ModelConfig, w: ModelWeights, ids: numbe
         const qSub = new Float64Array(T * D);
         for (let t = 0; t < T; t++) qSub.set(q.subarray((t * nh + h) * D, (t * nh + h + 1) * D), t * D);
         const o = k.maskedAttention(qSub, T, 1, 1, D, 0, 1 / Math.sqrt(D),
-          (_h, j) => kk.subarray((j * nk + kh) * D, (j * nk + kh + 1) * D), (_h, j) => v.subarray((j * nv + vh) * D, (j * nv + vh + 1) * D), k.causalVisible);
+          (_h, j) => kk.subarray((j * nk + kh) * D, (j * nk + kh + 1) * D), (_h, j) => v.subarray((j * nv + vh) * D, (j * nv + vh + 1) * D),
+          streams(h) ? k.streamingVisible(mask!.sink, mask!.recent) : k.causalVisible);
         for (let t = 0; t < T; t++) attn.set(o.subarray(t * D, (t + 1) * D), (t * nh + h) * D);
       }
     } else {

@@ -106,21 +106,22 @@ export function endTile(out: usize, r0: i32, numHeads: i32, kvh: i32): void {
 }
 
 /**
- * Consumes the keys at absolute positions [p0, p1), stored at k / v + (p − p0) · stride bytes.
+ * Consumes the keys at absolute positions [p0, p1), stored at k + (p − p0) · stride and
+ * v + (p − p0) · vStride bytes (vStride differs only for decoupled heads' chunk rows).
  * sinkPart: every position in the range is a sink (visible iff j ≤ i); otherwise a key is
  * visible iff i − recent < j ≤ i. Ranges must not straddle the sink boundary.
  */
-export function segment(p0: i32, p1: i32, k: usize, v: usize, stride: usize, sinkPart: bool): void {
+export function segment(p0: i32, p1: i32, k: usize, v: usize, stride: usize, sinkPart: bool, vStride: usize): void {
   const iMax = tileI0 + tileRowsNow - 1;
   const hi = min(p1, iMax + 1);
   const lo = sinkPart ? p0 : max(p0, tileI0 - recentW + 1);
   for (let b = lo; b < hi; b += BLOCK) {
     const n = min(BLOCK, hi - b);
-    const off = <usize>(b - p0) * stride;
+    const off = <usize>(b - p0) * stride, vOff = <usize>(b - p0) * vStride;
     if (tileRowsNow == 1 && nq < STREAMED_DECODE_MIN_QUERIES && (b - lo) % TOUCH_KEYS == 0) {
-      touchKV(k + off, v + off, min(TOUCH_KEYS, hi - b), stride);
+      touchKV(k + off, v + vOff, min(TOUCH_KEYS, hi - b), stride, vStride);
     }
-    keyBlock(b, n, k + off, v + off, stride, sinkPart);
+    keyBlock(b, n, k + off, v + vOff, stride, sinkPart, vStride);
   }
 }
 
@@ -153,13 +154,13 @@ export function extraKey(t: i32, kvec: usize, kScale: f32, bias: f32, vvec: usiz
 }
 
 // K and V rows interleaved, one load per line: the span is in cache before its blocks run.
-function touchKV(k: usize, v: usize, n: i32, stride: usize): void {
+function touchKV(k: usize, v: usize, n: i32, stride: usize, vStride: usize): void {
   const rowBytes: usize = (<usize>hd) << 2;
-  if (stride == rowBytes) touchPair(k, v, <usize>n * rowBytes);
-  else for (let j = 0; j < n; j++) touchPair(k + <usize>j * stride, v + <usize>j * stride, rowBytes);
+  if (stride == rowBytes && vStride == rowBytes) touchPair(k, v, <usize>n * rowBytes);
+  else for (let j = 0; j < n; j++) touchPair(k + <usize>j * stride, v + <usize>j * vStride, rowBytes);
 }
 
-function keyBlock(p0: i32, n: i32, k: usize, v: usize, stride: usize, sinkPart: bool): void {
+function keyBlock(p0: i32, n: i32, k: usize, v: usize, stride: usize, sinkPart: bool, vStride: usize): void {
   const scRow: usize = (<usize>BLOCK) << 2;
   gemmSet(sSc, BLOCK, sQ, hd, k, <i32>(stride >> 2), nq, hd, n);
   const n4 = (n + 3) & ~3;
@@ -199,8 +200,8 @@ function keyBlock(p0: i32, n: i32, k: usize, v: usize, stride: usize, sinkPart: 
     l += f32x4.extract_lane(sum, 0) + f32x4.extract_lane(sum, 1) + f32x4.extract_lane(sum, 2) + f32x4.extract_lane(sum, 3);
     store<f32>(lp, l);
   }
-  if (tileRowsNow == 1 && nq >= STREAMED_DECODE_MIN_QUERIES) pvRows(v, stride, n);
-  else pvAdd(v, stride, n);
+  if (tileRowsNow == 1 && nq >= STREAMED_DECODE_MIN_QUERIES) pvRows(v, vStride, n);
+  else pvAdd(v, vStride, n);
 }
 
 function scaleRow(p: usize, c: f32): void {
@@ -396,7 +397,7 @@ function packedSegment(p1: i32, k: usize, v: usize, rowBytes: usize, dtype: i32,
     const off = <usize>b * rowBytes;
     decodeRows(dq, k + off, rowBytes, n, hd, dtype);
     decodeRows(dqV, v + off, rowBytes, n, hd, dtype);
-    keyBlock(b, n, dq, dqV, vecBytes, true);
+    keyBlock(b, n, dq, dqV, vecBytes, true, vecBytes);
   }
 }
 
@@ -426,7 +427,7 @@ export function attention(out: usize, q: usize, kCache: usize, vCache: usize, ro
     const kb = kCache + <usize>kh * headBytes, vb = vCache + <usize>vh * headBytes;
     for (let r0 = 0; r0 < rows; r0 += tileRows) {
       beginTile(q, r0, min(tileRows, rows - r0), numHeads, kvh, pastLen, scale);
-      if (dtype == KV_F32) segment(0, pastLen + rows, kb, vb, rowBytes, true);
+      if (dtype == KV_F32) segment(0, pastLen + rows, kb, vb, rowBytes, true, rowBytes);
       else packedSegment(pastLen + rows, kb, vb, rowBytes, dtype, dq);
       endTile(out, r0, numHeads, kvh);
     }

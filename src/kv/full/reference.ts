@@ -2,6 +2,7 @@
 // row as the KV dtype stores it (src/backend/kv-dtype.ts's reference encoder, which the kernels
 // match bit for bit), so the only difference left to the method is f32 arithmetic.
 import { kvRowBytes } from '../../backend/kv-dtype.js';
+import { valueHeadsOf } from '../method.js';
 import { attendTokens, RefHistory, storedAs, type KvReference } from '../reference.js';
 
 export const reference: KvReference = {
@@ -16,13 +17,13 @@ export const reference: KvReference = {
     return {
       attend(q, k, v, rows, pastLen) {
         const all = past.withChunk(k, v, rows, pastLen);
-        return attendTokens(q, rows, pastLen, shape, (i, h) =>
-          Array.from({ length: i + 1 }, (_, j) => ({ k: all.k[j][h], v: all.v[j][h], bias: 0 })));
+        return attendTokens(q, rows, pastLen, shape, (i, h, vh) =>
+          Array.from({ length: i + 1 }, (_, j) => ({ k: all.k[j][h], v: all.v[j][vh], bias: 0 })));
       },
       append(k, v, rows, pastLen) { past.put(k, v, rows, pastLen); },
     };
   },
   bytes(shape, capacity, settings) {
-    return 2 * shape.numKvHeads * capacity * kvRowBytes(shape.headDim, settings.kvDtype);
+    return (shape.numKvHeads + valueHeadsOf(shape)) * capacity * kvRowBytes(shape.headDim, settings.kvDtype);
   },
 };

@@ -8,9 +8,13 @@
 // full caches' row format, src/backend/kv-dtype.ts; fewer slots while the capacity is shorter, see
 // ringWindow), and with compensation kSum, vSum [numKvHeads][headDim], always f32: they add the
 // stored (decoded) values, so they do not depend on the chunking.
+//
+// Decoupled heads (a DHA layer's streaming group, KvGroupShape.maps): the K ring holds the group's
+// key heads and the V ring its value heads, [n_K][slots] and [n_V][slots] rows; each query head reads
+// its own key and value ring heads. Compensation is refused there (naming the layer).
 import type { Backend, Compensation, DeviceTensor, StreamingWindow } from '../../backend/contract.js';
 import { kvRowWords, type KvDType } from '../../backend/kv-dtype.js';
-import { groupAttentionShape, tensorBytes, type KvGroupCache, type KvGroupShape, type KvMethod, type KvSettings, type KvTensorSpec } from '../method.js';
+import { groupAttentionShape, tensorBytes, valueHeadsOf, type KvGroupCache, type KvGroupShape, type KvMethod, type KvSettings, type KvTensorSpec } from '../method.js';
 
 /**
  * The ring for a capacity: sink + recent slots, or `capacity` slots when fewer positions can ever be
@@ -23,8 +27,15 @@ export function ringWindow(w: StreamingWindow, capacity: number): StreamingWindo
   return { sink, recent: capacity - sink };
 }
 
-function ringWords(shape: KvGroupShape, ring: StreamingWindow, dtype: KvDType): number {
-  return shape.numKvHeads * (ring.sink + ring.recent) * kvRowWords(shape.headDim, dtype);
+/** Words of the K ring (heads = numKvHeads) or the V ring (heads = valueHeadsOf(shape)). */
+function ringWords(heads: number, shape: KvGroupShape, ring: StreamingWindow, dtype: KvDType): number {
+  return heads * (ring.sink + ring.recent) * kvRowWords(shape.headDim, dtype);
+}
+
+function refuseMappedCompensation(shape: KvGroupShape, compensation: boolean): void {
+  if (compensation && shape.maps) {
+    throw new Error(`streaming heads of layer ${shape.layer ?? 0}: compensation (RazorAttention) is not supported with decoupled key/value heads (a DHA layer); run without compensation`);
+  }
 }
 
 class StreamingCache implements KvGroupCache {
@@ -35,9 +46,10 @@ class StreamingCache implements KvGroupCache {
 
   constructor(private readonly be: Backend, private readonly shape: KvGroupShape, capacity: number,
     private readonly window: StreamingWindow, compensation: boolean, private readonly dtype: KvDType) {
+    refuseMappedCompensation(shape, compensation);
     this.ring = ringWindow(window, capacity);
-    this.kRing = be.alloc(ringWords(shape, this.ring, dtype));
-    this.vRing = be.alloc(ringWords(shape, this.ring, dtype));
+    this.kRing = be.alloc(ringWords(shape.numKvHeads, shape, this.ring, dtype));
+    this.vRing = be.alloc(ringWords(valueHeadsOf(shape), shape, this.ring, dtype));
     const D = shape.headDim;
     this.comp = compensation ? { kSum: be.alloc(shape.numKvHeads * D), vSum: be.alloc(shape.numKvHeads * D) } : null;
   }
@@ -51,7 +63,8 @@ class StreamingCache implements KvGroupCache {
   }
 
   append(k: DeviceTensor, v: DeviceTensor, rows: number, pastLen: number): void {
-    this.be.ringAppend(this.kRing, this.vRing, k, v, rows, this.shape.numKvHeads, this.shape.headDim, pastLen, this.ring, this.comp, this.dtype);
+    this.be.ringAppend(this.kRing, this.vRing, k, v, rows, this.shape.numKvHeads, this.shape.headDim, pastLen, this.ring, this.comp, this.dtype,
+      valueHeadsOf(this.shape));
   }
 
   /**
@@ -64,14 +77,14 @@ class StreamingCache implements KvGroupCache {
     const oldSlots = this.ring.sink + this.ring.recent, newSlots = next.sink + next.recent;
     if (newSlots === oldSlots) return;
     const W = kvRowWords(this.shape.headDim, this.dtype);
-    const grow = (old: DeviceTensor): DeviceTensor => {
-      const t = this.be.alloc(ringWords(this.shape, next, this.dtype));
-      for (let h = 0; h < this.shape.numKvHeads; h++) this.be.copy(t, h * newSlots * W, old, h * oldSlots * W, pastLen * W);
+    const grow = (old: DeviceTensor, heads: number): DeviceTensor => {
+      const t = this.be.alloc(ringWords(heads, this.shape, next, this.dtype));
+      for (let h = 0; h < heads; h++) this.be.copy(t, h * newSlots * W, old, h * oldSlots * W, pastLen * W);
       this.be.free(old);
       return t;
     };
-    this.kRing = grow(this.kRing);
-    this.vRing = grow(this.vRing);
+    this.kRing = grow(this.kRing, this.shape.numKvHeads);
+    this.vRing = grow(this.vRing, valueHeadsOf(this.shape));
     this.ring = next;
   }
 
@@ -83,9 +96,12 @@ class StreamingCache implements KvGroupCache {
 export const streamingMethod: KvMethod = {
   name: 'streaming',
   home: 'side',
+  decoupledHeads: true,
   layout(shape: KvGroupShape, capacity: number, settings: KvSettings): KvTensorSpec[] {
-    const words = ringWords(shape, ringWindow(settings.window, capacity), settings.kvDtype);
-    const specs = [{ name: 'K ring', words }, { name: 'V ring', words }];
+    refuseMappedCompensation(shape, settings.compensation);
+    const ring = ringWindow(settings.window, capacity);
+    const specs = [{ name: 'K ring', words: ringWords(shape.numKvHeads, shape, ring, settings.kvDtype) },
+      { name: 'V ring', words: ringWords(valueHeadsOf(shape), shape, ring, settings.kvDtype) }];
     if (settings.compensation) {
       const sum = shape.numKvHeads * shape.headDim;
       specs.push({ name: 'K sum (compensation)', words: sum }, { name: 'V sum (compensation)', words: sum });

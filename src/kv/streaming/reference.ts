@@ -2,8 +2,10 @@
 // j > i − recent; with compensation also one token with the mean key and mean value of the positions
 // it no longer sees, [sink, i − recent], whose logit gets ln n for the n positions it stands for.
 // Every key and value (the chunk's own, and those the compensation means add) is the row as a ring
-// of the KV dtype stores it (the reference encoder the kernels match bit for bit).
+// of the KV dtype stores it (the reference encoder the kernels match bit for bit). Decoupled heads
+// (shape.maps): a query head reads its key head's keys and its value head's values.
 import { kvRowBytes } from '../../backend/kv-dtype.js';
+import { valueHeadsOf } from '../method.js';
 import { attendTokens, RefHistory, storedAs, type KvReference, type RefToken } from '../reference.js';
 
 export const reference: KvReference = {
@@ -25,9 +27,9 @@ export const reference: KvReference = {
     return {
       attend(q, k, v, rows, pastLen) {
         const all = past.withChunk(k, v, rows, pastLen);
-        return attendTokens(q, rows, pastLen, shape, (i, h) => {
+        return attendTokens(q, rows, pastLen, shape, (i, h, vh) => {
           const seen: RefToken[] = [];
-          for (let j = 0; j <= i; j++) if (j < sink || j > i - recent) seen.push({ k: all.k[j][h], v: all.v[j][h], bias: 0 });
+          for (let j = 0; j <= i; j++) if (j < sink || j > i - recent) seen.push({ k: all.k[j][h], v: all.v[j][vh], bias: 0 });
           const n = i - recent + 1 - sink;
           if (settings.compensation && n > 0) {
             const km = new Float64Array(D), vm = new Float64Array(D);
@@ -43,7 +45,7 @@ export const reference: KvReference = {
   bytes(shape, capacity, settings) {
     const { sink, recent } = settings.window;
     const slots = Math.min(capacity, sink + recent);
-    const ring = 2 * slots * kvRowBytes(shape.headDim, settings.kvDtype);
-    return shape.numKvHeads * (ring + (settings.compensation ? 2 * 4 * shape.headDim : 0));
+    const ring = slots * kvRowBytes(shape.headDim, settings.kvDtype);
+    return (shape.numKvHeads + valueHeadsOf(shape)) * ring + shape.numKvHeads * (settings.compensation ? 2 * 4 * shape.headDim : 0);
   },
 };

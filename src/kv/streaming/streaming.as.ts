@@ -18,6 +18,11 @@
 // chunk's k / v already rounded to the stored values (roundRows), so every key, value and
 // compensation term is the value as stored, whichever chunk it arrived in. The compensation sums
 // stay f32 and add those stored (decoded) values.
+//
+// Decoupled heads (DHA): with kMap ≠ 0 every query head h is its own unit (group 1, like the full
+// kernel's maps) and reads the key ring head kMap[h] and the value ring head vMap[h]: K ring
+// [numKeyHeads][slots], V ring [numValueHeads][slots], chunk k [rows][numKeyHeads][headDim] and
+// v [rows][numValueHeads][headDim]. No compensation then (the backends refuse it).
 import { attentionScratchFloats, beginTile, endTile, extraKey, segment, setupScratch } from '../full/attention.as';
 import { KV_F32, decodeRows, encodeRow, kvRowBytes } from '../../../assembly/kv_dtype';
 
@@ -31,10 +36,10 @@ function ringRecent(p0: i32, p1: i32, kr: usize, vr: usize, sink: i32, recent: i
   const first = min(p1 - p0, sink + recent - s0);
   if (first < p1 - p0) {
     const wrapped = <usize>sink * vecBytes;
-    segment(p0 + first, p1, kr + wrapped, vr + wrapped, vecBytes, false);
+    segment(p0 + first, p1, kr + wrapped, vr + wrapped, vecBytes, false, vecBytes);
   }
   const off = <usize>s0 * vecBytes;
-  segment(p0, p0 + first, kr + off, vr + off, vecBytes, false);
+  segment(p0, p0 + first, kr + off, vr + off, vecBytes, false, vecBytes);
 }
 
 /**
@@ -102,15 +107,19 @@ function compensateTile(r0: i32, nr: i32, g: i32, cK: usize, cV: usize, kr: usiz
  * KV heads [kvStart, kvEnd) only (threads share the heads). kSum / vSum: the compensation state
  * (0: none); scratch holds streamingScratchFloats(tileRows · group, headDim, sink + recent, dtype).
  * With a packed ring (dtype ≠ f32), k / v must hold the chunk rounded by roundRows.
+ * Decoupled heads (kMap ≠ 0, see the header): the caller passes numKvHeads = numHeads (the units,
+ * kvStart/kvEnd range over query heads), numKeyHeads / numValueHeads the rings' head counts, kSum 0.
  */
 export function streamingAttention(out: usize, q: usize, k: usize, v: usize, kRing: usize, vRing: usize,
   rows: i32, numHeads: i32, numKvHeads: i32, headDim: i32, pastLen: i32, scale: f32,
-  sink: i32, recent: i32, scratch: usize, tileRows: i32, kvStart: i32, kvEnd: i32, kSum: usize, vSum: usize, dtype: i32): void {
+  sink: i32, recent: i32, scratch: usize, tileRows: i32, kvStart: i32, kvEnd: i32, kSum: usize, vSum: usize, dtype: i32,
+  kMap: usize, vMap: usize, numKeyHeads: i32, numValueHeads: i32): void {
   const g = numHeads / numKvHeads;
   setupScratch(scratch, tileRows * g, headDim, g, recent);
   const vecBytes: usize = (<usize>headDim) << 2;
   const slots = sink + recent;
-  const chunkStride: usize = <usize>numKvHeads * vecBytes;
+  const nK = kMap ? numKeyHeads : numKvHeads, nV = kMap ? numValueHeads : numKvHeads;
+  const kStride: usize = <usize>nK * vecBytes, vStride: usize = <usize>nV * vecBytes;
   const ringSinkEnd = min(pastLen, sink);
   const ringRecentStart = max(sink, pastLen - recent);
   const chunkSinkEnd = min(sink, pastLen + rows);
@@ -120,7 +129,9 @@ export function streamingAttention(out: usize, q: usize, k: usize, v: usize, kRi
   const ringBytes: usize = <usize>slots * vecBytes;
   const dK = cV + vecBytes, dV = dK + ringBytes;
   for (let kvh = kvStart; kvh < kvEnd; kvh++) {
-    let kr = kRing + <usize>(kvh * slots) * rowBytes, vr = vRing + <usize>(kvh * slots) * rowBytes;
+    const kh: i32 = kMap ? load<i32>(kMap + (<usize>kvh << 2)) : kvh;
+    const vh: i32 = kMap ? load<i32>(vMap + (<usize>kvh << 2)) : kvh;
+    let kr = kRing + <usize>(kh * slots) * rowBytes, vr = vRing + <usize>(vh * slots) * rowBytes;
     if (dtype != KV_F32) {
       // Only the slots that hold positions are decoded (both are prefixes while the ring has not
       // filled; a full ring is all slots).
@@ -129,19 +140,19 @@ export function streamingAttention(out: usize, q: usize, k: usize, v: usize, kRi
       decodeRows(dV, vr, rowBytes, held, headDim, dtype);
       kr = dK; vr = dV;
     }
-    const kc = k + <usize>kvh * vecBytes, vc = v + <usize>kvh * vecBytes;
+    const kc = k + <usize>kh * vecBytes, vc = v + <usize>vh * vecBytes;
     if (kSum != 0) {
       memory.copy(cK, kSum + <usize>kvh * vecBytes, vecBytes);
       memory.copy(cV, vSum + <usize>kvh * vecBytes, vecBytes);
     }
     for (let r0 = 0; r0 < rows; r0 += tileRows) {
       beginTile(q, r0, min(tileRows, rows - r0), numHeads, kvh, pastLen, scale);
-      if (ringSinkEnd > 0) segment(0, ringSinkEnd, kr, vr, vecBytes, true);
+      if (ringSinkEnd > 0) segment(0, ringSinkEnd, kr, vr, vecBytes, true, vecBytes);
       if (ringRecentStart < pastLen) ringRecent(ringRecentStart, pastLen, kr, vr, sink, recent, vecBytes);
-      if (pastLen < chunkSinkEnd) segment(pastLen, chunkSinkEnd, kc, vc, chunkStride, true);
+      if (pastLen < chunkSinkEnd) segment(pastLen, chunkSinkEnd, kc, vc, kStride, true, vStride);
       if (chunkRecentStart < pastLen + rows) {
-        const off = <usize>(chunkRecentStart - pastLen) * chunkStride;
-        segment(chunkRecentStart, pastLen + rows, kc + off, vc + off, chunkStride, false);
+        const c = <usize>(chunkRecentStart - pastLen);
+        segment(chunkRecentStart, pastLen + rows, kc + c * kStride, vc + c * vStride, kStride, false, vStride);
       }
       if (kSum != 0) {
         compensateTile(r0, min(tileRows, rows - r0), g, cK, cV, kr, vr, k, v, kvh, numKvHeads, headDim, pastLen, sink, recent, vecBytes);
@@ -151,9 +162,17 @@ export function streamingAttention(out: usize, q: usize, k: usize, v: usize, kRi
   }
 }
 
-/** Stores the chunk positions the ring keeps (p < sink, or among the last `recent`), encoded as `dtype`. */
+/**
+ * Stores the chunk positions the ring keeps (p < sink, or among the last `recent`), encoded as `dtype`.
+ * v and the V ring have numVHeads heads (decoupled heads; else numKvHeads).
+ */
 export function ringAppend(kRing: usize, vRing: usize, k: usize, v: usize, rows: i32, numKvHeads: i32,
-  headDim: i32, pastLen: i32, sink: i32, recent: i32, dtype: i32): void {
+  headDim: i32, pastLen: i32, sink: i32, recent: i32, dtype: i32, numVHeads: i32): void {
+  ringAppendSide(kRing, k, rows, numKvHeads, headDim, pastLen, sink, recent, dtype);
+  ringAppendSide(vRing, v, rows, numVHeads, headDim, pastLen, sink, recent, dtype);
+}
+
+function ringAppendSide(ring: usize, x: usize, rows: i32, heads: i32, headDim: i32, pastLen: i32, sink: i32, recent: i32, dtype: i32): void {
   const vecBytes: usize = (<usize>headDim) << 2;
   const rowBytes = kvRowBytes(headDim, dtype);
   const slots = sink + recent;
@@ -162,11 +181,8 @@ export function ringAppend(kRing: usize, vRing: usize, k: usize, v: usize, rows:
     const p = pastLen + r;
     if (p >= sink && p < end - recent) continue;
     const slot = ringSlotOf(p, sink, recent);
-    for (let h = 0; h < numKvHeads; h++) {
-      const src: usize = <usize>(r * numKvHeads + h) * vecBytes;
-      const dst: usize = <usize>(h * slots + slot) * rowBytes;
-      encodeRow(kRing + dst, k + src, headDim, dtype);
-      encodeRow(vRing + dst, v + src, headDim, dtype);
+    for (let h = 0; h < heads; h++) {
+      encodeRow(ring + <usize>(h * slots + slot) * rowBytes, x + <usize>(r * heads + h) * vecBytes, headDim, dtype);
     }
   }
 }

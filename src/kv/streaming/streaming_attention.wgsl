@@ -9,11 +9,16 @@
 // of the state (positions [sink, past_len − recent)) plus positions max(sink, past_len − recent) …
 // i − recent, added in that order (as compensation_append does, so chunks and decode agree); key
 // S_k / n, value S_v / n, logit q·S_k / n + ln n. With comp = 0 the sums are not read (any buffer).
+//
+// Decoupled heads (DHA, mapped = 1): head h reads key head head_map[h] of the K ring / k chunk
+// (num_kv_heads heads) and value head head_map[num_heads + h] of the V ring / v chunk (num_v_heads
+// heads). Binding 6 then holds the head map instead of k_sum (no compensation with maps; the
+// device's limit of 8 storage buffers leaves no binding to spare).
 
 struct Params {
   rows: u32, num_heads: u32, num_kv_heads: u32, head_dim: u32,
   past_len: u32, sink: u32, recent: u32, scale: f32,
-  comp: u32,
+  comp: u32, mapped: u32, num_v_heads: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
@@ -22,7 +27,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read> v_chunk: array<f32>;
 @group(0) @binding(4) var<storage, read> k_ring: array<f32>;
 @group(0) @binding(5) var<storage, read> v_ring: array<f32>;
-@group(0) @binding(6) var<storage, read> k_sum: array<f32>;
+@group(0) @binding(6) var<storage, read> k_sum_or_map: array<u32>;
 @group(0) @binding(7) var<storage, read> v_sum: array<f32>;
 @group(0) @binding(8) var<uniform> p: Params;
 
@@ -34,6 +39,7 @@ const MAX_D: u32 = 256u;
 
 var<workgroup> q_s: array<f32, MAX_D>;
 var<workgroup> key_base: array<u32, WG>;
+var<workgroup> val_base: array<u32, WG>;
 var<workgroup> key_in_ring: array<u32, WG>;
 var<workgroup> comp_k: array<f32, MAX_D>;
 
@@ -54,7 +60,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let h = wid.x;
   let r = wid.y;
   let D = p.head_dim;
-  let kvh = h / (p.num_heads / p.num_kv_heads);
+  var kvh = h / (p.num_heads / p.num_kv_heads);
+  var vh = kvh;
+  if (p.mapped == 1u) {
+    kvh = k_sum_or_map[h];
+    vh = k_sum_or_map[p.num_heads + h];
+  }
   let i = p.past_len + r;
   // Visible keys: the sinks [0, n_sink), then the window [lo, i].
   let n_sink = min(p.sink, i + 1u);
@@ -78,17 +89,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       let idx = k0 + t;
       let j = select(lo + (idx - n_sink), idx, idx < n_sink);
       var base = 0u;
+      var vbase = 0u;
       var in_ring = 0u;
       var dot = 0.0;
       if (j < p.past_len) {
-        base = (kvh * slots + ring_slot(j, p.sink, p.recent)) * D;
+        let slot = ring_slot(j, p.sink, p.recent);
+        base = (kvh * slots + slot) * D;
+        vbase = (vh * slots + slot) * D;
         in_ring = 1u;
         for (var d = 0u; d < D; d++) { dot += q_s[d] * k_ring[base + d]; }
       } else {
         base = ((j - p.past_len) * p.num_kv_heads + kvh) * D;
+        vbase = ((j - p.past_len) * p.num_v_heads + vh) * D;
         for (var d = 0u; d < D; d++) { dot += q_s[d] * k_chunk[base + d]; }
       }
       key_base[t] = base;
+      val_base[t] = vbase;
       key_in_ring[t] = in_ring;
       s = dot;
     }
@@ -98,7 +114,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       if (d < D) {
         var a = acc[c] * tile.alpha;
         for (var e = 0u; e < n; e++) {
-          let b = key_base[e] + d;
+          let b = val_base[e] + d;
           if (key_in_ring[e] == 1u) { a += probs[e] * v_ring[b]; } else { a += probs[e] * v_chunk[b]; }
         }
         acc[c] = a;
@@ -116,7 +132,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var c = 0u; c < 4u; c++) {
       let d = t + c * WG;
       if (d < D) {
-        var sk = k_sum[kvh * D + d];
+        var sk = bitcast<f32>(k_sum_or_map[kvh * D + d]);
         var sv = v_sum[kvh * D + d];
         for (var j = j0; j + p.recent <= i; j++) {
           sk += kv_at(j, kvh, d, true);
