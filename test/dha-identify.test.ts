@@ -2,7 +2,8 @@
 // training model expands decoupled layers to the multi-head model they compute (each query head's
 // key and value rows are its key head's and value head's), so its logits equal the float64 DHA
 // reference (|Δ| ≤ 2e-3·(1 + |ref|), as the runtime tests), and `duet identify --method duo` runs
-// on it, giving gates per query head (the patterns' nominal columns). Locret training still
+// on it with one gate per key head (the runtime streams a key head only with all its query heads),
+// written into each of its query heads' columns (the patterns' nominal shape). Locret training still
 // refuses DHA checkpoints (its retaining heads have no definition there).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -72,15 +73,21 @@ test('the expanded frozen model computes the DHA model: logits equal the float64
   assert.match(refused, /decoupled key\/value heads per layer.*the training forward \(Locret training\) supports only/);
 });
 
-test('duet identify --method duo on the DHA model: gates per query head, finite, in [0, 1]', async () => {
+test('duet identify --method duo on the DHA model: one gate per key head, in each of its query heads\' columns', async () => {
   let grid = '';
   const r = await identifyHeads(out, { method: 'duo', steps: 3, lengths: [512, 600], window: { sink: 4, recent: 16 }, onStart: (s) => { grid = `${s.layers}x${s.kvHeads}`; } });
   assert.is(grid, `${c.layers}x${c.heads}`);
   assert.is(r.alphas.length, c.layers);
-  for (const row of r.alphas) {
+  const d = ckpt.config.dha!;
+  r.alphas.forEach((row, l) => {
     assert.is(row.length, c.heads);
     for (const a of row) assert.ok(Number.isFinite(a) && a >= 0 && a <= 1, `alpha ${a}`);
-  }
+    // One gate per key head: the query heads that read it (and that the runtime streams together) share it.
+    for (let h = 0; h < c.heads; h++) for (let g = 0; g < c.heads; g++) {
+      if (d.layers[l].queryToKey[h] === d.layers[l].queryToKey[g]) assert.is(row[h], row[g], `layer ${l}: heads ${h} and ${g} share key head ${d.layers[l].queryToKey[h]}`);
+    }
+  });
+  assert.ok(r.alphas.flat().some((a) => a < 1), 'the gates moved');
 });
 
 test.run();

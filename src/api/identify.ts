@@ -10,6 +10,7 @@ import { frozenGpuModel, frozenModel } from '../identify/frozen.js';
 import { headScorer } from '../identify/registry.js';
 import type { ScorerSettings } from '../identify/scorer.js';
 import { zigzag } from '../identify/scores.js';
+import { decoupledMaps } from '../engine/layer-groups.js';
 import { loadCheckpoint } from '../model/checkpoint.js';
 import type { ModelConfig } from '../model/config.js';
 import type { ModelFiles } from '../model/files.js';
@@ -103,6 +104,26 @@ function checked(o: IdentifyOptions): ScorerSettings {
 }
 
 /**
+ * A DHA model's gate ties (ScorerInput.ties): the query heads of a decoupled layer that read one
+ * key head share its gate, since the runtime streams a key head only with all its query heads
+ * (src/engine/layer-groups.ts); heads of other layers are their own tie.
+ */
+function keyHeadTies(config: ModelConfig): Int32Array {
+  const ties: number[] = [];
+  let next = 0;
+  config.dha!.layers.forEach((d, l) => {
+    if (decoupledMaps(config, l)) {
+      ties.push(...d.queryToKey.map((k) => next + k));
+      next += d.keyHeads;
+    } else {
+      for (let h = 0; h < config.numKvHeads; h++) ties.push(next + h);
+      next += config.numKvHeads;
+    }
+  });
+  return Int32Array.from(ties);
+}
+
+/**
  * Identifies retrieval heads of the checkpoint in `files`, on `gpu` or (null) the CPU. The entries
  * wrap this with their sources and device choice (identifyHeads in 'duet').
  */
@@ -121,8 +142,9 @@ export async function identifyHeadsOn(files: ModelFiles, o: IdentifyOptions, gpu
   const model: TrainModel<unknown> = gpu ? frozenGpuModel(gpu, config, ckpt.weights, maxRows, 'expand') : await frozenModel(config, ckpt.weights, maxRows, 'expand');
   o.onStart?.({ method: o.method, device: gpu ? `the GPU (${gpu.adapterDescription})` : 'the CPU (WebAssembly SIMD)', layers: config.numLayers, kvHeads: config.numKvHeads });
   const { lengths, seed, sink, recent } = c;
+  const ties = config.dha ? keyHeadTies(config) : undefined;
   const r = await headScorer(o.method).score({
-    model, tokenizer, style, eosTokenIds: ckpt.eosTokenIds, settings: c,
+    model, tokenizer, style, eosTokenIds: ckpt.eosTokenIds, settings: c, ties,
     onProgress: (done, total, loss, distill) => progress({ step: 'identify', done, total, ...(loss !== undefined ? { loss, distill } : {}) }),
   });
   let alphas = r.scores;

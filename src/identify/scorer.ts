@@ -38,6 +38,12 @@ export interface ScorerInput<T = unknown> {
   settings: ScorerSettings;
   /** Replaces the scorer's training sequences where it has them (duo), e.g. a test's hand-made data. */
   sample?: (r: Random, length: number) => IdentifySample;
+  /**
+   * Heads that run as one (a DHA model's query heads reading one key head, which the runtime
+   * streams only together): per (layer, KV head) of the model, layer-major, the index of its tie;
+   * ties are numbered from 0. duo gives each tie one gate; other scorers score heads alone.
+   */
+  ties?: Int32Array;
   /** Steps or prompts done of total (duo adds its loss and distillation part). */
   onProgress?: (done: number, total: number, loss?: number, distill?: number) => void;
 }
