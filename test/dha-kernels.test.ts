@@ -64,18 +64,25 @@ async function expandedRun(be: Backend, r: Awaited<ReturnType<typeof mappedRun>>
   return be.read(out);
 }
 
-function reference(r: Awaited<ReturnType<typeof mappedRun>>): Float64Array {
-  const out = new Float64Array(r.rows * H * D);
+/**
+ * Float64 attention of `rows` query rows at pastLen… through the maps: query head h reads key head
+ * queryToKey[h] and value head queryToValue[h] of the positions `visible` lets it see.
+ */
+function mappedReference(r: { q: Float32Array; k: Float32Array; v: Float32Array }, rows: number, pastLen: number,
+  visible: Parameters<typeof ref.maskedAttention>[9]): Float64Array {
+  const out = new Float64Array(rows * H * D);
   for (let h = 0; h < H; h++) {
     const kh = maps.queryToKey[h], vh = maps.queryToValue[h];
-    const qh = new Float64Array(r.rows * D);
-    for (let t = 0; t < r.rows; t++) qh.set(r.q.subarray((t * H + h) * D, (t * H + h + 1) * D), t * D);
-    const o = ref.maskedAttention(qh, r.rows, 1, 1, D, r.pastLen, 1 / Math.sqrt(D),
-      (_x, j) => r.k.subarray((j * NK + kh) * D, (j * NK + kh + 1) * D), (_x, j) => r.v.subarray((j * NV + vh) * D, (j * NV + vh + 1) * D), ref.causalVisible);
-    for (let t = 0; t < r.rows; t++) out.set(o.subarray(t * D, (t + 1) * D), (t * H + h) * D);
+    const qh = new Float64Array(rows * D);
+    for (let t = 0; t < rows; t++) qh.set(r.q.subarray((t * H + h) * D, (t * H + h + 1) * D), t * D);
+    const o = ref.maskedAttention(qh, rows, 1, 1, D, pastLen, 1 / Math.sqrt(D),
+      (_x, j) => r.k.subarray((j * NK + kh) * D, (j * NK + kh + 1) * D), (_x, j) => r.v.subarray((j * NV + vh) * D, (j * NV + vh + 1) * D), visible);
+    for (let t = 0; t < rows; t++) out.set(o.subarray(t * D, (t + 1) * D), (t * H + h) * D);
   }
   return out;
 }
+
+const reference = (r: Awaited<ReturnType<typeof mappedRun>>) => mappedReference(r, r.rows, r.pastLen, ref.causalVisible);
 
 const WINDOW = { sink: 3, recent: 8 };
 
@@ -111,19 +118,8 @@ async function streamingRun(be: Backend, chunks: number[], dtype: KvDType, seed:
 }
 
 /** Float64 streaming attention of every position through the maps (sink + recent of its own key and value heads). */
-function streamingReferenceOut(r: Awaited<ReturnType<typeof streamingRun>>): Float64Array {
-  const out = new Float64Array(r.T * H * D);
-  for (let h = 0; h < H; h++) {
-    const kh = maps.queryToKey[h], vh = maps.queryToValue[h];
-    const qh = new Float64Array(r.T * D);
-    for (let t = 0; t < r.T; t++) qh.set(r.q.subarray((t * H + h) * D, (t * H + h + 1) * D), t * D);
-    const o = ref.maskedAttention(qh, r.T, 1, 1, D, 0, 1 / Math.sqrt(D),
-      (_x, j) => r.k.subarray((j * NK + kh) * D, (j * NK + kh + 1) * D), (_x, j) => r.v.subarray((j * NV + vh) * D, (j * NV + vh + 1) * D),
-      ref.streamingVisible(WINDOW.sink, WINDOW.recent));
-    for (let t = 0; t < r.T; t++) out.set(o.subarray(t * D, (t + 1) * D), (t * H + h) * D);
-  }
-  return out;
-}
+const streamingReferenceOut = (r: Awaited<ReturnType<typeof streamingRun>>) =>
+  mappedReference(r, r.T, 0, ref.streamingVisible(WINDOW.sink, WINDOW.recent));
 
 /** The streaming method's cache with maps (created short, grown past the window) against its float64 reference. */
 async function streamingMethodRun(be: Backend, dtype: KvDType, seed: number): Promise<void> {
