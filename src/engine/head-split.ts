@@ -39,7 +39,8 @@ function emptyLike(m: PackedMatrix, units: number): Float32Array | Uint8Array {
   return m.dtype === 'f32' ? new Float32Array(units) : new Uint8Array(units);
 }
 
-function gatherRows(m: PackedMatrix, rowBlocks: number[], blockRows: number): PackedMatrix {
+/** Row blocks `rowBlocks` of `blockRows` rows each, in that order (a block may repeat). */
+export function gatherRows(m: PackedMatrix, rowBlocks: number[], blockRows: number): PackedMatrix {
   const span = blockRows * rowUnits(m);
   const out = emptyLike(m, rowBlocks.length * span);
   rowBlocks.forEach((b, i) => out.set(m.data.subarray(b * span, (b + 1) * span), i * span));

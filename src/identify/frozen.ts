@@ -9,7 +9,8 @@
 // query heads, which the runtime resolves per key head (src/engine/layer-groups.ts).
 import { DuetError } from '../errors.js';
 import { refuseDha, ropeInvFreq, type ModelConfig } from '../model/config.js';
-import { matrixF32, type ModelWeights } from '../model/weights.js';
+import { asPacked, matrixF32, type ModelWeights, type WeightMatrix } from '../model/weights.js';
+import { gatherRows } from '../engine/head-split.js';
 import type { GpuContext } from '../gpu/context.js';
 import { GpuTrainKernels, type GpuSpan } from '../gpu/train-kernels.js';
 import { Arena } from '../train/arena.js';
@@ -43,9 +44,11 @@ function load<T>(model: TrainModel<T>, config: ModelConfig, weights: ModelWeight
   k.write(model.p.lmHead, f(weights.lmHead));
   weights.layers.forEach((w, l) => {
     const p = model.p.layers[l], d = config.dha?.layers[l];
-    // A decoupled layer's K and V rows, one block per query head (its key head's, its value head's).
-    const perQuery = (m: Float32Array, map: number[] | undefined) => (map ? expandRows(m, map, c.headDim * c.hidden) : m);
-    k.write(p.inputNorm, w.inputNorm); k.write(p.wq, f(w.wq)); k.write(p.wk, perQuery(f(w.wk), d?.queryToKey)); k.write(p.wv, perQuery(f(w.wv), d?.queryToValue)); k.write(p.wo, f(w.wo));
+    // A decoupled layer's K and V rows, one head's block per query head (its key head's, its value head's).
+    const perQuery = (m: WeightMatrix, heads: number, map: number[] | undefined) =>
+      f(map ? gatherRows(asPacked(m, heads * c.headDim, c.hidden), map, c.headDim) : m);
+    k.write(p.inputNorm, w.inputNorm); k.write(p.wq, f(w.wq)); k.write(p.wo, f(w.wo));
+    k.write(p.wk, perQuery(w.wk, d?.keyHeads ?? c.kvHeads, d?.queryToKey)); k.write(p.wv, perQuery(w.wv, d?.valueHeads ?? c.kvHeads, d?.queryToValue));
     k.write(p.postNorm, w.postNorm); k.write(p.wGate, f(w.wGate)); k.write(p.wUp, f(w.wUp)); k.write(p.wDown, f(w.wDown));
   });
   if (weights.layers.some((w) => w.bq || w.bk || w.bv)) {
@@ -56,13 +59,6 @@ function load<T>(model: TrainModel<T>, config: ModelConfig, weights: ModelWeight
   // RoPE scaling (llama3, linear) is folded into the frequencies, as in the inference engine.
   model.invFreq.set(ropeInvFreq(config));
   return model;
-}
-
-/** Blocks of `block` values of `m` in the order `map` names them (block i of the result = block map[i] of m). */
-function expandRows(m: Float32Array, map: number[], block: number): Float32Array {
-  const out = new Float32Array(map.length * block);
-  map.forEach((src, i) => out.set(m.subarray(src * block, (src + 1) * block), i * block));
-  return out;
 }
 
 export async function frozenModel(config: ModelConfig, weights: ModelWeights, maxRows: number, decoupled: DecoupledHeadsChoice = 'refuse'): Promise<TrainModel<Float32Array>> {
