@@ -128,10 +128,9 @@ export function runShare(k: KernelExports, op: Op, a: Float64Array, s: number, c
       const q = a[3] + h * g * d * 4, qCodes = a[4] + h * g * cs * 2, mean = a[9] + h * d * 4;
       const keys = a[5] + row, values = a[6] + row, norms = a[7] + h * off * 4, codes = a[8] + h * off * cs * 2;
       const second = [H * g * d * 4, H * g * 8, H * g * 4] as const;
-      if (tabled > 0) {
-        sk.magicpigAttend(outs[0], outs[1], outs[2], q, qCodes, keys, values, norms, codes, mean, tabled, g, d, cs, L, K, a[16], a[17],
-          a[24] + h * L * off * 4, a[25] + h * L * ((1 << K) + 1) * 4, scratch);
-      }
+      // Without tables (tabled 0) this is a scan of no rows: an empty partial.
+      sk.magicpigAttend(outs[0], outs[1], outs[2], q, qCodes, keys, values, norms, codes, mean, tabled, g, d, cs, L, K, a[16], a[17],
+        tabled > 0 ? a[24] + h * L * off * 4 : 0, a[25] + h * L * ((1 << K) + 1) * 4, scratch);
       sk.magicpigAttend(outs[0] + second[0], outs[1] + second[1], outs[2] + second[2], q, qCodes, keys + tabled * d * 4, values + tabled * d * 4,
         norms + tabled * 4, codes + tabled * cs * 2, mean, a[10] - tabled, g, d, cs, L, K, a[16], a[17], 0, 0, scratch);
     }

@@ -320,11 +320,6 @@ export class MagicPigCache implements KvGroupCache {
         const tabled = this.order ? this.tabled : 0;
         this.job(Op.Sampled, [op, st, cp, qp, qc, this.keys + sinks * D * 4, this.values + sinks * D * 4, this.norms, this.codes, this.means,
           m, G, D, cs, L, K, scale, 1, H, this.capacity, this.off, sp, shareBytes, tabled, this.order, this.start]);
-        if (tabled === 0) {
-          // No tables yet: the first partials are empty.
-          h.f32.fill(-Infinity, st >>> 2, (st >>> 2) + 2 * nq);
-          new Int32Array(h.memory.buffer, cp, nq).fill(0);
-        }
       }
       const statics = staticPositions(pastLen, this.s), f32 = h.f32, counts = new Int32Array(h.memory.buffer, cp, 2 * nq);
       const logits = new Float64Array(statics.length), o = new Float64Array(D);
