@@ -101,7 +101,7 @@ export async function runOffloadBench(o: OffloadBenchOptions): Promise<OffloadAr
   const decode = o.decodeTokens ?? 16, warmup = o.warmupTokens ?? 2, seed = o.seed ?? 0;
   const H = config.numKvHeads, G = config.numHeads / config.numKvHeads, D = config.headDim, layers = config.numLayers;
   const shape: KvGroupShape = { numKvHeads: H, group: G, headDim: D, layer: 0 };
-  const base: Omit<KvSettings, 'magicpig'> = { kvDtype: 'f32', window: { sink: 0, recent: 1 }, compensation: false };
+  const base: KvSettings = { kvDtype: 'f32', window: { sink: 0, recent: 1 }, compensation: false };
   const offsets = noiseArray(H * D, seed + 7).map((x) => 0.5 * x);
   const keyRows = (rows: number, at: number) => {
     const k = noiseArray(rows * H * D, seed + 1000 + at);
@@ -113,7 +113,7 @@ export async function runOffloadBench(o: OffloadBenchOptions): Promise<OffloadAr
   let done = 0;
   for (const n of o.contexts) {
     const capacity = n + warmup + decode + 1;
-    const caches: Array<{ arm: string; cache: KvGroupCache; s?: MagicPigSettings }> = [{ arm: 'full', cache: fullMethod.create(cpu, shape, capacity, base as KvSettings) }];
+    const caches: Array<{ arm: string; cache: KvGroupCache; s?: MagicPigSettings }> = [{ arm: 'full', cache: fullMethod.create(cpu, shape, capacity, base) }];
     try {
       for (const a of o.arms) caches.push({ arm: a.label, cache: magicpigMethod.create(cpu, shape, capacity, { ...base, magicpig: a.magicpig }), s: a.magicpig });
       // The methods measured ignore append's queries (a method that scores keys, like locret, would not).
@@ -136,10 +136,10 @@ export async function runOffloadBench(o: OffloadBenchOptions): Promise<OffloadAr
           return performance.now() - t0;
         } finally { for (const t of [q, k, v, out]) cpu.free(t); }
       };
-      const first = await Promise.all(caches.map(() => 0));
-      for (const [i, c] of caches.entries()) {
-        first[i] = await step(c.cache, n);
-        o.onProgress?.(done, total, `context ${n}: ${c.arm} first step ${first[i].toFixed(0)} ms`);
+      const first: number[] = [];
+      for (const c of caches) {
+        first.push(await step(c.cache, n));
+        o.onProgress?.(done, total, `context ${n}: ${c.arm} first step ${first[first.length - 1].toFixed(0)} ms`);
       }
       const samples = caches.map(() => [] as number[]);
       const counted = caches.map((c) => c.cache.sampling?.().sampled.length ?? 0);
