@@ -19,6 +19,8 @@ export interface MagicPigExports {
   simhashScratchFloats(K: number, L: number, d: number): number;
   simhashCodes(codes: number, norms: number, x: number, n: number, d: number, stride: number, center: number,
     planes: number, K: number, L: number, cs: number, scratch: number): void;
+  simhashRows(codes: number, x: number, xStride: number, center: number, centerStride: number, centered: number,
+    n: number, d: number, planes: number, K: number, L: number, pairs: number, scratch: number): void;
   magicpigScratchFloats(n: number, group: number): number;
   magicpigAttend(out: number, stats: number, counts: number, q: number, qCodes: number, keys: number, values: number,
     kNorms: number, kCodes: number, mean: number, n: number, group: number, d: number, cs: number, L: number, K: number,

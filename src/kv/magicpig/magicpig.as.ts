@@ -94,6 +94,27 @@ export function simhashCodes(codes: usize, norms: usize, x: usize, n: i32, d: i3
   }
 }
 
+/**
+ * SIMHASH_KERNEL's CPU side (src/kv/magicpig/kernels.ts): codes of n rows (x rows `xStride` floats
+ * apart) into [n][2·pairs] u16 at `codes`, each row centered by its own center (`centerStride`
+ * floats apart; 0: one center for all) when `centered` ≠ 0. Rows sharing a center go to simhashCodes
+ * together (one tile pass over the planes per 16 rows); rows with centers of their own, one by one.
+ * 2·pairs must be ≥ L (the host passes codeStride(L) / 2); columns L..2·pairs−1 are set to 0.
+ */
+export function simhashRows(codes: usize, x: usize, xStride: i32, center: usize, centerStride: i32, centered: i32,
+  n: i32, d: i32, planes: usize, K: i32, L: i32, pairs: i32, scratch: usize): void {
+  const cs = 2 * pairs;
+  if (cs < L) unreachable();
+  if (centered == 0 || centerStride == 0) {
+    simhashCodes(codes, 0, x, n, d, xStride, centered != 0 ? center : 0, planes, K, L, cs, scratch);
+    return;
+  }
+  for (let r = 0; r < n; r++) {
+    simhashCodes(codes + ((<usize>r * <usize>cs) << 1), 0, x + ((<usize>r * <usize>xStride) << 2), 1, d, xStride,
+      center + ((<usize>r * <usize>centerStride) << 2), planes, K, L, cs, scratch);
+  }
+}
+
 /** Scratch floats magicpigAttend needs: an index list per query of the group and one logit row. */
 export function magicpigScratchFloats(n: i32, group: i32): i32 {
   // Index lists, logits, u8 counters (tables only).

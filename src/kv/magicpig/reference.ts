@@ -1,6 +1,6 @@
 // A plain float64 reference of MagicPIG's attention estimator (Chen et al., ICLR 2025) for one
-// query against one KV head's offloaded keys. The WASM (cpu.ts) and WGSL (gpu.ts) kernels are
-// tested against it.
+// query against one KV head's offloaded keys. The WASM (cpu.ts, magicpig.as.ts) and WGSL (simhash.wgsl,
+// through kernels.ts) kernels are tested against it.
 //
 // SimHash. `planes` holds K·L random hyperplanes as rows ([L·K][d]; MagicPIG's W is its transpose,
 // d × K·L). Table ℓ's code of x is Σ_{b<K} [x·planes[ℓK+b] > 0]·2^b. MagicPIG L2-normalises queries

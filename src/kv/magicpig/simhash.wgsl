@@ -1,9 +1,13 @@
-// MagicPIG SimHash codes (src/kv/magicpig/reference.ts has the math): one thread per (row, pair of
-// tables) writes one u32 = code(2t) | code(2t + 1) << 16, so codes [n][cs/2] u32 are byte for byte
-// the CPU's [n][cs] u16 layout (cs = L rounded up to 8; tables ≥ L give 0).
+// MagicPIG SimHash codes (src/kv/magicpig/reference.ts has the math), the GPU side of SIMHASH_KERNEL
+// (src/kv/magicpig/kernels.ts): one thread per (row, pair of tables) writes one
+// u32 = code(2t) | code(2t + 1) << 16, so codes [n][pairs] u32 are byte for byte the CPU's [n][cs]
+// u16 layout (cs = 2·pairs = L rounded up to 8; tables ≥ L give 0).
 //   code_ℓ(x) = Σ_{b<K} [(x − center)·planes[ℓK + b] > 0] · 2^b,  planes [K·L][d] f32.
-// Rows are `xStride` floats apart (a [rows][heads][d] tensor's head h: pass x offset by h·d).
-// Not centered: the caller binds any read-only buffer as `center` (it is not read).
+// Row r of x starts at float xOffset + r·xStride (a [rows][heads][d] tensor's head h: xOffset h·d,
+// xStride heads·d; slot s of a ring [H][slots][d]: xOffset s·d, xStride slots·d). Centered, row r
+// subtracts center[centerOffset + r·centerStride + i] (centerStride 0: one center for every row);
+// not centered, the caller binds any read-only buffer as `center` (it is not read). Row r's codes
+// start at u32 codesOffset + r·pairs.
 
 struct Params {
   n: u32,
@@ -15,6 +19,10 @@ struct Params {
   // cs / 2: u32 words per row of codes.
   pairs: u32,
   centered: u32,
+  centerStride: u32,
+  centerOffset: u32,
+  codesOffset: u32,
+  _pad: u32,
 }
 
 @group(0) @binding(0) var<storage, read> xs: array<f32>;
@@ -26,13 +34,14 @@ struct Params {
 fn code(row: u32, t: u32) -> u32 {
   if (t >= p.L) { return 0u; }
   let x0 = p.xOffset + row * p.xStride;
+  let c0 = p.centerOffset + row * p.centerStride;
   var c = 0u;
   for (var b = 0u; b < p.K; b++) {
     let w0 = (t * p.K + b) * p.d;
     var dot = 0.0;
     for (var i = 0u; i < p.d; i++) {
       var v = xs[x0 + i];
-      if (p.centered != 0u) { v = v - center[i]; }
+      if (p.centered != 0u) { v = v - center[c0 + i]; }
       dot += v * planes[w0 + i];
     }
     if (dot > 0.0) { c |= 1u << b; }
@@ -47,5 +56,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   if (idx >= p.n * p.pairs) { return; }
   let row = idx / p.pairs;
   let t = (idx % p.pairs) * 2u;
-  codes[idx] = code(row, t) | (code(row, t + 1u) << 16u);
+  codes[p.codesOffset + idx] = code(row, t) | (code(row, t + 1u) << 16u);
 }
