@@ -148,6 +148,11 @@ for (const b of BACKENDS) {
       assert.throws(() => runSimhash(be, { ...base, center: { tensor: center, stride: d } }), /run simhash: tensor 'center' needs centered \* \(centerOffset \+ \(n - 1\) \* centerStride \+ d\) = 64 elements, it has 48/);
       assert.throws(() => runSimhash(be, { ...base, codesOffset: 1 }), /run simhash: tensor 'codes' needs codesOffset \+ n \* pairs = 49 elements, it has 48/);
       assert.throws(() => be.run(SIMHASH_KERNEL, [x, planes, planes], {}), /run simhash: takes 4 tensors \(x, planes, center, codes\), got 3/);
+      if (b.name === 'cpu') {
+        const scalars = { n: 1, d, K: 7, L: 21, pairs: 10, xStride: d, xOffset: 0, centered: 0, centerStride: 0, centerOffset: 0, codesOffset: 0 };
+        be.run(SIMHASH_KERNEL, [x, planes, planes, codes], { ...scalars, pairs: 11 });
+        assert.throws(() => be.run(SIMHASH_KERNEL, [x, planes, planes, codes], scalars), /unreachable/);
+      }
       for (const t of [x, planes, center, codes]) be.free(t);
     } finally { be.destroy(); }
   });

@@ -19,6 +19,10 @@ import type { Backend, DeviceTensor } from '../../backend/contract.js';
 import type { KernelDef } from '../../backend/kernels.js';
 import { checkLshParams, codeStride, type LshParams } from './params.js';
 
+/**
+ * `pairs` is u32 words of codes per row, codeStride(L) / 2 (runSimhash passes it; a direct call
+ * with 2·pairs < L traps on the CPU). `centered` is 0 or 1; with 0 the center tensor is not read.
+ */
 export const SIMHASH_KERNEL: KernelDef = {
   name: 'simhash',
   tensors: ['x', 'planes', 'center', 'codes'],
