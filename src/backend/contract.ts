@@ -195,10 +195,16 @@ export interface Backend {
    * Decoupled heads (shape.maps): query head h reads key ring head queryToKey[h] (kRing and k have
    * numKvHeads heads) and value ring head queryToValue[h] (vRing and v have maps.numValueHeads
    * heads). Compensation with maps is refused.
+   *
+   * logSumExp (default false): out then holds rows · numHeads · headDim + rows · numHeads floats,
+   * the output rows (as without the flag) followed at rows · numHeads · headDim + r · numHeads + h
+   * by ln Σ_j e^(logit_j) over every key row r, head h attends (logit = scale · q · k; the
+   * compensation token included). (o, lse) is then a complete partial softmax that a caller can
+   * merge with others by log-sum-exp (MagicPIG's static tokens with its sampled ones).
    */
   streamingAttention(out: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
     kRing: DeviceTensor, vRing: DeviceTensor, shape: AttentionShape, window: StreamingWindow,
-    compensation?: Compensation | null, dtype?: KvDType): void;
+    compensation?: Compensation | null, dtype?: KvDType, logSumExp?: boolean): void;
   /**
    * Stores the chunk's positions that the ring keeps (p < sink, or among the last `recent`). With
    * compensation, first adds the positions the chunk evicts, [max(sink, pastLen − recent), pastLen +

@@ -204,9 +204,9 @@ export class WorkerCpuBackend implements CpuLike {
   }
   streamingAttention(out: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
     kRing: DeviceTensor, vRing: DeviceTensor, shape: AttentionShape, window: StreamingWindow,
-    compensation: Compensation | null = null, dtype: KvDType = 'f32'): void {
+    compensation: Compensation | null = null, dtype: KvDType = 'f32', logSumExp = false): void {
     this.call('streamingAttention', [out, q, k, v, kRing, vRing, { ...shape }, { sink: window.sink, recent: window.recent },
-      compensation && { kSum: compensation.kSum, vSum: compensation.vSum }, dtype]);
+      compensation && { kSum: compensation.kSum, vSum: compensation.vSum }, dtype, logSumExp]);
   }
   ringAppend(kRing: DeviceTensor, vRing: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
     rows: number, numKvHeads: number, headDim: number, pastLen: number, window: StreamingWindow,

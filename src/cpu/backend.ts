@@ -313,7 +313,7 @@ export class CpuBackend implements Backend {
 
   streamingAttention(out: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
     kRing: DeviceTensor, vRing: DeviceTensor, shape: AttentionShape, window: StreamingWindow,
-    compensation: Compensation | null = null, dtype: KvDType = 'f32'): void {
+    compensation: Compensation | null = null, dtype: KvDType = 'f32', logSumExp = false): void {
     const { rows, numHeads, numKvHeads, headDim, pastLen, scale, maps } = shape;
     if (maps) {
       checkHeadMaps(maps, numHeads, numKvHeads, 'streamingAttention');
@@ -322,7 +322,8 @@ export class CpuBackend implements Backend {
     checkWindow(window);
     const nV = maps?.numValueHeads ?? numKvHeads;
     const slots = window.sink + window.recent, W = kvRowWords(headDim, checkKvDType(dtype, 'streamingAttention'));
-    need(q, rows * numHeads * headDim, 'streamingAttention q'); need(out, rows * numHeads * headDim, 'streamingAttention out');
+    need(q, rows * numHeads * headDim, 'streamingAttention q');
+    need(out, rows * numHeads * (headDim + (logSumExp ? 1 : 0)), logSumExp ? 'streamingAttention out (rows, then the log-sum-exps)' : 'streamingAttention out');
     need(k, rows * numKvHeads * headDim, 'streamingAttention k'); need(v, rows * nV * headDim, 'streamingAttention v');
     need(kRing, numKvHeads * slots * W, 'streamingAttention kRing'); need(vRing, nV * slots * W, 'streamingAttention vRing');
     const [kSum, vSum] = compensationPtrs(compensation, numKvHeads * headDim, 'streamingAttention');
@@ -330,13 +331,15 @@ export class CpuBackend implements Backend {
     // Decoupled heads: every query head is its own unit (group 1), with its key and value ring heads from the maps.
     const units = maps ? numHeads : numKvHeads;
     const mapPtr = maps ? this.stageInts(Int32Array.from([...maps.queryToKey, ...maps.queryToValue])) : 0;
+    const outPtr = asCpu(out, 'streamingAttention').ptr;
+    const lsePtr = logSumExp ? outPtr + rows * numHeads * headDim * 4 : 0;
     const run = (kPtr: number, vPtr: number) => {
       this.withScratch(this.k.streamingScratchFloats(TILE_ROWS * (numHeads / units), headDim, slots, id), (scratch, bytes) => {
-        this.job(Op.Streaming, [asCpu(out, 'streamingAttention').ptr, asCpu(q, 'streamingAttention').ptr,
+        this.job(Op.Streaming, [outPtr, asCpu(q, 'streamingAttention').ptr,
           kPtr, vPtr, asCpu(kRing, 'streamingAttention').ptr,
           asCpu(vRing, 'streamingAttention').ptr, rows, numHeads, units, headDim, pastLen, scale,
           window.sink, window.recent, scratch, bytes, TILE_ROWS, kSum, vSum, id,
-          mapPtr, mapPtr && mapPtr + 4 * numHeads, numKvHeads, nV], rows * Math.min(pastLen + rows, slots + rows) * numHeads * headDim);
+          mapPtr, mapPtr && mapPtr + 4 * numHeads, numKvHeads, nV, lsePtr], rows * Math.min(pastLen + rows, slots + rows) * numHeads * headDim);
       });
     };
     try {

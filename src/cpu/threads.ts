@@ -108,11 +108,11 @@ export function runShare(k: KernelExports, op: Op, a: Float64Array, s: number, c
     k.attention(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11] + s * a[12], a[13], h0, h1, a[14], a[15], a[16]);
   } else if (op === Op.Streaming) {
     // out, q, k, v, kRing, vRing, rows, numHeads, numKvHeads, headDim, pastLen, scale, sink, recent, scratch, scratchBytes, tileRows, kSum, vSum, ringDtype,
-    // kMap, vMap, numKeyHeads, numValueHeads (decoupled heads: numKvHeads is then the query head count)
+    // kMap, vMap, numKeyHeads, numValueHeads (decoupled heads: numKvHeads is then the query head count), lse (0: none)
     const [h0, h1] = shareRange(a[8], s, count);
     if (h0 >= h1) return false;
     k.streamingAttention(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13],
-      a[14] + s * a[15], a[16], h0, h1, a[17], a[18], a[19], a[20], a[21], a[22], a[23]);
+      a[14] + s * a[15], a[16], h0, h1, a[17], a[18], a[19], a[20], a[21], a[22], a[23], a[24]);
   } else if (op === Op.Sampled) {
     // MagicPIG's sampled partial softmax of every KV head (src/kv/magicpig/method.ts), heads split:
     // out, stats, counts, q, qCodes, keys, values, norms, codes, means, n, group, headDim, cs, L, K,

@@ -32,7 +32,7 @@ export interface KernelExports {
   streamingAttention(out: number, q: number, k: number, v: number, kRing: number, vRing: number,
     rows: number, numHeads: number, numKvHeads: number, headDim: number, pastLen: number, scale: number,
     sink: number, recent: number, scratch: number, tileRows: number, kvStart: number, kvEnd: number, kSum: number, vSum: number,
-    dtype: number, kMap: number, vMap: number, numKeyHeads: number, numValueHeads: number): void;
+    dtype: number, kMap: number, vMap: number, numKeyHeads: number, numValueHeads: number, lse: number): void;
   streamingScratchFloats(queryVectors: number, headDim: number, slots: number, dtype: number): number;
   compensationScratchFloats(headDim: number, dtype: number): number;
   /** n f32 rows → the values a KV row of `dtype` stores for them (encode, decode); tmp: one encoded row. */

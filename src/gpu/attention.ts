@@ -211,7 +211,8 @@ export function recordCompensationAppend(ctx: GpuContext, comp: GpuCompensation,
 }
 
 export function recordStreamingAttention(ctx: GpuContext, out: GpuTensor, q: GpuTensor, k: GpuTensor, v: GpuTensor,
-  kRing: GpuTensor, vRing: GpuTensor, shape: AttentionShape, window: StreamingWindow, comp: GpuCompensation | null = null): void {
+  kRing: GpuTensor, vRing: GpuTensor, shape: AttentionShape, window: StreamingWindow, comp: GpuCompensation | null = null,
+  logSumExp = false): void {
   const { rows, numHeads, numKvHeads, headDim, pastLen, scale, maps } = shape;
   if (maps) {
     if (headDim > MAX_HEAD_DIM) throw new Error(`streamingAttention: head_dim ${headDim} exceeds the GPU kernels' limit of ${MAX_HEAD_DIM}`);
@@ -223,7 +224,8 @@ export function recordStreamingAttention(ctx: GpuContext, out: GpuTensor, q: Gpu
   if (window.recent < 1) throw new Error('streamingAttention: recent must be at least 1');
   const nV = maps?.numValueHeads ?? numKvHeads, slots = window.sink + window.recent;
   checkLength(q, rows * numHeads * headDim, 'streamingAttention q');
-  checkLength(out, rows * numHeads * headDim, 'streamingAttention out');
+  checkLength(out, rows * numHeads * (headDim + (logSumExp ? 1 : 0)),
+    logSumExp ? 'streamingAttention out (rows, then the log-sum-exps)' : 'streamingAttention out');
   checkLength(k, rows * numKvHeads * headDim, 'streamingAttention k');
   checkLength(v, rows * nV * headDim, 'streamingAttention v');
   checkLength(kRing, numKvHeads * slots * headDim, 'streamingAttention kRing');
@@ -233,7 +235,7 @@ export function recordStreamingAttention(ctx: GpuContext, out: GpuTensor, q: Gpu
   const params = new ArrayBuffer(48);
   new Uint32Array(params, 0, 7).set([rows, numHeads, numKvHeads, headDim, pastLen, window.sink, window.recent]);
   new Float32Array(params, 28, 1)[0] = scale;
-  new Uint32Array(params, 32, 3).set([comp ? 1 : 0, maps ? 1 : 0, nV]);
+  new Uint32Array(params, 32, 4).set([comp ? 1 : 0, maps ? 1 : 0, nV, logSumExp ? 1 : 0]);
   // Binding 6 holds k_sum or the head map; without compensation the sums are not read and the
   // rings stand in for them.
   const sums = comp ? [comp.kSum.buffer, comp.vSum.buffer] : [maps ? headMapBuffer(ctx, maps) : kRing.buffer, vRing.buffer];

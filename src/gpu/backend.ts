@@ -442,7 +442,7 @@ export class GpuBackend implements Backend, DeviceSampler {
 
   streamingAttention(out: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor,
     kRing: DeviceTensor, vRing: DeviceTensor, shape: AttentionShape, window: StreamingWindow,
-    compensation: Compensation | null = null, dtype: KvDType = 'f32'): void {
+    compensation: Compensation | null = null, dtype: KvDType = 'f32', logSumExp = false): void {
     const comp = gpuCompensation(compensation, 'streamingAttention');
     let kt = asGpu(k, 'streamingAttention k'), vt = asGpu(v, 'streamingAttention v');
     let kr = asGpu(kRing, 'streamingAttention kRing'), vr = asGpu(vRing, 'streamingAttention vRing');
@@ -454,7 +454,7 @@ export class GpuBackend implements Backend, DeviceSampler {
       [kt, vt] = roundedChunk(this.ctx, kt, vt, shape.rows, shape.numKvHeads, shape.headDim, dtype, nV);
       temps.push(kr, vr, kt, vt);
     }
-    recordStreamingAttention(this.ctx, asGpu(out, 'streamingAttention out'), asGpu(q, 'streamingAttention q'), kt, vt, kr, vr, shape, window, comp);
+    recordStreamingAttention(this.ctx, asGpu(out, 'streamingAttention out'), asGpu(q, 'streamingAttention q'), kt, vt, kr, vr, shape, window, comp, logSumExp);
     releaseAll(this.ctx, temps);
   }
 

@@ -86,8 +86,11 @@ export function beginTile(q: usize, r0: i32, nr: i32, numHeads: i32, kvh: i32, p
   memory.fill(sAcc, 0, <usize>nq * vecBytes);
 }
 
-/** Writes the tile's normalised outputs to out ([rows][numHeads][headDim]). */
-export function endTile(out: usize, r0: i32, numHeads: i32, kvh: i32): void {
+/**
+ * Writes the tile's normalised outputs to out ([rows][numHeads][headDim]) and, when lse ≠ 0, each
+ * query vector's log-sum-exp of its logits, max + ln(sum), at lse[row · numHeads + head] (f32).
+ */
+export function endTile(out: usize, r0: i32, numHeads: i32, kvh: i32, lse: usize = 0): void {
   const vecBytes: usize = (<usize>hd) << 2;
   const end4: usize = (<usize>(hd & ~3)) << 2;
   for (let rr = 0; rr < tileRowsNow; rr++) {
@@ -96,6 +99,10 @@ export function endTile(out: usize, r0: i32, numHeads: i32, kvh: i32): void {
       const dst = out + <usize>((r0 + rr) * numHeads + kvh * group + g) * vecBytes;
       const src = sAcc + <usize>t * vecBytes;
       const l = load<f32>(sL + ((<usize>t) << 2));
+      if (lse != 0) {
+        const at = lse + ((<usize>((r0 + rr) * numHeads + kvh * group + g)) << 2);
+        store<f32>(at, <f32>(<f64>load<f32>(sM + ((<usize>t) << 2)) + Math.log(<f64>l)));
+      }
       const inv: f32 = l > 0 ? <f32>1 / l : 0;
       const s = f32x4.splat(inv);
       let i: usize = 0;

@@ -109,11 +109,13 @@ function compensateTile(r0: i32, nr: i32, g: i32, cK: usize, cV: usize, kr: usiz
  * With a packed ring (dtype ≠ f32), k / v must hold the chunk rounded by roundRows.
  * Decoupled heads (kMap ≠ 0, see the header): the caller passes numKvHeads = numHeads (the units,
  * kvStart/kvEnd range over query heads), numKeyHeads / numValueHeads the rings' head counts, kSum 0.
+ * lse ≠ 0: also writes each query vector's log-sum-exp (f32 [rows][numHeads], the compensation
+ * token's logit included) there, for callers that merge this partial softmax with others.
  */
 export function streamingAttention(out: usize, q: usize, k: usize, v: usize, kRing: usize, vRing: usize,
   rows: i32, numHeads: i32, numKvHeads: i32, headDim: i32, pastLen: i32, scale: f32,
   sink: i32, recent: i32, scratch: usize, tileRows: i32, kvStart: i32, kvEnd: i32, kSum: usize, vSum: usize, dtype: i32,
-  kMap: usize, vMap: usize, numKeyHeads: i32, numValueHeads: i32): void {
+  kMap: usize, vMap: usize, numKeyHeads: i32, numValueHeads: i32, lse: usize): void {
   const g = numHeads / numKvHeads;
   setupScratch(scratch, tileRows * g, headDim, g, recent);
   const vecBytes: usize = (<usize>headDim) << 2;
@@ -157,7 +159,7 @@ export function streamingAttention(out: usize, q: usize, k: usize, v: usize, kRi
       if (kSum != 0) {
         compensateTile(r0, min(tileRows, rows - r0), g, cK, cV, kr, vr, k, v, kvh, numKvHeads, headDim, pastLen, sink, recent, vecBytes);
       }
-      endTile(out, r0, numHeads, kvh);
+      endTile(out, r0, numHeads, kvh, lse);
     }
   }
 }

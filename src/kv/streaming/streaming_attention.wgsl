@@ -14,11 +14,15 @@
 // (num_kv_heads heads) and value head head_map[num_heads + h] of the V ring / v chunk (num_v_heads
 // heads). Binding 6 then holds the head map instead of k_sum (no compensation with maps; the
 // device's limit of 8 storage buffers leaves no binding to spare).
+//
+// With lse = 1 thread 0 also writes the query's log-sum-exp of its logits, m + ln l (the
+// compensation token's included), at out[rows · num_heads · D + r · num_heads + h], after the
+// output rows (no binding left for a buffer of its own): callers merge the partial softmax by it.
 
 struct Params {
   rows: u32, num_heads: u32, num_kv_heads: u32, head_dim: u32,
   past_len: u32, sink: u32, recent: u32, scale: f32,
-  comp: u32, mapped: u32, num_v_heads: u32,
+  comp: u32, mapped: u32, num_v_heads: u32, lse: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
@@ -151,8 +155,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let alpha = exp(m - m_new);
     let pc = exp(s_c - m_new);
     l = l * alpha + pc;
+    m = m_new;
     for (var c = 0u; c < 4u; c++) { acc[c] = acc[c] * alpha + pc * inv * vs[c]; }
   }
+  if (p.lse == 1u && t == 0u) { out[p.rows * p.num_heads * D + r * p.num_heads + h] = m + log(l); }
   for (var c = 0u; c < 4u; c++) {
     let d = t + c * WG;
     if (d < D) { out[(r * p.num_heads + h) * D + d] = acc[c] / l; }
