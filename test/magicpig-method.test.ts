@@ -4,8 +4,9 @@
 //   hyperplanes, k̄ fixed at the first decode step), and it does sample: neither none nor all;
 // - with huge L it approaches exact attention, with small L it does not (so the estimate is what
 //   is tested, not a disguised exact attention): K = 2, L = 1024 within 2e-3, L = 4 off by > 1e-2;
-// - every byte is host bytes and equals the layout; bad settings and a store over one
-//   WebAssembly memory are refused with the field or limit named;
+// - bytes equal the layout: the store in host memory, the static rings, planes and k̄ on the
+//   device; bad settings and a store over one WebAssembly memory are refused with the field or
+//   limit named;
 // - with offload threads the KV heads are split over workers: outputs and sampled counts are
 //   bit-identical to one thread's, the workers ran shares, and caches share one pool.
 import { test } from 'uvu';
@@ -101,12 +102,12 @@ test('offload threads split the KV heads: bit-identical to one thread, the worke
     assert.ok(a.sampledPerStep.every((n) => n > 0));
     const shares = threads.workerShares;
     // Every job gives the two workers heads 2–3 and 4: the prefill's attention; at the first decode step
-    // the hashing of the 34 offloaded keys; per decode step the queries' codes, the sampled attention
-    // and the hashing of the row that left the window. 2 · (1 + 1 + 8 · 3) shares.
-    assert.is(shares, 2 * 26);
+    // the hashing of the 34 offloaded keys; per decode step the sampled attention (the queries and the
+    // row leaving the window are hashed on the main device). 2 · (1 + 1 + 8) shares.
+    assert.is(shares, 2 * 10);
     // A second cache joins the pool (the workers restart with both memories).
     const c = await decodeRun(shape, threaded, 12, 2, 3);
-    assert.is(threads.workerShares, shares + 2 * (1 + 1 + 2 * 3));
+    assert.is(threads.workerShares, shares + 2 * (1 + 1 + 2));
     assert.is(c.outs.length, 3);
     for (const r of [a, b, c]) { r.cache.free(); r.be.destroy(); }
     // A cache created between another's attend and append (a new session) restarts the pool; the append still runs.
@@ -118,10 +119,14 @@ test('offload threads split the KV heads: bit-identical to one thread, the worke
     await x.append(k0, v0, 20, 0, q0);
     const [q1, k1, v1, o1] = [t(H * G * D, 4), t(H * D, 5), t(H * D, 6), be.alloc(H * G * D)];
     await x.attend(o1, q1, k1, v1, 1, 20);
+    await x.append(k1, v1, 1, 20, q1);
+    // A chunk of 3 rows after the first decode step: its append hashes the rows leaving the window on the host.
+    const [q2, k2, v2, o2] = [t(3 * H * G * D, 7), t(3 * H * D, 8), t(3 * H * D, 9), be.alloc(3 * H * G * D)];
+    await x.attend(o2, q2, k2, v2, 3, 21);
     const y = magicpigMethod.create(be, shape, 32, threaded);
     const before = threads.workerShares;
-    await x.append(k1, v1, 1, 20, q1);
-    assert.is(threads.workerShares, before + 2, 'the append hashed the row that left the window on the restarted pool');
+    await x.append(k2, v2, 3, 21, q2);
+    assert.is(threads.workerShares, before + 2, 'the append hashed the rows that left the window on the restarted pool');
     x.free(); y.free(); be.destroy();
   } finally { threads.stop(); }
   const refused = await OffloadThreads.create(1, startNodeKernelWorker).then(() => null, (e: Error) => e.message);
@@ -172,19 +177,21 @@ test('with huge L the estimate approaches exact attention; with small L it does 
   assert.ok(small.worst > 1e-2, `K 6, L 4 is visibly an estimate (|Δ| ${small.worst})`);
 });
 
-test('every byte is a host byte and equals the layout; the full method has none', async () => {
+test('bytes equal the layout: the store in host memory, the static rings, planes and k̄ on the device; the full method has no host bytes', async () => {
   const shape: KvGroupShape = { numKvHeads: 3, group: 1, headDim: 20 };
   const settings = await settingsWith({ K: 4, L: 13, sinks: 1, local: 3 }, 20);
   const be = await createCpuBackend();
   const cache = magicpigMethod.create(be, shape, 10, settings);
   const specs = magicpigMethod.layout(shape, 10, settings);
   assert.is(cache.bytes(), layoutBytes(specs));
-  assert.is(cache.hostBytes!(), cache.bytes());
-  assert.is(layoutHostBytes(specs), layoutBytes(specs));
-  // planes 4·13·20, K and V 2·3·10·20, norms 3·6, codes 3·6·16 u16, k̄ 3·20 (words)
-  assert.is(cache.bytes(), 4 * (4 * 13 * 20 + 2 * 3 * 10 * 20 + 3 * 6 + (3 * 6 * 16) / 2 + 3 * 20));
+  assert.is(cache.hostBytes!(), layoutHostBytes(specs));
+  // Host: planes 4·13·20, K and V 2·3·10·20, norms 3·6, codes 3·6·16 u16, k̄ 3·20 (words).
+  assert.is(cache.hostBytes!(), 4 * (4 * 13 * 20 + 2 * 3 * 10 * 20 + 3 * 6 + (3 * 6 * 16) / 2 + 3 * 20));
+  // Device: K and V rings of 1 sink + 3 local + 1 slots, planes, k̄.
+  assert.is(cache.bytes() - cache.hostBytes!(), 4 * (2 * 3 * 5 * 20 + 4 * 13 * 20 + 3 * 20));
   cache.grow(25, 0);
   assert.is(cache.bytes(), methodBytes(magicpigMethod, shape, 25, settings));
+  assert.is(cache.hostBytes!(), layoutHostBytes(magicpigMethod.layout(shape, 25, settings)));
   assert.is(layoutHostBytes(fullMethod.layout(shape, 10, settings)), 0);
   cache.free(); be.destroy();
 });

@@ -1,8 +1,9 @@
 // MagicPIG's offloading through the library (loadModel's offload option) and the CLI (--offload),
 // on the bundled passkey model (fixtures/duet-passkey, CPU):
 // - every retrieval head becomes magicpig (with a pattern: the retrieval heads only; dense layers
-//   stay full), its bytes are CPU bytes, and `kvMemory` (what `duet memory --offload` prints)
-//   equals the runtime's measured bytes exactly;
+//   stay full), its store is in host memory and its static rings on the main device (the CPU
+//   here), and `kvMemory` (what `duet memory --offload` prints) equals the runtime's measured bytes
+//   exactly;
 // - the sampled fraction is reported per decode step, strictly between 0 and 1 at 1K tokens, and
 //   the same with the offload threads as with one thread;
 // - bad options (K, L, dense layers, nothing to offload, locret, packed KV) are refused by name.
@@ -28,7 +29,7 @@ async function run(model: DuetModel, n: number, maxTokens: number) {
   return g.result();
 }
 
-test('offload: bytes are CPU bytes, equal to kvMemory exactly; the sampled fraction per decode step; 2 threads = 1 thread', async () => {
+test('offload: bytes equal kvMemory exactly (the store offloaded, the static rings on the main device); the sampled fraction per decode step; 2 threads = 1 thread', async () => {
   const model = await loadModel(DIR, { device: 'cpu', threads: 2, offload: { K: 8, L: 60 } });
   try {
     assert.match(model.info.heads, /retrieval heads offloaded \(MagicPIG K 8 × L 60, 4 sinks \+ 64 local, 2 threads\)/);
@@ -44,7 +45,10 @@ test('offload: bytes are CPU bytes, equal to kvMemory exactly; the sampled fract
     const p = kvMemory(model.info.config, { context: 1006, offload: { K: 8, L: 60 } });
     assert.is(r.kv.gpu, 0);
     assert.is(r.kv.offloaded, p.offloaded_bytes);
-    assert.is(r.kv.cpu, p.cpu_bytes);
+    // The projection is the split placement's (static rings, planes and k̄ on the GPU); on the CPU placement every byte is a CPU byte.
+    assert.is(r.kv.cpu, p.cpu_bytes + p.gpu_bytes);
+    // 12 heads × (4 sinks + 64 local + 1) slots × 16 dims × K and V, f32; 3 layers × (planes 8·60·16 + k̄ 4·16).
+    assert.is(p.gpu_bytes, 4 * (12 * 69 * 16 * 2 + 3 * (8 * 60 * 16 + 4 * 16)));
     assert.is(p.offloaded_heads, 12);
     assert.is(r.kv.retrieval + r.kv.streaming, 0);
     const f = r.kv.sampledFraction!;
@@ -63,8 +67,8 @@ test('offload with a pattern and a dense layer: streaming heads stay on rings, d
     assert.is(p.retrieval_heads, 2);
     assert.is(p.streaming_heads, 6);
     assert.is(r.kv.offloaded, p.offloaded_bytes);
-    // The projection is the split placement's (full heads on the GPU); on the CPU placement every byte is a CPU byte.
-    assert.is(r.kv.retrieval, p.gpu_bytes);
+    // The projection is the split placement's (full heads and the offloaded heads' static rings on the GPU); on the CPU placement every byte is a CPU byte.
+    assert.is(r.kv.retrieval, p.method_bytes.full);
     assert.is(r.kv.cpu, p.cpu_bytes + p.gpu_bytes);
     assert.ok(r.kv.retrieval > 0 && r.kv.streaming > 0);
     assert.ok(r.kv.sampledFraction!.length === 3);
@@ -72,7 +76,7 @@ test('offload with a pattern and a dense layer: streaming heads stay on rings, d
 });
 
 const gpu = await sharedGpu();
-gpuTests(test, gpu.gpu !== null, gpu.reason)('split placement (software GPU): dense-layer heads on the GPU, offloaded and streaming heads on the CPU, as projected', async () => {
+gpuTests(test, gpu.gpu !== null, gpu.reason)('split placement (software GPU): dense-layer heads and the offloaded heads\' static rings on the GPU, streaming heads on the CPU, stores in host memory, as projected', async () => {
   const model = await loadModel(DIR, { gpuDevice: gpu.gpu!.device, placement: 'split', pattern, sparsity: 0.5, offload: { denseLayers: [1] } });
   try {
     assert.is(model.info.placement, 'split');
@@ -125,7 +129,7 @@ test('duet generate --offload --json and duet memory --offload agree; bare --off
   assert.is(j.offload.sampled_fraction_per_step.length, j.tokens.length - 1);
   assert.ok(j.offload.mean_sampled_fraction > 0 && j.offload.mean_sampled_fraction < 1);
   const m = await cli(['memory', '--config', `${DIR}/config.json`, '--context', String(j.prompt_tokens + 8), '--offload', '--json']);
-  assert.is(JSON.parse(m.out).cpu_bytes, j.kv_bytes.cpu);
+  assert.is(JSON.parse(m.out).cpu_bytes + JSON.parse(m.out).gpu_bytes, j.kv_bytes.cpu);
   assert.is(JSON.parse(m.out).offloaded_bytes, j.kv_bytes.offloaded);
   const custom = await cli(['memory', '--config', `${DIR}/config.json`, '--context', '500', '--offload', '6,40', '--dense-layers', '0', '--json']);
   assert.match(JSON.parse(custom.out).heads, /K 6 × L 40.*layers 0 dense/);

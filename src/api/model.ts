@@ -129,7 +129,7 @@ export interface KvStats {
   streaming: number;
   /** What full attention would hold at the same capacity. */
   fullAttention: number;
-  /** Bytes of offloaded (magicpig) caches, all in host memory (part of cpu). */
+  /** Bytes of the offloaded (magicpig) caches' host stores (part of cpu; their static rings are on their device). */
   offloaded: number;
   /** Offloaded heads: per decode step, the fraction of their offloaded keys sampled (with topk: attended; null without offloading). */
   sampledFraction: number[] | null;
@@ -522,7 +522,7 @@ export class DuetModel {
       timings: { prefillMs: r.prefillMs, decodeMsPerToken: r.decodeMsPerToken, timeToFirstTokenMs: s.firstTokenMs, totalMs: performance.now() - s.t0 },
       kv: {
         gpu: r.kv.byDevice.gpu, cpu: r.kv.byDevice.cpu, retrieval: r.kv.retrievalBytes, streaming: r.kv.streamingBytes, fullAttention,
-        offloaded: r.kv.byMethod.magicpig ?? 0,
+        offloaded: r.kv.hostBytes,
         sampledFraction: r.kv.sampling && r.kv.sampling.sampled.map((n, t) => (r.kv.sampling!.offloaded[t] ? n / r.kv.sampling!.offloaded[t] : 0)),
       },
       work: { gpuDispatches: after.gpu - s.before.gpu, cpuKernelCalls: after.cpu - s.before.cpu },

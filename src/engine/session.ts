@@ -25,6 +25,8 @@ export interface KvMemory {
   /** Bytes by KV method name (every method, including those two). */
   byMethod: Record<string, number>;
   byDevice: { gpu: number; cpu: number };
+  /** Of those, bytes a method keeps in host memory whatever its backend (KvGroupCache.hostBytes: magicpig's offloaded stores). */
+  hostBytes: number;
   /** Keys sampled / offloaded per decode step, summed over the sampling caches (magicpig); null without any. */
   sampling: KvSampling | null;
 }
@@ -83,6 +85,7 @@ export class Session {
   kvMemory(): KvMemory {
     const byDevice = { gpu: 0, cpu: 0 };
     const byMethod: Record<string, number> = {};
+    let hostBytes = 0;
     let sampling: KvSampling | null = null;
     this.model.layers.forEach((layer, l) => layer.groups.forEach((g, i) => {
       const cache = this.caches[l][i], b = cache.bytes(), host = cache.hostBytes?.() ?? 0, s = cache.sampling?.();
@@ -93,8 +96,9 @@ export class Session {
       byMethod[g.method.name] = (byMethod[g.method.name] ?? 0) + b;
       byDevice[g.backend.kind] += b - host;
       byDevice.cpu += host;
+      hostBytes += host;
     }));
-    return { retrievalBytes: byMethod.full ?? 0, streamingBytes: byMethod.streaming ?? 0, byMethod, byDevice, sampling };
+    return { retrievalBytes: byMethod.full ?? 0, streamingBytes: byMethod.streaming ?? 0, byMethod, byDevice, hostBytes, sampling };
   }
 
   /** Grows every cache so it holds `needed` positions. */

@@ -1,13 +1,22 @@
 // MagicPIG (Chen et al., ICLR 2025) as a KV method: a KV head's cache lives in host memory, a
 // WebAssembly memory of the cache's own, and decode attends exactly only the static tokens (the
-// first `sinks` positions, the `local` positions before the chunk, and the chunk's row) while the
-// other ("offloaded") keys are sampled by SimHash: keys colliding with the query in ≥ 2 of L
-// tables of K bits, with importance-corrected logits (src/kv/magicpig/reference.ts has the math).
+// first `sinks` positions, the `local` positions before the chunk, and the chunk's row), kept on
+// the main device too, while the other ("offloaded") keys are sampled by SimHash: keys colliding
+// with the query in ≥ 2 of L tables of K bits, with importance-corrected logits
+// (src/kv/magicpig/reference.ts has the math).
 //
 // Chunks: a chunk of more than one row (prefill) attends exactly over every position, with the
 // full method's WASM attention kernel on the host copy; MagicPIG's prefill is exact too. A chunk
-// of one row (decode) is sampled: static partial softmax (exact, float64 on the host) ⊕ sampled
-// partial (magicpigAttend, src/kv/magicpig/magicpig.as.ts), merged by log-sum-exp.
+// of one row (decode) is sampled: the static partial softmax (o, log-sum-exp) from the main
+// device ⊕ the sampled partial (magicpigAttend, src/kv/magicpig/magicpig.as.ts), merged by
+// log-sum-exp on the host.
+//
+// A decode step on the main device (as MagicPIG splits it): the static tokens are a streaming
+// ring (window sink = sinks, recent = local + 1, which is exactly the static set) attended with
+// its log-sum-exp; the SimHash kernel (./kernels.ts) hashes the queries and the key that leaves
+// the local window at this step (from the ring, centered by k̄); q, k, v, the codes and the static
+// partial come back in one readback of one step tensor; the host stores k, v, gathers and attends
+// the sampled keys, merges, and writes the output back.
 //
 // The key mean k̄ (MagicPIG centers keys before hashing) is fixed per KV head at the first decode
 // step that has offloaded keys: the mean of the keys offloaded then (after a prefill, the
@@ -22,30 +31,31 @@
 // attends its static tokens and the k offloaded keys of highest q·k instead, plain logits; nothing
 // is hashed and the store is K and V only. Same host store, so it runs on every placement too.
 //
-// Placement: home 'side'. Everything lives in host memory, so the group's backend only holds its
-// q, k, v and output: in the split placement the CPU backend, which gets them in the layer's one
-// q|k|v transfer; on a GPU-only placement the cache reads q, k, v back itself (attend and append
-// return promises) and writes the output. The static tokens therefore sit on the host too: with
-// no partial-softmax merge op on the Backend, keeping them on the GPU would need one more
-// readback per step; they are sinks + local rows, small next to the offloaded ones.
+// Placement: home 'main' (the GPU in the split and GPU placements, the CPU in the CPU one). The
+// main device holds the static rings, a copy of the hyperplanes and k̄ (for hashing) and the step
+// tensor; the host store holds every position (prefill attends all of them exactly there, and
+// keys are hashed from it when k̄ is fixed and after a chunk of several rows).
 //
 // Layout (KvTensorSpec.host, one WebAssembly memory per cache): the hyperplanes [K·L][d]; K and V
 // [numKvHeads][capacity][d] f32 (every position); norms |k − k̄| [numKvHeads][off] f32 and codes
 // [numKvHeads][off][cs] u16 of the offloaded rows (off = capacity − sinks − local, cs = L rounded up
 // to 8); k̄ [numKvHeads][d]; with tables, order [numKvHeads][L][off] i32 and bucket starts
-// [numKvHeads][L][2^K + 1] i32. Kernel scratch (hashing, gathering, prefill attention) is not counted,
-// like the coordinator's activation buffers.
+// [numKvHeads][L][2^K + 1] i32. On the main device: the static K and V rings [numKvHeads][sinks +
+// local + 1][d] f32, the planes and k̄. Kernel scratch (hashing, gathering, prefill attention, the
+// step tensor) is not counted, like the coordinator's activation buffers.
 //
 // Threads: with settings.threads (src/kv/magicpig/threads.ts) the memory is shared and the decode
-// step's sampled attention, the hashing (queries, keys leaving the window, the offloaded keys at
-// centering) and the prefill's exact attention split the KV heads over the model's offload
-// threads; the static partials and the merge stay on this thread.
-import type { Backend, DeviceTensor } from '../../backend/contract.js';
+// step's sampled attention, the host's hashing (the offloaded keys at centering, rows leaving the
+// window after a chunk of several rows) and the prefill's exact attention split the KV heads over
+// the model's offload threads; the merge stays on this thread.
+import { ringSlot, type Backend, type DeviceTensor, type StreamingWindow } from '../../backend/contract.js';
 import { WasmHeap } from '../../cpu/memory.js';
 import { MAX_ARGS, Op, runShare } from '../../cpu/threads.js';
 import { kernelMemory, type KernelExports } from '../../cpu/wasm.js';
-import { layoutBytes, type KvGroupCache, type KvSampling, type KvGroupShape, type KvMethod, type KvSettings, type KvTensorSpec } from '../method.js';
+import { StreamingCache, streamingMethod } from '../streaming/method.js';
+import { layoutHostBytes, tensorBytes, type KvGroupCache, type KvSampling, type KvGroupShape, type KvMethod, type KvSettings, type KvTensorSpec } from '../method.js';
 import type { MagicPigExports } from './cpu.js';
+import { runSimhash } from './kernels.js';
 import { codeStride } from './params.js';
 import { checkMagicPigSettings, simhashPlanes, type MagicPigSettings } from './settings.js';
 import { topkCount, topkIndices, type TopKChoice } from './topk.js';
@@ -71,11 +81,21 @@ function offloadedCapacity(capacity: number, s: MagicPigSettings): number {
   return Math.max(0, capacity - s.sinks - s.local);
 }
 
+/** The static tokens as a streaming window: a decode row at i attends j < sinks and j ≥ i − local. */
+function staticWindow(s: MagicPigSettings): StreamingWindow {
+  return { sink: s.sinks, recent: s.local + 1 };
+}
+
 function storeSpecs(shape: KvGroupShape, capacity: number, s: MagicPigSettings): KvTensorSpec[] {
   const { numKvHeads: H, headDim: D } = shape, off = offloadedCapacity(capacity, s), cs = codeStride(s.L);
+  const rings = streamingMethod.layout(shape, capacity, { window: staticWindow(s), compensation: false, kvDtype: 'f32' })
+    .map((t) => ({ ...t, name: `static ${t.name}` }));
   // Exact TopK hashes nothing: its store is the keys and values.
-  if (s.topk) return [{ name: 'K (host)', words: H * capacity * D, host: true }, { name: 'V (host)', words: H * capacity * D, host: true }];
+  if (s.topk) return [...rings, { name: 'K (host)', words: H * capacity * D, host: true }, { name: 'V (host)', words: H * capacity * D, host: true }];
   return [
+    ...rings,
+    { name: 'SimHash planes (main device)', words: s.K * s.L * D },
+    { name: 'k̄ (main device)', words: H * D },
     { name: 'SimHash planes', words: s.K * s.L * D, host: true },
     { name: 'K (host)', words: H * capacity * D, host: true },
     { name: 'V (host)', words: H * capacity * D, host: true },
@@ -91,7 +111,7 @@ function storeSpecs(shape: KvGroupShape, capacity: number, s: MagicPigSettings):
 
 /** Refuses a store larger than one WebAssembly memory, naming the limit. */
 function checkStore(shape: KvGroupShape, capacity: number, s: MagicPigSettings): KvTensorSpec[] {
-  const specs = storeSpecs(shape, capacity, s), bytes = layoutBytes(specs);
+  const specs = storeSpecs(shape, capacity, s), bytes = layoutHostBytes(specs);
   if (bytes > STORE_LIMIT_BYTES) {
     throw new RangeError(`magicpig: layer ${shape.layer ?? 0}'s offloaded store (${shape.numKvHeads} KV heads × ${capacity} positions${s.topk ? '' : `, L = ${s.L}`}) needs ${(bytes / 2 ** 30).toFixed(2)} GiB, more than one WebAssembly memory holds (4 GiB, 64 MiB of it kept for the kernels' scratch); use a shorter context or fewer tables`);
   }
@@ -146,6 +166,15 @@ export class MagicPigCache implements KvGroupCache {
   /** Sampling of the decode steps so far, summed (--json reports sampled / offloaded per step). */
   readonly counts = { steps: 0, sampled: 0, offloaded: 0 };
   private readonly perStep: KvSampling = { sampled: [], offloaded: [] };
+  /** The static tokens on the main device. */
+  private readonly ring: StreamingCache;
+  /** The hyperplanes and k̄ on the main device, for hashing there (null with exact TopK). */
+  private readonly devicePlanes: DeviceTensor | null;
+  private readonly deviceMeans: DeviceTensor | null;
+  /** A decode step's outputs for the one readback (stepLayout), allocated at the first decode step. */
+  private step: DeviceTensor | null = null;
+  /** The codes the main device computed for the key that leaves the local window at the next append: its offloaded row, [H][cs] u16. */
+  private leaving: { row: number; codes: Uint16Array } | null = null;
 
   constructor(private readonly be: Backend, private readonly shape: KvGroupShape, private capacity: number,
     private readonly s: MagicPigSettings) {
@@ -155,9 +184,12 @@ export class MagicPigCache implements KvGroupCache {
     const { numKvHeads: H, headDim: D } = shape;
     this.cs = codeStride(s.L);
     this.off = offloadedCapacity(capacity, s);
-    const hashing = !s.topk;
-    this.planes = hashing ? this.block(s.K * s.L * D * 4) : 0;
-    if (hashing) this.heap.f32.set(simhashPlanes(s, D, s.seed), this.planes >>> 2);
+    const hashing = !s.topk, planes = hashing ? simhashPlanes(s, D, s.seed) : null;
+    this.planes = planes ? this.block(planes.length * 4) : 0;
+    if (planes) this.heap.f32.set(planes, this.planes >>> 2);
+    this.ring = new StreamingCache(be, shape, capacity, staticWindow(s), false, 'f32');
+    this.devicePlanes = planes && be.upload(planes);
+    this.deviceMeans = hashing ? be.alloc(H * D) : null;
     this.keys = this.block(H * capacity * D * 4);
     this.values = this.block(H * capacity * D * 4);
     this.norms = hashing ? this.block(H * this.off * 4) : 0;
@@ -170,39 +202,47 @@ export class MagicPigCache implements KvGroupCache {
   }
 
   bytes(): number {
+    return this.hostBytes() + this.ring.bytes() + tensorBytes([this.devicePlanes, this.deviceMeans]);
+  }
+
+  hostBytes(): number {
     let n = 0;
     for (const b of this.blocks.values()) n += b;
     return n;
   }
 
-  hostBytes(): number { return this.bytes(); }
-
   sampling(): KvSampling { return this.perStep; }
 
   async attend(out: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, rows: number, pastLen: number): Promise<void> {
     this.live();
+    if (rows === 1) return this.decode(out, q, k, v, pastLen);
     const { numKvHeads: H, group: G, headDim: D } = this.shape;
     const [qh, kh, vh] = await Promise.all([this.be.read(q, 0, rows * H * G * D), this.be.read(k, 0, rows * H * D), this.be.read(v, 0, rows * H * D)]);
     await this.s.threads?.ready();
     this.store(kh, vh, rows, pastLen);
     this.stored = { k, v, rows, pastLen };
-    this.be.write(out, rows > 1 ? this.exact(qh, rows, pastLen) : this.sampled(qh, pastLen));
+    this.be.write(out, this.exact(qh, rows, pastLen));
   }
 
   async append(k: DeviceTensor, v: DeviceTensor, rows: number, pastLen: number): Promise<void> {
     this.live();
-    const s = this.stored;
-    if (!(s && s.k === k && s.v === v && s.rows === rows && s.pastLen === pastLen)) {
+    const s = this.stored, attended = !!s && s.k === k && s.v === v && s.rows === rows && s.pastLen === pastLen;
+    if (!attended) {
       const n = rows * this.shape.numKvHeads * this.shape.headDim;
       const [kh, vh] = await Promise.all([this.be.read(k, 0, n), this.be.read(v, 0, n)]);
       this.store(kh, vh, rows, pastLen);
     }
     this.stored = null;
+    this.ring.append(k, v, rows, pastLen);
     this.seen = pastLen + rows;
+    const leaving = attended ? this.leaving : null;
+    this.leaving = null;
     if (this.centered) {
       // Another session's caches may have joined the pool since attend().
       await this.s.threads?.ready();
-      this.hash(this.hashed, offloadedRows(this.seen, this.s));
+      const to = offloadedRows(this.seen, this.s);
+      if (leaving && leaving.row === this.hashed && to > this.hashed) this.keepLeaving(leaving.codes);
+      this.hash(this.hashed, to);
     }
   }
 
@@ -231,14 +271,18 @@ export class MagicPigCache implements KvGroupCache {
         this.tabled = 0;
       }
     }
+    this.ring.grow(capacity, pastLen);
     this.capacity = capacity;
     this.off = off;
     this.stored = null;
+    this.leaving = null;
   }
 
   free(): void {
     if (this.freed) return;
     for (const p of [...this.blocks.keys()]) this.release(p);
+    this.ring.free();
+    for (const t of [this.devicePlanes, this.deviceMeans, this.step]) if (t) this.be.free(t);
     if (this.slot >= 0) this.s.threads!.detach(this.slot);
     this.freed = true;
   }
@@ -298,59 +342,69 @@ export class MagicPigCache implements KvGroupCache {
     }
   }
 
-  /** One decode row at position pastLen: static part exact ⊕ sampled offloaded part. */
-  private sampled(qh: Float32Array, pastLen: number): Float32Array {
-    if (this.s.topk) return this.topk(qh, pastLen, this.s.topk);
+  /**
+   * One decode row at position pastLen. On the main device: the static partial (o, log-sum-exp),
+   * the queries' codes and, once k̄ is fixed, the codes of the key that leaves the local window at
+   * this step's append; one readback brings them with q, k, v to the host, which stores k, v,
+   * adds the sampled (or top-k) partial and writes the merged rows to out.
+   */
+  private async decode(out: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, pastLen: number): Promise<void> {
+    const { numKvHeads: H, group: G, headDim: D } = this.shape, nq = H * G, { K, L, local } = this.s, be = this.be;
+    const m = offloadedRows(pastLen, this.s), hashing = !this.s.topk, at = stepLayout(this.shape, hashing ? this.cs : 0);
+    await this.s.threads?.ready();
+    if (hashing && m > 0 && !this.centered) this.center(m);
+    const st = this.step ??= be.alloc(at.words);
+    this.ring.attend(st, q, k, v, 1, pastLen, true);
+    if (hashing && m > 0) runSimhash(be, { x: q, n: nq, d: D, planes: this.devicePlanes!, K, L, codes: st, codesOffset: at.qCodes });
+    if (hashing && this.centered) {
+      // Position pastLen − local (≥ sinks once keys are offloaded) leaves the window at append; it is in the ring now.
+      const w = this.ring.activeWindow, slots = w.sink + w.recent;
+      runSimhash(be, { x: { tensor: this.ring.keyRing, stride: slots * D, offset: ringSlot(pastLen - local, w) * D }, n: H, d: D,
+        center: { tensor: this.deviceMeans!, stride: D }, planes: this.devicePlanes!, K, L, codes: st, codesOffset: at.kCodes });
+    }
+    be.copy(st, at.q, q, 0, nq * D);
+    be.copy(st, at.k, k, 0, H * D);
+    be.copy(st, at.v, v, 0, H * D);
+    const got = await be.read(st, 0, at.words);
+    // Another session's caches may have joined the pool while this one waited.
+    await this.s.threads?.ready();
+    this.store(got.subarray(at.k, at.k + H * D), got.subarray(at.v, at.v + H * D), 1, pastLen);
+    this.stored = { k, v, rows: 1, pastLen };
+    this.leaving = hashing && this.centered ? { row: m, codes: new Uint16Array(got.buffer, got.byteOffset + at.kCodes * 4, H * this.cs).slice() } : null;
+    be.write(out, this.s.topk ? this.topk(got, at, pastLen, this.s.topk) : this.sampled(got, at, pastLen));
+  }
+
+  /** The static partial of the step ⊕ the sampled partials of the offloaded keys (tables' rows, then scanned rows). */
+  private sampled(got: Float32Array, at: StepLayout, pastLen: number): Float32Array {
     const { numKvHeads: H, group: G, headDim: D } = this.shape, { sinks, K, L } = this.s, cs = this.cs;
     const m = offloadedRows(pastLen, this.s), scale = 1 / Math.sqrt(D);
-    if (m > 0 && !this.centered) this.center(m);
-    const result = new Float32Array(H * G * D), sampledBefore = this.counts.sampled;
-    const h = this.heap, nq = H * G;
-    // Per query of every KV head, two sampled partials (tables' rows, then scanned rows): o [D], {max, Σ} and count.
+    const result = new Float32Array(H * G * D), h = this.heap, nq = H * G;
+    let sampled = 0;
+    // Per query of every KV head, two sampled partials: o [D], {max, Σ} and count.
     const qp = h.alloc(nq * D * 4), qc = h.alloc(nq * cs * 2), op = h.alloc(2 * nq * D * 4), st = h.alloc(2 * nq * 8), cp = h.alloc(2 * nq * 4);
-    const shareBytes = this.k.magicpigScratchFloats(Math.max(1, m), G) * 4, hashBytes = this.k.simhashScratchFloats(K, L, D) * 4;
-    const scratchBytes = Math.max(shareBytes, hashBytes, this.order ? this.k.lshTablesScratchFloats(K) * 4 : 0) * this.shares;
+    const shareBytes = this.k.magicpigScratchFloats(Math.max(1, m), G) * 4;
+    const scratchBytes = Math.max(shareBytes, this.order ? this.k.lshTablesScratchFloats(K) * 4 : 0) * this.shares;
     const sp = h.alloc(scratchBytes);
     try {
-      h.f32.set(qh, qp >>> 2);
       if (m > 0) {
+        h.f32.set(got.subarray(at.q, at.q + nq * D), qp >>> 2);
+        new Uint8Array(h.memory.buffer, qc, nq * cs * 2).set(new Uint8Array(got.buffer, got.byteOffset + at.qCodes * 4, nq * cs * 2));
         if (this.order && (this.tabled === 0 || m - this.tabled >= Math.max(TABLE_TAIL, this.tabled / 8))) this.buildTables(m, sp);
-        // The queries' codes, a GQA group per KV head.
-        this.job(Op.Hash, [qc, G * cs * 2, 0, 0, qp, G * D * 4, G, D, 0, 0, this.planes, K, L, cs, H, sp, hashBytes]);
         const tabled = this.order ? this.tabled : 0;
         this.job(Op.Sampled, [op, st, cp, qp, qc, this.keys + sinks * D * 4, this.values + sinks * D * 4, this.norms, this.codes, this.means,
           m, G, D, cs, L, K, scale, 1, H, this.capacity, this.off, sp, shareBytes, tabled, this.order, this.start]);
       }
-      const statics = staticPositions(pastLen, this.s), f32 = h.f32, counts = new Int32Array(h.memory.buffer, cp, 2 * nq);
-      const logits = new Float64Array(statics.length), o = new Float64Array(D);
-      for (let kvh = 0; kvh < H; kvh++) {
-        for (let g = 0; g < G; g++) {
-          const qi = kvh * G + g;
-          // Static partial in float64.
-          const { max: ms, sum: ls } = this.exactPartial(kvh, f32, (qp >>> 2) + qi * D, statics, scale, logits, o);
-          // ⊕ the two sampled partials {max, Σ, o} (f32 from the kernel; max −∞ when empty).
-          const parts = m > 0 ? [qi, nq + qi] : [];
-          let M = ms;
-          for (const p of parts) M = Math.max(M, f32[(st >>> 2) + 2 * p]);
-          const a = Math.exp(ms - M);
-          let l = a * ls;
-          const at = qi * D;
-          for (let d = 0; d < D; d++) result[at + d] = a * o[d];
-          for (const p of parts) {
-            const mp = f32[(st >>> 2) + 2 * p];
-            if (mp === -Infinity) continue;
-            const b = Math.exp(mp - M), oc = (op >>> 2) + p * D;
-            l += b * f32[(st >>> 2) + 2 * p + 1];
-            for (let d = 0; d < D; d++) result[at + d] += b * f32[oc + d];
-            this.counts.sampled += counts[p];
-          }
-          for (let d = 0; d < D; d++) result[at + d] /= l;
+      const f32 = h.f32, counts = new Int32Array(h.memory.buffer, cp, 2 * nq);
+      for (let qi = 0; qi < nq; qi++) {
+        // The sampled partials {max, Σ, o} (f32 from the kernel; max −∞ when empty).
+        const parts: Partial[] = [];
+        for (const p of m > 0 ? [qi, nq + qi] : []) {
+          parts.push({ max: f32[(st >>> 2) + 2 * p], sum: f32[(st >>> 2) + 2 * p + 1], o: f32.subarray((op >>> 2) + p * D, (op >>> 2) + (p + 1) * D) });
+          sampled += counts[p];
         }
+        mergeWithStatic(result, qi, D, got, at, parts);
       }
-      this.counts.steps++;
-      this.counts.offloaded += m * nq;
-      this.perStep.sampled.push(this.counts.sampled - sampledBefore);
-      this.perStep.offloaded.push(m * nq);
+      this.countStep(sampled, m * nq);
       return result;
     } finally {
       h.release(qp, nq * D * 4); h.release(qc, nq * cs * 2); h.release(op, 2 * nq * D * 4); h.release(st, 2 * nq * 8); h.release(cp, 2 * nq * 4);
@@ -359,15 +413,14 @@ export class MagicPigCache implements KvGroupCache {
   }
 
   /**
-   * One decode row at position pastLen with exact TopK: per query, one softmax (float64, plain
-   * logits) over the static tokens and the k offloaded keys of highest q·k, which is the static
-   * partial ⊕ the top-k partial merged by log-sum-exp.
+   * Exact TopK: per query, the static partial ⊕ the partial (float64, plain logits) over the k
+   * offloaded keys of highest q·k, which is one softmax over both sets.
    */
-  private topk(qh: Float32Array, pastLen: number, choice: TopKChoice): Float32Array {
-    const { numKvHeads: H, group: G, headDim: D } = this.shape, { sinks } = this.s;
+  private topk(got: Float32Array, at: StepLayout, pastLen: number, choice: TopKChoice): Float32Array {
+    const { numKvHeads: H, group: G, headDim: D } = this.shape, { sinks } = this.s, nq = H * G;
     const m = offloadedRows(pastLen, this.s), k = topkCount(choice, m), scale = 1 / Math.sqrt(D), f32 = this.heap.f32;
-    const statics = staticPositions(pastLen, this.s), result = new Float32Array(H * G * D), scores = new Float64Array(m);
-    const logits = new Float64Array(statics.length + k), o = new Float64Array(D);
+    const qh = got.subarray(at.q, at.q + nq * D), result = new Float32Array(nq * D), scores = new Float64Array(m);
+    const logits = new Float64Array(k), o = new Float64Array(D);
     const dot = (qo: number, j: number, kvh: number) => {
       const ko = (this.keys >>> 2) + (kvh * this.capacity + j) * D;
       let s = 0;
@@ -376,19 +429,22 @@ export class MagicPigCache implements KvGroupCache {
     };
     for (let kvh = 0; kvh < H; kvh++) {
       for (let g = 0; g < G; g++) {
-        const qo = (kvh * G + g) * D;
+        const qi = kvh * G + g, qo = qi * D;
         for (let i = 0; i < m; i++) scores[i] = dot(qo, sinks + i, kvh);
-        const attended = [...statics, ...Array.from(topkIndices(scores, m, k), (i) => sinks + i)];
-        const { sum: l } = this.exactPartial(kvh, qh, qo, attended, scale, logits, o);
-        for (let d = 0; d < D; d++) result[qo + d] = o[d] / l;
+        const chosen = Array.from(topkIndices(scores, m, k), (i) => sinks + i);
+        mergeWithStatic(result, qi, D, got, at, [{ ...this.exactPartial(kvh, qh, qo, chosen, scale, logits, o), o }]);
       }
     }
-    this.counts.steps++;
-    this.counts.sampled += k * H * G;
-    this.counts.offloaded += m * H * G;
-    this.perStep.sampled.push(k * H * G);
-    this.perStep.offloaded.push(m * H * G);
+    this.countStep(k * nq, m * nq);
     return result;
+  }
+
+  private countStep(sampled: number, offloaded: number): void {
+    this.counts.steps++;
+    this.counts.sampled += sampled;
+    this.counts.offloaded += offloaded;
+    this.perStep.sampled.push(sampled);
+    this.perStep.offloaded.push(offloaded);
   }
 
   /**
@@ -430,8 +486,23 @@ export class MagicPigCache implements KvGroupCache {
       }
       for (let d = 0; d < D; d++) f32[(this.means >>> 2) + h * D + d] = mean[d] / m;
     }
+    this.be.write(this.deviceMeans!, this.heap.f32.slice(this.means >>> 2, (this.means >>> 2) + H * D));
     this.centered = true;
     this.hash(0, m);
+  }
+
+  /** Stores offloaded row `hashed`'s codes as the main device computed them ([H][cs] u16) and its norms |k − k̄|. */
+  private keepLeaving(codes: Uint16Array): void {
+    const { numKvHeads: H, headDim: D } = this.shape, cs = this.cs, row = this.hashed, f32 = this.heap.f32;
+    const u16 = new Uint16Array(this.heap.memory.buffer);
+    for (let h = 0; h < H; h++) {
+      u16.set(codes.subarray(h * cs, (h + 1) * cs), (this.codes >>> 1) + (h * this.off + row) * cs);
+      const ko = (this.keys >>> 2) + (h * this.capacity + this.s.sinks + row) * D, mo = (this.means >>> 2) + h * D;
+      let ss = 0;
+      for (let d = 0; d < D; d++) { const x = Math.fround(f32[ko + d] - f32[mo + d]); ss += x * x; }
+      f32[(this.norms >>> 2) + h * this.off + row] = Math.sqrt(ss);
+    }
+    this.hashed = row + 1;
   }
 
   /** Rebuilds every head's bucket tables over its first m offloaded rows (scratch: ≥ lshTablesScratchFloats). */
@@ -457,12 +528,37 @@ export class MagicPigCache implements KvGroupCache {
   }
 }
 
-/** A decode row's static positions: the sinks, then the local window before the row, then the row itself. */
-function staticPositions(pastLen: number, s: MagicPigSettings): number[] {
-  const statics: number[] = [];
-  for (let j = 0; j < Math.min(s.sinks, pastLen + 1); j++) statics.push(j);
-  for (let j = Math.max(s.sinks, pastLen - s.local); j <= pastLen; j++) statics.push(j);
-  return statics;
+/** Where a decode step's outputs sit in the step tensor (f32 elements): what the one readback brings. */
+interface StepLayout { o: number; lse: number; q: number; qCodes: number; kCodes: number; k: number; v: number; words: number }
+
+/** The step tensor: static o [nq][d], its log-sum-exp [nq], q [nq][d], the queries' codes [nq][cs] u16, the leaving key's [H][cs] u16, k and v [H][d]. */
+function stepLayout(shape: KvGroupShape, cs: number): StepLayout {
+  const { numKvHeads: H, group: G, headDim: D } = shape, nq = H * G;
+  const lse = nq * D, q = lse + nq, qCodes = q + nq * D, kCodes = qCodes + (nq * cs) / 2, k = kCodes + (H * cs) / 2, v = k + H * D;
+  return { o: 0, lse, q, qCodes, kCodes, k, v, words: v + H * D };
+}
+
+/** A partial softmax: max logit, Σ exp(logit − max), and the correspondingly weighted sum of values. */
+interface Partial { max: number; sum: number; o: ArrayLike<number> }
+
+/**
+ * result[qi] = the static partial of query qi (normalized o and its log-sum-exp, from the step
+ * tensor) merged with `parts` by log-sum-exp (an empty part has max −∞).
+ */
+function mergeWithStatic(result: Float32Array, qi: number, D: number, got: Float32Array, at: StepLayout, parts: readonly Partial[]): void {
+  const lse = got[at.lse + qi], so = at.o + qi * D, ro = qi * D;
+  let M = lse;
+  for (const p of parts) M = Math.max(M, p.max);
+  const a = Math.exp(lse - M), acc = new Float64Array(D);
+  let l = a;
+  for (let d = 0; d < D; d++) acc[d] = a * got[so + d];
+  for (const p of parts) {
+    if (p.max === -Infinity) continue;
+    const b = Math.exp(p.max - M);
+    l += b * p.sum;
+    for (let d = 0; d < D; d++) acc[d] += b * p.o[d];
+  }
+  for (let d = 0; d < D; d++) result[ro + d] = acc[d] / l;
 }
 
 /** Offloaded rows once `n` positions are stored: those after the sinks and before the local window. */
@@ -472,7 +568,7 @@ function offloadedRows(n: number, s: MagicPigSettings): number {
 
 export const magicpigMethod: KvMethod = {
   name: 'magicpig',
-  home: 'side',
+  home: 'main',
   layout(shape: KvGroupShape, capacity: number, settings: KvSettings): KvTensorSpec[] {
     return checkStore(shape, capacity, checkMagicPigSettings(settings.magicpig));
   },

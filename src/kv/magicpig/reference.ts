@@ -262,10 +262,13 @@ export const reference: KvReference = {
   },
   bytes(shape, capacity, settings) {
     const s = settings.magicpig!, { numKvHeads: H, headDim: D } = shape, off = Math.max(0, capacity - s.sinks - s.local);
-    if (s.topk) return 2 * 4 * H * capacity * D; // K and V only: nothing is hashed
-    // planes, K and V of every position, norms (f32) and codes (u16 × L rounded up to 8) of the offloaded rows, k̄.
-    // With bucket tables: an i32 per key and table, and 2^K + 1 bucket starts per table.
+    // On the main device: K and V rings of the static tokens (sinks + local + 1 slots, fewer while the capacity is).
+    const rings = 2 * 4 * H * Math.min(capacity, s.sinks + s.local + 1) * D;
+    if (s.topk) return rings + 2 * 4 * H * capacity * D; // host: K and V only, nothing is hashed
+    // Host: planes, K and V of every position, norms (f32) and codes (u16 × L rounded up to 8) of the offloaded rows, k̄;
+    // with bucket tables an i32 per key and table, and 2^K + 1 bucket starts per table. Main device: the planes and k̄ again.
     const tables = s.tables ? 4 * H * s.L * off + 4 * H * s.L * ((1 << s.K) + 1) : 0;
-    return 4 * s.K * s.L * D + 2 * 4 * H * capacity * D + 4 * H * off + 2 * H * off * codeStride(s.L) + 4 * H * D + tables;
+    const host = 4 * s.K * s.L * D + 2 * 4 * H * capacity * D + 4 * H * off + 2 * H * off * codeStride(s.L) + 4 * H * D + tables;
+    return rings + host + 4 * s.K * s.L * D + 4 * H * D;
   },
 };

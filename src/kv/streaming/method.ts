@@ -38,7 +38,12 @@ function refuseMappedCompensation(shape: KvGroupShape, compensation: boolean): v
   }
 }
 
-class StreamingCache implements KvGroupCache {
+/**
+ * A streaming ring on its backend. Also the static tokens of another method (magicpig keeps its
+ * sinks and local window exact on the main device in one), which reads the partial softmax back
+ * (attend's logSumExp) and hashes keys straight from the K ring (keyRing, activeWindow).
+ */
+export class StreamingCache implements KvGroupCache {
   private ring: StreamingWindow;
   private kRing: DeviceTensor;
   private vRing: DeviceTensor;
@@ -58,9 +63,17 @@ class StreamingCache implements KvGroupCache {
     return tensorBytes([this.kRing, this.vRing, this.comp?.kSum ?? null, this.comp?.vSum ?? null]);
   }
 
-  attend(out: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, rows: number, pastLen: number): void {
-    this.be.streamingAttention(out, q, k, v, this.kRing, this.vRing, groupAttentionShape(this.shape, rows, pastLen), this.ring, this.comp, this.dtype);
+  /** With logSumExp, out also gets each query's log-sum-exp after its rows (Backend.streamingAttention). */
+  attend(out: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, rows: number, pastLen: number, logSumExp = false): void {
+    this.be.streamingAttention(out, q, k, v, this.kRing, this.vRing, groupAttentionShape(this.shape, rows, pastLen), this.ring, this.comp, this.dtype,
+      logSumExp);
   }
+
+  /** The K ring, [numKvHeads][slots][row] (slots = sink + recent of activeWindow). */
+  get keyRing(): DeviceTensor { return this.kRing; }
+
+  /** The ring's window now (shorter than asked while the capacity is; see ringWindow). */
+  get activeWindow(): StreamingWindow { return this.ring; }
 
   append(k: DeviceTensor, v: DeviceTensor, rows: number, pastLen: number): void {
     this.be.ringAppend(this.kRing, this.vRing, k, v, rows, this.shape.numKvHeads, this.shape.headDim, pastLen, this.ring, this.comp, this.dtype,
