@@ -33,8 +33,9 @@
 //
 // Placement: home 'main' (the GPU in the split and GPU placements, the CPU in the CPU one). The
 // main device holds the static rings, a copy of the hyperplanes and k̄ (for hashing) and the step
-// tensor; the host store holds every position (prefill attends all of them exactly there, and
-// keys are hashed from it when k̄ is fixed and after a chunk of several rows).
+// tensor; the host store holds every position (prefill attends all of them exactly there). Keys
+// offloaded when k̄ is fixed and after a chunk of several rows are hashed from the store: a GPU
+// main device gets them uploaded in chunks; on the CPU the offload threads hash them in place.
 //
 // Layout (KvTensorSpec.host, one WebAssembly memory per cache): the hyperplanes [K·L][d]; K and V
 // [numKvHeads][capacity][d] f32 (every position); norms |k − k̄| [numKvHeads][off] f32 and codes
@@ -55,7 +56,7 @@ import { kernelMemory, type KernelExports } from '../../cpu/wasm.js';
 import { StreamingCache, streamingMethod } from '../streaming/method.js';
 import { layoutHostBytes, tensorBytes, type KvGroupCache, type KvSampling, type KvGroupShape, type KvMethod, type KvSettings, type KvTensorSpec } from '../method.js';
 import type { MagicPigExports } from './cpu.js';
-import { runSimhash } from './kernels.js';
+import { codesOf, runSimhash } from './kernels.js';
 import { codeStride } from './params.js';
 import { checkMagicPigSettings, simhashPlanes, type MagicPigSettings } from './settings.js';
 import { topkCount, topkIndices, type TopKChoice } from './topk.js';
@@ -73,6 +74,9 @@ const TILE_ROWS = 16;
  * per table, O(L·n)), so rebuilds cost O(L) per decode step amortised.
  */
 const TABLE_TAIL = 512;
+
+/** Keys uploaded per chunk when the main device (a GPU) hashes stored keys: well within a browser's 128 MiB storage binding. */
+const DEVICE_HASH_BYTES = 32 * 2 ** 20;
 
 type Kernels = KernelExports & MagicPigExports;
 
@@ -242,7 +246,7 @@ export class MagicPigCache implements KvGroupCache {
       await this.s.threads?.ready();
       const to = offloadedRows(this.seen, this.s);
       if (leaving && leaving.row === this.hashed && to > this.hashed) this.keepLeaving(leaving.codes);
-      this.hash(this.hashed, to);
+      await this.hashStored(this.hashed, to);
     }
   }
 
@@ -352,7 +356,10 @@ export class MagicPigCache implements KvGroupCache {
     const { numKvHeads: H, group: G, headDim: D } = this.shape, nq = H * G, { K, L, local } = this.s, be = this.be;
     const m = offloadedRows(pastLen, this.s), hashing = !this.s.topk, at = stepLayout(this.shape, hashing ? this.cs : 0);
     await this.s.threads?.ready();
-    if (hashing && m > 0 && !this.centered) this.center(m);
+    if (hashing && m > 0 && !this.centered) {
+      this.center(m);
+      await this.hashStored(0, m);
+    }
     const st = this.step ??= be.alloc(at.words);
     this.ring.attend(st, q, k, v, 1, pastLen, true);
     if (hashing && m > 0) runSimhash(be, { x: q, n: nq, d: D, planes: this.devicePlanes!, K, L, codes: st, codesOffset: at.qCodes });
@@ -370,7 +377,7 @@ export class MagicPigCache implements KvGroupCache {
     await this.s.threads?.ready();
     this.store(got.subarray(at.k, at.k + H * D), got.subarray(at.v, at.v + H * D), 1, pastLen);
     this.stored = { k, v, rows: 1, pastLen };
-    this.leaving = hashing && this.centered ? { row: m, codes: new Uint16Array(got.buffer, got.byteOffset + at.kCodes * 4, H * this.cs).slice() } : null;
+    this.leaving = hashing && this.centered ? { row: m, codes: codesOf(got.subarray(at.kCodes, at.k)).slice() } : null;
     be.write(out, this.s.topk ? this.topk(got, at, pastLen, this.s.topk) : this.sampled(got, at, pastLen));
   }
 
@@ -475,7 +482,7 @@ export class MagicPigCache implements KvGroupCache {
     return { max, sum };
   }
 
-  /** Fixes k̄ per KV head as the mean of the m offloaded keys, and hashes them. */
+  /** Fixes k̄ per KV head as the mean of the m offloaded keys (which the caller then hashes). */
   private center(m: number): void {
     const { numKvHeads: H, headDim: D } = this.shape, f32 = this.heap.f32;
     for (let h = 0; h < H; h++) {
@@ -488,21 +495,56 @@ export class MagicPigCache implements KvGroupCache {
     }
     this.be.write(this.deviceMeans!, this.heap.f32.slice(this.means >>> 2, (this.means >>> 2) + H * D));
     this.centered = true;
-    this.hash(0, m);
   }
 
   /** Stores offloaded row `hashed`'s codes as the main device computed them ([H][cs] u16) and its norms |k − k̄|. */
   private keepLeaving(codes: Uint16Array): void {
-    const { numKvHeads: H, headDim: D } = this.shape, cs = this.cs, row = this.hashed, f32 = this.heap.f32;
-    const u16 = new Uint16Array(this.heap.memory.buffer);
-    for (let h = 0; h < H; h++) {
-      u16.set(codes.subarray(h * cs, (h + 1) * cs), (this.codes >>> 1) + (h * this.off + row) * cs);
-      const ko = (this.keys >>> 2) + (h * this.capacity + this.s.sinks + row) * D, mo = (this.means >>> 2) + h * D;
-      let ss = 0;
-      for (let d = 0; d < D; d++) { const x = Math.fround(f32[ko + d] - f32[mo + d]); ss += x * x; }
-      f32[(this.norms >>> 2) + h * this.off + row] = Math.sqrt(ss);
-    }
+    const { numKvHeads: H } = this.shape, cs = this.cs, row = this.hashed, u16 = new Uint16Array(this.heap.memory.buffer);
+    for (let h = 0; h < H; h++) u16.set(codes.subarray(h * cs, (h + 1) * cs), (this.codes >>> 1) + (h * this.off + row) * cs);
+    this.storeNorms(row, row + 1);
     this.hashed = row + 1;
+  }
+
+  /** norms[h][r] = |k − k̄| of offloaded rows [from, to) of every head. */
+  private storeNorms(from: number, to: number): void {
+    const { numKvHeads: H, headDim: D } = this.shape, f32 = this.heap.f32;
+    for (let h = 0; h < H; h++) {
+      const mo = (this.means >>> 2) + h * D;
+      for (let r = from; r < to; r++) {
+        const ko = (this.keys >>> 2) + (h * this.capacity + this.s.sinks + r) * D;
+        let ss = 0;
+        for (let d = 0; d < D; d++) { const x = Math.fround(f32[ko + d] - f32[mo + d]); ss += x * x; }
+        f32[(this.norms >>> 2) + h * this.off + r] = Math.sqrt(ss);
+      }
+    }
+  }
+
+  /**
+   * Hashes stored offloaded rows [from, to) of every head, centered by k̄: on a GPU main device
+   * there (the keys go up in chunks a storage binding holds, the codes come back), else here, on
+   * the offload threads. The keys hashed at the first decode step (a whole prompt's) are most of it.
+   */
+  private async hashStored(from: number, to: number): Promise<void> {
+    if (to <= from) return;
+    if (this.be.kind !== 'gpu') { this.hash(from, to); return; }
+    const { numKvHeads: H, headDim: D } = this.shape, { K, L, sinks } = this.s, cs = this.cs, be = this.be;
+    const chunk = Math.max(1, Math.floor(DEVICE_HASH_BYTES / (4 * H * D)));
+    for (let r0 = from; r0 < to; r0 += chunk) {
+      const n = Math.min(chunk, to - r0), x = be.alloc(H * n * D), codes = be.alloc((H * n * cs) / 2);
+      try {
+        for (let h = 0; h < H; h++) {
+          const at = (this.keys >>> 2) + (h * this.capacity + sinks + r0) * D;
+          // A copy: with offload threads the store is shared memory, which a GPU queue does not take.
+          be.write(x, this.heap.f32.slice(at, at + n * D), h * n * D);
+          runSimhash(be, { x: { tensor: x, stride: D, offset: h * n * D }, n, d: D, center: { tensor: this.deviceMeans!, stride: 0, offset: h * D },
+            planes: this.devicePlanes!, K, L, codes, codesOffset: (h * n * cs) / 2 });
+        }
+        const got = codesOf(await be.read(codes)), u16 = new Uint16Array(this.heap.memory.buffer);
+        for (let h = 0; h < H; h++) u16.set(got.subarray(h * n * cs, (h + 1) * n * cs), (this.codes >>> 1) + (h * this.off + r0) * cs);
+      } finally { be.free(x); be.free(codes); }
+    }
+    this.storeNorms(from, to);
+    this.hashed = to;
   }
 
   /** Rebuilds every head's bucket tables over its first m offloaded rows (scratch: ≥ lshTablesScratchFloats). */
