@@ -14,5 +14,5 @@ export { streamingAttention, ringAppend, compensationAppend, compensationScratch
 export function heapBase(): usize { return __heap_base; }
 export { trainAttentionForward, trainAttentionBackward, trainAttentionScratchFloats } from './train_attention';
 export { probeRead, probePeak, PEAK_PROBE_FLOPS } from './probe';
-export { simhashCodes, simhashRows, simhashScratchFloats, magicpigAttend, magicpigScratchFloats, lshBuildTables, lshTablesScratchFloats } from '../src/kv/magicpig/magicpig.as';
+export { simhashCodes, simhashRows, simhashScratchFloats, magicpigAttend, magicpigScratchFloats, lshBuildTables, lshTablesScratchFloats, samplingWeightEntries, buildSamplingWeights, tabledLogWeight } from '../src/kv/magicpig/magicpig.as';
 export { locretScores, locretScratchFloats } from '../src/kv/locret/locret.as';

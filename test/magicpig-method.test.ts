@@ -185,8 +185,8 @@ test('bytes equal the layout: the store in host memory, the static rings, planes
   const specs = magicpigMethod.layout(shape, 10, settings);
   assert.is(cache.bytes(), layoutBytes(specs));
   assert.is(cache.hostBytes!(), layoutHostBytes(specs));
-  // Host: planes 4·13·20, K and V 2·3·10·20, norms 3·6, codes 3·6·16 u16, k̄ 3·20 (words).
-  assert.is(cache.hostBytes!(), 4 * (4 * 13 * 20 + 2 * 3 * 10 * 20 + 3 * 6 + (3 * 6 * 16) / 2 + 3 * 20));
+  // Host: planes 4·13·20, the sampling-weight table 4096·2 f64, K and V 2·3·10·20, norms 3·6, codes 3·6·16 u16, k̄ 3·20 (words).
+  assert.is(cache.hostBytes!(), 4 * (4 * 13 * 20 + 2 * 8192 + 2 * 3 * 10 * 20 + 3 * 6 + (3 * 6 * 16) / 2 + 3 * 20));
   // Device: K and V rings of 1 sink + 3 local + 1 slots, planes, k̄.
   assert.is(cache.bytes() - cache.hostBytes!(), 4 * (2 * 3 * 5 * 20 + 4 * 13 * 20 + 3 * 20));
   cache.grow(25, 0);

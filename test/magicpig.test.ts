@@ -4,13 +4,16 @@
 //   the summation order (a sign is then never a rounding accident); odd d (37), K·L not a multiple
 //   of 8, L not a multiple of 8 (masked code columns).
 // - Sampled sets: exactly equal for the same codes. Partials (max, Σexp, o): |Δ| ≤ 2e-4·(1+|ref|)
-//   (f32 dot products and cos θ vs float64; the correction itself is computed in f64 by both).
+//   (f32 dot products and cos θ vs float64; the kernel reads the correction from its θ table,
+//   within 2e-5 of the f64 formula over K 1..16, L 2..1024, tested here too).
 // - Merge: static exact part ⊕ sampled part equals exact attention to 2e-5 when every key is
 //   sampled without correction; with huge L the corrected estimate approaches it (K=2, L=500:
 //   1e-4 of the largest output; K=6: L=400 within 5e-3 where L=30, sampling ~13%, is off by > 2e-2).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { MagicPigCpu } from '../src/kv/magicpig/cpu.ts';
+import { MagicPigCpu, type MagicPigExports } from '../src/kv/magicpig/cpu.ts';
+import { instantiateKernels } from '../src/cpu/wasm.ts';
+import { WasmHeap } from '../src/cpu/memory.ts';
 import { codeStride, type LshParams } from '../src/kv/magicpig/params.ts';
 import * as ref from '../src/kv/magicpig/reference.ts';
 import { assertClose } from './helpers/conformance.ts';
@@ -220,6 +223,26 @@ test('with huge L the corrected estimate approaches exact attention; error shrin
   assert.ok(fractions['6,30'] < 0.5, `K=6 L=30 samples ${fractions['6,30']}`);
   assert.ok(errors['6,400'] < 5e-3 && errors['6,30'] > 2e-2, `K=6: L=400 error ${errors['6,400']}, L=30 error ${errors['6,30']}`);
   assert.ok(errors['6,400'] < errors['6,30'], `error L=400 ${errors['6,400']} < L=30 ${errors['6,30']}`);
+});
+
+test('the sampling correction read from its θ table is within 2e-5 of the float64 formula (cells checked to 1e-5 at build): K 1..16, L 2..1024, cos θ over [−1, 1], near ±1 and clamped', async () => {
+  const { kernels, memory } = await instantiateKernels();
+  const k = kernels as unknown as MagicPigExports, heap = new WasmHeap(memory, kernels.heapBase());
+  const table = heap.alloc(k.samplingWeightEntries() * 8);
+  const worst: Record<string, number> = {};
+  for (const [K, L] of [[1, 2], [1, 1024], [2, 500], [3, 12], [6, 20], [10, 150], [11, 150], [14, 60], [16, 2], [16, 1024]]) {
+    k.buildSamplingWeights(table, K, L);
+    let w = 0;
+    const check = (c: number) => { w = Math.max(w, Math.abs(k.tabledLogWeight(table, c, K, L) - ref.logSamplingWeight(c, { K, L }))); };
+    for (let i = 0; i <= 20000; i++) { check(Math.cos((i * Math.PI) / 20000)); check(-1 + i / 10000); }
+    for (const e of [0, 1e-12, 1e-9, 1e-6, 1e-3]) { check(1 - e); check(-1 + e); }
+    check(1.5); check(-1.5);
+    worst[`${K},${L}`] = w;
+  }
+  for (const [p, w] of Object.entries(worst)) assert.ok(w < 2e-5, `K,L = ${p}: |Δ| ${w}`);
+  // The table is the formula's: a table of another K or L is visibly off.
+  k.buildSamplingWeights(table, 10, 149);
+  assert.ok(Math.abs(k.tabledLogWeight(table, 0.3, 10, 150) - ref.logSamplingWeight(0.3, { K: 10, L: 150 })) > 1e-3);
 });
 
 test('an empty head gives the empty partial, and merging it leaves the static part', async () => {

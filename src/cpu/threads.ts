@@ -116,7 +116,7 @@ export function runShare(k: KernelExports, op: Op, a: Float64Array, s: number, c
   } else if (op === Op.Sampled) {
     // MagicPIG's sampled partial softmax of every KV head (src/kv/magicpig/method.ts), heads split:
     // out, stats, counts, q, qCodes, keys, values, norms, codes, means, n, group, headDim, cs, L, K,
-    // scale, correction, numKvHeads, capacity, off, scratch, scratchBytes, tabled, order, start.
+    // scale, weights (the correction's table, 0: none), numKvHeads, capacity, off, scratch, scratchBytes, tabled, order, start.
     // Rows [0, tabled) are found through the head's bucket tables, rows [tabled, n) by the scan:
     // two partials per query, the tables' in the first half of out/stats/counts, the scan's in the second.
     const [h0, h1] = shareRange(a[18], s, count);

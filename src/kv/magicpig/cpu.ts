@@ -24,7 +24,10 @@ export interface MagicPigExports {
   magicpigScratchFloats(n: number, group: number): number;
   magicpigAttend(out: number, stats: number, counts: number, q: number, qCodes: number, keys: number, values: number,
     kNorms: number, kCodes: number, mean: number, n: number, group: number, d: number, cs: number, L: number, K: number,
-    scale: number, correction: number, order: number, start: number, scratch: number): void;
+    scale: number, weights: number, order: number, start: number, scratch: number): void;
+  samplingWeightEntries(): number;
+  buildSamplingWeights(table: number, K: number, L: number): void;
+  tabledLogWeight(table: number, cosTheta: number, K: number, L: number): number;
   lshTablesScratchFloats(K: number): number;
   lshBuildTables(order: number, start: number, codes: number, n: number, cs: number, L: number, K: number, scratch: number): void;
 }
@@ -67,6 +70,8 @@ export class MagicPigCpu {
   /** u16 codes per row. */
   readonly cs: number;
   private readonly planes: number;
+  /** The sampling-correction table for K, L (buildSamplingWeights). */
+  readonly weights: number;
   private scratch = 0;
   private scratchBytes = 0;
 
@@ -74,6 +79,8 @@ export class MagicPigCpu {
     this.K = p.K; this.L = p.L; this.d = d; this.cs = codeStride(p.L);
     this.planes = heap.alloc(planes.byteLength);
     heap.f32.set(planes, this.planes >>> 2);
+    this.weights = heap.alloc(k.samplingWeightEntries() * 8);
+    k.buildSamplingWeights(this.weights, p.K, p.L);
   }
 
   /**
@@ -243,7 +250,7 @@ export class MagicPigHead {
       }
       const scratch = this.owner.scratchFloats(this.k.magicpigScratchFloats(Math.max(1, n), g));
       this.k.magicpigAttend(out, stats, counts, qp, qc, this.keys, this.values, this.norms, this.codesPtr, this.mean,
-        n, g, d, cs, L, K, opt.scale, opt.correction === false ? 0 : 1, this.tables && n > 0 ? this.order : 0, this.start, scratch);
+        n, g, d, cs, L, K, opt.scale, opt.correction === false ? 0 : this.owner.weights, this.tables && n > 0 ? this.order : 0, this.start, scratch);
       const buf = h.memory.buffer;
       const st = new Float32Array(buf, stats, 2 * g);
       const res: SampledResult = {

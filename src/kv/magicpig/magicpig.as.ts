@@ -167,12 +167,55 @@ function dotf(a: usize, b: usize, d: i32): f32 {
 }
 
 /** log(w + 1e−4), w = P(Binomial(L, u) ≥ 2), u = (1 − θ/π)^K; in f64 (w ≈ C(L,2)u² cancels in f32). */
-function logSamplingWeight(cosTheta: f64, K: i32, L: i32): f64 {
-  const c = min(1.0, max(-1.0, cosTheta));
-  const u = Math.pow(1.0 - Math.acos(c) / Math.PI, <f64>K);
+function logSamplingWeight(theta: f64, K: i32, L: i32): f64 {
+  const u = Math.pow(1.0 - theta / Math.PI, <f64>K);
   const a = Math.exp(<f64>(L - 1) * Math.log1p(-u));
   const w = max(0.0, 1.0 - a * (1.0 + <f64>(L - 1) * u));
   return Math.log(w + 1e-4);
+}
+
+/**
+ * The correction is a function of θ alone for given K, L, smooth in θ (in cos θ it has square-root
+ * ends), so a decode step reads it from a table over θ ∈ [0, π] (WEIGHT_CELLS cells, linear
+ * interpolation) instead of five f64 transcendentals per sampled key. At build each cell is
+ * checked at its quarter points; one off by more than WEIGHT_TOLERANCE (only near θ = π, where
+ * K = 1 or 2 with a large L turns steeply) computes the formula instead.
+ */
+const WEIGHT_CELLS: i32 = 4096;
+const WEIGHT_TOLERANCE: f64 = 1e-5;
+
+/** f64 entries of a sampling-weight table: per cell its start value and its slope (NaN: computed exactly). */
+export function samplingWeightEntries(): i32 {
+  return 2 * WEIGHT_CELLS;
+}
+
+/** Fills `table` (samplingWeightEntries f64) for K, L: cell i spans θ ∈ [i, i + 1]·π / WEIGHT_CELLS. */
+export function buildSamplingWeights(table: usize, K: i32, L: i32): void {
+  const h = Math.PI / <f64>WEIGHT_CELLS;
+  let a = logSamplingWeight(0, K, L);
+  for (let i = 0; i < WEIGHT_CELLS; i++) {
+    const b = logSamplingWeight(<f64>(i + 1) * h, K, L);
+    let off = 0.0;
+    for (let q = 1; q < 4; q++) {
+      const f = <f64>q * 0.25;
+      off = max(off, Math.abs(logSamplingWeight((<f64>i + f) * h, K, L) - (a + f * (b - a))));
+    }
+    const p = table + ((<usize>i) << 4);
+    store<f64>(p, a);
+    store<f64>(p, off <= WEIGHT_TOLERANCE ? b - a : NaN, 8);
+    a = b;
+  }
+}
+
+/** log(w + 1e−4) of a key at cos θ to the query, from `table` (buildSamplingWeights for K, L). */
+export function tabledLogWeight(table: usize, cosTheta: f64, K: i32, L: i32): f64 {
+  const theta = Math.acos(min(1.0, max(-1.0, cosTheta)));
+  const t = theta * (<f64>WEIGHT_CELLS / Math.PI);
+  const i = min(<i32>t, WEIGHT_CELLS - 1);
+  const p = table + ((<usize>i) << 4);
+  const slope = load<f64>(p, 8);
+  if (isNaN(slope)) return logSamplingWeight(theta, K, L);
+  return load<f64>(p) + (t - <f64>i) * slope;
 }
 
 // Pass 1 by scan: keys outer (each key's codes are read once for the whole group); lists ascending.
@@ -239,13 +282,13 @@ function collectTables(lists: usize, counts: usize, qCodes: usize, order: usize,
  * One KV head, `group` queries (q [group][d], qCodes [group][cs] u16) against keys j < n.
  * Per query g: the keys colliding in ≥ 2 tables go to list g (scratch) and counts[g], found by
  * the tables when order ≠ 0 (discovery order), else by the scan (ascending);
- * their logits are q·k·scale, minus log(w + 1e−4) when correction ≠ 0 (cos θ between q and k − k̄
- * from q·k − q·k̄ and kNorms); stats[2g] = max, stats[2g+1] = Σ exp(s − max), out[g] = Σ exp(s − max)·v
+ * their logits are q·k·scale, minus log(w + 1e−4) read from the table `weights` when it is ≠ 0
+ * (buildSamplingWeights for this K, L; cos θ between q and k − k̄ from q·k − q·k̄ and kNorms); stats[2g] = max, stats[2g+1] = Σ exp(s − max), out[g] = Σ exp(s − max)·v
  * (unnormalised). An empty set gives −∞, 0 and zeros.
  */
 export function magicpigAttend(out: usize, stats: usize, counts: usize, q: usize, qCodes: usize,
   keys: usize, values: usize, kNorms: usize, kCodes: usize, mean: usize,
-  n: i32, group: i32, d: i32, cs: i32, L: i32, K: i32, scale: f32, correction: i32, order: usize, start: usize, scratch: usize): void {
+  n: i32, group: i32, d: i32, cs: i32, L: i32, K: i32, scale: f32, weights: usize, order: usize, start: usize, scratch: usize): void {
   const rowBytes: usize = (<usize>d) << 2;
   const lists = scratch;
   const logits = scratch + ((<usize>group * <usize>n) << 2);
@@ -267,16 +310,16 @@ export function magicpigAttend(out: usize, stats: usize, counts: usize, q: usize
       continue;
     }
     const qNorm = Mathf.sqrt(dotf(qg, qg, d));
-    const qMean = correction ? dotf(qg, mean, d) : <f32>0;
+    const qMean = weights ? dotf(qg, mean, d) : <f32>0;
     let mx = <f32>-Infinity;
     for (let i = 0; i < m; i++) {
       const j = load<i32>(list + ((<usize>i) << 2));
       const qk = dotf(qg, keys + <usize>j * rowBytes, d);
       let s = qk * scale;
-      if (correction) {
+      if (weights) {
         const den = qNorm * load<f32>(kNorms + ((<usize>j) << 2));
         const cosTheta: f64 = den > 0 ? <f64>(qk - qMean) / <f64>den : 0.0;
-        s = <f32>(<f64>s - logSamplingWeight(cosTheta, K, L));
+        s = <f32>(<f64>s - tabledLogWeight(weights, cosTheta, K, L));
       }
       store<f32>(logits + ((<usize>i) << 2), s);
       mx = max(mx, s);

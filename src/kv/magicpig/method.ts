@@ -80,6 +80,9 @@ const DEVICE_HASH_BYTES = 32 * 2 ** 20;
 
 type Kernels = KernelExports & MagicPigExports;
 
+/** f64 entries of the sampling-weight table (magicpig.as.ts samplingWeightEntries; checked at creation). */
+const WEIGHT_ENTRIES = 8192;
+
 /** Offloaded rows a cache of `capacity` positions can hold. */
 function offloadedCapacity(capacity: number, s: MagicPigSettings): number {
   return Math.max(0, capacity - s.sinks - s.local);
@@ -101,6 +104,7 @@ function storeSpecs(shape: KvGroupShape, capacity: number, s: MagicPigSettings):
     { name: 'SimHash planes (main device)', words: s.K * s.L * D },
     { name: 'k̄ (main device)', words: H * D },
     { name: 'SimHash planes', words: s.K * s.L * D, host: true },
+    { name: `sampling-weight table (${WEIGHT_ENTRIES / 2} cells × 2 f64)`, words: 2 * WEIGHT_ENTRIES, host: true },
     { name: 'K (host)', words: H * capacity * D, host: true },
     { name: 'V (host)', words: H * capacity * D, host: true },
     { name: 'norms |k − k̄|', words: H * off, host: true },
@@ -144,6 +148,8 @@ export class MagicPigCache implements KvGroupCache {
   private readonly blocks = new Map<number, number>();
   /** 0 (not allocated) with exact TopK, like norms, codes and means. */
   private readonly planes: number;
+  /** The sampling correction −log(w + 1e−4) tabulated over θ for K, L (magicpig.as.ts buildSamplingWeights). */
+  private readonly weights: number;
   private keys: number;
   private values: number;
   private norms: number;
@@ -191,6 +197,9 @@ export class MagicPigCache implements KvGroupCache {
     const hashing = !s.topk, planes = hashing ? simhashPlanes(s, D, s.seed) : null;
     this.planes = planes ? this.block(planes.length * 4) : 0;
     if (planes) this.heap.f32.set(planes, this.planes >>> 2);
+    if (this.k.samplingWeightEntries() !== WEIGHT_ENTRIES) throw new Error(`magicpig: the kernel's sampling-weight table has ${this.k.samplingWeightEntries()} entries, the layout counts ${WEIGHT_ENTRIES}`);
+    this.weights = hashing ? this.block(WEIGHT_ENTRIES * 8) : 0;
+    if (hashing) this.k.buildSamplingWeights(this.weights, s.K, s.L);
     this.ring = new StreamingCache(be, shape, capacity, staticWindow(s), false, 'f32');
     this.devicePlanes = planes && be.upload(planes);
     this.deviceMeans = hashing ? be.alloc(H * D) : null;
@@ -399,7 +408,7 @@ export class MagicPigCache implements KvGroupCache {
         if (this.order && (this.tabled === 0 || m - this.tabled >= Math.max(TABLE_TAIL, this.tabled / 8))) this.buildTables(m, sp);
         const tabled = this.order ? this.tabled : 0;
         this.job(Op.Sampled, [op, st, cp, qp, qc, this.keys + sinks * D * 4, this.values + sinks * D * 4, this.norms, this.codes, this.means,
-          m, G, D, cs, L, K, scale, 1, H, this.capacity, this.off, sp, shareBytes, tabled, this.order, this.start]);
+          m, G, D, cs, L, K, scale, this.weights, H, this.capacity, this.off, sp, shareBytes, tabled, this.order, this.start]);
       }
       const f32 = h.f32, counts = new Int32Array(h.memory.buffer, cp, 2 * nq);
       for (let qi = 0; qi < nq; qi++) {

@@ -268,7 +268,8 @@ export const reference: KvReference = {
     // Host: planes, K and V of every position, norms (f32) and codes (u16 × L rounded up to 8) of the offloaded rows, k̄;
     // with bucket tables an i32 per key and table, and 2^K + 1 bucket starts per table. Main device: the planes and k̄ again.
     const tables = s.tables ? 4 * H * s.L * off + 4 * H * s.L * ((1 << s.K) + 1) : 0;
-    const host = 4 * s.K * s.L * D + 2 * 4 * H * capacity * D + 4 * H * off + 2 * H * off * codeStride(s.L) + 4 * H * D + tables;
+    // The sampling correction tabulated over θ: 4096 cells of 2 f64.
+    const host = 4 * s.K * s.L * D + 8 * 8192 + 2 * 4 * H * capacity * D + 4 * H * off + 2 * H * off * codeStride(s.L) + 4 * H * D + tables;
     return rings + host + 4 * s.K * s.L * D + 4 * H * D;
   },
 };
