@@ -30,7 +30,9 @@ import { ggufChunks } from '../src/model/gguf-write.ts';
 import { encodeMatrix } from '../src/model/gguf-encode.ts';
 import { tokenizerToGguf } from '../src/model/gguf-tokenizer.ts';
 import { nodeModelFiles } from '../src/node/files.ts';
-import type { ConvertOptions } from '../src/dha/convert.ts';
+import { DHA_METHODS, type ConvertOptions } from '../src/dha/convert.ts';
+import { compareArms, lossCurveSvg, type Comparison } from '../src/dha/plot.ts';
+import { readArm } from '../src/node/dha-plot.ts';
 import { saveModel } from '../src/node/checkpoint-io.ts';
 import { convertToDha, DHA_STATE } from '../src/node/dha.ts';
 import { Arena } from '../src/train/arena.ts';
@@ -549,6 +551,60 @@ test('fuzz: dha --resume training_state.json (structural and byte mutations, re-
     writeDhaState(out, good);
     assert.ok(res.refused > 30 && res.parsed > 0, `${s.name}: parsed ${res.parsed}, refused ${res.refused}`);
   }
+});
+
+test('fuzz: duet dha plot reads dha.json (structural and byte mutations, truncation): a valid arm or an error naming the file and field', async () => {
+  const runs = { dha: join(dhaScratch, 'done-dha'), gqa: join(dhaScratch, 'done-gqa') };
+  await convertToDha({ ...DHA_RUN, model: dhaSource, out: runs.dha, threads: 1 });
+  await convertToDha({ ...GQA_RUN, model: dhaSource, out: runs.gqa, threads: 1 });
+  const gqa = readArm(runs.gqa), dir = join(dhaScratch, 'plot'), file = join(dir, 'dha.json');
+  mkdirSync(dir);
+  const good = readFileSync(join(runs.dha, 'dha.json'), 'utf8'), report = JSON.parse(good);
+  // What the plot reads, for the structural mutations to land on (the rest of the report is not read).
+  const { method, budget, losses, curve, history } = report;
+  // Each field the plot reads, damaged: refused naming it. NAN is written as a bare NaN (not JSON), INF as 1e999 (Infinity).
+  const NAN = '__NAN__', INF = '__INF__';
+  const cases: Array<[string, unknown, RegExp]> = [
+    ['method', undefined, /: method must be one of dha, gqa-meanpool, continued \(missing\)/], ['method', 7, /: method must be one of/],
+    ['budget', 'NaN', /: budget must be a number in \(0, 1\]/], ['budget', 0, /: budget must be/], ['budget', INF, /: budget must be/], ['budget', undefined, /: budget .*\(missing\)/],
+    ['losses', 5, /: losses must be an object/], ['losses.fusionStart', 'x', /: losses\.fusionStart must be a finite number or null/],
+    ['curve', undefined, /: curve must be an array/], ['curve', {}, /: curve must be an array/], ['curve.0.validationLoss', '1', /: curve\[0\] needs a tokens count ≥ 0 and a finite validationLoss/],
+    ['curve.1.tokens', -1, /: curve\[1\] needs/], ['curve.2', null, /: curve\[2\] needs/], ['curve.0.stage', 'x', /: curve\[0\]\.stage must be "fusion" or "train"/],
+    ['curve.0.tokens', 1e9, /: curve goes back in tokens at point 1 \(1000000000 then/], ['history.2.loss', INF, /: history\[2\] needs/], ['history', 'x', /: history must be an array/], ['history.3.loss', null, /: history\[3\] needs/],
+    ['history.0.stage', 'train', /: history\[1\] is a fusion point after the collapse/], ['curve.1.validationLoss', NAN, /: not valid JSON/],
+  ];
+  for (const [field, value, want] of cases) {
+    writeFileSync(file, JSON.stringify(edited(report, field, value)).replace(`"${NAN}"`, 'NaN').replace(`"${INF}"`, '1e999'));
+    assert.throws(() => readArm(dir), (e: Error) => e.constructor === Error && e.message.startsWith(`${file}: `) && want.test(e.message), `${field} = ${JSON.stringify(value)}`);
+  }
+  writeFileSync(file, good.slice(0, good.length >> 1));
+  assert.throws(() => readArm(dir), /dha\.json: not valid JSON/, 'truncated');
+  const res = await fuzz('dha.json', { seed: 30, cases: CASES },
+    (r, i) => {
+      if (i % 5 === 0) return mutateText(r, good);
+      if (i % 5 === 1) return good.slice(0, Math.floor(r() * good.length));
+      return JSON.stringify(mutateJson(r, { method, budget, losses, curve, history })).replace(/"NaN"/, () => (r() < 0.5 ? 'NaN' : '1e999'));
+    },
+    (text) => {
+      writeFileSync(file, text);
+      const arm = readArm(dir);
+      assert.ok(DHA_METHODS.includes(arm.method) && arm.budget > 0 && arm.budget <= 1, `${arm.method} ${arm.budget}`);
+      for (const s of [arm.validation, arm.training]) {
+        s.forEach((p, i) => {
+          assert.ok(Number.isFinite(p.tokens) && p.tokens >= 0 && Number.isFinite(p.loss), JSON.stringify(p));
+          if (i) assert.ok(p.tokens >= s[i - 1].tokens && (p.converted || !s[i - 1].converted), 'ascending tokens, the collapse once');
+        });
+      }
+      // The comparison refuses an arm it cannot measure by its label.
+      for (const series of ['validation', 'training'] as const) {
+        let c: Comparison;
+        try { c = compareArms([arm, gqa], { target: 1, series }); } catch (e) { if (/^DHA|^GQA|^source/.test((e as Error).message)) continue; throw e; }
+        assert.ok(c.arms.every((a) => Number.isFinite(a.finalLoss)));
+        assert.match(lossCurveSvg([arm, gqa], c), /^<svg/);
+      }
+    },
+    (m) => m.startsWith(`${file}: `) && !/undefined|\[object/.test(m));
+  assert.ok(res.refused > CASES / 4 && res.parsed > 0, `parsed ${res.parsed}, refused ${res.refused}`);
 });
 
 test.run();
