@@ -1,6 +1,7 @@
 // Seeded fuzzing of every parser of untrusted input (issue 18): safetensors headers, the sharded
 // index, config.json, pattern TSV + JSON, tokenizer files, GGUF files (header, metadata, tensor
-// table, tokenizer metadata), HTTP requests to `duet web` and `duet serve`, `duet dha --resume`'s
+// table, tokenizer metadata), the --gpu-budget and --topk flags and the API's offload.topk, HTTP
+// requests to `duet web` and `duet serve`, `duet dha --resume`'s
 // saved state (training_state.json, re-hashed in its manifest) and `duet dha plot`'s dha.json. Each mutated input
 // must parse into a valid result or be refused with a plain Error naming the file (a 4xx answer in
 // OpenAI's error shape for `duet serve`); anything else (TypeError, RangeError, a read outside the
@@ -18,7 +19,11 @@ import { parseModelConfig } from '../src/model/config.ts';
 import { readJson } from '../src/model/files.ts';
 import { loadTokenizer } from '../src/model/checkpoint.ts';
 import { parsePattern } from '../src/attention/pattern.ts';
-import { bytesOption } from '../src/cli/options.ts';
+import { bytesOption, offloadFlags, topkFlag } from '../src/cli/options.ts';
+import { flagMessage } from '../src/cli/flags.ts';
+import { DuetError } from '../src/errors.ts';
+import { offloadSettings } from '../src/kv/magicpig/settings.ts';
+import { checkTopk, type TopKChoice } from '../src/kv/magicpig/topk.ts';
 import { startWebServer } from '../src/cli/web.ts';
 import { loadModel } from '../src/node.ts';
 import { DuetServer } from '../src/server/server.ts';
@@ -104,6 +109,45 @@ test('fuzz: size flags (duet memory --gpu-budget): a whole number of bytes from 
       assert.is(n, Math.floor(Number(m![1]) * unit[m![2] ?? '']), JSON.stringify(text));
     },
     (m) => m.startsWith('--gpu-budget: expected a size such as 16GiB'));
+  assert.ok(res.refused > CASES / 4 && res.parsed > 0, `parsed ${res.parsed}, refused ${res.refused}`);
+});
+
+test('fuzz: --topk N|P% (generate, eval, memory, serve): a count the library accepts, a fraction in (0, 1], or an error naming the flag', async () => {
+  const pieces = ['0', '1', '4', '40', '.', '5', ' ', '%', '%%', '-', '+', 'e', '3', 'x', ',', '100', '9'.repeat(400), '\u0000', 'keys'];
+  const res = await fuzz('--topk', { seed: 12, cases: CASES },
+    (r) => Array.from({ length: 1 + Math.floor(r() * 4) }, () => pieces[Math.floor(r() * pieces.length)]).join(''),
+    (text) => {
+      const t = topkFlag(text);
+      checkTopk(t); // what the flag gives, the library takes
+      const m = /^\s*(?:(\d+)|(\d*\.?\d+)%)\s*$/.exec(text);
+      assert.ok(m !== null, `${JSON.stringify(text)} accepted`);
+      assert.equal(t, m![1] !== undefined ? { keys: Number(m![1]) } : { fraction: Number(m![2]) / 100 }, JSON.stringify(text));
+      const flags = offloadFlags({ topk: text, 'dense-layers': '1' })!;
+      assert.equal(flags, { topk: t, denseLayers: [1] });
+    },
+    (m) => m.startsWith('--topk takes N (keys per decode step, an integer ≥ 1) or P% (of the offloaded keys, 0 < P ≤ 100); got '));
+  assert.ok(res.refused > CASES / 4 && res.parsed > 0, `parsed ${res.parsed}, refused ${res.refused}`);
+});
+
+test('fuzz: the API\'s offload.topk (loadModel, kvMemory): accepted as { keys } or { fraction }, else a DuetError naming offload.topk (--topk in the CLI)', async () => {
+  const kinds = [[true, false], [false, true]]; // retrieval heads per layer and KV head
+  const seeds = [{ keys: 40 }, { fraction: 0.025 }];
+  const res = await fuzz('offload.topk', { seed: 13, cases: CASES },
+    (r, i) => mutateJson(r, seeds[i % 2]),
+    (topk) => {
+      try {
+        const { settings } = offloadSettings({ topk: topk as TopKChoice }, kinds, 8, 'f32');
+        const t = settings.topk!;
+        assert.equal(t, topk);
+        assert.ok('keys' in t ? Number.isInteger(t.keys) && t.keys >= 1 : t.fraction > 0 && t.fraction <= 1, JSON.stringify(t));
+      } catch (e) {
+        if (!(e instanceof DuetError)) throw e;
+        assert.is(e.field, 'offload.topk', e.message);
+        assert.ok(flagMessage(e).startsWith('--topk '), flagMessage(e));
+        throw e;
+      }
+    },
+    (m) => m.startsWith('offload.topk '));
   assert.ok(res.refused > CASES / 4 && res.parsed > 0, `parsed ${res.parsed}, refused ${res.refused}`);
 });
 
