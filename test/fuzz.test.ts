@@ -1,10 +1,10 @@
 // Seeded fuzzing of every parser of untrusted input (issue 18): safetensors headers, the sharded
 // index, config.json, pattern TSV + JSON, tokenizer files, GGUF files (header, metadata, tensor
 // table, tokenizer metadata), the --gpu-budget and --topk flags and the API's offload.topk, HTTP
-// requests to `duet web` and `duet serve`, `duet dha --resume`'s
-// saved state (training_state.json, re-hashed in its manifest) and `duet dha plot`'s dha.json. Each mutated input
-// must parse into a valid result or be refused with a plain Error naming the file (a 4xx answer in
-// OpenAI's error shape for `duet serve`); anything else (TypeError, RangeError, a read outside the
+// requests to `duet web` and `duet serve`, `duet dha --resume`'s saved state (training_state.json,
+// re-hashed in its manifest) and `duet dha plot`'s dha.json. Each mutated input must parse into a
+// valid result or be refused with a plain Error or a DuetError naming the file or field (a 4xx
+// answer in OpenAI's error shape for `duet serve`); anything else (TypeError, RangeError, a read outside the
 // file, a 500) fails with the case to replay. A few hundred cases per parser: seconds in all.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';

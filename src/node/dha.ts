@@ -218,7 +218,8 @@ function loadConversionState(out: string, plan: TrainPlan, parameters: number, f
 function conversionFields(meta: Record<string, unknown>, path: string,
   run: { layers: number; heads: number; method: string; step: number; fusionSteps: number; steps: number }) {
   const fail = (field: string, why: string, got: unknown): never => {
-    throw new Error(`${path}: field "${field}" ${why} (got ${String(JSON.stringify(got)).slice(0, 80)}); the saved state is damaged: set force to start again`);
+    const was = got === undefined ? 'missing' : `got ${JSON.stringify(got).slice(0, 80)}`;
+    throw new Error(`${path}: field "${field}" ${why} (${was}); the saved state is damaged: set force to start again`);
   };
   const object = (v: unknown, field: string) => (typeof v === 'object' && v !== null && !Array.isArray(v) ? v as Record<string, unknown> : fail(field, 'must be an object', v));
   const list = (v: unknown, field: string, length?: number) => (Array.isArray(v) && (length === undefined || v.length === length) ? v as unknown[]
