@@ -1,12 +1,15 @@
 // Seeded fuzzing of every parser of untrusted input (issue 18): safetensors headers, the sharded
 // index, config.json, pattern TSV + JSON, tokenizer files, GGUF files (header, metadata, tensor
-// table, tokenizer metadata), and HTTP requests to `duet web` and `duet serve`. Each mutated input
-// must parse into a valid result or be refused with a plain Error naming the file (a 4xx answer in
-// OpenAI's error shape for `duet serve`); anything else (TypeError, RangeError, a read outside the
+// table, tokenizer metadata), the --gpu-budget and --topk flags and the API's offload.topk, HTTP
+// requests to `duet web` and `duet serve`, `duet dha --resume`'s saved state (training_state.json,
+// re-hashed in its manifest) and `duet dha plot`'s dha.json. Each mutated input must parse into a
+// valid result or be refused with a plain Error or a DuetError naming the file or field (a 4xx
+// answer in OpenAI's error shape for `duet serve`); anything else (TypeError, RangeError, a read outside the
 // file, a 500) fails with the case to replay. A few hundred cases per parser: seconds in all.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdtempSync, cpSync, symlinkSync, writeFileSync, mkdirSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, cpSync, symlinkSync, writeFileSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,7 +19,11 @@ import { parseModelConfig } from '../src/model/config.ts';
 import { readJson } from '../src/model/files.ts';
 import { loadTokenizer } from '../src/model/checkpoint.ts';
 import { parsePattern } from '../src/attention/pattern.ts';
-import { bytesOption } from '../src/cli/options.ts';
+import { bytesOption, offloadFlags, topkFlag } from '../src/cli/options.ts';
+import { flagMessage } from '../src/cli/flags.ts';
+import { DuetError } from '../src/errors.ts';
+import { offloadSettings } from '../src/kv/magicpig/settings.ts';
+import { checkTopk, type TopKChoice } from '../src/kv/magicpig/topk.ts';
 import { startWebServer } from '../src/cli/web.ts';
 import { loadModel } from '../src/node.ts';
 import { DuetServer } from '../src/server/server.ts';
@@ -28,6 +35,14 @@ import { ggufChunks } from '../src/model/gguf-write.ts';
 import { encodeMatrix } from '../src/model/gguf-encode.ts';
 import { tokenizerToGguf } from '../src/model/gguf-tokenizer.ts';
 import { nodeModelFiles } from '../src/node/files.ts';
+import { DHA_METHODS, type ConvertOptions } from '../src/dha/convert.ts';
+import { compareArms, lossCurveSvg, type Comparison } from '../src/dha/plot.ts';
+import { readArm } from '../src/node/dha-plot.ts';
+import { saveModel } from '../src/node/checkpoint-io.ts';
+import { convertToDha, DHA_STATE } from '../src/node/dha.ts';
+import { Arena } from '../src/train/arena.ts';
+import { TrainModel, cpuTrainModel, type TrainConfig } from '../src/train/model.ts';
+import { VOCAB_SIZE } from '../src/train/vocab.ts';
 
 const CASES = 400;
 const f32 = (n: number, s: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i + s));
@@ -94,6 +109,45 @@ test('fuzz: size flags (duet memory --gpu-budget): a whole number of bytes from 
       assert.is(n, Math.floor(Number(m![1]) * unit[m![2] ?? '']), JSON.stringify(text));
     },
     (m) => m.startsWith('--gpu-budget: expected a size such as 16GiB'));
+  assert.ok(res.refused > CASES / 4 && res.parsed > 0, `parsed ${res.parsed}, refused ${res.refused}`);
+});
+
+test('fuzz: --topk N|P% (generate, eval, memory, serve): a count the library accepts, a fraction in (0, 1], or an error naming the flag', async () => {
+  const pieces = ['0', '1', '4', '40', '.', '5', ' ', '%', '%%', '-', '+', 'e', '3', 'x', ',', '100', '9'.repeat(400), '\u0000', 'keys'];
+  const res = await fuzz('--topk', { seed: 12, cases: CASES },
+    (r) => Array.from({ length: 1 + Math.floor(r() * 4) }, () => pieces[Math.floor(r() * pieces.length)]).join(''),
+    (text) => {
+      const t = topkFlag(text);
+      checkTopk(t); // what the flag gives, the library takes
+      const m = /^\s*(?:(\d+)|(\d*\.?\d+)%)\s*$/.exec(text);
+      assert.ok(m !== null, `${JSON.stringify(text)} accepted`);
+      assert.equal(t, m![1] !== undefined ? { keys: Number(m![1]) } : { fraction: Number(m![2]) / 100 }, JSON.stringify(text));
+      const flags = offloadFlags({ topk: text, 'dense-layers': '1' })!;
+      assert.equal(flags, { topk: t, denseLayers: [1] });
+    },
+    (m) => m.startsWith('--topk takes N (keys per decode step, an integer ≥ 1) or P% (of the offloaded keys, 0 < P ≤ 100); got '));
+  assert.ok(res.refused > CASES / 4 && res.parsed > 0, `parsed ${res.parsed}, refused ${res.refused}`);
+});
+
+test('fuzz: the API\'s offload.topk (loadModel, kvMemory): accepted as { keys } or { fraction }, else a DuetError naming offload.topk (--topk in the CLI)', async () => {
+  const kinds = [[true, false], [false, true]]; // retrieval heads per layer and KV head
+  const seeds = [{ keys: 40 }, { fraction: 0.025 }];
+  const res = await fuzz('offload.topk', { seed: 13, cases: CASES },
+    (r, i) => mutateJson(r, seeds[i % 2]),
+    (topk) => {
+      try {
+        const { settings } = offloadSettings({ topk: topk as TopKChoice }, kinds, 8, 'f32');
+        const t = settings.topk!;
+        assert.equal(t, topk);
+        assert.ok('keys' in t ? Number.isInteger(t.keys) && t.keys >= 1 : t.fraction > 0 && t.fraction <= 1, JSON.stringify(t));
+      } catch (e) {
+        if (!(e instanceof DuetError)) throw e;
+        assert.is(e.field, 'offload.topk', e.message);
+        assert.ok(flagMessage(e).startsWith('--topk '), flagMessage(e));
+        throw e;
+      }
+    },
+    (m) => m.startsWith('offload.topk '));
   assert.ok(res.refused > CASES / 4 && res.parsed > 0, `parsed ${res.parsed}, refused ${res.refused}`);
 });
 
@@ -424,6 +478,177 @@ test('fuzz: HTTP requests to duet serve get a completion or a 4xx in OpenAI\'s e
     await server.close();
     await model.dispose();
   }
+});
+
+// duet dha --resume's dha-state/ and duet dha plot's dha.json, from tiny real runs: a random 2-layer
+// model on Duet's vocabulary, 6 steps of 300 tokens (DHA: 3 fusion + 3 training), one thread.
+const DHA_MODEL: TrainConfig = { vocab: VOCAB_SIZE, hidden: 16, layers: 2, heads: 4, kvHeads: 4, headDim: 4, intermediate: 24, eps: 1e-5, ropeTheta: 10000, maxRows: 160 };
+const DHA_RUN: ConvertOptions = { method: 'dha', budget: 0.375, tokens: 1800, tokensPerStep: 300, maxLength: 160, tasks: ['passkey'], similaritySequences: 2, validationSequences: 2, seed: 3 };
+const GQA_RUN: ConvertOptions = { ...DHA_RUN, method: 'gqa-meanpool', budget: 0.5 };
+const dhaScratch = mkdtempSync(join(tmpdir(), 'duet-fuzz-dha-'));
+const dhaSource = join(dhaScratch, 'src');
+{
+  const m = cpuTrainModel(await Arena.create((k) => TrainModel.arenaBytes(DHA_MODEL, k)), DHA_MODEL);
+  m.initialise(8);
+  saveModel(dhaSource, DHA_MODEL, Float32Array.from(m.params), 4096, {});
+}
+
+/** Every file under `dir` (relative name → bytes). */
+function folderBytes(dir: string, under = ''): Map<string, Buffer> {
+  const out = new Map<string, Buffer>();
+  for (const e of readdirSync(join(dir, under), { withFileTypes: true })) {
+    const name = join(under, e.name);
+    if (e.isDirectory()) for (const [k, v] of folderBytes(dir, name)) out.set(k, v);
+    else out.set(name, readFileSync(join(dir, name)));
+  }
+  return out;
+}
+
+/** A stopped conversion's training_state.json replaced by `text`, re-hashed in its manifest so that only the parser stands in the way. */
+function writeDhaState(out: string, text: string): void {
+  const manifestPath = join(out, DHA_STATE, 'manifest.json');
+  const manifest = JSON.parse(readFileSync(manifestPath, 'utf8'));
+  writeFileSync(join(out, DHA_STATE, 'training_state.json'), text);
+  manifest.files[`${DHA_STATE}/training_state.json`] = { size: Buffer.byteLength(text), sha256: createHash('sha256').update(text).digest('hex') };
+  writeFileSync(manifestPath, JSON.stringify(manifest));
+}
+
+/**
+ * Resumes `out` (stopped after `step`) with `until` at that step: an accepted state ends at the
+ * library's "until" refusal, before any training or writing; a refused one must name the file.
+ * Either way no file of the folder may change.
+ */
+async function resumeUntouched(o: ConvertOptions, out: string, step: number): Promise<void> {
+  const before = folderBytes(out);
+  try {
+    await convertToDha({ ...o, model: dhaSource, out, threads: 1, resume: true, until: step });
+    assert.unreachable('a resume with until at the saved step is refused');
+  } catch (e) {
+    if (!(e instanceof Error && new RegExp(`^until ${step}: the saved state is after step ${step} already$`).test(e.message))) throw e;
+  } finally {
+    const after = folderBytes(out);
+    assert.equal([...after.keys()].sort(), [...before.keys()].sort(), `${out}: no file added or removed`);
+    for (const [k, v] of before) assert.ok(after.get(k)!.equals(v), `${out}/${k} unchanged`);
+  }
+}
+
+/** Sets `path` (dotted, numbers index arrays) in a copy of `json`; undefined deletes it. */
+function edited(json: unknown, path: string, value: unknown): unknown {
+  const copy = structuredClone(json) as Record<string, unknown>;
+  const keys = path.split('.');
+  let at = copy as Record<string, unknown>;
+  for (const k of keys.slice(0, -1)) at = at[k] as Record<string, unknown>;
+  const last = keys[keys.length - 1];
+  if (value === undefined) { if (Array.isArray(at)) at.splice(Number(last), 1); else delete at[last]; } else at[last] = value;
+  return copy;
+}
+
+const dhaStates = [
+  { name: 'dha-fusion', o: DHA_RUN, step: 2 }, { name: 'dha-train', o: DHA_RUN, step: 4 }, { name: 'gqa-train', o: GQA_RUN, step: 2 },
+] as const;
+for (const s of dhaStates) await convertToDha({ ...s.o, model: dhaSource, out: join(dhaScratch, s.name), threads: 1, until: s.step, saveEvery: 1 });
+
+test('dha --resume: each field of training_state.json damaged (re-hashed) is refused by name, the folder untouched', async () => {
+  // [state, field edited, value (undefined deletes), the field the refusal names]; INF is written as 1e999 (JSON.parse: Infinity).
+  const INF = '__INF__';
+  const cases: Array<[string, string, unknown, string]> = [
+    ['dha-fusion', 'stage', 'collapse', 'stage'], ['dha-fusion', 'stage', 'train', 'stage'], ['gqa-train', 'stage', 'fusion', 'stage'],
+    ['dha-fusion', 'threads', 0, 'threads'], ['dha-fusion', 'threads', '1', 'threads'], ['dha-train', 'device', 'tpu', 'device'],
+    ['dha-fusion', 'fusion', null, 'fusion'], ['dha-fusion', 'fusion.mix', [1, 2], 'fusion.mix'], ['dha-fusion', 'fusion.mix.0', '1', 'fusion.mix[0]'],
+    ['dha-fusion', 'fusion.mix.3', 1e39, 'fusion.mix[3]'], ['dha-fusion', 'fusion.mixM.1', null, 'fusion.mixM[1]'], ['dha-fusion', 'fusion.mixV.2', -1, 'fusion.mixV[2]'],
+    ['dha-fusion', 'fusion.lambda', [0, 0, 0, 0, 0], 'fusion.lambda'], ['dha-fusion', 'fusion.phi.0', INF, 'fusion.phi[0]'], ['dha-fusion', 'fusion.phi', undefined, 'fusion.phi'],
+    ['dha-fusion', 'progress', undefined, 'progress'], ['dha-fusion', 'progress', [], 'progress'],
+    ['dha-fusion', 'progress.fusionTokens', -1, 'progress.fusionTokens'], ['dha-train', 'progress.trainTokens', 1.5, 'progress.trainTokens'],
+    ['gqa-train', 'progress.trainTokens', 2 ** 53, 'progress.trainTokens'], ['dha-fusion', 'progress.fusionStart', 'NaN', 'progress.fusionStart'],
+    ['dha-fusion', 'progress.fusionStart', null, 'progress.fusionStart'], ['dha-train', 'progress.fused', null, 'progress.fused'],
+    ['dha-train', 'progress.converted', null, 'progress.converted'], ['gqa-train', 'progress.converted', INF, 'progress.converted'],
+    ['dha-train', 'progress.constraintsAtCollapse', [], 'progress.constraintsAtCollapse'], ['dha-train', 'progress.constraintsAtCollapse.1.value', '0', 'progress.constraintsAtCollapse[1].value'],
+    ['dha-train', 'progress.constraintsAtCollapse.0', 7, 'progress.constraintsAtCollapse[0]'], ['dha-fusion', 'progress.curve', {}, 'progress.curve'],
+    ['dha-fusion', 'progress.curve.0.validationLoss', 'x', 'progress.curve[0].validationLoss'], ['dha-train', 'progress.curve.1.stage', 'collapse', 'progress.curve[1].stage'],
+    ['dha-train', 'progress.curve.0.step', 99, 'progress.curve[0].step'], ['dha-fusion', 'progress.curve.0.constraint', null, 'progress.curve[0].constraint'],
+    ['gqa-train', 'progress.curve.0.tokens', -3, 'progress.curve[0].tokens'], ['dha-fusion', 'progress.history.1', undefined, 'progress.history'],
+    ['dha-train', 'progress.history.1.step', 5, 'progress.history[1].step'], ['dha-train', 'progress.history.0.loss', INF, 'progress.history[0].loss'],
+    ['gqa-train', 'progress.history.0', null, 'progress.history[0]'], ['gqa-train', 'progress.seconds', -1, 'progress.seconds'], ['dha-train', 'progress.seconds', undefined, 'progress.seconds'],
+    ['dha-fusion', 'step', 3, 'progress.history'], ['dha-fusion', 'step', -1, 'step'], ['dha-train', 'parameters', 12, 'parameters'],
+  ];
+  for (const [name, field, value, named] of cases) {
+    const s = dhaStates.find((x) => x.name === name)!, out = join(dhaScratch, name), good = readFileSync(join(out, DHA_STATE, 'training_state.json'), 'utf8');
+    writeDhaState(out, JSON.stringify(edited(JSON.parse(good), field, value)).replace(`"${INF}"`, '1e999'));
+    let message = '(accepted)';
+    try { await resumeUntouched(s.o, out, s.step); } catch (e) { message = (e as Error).message; }
+    assert.ok(message.includes(`${DHA_STATE}/training_state.json: `) && (named === 'parameters' || message.includes(`"${named}"`)), `${name} ${field} = ${JSON.stringify(value)}: refused naming "${named}"; got: ${message}`);
+    writeDhaState(out, good);
+  }
+  // Each state, restored, still resumes to the end.
+  for (const s of dhaStates) await resumeUntouched(s.o, join(dhaScratch, s.name), s.step);
+});
+
+test('fuzz: dha --resume training_state.json (structural and byte mutations, re-hashed): resumes or is refused naming the file, the folder untouched', async () => {
+  for (const [k, s] of dhaStates.entries()) {
+    const out = join(dhaScratch, s.name), good = readFileSync(join(out, DHA_STATE, 'training_state.json'), 'utf8');
+    const { plan, ...rest } = JSON.parse(good);
+    const res = await fuzz(`dha state ${s.name}`, { seed: 20 + k, cases: 120 },
+      // The plan is checked by the model shape only: mutations go to the rest, where the conversion's own fields are.
+      (r, i) => (i % 4 === 0 ? mutateText(r, good) : JSON.stringify({ plan, ...(mutateJson(r, rest) as object) })),
+      async (text) => { writeDhaState(out, text); await resumeUntouched(s.o, out, s.step); },
+      (m) => m.includes(`${DHA_STATE}/training_state.json: `));
+    writeDhaState(out, good);
+    assert.ok(res.refused > 30 && res.parsed > 0, `${s.name}: parsed ${res.parsed}, refused ${res.refused}`);
+  }
+});
+
+test('fuzz: duet dha plot reads dha.json (structural and byte mutations, truncation): a valid arm or an error naming the file and field', async () => {
+  const runs = { dha: join(dhaScratch, 'done-dha'), gqa: join(dhaScratch, 'done-gqa') };
+  await convertToDha({ ...DHA_RUN, model: dhaSource, out: runs.dha, threads: 1 });
+  await convertToDha({ ...GQA_RUN, model: dhaSource, out: runs.gqa, threads: 1 });
+  const gqa = readArm(runs.gqa), dir = join(dhaScratch, 'plot'), file = join(dir, 'dha.json');
+  mkdirSync(dir);
+  const good = readFileSync(join(runs.dha, 'dha.json'), 'utf8'), report = JSON.parse(good);
+  // What the plot reads, for the structural mutations to land on (the rest of the report is not read).
+  const { method, budget, losses, curve, history } = report;
+  // Each field the plot reads, damaged: refused naming it. NAN is written as a bare NaN (not JSON), INF as 1e999 (Infinity).
+  const NAN = '__NAN__', INF = '__INF__';
+  const cases: Array<[string, unknown, RegExp]> = [
+    ['method', undefined, /: method must be one of dha, gqa-meanpool, continued \(missing\)/], ['method', 7, /: method must be one of/],
+    ['budget', 'NaN', /: budget must be a number in \(0, 1\]/], ['budget', 0, /: budget must be/], ['budget', INF, /: budget must be/], ['budget', undefined, /: budget .*\(missing\)/],
+    ['losses', 5, /: losses must be an object/], ['losses.fusionStart', 'x', /: losses\.fusionStart must be a finite number or null/],
+    ['curve', undefined, /: curve must be an array/], ['curve', {}, /: curve must be an array/], ['curve.0.validationLoss', '1', /: curve\[0\] needs a tokens count ≥ 0 and a finite validationLoss/],
+    ['curve.1.tokens', -1, /: curve\[1\] needs/], ['curve.2', null, /: curve\[2\] needs/], ['curve.0.stage', 'x', /: curve\[0\]\.stage must be "fusion" or "train"/],
+    ['curve.0.tokens', 1e9, /: curve goes back in tokens at point 1 \(1000000000 then/], ['history.2.loss', INF, /: history\[2\] needs/], ['history', 'x', /: history must be an array/], ['history.3.loss', null, /: history\[3\] needs/],
+    ['history.0.stage', 'train', /: history\[1\] is a fusion point after the collapse/], ['curve.1.validationLoss', NAN, /: not valid JSON/],
+  ];
+  for (const [field, value, want] of cases) {
+    writeFileSync(file, JSON.stringify(edited(report, field, value)).replace(`"${NAN}"`, 'NaN').replace(`"${INF}"`, '1e999'));
+    assert.throws(() => readArm(dir), (e: Error) => e.constructor === Error && e.message.startsWith(`${file}: `) && want.test(e.message), `${field} = ${JSON.stringify(value)}`);
+  }
+  writeFileSync(file, good.slice(0, good.length >> 1));
+  assert.throws(() => readArm(dir), /dha\.json: not valid JSON/, 'truncated');
+  const res = await fuzz('dha.json', { seed: 30, cases: CASES },
+    (r, i) => {
+      if (i % 5 === 0) return mutateText(r, good);
+      if (i % 5 === 1) return good.slice(0, Math.floor(r() * good.length));
+      return JSON.stringify(mutateJson(r, { method, budget, losses, curve, history })).replace(/"NaN"/, () => (r() < 0.5 ? 'NaN' : '1e999'));
+    },
+    (text) => {
+      writeFileSync(file, text);
+      const arm = readArm(dir);
+      assert.ok(DHA_METHODS.includes(arm.method) && arm.budget > 0 && arm.budget <= 1, `${arm.method} ${arm.budget}`);
+      for (const s of [arm.validation, arm.training]) {
+        s.forEach((p, i) => {
+          assert.ok(Number.isFinite(p.tokens) && p.tokens >= 0 && Number.isFinite(p.loss), JSON.stringify(p));
+          if (i) assert.ok(p.tokens >= s[i - 1].tokens && (p.converted || !s[i - 1].converted), 'ascending tokens, the collapse once');
+        });
+      }
+      // The comparison refuses an arm it cannot measure by its label.
+      for (const series of ['validation', 'training'] as const) {
+        let c: Comparison;
+        try { c = compareArms([arm, gqa], { target: 1, series }); } catch (e) { if (/^DHA|^GQA|^source/.test((e as Error).message)) continue; throw e; }
+        assert.ok(c.arms.every((a) => Number.isFinite(a.finalLoss)));
+        assert.match(lossCurveSvg([arm, gqa], c), /^<svg/);
+      }
+    },
+    (m) => m.startsWith(`${file}: `) && !/undefined|\[object/.test(m));
+  assert.ok(res.refused > CASES / 4 && res.parsed > 0, `parsed ${res.parsed}, refused ${res.refused}`);
 });
 
 test.run();

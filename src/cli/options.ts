@@ -156,7 +156,7 @@ export function topkFlag(text: string): TopKChoice {
   const t = text.trim(), bad = `--topk takes N (keys per decode step, an integer ≥ 1) or P% (of the offloaded keys, 0 < P ≤ 100); got "${text}"`;
   if (/^\d+$/.test(t)) {
     const keys = Number(t);
-    if (keys < 1) throw new Error(bad);
+    if (!(Number.isSafeInteger(keys) && keys >= 1)) throw new Error(bad); // 0, or too many digits for an exact count
     return { keys };
   }
   const m = /^(\d+(?:\.\d+)?|\.\d+)%$/.exec(t);

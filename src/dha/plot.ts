@@ -28,15 +28,17 @@ export interface Arm {
 export type LossSeries = 'validation' | 'training';
 
 const isNum = (x: unknown): x is number => typeof x === 'number' && Number.isFinite(x);
+/** What a field held, for an error: "missing" or "got <its JSON>". */
+const got = (x: unknown): string => (x === undefined ? 'missing' : `got ${JSON.stringify(x).slice(0, 80)}`);
 
 function points(rows: unknown, field: string, where: string, lossKey: string): LossPoint[] {
   if (!Array.isArray(rows)) throw new Error(`${where}: ${field} must be an array of points (is this a \`duet dha\` report?)`);
   return rows.map((p, i) => {
     const r = p as Record<string, unknown> | null;
     if (r === null || typeof r !== 'object' || !isNum(r.tokens) || r.tokens < 0 || !isNum(r[lossKey])) {
-      throw new Error(`${where}: ${field}[${i}] needs a tokens count ≥ 0 and a finite ${lossKey} (got ${JSON.stringify(p)})`);
+      throw new Error(`${where}: ${field}[${i}] needs a tokens count ≥ 0 and a finite ${lossKey} (${got(p)})`);
     }
-    if (r.stage !== 'fusion' && r.stage !== 'train') throw new Error(`${where}: ${field}[${i}].stage must be "fusion" or "train" (got ${JSON.stringify(r.stage)})`);
+    if (r.stage !== 'fusion' && r.stage !== 'train') throw new Error(`${where}: ${field}[${i}].stage must be "fusion" or "train" (${got(r.stage)})`);
     return { tokens: r.tokens, loss: r[lossKey] as number, converted: r.stage === 'train' };
   });
 }
@@ -55,20 +57,24 @@ export function armLabel(method: DhaMethod, budget: number): string {
 export function armFromReport(json: unknown, where: string): Arm {
   const r = json as Record<string, unknown> | null;
   if (r === null || typeof r !== 'object' || Array.isArray(r)) throw new Error(`${where}: not a \`duet dha\` report (a JSON object)`);
-  if (!DHA_METHODS.includes(r.method as DhaMethod)) throw new Error(`${where}: method must be one of ${DHA_METHODS.join(', ')} (got ${JSON.stringify(r.method)})`);
-  if (!isNum(r.budget)) throw new Error(`${where}: budget must be a number (got ${JSON.stringify(r.budget)})`);
+  if (!DHA_METHODS.includes(r.method as DhaMethod)) throw new Error(`${where}: method must be one of ${DHA_METHODS.join(', ')} (${got(r.method)})`);
+  if (!(isNum(r.budget) && r.budget > 0 && r.budget <= 1)) throw new Error(`${where}: budget must be a number in (0, 1], the kept fraction of the KV heads (${got(r.budget)})`);
   const method = r.method as DhaMethod;
   const validation = points(r.curve, 'curve', where, 'validationLoss');
   const training = r.history === undefined ? [] : points(r.history, 'history', where, 'loss');
-  const start = (r.losses as Record<string, unknown> | undefined)?.fusionStart;
-  if (method === 'dha' && isNum(start) && !validation.some((p) => p.tokens === 0)) validation.unshift({ tokens: 0, loss: start, converted: false });
-  if (validation.length === 0) throw new Error(`${where}: curve is empty`);
+  const losses = r.losses ?? {};
+  if (typeof losses !== 'object' || losses === null || Array.isArray(losses)) throw new Error(`${where}: losses must be an object (${got(r.losses)})`);
+  const start = (losses as Record<string, unknown>).fusionStart;
+  if (!(start === undefined || start === null || isNum(start))) throw new Error(`${where}: losses.fusionStart must be a finite number or null (${got(start)})`);
+  // In the file's order (point i is the file's [i]), before the 0-token point is put in front.
   for (const [name, s] of [['curve', validation], ['history', training]] as const) {
     for (let i = 1; i < s.length; i++) {
       if (s[i].tokens < s[i - 1].tokens) throw new Error(`${where}: ${name} goes back in tokens at point ${i} (${s[i - 1].tokens} then ${s[i].tokens})`);
       if (s[i - 1].converted && !s[i].converted) throw new Error(`${where}: ${name}[${i}] is a fusion point after the collapse`);
     }
   }
+  if (method === 'dha' && isNum(start) && !validation.some((p) => p.tokens === 0)) validation.unshift({ tokens: 0, loss: start, converted: false });
+  if (validation.length === 0) throw new Error(`${where}: curve is empty`);
   return { label: armLabel(method, r.budget), method, budget: r.budget, validation, training };
 }
 

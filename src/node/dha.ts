@@ -132,8 +132,8 @@ export async function convertToDha(o: DhaConvertOptions): Promise<DhaConverted |
   const threads = device === 'gpu' ? 1 : Math.min(o.threads ?? availableParallelism(), availableParallelism());
   const sp = model.params;
   const sourceHash = createHash('sha256').update(new Uint8Array(sp.buffer, sp.byteOffset, sp.byteLength)).digest('hex');
-  const resume = o.resume ? loadConversionState(o.out, plan, sp.length, settings, sourceHash, threads, device, o.notice ?? (() => {})) : undefined;
   const { fusion: fusionSteps } = stageSteps(o, plan.tokensPerStep);
+  const resume = o.resume ? loadConversionState(o.out, plan, sp.length, fusionSteps, settings, sourceHash, threads, device, o.notice ?? (() => {})) : undefined;
   const resumedAt: DhaResumePoint | null = resume
     ? (resume.stage === 'fusion' ? { stage: 'fusion', step: resume.step, steps: fusionSteps } : { stage: 'train', step: resume.step - fusionSteps, steps: plan.steps - fusionSteps })
     : null;
@@ -188,29 +188,91 @@ type Settings = ReturnType<typeof conversionSettings>;
 /**
  * The state saved in `out` by an unfinished conversion, checked against this run: same model
  * shape, options (every setting, defaults filled in) and source weights, or an error naming what
- * differs. A save interrupted midway is finished or discarded first (recoverFileSet).
+ * differs. A save interrupted midway is finished or discarded first (recoverFileSet). loadState
+ * checks the step, the parameter count, the model shape and optimizer.bin; conversionFields the rest.
  */
-function loadConversionState(out: string, plan: TrainPlan, parameters: number, settings: Settings, sourceHash: string, threads: number,
+function loadConversionState(out: string, plan: TrainPlan, parameters: number, fusionSteps: number, settings: Settings, sourceHash: string, threads: number,
   device: 'cpu' | 'gpu', notice: (m: string) => void): ConvertState {
   recoverFileSet(out, STATE_MANIFEST);
   const t = loadState(join(out, DHA_STATE), parameters, plan.model);
   if (!t) throw new DuetError('resume', `is set but ${out} holds no saved conversion state (${STATE_JSON})`);
   const path = join(out, STATE_JSON);
-  const meta = JSON.parse(readFileSync(path, 'utf8')) as {
-    stage: ConvertState['stage']; settings: Settings; source: { path: string; sha256: string }; threads: number; device?: 'cpu' | 'gpu';
-    fusion: Record<'mix' | 'mixM' | 'mixV' | 'lambda' | 'phi', number[]> | null; progress: ConvertState['progress'];
-  };
+  const meta = JSON.parse(readFileSync(path, 'utf8')) as { settings?: Settings; source?: { path?: unknown; sha256?: unknown } };
   const differ = (Object.keys(settings) as Array<keyof Settings>)
     .filter((k) => JSON.stringify(meta.settings?.[k]) !== JSON.stringify(settings[k]))
     .map((k) => `${k} ${JSON.stringify(settings[k])} (saved: ${JSON.stringify(meta.settings?.[k])})`);
   if (meta.source?.sha256 !== sourceHash) differ.push(`the source model's weights (saved from ${meta.source?.path})`);
   if (differ.length) throw new DuetError('resume', `${path}: the saved conversion was made with other arguments: this run has ${differ.join(', ')}; resume with the same arguments, or set force to start again`);
-  const savedOn = meta.device ?? 'cpu';
-  if (savedOn !== device) notice(`resuming on the ${device === 'gpu' ? 'GPU' : 'CPU'}, the saved state was made on the ${savedOn === 'gpu' ? 'GPU' : 'CPU'}: the result agrees with an uninterrupted run only within float rounding`);
-  else if (meta.threads !== threads) notice(`resuming with ${threads} thread${threads > 1 ? 's' : ''}, the saved state was made with ${meta.threads}: the result agrees bit for bit with an uninterrupted run only at the same count`);
-  const f = meta.fusion;
-  return {
-    stage: meta.stage, step: t.step, params: t.params, m: t.m, v: t.v, progress: meta.progress,
-    fusion: f && { mix: Float32Array.from(f.mix), mixM: Float32Array.from(f.mixM), mixV: Float32Array.from(f.mixV), lambda: Float64Array.from(f.lambda), phi: Float64Array.from(f.phi) },
+  const saved = conversionFields(meta as Record<string, unknown>, path, { ...plan.model, method: settings.method, step: t.step, fusionSteps, steps: plan.steps });
+  if (saved.device !== device) notice(`resuming on the ${device === 'gpu' ? 'GPU' : 'CPU'}, the saved state was made on the ${saved.device === 'gpu' ? 'GPU' : 'CPU'}: the result agrees with an uninterrupted run only within float rounding`);
+  else if (saved.threads !== threads) notice(`resuming with ${threads} thread${threads > 1 ? 's' : ''}, the saved state was made with ${saved.threads}: the result agrees bit for bit with an uninterrupted run only at the same count`);
+  return { ...saved.state, step: t.step, params: t.params, m: t.m, v: t.v };
+}
+
+/**
+ * training_state.json's fields of a conversion (beyond loadState's), each checked before use: the
+ * stage fits the plan and the step, threads and device, ω and the multipliers as long as the model
+ * makes them (finite, second moments ≥ 0), and every field of progress (token counts, losses, a
+ * history point per step done). A refusal names the file and the field.
+ */
+function conversionFields(meta: Record<string, unknown>, path: string,
+  run: { layers: number; heads: number; method: string; step: number; fusionSteps: number; steps: number }) {
+  const fail = (field: string, why: string, got: unknown): never => {
+    const was = got === undefined ? 'missing' : `got ${JSON.stringify(got).slice(0, 80)}`;
+    throw new Error(`${path}: field "${field}" ${why} (${was}); the saved state is damaged: set force to start again`);
   };
+  const object = (v: unknown, field: string) => (typeof v === 'object' && v !== null && !Array.isArray(v) ? v as Record<string, unknown> : fail(field, 'must be an object', v));
+  const list = (v: unknown, field: string, length?: number) => (Array.isArray(v) && (length === undefined || v.length === length) ? v as unknown[]
+    : fail(field, `must be an array${length === undefined ? '' : ` of ${length} values`}`, v));
+  const int = (v: unknown, field: string, min = 0, max = Number.MAX_SAFE_INTEGER) => (Number.isSafeInteger(v) && (v as number) >= min && (v as number) <= max ? v as number
+    : fail(field, min === max ? `must be ${min}` : `must be an integer from ${min}${max < Number.MAX_SAFE_INTEGER ? ` to ${max}` : ' up'}`, v));
+  const num = (v: unknown, field: string, min = -Infinity) => (typeof v === 'number' && Number.isFinite(v) && v >= min ? v : fail(field, `must be a finite number${min > -Infinity ? ` ≥ ${min}` : ''}`, v));
+  const maybe = (v: unknown, field: string, needed: boolean) => (v === null && !needed ? null : num(v, field));
+  const stageOf = (v: unknown, field: string): 'fusion' | 'train' => (v === 'fusion' || v === 'train' ? v : fail(field, 'must be "fusion" or "train"', v));
+  /** A JSON array of numbers as a typed array (checked after the conversion: a float64 beyond float32's range is Infinity there). */
+  const floats = <T extends Float32Array | Float64Array>(v: unknown, field: string, length: number, type: { from(a: number[]): T }, min = -Infinity): T => {
+    const a = list(v, field, length);
+    a.forEach((x, i) => { if (typeof x !== 'number') fail(`${field}[${i}]`, 'must be a number', x); });
+    const out = type.from(a as number[]);
+    out.forEach((x, i) => num(x, `${field}[${i}]`, min));
+    return out;
+  };
+
+  const { layers, heads, step, fusionSteps } = run;
+  const stage = stageOf(meta.stage, 'stage');
+  if (stage === 'fusion' ? !(run.method === 'dha' && step <= fusionSteps) : !(step >= fusionSteps && step < run.steps)) {
+    fail('stage', `after step ${step} does not fit this ${run.method} plan (${fusionSteps} fusion + ${run.steps - fusionSteps} training steps)`, stage);
+  }
+  const threads = int(meta.threads, 'threads', 1);
+  const device = meta.device === undefined ? 'cpu' : meta.device === 'cpu' || meta.device === 'gpu' ? meta.device : fail('device', 'must be "cpu" or "gpu"', meta.device);
+  let fusion: ConvertState['fusion'] = null;
+  if (stage === 'fusion') {
+    const f = object(meta.fusion, 'fusion'), mixes = layers * 2 * heads * heads, sides = layers * 2;
+    fusion = {
+      mix: floats(f.mix, 'fusion.mix', mixes, Float32Array), mixM: floats(f.mixM, 'fusion.mixM', mixes, Float32Array), mixV: floats(f.mixV, 'fusion.mixV', mixes, Float32Array, 0),
+      lambda: floats(f.lambda, 'fusion.lambda', sides, Float64Array), phi: floats(f.phi, 'fusion.phi', sides, Float64Array),
+    };
+  }
+  const p = object(meta.progress, 'progress');
+  const dhaTrained = run.method === 'dha' && stage === 'train';
+  const collapse = p.constraintsAtCollapse === null && !dhaTrained ? null
+    : list(p.constraintsAtCollapse, 'progress.constraintsAtCollapse', layers).map((c, l) => {
+      const o = object(c, `progress.constraintsAtCollapse[${l}]`);
+      return { key: num(o.key, `progress.constraintsAtCollapse[${l}].key`), value: num(o.value, `progress.constraintsAtCollapse[${l}].value`) };
+    });
+  const curve = list(p.curve, 'progress.curve').map((c, i) => {
+    const o = object(c, `progress.curve[${i}]`), at = `progress.curve[${i}]`;
+    const point = { stage: stageOf(o.stage, `${at}.stage`), step: int(o.step, `${at}.step`, 0, step), tokens: int(o.tokens, `${at}.tokens`), validationLoss: num(o.validationLoss, `${at}.validationLoss`) };
+    return o.constraint === undefined ? point : { ...point, constraint: num(o.constraint, `${at}.constraint`) };
+  });
+  const history = list(p.history, 'progress.history', step).map((h, i) => {
+    const o = object(h, `progress.history[${i}]`), at = `progress.history[${i}]`;
+    return { stage: stageOf(o.stage, `${at}.stage`), step: int(o.step, `${at}.step`, i + 1, i + 1), tokens: int(o.tokens, `${at}.tokens`), loss: num(o.loss, `${at}.loss`) };
+  });
+  const progress: ConvertState['progress'] = {
+    fusionTokens: int(p.fusionTokens, 'progress.fusionTokens'), trainTokens: int(p.trainTokens, 'progress.trainTokens'),
+    fusionStart: maybe(p.fusionStart, 'progress.fusionStart', run.method === 'dha'), fused: maybe(p.fused, 'progress.fused', dhaTrained),
+    converted: maybe(p.converted, 'progress.converted', stage === 'train'), constraintsAtCollapse: collapse, curve, history, seconds: num(p.seconds, 'progress.seconds', 0),
+  };
+  return { threads, device, state: { stage, fusion, progress } };
 }

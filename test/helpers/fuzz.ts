@@ -1,8 +1,9 @@
 // A small seeded fuzzer for parsers of untrusted input. A parser passes when every mutated input
-// either parses (and the caller's check of the result holds) or is refused with a plain Error whose
-// message the caller accepts (naming the file or field); a TypeError, RangeError or any other
+// either parses (and the caller's check of the result holds) or is refused with a plain Error or a
+// DuetError whose message the caller accepts (naming the file or field); a TypeError, RangeError or any other
 // exception escaping the parser is a failure, reported with the seed and case number that replay it.
 // Reusable for any parser: give a seed input, a mutator (bytes, text or JSON) and a check.
+import { DuetError } from '../../src/errors.ts';
 import type { ModelFiles } from '../../src/model/files.ts';
 import { rng } from '../reference/kernels.ts';
 
@@ -92,7 +93,7 @@ export async function fuzz<T>(name: string, o: { seed: number; cases: number },
       result.parsed++;
     } catch (e) {
       const where = `${name}: case ${i} of seed ${o.seed}`;
-      if (!(e instanceof Error) || e.constructor !== Error) {
+      if (!(e instanceof Error) || (e.constructor !== Error && e.constructor !== DuetError)) {
         throw new Error(`${where}: ${e instanceof Error ? e.constructor.name : typeof e} escaped the parser: ${e instanceof Error ? e.message : String(e)}\ninput: ${preview(input)}`);
       }
       if (!clear(e.message)) throw new Error(`${where}: unclear error "${e.message}"\ninput: ${preview(input)}`);
