@@ -1,10 +1,12 @@
 // The offload suite: one layer's decode attention with its KV cache on the main device (full
-// attention, the CPU backend's kernel) against the same layer offloaded with MagicPIG (sampled
+// attention, the main device's kernel) against the same layer offloaded with MagicPIG (sampled
 // attention over the host store, src/kv/magicpig/method.ts), per context, on random keys.
 //
 // Both sides are KV method caches driven as the engine drives them (attend the decode row, then
-// append it), on the same CPU backend and the same thread count, one layer of a real model's
-// attention shape; a token's attention is that times the layer count. The caches are filled by
+// append it), created on the same main device (the CPU backend, or a GPU backend: then the full
+// cache lives on the GPU, and so do the offloaded caches' static rings and query hashing, while
+// their host stores and sampled attention run on the offload threads, as in the engine's GPU
+// placements), one layer of a real model's attention shape; a token's attention is that times the layer count. The caches are filled by
 // appends of random rows (no prefill attention, which at 64K would take minutes and does not
 // change a decode step's cost). Keys are uniform noise plus a per-head offset (real keys share a
 // mean direction, which MagicPIG's centering removes), so the sampled fraction is measured, not
@@ -15,6 +17,7 @@
 // Bytes read per token and layer: full attention reads every key and value; the offloaded side
 // reads every offloaded key's codes (the collision scan), the sampled keys' key, value and norm
 // (per query: a GQA group gathers per query), and the static tokens' keys and values.
+import type { Backend } from '../backend/contract.js';
 import type { CpuBackend } from '../cpu/backend.js';
 import { fullMethod } from '../kv/full/method.js';
 import type { KvGroupCache, KvGroupShape, KvSettings } from '../kv/method.js';
@@ -32,7 +35,12 @@ export interface OffloadBenchOptions {
   contexts: number[];
   /** The offloaded arms: a label and checked settings with the module (and threads, to split heads as the CPU backend does). */
   arms: Array<{ label: string; magicpig: MagicPigSettings }>;
-  cpu: CpuBackend;
+  /**
+   * The main device every arm's cache is created on: the full cache, and the offloaded caches'
+   * static rings and hashing (their host stores are WebAssembly memories either way). The decode
+   * row's q, k, v are uploaded to it.
+   */
+  main: Backend;
   /** Timed decode steps per side and context (default 16), after `warmupTokens` untimed (default 2). */
   decodeTokens?: number;
   warmupTokens?: number;
@@ -60,7 +68,7 @@ export interface OffloadArmRow {
   sampled_fraction: number | null;
   /** The first offloaded step: centering and hashing the layer's offloaded keys (and building tables); MagicPIG does it on the GPU. */
   first_step_ms: number | null;
-  /** Host bytes of one layer's cache (full: K and V; offloaded: the whole store). */
+  /** Bytes of one layer's cache (full: K and V, on the main device; offloaded: the whole store, host and main device). */
   cache_bytes_per_layer: number;
   decode_ms_samples: number[];
 }
@@ -97,7 +105,7 @@ export async function projectionsMsPerToken(cpu: CpuBackend, config: ModelConfig
 const FILL_CHUNK = 2048;
 
 export async function runOffloadBench(o: OffloadBenchOptions): Promise<OffloadArmRow[]> {
-  const { config, cpu } = o;
+  const { config, main: be } = o;
   const decode = o.decodeTokens ?? 16, warmup = o.warmupTokens ?? 2, seed = o.seed ?? 0;
   const H = config.numKvHeads, G = config.numHeads / config.numKvHeads, D = config.headDim, layers = config.numLayers;
   const shape: KvGroupShape = { numKvHeads: H, group: G, headDim: D, layer: 0 };
@@ -113,28 +121,39 @@ export async function runOffloadBench(o: OffloadBenchOptions): Promise<OffloadAr
   let done = 0;
   for (const n of o.contexts) {
     const capacity = n + warmup + decode + 1;
-    const caches: Array<{ arm: string; cache: KvGroupCache; s?: MagicPigSettings }> = [{ arm: 'full', cache: fullMethod.create(cpu, shape, capacity, base) }];
+    const caches: Array<{ arm: string; cache: KvGroupCache; s?: MagicPigSettings }> = [{ arm: 'full', cache: fullMethod.create(be, shape, capacity, base) }];
     try {
-      for (const a of o.arms) caches.push({ arm: a.label, cache: magicpigMethod.create(cpu, shape, capacity, { ...base, magicpig: a.magicpig }), s: a.magicpig });
+      for (const a of o.arms) caches.push({ arm: a.label, cache: magicpigMethod.create(be, shape, capacity, { ...base, magicpig: a.magicpig }), s: a.magicpig });
       // The methods measured ignore append's queries (a method that scores keys, like locret, would not).
-      const qFill = cpu.alloc(FILL_CHUNK * H * G * D);
+      const qFill = be.alloc(FILL_CHUNK * H * G * D);
       for (let at = 0; at < n; at += FILL_CHUNK) {
         const r = Math.min(FILL_CHUNK, n - at);
-        const k = cpu.upload(keyRows(r, at)), v = cpu.upload(noiseArray(r * H * D, seed + 5000 + at));
+        const k = be.upload(keyRows(r, at)), v = be.upload(noiseArray(r * H * D, seed + 5000 + at));
         for (const c of caches) await c.cache.append(k, v, r, at, qFill);
-        cpu.free(k); cpu.free(v);
+        be.free(k); be.free(v);
         o.onProgress?.(done, total, `context ${n}: filled ${Math.min(n, at + r)} rows`);
       }
-      cpu.free(qFill);
+      const gpu = be.kind === 'gpu';
+      // A GPU's fill (full attention's appends are recorded, not run) completes before the first step: a read waits for it.
+      if (gpu) await be.read(qFill, 0, 1);
+      be.free(qFill);
       const step = async (cache: KvGroupCache, pastLen: number): Promise<number> => {
-        const q = cpu.upload(noiseArray(H * G * D, seed + 9000 + pastLen)), k = cpu.upload(keyRows(1, pastLen + 1e6));
-        const v = cpu.upload(noiseArray(H * D, seed + 7000 + pastLen)), out = cpu.alloc(H * G * D);
+        const q = be.upload(noiseArray(H * G * D, seed + 9000 + pastLen)), k = be.upload(keyRows(1, pastLen + 1e6));
+        const v = be.upload(noiseArray(H * D, seed + 7000 + pastLen)), out = be.alloc(H * G * D);
         try {
+          // (The uploads are submitted before the timed span.)
+          be.flush();
           const t0 = performance.now();
           await cache.attend(out, q, k, v, 1, pastLen);
           await cache.append(k, v, 1, pastLen, q);
+          // On a GPU, full attention's attend and append only record commands, and an offloaded
+          // cache's step leaves the output's upload and its ring append queued (its promises resolve
+          // after its one readback): reading the output row back waits for all of that step's GPU
+          // work, so it is inside the timed span, in every arm alike (one small readback per step
+          // that the engine does not make: its next layer follows on the GPU).
+          if (gpu) await be.read(out);
           return performance.now() - t0;
-        } finally { for (const t of [q, k, v, out]) cpu.free(t); }
+        } finally { for (const t of [q, k, v, out]) be.free(t); }
       };
       const first: number[] = [];
       for (const c of caches) {
