@@ -19,7 +19,7 @@
 # Time: the whole run fits one 600-s device call. The check gets at most 120 s; every suite ends by
 # a deadline DUET_TOTAL_S (default 560) seconds after `run` starts (what is left of the call packs
 # the results): the offload suite first, at most DUET_OFFLOAD_LIMIT_S (default 100; on an H100 it
-# should need well under a minute: the projections' random weights on the CPU are most of it), then
+# should need well under a minute: drawing the projections' random weights is most of it), then
 # kernels, e2e and memory at most DUET_SUITE_LIMIT_S each (default 150), each cut to the time left
 # (a suite with under 20 s left is skipped, and the log says so).
 #

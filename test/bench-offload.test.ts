@@ -46,7 +46,7 @@ async function tinyRun(device: 'cpu' | 'gpu'): Promise<Printed> {
   assert.equal(saved.settings, printed.settings);
   assert.equal(saved.machine, printed.machine);
   assert.is(printed.settings.device, device);
-  assert.is(printed.settings.projections_device, 'cpu');
+  assert.is(printed.settings.projections_device, device);
   assert.equal(printed.settings.contexts, [200, 300]);
   assert.match(printed.settings.offload, /MagicPIG K 4 × L 12, 4 sinks \+ 64 local/);
   assert.is(printed.settings.weights, 'q4_0');

@@ -18,7 +18,6 @@
 // reads every offloaded key's codes (the collision scan), the sampled keys' key, value and norm
 // (per query: a GQA group gathers per query), and the static tokens' keys and values.
 import type { Backend } from '../backend/contract.js';
-import type { CpuBackend } from '../cpu/backend.js';
 import { fullMethod } from '../kv/full/method.js';
 import type { KvGroupCache, KvGroupShape, KvSettings } from '../kv/method.js';
 import { magicpigMethod } from '../kv/magicpig/method.js';
@@ -26,7 +25,7 @@ import { codeStride } from '../kv/magicpig/params.js';
 import type { MagicPigSettings } from '../kv/magicpig/settings.js';
 import type { ModelConfig } from '../model/config.js';
 import type { WeightDType } from '../model/quant.js';
-import type { WeightMatrix } from '../model/weights.js';
+import { asPacked, type WeightMatrix } from '../model/weights.js';
 import { noiseArray, randomWeights } from './random-weights.js';
 import { measure, median } from './timing.js';
 
@@ -76,28 +75,32 @@ export interface OffloadArmRow {
 /**
  * ms per decode token of everything but attention, the same in every arm: one layer's seven
  * projections (random weights stored as `dtype`, the first norm folded in as the engine does) ×
- * the layer count, plus the LM head; medians of repeated single-row GEMVs on `cpu`.
+ * the layer count, plus the LM head; medians of repeated single-row GEMVs on `be` (the main
+ * device: the CPU backend, or a GPU, where each repetition ends with a one-value readback that
+ * waits for its GEMVs).
  */
-export async function projectionsMsPerToken(cpu: CpuBackend, config: ModelConfig, dtype: WeightDType, seed = 0): Promise<number> {
+export async function projectionsMsPerToken(be: Backend, config: ModelConfig, dtype: WeightDType, seed = 0): Promise<number> {
   const { hiddenSize: Hd, intermediateSize: I, numHeads, numKvHeads, headDim: D, vocabSize: V, numLayers } = config;
   const w = randomWeights({ ...config, numLayers: 1 }, seed, undefined, dtype), l = w.layers[0];
-  const up = (m: WeightMatrix) => (m instanceof Float32Array ? cpu.upload(m) : cpu.uploadWeight(m));
+  // (A GPU gets every matrix through uploadWeight, as the engine places weights: one larger than its buffer limits is split by rows.)
+  const up = (m: WeightMatrix, inDim: number, outDim: number) => (be.kind === 'gpu' ? be.uploadWeight(asPacked(m, outDim, inDim))
+    : m instanceof Float32Array ? be.upload(m) : be.uploadWeight(m));
   const mats: Array<[WeightMatrix, number, number]> = [[l.wq, Hd, numHeads * D], [l.wk, Hd, numKvHeads * D], [l.wv, Hd, numKvHeads * D],
     [l.wo, numHeads * D, Hd], [l.wGate, Hd, I], [l.wUp, Hd, I], [l.wDown, I, Hd]];
-  const layer = mats.map(([m, inDim, outDim]) => ({ w: up(m), inDim, outDim }));
-  const head = { w: up(w.lmHead), inDim: Hd, outDim: V };
-  const x = cpu.upload(noiseArray(Math.max(Hd, I, numHeads * D), seed + 3)), out = cpu.alloc(Math.max(V, I, Hd));
-  const norm = { weight: cpu.upload(l.inputNorm), eps: config.rmsNormEps };
+  const layer = mats.map(([m, inDim, outDim]) => ({ w: up(m, inDim, outDim), inDim, outDim }));
+  const head = { w: up(w.lmHead, Hd, V), inDim: Hd, outDim: V };
+  const x = be.upload(noiseArray(Math.max(Hd, I, numHeads * D), seed + 3)), out = be.alloc(Math.max(V, I, Hd));
+  const norm = { weight: be.upload(l.inputNorm), eps: config.rmsNormEps };
   try {
     const run = (ms: typeof layer) => async () => {
-      for (const m of ms) cpu.matmul(out, x, m.w, null, 1, m.inDim, m.outDim, false, 0, m.inDim === Hd ? norm : undefined);
-      await cpu.read(out, 0, 1);
+      for (const m of ms) be.matmul(out, x, m.w, null, 1, m.inDim, m.outDim, false, 0, m.inDim === Hd ? norm : undefined);
+      await be.read(out, 0, 1);
     };
     const layerMs = await measure(run(layer), { warmup: 2, minReps: 5, budgetMs: 1500 });
     const headMs = await measure(run([head]), { warmup: 1, minReps: 3, budgetMs: 1000 });
     return layerMs * numLayers + headMs;
   } finally {
-    for (const t of [...layer.map((m) => m.w), head.w, x, out, norm.weight]) cpu.free(t);
+    for (const t of [...layer.map((m) => m.w), head.w, x, out, norm.weight]) be.free(t);
   }
 }
 

@@ -113,7 +113,7 @@ Usage:
       --suite offload, or --offload [K,L]: one layer's decode attention, KV cache on the main device vs
       offloaded with MagicPIG (scan and bucket tables), on random keys, per --contexts (default 4096,16384,
       32768,65536), --shape default llama-3.2-1b, --device cpu (default) or gpu (the full cache, the static
-      rings and the hashing on the GPU; projections timed on the CPU); offload.json and offload-decode.svg in --out
+      rings, the hashing and the projections on the GPU); offload.json and offload-decode.svg in --out
 `;
 
 export async function main(argv: string[]): Promise<number> {

@@ -4,7 +4,7 @@
 // (device 'cpu', the default: the same threads on both sides) or a WebGPU adapter (device 'gpu':
 // the full cache, the offloaded caches' static rings and the query hashing on the GPU, their host
 // stores and sampled attention on the offload threads; no adapter is an error, never the CPU
-// instead). The projections are timed on the CPU either way. Writes offload.json and
+// instead). The projections are timed on the main device too (the engine's GEMVs there). Writes offload.json and
 // offload-decode.svg (ms per token vs context) atomically.
 import { mkdirSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
@@ -47,9 +47,9 @@ export interface OffloadBenchmarkOptions {
    * `device`); a software one runs, and the results say so (machine.gpu_software).
    */
   device?: 'cpu' | 'gpu';
-  /** Threads (default every core): the CPU backend's kernel threads (the projections; with device 'cpu' full attention too) and the offload threads. */
+  /** Threads (default every core): the offload threads, and with device 'cpu' the CPU backend's kernel threads (full attention, the projections). */
   threads?: number;
-  /** Storage of the random weights timed for the projections (default: the engine's CPU default for the shape). */
+  /** Storage of the random weights timed for the projections (default: the engine's default for the shape on the device: q8_0 or f32 on the CPU, f32 on a GPU). */
   weights?: WeightDType;
   decodeTokens?: number;
   warmupTokens?: number;
@@ -65,8 +65,8 @@ export interface OffloadResults {
     /** The main device that ran the full arm and the offloaded arms' static rings and hashing (their sampled attention: the host's offload threads). */
     device: 'cpu' | 'gpu';
     threads: number; offload: string; decode_tokens: number; warmup_tokens: number; weights: WeightDType;
-    /** Where the projections were timed: the CPU backend's GEMVs, in every arm and device. */
-    projections_device: 'cpu';
+    /** Where the projections were timed (the main device's GEMVs, the same in every arm). */
+    projections_device: 'cpu' | 'gpu';
     projections_ms_per_token: number;
   };
   machine: MachineInfo;
@@ -95,20 +95,21 @@ export async function runOffloadBenchmark(o: OffloadBenchmarkOptions): Promise<O
   }
   mkdirSync(o.out, { recursive: true });
   let cpu: Awaited<ReturnType<typeof createCpuBackend>> | undefined, pool: OffloadThreads | undefined;
-  const weights = o.weights ?? defaultWeightDType(config, 'cpu');
+  const weights = o.weights ?? defaultWeightDType(config, device);
   let rows: OffloadArmRow[], projectionsMs = 0;
   try {
-    cpu = await createCpuBackend(threads > 1 ? { threads, startWorker: startNodeKernelWorker } : {});
+    // (With a GPU the CPU backend has nothing to run: the host's share is the offload threads'.)
+    if (!gpu) cpu = await createCpuBackend(threads > 1 ? { threads, startWorker: startNodeKernelWorker } : {});
     pool = threads > 1 ? await OffloadThreads.create(threads, startNodeKernelWorker) : undefined;
-    const main: Backend = gpu ?? cpu;
+    const main: Backend = gpu ?? cpu!;
     // The collision search both ways: the scan of every code, and MagicPIG's bucket tables.
     const arms = [{ label: 'offloaded, scan', magicpig: { ...base, threads: pool } }, { label: 'offloaded, tables', magicpig: { ...base, tables: true, threads: pool } }];
     o.onProgress?.(0, 1, `projections: one layer's GEMVs as ${weights}`);
-    projectionsMs = await projectionsMsPerToken(cpu, config, weights, o.seed);
+    projectionsMs = await projectionsMsPerToken(main, config, weights, o.seed);
     rows = await runOffloadBench({ config, contexts, arms, main, decodeTokens, warmupTokens, seed: o.seed, projectionsMs, onProgress: o.onProgress });
   } finally { pool?.stop(); cpu?.destroy(); gpu?.destroy(); }
   const settings: OffloadResults['settings'] = { shape: shapeName, contexts, device, threads, offload: describeOffload(base), decode_tokens: decodeTokens,
-    warmup_tokens: warmupTokens, weights, projections_device: 'cpu', projections_ms_per_token: projectionsMs };
+    warmup_tokens: warmupTokens, weights, projections_device: device, projections_ms_per_token: projectionsMs };
   const machine = machineInfo(gpuName, gpuName === null ? "not used: device 'cpu' (every arm on the CPU)"
     : isSoftwareGpu(gpuName) ? 'software GPU: its timings mean nothing for GPU speed' : '');
   const files = OFFLOAD_FILES.map((n) => join(o.out, n));
@@ -118,7 +119,7 @@ export async function runOffloadBenchmark(o: OffloadBenchmarkOptions): Promise<O
     points: rows.filter((r) => r.arm === arm).map((r): [number, number] => [r.context, r.decode_ms_per_token ?? r.attention_ms_per_token]),
   }));
   writeFileAtomic(files[1], lineChart(series, {
-    title: `decode per token, ${shapeName} (${config.numLayers} layers, ${deviceText(device, gpuName, threads)})`,
+    title: `decode per token, ${shapeName} (${config.numLayers} layers, ${deviceText(device, null, threads)}${gpuName && isSoftwareGpu(gpuName) ? ', a software GPU' : ''})`,
     xLabel: 'context (tokens)', yLabel: `ms per decode token (projections ${weights}, ${projectionsMs.toFixed(0)} ms, + attention)`, logX: true, height: 440,
   }));
   return { rows, settings, machine, files };
@@ -145,7 +146,7 @@ export function offloadReportText(r: Pick<OffloadResults, 'rows' | 'settings'> &
       (x.first_step_ms === null ? '-' : x.first_step_ms.toFixed(0)).padStart(20), (x.cache_bytes_per_layer / 2 ** 30).toFixed(3).padStart(16)].join(' '));
   }
   lines.push('(attention: one layer measured, × the layer count, medians of interleaved decode steps; decode = projections + attention;');
-  if (device === 'gpu') lines.push(' on the GPU: full attention and the static rings + hashing there, each step timed to its output row read back; sampled attention on the host;');
+  if (device === 'gpu') lines.push(' on the GPU: the projections, full attention, the static rings + hashing; each step timed to its output row read back; sampled attention on the host;');
   lines.push(' first step = centering + hashing the offloaded keys (+ tables), once;');
   lines.push(' bytes read: full = every K and V; offloaded = codes scanned or buckets visited + sampled K, V, norm + static K, V)');
   return lines.join('\n');
