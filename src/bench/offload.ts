@@ -6,12 +6,12 @@
 // append it), created on the same main device (the CPU backend, or a GPU backend: then the full
 // cache lives on the GPU, and so do the offloaded caches' static rings and query hashing, while
 // their host stores and sampled attention run on the offload threads, as in the engine's GPU
-// placements), one layer of a real model's attention shape; a token's attention is that times the layer count. The caches are filled by
-// appends of random rows (no prefill attention, which at 64K would take minutes and does not
-// change a decode step's cost). Keys are uniform noise plus a per-head offset (real keys share a
-// mean direction, which MagicPIG's centering removes), so the sampled fraction is measured, not
-// assumed. The first offloaded step centers and hashes every offloaded key (MagicPIG does that on
-// the GPU after prefill); it is timed apart. Decode steps alternate between the two sides, so
+// placements), one layer of a real model's attention shape; a token's attention is that times the
+// layer count. The caches are filled by appends of random rows (no prefill attention, which at 64K
+// would take minutes and does not change a decode step's cost). Keys are uniform noise plus a
+// per-head offset (real keys share a mean direction, which MagicPIG's centering removes), so the
+// sampled fraction is measured, not assumed. The first offloaded step centers and hashes every
+// offloaded key (MagicPIG does that on the GPU after prefill); it is timed apart. Decode steps alternate between the two sides, so
 // that a slow spell of a shared machine hits both alike; a row reports medians.
 //
 // Bytes read per token and layer: full attention reads every key and value; the offloaded side

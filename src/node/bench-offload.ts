@@ -4,8 +4,8 @@
 // (device 'cpu', the default: the same threads on both sides) or a WebGPU adapter (device 'gpu':
 // the full cache, the offloaded caches' static rings and the query hashing on the GPU, their host
 // stores and sampled attention on the offload threads; no adapter is an error, never the CPU
-// instead). The projections are timed on the main device too (the engine's GEMVs there). Writes offload.json and
-// offload-decode.svg (ms per token vs context) atomically.
+// instead). The projections are timed on the main device too (the engine's GEMVs there). Writes
+// offload.json and offload-decode.svg (ms per token vs context) atomically.
 import { mkdirSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
@@ -93,11 +93,11 @@ export async function runOffloadBenchmark(o: OffloadBenchmarkOptions): Promise<O
     gpuName = ctx.adapterDescription;
     gpu = new GpuBackend(ctx);
   }
-  mkdirSync(o.out, { recursive: true });
   let cpu: Awaited<ReturnType<typeof createCpuBackend>> | undefined, pool: OffloadThreads | undefined;
   const weights = o.weights ?? defaultWeightDType(config, device);
   let rows: OffloadArmRow[], projectionsMs = 0;
   try {
+    mkdirSync(o.out, { recursive: true });
     // (With a GPU the CPU backend has nothing to run: the host's share is the offload threads'.)
     if (!gpu) cpu = await createCpuBackend(threads > 1 ? { threads, startWorker: startNodeKernelWorker } : {});
     pool = threads > 1 ? await OffloadThreads.create(threads, startNodeKernelWorker) : undefined;
