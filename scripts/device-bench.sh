@@ -7,15 +7,26 @@
 #                                       packages, and the Vulkan/EGL loaders as amd64 .deb files.
 #   scripts/device-bench.sh run         there, as the device tool's command, with carry
 #                                       [".device", "dist"]: unpacks, runs a tiny GPU bench as a check,
-#                                       then the GPU benchmark of llama-3.2-1b (all 16 layers: with only
-#                                       GPU placements the CPU side holds no weights), one suite at a
+#                                       then the offload suite with the GPU as the main device
+#                                       (llama-3-8b's attention shape at 4K, 16K and 64K: full
+#                                       attention on the GPU vs MagicPIG's host store), then the GPU
+#                                       benchmark of llama-3.2-1b (all 16 layers: with only GPU
+#                                       placements the CPU side holds no weights), one suite at a
 #                                       time under its own time limit. Results: $OUT/results.tar.gz
-#                                       (results.json, text and SVG per suite) and $OUT/run.log.
+#                                       (results.json or offload.json, text and SVG per suite) and
+#                                       $OUT/run.log.
 #
-# Environment for `run`: DUET_BENCH_ARGS replaces the model/context arguments of the main run
-# (default below); DUET_SUITE_LIMIT_S caps each suite (default 150,
-# so that the whole run fits one 600-s device call); DUET_ALLOW_SOFTWARE_GPU=1 goes
-# on when the adapter is a software GPU (to try the script out on a machine without a GPU).
+# Time: the whole run fits one 600-s device call. The check gets at most 120 s; every suite ends by
+# a deadline DUET_TOTAL_S (default 560) seconds after `run` starts (what is left of the call packs
+# the results): the offload suite first, at most DUET_OFFLOAD_LIMIT_S (default 100; on an H100 it
+# should need well under a minute: drawing the projections' random weights is most of it), then
+# kernels, e2e and memory at most DUET_SUITE_LIMIT_S each (default 150), each cut to the time left
+# (a suite with under 20 s left is skipped, and the log says so).
+#
+# Environment for `run`: DUET_BENCH_ARGS replaces the model/context arguments of the kernels, e2e
+# and memory suites, DUET_OFFLOAD_ARGS those of the offload suite (defaults below); the limits
+# above; DUET_ALLOW_SOFTWARE_GPU=1 goes on when the adapter is a software GPU (to try the script
+# out on a machine without a GPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +43,7 @@ pack() {
 }
 
 run() {
+  local start=$SECONDS
   out="${OUT:-/tmp/duet-device-out}" work=/tmp/duet-device
   mkdir -p "$out" "$work/bin"
   exec > >(tee "$out/run.log") 2>&1
@@ -49,7 +61,8 @@ run() {
   node --version
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 
-  results="$work/results" limit="${DUET_SUITE_LIMIT_S:-150}"
+  results="$work/results"
+  local limit="${DUET_SUITE_LIMIT_S:-150}" offload_limit="${DUET_OFFLOAD_LIMIT_S:-100}" deadline=$((start + ${DUET_TOTAL_S:-560}))
   rm -rf "$results" && mkdir -p "$results"
   trap 'tar -czf "$out/results.tar.gz" -C "$work" results' EXIT
   # A minute's check that the adapter is the real GPU and every GPU path runs.
@@ -62,9 +75,16 @@ run() {
   fi
   # shellcheck disable=SC2206
   local args=(${DUET_BENCH_ARGS:---shape llama-3.2-1b --placements split,gpu --sparsities 0.5,0.75 --contexts 4096,16384,65536 --prefill-max 4096})
-  for suite in kernels e2e memory; do
-    echo "== suite $suite (limit ${limit} s), $(date -u +%T)"
-    timeout "$limit" node bin/duet.mjs bench --suite "$suite" --device gpu "${args[@]}" --out "$results/$suite" > "$results/$suite.txt" \
+  # shellcheck disable=SC2206
+  local offload_args=(${DUET_OFFLOAD_ARGS:---shape llama-3-8b --contexts 4096,16384,65536})
+  for suite in offload kernels e2e memory; do
+    local cap=$limit suite_args=("${args[@]}")
+    if [ "$suite" = offload ]; then cap=$offload_limit suite_args=("${offload_args[@]}"); fi
+    local left=$((deadline - SECONDS))
+    if [ "$left" -lt "$cap" ]; then cap=$left; fi
+    if [ "$cap" -lt 20 ]; then echo "== suite $suite skipped: ${left} s left of the run's ${DUET_TOTAL_S:-560}"; continue; fi
+    echo "== suite $suite (limit ${cap} s), $(date -u +%T)"
+    timeout "$cap" node bin/duet.mjs bench --suite "$suite" --device gpu "${suite_args[@]}" --out "$results/$suite" > "$results/$suite.txt" \
       || echo "device-bench: suite $suite ended with status $?"
     cat "$results/$suite.txt"
   done

@@ -119,16 +119,18 @@ async function offloadCommand(v: Values, argv: string[]): Promise<number> {
   for (const f of ['model', 'pattern', 'sparsities', 'placements', 'kv-dtype', 'formats', 'layers', 'prefill-chunk', 'prefill-max', 'sink', 'recent', 'agree-tokens'] as const) {
     if (v[f] !== undefined) throw new Error(`--${f} does not apply to --suite offload (one layer's attention on random keys, --shape NAME, default llama-3.2-1b)`);
   }
-  if (v.device !== undefined && v.device !== 'cpu') throw new Error(`--suite offload runs on the CPU (both sides); --device ${v.device} is not supported there yet`);
+  // The main device: no 'auto' here (a GPU is never chosen, nor left out, silently).
+  if (v.device !== undefined && v.device !== 'cpu' && v.device !== 'gpu') throw new Error(`--suite offload takes --device cpu (the default) or gpu (got "${v.device}")`);
   const offload = v.offload === undefined ? undefined : offloadFlags({ offload: v.offload });
   const contexts = v.contexts === undefined ? undefined : numberList(v.contexts, '--contexts', (n) => Number.isInteger(n) && n >= 2, 'an integer ≥ 2').sort((a, b) => a - b);
   const progress = new Progress('offload');
   const r = await runOffloadBenchmark({
-    out: v.out ?? BENCH_DEFAULT_OUT, shape: v.shape, contexts, offload, threads: threadsOption(v.threads), weights: weightsOption(v.weights),
+    out: v.out ?? BENCH_DEFAULT_OUT, shape: v.shape, contexts, offload, device: v.device as 'cpu' | 'gpu' | undefined, threads: threadsOption(v.threads), weights: weightsOption(v.weights),
     decodeTokens: intOption(v['decode-tokens'], '--decode-tokens', 1), warmupTokens: intOption(v['warmup-tokens'], '--warmup-tokens', 0), seed: intOption(v.seed, '--seed'),
     command: `duet bench ${argv.join(' ')}`.trim(), onProgress: (d, t, detail) => progress.update(d, t, detail),
   });
-  if (v.json) process.stdout.write(`${JSON.stringify({ settings: r.settings, rows: r.rows })}\n`);
+  if (r.machine.gpu_software) process.stderr.write(`duet: ${r.machine.gpu} is a software GPU: its timings mean nothing for GPU speed\n`);
+  if (v.json) process.stdout.write(`${JSON.stringify({ machine: r.machine, settings: r.settings, rows: r.rows })}\n`);
   else process.stdout.write(`${offloadReportText(r)}\nresults: ${r.files.join(', ')}\n`);
   return 0;
 }

@@ -112,7 +112,8 @@ Usage:
       node-llama-cpp package, CPU) on the same GGUF per format, default --shape qwen2.5-0.5b
       --suite offload, or --offload [K,L]: one layer's decode attention, KV cache on the main device vs
       offloaded with MagicPIG (scan and bucket tables), on random keys, per --contexts (default 4096,16384,
-      32768,65536), CPU, --shape default llama-3.2-1b; offload.json and offload-decode.svg in --out
+      32768,65536), --shape default llama-3.2-1b, --device cpu (default) or gpu (the full cache, the static
+      rings, the hashing and the projections on the GPU); offload.json and offload-decode.svg in --out
 `;
 
 export async function main(argv: string[]): Promise<number> {
