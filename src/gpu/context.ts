@@ -112,6 +112,9 @@ export class GpuContext {
   private readonly kernelNames = new WeakMap<GPUComputePipeline, string>();
   /** Uncaptured WebGPU errors (validation, out of memory) seen on this device, oldest first (at most 100 kept). */
   readonly errors: string[] = [];
+  /** Uncaptured errors seen in all, and how many of them a read has already reported (see readBuffer). */
+  private errorCount = 0;
+  private errorsReported = 0;
 
   constructor(readonly device: GPUDevice, readonly adapterDescription: string, options: GpuContextOptions = {}) {
     this.software = options.software ?? false;
@@ -128,6 +131,7 @@ export class GpuContext {
     this.uniformBuffer = this.newBuffer({ size: UNIFORM_SLOT * UNIFORM_SLOTS, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
     device.addEventListener('uncapturederror', (e) => {
       const message = (e as GPUUncapturedErrorEvent).error.message;
+      this.errorCount++;
       if (this.errors.length < 100) this.errors.push(message);
       console.error(`duet: WebGPU error: ${message}`);
     });
@@ -328,6 +332,9 @@ export class GpuContext {
   /**
    * Copies byteLength bytes of `src` at srcOffset to host memory, after all recorded work: one
    * submit and one host wait, through a staging buffer taken from (and given back to) the pool.
+   * Rejects when the device reported an uncaptured error (a failed allocation, a validation error)
+   * since the previous read: the work it read back may have been skipped, so its bytes cannot be
+   * trusted. The error is reported once; later reads go on.
    */
   async readBuffer(src: GPUBuffer, srcOffset: number, byteLength: number): Promise<ArrayBuffer> {
     const size = Math.ceil(byteLength / 4) * 4;
@@ -338,17 +345,27 @@ export class GpuContext {
     this.flush();
     this.counters.hostWaits++;
     this.counters.readbackBytes += size;
+    let out: ArrayBuffer;
     try {
       await staging.mapAsync(GPUMapMode.READ, 0, size);
-      const out = staging.getMappedRange(0, size).slice(0, byteLength);
+      out = staging.getMappedRange(0, size).slice(0, byteLength);
       staging.unmap();
-      const list = this.staging.get(slot) ?? [];
-      if (list.length < STAGING_PER_SIZE) { list.push(staging); this.staging.set(slot, list); } else staging.destroy();
-      return out;
     } catch (err) {
       staging.destroy();
       throw err;
     }
+    const list = this.staging.get(slot) ?? [];
+    if (list.length < STAGING_PER_SIZE) { list.push(staging); this.staging.set(slot, list); } else staging.destroy();
+    this.throwNewErrors();
+    return out;
+  }
+
+  private throwNewErrors(): void {
+    const n = this.errorCount - this.errorsReported;
+    if (n === 0) return;
+    this.errorsReported = this.errorCount;
+    const last = this.errors.length ? this.errors[this.errors.length - 1] : 'not kept';
+    throw new Error(`WebGPU reported ${n} error${n > 1 ? 's' : ''} since the last read (the latest: ${last}); the GPU's results cannot be trusted`);
   }
 
   destroy(): void {
