@@ -1,5 +1,5 @@
 // MagicPIG's SimHash codes as a kernel reached by name (SIMHASH_KERNEL, src/kv/magicpig/kernels.ts) on
-// the CPU backend (one thread: magicpig.as.ts's simhashRows), in the browser's CPU worker (over a
+// the CPU backend (one and three threads: magicpig.as.ts's simhashRows), in the browser's CPU worker (over a
 // MessageChannel) and on the GPU backend (simhash.wgsl), against the float64 reference: codes bit for
 // bit, centered (keys) and not (queries), on odd shapes (d = 37, L not a multiple of 8, K = 16, K = 1
 // with L = 2), strided rows (one head of a [rows][heads][d] tensor), the KV cache's ring case (the key
@@ -11,26 +11,17 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { Backend } from '../src/backend/contract.ts';
-import { createCpuBackend } from '../src/cpu/backend.ts';
-import { GpuBackend } from '../src/gpu/backend.ts';
-import { WorkerCpuBackend } from '../src/browser/worker-cpu.ts';
 import { MagicPigCpu } from '../src/kv/magicpig/cpu.ts';
 import { codesOf, runSimhash, SIMHASH_KERNEL } from '../src/kv/magicpig/kernels.ts';
 import { codeStride, type LshParams } from '../src/kv/magicpig/params.ts';
 import * as ref from '../src/kv/magicpig/reference.ts';
-import { channelWorker } from './helpers/channel-worker.ts';
 import { sharedGpu } from './helpers/engine.ts';
 import { gpuTests } from './helpers/gpu-skip.ts';
+import { kernelBackends } from './helpers/kernel-backends.ts';
 
 const gpu = await sharedGpu();
 const test = suite('MagicPIG SimHash kernel');
 const gpuTest = gpuTests(test, gpu.gpu !== null, gpu.reason);
-
-const BACKENDS: { name: string; gpu: boolean; make: () => Promise<Backend> }[] = [
-  { name: 'cpu', gpu: false, make: () => createCpuBackend() },
-  { name: 'cpu worker', gpu: false, make: () => WorkerCpuBackend.start(channelWorker().worker) },
-  { name: 'gpu', gpu: true, make: async () => new GpuBackend(gpu.gpu!) },
-];
 
 function dyadic(n: number, a: number, seed: number): Float32Array {
   let s = seed >>> 0;
@@ -57,7 +48,7 @@ function codesTensor(be: Backend, words: number) {
   return be.upload(new Float32Array(new Uint16Array(2 * words).fill(SENTINEL).buffer));
 }
 
-for (const b of BACKENDS) {
+for (const b of kernelBackends(gpu.gpu)) {
   const register = b.gpu ? gpuTest : test;
 
   register(`${b.name}: codes = reference codes, bit for bit, centered and not, on odd shapes`, async () => {

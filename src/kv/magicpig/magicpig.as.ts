@@ -283,8 +283,9 @@ function collectTables(lists: usize, counts: usize, qCodes: usize, order: usize,
  * Per query g: the keys colliding in ≥ 2 tables go to list g (scratch) and counts[g], found by
  * the tables when order ≠ 0 (discovery order), else by the scan (ascending);
  * their logits are q·k·scale, minus log(w + 1e−4) read from the table `weights` when it is ≠ 0
- * (buildSamplingWeights for this K, L; cos θ between q and k − k̄ from q·k − q·k̄ and kNorms); stats[2g] = max, stats[2g+1] = Σ exp(s − max), out[g] = Σ exp(s − max)·v
- * (unnormalised). An empty set gives −∞, 0 and zeros.
+ * (buildSamplingWeights for this K, L; cos θ between q and k − k̄ from q·k − q·k̄ and kNorms);
+ * stats[2g] = max, stats[2g+1] = Σ exp(s − max), out[g] = Σ exp(s − max)·v (unnormalised). An empty
+ * set gives −∞, 0 and zeros.
  */
 export function magicpigAttend(out: usize, stats: usize, counts: usize, q: usize, qCodes: usize,
   keys: usize, values: usize, kNorms: usize, kCodes: usize, mean: usize,
